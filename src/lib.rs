@@ -1,0 +1,6 @@
+//! corelog: a Kafka-wire-compatible message broker, thread-per-core on io_uring.
+//!
+//! The crate is a library plus one binary (`src/main.rs`) so that integration tests and
+//! benchmarks can reach the same code the broker runs. See ARCHITECTURE.md for the map.
+
+pub mod limits;
