@@ -3,4 +3,13 @@
 //! The crate is a library plus one binary (`src/main.rs`) so that integration tests and
 //! benchmarks can reach the same code the broker runs. See ARCHITECTURE.md for the map.
 
+pub mod config;
 pub mod limits;
+pub mod metadata;
+pub mod protocol;
+pub mod runtime;
+pub mod serve;
+pub mod server;
+pub mod shard;
+pub mod storage;
+pub mod sync;

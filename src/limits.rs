@@ -15,3 +15,35 @@ pub const DIO_ALIGNMENT_BYTES: usize = 4096;
 
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < REQUEST_BYTES_MAX);
 const _: () = assert!(RECORD_BATCH_HEADER_BYTES < DIO_ALIGNMENT_BYTES);
+
+/// Most shards (executors) one broker runs.
+pub const SHARDS_MAX: usize = 256;
+
+/// Most partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// Longest topic name Kafka allows.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Smallest `segment.bytes` a topic may set (Kafka's own floor is 1 MiB for the broker
+/// default; we accept smaller per topic for tests, but not below one direct-I/O block).
+pub const SEGMENT_BYTES_MIN: u64 = 16 * 1024;
+
+/// Default per-shard budget of the recent-batch cache.
+pub const BATCH_CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+
+/// Requests one connection may have in flight (read, not yet answered) before the broker
+/// stops reading from it. Kafka clients pipeline; librdkafka allows up to 1e6 by default.
+pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: usize = 256;
+
+/// Capacity of each cross-shard channel, in messages.
+pub const SHARD_CHANNEL_CAPACITY: usize = 4096;
+
+/// Longest a Fetch may park waiting for data, whatever the client asks.
+pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
+
+/// Bytes of socket writes coalesced before a write is issued.
+pub const SOCKET_WRITE_COALESCE_BYTES: usize = 64 * 1024;
+
+const _: () = assert!(SEGMENT_BYTES_MIN as usize >= DIO_ALIGNMENT_BYTES);
+const _: () = assert!(CONNECTION_REQUESTS_IN_FLIGHT_MAX <= SHARD_CHANNEL_CAPACITY);

@@ -1,0 +1,264 @@
+//! Broker configuration: defaults, a TOML file, `CORELOG_*` environment variables and flags,
+//! in that order of precedence from lowest to highest.
+//!
+//! `ServeArgs` is what clap parses (every field optional so that "not given" is visible);
+//! `FileConfig` is what the TOML file holds; `Config::resolve` merges them into the one
+//! `Config` the broker runs with. Topic-level defaults (`TopicDefaults`) are the broker-wide
+//! values of the per-topic configs that CreateTopics and AlterConfigs may override.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::limits;
+
+/// Flags of `corelog serve`. Each may also come from `CORELOG_<NAME>` or the TOML file.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML file with any of the options below (flags and environment win over it).
+    #[arg(long, env = "CORELOG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the partition logs and the metadata log [default: ./data].
+    #[arg(long, env = "CORELOG_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the Kafka listener binds [default: 127.0.0.1:9092].
+    #[arg(long, env = "CORELOG_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// host:port clients are told to connect to [default: the listen address].
+    #[arg(long, env = "CORELOG_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Number of shards, one pinned executor each [default: usable cores].
+    #[arg(long, env = "CORELOG_SHARDS")]
+    pub shards: Option<usize>,
+    /// This broker's node id [default: 0].
+    #[arg(long, env = "CORELOG_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Create unknown topics on Metadata and Produce requests [default: true].
+    #[arg(long, env = "CORELOG_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partition count of automatically created topics [default: 1].
+    #[arg(long, env = "CORELOG_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Default segment.bytes of topics [default: 1 GiB].
+    #[arg(long, env = "CORELOG_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Default segment.ms of topics [default: 7 days].
+    #[arg(long, env = "CORELOG_SEGMENT_MS")]
+    pub segment_ms: Option<i64>,
+    /// Default retention.ms of topics, -1 for unlimited [default: 7 days].
+    #[arg(long, env = "CORELOG_RETENTION_MS")]
+    pub retention_ms: Option<i64>,
+    /// Default retention.bytes of topics, -1 for unlimited [default: -1].
+    #[arg(long, env = "CORELOG_RETENTION_BYTES")]
+    pub retention_bytes: Option<i64>,
+    /// Default max.message.bytes of topics [default: 1048588].
+    #[arg(long, env = "CORELOG_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<i32>,
+    /// How often retention and time-based segment roll are checked [default: 30000].
+    #[arg(long, env = "CORELOG_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600].
+    #[arg(long, env = "CORELOG_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<usize>,
+    /// Memory budget of each shard's cache of recent batches [default: 64 MiB].
+    #[arg(long, env = "CORELOG_BATCH_CACHE_BYTES")]
+    pub batch_cache_bytes: Option<usize>,
+    /// Microseconds an idle shard spins before parking; trades CPU for latency [default: 0].
+    #[arg(long, env = "CORELOG_SPIN_BEFORE_PARK_US")]
+    pub spin_before_park_us: Option<u64>,
+    /// Executor preemption timer in microseconds [default: 2000].
+    #[arg(long, env = "CORELOG_PREEMPT_TIMER_US")]
+    pub preempt_timer_us: Option<u64>,
+}
+
+/// The TOML file: the same options as the flags, spelled with underscores.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    advertised_listener: Option<String>,
+    shards: Option<usize>,
+    node_id: Option<i32>,
+    auto_create_topics: Option<bool>,
+    num_partitions: Option<i32>,
+    segment_bytes: Option<u64>,
+    segment_ms: Option<i64>,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<i64>,
+    max_message_bytes: Option<i32>,
+    retention_check_interval_ms: Option<u64>,
+    socket_request_max_bytes: Option<usize>,
+    batch_cache_bytes: Option<usize>,
+    spin_before_park_us: Option<u64>,
+    preempt_timer_us: Option<u64>,
+}
+
+/// Broker-wide defaults of the per-topic configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicDefaults {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub max_message_bytes: i32,
+}
+
+/// The resolved configuration the broker runs with. Immutable after start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub shards: usize,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub topic_defaults: TopicDefaults,
+    pub retention_check_interval_ms: u64,
+    pub socket_request_max_bytes: usize,
+    pub batch_cache_bytes: usize,
+    pub spin_before_park_us: u64,
+    pub preempt_timer_us: u64,
+}
+
+impl Config {
+    /// Merges flags/environment (`args`) over the TOML file over the defaults, and checks values.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = pick(args.listen, file.listen, "127.0.0.1:9092".parse()?);
+        let advertised = args.advertised_listener.clone().or(file.advertised_listener);
+        let (advertised_host, advertised_port) = match advertised {
+            Some(text) => parse_host_port(&text)?,
+            None => (listen.ip().to_string(), i32::from(listen.port())),
+        };
+        let shards = pick(args.shards, file.shards, usable_cores());
+        let defaults = TopicDefaults {
+            segment_bytes: pick(args.segment_bytes, file.segment_bytes, 1 << 30),
+            segment_ms: pick(args.segment_ms, file.segment_ms, 7 * 24 * 3_600_000),
+            retention_ms: pick(args.retention_ms, file.retention_ms, 7 * 24 * 3_600_000),
+            retention_bytes: pick(args.retention_bytes, file.retention_bytes, -1),
+            max_message_bytes: pick(
+                args.max_message_bytes,
+                file.max_message_bytes,
+                limits::MESSAGE_BYTES_MAX_DEFAULT as i32,
+            ),
+        };
+        let config = Config {
+            data_dir: pick(args.data_dir.clone(), file.data_dir, PathBuf::from("./data")),
+            listen,
+            advertised_host,
+            advertised_port,
+            shards,
+            node_id: pick(args.node_id, file.node_id, 0),
+            auto_create_topics: pick(args.auto_create_topics, file.auto_create_topics, true),
+            num_partitions: pick(args.num_partitions, file.num_partitions, 1),
+            topic_defaults: defaults,
+            retention_check_interval_ms: pick(
+                args.retention_check_interval_ms,
+                file.retention_check_interval_ms,
+                30_000,
+            ),
+            socket_request_max_bytes: pick(
+                args.socket_request_max_bytes,
+                file.socket_request_max_bytes,
+                limits::REQUEST_BYTES_MAX,
+            ),
+            batch_cache_bytes: pick(
+                args.batch_cache_bytes,
+                file.batch_cache_bytes,
+                limits::BATCH_CACHE_BYTES_DEFAULT,
+            ),
+            spin_before_park_us: pick(args.spin_before_park_us, file.spin_before_park_us, 0),
+            preempt_timer_us: pick(args.preempt_timer_us, file.preempt_timer_us, 2_000),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.shards == 0 || self.shards > limits::SHARDS_MAX {
+            bail!("--shards must be between 1 and {}", limits::SHARDS_MAX);
+        }
+        if self.node_id < 0 {
+            bail!("--node-id must not be negative");
+        }
+        if self.num_partitions < 1 || self.num_partitions > limits::PARTITIONS_PER_TOPIC_MAX {
+            bail!("--num-partitions must be between 1 and {}", limits::PARTITIONS_PER_TOPIC_MAX);
+        }
+        if self.topic_defaults.segment_bytes < limits::SEGMENT_BYTES_MIN {
+            bail!("--segment-bytes must be at least {}", limits::SEGMENT_BYTES_MIN);
+        }
+        if self.topic_defaults.max_message_bytes < 0 {
+            bail!("--max-message-bytes must not be negative");
+        }
+        if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize
+        {
+            bail!("--socket-request-max-bytes must be between 1024 and {}", i32::MAX);
+        }
+        Ok(())
+    }
+}
+
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn parse_host_port(text: &str) -> anyhow::Result<(String, i32)> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("advertised listener {text:?} is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("advertised listener {text:?} has a bad port"))?;
+    if host.is_empty() {
+        bail!("advertised listener {text:?} has no host");
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+}
+
+/// Cores this process may run on (its affinity mask), at least one.
+pub fn usable_cores() -> usize {
+    core_affinity::get_core_ids().map_or(1, |ids| ids.len().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flags win over the TOML file, which wins over the defaults.
+    #[test]
+    fn precedence_flag_over_file_over_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "num_partitions = 3\nnode_id = 7\n").unwrap();
+        let args = ServeArgs { config: Some(path), node_id: Some(9), ..Default::default() };
+        let config = Config::resolve(&args).unwrap();
+        assert_eq!(config.node_id, 9);
+        assert_eq!(config.num_partitions, 3);
+        assert_eq!(config.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(config.advertised_port, 9092);
+    }
+
+    /// An unknown key in the TOML file is an error, not silently ignored.
+    #[test]
+    fn unknown_file_key_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "no_such_option = 1\n").unwrap();
+        let args = ServeArgs { config: Some(path), ..Default::default() };
+        assert!(Config::resolve(&args).is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! Cluster metadata: which topics exist, their ids, configs and the shard of each partition.
+//!
+//! The metadata is a log of `MetadataRecord`s (`__cluster_metadata-0`, owned by shard 0, the
+//! controller) stored with the same partition log as user data: each record is the JSON value
+//! of one record in a Kafka v2 batch. At start the controller replays it; each change is
+//! appended, made durable, and then broadcast to every shard, which applies it to its own copy
+//! of the table (`shard::table::ShardTable`). A change is acknowledged to a client only after
+//! every shard has applied it.
+
+pub mod topic_config;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::limits;
+use crate::protocol::record_batch;
+use crate::storage::{BatchCache, Log, LogConfig, StorageError};
+
+/// Name of the directory of the metadata log under the data directory.
+pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
+
+/// One change to the cluster metadata. Records are replayed in order at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetadataRecord {
+    /// A topic was created; `shards[p]` owns partition `p`.
+    TopicCreated {
+        name: String,
+        id: uuid::Uuid,
+        shards: Vec<usize>,
+        configs: BTreeMap<String, String>,
+    },
+    /// A topic and all its partitions were deleted.
+    TopicDeleted { name: String, id: uuid::Uuid },
+    /// Partitions were added to a topic; their owners are appended to its shard list.
+    PartitionsAdded { name: String, shards: Vec<usize> },
+    /// A partition changed owner (for example when the shard count shrank between runs).
+    PartitionMoved { name: String, partition: i32, shard: usize },
+    /// A topic's config overrides were replaced.
+    TopicConfigChanged { name: String, configs: BTreeMap<String, String> },
+}
+
+/// Why a topic name is refused (INVALID_TOPIC_EXCEPTION).
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is not allowed"));
+    }
+    if name.len() > limits::TOPIC_NAME_BYTES_MAX {
+        return Err(format!(
+            "topic name is longer than {} characters",
+            limits::TOPIC_NAME_BYTES_MAX
+        ));
+    }
+    let legal = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-';
+    if !name.chars().all(legal) {
+        return Err(format!(
+            "topic name {name:?} has characters other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka refuses topics whose names differ only by '.' versus '_' (metric names collide).
+pub fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+/// The durable metadata log. Per-shard: lives on shard 0 only.
+pub struct MetadataStore {
+    log: Rc<Log>,
+}
+
+impl MetadataStore {
+    /// Opens the metadata log under `data_dir` and returns it with every record in it.
+    pub async fn open(
+        data_dir: &Path,
+        cache: Rc<BatchCache>,
+    ) -> Result<(MetadataStore, Vec<MetadataRecord>), StorageError> {
+        let config = LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            segment_ms: i64::MAX,
+            retention_bytes: -1,
+            retention_ms: -1,
+            index_interval_bytes: 4096,
+        };
+        let log = Log::open(data_dir.join(METADATA_LOG_DIR), config, cache).await?;
+        let records = replay(&log).await?;
+        Ok((MetadataStore { log }, records))
+    }
+
+    /// Appends `record` and waits until it is durable.
+    pub async fn append(&self, record: &MetadataRecord) -> Result<(), StorageError> {
+        let batch = encode_record(record)?;
+        let summary = record_batch::validate(&batch)
+            .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e:?}")))?;
+        self.log.append(batch, &summary, None)?;
+        self.log.flush().await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) -> Result<(), StorageError> {
+        self.log.close().await
+    }
+}
+
+fn encode_record(record: &MetadataRecord) -> Result<BytesMut, StorageError> {
+    let value = serde_json::to_vec(record)
+        .map_err(|e| StorageError::Corrupt(format!("metadata record: {e}")))?;
+    let record = Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms(),
+        key: None,
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+    };
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, [&record], &options)
+        .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))?;
+    Ok(buf)
+}
+
+async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {
+    let mut records = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let batches = log.read(offset, 1 << 20).await?;
+        if batches.is_empty() {
+            break;
+        }
+        for batch in batches {
+            let mut buf = batch.clone();
+            let set = RecordBatchDecoder::decode(&mut buf)
+                .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))?;
+            for record in set.records {
+                offset = record.offset + 1;
+                let value = record.value.unwrap_or_default();
+                let parsed = serde_json::from_slice(&value)
+                    .map_err(|e| StorageError::Corrupt(format!("metadata record: {e}")))?;
+                records.push(parsed);
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Topic names follow Kafka's rules: legal characters, length, not "." or "..".
+    #[test]
+    fn topic_name_rules() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert_eq!(collision_key("a.b"), collision_key("a_b"));
+    }
+
+    /// A metadata record survives the JSON round trip unchanged.
+    #[test]
+    fn record_round_trip() {
+        let record = MetadataRecord::TopicCreated {
+            name: "t".into(),
+            id: uuid::Uuid::new_v4(),
+            shards: vec![0, 1],
+            configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
+        };
+        let json = serde_json::to_vec(&record).unwrap();
+        assert_eq!(serde_json::from_slice::<MetadataRecord>(&json).unwrap(), record);
+    }
+}

@@ -1,0 +1,106 @@
+//! The thin layer over glommio: executors, task queues, the channel mesh and timers.
+//!
+//! Everything in corelog that names a glommio executor or channel API goes through here (files
+//! go through `storage::file`, sockets through `server`), so that moving to a glommio fork or
+//! another io_uring runtime is a contained change.
+
+use std::future::Future;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::{MeshBuilder, Full, Receivers, Senders};
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+pub use glommio::channels::local_channel;
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::spawn_local;
+pub use glommio::task::JoinHandle;
+pub use glommio::timer::sleep;
+pub use glommio::{Latency, Shares, TaskQueueHandle};
+
+/// The shard mesh: every shard can send to every other.
+pub type Mesh<T> = MeshBuilder<T, Full>;
+pub type MeshSenders<T> = Senders<T>;
+pub type MeshReceivers<T> = Receivers<T>;
+
+/// How the executors are started.
+pub struct ExecutorPlan {
+    pub shards: usize,
+    pub preempt_timer: Duration,
+    pub spin_before_park: Option<Duration>,
+}
+
+/// Starts one pinned executor per shard, runs `shard_main` on each, and waits for all to end.
+/// Returns the error of the first shard that failed, if any.
+pub fn run_shards<G, F>(plan: &ExecutorPlan, shard_main: G) -> anyhow::Result<()>
+where
+    G: FnOnce() -> F + Clone + Send + 'static,
+    F: Future<Output = anyhow::Result<()>> + 'static,
+{
+    let online = CpuSet::online()?;
+    let placement = if plan.shards <= online.len() {
+        PoolPlacement::MaxSpread(plan.shards, Some(online))
+    } else {
+        PoolPlacement::Fenced(plan.shards, online)
+    };
+    let mut builder = LocalExecutorPoolBuilder::new(placement)
+        .name("corelog-shard")
+        .preempt_timer(plan.preempt_timer);
+    if let Some(spin) = plan.spin_before_park {
+        builder = builder.spin_before_park(spin);
+    }
+    let handles = builder.on_all_shards(shard_main).map_err(explain_executor_error)?;
+    for result in handles.join_all() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(error) => return Err(explain_executor_error(error)),
+        }
+    }
+    Ok(())
+}
+
+/// glommio reports too little locked memory as a bare OS error; say what to do about it.
+fn explain_executor_error(error: glommio::GlommioError<()>) -> anyhow::Error {
+    let text = error.to_string();
+    if text.contains("Cannot allocate memory") || text.contains("ENOMEM") {
+        anyhow::anyhow!(
+            "cannot start io_uring executors ({text}): too little locked memory; raise \
+             RLIMIT_MEMLOCK (ulimit -l unlimited, or LimitMEMLOCK=infinity under systemd)"
+        )
+    } else {
+        anyhow::anyhow!("cannot start executors: {text}")
+    }
+}
+
+/// Creates the task queue of a shard with the given shares and latency class.
+pub fn task_queue(name: &str, shares: usize, latency: Latency) -> TaskQueueHandle {
+    glommio::executor().create_task_queue(Shares::Static(shares), latency, name)
+}
+
+/// Spawns `future` into `queue` and detaches it.
+pub fn spawn_into<F>(queue: TaskQueueHandle, future: F)
+where
+    F: Future<Output = ()> + 'static,
+{
+    match glommio::spawn_local_into(future, queue) {
+        Ok(task) => task.detach(),
+        Err(error) => panic!("task queue vanished: {error}"),
+    }
+}
+
+/// Spawns `future` into `queue`; the handle resolves to its output (None if it was cancelled).
+pub fn spawn_joinable<F, T>(queue: TaskQueueHandle, future: F) -> JoinHandle<T>
+where
+    F: Future<Output = T> + 'static,
+    T: 'static,
+{
+    match glommio::spawn_local_into(future, queue) {
+        Ok(task) => task.detach(),
+        Err(error) => panic!("task queue vanished: {error}"),
+    }
+}
+
+/// Yields if the executor wants to run something else (long background loops call this).
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}

@@ -1,0 +1,90 @@
+//! `corelog serve`: checks the environment, starts one executor per shard, and turns
+//! SIGTERM/SIGINT into a clean shutdown. The main thread holds no broker state.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::config::{Config, ServeArgs};
+use crate::limits;
+use crate::runtime::{self, ExecutorPlan, Mesh};
+use crate::shard::{self, ProcessSignals};
+
+/// Runs the broker until a signal asks it to stop; returns once every log is closed.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = Arc::new(Config::resolve(args)?);
+    let _lock = lock_data_dir(&config)?;
+    check_port_free(&config)?;
+    let signals = Arc::new(ProcessSignals::default());
+    watch_signals(signals.clone())?;
+    let plan = ExecutorPlan {
+        shards: config.shards,
+        preempt_timer: Duration::from_micros(config.preempt_timer_us.max(100)),
+        spin_before_park: (config.spin_before_park_us > 0)
+            .then(|| Duration::from_micros(config.spin_before_park_us)),
+    };
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        listen = %config.listen,
+        shards = config.shards,
+        "starting corelog"
+    );
+    let mesh = Mesh::full(config.shards, limits::SHARD_CHANNEL_CAPACITY);
+    let shard_signals = signals.clone();
+    runtime::run_shards(&plan, move || shard::run(config, mesh, shard_signals))?;
+    tracing::info!("corelog stopped cleanly");
+    Ok(())
+}
+
+/// Creates the data directory, proves it writable, and takes an exclusive lock on it so that
+/// two brokers never share one directory.
+fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("data directory {} is in use by another corelog process", dir.display());
+    }
+    file.set_len(0)?;
+    writeln!(file, "{}", std::process::id())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    Ok(file)
+}
+
+/// Every shard binds the port with SO_REUSEPORT, which would silently share it with another
+/// process doing the same; a plain bind first turns a taken port into a clear error.
+fn check_port_free(config: &Config) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(config.listen)
+        .map(drop)
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+/// SIGTERM or SIGINT starts a clean shutdown; a second one exits at once.
+fn watch_signals(signals: Arc<ProcessSignals>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut incoming = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new().name("corelog-signals".into()).spawn(move || {
+        for signal in incoming.forever() {
+            if signals.shutdown.swap(true, Ordering::SeqCst) {
+                eprintln!("corelog: second signal {signal}, exiting without a clean shutdown");
+                std::process::exit(130);
+            }
+            tracing::info!(signal, "shutting down");
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The one place that matches on the API key: decodes a frame, runs its handler, and encodes
+//! the response. Every handler has the same shape: `handle(&RequestContext, XRequest)` returns
+//! the response body (Fetch returns scatter-gather chunks, Produce with acks=0 nothing).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+
+use super::{handlers, Response};
+use crate::protocol::{self, DecodedRequest, RequestBody};
+use crate::shard::Shard;
+
+/// What a handler knows about its request besides the body.
+pub struct RequestContext {
+    pub shard: Rc<Shard>,
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+/// Decodes one frame; an error closes the connection (as Kafka does for bad frames).
+pub fn decode(frame: Bytes) -> Result<DecodedRequest, String> {
+    protocol::decode_request(frame).map_err(|error| error.to_string())
+}
+
+/// Runs the handler for `request` and encodes its response.
+pub async fn handle(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
+    let ctx = context(shard, &request.header);
+    let body = match request.body {
+        RequestBody::Decoded(body) => body,
+        RequestBody::ApiVersionsUnsupported => {
+            return encoded(protocol::encode_api_versions_unsupported(ctx.correlation_id));
+        }
+    };
+    let response = match body {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(handlers::api_versions::handle(&ctx, r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata::handle(&ctx, r).await),
+        RequestKind::Produce(r) => match handlers::produce::handle(&ctx, r).await {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Response::Nothing,
+        },
+        RequestKind::Fetch(r) => {
+            let data = handlers::fetch::handle(&ctx, r).await;
+            let chunks =
+                protocol::encode_fetch_response(ctx.correlation_id, ctx.api_version, &data);
+            return Response::Chunks(chunks);
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(handlers::list_offsets::handle(&ctx, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(handlers::create_topics::handle(&ctx, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(handlers::delete_topics::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(handlers::describe_configs::handle(&ctx, r))
+        }
+        other => {
+            // The decoder only admits APIs in the version table, and each has an arm above.
+            return Response::Close(format!("no handler for {:?}", api_name(&other)));
+        }
+    };
+    encoded(protocol::encode_response(ctx.correlation_id, ctx.api_key, ctx.api_version, &response))
+}
+
+fn context(shard: &Rc<Shard>, header: &RequestHeader) -> RequestContext {
+    RequestContext {
+        shard: shard.clone(),
+        api_key: ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions),
+        api_version: header.request_api_version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id.as_ref().map(|c| c.to_string()),
+    }
+}
+
+fn encoded(result: Result<Bytes, protocol::EncodeError>) -> Response {
+    match result {
+        Ok(frame) => Response::Chunks(vec![frame]),
+        Err(error) => {
+            tracing::error!(%error, "response encoding failed");
+            Response::Close(error.to_string())
+        }
+    }
+}
+
+fn api_name(body: &RequestKind) -> String {
+    let text = format!("{body:?}");
+    text.split('(').next().unwrap_or_default().to_string()
+}

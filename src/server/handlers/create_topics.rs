@@ -1,0 +1,125 @@
+//! CreateTopics: validates each topic and hands it to the controller (shard 0), which places
+//! its partitions, records it in the metadata log and has every shard apply it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::metadata::topic_config::{source_of, TopicConfig, TOPIC_CONFIG_KEYS};
+use crate::server::dispatch::RequestContext;
+use crate::shard::messages::{CreateTopicSpec, TopicResult};
+
+pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for topic in &request.topics {
+        *counts.entry(topic.name.0.to_string()).or_default() += 1;
+    }
+    let mut specs = Vec::new();
+    let mut results: Vec<Result<usize, TopicResult>> = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let checked = if counts[&name] > 1 {
+            Err(refusal(&name, ResponseError::InvalidRequest, "topic named more than once"))
+        } else {
+            to_spec(ctx, topic, request.validate_only)
+        };
+        results.push(checked.map(|spec| {
+            specs.push(spec);
+            specs.len() - 1
+        }));
+    }
+    let created = if specs.is_empty() { Vec::new() } else { ctx.shard.create_topics(specs).await };
+    let topics = results
+        .into_iter()
+        .map(|result| {
+            let result = match result {
+                Ok(index) => created.get(index).cloned().unwrap_or_default(),
+                Err(refused) => refused,
+            };
+            topic_result(ctx, result)
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+fn to_spec(
+    ctx: &RequestContext,
+    topic: &CreatableTopic,
+    validate_only: bool,
+) -> Result<CreateTopicSpec, TopicResult> {
+    let name = topic.name.0.to_string();
+    let mut num_partitions = topic.num_partitions;
+    if !topic.assignments.is_empty() {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            let message = "replica assignment given with partition count or replication factor";
+            return Err(refusal(&name, ResponseError::InvalidRequest, message));
+        }
+        let node = ctx.shard.config.node_id;
+        let only_this_node = topic.assignments.iter().all(|a| a.broker_ids.iter().all(|b| b.0 == node));
+        let indexes_dense = topic.assignments.iter().enumerate().all(|(i, a)| a.partition_index == i as i32);
+        if !only_this_node || !indexes_dense {
+            let message = format!("assignments must name only broker {node}, partitions 0..n");
+            return Err(refusal(&name, ResponseError::InvalidReplicaAssignment, &message));
+        }
+        num_partitions = topic.assignments.len() as i32;
+    } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
+        let message = format!(
+            "replication factor {} is not possible with 1 broker",
+            topic.replication_factor
+        );
+        return Err(refusal(&name, ResponseError::InvalidReplicationFactor, &message));
+    }
+    let mut configs = BTreeMap::new();
+    for config in &topic.configs {
+        let Some(value) = &config.value else {
+            let message = format!("config {} has a null value", config.name.as_str());
+            return Err(refusal(&name, ResponseError::InvalidConfig, &message));
+        };
+        configs.insert(config.name.to_string(), value.to_string());
+    }
+    Ok(CreateTopicSpec { name, num_partitions, configs, validate_only })
+}
+
+fn refusal(name: &str, error: ResponseError, message: &str) -> TopicResult {
+    TopicResult {
+        name: name.to_string(),
+        error_code: error.code(),
+        error_message: Some(message.to_string()),
+        ..Default::default()
+    }
+}
+
+fn topic_result(ctx: &RequestContext, result: TopicResult) -> CreatableTopicResult {
+    let mut out = CreatableTopicResult::default()
+        .with_name(super::topic_name(&result.name))
+        .with_error_code(result.error_code)
+        .with_error_message(result.error_message.clone().map(str_bytes));
+    if result.error_code != 0 {
+        return out.with_num_partitions(-1).with_replication_factor(-1);
+    }
+    out = out.with_topic_id(result.id).with_num_partitions(result.num_partitions).with_replication_factor(1);
+    let overrides = ctx
+        .shard
+        .table()
+        .topic(&result.name)
+        .map(|t| t.overrides.clone())
+        .unwrap_or_default();
+    let defaults = ctx.shard.table().defaults().clone();
+    let config = TopicConfig::resolve(&defaults, &overrides);
+    let configs = TOPIC_CONFIG_KEYS
+        .iter()
+        .map(|key| {
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(key.name))
+                .with_value(config.value_of(key.name).map(str_bytes))
+                .with_config_source(source_of(key.name, &overrides, &defaults) as i8)
+        })
+        .collect();
+    out.with_configs(Some(configs))
+}

@@ -1,0 +1,150 @@
+//! DescribeConfigs: the effective configs of topics (resource type 2) and of this broker
+//! (type 4), with their sources, and synonyms and documentation when asked.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::config::Config;
+use crate::metadata::topic_config::{source_of, ConfigSource, ConfigType, TopicConfig, TOPIC_CONFIG_KEYS};
+use crate::server::dispatch::RequestContext;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// One config entry before it is put on the wire.
+struct Entry {
+    name: String,
+    value: String,
+    source: ConfigSource,
+    kind: ConfigType,
+    doc: &'static str,
+    read_only: bool,
+}
+
+pub fn handle(ctx: &RequestContext, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .iter()
+        .map(|resource| {
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            match entries_of(ctx, resource) {
+                Ok(entries) => {
+                    let keys = resource.configuration_keys.as_ref();
+                    let configs = entries
+                        .into_iter()
+                        .filter(|e| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == e.name)))
+                        .map(|e| to_wire(e, &request))
+                        .collect();
+                    base.with_configs(configs)
+                }
+                Err((error, message)) => {
+                    base.with_error_code(error.code()).with_error_message(Some(str_bytes(message)))
+                }
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn entries_of(
+    ctx: &RequestContext,
+    resource: &DescribeConfigsResource,
+) -> Result<Vec<Entry>, (ResponseError, String)> {
+    let name = resource.resource_name.as_str();
+    match resource.resource_type {
+        RESOURCE_TOPIC => {
+            let table = ctx.shard.table();
+            let topic = table.topic(name).ok_or_else(|| {
+                (ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
+            })?;
+            Ok(topic_entries(&topic.overrides, table.defaults()))
+        }
+        RESOURCE_BROKER => {
+            let node = ctx.shard.config.node_id.to_string();
+            if !name.is_empty() && name != node {
+                return Err((ResponseError::InvalidRequest, format!("this is broker {node}")));
+            }
+            Ok(broker_entries(&ctx.shard.config))
+        }
+        other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
+    }
+}
+
+fn topic_entries(
+    overrides: &BTreeMap<String, String>,
+    defaults: &crate::config::TopicDefaults,
+) -> Vec<Entry> {
+    let config = TopicConfig::resolve(defaults, overrides);
+    TOPIC_CONFIG_KEYS
+        .iter()
+        .map(|key| Entry {
+            name: key.name.to_string(),
+            value: config.value_of(key.name).unwrap_or_default(),
+            source: source_of(key.name, overrides, defaults),
+            kind: key.kind,
+            doc: key.doc,
+            read_only: false,
+        })
+        .collect()
+}
+
+fn broker_entries(config: &Config) -> Vec<Entry> {
+    let defaults = &config.topic_defaults;
+    let listener = format!("PLAINTEXT://{}", config.listen);
+    let advertised = format!("PLAINTEXT://{}:{}", config.advertised_host, config.advertised_port);
+    let pairs: Vec<(&str, String, ConfigType)> = vec![
+        ("advertised.listeners", advertised, ConfigType::List),
+        ("auto.create.topics.enable", config.auto_create_topics.to_string(), ConfigType::String),
+        ("broker.id", config.node_id.to_string(), ConfigType::Int),
+        ("listeners", listener, ConfigType::List),
+        ("log.dirs", config.data_dir.display().to_string(), ConfigType::String),
+        ("log.retention.bytes", defaults.retention_bytes.to_string(), ConfigType::Long),
+        ("log.retention.ms", defaults.retention_ms.to_string(), ConfigType::Long),
+        ("log.roll.ms", defaults.segment_ms.to_string(), ConfigType::Long),
+        ("log.segment.bytes", defaults.segment_bytes.to_string(), ConfigType::Int),
+        ("message.max.bytes", defaults.max_message_bytes.to_string(), ConfigType::Int),
+        ("node.id", config.node_id.to_string(), ConfigType::Int),
+        ("num.partitions", config.num_partitions.to_string(), ConfigType::Int),
+        ("socket.request.max.bytes", config.socket_request_max_bytes.to_string(), ConfigType::Int),
+    ];
+    pairs
+        .into_iter()
+        .map(|(name, value, kind)| Entry {
+            name: name.to_string(),
+            value,
+            source: ConfigSource::Broker,
+            kind,
+            doc: "",
+            read_only: true,
+        })
+        .collect()
+}
+
+fn to_wire(entry: Entry, request: &DescribeConfigsRequest) -> DescribeConfigsResourceResult {
+    let synonyms = if request.include_synonyms {
+        vec![DescribeConfigsSynonym::default()
+            .with_name(str_bytes(entry.name.clone()))
+            .with_value(Some(str_bytes(entry.value.clone())))
+            .with_source(entry.source as i8)]
+    } else {
+        Vec::new()
+    };
+    let documentation = request.include_documentation.then(|| str_bytes(entry.doc));
+    DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(entry.name))
+        .with_value(Some(str_bytes(entry.value)))
+        .with_read_only(entry.read_only)
+        .with_config_source(entry.source as i8)
+        .with_config_type(entry.kind as i8)
+        .with_synonyms(synonyms)
+        .with_documentation(documentation)
+}

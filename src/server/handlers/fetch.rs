@@ -1,0 +1,108 @@
+//! Fetch: reads each partition from its owner shard, trims the result to the request's byte
+//! limits, and long-polls (parks on the partitions) until `min_bytes` are there or
+//! `max_wait_ms` passes. The first batch of the response is always returned whole, even when
+//! it is larger than the limits, so that a consumer can always make progress.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::join_all;
+use kafka_protocol::messages::FetchRequest;
+
+use crate::limits;
+use crate::protocol::{FetchPartition, FetchResponseData, FetchTopic};
+use crate::server::dispatch::RequestContext;
+use crate::shard::messages::{FetchInput, FetchOutput, TopicPartition};
+
+pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponseData {
+    let wait_ms = request.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX) as u64;
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let max_bytes = (request.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    loop {
+        let response = read_once(ctx, &request, max_bytes).await;
+        let (bytes, has_error) = summarize(&response);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if bytes >= min_bytes || has_error || remaining.is_zero() {
+            return response;
+        }
+        let watched = request
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                topic.partitions.iter().map(|p| {
+                    let tp = TopicPartition { topic: topic.topic.0.to_string(), partition: p.partition };
+                    (tp, p.fetch_offset)
+                })
+            })
+            .collect();
+        ctx.shard.watch(watched, remaining.as_millis() as u64).await;
+        if Instant::now() >= deadline {
+            return read_once(ctx, &request, max_bytes).await;
+        }
+    }
+}
+
+/// Reads every requested partition concurrently and assembles the response in request order.
+async fn read_once(ctx: &RequestContext, request: &FetchRequest, max_bytes: usize) -> FetchResponseData {
+    let mut reads = Vec::new();
+    for topic in &request.topics {
+        for partition in &topic.partitions {
+            let input = FetchInput {
+                tp: TopicPartition { topic: topic.topic.0.to_string(), partition: partition.partition },
+                offset: partition.fetch_offset,
+                max_bytes: (partition.partition_max_bytes.max(0) as usize).min(max_bytes),
+            };
+            reads.push(ctx.shard.fetch(input));
+        }
+    }
+    let mut outputs = join_all(reads).await.into_iter();
+    let mut budget = Budget { remaining: max_bytes, nothing_yet: true };
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| FetchTopic {
+            name: topic.topic.0.clone(),
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|p| partition_data(p.partition, outputs.next().unwrap_or_default(), &mut budget))
+                .collect(),
+        })
+        .collect();
+    FetchResponseData { topics, ..Default::default() }
+}
+
+/// The response-wide byte budget. The first batch of the response always fits.
+struct Budget {
+    remaining: usize,
+    nothing_yet: bool,
+}
+
+fn partition_data(index: i32, output: FetchOutput, budget: &mut Budget) -> FetchPartition {
+    let mut records: Vec<Bytes> = Vec::with_capacity(output.records.len());
+    for batch in output.records {
+        if batch.len() > budget.remaining && !budget.nothing_yet {
+            break;
+        }
+        budget.remaining = budget.remaining.saturating_sub(batch.len());
+        budget.nothing_yet = false;
+        records.push(batch);
+    }
+    FetchPartition {
+        partition_index: index,
+        error_code: output.error_code,
+        high_watermark: output.high_watermark,
+        last_stable_offset: output.high_watermark,
+        log_start_offset: output.log_start_offset,
+        records,
+    }
+}
+
+fn summarize(response: &FetchResponseData) -> (usize, bool) {
+    let partitions = response.topics.iter().flat_map(|t| t.partitions.iter());
+    partitions.fold((0, false), |(bytes, error), p| {
+        let size: usize = p.records.iter().map(Bytes::len).sum();
+        (bytes + size, error || p.error_code != 0)
+    })
+}

@@ -1,0 +1,46 @@
+//! ListOffsets: the earliest (-2), latest (-1) or max-timestamp (-3) offset of a partition, or
+//! the first offset whose record timestamp is at least the given one.
+
+use futures::future::join_all;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::server::dispatch::RequestContext;
+use crate::shard::messages::{ListOffsetsInput, TopicPartition};
+
+pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut lookups = Vec::new();
+    for topic in &request.topics {
+        for partition in &topic.partitions {
+            let tp = TopicPartition {
+                topic: topic.name.0.to_string(),
+                partition: partition.partition_index,
+            };
+            lookups.push(ctx.shard.list_offsets(ListOffsetsInput { tp, timestamp: partition.timestamp }));
+        }
+    }
+    let mut outputs = join_all(lookups).await.into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    let output = outputs.next().unwrap_or_default();
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(partition.partition_index)
+                        .with_error_code(output.error_code)
+                        .with_timestamp(output.timestamp)
+                        .with_offset(output.offset)
+                        .with_leader_epoch(0)
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

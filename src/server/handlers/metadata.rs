@@ -1,0 +1,79 @@
+//! Metadata: brokers (just this one), the controller, and topics with their partitions.
+//! Unknown topics named in the request are created first when automatic creation is allowed
+//! (always for v1-3, by `allow_auto_topic_creation` from v4).
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use kafka_protocol::ResponseError;
+
+use super::{auto_create_topics, str_bytes, topic_name};
+use crate::metadata::validate_topic_name;
+use crate::server::dispatch::RequestContext;
+use crate::shard::table::TopicEntry;
+
+/// The cluster id reported to clients (a single-node cluster for now).
+pub const CLUSTER_ID: &str = "corelog-single-node";
+
+pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
+    let config = &ctx.shard.config;
+    let node_id = BrokerId(config.node_id);
+    let mut response = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(node_id)
+            .with_host(str_bytes(config.advertised_host.clone()))
+            .with_port(config.advertised_port)])
+        .with_cluster_id(Some(str_bytes(CLUSTER_ID)))
+        .with_controller_id(node_id);
+    let Some(requested) = request.topics else {
+        let table = ctx.shard.table();
+        response.topics = table.topics().map(|t| describe_topic(t, node_id)).collect();
+        return response;
+    };
+    let allow_create = ctx.api_version < 4 || request.allow_auto_topic_creation;
+    let names: Vec<String> =
+        requested.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
+    if allow_create {
+        auto_create_topics(ctx, &names).await;
+    }
+    let table = ctx.shard.table();
+    for topic in requested {
+        let entry = match &topic.name {
+            Some(name) => table.topic(name.0.as_str()),
+            None => table.topic_by_id(&topic.topic_id),
+        };
+        response.topics.push(match (entry, topic.name) {
+            (Some(entry), _) => describe_topic(&entry, node_id),
+            (None, Some(name)) => {
+                let error = match validate_topic_name(name.0.as_str()) {
+                    Ok(()) => ResponseError::UnknownTopicOrPartition,
+                    Err(_) => ResponseError::InvalidTopicException,
+                };
+                MetadataResponseTopic::default().with_name(Some(name)).with_error_code(error.code())
+            }
+            (None, None) => MetadataResponseTopic::default()
+                .with_topic_id(topic.topic_id)
+                .with_error_code(ResponseError::UnknownTopicId.code()),
+        });
+    }
+    response
+}
+
+fn describe_topic(topic: &TopicEntry, node_id: BrokerId) -> MetadataResponseTopic {
+    let partitions = (0..topic.partition_count())
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(node_id)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node_id])
+                .with_isr_nodes(vec![node_id])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_topic_id(topic.id)
+        .with_is_internal(topic.is_internal())
+        .with_partitions(partitions)
+}

@@ -1,0 +1,58 @@
+//! One Kafka API per file, each with the same shape: `handle(&RequestContext, XRequest)`
+//! returns the response body. Handlers reach partitions only through `Shard`'s routed
+//! operations, never another shard's state.
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+
+use super::dispatch::RequestContext;
+use crate::metadata::validate_topic_name;
+use crate::shard::messages::CreateTopicSpec;
+
+/// Creates the topics in `names` that do not exist yet, if automatic creation is on, with
+/// the broker's default partition count. Invalid names are left for the caller to report.
+pub async fn auto_create_topics(ctx: &RequestContext, names: &[String]) {
+    if !ctx.shard.config.auto_create_topics {
+        return;
+    }
+    let missing: Vec<CreateTopicSpec> = {
+        let table = ctx.shard.table();
+        names
+            .iter()
+            .filter(|name| table.topic(name).is_none() && validate_topic_name(name).is_ok())
+            .map(|name| CreateTopicSpec {
+                name: name.clone(),
+                num_partitions: -1,
+                configs: BTreeMap::new(),
+                validate_only: false,
+            })
+            .collect()
+    };
+    if missing.is_empty() {
+        return;
+    }
+    for result in ctx.shard.create_topics(missing).await {
+        if result.error_code != 0 && result.error_code != 36 {
+            tracing::warn!(topic = %result.name, error = result.error_code, "auto-create failed");
+        }
+    }
+}
+
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+pub fn str_bytes(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}

@@ -1,0 +1,89 @@
+//! Produce: each partition's record batch goes to the shard that owns the partition; the
+//! response is sent once every partition's batch is durable (acks=1/all), or not at all
+//! (acks=0). Versions 0-2 are advertised but refused per partition with UNSUPPORTED_VERSION,
+//! as Kafka 4 does.
+
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+
+use super::{auto_create_topics, str_bytes};
+use crate::metadata::validate_topic_name;
+use crate::protocol::versions::PRODUCE_VERSION_SERVED_MIN;
+use crate::server::dispatch::RequestContext;
+use crate::shard::messages::{ProduceInput, ProduceOutput, TopicPartition};
+
+pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let refused = if ctx.api_version < PRODUCE_VERSION_SERVED_MIN {
+        Some(ResponseError::UnsupportedVersion)
+    } else if !matches!(acks, -1..=1) {
+        Some(ResponseError::InvalidRequiredAcks)
+    } else {
+        None
+    };
+    if refused.is_none() {
+        let names: Vec<String> = request.topic_data.iter().map(|t| t.name.0.to_string()).collect();
+        auto_create_topics(ctx, &names).await;
+    }
+    let mut calls = Vec::new();
+    for topic in &request.topic_data {
+        let name = topic.name.0.to_string();
+        for partition in &topic.partition_data {
+            let tp = TopicPartition { topic: name.clone(), partition: partition.index };
+            let input = ProduceInput { tp, records: partition.records.clone(), acks };
+            calls.push(produce_one(ctx, input, refused));
+        }
+    }
+    let mut outputs = join_all(calls).await.into_iter();
+    if acks == 0 {
+        return None;
+    }
+    let responses = request
+        .topic_data
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partition_data
+                .iter()
+                .map(|partition| partition_response(partition.index, outputs.next()))
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic.name.clone())
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+async fn produce_one(
+    ctx: &RequestContext,
+    input: ProduceInput,
+    refused: Option<ResponseError>,
+) -> ProduceOutput {
+    let error = refused.or_else(|| {
+        validate_topic_name(&input.tp.topic).err().map(|_| ResponseError::InvalidTopicException)
+    });
+    if let Some(error) = error {
+        return ProduceOutput {
+            error_code: error.code(),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+            ..Default::default()
+        };
+    }
+    ctx.shard.produce(input).await
+}
+
+fn partition_response(index: i32, output: Option<ProduceOutput>) -> PartitionProduceResponse {
+    let output = output.unwrap_or_default();
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(output.error_code)
+        .with_base_offset(output.base_offset)
+        .with_log_append_time_ms(output.log_append_time_ms)
+        .with_log_start_offset(output.log_start_offset)
+        .with_error_message(output.error_message.map(str_bytes))
+}

@@ -1,0 +1,246 @@
+//! The controller: the one writer of the metadata log, on shard 0.
+//!
+//! Per-shard: lives on shard 0 only. It validates topic changes, decides placement (the least
+//! loaded shard), appends the change to the metadata log, waits until it is durable, and then
+//! has every shard apply it before answering. Changes are serialized by a one-permit semaphore
+//! so that validation always sees the table the change will be applied to.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+
+use super::messages::{CreateTopicSpec, TopicRef, TopicResult};
+use super::Shard;
+use crate::metadata::topic_config::TopicConfig;
+use crate::metadata::{self, collision_key, MetadataRecord, MetadataStore, METADATA_LOG_DIR};
+use crate::storage::BatchCache;
+
+pub struct Controller {
+    store: MetadataStore,
+    serial: glommio::sync::Semaphore,
+}
+
+impl Controller {
+    /// Opens the metadata log; returns the controller and every record to replay. Partitions
+    /// placed on shards that no longer exist are moved first, and the moves are made durable.
+    pub async fn open(shard: &Rc<Shard>) -> anyhow::Result<(Rc<Controller>, Vec<MetadataRecord>)> {
+        let cache = BatchCache::new(1 << 20);
+        let (store, mut records) = MetadataStore::open(&shard.config.data_dir, cache).await?;
+        for record in reassign_lost_shards(&records, shard.count) {
+            tracing::warn!(?record, "moving a partition off a shard that no longer exists");
+            store.append(&record).await?;
+            records.push(record);
+        }
+        let controller = Rc::new(Controller { store, serial: glommio::sync::Semaphore::new(1) });
+        Ok((controller, records))
+    }
+
+    /// After every shard has loaded the table: remove directories metadata does not know.
+    pub fn after_start(&self, shard: &Shard) {
+        remove_orphan_directories(&shard.config.data_dir, shard);
+    }
+
+    pub async fn close(&self) {
+        if let Err(error) = self.store.close().await {
+            tracing::error!(%error, "closing the metadata log failed");
+        }
+    }
+
+    pub async fn create_topics(&self, shard: &Rc<Shard>, specs: Vec<CreateTopicSpec>) -> Vec<TopicResult> {
+        let mut results = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let Ok(_permit) = self.serial.acquire_permit(1).await else {
+                break;
+            };
+            results.push(self.create_topic(shard, spec).await);
+        }
+        results
+    }
+
+    async fn create_topic(&self, shard: &Rc<Shard>, spec: CreateTopicSpec) -> TopicResult {
+        let num_partitions =
+            if spec.num_partitions == -1 { shard.config.num_partitions } else { spec.num_partitions };
+        let mut result = TopicResult { name: spec.name.clone(), num_partitions, ..Default::default() };
+        if let Err((error, message)) = self.check_new_topic(shard, &spec, num_partitions) {
+            result.error_code = error.code();
+            result.error_message = Some(message);
+            return result;
+        }
+        result.id = uuid::Uuid::new_v4();
+        if spec.validate_only {
+            return result;
+        }
+        let record = MetadataRecord::TopicCreated {
+            name: spec.name.clone(),
+            id: result.id,
+            shards: place(&shard.table().load_per_shard(shard.count), num_partitions as usize),
+            configs: spec.configs,
+        };
+        if let Err(message) = self.commit(shard, record).await {
+            result.error_code = ResponseError::KafkaStorageError.code();
+            result.error_message = Some(message);
+        }
+        tracing::info!(topic = %spec.name, partitions = num_partitions, "topic created");
+        result
+    }
+
+    fn check_new_topic(
+        &self,
+        shard: &Shard,
+        spec: &CreateTopicSpec,
+        num_partitions: i32,
+    ) -> Result<(), (ResponseError, String)> {
+        metadata::validate_topic_name(&spec.name)
+            .map_err(|m| (ResponseError::InvalidTopicException, m))?;
+        if format!("{}-0", spec.name) == METADATA_LOG_DIR {
+            return Err((ResponseError::InvalidTopicException, "reserved topic name".into()));
+        }
+        let table = shard.table();
+        if table.topic(&spec.name).is_some() {
+            let message = format!("topic {:?} already exists", spec.name);
+            return Err((ResponseError::TopicAlreadyExists, message));
+        }
+        let key = collision_key(&spec.name);
+        if let Some(other) = table.topics().find(|t| collision_key(&t.name) == key) {
+            let message = format!("topic {:?} collides with existing {:?}", spec.name, other.name);
+            return Err((ResponseError::InvalidTopicException, message));
+        }
+        if num_partitions < 1 || num_partitions > crate::limits::PARTITIONS_PER_TOPIC_MAX {
+            let message = format!("number of partitions {num_partitions} is out of range");
+            return Err((ResponseError::InvalidPartitions, message));
+        }
+        TopicConfig::validate(&spec.configs).map_err(|e| (ResponseError::InvalidConfig, e.0))
+    }
+
+    pub async fn delete_topics(&self, shard: &Rc<Shard>, topics: Vec<TopicRef>) -> Vec<TopicResult> {
+        let mut results = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let Ok(_permit) = self.serial.acquire_permit(1).await else {
+                break;
+            };
+            results.push(self.delete_topic(shard, topic).await);
+        }
+        results
+    }
+
+    async fn delete_topic(&self, shard: &Rc<Shard>, topic: TopicRef) -> TopicResult {
+        let found = match &topic {
+            TopicRef::Name(name) => shard.table().topic(name),
+            TopicRef::Id(id) => shard.table().topic_by_id(id),
+        };
+        let Some(entry) = found else {
+            let (name, error) = match topic {
+                TopicRef::Name(name) => (name, ResponseError::UnknownTopicOrPartition),
+                TopicRef::Id(_) => (String::new(), ResponseError::UnknownTopicId),
+            };
+            return TopicResult {
+                name,
+                error_code: error.code(),
+                error_message: Some("topic does not exist".into()),
+                ..Default::default()
+            };
+        };
+        let mut result = TopicResult { name: entry.name.clone(), id: entry.id, ..Default::default() };
+        let record = MetadataRecord::TopicDeleted { name: entry.name.clone(), id: entry.id };
+        if let Err(message) = self.commit(shard, record).await {
+            result.error_code = ResponseError::KafkaStorageError.code();
+            result.error_message = Some(message);
+        }
+        tracing::info!(topic = %entry.name, "topic deleted");
+        result
+    }
+
+    /// Makes `record` durable, then has every shard apply it.
+    async fn commit(&self, shard: &Rc<Shard>, record: MetadataRecord) -> Result<(), String> {
+        self.store.append(&record).await.map_err(|e| format!("metadata log: {e}"))?;
+        shard.broadcast_apply(vec![record], false).await
+    }
+}
+
+/// Owners for `count` new partitions: each goes to the least loaded shard so far.
+fn place(load: &[usize], count: usize) -> Vec<usize> {
+    let mut load = load.to_vec();
+    (0..count)
+        .map(|_| {
+            let (shard, _) = load
+                .iter()
+                .enumerate()
+                .min_by_key(|(shard, load)| (**load, *shard))
+                .expect("at least one shard");
+            load[shard] += 1;
+            shard
+        })
+        .collect()
+}
+
+/// Partitions placed on shards that no longer exist (the shard count shrank) move to the
+/// least loaded remaining shard.
+fn reassign_lost_shards(records: &[MetadataRecord], shard_count: usize) -> Vec<MetadataRecord> {
+    let mut table = super::table::ShardTable::new(crate::config::TopicDefaults {
+        segment_bytes: 1 << 30,
+        segment_ms: 1,
+        retention_ms: -1,
+        retention_bytes: -1,
+        max_message_bytes: 1,
+    });
+    for record in records {
+        table.apply(record);
+    }
+    let mut load = table.load_per_shard(shard_count);
+    let mut moves = Vec::new();
+    for topic in table.topics() {
+        for (partition, owner) in topic.shards.iter().enumerate() {
+            if *owner >= shard_count {
+                let shard = place(&load, 1)[0];
+                load[shard] += 1;
+                moves.push(MetadataRecord::PartitionMoved {
+                    name: topic.name.clone(),
+                    partition: partition as i32,
+                    shard,
+                });
+            }
+        }
+    }
+    moves
+}
+
+/// Removes partition directories that the metadata log does not know (a deletion that crashed
+/// before its directory was removed), so that a re-created topic never sees old data.
+fn remove_orphan_directories(data_dir: &Path, shard: &Shard) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    let known: HashMap<String, ()> = shard
+        .table()
+        .topics()
+        .flat_map(|t| (0..t.partition_count()).map(move |p| (format!("{}-{}", t.name, p), ())))
+        .collect();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let looks_like_partition = name
+            .rsplit_once('-')
+            .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let orphan = looks_like_partition && !known.contains_key(&name) && name != METADATA_LOG_DIR;
+        if is_dir && (orphan || name.ends_with("-delete")) {
+            tracing::warn!(directory = %name, "removing a partition directory unknown to metadata");
+            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                tracing::error!(%error, directory = %name, "cannot remove directory");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// New partitions go to the least loaded shards, spreading evenly.
+    #[test]
+    fn placement_spreads_over_least_loaded() {
+        assert_eq!(place(&[0, 0], 4), vec![0, 1, 0, 1]);
+        assert_eq!(place(&[3, 0, 1], 3), vec![1, 1, 2]);
+    }
+}

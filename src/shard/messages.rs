@@ -1,0 +1,122 @@
+//! The typed requests one shard sends another, each with its own typed reply channel.
+//!
+//! Every operation on a partition, local or remote, goes through the owning shard's one entry
+//! point (`Shard::dispatch_local`): the router either calls it directly or sends one of these
+//! over the channel mesh. Record bytes travel as `bytes::Bytes`, never copied.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use crate::metadata::MetadataRecord;
+
+/// The reply half handed to the shard that does the work.
+pub type Reply<T> = oneshot::Sender<T>;
+
+/// A message over the shard mesh.
+pub enum ShardRequest {
+    Produce(ProduceInput, Reply<ProduceOutput>),
+    Fetch(FetchInput, Reply<FetchOutput>),
+    ListOffsets(ListOffsetsInput, Reply<ListOffsetsOutput>),
+    /// Completes when any of the partitions has data past the given offset, or at the timeout.
+    Watch(WatchInput, Reply<()>),
+    /// Controller only (shard 0).
+    CreateTopics(Vec<CreateTopicSpec>, Reply<Vec<TopicResult>>),
+    /// Controller only (shard 0).
+    DeleteTopics(Vec<TopicRef>, Reply<Vec<TopicResult>>),
+    /// Apply metadata records to this shard's table, opening and closing partition logs.
+    Apply(ApplyInput, Reply<Result<(), String>>),
+    /// Start the Kafka listener; the reply says whether it could bind.
+    StartServing(Reply<Result<(), String>>),
+}
+
+/// Identifies one partition by topic name and index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Debug)]
+pub struct ProduceInput {
+    pub tp: TopicPartition,
+    pub records: Option<Bytes>,
+    pub acks: i16,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProduceOutput {
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct FetchInput {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FetchOutput {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Vec<Bytes>,
+}
+
+#[derive(Debug)]
+pub struct ListOffsetsInput {
+    pub tp: TopicPartition,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOffsetsOutput {
+    pub error_code: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug)]
+pub struct WatchInput {
+    /// (partition, offset): wake when the partition's high watermark passes the offset.
+    pub partitions: Vec<(TopicPartition, i64)>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateTopicSpec {
+    pub name: String,
+    /// -1 for the broker default.
+    pub num_partitions: i32,
+    pub configs: BTreeMap<String, String>,
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum TopicRef {
+    Name(String),
+    Id(uuid::Uuid),
+}
+
+/// The outcome for one topic of CreateTopics or DeleteTopics.
+#[derive(Debug, Clone, Default)]
+pub struct TopicResult {
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub num_partitions: i32,
+}
+
+#[derive(Debug)]
+pub struct ApplyInput {
+    pub records: Vec<MetadataRecord>,
+    /// At start-up the whole log is applied at once and logs are opened for the final state.
+    pub snapshot: bool,
+}

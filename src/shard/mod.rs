@@ -1,0 +1,581 @@
+//! The shard: one core's share of the broker, its partitions, its copy of the shard table,
+//! and the router that reaches partitions owned by other shards.
+//!
+//! Per-shard: a `Shard` is created by `run` on its own executor and shared as `Rc<Shard>` by
+//! that executor's tasks only. Other shards are reached only through `ShardRequest`s over the
+//! mesh; every partition operation, local or remote, ends in this shard's `*_local` methods.
+
+mod controller;
+pub mod messages;
+pub mod partition;
+pub mod table;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::channel::oneshot;
+use futures::future::{select, select_all, Either};
+use futures::StreamExt;
+use kafka_protocol::ResponseError;
+
+use crate::config::Config;
+use crate::runtime::{self, Latency, Mesh, MeshSenders, TaskQueueHandle};
+use crate::storage::{self, BatchCache, Log};
+use crate::sync::{Latch, Notify};
+use controller::Controller;
+use messages::*;
+use partition::Partition;
+use table::{ShardTable, TableChange};
+
+/// Process-wide signals shared by all shards: the only state outside a shard, and only
+/// atomics used at start and shutdown.
+#[derive(Default)]
+pub struct ProcessSignals {
+    /// Raised by the main thread on SIGTERM/SIGINT, or by a shard that failed to start.
+    pub shutdown: AtomicBool,
+    /// Shards that have finished their connections and may close their logs.
+    pub drained: AtomicUsize,
+}
+
+/// The task queues of a shard.
+#[derive(Clone, Copy)]
+pub struct Queues {
+    pub requests: TaskQueueHandle,
+    pub flush: TaskQueueHandle,
+    pub background: TaskQueueHandle,
+}
+
+/// One core's shard. See the module documentation.
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Arc<Config>,
+    pub queues: Queues,
+    pub shutdown: Latch,
+    pub connections: ConnectionCount,
+    table: RefCell<ShardTable>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    cache: Rc<BatchCache>,
+    senders: MeshSenders<ShardRequest>,
+    flusher: Flusher,
+    controller: RefCell<Option<Rc<Controller>>>,
+}
+
+/// Open connections of a shard, so that shutdown can wait for them.
+#[derive(Default)]
+pub struct ConnectionCount {
+    open: std::cell::Cell<usize>,
+    changed: Notify,
+}
+
+impl ConnectionCount {
+    pub fn opened(&self) {
+        self.open.set(self.open.get() + 1);
+    }
+
+    pub fn closed(&self) {
+        self.open.set(self.open.get() - 1);
+        self.changed.notify_all();
+    }
+
+    pub async fn wait_all_closed(&self) {
+        while self.open.get() > 0 {
+            self.changed.notified().await;
+        }
+    }
+}
+
+/// Runs one shard from start to shutdown. Called once on every executor.
+pub async fn run(
+    config: Arc<Config>,
+    mesh: Mesh<ShardRequest>,
+    signals: Arc<ProcessSignals>,
+) -> anyhow::Result<()> {
+    let (senders, receivers) =
+        mesh.join().await.map_err(|()| anyhow::anyhow!("cannot join the shard mesh"))?;
+    storage::prime_device(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;
+    let queues = Queues {
+        requests: runtime::task_queue("requests", 1000, Latency::Matters(Duration::from_millis(1))),
+        flush: runtime::task_queue("flush", 1000, Latency::Matters(Duration::from_millis(1))),
+        background: runtime::task_queue("background", 100, Latency::NotImportant),
+    };
+    let shard = Rc::new(Shard {
+        id: senders.peer_id(),
+        count: config.shards,
+        table: RefCell::new(ShardTable::new(config.topic_defaults.clone())),
+        cache: BatchCache::new(config.batch_cache_bytes),
+        config,
+        queues,
+        shutdown: Latch::default(),
+        connections: ConnectionCount::default(),
+        partitions: RefCell::new(HashMap::new()),
+        senders,
+        flusher: Flusher::default(),
+        controller: RefCell::new(None),
+    });
+    for (_, mut stream) in receivers.streams() {
+        let shard = shard.clone();
+        runtime::spawn_into(queues.requests, async move {
+            while let Some(request) = stream.next().await {
+                let shard = shard.clone();
+                runtime::spawn_into(queues.requests, async move { shard.serve(request).await });
+            }
+        });
+    }
+    runtime::spawn_into(queues.flush, shard.clone().flush_loop());
+    runtime::spawn_into(queues.background, shard.clone().retention_loop());
+    runtime::spawn_into(queues.background, watch_signals(shard.clone(), signals.clone()));
+    let started = if shard.id == 0 { shard.clone().start_controller().await } else { Ok(()) };
+    if let Err(error) = &started {
+        tracing::error!("start-up failed: {error:#}");
+        signals.shutdown.store(true, Ordering::SeqCst);
+    }
+    shard.shutdown.wait().await;
+    shard.drain(&signals).await;
+    started
+}
+
+/// Raises the shard's shutdown latch when the process-wide flag is set.
+async fn watch_signals(shard: Rc<Shard>, signals: Arc<ProcessSignals>) {
+    while !signals.shutdown.load(Ordering::SeqCst) {
+        runtime::sleep(Duration::from_millis(50)).await;
+    }
+    shard.shutdown.raise();
+}
+
+impl Shard {
+    /// Shutdown: connections finish their in-flight requests and close, then (once every shard
+    /// is drained, so no cross-shard request is still coming) all logs are flushed and closed.
+    async fn drain(self: &Rc<Self>, signals: &ProcessSignals) {
+        self.connections.wait_all_closed().await;
+        signals.drained.fetch_add(1, Ordering::SeqCst);
+        while signals.drained.load(Ordering::SeqCst) < self.count {
+            runtime::sleep(Duration::from_millis(10)).await;
+        }
+        let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
+        for partition in partitions {
+            if let Err(error) = partition.log().close().await {
+                tracing::error!(%error, "closing a partition log failed");
+            }
+        }
+        let controller = self.controller.borrow().clone();
+        if let Some(controller) = controller {
+            controller.close().await;
+        }
+        tracing::debug!(shard = self.id, "shard stopped");
+    }
+
+    /// Shard 0: load the metadata log, bring every shard's table up to it, start listening.
+    async fn start_controller(self: Rc<Self>) -> anyhow::Result<()> {
+        let (controller, records) = Controller::open(&self).await?;
+        *self.controller.borrow_mut() = Some(controller.clone());
+        self.broadcast_apply(records, true).await.map_err(anyhow::Error::msg)?;
+        controller.after_start(&self);
+        for shard in 0..self.count {
+            let result = if shard == self.id {
+                crate::server::start_listener(self.clone())
+            } else {
+                self.call(shard, ShardRequest::StartServing).await.unwrap_or(Err("no reply".into()))
+            };
+            result.map_err(|e| anyhow::anyhow!("shard {shard} cannot listen: {e}"))?;
+        }
+        tracing::info!(
+            listen = %self.config.listen,
+            shards = self.count,
+            "corelog is ready"
+        );
+        Ok(())
+    }
+
+    /// Sends `records` to every shard (this one included) and waits until all applied them.
+    pub(crate) async fn broadcast_apply(
+        self: &Rc<Self>,
+        records: Vec<crate::metadata::MetadataRecord>,
+        snapshot: bool,
+    ) -> Result<(), String> {
+        let calls = (0..self.count).map(|shard| {
+            let input = ApplyInput { records: records.clone(), snapshot };
+            async move {
+                if shard == self.id {
+                    self.apply_local(input).await
+                } else {
+                    let reply = self.call(shard, |tx| ShardRequest::Apply(input, tx)).await;
+                    reply.unwrap_or_else(|| Err(format!("shard {shard} did not answer")))
+                }
+            }
+        });
+        futures::future::join_all(calls).await.into_iter().collect()
+    }
+
+    /// Sends a request to another shard and waits for its reply (None if it has gone away).
+    async fn call<T>(&self, shard: usize, make: impl FnOnce(Reply<T>) -> ShardRequest) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.senders.send_to(shard, make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The one entry point for requests from other shards.
+    async fn serve(self: Rc<Self>, request: ShardRequest) {
+        match request {
+            ShardRequest::Produce(input, reply) => drop(reply.send(self.produce_local(input).await)),
+            ShardRequest::Fetch(input, reply) => drop(reply.send(self.fetch_local(input).await)),
+            ShardRequest::ListOffsets(input, reply) => {
+                drop(reply.send(self.list_offsets_local(input).await))
+            }
+            ShardRequest::Watch(input, reply) => drop(reply.send(self.watch_local(input).await)),
+            ShardRequest::CreateTopics(specs, reply) => {
+                drop(reply.send(self.create_topics(specs).await))
+            }
+            ShardRequest::DeleteTopics(topics, reply) => {
+                drop(reply.send(self.delete_topics(topics).await))
+            }
+            ShardRequest::Apply(input, reply) => drop(reply.send(self.apply_local(input).await)),
+            ShardRequest::StartServing(reply) => {
+                drop(reply.send(crate::server::start_listener(self.clone())))
+            }
+        }
+    }
+
+    pub fn table(&self) -> std::cell::Ref<'_, ShardTable> {
+        self.table.borrow()
+    }
+
+    fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(tp).cloned()
+    }
+
+    /// Owner shard of a partition, per this shard's table.
+    pub fn owner_of(&self, tp: &TopicPartition) -> Option<usize> {
+        self.table.borrow().topic(&tp.topic).and_then(|t| t.owner(tp.partition))
+    }
+}
+
+/// Routed partition operations: a direct call when this shard owns the partition, a message
+/// otherwise.
+impl Shard {
+    pub async fn produce(self: &Rc<Self>, input: ProduceInput) -> ProduceOutput {
+        match self.owner_of(&input.tp) {
+            Some(owner) if owner == self.id => self.produce_local(input).await,
+            Some(owner) => {
+                let reply = self.call(owner, |tx| ShardRequest::Produce(input, tx)).await;
+                reply.unwrap_or_else(|| produce_error(ResponseError::NotLeaderOrFollower))
+            }
+            None => produce_error(ResponseError::UnknownTopicOrPartition),
+        }
+    }
+
+    pub async fn fetch(self: &Rc<Self>, input: FetchInput) -> FetchOutput {
+        let error = |e: ResponseError| FetchOutput {
+            error_code: e.code(),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+        };
+        match self.owner_of(&input.tp) {
+            Some(owner) if owner == self.id => self.fetch_local(input).await,
+            Some(owner) => self
+                .call(owner, |tx| ShardRequest::Fetch(input, tx))
+                .await
+                .unwrap_or_else(|| error(ResponseError::NotLeaderOrFollower)),
+            None => error(ResponseError::UnknownTopicOrPartition),
+        }
+    }
+
+    pub async fn list_offsets(self: &Rc<Self>, input: ListOffsetsInput) -> ListOffsetsOutput {
+        let error = |e: ResponseError| ListOffsetsOutput {
+            error_code: e.code(),
+            timestamp: -1,
+            offset: -1,
+        };
+        match self.owner_of(&input.tp) {
+            Some(owner) if owner == self.id => self.list_offsets_local(input).await,
+            Some(owner) => self
+                .call(owner, |tx| ShardRequest::ListOffsets(input, tx))
+                .await
+                .unwrap_or_else(|| error(ResponseError::NotLeaderOrFollower)),
+            None => error(ResponseError::UnknownTopicOrPartition),
+        }
+    }
+
+    /// Waits until any of `partitions` has data past its offset, or `timeout_ms` passes.
+    pub async fn watch(self: &Rc<Self>, partitions: Vec<(TopicPartition, i64)>, timeout_ms: u64) {
+        let mut by_owner: HashMap<usize, Vec<(TopicPartition, i64)>> = HashMap::new();
+        for (tp, offset) in partitions {
+            match self.owner_of(&tp) {
+                Some(owner) => by_owner.entry(owner).or_default().push((tp, offset)),
+                None => return,
+            }
+        }
+        let waits = by_owner.into_iter().map(|(owner, partitions)| {
+            let input = WatchInput { partitions, timeout_ms };
+            Box::pin(async move {
+                if owner == self.id {
+                    self.watch_local(input).await
+                } else {
+                    self.call(owner, |tx| ShardRequest::Watch(input, tx)).await.unwrap_or(())
+                }
+            })
+        });
+        let waits: Vec<_> = waits.collect();
+        if !waits.is_empty() {
+            select_all(waits).await;
+        }
+    }
+
+    pub async fn create_topics(self: &Rc<Self>, specs: Vec<CreateTopicSpec>) -> Vec<TopicResult> {
+        match self.controller.borrow().clone() {
+            Some(controller) => return controller.create_topics(self, specs).await,
+            None if self.id == 0 => {}
+            None => {
+                let reply = self.call(0, |tx| ShardRequest::CreateTopics(specs.clone(), tx)).await;
+                if let Some(results) = reply {
+                    return results;
+                }
+            }
+        }
+        controller_unavailable(specs.into_iter().map(|s| s.name))
+    }
+
+    pub async fn delete_topics(self: &Rc<Self>, topics: Vec<TopicRef>) -> Vec<TopicResult> {
+        match self.controller.borrow().clone() {
+            Some(controller) => return controller.delete_topics(self, topics).await,
+            None if self.id == 0 => {}
+            None => {
+                let reply = self.call(0, |tx| ShardRequest::DeleteTopics(topics.clone(), tx)).await;
+                if let Some(results) = reply {
+                    return results;
+                }
+            }
+        }
+        let names = topics.into_iter().map(|t| match t {
+            TopicRef::Name(name) => name,
+            TopicRef::Id(_) => String::new(),
+        });
+        controller_unavailable(names)
+    }
+}
+
+fn produce_error(error: ResponseError) -> ProduceOutput {
+    ProduceOutput {
+        error_code: error.code(),
+        error_message: None,
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    }
+}
+
+fn controller_unavailable(names: impl Iterator<Item = String>) -> Vec<TopicResult> {
+    names
+        .map(|name| TopicResult {
+            name,
+            error_code: ResponseError::NotController.code(),
+            error_message: Some("the controller is not available".into()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The owner-side operations.
+impl Shard {
+    async fn produce_local(self: &Rc<Self>, input: ProduceInput) -> ProduceOutput {
+        let Some(partition) = self.partition(&input.tp) else {
+            return produce_error(ResponseError::UnknownTopicOrPartition);
+        };
+        let staged = match partition.append(input.records) {
+            Ok(staged) => staged,
+            Err(output) => return output,
+        };
+        self.flusher.mark_dirty(partition.clone());
+        if input.acks == 0 {
+            return ProduceOutput { base_offset: staged.base_offset, ..Default::default() };
+        }
+        partition.wait_durable(&staged).await
+    }
+
+    async fn fetch_local(&self, input: FetchInput) -> FetchOutput {
+        match self.partition(&input.tp) {
+            Some(partition) => partition.fetch(input.offset, input.max_bytes).await,
+            None => FetchOutput {
+                error_code: ResponseError::UnknownTopicOrPartition.code(),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Vec::new(),
+            },
+        }
+    }
+
+    async fn list_offsets_local(&self, input: ListOffsetsInput) -> ListOffsetsOutput {
+        match self.partition(&input.tp) {
+            Some(partition) => partition.list_offsets(input.timestamp).await,
+            None => ListOffsetsOutput {
+                error_code: ResponseError::UnknownTopicOrPartition.code(),
+                timestamp: -1,
+                offset: -1,
+            },
+        }
+    }
+
+    async fn watch_local(&self, input: WatchInput) {
+        let mut watched = Vec::new();
+        for (tp, offset) in &input.partitions {
+            match self.partition(tp) {
+                Some(partition) => watched.push((partition, *offset)),
+                None => return,
+            }
+        }
+        let deadline = Instant::now() + Duration::from_millis(input.timeout_ms);
+        loop {
+            let wakeups: Vec<_> =
+                watched.iter().map(|(p, _)| p.durable_notify().notified()).collect();
+            let has_data = watched.iter().any(|(p, offset)| {
+                let log = p.log();
+                log.high_watermark() > *offset || log.log_start_offset() > *offset
+            });
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if has_data || remaining.is_zero() || self.shutdown.is_raised() {
+                return;
+            }
+            let timer = Box::pin(select(
+                Box::pin(runtime::sleep(remaining)),
+                Box::pin(self.shutdown.wait()),
+            ));
+            if let Either::Right(_) = select(select_all(wakeups), timer).await {
+                return;
+            }
+        }
+    }
+
+    /// Applies metadata records to this shard's table and opens or removes the logs of the
+    /// partitions this shard owns.
+    async fn apply_local(self: &Rc<Self>, input: ApplyInput) -> Result<(), String> {
+        let mut changes = Vec::new();
+        for record in &input.records {
+            let change = self.table.borrow_mut().apply(record);
+            if !input.snapshot {
+                self.apply_change(change).await?;
+            } else {
+                changes.push(change);
+            }
+        }
+        if input.snapshot {
+            return self.open_owned_partitions().await;
+        }
+        Ok(())
+    }
+
+    async fn apply_change(self: &Rc<Self>, change: TableChange) -> Result<(), String> {
+        for (topic, partition, shard) in change.removed {
+            if shard != self.id {
+                continue;
+            }
+            let tp = TopicPartition { topic, partition };
+            let removed = self.partitions.borrow_mut().remove(&tp);
+            if let Some(removed) = removed {
+                if let Err(error) = removed.log().remove().await {
+                    tracing::error!(%error, topic = %tp.topic, "removing partition failed");
+                }
+            }
+        }
+        for (topic, partition) in change.added {
+            if topic.owner(partition) == Some(self.id) {
+                self.open_partition(topic, partition).await?;
+            }
+        }
+        for topic in change.reconfigured {
+            for (tp, partition) in self.partitions.borrow().iter() {
+                if tp.topic == topic.name {
+                    partition.set_topic(topic.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_owned_partitions(self: &Rc<Self>) -> Result<(), String> {
+        let owned: Vec<_> = {
+            let table = self.table.borrow();
+            table
+                .topics()
+                .flat_map(|t| (0..t.partition_count()).map(move |p| (t.clone(), p)))
+                .filter(|(t, p)| t.owner(*p) == Some(self.id))
+                .collect()
+        };
+        for (topic, partition) in owned {
+            self.open_partition(topic, partition).await?;
+        }
+        Ok(())
+    }
+
+    async fn open_partition(
+        self: &Rc<Self>,
+        topic: Rc<table::TopicEntry>,
+        partition: i32,
+    ) -> Result<(), String> {
+        let dir = self.config.data_dir.join(format!("{}-{}", topic.name, partition));
+        let log = Log::open(dir.clone(), topic.config.log_config(), self.cache.clone())
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+        let tp = TopicPartition { topic: topic.name.clone(), partition };
+        let partition = Rc::new(Partition::new(topic, partition, log));
+        self.partitions.borrow_mut().insert(tp, partition);
+        Ok(())
+    }
+}
+
+/// Group commit: partitions with staged batches wait here; one flush round writes and syncs
+/// all of them concurrently, and everything staged meanwhile goes into the next round.
+#[derive(Default)]
+struct Flusher {
+    dirty: RefCell<Vec<Rc<Partition>>>,
+    wake: Notify,
+}
+
+impl Flusher {
+    fn mark_dirty(&self, partition: Rc<Partition>) {
+        let mut dirty = self.dirty.borrow_mut();
+        if !dirty.iter().any(|p| Rc::ptr_eq(p, &partition)) {
+            dirty.push(partition);
+        }
+        self.wake.notify_all();
+    }
+}
+
+impl Shard {
+    async fn flush_loop(self: Rc<Self>) {
+        loop {
+            let wake = self.flusher.wake.notified();
+            let round = std::mem::take(&mut *self.flusher.dirty.borrow_mut());
+            if round.is_empty() {
+                wake.await;
+                continue;
+            }
+            let flushes = round.iter().map(|partition| async move {
+                partition.flushed(partition.log().flush().await);
+            });
+            futures::future::join_all(flushes).await;
+        }
+    }
+
+    async fn retention_loop(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.config.retention_check_interval_ms.max(10));
+        while !self.shutdown.is_raised() {
+            runtime::sleep(interval).await;
+            let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
+            for partition in partitions {
+                let now = crate::metadata::now_ms();
+                if let Err(error) = partition.log().enforce_retention(now).await {
+                    tracing::error!(%error, "retention failed");
+                }
+                runtime::yield_if_needed().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! A partition on the shard that owns it: its log, its config, and the operations on it.
+//!
+//! Per-shard: a `Partition` lives on its owner shard only. Produce stages a validated batch in
+//! the log and waits for the shard's flusher (group commit) to make it durable; the high
+//! watermark, and so what consumers can see, advances only with `fdatasync`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+
+use super::messages::{FetchOutput, ListOffsetsOutput, ProduceOutput};
+use super::table::TopicEntry;
+use crate::metadata::now_ms;
+use crate::metadata::topic_config::TimestampType;
+use crate::protocol::record_batch::{self, BatchSummary};
+use crate::storage::{Log, StorageError};
+use crate::sync::Notify;
+
+/// ListOffsets' special timestamps.
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+
+/// One partition of a topic, owned by this shard.
+pub struct Partition {
+    topic: RefCell<Rc<TopicEntry>>,
+    index: i32,
+    log: Rc<Log>,
+    /// Woken whenever the high watermark advances or the partition fails.
+    durable: Notify,
+    /// Set after a failed write or sync: nothing more is acknowledged from this partition.
+    failed: Cell<bool>,
+}
+
+impl Partition {
+    pub fn new(topic: Rc<TopicEntry>, index: i32, log: Rc<Log>) -> Partition {
+        Partition {
+            topic: RefCell::new(topic),
+            index,
+            log,
+            durable: Notify::new(),
+            failed: Cell::new(false),
+        }
+    }
+
+    pub fn log(&self) -> &Rc<Log> {
+        &self.log
+    }
+
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    pub fn topic_name(&self) -> String {
+        self.topic.borrow().name.clone()
+    }
+
+    pub fn durable_notify(&self) -> &Notify {
+        &self.durable
+    }
+
+    pub fn set_topic(&self, topic: Rc<TopicEntry>) {
+        self.log.set_config(topic.config.log_config());
+        *self.topic.borrow_mut() = topic;
+    }
+
+    /// Called by the flusher after `Log::flush`.
+    pub fn flushed(&self, result: Result<i64, StorageError>) {
+        if let Err(error) = result {
+            tracing::error!(
+                topic = %self.topic.borrow().name,
+                partition = self.index,
+                %error,
+                "write or sync failed; partition stops acknowledging writes"
+            );
+            self.failed.set(true);
+        }
+        self.durable.notify_all();
+    }
+
+    /// Validates and stages one produce payload. Returns the offsets it was given, or the
+    /// error to answer with. Nothing is durable until `wait_durable` says so.
+    pub fn append(&self, records: Option<Bytes>) -> Result<Staged, ProduceOutput> {
+        if self.failed.get() {
+            return Err(self.error(ResponseError::KafkaStorageError, "partition is offline"));
+        }
+        let records = records.unwrap_or_default();
+        let summary = self.validate(&records)?;
+        let log_append_time = match self.topic.borrow().config.timestamp_type {
+            TimestampType::LogAppendTime => Some(now_ms()),
+            TimestampType::CreateTime => None,
+        };
+        let batch = BytesMut::from(&records[..]);
+        match self.log.append(batch, &summary, log_append_time) {
+            Ok(result) => Ok(Staged {
+                base_offset: result.base_offset,
+                last_offset: result.last_offset,
+                log_append_time_ms: log_append_time.unwrap_or(-1),
+            }),
+            Err(error) => Err(self.storage_error(error)),
+        }
+    }
+
+    fn validate(&self, records: &[u8]) -> Result<BatchSummary, ProduceOutput> {
+        let mut spans = record_batch::batches(records);
+        let (start, len) = match (spans.next(), spans.next()) {
+            (Some(Ok(span)), None) => span,
+            (Some(Err(error)), _) => {
+                return Err(self.error_code(error.error_code(), &format!("{error}")))
+            }
+            (None, _) => return Err(self.error(ResponseError::InvalidRecord, "no record batch")),
+            (Some(Ok(_)), Some(_)) => {
+                return Err(self.error(
+                    ResponseError::InvalidRecord,
+                    "produce v3+ carries exactly one record batch per partition",
+                ))
+            }
+        };
+        let config = self.topic.borrow().config.clone();
+        if len > config.max_message_bytes.max(0) as usize {
+            return Err(self.error(
+                ResponseError::MessageTooLarge,
+                &format!("batch of {len} bytes exceeds max.message.bytes"),
+            ));
+        }
+        let summary = record_batch::validate(&records[start..start + len])
+            .map_err(|error| self.error_code(error.error_code(), &format!("{error}")))?;
+        if config.timestamp_type == TimestampType::CreateTime {
+            let now = now_ms();
+            let too_old = summary.base_timestamp < now.saturating_sub(config.timestamp_before_max_ms);
+            let too_new = summary.max_timestamp > now.saturating_add(config.timestamp_after_max_ms);
+            if too_old || too_new {
+                return Err(self.error(
+                    ResponseError::InvalidTimestamp,
+                    "timestamp is outside message.timestamp.before/after.max.ms",
+                ));
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Waits until `last_offset` is durable, or the partition failed.
+    pub async fn wait_durable(&self, staged: &Staged) -> ProduceOutput {
+        loop {
+            let durable = self.durable.notified();
+            if self.log.high_watermark() > staged.last_offset {
+                return ProduceOutput {
+                    error_code: 0,
+                    error_message: None,
+                    base_offset: staged.base_offset,
+                    log_append_time_ms: staged.log_append_time_ms,
+                    log_start_offset: self.log.log_start_offset(),
+                };
+            }
+            if self.failed.get() {
+                return self.error(ResponseError::KafkaStorageError, "write or sync failed");
+            }
+            durable.await;
+        }
+    }
+
+    pub async fn fetch(&self, offset: i64, max_bytes: usize) -> FetchOutput {
+        let mut output = FetchOutput {
+            error_code: 0,
+            high_watermark: self.log.high_watermark(),
+            log_start_offset: self.log.log_start_offset(),
+            records: Vec::new(),
+        };
+        match self.log.read(offset, max_bytes).await {
+            Ok(records) => output.records = records,
+            Err(StorageError::OffsetOutOfRange { .. }) => {
+                output.error_code = ResponseError::OffsetOutOfRange.code()
+            }
+            Err(error) => {
+                tracing::error!(%error, partition = self.index, "read failed");
+                output.error_code = ResponseError::KafkaStorageError.code();
+            }
+        }
+        output
+    }
+
+    pub async fn list_offsets(&self, timestamp: i64) -> ListOffsetsOutput {
+        let found = |offset, timestamp| ListOffsetsOutput { error_code: 0, timestamp, offset };
+        match timestamp {
+            LATEST_TIMESTAMP => found(self.log.high_watermark(), -1),
+            EARLIEST_TIMESTAMP => found(self.log.log_start_offset(), -1),
+            MAX_TIMESTAMP => match self.log.max_timestamp() {
+                Some((max, _)) => self.offset_for_time(max).await,
+                None => found(-1, -1),
+            },
+            t if t >= 0 => self.offset_for_time(t).await,
+            _ => ListOffsetsOutput {
+                error_code: ResponseError::InvalidRequest.code(),
+                timestamp: -1,
+                offset: -1,
+            },
+        }
+    }
+
+    /// The first record whose timestamp is at least `timestamp`.
+    async fn offset_for_time(&self, timestamp: i64) -> ListOffsetsOutput {
+        let not_found = ListOffsetsOutput { error_code: 0, timestamp: -1, offset: -1 };
+        let batch = match self.log.find_batch_by_timestamp(timestamp).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return not_found,
+            Err(error) => {
+                tracing::error!(%error, partition = self.index, "timestamp lookup failed");
+                return ListOffsetsOutput {
+                    error_code: ResponseError::KafkaStorageError.code(),
+                    ..not_found
+                };
+            }
+        };
+        first_record_at_or_after(batch, timestamp).unwrap_or(not_found)
+    }
+
+    fn error(&self, error: ResponseError, message: &str) -> ProduceOutput {
+        self.error_code(error.code(), message)
+    }
+
+    fn error_code(&self, code: i16, message: &str) -> ProduceOutput {
+        ProduceOutput {
+            error_code: code,
+            error_message: Some(message.to_string()),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: self.log.log_start_offset(),
+        }
+    }
+
+    fn storage_error(&self, error: StorageError) -> ProduceOutput {
+        tracing::error!(%error, partition = self.index, "append failed");
+        self.error(ResponseError::KafkaStorageError, &error.to_string())
+    }
+}
+
+/// Offsets given to a staged batch.
+pub struct Staged {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_append_time_ms: i64,
+}
+
+/// Decodes `batch` (decompressing if needed) and finds its first record at or after `timestamp`.
+fn first_record_at_or_after(batch: Bytes, timestamp: i64) -> Option<ListOffsetsOutput> {
+    let summary = record_batch::validate(&batch).ok()?;
+    if summary.timestamp_type == record_batch::TimestampType::LogAppendTime {
+        return Some(ListOffsetsOutput {
+            error_code: 0,
+            timestamp: summary.max_timestamp,
+            offset: summary.base_offset,
+        });
+    }
+    let mut buf = batch;
+    let set = RecordBatchDecoder::decode(&mut buf).ok()?;
+    set.records.iter().find(|r| r.timestamp >= timestamp).map(|r| ListOffsetsOutput {
+        error_code: 0,
+        timestamp: r.timestamp,
+        offset: r.offset,
+    })
+}

@@ -1,0 +1,174 @@
+//! The shard table: every topic, its config and the shard that owns each of its partitions.
+//!
+//! Per-shard: every shard holds a full copy, built by applying the same `MetadataRecord`s in
+//! the same order (the controller broadcasts each record after it is durable), and guarded by
+//! a revision that counts the records applied. Placement is always read from here, never
+//! computed by hashing, so that partitions can move between shards (and later nodes).
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use crate::config::TopicDefaults;
+use crate::metadata::topic_config::TopicConfig;
+use crate::metadata::MetadataRecord;
+
+/// One topic as every shard sees it.
+#[derive(Debug, Clone)]
+pub struct TopicEntry {
+    pub name: String,
+    pub id: uuid::Uuid,
+    /// `shards[p]` owns partition `p`.
+    pub shards: Vec<usize>,
+    pub overrides: BTreeMap<String, String>,
+    pub config: TopicConfig,
+}
+
+impl TopicEntry {
+    pub fn partition_count(&self) -> i32 {
+        self.shards.len() as i32
+    }
+
+    pub fn owner(&self, partition: i32) -> Option<usize> {
+        usize::try_from(partition).ok().and_then(|p| self.shards.get(p).copied())
+    }
+
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+}
+
+/// What applying a record changed, so that the shard can open or drop partition logs.
+#[derive(Debug, Default)]
+pub struct TableChange {
+    /// (topic, partition, owner shard) that now exist or moved here.
+    pub added: Vec<(Rc<TopicEntry>, i32)>,
+    /// (topic, partition, owner shard before) that no longer exist or moved away.
+    pub removed: Vec<(String, i32, usize)>,
+    /// Topics whose config changed.
+    pub reconfigured: Vec<Rc<TopicEntry>>,
+}
+
+/// Per-shard copy of the cluster's topic table.
+pub struct ShardTable {
+    defaults: TopicDefaults,
+    topics: BTreeMap<String, Rc<TopicEntry>>,
+    ids: HashMap<uuid::Uuid, String>,
+    revision: u64,
+}
+
+impl ShardTable {
+    pub fn new(defaults: TopicDefaults) -> ShardTable {
+        ShardTable { defaults, topics: BTreeMap::new(), ids: HashMap::new(), revision: 0 }
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn defaults(&self) -> &TopicDefaults {
+        &self.defaults
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Rc<TopicEntry>> {
+        self.topics.get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: &uuid::Uuid) -> Option<Rc<TopicEntry>> {
+        self.ids.get(id).and_then(|name| self.topic(name))
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &Rc<TopicEntry>> {
+        self.topics.values()
+    }
+
+    /// Partitions owned by each of `shard_count` shards.
+    pub fn load_per_shard(&self, shard_count: usize) -> Vec<usize> {
+        let mut load = vec![0; shard_count];
+        for shard in self.topics.values().flat_map(|t| t.shards.iter()) {
+            if let Some(count) = load.get_mut(*shard) {
+                *count += 1;
+            }
+        }
+        load
+    }
+
+    /// Applies one record; records are applied in log order on every shard.
+    pub fn apply(&mut self, record: &MetadataRecord) -> TableChange {
+        self.revision += 1;
+        let mut change = TableChange::default();
+        match record {
+            MetadataRecord::TopicCreated { name, id, shards, configs } => {
+                let entry = Rc::new(TopicEntry {
+                    name: name.clone(),
+                    id: *id,
+                    shards: shards.clone(),
+                    overrides: configs.clone(),
+                    config: TopicConfig::resolve(&self.defaults, configs),
+                });
+                for partition in 0..entry.partition_count() {
+                    change.added.push((entry.clone(), partition));
+                }
+                self.ids.insert(*id, name.clone());
+                self.topics.insert(name.clone(), entry);
+            }
+            MetadataRecord::TopicDeleted { name, .. } => {
+                if let Some(entry) = self.topics.remove(name) {
+                    self.ids.remove(&entry.id);
+                    for (partition, shard) in entry.shards.iter().enumerate() {
+                        change.removed.push((name.clone(), partition as i32, *shard));
+                    }
+                }
+            }
+            MetadataRecord::PartitionsAdded { name, shards } => {
+                self.update(name, |entry| {
+                    let first = entry.shards.len() as i32;
+                    entry.shards.extend_from_slice(shards);
+                    first
+                })
+                .map(|(entry, first)| {
+                    for partition in first..entry.partition_count() {
+                        change.added.push((entry.clone(), partition));
+                    }
+                });
+            }
+            MetadataRecord::PartitionMoved { name, partition, shard } => {
+                let index = *partition as usize;
+                let moved = self.update(name, |entry| {
+                    let before = entry.shards.get(index).copied();
+                    if before.is_some() {
+                        entry.shards[index] = *shard;
+                    }
+                    before
+                });
+                if let Some((entry, Some(before))) = moved {
+                    change.removed.push((name.clone(), *partition, before));
+                    change.added.push((entry, *partition));
+                }
+            }
+            MetadataRecord::TopicConfigChanged { name, configs } => {
+                let defaults = self.defaults.clone();
+                if let Some((entry, ())) = self.update(name, |entry| {
+                    entry.overrides = configs.clone();
+                    entry.config = TopicConfig::resolve(&defaults, configs);
+                }) {
+                    change.reconfigured.push(entry);
+                }
+            }
+        }
+        change
+    }
+
+    /// Replaces topic `name` by a modified copy (entries are shared immutably).
+    fn update<T>(
+        &mut self,
+        name: &str,
+        modify: impl FnOnce(&mut TopicEntry) -> T,
+    ) -> Option<(Rc<TopicEntry>, T)> {
+        let current = self.topics.get(name)?;
+        let mut entry = TopicEntry::clone(current);
+        let result = modify(&mut entry);
+        let entry = Rc::new(entry);
+        self.topics.insert(name.to_string(), entry.clone());
+        Some((entry, result))
+    }
+}
