@@ -36,7 +36,7 @@ where
     G: FnOnce() -> F + Clone + Send + 'static,
     F: Future<Output = anyhow::Result<()>> + 'static,
 {
-    let online = CpuSet::online()?;
+    let online = CpuSet::online().map_err(|e| anyhow::anyhow!("cannot list CPUs: {e}"))?;
     let placement = if plan.shards <= online.len() {
         PoolPlacement::MaxSpread(plan.shards, Some(online))
     } else {
@@ -83,7 +83,7 @@ where
     F: Future<Output = ()> + 'static,
 {
     match glommio::spawn_local_into(future, queue) {
-        Ok(task) => task.detach(),
+        Ok(task) => drop(task.detach()),
         Err(error) => panic!("task queue vanished: {error}"),
     }
 }
@@ -98,6 +98,21 @@ where
         Ok(task) => task.detach(),
         Err(error) => panic!("task queue vanished: {error}"),
     }
+}
+
+/// Binds a listener that every shard can share (SO_REUSEPORT: the kernel spreads incoming
+/// connections) and that restarts cleanly over old connections in TIME_WAIT (SO_REUSEADDR).
+pub fn bind_shared_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let domain = if address.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor is a listening TCP socket we own and hand over exactly once.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 /// Yields if the executor wants to run something else (long background loops call this).

@@ -67,9 +67,15 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
 
 /// Every shard binds the port with SO_REUSEPORT, which would silently share it with another
 /// process doing the same; a plain bind first turns a taken port into a clear error.
+/// SO_REUSEADDR keeps connections of an earlier run in TIME_WAIT from failing the check.
 fn check_port_free(config: &Config) -> anyhow::Result<()> {
-    std::net::TcpListener::bind(config.listen)
-        .map(drop)
+    use socket2::{Domain, Socket, Type};
+    let domain = if config.listen.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket
+        .bind(&config.listen.into())
+        .and_then(|()| socket.listen(1))
         .with_context(|| format!("cannot listen on {}", config.listen))
 }
 

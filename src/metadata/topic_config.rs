@@ -153,7 +153,7 @@ impl TopicConfig {
             "retention.ms" => self.retention_ms = parse_range(name, value, -1)?,
             "segment.bytes" => {
                 self.segment_bytes =
-                    parse_range(name, value, crate::limits::SEGMENT_BYTES_MIN as i64)? as u64
+                    parse_range::<u64>(name, value, crate::limits::SEGMENT_BYTES_MIN as i64)?
             }
             "segment.ms" => self.segment_ms = parse_range(name, value, 1)?,
             _ => return Err(ConfigError(format!("unknown topic config {name:?}"))),

@@ -32,7 +32,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     if let Some(reason) = read_requests(shard, reader, queue, &closing).await {
         tracing::warn!(%peer, "closing connection: {reason}");
     }
-    if let Some(reason) = writer_task.await {
+    if let Some(Some(reason)) = writer_task.await {
         tracing::warn!(%peer, "closing connection: {reason}");
     }
 }

@@ -28,7 +28,8 @@ pub enum Response {
 
 /// Binds this shard's listener and starts accepting. Errors are reported, not panicked.
 pub fn start_listener(shard: Rc<Shard>) -> Result<(), String> {
-    let listener = TcpListener::bind(shard.config.listen).map_err(|e| e.to_string())?;
+    let listener =
+        runtime::bind_shared_listener(shard.config.listen).map_err(|e| e.to_string())?;
     runtime::spawn_into(shard.queues.requests, accept_loop(shard, listener));
     Ok(())
 }

@@ -96,8 +96,8 @@ pub async fn run(
     mesh: Mesh<ShardRequest>,
     signals: Arc<ProcessSignals>,
 ) -> anyhow::Result<()> {
-    let (senders, receivers) =
-        mesh.join().await.map_err(|()| anyhow::anyhow!("cannot join the shard mesh"))?;
+    let (senders, mut receivers) =
+        mesh.join().await.map_err(|_| anyhow::anyhow!("cannot join the shard mesh"))?;
     storage::prime_device(&config.data_dir)
         .await
         .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;

@@ -96,14 +96,20 @@ fn refusal(name: &str, error: ResponseError, message: &str) -> TopicResult {
 }
 
 fn topic_result(ctx: &RequestContext, result: TopicResult) -> CreatableTopicResult {
+    let version = ctx.api_version;
     let mut out = CreatableTopicResult::default()
         .with_name(super::topic_name(&result.name))
         .with_error_code(result.error_code)
         .with_error_message(result.error_message.clone().map(str_bytes));
-    if result.error_code != 0 {
-        return out.with_num_partitions(-1).with_replication_factor(-1);
+    // Fields newer than the request's version stay at their defaults: the crate refuses to
+    // encode a field its version lacks.
+    if result.error_code != 0 || version < 5 {
+        return out;
     }
-    out = out.with_topic_id(result.id).with_num_partitions(result.num_partitions).with_replication_factor(1);
+    out = out.with_num_partitions(result.num_partitions).with_replication_factor(1);
+    if version >= 7 {
+        out.topic_id = result.id;
+    }
     let overrides = ctx
         .shard
         .table()

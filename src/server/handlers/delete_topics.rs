@@ -31,11 +31,17 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
                 TopicRef::Id(id) => *id,
                 TopicRef::Name(_) => result.id,
             };
-            DeletableTopicResult::default()
+            let mut response = DeletableTopicResult::default()
                 .with_name(name.as_deref().map(topic_name))
-                .with_topic_id(id)
-                .with_error_code(result.error_code)
-                .with_error_message(result.error_message.map(str_bytes))
+                .with_error_code(result.error_code);
+            // Fields newer than the request's version stay at their defaults.
+            if ctx.api_version >= 5 {
+                response.error_message = result.error_message.map(str_bytes);
+            }
+            if ctx.api_version >= 6 {
+                response.topic_id = id;
+            }
+            response
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)

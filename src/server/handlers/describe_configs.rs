@@ -42,7 +42,7 @@ pub fn handle(ctx: &RequestContext, request: DescribeConfigsRequest) -> Describe
                     let configs = entries
                         .into_iter()
                         .filter(|e| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == e.name)))
-                        .map(|e| to_wire(e, &request))
+                        .map(|e| to_wire(e, &request, ctx.api_version))
                         .collect();
                     base.with_configs(configs)
                 }
@@ -129,7 +129,11 @@ fn broker_entries(config: &Config) -> Vec<Entry> {
         .collect()
 }
 
-fn to_wire(entry: Entry, request: &DescribeConfigsRequest) -> DescribeConfigsResourceResult {
+fn to_wire(
+    entry: Entry,
+    request: &DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResourceResult {
     let synonyms = if request.include_synonyms {
         vec![DescribeConfigsSynonym::default()
             .with_name(str_bytes(entry.name.clone()))
@@ -138,13 +142,17 @@ fn to_wire(entry: Entry, request: &DescribeConfigsRequest) -> DescribeConfigsRes
     } else {
         Vec::new()
     };
-    let documentation = request.include_documentation.then(|| str_bytes(entry.doc));
-    DescribeConfigsResourceResult::default()
+    let result = DescribeConfigsResourceResult::default()
         .with_name(str_bytes(entry.name))
         .with_value(Some(str_bytes(entry.value)))
         .with_read_only(entry.read_only)
         .with_config_source(entry.source as i8)
-        .with_config_type(entry.kind as i8)
-        .with_synonyms(synonyms)
-        .with_documentation(documentation)
+        .with_synonyms(synonyms);
+    // Fields newer than the request's version stay at their defaults.
+    if version >= 3 {
+        let documentation = request.include_documentation.then(|| str_bytes(entry.doc));
+        result.with_config_type(entry.kind as i8).with_documentation(documentation)
+    } else {
+        result
+    }
 }

@@ -31,12 +31,17 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                 .iter()
                 .map(|partition| {
                     let output = outputs.next().unwrap_or_default();
-                    ListOffsetsPartitionResponse::default()
+                    let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(partition.partition_index)
                         .with_error_code(output.error_code)
                         .with_timestamp(output.timestamp)
-                        .with_offset(output.offset)
-                        .with_leader_epoch(0)
+                        .with_offset(output.offset);
+                    // The crate refuses to encode a field its version lacks.
+                    if ctx.api_version >= 4 {
+                        response.with_leader_epoch(0)
+                    } else {
+                        response
+                    }
                 })
                 .collect();
             ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)

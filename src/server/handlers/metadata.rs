@@ -24,11 +24,14 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
             .with_node_id(node_id)
             .with_host(str_bytes(config.advertised_host.clone()))
             .with_port(config.advertised_port)])
-        .with_cluster_id(Some(str_bytes(CLUSTER_ID)))
         .with_controller_id(node_id);
+    if ctx.api_version >= 2 {
+        response.cluster_id = Some(str_bytes(CLUSTER_ID));
+    }
+    let version = ctx.api_version;
     let Some(requested) = request.topics else {
         let table = ctx.shard.table();
-        response.topics = table.topics().map(|t| describe_topic(t, node_id)).collect();
+        response.topics = table.topics().map(|t| describe_topic(t, node_id, version)).collect();
         return response;
     };
     let allow_create = ctx.api_version < 4 || request.allow_auto_topic_creation;
@@ -44,7 +47,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
             None => table.topic_by_id(&topic.topic_id),
         };
         response.topics.push(match (entry, topic.name) {
-            (Some(entry), _) => describe_topic(&entry, node_id),
+            (Some(entry), _) => describe_topic(&entry, node_id, version),
             (None, Some(name)) => {
                 let error = match validate_topic_name(name.0.as_str()) {
                     Ok(()) => ResponseError::UnknownTopicOrPartition,
@@ -60,20 +63,30 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     response
 }
 
-fn describe_topic(topic: &TopicEntry, node_id: BrokerId) -> MetadataResponseTopic {
+/// A topic's entry; fields newer than `version` stay at their defaults, because the crate
+/// refuses to encode a field its version lacks.
+fn describe_topic(topic: &TopicEntry, node_id: BrokerId, version: i16) -> MetadataResponseTopic {
     let partitions = (0..topic.partition_count())
         .map(|index| {
-            MetadataResponsePartition::default()
+            let partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(node_id)
-                .with_leader_epoch(0)
                 .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(vec![node_id])
+                .with_isr_nodes(vec![node_id]);
+            if version >= 7 {
+                partition.with_leader_epoch(0)
+            } else {
+                partition
+            }
         })
         .collect();
-    MetadataResponseTopic::default()
+    let response = MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
-        .with_topic_id(topic.id)
         .with_is_internal(topic.is_internal())
-        .with_partitions(partitions)
+        .with_partitions(partitions);
+    if version >= 10 {
+        response.with_topic_id(topic.id)
+    } else {
+        response
+    }
 }

@@ -47,7 +47,9 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
             let partitions = topic
                 .partition_data
                 .iter()
-                .map(|partition| partition_response(partition.index, outputs.next()))
+                .map(|partition| {
+                    partition_response(ctx.api_version, partition.index, outputs.next())
+                })
                 .collect();
             TopicProduceResponse::default()
                 .with_name(topic.name.clone())
@@ -77,13 +79,26 @@ async fn produce_one(
     ctx.shard.produce(input).await
 }
 
-fn partition_response(index: i32, output: Option<ProduceOutput>) -> PartitionProduceResponse {
+/// One partition's answer; fields newer than the request's version are left at their
+/// defaults, because the crate refuses to encode a field its version lacks.
+fn partition_response(
+    version: i16,
+    index: i32,
+    output: Option<ProduceOutput>,
+) -> PartitionProduceResponse {
     let output = output.unwrap_or_default();
-    PartitionProduceResponse::default()
+    let mut response = PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(output.error_code)
-        .with_base_offset(output.base_offset)
-        .with_log_append_time_ms(output.log_append_time_ms)
-        .with_log_start_offset(output.log_start_offset)
-        .with_error_message(output.error_message.map(str_bytes))
+        .with_base_offset(output.base_offset);
+    if version >= 2 {
+        response.log_append_time_ms = output.log_append_time_ms;
+    }
+    if version >= 5 {
+        response.log_start_offset = output.log_start_offset;
+    }
+    if version >= 8 {
+        response.error_message = output.error_message.map(str_bytes);
+    }
+    response
 }

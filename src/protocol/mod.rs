@@ -1,0 +1,14 @@
+//! The Kafka wire protocol: request decoding, response encoding and the version table.
+
+pub mod codec;
+pub mod fetch_response;
+pub mod produce_legacy;
+pub mod record_batch;
+pub mod versions;
+
+pub use codec::{
+    decode_request, encode_api_versions_unsupported, encode_response, DecodeError,
+    DecodedRequest, EncodeError, RequestBody,
+};
+pub use fetch_response::{encode_fetch_response, FetchPartition, FetchResponseData, FetchTopic};
+pub use versions::{is_supported, supported_range, ApiRange, SUPPORTED_APIS};
