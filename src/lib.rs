@@ -5,4 +5,4 @@
 
 pub mod limits;
 pub mod protocol;
-
+pub mod storage;

@@ -98,7 +98,10 @@ pub enum BatchError {
     #[error("unknown compression codec {0}")]
     InvalidCompression(i16),
     #[error("record count {record_count} inconsistent with last offset delta {last_offset_delta}")]
-    InvalidCount { record_count: i32, last_offset_delta: i32 },
+    InvalidCount {
+        record_count: i32,
+        last_offset_delta: i32,
+    },
 }
 
 /// Kafka error code CORRUPT_MESSAGE.
@@ -136,7 +139,10 @@ fn header_mut(bytes: &mut [u8]) -> Option<&mut BatchHeader> {
 /// only for being at least a header: the caller compares it with what it holds.
 pub fn declared_batch_bytes(bytes: &[u8]) -> Result<usize, BatchError> {
     let Some(length_field) = bytes.get(8..LOG_OVERHEAD_BYTES) else {
-        return Err(BatchError::Truncated { needed: LOG_OVERHEAD_BYTES, available: bytes.len() });
+        return Err(BatchError::Truncated {
+            needed: LOG_OVERHEAD_BYTES,
+            available: bytes.len(),
+        });
     };
     let batch_length = i32::from_be_bytes(length_field.try_into().expect("4 bytes"));
     let total = i64::from(batch_length) + LOG_OVERHEAD_BYTES as i64;
@@ -154,10 +160,15 @@ pub fn validate(batch: &[u8]) -> Result<BatchSummary, BatchError> {
     let batch_bytes = declared_batch_bytes(batch)?;
     if batch.len() < RECORD_BATCH_HEADER_BYTES || batch_bytes > batch.len() {
         let needed = batch_bytes.max(RECORD_BATCH_HEADER_BYTES);
-        return Err(BatchError::Truncated { needed, available: batch.len() });
+        return Err(BatchError::Truncated {
+            needed,
+            available: batch.len(),
+        });
     }
     if batch_bytes != batch.len() {
-        return Err(BatchError::InvalidLength(batch_bytes as i64 - LOG_OVERHEAD_BYTES as i64));
+        return Err(BatchError::InvalidLength(
+            batch_bytes as i64 - LOG_OVERHEAD_BYTES as i64,
+        ));
     }
     let h = header(batch).expect("length checked above");
     if h.magic != MAGIC_V2 {
@@ -165,7 +176,10 @@ pub fn validate(batch: &[u8]) -> Result<BatchSummary, BatchError> {
     }
     let computed = crc32c::crc32c(&batch[CRC_START..]);
     if computed != h.crc.get() {
-        return Err(BatchError::CrcMismatch { expected: h.crc.get(), computed });
+        return Err(BatchError::CrcMismatch {
+            expected: h.crc.get(),
+            computed,
+        });
     }
     summarize(h, batch_bytes)
 }
@@ -187,7 +201,10 @@ fn summarize(h: &BatchHeader, batch_bytes: usize) -> Result<BatchSummary, BatchE
         || last_offset_delta < 0
         || i64::from(record_count) != i64::from(last_offset_delta) + 1
     {
-        return Err(BatchError::InvalidCount { record_count, last_offset_delta });
+        return Err(BatchError::InvalidCount {
+            record_count,
+            last_offset_delta,
+        });
     }
     let timestamp_type = if attributes & ATTRIBUTE_LOG_APPEND_TIME != 0 {
         TimestampType::LogAppendTime
@@ -233,7 +250,10 @@ pub fn batches(records: &[u8]) -> impl Iterator<Item = Result<(usize, usize), Ba
         let rest = &records[position..];
         let item = match declared_batch_bytes(rest) {
             Ok(len) if len <= rest.len() => Ok((position, len)),
-            Ok(len) => Err(BatchError::Truncated { needed: len, available: rest.len() }),
+            Ok(len) => Err(BatchError::Truncated {
+                needed: len,
+                available: rest.len(),
+            }),
             Err(error) => Err(error),
         };
         match item {
@@ -299,7 +319,10 @@ mod tests {
     pub(crate) fn encode_batch(count: i64, compression: KCompression) -> BytesMut {
         let records: Vec<Record> = (0..count).map(|i| record(i, 1_000 + i * 10)).collect();
         let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions { version: 2, compression };
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
         RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
         buf
     }
@@ -341,25 +364,44 @@ mod tests {
             let mut copy = batch.clone();
             copy[position] ^= 0x10;
             let error = validate(&copy).expect_err("flipped bit must be caught");
-            assert_eq!(error.error_code(), ERROR_CORRUPT_MESSAGE, "at {position}: {error}");
+            assert_eq!(
+                error.error_code(),
+                ERROR_CORRUPT_MESSAGE,
+                "at {position}: {error}"
+            );
         }
     }
 
     /// Wrong magic, empty input and count mismatches map to INVALID_RECORD like the Java broker.
     #[test]
     fn invalid_record_cases() {
-        assert_eq!(validate(&[]).unwrap_err().error_code(), ERROR_INVALID_RECORD);
+        assert_eq!(
+            validate(&[]).unwrap_err().error_code(),
+            ERROR_INVALID_RECORD
+        );
         let mut batch = encode_batch(2, KCompression::None);
         batch[16] = 1;
         assert_eq!(validate(&batch).unwrap_err(), BatchError::InvalidMagic(1));
-        assert_eq!(BatchError::InvalidMagic(1).error_code(), ERROR_INVALID_RECORD);
+        assert_eq!(
+            BatchError::InvalidMagic(1).error_code(),
+            ERROR_INVALID_RECORD
+        );
 
         let mut batch = encode_batch(2, KCompression::None);
         header_mut(&mut batch).unwrap().record_count.set(3);
         let crc = crc32c::crc32c(&batch[CRC_START..]);
         header_mut(&mut batch).unwrap().crc.set(crc);
         let error = validate(&batch).unwrap_err();
-        assert!(matches!(error, BatchError::InvalidCount { record_count: 3, .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                BatchError::InvalidCount {
+                    record_count: 3,
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert_eq!(error.error_code(), ERROR_INVALID_RECORD);
     }
 
@@ -369,11 +411,18 @@ mod tests {
         let batch = encode_batch(2, KCompression::None);
         for cut in 1..batch.len() {
             let error = validate(&batch[..cut]).unwrap_err();
-            assert_eq!(error.error_code(), ERROR_CORRUPT_MESSAGE, "cut {cut}: {error}");
+            assert_eq!(
+                error.error_code(),
+                ERROR_CORRUPT_MESSAGE,
+                "cut {cut}: {error}"
+            );
         }
         let mut longer = batch.to_vec();
         longer.push(0);
-        assert!(matches!(validate(&longer), Err(BatchError::InvalidLength(_))));
+        assert!(matches!(
+            validate(&longer),
+            Err(BatchError::InvalidLength(_))
+        ));
     }
 
     /// batches() splits a concatenation and reports a trailing partial batch as an error.
@@ -392,7 +441,10 @@ mod tests {
         let results: Vec<_> = batches(&all).collect();
         assert_eq!(results.len(), 3);
         assert!(matches!(results[2], Err(BatchError::Truncated { .. })));
-        assert_eq!(batches(&[]).collect::<Vec<_>>(), vec![Err(BatchError::Empty)]);
+        assert_eq!(
+            batches(&[]).collect::<Vec<_>>(),
+            vec![Err(BatchError::Empty)]
+        );
     }
 
     /// Offset and epoch patches keep the CRC valid; LogAppendTime recomputes it.

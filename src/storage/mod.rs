@@ -1,0 +1,44 @@
+//! The partition log: segments of verbatim Kafka v2 batches on O_DIRECT files.
+//!
+//! A partition directory holds segments named by their 20-digit base offset (`.log`, `.index`,
+//! `.timeindex`). `Log` is the one entry point the shard layer uses; everything runs on one
+//! glommio executor and `Log` is shared as `Rc<Log>`. Only `file.rs` touches glommio's file
+//! APIs. Invariants: offsets below the high watermark are written and fdatasynced; a failed
+//! write or sync never advances it and fences the log (see `StorageError::Failed`).
+
+mod appender;
+mod cache;
+mod file;
+mod index;
+mod log;
+mod reader;
+mod recovery;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+pub use cache::BatchCache;
+pub use file::prime_device;
+pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
+pub use log::{AppendResult, Log, LogConfig};
+
+/// Why a log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("offset {requested} out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        requested: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+    /// An earlier write or sync failed; the log accepts nothing more until it is reopened,
+    /// because after a failed fdatasync the state of the written pages is unknown.
+    #[error("log failed after an earlier I/O error: {0}")]
+    Failed(String),
+    #[error("log is closed")]
+    Closed,
+}
