@@ -59,3 +59,26 @@ pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
 const _: () = assert!(RESPONSE_BYTES_MAX <= i32::MAX as usize);
 // Fetch responses also carry per-partition headers; leave them ample room below the frame cap.
 const _: () = assert!(FETCH_RESPONSE_BYTES_MAX * 2 <= RESPONSE_BYTES_MAX);
+
+/// Largest single DMA read the storage layer issues (bigger batches are read in pieces).
+pub const STORAGE_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest single DMA write the appender issues; a flush of more data is split.
+pub const STORAGE_WRITE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Largest batch recovery accepts from disk: no batch can exceed the request that carried it.
+pub const STORAGE_BATCH_BYTES_MAX: usize = REQUEST_BYTES_MAX;
+
+/// Default distance in log bytes between two sparse index entries (`index.interval.bytes`).
+pub const INDEX_INTERVAL_BYTES_DEFAULT: u64 = 4096;
+
+/// Default segment size (`segment.bytes` in Kafka).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+/// Largest index file (either kind) recovery loads; a bigger one is treated as garbage.
+pub const INDEX_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+const _: () = assert!(STORAGE_READ_BYTES_MAX % DIO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(STORAGE_WRITE_BYTES_MAX % DIO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(STORAGE_READ_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
+const _: () = assert!(STORAGE_BATCH_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);

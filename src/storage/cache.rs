@@ -1,0 +1,171 @@
+//! Per-shard cache of recent durable batches, with a byte budget and oldest-first eviction.
+//!
+//! Logs insert batches once they are durable, in offset order, and serve reads of the tail
+//! from here without touching the disk. Per-shard: one instance per core, shared by that
+//! core's logs through `Rc`. Invariant: `bytes` is the sum of the lengths of cached batches.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+struct Entry {
+    last_offset: i64,
+    bytes: Bytes,
+}
+
+#[derive(Default)]
+struct Inner {
+    logs: HashMap<u64, BTreeMap<i64, Entry>>,
+    /// Insertion order, oldest first; may name entries already removed.
+    order: VecDeque<(u64, i64)>,
+    bytes: usize,
+}
+
+pub struct BatchCache {
+    budget_bytes: usize,
+    inner: RefCell<Inner>,
+    next_log_id: Cell<u64>,
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+}
+
+impl BatchCache {
+    pub fn new(budget_bytes: usize) -> Rc<Self> {
+        Rc::new(BatchCache {
+            budget_bytes,
+            inner: RefCell::new(Inner::default()),
+            next_log_id: Cell::new(0),
+            hits: Cell::new(0),
+            misses: Cell::new(0),
+        })
+    }
+
+    /// (hits, misses, bytes cached).
+    pub fn stats(&self) -> (u64, u64, usize) {
+        (
+            self.hits.get(),
+            self.misses.get(),
+            self.inner.borrow().bytes,
+        )
+    }
+
+    /// A fresh key for one log's entries.
+    pub(crate) fn register_log(&self) -> u64 {
+        let id = self.next_log_id.get();
+        self.next_log_id.set(id + 1);
+        id
+    }
+
+    pub(crate) fn insert(&self, log: u64, base_offset: i64, last_offset: i64, bytes: Bytes) {
+        if bytes.len() > self.budget_bytes {
+            return;
+        }
+        let mut inner = self.inner.borrow_mut();
+        inner.bytes += bytes.len();
+        let entry = Entry { last_offset, bytes };
+        if let Some(old) = inner
+            .logs
+            .entry(log)
+            .or_default()
+            .insert(base_offset, entry)
+        {
+            inner.bytes -= old.bytes.len();
+        }
+        inner.order.push_back((log, base_offset));
+        while inner.bytes > self.budget_bytes {
+            let Some((log, base)) = inner.order.pop_front() else {
+                break;
+            };
+            let removed = inner
+                .logs
+                .get_mut(&log)
+                .and_then(|batches| batches.remove(&base));
+            if let Some(entry) = removed {
+                inner.bytes -= entry.bytes.len();
+            }
+        }
+    }
+
+    /// Consecutive cached batches starting with the one holding `offset`, up to `max_bytes`
+    /// (at least one), all below `high_watermark`; None if that first batch is not cached.
+    pub(crate) fn read(
+        &self,
+        log: u64,
+        offset: i64,
+        max_bytes: usize,
+        high_watermark: i64,
+    ) -> Option<Vec<Bytes>> {
+        let inner = self.inner.borrow();
+        let batches = inner.logs.get(&log);
+        let first = batches.and_then(|b| b.range(..=offset).next_back());
+        let Some((_, first)) = first.filter(|(_, entry)| entry.last_offset >= offset) else {
+            self.misses.set(self.misses.get() + 1);
+            return None;
+        };
+        self.hits.set(self.hits.get() + 1);
+        let mut result = vec![first.bytes.clone()];
+        let mut total = first.bytes.len();
+        let mut next = first.last_offset + 1;
+        while next < high_watermark {
+            let Some(entry) = batches.and_then(|b| b.get(&next)) else {
+                break;
+            };
+            if total + entry.bytes.len() > max_bytes {
+                break;
+            }
+            total += entry.bytes.len();
+            result.push(entry.bytes.clone());
+            next = entry.last_offset + 1;
+        }
+        Some(result)
+    }
+
+    /// Drops a log's batches below `offset` (retention moved its start).
+    pub(crate) fn remove_below(&self, log: u64, offset: i64) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(batches) = inner.logs.get_mut(&log) else {
+            return;
+        };
+        let kept = batches.split_off(&offset);
+        let dropped: usize = batches.values().map(|entry| entry.bytes.len()).sum();
+        *batches = kept;
+        inner.bytes -= dropped;
+    }
+
+    /// Drops every batch of a log (closed or removed).
+    pub(crate) fn remove_log(&self, log: u64) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(batches) = inner.logs.remove(&log) {
+            inner.bytes -= batches
+                .values()
+                .map(|entry| entry.bytes.len())
+                .sum::<usize>();
+        }
+        inner.order.retain(|(id, _)| *id != log);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache stays within budget by evicting the oldest batches first.
+    #[test]
+    fn evicts_oldest_first_within_budget() {
+        let cache = BatchCache::new(250);
+        let log = cache.register_log();
+        for base in 0..5 {
+            cache.insert(log, base, base, Bytes::from(vec![0u8; 100]));
+        }
+        assert_eq!(cache.stats().2, 200);
+        assert!(cache.read(log, 2, 1000, 5).is_none());
+        let batches = cache.read(log, 3, 1000, 5).unwrap();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(cache.read(log, 3, 1000, 4).unwrap().len(), 1);
+        assert_eq!(cache.read(log, 3, 10, 5).unwrap().len(), 1);
+        cache.remove_log(log);
+        assert_eq!(cache.stats().2, 0);
+    }
+}

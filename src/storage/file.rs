@@ -1,0 +1,122 @@
+//! The only code in storage that touches glommio's file APIs.
+//!
+//! `SegmentFile` is a thin wrapper over an O_DIRECT `DmaFile` with the handful of operations
+//! the log uses, so that a later change can inject faults here (or move to another io_uring
+//! runtime) without touching the log logic. Writes must be aligned to
+//! `limits::DIO_ALIGNMENT_BYTES` in position and length; reads may be unaligned.
+
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::limits::DIO_ALIGNMENT_BYTES;
+
+fn to_io(error: glommio::GlommioError<()>) -> io::Error {
+    error.into()
+}
+
+/// One open direct-I/O file. Clones share the descriptor; it closes with the last clone.
+#[derive(Clone)]
+pub struct SegmentFile {
+    file: Rc<DmaFile>,
+}
+
+impl SegmentFile {
+    /// Opens `path` read-write, creating it empty if missing.
+    pub async fn open_or_create(path: &Path) -> io::Result<SegmentFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(to_io)?;
+        Ok(SegmentFile {
+            file: Rc::new(file),
+        })
+    }
+
+    /// Opens an existing file read-only.
+    pub async fn open_read_only(path: &Path) -> io::Result<SegmentFile> {
+        let file = DmaFile::open(path).await.map_err(to_io)?;
+        Ok(SegmentFile {
+            file: Rc::new(file),
+        })
+    }
+
+    /// Writes `data` (aligned position, length a multiple of the alignment) at `position`.
+    pub async fn write_aligned(&self, position: u64, data: &[u8]) -> io::Result<()> {
+        assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
+        assert_eq!(data.len() % DIO_ALIGNMENT_BYTES, 0);
+        let mut buffer = self.file.alloc_dma_buffer(data.len());
+        buffer.as_bytes_mut().copy_from_slice(data);
+        let written = self.file.write_at(buffer, position).await.map_err(to_io)?;
+        if written != data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short direct write: {written} of {} bytes", data.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `length` bytes at `position`; fewer only at the end of the file.
+    pub async fn read(&self, position: u64, length: usize) -> io::Result<Vec<u8>> {
+        let result = self.file.read_at(position, length).await.map_err(to_io)?;
+        Ok(result.to_vec())
+    }
+
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(to_io)
+    }
+
+    pub async fn truncate(&self, size: u64) -> io::Result<()> {
+        self.file.truncate(size).await.map_err(to_io)
+    }
+
+    pub async fn size(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(to_io)
+    }
+
+    /// Closes the descriptor if this is the last clone; otherwise the last clone closes it.
+    pub async fn close(self) -> io::Result<()> {
+        self.file.close_rc().await.map_err(to_io)?;
+        Ok(())
+    }
+}
+
+/// Makes a directory entry change (create, rename, unlink) durable.
+pub async fn sync_directory(path: &Path) -> io::Result<()> {
+    let directory = glommio::io::Directory::open(path).await.map_err(to_io)?;
+    directory.sync().await.map_err(to_io)?;
+    directory.close().await.map_err(to_io)
+}
+
+pub async fn remove_file(path: &Path) -> io::Result<()> {
+    glommio::io::remove(path).await.map_err(to_io)
+}
+
+pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    glommio::io::rename(from, to).await.map_err(to_io)
+}
+
+/// glommio decides from the first `DmaFile` a shard opens on a device whether reads use
+/// io_uring polling, and an empty read-write file makes later reads fail (os error 95). So
+/// before anything else, open a non-empty probe file read-only on the data device.
+pub async fn prime_device(data_dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let probe = data_dir.join(".corelog-device-probe");
+    let needs_probe = std::fs::metadata(&probe)
+        .map(|m| m.len() < 4096)
+        .unwrap_or(true);
+    if needs_probe {
+        // Buffered std I/O on purpose: no DmaFile may be opened before the probe exists.
+        std::fs::write(&probe, vec![0u8; DIO_ALIGNMENT_BYTES])?;
+        std::fs::File::open(&probe)?.sync_all()?;
+    }
+    let file = SegmentFile::open_read_only(&probe).await?;
+    file.read(0, DIO_ALIGNMENT_BYTES).await?;
+    file.close().await
+}

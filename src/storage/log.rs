@@ -1,0 +1,641 @@
+//! `Log`: the partition log the shard layer calls (append, flush, read, retention, recovery).
+//!
+//! Appends are synchronous: they assign offsets and stage the batch in memory. `flush` writes
+//! every staged batch through the active segment's appender, rolls segments when full, and
+//! fdatasyncs; only then does the high watermark move and the batches enter the cache.
+//! Concurrency: one executor, many tasks. State sits in a `RefCell` never borrowed across an
+//! `.await`; flush, retention and close serialize on `io_lock`, and only its holder touches
+//! the appender. Reads run concurrently with all of them and never look past the watermark.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures::lock::Mutex;
+
+use crate::limits::{INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, STORAGE_READ_BYTES_MAX};
+use crate::protocol::record_batch::{self, BatchSummary};
+use crate::storage::appender::Appender;
+use crate::storage::cache::BatchCache;
+use crate::storage::file::{self, SegmentFile};
+use crate::storage::reader::{ScanError, Scanner};
+use crate::storage::recovery::recover_segment;
+use crate::storage::segment::{segment_path, BatchMeta, Segment};
+use crate::storage::StorageError;
+
+/// Per-partition settings (Kafka's topic configs of the same names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    /// -1 = unlimited.
+    pub retention_bytes: i64,
+    /// -1 = unlimited.
+    pub retention_ms: i64,
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// Offsets assigned to one appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Clone)]
+struct Staged {
+    bytes: Bytes,
+    meta: BatchMeta,
+}
+
+struct State {
+    config: LogConfig,
+    /// Every segment by base offset; the last one is active.
+    segments: BTreeMap<i64, Segment>,
+    log_start: i64,
+    next_offset: i64,
+    high_watermark: i64,
+    staged: VecDeque<Staged>,
+    failed: Option<String>,
+    closed: bool,
+}
+
+/// One partition's log. Per-shard: lives on the core that owns the partition.
+pub struct Log {
+    dir: PathBuf,
+    cache: Rc<BatchCache>,
+    cache_key: u64,
+    state: RefCell<State>,
+    io_lock: Mutex<()>,
+    /// The active segment's appender; only the holder of `io_lock` touches it.
+    appender: RefCell<Option<Appender>>,
+}
+
+impl Log {
+    /// Opens (creating if missing) and recovers the partition directory.
+    pub async fn open(
+        dir: PathBuf,
+        config: LogConfig,
+        cache: Rc<BatchCache>,
+    ) -> Result<Rc<Log>, StorageError> {
+        std::fs::create_dir_all(&dir)?;
+        let mut segments = BTreeMap::new();
+        let bases = list_segments(&dir)?;
+        for (index, &base) in bases.iter().enumerate() {
+            let mut recovered = recover_segment(&dir, base, config.index_interval_bytes).await?;
+            let is_active = index + 1 == bases.len();
+            if recovered.indexes_stale && !is_active {
+                recovered.segment.persist_indexes(&dir).await?;
+            }
+            segments.insert(base, recovered.segment);
+        }
+        check_contiguous(&segments)?;
+        if segments.is_empty() {
+            let segment = create_segment(&dir, 0).await?;
+            segments.insert(0, segment);
+        }
+        let active = segments.values().next_back().expect("at least one segment");
+        let appender = Appender::open(active.file.clone(), active.base_offset, active.size).await?;
+        let next_offset = active.next_offset;
+        let log_start = *segments.keys().next().expect("at least one segment");
+        let state = State {
+            config,
+            segments,
+            log_start,
+            next_offset,
+            high_watermark: next_offset,
+            staged: VecDeque::new(),
+            failed: None,
+            closed: false,
+        };
+        Ok(Rc::new(Log {
+            dir,
+            cache_key: cache.register_log(),
+            cache,
+            state: RefCell::new(state),
+            io_lock: Mutex::new(()),
+            appender: RefCell::new(Some(appender)),
+        }))
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.state.borrow_mut().config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start
+    }
+
+    /// Next offset to assign, counting staged batches.
+    pub fn log_end_offset(&self) -> i64 {
+        self.state.borrow().next_offset
+    }
+
+    /// Every offset below is written and fdatasynced.
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().high_watermark
+    }
+
+    /// Bytes of log on disk (staged batches not counted).
+    pub fn size_bytes(&self) -> u64 {
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .map(|segment| segment.size)
+            .sum()
+    }
+
+    pub fn has_unflushed(&self) -> bool {
+        !self.state.borrow().staged.is_empty()
+    }
+
+    fn check_usable(state: &State) -> Result<(), StorageError> {
+        if state.closed {
+            return Err(StorageError::Closed);
+        }
+        match &state.failed {
+            Some(reason) => Err(StorageError::Failed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Assigns offsets to one validated batch, patches its base offset (and LogAppendTime if
+    /// given), and stages it for the next flush.
+    pub fn append(
+        &self,
+        mut batch: BytesMut,
+        summary: &BatchSummary,
+        log_append_time: Option<i64>,
+    ) -> Result<AppendResult, StorageError> {
+        assert_eq!(
+            batch.len(),
+            summary.batch_bytes,
+            "summary belongs to this batch"
+        );
+        assert!(
+            summary.last_offset_delta >= 0,
+            "summary comes from validate()"
+        );
+        let mut state = self.state.borrow_mut();
+        Self::check_usable(&state)?;
+        let base_offset = state.next_offset;
+        let last_offset = base_offset + i64::from(summary.last_offset_delta);
+        record_batch::set_base_offset(&mut batch, base_offset);
+        let mut max_timestamp = summary.max_timestamp;
+        if let Some(timestamp) = log_append_time {
+            record_batch::set_log_append_time(&mut batch, timestamp);
+            max_timestamp = timestamp;
+        }
+        let meta = BatchMeta {
+            base_offset,
+            last_offset,
+            max_timestamp,
+            bytes: batch.len() as u64,
+        };
+        state.staged.push_back(Staged {
+            bytes: batch.freeze(),
+            meta,
+        });
+        state.next_offset = last_offset + 1;
+        Ok(AppendResult {
+            base_offset,
+            last_offset,
+        })
+    }
+
+    /// Writes every staged batch and fdatasyncs. Returns the new high watermark.
+    pub async fn flush(&self) -> Result<i64, StorageError> {
+        let _io = self.io_lock.lock().await;
+        let staged: Vec<Staged> = {
+            let state = self.state.borrow();
+            Self::check_usable(&state)?;
+            state.staged.iter().cloned().collect()
+        };
+        if staged.is_empty() {
+            return Ok(self.high_watermark());
+        }
+        let mut appender = self
+            .appender
+            .borrow_mut()
+            .take()
+            .expect("appender held by io_lock");
+        let result = self.write_staged(&mut appender, &staged).await;
+        *self.appender.borrow_mut() = Some(appender);
+        if let Err(error) = result {
+            self.state.borrow_mut().failed = Some(error.to_string());
+            tracing::error!(dir = %self.dir.display(), %error, "log flush failed; log fenced");
+            return Err(error);
+        }
+        let mut state = self.state.borrow_mut();
+        for batch in &staged {
+            let popped = state
+                .staged
+                .pop_front()
+                .expect("flushed batches are still staged");
+            assert_eq!(popped.meta.base_offset, batch.meta.base_offset);
+            let meta = &batch.meta;
+            self.cache.insert(
+                self.cache_key,
+                meta.base_offset,
+                meta.last_offset,
+                batch.bytes.clone(),
+            );
+        }
+        state.high_watermark = staged.last().expect("not empty").meta.last_offset + 1;
+        Ok(state.high_watermark)
+    }
+
+    /// Writes `staged` in order, rolling segments when the next batch does not fit, then
+    /// syncs. Indexes are updated only for synced data.
+    async fn write_staged(
+        &self,
+        appender: &mut Appender,
+        staged: &[Staged],
+    ) -> Result<(), StorageError> {
+        let config = self.state.borrow().config.clone();
+        let mut group: Vec<&Staged> = Vec::new();
+        let mut group_bytes = 0u64;
+        for batch in staged {
+            let fits = {
+                let state = self.state.borrow();
+                let active = state
+                    .segments
+                    .get(&appender.base_offset())
+                    .expect("active segment");
+                active.fits(group_bytes, &batch.meta, config.segment_bytes)
+            };
+            if !fits {
+                self.write_group(appender, &group, &config).await?;
+                group.clear();
+                group_bytes = 0;
+                self.roll(appender, batch.meta.base_offset).await?;
+            }
+            group_bytes += batch.meta.bytes;
+            group.push(batch);
+        }
+        self.write_group(appender, &group, &config).await
+    }
+
+    /// Writes and syncs `group` to the active segment, then indexes it.
+    async fn write_group(
+        &self,
+        appender: &mut Appender,
+        group: &[&Staged],
+        config: &LogConfig,
+    ) -> Result<(), StorageError> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let start = appender.size();
+        let bytes: Vec<Bytes> = group.iter().map(|batch| batch.bytes.clone()).collect();
+        appender.write(&bytes).await?;
+        appender.sync().await?;
+        let mut state = self.state.borrow_mut();
+        let segment = state
+            .segments
+            .get_mut(&appender.base_offset())
+            .expect("active segment");
+        let mut position = start;
+        for batch in group {
+            segment.observe(position, &batch.meta, config.index_interval_bytes);
+            position += batch.meta.bytes;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (trimmed, indexes persisted) and starts one at `base_offset`.
+    async fn roll(&self, appender: &mut Appender, base_offset: i64) -> Result<(), StorageError> {
+        appender.trim_and_sync().await?;
+        self.persist_active_indexes(appender.base_offset()).await?;
+        let segment = create_segment(&self.dir, base_offset).await?;
+        *appender = Appender::open(segment.file.clone(), base_offset, 0).await?;
+        self.state
+            .borrow_mut()
+            .segments
+            .insert(base_offset, segment);
+        Ok(())
+    }
+
+    /// Persists one segment's indexes without holding the state borrow across the writes.
+    async fn persist_active_indexes(&self, base_offset: i64) -> Result<(), StorageError> {
+        let taken = self.state.borrow_mut().segments.remove(&base_offset);
+        let mut segment = taken.expect("segment to persist exists");
+        let result = segment.persist_indexes(&self.dir).await;
+        self.state
+            .borrow_mut()
+            .segments
+            .insert(base_offset, segment);
+        Ok(result?)
+    }
+}
+
+/// Base offsets of the segments in `dir`, ascending.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".log") else {
+            continue;
+        };
+        if stem.len() == 20 && stem.bytes().all(|byte| byte.is_ascii_digit()) {
+            let base = stem
+                .parse::<i64>()
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+fn check_contiguous(segments: &BTreeMap<i64, Segment>) -> Result<(), StorageError> {
+    let ends = segments.values().map(|segment| segment.next_offset);
+    for (end, next_base) in ends.zip(segments.keys().skip(1)) {
+        if end != *next_base {
+            return Err(StorageError::Corrupt(format!(
+                "segments not contiguous: one ends at offset {end}, the next starts at {next_base}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn create_segment(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
+    let file = SegmentFile::open_or_create(&segment_path(dir, base_offset, "log")).await?;
+    file::sync_directory(dir).await?;
+    Ok(Segment::new(base_offset, file))
+}
+
+impl Log {
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch),
+    /// never past the high watermark. `offset == hw` gives an empty Vec.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
+        let (file, position, end, high_watermark) = {
+            let state = self.state.borrow();
+            if state.closed {
+                return Err(StorageError::Closed);
+            }
+            let high_watermark = state.high_watermark;
+            if offset < state.log_start || offset > high_watermark {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: state.log_start,
+                    high_watermark,
+                });
+            }
+            if offset == high_watermark {
+                return Ok(Vec::new());
+            }
+            let cached = self
+                .cache
+                .read(self.cache_key, offset, max_bytes, high_watermark);
+            if let Some(batches) = cached {
+                return Ok(batches);
+            }
+            let (_, segment) = state
+                .segments
+                .range(..=offset)
+                .next_back()
+                .expect("offset >= start");
+            let position = segment.position_for_offset(offset);
+            (segment.file.clone(), position, segment.size, high_watermark)
+        };
+        let chunk_bytes = max_bytes.saturating_add(STORAGE_READ_BYTES_MAX / 16);
+        let mut scanner = Scanner::new(file, position, end, chunk_bytes);
+        let mut batches = Vec::new();
+        let mut total = 0usize;
+        while let Some((_, batch)) = scanner.next().await.map_err(scan_error)? {
+            let meta = batch_meta(&batch)?;
+            if meta.base_offset >= high_watermark {
+                break;
+            }
+            if meta.last_offset < offset {
+                continue;
+            }
+            if !batches.is_empty() && total + batch.len() > max_bytes {
+                break;
+            }
+            total += batch.len();
+            batches.push(batch);
+        }
+        if batches.is_empty() {
+            return Err(StorageError::Corrupt(format!(
+                "offset {offset} not found in its segment"
+            )));
+        }
+        Ok(batches)
+    }
+
+    /// The first batch whose max timestamp is >= `timestamp`, or None.
+    pub async fn find_batch_by_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<Bytes>, StorageError> {
+        let found = {
+            let state = self.state.borrow();
+            let high_watermark = state.high_watermark;
+            state
+                .segments
+                .values()
+                .find(|segment| {
+                    segment
+                        .max_timestamp
+                        .is_some_and(|(max, _)| max >= timestamp)
+                })
+                .map(|segment| {
+                    let position = segment.position_for_timestamp(timestamp);
+                    (segment.file.clone(), position, segment.size, high_watermark)
+                })
+        };
+        let Some((file, position, end, high_watermark)) = found else {
+            return Ok(None);
+        };
+        let mut scanner = Scanner::new(file, position, end, STORAGE_READ_BYTES_MAX / 16);
+        while let Some((_, batch)) = scanner.next().await.map_err(scan_error)? {
+            let meta = batch_meta(&batch)?;
+            if meta.base_offset >= high_watermark {
+                break;
+            }
+            if meta.max_timestamp >= timestamp {
+                return Ok(Some(batch));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Largest max timestamp in the log and the last offset of the first batch holding it.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let state = self.state.borrow();
+        let mut best: Option<(i64, i64)> = None;
+        for (timestamp, offset) in state.segments.values().filter_map(|s| s.max_timestamp) {
+            if best.is_none_or(|(max, _)| timestamp > max) {
+                best = Some((timestamp, offset));
+            }
+        }
+        best
+    }
+}
+
+fn scan_error(error: ScanError) -> StorageError {
+    match error {
+        ScanError::Io(error) => StorageError::Io(error),
+        ScanError::Torn { position, reason } => StorageError::Corrupt(format!(
+            "bad batch framing at position {position}: {reason}"
+        )),
+    }
+}
+
+/// Offsets and timestamp of a stored batch, read from its header (framing already checked).
+fn batch_meta(batch: &[u8]) -> Result<BatchMeta, StorageError> {
+    let header = record_batch::header(batch)
+        .ok_or_else(|| StorageError::Corrupt("stored batch shorter than a header".into()))?;
+    let base_offset = header.base_offset.get();
+    Ok(BatchMeta {
+        base_offset,
+        last_offset: base_offset + i64::from(header.last_offset_delta.get()),
+        max_timestamp: header.max_timestamp.get(),
+        bytes: batch.len() as u64,
+    })
+}
+
+impl Log {
+    /// Rolls the active segment if older than `segment_ms`, then deletes whole old segments
+    /// beyond `retention_ms` / `retention_bytes` (never the active one).
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
+        let _io = self.io_lock.lock().await;
+        let (config, roll) = {
+            let state = self.state.borrow();
+            Self::check_usable(&state)?;
+            let active = state.segments.values().next_back().expect("active segment");
+            let old = active
+                .first_timestamp
+                .is_some_and(|first| now_ms - first > state.config.segment_ms);
+            (state.config.clone(), old.then_some(active.next_offset))
+        };
+        if let Some(next_offset) = roll {
+            let mut appender = self
+                .appender
+                .borrow_mut()
+                .take()
+                .expect("appender held by io_lock");
+            let result = self.roll(&mut appender, next_offset).await;
+            *self.appender.borrow_mut() = Some(appender);
+            result?;
+        }
+        let doomed = self.take_expired_segments(&config, now_ms);
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.cache
+            .remove_below(self.cache_key, self.log_start_offset());
+        for segment in doomed {
+            tracing::info!(dir = %self.dir.display(), base = segment.base_offset, "retention");
+            segment.file.close().await?;
+            for extension in ["log", "index", "timeindex"] {
+                let path = segment_path(&self.dir, segment.base_offset, extension);
+                match file::remove_file(&path).await {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error)?,
+                    _ => {}
+                }
+            }
+        }
+        file::sync_directory(&self.dir).await?;
+        Ok(())
+    }
+
+    /// Removes from the state the oldest closed segments that retention deletes, advancing the
+    /// log start offset, and returns them. The active (last) segment is always kept.
+    fn take_expired_segments(&self, config: &LogConfig, now_ms: i64) -> Vec<Segment> {
+        let mut state = self.state.borrow_mut();
+        let mut total: u64 = state.segments.values().map(|segment| segment.size).sum();
+        let mut doomed = Vec::new();
+        loop {
+            let Some(oldest) = state.segments.values().next() else {
+                break;
+            };
+            if state.segments.len() == 1 {
+                break;
+            }
+            let expired = config.retention_ms >= 0
+                && oldest
+                    .max_timestamp
+                    .is_none_or(|(max, _)| now_ms - max > config.retention_ms);
+            let too_big =
+                config.retention_bytes >= 0 && total - oldest.size >= config.retention_bytes as u64;
+            if !expired && !too_big {
+                break;
+            }
+            total -= oldest.size;
+            let base = oldest.base_offset;
+            doomed.push(state.segments.remove(&base).expect("oldest exists"));
+        }
+        state.log_start = *state.segments.keys().next().expect("active segment kept");
+        doomed
+    }
+
+    /// Flushes, persists the active segment's indexes, and closes every file.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        if self.state.borrow().closed {
+            return Ok(());
+        }
+        let flushed = self.flush().await;
+        let _io = self.io_lock.lock().await;
+        if self.state.borrow().closed {
+            return Ok(());
+        }
+        let appender = self.appender.borrow_mut().take();
+        let healthy = flushed.is_ok() && self.state.borrow().failed.is_none();
+        if let (Some(appender), true) = (&appender, healthy) {
+            appender.trim_and_sync().await?;
+            self.persist_active_indexes(appender.base_offset()).await?;
+        }
+        let segments = {
+            let mut state = self.state.borrow_mut();
+            state.closed = true;
+            std::mem::take(&mut state.segments)
+        };
+        self.cache.remove_log(self.cache_key);
+        drop(appender);
+        for segment in segments.into_values() {
+            segment.file.close().await?;
+        }
+        flushed.map(|_| ())
+    }
+
+    /// Closes the log and deletes its directory: renamed to `<dir>.<nanos>-delete` first so a
+    /// crash midway never leaves a half-deleted partition that looks live.
+    pub async fn remove(&self) -> Result<(), StorageError> {
+        if let Err(error) = self.close().await {
+            tracing::warn!(dir = %self.dir.display(), %error, "closing a log being removed");
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let mut doomed = self.dir.clone().into_os_string();
+        doomed.push(format!(".{nanos}-delete"));
+        let doomed = PathBuf::from(doomed);
+        file::rename(&self.dir, &doomed).await?;
+        if let Some(parent) = self.dir.parent() {
+            file::sync_directory(parent).await?;
+        }
+        // Blocking, but topic deletion is rare and the directory holds few files.
+        std::fs::remove_dir_all(&doomed)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! One segment: a log file of verbatim batches plus its sparse offset and time indexes.
+//!
+//! The indexes live in memory (they are sparse: one entry per `index_interval_bytes`) and are
+//! written to `.index` / `.timeindex` when the segment closes. Invariants: `next_offset` is one
+//! past the last batch written; every index entry points at a batch start below `size`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::limits::DIO_ALIGNMENT_BYTES;
+use crate::storage::file::SegmentFile;
+use crate::storage::index::{self, OffsetEntry, TimeEntry};
+
+/// The facts about one batch that the segment indexes.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchMeta {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub bytes: u64,
+}
+
+/// Per-shard: lives on the core that owns the partition.
+pub struct Segment {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size: u64,
+    pub file: SegmentFile,
+    pub offsets: Vec<OffsetEntry>,
+    pub times: Vec<TimeEntry>,
+    /// Largest max timestamp in the segment and the last offset of the first batch holding it.
+    pub max_timestamp: Option<(i64, i64)>,
+    /// Max timestamp of the first batch: the segment's age for `segment_ms` rolls.
+    pub first_timestamp: Option<i64>,
+    last_indexed_position: Option<u64>,
+}
+
+pub fn file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+pub fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(file_name(base_offset, extension))
+}
+
+impl Segment {
+    pub fn new(base_offset: i64, file: SegmentFile) -> Segment {
+        Segment {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            file,
+            offsets: Vec::new(),
+            times: Vec::new(),
+            max_timestamp: None,
+            first_timestamp: None,
+            last_indexed_position: None,
+        }
+    }
+
+    /// Whether `meta` can go in this segment after `pending_bytes` not yet observed: always
+    /// into an empty segment, else only within `segment_bytes` and the relative fields.
+    pub fn fits(&self, pending_bytes: u64, meta: &BatchMeta, segment_bytes: u64) -> bool {
+        let size = self.size + pending_bytes;
+        let bytes_after = size + meta.bytes;
+        let relative_ok = meta.last_offset - self.base_offset <= i64::from(u32::MAX);
+        size == 0 || (bytes_after <= segment_bytes.min(u64::from(u32::MAX)) && relative_ok)
+    }
+
+    /// Accounts for a batch written at `position` (the current end), indexing it if due.
+    pub fn observe(&mut self, position: u64, meta: &BatchMeta, index_interval_bytes: u64) {
+        assert_eq!(position, self.size, "batches are observed in file order");
+        assert_eq!(meta.base_offset, self.next_offset, "offsets are contiguous");
+        if self
+            .max_timestamp
+            .is_none_or(|(max, _)| meta.max_timestamp > max)
+        {
+            self.max_timestamp = Some((meta.max_timestamp, meta.last_offset));
+        }
+        self.first_timestamp.get_or_insert(meta.max_timestamp);
+        let due = self
+            .last_indexed_position
+            .is_none_or(|last| position - last >= index_interval_bytes);
+        if due {
+            let relative_offset = (meta.base_offset - self.base_offset) as u32;
+            self.offsets.push(OffsetEntry {
+                relative_offset,
+                position: position as u32,
+            });
+            self.last_indexed_position = Some(position);
+            self.push_time_entry();
+        }
+        self.size += meta.bytes;
+        self.next_offset = meta.last_offset + 1;
+    }
+
+    fn push_time_entry(&mut self) {
+        if let Some((timestamp, offset)) = self.max_timestamp {
+            if self
+                .times
+                .last()
+                .is_none_or(|last| timestamp > last.timestamp)
+            {
+                let relative_offset = (offset - self.base_offset) as u32;
+                self.times.push(TimeEntry {
+                    timestamp,
+                    relative_offset,
+                });
+            }
+        }
+    }
+
+    /// Restores index state from entries loaded from disk, before a scan re-observes the
+    /// batches from the last offset entry on. Returns where that scan starts.
+    pub fn resume_from(&mut self, offsets: Vec<OffsetEntry>, times: Vec<TimeEntry>) -> (u64, i64) {
+        let mut offsets = offsets;
+        let Some(last) = offsets.pop() else {
+            return (0, self.base_offset);
+        };
+        let mut times = times;
+        times.retain(|entry| entry.relative_offset < last.relative_offset);
+        self.max_timestamp = times.last().map(|entry| {
+            (
+                entry.timestamp,
+                self.base_offset + i64::from(entry.relative_offset),
+            )
+        });
+        self.first_timestamp = times.first().map(|entry| entry.timestamp);
+        self.last_indexed_position = offsets.last().map(|entry| u64::from(entry.position));
+        self.offsets = offsets;
+        self.times = times;
+        self.size = u64::from(last.position);
+        self.next_offset = self.base_offset + i64::from(last.relative_offset);
+        (self.size, self.next_offset)
+    }
+
+    /// File position of the batch holding `offset` or an earlier one (never past it).
+    pub fn position_for_offset(&self, offset: i64) -> u64 {
+        let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        index::lookup_offset(&self.offsets, relative).map_or(0, |entry| u64::from(entry.position))
+    }
+
+    /// File position from which a scan for the first batch with max timestamp >= `timestamp`
+    /// may start: every batch before it is older.
+    pub fn position_for_timestamp(&self, timestamp: i64) -> u64 {
+        match index::lookup_time_below(&self.times, timestamp) {
+            Some(entry) => {
+                self.position_for_offset(self.base_offset + i64::from(entry.relative_offset))
+            }
+            None => 0,
+        }
+    }
+
+    /// Writes both index files (exact length, synced). Called when the segment closes.
+    pub async fn persist_indexes(&mut self, dir: &Path) -> io::Result<()> {
+        self.push_time_entry();
+        let offsets = index::encode_offsets(&self.offsets);
+        write_small_file(&segment_path(dir, self.base_offset, "index"), &offsets).await?;
+        let times = index::encode_times(&self.times);
+        write_small_file(&segment_path(dir, self.base_offset, "timeindex"), &times).await
+    }
+}
+
+/// Replaces the content of a small file with `data` through direct I/O: aligned padded write,
+/// then truncate to the exact length and sync.
+pub async fn write_small_file(path: &Path, data: &[u8]) -> io::Result<()> {
+    let file = SegmentFile::open_or_create(path).await?;
+    let mut padded = data.to_vec();
+    padded.resize(data.len().next_multiple_of(DIO_ALIGNMENT_BYTES), 0);
+    if !padded.is_empty() {
+        file.write_aligned(0, &padded).await?;
+    }
+    file.truncate(data.len() as u64).await?;
+    file.fdatasync().await?;
+    file.close().await
+}
+
+/// The whole content of a small file, or None if it does not exist or is implausibly large.
+pub async fn read_small_file(path: &Path, bytes_max: u64) -> io::Result<Option<Vec<u8>>> {
+    let length = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.len(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    if length == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    if length > bytes_max {
+        return Ok(None);
+    }
+    let file = SegmentFile::open_read_only(path).await?;
+    let data = file.read(0, length as usize).await;
+    file.close().await?;
+    data.map(Some)
+}

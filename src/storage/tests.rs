@@ -1,0 +1,429 @@
+//! Behaviour of `Log` on real O_DIRECT files in a temporary directory under /tmp (ext4).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use glommio::{LocalExecutorBuilder, Placement};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::protocol::record_batch::{self, validate};
+use crate::storage::{prime_device, BatchCache, Log, LogConfig, StorageError};
+
+fn run<F, Fut>(test: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let root = tempfile::Builder::new()
+        .prefix("corelog-storage")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let path = root.path().to_path_buf();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            prime_device(&path).await.unwrap();
+            test(path.join("topic-0")).await
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// A batch of `count` records with timestamps from `timestamp`, value bytes `value_bytes` each.
+fn batch(count: i64, timestamp: i64, value_bytes: usize) -> BytesMut {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: i as i32,
+            timestamp: timestamp + i,
+            key: None,
+            value: Some(Bytes::from(vec![b'x'; value_bytes])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf
+}
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 1024,
+        ..LogConfig::default()
+    }
+}
+
+async fn open(dir: &Path, config: LogConfig) -> Rc<Log> {
+    Log::open(dir.to_path_buf(), config, BatchCache::new(1 << 20))
+        .await
+        .unwrap()
+}
+
+/// Appends `n` batches of 3 records (timestamps 1000 * i) and flushes; returns their bytes.
+async fn fill(log: &Log, n: i64, value_bytes: usize) -> Vec<Bytes> {
+    let mut stored = Vec::new();
+    for i in 0..n {
+        let bytes = batch(3, 1000 * i, value_bytes);
+        let summary = validate(&bytes).unwrap();
+        let result = log.append(bytes, &summary, None).unwrap();
+        assert_eq!(result.last_offset - result.base_offset, 2);
+        stored.push(result.base_offset);
+    }
+    log.flush().await.unwrap();
+    let mut all = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let batches = log.read(offset, 1).await.unwrap();
+        assert_eq!(batches.len(), 1);
+        offset = record_batch::validate(&batches[0]).unwrap().base_offset + 3;
+        all.push(batches[0].clone());
+    }
+    all
+}
+
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".log"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Batches come back with their assigned offsets and valid CRCs across many segment rolls.
+#[test]
+fn append_flush_read_round_trip_across_rolls() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        let stored = fill(&log, 200, 300).await;
+        assert_eq!(stored.len(), 200);
+        assert_eq!(log.high_watermark(), 600);
+        assert_eq!(log.log_end_offset(), 600);
+        assert!(
+            segment_files(&dir).len() > 10,
+            "rolled: {:?}",
+            segment_files(&dir)
+        );
+        for (i, bytes) in stored.iter().enumerate() {
+            let summary = validate(bytes).unwrap();
+            assert_eq!(summary.base_offset, 3 * i as i64);
+            assert_eq!(summary.base_timestamp, 1000 * i as i64);
+        }
+        // An offset in the middle of a batch returns that whole batch first.
+        let from_middle = log.read(301, 1 << 20).await.unwrap();
+        assert_eq!(validate(&from_middle[0]).unwrap().base_offset, 300);
+        log.close().await.unwrap();
+    });
+}
+
+/// Reads below the cache go to disk and return the same bytes as the cache did.
+#[test]
+fn disk_reads_match_cached_reads() {
+    run(|dir| async move {
+        let log = Log::open(dir.clone(), config(8 * 1024), BatchCache::new(4096))
+            .await
+            .unwrap();
+        let stored = fill(&log, 100, 300).await;
+        let first = log.read(0, 10_000).await.unwrap();
+        assert!(first.len() > 1);
+        assert_eq!(first[0], stored[0]);
+        assert_eq!(first[1], stored[1]);
+        log.close().await.unwrap();
+    });
+}
+
+/// After a clean close, reopening gives the same offsets and the same bytes.
+#[test]
+fn reopen_after_close_keeps_everything() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        let stored = fill(&log, 50, 500).await;
+        log.close().await.unwrap();
+        assert!(matches!(log.read(0, 1).await, Err(StorageError::Closed)));
+        let log = open(&dir, config(8 * 1024)).await;
+        assert_eq!(log.high_watermark(), 150);
+        assert_eq!(log.log_end_offset(), 150);
+        for (i, bytes) in stored.iter().enumerate() {
+            assert_eq!(&log.read(3 * i as i64, 1).await.unwrap()[0], bytes);
+        }
+        let more = fill(&log, 1, 10).await;
+        assert_eq!(validate(more.last().unwrap()).unwrap().base_offset, 150);
+        log.close().await.unwrap();
+    });
+}
+
+/// Dropping the log without close (a crash) keeps every flushed batch; unflushed ones go.
+#[test]
+fn reopen_after_crash_keeps_flushed_batches() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        let stored = fill(&log, 40, 500).await;
+        let extra = batch(1, 0, 10);
+        let summary = validate(&extra).unwrap();
+        log.append(extra, &summary, None).unwrap();
+        assert!(log.has_unflushed());
+        drop(log);
+        let log = open(&dir, config(8 * 1024)).await;
+        assert_eq!(log.high_watermark(), 120);
+        assert_eq!(log.read(117, 1).await.unwrap()[0], stored[39]);
+        log.close().await.unwrap();
+    });
+}
+
+fn last_log_file(dir: &Path) -> PathBuf {
+    dir.join(segment_files(dir).last().unwrap())
+}
+
+/// A log cut in the middle of its last batch loses only that batch at recovery.
+#[test]
+fn torn_tail_is_truncated() {
+    run(|dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        let stored = fill(&log, 10, 500).await;
+        drop(log);
+        let path = last_log_file(&dir);
+        let logical: usize = stored.iter().map(Bytes::len).sum();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len((logical - 100) as u64).unwrap();
+        let log = open(&dir, config(1 << 20)).await;
+        assert_eq!(log.high_watermark(), 27);
+        assert_eq!(log.read(24, 1).await.unwrap()[0], stored[8]);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() as usize,
+            logical - stored[9].len()
+        );
+        fill(&log, 1, 10).await;
+        assert_eq!(log.high_watermark(), 30);
+        log.close().await.unwrap();
+    });
+}
+
+/// A flipped byte inside the last batch fails its CRC; recovery drops that batch only.
+#[test]
+fn corrupt_last_batch_is_truncated() {
+    run(|dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        let stored = fill(&log, 10, 500).await;
+        log.close().await.unwrap();
+        let path = last_log_file(&dir);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 50;
+        bytes[at] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let log = open(&dir, config(1 << 20)).await;
+        assert_eq!(log.high_watermark(), 27);
+        assert_eq!(log.read(0, 1 << 20).await.unwrap(), stored[..9].to_vec());
+        log.close().await.unwrap();
+    });
+}
+
+/// Missing or garbage index files are rebuilt and lookups still land on the right batch.
+#[test]
+fn missing_and_garbage_indexes_are_rebuilt() {
+    run(|dir| async move {
+        let log = open(&dir, config(16 * 1024)).await;
+        let stored = fill(&log, 60, 700).await;
+        log.close().await.unwrap();
+        let indexes: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|e| e == "index" || e == "timeindex")
+            })
+            .collect();
+        assert!(indexes.len() >= 4);
+        for (i, path) in indexes.iter().enumerate() {
+            if i % 2 == 0 {
+                std::fs::remove_file(path).unwrap();
+            } else {
+                std::fs::write(path, b"garbage, not an index!").unwrap();
+            }
+        }
+        let log = open(&dir, config(16 * 1024)).await;
+        assert_eq!(log.high_watermark(), 180);
+        for (i, bytes) in stored.iter().enumerate() {
+            assert_eq!(&log.read(3 * i as i64 + 2, 1).await.unwrap()[0], bytes);
+        }
+        assert_eq!(
+            log.find_batch_by_timestamp(30_500).await.unwrap().unwrap(),
+            stored[31]
+        );
+        log.close().await.unwrap();
+    });
+}
+
+/// A max_bytes smaller than the first batch still returns that whole batch, and only it.
+#[test]
+fn read_returns_at_least_one_whole_batch() {
+    run(|dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        let stored = fill(&log, 5, 2000).await;
+        let batches = log.read(0, 10).await.unwrap();
+        assert_eq!(batches, vec![stored[0].clone()]);
+        let two = log
+            .read(3, stored[1].len() + stored[2].len())
+            .await
+            .unwrap();
+        assert_eq!(two, stored[1..3].to_vec());
+        log.close().await.unwrap();
+    });
+}
+
+/// Offsets below the start or above the watermark are out of range; the watermark is empty;
+/// staged but unflushed batches are invisible.
+#[test]
+fn offset_out_of_range_cases() {
+    run(|dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        fill(&log, 2, 10).await;
+        assert!(log.read(6, 100).await.unwrap().is_empty());
+        let bytes = batch(1, 0, 10);
+        let summary = validate(&bytes).unwrap();
+        log.append(bytes, &summary, None).unwrap();
+        assert_eq!(log.log_end_offset(), 7);
+        assert!(log.read(6, 100).await.unwrap().is_empty());
+        for bad in [-1, 7, 100] {
+            match log.read(bad, 100).await {
+                Err(StorageError::OffsetOutOfRange {
+                    requested,
+                    log_start,
+                    high_watermark,
+                }) => {
+                    assert_eq!((requested, log_start, high_watermark), (bad, 0, 6));
+                }
+                other => panic!("offset {bad}: {other:?}"),
+            }
+        }
+        log.close().await.unwrap();
+    });
+}
+
+/// Retention by bytes deletes whole old segments, never the active one, and moves the start.
+#[test]
+fn retention_by_bytes_deletes_old_segments() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        fill(&log, 100, 300).await;
+        let before = segment_files(&dir).len();
+        let size = log.size_bytes();
+        log.set_config(LogConfig {
+            retention_bytes: 20 * 1024,
+            ..config(8 * 1024)
+        });
+        log.enforce_retention(0).await.unwrap();
+        let after = segment_files(&dir);
+        assert!(
+            after.len() < before && after.len() >= 3,
+            "{before} -> {after:?}"
+        );
+        assert!(log.size_bytes() <= 20 * 1024 + 8 * 1024 && log.size_bytes() < size);
+        let start = log.log_start_offset();
+        assert_eq!(after[0], format!("{start:020}.log"));
+        assert!(matches!(
+            log.read(start - 1, 1).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(
+            validate(&log.read(start, 1).await.unwrap()[0])
+                .unwrap()
+                .base_offset,
+            start
+        );
+        log.close().await.unwrap();
+        let log = open(&dir, config(8 * 1024)).await;
+        assert_eq!(log.log_start_offset(), start);
+        log.close().await.unwrap();
+    });
+}
+
+/// Retention by time deletes segments whose newest batch is older than retention_ms, and
+/// segment_ms rolls an old active segment so it can expire too.
+#[test]
+fn retention_by_time_deletes_old_segments() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        fill(&log, 100, 300).await; // timestamps 0 ..= 99_002
+        let policy = LogConfig {
+            retention_ms: 50_000,
+            segment_ms: 1_000_000,
+            ..config(8 * 1024)
+        };
+        log.set_config(policy.clone());
+        log.enforce_retention(100_000).await.unwrap();
+        let start = log.log_start_offset();
+        let first = validate(&log.read(start, 1).await.unwrap()[0]).unwrap();
+        assert!(start > 0 && first.max_timestamp >= 40_000, "start {start}");
+        // Everything is old now: the active segment rolls (segment_ms) and then expires.
+        log.set_config(LogConfig {
+            segment_ms: 10,
+            ..policy
+        });
+        log.enforce_retention(10_000_000).await.unwrap();
+        assert_eq!(log.log_start_offset(), 300);
+        assert_eq!(segment_files(&dir).len(), 1);
+        assert!(log.read(300, 1).await.unwrap().is_empty());
+        log.close().await.unwrap();
+    });
+}
+
+/// Lookup by time returns the first batch whose max timestamp reaches the target.
+#[test]
+fn find_batch_by_timestamp_and_max_timestamp() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        let stored = fill(&log, 100, 300).await;
+        assert_eq!(
+            log.find_batch_by_timestamp(-5).await.unwrap().unwrap(),
+            stored[0]
+        );
+        assert_eq!(
+            log.find_batch_by_timestamp(42_001).await.unwrap().unwrap(),
+            stored[42]
+        );
+        assert_eq!(
+            log.find_batch_by_timestamp(42_003).await.unwrap().unwrap(),
+            stored[43]
+        );
+        assert_eq!(log.find_batch_by_timestamp(99_003).await.unwrap(), None);
+        assert_eq!(log.max_timestamp(), Some((99_002, 299)));
+        let bytes = batch(2, 5, 10);
+        let summary = validate(&bytes).unwrap();
+        log.append(bytes, &summary, Some(1_000_000)).unwrap();
+        log.flush().await.unwrap();
+        assert_eq!(log.max_timestamp(), Some((1_000_000, 301)));
+        let appended = log.find_batch_by_timestamp(500_000).await.unwrap().unwrap();
+        assert_eq!(validate(&appended).unwrap().max_timestamp, 1_000_000);
+        log.close().await.unwrap();
+    });
+}
+
+/// remove() deletes the partition directory.
+#[test]
+fn remove_deletes_directory() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        fill(&log, 3, 10).await;
+        log.remove().await.unwrap();
+        assert!(!dir.exists());
+        let parent = std::fs::read_dir(dir.parent().unwrap()).unwrap();
+        assert!(parent
+            .map(|e| e.unwrap().file_name())
+            .all(|n| !n.to_string_lossy().contains("topic-0")));
+    });
+}
