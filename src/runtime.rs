@@ -7,7 +7,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::{MeshBuilder, Full, Receivers, Senders};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 pub use glommio::channels::local_channel;
@@ -17,10 +19,76 @@ pub use glommio::task::JoinHandle;
 pub use glommio::timer::sleep;
 pub use glommio::{Latency, Shares, TaskQueueHandle};
 
-/// The shard mesh: every shard can send to every other.
-pub type Mesh<T> = MeshBuilder<T, Full>;
-pub type MeshSenders<T> = Senders<T>;
-pub type MeshReceivers<T> = Receivers<T>;
+/// The shard mesh: a bounded channel from every shard to every other, made before the
+/// executors start.
+///
+/// Built on `flume` rather than glommio's own channels: glommio's `MeshBuilder::join` and
+/// shared-channel `connect` hung now and then at start-up here (a lost cross-executor
+/// notification), while a plain `Waker` from another thread reliably wakes a parked executor.
+pub struct Mesh<T: Send + 'static> {
+    shards: usize,
+    next_id: AtomicUsize,
+    /// `ends[i]` holds what shard `i` takes when it joins.
+    ends: Mutex<Vec<Option<(MeshSenders<T>, MeshReceivers<T>)>>>,
+}
+
+/// A shard's sending ends, indexed by destination shard (None for itself).
+pub struct MeshSenders<T: Send + 'static> {
+    id: usize,
+    senders: Vec<Option<flume::Sender<T>>>,
+}
+
+/// A shard's receiving ends, as (source shard, receiver).
+pub type MeshReceivers<T> = Vec<(usize, flume::r#async::RecvStream<'static, T>)>;
+
+impl<T: Send + 'static> Mesh<T> {
+    pub fn full(shards: usize, capacity: usize) -> Arc<Mesh<T>> {
+        let mut senders: Vec<Vec<Option<flume::Sender<T>>>> = Vec::new();
+        let mut receivers: Vec<MeshReceivers<T>> = (0..shards).map(|_| Vec::new()).collect();
+        for from in 0..shards {
+            let mut row = Vec::new();
+            for (to, inbox) in receivers.iter_mut().enumerate() {
+                if from == to {
+                    row.push(None);
+                    continue;
+                }
+                let (sender, receiver) = flume::bounded(capacity);
+                row.push(Some(sender));
+                inbox.push((from, receiver.into_stream()));
+            }
+            senders.push(row);
+        }
+        let ends = senders
+            .into_iter()
+            .zip(receivers)
+            .enumerate()
+            .map(|(id, (senders, receivers))| Some((MeshSenders { id, senders }, receivers)))
+            .collect();
+        Arc::new(Mesh { shards, next_id: AtomicUsize::new(0), ends: Mutex::new(ends) })
+    }
+
+    /// Called once on each executor: takes the next shard id and that shard's ends.
+    pub fn join(&self) -> (MeshSenders<T>, MeshReceivers<T>) {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        assert!(id < self.shards, "more executors joined the mesh than it has shards");
+        self.ends.lock().expect("mesh lock poisoned")[id].take().expect("joined once")
+    }
+}
+
+impl<T: Send + 'static> MeshSenders<T> {
+    /// This shard's id in the mesh.
+    pub fn peer_id(&self) -> usize {
+        self.id
+    }
+
+    /// Sends `message` to shard `to`, waiting for room; gives it back if that shard is gone.
+    pub async fn send_to(&self, to: usize, message: T) -> Result<(), T> {
+        match self.senders.get(to).and_then(Option::as_ref) {
+            Some(sender) => sender.send_async(message).await.map_err(|e| e.into_inner()),
+            None => Err(message),
+        }
+    }
+}
 
 /// How the executors are started.
 pub struct ExecutorPlan {

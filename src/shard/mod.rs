@@ -93,14 +93,15 @@ impl ConnectionCount {
 /// Runs one shard from start to shutdown. Called once on every executor.
 pub async fn run(
     config: Arc<Config>,
-    mesh: Mesh<ShardRequest>,
+    mesh: Arc<Mesh<ShardRequest>>,
     signals: Arc<ProcessSignals>,
 ) -> anyhow::Result<()> {
-    let (senders, mut receivers) =
-        mesh.join().await.map_err(|_| anyhow::anyhow!("cannot join the shard mesh"))?;
+    let (senders, receivers) = mesh.join();
+    tracing::debug!(shard = senders.peer_id(), "joined the shard mesh");
     storage::prime_device(&config.data_dir)
         .await
         .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;
+    tracing::debug!(shard = senders.peer_id(), "data device primed");
     let queues = Queues {
         requests: runtime::task_queue("requests", 1000, Latency::Matters(Duration::from_millis(1))),
         flush: runtime::task_queue("flush", 1000, Latency::Matters(Duration::from_millis(1))),
@@ -120,7 +121,7 @@ pub async fn run(
         flusher: Flusher::default(),
         controller: RefCell::new(None),
     });
-    for (_, mut stream) in receivers.streams() {
+    for (_, mut stream) in receivers {
         let shard = shard.clone();
         runtime::spawn_into(queues.requests, async move {
             while let Some(request) = stream.next().await {

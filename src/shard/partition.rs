@@ -19,6 +19,9 @@ use crate::protocol::record_batch::{self, BatchSummary};
 use crate::storage::{Log, StorageError};
 use crate::sync::Notify;
 
+/// The leader epoch of every partition until replication brings elections.
+pub const LEADER_EPOCH: i32 = 0;
+
 /// ListOffsets' special timestamps.
 pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
@@ -93,7 +96,10 @@ impl Partition {
             TimestampType::LogAppendTime => Some(now_ms()),
             TimestampType::CreateTime => None,
         };
-        let batch = BytesMut::from(&records[..]);
+        let mut batch = BytesMut::from(&records[..]);
+        // Clients send -1; like Kafka, stamp the leader epoch that Metadata reports (and that
+        // replication will later use as the Raft term).
+        record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH);
         match self.log.append(batch, &summary, log_append_time) {
             Ok(result) => Ok(Staged {
                 base_offset: result.base_offset,
