@@ -4,3 +4,4 @@
 //! benchmarks can reach the same code the broker runs. See ARCHITECTURE.md for the map.
 
 pub mod limits;
+pub mod protocol;

@@ -1,0 +1,136 @@
+//! The APIs this broker serves and the version range of each, in one table.
+//!
+//! The table is what ApiVersions advertises and what the request decoder enforces, so the two
+//! can never disagree. Clients read these ranges closely (kafka-python even infers the broker's
+//! Kafka release from them), so every range must be one the handlers answer honestly.
+//!
+//! Adding an API is one line in [`SUPPORTED_APIS`] plus its handler; the tests check that every
+//! range lies inside what the `kafka-protocol` crate can decode and encode.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::ApiKey;
+
+/// One API the broker serves and the inclusive range of versions it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRange {
+    /// The API.
+    pub api_key: ApiKey,
+    /// Oldest version accepted.
+    pub version_min: i16,
+    /// Newest version accepted.
+    pub version_max: i16,
+}
+
+impl ApiRange {
+    /// Whether `version` lies in this range.
+    pub fn contains(&self, version: i16) -> bool {
+        self.version_min <= version && version <= self.version_max
+    }
+}
+
+const fn api(api_key: ApiKey, version_min: i16, version_max: i16) -> ApiRange {
+    assert!(version_min >= 0 && version_min <= version_max);
+    ApiRange {
+        api_key,
+        version_min,
+        version_max,
+    }
+}
+
+/// Oldest Produce version the broker actually serves. Versions below it carry message formats
+/// v0/v1, which the broker does not store; they are still advertised (see [`SUPPORTED_APIS`])
+/// and decoded, and the handler answers each partition with UNSUPPORTED_VERSION.
+pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
+
+/// Every API the broker serves, in API-key order.
+///
+/// Floors follow Kafka 4.x (KIP-896) but keep the older non-flexible versions that aiokafka
+/// and kafka-python still send. Ceilings stop where a version would demand something the
+/// broker does not do yet:
+/// - Produce 0-11: Kafka 4 advertises 0 again because librdkafka refuses compressed produce
+///   otherwise (KAFKA-18659); v0-2 get UNSUPPORTED_VERSION per partition. v12 implies
+///   transactions V2 (KIP-890) and v13 topic ids.
+/// - Fetch 4-12: v13 addresses topics by id, which the broker does not assign yet.
+/// - Metadata 1-12, ListOffsets 1-7 (v8 adds the tiered-storage timestamps),
+///   CreateTopics 2-7, DeleteTopics 1-6, DescribeConfigs 1-4, ApiVersions 0-4.
+pub const SUPPORTED_APIS: &[ApiRange] = &[
+    api(ApiKey::Produce, 0, 11),
+    api(ApiKey::Fetch, 4, 12),
+    api(ApiKey::ListOffsets, 1, 7),
+    api(ApiKey::Metadata, 1, 12),
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DescribeConfigs, 1, 4),
+];
+
+/// The range the broker serves for `api_key`, or `None` when it does not serve that API.
+pub fn supported_range(api_key: ApiKey) -> Option<ApiRange> {
+    SUPPORTED_APIS
+        .iter()
+        .copied()
+        .find(|range| range.api_key == api_key)
+}
+
+/// Whether the broker accepts `api_key` at `version`.
+pub fn is_supported(api_key: ApiKey, version: i16) -> bool {
+    supported_range(api_key).is_some_and(|range| range.contains(version))
+}
+
+/// The `api_keys` list of an ApiVersions response, built from [`SUPPORTED_APIS`].
+pub fn api_versions_entries() -> Vec<ApiVersion> {
+    SUPPORTED_APIS
+        .iter()
+        .map(|range| {
+            ApiVersion::default()
+                .with_api_key(range.api_key as i16)
+                .with_min_version(range.version_min)
+                .with_max_version(range.version_max)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every advertised range lies inside what kafka-protocol can decode, except the Produce
+    /// v0-2 that the codec decodes by hand.
+    #[test]
+    fn ranges_within_crate_support() {
+        for range in SUPPORTED_APIS {
+            let crate_range = range.api_key.valid_versions();
+            let min = if range.api_key == ApiKey::Produce {
+                PRODUCE_VERSION_SERVED_MIN
+            } else {
+                range.version_min
+            };
+            assert!(crate_range.min <= min, "{:?}", range.api_key);
+            assert!(range.version_max <= crate_range.max, "{:?}", range.api_key);
+        }
+    }
+
+    /// The table holds each API once and in API-key order, so lookups cannot hit a duplicate.
+    #[test]
+    fn table_sorted_and_unique() {
+        for pair in SUPPORTED_APIS.windows(2) {
+            assert!((pair[0].api_key as i16) < (pair[1].api_key as i16));
+        }
+    }
+
+    /// The advertised entries and the decoder's checks come from the same table.
+    #[test]
+    fn entries_match_lookup() {
+        let entries = api_versions_entries();
+        assert_eq!(entries.len(), SUPPORTED_APIS.len());
+        let produce = entries.iter().find(|e| e.api_key == ApiKey::Produce as i16);
+        assert_eq!(
+            produce.map(|e| (e.min_version, e.max_version)),
+            Some((0, 11))
+        );
+        assert!(is_supported(ApiKey::Fetch, 12));
+        assert!(!is_supported(ApiKey::Fetch, 13));
+        assert!(!is_supported(ApiKey::Fetch, 3));
+        assert!(!is_supported(ApiKey::JoinGroup, 0));
+    }
+}
