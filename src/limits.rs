@@ -13,6 +13,17 @@ pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1024 * 1024 + 12;
 /// Alignment of every direct-I/O write and read.
 pub const DIO_ALIGNMENT_BYTES: usize = 4096;
 
+/// Largest response frame the control-plane encoder writes. Anything near it is a bug in a
+/// handler; the Kafka length prefix could hold up to `i32::MAX`.
+pub const RESPONSE_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// Record bytes a single Fetch response carries at most, whatever the client asks for
+/// (Kafka's broker-side `fetch.max.bytes` default, 55 MiB).
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
+
+const _: () = assert!(RESPONSE_BYTES_MAX <= i32::MAX as usize);
+// Fetch responses also carry per-partition headers; leave them ample room below the frame cap.
+const _: () = assert!(FETCH_RESPONSE_BYTES_MAX * 2 <= RESPONSE_BYTES_MAX);
 const _: () = assert!(MESSAGE_BYTES_MAX_DEFAULT < REQUEST_BYTES_MAX);
 const _: () = assert!(RECORD_BATCH_HEADER_BYTES < DIO_ALIGNMENT_BYTES);
 
@@ -47,18 +58,6 @@ pub const SOCKET_WRITE_COALESCE_BYTES: usize = 64 * 1024;
 
 const _: () = assert!(SEGMENT_BYTES_MIN as usize >= DIO_ALIGNMENT_BYTES);
 const _: () = assert!(CONNECTION_REQUESTS_IN_FLIGHT_MAX <= SHARD_CHANNEL_CAPACITY);
-
-/// Largest response frame the control-plane encoder writes. Anything near it is a bug in a
-/// handler; the Kafka length prefix could hold up to `i32::MAX`.
-pub const RESPONSE_BYTES_MAX: usize = 128 * 1024 * 1024;
-
-/// Record bytes a single Fetch response carries at most, whatever the client asks for
-/// (Kafka's broker-side `fetch.max.bytes` default, 55 MiB).
-pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
-
-const _: () = assert!(RESPONSE_BYTES_MAX <= i32::MAX as usize);
-// Fetch responses also carry per-partition headers; leave them ample room below the frame cap.
-const _: () = assert!(FETCH_RESPONSE_BYTES_MAX * 2 <= RESPONSE_BYTES_MAX);
 
 /// Largest single DMA read the storage layer issues (bigger batches are read in pieces).
 pub const STORAGE_READ_BYTES_MAX: usize = 4 * 1024 * 1024;

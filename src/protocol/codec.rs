@@ -29,6 +29,9 @@ const REQUEST_HEADER_FIXED_BYTES: usize = 8;
 /// A request whose header parsed and whose API the broker serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedRequest {
+    /// The API, already checked to be one Kafka defines (it is also in the header, as a
+    /// raw `i16`).
+    pub api_key: ApiKey,
     /// The request header (api key, version, correlation id, client id).
     pub header: RequestHeader,
     /// The decoded body, or the mark of an ApiVersions request of an unsupported version.
@@ -36,6 +39,9 @@ pub struct DecodedRequest {
 }
 
 /// The body of a [`DecodedRequest`].
+// Boxing `RequestKind` would shrink only the rare ApiVersionsUnsupported mark, at the price of
+// an allocation on every request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RequestBody {
     /// A body decoded at the header's version. Produce v0-2 also arrive here, decoded into the
@@ -123,10 +129,14 @@ pub struct EncodeError {
 /// Decodes one request frame: the bytes after the 4-byte length prefix.
 pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     if frame.len() > REQUEST_BYTES_MAX {
-        return Err(DecodeError::FrameTooLarge { len_bytes: frame.len() });
+        return Err(DecodeError::FrameTooLarge {
+            len_bytes: frame.len(),
+        });
     }
     if frame.len() < REQUEST_HEADER_FIXED_BYTES {
-        return Err(DecodeError::FrameTooShort { len_bytes: frame.len() });
+        return Err(DecodeError::FrameTooShort {
+            len_bytes: frame.len(),
+        });
     }
     let mut fixed = &frame[..REQUEST_HEADER_FIXED_BYTES];
     let api_key_raw = fixed.get_i16();
@@ -144,7 +154,11 @@ pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     };
     let served = supported_range(api_key).is_some_and(|range| range.contains(api_version));
     if !served && api_key != ApiKey::ApiVersions {
-        return Err(DecodeError::UnsupportedVersion { api_key, api_version, correlation_id });
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            api_version,
+            correlation_id,
+        });
     }
     // Header v2 (flexible requests) still carries a non-compact client id; the crate's
     // RequestHeader decoder reads it that way.
@@ -153,16 +167,26 @@ pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     let header = RequestHeader::decode(&mut rest, header_version)
         .map_err(|error| malformed(format!("header: {error:#}")))?;
     if !served {
-        return Ok(DecodedRequest { header, body: RequestBody::ApiVersionsUnsupported });
+        return Ok(DecodedRequest {
+            api_key,
+            header,
+            body: RequestBody::ApiVersionsUnsupported,
+        });
     }
     let body = if api_key == ApiKey::Produce && api_version <= PRODUCE_LEGACY_VERSION_MAX {
-        decode_produce_legacy(&mut rest, api_version).map(RequestKind::Produce).map_err(malformed)?
+        decode_produce_legacy(&mut rest, api_version)
+            .map(RequestKind::Produce)
+            .map_err(malformed)?
     } else {
         RequestKind::decode(api_key, &mut rest, api_version)
             .map_err(|error| malformed(format!("{error:#}")))?
     };
     // Trailing bytes are tolerated, as Kafka's parser tolerates them.
-    Ok(DecodedRequest { header, body: RequestBody::Decoded(body) })
+    Ok(DecodedRequest {
+        api_key,
+        header,
+        body: RequestBody::Decoded(body),
+    })
 }
 
 /// Encodes a complete response frame: 4-byte length, response header and body.
@@ -175,7 +199,11 @@ pub fn encode_response(
     api_version: i16,
     body: &ResponseKind,
 ) -> Result<Bytes, EncodeError> {
-    let error = |reason: String| EncodeError { api_key, api_version, reason };
+    let error = |reason: String| EncodeError {
+        api_key,
+        api_version,
+        reason,
+    };
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0); // Patched once the length is known.
     let header_version = api_key.response_header_version(api_version);
@@ -190,7 +218,9 @@ pub fn encode_response(
             }
             encode_produce_legacy_body(&mut buf, api_version, produce).map_err(error)?;
         }
-        _ => body.encode(&mut buf, api_version).map_err(|e| error(format!("{e:#}")))?,
+        _ => body
+            .encode(&mut buf, api_version)
+            .map_err(|e| error(format!("{e:#}")))?,
     }
     finish_frame(buf).map_err(error)
 }
@@ -202,7 +232,12 @@ pub fn encode_api_versions_unsupported(correlation_id: i32) -> Result<Bytes, Enc
     let response = ApiVersionsResponse::default()
         .with_error_code(ResponseError::UnsupportedVersion.code())
         .with_api_keys(api_versions_entries());
-    encode_response(correlation_id, ApiKey::ApiVersions, 0, &ResponseKind::ApiVersions(response))
+    encode_response(
+        correlation_id,
+        ApiKey::ApiVersions,
+        0,
+        &ResponseKind::ApiVersions(response),
+    )
 }
 
 /// Writes the length prefix into the first four bytes of a finished frame.
@@ -233,7 +268,9 @@ mod tests {
             .with_correlation_id(0x0102_0304)
             .with_client_id(Some(StrBytes::from_static_str("test-client")));
         let mut buf = BytesMut::new();
-        header.encode(&mut buf, api_key.request_header_version(version)).expect("header");
+        header
+            .encode(&mut buf, api_key.request_header_version(version))
+            .expect("header");
         body.encode(&mut buf, version).expect("body");
         buf.freeze()
     }
@@ -256,11 +293,16 @@ mod tests {
     }
 
     fn produce_request(records: Bytes) -> ProduceRequest {
-        let partition = PartitionProduceData::default().with_index(3).with_records(Some(records));
+        let partition = PartitionProduceData::default()
+            .with_index(3)
+            .with_records(Some(records));
         let topic = TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_static_str("orders")))
             .with_partition_data(vec![partition]);
-        ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![topic])
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![topic])
     }
 
     /// Every supported API decodes at every advertised version (Produce from v3, where the
@@ -295,9 +337,15 @@ mod tests {
             let RequestBody::Decoded(RequestKind::Produce(produce)) = decoded.body else {
                 panic!("not a produce body");
             };
-            let got = produce.topic_data[0].partition_data[0].records.clone().expect("records");
+            let got = produce.topic_data[0].partition_data[0]
+                .records
+                .clone()
+                .expect("records");
             assert_eq!(got, records);
-            assert!(frame_range.contains(&got.as_ptr()), "v{version} copied the records");
+            assert!(
+                frame_range.contains(&got.as_ptr()),
+                "v{version} copied the records"
+            );
         }
     }
 
@@ -315,7 +363,10 @@ mod tests {
             legacy.extend_from_slice(&v3[header_len + 2..]);
             let decoded = decode_request(Bytes::from(legacy)).expect("decode legacy");
             assert_eq!(decoded.header.request_api_version, version);
-            assert_eq!(decoded.body, RequestBody::Decoded(RequestKind::Produce(request.clone())));
+            assert_eq!(
+                decoded.body,
+                RequestBody::Decoded(RequestKind::Produce(request.clone()))
+            );
         }
     }
 
@@ -358,7 +409,9 @@ mod tests {
         raw.put_i16(5);
         raw.put_slice(b"kcat!");
         raw.put_u8(0); // No tagged fields.
-        raw.put_slice(&[5, b'k', b'c', b'a', b't', 6, b'2', b'.', b'0', b'.', b'2', 0]);
+        raw.put_slice(&[
+            5, b'k', b'c', b'a', b't', 6, b'2', b'.', b'0', b'.', b'2', 0,
+        ]);
         let decoded = decode_request(raw.freeze()).expect("decode");
         assert_eq!(decoded.header.client_id.as_deref(), Some("kcat!"));
         let RequestBody::Decoded(RequestKind::ApiVersions(body)) = decoded.body else {
@@ -380,8 +433,18 @@ mod tests {
             buf.freeze()
         };
         let unknown = decode_request(raw(999, 0)).expect_err("unknown key");
-        assert_eq!(unknown, DecodeError::UnknownApiKey { api_key: 999, correlation_id: 41 });
-        for (key, version) in [(ApiKey::Fetch, 3), (ApiKey::Fetch, 13), (ApiKey::JoinGroup, 0)] {
+        assert_eq!(
+            unknown,
+            DecodeError::UnknownApiKey {
+                api_key: 999,
+                correlation_id: 41
+            }
+        );
+        for (key, version) in [
+            (ApiKey::Fetch, 3),
+            (ApiKey::Fetch, 13),
+            (ApiKey::JoinGroup, 0),
+        ] {
             let error = decode_request(raw(key as i16, version)).expect_err("unsupported");
             let want = DecodeError::UnsupportedVersion {
                 api_key: key,
@@ -396,21 +459,35 @@ mod tests {
             assert_eq!(error.correlation_id(), None);
         }
         let body_missing = decode_request(raw(ApiKey::Metadata as i16, 1)).expect_err("no body");
-        assert!(matches!(body_missing, DecodeError::Malformed { correlation_id: 41, .. }));
+        assert!(matches!(
+            body_missing,
+            DecodeError::Malformed {
+                correlation_id: 41,
+                ..
+            }
+        ));
     }
 
     /// A count that claims far more elements than the frame holds is refused before any
     /// allocation (left unchecked it asks for gigabytes and aborts the process).
     #[test]
     fn huge_counts_are_errors() {
-        for (key, version) in [(ApiKey::Metadata, 1), (ApiKey::Produce, 0), (ApiKey::Produce, 3)] {
+        for (key, version) in [
+            (ApiKey::Metadata, 1),
+            (ApiKey::Produce, 0),
+            (ApiKey::Produce, 3),
+        ] {
             let mut buf = BytesMut::new();
             buf.put_i16(key as i16);
             buf.put_i16(version);
             buf.put_i32(1);
             buf.put_i16(-1);
             if key == ApiKey::Produce {
-                buf.put_slice(if version >= 3 { &[0xff, 0xff, 0, 1, 0, 0, 0, 1] } else { &[0, 1, 0, 0, 0, 1] });
+                buf.put_slice(if version >= 3 {
+                    &[0xff, 0xff, 0, 1, 0, 0, 0, 1]
+                } else {
+                    &[0, 1, 0, 0, 0, 1]
+                });
             }
             buf.put_i32(i32::MAX);
             buf.put_slice(&[0; 16]);
@@ -427,7 +504,9 @@ mod tests {
         for range in SUPPORTED_APIS {
             for version in range.version_min.max(3)..=range.version_max {
                 let body = match range.api_key {
-                    ApiKey::Produce => RequestKind::Produce(produce_request(Bytes::from_static(b"x"))),
+                    ApiKey::Produce => {
+                        RequestKind::Produce(produce_request(Bytes::from_static(b"x")))
+                    }
                     key => default_body(key),
                 };
                 valid.push(frame(range.api_key, version, &body));
@@ -482,15 +561,25 @@ mod tests {
     #[test]
     fn produce_legacy_response_frames() {
         use kafka_protocol::messages::produce_response::*;
-        let partition = PartitionProduceResponse::default().with_index(1).with_error_code(35);
+        let partition = PartitionProduceResponse::default()
+            .with_index(1)
+            .with_error_code(35);
         let topic = TopicProduceResponse::default()
             .with_name(TopicName(StrBytes::from_static_str("t")))
             .with_partition_responses(vec![partition]);
-        let response = ResponseKind::Produce(ProduceResponse::default().with_responses(vec![topic]));
+        let response =
+            ResponseKind::Produce(ProduceResponse::default().with_responses(vec![topic]));
         let sizes: Vec<usize> = (0..=2)
-            .map(|version| encode_response(4, ApiKey::Produce, version, &response).unwrap().len())
+            .map(|version| {
+                encode_response(4, ApiKey::Produce, version, &response)
+                    .unwrap()
+                    .len()
+            })
             .collect();
         // length + correlation id + topics(4) + name(2+1) + partitions(4) + 14, then extras.
-        assert_eq!(sizes, vec![4 + 4 + 4 + 3 + 4 + 14, 4 + 4 + 4 + 3 + 4 + 14 + 4, 45]);
+        assert_eq!(
+            sizes,
+            vec![4 + 4 + 4 + 3 + 4 + 14, 4 + 4 + 4 + 3 + 4 + 14 + 4, 45]
+        );
     }
 }

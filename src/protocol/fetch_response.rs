@@ -99,7 +99,10 @@ pub fn encode_fetch_response(
             put_partition_head(&mut buf, version, partition);
             let records_len = records_len_bytes(&partition.records);
             put_bytes_len(&mut buf, records_len, flexible);
-            splices.push(Splice { header_end: buf.len(), records: &partition.records });
+            splices.push(Splice {
+                header_end: buf.len(),
+                records: &partition.records,
+            });
             if flexible {
                 put_unsigned_varint(&mut buf, 0); // Partition tagged fields.
             }
@@ -150,7 +153,13 @@ fn gather(header: Bytes, splices: &[Splice<'_>]) -> Vec<Bytes> {
         }
         chunks.push(header.slice(start..splice.header_end));
         start = splice.header_end;
-        chunks.extend(splice.records.iter().filter(|batch| !batch.is_empty()).cloned());
+        chunks.extend(
+            splice
+                .records
+                .iter()
+                .filter(|batch| !batch.is_empty())
+                .cloned(),
+        );
     }
     chunks.push(header.slice(start..));
     chunks
@@ -242,7 +251,10 @@ mod tests {
                         partition(2, vec![Bytes::new(), batch(4, 5000)]),
                     ],
                 },
-                FetchTopic { name: StrBytes::from_static_str("empty-topic"), partitions: vec![] },
+                FetchTopic {
+                    name: StrBytes::from_static_str("empty-topic"),
+                    partitions: vec![],
+                },
                 FetchTopic {
                     name: StrBytes::from_static_str("audit"),
                     partitions: vec![partition(5, vec![batch(9, 128)])],
@@ -315,7 +327,9 @@ mod tests {
             .filter(|b| !b.is_empty())
             .collect();
         for batch in &batches {
-            assert!(chunks.iter().any(|c| c.as_ptr() == batch.as_ptr() && c.len() == batch.len()));
+            assert!(chunks
+                .iter()
+                .any(|c| c.as_ptr() == batch.as_ptr() && c.len() == batch.len()));
         }
         // Three partitions carry records: one header piece before each run, one at the end.
         assert_eq!(chunks.len(), batches.len() + 4);
@@ -324,7 +338,10 @@ mod tests {
     /// A response without records is a single chunk holding the whole frame.
     #[test]
     fn empty_response_is_one_chunk() {
-        let input = FetchResponseData { session_id: 5, ..FetchResponseData::default() };
+        let input = FetchResponseData {
+            session_id: 5,
+            ..FetchResponseData::default()
+        };
         for version in FETCH_VERSION_MIN..=FETCH_VERSION_MAX {
             let chunks = encode_fetch_response(3, version, &input);
             assert_eq!(chunks.len(), 1);

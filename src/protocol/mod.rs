@@ -1,4 +1,9 @@
 //! The Kafka wire protocol: request decoding, response encoding and the version table.
+//!
+//! This module knows bytes and Kafka types and nothing about shards, partitions' owners or
+//! disks. Control-plane messages use the `kafka-protocol` crate's generated types; the hot
+//! paths (Fetch responses, and Produce record batches kept as raw `Bytes`) are written by hand.
+//! Every function here is total on network input: bad bytes give an error, never a panic.
 
 pub mod codec;
 pub mod fetch_response;
@@ -7,8 +12,8 @@ pub mod record_batch;
 pub mod versions;
 
 pub use codec::{
-    decode_request, encode_api_versions_unsupported, encode_response, DecodeError,
-    DecodedRequest, EncodeError, RequestBody,
+    decode_request, encode_api_versions_unsupported, encode_response, DecodeError, DecodedRequest,
+    EncodeError, RequestBody,
 };
 pub use fetch_response::{encode_fetch_response, FetchPartition, FetchResponseData, FetchTopic};
 pub use versions::{is_supported, supported_range, ApiRange, SUPPORTED_APIS};

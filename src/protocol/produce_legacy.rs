@@ -141,7 +141,10 @@ mod tests {
         sample_request().encode(&mut v3, 3).expect("encode v3");
         let body = v3.freeze().slice(2..);
         for cut in 0..body.len() {
-            assert!(decode_produce_legacy(&mut body.slice(..cut), 0).is_err(), "cut {cut}");
+            assert!(
+                decode_produce_legacy(&mut body.slice(..cut), 0).is_err(),
+                "cut {cut}"
+            );
         }
         let lying = Bytes::from_static(&[0, 1, 0, 0, 0, 10, 0x7f, 0xff, 0xff, 0xff]);
         assert!(decode_produce_legacy(&mut lying.clone(), 2).is_err());
@@ -156,7 +159,9 @@ mod tests {
         let topic = TopicProduceResponse::default()
             .with_name(TopicName(StrBytes::from_static_str("orders")))
             .with_partition_responses(vec![partition]);
-        ProduceResponse::default().with_responses(vec![topic]).with_throttle_time_ms(9)
+        ProduceResponse::default()
+            .with_responses(vec![topic])
+            .with_throttle_time_ms(9)
     }
 
     /// v2 encodes exactly as the crate's v3; v1 drops log_append_time; v0 drops throttle time.

@@ -30,7 +30,11 @@ impl ApiRange {
 
 const fn api(api_key: ApiKey, version_min: i16, version_max: i16) -> ApiRange {
     assert!(version_min >= 0 && version_min <= version_max);
-    ApiRange { api_key, version_min, version_max }
+    ApiRange {
+        api_key,
+        version_min,
+        version_max,
+    }
 }
 
 /// Oldest Produce version the broker actually serves. Versions below it carry message formats
@@ -62,7 +66,10 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
 
 /// The range the broker serves for `api_key`, or `None` when it does not serve that API.
 pub fn supported_range(api_key: ApiKey) -> Option<ApiRange> {
-    SUPPORTED_APIS.iter().copied().find(|range| range.api_key == api_key)
+    SUPPORTED_APIS
+        .iter()
+        .copied()
+        .find(|range| range.api_key == api_key)
 }
 
 /// Whether the broker accepts `api_key` at `version`.
@@ -117,7 +124,10 @@ mod tests {
         let entries = api_versions_entries();
         assert_eq!(entries.len(), SUPPORTED_APIS.len());
         let produce = entries.iter().find(|e| e.api_key == ApiKey::Produce as i16);
-        assert_eq!(produce.map(|e| (e.min_version, e.max_version)), Some((0, 11)));
+        assert_eq!(
+            produce.map(|e| (e.min_version, e.max_version)),
+            Some((0, 11))
+        );
         assert!(is_supported(ApiKey::Fetch, 12));
         assert!(!is_supported(ApiKey::Fetch, 13));
         assert!(!is_supported(ApiKey::Fetch, 3));
