@@ -480,10 +480,8 @@ mod tests {
                 }
             }
             let _ = validate(&bytes);
-            for item in batches(&bytes) {
-                if let Ok((start, len)) = item {
-                    let _ = validate(&bytes[start..start + len]);
-                }
+            for (start, len) in batches(&bytes).flatten() {
+                let _ = validate(&bytes[start..start + len]);
             }
         }
     }

@@ -565,10 +565,7 @@ impl Log {
         let mut state = self.state.borrow_mut();
         let mut total: u64 = state.segments.values().map(|segment| segment.size).sum();
         let mut doomed = Vec::new();
-        loop {
-            let Some(oldest) = state.segments.values().next() else {
-                break;
-            };
+        while let Some(oldest) = state.segments.values().next() {
             if state.segments.len() == 1 {
                 break;
             }
