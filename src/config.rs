@@ -133,7 +133,10 @@ impl Config {
             None => FileConfig::default(),
         };
         let listen = pick(args.listen, file.listen, "127.0.0.1:9092".parse()?);
-        let advertised = args.advertised_listener.clone().or(file.advertised_listener);
+        let advertised = args
+            .advertised_listener
+            .clone()
+            .or(file.advertised_listener);
         let (advertised_host, advertised_port) = match advertised {
             Some(text) => parse_host_port(&text)?,
             None => (listen.ip().to_string(), i32::from(listen.port())),
@@ -151,7 +154,11 @@ impl Config {
             ),
         };
         let config = Config {
-            data_dir: pick(args.data_dir.clone(), file.data_dir, PathBuf::from("./data")),
+            data_dir: pick(
+                args.data_dir.clone(),
+                file.data_dir,
+                PathBuf::from("./data"),
+            ),
             listen,
             advertised_host,
             advertised_port,
@@ -190,17 +197,26 @@ impl Config {
             bail!("--node-id must not be negative");
         }
         if self.num_partitions < 1 || self.num_partitions > limits::PARTITIONS_PER_TOPIC_MAX {
-            bail!("--num-partitions must be between 1 and {}", limits::PARTITIONS_PER_TOPIC_MAX);
+            bail!(
+                "--num-partitions must be between 1 and {}",
+                limits::PARTITIONS_PER_TOPIC_MAX
+            );
         }
         if self.topic_defaults.segment_bytes < limits::SEGMENT_BYTES_MIN {
-            bail!("--segment-bytes must be at least {}", limits::SEGMENT_BYTES_MIN);
+            bail!(
+                "--segment-bytes must be at least {}",
+                limits::SEGMENT_BYTES_MIN
+            );
         }
         if self.topic_defaults.max_message_bytes < 0 {
             bail!("--max-message-bytes must not be negative");
         }
         if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize
         {
-            bail!("--socket-request-max-bytes must be between 1024 and {}", i32::MAX);
+            bail!(
+                "--socket-request-max-bytes must be between 1024 and {}",
+                i32::MAX
+            );
         }
         Ok(())
     }
@@ -244,7 +260,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "num_partitions = 3\nnode_id = 7\n").unwrap();
-        let args = ServeArgs { config: Some(path), node_id: Some(9), ..Default::default() };
+        let args = ServeArgs {
+            config: Some(path),
+            node_id: Some(9),
+            ..Default::default()
+        };
         let config = Config::resolve(&args).unwrap();
         assert_eq!(config.node_id, 9);
         assert_eq!(config.num_partitions, 3);
@@ -258,7 +278,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "no_such_option = 1\n").unwrap();
-        let args = ServeArgs { config: Some(path), ..Default::default() };
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
         assert!(Config::resolve(&args).is_err());
     }
 }

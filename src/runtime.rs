@@ -29,8 +29,11 @@ pub struct Mesh<T: Send + 'static> {
     shards: usize,
     next_id: AtomicUsize,
     /// `ends[i]` holds what shard `i` takes when it joins.
-    ends: Mutex<Vec<Option<(MeshSenders<T>, MeshReceivers<T>)>>>,
+    ends: Mutex<Vec<Option<MeshEnds<T>>>>,
 }
+
+/// What one shard takes from the mesh when it joins.
+type MeshEnds<T> = (MeshSenders<T>, MeshReceivers<T>);
 
 /// A shard's sending ends, indexed by destination shard (None for itself).
 pub struct MeshSenders<T: Send + 'static> {
@@ -64,14 +67,23 @@ impl<T: Send + 'static> Mesh<T> {
             .enumerate()
             .map(|(id, (senders, receivers))| Some((MeshSenders { id, senders }, receivers)))
             .collect();
-        Arc::new(Mesh { shards, next_id: AtomicUsize::new(0), ends: Mutex::new(ends) })
+        Arc::new(Mesh {
+            shards,
+            next_id: AtomicUsize::new(0),
+            ends: Mutex::new(ends),
+        })
     }
 
     /// Called once on each executor: takes the next shard id and that shard's ends.
     pub fn join(&self) -> (MeshSenders<T>, MeshReceivers<T>) {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        assert!(id < self.shards, "more executors joined the mesh than it has shards");
-        self.ends.lock().expect("mesh lock poisoned")[id].take().expect("joined once")
+        assert!(
+            id < self.shards,
+            "more executors joined the mesh than it has shards"
+        );
+        self.ends.lock().expect("mesh lock poisoned")[id]
+            .take()
+            .expect("joined once")
     }
 }
 
@@ -116,7 +128,9 @@ where
     if let Some(spin) = plan.spin_before_park {
         builder = builder.spin_before_park(spin);
     }
-    let handles = builder.on_all_shards(shard_main).map_err(explain_executor_error)?;
+    let handles = builder
+        .on_all_shards(shard_main)
+        .map_err(explain_executor_error)?;
     for result in handles.join_all() {
         match result {
             Ok(Ok(())) => {}
@@ -173,7 +187,11 @@ where
 pub fn bind_shared_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let domain = if address.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if address.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let socket = Socket::new(domain, Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;

@@ -56,7 +56,10 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
         .with_context(|| format!("data directory {} is not writable", dir.display()))?;
     // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("data directory {} is in use by another corelog process", dir.display());
+        bail!(
+            "data directory {} is in use by another corelog process",
+            dir.display()
+        );
     }
     file.set_len(0)?;
     writeln!(file, "{}", std::process::id())
@@ -70,7 +73,11 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
 /// SO_REUSEADDR keeps connections of an earlier run in TIME_WAIT from failing the check.
 fn check_port_free(config: &Config) -> anyhow::Result<()> {
     use socket2::{Domain, Socket, Type};
-    let domain = if config.listen.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if config.listen.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let socket = Socket::new(domain, Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket
@@ -83,14 +90,16 @@ fn check_port_free(config: &Config) -> anyhow::Result<()> {
 fn watch_signals(signals: Arc<ProcessSignals>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut incoming = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new().name("corelog-signals".into()).spawn(move || {
-        for signal in incoming.forever() {
-            if signals.shutdown.swap(true, Ordering::SeqCst) {
-                eprintln!("corelog: second signal {signal}, exiting without a clean shutdown");
-                std::process::exit(130);
+    std::thread::Builder::new()
+        .name("corelog-signals".into())
+        .spawn(move || {
+            for signal in incoming.forever() {
+                if signals.shutdown.swap(true, Ordering::SeqCst) {
+                    eprintln!("corelog: second signal {signal}, exiting without a clean shutdown");
+                    std::process::exit(130);
+                }
+                tracing::info!(signal, "shutting down");
             }
-            tracing::info!(signal, "shutting down");
-        }
-    })?;
+        })?;
     Ok(())
 }

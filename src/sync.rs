@@ -30,7 +30,10 @@ impl Notify {
 
     /// A future that completes at the next `notify_all` after this call.
     pub fn notified(&self) -> Notified<'_> {
-        Notified { notify: self, generation: self.generation.get() }
+        Notified {
+            notify: self,
+            generation: self.generation.get(),
+        }
     }
 }
 

@@ -15,8 +15,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,9 +42,16 @@ pub enum MetadataRecord {
     /// Partitions were added to a topic; their owners are appended to its shard list.
     PartitionsAdded { name: String, shards: Vec<usize> },
     /// A partition changed owner (for example when the shard count shrank between runs).
-    PartitionMoved { name: String, partition: i32, shard: usize },
+    PartitionMoved {
+        name: String,
+        partition: i32,
+        shard: usize,
+    },
     /// A topic's config overrides were replaced.
-    TopicConfigChanged { name: String, configs: BTreeMap<String, String> },
+    TopicConfigChanged {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 /// Why a topic name is refused (INVALID_TOPIC_EXCEPTION).
@@ -131,7 +137,10 @@ fn encode_record(record: &MetadataRecord) -> Result<BytesMut, StorageError> {
         value: Some(Bytes::from(value)),
         headers: Default::default(),
     };
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(&mut buf, [&record], &options)
         .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))?;
@@ -194,6 +203,9 @@ mod tests {
             configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
         };
         let json = serde_json::to_vec(&record).unwrap();
-        assert_eq!(serde_json::from_slice::<MetadataRecord>(&json).unwrap(), record);
+        assert_eq!(
+            serde_json::from_slice::<MetadataRecord>(&json).unwrap(),
+            record
+        );
     }
 }

@@ -61,10 +61,26 @@ pub struct ConfigKey {
 
 /// Every topic config key corelog knows, in the order DescribeConfigs lists them.
 pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
-    ConfigKey { name: "cleanup.policy", kind: ConfigType::List, doc: "delete or compact" },
-    ConfigKey { name: "compression.type", kind: ConfigType::String, doc: "only producer" },
-    ConfigKey { name: "index.interval.bytes", kind: ConfigType::Int, doc: "bytes per index entry" },
-    ConfigKey { name: "max.message.bytes", kind: ConfigType::Int, doc: "largest batch accepted" },
+    ConfigKey {
+        name: "cleanup.policy",
+        kind: ConfigType::List,
+        doc: "delete or compact",
+    },
+    ConfigKey {
+        name: "compression.type",
+        kind: ConfigType::String,
+        doc: "only producer",
+    },
+    ConfigKey {
+        name: "index.interval.bytes",
+        kind: ConfigType::Int,
+        doc: "bytes per index entry",
+    },
+    ConfigKey {
+        name: "max.message.bytes",
+        kind: ConfigType::Int,
+        doc: "largest batch accepted",
+    },
     ConfigKey {
         name: "message.timestamp.after.max.ms",
         kind: ConfigType::Long,
@@ -80,11 +96,31 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
         kind: ConfigType::String,
         doc: "CreateTime or LogAppendTime",
     },
-    ConfigKey { name: "min.insync.replicas", kind: ConfigType::Int, doc: "always 1 (one node)" },
-    ConfigKey { name: "retention.bytes", kind: ConfigType::Long, doc: "-1 for unlimited" },
-    ConfigKey { name: "retention.ms", kind: ConfigType::Long, doc: "-1 for unlimited" },
-    ConfigKey { name: "segment.bytes", kind: ConfigType::Int, doc: "segment roll size" },
-    ConfigKey { name: "segment.ms", kind: ConfigType::Long, doc: "segment roll age" },
+    ConfigKey {
+        name: "min.insync.replicas",
+        kind: ConfigType::Int,
+        doc: "always 1 (one node)",
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        kind: ConfigType::Long,
+        doc: "-1 for unlimited",
+    },
+    ConfigKey {
+        name: "retention.ms",
+        kind: ConfigType::Long,
+        doc: "-1 for unlimited",
+    },
+    ConfigKey {
+        name: "segment.bytes",
+        kind: ConfigType::Int,
+        doc: "segment roll size",
+    },
+    ConfigKey {
+        name: "segment.ms",
+        kind: ConfigType::Long,
+        doc: "segment roll age",
+    },
 ];
 
 /// Why a config was refused; CreateTopics and AlterConfigs answer INVALID_CONFIG with it.
@@ -136,8 +172,8 @@ impl TopicConfig {
             }
             "index.interval.bytes" => self.index_interval_bytes = parse_range(name, value, 0)?,
             "max.message.bytes" => {
-                self.max_message_bytes = parse_range::<i64>(name, value, 0)?.min(i32::MAX as i64)
-                    as i32
+                self.max_message_bytes =
+                    parse_range::<i64>(name, value, 0)?.min(i32::MAX as i64) as i32
             }
             "message.timestamp.after.max.ms" => {
                 self.timestamp_after_max_ms = parse_range(name, value, 0)?
@@ -233,7 +269,9 @@ where
         .parse()
         .map_err(|_| ConfigError(format!("{name}: {value:?} is not a number")))?;
     if parsed < min {
-        return Err(ConfigError(format!("{name}: {parsed} is below the minimum {min}")));
+        return Err(ConfigError(format!(
+            "{name}: {parsed} is below the minimum {min}"
+        )));
     }
     T::try_from(parsed).map_err(|_| ConfigError(format!("{name}: {parsed} is out of range")))
 }
@@ -243,7 +281,9 @@ fn parse_cleanup_policy(value: &str) -> Result<String, ConfigError> {
     parts.sort_unstable();
     parts.dedup();
     if parts.is_empty() || parts.iter().any(|p| *p != "delete" && *p != "compact") {
-        return Err(ConfigError(format!("cleanup.policy: {value:?} is not delete/compact")));
+        return Err(ConfigError(format!(
+            "cleanup.policy: {value:?} is not delete/compact"
+        )));
     }
     Ok(parts.join(","))
 }
@@ -252,7 +292,9 @@ fn parse_timestamp_type(value: &str) -> Result<TimestampType, ConfigError> {
     match value {
         "CreateTime" => Ok(TimestampType::CreateTime),
         "LogAppendTime" => Ok(TimestampType::LogAppendTime),
-        _ => Err(ConfigError(format!("message.timestamp.type: {value:?} is not valid"))),
+        _ => Err(ConfigError(format!(
+            "message.timestamp.type: {value:?} is not valid"
+        ))),
     }
 }
 
@@ -261,13 +303,19 @@ mod tests {
     use super::*;
 
     fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Overrides replace defaults; unknown keys and bad values are refused.
     #[test]
     fn validate_and_resolve() {
-        let ok = overrides(&[("retention.ms", "1000"), ("message.timestamp.type", "LogAppendTime")]);
+        let ok = overrides(&[
+            ("retention.ms", "1000"),
+            ("message.timestamp.type", "LogAppendTime"),
+        ]);
         TopicConfig::validate(&ok).unwrap();
         let config = TopicConfig::resolve(&probe_defaults(), &ok);
         assert_eq!(config.retention_ms, 1000);

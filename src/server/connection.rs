@@ -20,7 +20,10 @@ use crate::sync::Latch;
 
 /// Serves `stream` until the client closes it, it misbehaves, or the shard shuts down.
 pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.split();
     let (queue, responses) = local_channel::new_bounded(limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX);
@@ -137,7 +140,10 @@ const READ_STEP_BYTES_MAX: usize = 1024 * 1024;
 
 impl FrameReader {
     fn new(frame_bytes_max: usize) -> FrameReader {
-        FrameReader { buf: BytesMut::with_capacity(READ_CHUNK_BYTES), frame_bytes_max }
+        FrameReader {
+            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            frame_bytes_max,
+        }
     }
 
     /// The next frame's body; `Ok(None)` at a clean end of stream; `Err` for a bad length, a

@@ -31,12 +31,18 @@ pub async fn handle(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
     let body = match request.body {
         RequestBody::Decoded(body) => body,
         RequestBody::ApiVersionsUnsupported => {
-            return encoded(protocol::encode_api_versions_unsupported(ctx.correlation_id));
+            return encoded(protocol::encode_api_versions_unsupported(
+                ctx.correlation_id,
+            ));
         }
     };
     let response = match body {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(handlers::api_versions::handle(&ctx, r)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata::handle(&ctx, r).await),
+        RequestKind::ApiVersions(r) => {
+            ResponseKind::ApiVersions(handlers::api_versions::handle(&ctx, r))
+        }
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(handlers::metadata::handle(&ctx, r).await)
+        }
         RequestKind::Produce(r) => match handlers::produce::handle(&ctx, r).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Response::Nothing,
@@ -64,7 +70,12 @@ pub async fn handle(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
             return Response::Close(format!("no handler for {:?}", api_name(&other)));
         }
     };
-    encoded(protocol::encode_response(ctx.correlation_id, ctx.api_key, ctx.api_version, &response))
+    encoded(protocol::encode_response(
+        ctx.correlation_id,
+        ctx.api_key,
+        ctx.api_version,
+        &response,
+    ))
 }
 
 fn context(shard: &Rc<Shard>, header: &RequestHeader) -> RequestContext {

@@ -11,9 +11,9 @@ pub mod handlers;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures::future::{select, Either};
 use crate::runtime::{self, TcpListener};
 use crate::shard::Shard;
+use futures::future::{select, Either};
 
 /// What a handler produced for one request.
 pub enum Response {
@@ -28,8 +28,7 @@ pub enum Response {
 
 /// Binds this shard's listener and starts accepting. Errors are reported, not panicked.
 pub fn start_listener(shard: Rc<Shard>) -> Result<(), String> {
-    let listener =
-        runtime::bind_shared_listener(shard.config.listen).map_err(|e| e.to_string())?;
+    let listener = runtime::bind_shared_listener(shard.config.listen).map_err(|e| e.to_string())?;
     runtime::spawn_into(shard.queues.requests, accept_loop(shard, listener));
     Ok(())
 }

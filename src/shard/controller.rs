@@ -29,11 +29,17 @@ impl Controller {
         let cache = BatchCache::new(1 << 20);
         let (store, mut records) = MetadataStore::open(&shard.config.data_dir, cache).await?;
         for record in reassign_lost_shards(&records, shard.count) {
-            tracing::warn!(?record, "moving a partition off a shard that no longer exists");
+            tracing::warn!(
+                ?record,
+                "moving a partition off a shard that no longer exists"
+            );
             store.append(&record).await?;
             records.push(record);
         }
-        let controller = Rc::new(Controller { store, serial: glommio::sync::Semaphore::new(1) });
+        let controller = Rc::new(Controller {
+            store,
+            serial: glommio::sync::Semaphore::new(1),
+        });
         Ok((controller, records))
     }
 
@@ -48,7 +54,11 @@ impl Controller {
         }
     }
 
-    pub async fn create_topics(&self, shard: &Rc<Shard>, specs: Vec<CreateTopicSpec>) -> Vec<TopicResult> {
+    pub async fn create_topics(
+        &self,
+        shard: &Rc<Shard>,
+        specs: Vec<CreateTopicSpec>,
+    ) -> Vec<TopicResult> {
         let mut results = Vec::with_capacity(specs.len());
         for spec in specs {
             let Ok(_permit) = self.serial.acquire_permit(1).await else {
@@ -60,9 +70,16 @@ impl Controller {
     }
 
     async fn create_topic(&self, shard: &Rc<Shard>, spec: CreateTopicSpec) -> TopicResult {
-        let num_partitions =
-            if spec.num_partitions == -1 { shard.config.num_partitions } else { spec.num_partitions };
-        let mut result = TopicResult { name: spec.name.clone(), num_partitions, ..Default::default() };
+        let num_partitions = if spec.num_partitions == -1 {
+            shard.config.num_partitions
+        } else {
+            spec.num_partitions
+        };
+        let mut result = TopicResult {
+            name: spec.name.clone(),
+            num_partitions,
+            ..Default::default()
+        };
         if let Err((error, message)) = self.check_new_topic(shard, &spec, num_partitions) {
             result.error_code = error.code();
             result.error_message = Some(message);
@@ -75,7 +92,10 @@ impl Controller {
         let record = MetadataRecord::TopicCreated {
             name: spec.name.clone(),
             id: result.id,
-            shards: place(&shard.table().load_per_shard(shard.count), num_partitions as usize),
+            shards: place(
+                &shard.table().load_per_shard(shard.count),
+                num_partitions as usize,
+            ),
             configs: spec.configs,
         };
         if let Err(message) = self.commit(shard, record).await {
@@ -95,7 +115,10 @@ impl Controller {
         metadata::validate_topic_name(&spec.name)
             .map_err(|m| (ResponseError::InvalidTopicException, m))?;
         if format!("{}-0", spec.name) == METADATA_LOG_DIR {
-            return Err((ResponseError::InvalidTopicException, "reserved topic name".into()));
+            return Err((
+                ResponseError::InvalidTopicException,
+                "reserved topic name".into(),
+            ));
         }
         let table = shard.table();
         if table.topic(&spec.name).is_some() {
@@ -104,17 +127,24 @@ impl Controller {
         }
         let key = collision_key(&spec.name);
         if let Some(other) = table.topics().find(|t| collision_key(&t.name) == key) {
-            let message = format!("topic {:?} collides with existing {:?}", spec.name, other.name);
+            let message = format!(
+                "topic {:?} collides with existing {:?}",
+                spec.name, other.name
+            );
             return Err((ResponseError::InvalidTopicException, message));
         }
-        if num_partitions < 1 || num_partitions > crate::limits::PARTITIONS_PER_TOPIC_MAX {
+        if !(1..=crate::limits::PARTITIONS_PER_TOPIC_MAX).contains(&num_partitions) {
             let message = format!("number of partitions {num_partitions} is out of range");
             return Err((ResponseError::InvalidPartitions, message));
         }
         TopicConfig::validate(&spec.configs).map_err(|e| (ResponseError::InvalidConfig, e.0))
     }
 
-    pub async fn delete_topics(&self, shard: &Rc<Shard>, topics: Vec<TopicRef>) -> Vec<TopicResult> {
+    pub async fn delete_topics(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<TopicRef>,
+    ) -> Vec<TopicResult> {
         let mut results = Vec::with_capacity(topics.len());
         for topic in topics {
             let Ok(_permit) = self.serial.acquire_permit(1).await else {
@@ -142,8 +172,15 @@ impl Controller {
                 ..Default::default()
             };
         };
-        let mut result = TopicResult { name: entry.name.clone(), id: entry.id, ..Default::default() };
-        let record = MetadataRecord::TopicDeleted { name: entry.name.clone(), id: entry.id };
+        let mut result = TopicResult {
+            name: entry.name.clone(),
+            id: entry.id,
+            ..Default::default()
+        };
+        let record = MetadataRecord::TopicDeleted {
+            name: entry.name.clone(),
+            id: entry.id,
+        };
         if let Err(message) = self.commit(shard, record).await {
             result.error_code = ResponseError::KafkaStorageError.code();
             result.error_message = Some(message);
@@ -154,7 +191,10 @@ impl Controller {
 
     /// Makes `record` durable, then has every shard apply it.
     async fn commit(&self, shard: &Rc<Shard>, record: MetadataRecord) -> Result<(), String> {
-        self.store.append(&record).await.map_err(|e| format!("metadata log: {e}"))?;
+        self.store
+            .append(&record)
+            .await
+            .map_err(|e| format!("metadata log: {e}"))?;
         shard.broadcast_apply(vec![record], false).await
     }
 }

@@ -132,8 +132,15 @@ pub async fn run(
     }
     runtime::spawn_into(queues.flush, shard.clone().flush_loop());
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
-    runtime::spawn_into(queues.background, watch_signals(shard.clone(), signals.clone()));
-    let started = if shard.id == 0 { shard.clone().start_controller().await } else { Ok(()) };
+    runtime::spawn_into(
+        queues.background,
+        watch_signals(shard.clone(), signals.clone()),
+    );
+    let started = if shard.id == 0 {
+        shard.clone().start_controller().await
+    } else {
+        Ok(())
+    };
     if let Err(error) = &started {
         tracing::error!("start-up failed: {error:#}");
         signals.shutdown.store(true, Ordering::SeqCst);
@@ -177,13 +184,17 @@ impl Shard {
     async fn start_controller(self: Rc<Self>) -> anyhow::Result<()> {
         let (controller, records) = Controller::open(&self).await?;
         *self.controller.borrow_mut() = Some(controller.clone());
-        self.broadcast_apply(records, true).await.map_err(anyhow::Error::msg)?;
+        self.broadcast_apply(records, true)
+            .await
+            .map_err(anyhow::Error::msg)?;
         controller.after_start(&self);
         for shard in 0..self.count {
             let result = if shard == self.id {
                 crate::server::start_listener(self.clone())
             } else {
-                self.call(shard, ShardRequest::StartServing).await.unwrap_or(Err("no reply".into()))
+                self.call(shard, ShardRequest::StartServing)
+                    .await
+                    .unwrap_or(Err("no reply".into()))
             };
             result.map_err(|e| anyhow::anyhow!("shard {shard} cannot listen: {e}"))?;
         }
@@ -202,7 +213,10 @@ impl Shard {
         snapshot: bool,
     ) -> Result<(), String> {
         let calls = (0..self.count).map(|shard| {
-            let input = ApplyInput { records: records.clone(), snapshot };
+            let input = ApplyInput {
+                records: records.clone(),
+                snapshot,
+            };
             async move {
                 if shard == self.id {
                     self.apply_local(input).await
@@ -216,7 +230,11 @@ impl Shard {
     }
 
     /// Sends a request to another shard and waits for its reply (None if it has gone away).
-    async fn call<T>(&self, shard: usize, make: impl FnOnce(Reply<T>) -> ShardRequest) -> Option<T> {
+    async fn call<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(Reply<T>) -> ShardRequest,
+    ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.senders.send_to(shard, make(tx)).await.ok()?;
         rx.await.ok()
@@ -225,12 +243,17 @@ impl Shard {
     /// The one entry point for requests from other shards.
     async fn serve(self: Rc<Self>, request: ShardRequest) {
         match request {
-            ShardRequest::Produce(input, reply) => drop(reply.send(self.produce_local(input).await)),
+            ShardRequest::Produce(input, reply) => {
+                drop(reply.send(self.produce_local(input).await))
+            }
             ShardRequest::Fetch(input, reply) => drop(reply.send(self.fetch_local(input).await)),
             ShardRequest::ListOffsets(input, reply) => {
                 drop(reply.send(self.list_offsets_local(input).await))
             }
-            ShardRequest::Watch(input, reply) => drop(reply.send(self.watch_local(input).await)),
+            ShardRequest::Watch(input, reply) => {
+                self.watch_local(input).await;
+                let _ = reply.send(());
+            }
             ShardRequest::CreateTopics(specs, reply) => {
                 drop(reply.send(self.create_topics(specs).await))
             }
@@ -254,7 +277,10 @@ impl Shard {
 
     /// Owner shard of a partition, per this shard's table.
     pub fn owner_of(&self, tp: &TopicPartition) -> Option<usize> {
-        self.table.borrow().topic(&tp.topic).and_then(|t| t.owner(tp.partition))
+        self.table
+            .borrow()
+            .topic(&tp.topic)
+            .and_then(|t| t.owner(tp.partition))
     }
 }
 
@@ -265,7 +291,9 @@ impl Shard {
         match self.owner_of(&input.tp) {
             Some(owner) if owner == self.id => self.produce_local(input).await,
             Some(owner) => {
-                let reply = self.call(owner, |tx| ShardRequest::Produce(input, tx)).await;
+                let reply = self
+                    .call(owner, |tx| ShardRequest::Produce(input, tx))
+                    .await;
                 reply.unwrap_or_else(|| produce_error(ResponseError::NotLeaderOrFollower))
             }
             None => produce_error(ResponseError::UnknownTopicOrPartition),
@@ -315,12 +343,17 @@ impl Shard {
             }
         }
         let waits = by_owner.into_iter().map(|(owner, partitions)| {
-            let input = WatchInput { partitions, timeout_ms };
+            let input = WatchInput {
+                partitions,
+                timeout_ms,
+            };
             Box::pin(async move {
                 if owner == self.id {
                     self.watch_local(input).await
                 } else {
-                    self.call(owner, |tx| ShardRequest::Watch(input, tx)).await.unwrap_or(())
+                    self.call(owner, |tx| ShardRequest::Watch(input, tx))
+                        .await
+                        .unwrap_or(())
                 }
             })
         });
@@ -331,11 +364,14 @@ impl Shard {
     }
 
     pub async fn create_topics(self: &Rc<Self>, specs: Vec<CreateTopicSpec>) -> Vec<TopicResult> {
-        match self.controller.borrow().clone() {
+        let controller = self.controller.borrow().clone();
+        match controller {
             Some(controller) => return controller.create_topics(self, specs).await,
             None if self.id == 0 => {}
             None => {
-                let reply = self.call(0, |tx| ShardRequest::CreateTopics(specs.clone(), tx)).await;
+                let reply = self
+                    .call(0, |tx| ShardRequest::CreateTopics(specs.clone(), tx))
+                    .await;
                 if let Some(results) = reply {
                     return results;
                 }
@@ -345,11 +381,14 @@ impl Shard {
     }
 
     pub async fn delete_topics(self: &Rc<Self>, topics: Vec<TopicRef>) -> Vec<TopicResult> {
-        match self.controller.borrow().clone() {
+        let controller = self.controller.borrow().clone();
+        match controller {
             Some(controller) => return controller.delete_topics(self, topics).await,
             None if self.id == 0 => {}
             None => {
-                let reply = self.call(0, |tx| ShardRequest::DeleteTopics(topics.clone(), tx)).await;
+                let reply = self
+                    .call(0, |tx| ShardRequest::DeleteTopics(topics.clone(), tx))
+                    .await;
                 if let Some(results) = reply {
                     return results;
                 }
@@ -396,7 +435,10 @@ impl Shard {
         };
         self.flusher.mark_dirty(partition.clone());
         if input.acks == 0 {
-            return ProduceOutput { base_offset: staged.base_offset, ..Default::default() };
+            return ProduceOutput {
+                base_offset: staged.base_offset,
+                ..Default::default()
+            };
         }
         partition.wait_durable(&staged).await
     }
@@ -434,8 +476,10 @@ impl Shard {
         }
         let deadline = Instant::now() + Duration::from_millis(input.timeout_ms);
         loop {
-            let wakeups: Vec<_> =
-                watched.iter().map(|(p, _)| p.durable_notify().notified()).collect();
+            let wakeups: Vec<_> = watched
+                .iter()
+                .map(|(p, _)| p.durable_notify().notified())
+                .collect();
             let has_data = watched.iter().any(|(p, offset)| {
                 let log = p.log();
                 log.high_watermark() > *offset || log.log_start_offset() > *offset
@@ -520,11 +564,17 @@ impl Shard {
         topic: Rc<table::TopicEntry>,
         partition: i32,
     ) -> Result<(), String> {
-        let dir = self.config.data_dir.join(format!("{}-{}", topic.name, partition));
+        let dir = self
+            .config
+            .data_dir
+            .join(format!("{}-{}", topic.name, partition));
         let log = Log::open(dir.clone(), topic.config.log_config(), self.cache.clone())
             .await
             .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
-        let tp = TopicPartition { topic: topic.name.clone(), partition };
+        let tp = TopicPartition {
+            topic: topic.name.clone(),
+            partition,
+        };
         let partition = Rc::new(Partition::new(topic, partition, log));
         self.partitions.borrow_mut().insert(tp, partition);
         Ok(())

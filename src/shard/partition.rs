@@ -136,7 +136,8 @@ impl Partition {
             .map_err(|error| self.error_code(error.error_code(), &format!("{error}")))?;
         if config.timestamp_type == TimestampType::CreateTime {
             let now = now_ms();
-            let too_old = summary.base_timestamp < now.saturating_sub(config.timestamp_before_max_ms);
+            let too_old =
+                summary.base_timestamp < now.saturating_sub(config.timestamp_before_max_ms);
             let too_new = summary.max_timestamp > now.saturating_add(config.timestamp_after_max_ms);
             if too_old || too_new {
                 return Err(self.error(
@@ -189,7 +190,11 @@ impl Partition {
     }
 
     pub async fn list_offsets(&self, timestamp: i64) -> ListOffsetsOutput {
-        let found = |offset, timestamp| ListOffsetsOutput { error_code: 0, timestamp, offset };
+        let found = |offset, timestamp| ListOffsetsOutput {
+            error_code: 0,
+            timestamp,
+            offset,
+        };
         match timestamp {
             LATEST_TIMESTAMP => found(self.log.high_watermark(), -1),
             EARLIEST_TIMESTAMP => found(self.log.log_start_offset(), -1),
@@ -208,7 +213,11 @@ impl Partition {
 
     /// The first record whose timestamp is at least `timestamp`.
     async fn offset_for_time(&self, timestamp: i64) -> ListOffsetsOutput {
-        let not_found = ListOffsetsOutput { error_code: 0, timestamp: -1, offset: -1 };
+        let not_found = ListOffsetsOutput {
+            error_code: 0,
+            timestamp: -1,
+            offset: -1,
+        };
         let batch = match self.log.find_batch_by_timestamp(timestamp).await {
             Ok(Some(batch)) => batch,
             Ok(None) => return not_found,
@@ -262,9 +271,12 @@ fn first_record_at_or_after(batch: Bytes, timestamp: i64) -> Option<ListOffsetsO
     }
     let mut buf = batch;
     let set = RecordBatchDecoder::decode(&mut buf).ok()?;
-    set.records.iter().find(|r| r.timestamp >= timestamp).map(|r| ListOffsetsOutput {
-        error_code: 0,
-        timestamp: r.timestamp,
-        offset: r.offset,
-    })
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= timestamp)
+        .map(|r| ListOffsetsOutput {
+            error_code: 0,
+            timestamp: r.timestamp,
+            offset: r.offset,
+        })
 }

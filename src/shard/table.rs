@@ -29,7 +29,9 @@ impl TopicEntry {
     }
 
     pub fn owner(&self, partition: i32) -> Option<usize> {
-        usize::try_from(partition).ok().and_then(|p| self.shards.get(p).copied())
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.shards.get(p).copied())
     }
 
     pub fn is_internal(&self) -> bool {
@@ -58,7 +60,12 @@ pub struct ShardTable {
 
 impl ShardTable {
     pub fn new(defaults: TopicDefaults) -> ShardTable {
-        ShardTable { defaults, topics: BTreeMap::new(), ids: HashMap::new(), revision: 0 }
+        ShardTable {
+            defaults,
+            topics: BTreeMap::new(),
+            ids: HashMap::new(),
+            revision: 0,
+        }
     }
 
     pub fn revision(&self) -> u64 {
@@ -97,7 +104,12 @@ impl ShardTable {
         self.revision += 1;
         let mut change = TableChange::default();
         match record {
-            MetadataRecord::TopicCreated { name, id, shards, configs } => {
+            MetadataRecord::TopicCreated {
+                name,
+                id,
+                shards,
+                configs,
+            } => {
                 let entry = Rc::new(TopicEntry {
                     name: name.clone(),
                     id: *id,
@@ -115,23 +127,29 @@ impl ShardTable {
                 if let Some(entry) = self.topics.remove(name) {
                     self.ids.remove(&entry.id);
                     for (partition, shard) in entry.shards.iter().enumerate() {
-                        change.removed.push((name.clone(), partition as i32, *shard));
+                        change
+                            .removed
+                            .push((name.clone(), partition as i32, *shard));
                     }
                 }
             }
             MetadataRecord::PartitionsAdded { name, shards } => {
-                self.update(name, |entry| {
+                let added = self.update(name, |entry| {
                     let first = entry.shards.len() as i32;
                     entry.shards.extend_from_slice(shards);
                     first
-                })
-                .map(|(entry, first)| {
+                });
+                if let Some((entry, first)) = added {
                     for partition in first..entry.partition_count() {
                         change.added.push((entry.clone(), partition));
                     }
-                });
+                }
             }
-            MetadataRecord::PartitionMoved { name, partition, shard } => {
+            MetadataRecord::PartitionMoved {
+                name,
+                partition,
+                shard,
+            } => {
                 let index = *partition as usize;
                 let moved = self.update(name, |entry| {
                     let before = entry.shards.get(index).copied();

@@ -7,5 +7,7 @@ use crate::protocol::versions::api_versions_entries;
 use crate::server::dispatch::RequestContext;
 
 pub fn handle(_ctx: &RequestContext, _request: ApiVersionsRequest) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_error_code(0).with_api_keys(api_versions_entries())
+    ApiVersionsResponse::default()
+        .with_error_code(0)
+        .with_api_keys(api_versions_entries())
 }

@@ -25,7 +25,11 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let checked = if counts[&name] > 1 {
-            Err(refusal(&name, ResponseError::InvalidRequest, "topic named more than once"))
+            Err(refusal(
+                &name,
+                ResponseError::InvalidRequest,
+                "topic named more than once",
+            ))
         } else {
             to_spec(ctx, topic, request.validate_only)
         };
@@ -34,7 +38,11 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
             specs.len() - 1
         }));
     }
-    let created = if specs.is_empty() { Vec::new() } else { ctx.shard.create_topics(specs).await };
+    let created = if specs.is_empty() {
+        Vec::new()
+    } else {
+        ctx.shard.create_topics(specs).await
+    };
     let topics = results
         .into_iter()
         .map(|result| {
@@ -61,11 +69,22 @@ fn to_spec(
             return Err(refusal(&name, ResponseError::InvalidRequest, message));
         }
         let node = ctx.shard.config.node_id;
-        let only_this_node = topic.assignments.iter().all(|a| a.broker_ids.iter().all(|b| b.0 == node));
-        let indexes_dense = topic.assignments.iter().enumerate().all(|(i, a)| a.partition_index == i as i32);
+        let only_this_node = topic
+            .assignments
+            .iter()
+            .all(|a| a.broker_ids.iter().all(|b| b.0 == node));
+        let indexes_dense = topic
+            .assignments
+            .iter()
+            .enumerate()
+            .all(|(i, a)| a.partition_index == i as i32);
         if !only_this_node || !indexes_dense {
             let message = format!("assignments must name only broker {node}, partitions 0..n");
-            return Err(refusal(&name, ResponseError::InvalidReplicaAssignment, &message));
+            return Err(refusal(
+                &name,
+                ResponseError::InvalidReplicaAssignment,
+                &message,
+            ));
         }
         num_partitions = topic.assignments.len() as i32;
     } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
@@ -73,7 +92,11 @@ fn to_spec(
             "replication factor {} is not possible with 1 broker",
             topic.replication_factor
         );
-        return Err(refusal(&name, ResponseError::InvalidReplicationFactor, &message));
+        return Err(refusal(
+            &name,
+            ResponseError::InvalidReplicationFactor,
+            &message,
+        ));
     }
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
@@ -83,7 +106,12 @@ fn to_spec(
         };
         configs.insert(config.name.to_string(), value.to_string());
     }
-    Ok(CreateTopicSpec { name, num_partitions, configs, validate_only })
+    Ok(CreateTopicSpec {
+        name,
+        num_partitions,
+        configs,
+        validate_only,
+    })
 }
 
 fn refusal(name: &str, error: ResponseError, message: &str) -> TopicResult {
@@ -106,7 +134,9 @@ fn topic_result(ctx: &RequestContext, result: TopicResult) -> CreatableTopicResu
     if result.error_code != 0 || version < 5 {
         return out;
     }
-    out = out.with_num_partitions(result.num_partitions).with_replication_factor(1);
+    out = out
+        .with_num_partitions(result.num_partitions)
+        .with_replication_factor(1);
     if version >= 7 {
         out.topic_id = result.id;
     }

@@ -9,8 +9,11 @@ use crate::server::dispatch::RequestContext;
 use crate::shard::messages::TopicRef;
 
 pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
-    let mut refs: Vec<TopicRef> =
-        request.topic_names.iter().map(|n| TopicRef::Name(n.0.to_string())).collect();
+    let mut refs: Vec<TopicRef> = request
+        .topic_names
+        .iter()
+        .map(|n| TopicRef::Name(n.0.to_string()))
+        .collect();
     for topic in &request.topics {
         refs.push(match &topic.name {
             Some(name) => TopicRef::Name(name.0.to_string()),

@@ -3,16 +3,18 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::config::Config;
-use crate::metadata::topic_config::{source_of, ConfigSource, ConfigType, TopicConfig, TOPIC_CONFIG_KEYS};
+use crate::metadata::topic_config::{
+    source_of, ConfigSource, ConfigType, TopicConfig, TOPIC_CONFIG_KEYS,
+};
 use crate::server::dispatch::RequestContext;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -46,9 +48,9 @@ pub fn handle(ctx: &RequestContext, request: DescribeConfigsRequest) -> Describe
                         .collect();
                     base.with_configs(configs)
                 }
-                Err((error, message)) => {
-                    base.with_error_code(error.code()).with_error_message(Some(str_bytes(message)))
-                }
+                Err((error, message)) => base
+                    .with_error_code(error.code())
+                    .with_error_message(Some(str_bytes(message))),
             }
         })
         .collect();
@@ -64,18 +66,27 @@ fn entries_of(
         RESOURCE_TOPIC => {
             let table = ctx.shard.table();
             let topic = table.topic(name).ok_or_else(|| {
-                (ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
+                (
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic {name:?} does not exist"),
+                )
             })?;
             Ok(topic_entries(&topic.overrides, table.defaults()))
         }
         RESOURCE_BROKER => {
             let node = ctx.shard.config.node_id.to_string();
             if !name.is_empty() && name != node {
-                return Err((ResponseError::InvalidRequest, format!("this is broker {node}")));
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("this is broker {node}"),
+                ));
             }
             Ok(broker_entries(&ctx.shard.config))
         }
-        other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
+        other => Err((
+            ResponseError::InvalidRequest,
+            format!("resource type {other} is not supported"),
+        )),
     }
 }
 
@@ -100,21 +111,60 @@ fn topic_entries(
 fn broker_entries(config: &Config) -> Vec<Entry> {
     let defaults = &config.topic_defaults;
     let listener = format!("PLAINTEXT://{}", config.listen);
-    let advertised = format!("PLAINTEXT://{}:{}", config.advertised_host, config.advertised_port);
+    let advertised = format!(
+        "PLAINTEXT://{}:{}",
+        config.advertised_host, config.advertised_port
+    );
     let pairs: Vec<(&str, String, ConfigType)> = vec![
         ("advertised.listeners", advertised, ConfigType::List),
-        ("auto.create.topics.enable", config.auto_create_topics.to_string(), ConfigType::String),
+        (
+            "auto.create.topics.enable",
+            config.auto_create_topics.to_string(),
+            ConfigType::String,
+        ),
         ("broker.id", config.node_id.to_string(), ConfigType::Int),
         ("listeners", listener, ConfigType::List),
-        ("log.dirs", config.data_dir.display().to_string(), ConfigType::String),
-        ("log.retention.bytes", defaults.retention_bytes.to_string(), ConfigType::Long),
-        ("log.retention.ms", defaults.retention_ms.to_string(), ConfigType::Long),
-        ("log.roll.ms", defaults.segment_ms.to_string(), ConfigType::Long),
-        ("log.segment.bytes", defaults.segment_bytes.to_string(), ConfigType::Int),
-        ("message.max.bytes", defaults.max_message_bytes.to_string(), ConfigType::Int),
+        (
+            "log.dirs",
+            config.data_dir.display().to_string(),
+            ConfigType::String,
+        ),
+        (
+            "log.retention.bytes",
+            defaults.retention_bytes.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.retention.ms",
+            defaults.retention_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.roll.ms",
+            defaults.segment_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "log.segment.bytes",
+            defaults.segment_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "message.max.bytes",
+            defaults.max_message_bytes.to_string(),
+            ConfigType::Int,
+        ),
         ("node.id", config.node_id.to_string(), ConfigType::Int),
-        ("num.partitions", config.num_partitions.to_string(), ConfigType::Int),
-        ("socket.request.max.bytes", config.socket_request_max_bytes.to_string(), ConfigType::Int),
+        (
+            "num.partitions",
+            config.num_partitions.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "socket.request.max.bytes",
+            config.socket_request_max_bytes.to_string(),
+            ConfigType::Int,
+        ),
     ];
     pairs
         .into_iter()
@@ -151,7 +201,9 @@ fn to_wire(
     // Fields newer than the request's version stay at their defaults.
     if version >= 3 {
         let documentation = request.include_documentation.then(|| str_bytes(entry.doc));
-        result.with_config_type(entry.kind as i8).with_documentation(documentation)
+        result
+            .with_config_type(entry.kind as i8)
+            .with_documentation(documentation)
     } else {
         result
     }

@@ -31,7 +31,10 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
             .iter()
             .flat_map(|topic| {
                 topic.partitions.iter().map(|p| {
-                    let tp = TopicPartition { topic: topic.topic.0.to_string(), partition: p.partition };
+                    let tp = TopicPartition {
+                        topic: topic.topic.0.to_string(),
+                        partition: p.partition,
+                    };
                     (tp, p.fetch_offset)
                 })
             })
@@ -44,12 +47,19 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
 }
 
 /// Reads every requested partition concurrently and assembles the response in request order.
-async fn read_once(ctx: &RequestContext, request: &FetchRequest, max_bytes: usize) -> FetchResponseData {
+async fn read_once(
+    ctx: &RequestContext,
+    request: &FetchRequest,
+    max_bytes: usize,
+) -> FetchResponseData {
     let mut reads = Vec::new();
     for topic in &request.topics {
         for partition in &topic.partitions {
             let input = FetchInput {
-                tp: TopicPartition { topic: topic.topic.0.to_string(), partition: partition.partition },
+                tp: TopicPartition {
+                    topic: topic.topic.0.to_string(),
+                    partition: partition.partition,
+                },
                 offset: partition.fetch_offset,
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(max_bytes),
             };
@@ -57,7 +67,10 @@ async fn read_once(ctx: &RequestContext, request: &FetchRequest, max_bytes: usiz
         }
     }
     let mut outputs = join_all(reads).await.into_iter();
-    let mut budget = Budget { remaining: max_bytes, nothing_yet: true };
+    let mut budget = Budget {
+        remaining: max_bytes,
+        nothing_yet: true,
+    };
     let topics = request
         .topics
         .iter()
@@ -66,11 +79,16 @@ async fn read_once(ctx: &RequestContext, request: &FetchRequest, max_bytes: usiz
             partitions: topic
                 .partitions
                 .iter()
-                .map(|p| partition_data(p.partition, outputs.next().unwrap_or_default(), &mut budget))
+                .map(|p| {
+                    partition_data(p.partition, outputs.next().unwrap_or_default(), &mut budget)
+                })
                 .collect(),
         })
         .collect();
-    FetchResponseData { topics, ..Default::default() }
+    FetchResponseData {
+        topics,
+        ..Default::default()
+    }
 }
 
 /// The response-wide byte budget. The first batch of the response always fits.

@@ -18,7 +18,10 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                 topic: topic.name.0.to_string(),
                 partition: partition.partition_index,
             };
-            lookups.push(ctx.shard.list_offsets(ListOffsetsInput { tp, timestamp: partition.timestamp }));
+            lookups.push(ctx.shard.list_offsets(ListOffsetsInput {
+                tp,
+                timestamp: partition.timestamp,
+            }));
         }
     }
     let mut outputs = join_all(lookups).await.into_iter();
@@ -44,7 +47,9 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

@@ -31,12 +31,17 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     let version = ctx.api_version;
     let Some(requested) = request.topics else {
         let table = ctx.shard.table();
-        response.topics = table.topics().map(|t| describe_topic(t, node_id, version)).collect();
+        response.topics = table
+            .topics()
+            .map(|t| describe_topic(t, node_id, version))
+            .collect();
         return response;
     };
     let allow_create = ctx.api_version < 4 || request.allow_auto_topic_creation;
-    let names: Vec<String> =
-        requested.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect();
+    let names: Vec<String> = requested
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .collect();
     if allow_create {
         auto_create_topics(ctx, &names).await;
     }
@@ -53,7 +58,9 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
                     Ok(()) => ResponseError::UnknownTopicOrPartition,
                     Err(_) => ResponseError::InvalidTopicException,
                 };
-                MetadataResponseTopic::default().with_name(Some(name)).with_error_code(error.code())
+                MetadataResponseTopic::default()
+                    .with_name(Some(name))
+                    .with_error_code(error.code())
             }
             (None, None) => MetadataResponseTopic::default()
                 .with_topic_id(topic.topic_id)

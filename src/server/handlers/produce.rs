@@ -24,15 +24,26 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
         None
     };
     if refused.is_none() {
-        let names: Vec<String> = request.topic_data.iter().map(|t| t.name.0.to_string()).collect();
+        let names: Vec<String> = request
+            .topic_data
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .collect();
         auto_create_topics(ctx, &names).await;
     }
     let mut calls = Vec::new();
     for topic in &request.topic_data {
         let name = topic.name.0.to_string();
         for partition in &topic.partition_data {
-            let tp = TopicPartition { topic: name.clone(), partition: partition.index };
-            let input = ProduceInput { tp, records: partition.records.clone(), acks };
+            let tp = TopicPartition {
+                topic: name.clone(),
+                partition: partition.index,
+            };
+            let input = ProduceInput {
+                tp,
+                records: partition.records.clone(),
+                acks,
+            };
             calls.push(produce_one(ctx, input, refused));
         }
     }
@@ -65,7 +76,9 @@ async fn produce_one(
     refused: Option<ResponseError>,
 ) -> ProduceOutput {
     let error = refused.or_else(|| {
-        validate_topic_name(&input.tp.topic).err().map(|_| ResponseError::InvalidTopicException)
+        validate_topic_name(&input.tp.topic)
+            .err()
+            .map(|_| ResponseError::InvalidTopicException)
     });
     if let Some(error) = error {
         return ProduceOutput {
