@@ -18,6 +18,7 @@ use crate::shard::{self, ProcessSignals};
 /// Runs the broker until a signal asks it to stop; returns once every log is closed.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = Arc::new(Config::resolve(args)?);
+    check_locked_memory(config.shards)?;
     let _lock = lock_data_dir(&config)?;
     check_port_free(&config)?;
     let signals = Arc::new(ProcessSignals::default());
@@ -84,6 +85,32 @@ fn check_port_free(config: &Config) -> anyhow::Result<()> {
         .bind(&config.listen.into())
         .and_then(|()| socket.listen(1))
         .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+/// Locked memory each executor needs: glommio's I/O buffer (10 MiB by default) plus rings.
+const LOCKED_BYTES_PER_SHARD: u64 = 16 * 1024 * 1024;
+
+/// glommio locks memory for io_uring; without enough it fails deep inside start-up with a bare
+/// OS error. Root (CAP_IPC_LOCK) is exempt from the limit.
+fn check_locked_memory(shards: usize) -> anyhow::Result<()> {
+    // SAFETY: plain syscalls filling a struct we own.
+    let (euid, limit) = unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit);
+        (libc::geteuid(), limit.rlim_cur)
+    };
+    let needed = LOCKED_BYTES_PER_SHARD * shards as u64;
+    if euid != 0 && limit != libc::RLIM_INFINITY && limit < needed {
+        bail!(
+            "too little locked memory for io_uring: the limit is {} KiB, {} shards need about \
+             {} KiB; raise it (ulimit -l unlimited, or LimitMEMLOCK=infinity under systemd) or \
+             run with fewer --shards",
+            limit / 1024,
+            shards,
+            needed / 1024
+        );
+    }
+    Ok(())
 }
 
 /// SIGTERM or SIGINT starts a clean shutdown; a second one exits at once.
