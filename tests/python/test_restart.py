@@ -24,15 +24,18 @@ def test_acknowledged_records_survive_restart(broker, topic, sig):
         timeout=TIMEOUT_S)
     producer = ck_producer(broker.bootstrap, acks="all", **{"compression.type": "lz4"})
     log = DeliveryLog()
+    sent = {}
     for i in range(count):
-        producer.produce(topic, partition=i % partitions, key=f"k{i}".encode(),
-                         value=f"v{i}".encode() * 10, headers=[("i", str(i).encode())],
-                         timestamp=BASE_TS_MS + i, on_delivery=log)
+        key = f"k{i}".encode()
+        sent[key] = (key, f"v{i}".encode() * 10, [("i", str(i).encode())], BASE_TS_MS + i)
+        producer.produce(topic, partition=i % partitions, key=key, value=sent[key][1],
+                         headers=sent[key][2], timestamp=sent[key][3], on_delivery=log)
         producer.poll(0)
     ck_flush(producer)
     log.check(count)
-    acked = {(m.partition(), m.offset()): (m.key(), m.value(), m.headers(), m.timestamp()[1])
-             for _, m in log.ok}
+    acked = {(m.partition(), m.offset()): sent[m.key()] for _, m in log.ok}
+    for p in range(partitions):
+        assert sorted(o for (q, o) in acked if q == p) == list(range(count // partitions))
 
     broker.restart(sig)
 
@@ -48,6 +51,9 @@ def test_acknowledged_records_survive_restart(broker, topic, sig):
             assert watermarks == (0, count // partitions), f"partition {p}"
     finally:
         consumer.close()
+    for p in range(partitions):
+        arrival = [r.offset for r in records if r.partition == p]
+        assert arrival == list(range(count // partitions)), f"partition {p} order"
     got = {(r.partition, r.offset): (r.key, r.value, r.headers, r.timestamp_ms) for r in records}
     assert got == acked
 
