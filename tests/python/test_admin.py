@@ -231,3 +231,27 @@ def test_kafka_python_describe_broker_configs(kp_admin):
     described = kp_admin.describe_configs(
         [KpConfigResource(ConfigResourceType.BROKER, "0")], config_filter="all")
     assert described["broker"]["0"], described
+
+
+# ---------------------------------------------------------------- automatic topic creation
+
+def test_auto_create_on_produce_uses_default_partition_count(broker, topic):
+    """Producing to an unknown topic creates it with the default of one partition."""
+    producer = ck_producer(broker.bootstrap)
+    log = DeliveryLog()
+    producer.produce(topic, value=b"first", on_delivery=log)
+    ck_flush(producer)
+    log.check(1)
+    meta = ck_topics(ck_admin(broker))[topic]
+    assert sorted(meta.partitions) == [0]
+
+
+def test_auto_create_disabled_leaves_unknown_topics_unknown(broker_factory, topic):
+    """With --auto-create-topics false, Metadata for an unknown topic creates nothing."""
+    broker = broker_factory("--auto-create-topics", "false")
+    admin = ck_admin(broker)
+    meta = admin.list_topics(topic, timeout=TIMEOUT_S).topics[topic]
+    assert meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    assert topic not in ck_topics(admin)
+    ck_create(admin, topic, 1)  # Explicit creation still works.
+    assert topic in ck_topics(admin)

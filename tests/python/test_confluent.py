@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicPartition
@@ -244,3 +245,16 @@ def test_watermarks_and_list_offsets_earliest_latest(broker, topic):
         assert (low, high) == (0, 7)
     finally:
         consumer.close()
+
+
+def test_log_append_time_topic_stamps_broker_time(broker, topic):
+    """On a LogAppendTime topic the consumer sees the broker's append time, not CreateTime."""
+    create_topic(broker.bootstrap, topic, 1, {"message.timestamp.type": "LogAppendTime"})
+    before_ms = int(time.time() * 1000)
+    produce_all(broker.bootstrap, topic,
+                [dict(value=f"m{i}".encode(), timestamp=BASE_TS_MS + i) for i in range(3)])
+    after_ms = int(time.time() * 1000)
+    records = ck_consume(broker.bootstrap, topic, 3)
+    for r in records:
+        assert r.timestamp_type == 1, "LogAppendTime expected"
+        assert before_ms - 1000 <= r.timestamp_ms <= after_ms + 1000, r.timestamp_ms

@@ -173,6 +173,7 @@ def test_offsets_for_times(broker, topic):
     consumer = kp_consumer(broker.bootstrap)
     try:
         got = consumer.offsets_for_times({tp: BASE_TS_MS + 1500})[tp]
+        assert got is not None, "no offset found for a timestamp inside the log"
         assert (got.offset, got.timestamp) == (2, BASE_TS_MS + 2000)
         assert consumer.offsets_for_times({tp: BASE_TS_MS + 10_000})[tp] is None
     finally:
