@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test of corelog: Rust unit and integration tests, then the Python client suite
+# against the release binary. Needs only the Rust toolchain, Python 3.11 and apt; installs the
+# rest (a virtualenv with pinned Kafka clients in .venv, and kcat from Debian).
+# Extra arguments are passed to pytest, e.g. `scripts/test.sh -k kcat`.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "cargo build --release"
+cargo build --release
+
+section "cargo test --release"
+cargo test --release
+
+section "Python environment (.venv)"
+python_bin="$(command -v python3.11 || command -v python3)"
+if [[ ! -x .venv/bin/python ]]; then
+    "$python_bin" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    -r tests/python/requirements.txt
+
+section "kcat"
+if ! command -v kcat >/dev/null 2>&1; then
+    sudo_cmd=()
+    if [[ "$(id -u)" -ne 0 ]]; then sudo_cmd=(sudo); fi
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq kcat
+fi
+kcat -V | head -n 1
+
+section "pytest tests/python"
+CORELOG_BIN="$PWD/target/release/corelog" .venv/bin/python -m pytest tests/python "$@"

@@ -1,0 +1,191 @@
+"""Start, stop and restart a real `corelog serve` process for the Python test suite.
+
+A `Broker` owns one data directory and one TCP port for its whole life, so a restart finds the
+same log on disk and clients can keep the same bootstrap address. Readiness is judged the way a
+client judges it: the port accepts a TCP connection and answers a Kafka ApiVersions request.
+The broker's stderr goes to a file (never a pipe, which could fill and block the broker) so that
+a failing test can show what the broker said.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+API_VERSIONS_KEY = 18
+
+
+def corelog_bin() -> str:
+    """The binary under test: $CORELOG_BIN, else target/release/corelog of this checkout."""
+    path = os.environ.get("CORELOG_BIN", str(REPO_ROOT / "target" / "release" / "corelog"))
+    return str(Path(path).resolve())
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n > 0:
+        chunk = sock.recv(n)
+        if not chunk:
+            raise ConnectionError("connection closed mid-response")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def api_versions_v0(host: str, port: int, timeout_s: float = 2.0) -> dict[int, tuple[int, int]]:
+    """Send ApiVersions v0 and return {api_key: (min_version, max_version)}.
+
+    Raises on a connection error, a short or mismatched response, or a non-zero error code.
+    """
+    correlation_id = 0x5EED
+    client_id = b"corelog-pytest"
+    header = struct.pack(">hhih", API_VERSIONS_KEY, 0, correlation_id, len(client_id)) + client_id
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(struct.pack(">i", len(header)) + header)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        body = _recv_exact(sock, size)
+    got_correlation_id, error_code, count = struct.unpack_from(">ihi", body, 0)
+    if got_correlation_id != correlation_id:
+        raise ValueError(f"correlation id {got_correlation_id} != {correlation_id}")
+    if error_code != 0:
+        raise ValueError(f"ApiVersions error code {error_code}")
+    ranges = {}
+    for i in range(count):
+        key, lo, hi = struct.unpack_from(">hhh", body, 10 + 6 * i)
+        ranges[key] = (lo, hi)
+    return ranges
+
+
+class BrokerError(AssertionError):
+    pass
+
+
+class Broker:
+    """One `corelog serve` process bound to a fixed data directory and port."""
+
+    def __init__(self, binary: str, data_dir: Path, log_dir: Path, shards: int = 2,
+                 extra_args: tuple[str, ...] = ()):
+        self.binary = binary
+        self.data_dir = Path(data_dir)
+        self.log_dir = Path(log_dir)
+        self.shards = shards
+        self.extra_args = tuple(extra_args)
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.stderr_path = self.log_dir / f"corelog-{self.port}.stderr"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary, "serve",
+            "--data-dir", str(self.data_dir),
+            "--listen", self.bootstrap,
+            "--shards", str(self.shards),
+            "--node-id", "0",
+            *self.extra_args,
+        ]
+
+    def stderr_text(self, tail_bytes: int = 64 * 1024) -> str:
+        try:
+            data = self.stderr_path.read_bytes()
+        except FileNotFoundError:
+            return "<no stderr captured>"
+        if len(data) > tail_bytes:
+            data = b"...<cut>...\n" + data[-tail_bytes:]
+        return data.decode("utf-8", "replace")
+
+    def start(self) -> None:
+        """Start the process and block until it answers ApiVersions (or fail with its stderr)."""
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        with open(self.stderr_path, "ab") as err:
+            err.write(f"===== start #{self.starts}: {' '.join(self.command())}\n".encode())
+            err.flush()
+            env = dict(os.environ)
+            env.setdefault("RUST_BACKTRACE", "1")
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env)
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(
+                    f"corelog exited with {self.proc.returncode} before becoming ready\n"
+                    f"--- stderr ---\n{self.stderr_text()}")
+            try:
+                ranges = api_versions_v0(self.host, self.port)
+                if API_VERSIONS_KEY in ranges:
+                    return
+                last_error = ValueError(f"ApiVersions missing from {ranges}")
+            except (OSError, ValueError, struct.error) as e:
+                last_error = e
+            time.sleep(0.05)  # Polling interval while waiting for the port; not synchronisation.
+        self.kill()
+        raise BrokerError(
+            f"corelog not ready on {self.bootstrap} within {timeout_s}s: {last_error!r}\n"
+            f"--- stderr ---\n{self.stderr_text()}")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """Send `sig` and wait for exit; return the exit code (negative = killed by signal)."""
+        assert self.proc is not None, "broker never started"
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise BrokerError(
+                    f"corelog did not exit within {timeout_s}s of signal {sig}\n"
+                    f"--- stderr ---\n{self.stderr_text()}")
+        return self.proc.returncode
+
+    def stop_clean(self) -> None:
+        """SIGTERM and require the clean-shutdown contract: exit code 0."""
+        code = self.stop(signal.SIGTERM)
+        if code != 0:
+            raise BrokerError(
+                f"corelog exited with {code} after SIGTERM, expected 0\n"
+                f"--- stderr ---\n{self.stderr_text()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stop (SIGTERM must exit 0; SIGKILL just kills) and start again on the same dir/port."""
+        if sig == signal.SIGTERM:
+            self.stop_clean()
+        else:
+            self.stop(sig)
+        self.start()
+
+    def partition_dir(self, topic: str, partition: int) -> Path:
+        return self.data_dir / f"{topic}-{partition}"
