@@ -128,9 +128,16 @@ where
     if let Some(spin) = plan.spin_before_park {
         builder = builder.spin_before_park(spin);
     }
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = started.clone();
     let handles = builder
-        .on_all_shards(shard_main)
+        .on_all_shards(move || async move {
+            // Counted at the first poll, which is what the kick below waits for.
+            counter.fetch_add(1, Ordering::SeqCst);
+            shard_main().await
+        })
         .map_err(explain_executor_error)?;
+    kick_until_started(&started, plan.shards);
     for result in handles.join_all() {
         match result {
             Ok(Ok(())) => {}
@@ -139,6 +146,56 @@ where
         }
     }
     Ok(())
+}
+
+/// Works around a lost wake-up in glommio 0.9: a new executor can go to sleep in io_uring
+/// before it ever polls its main future (seen about once in 250 starts with several brokers
+/// starting at once on two cores), and then nothing wakes it. Until every shard's main future
+/// has started, the main thread interrupts the sleep of the process's other threads with a
+/// no-op SIGURG; glommio treats the EINTR as a wake-up and runs its queues.
+fn kick_until_started(started: &AtomicUsize, shards: usize) {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing (async-signal-safe) for a signal nothing
+    // else in this process uses; without SA_RESTART the interrupted io_uring_enter returns
+    // EINTR, which glommio handles.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut waited = Duration::ZERO;
+    while started.load(Ordering::SeqCst) < shards && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += Duration::from_millis(50);
+        if waited >= Duration::from_millis(500) {
+            if waited == Duration::from_millis(500) {
+                tracing::warn!("an executor has not started after 500 ms; interrupting its sleep");
+            }
+            signal_other_threads(libc::SIGURG);
+        }
+    }
+}
+
+/// Sends `signal` to every thread of this process except the calling one.
+fn signal_other_threads(signal: libc::c_int) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    // SAFETY: plain syscalls with our own pid and thread ids.
+    let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if tid != me {
+            // SAFETY: tgkill on a thread of our own process; a thread that exited meanwhile
+            // only makes the call fail.
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal) };
+        }
+    }
 }
 
 /// glommio reports too little locked memory as a bare OS error; say what to do about it.
