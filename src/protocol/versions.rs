@@ -53,11 +53,14 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 /// - Fetch 4-12: v13 addresses topics by id, which the broker does not assign yet.
 /// - Metadata 1-12, ListOffsets 1-7 (v8 adds the tiered-storage timestamps),
 ///   CreateTopics 2-7, DeleteTopics 1-6, DescribeConfigs 1-4, ApiVersions 0-4.
+/// - FindCoordinator 0-4 answers this broker for groups; librdkafka also uses its presence as
+///   the sign that a broker takes LZ4.
 pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::Produce, 0, 11),
     api(ApiKey::Fetch, 4, 12),
     api(ApiKey::ListOffsets, 1, 7),
     api(ApiKey::Metadata, 1, 12),
+    api(ApiKey::FindCoordinator, 0, 4),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),

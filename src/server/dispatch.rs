@@ -62,6 +62,9 @@ pub async fn handle(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(handlers::delete_topics::handle(&ctx, r).await)
         }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(handlers::find_coordinator::handle(&ctx, r))
+        }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(handlers::describe_configs::handle(&ctx, r))
         }

@@ -56,7 +56,7 @@ pub struct Shard {
     pub count: usize,
     pub config: Arc<Config>,
     pub queues: Queues,
-    pub shutdown: Latch,
+    pub shutdown: Rc<Latch>,
     pub connections: ConnectionCount,
     table: RefCell<ShardTable>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
@@ -97,6 +97,10 @@ pub async fn run(
     signals: Arc<ProcessSignals>,
 ) -> anyhow::Result<()> {
     let (senders, receivers) = mesh.join();
+    // Started first, so that this executor always has a timer pending: see the start-up kick
+    // in ARCHITECTURE.md for the lost wake-up this bounds.
+    let shutdown = Rc::new(Latch::default());
+    runtime::spawn_local(watch_signals(shutdown.clone(), signals.clone())).detach();
     tracing::debug!(shard = senders.peer_id(), "joined the shard mesh");
     storage::prime_device(&config.data_dir)
         .await
@@ -114,7 +118,7 @@ pub async fn run(
         cache: BatchCache::new(config.batch_cache_bytes),
         config,
         queues,
-        shutdown: Latch::default(),
+        shutdown,
         connections: ConnectionCount::default(),
         partitions: RefCell::new(HashMap::new()),
         senders,
@@ -132,10 +136,6 @@ pub async fn run(
     }
     runtime::spawn_into(queues.flush, shard.clone().flush_loop());
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
-    runtime::spawn_into(
-        queues.background,
-        watch_signals(shard.clone(), signals.clone()),
-    );
     let started = if shard.id == 0 {
         shard.clone().start_controller().await
     } else {
@@ -151,11 +151,11 @@ pub async fn run(
 }
 
 /// Raises the shard's shutdown latch when the process-wide flag is set.
-async fn watch_signals(shard: Rc<Shard>, signals: Arc<ProcessSignals>) {
+async fn watch_signals(shutdown: Rc<Latch>, signals: Arc<ProcessSignals>) {
     while !signals.shutdown.load(Ordering::SeqCst) {
         runtime::sleep(Duration::from_millis(50)).await;
     }
-    shard.shutdown.raise();
+    shutdown.raise();
 }
 
 impl Shard {

@@ -1,0 +1,63 @@
+//! FindCoordinator: every group's coordinator is this broker (one node). Kafka clients also use
+//! this API's presence as a feature probe (librdkafka only compresses with LZ4 for brokers
+//! that serve it), so it is answered even before the group APIs exist. Transactions have no
+//! coordinator yet.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::server::dispatch::RequestContext;
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// First version that carries a batch of keys instead of one.
+const BATCHED_VERSION: i16 = 4;
+
+pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    if ctx.api_version >= BATCHED_VERSION {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| coordinator(ctx, key.clone(), request.key_type))
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let found = coordinator(ctx, request.key.clone(), request.key_type);
+    let mut response = FindCoordinatorResponse::default()
+        .with_error_code(found.error_code)
+        .with_node_id(found.node_id)
+        .with_host(found.host)
+        .with_port(found.port);
+    if ctx.api_version >= 1 {
+        response.error_message = found.error_message;
+    }
+    response
+}
+
+fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator {
+    let config = &ctx.shard.config;
+    let error = match key_type {
+        KEY_TYPE_GROUP => None,
+        KEY_TYPE_TRANSACTION => {
+            Some((ResponseError::CoordinatorNotAvailable, "transactions are not supported yet"))
+        }
+        _ => Some((ResponseError::InvalidRequest, "unknown coordinator key type")),
+    };
+    let coordinator = Coordinator::default().with_key(key);
+    match error {
+        None => coordinator
+            .with_node_id(BrokerId(config.node_id))
+            .with_host(str_bytes(config.advertised_host.clone()))
+            .with_port(config.advertised_port),
+        Some((error, message)) => coordinator
+            .with_node_id(BrokerId(-1))
+            .with_host(str_bytes(""))
+            .with_port(-1)
+            .with_error_code(error.code())
+            .with_error_message(Some(str_bytes(message))),
+    }
+}
