@@ -186,7 +186,10 @@ fn signal_other_threads(signal: libc::c_int) {
     // SAFETY: plain syscalls with our own pid and thread ids.
     let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
     for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok())
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<libc::pid_t>().ok())
         else {
             continue;
         };

@@ -2,11 +2,12 @@
 //! SIGTERM/SIGINT into a clean shutdown. The main thread holds no broker state.
 
 use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -71,20 +72,43 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
 
 /// Every shard binds the port with SO_REUSEPORT, which would silently share it with another
 /// process doing the same; a plain bind first turns a taken port into a clear error.
-/// SO_REUSEADDR keeps connections of an earlier run in TIME_WAIT from failing the check.
+/// SO_REUSEADDR keeps connections of an earlier run in TIME_WAIT from failing the check. A
+/// broker that was just killed can hold its listener for a moment after it exits (io_uring
+/// tears its ring down asynchronously), so a busy port is retried for a few seconds.
 fn check_port_free(config: &Config) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PORT_WAIT;
+    let mut warned = false;
+    loop {
+        match try_bind(config.listen) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !warned {
+                    tracing::warn!(listen = %config.listen, "port is busy; waiting for it");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot listen on {}", config.listen))
+            }
+        }
+    }
+}
+
+/// How long a busy port is waited for at start.
+const PORT_WAIT: Duration = Duration::from_secs(5);
+
+fn try_bind(address: std::net::SocketAddr) -> std::io::Result<()> {
     use socket2::{Domain, Socket, Type};
-    let domain = if config.listen.is_ipv6() {
+    let domain = if address.is_ipv6() {
         Domain::IPV6
     } else {
         Domain::IPV4
     };
     let socket = Socket::new(domain, Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket
-        .bind(&config.listen.into())
-        .and_then(|()| socket.listen(1))
-        .with_context(|| format!("cannot listen on {}", config.listen))
+    socket.bind(&address.into())?;
+    socket.listen(1)
 }
 
 /// Locked memory each executor needs: glommio's I/O buffer (10 MiB by default) plus rings.
@@ -95,7 +119,10 @@ const LOCKED_BYTES_PER_SHARD: u64 = 16 * 1024 * 1024;
 fn check_locked_memory(shards: usize) -> anyhow::Result<()> {
     // SAFETY: plain syscalls filling a struct we own.
     let (euid, limit) = unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit);
         (libc::geteuid(), limit.rlim_cur)
     };

@@ -42,10 +42,14 @@ fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator
     let config = &ctx.shard.config;
     let error = match key_type {
         KEY_TYPE_GROUP => None,
-        KEY_TYPE_TRANSACTION => {
-            Some((ResponseError::CoordinatorNotAvailable, "transactions are not supported yet"))
-        }
-        _ => Some((ResponseError::InvalidRequest, "unknown coordinator key type")),
+        KEY_TYPE_TRANSACTION => Some((
+            ResponseError::CoordinatorNotAvailable,
+            "transactions are not supported yet",
+        )),
+        _ => Some((
+            ResponseError::InvalidRequest,
+            "unknown coordinator key type",
+        )),
     };
     let coordinator = Coordinator::default().with_key(key);
     match error {
