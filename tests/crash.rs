@@ -26,8 +26,9 @@ const PARTITIONS: i32 = 8;
 const PRODUCERS: usize = 4;
 const MESSAGES_TOTAL: usize = 100_000;
 const MESSAGES_PER_PRODUCER: usize = MESSAGES_TOTAL / PRODUCERS;
+const ROUNDS: usize = 3;
 
-/// The payload of message `sequence` of `producer`: it names its origin so that anything read
+/// The payload of message `sequence` of producer `producer` (an id unique across rounds): it names its origin so that anything read
 /// back can be traced to exactly one send.
 fn payload(producer: usize, sequence: usize) -> Vec<u8> {
     let mut payload = format!("p{producer:02}-s{sequence:06}-").into_bytes();
@@ -58,21 +59,15 @@ fn run_producer(
     let mut config = producer_config(&bootstrap);
     config
         .set("linger.ms", "2")
-        .set("batch.num.messages", "500");
+        .set("batch.num.messages", "100");
+    let context = RecordingContext {
+        acked: acked_total,
+        ..Default::default()
+    };
     let producer: BaseProducer<RecordingContext> = config
-        .create_with_context(RecordingContext::default())
+        .create_with_context(context)
         .expect("create producer");
     let mut sent = 0;
-    let mut acked_seen = 0;
-    let mut account = |producer: &BaseProducer<RecordingContext>| {
-        let deliveries = producer.context().deliveries.lock().unwrap();
-        let acked = deliveries
-            .iter()
-            .filter(|delivered| delivered.offset.is_some())
-            .count();
-        acked_total.fetch_add(acked - acked_seen, Ordering::SeqCst);
-        acked_seen = acked;
-    };
     while sent < MESSAGES_PER_PRODUCER && !stop.load(Ordering::SeqCst) {
         let body = payload(producer_index, sent);
         let record = BaseRecord::<(), _>::to(TOPIC)
@@ -86,11 +81,9 @@ fn run_producer(
             Err((error, _)) => panic!("producer {producer_index}: send failed: {error}"),
         }
         producer.poll(Duration::ZERO);
-        account(&producer);
     }
     while !stop.load(Ordering::SeqCst) && producer.in_flight_count() > 0 {
         producer.poll(Duration::from_millis(10));
-        account(&producer);
     }
     producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
     producer.poll(Duration::from_millis(100));
@@ -108,56 +101,84 @@ fn seed() -> u64 {
     }
 }
 
-/// 100k messages from four acks=all producers into eight partitions on two shards, SIGKILL at
-/// a random moment (seeded; `CORELOG_CRASH_SEED` replays one), restart on the same directory:
-/// every acknowledged message is read back at its acknowledged offset, offsets run from 0
-/// without gaps, each producer's messages keep their order within a partition, nothing appears
-/// that was not sent or appears twice, and producing resumes at the recovered log end.
+/// What one round of production saw before the crash.
+struct Round {
+    /// Every delivery report that carried an offset.
+    acked: Vec<Delivered>,
+    /// Messages handed to librdkafka, per producer of the round.
+    sent: Vec<usize>,
+}
+
+/// Starts PRODUCERS producer threads (ids `first_id..`), SIGKILLs the broker once
+/// `kill_after_acked` of their messages are acknowledged, and collects what they saw.
+fn produce_until_crash(broker: &mut Broker, first_id: usize, kill_after_acked: usize) -> Round {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_total = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (first_id..first_id + PRODUCERS)
+        .map(|id| {
+            let (bootstrap, stop, acked) = (broker.bootstrap(), stop.clone(), acked_total.clone());
+            std::thread::spawn(move || run_producer(bootstrap, id, stop, acked))
+        })
+        .collect();
+    // Polled every millisecond rather than with `wait_until`, so the kill lands close to the
+    // drawn moment even when the broker acknowledges tens of thousands of messages a second.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut reached = false;
+    while !reached && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+        reached = acked_total.load(Ordering::SeqCst) >= kill_after_acked;
+    }
+    broker.kill();
+    stop.store(true, Ordering::SeqCst);
+    let acked_at_kill = acked_total.load(Ordering::SeqCst);
+    assert!(reached, "only {acked_at_kill} acknowledged in 120 s");
+    let results: Vec<(Vec<Delivered>, usize)> = threads
+        .into_iter()
+        .map(|thread| thread.join().expect("producer thread"))
+        .collect();
+    let acked: Vec<Delivered> = results
+        .iter()
+        .flat_map(|(deliveries, _)| deliveries.iter().cloned())
+        .filter(|delivered| delivered.offset.is_some())
+        .collect();
+    let sent: Vec<usize> = results.iter().map(|(_, sent)| *sent).collect();
+    if acked.len() == PRODUCERS * MESSAGES_PER_PRODUCER {
+        eprintln!("note: every message was acknowledged before the kill landed");
+    }
+    eprintln!(
+        "sent {}, acknowledged {} before the kill",
+        sent.iter().sum::<usize>(),
+        acked.len()
+    );
+    Round { acked, sent }
+}
+
+/// Three rounds of 100k messages from four acks=all producers into eight partitions on two
+/// shards, each ended by SIGKILL at a random moment (seeded; `CORELOG_CRASH_SEED` replays one)
+/// and followed by a restart on the same directory, so that later rounds append to logs that
+/// recovery has already cut. At the end every acknowledged message is read back at its
+/// acknowledged offset, offsets run from 0 without gaps, each producer's messages keep their
+/// order within a partition, nothing appears that was not sent or appears twice, and
+/// producing resumes at the recovered log end.
 #[test]
 fn acknowledged_messages_survive_sigkill() {
     let seed = seed();
     eprintln!("crash test seed: {seed} (set CORELOG_CRASH_SEED={seed} to replay)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let kill_after_acked = rng.gen_range(MESSAGES_TOTAL / 10..MESSAGES_TOTAL * 9 / 10);
-    eprintln!("SIGKILL after {kill_after_acked} acknowledged messages");
-
     let mut broker = Broker::start(2, &[]);
     create_topic(broker.port, TOPIC, PARTITIONS);
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked_total = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..PRODUCERS)
-        .map(|index| {
-            let (bootstrap, stop, acked) = (broker.bootstrap(), stop.clone(), acked_total.clone());
-            std::thread::spawn(move || run_producer(bootstrap, index, stop, acked))
-        })
-        .collect();
-    let reached = wait_until(Duration::from_secs(120), || {
-        acked_total.load(Ordering::SeqCst) >= kill_after_acked
-    });
-    broker.kill();
-    stop.store(true, Ordering::SeqCst);
-    assert!(
-        reached,
-        "only {} acknowledged in 120 s",
-        acked_total.load(Ordering::SeqCst)
-    );
-    let results: Vec<(Vec<Delivered>, usize)> = threads
-        .into_iter()
-        .map(|thread| thread.join().expect("producer thread"))
-        .collect();
-    let acked: Vec<&Delivered> = results
-        .iter()
-        .flat_map(|(deliveries, _)| deliveries)
-        .filter(|delivered| delivered.offset.is_some())
-        .collect();
-    let sent_total: usize = results.iter().map(|(_, sent)| sent).sum();
-    eprintln!(
-        "sent {sent_total}, acknowledged {} before the kill",
-        acked.len()
-    );
-    assert!(acked.len() >= kill_after_acked);
+    let mut acked = Vec::new();
+    let mut sent_counts = Vec::new();
+    for round in 0..ROUNDS {
+        let kill_after_acked = rng.gen_range(MESSAGES_TOTAL / 10..MESSAGES_TOTAL * 8 / 10);
+        eprintln!("round {round}: SIGKILL after {kill_after_acked} acknowledged messages");
+        let result = produce_until_crash(&mut broker, round * PRODUCERS, kill_after_acked);
+        assert!(result.acked.len() >= kill_after_acked);
+        acked.extend(result.acked);
+        sent_counts.extend(result.sent);
+        broker.restart();
+    }
 
-    broker.restart();
     let consumer = consumer(&broker.bootstrap());
     let ends: HashMap<i32, i64> = (0..PARTITIONS)
         .map(|partition| {
@@ -167,7 +188,6 @@ fn acknowledged_messages_survive_sigkill() {
         })
         .collect();
     let received = consume_until(&consumer, TOPIC, &ends, Duration::from_secs(120));
-    let sent_counts: Vec<usize> = results.iter().map(|(_, sent)| *sent).collect();
     check_log_against_sends(&received, &sent_counts);
     for delivered in &acked {
         let offset = delivered.offset.unwrap();
@@ -268,14 +288,19 @@ fn produce_after_recovery(broker: &Broker, ends: &HashMap<i32, i64>) {
 const BATCHES: usize = 10;
 const RECORDS_PER_BATCH: usize = 5;
 
-fn batch_values(batch: usize) -> Vec<Vec<u8>> {
+/// The values of batch number `batch`, each padded to at least `value_bytes`.
+fn batch_values(batch: usize, value_bytes: usize) -> Vec<Vec<u8>> {
     (0..RECORDS_PER_BATCH)
-        .map(|record| format!("batch {batch} record {record}").into())
+        .map(|record| {
+            let mut value: Vec<u8> = format!("batch {batch} record {record}").into();
+            value.resize(value.len().max(value_bytes), b'#');
+            value
+        })
         .collect()
 }
 
-fn make_batch(batch: usize) -> Bytes {
-    let values = batch_values(batch);
+fn make_batch(batch: usize, value_bytes: usize) -> Bytes {
+    let values = batch_values(batch, value_bytes);
     let values: Vec<&[u8]> = values.iter().map(|value| &value[..]).collect();
     record_batch(&values, 1_700_000_000_000 + batch as i64, Compression::None)
 }
@@ -316,7 +341,7 @@ fn fetch_all(conn: &mut RawConn, topic: &str, partition: i32) -> (Vec<Bytes>, i6
 }
 
 /// Checks that `served` are the first `count` produced batches, records byte for byte.
-fn assert_batches_are_prefix(served: &[Bytes], count: usize) {
+fn assert_batches_are_prefix(served: &[Bytes], count: usize, value_bytes: usize) {
     assert_eq!(served.len(), count, "batches served");
     for (index, bytes) in served.iter().enumerate() {
         let (infos, _) = parse_batches(bytes);
@@ -325,7 +350,7 @@ fn assert_batches_are_prefix(served: &[Bytes], count: usize) {
             (index * RECORDS_PER_BATCH) as i64,
             "base offset"
         );
-        let produced = make_batch(index);
+        let produced = make_batch(index, value_bytes);
         assert_eq!(
             &bytes[61..],
             &produced[61..],
@@ -334,20 +359,24 @@ fn assert_batches_are_prefix(served: &[Bytes], count: usize) {
     }
 }
 
-/// Produces BATCHES batches into two partitions, stops the broker cleanly, lets `damage` spoil
-/// the last batch of partition 0's last segment, restarts, and checks recovery.
-fn torn_tail_case(damage: impl FnOnce(&Path, &BatchInfo)) {
+/// Produces BATCHES batches of values of `value_bytes` into two partitions of a topic with
+/// `segment_bytes`, stops the broker cleanly, lets `damage` spoil the last batch of partition
+/// 0's last segment, restarts, and checks that recovery cut exactly that batch.
+fn torn_tail_case(
+    value_bytes: usize,
+    segment_bytes: usize,
+    damage: impl FnOnce(&Path, &BatchInfo),
+) {
     let mut broker = Broker::start(2, &[]);
     let topic = "torn";
-    create_topic(broker.port, topic, 2);
+    let segment_config = segment_bytes.to_string();
+    create_topic_with_configs(broker.port, topic, 2, &[("segment.bytes", &segment_config)]);
     let mut conn = RawConn::connect(broker.port);
     for batch in 0..BATCHES {
         for partition in 0..2 {
             let expected = (batch * RECORDS_PER_BATCH) as i64;
-            assert_eq!(
-                produce(&mut conn, topic, partition, make_batch(batch)),
-                (0, expected)
-            );
+            let produced = produce(&mut conn, topic, partition, make_batch(batch, value_bytes));
+            assert_eq!(produced, (0, expected));
         }
     }
     drop(conn);
@@ -356,47 +385,57 @@ fn torn_tail_case(damage: impl FnOnce(&Path, &BatchInfo)) {
     let segment = last_segment(&broker.partition_dir(topic, 0));
     let bytes = std::fs::read(&segment).expect("read segment");
     let (infos, _) = parse_batches(&bytes);
-    assert_eq!(
-        infos.len(),
-        BATCHES,
-        "batches stored back to back in {segment:?}"
-    );
-    damage(&segment, infos.last().unwrap());
+    let last = infos
+        .last()
+        .expect("batches stored verbatim in the last segment");
+    let last_base = ((BATCHES - 1) * RECORDS_PER_BATCH) as i64;
+    assert_eq!(last.base_offset, last_base, "last batch of {segment:?}");
+    damage(&segment, last);
 
     broker.restart();
     let mut conn = RawConn::connect(broker.port);
     let (served, high_watermark) = fetch_all(&mut conn, topic, 0);
-    let kept = BATCHES - 1;
-    assert_eq!(
-        high_watermark,
-        (kept * RECORDS_PER_BATCH) as i64,
-        "log end after recovery"
-    );
-    assert_batches_are_prefix(&served, kept);
+    assert_eq!(high_watermark, last_base, "log end after recovery");
+    assert_batches_are_prefix(&served, BATCHES - 1, value_bytes);
     let (untouched, untouched_end) = fetch_all(&mut conn, topic, 1);
-    assert_eq!(
-        untouched_end,
-        (BATCHES * RECORDS_PER_BATCH) as i64,
-        "partition 1 intact"
-    );
-    assert_batches_are_prefix(&untouched, BATCHES);
+    let end = (BATCHES * RECORDS_PER_BATCH) as i64;
+    assert_eq!(untouched_end, end, "partition 1 intact");
+    assert_batches_are_prefix(&untouched, BATCHES, value_bytes);
 
     // Produce continues at the recovered end, and survives another clean restart.
-    assert_eq!(
-        produce(&mut conn, topic, 0, make_batch(kept)),
-        (0, high_watermark)
-    );
+    let again = make_batch(BATCHES - 1, value_bytes);
+    assert_eq!(produce(&mut conn, topic, 0, again), (0, last_base));
     drop(conn);
     broker.stop();
     broker.restart();
     let mut conn = RawConn::connect(broker.port);
     let (served, high_watermark) = fetch_all(&mut conn, topic, 0);
-    assert_eq!(
-        high_watermark,
-        (BATCHES * RECORDS_PER_BATCH) as i64,
-        "log end after re-produce"
-    );
-    assert_batches_are_prefix(&served, BATCHES);
+    assert_eq!(high_watermark, end, "log end after re-produce and restart");
+    assert_batches_are_prefix(&served, BATCHES, value_bytes);
+}
+
+fn truncate_mid_batch(segment: &Path, last: &BatchInfo) {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .expect("open segment");
+    file.set_len((last.position + last.size / 2) as u64)
+        .expect("truncate segment");
+}
+
+fn flip_byte_in_batch(segment: &Path, last: &BatchInfo) {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(segment)
+        .expect("open segment");
+    let position = (last.position + last.size - 3) as u64;
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(position)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(position)).unwrap();
+    file.write_all(&[byte[0] ^ 0xff]).unwrap();
+    file.sync_all().unwrap();
 }
 
 /// A segment cut off in the middle of its last batch (a torn write) is truncated to the batch
@@ -404,14 +443,7 @@ fn torn_tail_case(damage: impl FnOnce(&Path, &BatchInfo)) {
 /// produce continues there.
 #[test]
 fn torn_last_batch_is_truncated_at_recovery() {
-    torn_tail_case(|segment, last| {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(segment)
-            .expect("open segment");
-        file.set_len((last.position + last.size / 2) as u64)
-            .expect("truncate segment");
-    });
+    torn_tail_case(20, 1 << 30, truncate_mid_batch);
 }
 
 /// A flipped byte inside the last batch of a segment (its CRC no longer matches) makes
@@ -419,18 +451,19 @@ fn torn_last_batch_is_truncated_at_recovery() {
 /// produce continues at the cut.
 #[test]
 fn corrupt_last_batch_is_truncated_at_recovery() {
-    torn_tail_case(|segment, last| {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(segment)
-            .expect("open segment");
-        let position = (last.position + last.size - 3) as u64;
-        let mut byte = [0u8; 1];
-        file.seek(SeekFrom::Start(position)).unwrap();
-        file.read_exact(&mut byte).unwrap();
-        file.seek(SeekFrom::Start(position)).unwrap();
-        file.write_all(&[byte[0] ^ 0xff]).unwrap();
-        file.sync_all().unwrap();
-    });
+    torn_tail_case(20, 1 << 30, flip_byte_in_batch);
+}
+
+/// With 1 MiB segments and 200 KB batches the log spans several segments; a torn last batch
+/// in the newest segment is cut without touching the sealed segments before it, and the
+/// offset index of the newest segment is made to agree with its shortened file.
+#[test]
+fn torn_last_batch_in_a_later_segment_is_truncated_at_recovery() {
+    torn_tail_case(40_000, 1 << 20, truncate_mid_batch);
+}
+
+/// As above with a corrupt rather than a torn last batch in the newest of several segments.
+#[test]
+fn corrupt_last_batch_in_a_later_segment_is_truncated_at_recovery() {
+    torn_tail_case(40_000, 1 << 20, flip_byte_in_batch);
 }

@@ -548,3 +548,138 @@ fn fetch_long_poll_returns_empty_after_max_wait() {
         "returned after {elapsed:?}"
     );
 }
+
+/// Requests pipelined on one connection (produce to partitions on both shards, metadata,
+/// fetch, ApiVersions) are answered in request order, and produces to one partition get
+/// offsets in request order.
+#[test]
+fn pipelined_requests_are_answered_in_request_order() {
+    let broker = Broker::start(2, &[]);
+    create_topic(broker.port, "pipelined", 4);
+    let mut conn = RawConn::connect(broker.port);
+    let mut expected = Vec::new();
+    let mut frames = Vec::new();
+    for round in 0..20 {
+        let partition = round % 4;
+        let batch = record_batch(&[format!("round {round}").as_bytes()], 1, Compression::None);
+        let request = produce_request("pipelined", partition, batch, -1);
+        let (correlation_id, body) = conn.encode_request(&request, 9);
+        expected.push((correlation_id, "produce", partition, round as i64 / 4));
+        frames.push(body);
+        let (correlation_id, body) = match round % 3 {
+            0 => conn.encode_request(&kafka_protocol::messages::ApiVersionsRequest::default(), 0),
+            1 => conn.encode_request(&fetch_request("pipelined", partition, 0, 0, 1, 1 << 16), 12),
+            _ => conn.encode_request(
+                &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+                4,
+            ),
+        };
+        expected.push((correlation_id, "other", partition, -1));
+        frames.push(body);
+    }
+    let mut bytes = Vec::new();
+    for body in &frames {
+        bytes.put_i32(body.len() as i32);
+        bytes.put_slice(body);
+    }
+    std::io::Write::write_all(&mut conn.stream, &bytes).unwrap();
+    for (correlation_id, kind, partition, offset) in expected {
+        let mut response = conn.recv_frame().expect("a response");
+        assert_eq!(
+            response.get_i32(),
+            correlation_id,
+            "responses in request order"
+        );
+        if kind == "produce" {
+            // Produce v9 has a flexible header: skip its empty tagged fields.
+            assert_eq!(response.get_u8(), 0, "no header tags");
+            let body = kafka_protocol::messages::ProduceResponse::decode(&mut response, 9)
+                .expect("produce response");
+            let data = &body.responses[0].partition_responses[0];
+            assert_eq!((data.index, data.error_code), (partition, 0));
+            assert_eq!(data.base_offset, offset, "offset of produce to {partition}");
+        }
+    }
+}
+
+/// Produce with acks=0 gets no response (the next frame answers the request after it), yet
+/// the data is appended.
+#[test]
+fn produce_acks_zero_gets_no_response() {
+    let broker = Broker::start(2, &[]);
+    create_topic(broker.port, "fire-and-forget", 1);
+    let mut conn = RawConn::connect(broker.port);
+    for _ in 0..3 {
+        let batch = record_batch(&[b"x", b"y"], 1, Compression::None);
+        let request = produce_request("fire-and-forget", 0, batch, 0);
+        conn.send_request(&request, 9).unwrap();
+    }
+    let request = kafka_protocol::messages::ApiVersionsRequest::default();
+    let correlation_id = conn.send_request(&request, 0).unwrap();
+    let response =
+        conn.recv_response::<kafka_protocol::messages::ApiVersionsRequest>(correlation_id, 0);
+    assert_eq!(
+        response
+            .expect("the ApiVersions response comes first")
+            .error_code,
+        0
+    );
+    let appended = wait_until(Duration::from_secs(30), || {
+        let response: FetchResponse = conn.request(
+            &fetch_request("fire-and-forget", 0, 0, 0, 1, 1 << 20),
+            FETCH_VERSION,
+        );
+        single_partition(&response).high_watermark == 6
+    });
+    assert!(appended, "three acks=0 batches appended");
+}
+
+/// Batches compressed with each codec by another encoder than librdkafka's (the protocol
+/// crate's) are accepted, stored byte for byte as sent apart from the offset, and decode back
+/// to the produced values.
+#[test]
+fn raw_compressed_batches_are_stored_verbatim() {
+    let broker = Broker::start(2, &[]);
+    create_topic(broker.port, "raw-compressed", 1);
+    let mut conn = RawConn::connect(broker.port);
+    let codecs = [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    let mut next_offset = 0;
+    for codec in codecs {
+        let values: Vec<Vec<u8>> = (0..20)
+            .map(|index| format!("{codec:?} value {index} {}", "z".repeat(100)).into_bytes())
+            .collect();
+        let slices: Vec<&[u8]> = values.iter().map(|value| &value[..]).collect();
+        let batch = record_batch(&slices, 1_700_000_000_000, codec);
+        assert_eq!(parse_batches(&batch).0[0].compression(), codec as i16);
+        let produced = produce(&mut conn, "raw-compressed", 0, batch.clone());
+        assert_eq!(produced, (0, next_offset), "{codec:?} accepted");
+        let request = fetch_request("raw-compressed", 0, next_offset, 0, 1, 1 << 20);
+        let response: FetchResponse = conn.request(&request, FETCH_VERSION);
+        let mut records = single_partition(&response)
+            .records
+            .clone()
+            .expect("records");
+        let (batches, _) = parse_batches(&records);
+        assert_eq!(batches[0].base_offset, next_offset);
+        assert_eq!(batches[0].size, batch.len(), "{codec:?}: stored size");
+        assert_eq!(
+            &records[61..batch.len()],
+            &batch[61..],
+            "{codec:?}: verbatim"
+        );
+        let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut records)
+            .expect("decode the fetched batch");
+        let decoded_values: Vec<Vec<u8>> = decoded
+            .records
+            .iter()
+            .map(|record| record.value.clone().unwrap().to_vec())
+            .collect();
+        assert_eq!(decoded_values, values, "{codec:?}: values");
+        next_offset += 20;
+    }
+}

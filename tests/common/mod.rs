@@ -695,7 +695,8 @@ use rdkafka::message::{DeliveryResult, Message, OwnedMessage};
 use rdkafka::producer::ProducerContext;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What a delivery report said about one message.
 #[derive(Clone, Debug)]
@@ -711,6 +712,8 @@ pub struct Delivered {
 #[derive(Default)]
 pub struct RecordingContext {
     pub deliveries: Mutex<Vec<Delivered>>,
+    /// Count of successful deliveries; may be shared by several producers' contexts.
+    pub acked: Arc<AtomicUsize>,
     pub client_errors: Mutex<Vec<String>>,
 }
 
@@ -758,6 +761,9 @@ impl ProducerContext for RecordingContext {
                 error: Some(error.to_string()),
             },
         };
+        if delivered.offset.is_some() {
+            self.acked.fetch_add(1, Ordering::SeqCst);
+        }
         self.deliveries.lock().unwrap().push(delivered);
     }
 }
