@@ -683,3 +683,75 @@ fn raw_compressed_batches_are_stored_verbatim() {
         next_offset += 20;
     }
 }
+
+/// A batch larger than the topic's max.message.bytes (default 1 MiB + 12) answers
+/// MESSAGE_TOO_LARGE (10) and appends nothing, while one just under the limit is accepted.
+#[test]
+fn batch_over_max_message_bytes_answers_message_too_large() {
+    let broker = Broker::start(2, &[]);
+    create_topic(broker.port, "large", 1);
+    let mut conn = RawConn::connect(broker.port);
+    let value = vec![7u8; 600 * 1024];
+    let too_large = record_batch(&[&value, &value], 1, Compression::None);
+    assert!(too_large.len() > 1024 * 1024 + 12);
+    let (error, _) = produce(&mut conn, "large", 0, too_large);
+    assert_eq!(error, 10, "MESSAGE_TOO_LARGE");
+    assert_high_watermark(&mut conn, "large", 0, 0);
+    let fits = vec![7u8; 1000 * 1024];
+    let batch = record_batch(&[&fits], 1, Compression::None);
+    assert!(batch.len() < 1024 * 1024 + 12);
+    assert_eq!(
+        produce(&mut conn, "large", 0, batch),
+        (0, 0),
+        "a batch under the limit"
+    );
+}
+
+/// ListOffsets answers earliest (-2) with the log start, latest (-1) with the log end, and a
+/// timestamp with the first offset whose timestamp is at least that, or -1 past the newest,
+/// at the oldest (1) and newest (7) versions served.
+#[test]
+fn list_offsets_earliest_latest_and_by_timestamp() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+    let broker = Broker::start(2, &[]);
+    create_topic(broker.port, "times", 1);
+    let mut conn = RawConn::connect(broker.port);
+    let base_ms = 1_700_000_000_000i64;
+    for batch in 0..4 {
+        let records = record_batch(
+            &[b"a", b"b", b"c", b"d", b"e"],
+            base_ms + batch * 1000,
+            Compression::None,
+        );
+        assert_eq!(produce(&mut conn, "times", 0, records), (0, batch * 5));
+    }
+    let cases = [
+        (-2, 0),
+        (-1, 20),
+        (base_ms, 0),
+        (base_ms + 1500, 10),
+        (base_ms + 3000, 15),
+        (base_ms + 3001, -1),
+    ];
+    for version in [1, 7] {
+        for (timestamp, expected) in cases {
+            let partition = ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp);
+            let topic = ListOffsetsTopic::default()
+                .with_name(topic_name("times"))
+                .with_partitions(vec![partition]);
+            let request = ListOffsetsRequest::default()
+                .with_replica_id((-1).into())
+                .with_topics(vec![topic]);
+            let response = conn.request(&request, version);
+            let data = &response.topics[0].partitions[0];
+            assert_eq!(data.error_code, 0, "v{version} timestamp {timestamp}");
+            assert_eq!(
+                data.offset, expected,
+                "v{version} offset for timestamp {timestamp}"
+            );
+        }
+    }
+}
