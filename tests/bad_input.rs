@@ -138,9 +138,12 @@ fn good_client_loop(bootstrap: &str, stop: &AtomicBool, round_trips: &AtomicUsiz
 }
 
 /// Sends `bytes` on a fresh connection (write errors are fine: the broker may close first),
-/// optionally half-closes, and asserts that the broker closes the connection.
+/// optionally half-closes, and asserts that the broker closes the connection. Unless the
+/// client half-closed (a peer hanging up mid-frame is not the broker's to report), the broker
+/// must also say so in its log, naming the peer (whose port is this connection's local port).
 fn assert_closed_after(broker: &mut Broker, what: &str, bytes: &[u8], half_close: bool) {
     let mut conn = RawConn::connect(broker.port);
+    let peer_port = conn.stream.local_addr().unwrap().port();
     let _ = std::io::Write::write_all(&mut conn.stream, bytes);
     if half_close {
         conn.shutdown_write();
@@ -149,6 +152,13 @@ fn assert_closed_after(broker: &mut Broker, what: &str, bytes: &[u8], half_close
         broker.fail(&format!(
             "{what}: connection still open after {CLOSE_TIMEOUT:?}"
         ));
+    }
+    if !half_close {
+        let peer = format!("127.0.0.1:{peer_port}");
+        let logged = wait_until(Duration::from_secs(10), || broker.stderr().contains(&peer));
+        if !logged {
+            broker.fail(&format!("{what}: no log line names the closed peer {peer}"));
+        }
     }
     assert_broker_healthy(broker, what);
 }
