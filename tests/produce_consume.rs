@@ -752,3 +752,83 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
         }
     }
 }
+
+fn metadata_for(
+    conn: &mut RawConn,
+    topic: &str,
+    allow_auto_topic_creation: bool,
+    version: i16,
+) -> kafka_protocol::messages::MetadataResponse {
+    use kafka_protocol::messages::{metadata_request::MetadataRequestTopic, MetadataRequest};
+    let topic = MetadataRequestTopic::default().with_name(Some(topic_name(topic)));
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![topic]))
+        .with_allow_auto_topic_creation(allow_auto_topic_creation);
+    conn.request(&request, version)
+}
+
+/// Metadata for an unknown topic with auto creation allowed creates it with the configured
+/// default partition count, each partition led by this broker, which it advertises at its
+/// listen address; with auto creation disallowed by the request the topic stays unknown (3).
+#[test]
+fn metadata_auto_creates_topics_with_default_partitions() {
+    let broker = Broker::start(2, &["--num-partitions", "3"]);
+    let mut conn = RawConn::connect(broker.port);
+    for (version, topic) in [(1, "auto-v1"), (4, "auto-v4"), (12, "auto-v12")] {
+        let created = wait_until(Duration::from_secs(30), || {
+            let response = metadata_for(&mut conn, topic, true, version);
+            let entry = &response.topics[0];
+            entry.error_code == 0
+                && entry.partitions.len() == 3
+                && entry
+                    .partitions
+                    .iter()
+                    .all(|p| p.error_code == 0 && p.leader_id == 0)
+        });
+        assert!(
+            created,
+            "v{version}: {topic} auto-created with 3 partitions led by node 0"
+        );
+        let response = metadata_for(&mut conn, topic, true, version);
+        let brokers: Vec<(i32, String, i32)> = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+            .collect();
+        assert_eq!(
+            brokers,
+            vec![(0, "127.0.0.1".to_string(), broker.port as i32)]
+        );
+    }
+    let batch = record_batch(&[b"into an auto-created topic"], 1, Compression::None);
+    assert_eq!(produce(&mut conn, "auto-v12", 2, batch), (0, 0));
+    let response = metadata_for(&mut conn, "not-allowed", false, 12);
+    assert_eq!(
+        response.topics[0].error_code, 3,
+        "no auto creation when the request says no"
+    );
+    let response = metadata_for(&mut conn, "not-allowed", false, 12);
+    assert_eq!(response.topics[0].error_code, 3, "still unknown");
+}
+
+/// With --auto-create-topics false neither Metadata nor Produce creates a topic: both answer
+/// UNKNOWN_TOPIC_OR_PARTITION (3).
+#[test]
+fn auto_create_disabled_leaves_unknown_topics_unknown() {
+    let broker = Broker::start(2, &["--auto-create-topics", "false"]);
+    let mut conn = RawConn::connect(broker.port);
+    let response = metadata_for(&mut conn, "nope", true, 12);
+    assert_eq!(response.topics[0].error_code, 3, "Metadata");
+    let (error, _) = produce(
+        &mut conn,
+        "nope",
+        0,
+        record_batch(&[b"x"], 1, Compression::None),
+    );
+    assert_eq!(error, 3, "Produce");
+    let response = metadata_for(&mut conn, "nope", true, 12);
+    assert_eq!(
+        response.topics[0].error_code, 3,
+        "Metadata after the produce"
+    );
+}
