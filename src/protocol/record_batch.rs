@@ -20,6 +20,8 @@ pub const LOG_OVERHEAD_BYTES: usize = 12;
 /// Offset of the `attributes` field: the CRC covers everything from here to the end.
 const CRC_START: usize = 21;
 const MAGIC_V2: i8 = 2;
+/// Offset of the magic byte, the same in message formats v0, v1 and v2.
+const MAGIC_OFFSET: usize = 16;
 const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
 const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
 const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
@@ -152,11 +154,22 @@ pub fn declared_batch_bytes(bytes: &[u8]) -> Result<usize, BatchError> {
     Ok(total as usize)
 }
 
+/// The magic byte sits at the same place in every message format, and Kafka refuses an old
+/// format (INVALID_RECORD) before it looks at sizes or checksums laid out for v2. Input too
+/// short to hold a magic byte passes here and fails the length checks.
+fn check_magic(batch: &[u8]) -> Result<(), BatchError> {
+    match batch.get(MAGIC_OFFSET) {
+        Some(&magic) if magic as i8 != MAGIC_V2 => Err(BatchError::InvalidMagic(magic as i8)),
+        _ => Ok(()),
+    }
+}
+
 /// Validates one whole batch: `batch` must be exactly one batch, no more, no less.
 pub fn validate(batch: &[u8]) -> Result<BatchSummary, BatchError> {
     if batch.is_empty() {
         return Err(BatchError::Empty);
     }
+    check_magic(batch)?;
     let batch_bytes = declared_batch_bytes(batch)?;
     if batch.len() < RECORD_BATCH_HEADER_BYTES || batch_bytes > batch.len() {
         let needed = batch_bytes.max(RECORD_BATCH_HEADER_BYTES);
@@ -248,7 +261,7 @@ pub fn batches(records: &[u8]) -> impl Iterator<Item = Result<(usize, usize), Ba
             return None;
         }
         let rest = &records[position..];
-        let item = match declared_batch_bytes(rest) {
+        let item = match check_magic(rest).and_then(|()| declared_batch_bytes(rest)) {
             Ok(len) if len <= rest.len() => Ok((position, len)),
             Ok(len) => Err(BatchError::Truncated {
                 needed: len,
