@@ -245,8 +245,19 @@ where
 /// Binds a listener that every shard can share (SO_REUSEPORT: the kernel spreads incoming
 /// connections) and that restarts cleanly over old connections in TIME_WAIT (SO_REUSEADDR).
 pub fn bind_shared_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = listening_socket(address, true, 1024)?;
+    // SAFETY: the descriptor is a listening TCP socket we own and hand over exactly once.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// A TCP socket listening on `address` with SO_REUSEADDR, and SO_REUSEPORT if `shared`.
+pub fn listening_socket(
+    address: std::net::SocketAddr,
+    shared: bool,
+    backlog: i32,
+) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
     let domain = if address.is_ipv6() {
         Domain::IPV6
     } else {
@@ -254,11 +265,10 @@ pub fn bind_shared_listener(address: std::net::SocketAddr) -> std::io::Result<Tc
     };
     let socket = Socket::new(domain, Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(shared)?;
     socket.bind(&address.into())?;
-    socket.listen(1024)?;
-    // SAFETY: the descriptor is a listening TCP socket we own and hand over exactly once.
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    socket.listen(backlog)?;
+    Ok(socket)
 }
 
 /// Yields if the executor wants to run something else (long background loops call this).

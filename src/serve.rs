@@ -79,8 +79,8 @@ fn check_port_free(config: &Config) -> anyhow::Result<()> {
     let deadline = Instant::now() + PORT_WAIT;
     let mut warned = false;
     loop {
-        match try_bind(config.listen) {
-            Ok(()) => return Ok(()),
+        match runtime::listening_socket(config.listen, false, 1) {
+            Ok(_) => return Ok(()),
             Err(error) if error.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
                 if !warned {
                     tracing::warn!(listen = %config.listen, "port is busy; waiting for it");
@@ -97,19 +97,6 @@ fn check_port_free(config: &Config) -> anyhow::Result<()> {
 
 /// How long a busy port is waited for at start.
 const PORT_WAIT: Duration = Duration::from_secs(5);
-
-fn try_bind(address: std::net::SocketAddr) -> std::io::Result<()> {
-    use socket2::{Domain, Socket, Type};
-    let domain = if address.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let socket = Socket::new(domain, Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(1)
-}
 
 /// Locked memory each executor needs: glommio's I/O buffer (10 MiB by default) plus rings.
 const LOCKED_BYTES_PER_SHARD: u64 = 16 * 1024 * 1024;

@@ -40,7 +40,11 @@ pub fn handle(ctx: &RequestContext, request: DescribeConfigsRequest) -> Describe
                 .with_resource_name(resource.resource_name.clone());
             match entries_of(ctx, resource) {
                 Ok(entries) => {
-                    let keys = resource.configuration_keys.as_ref();
+                    // Kafka answers every config for a null key list and for an empty one.
+                    let keys = resource
+                        .configuration_keys
+                        .as_ref()
+                        .filter(|k| !k.is_empty());
                     let configs = entries
                         .into_iter()
                         .filter(|e| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == e.name)))
