@@ -4,6 +4,9 @@
 Produces COUNT messages of SIZE bytes to one topic with the given acks and measures:
   - throughput: messages/s and MB/s from the first produce() to the last delivery report;
   - per-message delivery latency: produce() call -> delivery callback, as p50/p99/p99.9/max.
+Two scenarios by default: "throughput" keeps up to --inflight messages unacknowledged (its
+latency includes queueing behind that window), "latency" keeps one message in flight at a time
+(--latency-count messages), which shows the broker's own produce round trip with fsync.
 Prints a markdown table (with the machine and command) ready for BENCHMARKS.md.
 
 Example:
@@ -21,6 +24,7 @@ import shlex
 import sys
 import time
 
+import confluent_kafka
 from confluent_kafka import Producer
 
 
@@ -45,14 +49,14 @@ def machine_summary() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
 
 
-def run(args) -> dict:
+def run(args, count: int, inflight: int, linger_ms: int) -> dict:
     producer = Producer({
         "bootstrap.servers": args.bootstrap,
         "acks": args.acks,
-        "linger.ms": args.linger_ms,
+        "linger.ms": linger_ms,
         "compression.type": "none",
         "enable.idempotence": False,
-        "queue.buffering.max.messages": max(100_000, args.inflight),
+        "queue.buffering.max.messages": max(100_000, inflight),
         "message.timeout.ms": 60_000,
     })
     payload = os.urandom(args.size)
@@ -71,7 +75,7 @@ def run(args) -> dict:
         sys.exit("warm-up message not delivered within 30 s: is the broker running?")
 
     start = time.perf_counter()
-    for i in range(args.count):
+    for i in range(count):
         sent_ns = time.perf_counter_ns()
         while True:
             try:
@@ -83,7 +87,7 @@ def run(args) -> dict:
         # Bound the in-flight window so the latency measured is the broker's, not queueing
         # inside librdkafka behind an unbounded backlog.
         producer.poll(0)
-        while i + 1 - len(latencies_ms) - len(errors) > args.inflight:
+        while i + 1 - len(latencies_ms) - len(errors) > inflight:
             producer.poll(0.001)
     remaining = producer.flush(120)
     elapsed = time.perf_counter() - start
@@ -112,23 +116,41 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="message value size in bytes")
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--acks", default="all", choices=["0", "1", "all", "-1"])
-    parser.add_argument("--linger-ms", type=int, default=1)
+    parser.add_argument("--linger-ms", type=int, default=1,
+                        help="throughput scenario's linger.ms (the latency scenario uses 0)")
     parser.add_argument("--inflight", type=int, default=10_000,
-                        help="max messages produced but not yet acknowledged")
+                        help="throughput scenario: max messages produced but not acknowledged")
+    parser.add_argument("--latency-count", type=int, default=5_000,
+                        help="latency scenario: messages sent one at a time")
+    parser.add_argument("--mode", default="both", choices=["both", "throughput", "latency"])
     args = parser.parse_args()
 
-    r = run(args)
+    scenarios = []
+    if args.mode in ("both", "throughput"):
+        scenarios.append(("throughput", args.count, args.inflight, args.linger_ms))
+    if args.mode in ("both", "latency"):
+        scenarios.append(("latency", args.latency_count, 1, 0))
+    results = [(name, inflight, linger, run(args, count, inflight, linger))
+               for name, count, inflight, linger in scenarios]
+
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"Machine: {machine_summary()}")
     print(f"Command: `{command}`")
-    print(f"Client: confluent-kafka, acks={args.acks}, linger.ms={args.linger_ms}, "
-          f"max in flight {args.inflight}, compression none\n")
-    print("| messages | size (B) | msgs/s | MB/s | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {r['delivered']} | {args.size} | {r['msgs_per_s']:,.0f} | {r['mb_per_s']:.1f} "
-          f"| {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['max']:.2f} |")
-    if r["errors"]:
-        print(f"\n{r['errors']} delivery errors, first: {r['first_error']}")
+    print(f"Client: confluent-kafka {confluent_kafka.__version__} (librdkafka "
+          f"{confluent_kafka.libversion()[0]}), acks={args.acks}, compression none, "
+          f"{args.size}-byte values\n")
+    print("| scenario | in flight | linger.ms | messages | msgs/s | MB/s | p50 (ms) | p99 (ms) "
+          "| p99.9 (ms) | max (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    failed = False
+    for name, inflight, linger, r in results:
+        print(f"| {name} | {inflight} | {linger} | {r['delivered']} | {r['msgs_per_s']:,.0f} "
+              f"| {r['mb_per_s']:.1f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} "
+              f"| {r['max']:.2f} |")
+        if r["errors"]:
+            print(f"\n{name}: {r['errors']} delivery errors, first: {r['first_error']}")
+            failed = True
+    if failed:
         sys.exit(1)
 
 

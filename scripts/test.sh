@@ -2,18 +2,21 @@
 # Runs every test of corelog: Rust unit and integration tests, then the Python client suite
 # against the release binary. Needs only the Rust toolchain, Python 3.11 and apt; installs the
 # rest (a virtualenv with pinned Kafka clients in .venv, and kcat from Debian).
+# A failing Rust test does not stop the Python suite: every suite runs, and the script exits
+# non-zero at the end if any failed. A failed build or install stops at once.
 # Extra arguments are passed to pytest, e.g. `scripts/test.sh -k kcat`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 section() { printf '\n==== %s ====\n' "$*"; }
+failed=()
 
 section "cargo build --release"
 cargo build --release
 
 section "cargo test --release"
-cargo test --release
+cargo test --release --no-fail-fast || failed+=("cargo test")
 
 section "Python environment (.venv)"
 python_bin="$(command -v python3.11 || command -v python3)"
@@ -30,7 +33,15 @@ if ! command -v kcat >/dev/null 2>&1; then
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq kcat
 fi
-kcat -V | head -n 1
+kcat -V 2>&1 | sed -n 1p
 
 section "pytest tests/python"
-CORELOG_BIN="$PWD/target/release/corelog" .venv/bin/python -m pytest tests/python "$@"
+CORELOG_BIN="$PWD/target/release/corelog" .venv/bin/python -m pytest tests/python "$@" \
+    || failed+=("pytest tests/python")
+
+section "summary"
+if (( ${#failed[@]} )); then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all test suites passed"

@@ -27,7 +27,7 @@ def pytest_sessionstart(session):
 
 @pytest.fixture
 def broker_factory(request, tmp_path):
-    """Start brokers with extra command-line flags; all are stopped (SIGTERM, exit 0) at teardown."""
+    """Start brokers with extra flags; each is stopped at teardown (SIGTERM, must exit 0)."""
     brokers: list[Broker] = []
     request.node.stash[_brokers_key] = brokers
 

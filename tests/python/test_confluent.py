@@ -258,3 +258,34 @@ def test_log_append_time_topic_stamps_broker_time(broker, topic):
     for r in records:
         assert r.timestamp_type == 1, "LogAppendTime expected"
         assert before_ms - 1000 <= r.timestamp_ms <= after_ms + 1000, r.timestamp_ms
+
+
+def test_fetch_returns_first_batch_larger_than_fetch_limits(broker, topic):
+    """A record larger than fetch.max.bytes and the partition limit is still delivered."""
+    value = os.urandom(100_000)
+    produce_all(broker.bootstrap, topic, [dict(value=value), dict(value=b"small")],
+                **{"compression.type": "none"})
+    records = ck_consume(broker.bootstrap, topic, 2, **{
+        "message.max.bytes": 1000, "fetch.max.bytes": 1024,
+        "max.partition.fetch.bytes": 1024})
+    assert [r.value for r in records] == [value, b"small"]
+
+
+def test_long_poll_fetch_is_woken_by_append(broker, topic):
+    """A fetch parked for up to 8 s returns soon after a record is appended."""
+    produce_all(broker.bootstrap, topic, [dict(value=b"first")])
+    consumer = ck_consumer(broker.bootstrap, **{"fetch.wait.max.ms": 8_000})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        ck_poll_records(consumer, 1)
+        # The consumer is now parked in a fetch at offset 1 that may wait 8 s.
+        producer = ck_producer(broker.bootstrap)
+        producer.produce(topic, value=b"second")
+        ck_flush(producer)
+        acked = time.monotonic()
+        [record] = ck_poll_records(consumer, 1, timeout_s=15)
+        waited_s = time.monotonic() - acked
+    finally:
+        consumer.close()
+    assert record.value == b"second"
+    assert waited_s < 4.0, f"arrived after {waited_s:.1f} s: the parked fetch was not woken"

@@ -6,8 +6,8 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
-import pytest
 
 from corelog_broker import Broker, api_versions_v0, corelog_bin, free_port
 
@@ -91,3 +91,26 @@ def test_unusable_data_dir_exits_non_zero_with_message(tmp_path):
     run_expecting_failure(["serve", "--data-dir", str(blocker / "data"), "--listen",
                            f"127.0.0.1:{free_port()}", "--shards", "1", "--node-id", "0"],
                           tmp_path)
+
+
+def test_sigterm_does_not_wait_for_parked_fetches(broker):
+    """SIGTERM exits promptly even while a consumer's fetch is parked for up to 30 s."""
+    from confluent_kafka import TopicPartition
+
+    from clients import DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer
+    producer = ck_producer(broker.bootstrap)
+    log = DeliveryLog()
+    producer.produce("parked", value=b"x", on_delivery=log)
+    ck_flush(producer)
+    log.check(1)
+    consumer = ck_consumer(broker.bootstrap, **{"fetch.wait.max.ms": 30_000})
+    try:
+        consumer.assign([TopicPartition("parked", 0, 0)])
+        ck_poll_records(consumer, 1)  # The next fetch, at the end of the log, parks.
+        started = time.monotonic()
+        code = broker.stop(signal.SIGTERM, timeout_s=40)
+        took_s = time.monotonic() - started
+    finally:
+        consumer.close()
+    assert code == 0, broker.stderr_text()
+    assert took_s < 5.0, f"shutdown took {took_s:.1f} s: it waited for the parked fetch"
