@@ -832,3 +832,66 @@ fn auto_create_disabled_leaves_unknown_topics_unknown() {
         "Metadata after the produce"
     );
 }
+
+/// A Fetch parked on four partitions spread over both shards is woken by a produce to any one
+/// of them, whichever shard owns it relative to the connection's own shard.
+#[test]
+fn fetch_long_poll_over_both_shards_wakes_on_any_partition() {
+    let broker = Broker::start(2, &[]);
+    create_topic(broker.port, "spread", 4);
+    let mut fetcher = RawConn::connect(broker.port);
+    let mut producer = RawConn::connect(broker.port);
+    for partition in 0..4 {
+        let fetch_partitions = (0..4)
+            .map(|index| {
+                let offset = if index == partition {
+                    0
+                } else {
+                    i64::from(index < partition)
+                };
+                kafka_protocol::messages::fetch_request::FetchPartition::default()
+                    .with_partition(index)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect();
+        let topic = kafka_protocol::messages::fetch_request::FetchTopic::default()
+            .with_topic(topic_name("spread"))
+            .with_partitions(fetch_partitions);
+        let request = kafka_protocol::messages::FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(5000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![topic]);
+        let correlation_id = fetcher.send_request(&request, FETCH_VERSION).unwrap();
+        let sent_at = Instant::now();
+        // Not synchronisation: gives the fetch time to park, so a wake-up is what is measured.
+        std::thread::sleep(Duration::from_millis(300));
+        let batch = record_batch(&[b"wake"], 1, Compression::None);
+        assert_eq!(produce(&mut producer, "spread", partition, batch), (0, 0));
+        let response = fetcher
+            .recv_response::<kafka_protocol::messages::FetchRequest>(correlation_id, 12)
+            .expect("fetch response");
+        let elapsed = sent_at.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(3000),
+            "partition {partition}: {elapsed:?}"
+        );
+        let with_data: Vec<i32> = response.responses[0]
+            .partitions
+            .iter()
+            .filter(|data| {
+                data.records
+                    .as_ref()
+                    .is_some_and(|records| !records.is_empty())
+            })
+            .map(|data| data.partition_index)
+            .collect();
+        assert_eq!(
+            with_data,
+            vec![partition],
+            "only the produced partition has data"
+        );
+    }
+}

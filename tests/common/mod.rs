@@ -167,15 +167,16 @@ impl Broker {
 
     /// Sends SIGTERM and returns the exit status, failing if the broker does not exit in time.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal_and_wait(libc::SIGTERM)
+    }
+
+    /// Sends `signal` and returns the exit status, failing if the broker does not exit in time.
+    pub fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
         let pid = self.pid();
         // SAFETY: kill(2) on a child we spawned and have not reaped, so the pid is ours.
-        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(
-            result,
-            0,
-            "kill(SIGTERM) failed: {}",
-            io::Error::last_os_error()
-        );
+        let result = unsafe { libc::kill(pid, signal) };
+        let error = io::Error::last_os_error();
+        assert_eq!(result, 0, "kill({pid}, {signal}) failed: {error}");
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
@@ -185,7 +186,7 @@ impl Broker {
             if Instant::now() > deadline {
                 self.kill();
                 self.fail(&format!(
-                    "broker did not exit within {STOP_TIMEOUT:?} of SIGTERM"
+                    "no exit within {STOP_TIMEOUT:?} of signal {signal}"
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
