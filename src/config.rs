@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Address the Kafka listener binds [default: 127.0.0.1:9092].
     #[arg(long, env = "CORELOG_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of the admin HTTP listener (/metrics), or "off" [default: 127.0.0.1:9644].
+    #[arg(long, env = "CORELOG_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// host:port clients are told to connect to [default: the listen address].
     #[arg(long, env = "CORELOG_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
@@ -79,6 +82,7 @@ pub struct ServeArgs {
 pub struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    admin_listen: Option<String>,
     advertised_listener: Option<String>,
     shards: Option<usize>,
     node_id: Option<i32>,
@@ -111,6 +115,8 @@ pub struct TopicDefaults {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// None when the admin listener is off.
+    pub admin_listen: Option<SocketAddr>,
     pub advertised_host: String,
     pub advertised_port: i32,
     pub shards: usize,
@@ -142,6 +148,17 @@ impl Config {
             None => (listen.ip().to_string(), i32::from(listen.port())),
         };
         let shards = pick(args.shards, file.shards, usable_cores());
+        let admin = pick(
+            args.admin_listen.clone(),
+            file.admin_listen,
+            "127.0.0.1:9644".into(),
+        );
+        let admin_listen = match admin.as_str() {
+            "off" => None,
+            text => Some(text.parse().with_context(|| {
+                format!("--admin-listen {text:?} is neither host:port nor \"off\"")
+            })?),
+        };
         let defaults = TopicDefaults {
             segment_bytes: pick(args.segment_bytes, file.segment_bytes, 1 << 30),
             segment_ms: pick(args.segment_ms, file.segment_ms, 7 * 24 * 3_600_000),
@@ -160,6 +177,7 @@ impl Config {
                 PathBuf::from("./data"),
             ),
             listen,
+            admin_listen,
             advertised_host,
             advertised_port,
             shards,

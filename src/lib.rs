@@ -6,6 +6,7 @@
 pub mod config;
 pub mod limits;
 pub mod metadata;
+pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod serve;

@@ -14,6 +14,7 @@ use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::{dispatch, Response};
 use crate::limits;
+use crate::metrics;
 use crate::runtime::{self, local_channel, JoinHandle, TcpStream};
 use crate::shard::Shard;
 use crate::sync::Latch;
@@ -30,7 +31,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     let closing = Rc::new(Latch::default());
     let writer_task = runtime::spawn_joinable(
         shard.queues.requests,
-        write_responses(writer, responses, closing.clone()),
+        write_responses(shard.clone(), writer, responses, closing.clone()),
     );
     if let Some(reason) = read_requests(shard, reader, queue, &closing).await {
         tracing::warn!(%peer, "closing connection: {reason}");
@@ -56,6 +57,7 @@ async fn read_requests(
             Either::Left((Ok(None), _)) | Either::Right(_) => return None,
             Either::Left((Err(reason), _)) => return Some(reason),
         };
+        metrics::add(&shard.metrics.bytes_received, 4 + frame.len() as u64);
         let request = match dispatch::decode(frame) {
             Ok(request) => request,
             Err(reason) => return Some(reason),
@@ -73,17 +75,19 @@ async fn read_requests(
 
 /// Awaits each request's handler in order and writes its response.
 async fn write_responses(
+    shard: Rc<Shard>,
     mut writer: WriteHalf<TcpStream>,
     responses: local_channel::LocalReceiver<JoinHandle<Response>>,
     closing: Rc<Latch>,
 ) -> Option<String> {
-    let result = write_in_order(&mut writer, responses).await;
+    let result = write_in_order(&shard, &mut writer, responses).await;
     closing.raise();
     let _ = writer.close().await;
     result
 }
 
 async fn write_in_order(
+    shard: &Shard,
     writer: &mut WriteHalf<TcpStream>,
     responses: local_channel::LocalReceiver<JoinHandle<Response>>,
 ) -> Option<String> {
@@ -95,6 +99,8 @@ async fn write_in_order(
             Some(Response::Close(reason)) => return Some(reason),
             None => return Some("request handler was cancelled".into()),
         };
+        let response_bytes: usize = chunks.iter().map(Bytes::len).sum();
+        metrics::add(&shard.metrics.bytes_sent, response_bytes as u64);
         for chunk in chunks {
             if out.len() + chunk.len() <= out.capacity().max(limits::SOCKET_WRITE_COALESCE_BYTES) {
                 out.extend_from_slice(&chunk);

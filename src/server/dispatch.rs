@@ -3,6 +3,7 @@
 //! the response body (Fetch returns scatter-gather chunks, Produce with acks=0 nothing).
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
@@ -25,8 +26,16 @@ pub fn decode(frame: Bytes) -> Result<DecodedRequest, String> {
     protocol::decode_request(frame).map_err(|error| error.to_string())
 }
 
-/// Runs the handler for `request` and encodes its response.
+/// Runs the handler for `request`, encodes its response, and counts it.
 pub async fn handle(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
+    let started = Instant::now();
+    let api_key = request.header.request_api_key;
+    let response = run(shard, request).await;
+    shard.metrics.request_done(api_key, started.elapsed());
+    response
+}
+
+async fn run(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
     let ctx = context(shard, &request.header);
     let body = match request.body {
         RequestBody::Decoded(body) => body,

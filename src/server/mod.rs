@@ -4,6 +4,7 @@
 //! connections); a connection lives on the shard that accepted it. Requests on a connection
 //! are handled concurrently, and their responses are written back in request order.
 
+pub mod admin;
 mod connection;
 pub mod dispatch;
 pub mod handlers;
@@ -11,6 +12,7 @@ pub mod handlers;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::metrics;
 use crate::runtime::{self, TcpListener};
 use crate::shard::Shard;
 use futures::future::{select, Either};
@@ -40,9 +42,13 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Either::Left((Ok(stream), _)) => {
                 let shard = shard.clone();
                 shard.connections.opened();
+                metrics::add(&shard.metrics.connections_accepted, 1);
+                metrics::add(&shard.metrics.connections_open, 1);
                 runtime::spawn_into(shard.queues.requests, async move {
                     connection::serve(&shard, stream).await;
                     shard.connections.closed();
+                    let open = &shard.metrics.connections_open;
+                    open.set(open.get().saturating_sub(1));
                 });
             }
             Either::Left((Err(error), _)) => {

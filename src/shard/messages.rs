@@ -27,6 +27,8 @@ pub enum ShardRequest {
     DeleteTopics(Vec<TopicRef>, Reply<Vec<TopicResult>>),
     /// Apply metadata records to this shard's table, opening and closing partition logs.
     Apply(ApplyInput, Reply<Result<(), String>>),
+    /// This shard's metrics, for `/metrics`.
+    Metrics(Reply<crate::metrics::MetricsSnapshot>),
     /// Start the Kafka listener; the reply says whether it could bind.
     StartServing(Reply<Result<(), String>>),
 }

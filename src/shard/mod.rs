@@ -24,6 +24,7 @@ use futures::StreamExt;
 use kafka_protocol::ResponseError;
 
 use crate::config::Config;
+use crate::metrics::{MetricsSnapshot, PartitionSnapshot, ShardMetrics};
 use crate::runtime::{self, Latency, Mesh, MeshSenders, TaskQueueHandle};
 use crate::storage::{self, BatchCache, Log};
 use crate::sync::{Latch, Notify};
@@ -58,6 +59,7 @@ pub struct Shard {
     pub queues: Queues,
     pub shutdown: Rc<Latch>,
     pub connections: ConnectionCount,
+    pub metrics: ShardMetrics,
     table: RefCell<ShardTable>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     cache: Rc<BatchCache>,
@@ -115,6 +117,7 @@ pub async fn run(
         id: senders.peer_id(),
         count: config.shards,
         table: RefCell::new(ShardTable::new(config.topic_defaults.clone())),
+        metrics: ShardMetrics::new(config.shards),
         cache: BatchCache::new(config.batch_cache_bytes),
         config,
         queues,
@@ -198,6 +201,7 @@ impl Shard {
             };
             result.map_err(|e| anyhow::anyhow!("shard {shard} cannot listen: {e}"))?;
         }
+        crate::server::admin::start(self.clone());
         tracing::info!(
             listen = %self.config.listen,
             shards = self.count,
@@ -236,6 +240,7 @@ impl Shard {
         make: impl FnOnce(Reply<T>) -> ShardRequest,
     ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
+        self.metrics.sent_to_shard(shard);
         self.senders.send_to(shard, make(tx)).await.ok()?;
         rx.await.ok()
     }
@@ -261,10 +266,47 @@ impl Shard {
                 drop(reply.send(self.delete_topics(topics).await))
             }
             ShardRequest::Apply(input, reply) => drop(reply.send(self.apply_local(input).await)),
+            ShardRequest::Metrics(reply) => drop(reply.send(self.metrics_snapshot())),
             ShardRequest::StartServing(reply) => {
                 drop(reply.send(crate::server::start_listener(self.clone())))
             }
         }
+    }
+
+    /// This shard's counters, with its cache and partitions, for `/metrics`.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let mut snapshot = self.metrics.snapshot(self.id);
+        let (hits, misses, bytes) = self.cache.stats();
+        snapshot.cache_hits = hits;
+        snapshot.cache_misses = misses;
+        snapshot.cache_bytes = bytes as u64;
+        for (tp, partition) in self.partitions.borrow().iter() {
+            let counters = partition.metrics();
+            let log = partition.log();
+            snapshot.partitions.push(PartitionSnapshot {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                produced_bytes: counters.produced_bytes.get(),
+                produced_records: counters.produced_records.get(),
+                fetched_bytes: counters.fetched_bytes.get(),
+                high_watermark: log.high_watermark(),
+                log_start_offset: log.log_start_offset(),
+                size_bytes: log.size_bytes(),
+            });
+        }
+        snapshot
+    }
+
+    /// Every shard's metrics snapshot, this one's first.
+    pub async fn gather_metrics(self: &Rc<Self>) -> Vec<MetricsSnapshot> {
+        let mut snapshots = vec![self.metrics_snapshot()];
+        for shard in (0..self.count).filter(|s| *s != self.id) {
+            if let Some(snapshot) = self.call(shard, ShardRequest::Metrics).await {
+                snapshots.push(snapshot);
+            }
+        }
+        snapshots.sort_by_key(|s| s.shard);
+        snapshots
     }
 
     pub fn table(&self) -> std::cell::Ref<'_, ShardTable> {
@@ -608,8 +650,12 @@ impl Shard {
                 wake.await;
                 continue;
             }
+            let metrics = &self.metrics;
             let flushes = round.iter().map(|partition| async move {
-                partition.flushed(partition.log().flush().await);
+                let started = Instant::now();
+                let result = partition.log().flush().await;
+                metrics.flush_done(started.elapsed(), result.is_ok());
+                partition.flushed(result);
             });
             futures::future::join_all(flushes).await;
         }

@@ -15,6 +15,7 @@ use super::messages::{FetchOutput, ListOffsetsOutput, ProduceOutput};
 use super::table::TopicEntry;
 use crate::metadata::now_ms;
 use crate::metadata::topic_config::TimestampType;
+use crate::metrics::{self, PartitionMetrics};
 use crate::protocol::record_batch::{self, BatchSummary};
 use crate::storage::{Log, StorageError};
 use crate::sync::Notify;
@@ -36,6 +37,7 @@ pub struct Partition {
     durable: Notify,
     /// Set after a failed write or sync: nothing more is acknowledged from this partition.
     failed: Cell<bool>,
+    metrics: PartitionMetrics,
 }
 
 impl Partition {
@@ -46,7 +48,12 @@ impl Partition {
             log,
             durable: Notify::new(),
             failed: Cell::new(false),
+            metrics: PartitionMetrics::default(),
         }
+    }
+
+    pub fn metrics(&self) -> &PartitionMetrics {
+        &self.metrics
     }
 
     pub fn log(&self) -> &Rc<Log> {
@@ -101,11 +108,15 @@ impl Partition {
         // replication will later use as the Raft term).
         record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH);
         match self.log.append(batch, &summary, log_append_time) {
-            Ok(result) => Ok(Staged {
-                base_offset: result.base_offset,
-                last_offset: result.last_offset,
-                log_append_time_ms: log_append_time.unwrap_or(-1),
-            }),
+            Ok(result) => {
+                metrics::add(&self.metrics.produced_bytes, summary.batch_bytes as u64);
+                metrics::add(&self.metrics.produced_records, summary.record_count as u64);
+                Ok(Staged {
+                    base_offset: result.base_offset,
+                    last_offset: result.last_offset,
+                    log_append_time_ms: log_append_time.unwrap_or(-1),
+                })
+            }
             Err(error) => Err(self.storage_error(error)),
         }
     }
@@ -177,7 +188,11 @@ impl Partition {
             records: Vec::new(),
         };
         match self.log.read(offset, max_bytes).await {
-            Ok(records) => output.records = records,
+            Ok(records) => {
+                let bytes: usize = records.iter().map(Bytes::len).sum();
+                metrics::add(&self.metrics.fetched_bytes, bytes as u64);
+                output.records = records;
+            }
             Err(StorageError::OffsetOutOfRange { .. }) => {
                 output.error_code = ResponseError::OffsetOutOfRange.code()
             }

@@ -133,6 +133,8 @@ impl Broker {
             .arg("serve")
             .args(["--data-dir", data_dir.to_str().unwrap()])
             .args(["--listen", &listen, "--node-id", "0"])
+            // An ephemeral admin port, so that brokers of parallel tests never collide.
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

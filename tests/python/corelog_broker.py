@@ -102,6 +102,8 @@ class Broker:
             "--listen", self.bootstrap,
             "--shards", str(self.shards),
             "--node-id", "0",
+            # An ephemeral admin port, so that brokers of parallel tests never collide.
+            "--admin-listen", "127.0.0.1:0",
             *self.extra_args,
         ]
 
