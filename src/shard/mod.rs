@@ -104,9 +104,16 @@ pub async fn run(
     let shutdown = Rc::new(Latch::default());
     runtime::spawn_local(watch_signals(shutdown.clone(), signals.clone())).detach();
     tracing::debug!(shard = senders.peer_id(), "joined the shard mesh");
-    storage::prime_device(&config.data_dir)
+    let primed = storage::prime_device(&config.data_dir)
         .await
-        .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;
+        .with_context(|| format!("cannot use data directory {}", config.data_dir.display()));
+    if let Err(error) = primed {
+        // Without this shard nothing can start: stop the others, and count this shard as
+        // drained so that their shutdown does not wait for it.
+        signals.shutdown.store(true, Ordering::SeqCst);
+        signals.drained.fetch_add(1, Ordering::SeqCst);
+        return Err(error);
+    }
     tracing::debug!(shard = senders.peer_id(), "data device primed");
     let queues = Queues {
         requests: runtime::task_queue("requests", 1000, Latency::Matters(Duration::from_millis(1))),
