@@ -4,6 +4,12 @@
 //! (`tail`) in memory and rewrites it, extended, on the next write. The file therefore ends
 //! with zero padding up to the block boundary; recovery treats trailing zeros after the last
 //! batch as normal. Invariant: `tail` equals the file bytes from `align_down(size)` to `size`.
+//!
+//! Pre-writing: `fdatasync` after writing into blocks the file never had (or only had
+//! fallocated) must also commit the file's new size and extents through the ext4 journal,
+//! which costs several times a plain data sync. So after a flush the appender keeps a region
+//! ahead of the log end already written with zeros and synced (`prepared`); appends then only
+//! overwrite blocks that exist. Recovery and `trim_and_sync` cut the zeros off.
 
 use std::io;
 
@@ -14,12 +20,24 @@ use crate::storage::file::SegmentFile;
 
 const ALIGNMENT: u64 = DIO_ALIGNMENT_BYTES as u64;
 
+/// Pre-written space kept ahead of the log end (see the module documentation).
+const PREPARE_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Pre-writing starts again when less than this is left.
+const PREPARE_LOW_BYTES: u64 = 2 * 1024 * 1024;
+
+const _: () = assert!(PREPARE_LOW_BYTES < PREPARE_AHEAD_BYTES);
+const _: () = assert!(PREPARE_AHEAD_BYTES % ALIGNMENT == 0);
+
 /// Writes batches at the end of one segment file. Per-shard: lives on the shard's core.
 pub struct Appender {
     file: SegmentFile,
     base_offset: i64,
     size: u64,
     tail: Vec<u8>,
+    /// The file's first `prepared` bytes exist on disk (data or zeros) with their metadata
+    /// synced, so overwriting them needs no journal commit.
+    prepared: u64,
 }
 
 impl Appender {
@@ -38,11 +56,14 @@ impl Appender {
                 "segment tail block short",
             ));
         }
+        let file_bytes = file.size().await?;
+        let prepared = file_bytes - file_bytes % ALIGNMENT;
         Ok(Appender {
             file,
             base_offset,
             size,
             tail,
+            prepared,
         })
     }
 
@@ -80,8 +101,33 @@ impl Appender {
         Ok(())
     }
 
-    pub async fn sync(&self) -> io::Result<()> {
-        self.file.fdatasync().await
+    pub async fn sync(&mut self) -> io::Result<()> {
+        self.file.fdatasync().await?;
+        self.prepared = self.prepared.max(self.size.next_multiple_of(ALIGNMENT));
+        Ok(())
+    }
+
+    /// If fewer than `PREPARE_LOW_BYTES` of pre-written space are left after the log end,
+    /// writes zeros up to `PREPARE_AHEAD_BYTES` past it (never past `limit`, the size at which
+    /// the segment rolls) and syncs them.
+    pub async fn prepare_ahead(&mut self, limit: u64) -> io::Result<()> {
+        let end = self.size.next_multiple_of(ALIGNMENT);
+        let limit = limit.next_multiple_of(ALIGNMENT);
+        let start = self.prepared.max(end);
+        if start >= end + PREPARE_LOW_BYTES || start >= limit {
+            return Ok(());
+        }
+        let target = (end + PREPARE_AHEAD_BYTES).min(limit);
+        let zeros = vec![0u8; STORAGE_WRITE_BYTES_MAX];
+        let mut position = start;
+        while position < target {
+            let length = ((target - position) as usize).min(STORAGE_WRITE_BYTES_MAX);
+            self.file.write_aligned(position, &zeros[..length]).await?;
+            position += length as u64;
+        }
+        self.file.fdatasync().await?;
+        self.prepared = target;
+        Ok(())
     }
 
     /// Cuts the zero padding so a closed segment's file size equals its log size.

@@ -241,8 +241,18 @@ impl Log {
             tracing::error!(dir = %self.dir.display(), %error, "log flush failed; log fenced");
             return Err(error);
         }
+        let (high_watermark, segment_bytes) = self.publish(&staged);
+        // After the high watermark moved, so that no acknowledgement waits for it; the next
+        // flush waits on the io lock instead.
+        self.prepare_ahead(segment_bytes).await;
+        Ok(high_watermark)
+    }
+
+    /// Moves flushed batches from staged into the cache and advances the high watermark.
+    /// Returns the new high watermark and the segment size (for pre-writing).
+    fn publish(&self, flushed: &[Staged]) -> (i64, u64) {
         let mut state = self.state.borrow_mut();
-        for batch in &staged {
+        for batch in flushed {
             let popped = state
                 .staged
                 .pop_front()
@@ -256,8 +266,22 @@ impl Log {
                 batch.bytes.clone(),
             );
         }
-        state.high_watermark = staged.last().expect("not empty").meta.last_offset + 1;
-        Ok(state.high_watermark)
+        state.high_watermark = flushed.last().expect("not empty").meta.last_offset + 1;
+        (state.high_watermark, state.config.segment_bytes)
+    }
+
+    /// Keeps pre-written space ahead of the active segment's end. A failure here only costs
+    /// speed (the next sync commits the extension), so it is logged, not fatal.
+    async fn prepare_ahead(&self, segment_bytes: u64) {
+        let mut appender = self
+            .appender
+            .borrow_mut()
+            .take()
+            .expect("appender held by io_lock");
+        if let Err(error) = appender.prepare_ahead(segment_bytes).await {
+            tracing::warn!(dir = %self.dir.display(), %error, "pre-writing the segment failed");
+        }
+        *self.appender.borrow_mut() = Some(appender);
     }
 
     /// Writes `staged` in order, rolling segments when the next batch does not fit, then

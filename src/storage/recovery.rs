@@ -10,7 +10,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::limits::{DIO_ALIGNMENT_BYTES, INDEX_FILE_BYTES_MAX, STORAGE_READ_BYTES_MAX};
+use crate::limits::{INDEX_FILE_BYTES_MAX, STORAGE_READ_BYTES_MAX};
 use crate::protocol::record_batch;
 use crate::storage::file::SegmentFile;
 use crate::storage::index;
@@ -116,6 +116,9 @@ async fn load_indexes(
     Ok(Some((offsets, times)))
 }
 
+/// Largest zero tail recovery reads to tell pre-written space from a damaged tail.
+const PREPARED_ZEROS_CHECK_BYTES: u64 = 16 * 1024 * 1024;
+
 async fn report_dropped_tail(
     file: &SegmentFile,
     path: &Path,
@@ -124,7 +127,8 @@ async fn report_dropped_tail(
     reason: &str,
 ) -> Result<(), StorageError> {
     let dropped = file_bytes - position;
-    if dropped < DIO_ALIGNMENT_BYTES as u64 {
+    // Block padding and the pre-written region (see `appender`) are zeros: not a loss.
+    if dropped <= PREPARED_ZEROS_CHECK_BYTES {
         let rest = file.read(position, dropped as usize).await?;
         if rest.iter().all(|byte| *byte == 0) {
             return Ok(());

@@ -185,6 +185,27 @@ fn reopen_after_crash_keeps_flushed_batches() {
     });
 }
 
+/// A flush leaves zeros pre-written ahead of the log end (up to the roll size), and a crash
+/// with them in place recovers exactly the flushed batches and cuts the zeros off.
+#[test]
+fn flush_pre_writes_ahead_and_recovery_cuts_the_zeros() {
+    run(|dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        let stored = fill(&log, 5, 500).await;
+        let path = last_log_file(&dir);
+        let logical: u64 = stored.iter().map(|b| b.len() as u64).sum();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+        drop(log);
+        let log = open(&dir, config(1 << 20)).await;
+        assert_eq!(log.high_watermark(), 15);
+        assert_eq!(log.read(0, 1 << 20).await.unwrap(), stored);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), logical);
+        fill(&log, 1, 10).await;
+        assert_eq!(log.high_watermark(), 18);
+        log.close().await.unwrap();
+    });
+}
+
 fn last_log_file(dir: &Path) -> PathBuf {
     dir.join(segment_files(dir).last().unwrap())
 }
