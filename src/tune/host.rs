@@ -92,10 +92,12 @@ impl Host for RealHost {
     }
 
     fn write(&self, path: &str, value: &str) -> io::Result<()> {
-        // sysfs takes one write(2) per value; open without truncation games, write once.
+        // sysfs and procfs take one write(2) per value, as `echo value > file` does it; the
+        // truncation matters only for the plain files of a fabricated tree.
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
+            .truncate(true)
             .open(self.at(path))?;
         file.write_all(value.as_bytes())
     }
