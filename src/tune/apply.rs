@@ -31,7 +31,9 @@ impl Action {
     pub fn target(&self) -> String {
         match self {
             Action::Write { path, .. } => path.clone(),
-            Action::RaiseSoftLimit { resource, .. } => format!("{resource:?} soft limit"),
+            Action::RaiseSoftLimit { resource, .. } => {
+                format!("{} soft limit", resource.kernel_name())
+            }
         }
     }
 
@@ -72,10 +74,10 @@ pub fn plan(findings: &[Finding]) -> Vec<Action> {
                     value: value.clone(),
                 }));
             }
-            Some(Fix::RaiseSoftLimit { which, soft, .. }) => {
+            Some(Fix::RaiseSoftLimit { resource, soft }) => {
                 actions.push(Action::RaiseSoftLimit {
                     check: finding.name,
-                    resource: *which,
+                    resource: *resource,
                     soft: *soft,
                 });
             }

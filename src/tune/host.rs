@@ -8,12 +8,24 @@ use std::io;
 use std::path::PathBuf;
 
 /// A per-process resource limit the checks look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum Resource {
     /// RLIMIT_MEMLOCK, in bytes.
+    #[serde(rename = "RLIMIT_MEMLOCK")]
     LockedMemory,
     /// RLIMIT_NOFILE, in descriptors.
+    #[serde(rename = "RLIMIT_NOFILE")]
     OpenFiles,
+}
+
+impl Resource {
+    /// The kernel's name, as getrlimit(2) spells it.
+    pub fn kernel_name(self) -> &'static str {
+        match self {
+            Resource::LockedMemory => "RLIMIT_MEMLOCK",
+            Resource::OpenFiles => "RLIMIT_NOFILE",
+        }
+    }
 }
 
 /// A soft and a hard limit; `None` stands for unlimited (RLIM_INFINITY).

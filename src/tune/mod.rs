@@ -45,9 +45,7 @@ pub enum Fix {
     Write { paths: Vec<String>, value: String },
     /// Raise the soft limit of the running process (`None`: unlimited).
     RaiseSoftLimit {
-        resource: String,
-        #[serde(skip)]
-        which: Resource,
+        resource: Resource,
         soft: Option<u64>,
     },
 }

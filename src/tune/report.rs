@@ -136,3 +136,48 @@ pub fn outcome_line(action: &Action, outcome: &Outcome) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{inspect_all, test_context, FakeHost, Resource};
+    use super::*;
+
+    fn findings() -> Vec<Finding> {
+        let host = FakeHost::new()
+            .file("/proc/self/status", "CapEff:\t0\n")
+            .file("/proc/sys/vm/swappiness", "60\n")
+            .limit(Resource::LockedMemory, Some(64 * 1024), Some(64 * 1024))
+            .limit(Resource::OpenFiles, Some(1 << 20), Some(1 << 20));
+        inspect_all(&host, &test_context(2, 2))
+    }
+
+    /// The table names the exit status, explains non-ok findings and keeps wrapped lines
+    /// within the line width.
+    #[test]
+    fn text_report_explains_and_wraps() {
+        let text = check_text(&test_context(2, 2), &findings());
+        assert!(text.contains("BAD  locked_memory"), "{text}");
+        assert!(text.contains("WARN swappiness"), "{text}");
+        assert!(text.contains("1 bad; exit status 1"), "{text}");
+        for line in text.lines().filter(|line| line.starts_with("       ")) {
+            assert!(line.len() <= LINE_COLUMNS_MAX, "too long: {line}");
+        }
+    }
+
+    /// The JSON report carries the worst severity and every finding with its fix.
+    #[test]
+    fn json_report_has_worst_and_fixes() {
+        let json: serde_json::Value =
+            serde_json::from_str(&check_json(&test_context(2, 2), &findings())).unwrap();
+        assert_eq!(json["worst"], "bad");
+        assert_eq!(json["shard_cpus"], "0-1");
+        let swappiness = json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|check| check["name"] == "swappiness")
+            .unwrap();
+        assert_eq!(swappiness["fix"]["kind"], "write");
+        assert_eq!(swappiness["fix"]["value"], "1");
+    }
+}

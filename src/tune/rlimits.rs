@@ -91,7 +91,10 @@ impl Check for LockedMemory {
             show(limit.hard, 1024, " KiB")
         );
         if can_lock_freely(host) {
-            finding.current.push_str("; exempt (CAP_IPC_LOCK)");
+            // Judged for this process: a broker started as another user needs the limit.
+            finding
+                .current
+                .push_str("; this process is exempt (CAP_IPC_LOCK)");
             return finding;
         }
         if at_least(limit.soft, needed) {
@@ -100,8 +103,7 @@ impl Check for LockedMemory {
         finding.severity = Severity::Bad;
         if at_least(limit.hard, needed) {
             finding.fix = Some(Fix::RaiseSoftLimit {
-                resource: "RLIMIT_MEMLOCK".into(),
-                which: Resource::LockedMemory,
+                resource: Resource::LockedMemory,
                 soft: raise_to(limit, needed, true),
             });
         }
@@ -150,8 +152,7 @@ impl Check for OpenFiles {
         finding.severity = Severity::Warn;
         if limit.hard.is_none_or(|hard| hard > limit.soft.unwrap_or(0)) {
             finding.fix = Some(Fix::RaiseSoftLimit {
-                resource: "RLIMIT_NOFILE".into(),
-                which: Resource::OpenFiles,
+                resource: Resource::OpenFiles,
                 soft: raise_to(limit, needed, false),
             });
         }
