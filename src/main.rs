@@ -15,10 +15,14 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker.
     Serve(corelog::config::ServeArgs),
+    /// Check (and apply) host settings for a thread-per-core broker.
+    Tune(corelog::tune::TuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => corelog::serve::run(&args),
+        Command::Tune(args) => return corelog::tune::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
