@@ -81,3 +81,7 @@ const _: () = assert!(STORAGE_READ_BYTES_MAX % DIO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(STORAGE_WRITE_BYTES_MAX % DIO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(STORAGE_READ_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
 const _: () = assert!(STORAGE_BATCH_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
+
+/// Locked memory each shard's executor needs: glommio's I/O buffer (10 MiB by default) plus
+/// the io_uring rings. `serve` refuses to start with less, and `tune check` reports it.
+pub const LOCKED_MEMORY_BYTES_PER_SHARD: u64 = 16 * 1024 * 1024;

@@ -98,9 +98,6 @@ fn check_port_free(config: &Config) -> anyhow::Result<()> {
 /// How long a busy port is waited for at start.
 const PORT_WAIT: Duration = Duration::from_secs(5);
 
-/// Locked memory each executor needs: glommio's I/O buffer (10 MiB by default) plus rings.
-const LOCKED_BYTES_PER_SHARD: u64 = 16 * 1024 * 1024;
-
 /// glommio locks memory for io_uring; without enough it fails deep inside start-up with a bare
 /// OS error. Root (CAP_IPC_LOCK) is exempt from the limit.
 fn check_locked_memory(shards: usize) -> anyhow::Result<()> {
@@ -113,7 +110,7 @@ fn check_locked_memory(shards: usize) -> anyhow::Result<()> {
         libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit);
         (libc::geteuid(), limit.rlim_cur)
     };
-    let needed = LOCKED_BYTES_PER_SHARD * shards as u64;
+    let needed = limits::LOCKED_MEMORY_BYTES_PER_SHARD * shards as u64;
     if euid != 0 && limit != libc::RLIM_INFINITY && limit < needed {
         bail!(
             "too little locked memory for io_uring: the limit is {} KiB, {} shards need about \

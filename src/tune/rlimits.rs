@@ -8,8 +8,7 @@ use super::host::Rlimit;
 use super::{Check, Context, Finding, Fix, Host, Resource, Severity};
 
 /// Locked memory each executor needs: glommio's I/O buffer (10 MiB by default) plus rings.
-/// Mirrors `LOCKED_BYTES_PER_SHARD` in serve.rs, whose start-up check refuses less.
-const LOCKED_BYTES_PER_SHARD: u64 = 16 * 1024 * 1024;
+use crate::limits::LOCKED_MEMORY_BYTES_PER_SHARD as LOCKED_BYTES_PER_SHARD;
 /// Descriptors one shard may hold: connections plus three files per segment, with headroom.
 const OPEN_FILES_PER_SHARD: u64 = 16_384;
 /// The least open-file limit recommended however few shards run.
