@@ -1,36 +1,9 @@
 //! validate() (header checks + CRC-32C) of a 16 KiB uncompressed batch.
 
-use bytes::{Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+mod common;
 
-fn batch_16_kib() -> BytesMut {
-    let records: Vec<Record> = (0..16)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i,
-            key: None,
-            value: Some(Bytes::from(vec![b'x'; 1000])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf
-}
+use common::batch_16_kib;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn bench_validate(c: &mut Criterion) {
     let batch = batch_16_kib();
