@@ -45,24 +45,15 @@ pub fn start(shard: Rc<Shard>) {
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        let accepted = select(Box::pin(listener.accept()), Box::pin(shard.shutdown.wait())).await;
-        match accepted {
-            Either::Left((Ok(stream), _)) => {
-                let shard = shard.clone();
-                runtime::spawn_into(shard.queues.background, async move {
-                    if let Err(error) = serve(&shard, stream).await {
-                        tracing::debug!(%error, "admin connection failed");
-                    }
-                });
+    super::accept_until_shutdown(&shard, listener, "admin", |stream| {
+        let shard = shard.clone();
+        runtime::spawn_into(shard.queues.background, async move {
+            if let Err(error) = serve(&shard, stream).await {
+                tracing::debug!(%error, "admin connection failed");
             }
-            Either::Left((Err(error), _)) => {
-                tracing::warn!(%error, "admin accept failed");
-                runtime::sleep(Duration::from_millis(10)).await;
-            }
-            Either::Right(_) => return,
-        }
-    }
+        });
+    })
+    .await
 }
 
 async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {

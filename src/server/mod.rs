@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::metrics;
-use crate::runtime::{self, TcpListener};
+use crate::runtime::{self, TcpListener, TcpStream};
 use crate::shard::Shard;
 use futures::future::{select, Either};
 
@@ -35,28 +35,39 @@ pub fn start_listener(shard: Rc<Shard>) -> Result<(), String> {
     Ok(())
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections until shutdown, handing each to `on_accept`. Accept errors (typically
+/// EMFILE) back off briefly instead of spinning.
+pub(crate) async fn accept_until_shutdown(
+    shard: &Shard,
+    listener: TcpListener,
+    what: &str,
+    mut on_accept: impl FnMut(TcpStream),
+) {
     loop {
         let accepted = select(Box::pin(listener.accept()), Box::pin(shard.shutdown.wait())).await;
         match accepted {
-            Either::Left((Ok(stream), _)) => {
-                let shard = shard.clone();
-                shard.connections.opened();
-                metrics::add(&shard.metrics.connections_accepted, 1);
-                metrics::add(&shard.metrics.connections_open, 1);
-                runtime::spawn_into(shard.queues.requests, async move {
-                    connection::serve(&shard, stream).await;
-                    shard.connections.closed();
-                    let open = &shard.metrics.connections_open;
-                    open.set(open.get().saturating_sub(1));
-                });
-            }
+            Either::Left((Ok(stream), _)) => on_accept(stream),
             Either::Left((Err(error), _)) => {
-                // Typically EMFILE: back off instead of spinning on the error.
-                tracing::warn!(%error, "accept failed");
+                tracing::warn!(%error, listener = what, "accept failed");
                 runtime::sleep(Duration::from_millis(10)).await;
             }
             Either::Right(_) => return,
         }
     }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    accept_until_shutdown(&shard, listener, "kafka", |stream| {
+        let shard = shard.clone();
+        shard.connections.opened();
+        metrics::add(&shard.metrics.connections_accepted, 1);
+        metrics::add(&shard.metrics.connections_open, 1);
+        runtime::spawn_into(shard.queues.requests, async move {
+            connection::serve(&shard, stream).await;
+            shard.connections.closed();
+            let open = &shard.metrics.connections_open;
+            open.set(open.get().saturating_sub(1));
+        });
+    })
+    .await
 }
