@@ -1,4 +1,4 @@
-//! The `corelog` command line: `serve` runs the broker.
+//! The `corelog` command line: `serve` runs the broker, `bench` loads one.
 
 use std::process::ExitCode;
 
@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(corelog::config::ServeArgs),
+    /// Load a Kafka-compatible broker and measure throughput and latency.
+    Bench(corelog::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => corelog::serve::run(&args),
+        Command::Bench(args) => corelog::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
