@@ -46,7 +46,7 @@ pub async fn consumer(shared: Arc<Shared>, index: usize, stats: Rc<RefCell<Stats
         return;
     }
     let clock = shared.clock();
-    while Instant::now() < clock.end {
+    while Instant::now() < clock.end && !caught_up(&shared, &positions) {
         let stream = match TcpStream::connect(shared.address).await {
             Ok(stream) => stream,
             Err(error) => {
@@ -67,6 +67,17 @@ pub async fn consumer(shared: Arc<Shared>, index: usize, stats: Rc<RefCell<Stats
     }
 }
 
+/// `consume` only: whether every position reached the end offset its partition had at start.
+fn caught_up(shared: &Shared, positions: &[(i32, i64)]) -> bool {
+    shared.scenario == Scenario::Consume
+        && positions.iter().all(|&(partition, offset)| {
+            shared
+                .end_offsets
+                .get(partition as usize)
+                .is_some_and(|&end| offset >= end)
+        })
+}
+
 fn count_error(shared: &Shared, stats: &RefCell<Stats>, kind: &str) {
     stats.borrow_mut().error(kind);
     Progress::add(&shared.progress.errors, 1);
@@ -79,7 +90,7 @@ async fn fetch_loop(
     stats: &RefCell<Stats>,
 ) -> io::Result<()> {
     let clock = shared.clock();
-    while Instant::now() < clock.end {
+    while Instant::now() < clock.end && !caught_up(shared, positions) {
         let request = fetch_request(&shared.options.topic, positions);
         let sent_at = Instant::now();
         let response: FetchResponse = connection.request(&request, versions::FETCH).await?;

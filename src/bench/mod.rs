@@ -60,7 +60,8 @@ pub struct BenchArgs {
 pub enum ScenarioCommand {
     /// Produce as fast as possible (closed loop) or at --rate (open loop).
     Produce(BenchOptions),
-    /// Fetch the topic from its start (or --from latest) as fast as possible.
+    /// Fetch the topic from its start (or --from latest) as fast as possible, until the end
+    /// offsets it had at start or --duration, whichever comes first.
     Consume(BenchOptions),
     /// Produce and consume at once; latency from the producer's timestamp to consumption.
     E2e(BenchOptions),
@@ -204,6 +205,9 @@ pub struct Shared {
     pub partitions: i32,
     /// Consumer start offsets, by partition.
     pub start_offsets: Vec<i64>,
+    /// `consume`: the end offsets at start, by partition; a consumer that reached them all is
+    /// done, so that a catch-up read is not diluted by idle waiting.
+    pub end_offsets: Vec<i64>,
     pub progress: Progress,
     clock: OnceLock<Clock>,
 }
@@ -224,18 +228,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     validate(scenario, options)?;
     let shared = Arc::new(prepare(scenario, options.clone())?);
     let done = Arc::new(AtomicBool::new(false));
-    let progress_thread = {
+    let watchdog = {
         use std::io::IsTerminal;
         let (shared, done) = (shared.clone(), done.clone());
-        std::io::stdout().is_terminal().then(|| {
-            std::thread::spawn(move || report::print_progress(&shared.progress, &done))
-        })
+        let print = std::io::stdout().is_terminal();
+        std::thread::spawn(move || report::watch(&shared.progress, &done, print))
     };
     let result = run_executors(shared.clone());
     done.store(true, Ordering::Relaxed);
-    if let Some(thread) = progress_thread {
-        let _ = thread.join();
-    }
+    let _ = watchdog.join();
     let (stats, duration) = result?;
     let report = Report {
         scenario,
@@ -299,12 +300,17 @@ fn prepare(scenario: Scenario, options: BenchOptions) -> anyhow::Result<Shared> 
         (_, StartFrom::Earliest) => admin.offsets(&options.topic, partitions, -2)?,
         (_, StartFrom::Latest) => admin.offsets(&options.topic, partitions, -1)?,
     };
+    let end_offsets = match scenario {
+        Scenario::Consume => admin.offsets(&options.topic, partitions, -1)?,
+        _ => Vec::new(),
+    };
     Ok(Shared {
         scenario,
         options,
         address,
         partitions,
         start_offsets,
+        end_offsets,
         progress: Progress::default(),
         clock: OnceLock::new(),
     })

@@ -115,18 +115,32 @@ impl Progress {
     }
 }
 
-/// Prints one progress line a second until `done` is raised (only called on a terminal).
-pub fn print_progress(progress: &Progress, done: &std::sync::atomic::AtomicBool) {
+/// How often the watchdog interrupts the executors' sleep (see [`watch`]).
+const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
+
+/// Runs on a plain thread until `done` is raised: interrupts the executors' io_uring sleep
+/// every [`WATCHDOG_PERIOD`] (glommio 0.9 can lose a wake-up and stall an executor; see
+/// `runtime::interrupt_other_threads`), and if `print` prints one progress line a second.
+pub fn watch(progress: &Progress, done: &std::sync::atomic::AtomicBool, print: bool) {
+    let ticks_per_second = (Duration::from_secs(1).as_millis() / WATCHDOG_PERIOD.as_millis()) as u64;
     let mut last = progress.snapshot();
-    let mut second = 0u64;
+    let mut tick = 0u64;
     while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_secs(1));
-        second += 1;
+        std::thread::sleep(WATCHDOG_PERIOD);
+        if done.load(Ordering::Relaxed) {
+            break;
+        }
+        crate::runtime::interrupt_other_threads();
+        tick += 1;
+        if !print || tick % ticks_per_second != 0 {
+            continue;
+        }
         let now = progress.snapshot();
         let delta: Vec<u64> = now.iter().zip(last).map(|(n, l)| n - l).collect();
         println!(
-            "[{second:>4}s] produced {:>9} msg/s {:>8.2} MB/s | consumed {:>9} msg/s \
+            "[{:>4}s] produced {:>9} msg/s {:>8.2} MB/s | consumed {:>9} msg/s \
              {:>8.2} MB/s | errors {}",
+            tick / ticks_per_second,
             delta[0],
             megabytes(delta[1]),
             delta[2],
