@@ -63,9 +63,9 @@ impl Admin {
     /// The partition count of `topic`, or None if the broker does not know it.
     pub fn partition_count(&mut self, topic: &str) -> anyhow::Result<Option<i32>> {
         let request = MetadataRequest::default()
-            .with_topics(Some(vec![
-                metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
-            ]))
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(topic_name(topic)))]))
             .with_allow_auto_topic_creation(false);
         let response = self.request(&request, versions::METADATA)?;
         let Some(found) = response.topics.first() else {
@@ -103,7 +103,9 @@ impl Admin {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(anyhow!("topic {topic} was created but does not appear in Metadata"))
+        Err(anyhow!(
+            "topic {topic} was created but does not appear in Metadata"
+        ))
     }
 
     /// The offset of every partition `0..partitions` at `timestamp` (-2 earliest, -1 latest).

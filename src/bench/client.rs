@@ -72,7 +72,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.stream.read_exact(&mut length).await?;
         let length = i32::from_be_bytes(length);
         if length < 0 || length as usize > BENCH_RESPONSE_BYTES_MAX {
-            return Err(io::Error::other(format!("response frame of {length} bytes")));
+            return Err(io::Error::other(format!(
+                "response frame of {length} bytes"
+            )));
         }
         let mut body = vec![0u8; length as usize];
         self.stream.read_exact(&mut body).await?;
@@ -120,7 +122,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// One request/response round trip.
-    pub async fn request<Q: Request>(&mut self, request: &Q, version: i16) -> io::Result<Q::Response> {
+    pub async fn request<Q: Request>(
+        &mut self,
+        request: &Q,
+        version: i16,
+    ) -> io::Result<Q::Response> {
         let correlation_id = self.writer.send(request, version).await?;
         self.reader.recv::<Q>(correlation_id, version).await
     }

@@ -101,7 +101,8 @@ async fn fetch_loop(
             let latency_us = now.duration_since(sent_at).as_micros() as u64;
             record_us(&mut stats.fetch_latency_us, latency_us, 1);
         }
-        let (received, errors) = account_response(shared, &response, positions, measuring, &mut stats);
+        let (received, errors) =
+            account_response(shared, &response, positions, measuring, &mut stats);
         drop(stats);
         if errors > 0 && received == 0 {
             runtime::sleep(ERROR_PAUSE).await;
@@ -146,7 +147,10 @@ fn account_response(
         errors += 1;
     }
     let mut received = 0u64;
-    let answered = response.responses.iter().flat_map(|topic| &topic.partitions);
+    let answered = response
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions);
     for partition in answered {
         if partition.error_code != 0 {
             stats.kafka_error(partition.error_code);

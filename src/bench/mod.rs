@@ -162,7 +162,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "us" => value / 1_000_000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit '{unit}' in '{text}' (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{text}' (use ms, s, m or h)"
+            ))
+        }
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("'{text}' is not a valid duration"));
@@ -360,8 +364,14 @@ fn run_executors(shared: Arc<Shared>) -> anyhow::Result<(Stats, Duration)> {
         total.merge(stats);
     }
     let clock = shared.clock();
-    let finished = finished_at.lock().expect("finish lock").unwrap_or(clock.end);
-    Ok((total, finished.saturating_duration_since(clock.measure_from)))
+    let finished = finished_at
+        .lock()
+        .expect("finish lock")
+        .unwrap_or(clock.end);
+    Ok((
+        total,
+        finished.saturating_duration_since(clock.measure_from),
+    ))
 }
 
 /// Runs this executor's share of the producers and consumers and returns what they measured.

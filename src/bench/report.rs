@@ -122,7 +122,8 @@ const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
 /// every [`WATCHDOG_PERIOD`] (glommio 0.9 can lose a wake-up and stall an executor; see
 /// `runtime::interrupt_other_threads`), and if `print` prints one progress line a second.
 pub fn watch(progress: &Progress, done: &std::sync::atomic::AtomicBool, print: bool) {
-    let ticks_per_second = (Duration::from_secs(1).as_millis() / WATCHDOG_PERIOD.as_millis()) as u64;
+    let ticks_per_second =
+        (Duration::from_secs(1).as_millis() / WATCHDOG_PERIOD.as_millis()) as u64;
     let mut last = progress.snapshot();
     let mut tick = 0u64;
     while !done.load(Ordering::Relaxed) {
