@@ -96,14 +96,14 @@ async fn fetch_loop(
         let response: FetchResponse = connection.request(&request, versions::FETCH).await?;
         let now = Instant::now();
         let measuring = clock.measuring(now);
-        let mut stats = stats.borrow_mut();
-        if measuring {
-            let latency_us = now.duration_since(sent_at).as_micros() as u64;
-            record_us(&mut stats.fetch_latency_us, latency_us, 1);
-        }
-        let (received, errors) =
-            account_response(shared, &response, positions, measuring, &mut stats);
-        drop(stats);
+        let (received, errors) = {
+            let mut stats = stats.borrow_mut();
+            if measuring {
+                let latency_us = now.duration_since(sent_at).as_micros() as u64;
+                record_us(&mut stats.fetch_latency_us, latency_us, 1);
+            }
+            account_response(shared, &response, positions, measuring, &mut stats)
+        };
         if errors > 0 && received == 0 {
             runtime::sleep(ERROR_PAUSE).await;
         }
