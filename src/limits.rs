@@ -85,3 +85,19 @@ const _: () = assert!(STORAGE_BATCH_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
 /// Locked memory each shard's executor needs: glommio's I/O buffer (10 MiB by default) plus
 /// the io_uring rings. `serve` refuses to start with less, and `tune check` reports it.
 pub const LOCKED_MEMORY_BYTES_PER_SHARD: u64 = 16 * 1024 * 1024;
+
+/// Largest response frame the load generator (`corelog bench`) accepts from a broker.
+pub const BENCH_RESPONSE_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// Highest latency the load generator's histograms hold (60 s); slower samples are clamped.
+pub const BENCH_LATENCY_US_MAX: u64 = 60_000_000;
+
+/// Bytes one bench Fetch asks for in total, and per partition (Kafka's consumer defaults).
+pub const BENCH_FETCH_BYTES_MAX: i32 = 50 * 1024 * 1024;
+pub const BENCH_FETCH_PARTITION_BYTES_MAX: i32 = 1024 * 1024;
+
+/// Most requests one bench producer connection may pipeline (`--max-in-flight`).
+pub const BENCH_IN_FLIGHT_MAX: usize = 1024;
+
+const _: () = assert!(BENCH_FETCH_PARTITION_BYTES_MAX <= BENCH_FETCH_BYTES_MAX);
+const _: () = assert!(BENCH_FETCH_BYTES_MAX as usize * 2 <= BENCH_RESPONSE_BYTES_MAX);

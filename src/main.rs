@@ -1,4 +1,4 @@
-//! The `corelog` command line: `serve` runs the broker.
+//! The `corelog` command line: `serve` runs the broker, `bench` loads one.
 
 use std::process::ExitCode;
 
@@ -23,6 +23,8 @@ enum Command {
     Serve(corelog::config::ServeArgs),
     /// Check (and apply) host settings for a thread-per-core broker.
     Tune(corelog::tune::TuneArgs),
+    /// Load a Kafka-compatible broker and measure throughput and latency.
+    Bench(corelog::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => corelog::serve::run(&args),
         Command::Tune(args) => return corelog::tune::run(&args),
+        Command::Bench(args) => corelog::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -178,6 +178,14 @@ fn kick_until_started(started: &AtomicUsize, shards: usize) {
     }
 }
 
+/// Interrupts the io_uring sleep of every other thread with the no-op SIGURG that
+/// [`run_shards`] installs (call only after it started). A watchdog that calls this now and
+/// then bounds the lost wake-up described at [`kick_until_started`] for the rest of a run; the
+/// load generator does, because one of its executors stalled for minutes without it.
+pub fn interrupt_other_threads() {
+    signal_other_threads(libc::SIGURG);
+}
+
 /// Sends `signal` to every thread of this process except the calling one.
 fn signal_other_threads(signal: libc::c_int) {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {

@@ -1,0 +1,147 @@
+//! Set-up before the load starts, over one blocking connection on the main thread: reach the
+//! broker, find or create the topic, and read the partitions' start offsets.
+//!
+//! Failing here is what "the broker cannot be reached" means: the caller reports the error and
+//! exits non-zero before any executor starts.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use futures::io::AllowStdIo;
+use kafka_protocol::messages::{create_topics_request, list_offsets_request, metadata_request};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::client::Connection;
+use super::versions;
+
+/// Kafka's UNKNOWN_TOPIC_OR_PARTITION and TOPIC_ALREADY_EXISTS error codes.
+const ERROR_UNKNOWN_TOPIC: i16 = 3;
+const ERROR_TOPIC_EXISTS: i16 = 36;
+
+/// How long set-up waits for a connection or a created topic to appear.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Admin {
+    address: SocketAddr,
+    connection: Connection<AllowStdIo<TcpStream>>,
+}
+
+pub fn topic_name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+impl Admin {
+    pub fn connect(address: SocketAddr) -> anyhow::Result<Admin> {
+        let stream = TcpStream::connect_timeout(&address, SETUP_TIMEOUT)
+            .with_context(|| format!("cannot reach the broker at {address}"))?;
+        stream.set_read_timeout(Some(SETUP_TIMEOUT * 3))?;
+        stream.set_nodelay(true)?;
+        Ok(Admin {
+            address,
+            connection: Connection::new(AllowStdIo::new(stream)),
+        })
+    }
+
+    fn request<Q: kafka_protocol::protocol::Request>(
+        &mut self,
+        request: &Q,
+        version: i16,
+    ) -> anyhow::Result<Q::Response> {
+        futures::executor::block_on(self.connection.request(request, version)).with_context(|| {
+            format!(
+                "request (api key {}) to the broker at {} failed",
+                Q::KEY,
+                self.address
+            )
+        })
+    }
+
+    /// The partition count of `topic`, or None if the broker does not know it.
+    pub fn partition_count(&mut self, topic: &str) -> anyhow::Result<Option<i32>> {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(topic_name(topic)))]))
+            .with_allow_auto_topic_creation(false);
+        let response = self.request(&request, versions::METADATA)?;
+        let Some(found) = response.topics.first() else {
+            bail!("Metadata answered without the topic {topic}");
+        };
+        match found.error_code {
+            0 if !found.partitions.is_empty() => Ok(Some(found.partitions.len() as i32)),
+            0 | ERROR_UNKNOWN_TOPIC => Ok(None),
+            code => bail!("Metadata for topic {topic}: Kafka error code {code}"),
+        }
+    }
+
+    /// The partition count of `topic`, creating it with `partitions` if it does not exist.
+    pub fn ensure_topic(&mut self, topic: &str, partitions: i32) -> anyhow::Result<i32> {
+        if let Some(count) = self.partition_count(topic)? {
+            return Ok(count);
+        }
+        let creatable = create_topics_request::CreatableTopic::default()
+            .with_name(topic_name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1);
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![creatable])
+            .with_timeout_ms(30_000);
+        let response = self.request(&request, versions::CREATE_TOPICS)?;
+        let code = response.topics.first().map_or(-1, |topic| topic.error_code);
+        if code != 0 && code != ERROR_TOPIC_EXISTS {
+            bail!("CreateTopics {topic} with {partitions} partitions: Kafka error code {code}");
+        }
+        // A broker may answer CreateTopics before Metadata shows the topic everywhere.
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(count) = self.partition_count(topic)? {
+                return Ok(count);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(anyhow!(
+            "topic {topic} was created but does not appear in Metadata"
+        ))
+    }
+
+    /// The offset of every partition `0..partitions` at `timestamp` (-2 earliest, -1 latest).
+    pub fn offsets(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+        timestamp: i64,
+    ) -> anyhow::Result<Vec<i64>> {
+        let wanted = (0..partitions)
+            .map(|index| {
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(index)
+                    .with_timestamp(timestamp)
+            })
+            .collect();
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(wanted)]);
+        let response = self.request(&request, versions::LIST_OFFSETS)?;
+        let mut offsets = vec![0i64; partitions as usize];
+        let answered = response.topics.iter().flat_map(|topic| &topic.partitions);
+        for partition in answered {
+            if partition.error_code != 0 {
+                bail!(
+                    "ListOffsets {topic}-{}: Kafka error code {}",
+                    partition.partition_index,
+                    partition.error_code
+                );
+            }
+            if let Some(slot) = offsets.get_mut(partition.partition_index as usize) {
+                *slot = partition.offset;
+            }
+        }
+        Ok(offsets)
+    }
+}
