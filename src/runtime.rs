@@ -138,7 +138,10 @@ where
         })
         .map_err(explain_executor_error)?;
     kick_until_started(&started, plan.shards);
-    for result in handles.join_all() {
+    let watchdog = Watchdog::start();
+    let results = handles.join_all();
+    watchdog.stop();
+    for result in results {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(error),
@@ -146,6 +149,41 @@ where
         }
     }
     Ok(())
+}
+
+/// Bounds the glommio lost wake-up (see [`kick_until_started`]) for the whole run: every
+/// `WATCHDOG_PERIOD` it interrupts the executors' io_uring sleep with the no-op SIGURG. A
+/// healthy sleeping shard wakes, finds nothing to do and sleeps again (microseconds); a shard
+/// that missed a wake-up runs its ready tasks at most one period late instead of never.
+/// Remove it with glommio (the notes on issue 3 track this).
+struct Watchdog {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// How often the watchdog interrupts the executors.
+const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("corelog-watchdog".into())
+            .spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    std::thread::sleep(WATCHDOG_PERIOD);
+                    signal_other_threads(libc::SIGURG);
+                }
+            })
+            .expect("spawn the watchdog thread");
+        Watchdog { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
 }
 
 /// Works around a lost wake-up in glommio 0.9: a new executor can go to sleep in io_uring
