@@ -639,10 +639,10 @@ struct Flusher {
 }
 
 impl Flusher {
+    /// O(1) per append: the partition's own flag says whether it is already queued.
     fn mark_dirty(&self, partition: Rc<Partition>) {
-        let mut dirty = self.dirty.borrow_mut();
-        if !dirty.iter().any(|p| Rc::ptr_eq(p, &partition)) {
-            dirty.push(partition);
+        if partition.mark_queued() {
+            self.dirty.borrow_mut().push(partition);
         }
         self.wake.notify_all();
     }
@@ -653,6 +653,9 @@ impl Shard {
         loop {
             let wake = self.flusher.wake.notified();
             let round = std::mem::take(&mut *self.flusher.dirty.borrow_mut());
+            // Cleared before the flush starts, so an append during it queues the partition
+            // again for the next round.
+            round.iter().for_each(|partition| partition.clear_queued());
             if round.is_empty() {
                 wake.await;
                 continue;

@@ -37,6 +37,8 @@ pub struct Partition {
     durable: Notify,
     /// Set after a failed write or sync: nothing more is acknowledged from this partition.
     failed: Cell<bool>,
+    /// Whether the shard's flusher already has this partition in its next round.
+    queued: Cell<bool>,
     metrics: PartitionMetrics,
 }
 
@@ -48,8 +50,18 @@ impl Partition {
             log,
             durable: Notify::new(),
             failed: Cell::new(false),
+            queued: Cell::new(false),
             metrics: PartitionMetrics::default(),
         }
+    }
+
+    /// Marks the partition queued for the flusher; true if it was not queued before.
+    pub fn mark_queued(&self) -> bool {
+        !self.queued.replace(true)
+    }
+
+    pub fn clear_queued(&self) {
+        self.queued.set(false);
     }
 
     pub fn metrics(&self) -> &PartitionMetrics {

@@ -43,7 +43,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
         .collect();
     if allow_create {
-        auto_create_topics(ctx, &names).await;
+        auto_create_topics(ctx, names.iter().map(String::as_str)).await;
     }
     let table = ctx.shard.table();
     for topic in requested {

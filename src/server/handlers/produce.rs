@@ -24,12 +24,8 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
         None
     };
     if refused.is_none() {
-        let names: Vec<String> = request
-            .topic_data
-            .iter()
-            .map(|t| t.name.0.to_string())
-            .collect();
-        auto_create_topics(ctx, &names).await;
+        let names = request.topic_data.iter().map(|t| t.name.0.as_str());
+        auto_create_topics(ctx, names).await;
     }
     let mut calls = Vec::new();
     for topic in &request.topic_data {
