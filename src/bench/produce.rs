@@ -21,14 +21,13 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 
 use super::admin::topic_name;
 use super::client::{FrameReader, FrameWriter};
 use super::report::{record_us, Progress, Stats};
 use super::{versions, Clock, CompressionArg, KeyDistribution, Shared};
+use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
 use crate::runtime;
 
 /// Pause before a producer reconnects after its connection failed.
@@ -251,34 +250,18 @@ impl Producer {
     }
 
     fn encode_batch(&mut self, timestamps_us: &[u64]) -> Bytes {
-        let records: Vec<Record> = timestamps_us
+        let records: Vec<PlainRecord> = timestamps_us
             .iter()
-            .enumerate()
-            .map(|(index, &wall_us)| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: index as i64,
-                // The encoder starts a new batch when offset - sequence changes; counting from
-                // -1 keeps one batch without a sequence, as a non-idempotent client sends.
-                sequence: index as i32 - 1,
+            .map(|&wall_us| PlainRecord {
                 timestamp: (wall_us / 1000) as i64,
                 key: self.next_key(),
                 value: Some(self.value(wall_us)),
-                headers: Default::default(),
             })
             .collect();
-        let mut buffer = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: compression(self.shared.options.compression),
-        };
-        RecordBatchEncoder::encode(&mut buffer, &records, &options)
-            .expect("records built here always encode");
-        buffer.freeze()
+        let compression = compression(self.shared.options.compression);
+        encode_plain_batch(records, compression)
+            .expect("records built here always encode")
+            .freeze()
     }
 
     fn value(&self, wall_us: u64) -> Bytes {

@@ -14,9 +14,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use serde::{Deserialize, Serialize};
 
 use crate::limits;
@@ -123,28 +121,13 @@ impl MetadataStore {
 fn encode_record(record: &MetadataRecord) -> Result<BytesMut, StorageError> {
     let value = serde_json::to_vec(record)
         .map_err(|e| StorageError::Corrupt(format!("metadata record: {e}")))?;
-    let record = Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
+    let record = record_batch::PlainRecord {
         timestamp: now_ms(),
         key: None,
         value: Some(Bytes::from(value)),
-        headers: Default::default(),
     };
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, [&record], &options)
-        .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))?;
-    Ok(buf)
+    record_batch::encode_plain_batch([record], Compression::None)
+        .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))
 }
 
 async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {

@@ -300,6 +300,50 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
     header_mut(batch).expect("checked above").crc.set(crc);
 }
 
+/// One plain record for [`encode_plain_batch`]: CreateTime timestamp, optional key and value.
+pub struct PlainRecord {
+    pub timestamp: i64,
+    pub key: Option<bytes::Bytes>,
+    pub value: Option<bytes::Bytes>,
+}
+
+/// Encodes `records` as one v2 batch with base offset 0 and no producer id, the way a
+/// non-idempotent client sends it. The metadata log, the load generator, tests and benches
+/// build their batches here.
+pub fn encode_plain_batch(
+    records: impl IntoIterator<Item = PlainRecord>,
+    compression: kafka_protocol::records::Compression,
+) -> anyhow::Result<bytes::BytesMut> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(index, plain)| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: index as i64,
+            // The encoder starts a new batch whenever offset - sequence changes; counting up
+            // from -1 keeps one batch whose base sequence is -1 (no sequence).
+            sequence: index as i32 - 1,
+            timestamp: plain.timestamp,
+            key: plain.key,
+            value: plain.value,
+            headers: Default::default(),
+        })
+        .collect();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    let mut buffer = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buffer, &records, &options)?;
+    Ok(buffer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,11 +5,9 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use glommio::{LocalExecutorBuilder, Placement};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 
-use crate::protocol::record_batch::{self, validate};
+use crate::protocol::record_batch::{self, encode_plain_batch, validate, PlainRecord};
 use crate::storage::{prime_device, BatchCache, Log, LogConfig, StorageError};
 
 fn run<F, Fut>(test: F)
@@ -34,29 +32,12 @@ where
 
 /// A batch of `count` records with timestamps from `timestamp`, value bytes `value_bytes` each.
 fn batch(count: i64, timestamp: i64, value_bytes: usize) -> BytesMut {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32,
-            timestamp: timestamp + i,
-            key: None,
-            value: Some(Bytes::from(vec![b'x'; value_bytes])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf
+    let records = (0..count).map(|i| PlainRecord {
+        timestamp: timestamp + i,
+        key: None,
+        value: Some(Bytes::from(vec![b'x'; value_bytes])),
+    });
+    encode_plain_batch(records, Compression::None).unwrap()
 }
 
 fn config(segment_bytes: u64) -> LogConfig {

@@ -16,15 +16,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use corelog::protocol::record_batch::{encode_plain_batch, PlainRecord};
 use kafka_protocol::messages::{create_topics_request, fetch_request, produce_request};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, CreateTopicsResponse, FetchRequest,
     FetchResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 
 /// How long a broker may take to answer its first ApiVersions request after spawn.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -432,32 +431,12 @@ pub fn topic_name(name: &str) -> TopicName {
 /// One v2 record batch of `values` (no keys), base offset 0, CreateTime `timestamp_ms`, no
 /// producer id, as a non-idempotent client sends it.
 pub fn record_batch(values: &[&[u8]], timestamp_ms: i64, compression: Compression) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(index, value)| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            // The encoder starts a new batch whenever offset - sequence changes; counting up
-            // from -1 keeps one batch whose base sequence is -1 (no sequence).
-            sequence: index as i32 - 1,
-            timestamp: timestamp_ms,
-            key: None,
-            value: Some(Bytes::copy_from_slice(value)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buffer = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
-    RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("encode record batch");
+    let records = values.iter().map(|value| PlainRecord {
+        timestamp: timestamp_ms,
+        key: None,
+        value: Some(Bytes::copy_from_slice(value)),
+    });
+    let buffer = encode_plain_batch(records, compression).expect("encode record batch");
     let (batches, _) = parse_batches(&buffer);
     assert_eq!(batches.len(), 1, "the encoder made exactly one batch");
     buffer.freeze()
