@@ -317,7 +317,84 @@ pub fn listening_socket(
     Ok(socket)
 }
 
+/// How many TCP sockets on this host listen on exactly `address` (from `/proc/net/tcp` and
+/// `/proc/net/tcp6`). SO_REUSEPORT lets another process of the same user join our listeners
+/// silently; after binding, a count above our own shard count means the port is shared.
+pub fn count_listeners(address: std::net::SocketAddr) -> std::io::Result<usize> {
+    let table = if address.is_ipv6() {
+        "/proc/net/tcp6"
+    } else {
+        "/proc/net/tcp"
+    };
+    let text = std::fs::read_to_string(table)?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter(|line| is_listener_on(line, address))
+        .count())
+}
+
+/// Whether one line of `/proc/net/tcp{,6}` is a socket in LISTEN state on `address`. The
+/// address is printed as 32-bit words in host byte order, the port as big-endian hex.
+fn is_listener_on(line: &str, address: std::net::SocketAddr) -> bool {
+    const TCP_LISTEN: &str = "0A";
+    let mut fields = line.split_whitespace();
+    let (Some(local), Some(_remote), Some(state)) = (fields.nth(1), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    let Some((ip_hex, port_hex)) = local.split_once(':') else {
+        return false;
+    };
+    if state != TCP_LISTEN || u16::from_str_radix(port_hex, 16) != Ok(address.port()) {
+        return false;
+    }
+    let mut ip = Vec::with_capacity(16);
+    for word in ip_hex.as_bytes().chunks(8) {
+        let word = std::str::from_utf8(word).ok();
+        match word.and_then(|word| u32::from_str_radix(word, 16).ok()) {
+            Some(word) => ip.extend_from_slice(&word.to_ne_bytes()),
+            None => return false,
+        }
+    }
+    match address.ip() {
+        std::net::IpAddr::V4(v4) => ip == v4.octets(),
+        std::net::IpAddr::V6(v6) => ip == v6.octets(),
+    }
+}
+
 /// Yields if the executor wants to run something else (long background loops call this).
 pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listening socket shows up in the count for its address, and only for its address.
+    #[test]
+    fn count_listeners_sees_a_listening_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        assert_eq!(count_listeners(address).expect("read /proc"), 1);
+        let other_ip = std::net::SocketAddr::from(([127, 0, 0, 2], address.port()));
+        assert_eq!(count_listeners(other_ip).expect("read /proc"), 0);
+        drop(listener);
+        assert_eq!(count_listeners(address).expect("read /proc"), 0);
+    }
+
+    /// Lines as the kernel prints them: IPv4 and IPv6, listening and connected.
+    #[test]
+    fn proc_net_tcp_lines_parse() {
+        let v4 = "   0: 0100007F:2384 00000000:0000 0A 00000000:00000000 00:00000000 00000000";
+        let address: std::net::SocketAddr = "127.0.0.1:9092".parse().unwrap();
+        assert!(is_listener_on(v4, address));
+        assert!(!is_listener_on(&v4.replace(" 0A ", " 01 "), address));
+        assert!(!is_listener_on(v4, "127.0.0.1:9093".parse().unwrap()));
+        let v6 = "   1: 00000000000000000000000001000000:2384 \
+                  00000000000000000000000000000000:0000 0A 00000000:00000000";
+        assert!(is_listener_on(v6, "[::1]:9092".parse().unwrap()));
+        assert!(!is_listener_on("garbage", address));
+    }
 }

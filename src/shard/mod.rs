@@ -208,6 +208,7 @@ impl Shard {
             };
             result.map_err(|e| anyhow::anyhow!("shard {shard} cannot listen: {e}"))?;
         }
+        self.check_listener_not_shared()?;
         crate::server::admin::start(self.clone());
         tracing::info!(
             listen = %self.config.listen,
@@ -215,6 +216,25 @@ impl Shard {
             "corelog is ready"
         );
         Ok(())
+    }
+
+    /// The start-up port check and our SO_REUSEPORT bind are not atomic: a broker that bound
+    /// the same port in between shares it silently and gets half our connections. Counting the
+    /// listeners after binding turns that race into a clear start-up error.
+    fn check_listener_not_shared(&self) -> anyhow::Result<()> {
+        let listen = self.config.listen;
+        match runtime::count_listeners(listen) {
+            Ok(found) if found > self.count => anyhow::bail!(
+                "cannot listen on {listen}: another process listens on it too \
+                 ({found} sockets, {} ours)",
+                self.count
+            ),
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot check whether the listener port is shared");
+                Ok(())
+            }
+        }
     }
 
     /// Sends `records` to every shard (this one included) and waits until all applied them.
@@ -678,8 +698,10 @@ impl Shard {
             let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
             for partition in partitions {
                 let now = crate::metadata::now_ms();
-                if let Err(error) = partition.log().enforce_retention(now).await {
-                    tracing::error!(%error, "retention failed");
+                match partition.log().enforce_retention(now).await {
+                    // Deleted (closed) while this round was under way: nothing to retain.
+                    Ok(()) | Err(crate::storage::StorageError::Closed) => {}
+                    Err(error) => tracing::error!(%error, "retention failed"),
                 }
                 runtime::yield_if_needed().await;
             }

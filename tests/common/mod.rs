@@ -40,11 +40,22 @@ pub fn broker_binary() -> PathBuf {
     }
 }
 
-/// A port that was free a moment ago (the kernel hands out ephemeral ports round-robin, so a
-/// just-released one is unlikely to be taken again before the broker binds it).
+/// A port that was free a moment ago and that no other test of this process was given: tests
+/// run in parallel, and two brokers told the same port would both bind it (SO_REUSEPORT) and
+/// serve each other's clients.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One `corelog serve` process over a temporary data directory that outlives restarts.
@@ -220,7 +231,12 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        let crashed = !self.is_alive() && self.child.is_some();
         self.kill();
+        // A test that failed anywhere (a client call, an assertion) shows what the broker said.
+        if std::thread::panicking() || crashed {
+            eprintln!("{}", self.stderr());
+        }
     }
 }
 
