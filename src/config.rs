@@ -74,6 +74,23 @@ pub struct ServeArgs {
     /// Executor preemption timer in microseconds [default: 2000].
     #[arg(long, env = "CORELOG_PREEMPT_TIMER_US")]
     pub preempt_timer_us: Option<u64>,
+    /// Most client connections open at once, broker-wide (max.connections)
+    /// [default: the open-file limit minus 2048 kept for log files].
+    #[arg(long, env = "CORELOG_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one client IP (max.connections.per.ip)
+    /// [default: max-connections].
+    #[arg(long, env = "CORELOG_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Close a connection after this long without a request (connections.max.idle.ms)
+    /// [default: 600000].
+    #[arg(long, env = "CORELOG_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// Request bytes held in memory at once, broker-wide, split evenly over the shards; a
+    /// shard over its share stops reading from sockets (queued.max.request.bytes)
+    /// [default: 512 MiB].
+    #[arg(long, env = "CORELOG_QUEUED_MAX_REQUEST_BYTES")]
+    pub queued_max_request_bytes: Option<usize>,
 }
 
 /// The TOML file: the same options as the flags, spelled with underscores.
@@ -98,6 +115,10 @@ pub struct FileConfig {
     batch_cache_bytes: Option<usize>,
     spin_before_park_us: Option<u64>,
     preempt_timer_us: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    connections_max_idle_ms: Option<u64>,
+    queued_max_request_bytes: Option<usize>,
 }
 
 /// Broker-wide defaults of the per-topic configs.
@@ -129,6 +150,11 @@ pub struct Config {
     pub batch_cache_bytes: usize,
     pub spin_before_park_us: u64,
     pub preempt_timer_us: u64,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub connections_max_idle_ms: u64,
+    /// The broker-wide budget; see [`Config::queued_request_bytes_per_shard`].
+    pub queued_max_request_bytes: usize,
 }
 
 impl Config {
@@ -170,6 +196,11 @@ impl Config {
                 limits::MESSAGE_BYTES_MAX_DEFAULT as i32,
             ),
         };
+        let max_connections = pick(
+            args.max_connections,
+            file.max_connections,
+            default_max_connections(),
+        );
         let config = Config {
             data_dir: pick(
                 args.data_dir.clone(),
@@ -202,6 +233,22 @@ impl Config {
             ),
             spin_before_park_us: pick(args.spin_before_park_us, file.spin_before_park_us, 0),
             preempt_timer_us: pick(args.preempt_timer_us, file.preempt_timer_us, 2_000),
+            max_connections,
+            max_connections_per_ip: pick(
+                args.max_connections_per_ip,
+                file.max_connections_per_ip,
+                max_connections,
+            ),
+            connections_max_idle_ms: pick(
+                args.connections_max_idle_ms,
+                file.connections_max_idle_ms,
+                600_000,
+            ),
+            queued_max_request_bytes: pick(
+                args.queued_max_request_bytes,
+                file.queued_max_request_bytes,
+                limits::QUEUED_REQUEST_BYTES_DEFAULT,
+            ),
         };
         config.check()?;
         Ok(config)
@@ -236,8 +283,36 @@ impl Config {
                 i32::MAX
             );
         }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            bail!("--max-connections and --max-connections-per-ip must be at least 1");
+        }
+        if self.connections_max_idle_ms == 0 {
+            bail!("--connections-max-idle-ms must be at least 1");
+        }
         Ok(())
     }
+
+    /// The share of `queued_max_request_bytes` each shard holds (never below a floor that
+    /// keeps a shard able to take ordinary requests).
+    pub fn queued_request_bytes_per_shard(&self) -> usize {
+        (self.queued_max_request_bytes / self.shards)
+            .max(limits::QUEUED_REQUEST_BYTES_PER_SHARD_MIN)
+    }
+}
+
+/// The open-file limit (which `corelog serve` raises to its hard maximum at start) minus the
+/// descriptors kept for segment files and listeners.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a struct we own.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let files = if known { limit.rlim_max as usize } else { 0 };
+    files
+        .saturating_sub(limits::FILE_DESCRIPTORS_RESERVED_COUNT)
+        .max(limits::CONNECTIONS_MAX_FLOOR)
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {

@@ -47,6 +47,26 @@ pub const BATCH_CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 /// stops reading from it. Kafka clients pipeline; librdkafka allows up to 1e6 by default.
 pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: usize = 256;
 
+/// Default broker-wide budget of request bytes held in memory (`queued.max.request.bytes`).
+pub const QUEUED_REQUEST_BYTES_DEFAULT: usize = 512 * 1024 * 1024;
+
+/// Smallest per-shard request-byte budget: enough for a few ordinary produce requests.
+pub const QUEUED_REQUEST_BYTES_PER_SHARD_MIN: usize = 4 * 1024 * 1024;
+
+/// File descriptors the default `max.connections` leaves for segment files and listeners.
+pub const FILE_DESCRIPTORS_RESERVED_COUNT: usize = 2048;
+
+/// The default `max.connections` is never below this, whatever the open-file limit says.
+pub const CONNECTIONS_MAX_FLOOR: usize = 64;
+
+/// Bytes a connection reads from its socket at a time while no larger frame is pending. Idle
+/// connections hold no read buffer at all, so thousands of them cost little.
+pub const CONNECTION_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes of Fetch responses one connection may have reserved and not yet written: a peer that
+/// stops reading holds at most this much (plus small responses) until it is dropped as idle.
+pub const CONNECTION_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Capacity of each cross-shard channel, in messages.
 pub const SHARD_CHANNEL_CAPACITY: usize = 4096;
 
@@ -58,6 +78,9 @@ pub const SOCKET_WRITE_COALESCE_BYTES: usize = 64 * 1024;
 
 const _: () = assert!(SEGMENT_BYTES_MIN as usize >= DIO_ALIGNMENT_BYTES);
 const _: () = assert!(CONNECTION_REQUESTS_IN_FLIGHT_MAX <= SHARD_CHANNEL_CAPACITY);
+const _: () = assert!(QUEUED_REQUEST_BYTES_PER_SHARD_MIN >= CONNECTION_READ_CHUNK_BYTES);
+// One Fetch of the largest size always fits a connection's response budget.
+const _: () = assert!(FETCH_RESPONSE_BYTES_MAX <= CONNECTION_RESPONSE_BYTES_MAX);
 
 /// Largest single DMA read the storage layer issues (bigger batches are read in pieces).
 pub const STORAGE_READ_BYTES_MAX: usize = 4 * 1024 * 1024;

@@ -54,6 +54,8 @@ pub struct ShardMetrics {
     pub bytes_sent: Cell<u64>,
     pub connections_accepted: Cell<u64>,
     pub connections_open: Cell<u64>,
+    pub connections_refused: Cell<u64>,
+    pub connections_idle_closed: Cell<u64>,
     flushes: RefCell<Histogram>,
     pub flush_errors: Cell<u64>,
     cross_shard_sent: RefCell<Vec<u64>>,
@@ -96,6 +98,8 @@ impl ShardMetrics {
             bytes_sent: self.bytes_sent.get(),
             connections_accepted: self.connections_accepted.get(),
             connections_open: self.connections_open.get(),
+            connections_refused: self.connections_refused.get(),
+            connections_idle_closed: self.connections_idle_closed.get(),
             flushes: self.flushes.borrow().clone(),
             flush_errors: self.flush_errors.get(),
             cross_shard_sent: self.cross_shard_sent.borrow().clone(),
@@ -139,6 +143,8 @@ pub struct MetricsSnapshot {
     pub bytes_sent: u64,
     pub connections_accepted: u64,
     pub connections_open: u64,
+    pub connections_refused: u64,
+    pub connections_idle_closed: u64,
     pub flushes: Histogram,
     pub flush_errors: u64,
     pub cross_shard_sent: Vec<u64>,
@@ -155,7 +161,7 @@ type Family<S, V> = (&'static str, &'static str, &'static str, fn(&S) -> V);
 pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     render_requests(&mut out, snapshots);
-    let per_shard: [Family<MetricsSnapshot, u64>; 8] = [
+    let per_shard: [Family<MetricsSnapshot, u64>; 10] = [
         (
             "corelog_network_received_bytes_total",
             "counter",
@@ -179,6 +185,18 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "gauge",
             "Connections open now",
             |s| s.connections_open,
+        ),
+        (
+            "corelog_connections_refused_total",
+            "counter",
+            "Connections closed at accept: max.connections or max.connections.per.ip reached",
+            |s| s.connections_refused,
+        ),
+        (
+            "corelog_connections_idle_closed_total",
+            "counter",
+            "Connections closed after connections.max.idle.ms without activity",
+            |s| s.connections_idle_closed,
         ),
         (
             "corelog_flush_errors_total",

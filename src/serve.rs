@@ -22,7 +22,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     check_locked_memory(config.shards)?;
     let _lock = lock_data_dir(&config)?;
     check_port_free(&config)?;
-    let signals = Arc::new(ProcessSignals::default());
+    let signals = Arc::new(ProcessSignals::new(&config));
     watch_signals(signals.clone())?;
     let plan = ExecutorPlan {
         shards: config.shards,

@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 /// Wakes every task waiting on it; a waiter that registered before `notify_all` is never
@@ -78,5 +79,89 @@ impl Latch {
         while !self.raised.get() {
             self.notify.notified().await;
         }
+    }
+}
+
+/// A budget of bytes shared by the tasks of one shard: [`ByteBudget::acquire`] waits until
+/// enough is free, and the bytes return when the [`BudgetPermit`] drops. A request for more
+/// than the whole budget takes all of it once everything else returned, so it never waits
+/// forever. Not fair: small requests may pass a large one that waits.
+pub struct ByteBudget {
+    capacity: usize,
+    used: Cell<usize>,
+    freed: Notify,
+}
+
+/// Bytes taken from a [`ByteBudget`], given back on drop.
+pub struct BudgetPermit {
+    budget: Rc<ByteBudget>,
+    bytes: usize,
+}
+
+impl ByteBudget {
+    pub fn new(capacity: usize) -> Rc<ByteBudget> {
+        assert!(capacity > 0, "an empty budget would block forever");
+        Rc::new(ByteBudget {
+            capacity,
+            used: Cell::new(0),
+            freed: Notify::new(),
+        })
+    }
+
+    /// Takes `bytes` (at most the whole capacity), waiting while they are not free.
+    pub async fn acquire(self: &Rc<Self>, bytes: usize) -> BudgetPermit {
+        let bytes = bytes.min(self.capacity);
+        loop {
+            // Registered before the check, so a release between check and await is not missed.
+            let freed = self.freed.notified();
+            if self.used.get() + bytes <= self.capacity {
+                self.used.set(self.used.get() + bytes);
+                return BudgetPermit {
+                    budget: self.clone(),
+                    bytes,
+                };
+            }
+            freed.await;
+        }
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+}
+
+impl Drop for BudgetPermit {
+    fn drop(&mut self) {
+        let budget = &self.budget;
+        budget.used.set(budget.used.get() - self.bytes);
+        budget.freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// An acquisition that does not fit waits until enough bytes come back; an oversized one
+    /// takes the whole budget.
+    #[test]
+    fn byte_budget_waits_for_room() {
+        let budget = ByteBudget::new(100);
+        let first = budget.acquire(60).now_or_never().expect("fits");
+        let mut second = Box::pin(budget.acquire(50));
+        assert!(second.as_mut().now_or_never().is_none(), "60 + 50 > 100");
+        drop(first);
+        let second = second.now_or_never().expect("fits after the release");
+        assert_eq!(budget.used(), 50);
+        drop(second);
+        let huge = budget
+            .acquire(1_000)
+            .now_or_never()
+            .expect("clamped to capacity");
+        assert_eq!(budget.used(), 100);
+        drop(huge);
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -1,25 +1,71 @@
 //! One client connection: a reader that frames requests and starts a task for each, and a
 //! writer that awaits those tasks in request order and writes their responses.
 //!
-//! Invariants: responses leave in the order requests arrived; at most
-//! `CONNECTION_REQUESTS_IN_FLIGHT_MAX` requests are in flight (the reader stops reading, which
-//! is the backpressure); a bad frame closes only this connection, after the responses to the
-//! requests before it.
+//! Invariants:
+//! - Responses leave in the order requests arrived.
+//! - At most `CONNECTION_REQUESTS_IN_FLIGHT_MAX` requests are in flight; a request's bytes
+//!   count against the shard's request budget from before its body is read until its handler
+//!   is done; a Fetch reserves its largest response from the connection's response budget
+//!   until that response is written. Any of these limits stops the reader, which is the
+//!   backpressure.
+//! - A bad frame closes only this connection, after the responses to the requests before it.
+//! - A connection without progress (no request read, no response written) for
+//!   `connections.max.idle.ms` is closed, unless it only waits for a handler (a long poll).
+//!   A peer that stops reading its responses therefore holds a connection, and the responses
+//!   already made for it, for at most that long.
+//! - An idle connection holds no read or write buffer.
 
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{select, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use kafka_protocol::messages::RequestKind;
+
 use super::{dispatch, Response};
 use crate::limits;
 use crate::metrics;
+use crate::protocol::{DecodedRequest, RequestBody};
 use crate::runtime::{self, local_channel, JoinHandle, TcpStream};
 use crate::shard::Shard;
-use crate::sync::Latch;
+use crate::sync::{BudgetPermit, ByteBudget, Latch};
 
-/// Serves `stream` until the client closes it, it misbehaves, or the shard shuts down.
+/// A request's handler task, and the response bytes it reserved until its response is written.
+type InFlight = (JoinHandle<Response>, Option<BudgetPermit>);
+
+/// What the reader and the writer of one connection share. Per-shard.
+struct ConnectionState {
+    /// Requests read and not yet answered.
+    in_flight: Cell<usize>,
+    /// When a request was last read or a response last written.
+    last_progress: Cell<Instant>,
+    /// Whether the writer is inside a socket write (false while it awaits a handler).
+    writing: Cell<bool>,
+    /// Raised by the writer when it stops (client gone, or a handler asked to close).
+    writer_stopped: Latch,
+    /// Raised to make the writer give up at once (idle or stalled peer, shutdown grace over).
+    abort_writer: Latch,
+    /// Bytes of record-carrying responses (Fetch) reserved before their handler runs and
+    /// given back once written, so a peer that stops reading holds at most this much.
+    response_budget: Rc<ByteBudget>,
+}
+
+impl ConnectionState {
+    fn progressed(&self) {
+        self.last_progress.set(Instant::now());
+    }
+}
+
+/// How long a connection's in-flight responses may take to be written once the shard shuts
+/// down, before the connection is dropped anyway (a peer that never reads must not hold up
+/// shutdown).
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `stream` until the client closes it, it misbehaves, it idles too long, or the shard
+/// shuts down.
 pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
@@ -28,47 +74,133 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.split();
     let (queue, responses) = local_channel::new_bounded(limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX);
-    let closing = Rc::new(Latch::default());
+    let state = Rc::new(ConnectionState {
+        in_flight: Cell::new(0),
+        last_progress: Cell::new(Instant::now()),
+        writing: Cell::new(false),
+        writer_stopped: Latch::default(),
+        abort_writer: Latch::default(),
+        response_budget: ByteBudget::new(limits::CONNECTION_RESPONSE_BYTES_MAX),
+    });
     let writer_task = runtime::spawn_joinable(
         shard.queues.requests,
-        write_responses(shard.clone(), writer, responses, closing.clone()),
+        write_responses(shard.clone(), writer, responses, state.clone()),
     );
-    if let Some(reason) = read_requests(shard, reader, queue, &closing).await {
+    if let Some(reason) = read_requests(shard, reader, queue, &state).await {
         tracing::warn!(%peer, "closing connection: {reason}");
     }
-    if let Some(Some(reason)) = writer_task.await {
+    // The writer finishes the responses already due, but not for ever.
+    let idle_after = Duration::from_millis(shard.config.connections_max_idle_ms);
+    let grace = if shard.shutdown.is_raised() {
+        idle_after.min(SHUTDOWN_WRITE_GRACE)
+    } else {
+        idle_after
+    };
+    let written = match select(writer_task, Box::pin(runtime::sleep(grace))).await {
+        Either::Left((written, _)) => written,
+        Either::Right((_, writer_task)) => {
+            state.abort_writer.raise();
+            writer_task.await
+        }
+    };
+    if let Some(Some(reason)) = written {
         tracing::warn!(%peer, "closing connection: {reason}");
     }
 }
 
-/// Reads frames until end of stream or shutdown, starting a handler task for each. Dropping
-/// `queue` at the end lets the writer finish. Returns why it stopped, if it was an error.
+/// Reads frames until end of stream, shutdown or idleness, starting a handler task for each;
+/// the task holds the request's budget until it is done. Dropping `queue` at the end lets the
+/// writer finish. Returns why it stopped, if it was an error.
 async fn read_requests(
     shard: &Rc<Shard>,
     mut reader: ReadHalf<TcpStream>,
-    queue: local_channel::LocalSender<JoinHandle<Response>>,
-    closing: &Latch,
+    queue: local_channel::LocalSender<InFlight>,
+    state: &ConnectionState,
 ) -> Option<String> {
     let mut frames = FrameReader::new(shard.config.socket_request_max_bytes);
+    let budget = &shard.net.request_budget;
     loop {
-        let stop = select(Box::pin(shard.shutdown.wait()), Box::pin(closing.wait()));
-        let frame = match select(Box::pin(frames.next(&mut reader)), stop).await {
-            Either::Left((Ok(Some(frame)), _)) => frame,
-            Either::Left((Ok(None), _)) | Either::Right(_) => return None,
-            Either::Left((Err(reason), _)) => return Some(reason),
+        let next = frames.next(&mut reader, budget);
+        let (frame, permit) = match until_quit(shard, state, next).await {
+            Some(Ok(Some(next))) => next,
+            Some(Ok(None)) | None => return None,
+            Some(Err(reason)) => return Some(reason),
         };
+        state.progressed();
         metrics::add(&shard.metrics.bytes_received, 4 + frame.len() as u64);
         let request = match dispatch::decode(frame) {
             Ok(request) => request,
             Err(reason) => return Some(reason),
         };
+        let reserved = match response_bytes_bound(&request) {
+            0 => None,
+            bound => match until_quit(shard, state, state.response_budget.acquire(bound)).await {
+                Some(reserved) => Some(reserved),
+                None => return None,
+            },
+        };
         let handler_shard = shard.clone();
         let task = runtime::spawn_joinable(shard.queues.requests, async move {
-            dispatch::handle(&handler_shard, request).await
+            let response = dispatch::handle(&handler_shard, request).await;
+            drop(permit);
+            response
         });
-        if queue.send(task).await.is_err() {
-            // The writer stopped (the client went away or a handler asked to close).
-            return None;
+        state.in_flight.set(state.in_flight.get() + 1);
+        match until_quit(shard, state, queue.send((task, reserved))).await {
+            Some(Ok(())) => {}
+            // The writer stopped (the client went away or a handler asked to close), or the
+            // connection is to end.
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// The most bytes the response to `request` may hold, for requests whose responses carry
+/// record data (the first batch of a Fetch may exceed it, as Kafka allows); 0 for the rest.
+fn response_bytes_bound(request: &DecodedRequest) -> usize {
+    match &request.body {
+        RequestBody::Decoded(RequestKind::Fetch(fetch)) => usize::try_from(fetch.max_bytes)
+            .map_or(0, |max| max.min(limits::FETCH_RESPONSE_BYTES_MAX)),
+        _ => 0,
+    }
+}
+
+/// Runs `work` until it completes, or returns `None` when the connection should end quietly
+/// instead: the shard shuts down, the writer stopped, or the connection made no progress for
+/// `connections.max.idle.ms`.
+async fn until_quit<T>(
+    shard: &Shard,
+    state: &ConnectionState,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let idle_after = Duration::from_millis(shard.config.connections_max_idle_ms);
+    // Kept across idle checks: reading a frame must not be cancelled half way.
+    let mut work = std::pin::pin!(work);
+    loop {
+        let stop = select(
+            Box::pin(shard.shutdown.wait()),
+            Box::pin(state.writer_stopped.wait()),
+        );
+        // Once quiet but waiting on a handler, look again a whole period later.
+        let idle_in = match idle_after.saturating_sub(state.last_progress.get().elapsed()) {
+            Duration::ZERO => idle_after,
+            left => left,
+        };
+        let stop_or_idle = select(stop, Box::pin(runtime::sleep(idle_in)));
+        match select(work.as_mut(), stop_or_idle).await {
+            Either::Left((done, _)) => return Some(done),
+            Either::Right((Either::Left(_), _)) => return None,
+            Either::Right((Either::Right(_), _)) => {
+                let quiet = state.last_progress.get().elapsed() >= idle_after;
+                // Waiting on a handler (a long poll) is not idleness; a stuck write is.
+                let stuck = state.in_flight.get() == 0 || state.writing.get();
+                if quiet && stuck {
+                    metrics::add(&shard.metrics.connections_idle_closed, 1);
+                    tracing::debug!("closing a connection without progress for {idle_after:?}");
+                    state.abort_writer.raise();
+                    return None;
+                }
+            }
         }
     }
 }
@@ -77,11 +209,15 @@ async fn read_requests(
 async fn write_responses(
     shard: Rc<Shard>,
     mut writer: WriteHalf<TcpStream>,
-    responses: local_channel::LocalReceiver<JoinHandle<Response>>,
-    closing: Rc<Latch>,
+    responses: local_channel::LocalReceiver<InFlight>,
+    state: Rc<ConnectionState>,
 ) -> Option<String> {
-    let result = write_in_order(&shard, &mut writer, responses).await;
-    closing.raise();
+    let written = write_in_order(&shard, &mut writer, responses, &state);
+    let result = match select(Box::pin(written), Box::pin(state.abort_writer.wait())).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => None,
+    };
+    state.writer_stopped.raise();
     let _ = writer.close().await;
     result
 }
@@ -89,43 +225,61 @@ async fn write_responses(
 async fn write_in_order(
     shard: &Shard,
     writer: &mut WriteHalf<TcpStream>,
-    responses: local_channel::LocalReceiver<JoinHandle<Response>>,
+    responses: local_channel::LocalReceiver<InFlight>,
+    state: &ConnectionState,
 ) -> Option<String> {
-    let mut out = BytesMut::with_capacity(limits::SOCKET_WRITE_COALESCE_BYTES);
-    while let Some(task) = responses.recv().await {
+    while let Some((task, reserved)) = responses.recv().await {
         let chunks = match task.await {
             Some(Response::Chunks(chunks)) => chunks,
-            Some(Response::Nothing) => continue,
+            Some(Response::Nothing) => Vec::new(),
             Some(Response::Close(reason)) => return Some(reason),
             None => return Some("request handler was cancelled".into()),
         };
         let response_bytes: usize = chunks.iter().map(Bytes::len).sum();
         metrics::add(&shard.metrics.bytes_sent, response_bytes as u64);
-        for chunk in chunks {
-            if out.len() + chunk.len() <= out.capacity().max(limits::SOCKET_WRITE_COALESCE_BYTES) {
-                out.extend_from_slice(&chunk);
-                continue;
-            }
-            if write_all(writer, &out).await.is_err() {
-                return None;
-            }
-            out.clear();
-            if chunk.len() >= limits::SOCKET_WRITE_COALESCE_BYTES {
-                if write_all(writer, &chunk).await.is_err() {
-                    return None;
-                }
-            } else {
-                out.extend_from_slice(&chunk);
-            }
+        state.writing.set(true);
+        let written = write_chunks(writer, chunks, response_bytes).await;
+        state.writing.set(false);
+        if written.is_err() {
+            return None;
         }
-        if !out.is_empty() {
-            if write_all(writer, &out).await.is_err() {
-                return None;
-            }
-            out.clear();
-        }
+        state.in_flight.set(state.in_flight.get() - 1);
+        state.progressed();
+        drop(reserved);
     }
     None
+}
+
+/// Writes one response's chunks, coalescing small ones into as few writes as possible. The
+/// coalescing buffer lives only for this response, so an idle connection holds none.
+async fn write_chunks(
+    writer: &mut WriteHalf<TcpStream>,
+    chunks: Vec<Bytes>,
+    total_bytes: usize,
+) -> std::io::Result<()> {
+    if let [only] = chunks.as_slice() {
+        return write_all(writer, only).await;
+    }
+    let mut out = BytesMut::with_capacity(total_bytes.min(limits::SOCKET_WRITE_COALESCE_BYTES));
+    for chunk in chunks {
+        if out.len() + chunk.len() <= limits::SOCKET_WRITE_COALESCE_BYTES {
+            out.extend_from_slice(&chunk);
+            continue;
+        }
+        if !out.is_empty() {
+            write_all(writer, &out).await?;
+            out.clear();
+        }
+        if chunk.len() >= limits::SOCKET_WRITE_COALESCE_BYTES {
+            write_all(writer, &chunk).await?;
+        } else {
+            out.extend_from_slice(&chunk);
+        }
+    }
+    if !out.is_empty() {
+        write_all(writer, &out).await?;
+    }
+    Ok(())
 }
 
 async fn write_all(writer: &mut WriteHalf<TcpStream>, bytes: &[u8]) -> std::io::Result<()> {
@@ -137,48 +291,90 @@ async fn write_all(writer: &mut WriteHalf<TcpStream>, bytes: &[u8]) -> std::io::
 struct FrameReader {
     buf: BytesMut,
     frame_bytes_max: usize,
+    /// Budget taken for the frame at the head of `buf`, once its length is known.
+    permit: Option<BudgetPermit>,
+    /// Whether the last read filled all the room it was given (more is probably waiting).
+    last_read_full: bool,
 }
 
-/// Bytes read from the socket at a time when no larger frame is pending.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes asked of the socket when nothing is buffered and the last read drained it: the
+/// connection is probably idle, and the buffer of a pending read stays allocated until data
+/// comes. Most requests other than produce fit in one such read.
+const READ_IDLE_BYTES: usize = 4 * 1024;
 /// Most bytes read from the socket at once while a large frame is pending.
 const READ_STEP_BYTES_MAX: usize = 1024 * 1024;
 
 impl FrameReader {
     fn new(frame_bytes_max: usize) -> FrameReader {
         FrameReader {
-            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            buf: BytesMut::new(),
             frame_bytes_max,
+            permit: None,
+            last_read_full: false,
         }
     }
 
-    /// The next frame's body; `Ok(None)` at a clean end of stream; `Err` for a bad length, a
-    /// stream cut inside a frame, or a socket error.
-    async fn next(&mut self, reader: &mut ReadHalf<TcpStream>) -> Result<Option<Bytes>, String> {
+    /// The next frame's body and the budget it holds; `Ok(None)` at a clean end of stream;
+    /// `Err` for a bad length, a stream cut inside a frame, or a socket error. The budget is
+    /// taken as soon as the length is known, before the body is read.
+    async fn next(
+        &mut self,
+        reader: &mut ReadHalf<TcpStream>,
+        budget: &Rc<ByteBudget>,
+    ) -> Result<Option<(Bytes, BudgetPermit)>, String> {
         loop {
             let needed = match self.frame_length()? {
-                Some(length) if self.buf.len() >= 4 + length => {
-                    let mut frame = self.buf.split_to(4 + length);
-                    let _ = frame.split_to(4);
-                    return Ok(Some(frame.freeze()));
+                Some(length) => {
+                    if self.permit.is_none() {
+                        self.permit = Some(budget.acquire(4 + length).await);
+                    }
+                    if self.buf.len() >= 4 + length {
+                        let mut frame = self.buf.split_to(4 + length);
+                        let _ = frame.split_to(4);
+                        let permit = self.permit.take().expect("taken above");
+                        return Ok(Some((frame.freeze(), permit)));
+                    }
+                    4 + length - self.buf.len()
                 }
-                Some(length) => 4 + length - self.buf.len(),
                 None => 4 - self.buf.len(),
             };
-            let start = self.buf.len();
-            // Grow towards a large frame step by step, so a length prefix alone cannot make
-            // the broker allocate the whole frame.
-            let read_bytes = needed.clamp(READ_CHUNK_BYTES, READ_STEP_BYTES_MAX);
-            self.buf.resize(start + read_bytes, 0);
-            let read = reader.read(&mut self.buf[start..]).await;
-            let count = read.as_ref().copied().unwrap_or(0);
-            self.buf.truncate(start + count);
-            match read {
-                Ok(0) if start == 0 => return Ok(None),
-                Ok(0) => return Err(format!("stream ended inside a frame ({start} bytes)")),
-                Ok(_) => {}
-                Err(error) => return Err(format!("read failed: {error}")),
+            if !self.read_more(reader, needed).await? {
+                return Ok(None);
             }
+        }
+    }
+
+    /// Reads at least one byte towards `needed` more; `Ok(false)` at a clean end of stream
+    /// (between frames).
+    async fn read_more(
+        &mut self,
+        reader: &mut ReadHalf<TcpStream>,
+        needed: usize,
+    ) -> Result<bool, String> {
+        let start = self.buf.len();
+        if start == 0 {
+            // Give the consumed buffer back (frames still hold their slices of it), so that
+            // an idle connection keeps no memory.
+            self.buf = BytesMut::new();
+        }
+        // Grow towards a large frame step by step, so a length prefix alone cannot make the
+        // broker allocate the whole frame.
+        let chunk = if start == 0 && !self.last_read_full {
+            READ_IDLE_BYTES
+        } else {
+            limits::CONNECTION_READ_CHUNK_BYTES
+        };
+        let read_bytes = needed.clamp(chunk, READ_STEP_BYTES_MAX);
+        self.buf.resize(start + read_bytes, 0);
+        let read = reader.read(&mut self.buf[start..]).await;
+        let count = read.as_ref().copied().unwrap_or(0);
+        self.buf.truncate(start + count);
+        self.last_read_full = count == read_bytes;
+        match read {
+            Ok(0) if start == 0 => Ok(false),
+            Ok(0) => Err(format!("stream ended inside a frame ({start} bytes)")),
+            Ok(_) => Ok(true),
+            Err(error) => Err(format!("read failed: {error}")),
         }
     }
 

@@ -5,17 +5,40 @@
 //! are handled concurrently, and their responses are written back in request order.
 
 pub mod admin;
+pub mod admission;
 mod connection;
 pub mod dispatch;
 pub mod handlers;
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
 use crate::shard::Shard;
+use crate::sync::ByteBudget;
+use admission::Admission;
 use futures::future::{select, Either};
+
+/// What a shard's connections share: the process-wide admission counters and this shard's
+/// budget of request bytes in memory. Per-shard (the budget is an `Rc`).
+pub struct ShardNet {
+    pub admission: Arc<Admission>,
+    /// Taken for each request frame before its body is read, given back once its response is
+    /// written: a shard over budget stops reading from its sockets.
+    pub request_budget: Rc<ByteBudget>,
+}
+
+impl ShardNet {
+    pub fn new(config: &Config, admission: Arc<Admission>) -> ShardNet {
+        ShardNet {
+            admission,
+            request_budget: ByteBudget::new(config.queued_request_bytes_per_shard()),
+        }
+    }
+}
 
 /// What a handler produced for one request.
 pub enum Response {
@@ -58,16 +81,40 @@ pub(crate) async fn accept_until_shutdown(
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     accept_until_shutdown(&shard, listener, "kafka", |stream| {
+        let Some(ip) = admit(&shard, &stream) else {
+            // Dropping the stream closes it without a byte written, as Kafka does.
+            return;
+        };
         let shard = shard.clone();
         shard.connections.opened();
         metrics::add(&shard.metrics.connections_accepted, 1);
         metrics::add(&shard.metrics.connections_open, 1);
         runtime::spawn_into(shard.queues.requests, async move {
             connection::serve(&shard, stream).await;
+            shard.net.admission.release(ip);
             shard.connections.closed();
             let open = &shard.metrics.connections_open;
             open.set(open.get().saturating_sub(1));
         });
     })
     .await
+}
+
+/// Counts a new connection against the connection caps; `None` if it must be refused.
+fn admit(shard: &Shard, stream: &TcpStream) -> Option<std::net::IpAddr> {
+    let ip = match stream.peer_addr() {
+        Ok(peer) => peer.ip(),
+        Err(error) => {
+            tracing::debug!(%error, "accepted connection has no peer address; closing it");
+            return None;
+        }
+    };
+    match shard.net.admission.admit(ip) {
+        Ok(()) => Some(ip),
+        Err(refusal) => {
+            metrics::add(&shard.metrics.connections_refused, 1);
+            tracing::debug!(%ip, ?refusal, "connection refused");
+            None
+        }
+    }
 }

@@ -26,6 +26,8 @@ use kafka_protocol::ResponseError;
 use crate::config::Config;
 use crate::metrics::{MetricsSnapshot, PartitionSnapshot, ShardMetrics};
 use crate::runtime::{self, Latency, Mesh, MeshSenders, TaskQueueHandle};
+use crate::server::admission::Admission;
+use crate::server::ShardNet;
 use crate::storage::{self, BatchCache, Log};
 use crate::sync::{Latch, Notify};
 use controller::Controller;
@@ -33,14 +35,29 @@ use messages::*;
 use partition::Partition;
 use table::{ShardTable, TableChange};
 
-/// Process-wide signals shared by all shards: the only state outside a shard, and only
-/// atomics used at start and shutdown.
-#[derive(Default)]
+/// Process-wide state shared by all shards, the only state outside a shard: atomics used at
+/// start and shutdown, and connection admission (touched once per connection, never per
+/// request).
 pub struct ProcessSignals {
     /// Raised by the main thread on SIGTERM/SIGINT, or by a shard that failed to start.
     pub shutdown: AtomicBool,
     /// Shards that have finished their connections and may close their logs.
     pub drained: AtomicUsize,
+    /// Broker-wide and per-IP connection caps.
+    pub admission: Arc<Admission>,
+}
+
+impl ProcessSignals {
+    pub fn new(config: &Config) -> ProcessSignals {
+        ProcessSignals {
+            shutdown: AtomicBool::new(false),
+            drained: AtomicUsize::new(0),
+            admission: Arc::new(Admission::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            )),
+        }
+    }
 }
 
 /// The task queues of a shard.
@@ -59,6 +76,7 @@ pub struct Shard {
     pub queues: Queues,
     pub shutdown: Rc<Latch>,
     pub connections: ConnectionCount,
+    pub net: ShardNet,
     pub metrics: ShardMetrics,
     table: RefCell<ShardTable>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
@@ -120,6 +138,7 @@ pub async fn run(
         flush: runtime::task_queue("flush", 1000, Latency::Matters(Duration::from_millis(1))),
         background: runtime::task_queue("background", 100, Latency::NotImportant),
     };
+    let net = ShardNet::new(&config, signals.admission.clone());
     let shard = Rc::new(Shard {
         id: senders.peer_id(),
         count: config.shards,
@@ -130,6 +149,7 @@ pub async fn run(
         queues,
         shutdown,
         connections: ConnectionCount::default(),
+        net,
         partitions: RefCell::new(HashMap::new()),
         senders,
         flusher: Flusher::default(),

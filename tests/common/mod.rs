@@ -274,10 +274,15 @@ impl RawConn {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        Ok(RawConn {
+        Ok(RawConn::from_stream(stream))
+    }
+
+    /// Wraps a connected stream (whose timeouts the caller has set).
+    pub fn from_stream(stream: TcpStream) -> RawConn {
+        RawConn {
             stream,
             correlation_id: 0,
-        })
+        }
     }
 
     /// Writes one frame: a 4-byte big-endian length, then `body`.
