@@ -74,6 +74,14 @@ pub struct ServeArgs {
     /// Executor preemption timer in microseconds [default: 2000].
     #[arg(long, env = "CORELOG_PREEMPT_TIMER_US")]
     pub preempt_timer_us: Option<u64>,
+    /// Idle time after which a partition forgets an idempotent producer
+    /// (producer.id.expiration.ms) [default: 86400000].
+    #[arg(long, env = "CORELOG_PRODUCER_ID_EXPIRATION_MS")]
+    pub producer_id_expiration_ms: Option<i64>,
+    /// transactional.id.expiration.ms, accepted for Kafka configs; without transactions it
+    /// has no effect [default: 604800000].
+    #[arg(long, env = "CORELOG_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    pub transactional_id_expiration_ms: Option<i64>,
 }
 
 /// The TOML file: the same options as the flags, spelled with underscores.
@@ -98,6 +106,8 @@ pub struct FileConfig {
     batch_cache_bytes: Option<usize>,
     spin_before_park_us: Option<u64>,
     preempt_timer_us: Option<u64>,
+    producer_id_expiration_ms: Option<i64>,
+    transactional_id_expiration_ms: Option<i64>,
 }
 
 /// Broker-wide defaults of the per-topic configs.
@@ -129,6 +139,8 @@ pub struct Config {
     pub batch_cache_bytes: usize,
     pub spin_before_park_us: u64,
     pub preempt_timer_us: u64,
+    pub producer_id_expiration_ms: i64,
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl Config {
@@ -202,6 +214,16 @@ impl Config {
             ),
             spin_before_park_us: pick(args.spin_before_park_us, file.spin_before_park_us, 0),
             preempt_timer_us: pick(args.preempt_timer_us, file.preempt_timer_us, 2_000),
+            producer_id_expiration_ms: pick(
+                args.producer_id_expiration_ms,
+                file.producer_id_expiration_ms,
+                limits::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            ),
+            transactional_id_expiration_ms: pick(
+                args.transactional_id_expiration_ms,
+                file.transactional_id_expiration_ms,
+                7 * 24 * 3_600_000,
+            ),
         };
         config.check()?;
         Ok(config)
@@ -225,6 +247,9 @@ impl Config {
                 "--segment-bytes must be at least {}",
                 limits::SEGMENT_BYTES_MIN
             );
+        }
+        if self.producer_id_expiration_ms < 1 || self.transactional_id_expiration_ms < 1 {
+            bail!("--producer-id-expiration-ms and --transactional-id-expiration-ms must be positive");
         }
         if self.topic_defaults.max_message_bytes < 0 {
             bail!("--max-message-bytes must not be negative");
