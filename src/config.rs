@@ -249,7 +249,9 @@ impl Config {
             );
         }
         if self.producer_id_expiration_ms < 1 || self.transactional_id_expiration_ms < 1 {
-            bail!("--producer-id-expiration-ms and --transactional-id-expiration-ms must be positive");
+            bail!(
+                "--producer-id-expiration-ms and --transactional-id-expiration-ms must be positive"
+            );
         }
         if self.topic_defaults.max_message_bytes < 0 {
             bail!("--max-message-bytes must not be negative");

@@ -10,8 +10,8 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use kafka_protocol::messages::{
-    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest,
-    ProduceResponse, TransactionalId,
+    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
@@ -65,7 +65,10 @@ fn init_producer_id(conn: &mut RawConn, version: i16) -> (i64, i16) {
         .with_transactional_id(None)
         .with_transaction_timeout_ms(60_000);
     let response: InitProducerIdResponse = conn.request(&request, version);
-    assert_eq!(response.error_code, 0, "InitProducerId v{version}: {response:?}");
+    assert_eq!(
+        response.error_code, 0,
+        "InitProducerId v{version}: {response:?}"
+    );
     assert_eq!(response.producer_epoch, 0);
     (response.producer_id.0, response.producer_epoch)
 }
@@ -114,24 +117,46 @@ fn duplicate_batch_gets_original_offset() {
     let (producer_id, epoch) = init_producer_id(&mut conn, 0);
     let first = idempotent_batch(producer_id, epoch, 0, 3);
     assert_eq!(produce(&mut conn, "dup", 0, first.clone()), (0, 0));
-    assert_eq!(produce(&mut conn, "dup", 0, idempotent_batch(producer_id, epoch, 3, 2)), (0, 3));
-    assert_eq!(produce(&mut conn, "dup", 0, first), (0, 0), "retry of an older batch");
+    assert_eq!(
+        produce(
+            &mut conn,
+            "dup",
+            0,
+            idempotent_batch(producer_id, epoch, 3, 2)
+        ),
+        (0, 3)
+    );
+    assert_eq!(
+        produce(&mut conn, "dup", 0, first),
+        (0, 0),
+        "retry of an older batch"
+    );
     assert_eq!(high_watermark(&mut conn, "dup"), 5);
 
     // Pipelined: the retry is sent before the original's response, so it finds the original
     // staged (or in the flush round) and must wait for it to be durable.
     let batch = idempotent_batch(producer_id, epoch, 5, 4);
     let request = produce_request("dup", 0, batch, -1);
-    let ids = [conn.send_request(&request, 9).unwrap(), conn.send_request(&request, 9).unwrap()];
+    let ids = [
+        conn.send_request(&request, 9).unwrap(),
+        conn.send_request(&request, 9).unwrap(),
+    ];
     for id in ids {
         let response: ProduceResponse = conn.recv_response::<ProduceRequest>(id, 9).unwrap();
         let partition = &response.responses[0].partition_responses[0];
         assert_eq!((partition.error_code, partition.base_offset), (0, 5));
     }
-    assert_eq!(high_watermark(&mut conn, "dup"), 9, "the duplicate was not appended");
+    assert_eq!(
+        high_watermark(&mut conn, "dup"),
+        9,
+        "the duplicate was not appended"
+    );
     let values = all_values(&mut conn, "dup");
     assert_eq!(values.len(), 9);
-    assert!(values.iter().enumerate().all(|(i, (offset, _))| *offset == i as i64));
+    assert!(values
+        .iter()
+        .enumerate()
+        .all(|(i, (offset, _))| *offset == i as i64));
 }
 
 /// A gap in the sequence is OUT_OF_ORDER_SEQUENCE_NUMBER; after the producer bumps its epoch
@@ -143,15 +168,24 @@ fn sequence_and_epoch_errors() {
     create_topic(broker.port, "seq", 1);
     let mut conn = RawConn::connect(broker.port);
     let (producer_id, _) = init_producer_id(&mut conn, 4);
-    assert_eq!(produce(&mut conn, "seq", 0, idempotent_batch(producer_id, 0, 0, 2)), (0, 0));
+    assert_eq!(
+        produce(&mut conn, "seq", 0, idempotent_batch(producer_id, 0, 0, 2)),
+        (0, 0)
+    );
     let gap = produce(&mut conn, "seq", 0, idempotent_batch(producer_id, 0, 3, 1));
     assert_eq!(gap, (OUT_OF_ORDER_SEQUENCE_NUMBER, -1));
-    assert_eq!(produce(&mut conn, "seq", 0, idempotent_batch(producer_id, 1, 0, 1)), (0, 2));
+    assert_eq!(
+        produce(&mut conn, "seq", 0, idempotent_batch(producer_id, 1, 0, 1)),
+        (0, 2)
+    );
     let fenced = produce(&mut conn, "seq", 0, idempotent_batch(producer_id, 0, 2, 1));
     assert_eq!(fenced, (INVALID_PRODUCER_EPOCH, -1));
     let skipped = produce(&mut conn, "seq", 0, idempotent_batch(producer_id, 2, 1, 1));
     assert_eq!(skipped, (OUT_OF_ORDER_SEQUENCE_NUMBER, -1));
-    assert_eq!(produce(&mut conn, "seq", 0, idempotent_batch(producer_id, 1, 1, 1)), (0, 3));
+    assert_eq!(
+        produce(&mut conn, "seq", 0, idempotent_batch(producer_id, 1, 1, 1)),
+        (0, 3)
+    );
     assert_eq!(high_watermark(&mut conn, "seq"), 4);
 }
 
@@ -164,10 +198,26 @@ fn sequence_wrap_around() {
     let (producer_id, _) = init_producer_id(&mut conn, 1);
     // An unknown producer may start anywhere (KIP-360), so start just below the wrap.
     let start = i32::MAX - 1;
-    assert_eq!(produce(&mut conn, "wrap", 0, idempotent_batch(producer_id, 0, start, 3)), (0, 0));
-    let retry = produce(&mut conn, "wrap", 0, idempotent_batch(producer_id, 0, start, 3));
+    assert_eq!(
+        produce(
+            &mut conn,
+            "wrap",
+            0,
+            idempotent_batch(producer_id, 0, start, 3)
+        ),
+        (0, 0)
+    );
+    let retry = produce(
+        &mut conn,
+        "wrap",
+        0,
+        idempotent_batch(producer_id, 0, start, 3),
+    );
     assert_eq!(retry, (0, 0));
-    assert_eq!(produce(&mut conn, "wrap", 0, idempotent_batch(producer_id, 0, 1, 1)), (0, 3));
+    assert_eq!(
+        produce(&mut conn, "wrap", 0, idempotent_batch(producer_id, 0, 1, 1)),
+        (0, 3)
+    );
 }
 
 /// Producer ids are unique across shards (each takes blocks from the controller) and across
@@ -199,14 +249,22 @@ fn collect(broker: &Broker, seen: &mut HashSet<i64>) {
         for version in 0..=4 {
             let (id, _) = init_producer_id(&mut conn, version);
             assert!(id >= 0);
-            assert!(seen.insert(id), "producer id {id} handed out twice ({connection})");
+            assert!(
+                seen.insert(id),
+                "producer id {id} handed out twice ({connection})"
+            );
         }
     }
 }
 
 /// Produces `batches` batches of 4 records (about 2 KiB each) from one producer; returns the
 /// (sequence, base offset) of each.
-fn produce_sequence(conn: &mut RawConn, topic: &str, producer_id: i64, batches: i32) -> Vec<(i32, i64)> {
+fn produce_sequence(
+    conn: &mut RawConn,
+    topic: &str,
+    producer_id: i64,
+    batches: i32,
+) -> Vec<(i32, i64)> {
     (0..batches)
         .map(|batch| {
             let sequence = batch * 4;
@@ -242,12 +300,27 @@ fn state_survives_kill(segment_bytes: &str, batches: i32) {
     let mut conn = RawConn::connect(broker.port);
     for (sequence, offset) in &acked[acked.len() - 5..] {
         let retry = idempotent_batch_at(producer_id, 0, *sequence, 4, now_ms(), 500);
-        assert_eq!(produce(&mut conn, "kill", 0, retry), (0, *offset), "retry of {sequence}");
+        assert_eq!(
+            produce(&mut conn, "kill", 0, retry),
+            (0, *offset),
+            "retry of {sequence}"
+        );
     }
     let next = batches * 4;
     let gap = idempotent_batch(producer_id, 0, next + 1, 1);
-    assert_eq!(produce(&mut conn, "kill", 0, gap).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
-    assert_eq!(produce(&mut conn, "kill", 0, idempotent_batch(producer_id, 0, next, 1)), (0, end));
+    assert_eq!(
+        produce(&mut conn, "kill", 0, gap).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    assert_eq!(
+        produce(
+            &mut conn,
+            "kill",
+            0,
+            idempotent_batch(producer_id, 0, next, 1)
+        ),
+        (0, end)
+    );
 }
 
 /// Producer state survives SIGKILL when everything is in the one active segment (rebuilt by
@@ -278,7 +351,10 @@ fn corrupt_snapshots_fall_back_to_scanning() {
     let dir = broker.partition_dir("snap", 0);
     let snapshots = snapshot_files(&dir);
     let at_end = dir.join(format!("{end:020}.snapshot"));
-    assert!(snapshots.contains(&at_end), "no snapshot at the log end in {snapshots:?}");
+    assert!(
+        snapshots.contains(&at_end),
+        "no snapshot at the log end in {snapshots:?}"
+    );
     for path in &snapshots {
         let mut bytes = std::fs::read(path).unwrap();
         let middle = bytes.len() / 2;
@@ -290,7 +366,11 @@ fn corrupt_snapshots_fall_back_to_scanning() {
     let (sequence, offset) = acked[acked.len() - 1];
     let retry = idempotent_batch_at(producer_id, 0, sequence, 4, now_ms(), 500);
     assert_eq!(produce(&mut conn, "snap", 0, retry), (0, offset));
-    assert!(broker.stderr().contains("ignoring producer snapshot"), "{}", broker.stderr());
+    assert!(
+        broker.stderr().contains("ignoring producer snapshot"),
+        "{}",
+        broker.stderr()
+    );
 }
 
 /// Producers idle past producer.id.expiration.ms (counted from their last batch's timestamp,
@@ -311,6 +391,14 @@ fn expired_producers_stay_expired_after_restart() {
     broker.kill();
     broker.restart();
     let mut conn = RawConn::connect(broker.port);
-    assert_eq!(produce(&mut conn, "expire", 0, live), (0, 1), "live producer kept");
-    assert_eq!(produce(&mut conn, "expire", 0, old), (0, 2), "expired producer forgotten");
+    assert_eq!(
+        produce(&mut conn, "expire", 0, live),
+        (0, 1),
+        "live producer kept"
+    );
+    assert_eq!(
+        produce(&mut conn, "expire", 0, old),
+        (0, 2),
+        "expired producer forgotten"
+    );
 }

@@ -627,7 +627,10 @@ impl Shard {
             .await
             .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
         // Snapshots and the log tail may hold producers that expired while the broker was down.
-        log.expire_producers(crate::metadata::now_ms(), self.config.producer_id_expiration_ms);
+        log.expire_producers(
+            crate::metadata::now_ms(),
+            self.config.producer_id_expiration_ms,
+        );
         let tp = TopicPartition {
             topic: topic.name.clone(),
             partition,

@@ -198,7 +198,10 @@ impl Partition {
     /// write outside a verified transaction.
     fn validate_producer_fields(&self, summary: &BatchSummary) -> Result<(), ProduceOutput> {
         if summary.producer_id >= 0 && summary.base_sequence < 0 {
-            let message = format!("invalid sequence {} for a producer batch", summary.base_sequence);
+            let message = format!(
+                "invalid sequence {} for a producer batch",
+                summary.base_sequence
+            );
             return Err(self.error(ResponseError::InvalidRecord, &message));
         }
         if summary.is_transactional {

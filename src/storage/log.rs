@@ -261,7 +261,9 @@ impl Log {
     pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
         let mut state = self.state.borrow_mut();
         let removed = state.producers.remove_expired(now_ms, expiration_ms);
-        state.producers_written.remove_expired(now_ms, expiration_ms);
+        state
+            .producers_written
+            .remove_expired(now_ms, expiration_ms);
         if removed > 0 {
             tracing::debug!(dir = %self.dir.display(), removed, "expired idle producers");
         }
@@ -711,8 +713,15 @@ impl Log {
             appender.trim_and_sync().await?;
             self.persist_active_indexes(appender.base_offset()).await?;
             // The written end: appends staged after the final flush are not in the table.
-            let end = self.state.borrow().segments.values().next_back().map(|s| s.next_offset);
-            self.write_producer_snapshot(end.expect("active segment")).await?;
+            let end = self
+                .state
+                .borrow()
+                .segments
+                .values()
+                .next_back()
+                .map(|s| s.next_offset);
+            self.write_producer_snapshot(end.expect("active segment"))
+                .await?;
         }
         let segments = {
             let mut state = self.state.borrow_mut();

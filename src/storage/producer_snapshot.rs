@@ -120,7 +120,10 @@ pub async fn rebuild(
     if from < log_end {
         tracing::info!(dir = %dir.display(), from, log_end, "rebuilding producer state from the log");
     }
-    let start_segment = segments.range(..=from).next_back().map_or(log_start, |(base, _)| *base);
+    let start_segment = segments
+        .range(..=from)
+        .next_back()
+        .map_or(log_start, |(base, _)| *base);
     for segment in segments.range(start_segment..).map(|(_, segment)| segment) {
         if segment.next_offset <= from {
             continue;

@@ -342,10 +342,15 @@ mod tests {
     }
 
     /// Checks `append` and, if new, records it at `*next_offset`; returns the check.
-    fn produce(table: &mut ProducerTable, next_offset: &mut i64, append: ProducerAppend) -> Checked {
+    fn produce(
+        table: &mut ProducerTable,
+        next_offset: &mut i64,
+        append: ProducerAppend,
+    ) -> Checked {
         let checked = table.check(&append).unwrap();
         if checked == Checked::New {
-            let count = i64::from(append.last_seq.wrapping_sub(append.first_seq)).rem_euclid(1 << 31);
+            let count =
+                i64::from(append.last_seq.wrapping_sub(append.first_seq)).rem_euclid(1 << 31);
             let batch = ProducerBatch {
                 first_seq: append.first_seq,
                 last_seq: append.last_seq,
@@ -366,7 +371,10 @@ mod tests {
         let mut table = ProducerTable::default();
         let mut next = 0;
         for batch in 0..7 {
-            assert_eq!(produce(&mut table, &mut next, append(7, 0, batch * 2, 2)), Checked::New);
+            assert_eq!(
+                produce(&mut table, &mut next, append(7, 0, batch * 2, 2)),
+                Checked::New
+            );
         }
         for batch in 2..7 {
             match table.check(&append(7, 0, batch * 2, 2)).unwrap() {
@@ -418,7 +426,10 @@ mod tests {
             table.check(&append(1, 3, 1, 1)),
             Err(ProducerError::OutOfOrder { expected: 0, .. })
         ));
-        assert_eq!(produce(&mut table, &mut next, append(1, 3, 0, 1)), Checked::New);
+        assert_eq!(
+            produce(&mut table, &mut next, append(1, 3, 0, 1)),
+            Checked::New
+        );
         assert_eq!(table.get(1).unwrap().batches.len(), 1);
         // The old epoch's batch is no longer a duplicate but a fenced write.
         assert!(matches!(
@@ -442,7 +453,10 @@ mod tests {
         let mut table = ProducerTable::default();
         let mut next = 0;
         produce(&mut table, &mut next, append(4, 0, i32::MAX - 2, 2));
-        assert_eq!(produce(&mut table, &mut next, append(4, 0, i32::MAX, 3)), Checked::New);
+        assert_eq!(
+            produce(&mut table, &mut next, append(4, 0, i32::MAX, 3)),
+            Checked::New
+        );
         let last = table.get(4).unwrap().batches.back().copied().unwrap();
         assert_eq!((last.first_seq, last.last_seq), (i32::MAX, 1));
         assert!(matches!(
@@ -482,11 +496,17 @@ mod tests {
             }
         }
         let bytes = table.encode_snapshot(next);
-        assert_eq!(ProducerTable::decode_snapshot(&bytes), Ok((next, table.clone())));
+        assert_eq!(
+            ProducerTable::decode_snapshot(&bytes),
+            Ok((next, table.clone()))
+        );
         for position in 0..bytes.len() {
             let mut corrupt = bytes.clone();
             corrupt[position] ^= 0x40;
-            assert!(ProducerTable::decode_snapshot(&corrupt).is_err(), "byte {position}");
+            assert!(
+                ProducerTable::decode_snapshot(&corrupt).is_err(),
+                "byte {position}"
+            );
         }
         for length in 0..bytes.len() {
             assert!(ProducerTable::decode_snapshot(&bytes[..length]).is_err());

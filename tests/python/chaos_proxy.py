@@ -48,8 +48,13 @@ class ChaosProxy:
     """Listens on 127.0.0.1 (`port`) and forwards every connection to `target_port`."""
 
     def __init__(self, target_port: int, seed: int, fault_rate: float = 0.15,
-                 faults_max: int = 8, api_keys: tuple[int, ...] = (PRODUCE_KEY,)):
+                 faults_max: int = 8, api_keys: tuple[int, ...] = (PRODUCE_KEY,),
+                 sure_fault_at: int = 2):
+        """`sure_fault_at`: the request of those keys with this number (from 1) always gets a
+        "swallow" fault, so that a short run is never fault-free."""
         self.target_port = target_port
+        self.sure_fault_at = sure_fault_at
+        self._eligible = 0
         self.fault_rate = fault_rate
         self.faults_max = faults_max
         self.api_keys = api_keys
@@ -100,9 +105,13 @@ class ChaosProxy:
             return None
         (api_key,) = struct.unpack_from(">h", frame, 4)
         with self._lock:
-            if (not self.enabled or api_key not in self.api_keys
-                    or len(self.faults) >= self.faults_max
-                    or self._random.random() >= self.fault_rate):
+            if not self.enabled or api_key not in self.api_keys:
+                return None
+            self._eligible += 1
+            if self._eligible == self.sure_fault_at:
+                self.faults.append("swallow")
+                return "swallow"
+            if len(self.faults) >= self.faults_max or self._random.random() >= self.fault_rate:
                 return None
             fault = "swallow" if self._random.random() < 0.75 else "cut"
             self.faults.append(fault)
