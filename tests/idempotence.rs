@@ -221,8 +221,9 @@ fn sequence_wrap_around() {
 }
 
 /// Producer ids are unique across shards (each takes blocks from the controller) and across
-/// a crash and restart (blocks are recorded in the metadata log); a transactional id is
-/// refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+/// a crash and restart (blocks are recorded in the metadata log); a request carrying an
+/// existing id and epoch gets a new id; a transactional id is refused with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 #[test]
 fn producer_ids_unique_across_shards_and_restart() {
     let mut broker = Broker::start(2, &[]);
@@ -233,7 +234,19 @@ fn producer_ids_unique_across_shards_and_restart() {
     collect(&broker, &mut seen);
     assert_eq!(seen.len(), 80);
 
+    // v3+ may carry the producer's current id and epoch; without a transactional id Kafka
+    // ignores them and hands out a new id at epoch 0 (no KIP-360 bump for idempotent ones).
     let mut conn = RawConn::connect(broker.port);
+    let known = *seen.iter().next().unwrap();
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(known.into())
+        .with_producer_epoch(3);
+    let response: InitProducerIdResponse = conn.request(&request, 4);
+    assert_eq!((response.error_code, response.producer_epoch), (0, 0));
+    assert!(seen.insert(response.producer_id.0), "a new id, not {known}");
+
     let request = InitProducerIdRequest::default()
         .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("txn"))))
         .with_transaction_timeout_ms(60_000);
@@ -400,5 +413,42 @@ fn expired_producers_stay_expired_after_restart() {
         produce(&mut conn, "expire", 0, old),
         (0, 2),
         "expired producer forgotten"
+    );
+}
+
+/// Retention deleting the segments that held a producer's batches keeps its state (as Kafka
+/// since KIP-360), also across SIGKILL and restart: the newest snapshot survives retention, so
+/// a retry of the producer's last batch still gets its original offset, below the log start.
+#[test]
+fn state_outlives_retention_and_restart() {
+    let mut broker = Broker::start(1, &["--retention-check-interval-ms", "50"]);
+    let configs = [("segment.bytes", "16384"), ("retention.bytes", "16384")];
+    create_topic_with_configs(broker.port, "retained", 1, &configs);
+    let mut conn = RawConn::connect(broker.port);
+    let (early_id, _) = init_producer_id(&mut conn, 0);
+    let (late_id, _) = init_producer_id(&mut conn, 0);
+    let early = produce_sequence(&mut conn, "retained", early_id, 2);
+    produce_sequence(&mut conn, "retained", late_id, 40);
+    let (early_sequence, early_offset) = early[1];
+    let log_start = || {
+        let mut conn = RawConn::connect(broker.port);
+        let response: FetchResponse =
+            conn.request(&fetch_request("retained", 0, 0, 0, 0, 1 << 20), 11);
+        single_partition(&response).log_start_offset
+    };
+    if !wait_until(std::time::Duration::from_secs(60), || {
+        log_start() > early_offset
+    }) {
+        broker.fail("retention did not delete the early producer's segment");
+    }
+    broker.kill();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    let retry = idempotent_batch_at(early_id, 0, early_sequence, 4, now_ms(), 500);
+    assert_eq!(produce(&mut conn, "retained", 0, retry), (0, early_offset));
+    let gap = idempotent_batch(early_id, 0, early_sequence + 5, 1);
+    assert_eq!(
+        produce(&mut conn, "retained", 0, gap).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
     );
 }
