@@ -118,7 +118,8 @@ pub async fn rebuild(
         None => (log_start, ProducerTable::default()),
     };
     if from < log_end {
-        tracing::info!(dir = %dir.display(), from, log_end, "rebuilding producer state from the log");
+        let dir = dir.display();
+        tracing::info!(%dir, from, log_end, "rebuilding producer state from the log");
     }
     let start_segment = segments
         .range(..=from)

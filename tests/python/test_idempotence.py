@@ -56,9 +56,9 @@ def _check_exactly_once(bootstrap: str, topic: str, sent: dict[int, list[bytes]]
     for partition, values in sent.items():
         records = ck_consume(bootstrap, topic, len(values), partition=partition)
         got = [r.value for r in records]
-        assert got == values, (
-            f"partition {partition}: {len(got)} records, faults {proxy.faults}; first "
-            f"difference at {next((i for i, (a, b) in enumerate(zip(got, values)) if a != b), None)}")
+        first_difference = next((i for i, (a, b) in enumerate(zip(got, values)) if a != b), None)
+        assert got == values, (f"partition {partition}: {len(got)} records, faults "
+                               f"{proxy.faults}; first difference at {first_difference}")
         assert [r.offset for r in records] == list(range(len(values)))
     # Nothing beyond: a duplicate appended at the end would show up as a higher watermark.
     consumer = ck_consumer(bootstrap)
