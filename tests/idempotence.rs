@@ -301,7 +301,7 @@ fn snapshot_files(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// After SIGKILL and restart, retries of batches acknowledged before the kill still get their
 /// original offsets, the next sequence continues, and a gap is still out of order.
-fn state_survives_kill(segment_bytes: &str, batches: i32) {
+fn state_survives_kill(segment_bytes: &str, batches: i32, rolls: bool) {
     let mut broker = Broker::start(1, &[]);
     create_topic_with_configs(broker.port, "kill", 1, &[("segment.bytes", segment_bytes)]);
     let mut conn = RawConn::connect(broker.port);
@@ -309,6 +309,9 @@ fn state_survives_kill(segment_bytes: &str, batches: i32) {
     let acked = produce_sequence(&mut conn, "kill", producer_id, batches);
     let end = high_watermark(&mut conn, "kill");
     broker.kill();
+    // Rolls leave snapshots; without a roll there is none and the restart must scan.
+    let snapshots = snapshot_files(&broker.partition_dir("kill", 0));
+    assert_eq!(!snapshots.is_empty(), rolls, "snapshots {snapshots:?}");
     broker.restart();
     let mut conn = RawConn::connect(broker.port);
     for (sequence, offset) in &acked[acked.len() - 5..] {
@@ -340,14 +343,14 @@ fn state_survives_kill(segment_bytes: &str, batches: i32) {
 /// scanning, no snapshot exists).
 #[test]
 fn state_survives_sigkill_without_roll() {
-    state_survives_kill("1048576", 12);
+    state_survives_kill("1048576", 12, false);
 }
 
 /// Producer state survives SIGKILL across segment rolls: a snapshot written at the last roll
 /// plus the scanned tail.
 #[test]
 fn state_survives_sigkill_with_rolls() {
-    state_survives_kill("16384", 40);
+    state_survives_kill("16384", 40, true);
 }
 
 /// A clean stop writes a snapshot at the log end; when every snapshot is damaged the broker
