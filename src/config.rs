@@ -91,6 +91,14 @@ pub struct ServeArgs {
     /// [default: 512 MiB].
     #[arg(long, env = "CORELOG_QUEUED_MAX_REQUEST_BYTES")]
     pub queued_max_request_bytes: Option<usize>,
+    /// Idle time after which a partition forgets an idempotent producer
+    /// (producer.id.expiration.ms) [default: 86400000].
+    #[arg(long, env = "CORELOG_PRODUCER_ID_EXPIRATION_MS")]
+    pub producer_id_expiration_ms: Option<i64>,
+    /// transactional.id.expiration.ms, accepted for Kafka configs; without transactions it
+    /// has no effect [default: 604800000].
+    #[arg(long, env = "CORELOG_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    pub transactional_id_expiration_ms: Option<i64>,
 }
 
 /// The TOML file: the same options as the flags, spelled with underscores.
@@ -119,6 +127,8 @@ pub struct FileConfig {
     max_connections_per_ip: Option<usize>,
     connections_max_idle_ms: Option<u64>,
     queued_max_request_bytes: Option<usize>,
+    producer_id_expiration_ms: Option<i64>,
+    transactional_id_expiration_ms: Option<i64>,
 }
 
 /// Broker-wide defaults of the per-topic configs.
@@ -155,6 +165,8 @@ pub struct Config {
     pub connections_max_idle_ms: u64,
     /// The broker-wide budget; see [`Config::queued_request_bytes_per_shard`].
     pub queued_max_request_bytes: usize,
+    pub producer_id_expiration_ms: i64,
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl Config {
@@ -249,6 +261,16 @@ impl Config {
                 file.queued_max_request_bytes,
                 limits::QUEUED_REQUEST_BYTES_DEFAULT,
             ),
+            producer_id_expiration_ms: pick(
+                args.producer_id_expiration_ms,
+                file.producer_id_expiration_ms,
+                limits::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            ),
+            transactional_id_expiration_ms: pick(
+                args.transactional_id_expiration_ms,
+                file.transactional_id_expiration_ms,
+                7 * 24 * 3_600_000,
+            ),
         };
         config.check()?;
         Ok(config)
@@ -271,6 +293,11 @@ impl Config {
             bail!(
                 "--segment-bytes must be at least {}",
                 limits::SEGMENT_BYTES_MIN
+            );
+        }
+        if self.producer_id_expiration_ms < 1 || self.transactional_id_expiration_ms < 1 {
+            bail!(
+                "--producer-id-expiration-ms and --transactional-id-expiration-ms must be positive"
             );
         }
         if self.topic_defaults.max_message_bytes < 0 {

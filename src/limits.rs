@@ -124,3 +124,19 @@ pub const BENCH_IN_FLIGHT_MAX: usize = 1024;
 
 const _: () = assert!(BENCH_FETCH_PARTITION_BYTES_MAX <= BENCH_FETCH_BYTES_MAX);
 const _: () = assert!(BENCH_FETCH_BYTES_MAX as usize * 2 <= BENCH_RESPONSE_BYTES_MAX);
+
+/// Batches remembered per idempotent producer and partition for duplicate detection (Kafka's
+/// `NUM_BATCHES_TO_RETAIN`; clients keep at most five requests in flight per partition).
+pub const PRODUCER_BATCHES_RETAINED_COUNT: usize = 5;
+
+/// Producer ids the controller hands a shard at a time (Kafka's block size).
+pub const PRODUCER_ID_BLOCK_COUNT: i64 = 1000;
+
+/// Largest producer-state snapshot file recovery loads; a bigger one is treated as corrupt.
+pub const PRODUCER_SNAPSHOT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// Default `producer.id.expiration.ms`: producers idle this long are forgotten (one day).
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;
+
+const _: () = assert!(PRODUCER_BATCHES_RETAINED_COUNT >= 1);
+const _: () = assert!(PRODUCER_ID_BLOCK_COUNT >= 1);

@@ -50,6 +50,9 @@ pub enum MetadataRecord {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// The controller handed out every producer id below `next_producer_id` (as KRaft's
+    /// ProducerIdsRecord): ids stay unique across shards and restarts.
+    ProducerIdsAllocated { next_producer_id: i64 },
 }
 
 /// Why a topic name is refused (INVALID_TOPIC_EXCEPTION).

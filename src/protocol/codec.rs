@@ -291,6 +291,7 @@ mod tests {
             ApiKey::FindCoordinator => {
                 RequestKind::FindCoordinator(FindCoordinatorRequest::default())
             }
+            ApiKey::InitProducerId => RequestKind::InitProducerId(InitProducerIdRequest::default()),
             other => panic!("no default body for {other:?}; add one with the API"),
         }
     }

@@ -53,6 +53,7 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 /// - Fetch 4-12: v13 addresses topics by id, which the broker does not assign yet.
 /// - Metadata 1-12, ListOffsets 1-7 (v8 adds the tiered-storage timestamps),
 ///   CreateTopics 2-7, DeleteTopics 1-6, DescribeConfigs 1-4, ApiVersions 0-4.
+/// - InitProducerId 0-4: idempotent producers only; v5 implies transactions V2 (KIP-890).
 /// - FindCoordinator 0-4 answers this broker for groups; librdkafka also uses its presence as
 ///   the sign that a broker takes LZ4.
 pub const SUPPORTED_APIS: &[ApiRange] = &[
@@ -64,6 +65,7 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::InitProducerId, 0, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
 ];
 

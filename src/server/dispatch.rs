@@ -74,6 +74,9 @@ async fn run(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(handlers::find_coordinator::handle(&ctx, r))
         }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(handlers::init_producer_id::handle(&ctx, r).await)
+        }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(handlers::describe_configs::handle(&ctx, r))
         }

@@ -5,6 +5,7 @@
 //! has every shard apply it before answering. Changes are serialized by a one-permit semaphore
 //! so that validation always sees the table the change will be applied to.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
@@ -20,6 +21,8 @@ use crate::storage::BatchCache;
 pub struct Controller {
     store: MetadataStore,
     serial: glommio::sync::Semaphore,
+    /// Every producer id below this was handed out in an earlier block.
+    next_producer_id: Cell<i64>,
 }
 
 impl Controller {
@@ -39,6 +42,7 @@ impl Controller {
         let controller = Rc::new(Controller {
             store,
             serial: glommio::sync::Semaphore::new(1),
+            next_producer_id: Cell::new(next_producer_id(&records)),
         });
         Ok((controller, records))
     }
@@ -189,6 +193,29 @@ impl Controller {
         result
     }
 
+    /// Hands out the next block of `PRODUCER_ID_BLOCK_COUNT` producer ids, `[first, end)`,
+    /// after recording it durably so that no id is ever handed out twice.
+    pub async fn allocate_producer_ids(&self) -> Result<(i64, i64), String> {
+        let _permit = self
+            .serial
+            .acquire_permit(1)
+            .await
+            .map_err(|_| "the controller is closing".to_string())?;
+        let first = self.next_producer_id.get();
+        let end = first
+            .checked_add(crate::limits::PRODUCER_ID_BLOCK_COUNT)
+            .ok_or_else(|| "producer ids are exhausted".to_string())?;
+        let record = MetadataRecord::ProducerIdsAllocated {
+            next_producer_id: end,
+        };
+        self.store
+            .append(&record)
+            .await
+            .map_err(|e| format!("metadata log: {e}"))?;
+        self.next_producer_id.set(end);
+        Ok((first, end))
+    }
+
     /// Makes `record` durable, then has every shard apply it.
     async fn commit(&self, shard: &Rc<Shard>, record: MetadataRecord) -> Result<(), String> {
         self.store
@@ -197,6 +224,18 @@ impl Controller {
             .map_err(|e| format!("metadata log: {e}"))?;
         shard.broadcast_apply(vec![record], false).await
     }
+}
+
+/// The first producer id never handed out, per the metadata log.
+fn next_producer_id(records: &[MetadataRecord]) -> i64 {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            MetadataRecord::ProducerIdsAllocated { next_producer_id } => Some(*next_producer_id),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Owners for `count` new partitions: each goes to the least loaded shard so far.

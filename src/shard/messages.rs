@@ -25,6 +25,8 @@ pub enum ShardRequest {
     CreateTopics(Vec<CreateTopicSpec>, Reply<Vec<TopicResult>>),
     /// Controller only (shard 0).
     DeleteTopics(Vec<TopicRef>, Reply<Vec<TopicResult>>),
+    /// Controller only (shard 0): a fresh block of producer ids `[first, end)`.
+    AllocateProducerIds(Reply<Result<(i64, i64), String>>),
     /// Apply metadata records to this shard's table, opening and closing partition logs.
     Apply(ApplyInput, Reply<Result<(), String>>),
     /// This shard's metrics, for `/metrics`.

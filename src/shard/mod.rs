@@ -8,6 +8,7 @@
 mod controller;
 pub mod messages;
 pub mod partition;
+mod producer_ids;
 pub mod table;
 
 use std::cell::RefCell;
@@ -84,6 +85,7 @@ pub struct Shard {
     senders: MeshSenders<ShardRequest>,
     flusher: Flusher,
     controller: RefCell<Option<Rc<Controller>>>,
+    producer_ids: producer_ids::ProducerIdBlock,
 }
 
 /// Open connections of a shard, so that shutdown can wait for them.
@@ -154,6 +156,7 @@ pub async fn run(
         senders,
         flusher: Flusher::default(),
         controller: RefCell::new(None),
+        producer_ids: Default::default(),
     });
     for (_, mut stream) in receivers {
         let shard = shard.clone();
@@ -313,6 +316,9 @@ impl Shard {
                 drop(reply.send(self.delete_topics(topics).await))
             }
             ShardRequest::Apply(input, reply) => drop(reply.send(self.apply_local(input).await)),
+            ShardRequest::AllocateProducerIds(reply) => {
+                drop(reply.send(self.producer_id_block().await))
+            }
             ShardRequest::Metrics(reply) => drop(reply.send(self.metrics_snapshot())),
             ShardRequest::StartServing(reply) => {
                 drop(reply.send(crate::server::start_listener(self.clone())))
@@ -660,6 +666,11 @@ impl Shard {
         let log = Log::open(dir.clone(), topic.config.log_config(), self.cache.clone())
             .await
             .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+        // Snapshots and the log tail may hold producers that expired while the broker was down.
+        log.expire_producers(
+            crate::metadata::now_ms(),
+            self.config.producer_id_expiration_ms,
+        );
         let tp = TopicPartition {
             topic: topic.name.clone(),
             partition,
@@ -723,6 +734,8 @@ impl Shard {
                     Ok(()) | Err(crate::storage::StorageError::Closed) => {}
                     Err(error) => tracing::error!(%error, "retention failed"),
                 }
+                let expiration_ms = self.config.producer_id_expiration_ms;
+                partition.log().expire_producers(now, expiration_ms);
                 runtime::yield_if_needed().await;
             }
         }

@@ -17,6 +17,7 @@ use crate::metadata::now_ms;
 use crate::metadata::topic_config::TimestampType;
 use crate::metrics::{self, PartitionMetrics};
 use crate::protocol::record_batch::{self, BatchSummary};
+use crate::storage::producer_state::ProducerError;
 use crate::storage::{Log, StorageError};
 use crate::sync::Notify;
 
@@ -120,6 +121,15 @@ impl Partition {
         // replication will later use as the Raft term).
         record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH);
         match self.log.append(batch, &summary, log_append_time) {
+            Ok(result) if result.duplicate_timestamp.is_some() => Ok(Staged {
+                base_offset: result.base_offset,
+                last_offset: result.last_offset,
+                // Kafka answers a duplicate with the original's timestamp; a client takes any
+                // value other than -1 as LogAppendTime, so only such topics get it.
+                log_append_time_ms: log_append_time
+                    .and(result.duplicate_timestamp)
+                    .unwrap_or(-1),
+            }),
             Ok(result) => {
                 metrics::add(&self.metrics.produced_bytes, summary.batch_bytes as u64);
                 metrics::add(&self.metrics.produced_records, summary.record_count as u64);
@@ -129,8 +139,17 @@ impl Partition {
                     log_append_time_ms: log_append_time.unwrap_or(-1),
                 })
             }
+            Err(StorageError::Producer(error)) => Err(self.producer_error(error)),
             Err(error) => Err(self.storage_error(error)),
         }
+    }
+
+    fn producer_error(&self, error: ProducerError) -> ProduceOutput {
+        let code = match error {
+            ProducerError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+        };
+        self.error(code, &error.to_string())
     }
 
     fn validate(&self, records: &[u8]) -> Result<BatchSummary, ProduceOutput> {
@@ -157,6 +176,7 @@ impl Partition {
         }
         let summary = record_batch::validate(&records[start..start + len])
             .map_err(|error| self.error_code(error.error_code(), &format!("{error}")))?;
+        self.validate_producer_fields(&summary)?;
         if config.timestamp_type == TimestampType::CreateTime {
             let now = now_ms();
             let too_old =
@@ -170,6 +190,25 @@ impl Partition {
             }
         }
         Ok(summary)
+    }
+
+    /// Kafka refuses a producer batch without a sequence (INVALID_RECORD). Transactional
+    /// batches need a transaction, which this broker never starts (it hands out no
+    /// transactional ids), so they get INVALID_TXN_STATE, as Kafka answers a transactional
+    /// write outside a verified transaction.
+    fn validate_producer_fields(&self, summary: &BatchSummary) -> Result<(), ProduceOutput> {
+        if summary.producer_id >= 0 && summary.base_sequence < 0 {
+            let message = format!(
+                "invalid sequence {} for a producer batch",
+                summary.base_sequence
+            );
+            return Err(self.error(ResponseError::InvalidRecord, &message));
+        }
+        if summary.is_transactional {
+            let message = "transactions are not supported";
+            return Err(self.error(ResponseError::InvalidTxnState, message));
+        }
+        Ok(())
     }
 
     /// Waits until `last_offset` is durable, or the partition failed.

@@ -172,6 +172,8 @@ impl ShardTable {
                     change.reconfigured.push(entry);
                 }
             }
+            // Only the controller reads these (see `controller::next_producer_id`).
+            MetadataRecord::ProducerIdsAllocated { .. } => {}
         }
         change
     }

@@ -20,6 +20,8 @@ use crate::protocol::record_batch::{self, BatchSummary};
 use crate::storage::appender::Appender;
 use crate::storage::cache::BatchCache;
 use crate::storage::file::{self, SegmentFile};
+use crate::storage::producer_snapshot;
+use crate::storage::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerTable};
 use crate::storage::reader::{ScanError, Scanner};
 use crate::storage::recovery::recover_segment;
 use crate::storage::segment::{segment_path, BatchMeta, Segment};
@@ -49,17 +51,22 @@ impl Default for LogConfig {
     }
 }
 
-/// Offsets assigned to one appended batch.
+/// Offsets assigned to one appended batch, or those of the original it duplicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
     pub base_offset: i64,
     pub last_offset: i64,
+    /// Set when the batch repeats one of its producer's recent batches: nothing was appended,
+    /// and this is the original's stored max timestamp.
+    pub duplicate_timestamp: Option<i64>,
 }
 
 #[derive(Clone)]
 struct Staged {
     bytes: Bytes,
     meta: BatchMeta,
+    /// (producer id, epoch, batch) for batches of idempotent producers.
+    producer: Option<(i64, i16, ProducerBatch)>,
 }
 
 struct State {
@@ -70,6 +77,10 @@ struct State {
     next_offset: i64,
     high_watermark: i64,
     staged: VecDeque<Staged>,
+    /// Producer state of every appended batch, staged ones included: what appends check.
+    producers: ProducerTable,
+    /// Producer state of the batches written to segments only: what snapshots hold.
+    producers_written: ProducerTable,
     failed: Option<String>,
     closed: bool,
 }
@@ -112,6 +123,7 @@ impl Log {
         let appender = Appender::open(active.file.clone(), active.base_offset, active.size).await?;
         let next_offset = active.next_offset;
         let log_start = *segments.keys().next().expect("at least one segment");
+        let producers = producer_snapshot::rebuild(&dir, &segments, next_offset).await?;
         let state = State {
             config,
             segments,
@@ -119,6 +131,8 @@ impl Log {
             next_offset,
             high_watermark: next_offset,
             staged: VecDeque::new(),
+            producers_written: producers.clone(),
+            producers,
             failed: None,
             closed: false,
         };
@@ -193,6 +207,16 @@ impl Log {
         );
         let mut state = self.state.borrow_mut();
         Self::check_usable(&state)?;
+        let producer = producer_of(summary);
+        if let Some(producer) = &producer {
+            if let Checked::Duplicate(original) = state.producers.check(producer)? {
+                return Ok(AppendResult {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                    duplicate_timestamp: Some(original.timestamp),
+                });
+            }
+        }
         let base_offset = state.next_offset;
         let last_offset = base_offset + i64::from(summary.last_offset_delta);
         record_batch::set_base_offset(&mut batch, base_offset);
@@ -207,15 +231,47 @@ impl Log {
             max_timestamp,
             bytes: batch.len() as u64,
         };
+        let producer = producer.map(|producer| {
+            let batch = ProducerBatch {
+                first_seq: producer.first_seq,
+                last_seq: producer.last_seq,
+                base_offset,
+                last_offset,
+                timestamp: max_timestamp,
+            };
+            state
+                .producers
+                .record(producer.producer_id, producer.epoch, batch);
+            (producer.producer_id, producer.epoch, batch)
+        });
         state.staged.push_back(Staged {
             bytes: batch.freeze(),
             meta,
+            producer,
         });
         state.next_offset = last_offset + 1;
         Ok(AppendResult {
             base_offset,
             last_offset,
+            duplicate_timestamp: None,
         })
+    }
+
+    /// Forgets producers idle for `expiration_ms` (Kafka's `producer.id.expiration.ms`).
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
+        let mut state = self.state.borrow_mut();
+        let removed = state.producers.remove_expired(now_ms, expiration_ms);
+        state
+            .producers_written
+            .remove_expired(now_ms, expiration_ms);
+        if removed > 0 {
+            tracing::debug!(dir = %self.dir.display(), removed, "expired idle producers");
+        }
+    }
+
+    /// The producer state appends are checked against (for tests and diagnostics).
+    pub fn producer_count(&self) -> usize {
+        self.state.borrow().producers.len()
     }
 
     /// Writes every staged batch and fdatasyncs. Returns the new high watermark.
@@ -311,6 +367,13 @@ impl Log {
             }
             group_bytes += batch.meta.bytes;
             group.push(batch);
+            // After any roll: a roll's snapshot holds exactly the batches before it.
+            if let Some((producer_id, epoch, producer_batch)) = batch.producer {
+                let mut state = self.state.borrow_mut();
+                state
+                    .producers_written
+                    .record(producer_id, epoch, producer_batch);
+            }
         }
         self.write_group(appender, &group, &config).await
     }
@@ -346,12 +409,21 @@ impl Log {
     async fn roll(&self, appender: &mut Appender, base_offset: i64) -> Result<(), StorageError> {
         appender.trim_and_sync().await?;
         self.persist_active_indexes(appender.base_offset()).await?;
+        self.write_producer_snapshot(base_offset).await?;
         let segment = create_segment(&self.dir, base_offset).await?;
         *appender = Appender::open(segment.file.clone(), base_offset, 0).await?;
         self.state
             .borrow_mut()
             .segments
             .insert(base_offset, segment);
+        Ok(())
+    }
+
+    /// Snapshots the producer state of the batches written below `offset` (all of them: the
+    /// caller holds the io lock and has written and synced everything before `offset`).
+    async fn write_producer_snapshot(&self, offset: i64) -> Result<(), StorageError> {
+        let table = self.state.borrow().producers_written.clone();
+        producer_snapshot::write_snapshot(&self.dir, offset, &table).await?;
         Ok(())
     }
 
@@ -366,6 +438,20 @@ impl Log {
             .insert(base_offset, segment);
         Ok(result?)
     }
+}
+
+/// The producer fields of a client batch, if it has a producer id. Control batches carry
+/// transaction markers, not data, and take no part in sequence checks.
+fn producer_of(summary: &BatchSummary) -> Option<ProducerAppend> {
+    if summary.is_control {
+        return None;
+    }
+    ProducerAppend::from_header(
+        summary.producer_id,
+        summary.producer_epoch,
+        summary.base_sequence,
+        summary.last_offset_delta,
+    )
 }
 
 /// Base offsets of the segments in `dir`, ascending.
@@ -580,6 +666,7 @@ impl Log {
             }
         }
         file::sync_directory(&self.dir).await?;
+        producer_snapshot::prune_below(&self.dir, self.log_start_offset()).await?;
         Ok(())
     }
 
@@ -625,6 +712,16 @@ impl Log {
         if let (Some(appender), true) = (&appender, healthy) {
             appender.trim_and_sync().await?;
             self.persist_active_indexes(appender.base_offset()).await?;
+            // The written end: appends staged after the final flush are not in the table.
+            let end = self
+                .state
+                .borrow()
+                .segments
+                .values()
+                .next_back()
+                .map(|s| s.next_offset);
+            self.write_producer_snapshot(end.expect("active segment"))
+                .await?;
         }
         let segments = {
             let mut state = self.state.borrow_mut();

@@ -11,6 +11,8 @@ mod cache;
 mod file;
 mod index;
 mod log;
+mod producer_snapshot;
+pub mod producer_state;
 mod reader;
 mod recovery;
 mod segment;
@@ -41,4 +43,7 @@ pub enum StorageError {
     Failed(String),
     #[error("log is closed")]
     Closed,
+    /// The batch breaks its producer's epoch or sequence rules; nothing was appended.
+    #[error("{0}")]
+    Producer(#[from] producer_state::ProducerError),
 }

@@ -771,13 +771,12 @@ impl ProducerContext for RecordingContext {
     }
 }
 
-/// Producer settings every test shares: acks=all, no idempotence (not built yet).
+/// Producer settings every test shares: acks=all, librdkafka's defaults otherwise.
 pub fn producer_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
-        .set("enable.idempotence", "false")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000");
     config

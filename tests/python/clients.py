@@ -49,7 +49,6 @@ def ck_producer(bootstrap: str, **conf) -> Producer:
         "acks": "all",
         "linger.ms": 5,
         "message.timeout.ms": int(CLIENT_TIMEOUT_S * 1000),
-        "enable.idempotence": False,
     }
     base.update(conf)
     return Producer(base)
@@ -130,8 +129,6 @@ def kp_producer(bootstrap: str, **conf):
     from kafka import KafkaProducer
     base = dict(
         bootstrap_servers=bootstrap,
-        # kafka-python 3 is idempotent by default; corelog has no InitProducerId yet.
-        enable_idempotence=False,
         acks="all",
         linger_ms=5,
         request_timeout_ms=int(CLIENT_TIMEOUT_S * 1000),

@@ -12,7 +12,7 @@ TIMEOUT_S = 20
 
 async def _round_trip(bootstrap: str, topic: str, count: int):
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=False, request_timeout_ms=TIMEOUT_S * 1000)
+                                request_timeout_ms=TIMEOUT_S * 1000)
     await producer.start()
     try:
         offsets = []
