@@ -5,6 +5,7 @@
 //! that executor's tasks only. Other shards are reached only through `ShardRequest`s over the
 //! mesh; every partition operation, local or remote, ends in this shard's `*_local` methods.
 
+pub mod admin;
 mod controller;
 pub mod messages;
 pub mod partition;
@@ -273,6 +274,12 @@ impl Shard {
                 drop(reply.send(self.delete_topics(topics).await))
             }
             ShardRequest::Apply(input, reply) => drop(reply.send(self.apply_local(input).await)),
+            ShardRequest::Controller(commands, reply) => {
+                drop(reply.send(self.controller_commands(commands).await))
+            }
+            ShardRequest::DeleteRecords(input, reply) => {
+                drop(reply.send(self.delete_records_local(input).await))
+            }
             ShardRequest::Metrics(reply) => drop(reply.send(self.metrics_snapshot())),
             ShardRequest::StartServing(reply) => {
                 drop(reply.send(crate::server::start_listener(self.clone())))
@@ -584,10 +591,22 @@ impl Shard {
             }
         }
         for topic in change.reconfigured {
-            for (tp, partition) in self.partitions.borrow().iter() {
-                if tp.topic == topic.name {
-                    partition.set_topic(topic.clone());
-                }
+            let reconfigured: Vec<_> = self
+                .partitions
+                .borrow()
+                .iter()
+                .filter(|(tp, _)| tp.topic == topic.name)
+                .map(|(_, partition)| partition.clone())
+                .collect();
+            for partition in reconfigured {
+                partition.set_topic(topic.clone());
+                // A lowered retention takes effect now, not at the next retention pass.
+                runtime::spawn_into(self.queues.background, async move {
+                    let now = crate::metadata::now_ms();
+                    if let Err(error) = partition.log().enforce_retention(now).await {
+                        tracing::error!(%error, "retention after a config change failed");
+                    }
+                });
             }
         }
         Ok(())

@@ -11,6 +11,7 @@ mod cache;
 mod file;
 mod index;
 mod log;
+mod log_start;
 mod reader;
 mod recovery;
 mod segment;
