@@ -16,8 +16,8 @@ use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
-use super::admin::topic_name;
-use super::client::Connection;
+use crate::client::admin::topic_name;
+use crate::client::Connection;
 use super::e2e;
 use super::produce::sleep_until;
 use super::report::{record_us, Progress, Scenario, Stats};
