@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use futures::io::AllowStdIo;
 use kafka_protocol::messages::{create_topics_request, list_offsets_request, metadata_request};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::messages::{
     CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
 };
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 

@@ -3,8 +3,8 @@
 
 use anyhow::{anyhow, bail};
 use kafka_protocol::messages::{
-    create_partitions_request, create_topics_request,
-    describe_configs_request, incremental_alter_configs_request, metadata_request,
+    create_partitions_request, create_topics_request, describe_configs_request,
+    incremental_alter_configs_request, metadata_request,
 };
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
@@ -93,7 +93,11 @@ impl Admin {
         for topic in response.topics {
             let name = topic.name.map(|n| n.0.to_string()).unwrap_or_default();
             if topic.error_code != 0 {
-                return Err(kafka_error(&format!("topic {name:?}"), topic.error_code, None));
+                return Err(kafka_error(
+                    &format!("topic {name:?}"),
+                    topic.error_code,
+                    None,
+                ));
             }
             let mut partitions: Vec<PartitionInfo> = topic
                 .partitions
@@ -121,10 +125,7 @@ impl Admin {
     }
 
     /// Metadata, configs and offsets of one topic.
-    pub fn describe_topic(
-        &mut self,
-        name: &str,
-    ) -> anyhow::Result<(TopicInfo, Vec<ConfigEntry>)> {
+    pub fn describe_topic(&mut self, name: &str) -> anyhow::Result<(TopicInfo, Vec<ConfigEntry>)> {
         let mut topic = self
             .topics(Some(&[name.to_string()]))?
             .pop()
@@ -153,7 +154,11 @@ impl Admin {
         };
         if result.error_code != 0 {
             let message = result.error_message.as_ref().map(|m| m.as_str());
-            return Err(kafka_error(&format!("configs of {name:?}"), result.error_code, message));
+            return Err(kafka_error(
+                &format!("configs of {name:?}"),
+                result.error_code,
+                message,
+            ));
         }
         let mut configs: Vec<ConfigEntry> = result
             .configs
@@ -199,7 +204,11 @@ impl Admin {
             .topics
             .first()
             .ok_or_else(|| anyhow!("CreateTopics answered without topic {name:?}"))?;
-        check(&format!("create {name:?}"), result.error_code, &result.error_message)
+        check(
+            &format!("create {name:?}"),
+            result.error_code,
+            &result.error_message,
+        )
     }
 
     pub fn delete_topic(&mut self, name: &str) -> anyhow::Result<()> {
@@ -239,7 +248,11 @@ impl Admin {
             .responses
             .first()
             .ok_or_else(|| anyhow!("IncrementalAlterConfigs answered without {name:?}"))?;
-        check(&format!("alter configs of {name:?}"), result.error_code, &result.error_message)
+        check(
+            &format!("alter configs of {name:?}"),
+            result.error_code,
+            &result.error_message,
+        )
     }
 
     /// Grows topic `name` to `count` partitions.
@@ -256,7 +269,11 @@ impl Admin {
             .results
             .first()
             .ok_or_else(|| anyhow!("CreatePartitions answered without {name:?}"))?;
-        check(&format!("add partitions to {name:?}"), result.error_code, &result.error_message)
+        check(
+            &format!("add partitions to {name:?}"),
+            result.error_code,
+            &result.error_message,
+        )
     }
 }
 
@@ -264,7 +281,11 @@ fn check(what: &str, code: i16, message: &Option<StrBytes>) -> anyhow::Result<()
     if code == 0 {
         return Ok(());
     }
-    Err(kafka_error(what, code, message.as_ref().map(|m| m.as_str())))
+    Err(kafka_error(
+        what,
+        code,
+        message.as_ref().map(|m| m.as_str()),
+    ))
 }
 
 // DeleteTopics v4 names topics in `topic_names`; the `topics` list is v6+.

@@ -269,10 +269,16 @@ pub fn apply_incremental(
     defaults: &TopicDefaults,
     operations: &[(String, ConfigOperation, Option<String>)],
 ) -> Result<BTreeMap<String, String>, AlterError> {
-    let mut names: Vec<&str> = operations.iter().map(|(name, _, _)| name.as_str()).collect();
+    let mut names: Vec<&str> = operations
+        .iter()
+        .map(|(name, _, _)| name.as_str())
+        .collect();
     names.sort_unstable();
     if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
-        return Err(AlterError::Request(format!("config {:?} named twice", pair[0])));
+        return Err(AlterError::Request(format!(
+            "config {:?} named twice",
+            pair[0]
+        )));
     }
     let effective = TopicConfig::resolve(defaults, current);
     let mut next = current.clone();
@@ -287,7 +293,9 @@ pub fn apply_incremental(
                 next.remove(name);
             }
             (_, None) => {
-                return Err(AlterError::Request(format!("config {name:?} has a null value")))
+                return Err(AlterError::Request(format!(
+                    "config {name:?} has a null value"
+                )))
             }
             (ConfigOperation::Set, Some(value)) => {
                 next.insert(name.clone(), value.to_string());
@@ -322,7 +330,9 @@ pub fn replace_all(
     let mut next = BTreeMap::new();
     for (name, value) in pairs {
         let Some(value) = value else {
-            return Err(AlterError::Request(format!("config {name:?} has a null value")));
+            return Err(AlterError::Request(format!(
+                "config {name:?} has a null value"
+            )));
         };
         if next.insert(name.clone(), value.clone()).is_some() {
             return Err(AlterError::Request(format!("config {name:?} named twice")));
@@ -458,23 +468,42 @@ mod tests {
         .unwrap();
         assert_eq!(
             next,
-            overrides(&[("retention.ms", "2000"), ("cleanup.policy", "delete,compact")])
+            overrides(&[
+                ("retention.ms", "2000"),
+                ("cleanup.policy", "delete,compact")
+            ])
         );
-        let next = apply_incremental(&next, &defaults, &[op("cleanup.policy", Subtract, Some("delete"))])
-            .unwrap();
+        let next = apply_incremental(
+            &next,
+            &defaults,
+            &[op("cleanup.policy", Subtract, Some("delete"))],
+        )
+        .unwrap();
         assert_eq!(next["cleanup.policy"], "compact");
         let refused = |ops: &[(String, ConfigOperation, Option<String>)]| {
             apply_incremental(&current, &defaults, ops).unwrap_err()
         };
-        assert!(matches!(refused(&[op("bogus", Set, Some("1"))]), AlterError::Config(_)));
-        assert!(matches!(refused(&[op("retention.ms", Set, Some("x"))]), AlterError::Config(_)));
+        assert!(matches!(
+            refused(&[op("bogus", Set, Some("1"))]),
+            AlterError::Config(_)
+        ));
+        assert!(matches!(
+            refused(&[op("retention.ms", Set, Some("x"))]),
+            AlterError::Config(_)
+        ));
         assert!(matches!(
             refused(&[op("retention.ms", Append, Some("1"))]),
             AlterError::Config(_)
         ));
-        assert!(matches!(refused(&[op("retention.ms", Set, None)]), AlterError::Request(_)));
         assert!(matches!(
-            refused(&[op("segment.ms", Delete, None), op("segment.ms", Set, Some("9"))]),
+            refused(&[op("retention.ms", Set, None)]),
+            AlterError::Request(_)
+        ));
+        assert!(matches!(
+            refused(&[
+                op("segment.ms", Delete, None),
+                op("segment.ms", Set, Some("9"))
+            ]),
             AlterError::Request(_)
         ));
         assert_eq!(replace_all(&[]).unwrap(), BTreeMap::new());

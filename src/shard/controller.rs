@@ -278,7 +278,10 @@ impl Controller {
                     );
                     return Err((ResponseError::InvalidPartitions, message));
                 }
-                let shards = place(&table.load_per_shard(shard.count), (count - current) as usize);
+                let shards = place(
+                    &table.load_per_shard(shard.count),
+                    (count - current) as usize,
+                );
                 let record = MetadataRecord::PartitionsAdded {
                     name: topic,
                     shards,

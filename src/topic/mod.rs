@@ -18,7 +18,12 @@ use crate::client::topics::AlterOperation;
 #[derive(Args, Debug)]
 pub struct TopicArgs {
     /// Broker address(es), HOST:PORT[,HOST:PORT...]; the first one that answers is used.
-    #[arg(long, global = true, env = "CORELOG_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        global = true,
+        env = "CORELOG_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
     #[command(subcommand)]
     pub command: TopicCommand,
@@ -104,7 +109,11 @@ pub fn run(args: &TopicArgs) -> anyhow::Result<()> {
             dry_run,
         } => each_topic(topics, |topic| {
             admin.create_topic(topic, *partitions, configs, *dry_run)?;
-            let verb = if *dry_run { "would be created" } else { "created" };
+            let verb = if *dry_run {
+                "would be created"
+            } else {
+                "created"
+            };
             println!("topic {topic} {verb}");
             Ok(())
         }),
@@ -135,11 +144,16 @@ pub fn run(args: &TopicArgs) -> anyhow::Result<()> {
         } => {
             let operations = alter_operations(set, delete, append, subtract);
             if operations.is_empty() && partitions.is_none() {
-                bail!("nothing to alter: give --set, --delete, --append, --subtract or --partitions");
+                bail!(
+                    "nothing to alter: give --set, --delete, --append, --subtract or --partitions"
+                );
             }
             if !operations.is_empty() {
                 admin.alter_topic_configs(topic, &operations)?;
-                println!("topic {topic}: {} config change(s) applied", operations.len());
+                println!(
+                    "topic {topic}: {} config change(s) applied",
+                    operations.len()
+                );
             }
             if let Some(count) = partitions {
                 admin.create_partitions(topic, *count)?;
@@ -163,7 +177,11 @@ fn alter_operations(
             .collect::<Vec<_>>()
     };
     let mut operations = with(set, AlterOperation::Set);
-    operations.extend(delete.iter().map(|key| (key.clone(), AlterOperation::Delete, None)));
+    operations.extend(
+        delete
+            .iter()
+            .map(|key| (key.clone(), AlterOperation::Delete, None)),
+    );
     operations.extend(with(append, AlterOperation::Append));
     operations.extend(with(subtract, AlterOperation::Subtract));
     operations

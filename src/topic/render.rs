@@ -120,7 +120,13 @@ pub fn print_describe(
         })
         .collect();
     print_table(
-        &["PARTITION", "LEADER", "REPLICAS", "LOG-START-OFFSET", "HIGH-WATERMARK"],
+        &[
+            "PARTITION",
+            "LEADER",
+            "REPLICAS",
+            "LOG-START-OFFSET",
+            "HIGH-WATERMARK",
+        ],
         &rows,
     );
     Ok(())

@@ -63,12 +63,16 @@ pub async fn handle(
 }
 
 /// Assignments, when given, must name one new partition each, one replica each, this broker.
-fn check_assignments(ctx: &RequestContext, topic: &CreatePartitionsTopic) -> Result<(), AdminResult> {
+fn check_assignments(
+    ctx: &RequestContext,
+    topic: &CreatePartitionsTopic,
+) -> Result<(), AdminResult> {
     let Some(assignments) = &topic.assignments else {
         return Ok(());
     };
     let node = ctx.shard.config.node_id;
-    let invalid = |message: String| AdminResult::error(ResponseError::InvalidReplicaAssignment, message);
+    let invalid =
+        |message: String| AdminResult::error(ResponseError::InvalidReplicaAssignment, message);
     if assignments
         .iter()
         .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
@@ -77,7 +81,11 @@ fn check_assignments(ctx: &RequestContext, topic: &CreatePartitionsTopic) -> Res
             "each new partition must have exactly one replica, on broker {node}"
         )));
     }
-    let current = ctx.shard.table().topic(topic.name.0.as_str()).map(|t| t.partition_count());
+    let current = ctx
+        .shard
+        .table()
+        .topic(topic.name.0.as_str())
+        .map(|t| t.partition_count());
     if let Some(current) = current {
         let added = i64::from(topic.count) - i64::from(current);
         if added > 0 && added != assignments.len() as i64 {

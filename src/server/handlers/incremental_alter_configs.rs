@@ -33,7 +33,12 @@ pub async fn handle(
         if let Some(code) = bad_operation {
             let message = format!("config operation {code} does not exist");
             let result = AdminResult::error(ResponseError::InvalidRequest, message);
-            refused.push((resources.len(), resource.resource_type, resource.resource_name, result));
+            refused.push((
+                resources.len(),
+                resource.resource_type,
+                resource.resource_name,
+                result,
+            ));
             continue;
         }
         resources.push(ResourceChange {

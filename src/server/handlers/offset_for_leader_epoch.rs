@@ -39,7 +39,9 @@ pub async fn handle(
             leader_epoch: partition.leader_epoch,
         })
     });
-    let mut answers = join_all(asked.map(|asked| answer(ctx, asked))).await.into_iter();
+    let mut answers = join_all(asked.map(|asked| answer(ctx, asked)))
+        .await
+        .into_iter();
     let topics = request
         .topics
         .iter()
