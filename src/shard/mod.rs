@@ -603,8 +603,12 @@ impl Shard {
                 // A lowered retention takes effect now, not at the next retention pass.
                 runtime::spawn_into(self.queues.background, async move {
                     let now = crate::metadata::now_ms();
-                    if let Err(error) = partition.log().enforce_retention(now).await {
-                        tracing::error!(%error, "retention after a config change failed");
+                    match partition.log().enforce_retention(now).await {
+                        // The partition was removed meanwhile (topic deleted): nothing to do.
+                        Ok(()) | Err(storage::StorageError::Closed) => {}
+                        Err(error) => {
+                            tracing::error!(%error, "retention after a config change failed")
+                        }
                     }
                 });
             }

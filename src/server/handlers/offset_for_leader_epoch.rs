@@ -78,7 +78,8 @@ async fn answer(ctx: &RequestContext, asked: Asked) -> EpochEndOffset {
     if asked.current_leader_epoch > LEADER_EPOCH {
         return base.with_error_code(ResponseError::UnknownLeaderEpoch.code());
     }
-    if asked.current_leader_epoch >= 0 && asked.current_leader_epoch < LEADER_EPOCH {
+    // Empty while the epoch is 0; kept so that the rule holds once epochs advance.
+    if (0..LEADER_EPOCH).contains(&asked.current_leader_epoch) {
         return base.with_error_code(ResponseError::FencedLeaderEpoch.code());
     }
     if asked.leader_epoch == LEADER_EPOCH {
