@@ -4,6 +4,7 @@
 //! benchmarks can reach the same code the broker runs. See ARCHITECTURE.md for the map.
 
 pub mod bench;
+pub mod client;
 pub mod config;
 pub mod limits;
 pub mod metadata;
@@ -15,4 +16,5 @@ pub mod server;
 pub mod shard;
 pub mod storage;
 pub mod sync;
+pub mod topic;
 pub mod tune;

@@ -1,4 +1,5 @@
-//! The `corelog` command line: `serve` runs the broker, `bench` loads one.
+//! The `corelog` command line: `serve` runs the broker, `bench` loads one, `topic` administers
+//! topics on one.
 
 use std::process::ExitCode;
 
@@ -25,6 +26,8 @@ enum Command {
     Tune(corelog::tune::TuneArgs),
     /// Load a Kafka-compatible broker and measure throughput and latency.
     Bench(corelog::bench::BenchArgs),
+    /// Create, list, describe, delete and alter topics on any Kafka-compatible broker.
+    Topic(corelog::topic::TopicArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => corelog::serve::run(&args),
         Command::Tune(args) => return corelog::tune::run(&args),
         Command::Bench(args) => corelog::bench::run(&args),
+        Command::Topic(args) => corelog::topic::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,12 +16,12 @@ use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
-use super::admin::topic_name;
-use super::client::Connection;
 use super::e2e;
 use super::produce::sleep_until;
 use super::report::{record_us, Progress, Scenario, Stats};
 use super::{versions, Shared};
+use crate::client::admin::topic_name;
+use crate::client::Connection;
 use crate::limits::{BENCH_FETCH_BYTES_MAX, BENCH_FETCH_PARTITION_BYTES_MAX};
 use crate::protocol::record_batch;
 use crate::runtime;

@@ -2,7 +2,8 @@
 //! throughput and latency against any Kafka-compatible broker.
 //!
 //! Shape (after Iggy's bench): one file per scenario (`produce`, `consume`, `e2e`), a shared
-//! `report`, a small `client` (framing and correlation ids) and `admin` (set-up). The load runs
+//! `report`, and the crate's small Kafka client (`crate::client`: framing, correlation ids,
+//! and the blocking `Admin` used for set-up). The load runs
 //! on pinned glommio executors started through `runtime::run_shards`; every executor owns its
 //! producer and consumer tasks and its own [`report::Stats`], merged when all are done. Only the
 //! progress counters cross threads, as relaxed atomics.
@@ -17,8 +18,6 @@
 //! Deliberately simple: every request goes to the first address of `--brokers` (no leader
 //! routing across a cluster), and request versions are fixed ones that Kafka 4 still serves.
 
-mod admin;
-pub mod client;
 mod consume;
 mod e2e;
 mod produce;
@@ -44,9 +43,6 @@ use report::{Progress, Report, Scenario, Stats};
 mod versions {
     pub const PRODUCE: i16 = 7;
     pub const FETCH: i16 = 11;
-    pub const METADATA: i16 = 9;
-    pub const CREATE_TOPICS: i16 = 5;
-    pub const LIST_OFFSETS: i16 = 5;
 }
 
 /// `corelog bench <scenario> [options]`.
@@ -288,7 +284,7 @@ fn prepare(scenario: Scenario, options: BenchOptions) -> anyhow::Result<Shared> 
         .with_context(|| format!("cannot resolve broker address '{first}'"))?
         .next()
         .with_context(|| format!("broker address '{first}' resolves to nothing"))?;
-    let mut admin = admin::Admin::connect(address)?;
+    let mut admin = crate::client::admin::Admin::connect(address)?;
     let partitions = match scenario {
         Scenario::Consume => admin.partition_count(&options.topic)?.with_context(|| {
             format!("topic {} does not exist; nothing to consume", options.topic)

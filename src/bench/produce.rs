@@ -23,10 +23,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::records::Compression;
 
-use super::admin::topic_name;
-use super::client::{FrameReader, FrameWriter};
 use super::report::{record_us, Progress, Stats};
 use super::{versions, Clock, CompressionArg, KeyDistribution, Shared};
+use crate::client::admin::topic_name;
+use crate::client::{FrameReader, FrameWriter};
 use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
 use crate::runtime;
 

@@ -231,6 +231,126 @@ impl TopicConfig {
     }
 }
 
+/// One operation of IncrementalAlterConfigs (KIP-339), by its wire code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ConfigOperation {
+    Set = 0,
+    Delete = 1,
+    Append = 2,
+    Subtract = 3,
+}
+
+impl ConfigOperation {
+    pub fn from_code(code: i8) -> Option<ConfigOperation> {
+        match code {
+            0 => Some(ConfigOperation::Set),
+            1 => Some(ConfigOperation::Delete),
+            2 => Some(ConfigOperation::Append),
+            3 => Some(ConfigOperation::Subtract),
+            _ => None,
+        }
+    }
+}
+
+/// Why an alteration was refused: the Kafka error class and a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlterError {
+    /// INVALID_REQUEST: the request itself is malformed (duplicate keys, null values).
+    Request(String),
+    /// INVALID_CONFIG: an unknown key, a bad value, or an operation the key does not take.
+    Config(String),
+}
+
+/// The overrides after applying IncrementalAlterConfigs `operations` to `current`. SET
+/// replaces, DELETE returns the key to its default, APPEND and SUBTRACT (list keys only) add
+/// or remove items of the effective value. The result is validated as a whole.
+pub fn apply_incremental(
+    current: &BTreeMap<String, String>,
+    defaults: &TopicDefaults,
+    operations: &[(String, ConfigOperation, Option<String>)],
+) -> Result<BTreeMap<String, String>, AlterError> {
+    let mut names: Vec<&str> = operations
+        .iter()
+        .map(|(name, _, _)| name.as_str())
+        .collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(AlterError::Request(format!(
+            "config {:?} named twice",
+            pair[0]
+        )));
+    }
+    let effective = TopicConfig::resolve(defaults, current);
+    let mut next = current.clone();
+    for (name, operation, value) in operations {
+        let Some(key) = TOPIC_CONFIG_KEYS.iter().find(|key| key.name == name) else {
+            return Err(AlterError::Config(format!("unknown topic config {name:?}")));
+        };
+        let is_list = key.kind == ConfigType::List;
+        let value = value.as_deref();
+        match (operation, value) {
+            (ConfigOperation::Delete, _) => {
+                next.remove(name);
+            }
+            (_, None) => {
+                return Err(AlterError::Request(format!(
+                    "config {name:?} has a null value"
+                )))
+            }
+            (ConfigOperation::Set, Some(value)) => {
+                next.insert(name.clone(), value.to_string());
+            }
+            (ConfigOperation::Append | ConfigOperation::Subtract, Some(_)) if !is_list => {
+                return Err(AlterError::Config(format!(
+                    "{name} is not a list: APPEND and SUBTRACT do not apply"
+                )))
+            }
+            (ConfigOperation::Append | ConfigOperation::Subtract, Some(value)) => {
+                let mut items = list_items(&effective.value_of(name).unwrap_or_default());
+                for item in list_items(value) {
+                    if *operation == ConfigOperation::Append && !items.contains(&item) {
+                        items.push(item);
+                    } else if *operation == ConfigOperation::Subtract {
+                        items.retain(|existing| *existing != item);
+                    }
+                }
+                next.insert(name.clone(), items.join(","));
+            }
+        }
+    }
+    TopicConfig::validate(&next).map_err(|error| AlterError::Config(error.0))?;
+    Ok(next)
+}
+
+/// The overrides a legacy AlterConfigs sets: exactly the given pairs, every other key back to
+/// its default.
+pub fn replace_all(
+    pairs: &[(String, Option<String>)],
+) -> Result<BTreeMap<String, String>, AlterError> {
+    let mut next = BTreeMap::new();
+    for (name, value) in pairs {
+        let Some(value) = value else {
+            return Err(AlterError::Request(format!(
+                "config {name:?} has a null value"
+            )));
+        };
+        if next.insert(name.clone(), value.clone()).is_some() {
+            return Err(AlterError::Request(format!("config {name:?} named twice")));
+        }
+    }
+    TopicConfig::validate(&next).map_err(|error| AlterError::Config(error.0))?;
+    Ok(next)
+}
+
+fn list_items(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Where the value of `name` comes from for a topic with these overrides.
 pub fn source_of(
     name: &str,
@@ -324,5 +444,72 @@ mod tests {
         assert!(TopicConfig::validate(&overrides(&[("retention.ms", "x")])).is_err());
         assert!(TopicConfig::validate(&overrides(&[("segment.bytes", "10")])).is_err());
         assert!(TopicConfig::validate(&overrides(&[("cleanup.policy", "nope")])).is_err());
+    }
+
+    /// SET, DELETE, APPEND and SUBTRACT act on the overrides as Kafka's KIP-339 says, and a
+    /// bad key, value or operation refuses the whole change.
+    #[test]
+    fn incremental_operations() {
+        use ConfigOperation::*;
+        let defaults = probe_defaults();
+        let current = overrides(&[("retention.ms", "1000"), ("segment.ms", "5000")]);
+        let op = |name: &str, operation, value: Option<&str>| {
+            (name.to_string(), operation, value.map(str::to_string))
+        };
+        let next = apply_incremental(
+            &current,
+            &defaults,
+            &[
+                op("retention.ms", Set, Some("2000")),
+                op("segment.ms", Delete, None),
+                op("cleanup.policy", Append, Some("compact")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            overrides(&[
+                ("retention.ms", "2000"),
+                ("cleanup.policy", "delete,compact")
+            ])
+        );
+        let next = apply_incremental(
+            &next,
+            &defaults,
+            &[op("cleanup.policy", Subtract, Some("delete"))],
+        )
+        .unwrap();
+        assert_eq!(next["cleanup.policy"], "compact");
+        let refused = |ops: &[(String, ConfigOperation, Option<String>)]| {
+            apply_incremental(&current, &defaults, ops).unwrap_err()
+        };
+        assert!(matches!(
+            refused(&[op("bogus", Set, Some("1"))]),
+            AlterError::Config(_)
+        ));
+        assert!(matches!(
+            refused(&[op("retention.ms", Set, Some("x"))]),
+            AlterError::Config(_)
+        ));
+        assert!(matches!(
+            refused(&[op("retention.ms", Append, Some("1"))]),
+            AlterError::Config(_)
+        ));
+        assert!(matches!(
+            refused(&[op("retention.ms", Set, None)]),
+            AlterError::Request(_)
+        ));
+        assert!(matches!(
+            refused(&[
+                op("segment.ms", Delete, None),
+                op("segment.ms", Set, Some("9"))
+            ]),
+            AlterError::Request(_)
+        ));
+        assert_eq!(replace_all(&[]).unwrap(), BTreeMap::new());
+        assert!(matches!(
+            replace_all(&[("max.message.bytes".into(), Some("-5".into()))]),
+            Err(AlterError::Config(_))
+        ));
     }
 }

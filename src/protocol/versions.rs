@@ -54,6 +54,9 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 /// - Metadata 1-12, ListOffsets 1-7 (v8 adds the tiered-storage timestamps),
 ///   CreateTopics 2-7, DeleteTopics 1-6, DescribeConfigs 1-4, ApiVersions 0-4.
 /// - InitProducerId 0-4: idempotent producers only; v5 implies transactions V2 (KIP-890).
+/// - Admin: DeleteRecords 0-2 (kafka-python 2.x sends v0 only), OffsetForLeaderEpoch 2-4
+///   (Kafka 4's floor), AlterConfigs 0-2, CreatePartitions 0-3, IncrementalAlterConfigs 0-1,
+///   DescribeCluster 0-1 (v2 adds fenced brokers, which a single node does not have).
 /// - FindCoordinator 0-4 answers this broker for groups; librdkafka also uses its presence as
 ///   the sign that a broker takes LZ4.
 pub const SUPPORTED_APIS: &[ApiRange] = &[
@@ -66,7 +69,13 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// The range the broker serves for `api_key`, or `None` when it does not serve that API.

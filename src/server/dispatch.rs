@@ -80,6 +80,24 @@ async fn run(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(handlers::describe_configs::handle(&ctx, r))
         }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(handlers::alter_configs::handle(&ctx, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            handlers::incremental_alter_configs::handle(&ctx, r).await,
+        ),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(handlers::create_partitions::handle(&ctx, r).await)
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(handlers::delete_records::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(handlers::describe_cluster::handle(&ctx, r))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+            handlers::offset_for_leader_epoch::handle(&ctx, r).await,
+        ),
         other => {
             // The decoder only admits APIs in the version table, and each has an arm above.
             return Response::Close(format!("no handler for {:?}", api_name(&other)));

@@ -12,9 +12,10 @@ use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
 
+use super::admin::{AdminResult, ConfigChange, ControllerCommand};
 use super::messages::{CreateTopicSpec, TopicRef, TopicResult};
 use super::Shard;
-use crate::metadata::topic_config::TopicConfig;
+use crate::metadata::topic_config::{self, AlterError, TopicConfig};
 use crate::metadata::{self, collision_key, MetadataRecord, MetadataStore, METADATA_LOG_DIR};
 use crate::storage::BatchCache;
 
@@ -214,6 +215,107 @@ impl Controller {
             .map_err(|e| format!("metadata log: {e}"))?;
         self.next_producer_id.set(end);
         Ok((first, end))
+    }
+
+    /// Config changes and partition increases, one topic per command, each validated against
+    /// the table it will be applied to and recorded before the next one starts.
+    pub async fn run_commands(
+        &self,
+        shard: &Rc<Shard>,
+        commands: Vec<ControllerCommand>,
+    ) -> Vec<AdminResult> {
+        let mut results = Vec::with_capacity(commands.len());
+        for command in commands {
+            let Ok(_permit) = self.serial.acquire_permit(1).await else {
+                break;
+            };
+            let topic = command.topic().to_string();
+            let (record, validate_only) = match self.plan(shard, command) {
+                Ok(planned) => planned,
+                Err((error, message)) => {
+                    results.push(AdminResult::error(error, message));
+                    continue;
+                }
+            };
+            if validate_only {
+                results.push(AdminResult::default());
+                continue;
+            }
+            tracing::info!(%topic, ?record, "topic changed");
+            results.push(match self.commit(shard, record).await {
+                Ok(()) => AdminResult::default(),
+                Err(message) => AdminResult::error(ResponseError::KafkaStorageError, message),
+            });
+        }
+        results
+    }
+
+    /// The record a command would write, and whether it is only to be validated.
+    fn plan(
+        &self,
+        shard: &Shard,
+        command: ControllerCommand,
+    ) -> Result<(MetadataRecord, bool), (ResponseError, String)> {
+        let unknown = |name: &str| {
+            let message = format!("topic {name:?} does not exist");
+            (ResponseError::UnknownTopicOrPartition, message)
+        };
+        let table = shard.table();
+        match command {
+            ControllerCommand::AlterConfigs {
+                topic,
+                change,
+                validate_only,
+            } => {
+                let entry = table.topic(&topic).ok_or_else(|| unknown(&topic))?;
+                let configs = match change {
+                    ConfigChange::Replace(pairs) => topic_config::replace_all(&pairs),
+                    ConfigChange::Incremental(operations) => topic_config::apply_incremental(
+                        &entry.overrides,
+                        table.defaults(),
+                        &operations,
+                    ),
+                };
+                let configs = configs.map_err(|error| match error {
+                    AlterError::Request(message) => (ResponseError::InvalidRequest, message),
+                    AlterError::Config(message) => (ResponseError::InvalidConfig, message),
+                })?;
+                let record = MetadataRecord::TopicConfigChanged {
+                    name: topic,
+                    configs,
+                };
+                Ok((record, validate_only))
+            }
+            ControllerCommand::CreatePartitions {
+                topic,
+                count,
+                validate_only,
+            } => {
+                let entry = table.topic(&topic).ok_or_else(|| unknown(&topic))?;
+                let current = entry.partition_count();
+                if count <= current {
+                    let message =
+                        format!("topic {topic:?} has {current} partitions; {count} is no increase");
+                    return Err((ResponseError::InvalidPartitions, message));
+                }
+                if count > crate::limits::PARTITIONS_PER_TOPIC_MAX {
+                    let message = format!(
+                        "{count} partitions exceed the limit of {}",
+                        crate::limits::PARTITIONS_PER_TOPIC_MAX
+                    );
+                    return Err((ResponseError::InvalidPartitions, message));
+                }
+                let shards = place(
+                    &table.load_per_shard(shard.count),
+                    (count - current) as usize,
+                );
+                let record = MetadataRecord::PartitionsAdded {
+                    name: topic,
+                    shards,
+                };
+                Ok((record, validate_only))
+            }
+        }
     }
 
     /// Makes `record` durable, then has every shard apply it.

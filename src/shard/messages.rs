@@ -27,6 +27,16 @@ pub enum ShardRequest {
     DeleteTopics(Vec<TopicRef>, Reply<Vec<TopicResult>>),
     /// Controller only (shard 0): a fresh block of producer ids `[first, end)`.
     AllocateProducerIds(Reply<Result<(i64, i64), String>>),
+    /// Controller only (shard 0): config changes and partition increases.
+    Controller(
+        Vec<super::admin::ControllerCommand>,
+        Reply<Vec<super::admin::AdminResult>>,
+    ),
+    /// Advance a partition's log start (on its owner).
+    DeleteRecords(
+        super::admin::DeleteRecordsInput,
+        Reply<super::admin::DeleteRecordsOutput>,
+    ),
     /// Apply metadata records to this shard's table, opening and closing partition logs.
     Apply(ApplyInput, Reply<Result<(), String>>),
     /// This shard's metrics, for `/metrics`.

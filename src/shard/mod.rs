@@ -5,6 +5,7 @@
 //! that executor's tasks only. Other shards are reached only through `ShardRequest`s over the
 //! mesh; every partition operation, local or remote, ends in this shard's `*_local` methods.
 
+pub mod admin;
 mod controller;
 pub mod messages;
 pub mod partition;
@@ -319,6 +320,12 @@ impl Shard {
             ShardRequest::AllocateProducerIds(reply) => {
                 drop(reply.send(self.producer_id_block().await))
             }
+            ShardRequest::Controller(commands, reply) => {
+                drop(reply.send(self.controller_commands(commands).await))
+            }
+            ShardRequest::DeleteRecords(input, reply) => {
+                drop(reply.send(self.delete_records_local(input).await))
+            }
             ShardRequest::Metrics(reply) => drop(reply.send(self.metrics_snapshot())),
             ShardRequest::StartServing(reply) => {
                 drop(reply.send(crate::server::start_listener(self.clone())))
@@ -630,10 +637,26 @@ impl Shard {
             }
         }
         for topic in change.reconfigured {
-            for (tp, partition) in self.partitions.borrow().iter() {
-                if tp.topic == topic.name {
-                    partition.set_topic(topic.clone());
-                }
+            let reconfigured: Vec<_> = self
+                .partitions
+                .borrow()
+                .iter()
+                .filter(|(tp, _)| tp.topic == topic.name)
+                .map(|(_, partition)| partition.clone())
+                .collect();
+            for partition in reconfigured {
+                partition.set_topic(topic.clone());
+                // A lowered retention takes effect now, not at the next retention pass.
+                runtime::spawn_into(self.queues.background, async move {
+                    let now = crate::metadata::now_ms();
+                    match partition.log().enforce_retention(now).await {
+                        // The partition was removed meanwhile (topic deleted): nothing to do.
+                        Ok(()) | Err(storage::StorageError::Closed) => {}
+                        Err(error) => {
+                            tracing::error!(%error, "retention after a config change failed")
+                        }
+                    }
+                });
             }
         }
         Ok(())

@@ -295,7 +295,7 @@ impl Partition {
                 };
             }
         };
-        first_record_at_or_after(batch, timestamp).unwrap_or(not_found)
+        first_record_at_or_after(batch, timestamp, self.log.log_start_offset()).unwrap_or(not_found)
     }
 
     fn error(&self, error: ResponseError, message: &str) -> ProduceOutput {
@@ -325,21 +325,26 @@ pub struct Staged {
     pub log_append_time_ms: i64,
 }
 
-/// Decodes `batch` (decompressing if needed) and finds its first record at or after `timestamp`.
-fn first_record_at_or_after(batch: Bytes, timestamp: i64) -> Option<ListOffsetsOutput> {
+/// Decodes `batch` (decompressing if needed) and finds its first record at or after
+/// `timestamp` whose offset is not below `log_start` (DeleteRecords may cut into a batch).
+fn first_record_at_or_after(
+    batch: Bytes,
+    timestamp: i64,
+    log_start: i64,
+) -> Option<ListOffsetsOutput> {
     let summary = record_batch::validate(&batch).ok()?;
     if summary.timestamp_type == record_batch::TimestampType::LogAppendTime {
         return Some(ListOffsetsOutput {
             error_code: 0,
             timestamp: summary.max_timestamp,
-            offset: summary.base_offset,
+            offset: summary.base_offset.max(log_start),
         });
     }
     let mut buf = batch;
     let set = RecordBatchDecoder::decode(&mut buf).ok()?;
     set.records
         .iter()
-        .find(|r| r.timestamp >= timestamp)
+        .find(|r| r.timestamp >= timestamp && r.offset >= log_start)
         .map(|r| ListOffsetsOutput {
             error_code: 0,
             timestamp: r.timestamp,

@@ -22,6 +22,7 @@ use crate::storage::cache::BatchCache;
 use crate::storage::file::{self, SegmentFile};
 use crate::storage::producer_snapshot;
 use crate::storage::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerTable};
+use crate::storage::log_start;
 use crate::storage::reader::{ScanError, Scanner};
 use crate::storage::recovery::recover_segment;
 use crate::storage::segment::{segment_path, BatchMeta, Segment};
@@ -122,8 +123,12 @@ impl Log {
         let active = segments.values().next_back().expect("at least one segment");
         let appender = Appender::open(active.file.clone(), active.base_offset, active.size).await?;
         let next_offset = active.next_offset;
-        let log_start = *segments.keys().next().expect("at least one segment");
         let producers = producer_snapshot::rebuild(&dir, &segments, next_offset).await?;
+        let first_base = *segments.keys().next().expect("at least one segment");
+        // DeleteRecords may have moved the start inside the first segment; it never passes
+        // the high watermark, which recovery cannot lower below an acknowledged offset.
+        let checkpoint = log_start::read(&dir).await?.unwrap_or(first_base);
+        let log_start = checkpoint.max(first_base).min(next_offset);
         let state = State {
             config,
             segments,
@@ -552,14 +557,15 @@ impl Log {
         Ok(batches)
     }
 
-    /// The first batch whose max timestamp is >= `timestamp`, or None.
+    /// The first batch at or after the log start whose max timestamp is >= `timestamp`, or
+    /// None.
     pub async fn find_batch_by_timestamp(
         &self,
         timestamp: i64,
     ) -> Result<Option<Bytes>, StorageError> {
         let found = {
             let state = self.state.borrow();
-            let high_watermark = state.high_watermark;
+            let (high_watermark, log_start) = (state.high_watermark, state.log_start);
             state
                 .segments
                 .values()
@@ -570,10 +576,11 @@ impl Log {
                 })
                 .map(|segment| {
                     let position = segment.position_for_timestamp(timestamp);
-                    (segment.file.clone(), position, segment.size, high_watermark)
+                    let file = segment.file.clone();
+                    (file, position, segment.size, high_watermark, log_start)
                 })
         };
-        let Some((file, position, end, high_watermark)) = found else {
+        let Some((file, position, end, high_watermark, log_start)) = found else {
             return Ok(None);
         };
         let mut scanner = Scanner::new(file, position, end, STORAGE_READ_BYTES_MAX / 16);
@@ -582,7 +589,7 @@ impl Log {
             if meta.base_offset >= high_watermark {
                 break;
             }
-            if meta.max_timestamp >= timestamp {
+            if meta.max_timestamp >= timestamp && meta.last_offset >= log_start {
                 return Ok(Some(batch));
             }
         }
@@ -649,6 +656,43 @@ impl Log {
             result?;
         }
         let doomed = self.take_expired_segments(&config, now_ms);
+        self.remove_segments(doomed).await
+    }
+
+    /// DeleteRecords: moves the log start up to `offset` (-1 means the high watermark),
+    /// durably, then deletes the closed segments wholly below it. An offset below the current
+    /// start changes nothing. Returns the log start after the call.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
+        let _io = self.io_lock.lock().await;
+        let (target, config) = {
+            let state = self.state.borrow();
+            Self::check_usable(&state)?;
+            let target = if offset == -1 {
+                state.high_watermark
+            } else {
+                offset
+            };
+            if target < 0 || target > state.high_watermark {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: state.log_start,
+                    high_watermark: state.high_watermark,
+                });
+            }
+            if target <= state.log_start {
+                return Ok(state.log_start);
+            }
+            (target, state.config.clone())
+        };
+        log_start::write(&self.dir, target).await?;
+        self.state.borrow_mut().log_start = target;
+        let doomed = self.take_expired_segments(&config, crate::metadata::now_ms());
+        self.remove_segments(doomed).await?;
+        Ok(target)
+    }
+
+    /// Deletes the files of segments already taken out of the state. Holds `io_lock`.
+    async fn remove_segments(&self, doomed: Vec<Segment>) -> Result<(), StorageError> {
         if doomed.is_empty() {
             return Ok(());
         }
@@ -670,8 +714,9 @@ impl Log {
         Ok(())
     }
 
-    /// Removes from the state the oldest closed segments that retention deletes, advancing the
-    /// log start offset, and returns them. The active (last) segment is always kept.
+    /// Removes from the state the oldest closed segments that retention deletes, or that lie
+    /// wholly below the log start (DeleteRecords), advancing the log start offset, and returns
+    /// them. The active (last) segment is always kept.
     fn take_expired_segments(&self, config: &LogConfig, now_ms: i64) -> Vec<Segment> {
         let mut state = self.state.borrow_mut();
         let mut total: u64 = state.segments.values().map(|segment| segment.size).sum();
@@ -686,14 +731,16 @@ impl Log {
                     .is_none_or(|(max, _)| now_ms - max > config.retention_ms);
             let too_big =
                 config.retention_bytes >= 0 && total - oldest.size >= config.retention_bytes as u64;
-            if !expired && !too_big {
+            let below_start = oldest.next_offset <= state.log_start;
+            if !expired && !too_big && !below_start {
                 break;
             }
             total -= oldest.size;
             let base = oldest.base_offset;
             doomed.push(state.segments.remove(&base).expect("oldest exists"));
         }
-        state.log_start = *state.segments.keys().next().expect("active segment kept");
+        let first_base = *state.segments.keys().next().expect("active segment kept");
+        state.log_start = state.log_start.max(first_base);
         doomed
     }
 

@@ -13,6 +13,7 @@ mod index;
 mod log;
 mod producer_snapshot;
 pub mod producer_state;
+mod log_start;
 mod reader;
 mod recovery;
 mod segment;

@@ -2,15 +2,21 @@
 //! returns the response body. Handlers reach partitions only through `Shard`'s routed
 //! operations, never another shard's state.
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod init_producer_id;
+pub mod incremental_alter_configs;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 use std::collections::BTreeMap;

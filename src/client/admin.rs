@@ -1,26 +1,42 @@
-//! Set-up before the load starts, over one blocking connection on the main thread: reach the
-//! broker, find or create the topic, and read the partitions' start offsets.
+//! A blocking control-plane client over one TCP connection on the calling thread: topics,
+//! partitions, offsets and configs, for `corelog bench`'s set-up and `corelog topic`.
 //!
-//! Failing here is what "the broker cannot be reached" means: the caller reports the error and
-//! exits non-zero before any executor starts.
+//! Request versions are fixed ones that Kafka 3.x/4.x and corelog all serve; at connect the
+//! broker's ApiVersions ranges are read, so a broker that lacks one gets a clear error naming
+//! the API rather than a decoding failure. Kafka error codes become errors that name the code
+//! (`UnknownTopicOrPartition (3)`) and carry the broker's message.
 
-use std::net::{SocketAddr, TcpStream};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use futures::io::AllowStdIo;
 use kafka_protocol::messages::{create_topics_request, list_offsets_request, metadata_request};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::messages::{
     CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Request, StrBytes};
+use kafka_protocol::ResponseError;
 
-use super::client::Connection;
-use super::versions;
+use super::frame::Connection;
 
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION and TOPIC_ALREADY_EXISTS error codes.
 const ERROR_UNKNOWN_TOPIC: i16 = 3;
 const ERROR_TOPIC_EXISTS: i16 = 36;
+
+/// Request versions this client sends: inside the ranges Kafka 3.x/4.x and corelog serve.
+pub mod versions {
+    pub const METADATA: i16 = 10;
+    pub const CREATE_TOPICS: i16 = 5;
+    pub const DELETE_TOPICS: i16 = 4;
+    pub const LIST_OFFSETS: i16 = 5;
+    pub const DESCRIBE_CONFIGS: i16 = 4;
+    pub const CREATE_PARTITIONS: i16 = 3;
+    pub const INCREMENTAL_ALTER_CONFIGS: i16 = 1;
+    pub const API_VERSIONS: i16 = 0;
+}
 
 /// How long set-up waits for a connection or a created topic to appear.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,10 +44,24 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Admin {
     address: SocketAddr,
     connection: Connection<AllowStdIo<TcpStream>>,
+    /// The broker's version range per API key, from ApiVersions at connect.
+    ranges: HashMap<i16, (i16, i16)>,
 }
 
 pub fn topic_name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+/// A Kafka error code in a response, with what was asked and the broker's message.
+pub fn kafka_error(what: &str, code: i16, message: Option<&str>) -> anyhow::Error {
+    let name = match ResponseError::try_from_code(code) {
+        Some(error) => format!("{error:?}"),
+        None => "unknown error".to_string(),
+    };
+    match message.filter(|m| !m.is_empty()) {
+        Some(message) => anyhow!("{what}: {name} ({code}): {message}"),
+        None => anyhow!("{what}: {name} ({code})"),
+    }
 }
 
 impl Admin {
@@ -40,17 +70,59 @@ impl Admin {
             .with_context(|| format!("cannot reach the broker at {address}"))?;
         stream.set_read_timeout(Some(SETUP_TIMEOUT * 3))?;
         stream.set_nodelay(true)?;
-        Ok(Admin {
+        let mut admin = Admin {
             address,
             connection: Connection::new(AllowStdIo::new(stream)),
-        })
+            ranges: HashMap::new(),
+        };
+        let response = admin.request(&ApiVersionsRequest::default(), versions::API_VERSIONS)?;
+        if response.error_code != 0 {
+            return Err(kafka_error("ApiVersions", response.error_code, None));
+        }
+        admin.ranges = response
+            .api_keys
+            .iter()
+            .map(|range| (range.api_key, (range.min_version, range.max_version)))
+            .collect();
+        Ok(admin)
     }
 
-    fn request<Q: kafka_protocol::protocol::Request>(
+    /// Connects to the first of `brokers` (`HOST:PORT`, comma-separated lists allowed) that
+    /// answers.
+    pub fn connect_any(brokers: &[String]) -> anyhow::Result<Admin> {
+        let mut last_error = anyhow!("no broker address given");
+        for broker in brokers.iter().flat_map(|list| list.split(',')) {
+            let addresses = match broker.trim().to_socket_addrs() {
+                Ok(addresses) => addresses,
+                Err(error) => {
+                    last_error = anyhow!("cannot resolve broker address {broker:?}: {error}");
+                    continue;
+                }
+            };
+            for address in addresses {
+                match Admin::connect(address) {
+                    Ok(admin) => return Ok(admin),
+                    Err(error) => last_error = error,
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    pub(super) fn request<Q: Request>(
         &mut self,
         request: &Q,
         version: i16,
     ) -> anyhow::Result<Q::Response> {
+        let served = self.ranges.get(&Q::KEY).copied();
+        let known = !self.ranges.is_empty();
+        if known && !served.is_some_and(|(min, max)| min <= version && version <= max) {
+            let api = ApiKey::try_from(Q::KEY).map_or("unknown".to_string(), |k| format!("{k:?}"));
+            bail!(
+                "the broker at {} does not serve {api} v{version} (it serves {served:?})",
+                self.address
+            );
+        }
         futures::executor::block_on(self.connection.request(request, version)).with_context(|| {
             format!(
                 "request (api key {}) to the broker at {} failed",

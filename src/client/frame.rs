@@ -1,5 +1,5 @@
-//! A small Kafka client for the load generator: length-prefixed frames over any async byte
-//! stream, request headers with correlation ids, and typed responses.
+//! Kafka framing for corelog's own clients (`bench`, `topic`): length-prefixed frames over any
+//! async byte stream, request headers with correlation ids, and typed responses.
 //!
 //! A connection can be split into a [`FrameWriter`] and a [`FrameReader`] so that one task
 //! pipelines requests while another reads the answers; Kafka brokers answer in request order,
@@ -14,7 +14,7 @@ use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Req
 
 use crate::limits::BENCH_RESPONSE_BYTES_MAX;
 
-/// The client id the load generator sends, so that broker logs can tell it apart.
+/// The client id sent unless another is set, so that broker logs can tell corelog apart.
 const CLIENT_ID: &str = "corelog-bench";
 
 /// Writes request frames; owns the correlation-id counter of its connection.
@@ -22,6 +22,7 @@ pub struct FrameWriter<W> {
     stream: W,
     correlation_id: i32,
     buffer: BytesMut,
+    client_id: &'static str,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -30,7 +31,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             stream,
             correlation_id: 0,
             buffer: BytesMut::new(),
+            client_id: CLIENT_ID,
         }
+    }
+
+    /// The client id this writer puts in request headers.
+    pub fn set_client_id(&mut self, client_id: &'static str) {
+        self.client_id = client_id;
     }
 
     /// Encodes and writes `request` at `version` as one frame; returns its correlation id.
@@ -40,7 +47,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+            .with_client_id(Some(StrBytes::from_static_str(self.client_id)));
         self.buffer.clear();
         // Room for the length prefix, patched once the body's size is known.
         self.buffer.extend_from_slice(&[0u8; 4]);

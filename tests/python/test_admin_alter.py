@@ -1,0 +1,183 @@
+"""Admin APIs that tools call after creation: config changes, partition increases, record
+deletion and cluster description, through confluent-kafka's and kafka-python's admin clients,
+and what producers, consumers and kcat then see."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewPartitions,
+    NewTopic,
+)
+from kafka import TopicPartition as KpTopicPartition
+from kafka.admin import ConfigResource as KpConfigResource
+from kafka.admin import ConfigResourceType, KafkaAdminClient, NewPartitions as KpNewPartitions
+
+from clients import DeliveryLog, ck_consume, ck_consumer, ck_flush, ck_producer, kp_consume, \
+    wait_until
+
+TIMEOUT_S = 20
+
+
+def ck_admin(broker) -> AdminClient:
+    return AdminClient({"bootstrap.servers": broker.bootstrap})
+
+
+def ck_create(admin: AdminClient, name: str, partitions: int = 1, config: dict | None = None):
+    new = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+    admin.create_topics([new], request_timeout=TIMEOUT_S)[name].result(timeout=TIMEOUT_S)
+
+
+def ck_describe(admin: AdminClient, name: str) -> dict:
+    resource = ConfigResource("topic", name)
+    return admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource].result()
+
+
+def produce_values(broker, topic: str, values: list[bytes], partition: int = 0, **conf):
+    producer = ck_producer(broker.bootstrap, **conf)
+    log = DeliveryLog()
+    for value in values:
+        producer.produce(topic, value=value, partition=partition, on_delivery=log)
+    ck_flush(producer)
+    return log
+
+
+@pytest.fixture
+def kp_admin(broker):
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap,
+                             request_timeout_ms=TIMEOUT_S * 1000)
+    yield admin
+    admin.close()
+
+
+def test_confluent_incremental_alter_then_produce_obeys(broker, topic):
+    """incremental_alter_configs lowers max.message.bytes: DescribeConfigs shows it as a topic
+    config and a larger message then fails with MSG_SIZE_TOO_LARGE; deleting it restores the
+    default."""
+    admin = ck_admin(broker)
+    ck_create(admin, topic, 2)
+    resource = ConfigResource("topic", topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", "2000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    configs = ck_describe(admin, topic)
+    assert configs["max.message.bytes"].value == "2000"
+    assert configs["max.message.bytes"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+
+    log = produce_values(broker, topic, [os.urandom(5000)], partition=1,
+                         **{"compression.type": "none"})
+    assert [e.code() for e, _ in log.failed] == [KafkaError.MSG_SIZE_TOO_LARGE]
+
+    resource = ConfigResource("topic", topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", None, incremental_operation=AlterConfigOpType.DELETE)])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    assert ck_describe(admin, topic)["max.message.bytes"].source == \
+        ConfigSource.DEFAULT_CONFIG.value
+    produce_values(broker, topic, [os.urandom(5000)], partition=1).check(1)
+
+
+def test_confluent_alter_errors(broker, topic):
+    """Unknown keys and bad values are INVALID_CONFIG; an unknown topic is
+    UNKNOWN_TOPIC_OR_PART; a dynamic broker config is refused."""
+    admin = ck_admin(broker)
+    ck_create(admin, topic, 1)
+    for key, value, code in [("no.such.key", "1", KafkaError.INVALID_CONFIG),
+                             ("retention.ms", "soon", KafkaError.INVALID_CONFIG)]:
+        resource = ConfigResource("topic", topic, incremental_configs=[
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+        with pytest.raises(KafkaException) as excinfo:
+            admin.incremental_alter_configs([resource])[resource].result(timeout=TIMEOUT_S)
+        assert excinfo.value.args[0].code() == code, key
+    resource = ConfigResource("topic", f"{topic}-missing", incremental_configs=[
+        ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as excinfo:
+        admin.incremental_alter_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    assert excinfo.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    resource = ConfigResource("broker", "0", incremental_configs=[
+        ConfigEntry("log.retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as excinfo:
+        admin.incremental_alter_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    assert excinfo.value.args[0].code() == KafkaError.INVALID_REQUEST
+
+
+def test_confluent_create_partitions_then_produce_and_kcat(broker, topic):
+    """create_partitions grows the topic; the new partition takes messages, and `kcat -L` lists
+    every partition."""
+    admin = ck_admin(broker)
+    ck_create(admin, topic, 1)
+    fs = admin.create_partitions([NewPartitions(topic, 3)], request_timeout=TIMEOUT_S)
+    fs[topic].result(timeout=TIMEOUT_S)
+    wait_until(lambda: len(admin.list_topics(timeout=TIMEOUT_S).topics[topic].partitions) == 3,
+               what="3 partitions in metadata")
+    produce_values(broker, topic, [b"on-two"], partition=2).check(1)
+    assert [r.value for r in ck_consume(broker.bootstrap, topic, 1, partition=2)] == [b"on-two"]
+
+    with pytest.raises(KafkaException) as excinfo:
+        admin.create_partitions([NewPartitions(topic, 2)])[topic].result(timeout=TIMEOUT_S)
+    assert excinfo.value.args[0].code() == KafkaError.INVALID_PARTITIONS
+
+    if shutil.which("kcat"):
+        out = subprocess.run(["kcat", "-b", broker.bootstrap, "-L", "-t", topic],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        assert f'topic "{topic}" with 3 partitions:' in out, out
+
+
+def test_confluent_delete_records_moves_consumers(broker, topic):
+    """delete_records advances the low watermark; a consumer from the beginning starts there."""
+    admin = ck_admin(broker)
+    ck_create(admin, topic, 1)
+    produce_values(broker, topic, [f"m{i}".encode() for i in range(10)]).check(10)
+    fs = admin.delete_records([TopicPartition(topic, 0, 6)], request_timeout=TIMEOUT_S)
+    [result] = [f.result(timeout=TIMEOUT_S) for f in fs.values()]
+    assert result.low_watermark == 6
+    consumer = ck_consumer(broker.bootstrap)
+    try:
+        assert consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT_S) == \
+            (6, 10)
+    finally:
+        consumer.close()
+    records = ck_consume(broker.bootstrap, topic, 4, offset=-2)  # OFFSET_BEGINNING
+    assert [r.offset for r in records] == [6, 7, 8, 9]
+
+
+def test_confluent_describe_cluster(broker):
+    """describe_cluster names this broker as the one node and the controller."""
+    admin = ck_admin(broker)  # Kept alive: the future fails if its client is destroyed.
+    result = admin.describe_cluster(request_timeout=TIMEOUT_S).result(timeout=TIMEOUT_S)
+    assert [(n.id, n.port) for n in result.nodes] == [(0, broker.port)]
+    assert result.controller.id == 0
+    assert result.cluster_id
+
+
+def test_kafka_python_alter_configs_and_describe(kp_admin, topic):
+    """kafka-python's alter_configs (incremental when offered) changes retention.ms, and
+    describe_configs shows it."""
+    kp_admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}},
+                           timeout_ms=TIMEOUT_S * 1000)
+    resource = KpConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": "86400000"})
+    kp_admin.alter_configs([resource])
+    described = kp_admin.describe_configs(
+        [KpConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+    assert described["topic"][topic]["retention.ms"]["value"] == "86400000"
+
+
+def test_kafka_python_create_partitions_and_delete_records(broker, kp_admin, topic):
+    """kafka-python grows a topic, deletes records (DeleteRecords v0) and a consumer then
+    starts at the new log start."""
+    kp_admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}},
+                           timeout_ms=TIMEOUT_S * 1000)
+    kp_admin.create_partitions({topic: KpNewPartitions(total_count=2)})
+    wait_until(lambda: len(kp_admin.describe_topics([topic])[0]["partitions"]) == 2,
+               what="2 partitions")
+    produce_values(broker, topic, [f"v{i}".encode() for i in range(5)]).check(5)
+    result = kp_admin.delete_records({KpTopicPartition(topic, 0): 3})
+    assert list(result.values())[0]["low_watermark"] == 3
+    records = kp_consume(broker.bootstrap, topic, 2, offset=3)
+    assert [r.offset for r in records] == [3, 4]
+    cluster = kp_admin.describe_cluster()
+    assert [b["broker_id"] for b in cluster["brokers"]] == [0]
+    assert cluster["controller_id"] == 0
