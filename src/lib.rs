@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod group;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;
