@@ -14,7 +14,9 @@ use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
@@ -48,7 +50,12 @@ fn group_id(value: &str) -> GroupId {
     GroupId(text(value))
 }
 
-fn join_request(group: &str, member: &str, instance: Option<&str>, session_ms: i32) -> JoinGroupRequest {
+fn join_request(
+    group: &str,
+    member: &str,
+    instance: Option<&str>,
+    session_ms: i32,
+) -> JoinGroupRequest {
     let protocol = JoinGroupRequestProtocol::default()
         .with_name(text("range"))
         .with_metadata(Bytes::from_static(b"subscription"));
@@ -66,14 +73,23 @@ fn join_request(group: &str, member: &str, instance: Option<&str>, session_ms: i
 fn join_new(conn: &mut RawConn, group: &str) -> JoinGroupResponse {
     let first = conn.request(&join_request(group, "", None, 10_000), 5);
     assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
-    assert!(!first.member_id.is_empty(), "MEMBER_ID_REQUIRED carries the id");
+    assert!(
+        !first.member_id.is_empty(),
+        "MEMBER_ID_REQUIRED carries the id"
+    );
     let second = conn.request(&join_request(group, &first.member_id, None, 10_000), 5);
     assert_eq!(second.error_code, 0);
     assert_eq!(second.member_id, first.member_id);
     second
 }
 
-fn sync(conn: &mut RawConn, group: &str, generation: i32, member: &str, assign: &[(&str, &[u8])]) -> SyncGroupResponse {
+fn sync(
+    conn: &mut RawConn,
+    group: &str,
+    generation: i32,
+    member: &str,
+    assign: &[(&str, &[u8])],
+) -> SyncGroupResponse {
     let assignments = assign
         .iter()
         .map(|(m, a)| {
@@ -90,7 +106,13 @@ fn sync(conn: &mut RawConn, group: &str, generation: i32, member: &str, assign: 
     conn.request(&request, 3)
 }
 
-fn heartbeat(conn: &mut RawConn, group: &str, generation: i32, member: &str, instance: Option<&str>) -> i16 {
+fn heartbeat(
+    conn: &mut RawConn,
+    group: &str,
+    generation: i32,
+    member: &str,
+    instance: Option<&str>,
+) -> i16 {
     let request = HeartbeatRequest::default()
         .with_group_id(group_id(group))
         .with_generation_id(generation)
@@ -100,7 +122,16 @@ fn heartbeat(conn: &mut RawConn, group: &str, generation: i32, member: &str, ins
 }
 
 /// OffsetCommit of one partition at `version`; returns its error code.
-fn commit(conn: &mut RawConn, version: i16, group: &str, generation: i32, member: &str, topic: &str, partition: i32, offset: i64) -> i16 {
+fn commit(
+    conn: &mut RawConn,
+    version: i16,
+    group: &str,
+    generation: i32,
+    member: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> i16 {
     let partition = OffsetCommitRequestPartition::default()
         .with_partition_index(partition)
         .with_committed_offset(offset)
@@ -117,7 +148,19 @@ fn commit(conn: &mut RawConn, version: i16, group: &str, generation: i32, member
 }
 
 /// OffsetFetch v8 for several groups: `None` topics asks for all of a group's offsets.
-fn fetch_offsets(conn: &mut RawConn, groups: &[(&str, Option<(&str, Vec<i32>)>)]) -> OffsetFetchResponse {
+fn fetch_offsets(
+    conn: &mut RawConn,
+    groups: &[(&str, Option<(&str, Vec<i32>)>)],
+) -> OffsetFetchResponse {
+    fetch_offsets_at(conn, 8, groups)
+}
+
+/// OffsetFetch of several groups at `version` (8 or 9).
+fn fetch_offsets_at(
+    conn: &mut RawConn,
+    version: i16,
+    groups: &[(&str, Option<(&str, Vec<i32>)>)],
+) -> OffsetFetchResponse {
     let groups = groups
         .iter()
         .map(|(group, topics)| {
@@ -131,15 +174,26 @@ fn fetch_offsets(conn: &mut RawConn, groups: &[(&str, Option<(&str, Vec<i32>)>)]
                 .with_topics(topics)
         })
         .collect();
-    conn.request(&OffsetFetchRequest::default().with_groups(groups), 8)
+    conn.request(&OffsetFetchRequest::default().with_groups(groups), version)
 }
 
 /// The committed offset of (group, topic, partition) in an OffsetFetch v8 response.
-fn committed(response: &OffsetFetchResponse, group: &str, topic: &str, partition: i32) -> Option<i64> {
-    let group = response.groups.iter().find(|g| g.group_id.as_str() == group)?;
+fn committed(
+    response: &OffsetFetchResponse,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let group = response
+        .groups
+        .iter()
+        .find(|g| g.group_id.as_str() == group)?;
     assert_eq!(group.error_code, 0, "group {group:?}");
     let topic = group.topics.iter().find(|t| t.name.as_str() == topic)?;
-    let found = topic.partitions.iter().find(|p| p.partition_index == partition)?;
+    let found = topic
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)?;
     Some(found.committed_offset)
 }
 
@@ -159,12 +213,27 @@ fn member_id_round_trip_and_generation_errors() {
     assert_eq!(synced.error_code, 0);
     assert_eq!(&synced.assignment[..], b"assigned");
     assert_eq!(heartbeat(&mut conn, "g", 1, &member, None), 0);
-    assert_eq!(heartbeat(&mut conn, "g", 0, &member, None), ILLEGAL_GENERATION);
-    assert_eq!(heartbeat(&mut conn, "g", 1, "nobody", None), UNKNOWN_MEMBER_ID);
-    assert_eq!(sync(&mut conn, "g", 7, &member, &[]).error_code, ILLEGAL_GENERATION);
+    assert_eq!(
+        heartbeat(&mut conn, "g", 0, &member, None),
+        ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        heartbeat(&mut conn, "g", 1, "nobody", None),
+        UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(
+        sync(&mut conn, "g", 7, &member, &[]).error_code,
+        ILLEGAL_GENERATION
+    );
     create_topic(broker.port, "t", 1);
-    assert_eq!(commit(&mut conn, 8, "g", 0, &member, "t", 0, 5), ILLEGAL_GENERATION);
-    assert_eq!(commit(&mut conn, 8, "g", 1, "nobody", "t", 0, 5), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        commit(&mut conn, 8, "g", 0, &member, "t", 0, 5),
+        ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        commit(&mut conn, 8, "g", 1, "nobody", "t", 0, 5),
+        UNKNOWN_MEMBER_ID
+    );
     assert_eq!(commit(&mut conn, 8, "g", 1, &member, "t", 0, 5), 0);
     let rejoin_unknown = conn.request(&join_request("g", "nobody", None, 10_000), 5);
     assert_eq!(rejoin_unknown.error_code, UNKNOWN_MEMBER_ID);
@@ -190,7 +259,10 @@ fn joining_member_triggers_rebalance() {
     create_topic(broker.port, "t", 2);
     let mut first = RawConn::connect(broker.port);
     let leader = join_new(&mut first, "g").member_id.to_string();
-    assert_eq!(sync(&mut first, "g", 1, &leader, &[(&leader, b"a")]).error_code, 0);
+    assert_eq!(
+        sync(&mut first, "g", 1, &leader, &[(&leader, b"a")]).error_code,
+        0
+    );
     let mut second = RawConn::connect(broker.port);
     let required = second.request(&join_request("g", "", None, 10_000), 5);
     assert_eq!(required.error_code, MEMBER_ID_REQUIRED);
@@ -205,14 +277,19 @@ fn joining_member_triggers_rebalance() {
         "the leader's heartbeat never reported the rebalance"
     );
     let rejoined = first.request(&join_request("g", &leader, None, 10_000), 5);
-    let follower_join = second.recv_response::<JoinGroupRequest>(pending, 5).unwrap();
+    let follower_join = second
+        .recv_response::<JoinGroupRequest>(pending, 5)
+        .unwrap();
     assert_eq!((rejoined.error_code, follower_join.error_code), (0, 0));
     assert_eq!(rejoined.generation_id, 2);
     assert_eq!(follower_join.generation_id, 2);
     assert_eq!(rejoined.leader.as_str(), leader);
     assert_eq!(rejoined.members.len(), 2, "the leader sees every member");
     assert!(follower_join.members.is_empty(), "followers see no members");
-    assert_eq!(commit(&mut first, 8, "g", 1, &leader, "t", 0, 1), ILLEGAL_GENERATION);
+    assert_eq!(
+        commit(&mut first, 8, "g", 1, &leader, "t", 0, 1),
+        ILLEGAL_GENERATION
+    );
     // The follower's SyncGroup waits for the leader's assignment.
     let pending_sync = second
         .send_request(
@@ -224,8 +301,13 @@ fn joining_member_triggers_rebalance() {
         )
         .unwrap();
     let assignments: [(&str, &[u8]); 2] = [(&leader, b"p0"), (&follower, b"p1")];
-    assert_eq!(&sync(&mut first, "g", 2, &leader, &assignments).assignment[..], b"p0");
-    let follower_sync = second.recv_response::<SyncGroupRequest>(pending_sync, 3).unwrap();
+    assert_eq!(
+        &sync(&mut first, "g", 2, &leader, &assignments).assignment[..],
+        b"p0"
+    );
+    let follower_sync = second
+        .recv_response::<SyncGroupRequest>(pending_sync, 3)
+        .unwrap();
     assert_eq!(&follower_sync.assignment[..], b"p1");
 }
 
@@ -235,13 +317,19 @@ fn static_member_replacement_fences_old_id() {
     let broker = Broker::start(1, FLAGS);
     let mut conn = RawConn::connect(broker.port);
     let first = conn.request(&join_request("g", "", Some("instance-1"), 10_000), 5);
-    assert_eq!(first.error_code, 0, "static members need no member id round trip");
+    assert_eq!(
+        first.error_code, 0,
+        "static members need no member id round trip"
+    );
     let old = first.member_id.to_string();
     assert_eq!(sync(&mut conn, "g", 1, &old, &[(&old, b"a")]).error_code, 0);
     let again = conn.request(&join_request("g", "", Some("instance-1"), 10_000), 5);
     assert_eq!(again.error_code, 0);
     assert_ne!(again.member_id.as_str(), old);
-    assert_eq!(again.generation_id, 1, "a known static member does not rebalance");
+    assert_eq!(
+        again.generation_id, 1,
+        "a known static member does not rebalance"
+    );
     let fenced = heartbeat(&mut conn, "g", 1, &old, Some("instance-1"));
     assert_eq!(fenced, FENCED_INSTANCE_ID);
     let current = heartbeat(&mut conn, "g", 1, &again.member_id, Some("instance-1"));
@@ -261,19 +349,33 @@ fn delete_groups_needs_an_empty_group() {
     let delete = |conn: &mut RawConn, names: &[&str]| -> Vec<i16> {
         let request = DeleteGroupsRequest::default()
             .with_groups_names(names.iter().map(|n| group_id(n)).collect());
-        conn.request(&request, 2).results.iter().map(|r| r.error_code).collect()
+        conn.request(&request, 2)
+            .results
+            .iter()
+            .map(|r| r.error_code)
+            .collect()
     };
-    assert_eq!(delete(&mut conn, &["g", "unknown"]), vec![NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND]);
+    assert_eq!(
+        delete(&mut conn, &["g", "unknown"]),
+        vec![NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND]
+    );
     let leave = LeaveGroupRequest::default()
         .with_group_id(group_id("g"))
         .with_members(vec![MemberIdentity::default().with_member_id(text(&member))]);
     let left = conn.request(&leave, 3);
     assert_eq!((left.error_code, left.members[0].error_code), (0, 0));
-    let described = conn.request(&DescribeGroupsRequest::default().with_groups(vec![group_id("g")]), 5);
+    let described = conn.request(
+        &DescribeGroupsRequest::default().with_groups(vec![group_id("g")]),
+        5,
+    );
     assert_eq!(described.groups[0].group_state.as_str(), "Empty");
     assert_eq!(delete(&mut conn, &["g"]), vec![0]);
     let offsets = fetch_offsets(&mut conn, &[("g", Some(("t", vec![0])))]);
-    assert_eq!(committed(&offsets, "g", "t", 0), Some(-1), "offsets went with the group");
+    assert_eq!(
+        committed(&offsets, "g", "t", 0),
+        Some(-1),
+        "offsets went with the group"
+    );
 }
 
 /// OffsetFetch v8 answers several groups at once; simple commits (generation -1, no member)
@@ -287,8 +389,14 @@ fn offset_fetch_multi_group() {
     assert_eq!(commit(&mut conn, 8, "a", -1, "", "t", 0, 10), 0);
     assert_eq!(commit(&mut conn, 8, "a", -1, "", "t", 2, 12), 0);
     assert_eq!(commit(&mut conn, 2, "b", -1, "", "t", 1, 21), 0);
-    assert_eq!(commit(&mut conn, 8, "c", 3, "m", "t", 0, 1), ILLEGAL_GENERATION);
-    assert_eq!(commit(&mut conn, 9, "c", 3, "m", "t", 0, 1), GROUP_ID_NOT_FOUND);
+    assert_eq!(
+        commit(&mut conn, 8, "c", 3, "m", "t", 0, 1),
+        ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        commit(&mut conn, 9, "c", 3, "m", "t", 0, 1),
+        GROUP_ID_NOT_FOUND
+    );
     let response = fetch_offsets(
         &mut conn,
         &[("a", None), ("b", Some(("t", vec![0, 1]))), ("c", None)],
@@ -296,10 +404,18 @@ fn offset_fetch_multi_group() {
     assert_eq!(response.groups.len(), 3);
     assert_eq!(committed(&response, "a", "t", 0), Some(10));
     assert_eq!(committed(&response, "a", "t", 2), Some(12));
-    assert_eq!(committed(&response, "a", "t", 1), None, "all-offsets form lists only commits");
+    assert_eq!(
+        committed(&response, "a", "t", 1),
+        None,
+        "all-offsets form lists only commits"
+    );
     assert_eq!(committed(&response, "b", "t", 0), Some(-1));
     assert_eq!(committed(&response, "b", "t", 1), Some(21));
-    let c = response.groups.iter().find(|g| g.group_id.as_str() == "c").unwrap();
+    let c = response
+        .groups
+        .iter()
+        .find(|g| g.group_id.as_str() == "c")
+        .unwrap();
     assert!(c.topics.is_empty());
 }
 
@@ -324,7 +440,10 @@ fn offsets_and_membership_survive_sigkill() {
     let (even, odd) = groups_on_both_shards();
     let mut conn = RawConn::connect(broker.port);
     let member = join_new(&mut conn, &even).member_id.to_string();
-    assert_eq!(sync(&mut conn, &even, 1, &member, &[(&member, b"both")]).error_code, 0);
+    assert_eq!(
+        sync(&mut conn, &even, 1, &member, &[(&member, b"both")]).error_code,
+        0
+    );
     assert_eq!(commit(&mut conn, 8, &even, 1, &member, "t", 0, 100), 0);
     assert_eq!(commit(&mut conn, 8, &even, 1, &member, "t", 0, 101), 0);
     assert_eq!(commit(&mut conn, 7, &odd, -1, "", "t", 1, 200), 0);
@@ -344,5 +463,124 @@ fn offsets_and_membership_survive_sigkill() {
     assert_eq!(group.members.len(), 1);
     assert_eq!(group.members[0].member_id.as_str(), member);
     assert_eq!(&group.members[0].member_assignment[..], b"both");
-    assert_eq!(heartbeat(&mut conn, &even, 1, &member, None), 0, "the member is known");
+    assert_eq!(
+        heartbeat(&mut conn, &even, 1, &member, None),
+        0,
+        "the member is known"
+    );
+}
+
+/// Every advertised version of every group API gets an answer that decodes (the crate refuses
+/// to encode a field a version lacks, which would close the connection instead).
+#[test]
+fn every_group_api_version_answers() {
+    use kafka_protocol::messages::{ListGroupsRequest, OffsetDeleteRequest};
+    let broker = Broker::start(1, FLAGS);
+    create_topic(broker.port, "t", 1);
+    let mut conn = RawConn::connect(broker.port);
+    for version in 0..=9 {
+        let group = format!("join-v{version}");
+        let mut request = join_request(&group, "", None, 10_000);
+        if version == 0 {
+            request.rebalance_timeout_ms = -1;
+        }
+        let response = conn.request(&request, version);
+        let expected = if version >= 4 { MEMBER_ID_REQUIRED } else { 0 };
+        assert_eq!(response.error_code, expected, "JoinGroup v{version}");
+        if version < 4 {
+            assert_eq!(response.protocol_name.as_deref(), Some("range"));
+        }
+    }
+    for version in 0..=5 {
+        let request = SyncGroupRequest::default()
+            .with_group_id(group_id("join-v0"))
+            .with_member_id(text("nobody"));
+        assert_eq!(
+            conn.request(&request, version).error_code,
+            UNKNOWN_MEMBER_ID
+        );
+    }
+    for version in 0..=4 {
+        assert_eq!(
+            heartbeat_at(&mut conn, version),
+            UNKNOWN_MEMBER_ID,
+            "Heartbeat v{version}"
+        );
+    }
+    for version in 0..=5 {
+        let mut request = LeaveGroupRequest::default().with_group_id(group_id("join-v0"));
+        if version >= 3 {
+            request.members = vec![MemberIdentity::default().with_member_id(text("nobody"))];
+        } else {
+            request.member_id = text("nobody");
+        }
+        let response = conn.request(&request, version);
+        let code = response
+            .members
+            .first()
+            .map_or(response.error_code, |m| m.error_code);
+        assert_eq!(code, UNKNOWN_MEMBER_ID, "LeaveGroup v{version}");
+    }
+    for version in 0..=5 {
+        let request = DescribeGroupsRequest::default().with_groups(vec![group_id("join-v0")]);
+        let group = &conn.request(&request, version).groups[0];
+        assert_eq!(
+            group.group_state.as_str(),
+            "CompletingRebalance",
+            "DescribeGroups v{version}"
+        );
+    }
+    for version in 0..=5 {
+        let groups = conn.request(&ListGroupsRequest::default(), version).groups;
+        assert!(
+            groups.iter().any(|g| g.group_id.as_str() == "join-v0"),
+            "ListGroups v{version}"
+        );
+    }
+    for version in 2..=9 {
+        assert_eq!(
+            commit(&mut conn, version, "simple", -1, "", "t", 0, 7),
+            0,
+            "v{version}"
+        );
+    }
+    for version in 1..=7 {
+        let topic =
+            kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(topic_name("t"))
+                .with_partition_indexes(vec![0]);
+        let request = OffsetFetchRequest::default()
+            .with_group_id(group_id("simple"))
+            .with_topics(Some(vec![topic]));
+        let response = conn.request(&request, version);
+        assert_eq!(
+            response.topics[0].partitions[0].committed_offset, 7,
+            "v{version}"
+        );
+    }
+    for version in 8..=9 {
+        let response = fetch_offsets_at(&mut conn, version, &[("simple", None)]);
+        assert_eq!(
+            committed(&response, "simple", "t", 0),
+            Some(7),
+            "v{version}"
+        );
+    }
+    let delete = OffsetDeleteRequest::default().with_group_id(group_id("nothing"));
+    assert_eq!(conn.request(&delete, 0).error_code, GROUP_ID_NOT_FOUND);
+    for version in 0..=2 {
+        let request = DeleteGroupsRequest::default().with_groups_names(vec![group_id("none")]);
+        assert_eq!(
+            conn.request(&request, version).results[0].error_code,
+            GROUP_ID_NOT_FOUND
+        );
+    }
+}
+
+fn heartbeat_at(conn: &mut RawConn, version: i16) -> i16 {
+    let request = HeartbeatRequest::default()
+        .with_group_id(group_id("join-v0"))
+        .with_generation_id(1)
+        .with_member_id(text("nobody"));
+    conn.request(&request, version).error_code
 }

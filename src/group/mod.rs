@@ -48,9 +48,9 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// The offsets partition of `group_id` among `partitions`: Kafka's
 /// `Utils.abs(groupId.hashCode()) % partitions`.
 pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
-    let hash = group_id
-        .encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let hash = group_id.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
     let positive = if hash == i32::MIN { 0 } else { hash.abs() };
     positive % partitions.max(1)
 }
@@ -281,7 +281,13 @@ pub async fn handle_local(shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
             member_id,
             instance_id,
             generation,
-        } => ops::heartbeat(shard, &group, &member_id, instance_id.as_deref(), generation),
+        } => ops::heartbeat(
+            shard,
+            &group,
+            &member_id,
+            instance_id.as_deref(),
+            generation,
+        ),
         GroupCall::Leave(group, members) => ops::leave(shard, &group, members),
         GroupCall::Describe(group) => ops::describe(shard, &group),
         GroupCall::Delete(group) => ops::delete(shard, partition, &group).await,
@@ -363,7 +369,10 @@ pub(crate) async fn write(
         batch_bytes = 0;
         let output = shard.append_internal(tp.clone(), encoded.freeze()).await;
         if output.error_code != 0 {
-            tracing::warn!(error = output.error_code, "__consumer_offsets append failed");
+            tracing::warn!(
+                error = output.error_code,
+                "__consumer_offsets append failed"
+            );
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         first_offset.get_or_insert(output.base_offset);
@@ -397,7 +406,9 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> anyhow::Result<()> {
     };
     let result = shard.create_topics(vec![spec]).await;
     match result.first() {
-        Some(r) if r.error_code == 0 || r.error_code == ResponseError::TopicAlreadyExists.code() => {
+        Some(r)
+            if r.error_code == 0 || r.error_code == ResponseError::TopicAlreadyExists.code() =>
+        {
             Ok(())
         }
         other => anyhow::bail!("cannot create {OFFSETS_TOPIC}: {other:?}"),
@@ -407,8 +418,13 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> anyhow::Result<()> {
 /// The shard's group timer loop: session expiry, rebalance timeouts, the initial rebalance
 /// delay, and the expiry of offsets of empty groups.
 pub async fn run_timers(shard: Rc<Shard>) {
-    let retention_interval =
-        Duration::from_millis(shard.config.groups.offsets_retention_check_interval_ms.max(10));
+    let retention_interval = Duration::from_millis(
+        shard
+            .config
+            .groups
+            .offsets_retention_check_interval_ms
+            .max(10),
+    );
     let mut next_retention = Instant::now() + retention_interval;
     while !shard.shutdown.is_raised() {
         let wake = shard.groups.wake.notified();
@@ -446,7 +462,10 @@ fn poll_all(shard: &Rc<Shard>, now: Instant) -> Instant {
             }
         }
     }
-    let count = shard.table().topic(OFFSETS_TOPIC).map_or(1, |t| t.partition_count());
+    let count = shard
+        .table()
+        .topic(OFFSETS_TOPIC)
+        .map_or(1, |t| t.partition_count());
     for (group, value) in writes {
         spawn_group_write(shard, partition_for(&group, count), &group, value);
     }

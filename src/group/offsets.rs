@@ -59,7 +59,9 @@ pub async fn commit(shard: &Rc<Shard>, partition: i32, args: CommitArgs) -> Grou
     let first = match write(shard, partition, writes).await {
         Ok(first) => first,
         Err(error) => {
-            values.iter().for_each(|(index, ..)| codes[*index] = error.code());
+            values
+                .iter()
+                .for_each(|(index, ..)| codes[*index] = error.code());
             return GroupReply::Commit(codes);
         }
     };
@@ -126,9 +128,7 @@ pub fn fetch(
     let result = match topics {
         Some(topics) => topics
             .into_iter()
-            .flat_map(|(topic, partitions)| {
-                partitions.into_iter().map(move |p| (topic.clone(), p))
-            })
+            .flat_map(|(topic, partitions)| partitions.into_iter().map(move |p| (topic.clone(), p)))
             .map(|(topic, p)| {
                 let value = found(&topic, p);
                 (topic, p, value)
@@ -238,7 +238,12 @@ pub async fn expire(shard: &Rc<Shard>) {
             if group.offsets.is_empty() && group.is_empty_of_members() {
                 let old = since.saturating_add(retention) <= now;
                 if old || simple {
-                    records.push((RecordKey::Group { group: group.id.clone() }, None));
+                    records.push((
+                        RecordKey::Group {
+                            group: group.id.clone(),
+                        },
+                        None,
+                    ));
                     dead.push(group.id.clone());
                 }
             }

@@ -131,11 +131,7 @@ pub fn heartbeat(
     }
 }
 
-pub fn leave(
-    shard: &Rc<Shard>,
-    group: &str,
-    members: Vec<(String, Option<String>)>,
-) -> GroupReply {
+pub fn leave(shard: &Rc<Shard>, group: &str, members: Vec<(String, Option<String>)>) -> GroupReply {
     let mut groups = shard.groups.groups.borrow_mut();
     let Some(group) = groups.get_mut(group) else {
         let unknown = members
@@ -177,21 +173,36 @@ pub fn describe(shard: &Rc<Shard>, group: &str) -> GroupReply {
             instance_id: m.instance_id.clone(),
             client_id: m.client_id.clone(),
             client_host: m.client_host.clone(),
-            metadata: if stable { m.metadata_for(protocol) } else { Default::default() },
-            assignment: if stable { m.assignment.clone() } else { Default::default() },
+            metadata: if stable {
+                m.metadata_for(protocol)
+            } else {
+                Default::default()
+            },
+            assignment: if stable {
+                m.assignment.clone()
+            } else {
+                Default::default()
+            },
         })
         .collect();
     GroupReply::Describe(GroupSummary {
         state: group.state.name(),
         protocol_type: group.protocol_type.clone().unwrap_or_default(),
-        protocol: if stable { protocol.unwrap_or_default().to_string() } else { String::new() },
+        protocol: if stable {
+            protocol.unwrap_or_default().to_string()
+        } else {
+            String::new()
+        },
         members,
     })
 }
 
 pub fn list(shard: &Rc<Shard>) -> Vec<ListedGroup> {
     let loaded = shard.groups.loaded.borrow();
-    let count = shard.table().topic(super::OFFSETS_TOPIC).map_or(1, |t| t.partition_count());
+    let count = shard
+        .table()
+        .topic(super::OFFSETS_TOPIC)
+        .map_or(1, |t| t.partition_count());
     let groups = shard.groups.groups.borrow();
     groups
         .values()

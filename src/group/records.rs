@@ -116,11 +116,7 @@ pub fn decode_offset(mut buf: &[u8]) -> Result<OffsetValue, RecordError> {
         return Err(RecordError("unsupported offset value version"));
     }
     let offset = get_i64(&mut buf)?;
-    let leader_epoch = if version >= 3 {
-        get_i32(&mut buf)?
-    } else {
-        -1
-    };
+    let leader_epoch = if version >= 3 { get_i32(&mut buf)? } else { -1 };
     let metadata = get_string(&mut buf)?;
     let commit_timestamp_ms = get_i64(&mut buf)?;
     Ok(OffsetValue {

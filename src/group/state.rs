@@ -110,8 +110,13 @@ impl Member {
     }
 
     pub fn metadata_for(&self, protocol: Option<&str>) -> Bytes {
-        let found = self.protocols.iter().find(|(name, _)| Some(name.as_str()) == protocol);
-        found.map(|(_, metadata)| metadata.clone()).unwrap_or_default()
+        let found = self
+            .protocols
+            .iter()
+            .find(|(name, _)| Some(name.as_str()) == protocol);
+        found
+            .map(|(_, metadata)| metadata.clone())
+            .unwrap_or_default()
     }
 
     fn touch(&mut self, now: Instant) {
@@ -224,14 +229,18 @@ impl Group {
                 session_timeout_ms: stored.session_timeout_ms,
                 rebalance_timeout_ms: stored.rebalance_timeout_ms,
                 protocol_type: self.protocol_type.clone().unwrap_or_default(),
-                protocols: vec![(self.protocol.clone().unwrap_or_default(), stored.subscription)],
+                protocols: vec![(
+                    self.protocol.clone().unwrap_or_default(),
+                    stored.subscription,
+                )],
                 require_known_member_id: false,
                 supports_skip_assignment: false,
             };
             let mut member = Member::new(stored.member_id.clone(), &args, now);
             member.assignment = stored.assignment;
             if let Some(instance) = &stored.instance_id {
-                self.instances.insert(instance.clone(), stored.member_id.clone());
+                self.instances
+                    .insert(instance.clone(), stored.member_id.clone());
             }
             self.members.insert(stored.member_id, member);
         }
@@ -295,7 +304,9 @@ impl Group {
             return false;
         }
         protocols.iter().any(|(name, _)| {
-            others.iter().all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            others
+                .iter()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
         })
     }
 
@@ -305,7 +316,11 @@ impl Group {
     }
 
     /// Checks a static member's instance id against the member id it claims.
-    fn check_instance(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
+    fn check_instance(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
         if let Some(instance) = instance_id {
             if let Some(known) = self.instances.get(instance) {
                 if known != member_id {
@@ -349,10 +364,7 @@ impl Group {
         } else if args.require_known_member_id {
             self.pending
                 .insert(member_id.clone(), now + millis(args.session_timeout_ms));
-            return JoinOutcome::Respond(join_error(
-                ResponseError::MemberIdRequired,
-                &member_id,
-            ));
+            return JoinOutcome::Respond(join_error(ResponseError::MemberIdRequired, &member_id));
         }
         JoinOutcome::Wait(self.add_member(member_id, &args, now, now_ms))
     }
@@ -399,7 +411,10 @@ impl Group {
         now: Instant,
         now_ms: i64,
     ) -> JoinOutcome {
-        let mut member = self.members.remove(&old).expect("instances point at members");
+        let mut member = self
+            .members
+            .remove(&old)
+            .expect("instances point at members");
         if let Some(waiter) = member.join_waiter.take() {
             let _ = waiter.send(join_error(ResponseError::FencedInstanceId, &old));
         }
@@ -525,7 +540,9 @@ impl Group {
                 persist = self.complete_join(now, now_ms);
             } else if due {
                 match self.initial_delay {
-                    Some((delay, remaining)) if self.new_member_added && !remaining.is_zero() => {
+                    Some((delay, remaining))
+                        if self.new_member_added && !remaining.is_zero() && !delay.is_zero() =>
+                    {
                         let next = delay.min(remaining);
                         self.initial_delay = Some((delay, remaining - next));
                         self.new_member_added = false;
@@ -567,7 +584,11 @@ impl Group {
             return true;
         }
         self.protocol = self.select_protocol();
-        if !self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)) {
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
             self.leader = self.members.keys().next().cloned();
         }
         self.set_state(GroupState::CompletingRebalance, now_ms);
@@ -591,7 +612,9 @@ impl Group {
             .iter()
             .map(|(name, _)| name)
             .filter(|name| {
-                self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == *name))
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == *name))
             })
             .collect();
         let mut votes: BTreeMap<&String, usize> = BTreeMap::new();
@@ -606,11 +629,12 @@ impl Group {
             }
         }
         // Ties go to the candidate the first member prefers.
-        let best = candidates
-            .iter()
-            .max_by_key(|c| (votes.get(*c).copied().unwrap_or(0), std::cmp::Reverse(
-                candidates.iter().position(|x| x == *c),
-            )))?;
+        let best = candidates.iter().max_by_key(|c| {
+            (
+                votes.get(*c).copied().unwrap_or(0),
+                std::cmp::Reverse(candidates.iter().position(|x| x == *c)),
+            )
+        })?;
         Some((*best).clone())
     }
 
@@ -759,7 +783,8 @@ impl Group {
 
     /// The leader's assignment for `generation` was written (or failed to be).
     pub fn assignment_persisted(&mut self, generation: i32, ok: bool, now: Instant, now_ms: i64) {
-        let current = self.state == GroupState::CompletingRebalance && self.generation == generation;
+        let current =
+            self.state == GroupState::CompletingRebalance && self.generation == generation;
         let Some((pending_generation, assignments)) = self.pending_assignment.take() else {
             return;
         };
@@ -866,7 +891,9 @@ impl Group {
         }
         let mut topics = Vec::new();
         for member in self.members.values() {
-            topics.extend(subscription_topics(&member.metadata_for(self.protocol.as_deref()))?);
+            topics.extend(subscription_topics(
+                &member.metadata_for(self.protocol.as_deref()),
+            )?);
         }
         Some(topics)
     }
@@ -884,4 +911,117 @@ fn subscription_topics(bytes: &Bytes) -> Option<Vec<String>> {
     bytes::Buf::advance(&mut buf, 2);
     let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
     Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(member_id: &str, protocols: &[&str]) -> JoinArgs {
+        JoinArgs {
+            member_id: member_id.to_string(),
+            instance_id: None,
+            client_id: "client".into(),
+            client_host: "/host".into(),
+            session_timeout_ms: 1_000,
+            rebalance_timeout_ms: 5_000,
+            protocol_type: "consumer".into(),
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::from_static(b"meta")))
+                .collect(),
+            require_known_member_id: false,
+            supports_skip_assignment: false,
+        }
+    }
+
+    fn waiting(outcome: JoinOutcome) -> oneshot::Receiver<JoinGroupResponse> {
+        match outcome {
+            JoinOutcome::Wait(rx) => rx,
+            _ => panic!("expected the join to wait"),
+        }
+    }
+
+    fn answered(rx: &mut oneshot::Receiver<JoinGroupResponse>) -> Option<JoinGroupResponse> {
+        rx.try_recv().expect("not cancelled")
+    }
+
+    /// The initial rebalance delay of a new group extends while members keep arriving, and
+    /// the rebalance then completes with all of them, the first member leading.
+    #[test]
+    fn initial_delay_extends_while_members_arrive() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g".into(), 0, Duration::from_millis(100));
+        let mut first = waiting(group.join(args("", &["range"]), t0, 0));
+        assert_eq!(group.state, GroupState::PreparingRebalance);
+        group.poll(t0 + Duration::from_millis(50), 0);
+        let mut second =
+            waiting(group.join(args("", &["range"]), t0 + Duration::from_millis(50), 0));
+        group.poll(t0 + Duration::from_millis(100), 0);
+        assert!(
+            answered(&mut first).is_none(),
+            "a member arrived: the delay extends"
+        );
+        group.poll(t0 + Duration::from_millis(200), 0);
+        let first = answered(&mut first).expect("completed");
+        let second = answered(&mut second).expect("completed");
+        assert_eq!((first.generation_id, second.generation_id), (1, 1));
+        assert_eq!(first.leader, first.member_id);
+        assert_eq!((first.members.len(), second.members.len()), (2, 0));
+        assert_eq!(group.state, GroupState::CompletingRebalance);
+    }
+
+    /// The protocol all members support wins by the members' first choices.
+    #[test]
+    fn protocol_selected_by_vote() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g".into(), 0, Duration::ZERO);
+        let mut a = waiting(group.join(args("", &["range", "roundrobin"]), t0, 0));
+        group.poll(t0, 0);
+        let a = answered(&mut a).expect("single member completes at once");
+        assert_eq!(a.protocol_name.as_deref(), Some("range"));
+        let b = args("", &["roundrobin", "range"]);
+        let mut b = waiting(group.join(b, t0, 0));
+        let mut a = waiting(group.join(args(&a.member_id, &["roundrobin", "range"]), t0, 0));
+        group.poll(t0, 0);
+        let (a, b) = (answered(&mut a).unwrap(), answered(&mut b).unwrap());
+        assert_eq!(a.generation_id, 2);
+        assert_eq!(a.protocol_name.as_deref(), Some("roundrobin"));
+        assert_eq!(b.protocol_name.as_deref(), Some("roundrobin"));
+        let odd = group.join(args("", &["sticky"]), t0, 0);
+        let JoinOutcome::Respond(refused) = odd else {
+            panic!("must be refused")
+        };
+        assert_eq!(
+            refused.error_code,
+            ResponseError::InconsistentGroupProtocol.code()
+        );
+    }
+
+    /// A stable member that stops heartbeating expires after its session timeout and the
+    /// group rebalances; the others learn it from their heartbeat.
+    #[test]
+    fn session_expiry_rebalances() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g".into(), 0, Duration::ZERO);
+        let mut a = waiting(group.join(args("", &["range"]), t0, 0));
+        let mut b = waiting(group.join(args("", &["range"]), t0, 0));
+        group.poll(t0, 0);
+        let (a, b) = (answered(&mut a).unwrap(), answered(&mut b).unwrap());
+        let (a, b) = (a.member_id.to_string(), b.member_id.to_string());
+        let SyncOutcome::Persist(_, generation, _rx) =
+            group.sync(&a, None, 1, (None, None), vec![], t0, 0)
+        else {
+            panic!("the leader's sync persists the assignment")
+        };
+        group.assignment_persisted(generation, true, t0, 0);
+        assert_eq!(group.state, GroupState::Stable);
+        let later = t0 + Duration::from_millis(800);
+        assert_eq!(group.heartbeat(&a, None, 1, later), Ok(()));
+        group.poll(t0 + Duration::from_millis(1_001), 0);
+        assert!(!group.members.contains_key(&b), "b expired");
+        assert_eq!(group.state, GroupState::PreparingRebalance);
+        let heartbeat = group.heartbeat(&a, None, 1, t0 + Duration::from_millis(1_100));
+        assert_eq!(heartbeat, Err(ResponseError::RebalanceInProgress));
+    }
 }

@@ -12,7 +12,10 @@ use crate::server::dispatch::RequestContext;
 /// READ, DELETE and DESCRIBE: what any client may do to a group while there are no ACLs.
 const GROUP_OPERATIONS_ALLOWED: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
-pub async fn handle(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub async fn handle(
+    ctx: &RequestContext,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let include_operations = ctx.api_version >= 3 && request.include_authorized_operations;
     let calls = request.groups.into_iter().map(|group_id| async move {
         let reply = group::route(&ctx.shard, GroupCall::Describe(group_id.to_string())).await;

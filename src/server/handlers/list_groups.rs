@@ -12,8 +12,16 @@ const GROUP_TYPE_CLASSIC: &str = "classic";
 
 pub async fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsResponse {
     let version = ctx.api_version;
-    let states: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    let types: Vec<String> = request.types_filter.iter().map(|t| t.to_lowercase()).collect();
+    let states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let types: Vec<String> = request
+        .types_filter
+        .iter()
+        .map(|t| t.to_lowercase())
+        .collect();
     if version >= 5 && !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
         return ListGroupsResponse::default();
     }

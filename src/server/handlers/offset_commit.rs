@@ -20,9 +20,19 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
         .flat_map(|t| {
             t.partitions.iter().map(move |p| {
                 let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
-                let epoch = if ctx.api_version >= 6 { p.committed_leader_epoch } else { -1 };
+                let epoch = if ctx.api_version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                };
                 let offset = p.committed_offset;
-                (t.name.to_string(), p.partition_index, offset, epoch, metadata.unwrap_or_default())
+                (
+                    t.name.to_string(),
+                    p.partition_index,
+                    offset,
+                    epoch,
+                    metadata.unwrap_or_default(),
+                )
             })
         })
         .collect();

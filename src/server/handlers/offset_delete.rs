@@ -13,7 +13,11 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), p.partition_index)))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.to_string(), p.partition_index))
+        })
         .collect();
     let count = partitions.len();
     let call = GroupCall::DeleteOffsets(request.group_id.to_string(), partitions);

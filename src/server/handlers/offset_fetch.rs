@@ -40,9 +40,10 @@ pub async fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Offset
         Ok(offsets) => (offsets, None),
         // v1 has no top-level error: each requested partition carries it instead.
         Err(error) if version < TOP_LEVEL_ERROR_VERSION => {
-            let partitions = requested.unwrap_or_default().into_iter().flat_map(|(t, ps)| {
-                ps.into_iter().map(move |p| (t.clone(), p, None))
-            });
+            let partitions = requested
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, None)));
             let topics = topics_v1_to_7(partitions.collect(), version, error.code());
             return OffsetFetchResponse::default().with_topics(topics);
         }
@@ -74,7 +75,10 @@ fn by_topic<T>(
 ) -> BTreeMap<String, Vec<T>> {
     let mut topics: BTreeMap<String, Vec<T>> = BTreeMap::new();
     for (topic, partition, value) in offsets {
-        topics.entry(topic).or_default().push(make(partition, value));
+        topics
+            .entry(topic)
+            .or_default()
+            .push(make(partition, value));
     }
     topics
 }
