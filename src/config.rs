@@ -84,10 +84,11 @@ pub struct ServeArgs {
     /// group.max.session.timeout.ms [default: 1800000].
     #[arg(long, env = "CORELOG_GROUP_MAX_SESSION_TIMEOUT_MS")]
     pub group_max_session_timeout_ms: Option<i32>,
-    /// group.initial.rebalance.delay.ms: how long a new group waits for more members [default: 3000].
+    /// group.initial.rebalance.delay.ms: how long an empty group waits for more members
+    /// [default: 3000].
     #[arg(long, env = "CORELOG_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<i32>,
-    /// offsets.retention.minutes: committed offsets of empty groups expire after this [default: 10080].
+    /// offsets.retention.minutes: offsets of empty groups expire after this [default: 10080].
     #[arg(long, env = "CORELOG_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
     /// offsets.retention.check.interval.ms [default: 600000].

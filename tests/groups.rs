@@ -121,15 +121,13 @@ fn heartbeat(
     conn.request(&request, 3).error_code
 }
 
-/// OffsetCommit of one partition at `version`; returns its error code.
+/// OffsetCommit of one partition at `version` by (group, generation, member); returns its
+/// error code.
 fn commit(
     conn: &mut RawConn,
     version: i16,
-    group: &str,
-    generation: i32,
-    member: &str,
-    topic: &str,
-    partition: i32,
+    (group, generation, member): (&str, i32, &str),
+    (topic, partition): (&str, i32),
     offset: i64,
 ) -> i16 {
     let partition = OffsetCommitRequestPartition::default()
@@ -147,20 +145,16 @@ fn commit(
     conn.request(&request, version).topics[0].partitions[0].error_code
 }
 
+/// A group and the partitions of one topic asked of OffsetFetch (`None`: all of them).
+type GroupAsk<'a> = (&'a str, Option<(&'a str, Vec<i32>)>);
+
 /// OffsetFetch v8 for several groups: `None` topics asks for all of a group's offsets.
-fn fetch_offsets(
-    conn: &mut RawConn,
-    groups: &[(&str, Option<(&str, Vec<i32>)>)],
-) -> OffsetFetchResponse {
+fn fetch_offsets(conn: &mut RawConn, groups: &[GroupAsk]) -> OffsetFetchResponse {
     fetch_offsets_at(conn, 8, groups)
 }
 
 /// OffsetFetch of several groups at `version` (8 or 9).
-fn fetch_offsets_at(
-    conn: &mut RawConn,
-    version: i16,
-    groups: &[(&str, Option<(&str, Vec<i32>)>)],
-) -> OffsetFetchResponse {
+fn fetch_offsets_at(conn: &mut RawConn, version: i16, groups: &[GroupAsk]) -> OffsetFetchResponse {
     let groups = groups
         .iter()
         .map(|(group, topics)| {
@@ -227,14 +221,14 @@ fn member_id_round_trip_and_generation_errors() {
     );
     create_topic(broker.port, "t", 1);
     assert_eq!(
-        commit(&mut conn, 8, "g", 0, &member, "t", 0, 5),
+        commit(&mut conn, 8, ("g", 0, &member), ("t", 0), 5),
         ILLEGAL_GENERATION
     );
     assert_eq!(
-        commit(&mut conn, 8, "g", 1, "nobody", "t", 0, 5),
+        commit(&mut conn, 8, ("g", 1, "nobody"), ("t", 0), 5),
         UNKNOWN_MEMBER_ID
     );
-    assert_eq!(commit(&mut conn, 8, "g", 1, &member, "t", 0, 5), 0);
+    assert_eq!(commit(&mut conn, 8, ("g", 1, &member), ("t", 0), 5), 0);
     let rejoin_unknown = conn.request(&join_request("g", "nobody", None, 10_000), 5);
     assert_eq!(rejoin_unknown.error_code, UNKNOWN_MEMBER_ID);
 }
@@ -287,7 +281,7 @@ fn joining_member_triggers_rebalance() {
     assert_eq!(rejoined.members.len(), 2, "the leader sees every member");
     assert!(follower_join.members.is_empty(), "followers see no members");
     assert_eq!(
-        commit(&mut first, 8, "g", 1, &leader, "t", 0, 1),
+        commit(&mut first, 8, ("g", 1, &leader), ("t", 0), 1),
         ILLEGAL_GENERATION
     );
     // The follower's SyncGroup waits for the leader's assignment.
@@ -345,7 +339,7 @@ fn delete_groups_needs_an_empty_group() {
     let mut conn = RawConn::connect(broker.port);
     let member = join_new(&mut conn, "g").member_id.to_string();
     assert_eq!(sync(&mut conn, "g", 1, &member, &[]).error_code, 0);
-    assert_eq!(commit(&mut conn, 8, "g", 1, &member, "t", 0, 9), 0);
+    assert_eq!(commit(&mut conn, 8, ("g", 1, &member), ("t", 0), 9), 0);
     let delete = |conn: &mut RawConn, names: &[&str]| -> Vec<i16> {
         let request = DeleteGroupsRequest::default()
             .with_groups_names(names.iter().map(|n| group_id(n)).collect());
@@ -386,15 +380,15 @@ fn offset_fetch_multi_group() {
     let broker = Broker::start(1, FLAGS);
     create_topic(broker.port, "t", 3);
     let mut conn = RawConn::connect(broker.port);
-    assert_eq!(commit(&mut conn, 8, "a", -1, "", "t", 0, 10), 0);
-    assert_eq!(commit(&mut conn, 8, "a", -1, "", "t", 2, 12), 0);
-    assert_eq!(commit(&mut conn, 2, "b", -1, "", "t", 1, 21), 0);
+    assert_eq!(commit(&mut conn, 8, ("a", -1, ""), ("t", 0), 10), 0);
+    assert_eq!(commit(&mut conn, 8, ("a", -1, ""), ("t", 2), 12), 0);
+    assert_eq!(commit(&mut conn, 2, ("b", -1, ""), ("t", 1), 21), 0);
     assert_eq!(
-        commit(&mut conn, 8, "c", 3, "m", "t", 0, 1),
+        commit(&mut conn, 8, ("c", 3, "m"), ("t", 0), 1),
         ILLEGAL_GENERATION
     );
     assert_eq!(
-        commit(&mut conn, 9, "c", 3, "m", "t", 0, 1),
+        commit(&mut conn, 9, ("c", 3, "m"), ("t", 0), 1),
         GROUP_ID_NOT_FOUND
     );
     let response = fetch_offsets(
@@ -444,9 +438,9 @@ fn offsets_and_membership_survive_sigkill() {
         sync(&mut conn, &even, 1, &member, &[(&member, b"both")]).error_code,
         0
     );
-    assert_eq!(commit(&mut conn, 8, &even, 1, &member, "t", 0, 100), 0);
-    assert_eq!(commit(&mut conn, 8, &even, 1, &member, "t", 0, 101), 0);
-    assert_eq!(commit(&mut conn, 7, &odd, -1, "", "t", 1, 200), 0);
+    assert_eq!(commit(&mut conn, 8, (&even, 1, &member), ("t", 0), 100), 0);
+    assert_eq!(commit(&mut conn, 8, (&even, 1, &member), ("t", 0), 101), 0);
+    assert_eq!(commit(&mut conn, 7, (&odd, -1, ""), ("t", 1), 200), 0);
     drop(conn);
     broker.kill();
     broker.restart();
@@ -539,7 +533,7 @@ fn every_group_api_version_answers() {
     }
     for version in 2..=9 {
         assert_eq!(
-            commit(&mut conn, version, "simple", -1, "", "t", 0, 7),
+            commit(&mut conn, version, ("simple", -1, ""), ("t", 0), 7),
             0,
             "v{version}"
         );

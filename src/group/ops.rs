@@ -75,20 +75,13 @@ pub async fn join(shard: &Rc<Shard>, partition: i32, group: &str, args: JoinArgs
 }
 
 pub async fn sync(shard: &Rc<Shard>, partition: i32, args: SyncArgs) -> GroupReply {
+    let group_id = args.group.clone();
     let outcome = {
         let mut groups = shard.groups.groups.borrow_mut();
-        let Some(group) = groups.get_mut(&args.group) else {
+        let Some(group) = groups.get_mut(&group_id) else {
             return GroupReply::Sync(sync_error(ResponseError::UnknownMemberId));
         };
-        group.sync(
-            &args.member_id,
-            args.instance_id.as_deref(),
-            args.generation,
-            (args.protocol_type.as_deref(), args.protocol_name.as_deref()),
-            args.assignments,
-            Instant::now(),
-            now_ms(),
-        )
+        group.sync(args, Instant::now(), now_ms())
     };
     let rx = match outcome {
         SyncOutcome::Respond(response) => return GroupReply::Sync(response),
@@ -96,13 +89,13 @@ pub async fn sync(shard: &Rc<Shard>, partition: i32, args: SyncArgs) -> GroupRep
         SyncOutcome::Persist(value, generation, rx) => {
             let record = (
                 RecordKey::Group {
-                    group: args.group.clone(),
+                    group: group_id.clone(),
                 },
                 Some(records::encode_group(&value)),
             );
             let ok = write(shard, partition, vec![record]).await.is_ok();
             let mut groups = shard.groups.groups.borrow_mut();
-            if let Some(group) = groups.get_mut(&args.group) {
+            if let Some(group) = groups.get_mut(&group_id) {
                 group.assignment_persisted(generation, ok, Instant::now(), now_ms());
             }
             rx

@@ -723,31 +723,26 @@ impl Group {
         Ok(())
     }
 
-    pub fn sync(
-        &mut self,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-        protocol: (Option<&str>, Option<&str>),
-        assignments: Vec<(String, Bytes)>,
-        now: Instant,
-        now_ms: i64,
-    ) -> SyncOutcome {
+    /// SyncGroup (`args.group` is this group).
+    pub fn sync(&mut self, args: super::SyncArgs, now: Instant, now_ms: i64) -> SyncOutcome {
         if self.state == GroupState::Dead {
             return SyncOutcome::Respond(sync_error(ResponseError::CoordinatorNotAvailable));
         }
-        if let Err(error) = self.check_instance(member_id, instance_id) {
+        let member_id = args.member_id.as_str();
+        if let Err(error) = self.check_instance(member_id, args.instance_id.as_deref()) {
             return SyncOutcome::Respond(sync_error(error));
         }
-        if generation != self.generation {
+        if args.generation != self.generation {
             return SyncOutcome::Respond(sync_error(ResponseError::IllegalGeneration));
         }
-        let (protocol_type, protocol_name) = protocol;
-        let type_differs = protocol_type.is_some_and(|t| Some(t) != self.protocol_type.as_deref());
-        let name_differs = protocol_name.is_some_and(|n| Some(n) != self.protocol.as_deref());
-        if type_differs || name_differs {
+        let differs =
+            |asked: &Option<String>, actual: &Option<String>| asked.is_some() && asked != actual;
+        if differs(&args.protocol_type, &self.protocol_type)
+            || differs(&args.protocol_name, &self.protocol)
+        {
             return SyncOutcome::Respond(sync_error(ResponseError::InconsistentGroupProtocol));
         }
+        let assignments = args.assignments;
         let member = self.members.get_mut(member_id).expect("checked above");
         member.touch(now);
         match self.state {
@@ -1009,9 +1004,16 @@ mod tests {
         group.poll(t0, 0);
         let (a, b) = (answered(&mut a).unwrap(), answered(&mut b).unwrap());
         let (a, b) = (a.member_id.to_string(), b.member_id.to_string());
-        let SyncOutcome::Persist(_, generation, _rx) =
-            group.sync(&a, None, 1, (None, None), vec![], t0, 0)
-        else {
+        let sync = crate::group::SyncArgs {
+            group: "g".into(),
+            member_id: a.clone(),
+            instance_id: None,
+            generation: 1,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: Vec::new(),
+        };
+        let SyncOutcome::Persist(_, generation, _rx) = group.sync(sync, t0, 0) else {
             panic!("the leader's sync persists the assignment")
         };
         group.assignment_persisted(generation, true, t0, 0);
