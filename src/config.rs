@@ -99,6 +99,26 @@ pub struct ServeArgs {
     /// has no effect [default: 604800000].
     #[arg(long, env = "CORELOG_TRANSACTIONAL_ID_EXPIRATION_MS")]
     pub transactional_id_expiration_ms: Option<i64>,
+    /// offsets.topic.num.partitions: partitions of __consumer_offsets, fixed when the topic is
+    /// first created [default: 16].
+    #[arg(long, env = "CORELOG_OFFSETS_TOPIC_NUM_PARTITIONS")]
+    pub offsets_topic_num_partitions: Option<i32>,
+    /// group.min.session.timeout.ms [default: 6000].
+    #[arg(long, env = "CORELOG_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// group.max.session.timeout.ms [default: 1800000].
+    #[arg(long, env = "CORELOG_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// group.initial.rebalance.delay.ms: how long an empty group waits for more members
+    /// [default: 3000].
+    #[arg(long, env = "CORELOG_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<i32>,
+    /// offsets.retention.minutes: offsets of empty groups expire after this [default: 10080].
+    #[arg(long, env = "CORELOG_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
+    /// offsets.retention.check.interval.ms [default: 600000].
+    #[arg(long, env = "CORELOG_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
+    pub offsets_retention_check_interval_ms: Option<u64>,
 }
 
 /// The TOML file: the same options as the flags, spelled with underscores.
@@ -129,6 +149,25 @@ pub struct FileConfig {
     queued_max_request_bytes: Option<usize>,
     producer_id_expiration_ms: Option<i64>,
     transactional_id_expiration_ms: Option<i64>,
+    offsets_topic_num_partitions: Option<i32>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    group_initial_rebalance_delay_ms: Option<i32>,
+    offsets_retention_minutes: Option<i64>,
+    offsets_retention_check_interval_ms: Option<u64>,
+}
+
+/// Consumer-group settings (Kafka's broker configs of the same names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    /// Partitions of `__consumer_offsets` when it is created; afterwards the topic's own
+    /// partition count decides placement.
+    pub offsets_topic_num_partitions: i32,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub initial_rebalance_delay_ms: i32,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 /// Broker-wide defaults of the per-topic configs.
@@ -167,6 +206,7 @@ pub struct Config {
     pub queued_max_request_bytes: usize,
     pub producer_id_expiration_ms: i64,
     pub transactional_id_expiration_ms: i64,
+    pub groups: GroupConfig,
 }
 
 impl Config {
@@ -176,6 +216,7 @@ impl Config {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
+        let groups = group_config(args, &file);
         let listen = pick(args.listen, file.listen, "127.0.0.1:9092".parse()?);
         let advertised = args
             .advertised_listener
@@ -271,6 +312,7 @@ impl Config {
                 file.transactional_id_expiration_ms,
                 7 * 24 * 3_600_000,
             ),
+            groups,
         };
         config.check()?;
         Ok(config)
@@ -316,6 +358,18 @@ impl Config {
         if self.connections_max_idle_ms == 0 {
             bail!("--connections-max-idle-ms must be at least 1");
         }
+        let groups = &self.groups;
+        if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&groups.offsets_topic_num_partitions) {
+            bail!("--offsets-topic-num-partitions is out of range");
+        }
+        if groups.min_session_timeout_ms < 1
+            || groups.min_session_timeout_ms > groups.max_session_timeout_ms
+        {
+            bail!("--group-min-session-timeout-ms must be positive and at most the maximum");
+        }
+        if groups.initial_rebalance_delay_ms < 0 || groups.offsets_retention_ms < 1 {
+            bail!("group delays and offsets retention must not be negative");
+        }
         Ok(())
     }
 
@@ -340,6 +394,42 @@ fn default_max_connections() -> usize {
     files
         .saturating_sub(limits::FILE_DESCRIPTORS_RESERVED_COUNT)
         .max(limits::CONNECTIONS_MAX_FLOOR)
+}
+
+fn group_config(args: &ServeArgs, file: &FileConfig) -> GroupConfig {
+    let retention_minutes = pick(
+        args.offsets_retention_minutes,
+        file.offsets_retention_minutes,
+        7 * 24 * 60,
+    );
+    GroupConfig {
+        offsets_topic_num_partitions: pick(
+            args.offsets_topic_num_partitions,
+            file.offsets_topic_num_partitions,
+            limits::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+        ),
+        min_session_timeout_ms: pick(
+            args.group_min_session_timeout_ms,
+            file.group_min_session_timeout_ms,
+            6_000,
+        ),
+        max_session_timeout_ms: pick(
+            args.group_max_session_timeout_ms,
+            file.group_max_session_timeout_ms,
+            1_800_000,
+        ),
+        initial_rebalance_delay_ms: pick(
+            args.group_initial_rebalance_delay_ms,
+            file.group_initial_rebalance_delay_ms,
+            3_000,
+        ),
+        offsets_retention_ms: retention_minutes.saturating_mul(60_000),
+        offsets_retention_check_interval_ms: pick(
+            args.offsets_retention_check_interval_ms,
+            file.offsets_retention_check_interval_ms,
+            600_000,
+        ),
+    }
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {

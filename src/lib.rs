@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod group;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;

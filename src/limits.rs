@@ -140,3 +140,24 @@ pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;
 
 const _: () = assert!(PRODUCER_BATCHES_RETAINED_COUNT >= 1);
 const _: () = assert!(PRODUCER_ID_BLOCK_COUNT >= 1);
+/// Default partition count of `__consumer_offsets` (Kafka's is 50). Each partition is a log
+/// opened and replayed at every start and pre-written ahead once it takes commits, so 50 costs
+/// start-up time and disk writes on a two-core machine for no gain; 16 still spreads groups
+/// over up to 16 shards. The count is fixed when the topic is created.
+pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 16;
+
+/// Largest `metadata` string of a committed offset (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+/// Segment size of `__consumer_offsets` (Kafka's `offsets.topic.segment.bytes`).
+pub const OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Groups one shard coordinates at most; JoinGroup for a new group beyond it is refused.
+pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
+
+/// Members one group may have (Kafka's `group.max.size` is unbounded by default).
+pub const GROUP_MEMBERS_MAX: usize = 10_000;
+
+const _: () = assert!(OFFSETS_TOPIC_PARTITIONS_DEFAULT <= PARTITIONS_PER_TOPIC_MAX);
+const _: () = assert!(OFFSETS_TOPIC_SEGMENT_BYTES >= SEGMENT_BYTES_MIN);
+const _: () = assert!(OFFSET_METADATA_BYTES_MAX < MESSAGE_BYTES_MAX_DEFAULT);

@@ -59,12 +59,24 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 ///   DescribeCluster 0-1 (v2 adds fenced brokers, which a single node does not have).
 /// - FindCoordinator 0-4 answers this broker for groups; librdkafka also uses its presence as
 ///   the sign that a broker takes LZ4.
+/// - Classic consumer groups: JoinGroup 0-9, SyncGroup 0-5, Heartbeat 0-4, LeaveGroup 0-5,
+///   DescribeGroups 0-5 (v6 reports unknown groups as errors), ListGroups 0-5,
+///   DeleteGroups 0-2, OffsetDelete 0, OffsetCommit 2-9 and OffsetFetch 1-9 (v10 address
+///   topics by id).
 pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::Produce, 0, 11),
     api(ApiKey::Fetch, 4, 12),
     api(ApiKey::ListOffsets, 1, 7),
     api(ApiKey::Metadata, 1, 12),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
     api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -76,6 +88,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The range the broker serves for `api_key`, or `None` when it does not serve that API.
@@ -145,6 +159,7 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch, 12));
         assert!(!is_supported(ApiKey::Fetch, 13));
         assert!(!is_supported(ApiKey::Fetch, 3));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(is_supported(ApiKey::JoinGroup, 0));
+        assert!(!is_supported(ApiKey::OffsetCommit, 10));
     }
 }

@@ -98,6 +98,40 @@ async fn run(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
             handlers::offset_for_leader_epoch::handle(&ctx, r).await,
         ),
+        other => return group_api(&ctx, other).await,
+    };
+    encoded(protocol::encode_response(
+        ctx.correlation_id,
+        ctx.api_key,
+        ctx.api_version,
+        &response,
+    ))
+}
+
+/// The consumer-group APIs (`crate::group`).
+async fn group_api(ctx: &RequestContext, body: RequestKind) -> Response {
+    use handlers::*;
+    let response = match body {
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(ctx, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(ctx, r).await)
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(ctx, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(ctx, r).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(ctx, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(ctx, r).await),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(ctx, r).await)
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(ctx, r).await),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(ctx, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(ctx, r).await)
+        }
         other => {
             // The decoder only admits APIs in the version table, and each has an arm above.
             return Response::Close(format!("no handler for {:?}", api_name(&other)));

@@ -43,6 +43,9 @@ pub enum ShardRequest {
     Metrics(Reply<crate::metrics::MetricsSnapshot>),
     /// Start the Kafka listener; the reply says whether it could bind.
     StartServing(Reply<Result<(), String>>),
+    /// A consumer-group operation for the group's coordinator (see `crate::group`). JoinGroup
+    /// and SyncGroup replies may take a whole rebalance.
+    Group(crate::group::GroupCall, Reply<crate::group::GroupReply>),
 }
 
 /// Identifies one partition by topic name and index.

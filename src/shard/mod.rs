@@ -87,6 +87,8 @@ pub struct Shard {
     flusher: Flusher,
     controller: RefCell<Option<Rc<Controller>>>,
     producer_ids: producer_ids::ProducerIdBlock,
+    /// The consumer groups this shard coordinates.
+    pub groups: crate::group::Coordinator,
 }
 
 /// Open connections of a shard, so that shutdown can wait for them.
@@ -148,6 +150,7 @@ pub async fn run(
         table: RefCell::new(ShardTable::new(config.topic_defaults.clone())),
         metrics: ShardMetrics::new(config.shards),
         cache: BatchCache::new(config.batch_cache_bytes),
+        groups: crate::group::Coordinator::new(&config.groups),
         config,
         queues,
         shutdown,
@@ -170,6 +173,7 @@ pub async fn run(
     }
     runtime::spawn_into(queues.flush, shard.clone().flush_loop());
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
+    runtime::spawn_into(queues.requests, crate::group::run_timers(shard.clone()));
     let started = if shard.id == 0 {
         shard.clone().start_controller().await
     } else {
@@ -221,6 +225,7 @@ impl Shard {
         self.broadcast_apply(records, true)
             .await
             .map_err(anyhow::Error::msg)?;
+        crate::group::ensure_offsets_topic(&self).await?;
         controller.after_start(&self);
         for shard in 0..self.count {
             let result = if shard == self.id {
@@ -285,7 +290,7 @@ impl Shard {
     }
 
     /// Sends a request to another shard and waits for its reply (None if it has gone away).
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         shard: usize,
         make: impl FnOnce(Reply<T>) -> ShardRequest,
@@ -329,6 +334,9 @@ impl Shard {
             ShardRequest::Metrics(reply) => drop(reply.send(self.metrics_snapshot())),
             ShardRequest::StartServing(reply) => {
                 drop(reply.send(crate::server::start_listener(self.clone())))
+            }
+            ShardRequest::Group(call, reply) => {
+                drop(reply.send(crate::group::handle_local(&self, call).await))
             }
         }
     }
@@ -375,6 +383,26 @@ impl Shard {
 
     fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(tp).cloned()
+    }
+
+    /// The log of a partition this shard owns (internal readers such as the group loader).
+    pub(crate) fn local_log(&self, tp: &TopicPartition) -> Option<Rc<Log>> {
+        self.partition(tp).map(|p| p.log().clone())
+    }
+
+    /// Appends one batch to a partition this shard owns, acknowledged like acks=all: after
+    /// `fdatasync`. For internal writers (the group coordinator).
+    pub(crate) async fn append_internal(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        batch: bytes::Bytes,
+    ) -> ProduceOutput {
+        let input = ProduceInput {
+            tp,
+            records: Some(batch),
+            acks: -1,
+        };
+        self.produce_local(input).await
     }
 
     /// Owner shard of a partition, per this shard's table.
@@ -625,6 +653,9 @@ impl Shard {
             }
             let tp = TopicPartition { topic, partition };
             let removed = self.partitions.borrow_mut().remove(&tp);
+            if tp.topic == crate::group::OFFSETS_TOPIC {
+                crate::group::partition_removed(self, tp.partition);
+            }
             if let Some(removed) = removed {
                 if let Err(error) = removed.log().remove().await {
                     tracing::error!(%error, topic = %tp.topic, "removing partition failed");
@@ -698,8 +729,13 @@ impl Shard {
             topic: topic.name.clone(),
             partition,
         };
+        let index = partition;
         let partition = Rc::new(Partition::new(topic, partition, log));
+        let offsets_topic = tp.topic == crate::group::OFFSETS_TOPIC;
         self.partitions.borrow_mut().insert(tp, partition);
+        if offsets_topic {
+            crate::group::partition_opened(self, index);
+        }
         Ok(())
     }
 }

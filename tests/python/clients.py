@@ -1,7 +1,7 @@
 """Small, strict wrappers around the Kafka clients used by the tests.
 
-Consumer groups do not exist in corelog yet, so every consumer here uses manual assignment with
-explicit start offsets and never commits. Every wait is bounded by a deadline; on a timeout the
+Every consumer here uses manual assignment with explicit start offsets and never commits;
+consumer groups are tested with their own members in test_groups.py. Every wait is bounded by a deadline; on a timeout the
 helpers fail with what they got so far rather than hanging.
 """
 

@@ -1,7 +1,8 @@
-//! FindCoordinator: every group's coordinator is this broker (one node). Kafka clients also use
-//! this API's presence as a feature probe (librdkafka only compresses with LZ4 for brokers
-//! that serve it), so it is answered even before the group APIs exist. Transactions have no
-//! coordinator yet.
+//! FindCoordinator: every group's coordinator is this broker (one node); inside it, group
+//! requests reach the group's coordinator shard through `crate::group::route`. Kafka clients
+//! also use this API's presence as a feature probe (librdkafka only compresses with LZ4 for
+//! brokers that serve it). Transactions have no coordinator yet, so key type 1 answers
+//! COORDINATOR_NOT_AVAILABLE rather than pointing clients at a broker that cannot serve them.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};

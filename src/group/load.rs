@@ -1,0 +1,159 @@
+//! Loading a `__consumer_offsets` partition when its shard opens it: the log is replayed from
+//! its start, the last record per key wins and a null value deletes its key. Until the replay
+//! finishes, the partition's groups answer COORDINATOR_LOAD_IN_PROGRESS.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use kafka_protocol::records::RecordBatchDecoder;
+
+use super::records::{self, GroupValue, RecordKey};
+use super::state::CommittedOffset;
+use super::{partition_for, OFFSETS_TOPIC};
+use crate::runtime;
+use crate::shard::messages::TopicPartition;
+use crate::shard::Shard;
+
+/// What the replay of one partition found for one group.
+#[derive(Default)]
+struct Replayed {
+    metadata: Option<GroupValue>,
+    offsets: HashMap<(String, i32), CommittedOffset>,
+}
+
+/// Called by the shard when it opened offsets partition `partition`: starts loading it.
+pub fn partition_opened(shard: &Rc<Shard>, partition: i32) {
+    if let Some(topic) = shard.table().topic(OFFSETS_TOPIC) {
+        shard.groups.partition_count.set(topic.partition_count());
+    }
+    shard.groups.loaded.borrow_mut().insert(partition, false);
+    let shard = shard.clone();
+    runtime::spawn_into(shard.queues.requests, async move {
+        let started = Instant::now();
+        match replay(&shard, partition).await {
+            Ok(groups) => {
+                let count = groups.len();
+                install(&shard, groups);
+                tracing::debug!(
+                    partition,
+                    groups = count,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "loaded consumer groups"
+                );
+            }
+            Err(error) => tracing::error!(partition, %error, "loading consumer groups failed"),
+        }
+        // Marked loaded even after a failure, so that the groups are served (empty) rather
+        // than stuck in COORDINATOR_LOAD_IN_PROGRESS forever; the error is logged above.
+        if let Some(state) = shard.groups.loaded.borrow_mut().get_mut(&partition) {
+            *state = true;
+        }
+    });
+}
+
+/// Called by the shard when offsets partition `partition` left it (moved or deleted).
+pub fn partition_removed(shard: &Rc<Shard>, partition: i32) {
+    let partition_count = shard.groups.partition_count.get();
+    shard.groups.loaded.borrow_mut().remove(&partition);
+    let mut groups = shard.groups.groups.borrow_mut();
+    let gone: Vec<String> = groups
+        .keys()
+        .filter(|id| partition_for(id, partition_count) == partition)
+        .cloned()
+        .collect();
+    for id in gone {
+        if let Some(mut group) = groups.remove(&id) {
+            group.kill(crate::metadata::now_ms());
+        }
+    }
+}
+
+async fn replay(shard: &Rc<Shard>, partition: i32) -> anyhow::Result<HashMap<String, Replayed>> {
+    let tp = TopicPartition {
+        topic: OFFSETS_TOPIC.to_string(),
+        partition,
+    };
+    let log = shard
+        .local_log(&tp)
+        .ok_or_else(|| anyhow::anyhow!("partition {partition} is not open"))?;
+    let mut groups: HashMap<String, Replayed> = HashMap::new();
+    let mut offset = log.log_start_offset();
+    let end = log.high_watermark();
+    while offset < end {
+        let batches = log.read(offset, 1 << 20).await?;
+        if batches.is_empty() {
+            break;
+        }
+        for batch in batches {
+            let mut buf = batch;
+            let set = RecordBatchDecoder::decode(&mut buf)?;
+            for record in set.records {
+                offset = offset.max(record.offset + 1);
+                let Some(key) = record.key else { continue };
+                match records::decode_key(&key) {
+                    Ok(key) => apply(&mut groups, key, record.value, record.offset),
+                    Err(error) => tracing::warn!(%error, record.offset, "skipping record"),
+                }
+            }
+        }
+        runtime::yield_if_needed().await;
+    }
+    Ok(groups)
+}
+
+fn apply(
+    groups: &mut HashMap<String, Replayed>,
+    key: RecordKey,
+    value: Option<bytes::Bytes>,
+    record_offset: i64,
+) {
+    match key {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => {
+            let entry = groups.entry(group).or_default();
+            let decoded = value.map(|v| records::decode_offset(&v));
+            match decoded {
+                None => {
+                    entry.offsets.remove(&(topic, partition));
+                }
+                Some(Ok(value)) => {
+                    let committed = CommittedOffset {
+                        value,
+                        record_offset,
+                    };
+                    entry.offsets.insert((topic, partition), committed);
+                }
+                Some(Err(error)) => tracing::warn!(%error, record_offset, "skipping offset"),
+            }
+        }
+        RecordKey::Group { group } => match value.map(|v| records::decode_group(&v)) {
+            None => {
+                groups.remove(&group);
+            }
+            Some(Ok(value)) => groups.entry(group).or_default().metadata = Some(value),
+            Some(Err(error)) => tracing::warn!(%error, record_offset, "skipping group"),
+        },
+    }
+}
+
+fn install(shard: &Rc<Shard>, replayed: HashMap<String, Replayed>) {
+    let now = Instant::now();
+    let mut groups = shard.groups.groups.borrow_mut();
+    for (id, found) in replayed {
+        if found.metadata.is_none() && found.offsets.is_empty() {
+            continue;
+        }
+        let mut group = shard.groups.new_group(&id);
+        if let Some(metadata) = found.metadata {
+            group.restore(metadata, now);
+        }
+        group.offsets = found.offsets;
+        groups.insert(id, group);
+    }
+    drop(groups);
+    shard.groups.wake.notify_all();
+}

@@ -1,0 +1,487 @@
+//! Consumer groups (classic protocol) and committed offsets.
+//!
+//! Placement: the coordinator of group G is the shard that owns partition
+//! `abs(javaHash(G)) % N` of the internal topic `__consumer_offsets` (N is the topic's
+//! partition count, `offsets.topic.num.partitions` when the controller created it). The hash
+//! is Java's `String.hashCode`, so a group lands on the same partition number as in Kafka.
+//! Handlers on any shard call [`route`], which runs the call here or sends it over the mesh
+//! as `ShardRequest::Group`; JoinGroup and SyncGroup replies may take a whole rebalance.
+//!
+//! Per-shard: each shard has one [`Coordinator`] holding the groups of the offsets partitions
+//! it owns. Group membership and offsets are records in those partitions (Kafka's schemas,
+//! see `records`), written through the normal partition log and answered only after
+//! `fdatasync`; at start each owned partition is replayed, and until that finishes its groups
+//! answer COORDINATOR_LOAD_IN_PROGRESS. No `RefCell` borrow is held across an `.await`.
+
+mod load;
+mod offsets;
+mod ops;
+pub mod records;
+pub mod state;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
+use kafka_protocol::records::Compression;
+use kafka_protocol::ResponseError;
+
+use crate::config::GroupConfig;
+use crate::limits;
+use crate::metadata::now_ms;
+use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
+use crate::runtime;
+use crate::shard::messages::{CreateTopicSpec, ShardRequest, TopicPartition};
+use crate::shard::Shard;
+use crate::sync::Notify;
+use records::{OffsetValue, RecordKey};
+use state::{Group, GroupState, JoinArgs};
+
+pub use load::{partition_opened, partition_removed};
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The offsets partition of `group_id` among `partitions`: Kafka's
+/// `Utils.abs(groupId.hashCode()) % partitions`.
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    let hash = group_id.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive % partitions.max(1)
+}
+
+/// A group operation, routed to the group's coordinator shard.
+#[derive(Debug)]
+pub enum GroupCall {
+    Join(String, JoinArgs),
+    Sync(SyncArgs),
+    Heartbeat {
+        group: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+    },
+    /// (member id, group.instance.id) per leaving member.
+    Leave(String, Vec<(String, Option<String>)>),
+    Describe(String),
+    /// This shard's groups, for ListGroups (sent to every shard).
+    List,
+    Delete(String),
+    Commit(CommitArgs),
+    /// Committed offsets of the given partitions, or of all partitions when `None`.
+    FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>),
+    DeleteOffsets(String, Vec<(String, i32)>),
+}
+
+#[derive(Debug)]
+pub struct SyncArgs {
+    pub group: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug)]
+pub struct CommitArgs {
+    pub group: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub generation: i32,
+    /// OffsetCommit v9+ answers a commit to an unknown group with GROUP_ID_NOT_FOUND.
+    pub group_id_not_found: bool,
+    /// (topic, partition, offset, leader epoch, metadata).
+    pub offsets: Vec<(String, i32, i64, i32, String)>,
+}
+
+/// A group's description for DescribeGroups.
+#[derive(Debug, Clone)]
+pub struct GroupSummary {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberSummary>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group's line in ListGroups.
+#[derive(Debug, Clone)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+}
+
+/// The answer of the coordinator.
+#[derive(Debug)]
+pub enum GroupReply {
+    /// The whole call failed with this error (coordinator errors, unknown group, ...).
+    Error(ResponseError),
+    Join(JoinGroupResponse),
+    Sync(SyncGroupResponse),
+    Done,
+    /// One result per leaving member, in request order.
+    Leave(Vec<Result<(), ResponseError>>),
+    Describe(GroupSummary),
+    List(Vec<ListedGroup>),
+    /// One error code per committed partition, in request order.
+    Commit(Vec<i16>),
+    /// (topic, partition, committed offset if any).
+    Offsets(Vec<(String, i32, Option<OffsetValue>)>),
+    /// One error code per partition, in request order.
+    DeleteOffsets(Vec<i16>),
+}
+
+impl GroupCall {
+    fn group(&self) -> Option<&str> {
+        match self {
+            GroupCall::Join(group, _)
+            | GroupCall::Heartbeat { group, .. }
+            | GroupCall::Leave(group, _)
+            | GroupCall::Describe(group)
+            | GroupCall::Delete(group)
+            | GroupCall::FetchOffsets(group, _)
+            | GroupCall::DeleteOffsets(group, _) => Some(group),
+            GroupCall::Sync(args) => Some(&args.group),
+            GroupCall::Commit(args) => Some(&args.group),
+            GroupCall::List => None,
+        }
+    }
+}
+
+/// The groups this shard coordinates. See the module documentation.
+pub struct Coordinator {
+    config: GroupConfig,
+    groups: RefCell<HashMap<String, Group>>,
+    /// Offsets partitions this shard owns: false while loading, true once loaded.
+    loaded: RefCell<HashMap<i32, bool>>,
+    /// Woken when a deadline may have moved, so that the timer loop recomputes its sleep.
+    wake: Notify,
+    /// Partition count of `__consumer_offsets` when this shard opened its partitions.
+    partition_count: std::cell::Cell<i32>,
+}
+
+impl Coordinator {
+    pub fn new(config: &GroupConfig) -> Coordinator {
+        Coordinator {
+            config: config.clone(),
+            groups: RefCell::new(HashMap::new()),
+            loaded: RefCell::new(HashMap::new()),
+            wake: Notify::new(),
+            partition_count: std::cell::Cell::new(1),
+        }
+    }
+
+    fn new_group(&self, id: &str) -> Group {
+        let delay = Duration::from_millis(self.config.initial_rebalance_delay_ms as u64);
+        Group::new(id.to_string(), now_ms(), delay)
+    }
+}
+
+/// Runs `call` on the coordinator of its group, this shard or another.
+pub async fn route(shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
+    let owner = match call.group() {
+        Some(group) => match coordinator_shard(shard, group) {
+            Ok(owner) => owner,
+            Err(error) => return GroupReply::Error(error),
+        },
+        None => shard.id,
+    };
+    if owner == shard.id {
+        return handle_local(shard, call).await;
+    }
+    let reply = shard.call(owner, |tx| ShardRequest::Group(call, tx)).await;
+    reply.unwrap_or(GroupReply::Error(ResponseError::NotCoordinator))
+}
+
+/// ListGroups: every shard's groups.
+pub async fn list_all(shard: &Rc<Shard>) -> Vec<ListedGroup> {
+    let calls = (0..shard.count).map(|owner| async move {
+        let reply = if owner == shard.id {
+            handle_local(shard, GroupCall::List).await
+        } else {
+            let reply = shard.call(owner, |tx| ShardRequest::Group(GroupCall::List, tx));
+            reply.await.unwrap_or(GroupReply::List(Vec::new()))
+        };
+        match reply {
+            GroupReply::List(groups) => groups,
+            _ => Vec::new(),
+        }
+    });
+    let mut groups: Vec<ListedGroup> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    groups
+}
+
+/// The shard coordinating `group`, per this shard's table.
+fn coordinator_shard(shard: &Shard, group: &str) -> Result<usize, ResponseError> {
+    let table = shard.table();
+    let topic = table
+        .topic(OFFSETS_TOPIC)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let partition = partition_for(group, topic.partition_count());
+    topic
+        .owner(partition)
+        .ok_or(ResponseError::CoordinatorNotAvailable)
+}
+
+/// The offsets partition of `group` if this shard coordinates it and has loaded it.
+fn local_partition(shard: &Shard, group: &str) -> Result<i32, ResponseError> {
+    if group.is_empty() {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    let count = shard
+        .table()
+        .topic(OFFSETS_TOPIC)
+        .map(|t| t.partition_count())
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let partition = partition_for(group, count);
+    match shard.groups.loaded.borrow().get(&partition) {
+        None => Err(ResponseError::NotCoordinator),
+        Some(false) => Err(ResponseError::CoordinatorLoadInProgress),
+        Some(true) => Ok(partition),
+    }
+}
+
+/// Runs `call` on this shard, which should be its group's coordinator.
+pub async fn handle_local(shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
+    if let GroupCall::List = call {
+        return GroupReply::List(ops::list(shard));
+    }
+    let group = call.group().unwrap_or_default().to_string();
+    let partition = match local_partition(shard, &group) {
+        Ok(partition) => partition,
+        Err(error) => return GroupReply::Error(error),
+    };
+    let reply = match call {
+        GroupCall::Join(group, args) => ops::join(shard, partition, &group, args).await,
+        GroupCall::Sync(args) => ops::sync(shard, partition, args).await,
+        GroupCall::Heartbeat {
+            group,
+            member_id,
+            instance_id,
+            generation,
+        } => ops::heartbeat(
+            shard,
+            &group,
+            &member_id,
+            instance_id.as_deref(),
+            generation,
+        ),
+        GroupCall::Leave(group, members) => ops::leave(shard, &group, members),
+        GroupCall::Describe(group) => ops::describe(shard, &group),
+        GroupCall::Delete(group) => ops::delete(shard, partition, &group).await,
+        GroupCall::Commit(args) => offsets::commit(shard, partition, args).await,
+        GroupCall::FetchOffsets(group, topics) => offsets::fetch(shard, &group, topics),
+        GroupCall::DeleteOffsets(group, partitions) => {
+            offsets::delete(shard, partition, &group, partitions).await
+        }
+        GroupCall::List => unreachable!("answered above"),
+    };
+    after_change(shard, partition, &group);
+    reply
+}
+
+/// Runs the deadlines of `group` that may have passed and wakes the timer loop.
+fn after_change(shard: &Rc<Shard>, partition: i32, group: &str) {
+    let persist = {
+        let mut groups = shard.groups.groups.borrow_mut();
+        match groups.get_mut(group) {
+            Some(g) => {
+                let (_, became_empty) = g.poll(Instant::now(), now_ms());
+                became_empty.then(|| g.value(None, now_ms()))
+            }
+            None => None,
+        }
+    };
+    if let Some(value) = persist {
+        spawn_group_write(shard, partition, group, value);
+    }
+    shard.groups.wake.notify_all();
+}
+
+/// Writes a group's metadata in the background (the group went empty): nobody waits on it,
+/// and a failure only means a restart sees the previous membership, which then expires.
+fn spawn_group_write(shard: &Rc<Shard>, partition: i32, group: &str, value: records::GroupValue) {
+    let record = (
+        RecordKey::Group {
+            group: group.to_string(),
+        },
+        Some(records::encode_group(&value)),
+    );
+    let shard = shard.clone();
+    let group = group.to_string();
+    runtime::spawn_into(shard.queues.requests, async move {
+        if let Err(error) = write(&shard, partition, vec![record]).await {
+            tracing::warn!(%group, ?error, "writing group metadata failed");
+        }
+    });
+}
+
+/// Appends records to an offsets partition and waits until they are durable; returns the
+/// offset of the first record. Large writes are split into batches under the topic's limit.
+pub(crate) async fn write(
+    shard: &Rc<Shard>,
+    partition: i32,
+    records: Vec<(RecordKey, Option<Bytes>)>,
+) -> Result<i64, ResponseError> {
+    let tp = TopicPartition {
+        topic: OFFSETS_TOPIC.to_string(),
+        partition,
+    };
+    let mut first_offset = None;
+    let mut batch: Vec<PlainRecord> = Vec::new();
+    let mut batch_bytes = 0;
+    let mut records = records.into_iter().peekable();
+    while let Some((key, value)) = records.next() {
+        let key = records::encode_key(&key);
+        batch_bytes += key.len() + value.as_ref().map_or(0, Bytes::len) + 32;
+        batch.push(PlainRecord {
+            timestamp: now_ms(),
+            key: Some(key),
+            value,
+        });
+        if batch_bytes < OFFSETS_BATCH_BYTES_MAX && records.peek().is_some() {
+            continue;
+        }
+        let encoded = encode_plain_batch(std::mem::take(&mut batch), Compression::None)
+            .map_err(|_| ResponseError::UnknownServerError)?;
+        batch_bytes = 0;
+        let output = shard.append_internal(tp.clone(), encoded.freeze()).await;
+        if output.error_code != 0 {
+            tracing::warn!(
+                error = output.error_code,
+                "__consumer_offsets append failed"
+            );
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        first_offset.get_or_insert(output.base_offset);
+    }
+    Ok(first_offset.unwrap_or(-1))
+}
+
+/// Records are cut into batches of about this size, well under max.message.bytes.
+const OFFSETS_BATCH_BYTES_MAX: usize = 256 * 1024;
+const _: () = assert!(OFFSETS_BATCH_BYTES_MAX * 2 < limits::MESSAGE_BYTES_MAX_DEFAULT);
+
+/// Controller, at start: creates `__consumer_offsets` if it does not exist yet.
+pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> anyhow::Result<()> {
+    if shard.table().topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let configs = BTreeMap::from([
+        // Recorded for when compaction exists; until then the topic keeps everything.
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("retention.ms".to_string(), "-1".to_string()),
+        (
+            "segment.bytes".to_string(),
+            limits::OFFSETS_TOPIC_SEGMENT_BYTES.to_string(),
+        ),
+    ]);
+    let spec = CreateTopicSpec {
+        name: OFFSETS_TOPIC.to_string(),
+        num_partitions: shard.config.groups.offsets_topic_num_partitions,
+        configs,
+        validate_only: false,
+    };
+    let result = shard.create_topics(vec![spec]).await;
+    match result.first() {
+        Some(r)
+            if r.error_code == 0 || r.error_code == ResponseError::TopicAlreadyExists.code() =>
+        {
+            Ok(())
+        }
+        other => anyhow::bail!("cannot create {OFFSETS_TOPIC}: {other:?}"),
+    }
+}
+
+/// The shard's group timer loop: session expiry, rebalance timeouts, the initial rebalance
+/// delay, and the expiry of offsets of empty groups.
+pub async fn run_timers(shard: Rc<Shard>) {
+    let retention_interval = Duration::from_millis(
+        shard
+            .config
+            .groups
+            .offsets_retention_check_interval_ms
+            .max(10),
+    );
+    let mut next_retention = Instant::now() + retention_interval;
+    while !shard.shutdown.is_raised() {
+        let wake = shard.groups.wake.notified();
+        let now = Instant::now();
+        let mut next = poll_all(&shard, now);
+        if now >= next_retention {
+            offsets::expire(&shard).await;
+            next_retention = now + retention_interval;
+        }
+        next = next.min(next_retention);
+        let sleep = next
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
+        let timer = Box::pin(runtime::sleep(sleep));
+        futures::future::select(timer, Box::pin(wake)).await;
+    }
+}
+
+/// Polls every group; returns the earliest next deadline.
+fn poll_all(shard: &Rc<Shard>, now: Instant) -> Instant {
+    let mut next = now + Duration::from_secs(1);
+    let mut writes = Vec::new();
+    {
+        let mut groups = shard.groups.groups.borrow_mut();
+        for group in groups.values_mut() {
+            if group.state == GroupState::Dead {
+                continue;
+            }
+            let (deadline, became_empty) = group.poll(now, now_ms());
+            if let Some(deadline) = deadline {
+                next = next.min(deadline);
+            }
+            if became_empty {
+                writes.push((group.id.clone(), group.value(None, now_ms())));
+            }
+        }
+    }
+    let count = shard
+        .table()
+        .topic(OFFSETS_TOPIC)
+        .map_or(1, |t| t.partition_count());
+    for (group, value) in writes {
+        spawn_group_write(shard, partition_for(&group, count), &group, value);
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Groups land on the partition Kafka would pick (Java's String.hashCode, then abs).
+    #[test]
+    fn partition_matches_kafka() {
+        // "my-group".hashCode() == -1_906_497_762 in Java; abs % 50 == 12.
+        assert_eq!(partition_for("my-group", 50), 12);
+        assert_eq!(partition_for("", 50), 0);
+        assert!((0..16).contains(&partition_for("any group at all", 16)));
+    }
+}
