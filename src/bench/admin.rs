@@ -1,22 +1,23 @@
 //! Set-up before the load starts, over one blocking connection on the main thread: reach the
-//! broker, find or create the topic, and read the partitions' start offsets.
+//! broker, negotiate request versions, find or create the topic, find its leader, and read the
+//! partitions' start offsets.
 //!
 //! Failing here is what "the broker cannot be reached" means: the caller reports the error and
 //! exits non-zero before any executor starts.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use futures::io::AllowStdIo;
 use kafka_protocol::messages::{create_topics_request, list_offsets_request, metadata_request};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+    ApiVersionsRequest, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::client::Connection;
-use super::versions;
+use super::versions::Versions;
 
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION and TOPIC_ALREADY_EXISTS error codes.
 const ERROR_UNKNOWN_TOPIC: i16 = 3;
@@ -28,6 +29,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Admin {
     address: SocketAddr,
     connection: Connection<AllowStdIo<TcpStream>>,
+    versions: Versions,
 }
 
 pub fn topic_name(topic: &str) -> TopicName {
@@ -40,10 +42,20 @@ impl Admin {
             .with_context(|| format!("cannot reach the broker at {address}"))?;
         stream.set_read_timeout(Some(SETUP_TIMEOUT * 3))?;
         stream.set_nodelay(true)?;
-        Ok(Admin {
+        let mut admin = Admin {
             address,
             connection: Connection::new(AllowStdIo::new(stream)),
-        })
+            versions: Versions::PREFERRED,
+        };
+        // v0 has no fields, so every broker since Kafka 0.10 can answer it.
+        let served = admin.request(&ApiVersionsRequest::default(), 0)?;
+        admin.versions = Versions::negotiate(&served)
+            .map_err(|error| anyhow!("broker at {address}: {error}"))?;
+        Ok(admin)
+    }
+
+    pub fn versions(&self) -> Versions {
+        self.versions
     }
 
     fn request<Q: kafka_protocol::protocol::Request>(
@@ -67,7 +79,7 @@ impl Admin {
             )
             .with_name(Some(topic_name(topic)))]))
             .with_allow_auto_topic_creation(false);
-        let response = self.request(&request, versions::METADATA)?;
+        let response = self.request(&request, self.versions.metadata)?;
         let Some(found) = response.topics.first() else {
             bail!("Metadata answered without the topic {topic}");
         };
@@ -90,7 +102,7 @@ impl Admin {
         let request = CreateTopicsRequest::default()
             .with_topics(vec![creatable])
             .with_timeout_ms(30_000);
-        let response = self.request(&request, versions::CREATE_TOPICS)?;
+        let response = self.request(&request, self.versions.create_topics)?;
         let code = response.topics.first().map_or(-1, |topic| topic.error_code);
         if code != 0 && code != ERROR_TOPIC_EXISTS {
             bail!("CreateTopics {topic} with {partitions} partitions: Kafka error code {code}");
@@ -106,6 +118,42 @@ impl Admin {
         Err(anyhow!(
             "topic {topic} was created but does not appear in Metadata"
         ))
+    }
+
+    /// The advertised address of the broker that leads every partition of `topic`.
+    pub fn leader_address(&mut self, topic: &str) -> anyhow::Result<SocketAddr> {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(topic_name(topic)))]))
+            .with_allow_auto_topic_creation(false);
+        let response = self.request(&request, self.versions.metadata)?;
+        let partitions = response.topics.iter().flat_map(|found| &found.partitions);
+        let mut leaders: Vec<i32> = partitions.map(|partition| partition.leader_id.0).collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        let leader = match leaders[..] {
+            [leader] if leader >= 0 => leader,
+            [] => bail!("Metadata for topic {topic} lists no partitions"),
+            [_] => bail!("topic {topic} has no leader"),
+            _ => bail!(
+                "the partitions of {topic} are led by brokers {leaders:?}; corelog bench \
+                 sends to one broker, so use a topic led by one"
+            ),
+        };
+        let broker = response
+            .brokers
+            .iter()
+            .find(|broker| broker.node_id.0 == leader)
+            .with_context(|| format!("Metadata names leader {leader} but not its address"))?;
+        let host = broker.host.as_str();
+        let port = u16::try_from(broker.port)
+            .with_context(|| format!("leader {leader} advertises port {}", broker.port))?;
+        (host, port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve the leader's address {host}:{port}"))?
+            .next()
+            .with_context(|| format!("the leader's address {host}:{port} resolves to nothing"))
     }
 
     /// The offset of every partition `0..partitions` at `timestamp` (-2 earliest, -1 latest).
@@ -127,7 +175,7 @@ impl Admin {
             .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
                 .with_name(topic_name(topic))
                 .with_partitions(wanted)]);
-        let response = self.request(&request, versions::LIST_OFFSETS)?;
+        let response = self.request(&request, self.versions.list_offsets)?;
         let mut offsets = vec![0i64; partitions as usize];
         let answered = response.topics.iter().flat_map(|topic| &topic.partitions);
         for partition in answered {
