@@ -301,28 +301,48 @@ def client_main(args) -> None:
     print(json.dumps(result))
 
 
+def attempt(results: dict, key: str, label: str, measure) -> dict | None:
+    """Runs one measurement; a failure is logged and kept in results["errors"]."""
+    log(f"  {label}")
+    try:
+        results[key] = measure()
+        return results[key]
+    except Exception as error:  # noqa: BLE001 - one failed workload must not lose the others
+        log(f"  {label} failed: {error}")
+        results.setdefault("errors", []).append(f"{label}: {str(error).splitlines()[0]}")
+        return None
+
+
 def produce_workloads(name: str, port: int, round_no: int, args, rates: dict) -> dict:
-    """The produce workloads every broker gets; `rates` carries corelog's open-loop rates."""
+    """The produce workloads every broker gets; `rates` carries corelog's open-loop rates
+    (a broker measured first fills it in)."""
     results: dict = {}
     topic = f"{name}-r{round_no}"
-    log(f"  {name}: corelog bench produce, closed loop")
-    results["bench_max"] = bench_summary(
-        bench("produce", port, f"{topic}-max", args.duration, args.closed_loop_args.split()))
-    if "bench" not in rates:
-        rates["bench"] = max(1.0, results["bench_max"]["msgs_per_s"] * args.load_fraction)
-    log(f"  {name}: corelog bench produce, open loop at {rates['bench']:.0f} msg/s")
-    results["bench_open"] = bench_summary(
-        bench("produce", port, f"{topic}-open", args.duration, args.open_loop_args.split(),
-              rate=rates["bench"]))
-    results["bench_open"]["rate"] = rates["bench"]
-    log(f"  {name}: librdkafka, max throughput")
-    results["rdkafka_max"] = kafka_client("max", port, f"{topic}-rdmax", args.duration)
-    if "rdkafka" not in rates:
-        rates["rdkafka"] = max(1.0, results["rdkafka_max"]["msgs_per_s"] * args.load_fraction)
-    log(f"  {name}: librdkafka, paced at {rates['rdkafka']:.0f} msg/s")
-    results["rdkafka_paced"] = kafka_client("paced", port, f"{topic}-rdpaced", args.duration,
-                                            rates["rdkafka"])
-    results["rdkafka_paced"]["rate"] = rates["rdkafka"]
+    found = attempt(results, "bench_max", f"{name}: corelog bench produce, closed loop",
+                    lambda: bench_summary(bench("produce", port, f"{topic}-max", args.duration,
+                                                args.closed_loop_args.split())))
+    if "bench" not in rates and found:
+        rates["bench"] = max(1.0, found["msgs_per_s"] * args.load_fraction)
+    if "bench" in rates:
+        rate = rates["bench"]
+        found = attempt(results, "bench_open",
+                        f"{name}: corelog bench produce, open loop at {rate:.0f} msg/s",
+                        lambda: bench_summary(bench("produce", port, f"{topic}-open",
+                                                    args.duration,
+                                                    args.open_loop_args.split(), rate=rate)))
+        if found:
+            found["rate"] = rate
+    found = attempt(results, "rdkafka_max", f"{name}: librdkafka, max throughput",
+                    lambda: kafka_client("max", port, f"{topic}-rdmax", args.duration))
+    if "rdkafka" not in rates and found:
+        rates["rdkafka"] = max(1.0, found["msgs_per_s"] * args.load_fraction)
+    if "rdkafka" in rates:
+        rate = rates["rdkafka"]
+        found = attempt(results, "rdkafka_paced", f"{name}: librdkafka, paced at {rate:.0f} "
+                        "msg/s", lambda: kafka_client("paced", port, f"{topic}-rdpaced",
+                                                      args.duration, rate))
+        if found:
+            found["rate"] = rate
     return results
 
 
@@ -338,13 +358,13 @@ def corelog_round(round_no: int, args, work: Path) -> tuple[dict, dict]:
             results = produce_workloads("corelog", args.port, round_no, args, rates)
         # A restart empties the batch cache, so that consume reads from disk.
         with Broker("corelog", argv, args.port, work):
-            log("  corelog: corelog bench consume (catch-up read from disk)")
-            report = bench("consume", args.port, f"corelog-r{round_no}-max",
-                           max(60.0, args.duration), args.consume_args.split())
-            results["bench_consume"] = {"mb_per_s": report["mb_per_s"],
-                                        "msgs_per_s": report["msgs_per_s"],
-                                        "bytes": report["bytes"],
-                                        "duration_s": report["duration_s"]}
+            def consume() -> dict:
+                report = bench("consume", args.port, f"corelog-r{round_no}-max",
+                               max(60.0, args.duration), args.consume_args.split())
+                return {key: report[key] for key in ("mb_per_s", "msgs_per_s", "bytes",
+                                                      "duration_s", "errors")}
+            attempt(results, "bench_consume",
+                    "corelog: corelog bench consume (catch-up read from disk)", consume)
     finally:
         shutil.rmtree(data, ignore_errors=True)
     return results, rates
@@ -573,7 +593,11 @@ def build_markdown(results: dict, args, info: dict, plot_name: str | None) -> st
             ("librdkafka paced", "p99 ms", "rdkafka_paced", "p99"),
             ("librdkafka paced", "p99.9 ms", "rdkafka_paced", "p999"),
             ("librdkafka paced", "client send lag p99 ms", "rdkafka_paced", "client_lag_p99"),
-            ("bench consume (disk)", "MB/s", "bench_consume", "mb_per_s")]
+            ("bench consume (disk)", "MB/s", "bench_consume", "mb_per_s"),
+            ("errors seen", "bench closed loop", "bench_max", "errors"),
+            ("errors seen", "bench open loop", "bench_open", "errors"),
+            ("errors seen", "librdkafka max", "rdkafka_max", "errors"),
+            ("errors seen", "librdkafka paced", "rdkafka_paced", "errors")]
     for workload, metric, key, field in rows:
         a, b = median_of(cl, key, field), median_of(ta, key, field)
         r = ratio(a, b)
