@@ -554,7 +554,12 @@ def build_markdown(results: dict, args, info: dict, plot_name: str | None) -> st
     cl = [r.get("corelog", {}) for r in rounds]
     ta = [r.get("tansu", {}) for r in rounds]
     lim = [r.get("limits", {}) for r in rounds]
-    lines = [MARK_BEGIN, "", "## Side by side: corelog, tansu and the machine's limits", ""]
+    lines = [MARK_BEGIN, "", "### Latest run", ""]
+    if args.note:
+        lines += [f"**Conditions:** {args.note}", ""]
+    if results.get("tansu_missing"):
+        lines += [f"**tansu was not run:** {results['tansu_missing']}; its columns are empty.",
+                  ""]
     lines += [
         f"- Date: {results['date']}; commit {info['commit']}; machine: {info['cpu']}, "
         f"{info['memory_gib']} GiB, Linux {info['kernel']}, data on {info['disk']}; load "
@@ -737,6 +742,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--open-loop-args", default="--producers 4 --partitions 4 "
                         "--max-in-flight 16 --batch-size 16384")
     parser.add_argument("--consume-args", default="--consumers 2")
+    parser.add_argument("--note", default="",
+                        help="conditions of the run, written above the table (e.g. what else "
+                        "ran on the machine)")
     parser.add_argument("--skip-tansu", action="store_true")
     parser.add_argument("--skip-limits", action="store_true")
     parser.add_argument("--no-build", action="store_true", help="use the existing binary")
@@ -776,8 +784,11 @@ def main() -> None:
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(["python3", "scripts/compare.py", *command_argv]),
-        "machine": info, "tansu_version": tansu_version(args.tansu) if tansu_ok else "-",
+        "machine": info,
+        "tansu_version": tansu_version(args.tansu) if tansu_ok else "(not run)",
         "rounds": [],
+        "tansu_missing": "" if tansu_ok else ("skipped (--skip-tansu)" if args.skip_tansu
+                                              else f"no binary at {args.tansu}"),
     }
     failures = []
     for round_no in range(1, args.rounds + 1):

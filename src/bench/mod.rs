@@ -86,7 +86,8 @@ pub enum StartFrom {
 /// The options every scenario takes (each ignores the ones that do not apply to it).
 #[derive(Args, Clone, Debug)]
 pub struct BenchOptions {
-    /// Broker address(es), HOST:PORT[,HOST:PORT...]; requests go to the first one.
+    /// Broker address(es), HOST:PORT[,HOST:PORT...]; set-up asks the first one, and the load
+    /// goes to the address the topic's leader advertises.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub brokers: String,
     #[arg(long, default_value = "corelog-bench")]
