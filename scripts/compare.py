@@ -568,7 +568,7 @@ def build_markdown(results: dict, args, info: dict, plot_name: str | None) -> st
         "step; systems interleaved per round: corelog, tansu, limits). Medians over rounds, "
         "(min-max) where they differ. Raw numbers: target/compare/results.json.",
         f"- corelog: `corelog serve --shards 2 --admin-listen off`, fresh data directory, "
-        "every acknowledged batch through `fdatasync`. tansu "
+        "every acknowledged batch through `fdatasync`. "
         f"{results['tansu_version']}: `tansu broker --storage-engine memory://tansu/` "
         "(in memory, never syncs), listener and advertised listener on 127.0.0.1.",
         f"- corelog bench: 1 KiB messages, acks=all; closed loop `{args.closed_loop_args}`; "
@@ -785,7 +785,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(["python3", "scripts/compare.py", *command_argv]),
         "machine": info,
-        "tansu_version": tansu_version(args.tansu) if tansu_ok else "(not run)",
+        "tansu_version": tansu_version(args.tansu) if tansu_ok else "tansu (not run)",
         "rounds": [],
         "tansu_missing": "" if tansu_ok else ("skipped (--skip-tansu)" if args.skip_tansu
                                               else f"no binary at {args.tansu}"),
