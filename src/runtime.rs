@@ -15,6 +15,7 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 pub use glommio::channels::local_channel;
 pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::spawn_local;
+pub use glommio::sync::Semaphore;
 pub use glommio::task::JoinHandle;
 pub use glommio::timer::sleep;
 pub use glommio::{Latency, Shares, TaskQueueHandle};

@@ -205,3 +205,57 @@ fn unreachable_broker_fails_with_a_message() {
         "unclear error: {stderr}"
     );
 }
+
+/// The report names the request versions negotiated from the broker's ApiVersions (corelog
+/// serves the bench's preferred ones) and the leader that Metadata advertised.
+#[test]
+fn report_names_negotiated_versions_and_the_leader() {
+    let broker = Broker::start(1, &[]);
+    let report = bench_json(
+        &broker,
+        &["produce", "--topic", "negotiated", "--duration", "300ms"],
+    );
+    let parameters = &report["parameters"];
+    assert_eq!(
+        parameters["leader"],
+        broker.bootstrap().as_str(),
+        "{report}"
+    );
+    let versions = &parameters["versions"];
+    for (api, version) in [
+        ("produce", 7),
+        ("fetch", 11),
+        ("metadata", 9),
+        ("list_offsets", 5),
+    ] {
+        assert_eq!(versions[api], version, "{api} in {report}");
+    }
+    assert!(number(&report, "messages") > 0.0, "{report}");
+}
+
+/// The load goes to the leader's advertised address, not to the bootstrap address: with an
+/// advertised port where nothing listens, bench fails naming that port.
+#[test]
+fn load_goes_to_the_advertised_leader() {
+    let advertised = format!("127.0.0.1:{}", common::free_port());
+    let broker = Broker::start(1, &["--advertised-listener", &advertised]);
+    let bootstrap = broker.bootstrap();
+    let output = bench(&[
+        "produce",
+        "--brokers",
+        &bootstrap,
+        "--topic",
+        "advertised",
+        "--duration",
+        "300ms",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "bench ignored the advertised leader"
+    );
+    assert!(
+        stderr.contains("cannot reach the broker") && stderr.contains(&advertised),
+        "unclear error: {stderr}"
+    );
+}

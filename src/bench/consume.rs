@@ -12,19 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::e2e;
 use super::produce::sleep_until;
 use super::report::{record_us, Progress, Scenario, Stats};
-use super::{versions, Shared};
+use super::Shared;
 use crate::client::admin::topic_name;
 use crate::client::Connection;
 use crate::limits::{BENCH_FETCH_BYTES_MAX, BENCH_FETCH_PARTITION_BYTES_MAX};
 use crate::protocol::record_batch;
 use crate::runtime;
+use crate::runtime::TcpStream;
 
 /// Longest a Fetch parks on the broker when there is nothing new.
 const FETCH_WAIT_MS: i32 = 100;
@@ -93,7 +93,7 @@ async fn fetch_loop(
     while Instant::now() < clock.end && !caught_up(shared, positions) {
         let request = fetch_request(&shared.options.topic, positions);
         let sent_at = Instant::now();
-        let response: FetchResponse = connection.request(&request, versions::FETCH).await?;
+        let response: FetchResponse = connection.request(&request, shared.versions.fetch).await?;
         let now = Instant::now();
         let measuring = clock.measuring(now);
         let (received, errors) = {

@@ -15,13 +15,16 @@
 //!   up, and latency is measured from each message's *intended* send time, so a stalled broker
 //!   shows up in the percentiles instead of silently slowing the load (coordinated omission).
 //!
-//! Deliberately simple: every request goes to the first address of `--brokers` (no leader
-//! routing across a cluster), and request versions are fixed ones that Kafka 4 still serves.
+//! Set-up asks the first address of `--brokers` for its ApiVersions (request versions are
+//! negotiated, see `versions`) and for the topic's partition leaders; the load then goes to
+//! the leader's advertised address. Deliberately simple: all partitions of the topic must share
+//! one leader (a single broker, or a cluster whose leaders are on one node).
 
 mod consume;
 mod e2e;
 mod produce;
 pub mod report;
+mod versions;
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -37,13 +40,7 @@ use serde_json::json;
 use crate::limits::BENCH_IN_FLIGHT_MAX;
 use crate::runtime;
 use report::{Progress, Report, Scenario, Stats};
-
-/// Request versions the load generator sends: non-flexible ones where they exist, all inside
-/// the ranges Kafka 4.x (and corelog) serve.
-mod versions {
-    pub const PRODUCE: i16 = 7;
-    pub const FETCH: i16 = 11;
-}
+pub use versions::Versions;
 
 /// `corelog bench <scenario> [options]`.
 #[derive(Args, Debug)]
@@ -88,7 +85,8 @@ pub enum StartFrom {
 /// The options every scenario takes (each ignores the ones that do not apply to it).
 #[derive(Args, Clone, Debug)]
 pub struct BenchOptions {
-    /// Broker address(es), HOST:PORT[,HOST:PORT...]; requests go to the first one.
+    /// Broker address(es), HOST:PORT[,HOST:PORT...]; set-up asks the first one, and the load
+    /// goes to the address the topic's leader advertises.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub brokers: String,
     #[arg(long, default_value = "corelog-bench")]
@@ -201,7 +199,10 @@ pub fn wall_clock_us() -> u64 {
 pub struct Shared {
     pub scenario: Scenario,
     pub options: BenchOptions,
+    /// The partitions' leader, where every producer and consumer connects.
     pub address: SocketAddr,
+    /// Request versions negotiated with the broker.
+    pub versions: Versions,
     pub partitions: i32,
     /// Consumer start offsets, by partition.
     pub start_offsets: Vec<i64>,
@@ -291,6 +292,12 @@ fn prepare(scenario: Scenario, options: BenchOptions) -> anyhow::Result<Shared> 
         })?,
         _ => admin.ensure_topic(&options.topic, options.partitions)?,
     };
+    let leader = admin.leader_address(&options.topic)?;
+    if leader != address {
+        tracing::debug!("bench: {} is led by {leader}", options.topic);
+        admin = crate::client::admin::Admin::connect(leader)?;
+    }
+    let address = leader;
     let from = options.from.unwrap_or(match scenario {
         Scenario::EndToEnd => StartFrom::Latest,
         _ => StartFrom::Earliest,
@@ -308,6 +315,8 @@ fn prepare(scenario: Scenario, options: BenchOptions) -> anyhow::Result<Shared> 
         scenario,
         options,
         address,
+        versions: Versions::from_served(|key| admin.served_range(key))
+            .map_err(|error| anyhow::anyhow!("broker at {address}: {error}"))?,
         partitions,
         start_offsets,
         end_offsets,
@@ -421,6 +430,14 @@ fn parameters(shared: &Shared) -> serde_json::Value {
     let options = &shared.options;
     json!({
         "brokers": options.brokers,
+        "leader": shared.address.to_string(),
+        "versions": {
+            "produce": shared.versions.produce,
+            "fetch": shared.versions.fetch,
+            "metadata": shared.versions.metadata,
+            "create_topics": shared.versions.create_topics,
+            "list_offsets": shared.versions.list_offsets,
+        },
         "topic": options.topic,
         "message_size": options.message_size,
         "duration_s": options.duration.as_secs_f64(),

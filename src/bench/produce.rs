@@ -16,19 +16,18 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, ReadHalf, WriteHalf};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::TcpStream;
-use glommio::sync::Semaphore;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::records::Compression;
 
 use super::report::{record_us, Progress, Stats};
-use super::{versions, Clock, CompressionArg, KeyDistribution, Shared};
+use super::{Clock, CompressionArg, KeyDistribution, Shared};
 use crate::client::admin::topic_name;
 use crate::client::{FrameReader, FrameWriter};
 use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
 use crate::runtime;
+use crate::runtime::local_channel::{self, LocalReceiver, LocalSender};
+use crate::runtime::{Semaphore, TcpStream};
 
 /// Pause before a producer reconnects after its connection failed.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
@@ -173,7 +172,7 @@ impl Producer {
             let timestamps: Vec<u64> = (0..records).map(wall_us).collect();
             let request = self.request(&timestamps);
             let sent_at = Instant::now();
-            let correlation_id = writer.send(&request, versions::PRODUCE).await?;
+            let correlation_id = writer.send(&request, self.shared.versions.produce).await?;
             match acks {
                 Some((sender, _)) => {
                     let flight = InFlight {
@@ -324,7 +323,7 @@ async fn read_acks(
 ) -> io::Result<()> {
     while let Some(flight) = receiver.recv().await {
         let response = reader
-            .recv::<ProduceRequest>(flight.correlation_id, versions::PRODUCE)
+            .recv::<ProduceRequest>(flight.correlation_id, shared.versions.produce)
             .await;
         permits.signal(1);
         let response = match response {

@@ -180,6 +180,47 @@ impl Admin {
         ))
     }
 
+    /// The advertised address of the broker that leads every partition of `topic`.
+    pub fn leader_address(&mut self, topic: &str) -> anyhow::Result<SocketAddr> {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(topic_name(topic)))]))
+            .with_allow_auto_topic_creation(false);
+        let response = self.request(&request, versions::METADATA)?;
+        let partitions = response.topics.iter().flat_map(|found| &found.partitions);
+        let mut leaders: Vec<i32> = partitions.map(|partition| partition.leader_id.0).collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        let leader = match leaders[..] {
+            [leader] if leader >= 0 => leader,
+            [] => bail!("Metadata for topic {topic} lists no partitions"),
+            [_] => bail!("topic {topic} has no leader"),
+            _ => bail!(
+                "the partitions of {topic} are led by brokers {leaders:?}; corelog bench \
+                 sends to one broker, so use a topic led by one"
+            ),
+        };
+        let broker = response
+            .brokers
+            .iter()
+            .find(|broker| broker.node_id.0 == leader)
+            .with_context(|| format!("Metadata names leader {leader} but not its address"))?;
+        let host = broker.host.as_str();
+        let port = u16::try_from(broker.port)
+            .with_context(|| format!("leader {leader} advertises port {}", broker.port))?;
+        (host, port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve the leader's address {host}:{port}"))?
+            .next()
+            .with_context(|| format!("the leader's address {host}:{port} resolves to nothing"))
+    }
+
+    /// The versions the broker serves of `api_key`, as it answered ApiVersions at connect.
+    pub fn served_range(&self, api_key: i16) -> Option<(i16, i16)> {
+        self.ranges.get(&api_key).copied()
+    }
+
     /// The offset of every partition `0..partitions` at `timestamp` (-2 earliest, -1 latest).
     pub fn offsets(
         &mut self,

@@ -277,6 +277,11 @@ mod tests {
 
     fn default_body(api_key: ApiKey) -> RequestKind {
         use kafka_protocol::messages::*;
+        use kafka_protocol::messages::{
+            DeleteGroupsRequest, DescribeGroupsRequest, HeartbeatRequest, JoinGroupRequest,
+            LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest,
+            OffsetFetchRequest, SyncGroupRequest,
+        };
         match api_key {
             ApiKey::Produce => RequestKind::Produce(ProduceRequest::default()),
             ApiKey::Fetch => RequestKind::Fetch(FetchRequest::default()),
@@ -306,6 +311,16 @@ mod tests {
             ApiKey::DescribeCluster => {
                 RequestKind::DescribeCluster(DescribeClusterRequest::default())
             }
+            ApiKey::OffsetCommit => RequestKind::OffsetCommit(OffsetCommitRequest::default()),
+            ApiKey::OffsetFetch => RequestKind::OffsetFetch(OffsetFetchRequest::default()),
+            ApiKey::JoinGroup => RequestKind::JoinGroup(JoinGroupRequest::default()),
+            ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default()),
+            ApiKey::LeaveGroup => RequestKind::LeaveGroup(LeaveGroupRequest::default()),
+            ApiKey::SyncGroup => RequestKind::SyncGroup(SyncGroupRequest::default()),
+            ApiKey::DescribeGroups => RequestKind::DescribeGroups(DescribeGroupsRequest::default()),
+            ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+            ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
+            ApiKey::OffsetDelete => RequestKind::OffsetDelete(OffsetDeleteRequest::default()),
             other => panic!("no default body for {other:?}; add one with the API"),
         }
     }
@@ -458,11 +473,7 @@ mod tests {
                 correlation_id: 41
             }
         );
-        for (key, version) in [
-            (ApiKey::Fetch, 3),
-            (ApiKey::Fetch, 13),
-            (ApiKey::JoinGroup, 0),
-        ] {
+        for (key, version) in [(ApiKey::Fetch, 3), (ApiKey::Fetch, 13), (ApiKey::EndTxn, 0)] {
             let error = decode_request(raw(key as i16, version)).expect_err("unsupported");
             let want = DecodeError::UnsupportedVersion {
                 api_key: key,
