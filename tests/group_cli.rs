@@ -167,21 +167,36 @@ fn list_and_describe_show_groups_and_lag() {
         .collect();
     assert_eq!(summary, [("idle", "Empty"), ("live", "Stable")], "{listed}");
     let table = ok(&broker, &["list"]);
-    assert!(table.starts_with("GROUP") && table.contains("consumer"), "{table}");
+    assert!(
+        table.starts_with("GROUP") && table.contains("consumer"),
+        "{table}"
+    );
 
     let idle = json(&ok(&broker, &["describe", "idle", "--json"]));
     assert_eq!(idle["state"], "Empty");
     assert_eq!(idle["total_lag"], 5, "(5-2) + (3-1): {idle}");
     let p0 = &idle["partitions"][0];
-    assert_eq!((&p0["committed_offset"], &p0["log_end_offset"]), (&2.into(), &5.into()));
+    assert_eq!(
+        (&p0["committed_offset"], &p0["log_end_offset"]),
+        (&2.into(), &5.into())
+    );
     assert_eq!(p0["lag"], 3);
 
     let live = json(&ok(&broker, &["describe", "live", "--json"]));
-    assert_eq!((&live["state"], &live["protocol"]), (&"Stable".into(), &"range".into()));
+    assert_eq!(
+        (&live["state"], &live["protocol"]),
+        (&"Stable".into(), &"range".into())
+    );
     assert_eq!(live["members"][0]["member_id"], member.as_str());
-    assert_eq!(live["members"][0]["assignment"]["topics"][0][1], serde_json::json!([0, 1]));
+    assert_eq!(
+        live["members"][0]["assignment"]["topics"][0][1],
+        serde_json::json!([0, 1])
+    );
     let text = ok(&broker, &["describe", "live"]);
-    assert!(text.contains(&member) && text.contains("events:[0, 1]"), "{text}");
+    assert!(
+        text.contains(&member) && text.contains("events:[0, 1]"),
+        "{text}"
+    );
     assert!(text.contains("LOG-END-OFFSET"), "{text}");
 
     let stderr = refused(&broker, &["describe", "ghost"]);
@@ -199,27 +214,61 @@ fn reset_offsets_plans_then_commits() {
         all
     }
     let plan = ok(&broker, &reset(&["--to-earliest"]));
-    assert!(plan.contains("NEW-OFFSET") && plan.contains("dry run"), "{plan}");
-    assert_eq!(committed(&mut conn, "idle"), [2, 1], "a dry run commits nothing");
+    assert!(
+        plan.contains("NEW-OFFSET") && plan.contains("dry run"),
+        "{plan}"
+    );
+    assert_eq!(
+        committed(&mut conn, "idle"),
+        [2, 1],
+        "a dry run commits nothing"
+    );
 
     ok(&broker, &reset(&["--to-earliest", "--execute"]));
     assert_eq!(committed(&mut conn, "idle"), [0, 0]);
-    ok(&broker, &reset(&["--to-latest", "--partitions", "1", "--execute"]));
+    ok(
+        &broker,
+        &reset(&["--to-latest", "--partitions", "1", "--execute"]),
+    );
     assert_eq!(committed(&mut conn, "idle"), [0, 3]);
     ok(&broker, &reset(&["--to-offset", "4", "--execute"]));
-    assert_eq!(committed(&mut conn, "idle"), [4, 3], "clamped to partition 1's end");
-    ok(&broker, &reset(&["--shift-by", "-2", "--partitions", "0", "--execute"]));
+    assert_eq!(
+        committed(&mut conn, "idle"),
+        [4, 3],
+        "clamped to partition 1's end"
+    );
+    ok(
+        &broker,
+        &reset(&["--shift-by", "-2", "--partitions", "0", "--execute"]),
+    );
     assert_eq!(committed(&mut conn, "idle"), [2, 3]);
-    ok(&broker, &reset(&["--to-datetime", "1970-01-01T00:33:20Z", "--execute"]));
-    assert_eq!(committed(&mut conn, "idle"), [3, 3], "first record at 2000 s; none in p1");
+    ok(
+        &broker,
+        &reset(&["--to-datetime", "1970-01-01T00:33:20Z", "--execute"]),
+    );
+    assert_eq!(
+        committed(&mut conn, "idle"),
+        [3, 3],
+        "first record at 2000 s; none in p1"
+    );
     ok(&broker, &reset(&["--to-datetime", "1000000", "--execute"]));
     assert_eq!(committed(&mut conn, "idle"), [0, 0]);
 
-    let args = ["reset-offsets", "live", "--topic", TOPIC, "--to-earliest", "--execute"];
+    let args = [
+        "reset-offsets",
+        "live",
+        "--topic",
+        TOPIC,
+        "--to-earliest",
+        "--execute",
+    ];
     let stderr = refused(&broker, &args);
     assert!(stderr.contains("no members"), "{stderr}");
     let stderr = refused(&broker, &["reset-offsets", "idle", "--topic", TOPIC]);
-    assert!(stderr.contains("--to-earliest"), "a target is required: {stderr}");
+    assert!(
+        stderr.contains("--to-earliest"),
+        "a target is required: {stderr}"
+    );
 }
 
 /// delete removes an empty group, refuses one with members (NON_EMPTY_GROUP) and an unknown
@@ -230,7 +279,11 @@ fn delete_reports_each_group() {
     let stderr = refused(&broker, &["delete", "idle", "live", "ghost"]);
     assert!(stderr.contains("NonEmptyGroup (68)"), "{stderr}");
     assert!(stderr.contains("GroupIdNotFound (69)"), "{stderr}");
-    assert_eq!(committed(&mut conn, "idle"), [-1, -1], "idle's offsets went with it");
+    assert_eq!(
+        committed(&mut conn, "idle"),
+        [-1, -1],
+        "idle's offsets went with it"
+    );
     let listed = json(&ok(&broker, &["list", "--json"]));
     let names: Vec<&str> = listed
         .as_array()

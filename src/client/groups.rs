@@ -17,8 +17,8 @@ use kafka_protocol::messages::offset_fetch_request::{
 };
 use kafka_protocol::messages::{list_offsets_request, ListOffsetsRequest};
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
-    ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
@@ -116,7 +116,8 @@ impl Cursor<'_> {
     }
 
     fn i32(&mut self) -> Option<i32> {
-        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn string(&mut self) -> Option<String> {
@@ -345,7 +346,10 @@ impl Admin {
             let partition = OffsetCommitRequestPartition::default()
                 .with_partition_index(offset.partition)
                 .with_committed_offset(offset.offset);
-            match topics.iter_mut().find(|t| t.name.0.as_str() == offset.topic) {
+            match topics
+                .iter_mut()
+                .find(|t| t.name.0.as_str() == offset.topic)
+            {
                 Some(topic) => topic.partitions.push(partition),
                 None => topics.push(
                     OffsetCommitRequestTopic::default()
@@ -406,8 +410,11 @@ impl Admin {
             offsets.push((partition.partition_index, partition.offset));
         }
         if offsets.len() != partitions.len() {
-            return Err(anyhow!("ListOffsets answered {} of {} partitions of {topic}",
-                offsets.len(), partitions.len()));
+            return Err(anyhow!(
+                "ListOffsets answered {} of {} partitions of {topic}",
+                offsets.len(),
+                partitions.len()
+            ));
         }
         offsets.sort_unstable();
         Ok(offsets)
@@ -436,7 +443,11 @@ mod tests {
     fn malformed_assignments_are_none() {
         let bytes = encode_assignment(&[("topic", &[1, 2, 3])], b"");
         for end in 1..bytes.len() - 4 {
-            assert_eq!(decode_assignment(&bytes[..end]), None, "prefix of {end} bytes");
+            assert_eq!(
+                decode_assignment(&bytes[..end]),
+                None,
+                "prefix of {end} bytes"
+            );
         }
         let huge_count = [0, 0, 0x7f, 0xff, 0xff, 0xff];
         assert_eq!(decode_assignment(&huge_count), None);

@@ -108,15 +108,24 @@ pub fn print_describe(
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
+    let dash = |value: &str| {
+        if value.is_empty() {
+            "-".to_string()
+        } else {
+            value.to_string()
+        }
+    };
     println!("GROUP          {}", group.group);
     println!("STATE          {}", group.state);
-    println!("PROTOCOL-TYPE  {}", group.protocol_type);
-    println!("PROTOCOL       {}", group.protocol);
+    println!("PROTOCOL-TYPE  {}", dash(&group.protocol_type));
+    println!("PROTOCOL       {}", dash(&group.protocol));
     println!("MEMBERS        {}", group.members.len());
     println!("TOTAL-LAG      {total_lag}");
     println!();
-    print_members(group);
-    println!();
+    if !group.members.is_empty() {
+        print_members(group);
+        println!();
+    }
     let rows: Vec<Vec<String>> = partitions
         .iter()
         .map(|p| {
@@ -131,7 +140,14 @@ pub fn print_describe(
         })
         .collect();
     print_table(
-        &["TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "MEMBER-ID"],
+        &[
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "MEMBER-ID",
+        ],
         &rows,
     );
     Ok(())
@@ -161,7 +177,13 @@ fn print_members(group: &GroupDescription) {
         })
         .collect();
     print_table(
-        &["MEMBER-ID", "INSTANCE-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
+        &[
+            "MEMBER-ID",
+            "INSTANCE-ID",
+            "CLIENT-ID",
+            "HOST",
+            "ASSIGNMENT",
+        ],
         &rows,
     );
 }

@@ -44,7 +44,12 @@ pub struct ResetArgs {
     #[arg(long, group = "target", value_name = "TIME", value_parser = parse_datetime)]
     pub to_datetime: Option<i64>,
     /// Move the committed offsets by N (negative: back).
-    #[arg(long, group = "target", value_name = "N", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        group = "target",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub shift_by: Option<i64>,
     /// Commit the new offsets; without it the plan is only printed.
     #[arg(long)]
@@ -122,7 +127,10 @@ pub fn run(admin: &mut Admin, args: &ResetArgs) -> anyhow::Result<()> {
         .collect();
     if let Err(error) = coordinator.commit_offsets(group, &offsets) {
         let text = format!("{error:#}");
-        if ERRORS_OF_ACTIVE_GROUP.iter().any(|code| text.contains(code)) {
+        if ERRORS_OF_ACTIVE_GROUP
+            .iter()
+            .any(|code| text.contains(code))
+        {
             bail!(
                 "{text}\ngroup {group} is {} with {} member(s): offsets can only be reset while \
                  the group has no members; stop its consumers first",
@@ -132,7 +140,10 @@ pub fn run(admin: &mut Admin, args: &ResetArgs) -> anyhow::Result<()> {
         }
         return Err(error);
     }
-    println!("committed new offsets of group {group} for {} partition(s)", plan.len());
+    println!(
+        "committed new offsets of group {group} for {} partition(s)",
+        plan.len()
+    );
     Ok(())
 }
 
@@ -168,9 +179,9 @@ fn plan(
             },
             ResetTarget::Shift(shift) => match current {
                 Some(offset) => offset.saturating_add(shift),
-                None => bail!(
-                    "group {group} has no committed offset for {topic}-{partition} to shift"
-                ),
+                None => {
+                    bail!("group {group} has no committed offset for {topic}-{partition} to shift")
+                }
             },
         };
         plan.push(Planned {
@@ -194,7 +205,10 @@ fn print_plan(topic: &str, plan: &[Planned]) {
             ]
         })
         .collect();
-    print_table(&["TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"], &rows);
+    print_table(
+        &["TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"],
+        &rows,
+    );
 }
 
 /// Epoch milliseconds of `text`: digits are epoch milliseconds already, otherwise RFC 3339
@@ -281,11 +295,26 @@ mod tests {
     fn datetimes() {
         assert_eq!(parse_datetime("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_datetime("1970-01-01T00:33:20Z"), Ok(2_000_000));
-        assert_eq!(parse_datetime("2000-03-01T00:00:00.5Z"), Ok(951_868_800_500));
-        assert_eq!(parse_datetime("2024-05-01T14:00:00+02:00"), Ok(1_714_564_800_000));
-        assert_eq!(parse_datetime("2024-05-01T07:00:00.123-05:00"), Ok(1_714_564_800_123));
+        assert_eq!(
+            parse_datetime("2000-03-01T00:00:00.5Z"),
+            Ok(951_868_800_500)
+        );
+        assert_eq!(
+            parse_datetime("2024-05-01T14:00:00+02:00"),
+            Ok(1_714_564_800_000)
+        );
+        assert_eq!(
+            parse_datetime("2024-05-01T07:00:00.123-05:00"),
+            Ok(1_714_564_800_123)
+        );
         assert_eq!(parse_datetime("1714564800000"), Ok(1_714_564_800_000));
-        for bad in ["", "2024-05-01", "2024-13-01T00:00:00Z", "2024-05-01T00:00:00", "x"] {
+        for bad in [
+            "",
+            "2024-05-01",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T00:00:00",
+            "x",
+        ] {
             assert!(parse_datetime(bad).is_err(), "{bad:?}");
         }
     }
