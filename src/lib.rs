@@ -7,6 +7,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod group;
+pub mod group_cli;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;

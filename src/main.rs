@@ -1,5 +1,5 @@
 //! The `corelog` command line: `serve` runs the broker, `bench` loads one, `topic` administers
-//! topics on one.
+//! topics on one, `group` its consumer groups.
 
 use std::process::ExitCode;
 
@@ -28,6 +28,8 @@ enum Command {
     Bench(corelog::bench::BenchArgs),
     /// Create, list, describe, delete and alter topics on any Kafka-compatible broker.
     Topic(corelog::topic::TopicArgs),
+    /// List, describe, delete consumer groups and reset their offsets on any Kafka broker.
+    Group(corelog::group_cli::GroupArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Tune(args) => return corelog::tune::run(&args),
         Command::Bench(args) => corelog::bench::run(&args),
         Command::Topic(args) => corelog::topic::run(&args),
+        Command::Group(args) => corelog::group_cli::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -87,6 +87,11 @@ impl Admin {
         Ok(admin)
     }
 
+    /// The address this client is connected to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// Connects to the first of `brokers` (`HOST:PORT`, comma-separated lists allowed) that
     /// answers.
     pub fn connect_any(brokers: &[String]) -> anyhow::Result<Admin> {

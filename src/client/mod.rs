@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod frame;
+pub mod groups;
 pub mod topics;
 
 pub use frame::{Connection, FrameReader, FrameWriter};

@@ -6,7 +6,7 @@
 //! A Kafka error answered for any topic makes the command exit non-zero after it has handled
 //! the other topics, with a message naming the error code.
 
-mod render;
+pub(crate) mod render;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};

@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::client::topics::{ConfigEntry, TopicInfo};
 
 /// Prints rows as columns separated by two spaces, each as wide as its widest cell.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
