@@ -426,7 +426,7 @@ fn groups_on_both_shards() -> (String, String) {
 
 /// With two shards, offsets committed to groups on both shards and a stable group's
 /// membership survive SIGKILL: after restart OffsetFetch returns them and DescribeGroups shows
-/// the member and its assignment.
+/// the member, its address and its assignment.
 #[test]
 fn offsets_and_membership_survive_sigkill() {
     let mut broker = Broker::start(2, FLAGS);
@@ -457,6 +457,11 @@ fn offsets_and_membership_survive_sigkill() {
     assert_eq!(group.members.len(), 1);
     assert_eq!(group.members[0].member_id.as_str(), member);
     assert_eq!(&group.members[0].member_assignment[..], b"both");
+    assert_eq!(
+        group.members[0].client_host.as_str(),
+        "/127.0.0.1",
+        "the member's address, as Kafka shows it"
+    );
     assert_eq!(
         heartbeat(&mut conn, &even, 1, &member, None),
         0,

@@ -67,10 +67,8 @@ const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(10);
 /// Serves `stream` until the client closes it, it misbehaves, it idles too long, or the shard
 /// shuts down.
 pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer_address = stream.peer_addr().ok();
+    let peer = peer_address.map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.split();
     let (queue, responses) = local_channel::new_bounded(limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX);
@@ -86,7 +84,12 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
         shard.queues.requests,
         write_responses(shard.clone(), writer, responses, state.clone()),
     );
-    if let Some(reason) = read_requests(shard, reader, queue, &state).await {
+    // Kafka shows a member's host as "/<ip>" in group descriptions.
+    let client_host: Rc<str> = match peer_address {
+        Some(address) => format!("/{}", address.ip()).into(),
+        None => "/unknown".into(),
+    };
+    if let Some(reason) = read_requests(shard, reader, queue, &state, &client_host).await {
         tracing::warn!(%peer, "closing connection: {reason}");
     }
     // The writer finishes the responses already due, but not for ever.
@@ -116,6 +119,7 @@ async fn read_requests(
     mut reader: ReadHalf<TcpStream>,
     queue: local_channel::LocalSender<InFlight>,
     state: &ConnectionState,
+    client_host: &Rc<str>,
 ) -> Option<String> {
     let mut frames = FrameReader::new(shard.config.socket_request_max_bytes);
     let budget = &shard.net.request_budget;
@@ -140,8 +144,9 @@ async fn read_requests(
             },
         };
         let handler_shard = shard.clone();
+        let host = client_host.clone();
         let task = runtime::spawn_joinable(shard.queues.requests, async move {
-            let response = dispatch::handle(&handler_shard, request).await;
+            let response = dispatch::handle(&handler_shard, request, host).await;
             drop(permit);
             response
         });

@@ -19,6 +19,8 @@ pub struct RequestContext {
     pub api_version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The client's address as Kafka shows it in group descriptions ("/127.0.0.1").
+    pub client_host: Rc<str>,
 }
 
 /// Decodes one frame; an error closes the connection (as Kafka does for bad frames).
@@ -27,16 +29,16 @@ pub fn decode(frame: Bytes) -> Result<DecodedRequest, String> {
 }
 
 /// Runs the handler for `request`, encodes its response, and counts it.
-pub async fn handle(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
+pub async fn handle(shard: &Rc<Shard>, request: DecodedRequest, client_host: Rc<str>) -> Response {
     let started = Instant::now();
     let api_key = request.header.request_api_key;
-    let response = run(shard, request).await;
+    let response = run(shard, request, client_host).await;
     shard.metrics.request_done(api_key, started.elapsed());
     response
 }
 
-async fn run(shard: &Rc<Shard>, request: DecodedRequest) -> Response {
-    let ctx = context(shard, &request.header);
+async fn run(shard: &Rc<Shard>, request: DecodedRequest, client_host: Rc<str>) -> Response {
+    let ctx = context(shard, &request.header, client_host);
     let body = match request.body {
         RequestBody::Decoded(body) => body,
         RequestBody::ApiVersionsUnsupported => {
@@ -145,13 +147,14 @@ async fn group_api(ctx: &RequestContext, body: RequestKind) -> Response {
     ))
 }
 
-fn context(shard: &Rc<Shard>, header: &RequestHeader) -> RequestContext {
+fn context(shard: &Rc<Shard>, header: &RequestHeader, client_host: Rc<str>) -> RequestContext {
     RequestContext {
         shard: shard.clone(),
         api_key: ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions),
         api_version: header.request_api_version,
         correlation_id: header.correlation_id,
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
+        client_host,
     }
 }
 
