@@ -233,8 +233,22 @@ impl Admin {
         partitions: i32,
         timestamp: i64,
     ) -> anyhow::Result<Vec<i64>> {
-        let wanted = (0..partitions)
-            .map(|index| {
+        let all: Vec<i32> = (0..partitions).collect();
+        let offsets = self.partition_offsets(topic, &all, timestamp)?;
+        Ok(offsets.into_iter().map(|(_, offset)| offset).collect())
+    }
+
+    /// ListOffsets of some partitions of `topic` at `timestamp` (-2 earliest, -1 latest, else
+    /// the first offset whose timestamp is at least it; -1 when there is none).
+    pub fn partition_offsets(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        timestamp: i64,
+    ) -> anyhow::Result<Vec<(i32, i64)>> {
+        let wanted = partitions
+            .iter()
+            .map(|&index| {
                 list_offsets_request::ListOffsetsPartition::default()
                     .with_partition_index(index)
                     .with_timestamp(timestamp)
@@ -246,20 +260,22 @@ impl Admin {
                 .with_name(topic_name(topic))
                 .with_partitions(wanted)]);
         let response = self.request(&request, versions::LIST_OFFSETS)?;
-        let mut offsets = vec![0i64; partitions as usize];
-        let answered = response.topics.iter().flat_map(|topic| &topic.partitions);
-        for partition in answered {
+        let mut offsets = Vec::with_capacity(partitions.len());
+        for partition in response.topics.iter().flat_map(|t| &t.partitions) {
             if partition.error_code != 0 {
-                bail!(
-                    "ListOffsets {topic}-{}: Kafka error code {}",
-                    partition.partition_index,
-                    partition.error_code
-                );
+                let what = format!("ListOffsets {topic}-{}", partition.partition_index);
+                return Err(kafka_error(&what, partition.error_code, None));
             }
-            if let Some(slot) = offsets.get_mut(partition.partition_index as usize) {
-                *slot = partition.offset;
-            }
+            offsets.push((partition.partition_index, partition.offset));
         }
+        if offsets.len() != partitions.len() {
+            return Err(anyhow!(
+                "ListOffsets answered {} of {} partitions of {topic}",
+                offsets.len(),
+                partitions.len()
+            ));
+        }
+        offsets.sort_unstable();
         Ok(offsets)
     }
 }

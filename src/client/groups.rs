@@ -8,14 +8,13 @@
 
 use std::net::ToSocketAddrs;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopics,
 };
-use kafka_protocol::messages::{list_offsets_request, ListOffsetsRequest};
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
     MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
@@ -377,47 +376,6 @@ impl Admin {
             }
         }
         Ok(())
-    }
-
-    /// ListOffsets of some partitions of `topic` at `timestamp` (-2 earliest, -1 latest, else
-    /// the first offset whose timestamp is at least it; -1 when there is none).
-    pub fn partition_offsets(
-        &mut self,
-        topic: &str,
-        partitions: &[i32],
-        timestamp: i64,
-    ) -> anyhow::Result<Vec<(i32, i64)>> {
-        let wanted = partitions
-            .iter()
-            .map(|&index| {
-                list_offsets_request::ListOffsetsPartition::default()
-                    .with_partition_index(index)
-                    .with_timestamp(timestamp)
-            })
-            .collect();
-        let request = ListOffsetsRequest::default()
-            .with_replica_id((-1).into())
-            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                .with_name(topic_name(topic))
-                .with_partitions(wanted)]);
-        let response = self.request(&request, versions::LIST_OFFSETS)?;
-        let mut offsets = Vec::with_capacity(partitions.len());
-        for partition in response.topics.iter().flat_map(|t| &t.partitions) {
-            if partition.error_code != 0 {
-                let what = format!("ListOffsets {topic}-{}", partition.partition_index);
-                return Err(kafka_error(&what, partition.error_code, None));
-            }
-            offsets.push((partition.partition_index, partition.offset));
-        }
-        if offsets.len() != partitions.len() {
-            return Err(anyhow!(
-                "ListOffsets answered {} of {} partitions of {topic}",
-                offsets.len(),
-                partitions.len()
-            ));
-        }
-        offsets.sort_unstable();
-        Ok(offsets)
     }
 }
 

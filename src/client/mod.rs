@@ -1,4 +1,5 @@
-//! corelog's own small Kafka client, shared by `corelog bench` and `corelog topic`.
+//! corelog's own small Kafka client, shared by `corelog bench`, `corelog topic` and
+//! `corelog group`.
 //!
 //! `frame` speaks the wire (frames, headers, correlation ids) over any async byte stream;
 //! `admin` is a blocking control-plane client over one TCP connection on the calling thread
@@ -11,3 +12,25 @@ pub mod groups;
 pub mod topics;
 
 pub use frame::{Connection, FrameReader, FrameWriter};
+
+/// The `--brokers` flag of the admin commands (`corelog topic`, `corelog group`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct BrokersArg {
+    /// Broker address(es), HOST:PORT[,HOST:PORT...]; the first one that answers is used.
+    #[arg(
+        long,
+        global = true,
+        env = "CORELOG_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+}
+
+impl BrokersArg {
+    /// A control-plane connection to the first of the brokers that answers.
+    pub fn connect(&self) -> anyhow::Result<admin::Admin> {
+        use anyhow::Context;
+        admin::Admin::connect_any(std::slice::from_ref(&self.brokers))
+            .with_context(|| format!("cannot reach a broker at {}", self.brokers))
+    }
+}

@@ -10,7 +10,7 @@
 mod render;
 mod reset;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use crate::client::admin::{kafka_error, Admin};
@@ -21,14 +21,8 @@ pub use reset::{parse_datetime, ResetTarget};
 /// `corelog group [--brokers HOST:PORT] <command>`.
 #[derive(Args, Debug)]
 pub struct GroupArgs {
-    /// Broker address(es), HOST:PORT[,HOST:PORT...]; the first one that answers is used.
-    #[arg(
-        long,
-        global = true,
-        env = "CORELOG_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub brokers: String,
+    #[command(flatten)]
+    pub brokers: crate::client::BrokersArg,
     #[command(subcommand)]
     pub command: GroupCommand,
 }
@@ -57,8 +51,7 @@ pub enum GroupCommand {
 }
 
 pub fn run(args: &GroupArgs) -> anyhow::Result<()> {
-    let mut admin = Admin::connect_any(std::slice::from_ref(&args.brokers))
-        .with_context(|| format!("cannot reach a broker at {}", args.brokers))?;
+    let mut admin = args.brokers.connect()?;
     match &args.command {
         GroupCommand::List { json } => {
             let groups = list_all(&mut admin)?;

@@ -8,23 +8,16 @@
 
 pub(crate) mod render;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use crate::client::admin::Admin;
 use crate::client::topics::AlterOperation;
 
 /// `corelog topic [--brokers HOST:PORT] <command>`.
 #[derive(Args, Debug)]
 pub struct TopicArgs {
-    /// Broker address(es), HOST:PORT[,HOST:PORT...]; the first one that answers is used.
-    #[arg(
-        long,
-        global = true,
-        env = "CORELOG_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub brokers: String,
+    #[command(flatten)]
+    pub brokers: crate::client::BrokersArg,
     #[command(subcommand)]
     pub command: TopicCommand,
 }
@@ -99,8 +92,7 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(args: &TopicArgs) -> anyhow::Result<()> {
-    let mut admin = Admin::connect_any(std::slice::from_ref(&args.brokers))
-        .with_context(|| format!("cannot reach a broker at {}", args.brokers))?;
+    let mut admin = args.brokers.connect()?;
     match &args.command {
         TopicCommand::Create {
             topics,
