@@ -771,11 +771,16 @@ impl Shard {
                 continue;
             }
             let metrics = &self.metrics;
+            let background = self.queues.background;
             let flushes = round.iter().map(|partition| async move {
                 let started = Instant::now();
                 let result = partition.log().flush().await;
                 metrics.flush_done(started.elapsed(), result.is_ok());
                 partition.flushed(result);
+                if partition.log().needs_preparing() {
+                    let partition = partition.clone();
+                    runtime::spawn_into(background, async move { partition.prepare_ahead().await });
+                }
             });
             futures::future::join_all(flushes).await;
         }

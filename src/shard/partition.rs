@@ -40,6 +40,8 @@ pub struct Partition {
     failed: Cell<bool>,
     /// Whether the shard's flusher already has this partition in its next round.
     queued: Cell<bool>,
+    /// Whether a task is pre-writing this partition's active segment.
+    preparing: Cell<bool>,
     metrics: PartitionMetrics,
 }
 
@@ -52,6 +54,7 @@ impl Partition {
             durable: Notify::new(),
             failed: Cell::new(false),
             queued: Cell::new(false),
+            preparing: Cell::new(false),
             metrics: PartitionMetrics::default(),
         }
     }
@@ -63,6 +66,17 @@ impl Partition {
 
     pub fn clear_queued(&self) {
         self.queued.set(false);
+    }
+
+    /// Pre-writes the log's active segment ahead of its end, one step at a time, unless a
+    /// run is already under way. Steps share the log's io lock with flushes, so a flush waits
+    /// for one step at most; call from the shard's background queue.
+    pub async fn prepare_ahead(&self) {
+        if self.preparing.replace(true) {
+            return;
+        }
+        while self.log.prepare_step().await {}
+        self.preparing.set(false);
     }
 
     pub fn metrics(&self) -> &PartitionMetrics {

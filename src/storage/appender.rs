@@ -5,18 +5,23 @@
 //! with zero padding up to the block boundary; recovery treats trailing zeros after the last
 //! batch as normal. Invariant: `tail` equals the file bytes from `align_down(size)` to `size`.
 //!
+//! Each write copies the tail and the batches once, straight into DMA buffers from the
+//! executor's registered-buffer pool: no intermediate staging buffer.
+//!
 //! Pre-writing: `fdatasync` after writing into blocks the file never had (or only had
 //! fallocated) must also commit the file's new size and extents through the ext4 journal,
-//! which costs several times a plain data sync. So after a flush the appender keeps a region
-//! ahead of the log end already written with zeros and synced (`prepared`); appends then only
-//! overwrite blocks that exist. Recovery and `trim_and_sync` cut the zeros off.
+//! which costs more than a plain data sync. So the appender keeps a region ahead of the log
+//! end already written with zeros and synced (`prepared`); appends then only overwrite blocks
+//! that exist. The zeros go out in small steps (`prepare_step`) that the log interleaves with
+//! flushes, so that a flush never waits for more than one step. Recovery and `trim_and_sync`
+//! cut the zeros off.
 
 use std::io;
 
 use bytes::Bytes;
 
 use crate::limits::{DIO_ALIGNMENT_BYTES, STORAGE_WRITE_BYTES_MAX};
-use crate::storage::file::SegmentFile;
+use crate::storage::file::{SegmentFile, ZEROS_BYTES};
 
 const ALIGNMENT: u64 = DIO_ALIGNMENT_BYTES as u64;
 
@@ -26,8 +31,14 @@ const PREPARE_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
 /// Pre-writing starts again when less than this is left.
 const PREPARE_LOW_BYTES: u64 = 2 * 1024 * 1024;
 
+/// Zeros written per `prepare_step`: small enough that a flush queued behind a step waits
+/// about a tenth of a millisecond, large enough that a whole run is a few dozen steps.
+const PREPARE_STEP_BYTES: u64 = 256 * 1024;
+
 const _: () = assert!(PREPARE_LOW_BYTES < PREPARE_AHEAD_BYTES);
-const _: () = assert!(PREPARE_AHEAD_BYTES % ALIGNMENT == 0);
+const _: () = assert!(PREPARE_AHEAD_BYTES % PREPARE_STEP_BYTES == 0);
+const _: () = assert!(PREPARE_STEP_BYTES % ALIGNMENT == 0);
+const _: () = assert!(PREPARE_STEP_BYTES as usize <= ZEROS_BYTES);
 
 /// Writes batches at the end of one segment file. Per-shard: lives on the shard's core.
 pub struct Appender {
@@ -38,6 +49,14 @@ pub struct Appender {
     /// The file's first `prepared` bytes exist on disk (data or zeros) with their metadata
     /// synced, so overwriting them needs no journal commit.
     prepared: u64,
+    /// The file's first `zeroed` bytes exist (data or zeros), synced or not; pre-writing
+    /// continues from here.
+    zeroed: u64,
+    /// Where the pre-writing run under way stops, if one is.
+    prepare_target: Option<u64>,
+    /// After a failed run, no new run starts until the log end passes this (a full disk
+    /// would otherwise fail a step after every flush).
+    prepare_paused_until: u64,
 }
 
 impl Appender {
@@ -64,6 +83,9 @@ impl Appender {
             size,
             tail,
             prepared,
+            zeroed: prepared,
+            prepare_target: None,
+            prepare_paused_until: 0,
         })
     }
 
@@ -83,56 +105,157 @@ impl Appender {
         if added == 0 {
             return Ok(());
         }
-        let mut pending: Vec<u8> = Vec::with_capacity(self.tail.len() + added);
-        pending.extend_from_slice(&self.tail);
-        for batch in batches {
-            pending.extend_from_slice(batch);
-        }
         let start = self.size - self.size % ALIGNMENT;
-        let logical = pending.len();
-        pending.resize(logical.next_multiple_of(DIO_ALIGNMENT_BYTES), 0);
-        for (index, chunk) in pending.chunks(STORAGE_WRITE_BYTES_MAX).enumerate() {
-            let position = start + (index * STORAGE_WRITE_BYTES_MAX) as u64;
-            self.file.write_aligned(position, chunk).await?;
+        let logical = self.tail.len() + added;
+        let mut source = Gather::new(&self.tail, batches);
+        let mut new_tail = Vec::new();
+        let mut written = 0;
+        while written < logical {
+            let data = (logical - written).min(STORAGE_WRITE_BYTES_MAX);
+            let mut buffer = self
+                .file
+                .alloc_buffer(data.next_multiple_of(DIO_ALIGNMENT_BYTES));
+            let bytes = buffer.as_bytes_mut();
+            source.copy_into(&mut bytes[..data]);
+            bytes[data..].fill(0);
+            if written + data == logical {
+                let tail_length = logical % DIO_ALIGNMENT_BYTES;
+                new_tail.extend_from_slice(&bytes[data - tail_length..data]);
+            }
+            self.file
+                .write_buffer(start + written as u64, buffer)
+                .await?;
+            written += data;
         }
-        let tail_start = logical - logical % DIO_ALIGNMENT_BYTES;
-        self.tail = pending[tail_start..logical].to_vec();
+        self.tail = new_tail;
         self.size += added as u64;
+        self.zeroed = self.zeroed.max(self.size.next_multiple_of(ALIGNMENT));
         Ok(())
     }
 
+    /// fdatasync; also commits every block written before it, zeros included.
     pub async fn sync(&mut self) -> io::Result<()> {
+        let written = self.zeroed.max(self.size.next_multiple_of(ALIGNMENT));
         self.file.fdatasync().await?;
-        self.prepared = self.prepared.max(self.size.next_multiple_of(ALIGNMENT));
+        self.prepared = self.prepared.max(written);
         Ok(())
     }
 
-    /// If fewer than `PREPARE_LOW_BYTES` of pre-written space are left after the log end,
-    /// writes zeros up to `PREPARE_AHEAD_BYTES` past it (never past `limit`, the size at which
-    /// the segment rolls) and syncs them.
-    pub async fn prepare_ahead(&mut self, limit: u64) -> io::Result<()> {
+    /// Whether a pre-writing run should start or is under way: fewer than
+    /// `PREPARE_LOW_BYTES` of prepared space are left after the log end and the segment
+    /// (which rolls at `limit` bytes) has room for more.
+    pub fn needs_preparing(&self, limit: u64) -> bool {
+        if self.prepare_target.is_some() {
+            return true;
+        }
+        let end = self.size.next_multiple_of(ALIGNMENT);
+        let prepared = self.prepared.max(end);
+        end >= self.prepare_paused_until
+            && prepared < end + PREPARE_LOW_BYTES
+            && prepared < limit.next_multiple_of(ALIGNMENT)
+    }
+
+    /// One step of pre-writing: writes up to `PREPARE_STEP_BYTES` of zeros past everything
+    /// written, or, once the run's target (`PREPARE_AHEAD_BYTES` past the end where the run
+    /// started, never past `limit`) is written, syncs them. Returns whether more steps remain.
+    pub async fn prepare_step(&mut self, limit: u64) -> io::Result<bool> {
+        if !self.needs_preparing(limit) {
+            return Ok(false);
+        }
+        let result = self.prepare_step_unchecked(limit).await;
+        if result.is_err() {
+            self.prepare_target = None;
+            self.prepare_paused_until = self.size.next_multiple_of(ALIGNMENT) + PREPARE_AHEAD_BYTES;
+        }
+        result
+    }
+
+    async fn prepare_step_unchecked(&mut self, limit: u64) -> io::Result<bool> {
         let end = self.size.next_multiple_of(ALIGNMENT);
         let limit = limit.next_multiple_of(ALIGNMENT);
-        let start = self.prepared.max(end);
-        if start >= end + PREPARE_LOW_BYTES || start >= limit {
-            return Ok(());
+        let target = *self
+            .prepare_target
+            .get_or_insert((end + PREPARE_AHEAD_BYTES).min(limit));
+        let from = self.zeroed.max(end);
+        if from < target {
+            let length = (target - from).min(PREPARE_STEP_BYTES);
+            self.file.write_zeros(from, length as usize).await?;
+            self.zeroed = from + length;
+            return Ok(true);
         }
-        let target = (end + PREPARE_AHEAD_BYTES).min(limit);
-        let zeros = vec![0u8; STORAGE_WRITE_BYTES_MAX];
-        let mut position = start;
-        while position < target {
-            let length = ((target - position) as usize).min(STORAGE_WRITE_BYTES_MAX);
-            self.file.write_aligned(position, &zeros[..length]).await?;
-            position += length as u64;
+        self.prepare_target = None;
+        if self.prepared < self.zeroed {
+            self.sync().await?;
         }
-        self.file.fdatasync().await?;
-        self.prepared = target;
-        Ok(())
+        Ok(false)
     }
 
     /// Cuts the zero padding so a closed segment's file size equals its log size.
     pub async fn trim_and_sync(&self) -> io::Result<()> {
         self.file.truncate(self.size).await?;
         self.file.fdatasync().await
+    }
+}
+
+/// Reads the concatenation of a tail block and batches front to back, without joining them.
+struct Gather<'a> {
+    parts: Vec<&'a [u8]>,
+    part: usize,
+    within: usize,
+}
+
+impl<'a> Gather<'a> {
+    fn new(tail: &'a [u8], batches: &'a [Bytes]) -> Gather<'a> {
+        let mut parts = Vec::with_capacity(batches.len() + 1);
+        parts.push(tail);
+        parts.extend(batches.iter().map(|batch| &batch[..]));
+        Gather {
+            parts,
+            part: 0,
+            within: 0,
+        }
+    }
+
+    /// Fills `out` with the next `out.len()` bytes. The caller never asks past the end.
+    fn copy_into(&mut self, mut out: &mut [u8]) {
+        while !out.is_empty() {
+            let part = self.parts[self.part];
+            let take = (part.len() - self.within).min(out.len());
+            out[..take].copy_from_slice(&part[self.within..self.within + take]);
+            out = &mut out[take..];
+            self.within += take;
+            if self.within == part.len() {
+                self.part += 1;
+                self.within = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gather cursor yields the tail and the batches in order across any chunking.
+    #[test]
+    fn gather_concatenates_across_chunks() {
+        let tail = b"ab".to_vec();
+        let batches = [
+            Bytes::from_static(b"cde"),
+            Bytes::new(),
+            Bytes::from_static(b"fg"),
+        ];
+        for chunk in 1..=7 {
+            let mut gather = Gather::new(&tail, &batches);
+            let mut out = Vec::new();
+            let mut left = 7;
+            while left > 0 {
+                let mut piece = vec![0u8; chunk.min(left)];
+                gather.copy_into(&mut piece);
+                out.extend_from_slice(&piece);
+                left -= piece.len();
+            }
+            assert_eq!(out, b"abcdefg");
+        }
     }
 }

@@ -5,16 +5,37 @@
 //! runtime) without touching the log logic. Writes must be aligned to
 //! `limits::DIO_ALIGNMENT_BYTES` in position and length; reads may be unaligned.
 
+use std::cell::OnceCell;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::limits::DIO_ALIGNMENT_BYTES;
 
+/// Size of the shared block of zeros that pre-writing writes from.
+pub const ZEROS_BYTES: usize = 256 * 1024;
+
+const _: () = assert!(ZEROS_BYTES % DIO_ALIGNMENT_BYTES == 0);
+
+thread_local! {
+    /// One block of zeros per executor, written by reference as often as needed.
+    static ZEROS: OnceCell<Rc<DmaBuffer>> = const { OnceCell::new() };
+}
+
 fn to_io(error: glommio::GlommioError<()>) -> io::Error {
     error.into()
+}
+
+fn check_written(written: usize, expected: usize) -> io::Result<()> {
+    if written != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short direct write: {written} of {expected} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// One open direct-I/O file. Clones share the descriptor; it closes with the last clone.
@@ -48,18 +69,53 @@ impl SegmentFile {
 
     /// Writes `data` (aligned position, length a multiple of the alignment) at `position`.
     pub async fn write_aligned(&self, position: u64, data: &[u8]) -> io::Result<()> {
-        assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
-        assert_eq!(data.len() % DIO_ALIGNMENT_BYTES, 0);
-        let mut buffer = self.file.alloc_dma_buffer(data.len());
+        let mut buffer = self.alloc_buffer(data.len());
         buffer.as_bytes_mut().copy_from_slice(data);
+        self.write_buffer(position, buffer).await
+    }
+
+    /// A buffer for `write_buffer`, from the executor's registered-buffer pool when it has
+    /// room. Its contents are undefined: the caller fills all of it.
+    pub fn alloc_buffer(&self, length: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(length)
+    }
+
+    /// Writes all of `buffer` (aligned position, length a multiple of the alignment).
+    pub async fn write_buffer(&self, position: u64, buffer: DmaBuffer) -> io::Result<()> {
+        assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
+        assert_eq!(buffer.len() % DIO_ALIGNMENT_BYTES, 0);
+        let expected = buffer.len();
         let written = self.file.write_at(buffer, position).await.map_err(to_io)?;
-        if written != data.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short direct write: {written} of {} bytes", data.len()),
-            ));
+        check_written(written, expected)
+    }
+
+    /// Writes `length` zero bytes (at most `ZEROS_BYTES`, aligned) at `position`, from the
+    /// executor's shared block of zeros: no allocation, no fill.
+    pub async fn write_zeros(&self, position: u64, length: usize) -> io::Result<()> {
+        assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
+        assert!(length <= ZEROS_BYTES && length % DIO_ALIGNMENT_BYTES == 0);
+        let zeros = ZEROS.with(|zeros| {
+            zeros
+                .get_or_init(|| {
+                    let mut buffer = self.file.alloc_dma_buffer(ZEROS_BYTES);
+                    buffer.as_bytes_mut().fill(0);
+                    Rc::new(buffer)
+                })
+                .clone()
+        });
+        if length == ZEROS_BYTES {
+            let written = self
+                .file
+                .write_rc_at(zeros, position)
+                .await
+                .map_err(to_io)?;
+            return check_written(written, length);
         }
-        Ok(())
+        let mut buffer = self.alloc_buffer(length);
+        buffer
+            .as_bytes_mut()
+            .copy_from_slice(&zeros.as_bytes()[..length]);
+        self.write_buffer(position, buffer).await
     }
 
     /// Reads up to `length` bytes at `position`; fewer only at the end of the file.

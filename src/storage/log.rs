@@ -302,16 +302,12 @@ impl Log {
             tracing::error!(dir = %self.dir.display(), %error, "log flush failed; log fenced");
             return Err(error);
         }
-        let (high_watermark, segment_bytes) = self.publish(&staged);
-        // After the high watermark moved, so that no acknowledgement waits for it; the next
-        // flush waits on the io lock instead.
-        self.prepare_ahead(segment_bytes).await;
-        Ok(high_watermark)
+        Ok(self.publish(&staged))
     }
 
     /// Moves flushed batches from staged into the cache and advances the high watermark.
-    /// Returns the new high watermark and the segment size (for pre-writing).
-    fn publish(&self, flushed: &[Staged]) -> (i64, u64) {
+    /// Returns the new high watermark.
+    fn publish(&self, flushed: &[Staged]) -> i64 {
         let mut state = self.state.borrow_mut();
         for batch in flushed {
             let popped = state
@@ -328,21 +324,43 @@ impl Log {
             );
         }
         state.high_watermark = flushed.last().expect("not empty").meta.last_offset + 1;
-        (state.high_watermark, state.config.segment_bytes)
+        state.high_watermark
     }
 
-    /// Keeps pre-written space ahead of the active segment's end. A failure here only costs
-    /// speed (the next sync commits the extension), so it is logged, not fatal.
-    async fn prepare_ahead(&self, segment_bytes: u64) {
+    /// Whether the active segment wants more pre-written space ahead of its end (see
+    /// `Appender`); the shard then calls `prepare_step` until it says done.
+    pub fn needs_preparing(&self) -> bool {
+        let segment_bytes = self.state.borrow().config.segment_bytes;
+        match &*self.appender.borrow() {
+            Some(appender) => appender.needs_preparing(segment_bytes),
+            // Taken: a flush or a step is under way and the caller will ask again.
+            None => false,
+        }
+    }
+
+    /// One step of pre-writing under the io lock, so that a flush waits for one step at most.
+    /// Returns whether more steps remain. A failure only costs speed (the next sync commits
+    /// the extension), so it is logged and ends the run.
+    pub async fn prepare_step(&self) -> bool {
+        let _io = self.io_lock.lock().await;
+        let segment_bytes = {
+            let state = self.state.borrow();
+            if Self::check_usable(&state).is_err() {
+                return false;
+            }
+            state.config.segment_bytes
+        };
         let mut appender = self
             .appender
             .borrow_mut()
             .take()
             .expect("appender held by io_lock");
-        if let Err(error) = appender.prepare_ahead(segment_bytes).await {
-            tracing::warn!(dir = %self.dir.display(), %error, "pre-writing the segment failed");
-        }
+        let result = appender.prepare_step(segment_bytes).await;
         *self.appender.borrow_mut() = Some(appender);
+        result.unwrap_or_else(|error| {
+            tracing::warn!(dir = %self.dir.display(), %error, "pre-writing the segment failed");
+            false
+        })
     }
 
     /// Writes `staged` in order, rolling segments when the next batch does not fit, then

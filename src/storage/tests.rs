@@ -166,7 +166,7 @@ fn reopen_after_crash_keeps_flushed_batches() {
     });
 }
 
-/// A flush leaves zeros pre-written ahead of the log end (up to the roll size), and a crash
+/// Pre-writing steps after a flush leave zeros ahead of the log end (up to the roll size), and a crash
 /// with them in place recovers exactly the flushed batches and cuts the zeros off.
 #[test]
 fn flush_pre_writes_ahead_and_recovery_cuts_the_zeros() {
@@ -175,6 +175,9 @@ fn flush_pre_writes_ahead_and_recovery_cuts_the_zeros() {
         let stored = fill(&log, 5, 500).await;
         let path = last_log_file(&dir);
         let logical: u64 = stored.iter().map(|b| b.len() as u64).sum();
+        assert!(log.needs_preparing());
+        while log.prepare_step().await {}
+        assert!(!log.needs_preparing());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
         drop(log);
         let log = open(&dir, config(1 << 20)).await;
