@@ -124,6 +124,19 @@ impl SegmentFile {
         Ok(result.to_vec())
     }
 
+    /// Reads up to `length` bytes at `position` and appends them to `out` (one copy, out of
+    /// the DMA buffer). Returns how many bytes came: fewer only at the end of the file.
+    pub async fn read_append(
+        &self,
+        position: u64,
+        length: usize,
+        out: &mut bytes::BytesMut,
+    ) -> io::Result<usize> {
+        let result = self.file.read_at(position, length).await.map_err(to_io)?;
+        out.extend_from_slice(&result);
+        Ok(result.len())
+    }
+
     pub async fn fdatasync(&self) -> io::Result<()> {
         self.file.fdatasync().await.map_err(to_io)
     }

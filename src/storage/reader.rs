@@ -62,11 +62,10 @@ impl Scanner {
         while buffer.len() < want {
             let at = self.position + buffer.len() as u64;
             let piece = (want - buffer.len()).min(STORAGE_READ_BYTES_MAX);
-            let bytes = self.file.read(at, piece).await.map_err(ScanError::Io)?;
-            if bytes.is_empty() {
+            let read = self.file.read_append(at, piece, &mut buffer).await;
+            if read.map_err(ScanError::Io)? == 0 {
                 break;
             }
-            buffer.extend_from_slice(&bytes);
         }
         self.chunk = buffer.freeze();
         self.chunk_start = self.position;
