@@ -84,7 +84,6 @@ pub struct Shard {
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     cache: Rc<BatchCache>,
     senders: MeshSenders<ShardRequest>,
-    flusher: Flusher,
     controller: RefCell<Option<Rc<Controller>>>,
     producer_ids: producer_ids::ProducerIdBlock,
     /// The consumer groups this shard coordinates.
@@ -158,7 +157,6 @@ pub async fn run(
         net,
         partitions: RefCell::new(HashMap::new()),
         senders,
-        flusher: Flusher::default(),
         controller: RefCell::new(None),
         producer_ids: Default::default(),
     });
@@ -171,7 +169,6 @@ pub async fn run(
             }
         });
     }
-    runtime::spawn_into(queues.flush, shard.clone().flush_loop());
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
     runtime::spawn_into(queues.requests, crate::group::run_timers(shard.clone()));
     let started = if shard.id == 0 {
@@ -563,7 +560,7 @@ impl Shard {
             Ok(staged) => staged,
             Err(output) => return output,
         };
-        self.flusher.mark_dirty(partition.clone());
+        self.schedule_flush(partition.clone());
         if input.acks == 0 {
             return ProduceOutput {
                 base_offset: staged.base_offset,
@@ -740,50 +737,36 @@ impl Shard {
     }
 }
 
-/// Group commit: partitions with staged batches wait here; one flush round writes and syncs
-/// all of them concurrently, and everything staged meanwhile goes into the next round.
-#[derive(Default)]
-struct Flusher {
-    dirty: RefCell<Vec<Rc<Partition>>>,
-    wake: Notify,
-}
-
-impl Flusher {
-    /// O(1) per append: the partition's own flag says whether it is already queued.
-    fn mark_dirty(&self, partition: Rc<Partition>) {
-        if partition.mark_queued() {
-            self.dirty.borrow_mut().push(partition);
-        }
-        self.wake.notify_all();
-    }
-}
-
 impl Shard {
-    async fn flush_loop(self: Rc<Self>) {
-        loop {
-            let wake = self.flusher.wake.notified();
-            let round = std::mem::take(&mut *self.flusher.dirty.borrow_mut());
-            // Cleared before the flush starts, so an append during it queues the partition
-            // again for the next round.
-            round.iter().for_each(|partition| partition.clear_queued());
-            if round.is_empty() {
-                wake.await;
-                continue;
-            }
-            let metrics = &self.metrics;
-            let background = self.queues.background;
-            let flushes = round.iter().map(|partition| async move {
-                let started = Instant::now();
-                let result = partition.log().flush().await;
-                metrics.flush_done(started.elapsed(), result.is_ok());
-                partition.flushed(result);
-                if partition.log().needs_preparing() {
-                    let partition = partition.clone();
-                    runtime::spawn_into(background, async move { partition.prepare_ahead().await });
-                }
-            });
-            futures::future::join_all(flushes).await;
+    /// Group commit, per partition: the first append after a partition's last flush starts a
+    /// flush task; appends that arrive while it writes and syncs are staged for its next
+    /// flush, so one fdatasync acknowledges all of them. Partitions flush independently: a
+    /// slow write or a pre-writing step on one never delays another's acknowledgements.
+    fn schedule_flush(self: &Rc<Self>, partition: Rc<Partition>) {
+        if !partition.mark_queued() {
+            return;
         }
+        let shard = self.clone();
+        runtime::spawn_into(self.queues.flush, async move {
+            shard.flush_partition(partition).await
+        });
+    }
+
+    async fn flush_partition(&self, partition: Rc<Partition>) {
+        loop {
+            let started = Instant::now();
+            let result = partition.log().flush().await;
+            let failed = result.is_err();
+            self.metrics.flush_done(started.elapsed(), !failed);
+            partition.flushed(result);
+            partition.start_preparing(self.queues.background);
+            // No await between this check and clearing the flag: an append either saw the
+            // flag set (and is flushed by this loop) or finds it clear and starts a new task.
+            if failed || !partition.log().has_unflushed() {
+                break;
+            }
+        }
+        partition.clear_queued();
     }
 
     async fn retention_loop(self: Rc<Self>) {

@@ -17,6 +17,7 @@ use crate::metadata::now_ms;
 use crate::metadata::topic_config::TimestampType;
 use crate::metrics::{self, PartitionMetrics};
 use crate::protocol::record_batch::{self, BatchSummary};
+use crate::runtime::TaskQueueHandle;
 use crate::storage::producer_state::ProducerError;
 use crate::storage::{Log, StorageError};
 use crate::sync::Notify;
@@ -38,7 +39,7 @@ pub struct Partition {
     durable: Notify,
     /// Set after a failed write or sync: nothing more is acknowledged from this partition.
     failed: Cell<bool>,
-    /// Whether the shard's flusher already has this partition in its next round.
+    /// Whether a flush task is running for this partition (see `Shard::schedule_flush`).
     queued: Cell<bool>,
     /// Whether a task is pre-writing this partition's active segment.
     preparing: Cell<bool>,
@@ -59,7 +60,7 @@ impl Partition {
         }
     }
 
-    /// Marks the partition queued for the flusher; true if it was not queued before.
+    /// Marks a flush task running for the partition; true if none was before.
     pub fn mark_queued(&self) -> bool {
         !self.queued.replace(true)
     }
@@ -68,15 +69,19 @@ impl Partition {
         self.queued.set(false);
     }
 
-    /// Pre-writes the log's active segment ahead of its end, one step at a time, unless a
-    /// run is already under way. Steps share the log's io lock with flushes, so a flush waits
-    /// for one step at most; call from the shard's background queue.
-    pub async fn prepare_ahead(&self) {
-        if self.preparing.replace(true) {
+    /// Starts pre-writing the log's active segment ahead of its end (a task on `queue`, one
+    /// step at a time) if the log wants it and no run is under way. Steps share the log's io
+    /// lock with flushes, so a flush waits for one step at most.
+    pub fn start_preparing(self: &Rc<Self>, queue: TaskQueueHandle) {
+        if self.preparing.get() || !self.log.needs_preparing() {
             return;
         }
-        while self.log.prepare_step().await {}
-        self.preparing.set(false);
+        self.preparing.set(true);
+        let partition = self.clone();
+        crate::runtime::spawn_into(queue, async move {
+            while partition.log.prepare_step().await {}
+            partition.preparing.set(false);
+        });
     }
 
     pub fn metrics(&self) -> &PartitionMetrics {
