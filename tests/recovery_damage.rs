@@ -50,10 +50,10 @@ fn fetch_all(conn: &mut RawConn) -> (Vec<Bytes>, i64) {
             !infos.is_empty() && Instant::now() < deadline,
             "no progress at {offset}"
         );
-        for info in infos
-            .into_iter()
-            .filter(|info| info.last_offset() >= offset)
-        {
+        for info in infos {
+            if info.last_offset() < offset {
+                continue;
+            }
             let bytes = records.slice(info.position..info.position + info.size);
             assert!(batch_crc_ok(&bytes), "bad CRC at {}", info.base_offset);
             offset = info.last_offset() + 1;
