@@ -10,6 +10,11 @@
 //! Lookup by time relies on: every batch up to and including the one holding entry.offset has
 //! a max timestamp <= entry.timestamp.
 //!
+//! Both files end in a trailer the size of one entry: a magic number and the CRC-32C of the
+//! entries before it. A file whose trailer does not match (a flipped bit, garbage, a cut, or a
+//! file from before trailers existed) is rejected as a whole and recovery rebuilds it by
+//! scanning, so a lookup never trusts an entry that was not written as it reads.
+//!
 //! Hot lookups are free functions over slices so they can be benchmarked alone.
 
 /// One offset index entry.
@@ -28,6 +33,11 @@ pub struct TimeEntry {
 
 pub const OFFSET_ENTRY_BYTES: usize = 8;
 pub const TIME_ENTRY_BYTES: usize = 12;
+
+/// First half of the offset index trailer ("CLX1"); the second half is the CRC.
+const OFFSET_TRAILER_MAGIC: u32 = u32::from_be_bytes(*b"CLX1");
+/// First two thirds of the time index trailer; the last third is the CRC.
+const TIME_TRAILER_MAGIC: u64 = u64::from_be_bytes(*b"CLTIMEX1");
 
 /// The entry with the largest relative offset <= `relative_offset`, if any.
 pub fn lookup_offset(entries: &[OffsetEntry], relative_offset: u32) -> Option<OffsetEntry> {
@@ -48,6 +58,9 @@ pub fn encode_offsets(entries: &[OffsetEntry]) -> Vec<u8> {
         bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
         bytes.extend_from_slice(&entry.position.to_be_bytes());
     }
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&OFFSET_TRAILER_MAGIC.to_be_bytes());
+    bytes.extend_from_slice(&crc.to_be_bytes());
     bytes
 }
 
@@ -57,7 +70,22 @@ pub fn encode_times(entries: &[TimeEntry]) -> Vec<u8> {
         bytes.extend_from_slice(&entry.timestamp.to_be_bytes());
         bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
     }
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&TIME_TRAILER_MAGIC.to_be_bytes());
+    bytes.extend_from_slice(&crc.to_be_bytes());
     bytes
+}
+
+/// The entry bytes of an index file whose trailer (`magic`, then the CRC-32C of the entries)
+/// matches, or None.
+fn checked_entries<'a>(bytes: &'a [u8], entry_bytes: usize, magic: &[u8]) -> Option<&'a [u8]> {
+    if bytes.len() % entry_bytes != 0 || bytes.len() < entry_bytes {
+        return None;
+    }
+    let (entries, trailer) = bytes.split_at(bytes.len() - entry_bytes);
+    let (stored_magic, stored_crc) = trailer.split_at(magic.len());
+    let crc_ok = u32_at(stored_crc, 0) == crc32c::crc32c(entries);
+    (stored_magic == magic && crc_ok).then_some(entries)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -65,11 +93,13 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 }
 
 /// Decodes an offset index, or None if it is not a well-formed one for a log of `log_bytes`:
-/// whole entries, first entry (0, 0), strictly increasing, positions inside the log.
+/// matching trailer, first entry (0, 0), strictly increasing, positions inside the log.
 pub fn decode_offsets(bytes: &[u8], log_bytes: u64) -> Option<Vec<OffsetEntry>> {
-    if bytes.len() % OFFSET_ENTRY_BYTES != 0 {
-        return None;
-    }
+    let bytes = checked_entries(
+        bytes,
+        OFFSET_ENTRY_BYTES,
+        &OFFSET_TRAILER_MAGIC.to_be_bytes(),
+    )?;
     let entries: Vec<OffsetEntry> = bytes
         .chunks_exact(OFFSET_ENTRY_BYTES)
         .map(|chunk| OffsetEntry {
@@ -91,12 +121,10 @@ pub fn decode_offsets(bytes: &[u8], log_bytes: u64) -> Option<Vec<OffsetEntry>> 
     (increasing && inside).then_some(entries)
 }
 
-/// Decodes a time index, or None if it is not well formed (whole entries, both fields
+/// Decodes a time index, or None if it is not well formed (matching trailer, both fields
 /// non-decreasing).
 pub fn decode_times(bytes: &[u8]) -> Option<Vec<TimeEntry>> {
-    if bytes.len() % TIME_ENTRY_BYTES != 0 {
-        return None;
-    }
+    let bytes = checked_entries(bytes, TIME_ENTRY_BYTES, &TIME_TRAILER_MAGIC.to_be_bytes())?;
     let entries: Vec<TimeEntry> = bytes
         .chunks_exact(TIME_ENTRY_BYTES)
         .map(|chunk| TimeEntry {
@@ -177,7 +205,53 @@ mod tests {
             timestamp: 5,
             relative_offset: 3,
         }];
-        assert_eq!(decode_times(&encode_times(&times)), Some(times));
+        assert_eq!(decode_times(&encode_times(&times)), Some(times.clone()));
         assert_eq!(decode_times(&[0; 13]), None);
+        assert_eq!(decode_times(&[0; 12]), None);
+        assert_eq!(decode_offsets(&encode_offsets(&[]), 0), Some(Vec::new()));
+        assert_eq!(decode_offsets(&[], 6000), None);
+    }
+
+    /// Every single flipped bit and every cut of an index file is rejected by its trailer.
+    #[test]
+    fn trailer_rejects_every_bit_flip_and_cut() {
+        let offsets: Vec<OffsetEntry> = (0..4)
+            .map(|i| OffsetEntry {
+                relative_offset: i * 3,
+                position: i * 100,
+            })
+            .collect();
+        let times: Vec<TimeEntry> = (0..4)
+            .map(|i| TimeEntry {
+                timestamp: i64::from(i) * 10,
+                relative_offset: i * 3,
+            })
+            .collect();
+        let offset_bytes = encode_offsets(&offsets);
+        let time_bytes = encode_times(&times);
+        for bit in 0..offset_bytes.len() * 8 {
+            let mut damaged = offset_bytes.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(
+                decode_offsets(&damaged, 1000),
+                None,
+                "offset index bit {bit}"
+            );
+        }
+        for bit in 0..time_bytes.len() * 8 {
+            let mut damaged = time_bytes.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(decode_times(&damaged), None, "time index bit {bit}");
+        }
+        for cut in 0..offset_bytes.len() {
+            assert_eq!(
+                decode_offsets(&offset_bytes[..cut], 1000),
+                None,
+                "cut {cut}"
+            );
+        }
+        for cut in 0..time_bytes.len() {
+            assert_eq!(decode_times(&time_bytes[..cut]), None, "cut {cut}");
+        }
     }
 }

@@ -23,8 +23,8 @@ use crate::storage::file::{self, SegmentFile};
 use crate::storage::log_start;
 use crate::storage::producer_snapshot;
 use crate::storage::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerTable};
-use crate::storage::reader::{ScanError, Scanner};
-use crate::storage::recovery::recover_segment;
+use crate::storage::reader::{check_batch, ScanError, Scanner};
+use crate::storage::recovery::recover_segments;
 use crate::storage::segment::{segment_path, BatchMeta, Segment};
 use crate::storage::StorageError;
 
@@ -105,17 +105,8 @@ impl Log {
         cache: Rc<BatchCache>,
     ) -> Result<Rc<Log>, StorageError> {
         std::fs::create_dir_all(&dir)?;
-        let mut segments = BTreeMap::new();
         let bases = list_segments(&dir)?;
-        for (index, &base) in bases.iter().enumerate() {
-            let mut recovered = recover_segment(&dir, base, config.index_interval_bytes).await?;
-            let is_active = index + 1 == bases.len();
-            if recovered.indexes_stale && !is_active {
-                recovered.segment.persist_indexes(&dir).await?;
-            }
-            segments.insert(base, recovered.segment);
-        }
-        check_contiguous(&segments)?;
+        let mut segments = recover_segments(&dir, &bases, config.index_interval_bytes).await?;
         if segments.is_empty() {
             let segment = create_segment(&dir, 0).await?;
             segments.insert(0, segment);
@@ -497,18 +488,6 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, StorageError> {
     Ok(bases)
 }
 
-fn check_contiguous(segments: &BTreeMap<i64, Segment>) -> Result<(), StorageError> {
-    let ends = segments.values().map(|segment| segment.next_offset);
-    for (end, next_base) in ends.zip(segments.keys().skip(1)) {
-        if end != *next_base {
-            return Err(StorageError::Corrupt(format!(
-                "segments not contiguous: one ends at offset {end}, the next starts at {next_base}"
-            )));
-        }
-    }
-    Ok(())
-}
-
 async fn create_segment(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
     let file = SegmentFile::open_or_create(&segment_path(dir, base_offset, "log")).await?;
     file::sync_directory(dir).await?;
@@ -519,7 +498,7 @@ impl Log {
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch),
     /// never past the high watermark. `offset == hw` gives an empty Vec.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
-        let (file, position, end, high_watermark) = {
+        let (file, position, first_offset, end, high_watermark) = {
             let state = self.state.borrow();
             if state.closed {
                 return Err(StorageError::Closed);
@@ -546,18 +525,34 @@ impl Log {
                 .range(..=offset)
                 .next_back()
                 .expect("offset >= start");
-            let position = segment.position_for_offset(offset);
-            (segment.file.clone(), position, segment.size, high_watermark)
+            let (position, first_offset) = segment.start_for_offset(offset);
+            let file = segment.file.clone();
+            (file, position, first_offset, segment.size, high_watermark)
         };
         let chunk_bytes = max_bytes.saturating_add(STORAGE_READ_BYTES_MAX / 16);
         let mut scanner = Scanner::new(file, position, end, chunk_bytes);
         let mut batches = Vec::new();
         let mut total = 0usize;
-        while let Some((_, batch)) = scanner.next().await.map_err(scan_error)? {
-            let meta = batch_meta(&batch)?;
-            if meta.base_offset >= high_watermark {
+        let mut expected = first_offset;
+        loop {
+            if expected >= high_watermark {
                 break;
             }
+            // Checked right after reading it back: damage never reaches a consumer, and the
+            // batches before it are served.
+            let checked = match scanner.next().await {
+                Ok(Some((position, batch))) => check_batch(&batch, expected)
+                    .map(|meta| (meta, batch))
+                    .map_err(|reason| corrupt_at(position, &reason)),
+                Ok(None) => break,
+                Err(error) => Err(scan_error(error)),
+            };
+            let (meta, batch) = match checked {
+                Ok(checked) => checked,
+                Err(_) if !batches.is_empty() => break,
+                Err(error) => return Err(error),
+            };
+            expected = meta.last_offset + 1;
             if meta.last_offset < offset {
                 continue;
             }
@@ -593,20 +588,21 @@ impl Log {
                         .is_some_and(|(max, _)| max >= timestamp)
                 })
                 .map(|segment| {
-                    let position = segment.position_for_timestamp(timestamp);
+                    let start = segment.start_for_timestamp(timestamp);
                     let file = segment.file.clone();
-                    (file, position, segment.size, high_watermark, log_start)
+                    (file, start, segment.size, high_watermark, log_start)
                 })
         };
-        let Some((file, position, end, high_watermark, log_start)) = found else {
+        let Some((file, (position, mut expected), end, high_watermark, log_start)) = found else {
             return Ok(None);
         };
         let mut scanner = Scanner::new(file, position, end, STORAGE_READ_BYTES_MAX / 16);
-        while let Some((_, batch)) = scanner.next().await.map_err(scan_error)? {
-            let meta = batch_meta(&batch)?;
-            if meta.base_offset >= high_watermark {
+        while let Some((position, batch)) = scanner.next().await.map_err(scan_error)? {
+            if expected >= high_watermark {
                 break;
             }
+            let meta = check_batch(&batch, expected).map_err(|e| corrupt_at(position, &e))?;
+            expected = meta.last_offset + 1;
             if meta.max_timestamp >= timestamp && meta.last_offset >= log_start {
                 return Ok(Some(batch));
             }
@@ -636,17 +632,8 @@ fn scan_error(error: ScanError) -> StorageError {
     }
 }
 
-/// Offsets and timestamp of a stored batch, read from its header (framing already checked).
-fn batch_meta(batch: &[u8]) -> Result<BatchMeta, StorageError> {
-    let header = record_batch::header(batch)
-        .ok_or_else(|| StorageError::Corrupt("stored batch shorter than a header".into()))?;
-    let base_offset = header.base_offset.get();
-    Ok(BatchMeta {
-        base_offset,
-        last_offset: base_offset + i64::from(header.last_offset_delta.get()),
-        max_timestamp: header.max_timestamp.get(),
-        bytes: batch.len() as u64,
-    })
+fn corrupt_at(position: u64, reason: &str) -> StorageError {
+    StorageError::Corrupt(format!("stored batch at position {position}: {reason}"))
 }
 
 impl Log {

@@ -16,6 +16,8 @@ mod producer_snapshot;
 pub mod producer_state;
 mod reader;
 mod recovery;
+#[cfg(test)]
+mod recovery_tests;
 mod segment;
 #[cfg(test)]
 mod tests;

@@ -3,15 +3,36 @@
 //! The scanner reads chunks of at most `STORAGE_READ_BYTES_MAX` and hands out whole batches as
 //! `Bytes` slices of the chunk (no copy per batch). A batch larger than a chunk is read on its
 //! own, in pieces if it exceeds the read limit. It checks framing only (length fields); callers
-//! that need more (recovery) run `record_batch::validate` on each batch.
+//! check each batch's content with `check_batch` (CRC, counts, offset continuity), recovery
+//! and disk reads alike, so that no damaged batch is accepted or served.
 
 use std::io;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::limits::{STORAGE_BATCH_BYTES_MAX, STORAGE_READ_BYTES_MAX};
-use crate::protocol::record_batch::{declared_batch_bytes, LOG_OVERHEAD_BYTES};
+use crate::protocol::record_batch::{self, declared_batch_bytes, LOG_OVERHEAD_BYTES};
 use crate::storage::file::SegmentFile;
+use crate::storage::segment::BatchMeta;
+
+/// The facts of a stored batch if `record_batch::validate` accepts it (length, magic, CRC,
+/// counts) and its base offset is `expected_base_offset`, the one that continues the log.
+/// The base offset lies outside the CRC, so only continuity catches damage there.
+pub fn check_batch(batch: &[u8], expected_base_offset: i64) -> Result<BatchMeta, String> {
+    let summary = record_batch::validate(batch).map_err(|error| error.to_string())?;
+    if summary.base_offset != expected_base_offset {
+        return Err(format!(
+            "base offset {} does not continue the log at {expected_base_offset}",
+            summary.base_offset
+        ));
+    }
+    Ok(BatchMeta {
+        base_offset: summary.base_offset,
+        last_offset: summary.base_offset + i64::from(summary.last_offset_delta),
+        max_timestamp: summary.max_timestamp,
+        bytes: summary.batch_bytes as u64,
+    })
+}
 
 /// Why a scan stopped before `end`.
 #[derive(Debug)]

@@ -1,60 +1,115 @@
-//! Recovery of one segment at open: trust the indexes only as far as they agree with the log,
-//! re-check every batch after the last index entry, and cut the log at the first bad batch.
+//! Recovery of a partition's segments at open: trust the indexes only as far as they agree
+//! with the log, re-check every batch after the last index entry, and cut the log at the first
+//! bad batch.
 //!
-//! A batch is good if its framing fits the file, `record_batch::validate` accepts it (length,
-//! magic, CRC, counts) and its base offset continues the previous one. The zero padding the
-//! appender leaves after the last batch (less than one block) is normal and dropped silently;
-//! anything else after the last good batch is logged as a warning and dropped.
+//! A batch is good if its framing fits the file and `reader::check_batch` accepts it (length,
+//! magic, CRC, counts, base offset continuing the previous batch). What the indexes cover was
+//! written and synced before they were, so it is not re-read at open; damage there is caught
+//! when a read checks the batch (see `Log::read`). Partition leader epochs lie outside the CRC
+//! in the v2 format, so a flipped bit there cannot be seen by anyone.
+//!
+//! What is dropped, and what is said about it:
+//! - The zero padding and pre-written zeros (see `appender`) after the active segment's last
+//!   batch: normal, logged at debug.
+//! - Anything else after the last good batch of a segment, or any tail of a closed segment
+//!   (closed segments are trimmed to their last batch): a warning with path, position, first
+//!   offset dropped, bytes dropped and the reason.
+//! - A closed segment that ends before the next segment's base offset cuts the log there, as
+//!   Kafka does: every later segment is deleted with a warning each, so offsets stay
+//!   contiguous. Segments that overlap are refused (`StorageError::Corrupt`).
+//!
+//! Invariant after recovery: index files on disk either describe a prefix of their segment as
+//! it now is, or are rewritten here; stale entries past a cut never survive.
 
+use std::collections::BTreeMap;
+use std::io;
 use std::path::Path;
 
-use bytes::Bytes;
-
 use crate::limits::{INDEX_FILE_BYTES_MAX, STORAGE_READ_BYTES_MAX};
-use crate::protocol::record_batch;
-use crate::storage::file::SegmentFile;
+use crate::storage::file::{self, SegmentFile};
 use crate::storage::index;
-use crate::storage::reader::{ScanError, Scanner};
-use crate::storage::segment::{read_small_file, segment_path, BatchMeta, Segment};
+use crate::storage::reader::{check_batch, ScanError, Scanner};
+use crate::storage::segment::{read_small_file, segment_path, Segment};
 use crate::storage::StorageError;
 
-/// A recovered segment and whether its index files must be rewritten.
-pub struct Recovered {
-    pub segment: Segment,
-    pub indexes_stale: bool,
+/// Opens and recovers the segments with base offsets `bases` (ascending) in `dir`. Returns
+/// them contiguous; if one ends short of the next, the later ones are deleted.
+pub async fn recover_segments(
+    dir: &Path,
+    bases: &[i64],
+    index_interval_bytes: u64,
+) -> Result<BTreeMap<i64, Segment>, StorageError> {
+    let mut segments = BTreeMap::new();
+    for (index, &base) in bases.iter().enumerate() {
+        let closed = index + 1 < bases.len();
+        let mut recovered = recover_segment(dir, base, index_interval_bytes, closed).await?;
+        if recovered.indexes_stale {
+            recovered.segment.persist_indexes(dir).await?;
+        }
+        let end = recovered.segment.next_offset;
+        segments.insert(base, recovered.segment);
+        let Some(&next_base) = bases.get(index + 1) else {
+            break;
+        };
+        if end > next_base {
+            return Err(StorageError::Corrupt(format!(
+                "segments overlap in {}: one ends at offset {end}, the next starts at {next_base}",
+                dir.display()
+            )));
+        }
+        if end < next_base {
+            let reason = format!(
+                "the segment before ends at offset {end} but this one starts at {next_base}"
+            );
+            delete_segments(dir, &bases[index + 1..], &reason).await?;
+            break;
+        }
+    }
+    Ok(segments)
 }
 
-/// Opens and recovers the segment with `base_offset` in `dir`.
-pub async fn recover_segment(
+/// A recovered segment and whether its index files must be rewritten.
+struct Recovered {
+    segment: Segment,
+    indexes_stale: bool,
+}
+
+/// Opens and recovers the segment with `base_offset` in `dir`. `closed` says a later segment
+/// follows, so no zero padding is expected after its last batch.
+async fn recover_segment(
     dir: &Path,
     base_offset: i64,
     index_interval_bytes: u64,
+    closed: bool,
 ) -> Result<Recovered, StorageError> {
     let log_path = segment_path(dir, base_offset, "log");
     let file = SegmentFile::open_or_create(&log_path).await?;
     let file_bytes = file.size().await?;
     let mut segment = Segment::new(base_offset, file.clone());
     let loaded = load_indexes(dir, &segment, file_bytes).await?;
-    let indexes_stale = loaded.is_none();
-    if indexes_stale && file_bytes > 0 {
-        tracing::info!(path = %log_path.display(), "rebuilding segment indexes by scanning");
+    let mut indexes_stale = loaded.is_err();
+    if let (Err(problem), true) = (&loaded, file_bytes > 0) {
+        tracing::info!(path = %log_path.display(), problem, "rebuilding segment indexes");
     }
     let (offsets, times) = loaded.unwrap_or_default();
     let (start, _) = segment.resume_from(offsets, times);
-    let mut scanner = Scanner::new(file.clone(), start, file_bytes, STORAGE_READ_BYTES_MAX);
-    let stop = loop {
-        match scanner.next().await {
-            Ok(None) => break None,
-            Ok(Some((position, batch))) => match check_batch(&segment, &batch) {
-                Ok(meta) => segment.observe(position, &meta, index_interval_bytes),
-                Err(reason) => break Some((position, reason)),
-            },
-            Err(ScanError::Io(error)) => return Err(error.into()),
-            Err(ScanError::Torn { position, reason }) => break Some((position, reason)),
-        }
-    };
+    let mut stop = scan(&mut segment, start, file_bytes, index_interval_bytes).await?;
+    if matches!(stop, Some((position, _)) if position == start && start > 0) {
+        // The batch the last index entry names is bad: the index may be the stale part, so
+        // let a scan of the whole segment decide where the log ends.
+        segment = Segment::new(base_offset, file.clone());
+        stop = scan(&mut segment, 0, file_bytes, index_interval_bytes).await?;
+        indexes_stale = true;
+    }
     if let Some((position, reason)) = stop {
-        report_dropped_tail(&file, &log_path, position, file_bytes, &reason).await?;
+        let tail = Tail {
+            path: &log_path,
+            position,
+            offset: segment.next_offset,
+            file_bytes,
+            closed,
+        };
+        indexes_stale |= report_dropped_tail(&file, &tail, &reason).await?;
     }
     if segment.size != file_bytes {
         file.truncate(segment.size).await?;
@@ -66,80 +121,145 @@ pub async fn recover_segment(
     })
 }
 
-fn check_batch(segment: &Segment, batch: &Bytes) -> Result<BatchMeta, String> {
-    let summary = record_batch::validate(batch).map_err(|error| error.to_string())?;
-    if summary.base_offset != segment.next_offset {
-        return Err(format!(
-            "base offset {} does not continue the log at {}",
-            summary.base_offset, segment.next_offset
-        ));
+/// Observes every good batch of `[start, end)` into `segment`; returns where and why the scan
+/// stopped early, if it did.
+async fn scan(
+    segment: &mut Segment,
+    start: u64,
+    end: u64,
+    index_interval_bytes: u64,
+) -> Result<Option<(u64, String)>, StorageError> {
+    let mut scanner = Scanner::new(segment.file.clone(), start, end, STORAGE_READ_BYTES_MAX);
+    loop {
+        match scanner.next().await {
+            Ok(None) => return Ok(None),
+            Ok(Some((position, batch))) => match check_batch(&batch, segment.next_offset) {
+                Ok(meta) => segment.observe(position, &meta, index_interval_bytes),
+                Err(reason) => return Ok(Some((position, reason))),
+            },
+            Err(ScanError::Io(error)) => return Err(error.into()),
+            Err(ScanError::Torn { position, reason }) => return Ok(Some((position, reason))),
+        }
     }
-    Ok(BatchMeta {
-        base_offset: summary.base_offset,
-        last_offset: summary.base_offset + i64::from(summary.last_offset_delta),
-        max_timestamp: summary.max_timestamp,
-        bytes: summary.batch_bytes as u64,
-    })
 }
 
-/// Index entries from disk if both files exist, are well formed, and the last offset entry
-/// points at a batch with the offset it claims.
+type LoadedIndexes = (Vec<index::OffsetEntry>, Vec<index::TimeEntry>);
+
+/// Index entries from disk if both files exist, are well formed with matching trailers, and
+/// the last offset entry points at a batch with the offset it claims; else why not.
 async fn load_indexes(
     dir: &Path,
     segment: &Segment,
     file_bytes: u64,
-) -> Result<Option<(Vec<index::OffsetEntry>, Vec<index::TimeEntry>)>, StorageError> {
+) -> Result<Result<LoadedIndexes, &'static str>, StorageError> {
     let base = segment.base_offset;
     let (offset_path, time_path) = (
         segment_path(dir, base, "index"),
         segment_path(dir, base, "timeindex"),
     );
     let Some(offset_bytes) = read_small_file(&offset_path, INDEX_FILE_BYTES_MAX).await? else {
-        return Ok(None);
+        return Ok(Err("offset index missing or too large"));
     };
     let Some(time_bytes) = read_small_file(&time_path, INDEX_FILE_BYTES_MAX).await? else {
-        return Ok(None);
+        return Ok(Err("time index missing or too large"));
     };
     let Some(offsets) = index::decode_offsets(&offset_bytes, file_bytes) else {
-        return Ok(None);
+        return Ok(Err("offset index corrupt or past the end of the log"));
     };
     let Some(times) = index::decode_times(&time_bytes) else {
-        return Ok(None);
+        return Ok(Err("time index corrupt"));
     };
     if let Some(last) = offsets.last() {
         let header = segment.file.read(u64::from(last.position), 8).await?;
         let claimed = base + i64::from(last.relative_offset);
         if header.len() != 8 || i64::from_be_bytes(header[..8].try_into().expect("8")) != claimed {
-            return Ok(None);
+            return Ok(Err("last offset index entry does not match the log"));
         }
     }
-    Ok(Some((offsets, times)))
+    Ok(Ok((offsets, times)))
+}
+
+/// Where a segment's scan stopped before the end of its file.
+struct Tail<'a> {
+    path: &'a Path,
+    position: u64,
+    /// The first offset not kept: the offset the next batch gets.
+    offset: i64,
+    file_bytes: u64,
+    closed: bool,
 }
 
 /// Largest zero tail recovery reads to tell pre-written space from a damaged tail.
 const PREPARED_ZEROS_CHECK_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Logs the tail about to be cut off. Returns whether it held anything but the active
+/// segment's zero padding (then the index files may name batches that are gone).
 async fn report_dropped_tail(
     file: &SegmentFile,
-    path: &Path,
-    position: u64,
-    file_bytes: u64,
+    tail: &Tail<'_>,
     reason: &str,
-) -> Result<(), StorageError> {
-    let dropped = file_bytes - position;
-    // Block padding and the pre-written region (see `appender`) are zeros: not a loss.
-    if dropped <= PREPARED_ZEROS_CHECK_BYTES {
-        let rest = file.read(position, dropped as usize).await?;
-        if rest.iter().all(|byte| *byte == 0) {
-            return Ok(());
-        }
+) -> Result<bool, StorageError> {
+    let dropped = tail.file_bytes - tail.position;
+    let padding = !tail.closed
+        && dropped <= PREPARED_ZEROS_CHECK_BYTES
+        && all_zeros(file, tail.position, tail.file_bytes).await?;
+    if padding {
+        tracing::debug!(
+            path = %tail.path.display(),
+            position = tail.position,
+            bytes_dropped = dropped,
+            "cutting zero padding after the last batch"
+        );
+        return Ok(false);
     }
     tracing::warn!(
-        path = %path.display(),
-        position,
+        path = %tail.path.display(),
+        position = tail.position,
+        offset = tail.offset,
         bytes_dropped = dropped,
         reason,
         "truncating segment at first torn or corrupt batch"
     );
+    Ok(true)
+}
+
+/// Whether `[from, to)` of `file` holds only zeros, read in bounded pieces.
+async fn all_zeros(file: &SegmentFile, from: u64, to: u64) -> io::Result<bool> {
+    let mut position = from;
+    while position < to {
+        let length = ((to - position) as usize).min(STORAGE_READ_BYTES_MAX);
+        let bytes = file.read(position, length).await?;
+        if bytes.is_empty() {
+            break;
+        }
+        if bytes.iter().any(|byte| *byte != 0) {
+            return Ok(false);
+        }
+        position += bytes.len() as u64;
+    }
+    Ok(true)
+}
+
+/// Deletes whole segments after a cut in the log, index files first so that an index never
+/// outlives its log file if this is interrupted.
+async fn delete_segments(dir: &Path, bases: &[i64], reason: &str) -> Result<(), StorageError> {
+    for &base in bases {
+        let path = segment_path(dir, base, "log");
+        let bytes_dropped = std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
+        tracing::warn!(
+            path = %path.display(),
+            base_offset = base,
+            bytes_dropped,
+            reason,
+            "deleting segment after a cut in the log"
+        );
+        for extension in ["index", "timeindex", "log"] {
+            match file::remove_file(&segment_path(dir, base, extension)).await {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error)?,
+                _ => {}
+            }
+        }
+    }
+    file::sync_directory(dir).await?;
     Ok(())
 }

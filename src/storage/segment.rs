@@ -136,18 +136,30 @@ impl Segment {
 
     /// File position of the batch holding `offset` or an earlier one (never past it).
     pub fn position_for_offset(&self, offset: i64) -> u64 {
-        let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        index::lookup_offset(&self.offsets, relative).map_or(0, |entry| u64::from(entry.position))
+        self.start_for_offset(offset).0
     }
 
-    /// File position from which a scan for the first batch with max timestamp >= `timestamp`
-    /// may start: every batch before it is older.
-    pub fn position_for_timestamp(&self, timestamp: i64) -> u64 {
+    /// File position and base offset of the batch holding `offset` or an earlier one (never
+    /// past it): where a scan starts, and the offset its first batch must have.
+    pub fn start_for_offset(&self, offset: i64) -> (u64, i64) {
+        let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        match index::lookup_offset(&self.offsets, relative) {
+            Some(entry) => (
+                u64::from(entry.position),
+                self.base_offset + i64::from(entry.relative_offset),
+            ),
+            None => (0, self.base_offset),
+        }
+    }
+
+    /// Like `start_for_offset`, for a scan for the first batch with max timestamp >=
+    /// `timestamp`: every batch before the start is older.
+    pub fn start_for_timestamp(&self, timestamp: i64) -> (u64, i64) {
         match index::lookup_time_below(&self.times, timestamp) {
             Some(entry) => {
-                self.position_for_offset(self.base_offset + i64::from(entry.relative_offset))
+                self.start_for_offset(self.base_offset + i64::from(entry.relative_offset))
             }
-            None => 0,
+            None => (0, self.base_offset),
         }
     }
 
