@@ -12,6 +12,7 @@ use std::rc::Rc;
 use glommio::io::{DmaFile, OpenOptions};
 
 use crate::limits::DIO_ALIGNMENT_BYTES;
+use crate::storage::faults::{self, FaultOp};
 
 fn to_io(error: glommio::GlommioError<()>) -> io::Error {
     error.into()
@@ -50,6 +51,7 @@ impl SegmentFile {
     pub async fn write_aligned(&self, position: u64, data: &[u8]) -> io::Result<()> {
         assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
         assert_eq!(data.len() % DIO_ALIGNMENT_BYTES, 0);
+        self.injected_fault(FaultOp::Write)?;
         let mut buffer = self.file.alloc_dma_buffer(data.len());
         buffer.as_bytes_mut().copy_from_slice(data);
         let written = self.file.write_at(buffer, position).await.map_err(to_io)?;
@@ -64,20 +66,28 @@ impl SegmentFile {
 
     /// Reads up to `length` bytes at `position`; fewer only at the end of the file.
     pub async fn read(&self, position: u64, length: usize) -> io::Result<Vec<u8>> {
+        self.injected_fault(FaultOp::Read)?;
         let result = self.file.read_at(position, length).await.map_err(to_io)?;
         Ok(result.to_vec())
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {
+        self.injected_fault(FaultOp::Sync)?;
         self.file.fdatasync().await.map_err(to_io)
     }
 
     pub async fn truncate(&self, size: u64) -> io::Result<()> {
+        self.injected_fault(FaultOp::Truncate)?;
         self.file.truncate(size).await.map_err(to_io)
     }
 
     pub async fn size(&self) -> io::Result<u64> {
         self.file.file_size().await.map_err(to_io)
+    }
+
+    /// The error a test armed for `op` on this file (see `faults`); free when none is armed.
+    fn injected_fault(&self, op: FaultOp) -> io::Result<()> {
+        faults::check(op, || self.file.path().map(|path| path.to_path_buf()))
     }
 
     /// Closes the descriptor if this is the last clone; otherwise the last clone closes it.
