@@ -116,7 +116,10 @@ fn faults_endpoint(method: &str, text: &str) -> (&'static str, String) {
             ("200 OK", "faults cleared\n".to_string())
         }
         "GET" => ("200 OK", faults::describe()),
-        _ => ("405 Method Not Allowed", "POST, DELETE or GET\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "POST, DELETE or GET\n".to_string(),
+        ),
     }
 }
 

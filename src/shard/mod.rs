@@ -682,8 +682,9 @@ impl Shard {
                     let now = crate::metadata::now_ms();
                     match partition.log().enforce_retention(now).await {
                         // The partition was removed meanwhile (topic deleted): nothing to do.
-                        Ok(())
-                        | Err(storage::StorageError::Closed | storage::StorageError::Failed(_)) => {}
+                        Ok(()) | Err(storage::StorageError::Closed) => {}
+                        // Fenced: reported once, when its write or sync failed.
+                        Err(storage::StorageError::Failed(_)) => {}
                         Err(error) => {
                             tracing::error!(%error, "retention after a config change failed")
                         }
@@ -790,9 +791,10 @@ impl Shard {
             for partition in partitions {
                 let now = crate::metadata::now_ms();
                 match partition.log().enforce_retention(now).await {
-                    // Deleted (closed) while this round was under way: nothing to retain. A
-                    // fenced log was reported once, when it failed.
-                    Ok(()) | Err(storage::StorageError::Closed | storage::StorageError::Failed(_)) => {}
+                    // Deleted (closed) while this round was under way: nothing to retain.
+                    Ok(()) | Err(crate::storage::StorageError::Closed) => {}
+                    // Fenced: reported once, when its write or sync failed.
+                    Err(crate::storage::StorageError::Failed(_)) => {}
                     Err(error) => tracing::error!(%error, "retention failed"),
                 }
                 let expiration_ms = self.config.producer_id_expiration_ms;

@@ -78,9 +78,7 @@ fn check_armed(op: FaultOp, path: &Path) -> io::Result<()> {
     let path = path.to_string_lossy();
     let mut plan = lock_plan();
     let fault = plan.iter_mut().find(|fault| {
-        fault.op == op
-            && fault.remaining != Some(0)
-            && path.contains(fault.path_contains.as_str())
+        fault.op == op && fault.remaining != Some(0) && path.contains(fault.path_contains.as_str())
     });
     let Some(fault) = fault else {
         return Ok(());
@@ -121,7 +119,11 @@ fn parse_fault(line: &str) -> Result<Fault, String> {
     let (op, errno, path_contains, count) = match words[..] {
         [op, errno, path] => (op, errno, path, None),
         [op, errno, path, count] => (op, errno, path, Some(count)),
-        _ => return Err(format!("expected `<op> <errno> <path substring> [count]`: {line:?}")),
+        _ => {
+            return Err(format!(
+                "expected `<op> <errno> <path substring> [count]`: {line:?}"
+            ))
+        }
     };
     let op = FaultOp::parse(op).ok_or_else(|| format!("unknown operation {op:?}"))?;
     let errno = match errno {
@@ -136,7 +138,11 @@ fn parse_fault(line: &str) -> Result<Fault, String> {
     };
     let remaining = match count {
         None => None,
-        Some(count) => Some(count.parse::<u64>().map_err(|_| format!("bad count {count:?}"))?),
+        Some(count) => Some(
+            count
+                .parse::<u64>()
+                .map_err(|_| format!("bad count {count:?}"))?,
+        ),
     };
     Ok(Fault {
         op,

@@ -1,8 +1,9 @@
 //! The only code in storage that touches glommio's file APIs.
 //!
 //! `SegmentFile` is a thin wrapper over an O_DIRECT `DmaFile` with the handful of operations
-//! the log uses, so that a later change can inject faults here (or move to another io_uring
-//! runtime) without touching the log logic. Writes must be aligned to
+//! the log uses, so that tests can inject faults here (`faults`, checked at the start of
+//! every write, sync, read and truncate) and a later change can move to another io_uring
+//! runtime without touching the log logic. Writes must be aligned to
 //! `limits::DIO_ALIGNMENT_BYTES` in position and length; reads may be unaligned.
 
 use std::io;

@@ -355,7 +355,10 @@ impl Log {
             .next_back()
             .expect("active segment")
             .next_offset;
-        assert_eq!(state.high_watermark, written_end, "everything written is published");
+        assert_eq!(
+            state.high_watermark, written_end,
+            "everything written is published"
+        );
         for batch in state.staged.drain(..) {
             batch.ticket.settle(Settled::Discarded);
         }

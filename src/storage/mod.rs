@@ -10,6 +10,8 @@
 
 mod appender;
 mod cache;
+#[cfg(test)]
+mod fault_tests;
 pub mod faults;
 mod file;
 mod index;
@@ -20,9 +22,9 @@ pub mod producer_state;
 mod reader;
 mod recovery;
 mod segment;
-mod ticket;
 #[cfg(test)]
 mod tests;
+mod ticket;
 
 pub use cache::BatchCache;
 pub use file::prime_device;
