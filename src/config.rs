@@ -119,6 +119,10 @@ pub struct ServeArgs {
     /// offsets.retention.check.interval.ms [default: 600000].
     #[arg(long, env = "CORELOG_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
     pub offsets_retention_check_interval_ms: Option<u64>,
+    /// Test-only: the admin listener arms storage faults (`POST /faults`). A flag only, never
+    /// read from the environment or the file, so that no deployment turns it on by accident.
+    #[arg(long, hide = true)]
+    pub enable_fault_injection: bool,
 }
 
 /// The TOML file: the same options as the flags, spelled with underscores.
@@ -207,6 +211,8 @@ pub struct Config {
     pub producer_id_expiration_ms: i64,
     pub transactional_id_expiration_ms: i64,
     pub groups: GroupConfig,
+    /// Test-only: whether the admin listener serves `/faults` (see `storage::faults`).
+    pub fault_injection: bool,
 }
 
 impl Config {
@@ -313,6 +319,7 @@ impl Config {
                 7 * 24 * 3_600_000,
             ),
             groups,
+            fault_injection: args.enable_fault_injection,
         };
         config.check()?;
         Ok(config)

@@ -111,9 +111,15 @@ impl MetadataStore {
         let batch = encode_record(record)?;
         let summary = record_batch::validate(&batch)
             .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e:?}")))?;
-        self.log.append(batch, &summary, None)?;
+        let appended = self.log.append(batch, &summary, None)?;
         self.log.flush().await?;
-        Ok(())
+        // Another task's flush may have found the device full and discarded this record.
+        match appended.ticket.settled() {
+            crate::storage::Settled::Durable => Ok(()),
+            _ => Err(StorageError::OutOfSpace(std::io::Error::from_raw_os_error(
+                libc::ENOSPC,
+            ))),
+        }
     }
 
     pub async fn close(&self) -> Result<(), StorageError> {

@@ -680,6 +680,8 @@ impl Shard {
                     match partition.log().enforce_retention(now).await {
                         // The partition was removed meanwhile (topic deleted): nothing to do.
                         Ok(()) | Err(storage::StorageError::Closed) => {}
+                        // Fenced: reported once, when its write or sync failed.
+                        Err(storage::StorageError::Failed(_)) => {}
                         Err(error) => {
                             tracing::error!(%error, "retention after a config change failed")
                         }
@@ -779,6 +781,8 @@ impl Shard {
                 match partition.log().enforce_retention(now).await {
                     // Deleted (closed) while this round was under way: nothing to retain.
                     Ok(()) | Err(crate::storage::StorageError::Closed) => {}
+                    // Fenced: reported once, when its write or sync failed.
+                    Err(crate::storage::StorageError::Failed(_)) => {}
                     Err(error) => tracing::error!(%error, "retention failed"),
                 }
                 let expiration_ms = self.config.producer_id_expiration_ms;

@@ -2,7 +2,9 @@
 //!
 //! Per-shard: a `Partition` lives on its owner shard only. Produce stages a validated batch in
 //! the log and waits for the shard's flusher (group commit) to make it durable; the high
-//! watermark, and so what consumers can see, advances only with `fdatasync`.
+//! watermark, and so what consumers can see, advances only with `fdatasync`. A waiter answers
+//! from its batch's `AppendTicket`, never from the watermark alone: offsets of batches
+//! discarded on a full device are given again to later batches.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -19,7 +21,7 @@ use crate::metrics::{self, PartitionMetrics};
 use crate::protocol::record_batch::{self, BatchSummary};
 use crate::runtime::TaskQueueHandle;
 use crate::storage::producer_state::ProducerError;
-use crate::storage::{Log, StorageError};
+use crate::storage::{AppendTicket, Log, Settled, StorageError};
 use crate::sync::Notify;
 
 /// The leader epoch of every partition until replication brings elections.
@@ -39,6 +41,8 @@ pub struct Partition {
     durable: Notify,
     /// Set after a failed write or sync: nothing more is acknowledged from this partition.
     failed: Cell<bool>,
+    /// Set while flushes find the device full, so that the warning is logged once per episode.
+    out_of_space: Cell<bool>,
     /// Whether a flush task is running for this partition (see `Shard::schedule_flush`).
     queued: Cell<bool>,
     /// Whether a task is pre-writing this partition's active segment.
@@ -54,6 +58,7 @@ impl Partition {
             log,
             durable: Notify::new(),
             failed: Cell::new(false),
+            out_of_space: Cell::new(false),
             queued: Cell::new(false),
             preparing: Cell::new(false),
             metrics: PartitionMetrics::default(),
@@ -109,16 +114,40 @@ impl Partition {
         *self.topic.borrow_mut() = topic;
     }
 
-    /// Called by the flusher after `Log::flush`.
+    /// Called by the flusher after `Log::flush`. A full device fails the batches it could not
+    /// write and nothing else; any other error takes the partition offline until a restart.
     pub fn flushed(&self, result: Result<i64, StorageError>) {
-        if let Err(error) = result {
-            tracing::error!(
-                topic = %self.topic.borrow().name,
-                partition = self.index,
-                %error,
-                "write or sync failed; partition stops acknowledging writes"
-            );
-            self.failed.set(true);
+        let topic = self.topic.borrow().name.clone();
+        match result {
+            Ok(_) if self.out_of_space.replace(false) => {
+                tracing::info!(%topic, partition = self.index, "writes succeed again");
+            }
+            Ok(_) => {}
+            Err(StorageError::OutOfSpace(error)) => {
+                if !self.out_of_space.replace(true) {
+                    tracing::warn!(
+                        %topic,
+                        partition = self.index,
+                        errno = error.raw_os_error(),
+                        %error,
+                        "no space for the log; produce fails until space returns"
+                    );
+                }
+            }
+            Err(error) => {
+                let errno = match &error {
+                    StorageError::Io(error) => error.raw_os_error(),
+                    _ => None,
+                };
+                tracing::error!(
+                    %topic,
+                    partition = self.index,
+                    errno,
+                    %error,
+                    "write or sync failed; partition stops acknowledging writes"
+                );
+                self.failed.set(true);
+            }
         }
         self.durable.notify_all();
     }
@@ -141,6 +170,7 @@ impl Partition {
         record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH);
         match self.log.append(batch, &summary, log_append_time) {
             Ok(result) if result.duplicate_timestamp.is_some() => Ok(Staged {
+                ticket: result.ticket,
                 base_offset: result.base_offset,
                 last_offset: result.last_offset,
                 // Kafka answers a duplicate with the original's timestamp; a client takes any
@@ -156,6 +186,7 @@ impl Partition {
                     base_offset: result.base_offset,
                     last_offset: result.last_offset,
                     log_append_time_ms: log_append_time.unwrap_or(-1),
+                    ticket: result.ticket,
                 })
             }
             Err(StorageError::Producer(error)) => Err(self.producer_error(error)),
@@ -230,18 +261,28 @@ impl Partition {
         Ok(())
     }
 
-    /// Waits until `last_offset` is durable, or the partition failed.
+    /// Waits until the staged batch is durable, discarded, or the partition failed. Kafka
+    /// answers any storage failure, a full disk included, with KAFKA_STORAGE_ERROR, which
+    /// clients retry after refreshing metadata.
     pub async fn wait_durable(&self, staged: &Staged) -> ProduceOutput {
         loop {
             let durable = self.durable.notified();
-            if self.log.high_watermark() > staged.last_offset {
-                return ProduceOutput {
-                    error_code: 0,
-                    error_message: None,
-                    base_offset: staged.base_offset,
-                    log_append_time_ms: staged.log_append_time_ms,
-                    log_start_offset: self.log.log_start_offset(),
-                };
+            match staged.ticket.settled() {
+                Settled::Durable => {
+                    debug_assert!(self.log.high_watermark() > staged.last_offset);
+                    return ProduceOutput {
+                        error_code: 0,
+                        error_message: None,
+                        base_offset: staged.base_offset,
+                        log_append_time_ms: staged.log_append_time_ms,
+                        log_start_offset: self.log.log_start_offset(),
+                    };
+                }
+                Settled::Discarded => {
+                    let message = "no space left on the broker's disk; batch not written";
+                    return self.error(ResponseError::KafkaStorageError, message);
+                }
+                Settled::Pending => {}
             }
             if self.failed.get() {
                 return self.error(ResponseError::KafkaStorageError, "write or sync failed");
@@ -337,11 +378,12 @@ impl Partition {
     }
 }
 
-/// Offsets given to a staged batch.
+/// Offsets given to a staged batch, and its fate.
 pub struct Staged {
     pub base_offset: i64,
     pub last_offset: i64,
     pub log_append_time_ms: i64,
+    pub ticket: AppendTicket,
 }
 
 /// Decodes `batch` (decompressing if needed) and finds its first record at or after

@@ -1,8 +1,9 @@
 //! The only code in storage that touches glommio's file APIs.
 //!
 //! `SegmentFile` is a thin wrapper over an O_DIRECT `DmaFile` with the handful of operations
-//! the log uses, so that a later change can inject faults here (or move to another io_uring
-//! runtime) without touching the log logic. Writes must be aligned to
+//! the log uses, so that tests can inject faults here (`faults`, checked at the start of
+//! every write, sync, read and truncate) and a later change can move to another io_uring
+//! runtime without touching the log logic. Writes must be aligned to
 //! `limits::DIO_ALIGNMENT_BYTES` in position and length; reads may be unaligned.
 
 use std::cell::OnceCell;
@@ -13,6 +14,7 @@ use std::rc::Rc;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::limits::DIO_ALIGNMENT_BYTES;
+use crate::storage::faults::{self, FaultOp};
 
 /// Size of the shared block of zeros that pre-writing writes from.
 pub const ZEROS_BYTES: usize = 256 * 1024;
@@ -84,6 +86,7 @@ impl SegmentFile {
     pub async fn write_buffer(&self, position: u64, buffer: DmaBuffer) -> io::Result<()> {
         assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
         assert_eq!(buffer.len() % DIO_ALIGNMENT_BYTES, 0);
+        self.injected_fault(FaultOp::Write)?;
         let expected = buffer.len();
         let written = self.file.write_at(buffer, position).await.map_err(to_io)?;
         check_written(written, expected)
@@ -94,6 +97,7 @@ impl SegmentFile {
     pub async fn write_zeros(&self, position: u64, length: usize) -> io::Result<()> {
         assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
         assert!(length <= ZEROS_BYTES && length % DIO_ALIGNMENT_BYTES == 0);
+        self.injected_fault(FaultOp::Write)?;
         let zeros = ZEROS.with(|zeros| {
             zeros
                 .get_or_init(|| {
@@ -120,6 +124,7 @@ impl SegmentFile {
 
     /// Reads up to `length` bytes at `position`; fewer only at the end of the file.
     pub async fn read(&self, position: u64, length: usize) -> io::Result<Vec<u8>> {
+        self.injected_fault(FaultOp::Read)?;
         let result = self.file.read_at(position, length).await.map_err(to_io)?;
         Ok(result.to_vec())
     }
@@ -132,21 +137,29 @@ impl SegmentFile {
         length: usize,
         out: &mut bytes::BytesMut,
     ) -> io::Result<usize> {
+        self.injected_fault(FaultOp::Read)?;
         let result = self.file.read_at(position, length).await.map_err(to_io)?;
         out.extend_from_slice(&result);
         Ok(result.len())
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {
+        self.injected_fault(FaultOp::Sync)?;
         self.file.fdatasync().await.map_err(to_io)
     }
 
     pub async fn truncate(&self, size: u64) -> io::Result<()> {
+        self.injected_fault(FaultOp::Truncate)?;
         self.file.truncate(size).await.map_err(to_io)
     }
 
     pub async fn size(&self) -> io::Result<u64> {
         self.file.file_size().await.map_err(to_io)
+    }
+
+    /// The error a test armed for `op` on this file (see `faults`); free when none is armed.
+    fn injected_fault(&self, op: FaultOp) -> io::Result<()> {
+        faults::check(op, || self.file.path().map(|path| path.to_path_buf()))
     }
 
     /// Closes the descriptor if this is the last clone; otherwise the last clone closes it.

@@ -3,6 +3,10 @@
 //! Appends are synchronous: they assign offsets and stage the batch in memory. `flush` writes
 //! every staged batch through the active segment's appender, rolls segments when full, and
 //! fdatasyncs; only then does the high watermark move and the batches enter the cache.
+//! Every staged batch carries an `AppendTicket` that the flush settles: durable, or discarded
+//! when a segment write finds the device full. Then the log drops every unwritten batch and
+//! rolls its next offset and producer state back to what was written, and stays usable; any
+//! other write or sync error fences it (`failed`), since the state on disk is then unknown.
 //! Concurrency: one executor, many tasks. State sits in a `RefCell` never borrowed across an
 //! `.await`; flush, retention and close serialize on `io_lock`, and only its holder touches
 //! the appender. Reads run concurrently with all of them and never look past the watermark.
@@ -26,6 +30,7 @@ use crate::storage::producer_state::{Checked, ProducerAppend, ProducerBatch, Pro
 use crate::storage::reader::{check_batch, ScanError, Scanner};
 use crate::storage::recovery::recover_segments;
 use crate::storage::segment::{segment_path, BatchMeta, Segment};
+use crate::storage::ticket::{AppendTicket, Settled};
 use crate::storage::StorageError;
 
 /// Per-partition settings (Kafka's topic configs of the same names).
@@ -53,13 +58,15 @@ impl Default for LogConfig {
 }
 
 /// Offsets assigned to one appended batch, or those of the original it duplicates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AppendResult {
     pub base_offset: i64,
     pub last_offset: i64,
     /// Set when the batch repeats one of its producer's recent batches: nothing was appended,
     /// and this is the original's stored max timestamp.
     pub duplicate_timestamp: Option<i64>,
+    /// Settled by the flush that writes the batch (or the original, for a duplicate).
+    pub ticket: AppendTicket,
 }
 
 #[derive(Clone)]
@@ -68,6 +75,7 @@ struct Staged {
     meta: BatchMeta,
     /// (producer id, epoch, batch) for batches of idempotent producers.
     producer: Option<(i64, i16, ProducerBatch)>,
+    ticket: AppendTicket,
 }
 
 struct State {
@@ -206,10 +214,18 @@ impl Log {
         let producer = producer_of(summary);
         if let Some(producer) = &producer {
             if let Checked::Duplicate(original) = state.producers.check(producer)? {
+                // Unpublished batches are all staged: a duplicate shares its original's fate.
+                let ticket = state
+                    .staged
+                    .iter()
+                    .rev()
+                    .find(|staged| staged.meta.base_offset == original.base_offset)
+                    .map_or_else(AppendTicket::durable, |staged| staged.ticket.clone());
                 return Ok(AppendResult {
                     base_offset: original.base_offset,
                     last_offset: original.last_offset,
                     duplicate_timestamp: Some(original.timestamp),
+                    ticket,
                 });
             }
         }
@@ -240,16 +256,19 @@ impl Log {
                 .record(producer.producer_id, producer.epoch, batch);
             (producer.producer_id, producer.epoch, batch)
         });
+        let ticket = AppendTicket::pending();
         state.staged.push_back(Staged {
             bytes: batch.freeze(),
             meta,
             producer,
+            ticket: ticket.clone(),
         });
         state.next_offset = last_offset + 1;
         Ok(AppendResult {
             base_offset,
             last_offset,
             duplicate_timestamp: None,
+            ticket,
         })
     }
 
@@ -270,7 +289,9 @@ impl Log {
         self.state.borrow().producers.len()
     }
 
-    /// Writes every staged batch and fdatasyncs. Returns the new high watermark.
+    /// Writes every staged batch and fdatasyncs. Returns the new high watermark. On
+    /// `OutOfSpace` the batches written before the full device are published and the rest are
+    /// discarded; on any other error the log is fenced.
     pub async fn flush(&self) -> Result<i64, StorageError> {
         let _io = self.io_lock.lock().await;
         let staged: Vec<Staged> = {
@@ -286,14 +307,50 @@ impl Log {
             .borrow_mut()
             .take()
             .expect("appender held by io_lock");
-        let result = self.write_staged(&mut appender, &staged).await;
+        let (written, result) = self.write_staged(&mut appender, &staged).await;
         *self.appender.borrow_mut() = Some(appender);
-        if let Err(error) = result {
-            self.state.borrow_mut().failed = Some(error.to_string());
-            tracing::error!(dir = %self.dir.display(), %error, "log flush failed; log fenced");
-            return Err(error);
+        match result {
+            Ok(()) => {}
+            Err(StorageError::OutOfSpace(error)) => {
+                if written > 0 {
+                    self.publish(&staged[..written]);
+                }
+                self.discard_unwritten();
+                return Err(StorageError::OutOfSpace(error));
+            }
+            Err(error) => return Err(self.fence(error)),
         }
         Ok(self.publish(&staged))
+    }
+
+    /// Refuses every later append and flush: after a failed write or sync the state of the
+    /// file on disk is unknown until recovery reads it again.
+    fn fence(&self, error: StorageError) -> StorageError {
+        self.state.borrow_mut().failed = Some(error.to_string());
+        tracing::error!(dir = %self.dir.display(), %error, "log write or sync failed; log fenced");
+        error
+    }
+
+    /// After a segment write found the device full: drops every staged batch (none was
+    /// written; those staged meanwhile hold offsets after them) and rolls the next offset and
+    /// the producer state back to the written log, so that retries fit in again.
+    fn discard_unwritten(&self) {
+        let mut state = self.state.borrow_mut();
+        let written_end = state
+            .segments
+            .values()
+            .next_back()
+            .expect("active segment")
+            .next_offset;
+        assert_eq!(
+            state.high_watermark, written_end,
+            "everything written is published"
+        );
+        for batch in state.staged.drain(..) {
+            batch.ticket.settle(Settled::Discarded);
+        }
+        state.next_offset = written_end;
+        state.producers = state.producers_written.clone();
     }
 
     /// Moves flushed batches from staged into the cache and advances the high watermark.
@@ -306,6 +363,7 @@ impl Log {
                 .pop_front()
                 .expect("flushed batches are still staged");
             assert_eq!(popped.meta.base_offset, batch.meta.base_offset);
+            popped.ticket.settle(Settled::Durable);
             let meta = &batch.meta;
             self.cache.insert(
                 self.cache_key,
@@ -330,8 +388,9 @@ impl Log {
     }
 
     /// One step of pre-writing under the io lock, so that a flush waits for one step at most.
-    /// Returns whether more steps remain. A failure only costs speed (the next sync commits
-    /// the extension), so it is logged and ends the run.
+    /// Returns whether more steps remain. A full device only costs speed (the next sync
+    /// commits the extension), so it is logged and ends the run; any other error (a failed
+    /// sync above all) fences the log.
     pub async fn prepare_step(&self) -> bool {
         let _io = self.io_lock.lock().await;
         let segment_bytes = {
@@ -348,22 +407,31 @@ impl Log {
             .expect("appender held by io_lock");
         let result = appender.prepare_step(segment_bytes).await;
         *self.appender.borrow_mut() = Some(appender);
-        result.unwrap_or_else(|error| {
-            tracing::warn!(dir = %self.dir.display(), %error, "pre-writing the segment failed");
-            false
-        })
+        match result {
+            Ok(more) => more,
+            Err(error) if is_out_of_space(&error) => {
+                tracing::warn!(dir = %self.dir.display(), %error, "pre-writing the segment failed");
+                false
+            }
+            Err(error) => {
+                self.fence(error.into());
+                false
+            }
+        }
     }
 
     /// Writes `staged` in order, rolling segments when the next batch does not fit, then
-    /// syncs. Indexes are updated only for synced data.
+    /// syncs. Indexes are updated only for synced data. Returns how many batches (a prefix of
+    /// `staged`) were written and synced, with the first error.
     async fn write_staged(
         &self,
         appender: &mut Appender,
         staged: &[Staged],
-    ) -> Result<(), StorageError> {
+    ) -> (usize, Result<(), StorageError>) {
         let config = self.state.borrow().config.clone();
         let mut group: Vec<&Staged> = Vec::new();
         let mut group_bytes = 0u64;
+        let mut written = 0;
         for batch in staged {
             let fits = {
                 let state = self.state.borrow();
@@ -374,25 +442,28 @@ impl Log {
                 active.fits(group_bytes, &batch.meta, config.segment_bytes)
             };
             if !fits {
-                self.write_group(appender, &group, &config).await?;
+                if let Err(error) = self.write_group(appender, &group, &config).await {
+                    return (written, Err(error));
+                }
+                written += group.len();
                 group.clear();
                 group_bytes = 0;
-                self.roll(appender, batch.meta.base_offset).await?;
+                if let Err(error) = self.roll(appender, batch.meta.base_offset).await {
+                    return (written, Err(error));
+                }
             }
             group_bytes += batch.meta.bytes;
             group.push(batch);
-            // After any roll: a roll's snapshot holds exactly the batches before it.
-            if let Some((producer_id, epoch, producer_batch)) = batch.producer {
-                let mut state = self.state.borrow_mut();
-                state
-                    .producers_written
-                    .record(producer_id, epoch, producer_batch);
-            }
         }
-        self.write_group(appender, &group, &config).await
+        match self.write_group(appender, &group, &config).await {
+            Ok(()) => (written + group.len(), Ok(())),
+            Err(error) => (written, Err(error)),
+        }
     }
 
-    /// Writes and syncs `group` to the active segment, then indexes it.
+    /// Writes and syncs `group` to the active segment, then indexes it and records its
+    /// producers as written (so a roll's snapshot holds exactly the batches before it). Only
+    /// a full device on the write gives `OutOfSpace`: the appender is then unchanged.
     async fn write_group(
         &self,
         appender: &mut Appender,
@@ -404,7 +475,13 @@ impl Log {
         }
         let start = appender.size();
         let bytes: Vec<Bytes> = group.iter().map(|batch| batch.bytes.clone()).collect();
-        appender.write(&bytes).await?;
+        appender.write(&bytes).await.map_err(|error| {
+            if is_out_of_space(&error) {
+                StorageError::OutOfSpace(error)
+            } else {
+                StorageError::Io(error)
+            }
+        })?;
         appender.sync().await?;
         let mut state = self.state.borrow_mut();
         let segment = state
@@ -415,6 +492,13 @@ impl Log {
         for batch in group {
             segment.observe(position, &batch.meta, config.index_interval_bytes);
             position += batch.meta.bytes;
+        }
+        for batch in group {
+            if let Some((producer_id, epoch, producer_batch)) = batch.producer {
+                state
+                    .producers_written
+                    .record(producer_id, epoch, producer_batch);
+            }
         }
         Ok(())
     }
@@ -452,6 +536,11 @@ impl Log {
             .insert(base_offset, segment);
         Ok(result?)
     }
+}
+
+/// A full device (or an exhausted quota): the one write error the log survives.
+fn is_out_of_space(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// The producer fields of a client batch, if it has a producer id. Control batches carry
@@ -658,7 +747,8 @@ impl Log {
                 .expect("appender held by io_lock");
             let result = self.roll(&mut appender, next_offset).await;
             *self.appender.borrow_mut() = Some(appender);
-            result?;
+            // A roll syncs and rewrites files: after a failure their state is unknown.
+            result.map_err(|error| self.fence(error))?;
         }
         let doomed = self.take_expired_segments(&config, now_ms);
         self.remove_segments(doomed).await
@@ -760,7 +850,8 @@ impl Log {
             return Ok(());
         }
         let appender = self.appender.borrow_mut().take();
-        let healthy = flushed.is_ok() && self.state.borrow().failed.is_none();
+        // A full device discarded only unwritten batches: what was written is still sound.
+        let healthy = self.state.borrow().failed.is_none();
         if let (Some(appender), true) = (&appender, healthy) {
             appender.trim_and_sync().await?;
             self.persist_active_indexes(appender.base_offset()).await?;

@@ -4,10 +4,15 @@
 //! `.timeindex`). `Log` is the one entry point the shard layer uses; everything runs on one
 //! glommio executor and `Log` is shared as `Rc<Log>`. Only `file.rs` touches glommio's file
 //! APIs. Invariants: offsets below the high watermark are written and fdatasynced; a failed
-//! write or sync never advances it and fences the log (see `StorageError::Failed`).
+//! write or sync never advances it and fences the log (see `StorageError::Failed`), except a
+//! segment write that finds the device full, which discards the unwritten batches instead
+//! (see `StorageError::OutOfSpace`).
 
 mod appender;
 mod cache;
+#[cfg(test)]
+mod fault_tests;
+pub mod faults;
 mod file;
 mod index;
 mod log;
@@ -21,11 +26,13 @@ mod recovery_tests;
 mod segment;
 #[cfg(test)]
 mod tests;
+mod ticket;
 
 pub use cache::BatchCache;
 pub use file::prime_device;
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
 pub use log::{AppendResult, Log, LogConfig};
+pub use ticket::{AppendTicket, Settled};
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,10 @@ pub enum StorageError {
     /// because after a failed fdatasync the state of the written pages is unknown.
     #[error("log failed after an earlier I/O error: {0}")]
     Failed(String),
+    /// A segment write found the device full. The batches not yet written were discarded
+    /// (never acknowledged) and the log stays usable: appends resume when space returns.
+    #[error("no space left for the log; unwritten batches discarded: {0}")]
+    OutOfSpace(std::io::Error),
     #[error("log is closed")]
     Closed,
     /// The batch breaks its producer's epoch or sequence rules; nothing was appended.
