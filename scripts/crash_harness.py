@@ -40,7 +40,6 @@ import json
 import logging
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -224,9 +223,9 @@ class Checker:
             if producer >= len(self.producers) or sequence >= self.producers[producer].attempted:
                 self.fail("invented", f"{partition}@{offset}: producer {producer} never sent "
                                       f"sequence {sequence}")
-            elif partition_of(producer, sequence, self.partitions) != partition:
+            elif (home := partition_of(producer, sequence, self.partitions)) != partition:
                 self.fail("invented", f"{partition}@{offset}: p{producer} s{sequence} belongs "
-                                      f"in partition {partition_of(producer, sequence, self.partitions)}")
+                                      f"in partition {home}")
             elif value != payload(producer, sequence):
                 self.fail("intact", f"{partition}@{offset}: payload bytes differ")
         known.append(parsed)
