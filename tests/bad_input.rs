@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use common::*;
 use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+use kafka_protocol::records::Compression;
 use rand::{Rng, RngCore, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -349,4 +350,41 @@ fn client_gone_with_join_pending_does_not_hold_up_shutdown() {
         elapsed < Duration::from_secs(30),
         "shutdown took {elapsed:?} with a pending JoinGroup of a departed client"
     );
+}
+
+/// A Fetch long poll that finds some data, but less than min_bytes, waits without spinning
+/// its shard: other connections keep being answered at once (found by scripts/net_fuzz.py:
+/// the shard spun until max_wait_ms and every connection on it stalled).
+#[test]
+fn fetch_waiting_for_min_bytes_does_not_spin_the_shard() {
+    let mut broker = Broker::start(2, &[]);
+    create_topic(broker.port, "held-back", 1);
+    let mut producer = RawConn::connect(broker.port);
+    let records = record_batch(&[b"there already"], 1_700_000_000_000, Compression::None);
+    assert_eq!(
+        produce(&mut producer, "held-back", 0, records).0,
+        0,
+        "produce"
+    );
+    let mut fetcher = RawConn::connect(broker.port);
+    fetcher
+        .send_request(
+            &fetch_request("held-back", 0, 0, 10_000, 1 << 20, 1 << 20),
+            12,
+        )
+        .expect("send Fetch");
+    // Several fresh connections, so that some land on the shard serving the Fetch.
+    for attempt in 0..8 {
+        let started = Instant::now();
+        let mut conn = RawConn::connect(broker.port);
+        let response = conn.request(&ApiVersionsRequest::default(), 0);
+        assert_eq!(response.error_code, 0);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "ApiVersions {attempt} took {elapsed:?} beside a waiting Fetch"
+        );
+    }
+    assert_broker_healthy(&mut broker, "a waiting Fetch");
+    broker.stop();
 }
