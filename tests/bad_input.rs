@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use common::*;
 use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+use kafka_protocol::records::Compression;
 use rand::{Rng, RngCore, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -314,4 +315,76 @@ fn malformed_bodies(broker: &mut Broker) {
         "closed after the bad request"
     );
     assert_broker_healthy(broker, "a valid request then an unknown key");
+}
+
+/// A client that sends JoinGroup and leaves while the join is still pending does not hold up
+/// shutdown: the broker exits 0 within the shutdown write grace, not after
+/// connections.max.idle.ms (found by scripts/net_fuzz.py: SIGTERM then hung for minutes).
+#[test]
+fn client_gone_with_join_pending_does_not_hold_up_shutdown() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{GroupId, JoinGroupRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    // The first join of an empty group waits this long for more members: pending throughout.
+    let mut broker = Broker::start(2, &["--group-initial-rebalance-delay-ms", "60000"]);
+    let mut conn = RawConn::connect(broker.port);
+    let protocol = JoinGroupRequestProtocol::default()
+        .with_name(StrBytes::from_static_str("range"))
+        .with_metadata(bytes::Bytes::from_static(b"meta"));
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("left-while-joining")))
+        .with_session_timeout_ms(30_000)
+        .with_member_id(StrBytes::from_static_str(""))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![protocol]);
+    conn.send_request(&join, 0).expect("send JoinGroup");
+    drop(conn);
+    // Nothing observable tells when the broker has read the end of stream; give it a moment,
+    // so that the connection is past its read side when the signal comes (the case that hung).
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    broker.stop();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "shutdown took {elapsed:?} with a pending JoinGroup of a departed client"
+    );
+}
+
+/// A Fetch long poll that finds some data, but less than min_bytes, waits without spinning
+/// its shard: other connections keep being answered at once (found by scripts/net_fuzz.py:
+/// the shard spun until max_wait_ms and every connection on it stalled).
+#[test]
+fn fetch_waiting_for_min_bytes_does_not_spin_the_shard() {
+    let mut broker = Broker::start(2, &[]);
+    create_topic(broker.port, "held-back", 1);
+    let mut producer = RawConn::connect(broker.port);
+    let records = record_batch(&[b"there already"], 1_700_000_000_000, Compression::None);
+    assert_eq!(
+        produce(&mut producer, "held-back", 0, records).0,
+        0,
+        "produce"
+    );
+    let mut fetcher = RawConn::connect(broker.port);
+    fetcher
+        .send_request(
+            &fetch_request("held-back", 0, 0, 10_000, 1 << 20, 1 << 20),
+            12,
+        )
+        .expect("send Fetch");
+    // Several fresh connections, so that some land on the shard serving the Fetch.
+    for attempt in 0..8 {
+        let started = Instant::now();
+        let mut conn = RawConn::connect(broker.port);
+        let response = conn.request(&ApiVersionsRequest::default(), 0);
+        assert_eq!(response.error_code, 0);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "ApiVersions {attempt} took {elapsed:?} beside a waiting Fetch"
+        );
+    }
+    assert_broker_healthy(&mut broker, "a waiting Fetch");
+    broker.stop();
 }

@@ -92,14 +92,19 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     if let Some(reason) = read_requests(shard, reader, queue, &state, &client_host).await {
         tracing::warn!(%peer, "closing connection: {reason}");
     }
-    // The writer finishes the responses already due, but not for ever.
+    // The writer finishes the responses already due, but not for ever: at most
+    // `connections.max.idle.ms`, and at most SHUTDOWN_WRITE_GRACE once the shard shuts down,
+    // even if the read side ended long before (a peer that left with a JoinGroup pending).
     let idle_after = Duration::from_millis(shard.config.connections_max_idle_ms);
-    let grace = if shard.shutdown.is_raised() {
-        idle_after.min(SHUTDOWN_WRITE_GRACE)
-    } else {
-        idle_after
+    let shutdown_grace = async {
+        shard.shutdown.wait().await;
+        runtime::sleep(idle_after.min(SHUTDOWN_WRITE_GRACE)).await
     };
-    let written = match select(writer_task, Box::pin(runtime::sleep(grace))).await {
+    let grace = select(
+        Box::pin(runtime::sleep(idle_after)),
+        Box::pin(shutdown_grace),
+    );
+    let written = match select(writer_task, grace).await {
         Either::Left((written, _)) => written,
         Either::Right((_, writer_task)) => {
             state.abort_writer.raise();

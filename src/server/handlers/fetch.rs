@@ -26,6 +26,13 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         if bytes >= min_bytes || has_error || remaining.is_zero() {
             return response;
         }
+        // Watch for data past what this read saw, not past the fetch offset: with some data
+        // there but less than min_bytes, a watch from the fetch offset wakes at once, and the
+        // loop would spin the shard until the deadline (found by scripts/net_fuzz.py).
+        let mut seen_ends = response
+            .topics
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().map(|p| p.high_watermark));
         let watched = request
             .topics
             .iter()
@@ -38,6 +45,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
                     (tp, p.fetch_offset)
                 })
             })
+            .map(|(tp, offset)| (tp, offset.max(seen_ends.next().unwrap_or(offset))))
             .collect();
         ctx.shard.watch(watched, remaining.as_millis() as u64).await;
         // At shutdown a watch returns at once; answer with what there is instead of

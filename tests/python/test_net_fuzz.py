@@ -1,0 +1,58 @@
+"""The network fuzzer (scripts/net_fuzz.py), run short against its own broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "scripts" / "net_fuzz.py"
+sys.path.insert(0, str(SCRIPT.parent))
+
+import net_fuzz  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+# Open bug, remove the mark once fixed: a Fetch naming a topic with an empty partition list and
+# min_bytes > 0 spins its shard until max_wait_ms (Shard::watch with nothing to watch returns at
+# once), and the fuzzer sends such requests; about one 20 s run in two stalls on it.
+@pytest.mark.xfail(strict=False, reason="Fetch with an empty partition list spins its shard")
+def test_fifty_hostile_connections_do_not_disturb_a_real_client(tmp_path):
+    """Twenty seconds of random, mutated, truncated and slow frames on 50 connections: the
+    broker stays up and answers, a confluent-kafka client beside them sees no error and reads
+    every message it produced, and the broker still shuts down cleanly."""
+    seed = int(os.environ.get("CORELOG_TEST_SEED", random.randrange(1 << 30)))
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--duration", "20", "--connections", "50",
+         "--seed", str(seed), "--json", "--dump", str(tmp_path / "sent.txt"),
+         # JoinGroup floods stall the broker (a known issue, see the script's doc).
+         "--skip-apis", "11"],
+        capture_output=True, text=True, timeout=150)
+    print(result.stdout[-20000:])
+    assert result.returncode == 0, f"net fuzz failed (seed {seed}):\n{result.stdout[-8000:]}"
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["failures"] == 0
+    assert summary["client_errors"] == 0
+    assert summary["client_produced"] > 0
+    assert summary["client_consumed"] == summary["client_produced"]
+    # The fuzz must have reached the broker, and the broker must have refused some of it.
+    assert summary["frames_sent"] > 1000
+    assert summary["closes_by_broker"] > 10
+    assert summary["probes"] >= 10
+
+
+def test_encoded_requests_are_valid_frames():
+    """The templates the fuzzer mutates are well-formed: the length prefix matches, and the
+    record batch inside Produce carries the CRC-32C of its tail."""
+    for frame in net_fuzz.templates(7):
+        (length,) = net_fuzz.struct.unpack(">i", frame[:4])
+        assert length == len(frame) - 4
+        assert net_fuzz.struct.unpack(">i", frame[8:12])[0] == 7
+    batch = net_fuzz.record_batch(b"x")
+    assert net_fuzz.struct.unpack(">I", batch[17:21])[0] == net_fuzz.crc32c(batch[21:])
+    assert net_fuzz.crc32c(b"123456789") == 0xE3069283  # The CRC-32C check value.
