@@ -388,3 +388,39 @@ fn fetch_waiting_for_min_bytes_does_not_spin_the_shard() {
     assert_broker_healthy(&mut broker, "a waiting Fetch");
     broker.stop();
 }
+
+/// A Fetch that names a topic but no partition, with min_bytes > 0, waits out max_wait_ms
+/// (nothing can arrive for it) without spinning its shard: other requests stay fast.
+#[test]
+fn fetch_naming_no_partition_waits_without_spinning_the_shard() {
+    let mut broker = Broker::start(2, &[]);
+    create_topic(broker.port, "no-partitions", 1);
+    let mut request = fetch_request("no-partitions", 0, 0, 5_000, 1, 1 << 20);
+    request.topics[0].partitions.clear();
+    let mut fetcher = RawConn::connect(broker.port);
+    let sent = Instant::now();
+    let correlation_id = fetcher.send_request(&request, 12).expect("send Fetch");
+    // Several fresh connections, so that some land on the shard serving the Fetch.
+    for attempt in 0..8 {
+        let started = Instant::now();
+        let mut conn = RawConn::connect(broker.port);
+        let response = conn.request(&ApiVersionsRequest::default(), 0);
+        assert_eq!(response.error_code, 0);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "ApiVersions {attempt} took {elapsed:?} beside a Fetch of no partition"
+        );
+    }
+    let response = fetcher
+        .recv_response::<kafka_protocol::messages::FetchRequest>(correlation_id, 12)
+        .expect("Fetch response");
+    assert_eq!(response.error_code, 0);
+    assert!(
+        sent.elapsed() >= Duration::from_millis(4_500),
+        "the Fetch waited out max_wait_ms ({:?})",
+        sent.elapsed()
+    );
+    assert_broker_healthy(&mut broker, "a Fetch of no partition");
+    broker.stop();
+}

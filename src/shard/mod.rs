@@ -485,9 +485,14 @@ impl Shard {
             })
         });
         let waits: Vec<_> = waits.collect();
-        if !waits.is_empty() {
-            select_all(waits).await;
+        if waits.is_empty() {
+            // Nothing can wake this watch (a fetch naming no partition): wait out the timeout,
+            // as Kafka does, instead of returning to a caller that would poll again at once.
+            let timeout = runtime::sleep(Duration::from_millis(timeout_ms));
+            select(Box::pin(timeout), Box::pin(self.shutdown.wait())).await;
+            return;
         }
+        select_all(waits).await;
     }
 
     pub async fn create_topics(self: &Rc<Self>, specs: Vec<CreateTopicSpec>) -> Vec<TopicResult> {

@@ -18,10 +18,6 @@ import net_fuzz  # noqa: E402
 import pytest  # noqa: E402
 
 
-# Open bug, remove the mark once fixed: a Fetch naming a topic with an empty partition list and
-# min_bytes > 0 spins its shard until max_wait_ms (Shard::watch with nothing to watch returns at
-# once), and the fuzzer sends such requests; about one 20 s run in two stalls on it.
-@pytest.mark.xfail(strict=False, reason="Fetch with an empty partition list spins its shard")
 def test_fifty_hostile_connections_do_not_disturb_a_real_client(tmp_path):
     """Twenty seconds of random, mutated, truncated and slow frames on 50 connections: the
     broker stays up and answers, a confluent-kafka client beside them sees no error and reads
