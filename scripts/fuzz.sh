@@ -79,6 +79,7 @@ for target in "${targets[@]}"; do
     # Fork mode reports progress as "#<execs>: cov: ... crash: ..." lines; take the last.
     execs="$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')"
     execs="${execs:-0}"
+    grep -oE 'oom/timeout/crash: [0-9/]+' "$log" | tail -1 | sed 's/^/   /' || true
     after="$(find "$artifacts" -type f | wc -l)"
     crashes=$((after - before))
     if [[ "$execs" -eq 0 ]]; then
@@ -88,8 +89,7 @@ for target in "${targets[@]}"; do
     echo "   execs: $execs, new crashing inputs: $crashes"
     if [[ "$crashes" -gt 0 ]]; then
         find "$artifacts" -type f -newer "$scratch/$target.start" | sed 's/^/   /' 
-        grep -E '^==[0-9]+==ERROR|panicked at|SUMMARY' "$log" | sort | uniq -c | head -20 \
-            | sed 's/^/   /'
+        echo "   reproduce: cargo fuzz run --fuzz-dir $fuzz_dir $target <input>"
     fi
     cp "$log" "$fuzz_dir/artifacts/$target.last.log"
     date_utc="$(date -u +%Y-%m-%dT%H:%MZ)"

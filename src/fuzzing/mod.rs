@@ -133,9 +133,13 @@ const CRC_FIELD: std::ops::Range<usize> = 17..21;
 /// length and bit 1 recomputes the CRC, so that mutations reach the checks behind them (counts,
 /// codecs, the record decoder) instead of all failing the checksum. The rest is the set.
 pub fn record_batch_input(data: &[u8]) {
-    let [flags, records @ ..] = data else {
-        return;
-    };
+    if let [flags, records @ ..] = data {
+        check_records(&Bytes::from(fix_batch(*flags, records)));
+    }
+}
+
+/// `records` with its length field and CRC rewritten as `flags` ask.
+fn fix_batch(flags: u8, records: &[u8]) -> Vec<u8> {
     let mut records = records.to_vec();
     if flags & FIX_LENGTH != 0 && records.len() >= LOG_OVERHEAD_BYTES {
         let length = (records.len() - LOG_OVERHEAD_BYTES) as i32;
@@ -145,7 +149,7 @@ pub fn record_batch_input(data: &[u8]) {
         let crc = crc32c::crc32c(&records[CRC_FIELD.end..]);
         records[CRC_FIELD].copy_from_slice(&crc.to_be_bytes());
     }
-    check_records(&Bytes::from(records));
+    records
 }
 
 /// What the broker does with a Produce record set: split it by length fields, validate each
@@ -172,5 +176,80 @@ fn check_records(records: &Bytes) {
         assert_eq!(again.record_count, summary.record_count);
         let _ = first_record_at_or_after(batch.clone(), i64::MIN, i64::MIN);
         let _ = RecordBatchDecoder::decode(&mut batch.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
+    use kafka_protocol::records::Compression;
+
+    fn from_hex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn decode_error(batch: &[u8]) -> String {
+        match RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(batch)) {
+            Ok(set) => panic!("decoded {} records", set.records.len()),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    /// Fuzz find (record_batch, oom): an 86-byte snappy batch whose raw-snappy header claims
+    /// 0x7fffff.. bytes made the record decoder (ListOffsets by timestamp) allocate ~800 MB
+    /// before decompressing; it is now refused by its claim.
+    #[test]
+    fn snappy_batch_claiming_gigabytes_is_refused() {
+        let input = "ffffff69000102000000000000baffffff02e6f5ace2003200000004000068008b01e500cf00\
+            018bcfe56804fffffffffffffffffffffff7ffff00000005ff048b01224d18741b000064000000ff\
+            baffffff02e6f5b4ff";
+        let input = from_hex(input);
+        let batch = fix_batch(input[0], &input[1..]);
+        record_batch::validate(&batch).expect("the batch passes produce validation");
+        let error = decode_error(&batch);
+        assert!(error.contains("snappy batch claims"), "{error}");
+        assert!(first_record_at_or_after(Bytes::from(batch), 0, 0).is_none());
+        record_batch_input(&input);
+    }
+
+    /// A valid gzip batch that inflates past the decompression bound is refused instead of
+    /// being inflated whole (a ~70 KB batch would otherwise cost 65 MB per decode).
+    #[test]
+    fn gzip_bomb_is_refused() {
+        let value = Bytes::from(vec![0u8; 65 * 1024 * 1024]);
+        let record = PlainRecord {
+            timestamp: 1,
+            key: None,
+            value: Some(value),
+        };
+        let batch = encode_plain_batch([record], Compression::Gzip).unwrap();
+        assert!(batch.len() < 1024 * 1024, "{} bytes", batch.len());
+        record_batch::validate(&batch).expect("a valid producer batch");
+        let error = decode_error(&batch);
+        assert!(error.contains("decompresses to more than"), "{error}");
+    }
+
+    /// Fuzz find (record_batch, crash): a record whose timestamp delta added to a batch base
+    /// timestamp near i64::MAX overflowed in the record decoder (a panic wherever overflow
+    /// checks are on); the sum now wraps, as in Kafka's Java decoder.
+    #[test]
+    fn record_timestamp_overflow_wraps() {
+        let input = from_hex(
+            "ffffff690000000000000000ffbaffff0002c6f5ace20300000000047fffffffffffffffffff\
+            118b24e56804ffffff7fffffffffffffffffffff000000054c04226940000000310034000100\
+            004d000000ff2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a\
+            2a2a2a2a2afffffffffffffffffffffffbffffffffffffffffffffffffffffffffffffffffff\
+            00000a000000fff2ffffffffff6900ffffffffff00ff000016",
+        );
+        let batch = fix_batch(input[0], &input[1..]);
+        record_batch::validate(&batch).expect("the batch passes produce validation");
+        // Without the fix this panics where overflow checks are on (debug builds, fuzzing);
+        // a release build wraps either way.
+        let _ = RecordBatchDecoder::decode(&mut Bytes::from(batch));
+        record_batch_input(&input);
     }
 }
