@@ -24,8 +24,11 @@ use crate::protocol::record_batch::{self, LOG_OVERHEAD_BYTES};
 use crate::protocol::{decode_request, request_frame_length, RequestBody, SUPPORTED_APIS};
 use crate::shard::partition::first_record_at_or_after;
 
+/// A fuzz target's body: runs one input, panicking on a broken invariant.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by the name of their cargo-fuzz binary and seed directory.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("request_stream", request_stream),
     ("request_body", request_body),
     ("record_batch", record_batch_input),

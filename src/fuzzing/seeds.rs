@@ -197,7 +197,7 @@ fn batch_seeds() -> Vec<Seed> {
     };
     for (codec, codec_name) in CODECS {
         let bytes = batch(5, codec);
-        push(format!("{codec_name}"), 0, &bytes);
+        push(codec_name.to_string(), 0, &bytes);
         push(format!("{codec_name}-fix"), FIX_LENGTH | FIX_CRC, &bytes);
     }
     let mut producer = batch(2, Compression::None);
