@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod fuzzing;
 pub mod group;
 pub mod group_cli;
 pub mod limits;

@@ -895,7 +895,7 @@ impl Group {
 }
 
 /// The topics of a ConsumerProtocolSubscription (version prefix, then the message).
-fn subscription_topics(bytes: &Bytes) -> Option<Vec<String>> {
+pub fn subscription_topics(bytes: &Bytes) -> Option<Vec<String>> {
     use kafka_protocol::messages::ConsumerProtocolSubscription;
     use kafka_protocol::protocol::Decodable;
     let mut buf = bytes.clone();

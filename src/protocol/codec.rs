@@ -126,6 +126,18 @@ pub struct EncodeError {
     pub reason: String,
 }
 
+/// The body length a request frame's 4-byte big-endian prefix declares, refused when negative
+/// or over `frame_bytes_max` (`socket.request.max.bytes`): such a peer is closed unread.
+pub fn request_frame_length(prefix: [u8; 4], frame_bytes_max: usize) -> Result<usize, String> {
+    let length = i32::from_be_bytes(prefix);
+    match usize::try_from(length) {
+        Ok(length) if length <= frame_bytes_max => Ok(length),
+        _ => Err(format!(
+            "frame length {length} is outside 0..={frame_bytes_max} (socket.request.max.bytes)"
+        )),
+    }
+}
+
 /// Decodes one request frame: the bytes after the 4-byte length prefix.
 pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     if frame.len() > REQUEST_BYTES_MAX {

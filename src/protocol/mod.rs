@@ -12,8 +12,8 @@ pub mod record_batch;
 pub mod versions;
 
 pub use codec::{
-    decode_request, encode_api_versions_unsupported, encode_response, DecodeError, DecodedRequest,
-    EncodeError, RequestBody,
+    decode_request, encode_api_versions_unsupported, encode_response, request_frame_length,
+    DecodeError, DecodedRequest, EncodeError, RequestBody,
 };
 pub use fetch_response::{encode_fetch_response, FetchPartition, FetchResponseData, FetchTopic};
 pub use versions::{is_supported, supported_range, ApiRange, SUPPORTED_APIS};

@@ -28,7 +28,7 @@ use kafka_protocol::messages::RequestKind;
 use super::{dispatch, Response};
 use crate::limits;
 use crate::metrics;
-use crate::protocol::{DecodedRequest, RequestBody};
+use crate::protocol::{request_frame_length, DecodedRequest, RequestBody};
 use crate::runtime::{self, local_channel, JoinHandle, TcpStream};
 use crate::shard::Shard;
 use crate::sync::{BudgetPermit, ByteBudget, Latch};
@@ -390,16 +390,9 @@ impl FrameReader {
 
     /// The length of the frame at the head of the buffer, once its prefix is in.
     fn frame_length(&self) -> Result<Option<usize>, String> {
-        if self.buf.len() < 4 {
-            return Ok(None);
+        match self.buf.first_chunk::<4>() {
+            Some(prefix) => request_frame_length(*prefix, self.frame_bytes_max).map(Some),
+            None => Ok(None),
         }
-        let length = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        if length < 0 || length as usize > self.frame_bytes_max {
-            return Err(format!(
-                "frame length {length} is outside 0..={} (socket.request.max.bytes)",
-                self.frame_bytes_max
-            ));
-        }
-        Ok(Some(length as usize))
     }
 }

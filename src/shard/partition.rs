@@ -388,7 +388,7 @@ pub struct Staged {
 
 /// Decodes `batch` (decompressing if needed) and finds its first record at or after
 /// `timestamp` whose offset is not below `log_start` (DeleteRecords may cut into a batch).
-fn first_record_at_or_after(
+pub fn first_record_at_or_after(
     batch: Bytes,
     timestamp: i64,
     log_start: i64,

@@ -26,6 +26,26 @@ pub use snappy::Snappy;
 #[cfg(feature = "zstd")]
 pub use zstd::Zstd;
 
+/// corelog patch: most bytes one batch may decompress to. Without a bound, a batch of a few
+/// hundred bytes that claims (snappy) or expands (gzip, lz4, zstd) to gigabytes makes the
+/// decoder allocate them, and a failed allocation aborts the process.
+pub const DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// corelog patch: reads `reader` to its end, refusing output over [`DECOMPRESSED_BYTES_MAX`].
+// Unused when only snappy is enabled.
+#[allow(dead_code)]
+fn read_bounded(reader: impl std::io::Read) -> Result<bytes::Bytes> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    reader
+        .take(DECOMPRESSED_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut out)?;
+    if out.len() > DECOMPRESSED_BYTES_MAX {
+        anyhow::bail!("batch decompresses to more than {DECOMPRESSED_BYTES_MAX} bytes");
+    }
+    Ok(out.into())
+}
+
 /// A trait for record compression algorithms.
 pub trait Compressor<B: ByteBufMut> {
     /// Target buffer type for compression.

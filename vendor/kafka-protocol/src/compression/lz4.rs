@@ -42,15 +42,12 @@ impl<B: ByteBuf> Decompressor<B> for Lz4 {
     where
         F: FnOnce(&mut Self::Buf) -> Result<R>,
     {
-        let mut tmp = BytesMut::new().writer();
-
-        // Allocate a temporary buffer to hold the uncompressed bytes
         let buf = buf.copy_to_bytes(buf.remaining());
+        let decoder = Decoder::new(buf.reader()).context("Failed to decompress lz4")?;
+        // corelog patch: bounded output (see `DECOMPRESSED_BYTES_MAX`).
+        let mut tmp = super::read_bounded(decoder).context("Failed to decompress lz4")?;
 
-        let mut decoder = Decoder::new(buf.reader()).context("Failed to decompress lz4")?;
-        io::copy(&mut decoder, &mut tmp).context("Failed to decompress lz4")?;
-
-        f(&mut tmp.into_inner().into())
+        f(&mut tmp)
     }
 }
 

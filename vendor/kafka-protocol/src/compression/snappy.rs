@@ -77,6 +77,10 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
             let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            // corelog patch: bounded output (see `DECOMPRESSED_BYTES_MAX`).
+            if actual_len > super::DECOMPRESSED_BYTES_MAX {
+                anyhow::bail!("snappy batch claims {actual_len} bytes uncompressed");
+            }
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
@@ -98,6 +102,12 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             let uncompressed_block_length = decompress_len(&compressed_block)
                 .context("failed to get snappy uncompressed length")?;
             let uncompressed_block_start = uncompressed.len();
+            // corelog patch: bounded output (see `DECOMPRESSED_BYTES_MAX`).
+            if uncompressed_block_length
+                > super::DECOMPRESSED_BYTES_MAX.saturating_sub(uncompressed_block_start)
+            {
+                anyhow::bail!("snappy batch decompresses to more than the limit");
+            }
             uncompressed.resize(
                 uncompressed_block_start.saturating_add(uncompressed_block_length),
                 0,
