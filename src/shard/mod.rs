@@ -766,7 +766,9 @@ impl Shard {
             let failed = result.is_err();
             self.metrics.flush_done(started.elapsed(), !failed);
             partition.flushed(result);
-            partition.start_preparing(self.queues.background);
+            // In the flush queue, not the background one: pre-writing that falls behind the
+            // log end makes every later sync commit the file's growth through the journal.
+            partition.start_preparing(self.queues.flush);
             // No await between this check and clearing the flag: an append either saw the
             // flag set (and is flushed by this loop) or finds it clear and starts a new task.
             if failed || !partition.log().has_unflushed() {
