@@ -373,18 +373,7 @@ fn fetch_waiting_for_min_bytes_does_not_spin_the_shard() {
             12,
         )
         .expect("send Fetch");
-    // Several fresh connections, so that some land on the shard serving the Fetch.
-    for attempt in 0..8 {
-        let started = Instant::now();
-        let mut conn = RawConn::connect(broker.port);
-        let response = conn.request(&ApiVersionsRequest::default(), 0);
-        assert_eq!(response.error_code, 0);
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < Duration::from_secs(2),
-            "ApiVersions {attempt} took {elapsed:?} beside a waiting Fetch"
-        );
-    }
+    assert_shards_answer_quickly(broker.port, "a waiting Fetch");
     assert_broker_healthy(&mut broker, "a waiting Fetch");
     broker.stop();
 }
@@ -400,18 +389,7 @@ fn fetch_naming_no_partition_waits_without_spinning_the_shard() {
     let mut fetcher = RawConn::connect(broker.port);
     let sent = Instant::now();
     let correlation_id = fetcher.send_request(&request, 12).expect("send Fetch");
-    // Several fresh connections, so that some land on the shard serving the Fetch.
-    for attempt in 0..8 {
-        let started = Instant::now();
-        let mut conn = RawConn::connect(broker.port);
-        let response = conn.request(&ApiVersionsRequest::default(), 0);
-        assert_eq!(response.error_code, 0);
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < Duration::from_secs(2),
-            "ApiVersions {attempt} took {elapsed:?} beside a Fetch of no partition"
-        );
-    }
+    assert_shards_answer_quickly(broker.port, "a Fetch of no partition");
     let response = fetcher
         .recv_response::<kafka_protocol::messages::FetchRequest>(correlation_id, 12)
         .expect("Fetch response");
@@ -423,4 +401,20 @@ fn fetch_naming_no_partition_waits_without_spinning_the_shard() {
     );
     assert_broker_healthy(&mut broker, "a Fetch of no partition");
     broker.stop();
+}
+
+/// ApiVersions on eight fresh connections (so that some land on every shard) each answer
+/// within 2 s while `beside` is pending: no shard is kept busy by it.
+fn assert_shards_answer_quickly(port: u16, beside: &str) {
+    for attempt in 0..8 {
+        let started = Instant::now();
+        let mut conn = RawConn::connect(port);
+        let response = conn.request(&ApiVersionsRequest::default(), 0);
+        assert_eq!(response.error_code, 0);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "ApiVersions {attempt} took {elapsed:?} beside {beside}"
+        );
+    }
 }

@@ -9,22 +9,6 @@ use std::time::Duration;
 use common::*;
 use kafka_protocol::records::Compression;
 
-/// The admin port the broker logged (it was started with `--admin-listen 127.0.0.1:0`).
-fn admin_port(broker: &Broker) -> u16 {
-    let mut port = None;
-    let found = wait_until(Duration::from_secs(10), || {
-        port = broker.stderr().lines().find_map(|line| {
-            let (_, rest) = line.split_once("admin=127.0.0.1:")?;
-            rest.split_whitespace().next()?.parse().ok()
-        });
-        port.is_some()
-    });
-    if !found {
-        broker.fail("the broker never logged its admin address");
-    }
-    port.unwrap()
-}
-
 /// Sends one HTTP GET and returns (status line, body).
 fn http_get(port: u16, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to admin port");
@@ -72,7 +56,7 @@ fn metrics_endpoint_reports_every_family() {
     let request = fetch_request("metered", 0, 0, 0, 1, 1 << 20);
     let _ = conn.request(&request, 12);
 
-    let (status, body) = http_get(admin_port(&broker), "/metrics");
+    let (status, body) = http_get(broker.admin_port(), "/metrics");
     assert!(status.contains("200"), "status {status}");
     assert!(sample(&body, "corelog_requests_total{api=\"Produce\"}").unwrap_or(0.0) >= 4.0);
     assert!(body.contains("corelog_request_seconds_bucket{api=\"Produce\",le=\"+Inf\"}"));
@@ -118,6 +102,6 @@ fn metrics_endpoint_reports_every_family() {
         .sum();
     assert!(flushes >= 1.0, "at least one flush was counted");
 
-    let (status, _) = http_get(admin_port(&broker), "/nope");
+    let (status, _) = http_get(broker.admin_port(), "/nope");
     assert!(status.contains("404"), "status {status}");
 }

@@ -36,25 +36,9 @@ fn start() -> Broker {
     broker
 }
 
-/// The admin port the broker logged (it was started with `--admin-listen 127.0.0.1:0`).
-fn admin_port(broker: &Broker) -> u16 {
-    let mut port = None;
-    let found = wait_until(Duration::from_secs(10), || {
-        port = broker.stderr().lines().find_map(|line| {
-            let (_, rest) = line.split_once("admin=127.0.0.1:")?;
-            rest.split_whitespace().next()?.parse().ok()
-        });
-        port.is_some()
-    });
-    if !found {
-        broker.fail("the broker never logged its admin address");
-    }
-    port.unwrap()
-}
-
 /// One HTTP request to the admin listener; returns (status line, body).
 fn http(broker: &Broker, method: &str, path: &str, body: &str) -> (String, String) {
-    let port = admin_port(broker);
+    let port = broker.admin_port();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to admin port");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

@@ -5,30 +5,22 @@
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
-use glommio::{LocalExecutorBuilder, Placement};
 use kafka_protocol::records::Compression;
 
 use crate::protocol::record_batch::{encode_plain_batch, validate, PlainRecord};
-use crate::storage::{faults, prime_device, BatchCache, Log, LogConfig, Settled, StorageError};
+use crate::storage::{faults, BatchCache, Log, LogConfig, Settled, StorageError};
 
 fn run<F, Fut>(test: F)
 where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let root = tempfile::Builder::new()
-        .prefix("corelog-faults")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let path = root.path().to_path_buf();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move {
-            prime_device(&path).await.unwrap();
-            test(path).await
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    // The fault plan is process-wide and each test clears it: one fault test at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    super::tests::run_in_root("corelog-faults", test);
 }
 
 fn batch(value: &[u8]) -> BytesMut {

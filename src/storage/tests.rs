@@ -15,15 +15,25 @@ where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
+    run_in_root("corelog-storage", |root| test(root.join("topic-0")));
+}
+
+/// Runs `test` on a fresh glommio executor with a primed temporary data root under /tmp
+/// (ext4, so O_DIRECT works); the root is removed afterwards.
+pub(super) fn run_in_root<F, Fut>(prefix: &str, test: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let root = tempfile::Builder::new()
-        .prefix("corelog-storage")
+        .prefix(prefix)
         .tempdir_in("/tmp")
         .unwrap();
     let path = root.path().to_path_buf();
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
             prime_device(&path).await.unwrap();
-            test(path.join("topic-0")).await
+            test(path).await
         })
         .unwrap()
         .join()

@@ -119,6 +119,22 @@ impl Broker {
     }
 
     /// Every stderr line the broker wrote in this test, across restarts.
+    /// The admin port the broker logged (start it with `--admin-listen 127.0.0.1:0`).
+    pub fn admin_port(&self) -> u16 {
+        let mut port = None;
+        let found = wait_until(Duration::from_secs(10), || {
+            port = self.stderr().lines().find_map(|line| {
+                let (_, rest) = line.split_once("admin=127.0.0.1:")?;
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            port.is_some()
+        });
+        if !found {
+            self.fail("the broker never logged its admin address");
+        }
+        port.unwrap()
+    }
+
     pub fn stderr(&self) -> String {
         let mut all = String::new();
         for start in 1..=self.starts {
