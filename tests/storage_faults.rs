@@ -343,3 +343,45 @@ fn faults_endpoint_is_absent_without_the_flag() {
     let (status, _) = http(&broker, "POST", "/faults", "sync EIO x");
     assert!(status.contains("404"), "status {status}");
 }
+
+/// A slow disk under one partition (every fdatasync of its files held for 1.5 s) delays only
+/// that partition's acknowledgements: the other partition on the same shard keeps answering
+/// at disk speed, and the slow one's produce still succeeds once its sync is done.
+#[test]
+fn slow_sync_on_one_partition_does_not_delay_another() {
+    let broker = start();
+    let mut slow = RawConn::connect(broker.port);
+    let mut fast = RawConn::connect(broker.port);
+    send_acknowledged(&mut slow, 0, &["warm-0"]);
+    send_acknowledged(&mut fast, 1, &["warm-1"]);
+    let delay = Duration::from_millis(1500);
+    arm(
+        &broker,
+        &format!("sync {}ms {PARTITION_0}", delay.as_millis()),
+    );
+
+    let started = Instant::now();
+    let request = produce_request(TOPIC, 0, one_record("slow"), -1);
+    let correlation_id = slow.send_request(&request, 9).unwrap();
+    for value in ["fast-a", "fast-b", "fast-c"] {
+        let sent = Instant::now();
+        send_acknowledged(&mut fast, 1, &[value]);
+        assert!(
+            sent.elapsed() < delay / 2,
+            "partition 1 waited {:?} behind partition 0's slow sync",
+            sent.elapsed()
+        );
+    }
+    let response = slow
+        .recv_response::<ProduceRequest>(correlation_id, 9)
+        .unwrap();
+    let answer = &response.responses[0].partition_responses[0];
+    assert_eq!((answer.error_code, answer.base_offset), (0, 1));
+    assert!(started.elapsed() >= delay, "the slow sync was not held");
+    assert!(fault_hits(&broker) >= 1);
+    clear(&broker);
+    assert_eq!(
+        read_all(&mut fast, 1).1,
+        expected(&["warm-1", "fast-a", "fast-b", "fast-c"])
+    );
+}

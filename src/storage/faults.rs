@@ -1,5 +1,6 @@
-//! Test-only storage fault injection: a per-process plan of I/O errors that `SegmentFile`
-//! consults at the start of each write, fdatasync, read and truncate.
+//! Test-only storage fault injection: a per-process plan of I/O errors and delays that
+//! `SegmentFile` consults at the start of each write, fdatasync, read and truncate. A delay
+//! stands for a slow device: it holds the one operation, the rest of the shard runs on.
 //!
 //! Tests arm the plan through the admin listener (`POST /faults`, only with the hidden
 //! `serve --enable-fault-injection` flag) and watch the real broker answer runtime disk errors.
@@ -11,9 +12,13 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Most faults one plan holds: a test needs a handful, and the text comes from the network.
 const FAULTS_MAX: usize = 64;
+
+/// Longest delay a fault may add: enough for any slow-disk test, short of a hung broker.
+const DELAY_MS_MAX: u64 = 60_000;
 
 /// The file operations a fault can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +50,20 @@ impl FaultOp {
     }
 }
 
-/// One armed fault: `op` on files whose path contains `path_contains` fails with `errno`.
+/// What an armed fault does to the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Fails it with this errno.
+    Fail(i32),
+    /// Starts it this much later.
+    Delay(Duration),
+}
+
+/// One armed fault: `op` on files whose path contains `path_contains` gets `effect`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     pub op: FaultOp,
-    pub errno: i32,
+    pub effect: Effect,
     pub path_contains: String,
     /// Calls still to fail; None fails every call until the plan is cleared.
     pub remaining: Option<u64>,
@@ -60,35 +74,42 @@ pub struct Fault {
 static ARMED: AtomicBool = AtomicBool::new(false);
 static PLAN: Mutex<Vec<Fault>> = Mutex::new(Vec::new());
 
-/// Fails the call with the first matching armed fault's errno. `path` is asked for only when
-/// something is armed.
+/// The first matching armed fault's effect: an error to fail the call with, or a delay to
+/// wait out before it (`Ok(None)`: go ahead). `path` is asked for only when something is
+/// armed.
 #[inline]
-pub fn check<P: AsRef<Path>>(op: FaultOp, path: impl FnOnce() -> Option<P>) -> io::Result<()> {
+pub fn check<P: AsRef<Path>>(
+    op: FaultOp,
+    path: impl FnOnce() -> Option<P>,
+) -> io::Result<Option<Duration>> {
     if !ARMED.load(Ordering::Relaxed) {
-        return Ok(());
+        return Ok(None);
     }
     match path() {
         Some(path) => check_armed(op, path.as_ref()),
-        None => Ok(()),
+        None => Ok(None),
     }
 }
 
 #[cold]
-fn check_armed(op: FaultOp, path: &Path) -> io::Result<()> {
+fn check_armed(op: FaultOp, path: &Path) -> io::Result<Option<Duration>> {
     let path = path.to_string_lossy();
     let mut plan = lock_plan();
     let fault = plan.iter_mut().find(|fault| {
         fault.op == op && fault.remaining != Some(0) && path.contains(fault.path_contains.as_str())
     });
     let Some(fault) = fault else {
-        return Ok(());
+        return Ok(None);
     };
     fault.hits += 1;
     if let Some(remaining) = &mut fault.remaining {
         *remaining -= 1;
     }
-    tracing::debug!(op = op.name(), errno = fault.errno, %path, "injected storage fault");
-    Err(io::Error::from_raw_os_error(fault.errno))
+    tracing::debug!(op = op.name(), effect = ?fault.effect, %path, "injected storage fault");
+    match fault.effect {
+        Effect::Fail(errno) => Err(io::Error::from_raw_os_error(errno)),
+        Effect::Delay(delay) => Ok(Some(delay)),
+    }
 }
 
 fn lock_plan() -> std::sync::MutexGuard<'static, Vec<Fault>> {
@@ -96,10 +117,11 @@ fn lock_plan() -> std::sync::MutexGuard<'static, Vec<Fault>> {
     PLAN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Adds the faults described by `text`, one per line: `<op> <errno> <path substring> [count]`,
-/// e.g. `sync EIO faulty-0/ 1`. `op` is write, sync, read or truncate; `errno` is EIO, ENOSPC,
-/// EDQUOT or a number; without a count the fault fires until cleared. Returns how many faults
-/// the plan holds; on a parse error nothing is added.
+/// Adds the faults described by `text`, one per line: `<op> <effect> <path substring> [count]`,
+/// e.g. `sync EIO faulty-0/ 1` or `sync 50ms slow-0/`. `op` is write, sync, read or truncate;
+/// `effect` is an errno (EIO, ENOSPC, EDQUOT or a number) or a delay in milliseconds (`<n>ms`);
+/// without a count the fault fires until cleared. Returns how many faults the plan holds; on
+/// a parse error nothing is added.
 pub fn arm(text: &str) -> Result<usize, String> {
     let mut parsed = Vec::new();
     for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
@@ -116,26 +138,17 @@ pub fn arm(text: &str) -> Result<usize, String> {
 
 fn parse_fault(line: &str) -> Result<Fault, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
-    let (op, errno, path_contains, count) = match words[..] {
-        [op, errno, path] => (op, errno, path, None),
-        [op, errno, path, count] => (op, errno, path, Some(count)),
+    let (op, effect, path_contains, count) = match words[..] {
+        [op, effect, path] => (op, effect, path, None),
+        [op, effect, path, count] => (op, effect, path, Some(count)),
         _ => {
             return Err(format!(
-                "expected `<op> <errno> <path substring> [count]`: {line:?}"
+                "expected `<op> <errno|<n>ms> <path substring> [count]`: {line:?}"
             ))
         }
     };
     let op = FaultOp::parse(op).ok_or_else(|| format!("unknown operation {op:?}"))?;
-    let errno = match errno {
-        "EIO" => libc::EIO,
-        "ENOSPC" => libc::ENOSPC,
-        "EDQUOT" => libc::EDQUOT,
-        number => number
-            .parse::<i32>()
-            .ok()
-            .filter(|errno| *errno > 0)
-            .ok_or_else(|| format!("unknown errno {number:?}"))?,
-    };
+    let effect = parse_effect(effect)?;
     let remaining = match count {
         None => None,
         Some(count) => Some(
@@ -146,11 +159,33 @@ fn parse_fault(line: &str) -> Result<Fault, String> {
     };
     Ok(Fault {
         op,
-        errno,
+        effect,
         path_contains: path_contains.to_string(),
         remaining,
         hits: 0,
     })
+}
+
+fn parse_effect(word: &str) -> Result<Effect, String> {
+    if let Some(millis) = word.strip_suffix("ms") {
+        return millis
+            .parse::<u64>()
+            .ok()
+            .filter(|millis| *millis <= DELAY_MS_MAX)
+            .map(|millis| Effect::Delay(Duration::from_millis(millis)))
+            .ok_or_else(|| format!("bad delay {word:?} (0 to {DELAY_MS_MAX} ms)"));
+    }
+    let errno = match word {
+        "EIO" => libc::EIO,
+        "ENOSPC" => libc::ENOSPC,
+        "EDQUOT" => libc::EDQUOT,
+        number => number
+            .parse::<i32>()
+            .ok()
+            .filter(|errno| *errno > 0)
+            .ok_or_else(|| format!("unknown errno {number:?}"))?,
+    };
+    Ok(Effect::Fail(errno))
 }
 
 /// Removes every fault; file operations go back to the one atomic load.
@@ -160,8 +195,8 @@ pub fn clear() {
     ARMED.store(false, Ordering::Relaxed);
 }
 
-/// The plan as text, one fault per line: `<op> <errno> <path> remaining=<n|until-cleared>
-/// hits=<n>`.
+/// The plan as text, one fault per line: `<op> <errno|<n>ms> <path>
+/// remaining=<n|until-cleared> hits=<n>`.
 pub fn describe() -> String {
     lock_plan()
         .iter()
@@ -169,10 +204,13 @@ pub fn describe() -> String {
             let remaining = fault
                 .remaining
                 .map_or("until-cleared".to_string(), |n| n.to_string());
+            let effect = match fault.effect {
+                Effect::Fail(errno) => errno.to_string(),
+                Effect::Delay(delay) => format!("{}ms", delay.as_millis()),
+            };
             format!(
-                "{} {} {} remaining={remaining} hits={}\n",
+                "{} {effect} {} remaining={remaining} hits={}\n",
                 fault.op.name(),
-                fault.errno,
                 fault.path_contains,
                 fault.hits
             )
@@ -189,11 +227,18 @@ mod tests {
     fn parses_fault_lines() {
         let fault = parse_fault("sync EIO faulty-0/ 2").unwrap();
         assert_eq!(fault.op, FaultOp::Sync);
-        assert_eq!(fault.errno, libc::EIO);
+        assert_eq!(fault.effect, Effect::Fail(libc::EIO));
         assert_eq!(fault.path_contains, "faulty-0/");
         assert_eq!(fault.remaining, Some(2));
         let fault = parse_fault("write 28 x").unwrap();
-        assert_eq!((fault.errno, fault.remaining), (libc::ENOSPC, None));
+        assert_eq!(
+            (fault.effect, fault.remaining),
+            (Effect::Fail(libc::ENOSPC), None)
+        );
+        let fault = parse_fault("sync 250ms slow-0/ 1").unwrap();
+        assert_eq!(fault.effect, Effect::Delay(Duration::from_millis(250)));
+        assert!(parse_fault("sync 99999999ms x").is_err());
+        assert!(parse_fault("sync -5ms x").is_err());
         assert!(parse_fault("sync EIO").is_err());
         assert!(parse_fault("flush EIO x").is_err());
         assert!(parse_fault("sync EWHAT x").is_err());

@@ -86,7 +86,7 @@ impl SegmentFile {
     pub async fn write_buffer(&self, position: u64, buffer: DmaBuffer) -> io::Result<()> {
         assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
         assert_eq!(buffer.len() % DIO_ALIGNMENT_BYTES, 0);
-        self.injected_fault(FaultOp::Write)?;
+        self.injected_fault(FaultOp::Write).await?;
         let expected = buffer.len();
         let written = self.file.write_at(buffer, position).await.map_err(to_io)?;
         check_written(written, expected)
@@ -97,7 +97,7 @@ impl SegmentFile {
     pub async fn write_zeros(&self, position: u64, length: usize) -> io::Result<()> {
         assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
         assert!(length <= ZEROS_BYTES && length % DIO_ALIGNMENT_BYTES == 0);
-        self.injected_fault(FaultOp::Write)?;
+        self.injected_fault(FaultOp::Write).await?;
         let zeros = ZEROS.with(|zeros| {
             zeros
                 .get_or_init(|| {
@@ -124,7 +124,7 @@ impl SegmentFile {
 
     /// Reads up to `length` bytes at `position`; fewer only at the end of the file.
     pub async fn read(&self, position: u64, length: usize) -> io::Result<Vec<u8>> {
-        self.injected_fault(FaultOp::Read)?;
+        self.injected_fault(FaultOp::Read).await?;
         let result = self.file.read_at(position, length).await.map_err(to_io)?;
         Ok(result.to_vec())
     }
@@ -137,19 +137,19 @@ impl SegmentFile {
         length: usize,
         out: &mut bytes::BytesMut,
     ) -> io::Result<usize> {
-        self.injected_fault(FaultOp::Read)?;
+        self.injected_fault(FaultOp::Read).await?;
         let result = self.file.read_at(position, length).await.map_err(to_io)?;
         out.extend_from_slice(&result);
         Ok(result.len())
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {
-        self.injected_fault(FaultOp::Sync)?;
+        self.injected_fault(FaultOp::Sync).await?;
         self.file.fdatasync().await.map_err(to_io)
     }
 
     pub async fn truncate(&self, size: u64) -> io::Result<()> {
-        self.injected_fault(FaultOp::Truncate)?;
+        self.injected_fault(FaultOp::Truncate).await?;
         self.file.truncate(size).await.map_err(to_io)
     }
 
@@ -158,8 +158,12 @@ impl SegmentFile {
     }
 
     /// The error a test armed for `op` on this file (see `faults`); free when none is armed.
-    fn injected_fault(&self, op: FaultOp) -> io::Result<()> {
-        faults::check(op, || self.file.path().map(|path| path.to_path_buf()))
+    async fn injected_fault(&self, op: FaultOp) -> io::Result<()> {
+        let path = || self.file.path().map(|path| path.to_path_buf());
+        if let Some(delay) = faults::check(op, path)? {
+            glommio::timer::sleep(delay).await;
+        }
+        Ok(())
     }
 
     /// Closes the descriptor if this is the last clone; otherwise the last clone closes it.
