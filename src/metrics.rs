@@ -146,6 +146,8 @@ pub struct MetricsSnapshot {
     pub connections_refused: u64,
     pub connections_idle_closed: u64,
     pub flushes: Histogram,
+    /// Every fdatasync of a log file: flushes, pre-writing, segment rolls.
+    pub syncs: Histogram,
     pub flush_errors: u64,
     pub cross_shard_sent: Vec<u64>,
     pub cache_hits: u64,
@@ -241,6 +243,20 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "corelog_flush_seconds",
             &format!("shard=\"{}\"", s.shard),
             &s.flushes,
+        );
+    }
+    header(
+        &mut out,
+        "corelog_fsync_seconds",
+        "histogram",
+        "One fdatasync of a log file (flushes, pre-writing, segment rolls)",
+    );
+    for s in snapshots {
+        histogram(
+            &mut out,
+            "corelog_fsync_seconds",
+            &format!("shard=\"{}\"", s.shard),
+            &s.syncs,
         );
     }
     header(

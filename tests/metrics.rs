@@ -84,6 +84,7 @@ fn metrics_endpoint_reports_every_family() {
         "corelog_network_received_bytes_total{shard=\"0\"}",
         "corelog_network_sent_bytes_total{shard=\"1\"}",
         "corelog_flush_seconds_count{shard=\"0\"}",
+        "corelog_fsync_seconds_count{shard=\"1\"}",
         "corelog_batch_cache_hits_total{shard=\"0\"}",
         "corelog_connections_open{shard=\"0\"}",
         "corelog_cross_shard_messages_total{from=\"0\",to=\"1\"}",
@@ -101,6 +102,19 @@ fn metrics_endpoint_reports_every_family() {
         })
         .sum();
     assert!(flushes >= 1.0, "at least one flush was counted");
+    let syncs: f64 = ["0", "1"]
+        .iter()
+        .filter_map(|s| {
+            sample(
+                &body,
+                &format!("corelog_fsync_seconds_count{{shard=\"{s}\"}}"),
+            )
+        })
+        .sum();
+    assert!(
+        syncs >= flushes,
+        "every flush syncs: {syncs} syncs, {flushes} flushes"
+    );
 
     let (status, _) = http_get(broker.admin_port(), "/nope");
     assert!(status.contains("404"), "status {status}");

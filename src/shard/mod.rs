@@ -345,6 +345,7 @@ impl Shard {
         snapshot.cache_hits = hits;
         snapshot.cache_misses = misses;
         snapshot.cache_bytes = bytes as u64;
+        snapshot.syncs = crate::storage::sync_latencies();
         for (tp, partition) in self.partitions.borrow().iter() {
             let counters = partition.metrics();
             let log = partition.log();

@@ -6,14 +6,16 @@
 //! runtime without touching the log logic. Writes must be aligned to
 //! `limits::DIO_ALIGNMENT_BYTES` in position and length; reads may be unaligned.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
+use std::time::Instant;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::limits::DIO_ALIGNMENT_BYTES;
+use crate::metrics::Histogram;
 use crate::storage::faults::{self, FaultOp};
 
 /// Size of the shared block of zeros that pre-writing writes from.
@@ -24,6 +26,14 @@ const _: () = assert!(ZEROS_BYTES % DIO_ALIGNMENT_BYTES == 0);
 thread_local! {
     /// One block of zeros per executor, written by reference as often as needed.
     static ZEROS: OnceCell<Rc<DmaBuffer>> = const { OnceCell::new() };
+    /// How long each fdatasync of a log file on this executor took (`/metrics`); per thread,
+    /// so per shard, like every other counter.
+    static SYNC_SECONDS: RefCell<Histogram> = RefCell::new(Histogram::default());
+}
+
+/// The fdatasync latencies of this executor's log files so far.
+pub fn sync_latencies() -> Histogram {
+    SYNC_SECONDS.with(|histogram| histogram.borrow().clone())
 }
 
 fn to_io(error: glommio::GlommioError<()>) -> io::Error {
@@ -145,7 +155,10 @@ impl SegmentFile {
 
     pub async fn fdatasync(&self) -> io::Result<()> {
         self.injected_fault(FaultOp::Sync).await?;
-        self.file.fdatasync().await.map_err(to_io)
+        let started = Instant::now();
+        let result = self.file.fdatasync().await.map_err(to_io);
+        SYNC_SECONDS.with(|histogram| histogram.borrow_mut().record(started.elapsed()));
+        result
     }
 
     pub async fn truncate(&self, size: u64) -> io::Result<()> {

@@ -29,7 +29,7 @@ mod tests;
 mod ticket;
 
 pub use cache::BatchCache;
-pub use file::prime_device;
+pub use file::{prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
 pub use log::{AppendResult, Log, LogConfig};
 pub use ticket::{AppendTicket, Settled};
