@@ -385,3 +385,72 @@ fn slow_sync_on_one_partition_does_not_delay_another() {
         expected(&["warm-1", "fast-a", "fast-b", "fast-c"])
     );
 }
+
+/// A failed read from disk answers that partition's Fetch with KAFKA_STORAGE_ERROR, never
+/// with damaged or missing records; the other partition serves on, and once the disk reads
+/// again the same fetch returns every record. Reads do not fence: nothing on disk changed.
+#[test]
+fn failed_read_fails_only_that_fetch() {
+    let mut broker = start();
+    let mut conn = RawConn::connect(broker.port);
+    send_acknowledged(&mut conn, 0, &["a0", "a1"]);
+    send_acknowledged(&mut conn, 1, &["b0"]);
+    // A restart empties the batch cache, so fetches read the segment files.
+    broker.stop();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    arm(&broker, &format!("read EIO {PARTITION_0}"));
+    let response: FetchResponse = conn.request(&fetch_request(TOPIC, 0, 0, 0, 0, 8 << 20), 11);
+    let data = single_partition(&response);
+    assert_eq!(data.error_code, KAFKA_STORAGE_ERROR, "{response:?}");
+    assert!(data
+        .records
+        .as_ref()
+        .is_none_or(|records| records.is_empty()));
+    assert!(fault_hits(&broker) >= 1);
+    assert_eq!(read_all(&mut conn, 1), (1, expected(&["b0"])));
+    send_acknowledged(&mut conn, 0, &["a2"]);
+    clear(&broker);
+    assert_eq!(read_all(&mut conn, 0), (3, expected(&["a0", "a1", "a2"])));
+}
+
+/// A failed truncate while rolling a full segment (the roll cuts the pre-written zeros off
+/// the closed segment) fences the partition like a failed write: the batch that needed the
+/// roll is refused, and after a restart every acknowledged record is there and writes resume.
+#[test]
+fn failed_truncate_at_a_roll_fences_the_partition() {
+    let mut broker = start();
+    create_topic_with_configs(broker.port, "rolling", 1, &[("segment.bytes", "16384")]);
+    let mut conn = RawConn::connect(broker.port);
+    let value = "v".repeat(4000);
+    let mut acknowledged = 0;
+    arm(&broker, "truncate EIO rolling-0/");
+    let error = loop {
+        let (error, base_offset) = produce(&mut conn, "rolling", 0, one_record(&value));
+        if error != 0 {
+            break error;
+        }
+        assert_eq!(base_offset, acknowledged);
+        acknowledged += 1;
+        assert!(
+            acknowledged < 10,
+            "a 16 KiB segment must roll within a few records"
+        );
+    };
+    assert_eq!(error, KAFKA_STORAGE_ERROR);
+    assert!(acknowledged >= 1 && fault_hits(&broker) >= 1);
+    assert_eq!(
+        produce(&mut conn, "rolling", 0, one_record(&value)).0,
+        KAFKA_STORAGE_ERROR,
+        "fenced until a restart"
+    );
+    broker.kill();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    let (error, base_offset) = produce(&mut conn, "rolling", 0, one_record(&value));
+    assert_eq!(error, 0, "writes resume after a restart");
+    assert!(
+        base_offset >= acknowledged,
+        "acknowledged offsets are kept: {base_offset}"
+    );
+}

@@ -120,10 +120,12 @@ impl Broker {
 
     /// Every stderr line the broker wrote in this test, across restarts.
     /// The admin port the broker logged (start it with `--admin-listen 127.0.0.1:0`).
+    /// The admin listener's port of the running broker (each start picks a new one).
     pub fn admin_port(&self) -> u16 {
         let mut port = None;
         let found = wait_until(Duration::from_secs(10), || {
-            port = self.stderr().lines().find_map(|line| {
+            let current = std::fs::read_to_string(self.stderr_path(self.starts));
+            port = current.unwrap_or_default().lines().find_map(|line| {
                 let (_, rest) = line.split_once("admin=127.0.0.1:")?;
                 rest.split_whitespace().next()?.parse().ok()
             });
