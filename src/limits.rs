@@ -155,8 +155,21 @@ pub const OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
 /// Groups one shard coordinates at most; JoinGroup for a new group beyond it is refused.
 pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
 
-/// Members one group may have (Kafka's `group.max.size` is unbounded by default).
+/// Members one group may have, pending (v4+ joins told MEMBER_ID_REQUIRED) members included;
+/// a new member beyond it gets GROUP_MAX_SIZE_REACHED (Kafka's `group.max.size` is unbounded
+/// by default).
 pub const GROUP_MEMBERS_MAX: usize = 10_000;
+
+/// Members and pending members of all the groups of one shard together: each waiting
+/// JoinGroup holds a request task, so without this bound a flood of joins spread over many
+/// groups could hold `GROUPS_PER_SHARD_MAX * GROUP_MEMBERS_MAX` of them.
+pub const GROUP_MEMBERS_PER_SHARD_MAX: usize = 100_000;
+const _: () = assert!(GROUP_MEMBERS_MAX <= GROUP_MEMBERS_PER_SHARD_MAX);
+
+/// A group touched by a request is polled (its members scanned for expired sessions) at most
+/// this soon after it, and group deadlines run at most this late: polls of a large group
+/// under a flood of requests cost O(members) per interval rather than per request.
+pub const GROUP_POLL_INTERVAL_MS_MIN: u64 = 10;
 
 const _: () = assert!(OFFSETS_TOPIC_PARTITIONS_DEFAULT <= PARTITIONS_PER_TOPIC_MAX);
 const _: () = assert!(OFFSETS_TOPIC_SEGMENT_BYTES >= SEGMENT_BYTES_MIN);

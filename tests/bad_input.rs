@@ -402,19 +402,3 @@ fn fetch_naming_no_partition_waits_without_spinning_the_shard() {
     assert_broker_healthy(&mut broker, "a Fetch of no partition");
     broker.stop();
 }
-
-/// ApiVersions on eight fresh connections (so that some land on every shard) each answer
-/// within 2 s while `beside` is pending: no shard is kept busy by it.
-fn assert_shards_answer_quickly(port: u16, beside: &str) {
-    for attempt in 0..8 {
-        let started = Instant::now();
-        let mut conn = RawConn::connect(port);
-        let response = conn.request(&ApiVersionsRequest::default(), 0);
-        assert_eq!(response.error_code, 0);
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < Duration::from_secs(2),
-            "ApiVersions {attempt} took {elapsed:?} beside {beside}"
-        );
-    }
-}

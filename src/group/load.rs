@@ -64,7 +64,9 @@ pub fn partition_removed(shard: &Rc<Shard>, partition: i32) {
         .collect();
     for id in gone {
         if let Some(mut group) = groups.remove(&id) {
-            group.kill(crate::metadata::now_ms());
+            shard
+                .groups
+                .sized(&mut group, |g| g.kill(crate::metadata::now_ms()));
         }
     }
 }
@@ -147,13 +149,14 @@ fn install(shard: &Rc<Shard>, replayed: HashMap<String, Replayed>) {
         if found.metadata.is_none() && found.offsets.is_empty() {
             continue;
         }
+        // Restored members must heartbeat or expire: the timer loop polls the group.
+        shard.groups.schedule_poll(&id, now);
         let mut group = shard.groups.new_group(&id);
         if let Some(metadata) = found.metadata {
-            group.restore(metadata, now);
+            shard.groups.sized(&mut group, |g| g.restore(metadata, now));
         }
         group.offsets = found.offsets;
         groups.insert(id, group);
     }
     drop(groups);
-    shard.groups.wake.notify_all();
 }

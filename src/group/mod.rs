@@ -12,11 +12,16 @@
 //! see `records`), written through the normal partition log and answered only after
 //! `fdatasync`; at start each owned partition is replayed, and until that finishes its groups
 //! answer COORDINATOR_LOAD_IN_PROGRESS. No `RefCell` borrow is held across an `.await`.
+//!
+//! Deadlines (session expiry, rebalance timeouts) are run by a timer loop that polls only the
+//! groups `schedule` says are due, so that the work of a request does not grow with the number
+//! of groups or members on the shard.
 
 mod load;
 mod offsets;
 mod ops;
 pub mod records;
+mod schedule;
 pub mod state;
 
 use std::cell::RefCell;
@@ -169,6 +174,11 @@ impl GroupCall {
 pub struct Coordinator {
     config: GroupConfig,
     groups: RefCell<HashMap<String, Group>>,
+    /// When each group is next polled (see `schedule`).
+    schedule: RefCell<schedule::Schedule>,
+    /// `Group::size` summed over the groups, bounded by `GROUP_MEMBERS_PER_SHARD_MAX`; kept
+    /// by `sized` around every call that may change a group's size.
+    members_total: std::cell::Cell<usize>,
     /// Offsets partitions this shard owns: false while loading, true once loaded.
     loaded: RefCell<HashMap<i32, bool>>,
     /// Woken when a deadline may have moved, so that the timer loop recomputes its sleep.
@@ -182,6 +192,8 @@ impl Coordinator {
         Coordinator {
             config: config.clone(),
             groups: RefCell::new(HashMap::new()),
+            schedule: RefCell::new(schedule::Schedule::default()),
+            members_total: std::cell::Cell::new(0),
             loaded: RefCell::new(HashMap::new()),
             wake: Notify::new(),
             partition_count: std::cell::Cell::new(1),
@@ -191,6 +203,28 @@ impl Coordinator {
     fn new_group(&self, id: &str) -> Group {
         let delay = Duration::from_millis(self.config.initial_rebalance_delay_ms as u64);
         Group::new(id.to_string(), now_ms(), delay)
+    }
+
+    /// Runs `change` on `group`, keeping `members_total` up to date.
+    fn sized<R>(&self, group: &mut Group, change: impl FnOnce(&mut Group) -> R) -> R {
+        let before = group.size();
+        let result = change(group);
+        let total = self.members_total.get() + group.size();
+        self.members_total
+            .set(total.checked_sub(before).expect("sizes were counted"));
+        result
+    }
+
+    /// Whether this shard may take one more member or pending member.
+    fn has_room_for_member(&self) -> bool {
+        self.members_total.get() < limits::GROUP_MEMBERS_PER_SHARD_MAX
+    }
+
+    /// Has `group` polled by the timer loop at `at` (or earlier if already asked).
+    fn schedule_poll(&self, group: &str, at: Instant) {
+        if self.schedule.borrow_mut().at(group, at) {
+            self.wake.notify_all();
+        }
     }
 }
 
@@ -302,22 +336,26 @@ pub async fn handle_local(shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
     reply
 }
 
-/// Runs the deadlines of `group` that may have passed and wakes the timer loop.
+/// After a request on `group`: ends its join phase at once if it can end, and otherwise has
+/// the timer loop poll it soon, since the request may have set an earlier deadline. Costs
+/// O(log groups), whatever the size of the group.
 fn after_change(shard: &Rc<Shard>, partition: i32, group: &str) {
+    let now = Instant::now();
     let persist = {
         let mut groups = shard.groups.groups.borrow_mut();
         match groups.get_mut(group) {
-            Some(g) => {
-                let (_, became_empty) = g.poll(Instant::now(), now_ms());
+            Some(g) if g.join_ready(now) => {
+                let (_, became_empty) = shard.groups.sized(g, |g| g.poll(now, now_ms()));
                 became_empty.then(|| g.value(None, now_ms()))
             }
-            None => None,
+            Some(_) => None,
+            None => return,
         }
     };
     if let Some(value) = persist {
         spawn_group_write(shard, partition, group, value);
     }
-    shard.groups.wake.notify_all();
+    shard.groups.schedule_poll(group, now + poll_interval_min());
 }
 
 /// Writes a group's metadata in the background (the group went empty): nobody waits on it,
@@ -429,7 +467,13 @@ pub async fn run_timers(shard: Rc<Shard>) {
     while !shard.shutdown.is_raised() {
         let wake = shard.groups.wake.notified();
         let now = Instant::now();
-        let mut next = poll_all(&shard, now);
+        poll_due(&shard, now);
+        let mut next = shard
+            .groups
+            .schedule
+            .borrow()
+            .next()
+            .unwrap_or(now + Duration::from_secs(1));
         if now >= next_retention {
             offsets::expire(&shard).await;
             next_retention = now + retention_interval;
@@ -443,22 +487,32 @@ pub async fn run_timers(shard: Rc<Shard>) {
     }
 }
 
-/// Polls every group; returns the earliest next deadline.
-fn poll_all(shard: &Rc<Shard>, now: Instant) -> Instant {
-    let mut next = now + Duration::from_secs(1);
+fn poll_interval_min() -> Duration {
+    Duration::from_millis(limits::GROUP_POLL_INTERVAL_MS_MIN)
+}
+
+/// Polls the groups that are due and schedules each at its next deadline, but no sooner than
+/// `GROUP_POLL_INTERVAL_MS_MIN` from now: deadlines run at most that late, and a group whose
+/// members' deadlines are all different is not scanned once per member.
+fn poll_due(shard: &Rc<Shard>, now: Instant) {
+    let due = shard.groups.schedule.borrow_mut().take_due(now);
     let mut writes = Vec::new();
     {
         let mut groups = shard.groups.groups.borrow_mut();
-        for group in groups.values_mut() {
+        let mut schedule = shard.groups.schedule.borrow_mut();
+        for id in due {
+            let Some(group) = groups.get_mut(&id) else {
+                continue;
+            };
             if group.state == GroupState::Dead {
                 continue;
             }
-            let (deadline, became_empty) = group.poll(now, now_ms());
+            let (deadline, became_empty) = shard.groups.sized(group, |g| g.poll(now, now_ms()));
             if let Some(deadline) = deadline {
-                next = next.min(deadline);
+                schedule.at(&id, deadline.max(now + poll_interval_min()));
             }
             if became_empty {
-                writes.push((group.id.clone(), group.value(None, now_ms())));
+                writes.push((id, group.value(None, now_ms())));
             }
         }
     }
@@ -469,7 +523,6 @@ fn poll_all(shard: &Rc<Shard>, now: Instant) -> Instant {
     for (group, value) in writes {
         spawn_group_write(shard, partition_for(&group, count), &group, value);
     }
-    next
 }
 
 #[cfg(test)]

@@ -197,7 +197,8 @@ pub async fn delete(
 
 /// Expires the offsets of empty groups older than `offsets.retention.minutes` (counted from
 /// when the group became empty, or from the commit for groups that never had members), and
-/// removes empty groups left with no offsets. Both get tombstones.
+/// removes empty groups left with no offsets, however recently they became empty (as Kafka
+/// does). Both get tombstones.
 pub async fn expire(shard: &Rc<Shard>) {
     let retention = shard.groups.config.offsets_retention_ms;
     let now = now_ms();
@@ -235,21 +236,28 @@ pub async fn expire(shard: &Rc<Shard>) {
                 }
                 keep
             });
+            // As in Kafka, an Empty group without offsets goes at the next check, whatever
+            // its age: otherwise the groups a flood of JoinGroup leaves behind (random ids)
+            // would fill GROUPS_PER_SHARD_MAX and lock new groups out for the retention time.
             if group.offsets.is_empty() && group.is_empty_of_members() {
-                let old = since.saturating_add(retention) <= now;
-                if old || simple {
-                    records.push((
-                        RecordKey::Group {
-                            group: group.id.clone(),
-                        },
-                        None,
-                    ));
-                    dead.push(group.id.clone());
-                }
+                records.push((
+                    RecordKey::Group {
+                        group: group.id.clone(),
+                    },
+                    None,
+                ));
+                dead.push(group.id.clone());
+            }
+        }
+        // One line, not one per group: a flood can leave thousands behind.
+        match dead.as_slice() {
+            [] => {}
+            [only] => tracing::info!(group = %only, "removing empty group without offsets"),
+            [first, ..] => {
+                tracing::info!(count = dead.len(), %first, "removing empty groups without offsets")
             }
         }
         for id in dead {
-            tracing::info!(group = %id, "removing empty group whose offsets expired");
             groups.remove(&id);
         }
     }

@@ -45,10 +45,14 @@ pub async fn join(shard: &Rc<Shard>, partition: i32, group: &str, args: JoinArgs
             groups.insert(group.to_string(), shard.groups.new_group(group));
         }
         let entry = groups.get_mut(group).expect("inserted above");
-        if entry.members.len() >= limits::GROUP_MEMBERS_MAX && args.member_id.is_empty() {
+        // A new member (or pending one) needs room in the group and on the shard; members
+        // that rejoin with their id do not grow the group.
+        let full = entry.size() >= limits::GROUP_MEMBERS_MAX || !shard.groups.has_room_for_member();
+        if full && args.member_id.is_empty() {
             return join_failed(ResponseError::GroupMaxSizeReached, "");
         }
-        entry.join(args, Instant::now(), now_ms())
+        let coordinator = &shard.groups;
+        coordinator.sized(entry, |g| g.join(args, Instant::now(), now_ms()))
     };
     // The join may complete the rebalance at once (every member is in): run it now rather
     // than at the next timer tick.
@@ -139,7 +143,10 @@ pub fn leave(shard: &Rc<Shard>, group: &str, members: Vec<(String, Option<String
     let results = members
         .iter()
         .map(|(member_id, instance_id)| {
-            group.leave(member_id, instance_id.as_deref(), Instant::now(), now_ms())
+            let (member_id, instance_id) = (member_id.as_str(), instance_id.as_deref());
+            shard.groups.sized(group, |g| {
+                g.leave(member_id, instance_id, Instant::now(), now_ms())
+            })
         })
         .collect();
     GroupReply::Leave(results)
@@ -222,7 +229,7 @@ pub async fn delete(shard: &Rc<Shard>, partition: i32, group: &str) -> GroupRepl
             super::GroupState::Empty if entry.is_empty_of_members() => {}
             _ => return GroupReply::Error(ResponseError::NonEmptyGroup),
         }
-        entry.kill(now_ms());
+        shard.groups.sized(entry, |g| g.kill(now_ms()));
         let removed = groups.remove(group).expect("present");
         let mut tombstones: Vec<(RecordKey, Option<bytes::Bytes>)> = removed
             .offsets

@@ -9,9 +9,13 @@
 //! `poll` after every request and from its timer loop.
 //!
 //! Invariants: every member id in `instances` is in `members`; `leader` is a member whenever
-//! there are members; only PreparingRebalance has a join deadline.
+//! there are members; only PreparingRebalance has a join deadline; `awaiting_join` counts the
+//! members with a JoinGroup waiting and `protocol_support` how many members list each
+//! protocol name, so that a JoinGroup costs the same whatever the size of the group (a flood
+//! of joins must not make the shard spend its time scanning thousands of members). `poll`
+//! scans every member; the coordinator runs it at deadlines, not on every request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -101,7 +105,6 @@ impl Member {
         self.client_host = args.client_host.clone();
         self.session_timeout_ms = args.session_timeout_ms;
         self.rebalance_timeout_ms = args.rebalance_timeout_ms;
-        self.protocols = args.protocols.clone();
     }
 
     /// Members waiting in JoinGroup or SyncGroup need not heartbeat (as in Kafka).
@@ -159,6 +162,10 @@ pub struct Group {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
+    /// Members whose JoinGroup waits for the rebalance (`join_waiter` is set).
+    awaiting_join: usize,
+    /// Protocol name -> number of members listing it (each member's names are distinct).
+    protocol_support: HashMap<String, usize>,
     /// v4+ members told MEMBER_ID_REQUIRED, until they join or their session times out.
     pending: HashMap<String, Instant>,
     /// group.instance.id -> member id of the static members.
@@ -200,6 +207,8 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
+            awaiting_join: 0,
+            protocol_support: HashMap::new(),
             pending: HashMap::new(),
             instances: HashMap::new(),
             offsets: HashMap::new(),
@@ -219,6 +228,8 @@ impl Group {
         self.protocol = value.protocol;
         self.state_since_ms = value.state_timestamp_ms;
         self.members.clear();
+        self.awaiting_join = 0;
+        self.protocol_support.clear();
         self.instances.clear();
         for stored in value.members {
             let args = JoinArgs {
@@ -242,7 +253,7 @@ impl Group {
                 self.instances
                     .insert(instance.clone(), stored.member_id.clone());
             }
-            self.members.insert(stored.member_id, member);
+            self.insert_member(member);
         }
         self.leader = value.leader.filter(|l| self.members.contains_key(l));
         if self.leader.is_none() {
@@ -288,6 +299,48 @@ impl Group {
         self.members.is_empty() && self.pending.is_empty()
     }
 
+    /// Members and pending members: what `group.max.size` limits (as in Kafka since
+    /// KAFKA-9885, a pending member counts, or v4+ joins could grow the group without bound).
+    pub fn size(&self) -> usize {
+        self.members.len() + self.pending.len()
+    }
+
+    /// Adds `member` to the map and to the counts kept beside it.
+    fn insert_member(&mut self, member: Member) {
+        for (name, _) in &member.protocols {
+            *self.protocol_support.entry(name.clone()).or_default() += 1;
+        }
+        if member.join_waiter.is_some() {
+            self.awaiting_join += 1;
+        }
+        if let Some(old) = self.members.insert(member.id.clone(), member) {
+            unreachable!("member {} inserted twice", old.id);
+        }
+    }
+
+    /// Removes a member from the map and from the counts kept beside it.
+    fn take_member(&mut self, id: &str) -> Option<Member> {
+        let member = self.members.remove(id)?;
+        for (name, _) in &member.protocols {
+            self.withdraw_support(name);
+        }
+        if member.join_waiter.is_some() {
+            self.awaiting_join -= 1;
+        }
+        Some(member)
+    }
+
+    fn withdraw_support(&mut self, name: &str) {
+        let count = self
+            .protocol_support
+            .get_mut(name)
+            .expect("every listed protocol is counted");
+        *count -= 1;
+        if *count == 0 {
+            self.protocol_support.remove(name);
+        }
+    }
+
     fn set_state(&mut self, state: GroupState, now_ms: i64) {
         self.state = state;
         self.state_since_ms = now_ms;
@@ -295,18 +348,24 @@ impl Group {
 
     /// Whether a member with these protocols may join: the group's protocol type, and at
     /// least one protocol that every other member also supports.
+    /// Costs O(protocols of the joiner and of `except`), not O(members), thanks to
+    /// `protocol_support`.
     fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)], except: &str) -> bool {
-        let others: Vec<&Member> = self.members.values().filter(|m| m.id != except).collect();
-        if others.is_empty() {
+        let own: HashSet<&str> = self
+            .members
+            .get(except)
+            .map(|m| m.protocols.iter().map(|(n, _)| n.as_str()).collect())
+            .unwrap_or_default();
+        let others = self.members.len() - usize::from(self.members.contains_key(except));
+        if others == 0 {
             return !protocol_type.is_empty() && !protocols.is_empty();
         }
         if self.protocol_type.as_deref() != Some(protocol_type) {
             return false;
         }
         protocols.iter().any(|(name, _)| {
-            others
-                .iter()
-                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            let listing = self.protocol_support.get(name).copied().unwrap_or(0);
+            listing - usize::from(own.contains(name.as_str())) == others
         })
     }
 
@@ -334,7 +393,10 @@ impl Group {
         Ok(())
     }
 
-    pub fn join(&mut self, args: JoinArgs, now: Instant, now_ms: i64) -> JoinOutcome {
+    pub fn join(&mut self, mut args: JoinArgs, now: Instant, now_ms: i64) -> JoinOutcome {
+        // A protocol named twice counts once (the first), as in Kafka's keyed collection.
+        let mut seen = HashSet::new();
+        args.protocols.retain(|(name, _)| seen.insert(name.clone()));
         if self.state == GroupState::Dead {
             return JoinOutcome::Respond(join_error(
                 ResponseError::CoordinatorNotAvailable,
@@ -411,10 +473,7 @@ impl Group {
         now: Instant,
         now_ms: i64,
     ) -> JoinOutcome {
-        let mut member = self
-            .members
-            .remove(&old)
-            .expect("instances point at members");
+        let mut member = self.take_member(&old).expect("instances point at members");
         if let Some(waiter) = member.join_waiter.take() {
             let _ = waiter.send(join_error(ResponseError::FencedInstanceId, &old));
         }
@@ -424,7 +483,7 @@ impl Group {
         let same_protocols = member.protocols == args.protocols;
         member.id = new.clone();
         member.touch(now);
-        self.members.insert(new.clone(), member);
+        self.insert_member(member);
         let instance = args.instance_id.clone().expect("static member");
         self.instances.insert(instance, new.clone());
         if self.leader.as_deref() == Some(old.as_str()) {
@@ -452,8 +511,7 @@ impl Group {
         if self.members.is_empty() {
             self.protocol_type = Some(args.protocol_type.clone());
         }
-        let member = Member::new(id.clone(), args, now);
-        self.members.insert(id.clone(), member);
+        self.insert_member(Member::new(id.clone(), args, now));
         if let Some(instance) = &args.instance_id {
             self.instances.insert(instance.clone(), id.clone());
         }
@@ -476,10 +534,19 @@ impl Group {
     ) -> oneshot::Receiver<JoinGroupResponse> {
         let (tx, rx) = oneshot::channel();
         let member = self.members.get_mut(id).expect("member exists");
+        let old_protocols = std::mem::replace(&mut member.protocols, args.protocols.clone());
         member.update(args);
         member.touch(now);
         // A second JoinGroup replaces the first, whose caller sees REBALANCE_IN_PROGRESS.
-        member.join_waiter = Some(tx);
+        if member.join_waiter.replace(tx).is_none() {
+            self.awaiting_join += 1;
+        }
+        for (name, _) in &args.protocols {
+            *self.protocol_support.entry(name.clone()).or_default() += 1;
+        }
+        for (name, _) in &old_protocols {
+            self.withdraw_support(name);
+        }
         rx
     }
 
@@ -516,7 +583,15 @@ impl Group {
     }
 
     fn all_joined(&self) -> bool {
-        self.pending.is_empty() && self.members.values().all(|m| m.join_waiter.is_some())
+        self.pending.is_empty() && self.awaiting_join == self.members.len()
+    }
+
+    /// Whether the join phase can end now (everyone joined, or its deadline passed): then the
+    /// coordinator polls at once rather than at the group's next scheduled poll. O(1).
+    pub fn join_ready(&self, now: Instant) -> bool {
+        self.state == GroupState::PreparingRebalance
+            && ((self.initial_delay.is_none() && self.all_joined())
+                || self.join_deadline.is_some_and(|d| d <= now))
     }
 
     /// Runs every deadline that has passed; returns the next one, and whether the group's
@@ -528,8 +603,8 @@ impl Group {
             .filter(|m| !m.kept_alive() && m.heartbeat_deadline <= now)
             .map(|m| m.id.clone())
             .collect();
+        log_removed(&self.id, &expired, "member sessions expired");
         for id in expired {
-            tracing::info!(group = %self.id, member = %id, "member session expired");
             self.remove_member(&id, now, now_ms);
         }
         self.pending.retain(|_, deadline| *deadline > now);
@@ -570,8 +645,8 @@ impl Group {
             .filter(|m| m.join_waiter.is_none())
             .map(|m| m.id.clone())
             .collect();
+        log_removed(&self.id, &gone, "members did not rejoin in time");
         for id in gone {
-            tracing::info!(group = %self.id, member = %id, "member did not rejoin in time");
             self.remove_member(&id, now, now_ms);
         }
         self.join_deadline = None;
@@ -601,38 +676,37 @@ impl Group {
                 let _ = waiter.send(response);
             }
         }
+        self.awaiting_join = 0;
         false
     }
 
     /// The protocol every member supports that most members list first among those.
     fn select_protocol(&self) -> Option<String> {
         let first = self.members.values().next()?;
+        let everyone = self.members.len();
         let candidates: Vec<&String> = first
             .protocols
             .iter()
             .map(|(name, _)| name)
-            .filter(|name| {
-                self.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(n, _)| n == *name))
-            })
+            .filter(|name| self.protocol_support.get(*name) == Some(&everyone))
             .collect();
-        let mut votes: BTreeMap<&String, usize> = BTreeMap::new();
+        let candidate_set: HashSet<&String> = candidates.iter().copied().collect();
+        let mut votes: HashMap<&String, usize> = HashMap::new();
         for member in self.members.values() {
             let vote = member
                 .protocols
                 .iter()
                 .map(|(name, _)| name)
-                .find(|name| candidates.contains(name));
+                .find(|name| candidate_set.contains(name));
             if let Some(vote) = vote {
                 *votes.entry(vote).or_default() += 1;
             }
         }
         // Ties go to the candidate the first member prefers.
-        let best = candidates.iter().max_by_key(|c| {
+        let (_, best) = candidates.iter().enumerate().max_by_key(|(position, c)| {
             (
                 votes.get(*c).copied().unwrap_or(0),
-                std::cmp::Reverse(candidates.iter().position(|x| x == *c)),
+                std::cmp::Reverse(*position),
             )
         })?;
         Some((*best).clone())
@@ -668,7 +742,7 @@ impl Group {
     /// Removes a member (left, expired or not rejoined); the group rebalances if it was
     /// stable, and its waiting requests are answered.
     pub fn remove_member(&mut self, id: &str, now: Instant, now_ms: i64) {
-        let Some(mut member) = self.members.remove(id) else {
+        let Some(mut member) = self.take_member(id) else {
             return;
         };
         if let Some(instance) = &member.instance_id {
@@ -873,6 +947,8 @@ impl Group {
             }
         }
         self.members.clear();
+        self.awaiting_join = 0;
+        self.protocol_support.clear();
         self.instances.clear();
         self.pending.clear();
         self.join_deadline = None;
@@ -891,6 +967,19 @@ impl Group {
             )?);
         }
         Some(topics)
+    }
+}
+
+/// One line per group and event, not per member: a flood of joins can expire thousands of
+/// members at once, and a line each would stall the shard on its synchronous log writes.
+fn log_removed(group: &str, ids: &[String], what: &str) {
+    match ids {
+        [] => {}
+        [only] => tracing::info!(%group, member = %only, "{what}"),
+        [first, ..] => {
+            tracing::info!(%group, count = ids.len(), first = %first, "{what}");
+            tracing::debug!(%group, members = ?ids, "{what}");
+        }
     }
 }
 
@@ -1025,5 +1114,80 @@ mod tests {
         assert_eq!(group.state, GroupState::PreparingRebalance);
         let heartbeat = group.heartbeat(&a, None, 1, t0 + Duration::from_millis(1_100));
         assert_eq!(heartbeat, Err(ResponseError::RebalanceInProgress));
+    }
+
+    /// v4+ joins without a member id add pending members, which count in `size` (what
+    /// GROUP_MAX_SIZE_REACHED is decided on) and expire after their session timeout.
+    #[test]
+    fn pending_members_count_in_size_and_expire() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g".into(), 0, Duration::ZERO);
+        for _ in 0..3 {
+            let mut join = args("", &["range"]);
+            join.require_known_member_id = true;
+            let JoinOutcome::Respond(response) = group.join(join, t0, 0) else {
+                panic!("a v4+ join without an id is answered at once")
+            };
+            assert_eq!(response.error_code, ResponseError::MemberIdRequired.code());
+        }
+        assert_eq!((group.members.len(), group.size()), (0, 3));
+        let (next, _) = group.poll(t0 + Duration::from_millis(999), 0);
+        assert_eq!(next, Some(t0 + Duration::from_millis(1_000)));
+        group.poll(t0 + Duration::from_millis(1_000), 0);
+        assert_eq!(
+            group.size(),
+            0,
+            "pending members expire after their session timeout"
+        );
+        assert!(group.is_empty_of_members());
+    }
+
+    /// The per-protocol counts that replace scans of all members stay right as members join
+    /// with duplicate names, change their protocols on rejoin, and leave.
+    #[test]
+    fn protocol_support_follows_joins_rejoins_and_leaves() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g".into(), 0, Duration::ZERO);
+        let mut a = waiting(group.join(args("", &["range", "range", "rr"]), t0, 0));
+        let mut b = waiting(group.join(args("", &["rr", "range"]), t0, 0));
+        group.poll(t0, 0);
+        let (a, b) = (answered(&mut a).unwrap(), answered(&mut b).unwrap());
+        let (a, b) = (a.member_id.to_string(), b.member_id.to_string());
+        assert_eq!(group.protocol_support.get("range"), Some(&2));
+        assert!(group.supports("consumer", &args("", &["range"]).protocols, ""));
+        // a rejoins with only "rr": a newcomer with only "range" no longer fits.
+        let _a = waiting(group.join(args(&a, &["rr"]), t0, 0));
+        assert_eq!(group.protocol_support.get("range"), Some(&1));
+        assert!(!group.supports("consumer", &args("", &["range"]).protocols, ""));
+        assert!(!group.supports("consumer", &args("", &["sticky"]).protocols, &b));
+        assert!(group.supports("consumer", &args("", &["rr"]).protocols, ""));
+        // Except b itself, only a counts: b may switch to anything a lists.
+        assert!(group.supports("consumer", &args("", &["rr"]).protocols, &b));
+        group.leave(&b, None, t0, 0).unwrap();
+        group.leave(&a, None, t0, 0).unwrap();
+        assert!(
+            group.protocol_support.is_empty(),
+            "{:?}",
+            group.protocol_support
+        );
+        assert_eq!(group.awaiting_join, 0);
+    }
+
+    /// A join phase that can end (everyone joined, or its deadline passed) is reported by the
+    /// O(1) `join_ready`, which is what the coordinator checks after each request.
+    #[test]
+    fn join_ready_when_all_joined_or_due() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g".into(), 0, Duration::from_millis(100));
+        let _a = waiting(group.join(args("", &["range"]), t0, 0));
+        assert!(!group.join_ready(t0), "the initial delay runs first");
+        assert!(group.join_ready(t0 + Duration::from_millis(100)));
+        group.poll(t0 + Duration::from_millis(100), 0);
+        assert_eq!(group.state, GroupState::CompletingRebalance);
+        let _b = waiting(group.join(args("", &["range"]), t0, 0));
+        assert!(!group.join_ready(t0), "the first member has not rejoined");
+        let first = group.leader.clone().unwrap();
+        let _a = waiting(group.join(args(&first, &["range"]), t0, 0));
+        assert!(group.join_ready(t0), "both members are in");
     }
 }

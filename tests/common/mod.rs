@@ -274,6 +274,22 @@ fn probe_api_versions(port: u16) -> io::Result<()> {
     Ok(())
 }
 
+/// ApiVersions on eight fresh connections (so that some land on every shard) each answer
+/// within 2 s while `beside` is pending: no shard is kept busy by it.
+pub fn assert_shards_answer_quickly(port: u16, beside: &str) {
+    for attempt in 0..8 {
+        let started = Instant::now();
+        let mut conn = RawConn::connect(port);
+        let response = conn.request(&ApiVersionsRequest::default(), 0);
+        assert_eq!(response.error_code, 0);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "ApiVersions {attempt} took {elapsed:?} beside {beside}"
+        );
+    }
+}
+
 /// A blocking Kafka connection speaking raw length-prefixed frames.
 pub struct RawConn {
     pub stream: TcpStream,

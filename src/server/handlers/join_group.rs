@@ -28,7 +28,13 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
         protocols: request
             .protocols
             .into_iter()
-            .map(|p| (p.name.to_string(), p.metadata))
+            // Copied: a slice would keep the whole request frame alive as long as the member.
+            .map(|p| {
+                (
+                    p.name.to_string(),
+                    bytes::Bytes::copy_from_slice(&p.metadata),
+                )
+            })
             .collect(),
         require_known_member_id: version >= 4,
         supports_skip_assignment: version >= 9,
