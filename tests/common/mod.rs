@@ -274,8 +274,12 @@ fn probe_api_versions(port: u16) -> io::Result<()> {
     Ok(())
 }
 
+/// How soon a shard that is not kept busy answers a trivial request, with room for a loaded
+/// 2-core CI machine; the bugs this catches (a spinning or swamped shard) took 30 s or never.
+pub const RESPONSIVE_WITHIN: Duration = Duration::from_secs(5);
+
 /// ApiVersions on eight fresh connections (so that some land on every shard) each answer
-/// within 2 s while `beside` is pending: no shard is kept busy by it.
+/// within `RESPONSIVE_WITHIN` while `beside` is pending: no shard is kept busy by it.
 pub fn assert_shards_answer_quickly(port: u16, beside: &str) {
     for attempt in 0..8 {
         let started = Instant::now();
@@ -284,7 +288,7 @@ pub fn assert_shards_answer_quickly(port: u16, beside: &str) {
         assert_eq!(response.error_code, 0);
         let elapsed = started.elapsed();
         assert!(
-            elapsed < Duration::from_secs(2),
+            elapsed < RESPONSIVE_WITHIN,
             "ApiVersions {attempt} took {elapsed:?} beside {beside}"
         );
     }
