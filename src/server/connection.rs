@@ -4,15 +4,18 @@
 //! Invariants:
 //! - Responses leave in the order requests arrived.
 //! - At most `CONNECTION_REQUESTS_IN_FLIGHT_MAX` requests are in flight; a request's bytes
-//!   count against the shard's request budget from before its body is read until its handler
-//!   is done; a Fetch reserves its largest response from the connection's response budget
-//!   until that response is written. Any of these limits stops the reader, which is the
-//!   backpressure.
+//!   count against the shard's request budget from just before they are read until its
+//!   handler is done; a Fetch reserves its largest response from the connection's response
+//!   budget until that response is written. Any of these limits stops the reader, which is
+//!   the backpressure.
+//! - The claimed length of a frame takes nothing from the request budget: a part-read frame
+//!   holds budget for at most twice the bytes its client sent, plus one read chunk.
 //! - A bad frame closes only this connection, after the responses to the requests before it.
-//! - A connection without progress (no request read, no response written) for
+//! - A connection without progress (no request started or read, no response written) for
 //!   `connections.max.idle.ms` is closed, unless it only waits for a handler (a long poll).
 //!   A peer that stops reading its responses therefore holds a connection, and the responses
-//!   already made for it, for at most that long.
+//!   already made for it, for at most that long. A frame not read whole within that time of
+//!   its first bytes closes its connection whatever else is in flight.
 //! - An idle connection holds no read or write buffer.
 
 use std::cell::Cell;
@@ -25,7 +28,7 @@ use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use kafka_protocol::messages::RequestKind;
 
-use super::{dispatch, Response};
+use super::{dispatch, Response, ShardNet};
 use crate::limits;
 use crate::metrics;
 use crate::protocol::{request_frame_length, DecodedRequest, RequestBody};
@@ -40,8 +43,10 @@ type InFlight = (JoinHandle<Response>, Option<BudgetPermit>);
 struct ConnectionState {
     /// Requests read and not yet answered.
     in_flight: Cell<usize>,
-    /// When a request was last read or a response last written.
+    /// When a request was last started or read, or a response last written.
     last_progress: Cell<Instant>,
+    /// When the first bytes of the frame being read arrived, while there is one.
+    frame_started: Cell<Option<Instant>>,
     /// Whether the writer is inside a socket write (false while it awaits a handler).
     writing: Cell<bool>,
     /// Raised by the writer when it stops (client gone, or a handler asked to close).
@@ -75,6 +80,7 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
     let state = Rc::new(ConnectionState {
         in_flight: Cell::new(0),
         last_progress: Cell::new(Instant::now()),
+        frame_started: Cell::new(None),
         writing: Cell::new(false),
         writer_stopped: Latch::default(),
         abort_writer: Latch::default(),
@@ -127,10 +133,9 @@ async fn read_requests(
     client_host: &Rc<str>,
 ) -> Option<String> {
     let mut frames = FrameReader::new(shard.config.socket_request_max_bytes);
-    let budget = &shard.net.request_budget;
     loop {
-        let next = frames.next(&mut reader, budget);
-        let (frame, permit) = match until_quit(shard, state, next).await {
+        let next = frames.next(&mut reader, &shard.net, state);
+        let (frame, charge) = match until_quit(shard, state, next).await {
             Some(Ok(Some(next))) => next,
             Some(Ok(None)) | None => return None,
             Some(Err(reason)) => return Some(reason),
@@ -152,7 +157,7 @@ async fn read_requests(
         let host = client_host.clone();
         let task = runtime::spawn_joinable(shard.queues.requests, async move {
             let response = dispatch::handle(&handler_shard, request, host).await;
-            drop(permit);
+            drop(charge);
             response
         });
         state.in_flight.set(state.in_flight.get() + 1);
@@ -176,8 +181,8 @@ fn response_bytes_bound(request: &DecodedRequest) -> usize {
 }
 
 /// Runs `work` until it completes, or returns `None` when the connection should end quietly
-/// instead: the shard shuts down, the writer stopped, or the connection made no progress for
-/// `connections.max.idle.ms`.
+/// instead: the shard shuts down, the writer stopped, the connection made no progress for
+/// `connections.max.idle.ms`, or a frame was not read whole within that time.
 async fn until_quit<T>(
     shard: &Shard,
     state: &ConnectionState,
@@ -192,19 +197,26 @@ async fn until_quit<T>(
             Box::pin(state.writer_stopped.wait()),
         );
         // Once quiet but waiting on a handler, look again a whole period later.
-        let idle_in = match idle_after.saturating_sub(state.last_progress.get().elapsed()) {
+        let check_in = |since: Instant| match idle_after.saturating_sub(since.elapsed()) {
             Duration::ZERO => idle_after,
             left => left,
         };
+        let frame_due_in = state.frame_started.get().map_or(Duration::MAX, check_in);
+        let idle_in = check_in(state.last_progress.get()).min(frame_due_in);
         let stop_or_idle = select(stop, Box::pin(runtime::sleep(idle_in)));
         match select(work.as_mut(), stop_or_idle).await {
             Either::Left((done, _)) => return Some(done),
             Either::Right((Either::Left(_), _)) => return None,
             Either::Right((Either::Right(_), _)) => {
                 let quiet = state.last_progress.get().elapsed() >= idle_after;
-                // Waiting on a handler (a long poll) is not idleness; a stuck write is.
+                // Waiting on a handler (a long poll) is not idleness; a stuck write is, and so
+                // is a frame left half sent, which may hold request budget.
                 let stuck = state.in_flight.get() == 0 || state.writing.get();
-                if quiet && stuck {
+                let frame_overdue = state
+                    .frame_started
+                    .get()
+                    .is_some_and(|started| started.elapsed() >= idle_after);
+                if (quiet && stuck) || frame_overdue {
                     metrics::add(&shard.metrics.connections_idle_closed, 1);
                     tracing::debug!("closing a connection without progress for {idle_after:?}");
                     state.abort_writer.raise();
@@ -297,19 +309,61 @@ async fn write_all(writer: &mut WriteHalf<TcpStream>, bytes: &[u8]) -> std::io::
     writer.flush().await
 }
 
+/// The request budget one frame holds, taken piece by piece as its bytes are read and given
+/// back when its handler drops it.
+#[derive(Default)]
+struct FrameCharge {
+    /// Bytes covered: taken from the budget, or let past it by `overdraft`.
+    bytes: usize,
+    permits: Vec<BudgetPermit>,
+    /// The shard's overdraft slot, once this frame found the budget exhausted.
+    overdraft: Option<BudgetPermit>,
+}
+
+impl FrameCharge {
+    /// Covers the frame's first `bytes` bytes, waiting while the budget has no room and the
+    /// overdraft slot is taken.
+    ///
+    /// Why this cannot deadlock: frames read in part hold budget while they wait for more, so
+    /// they alone could exhaust it and all wait for one another. A frame that finds no room
+    /// takes the shard's single overdraft slot instead, if free, and from then on reads to its
+    /// end without the budget. Its connection then waits only for its own client: the frame
+    /// completes, or the connection is closed once the frame is `connections.max.idle.ms`
+    /// old. Either way the slot (given back with the frame's charge, when its handler is done)
+    /// and its budget come back, and the next frame in turn can finish. The cost is memory:
+    /// the budget plus one frame of at most `socket.request.max.bytes` per shard, which a
+    /// frame larger than the whole budget needed anyway.
+    async fn cover(&mut self, bytes: usize, net: &ShardNet) {
+        let Some(more) = bytes.checked_sub(self.bytes).filter(|&more| more > 0) else {
+            return;
+        };
+        if self.overdraft.is_none() {
+            // The budget is asked first, so the slot is taken only when it has no room.
+            let budget = std::pin::pin!(net.request_budget.acquire(more));
+            let slot = std::pin::pin!(net.request_overdraft.acquire(1));
+            match select(budget, slot).await {
+                Either::Left((permit, _)) => self.permits.push(permit),
+                Either::Right((slot, _)) => self.overdraft = Some(slot),
+            }
+        }
+        self.bytes += more;
+    }
+}
+
 /// Splits the byte stream into request frames (a 4-byte big-endian length, then the body).
 struct FrameReader {
     buf: BytesMut,
     frame_bytes_max: usize,
-    /// Budget taken for the frame at the head of `buf`, once its length is known.
-    permit: Option<BudgetPermit>,
+    /// Budget held for the frame at the head of `buf`.
+    charge: FrameCharge,
     /// Whether the last read filled all the room it was given (more is probably waiting).
     last_read_full: bool,
 }
 
 /// Bytes asked of the socket when nothing is buffered and the last read drained it: the
 /// connection is probably idle, and the buffer of a pending read stays allocated until data
-/// comes. Most requests other than produce fit in one such read.
+/// comes. Most requests other than produce fit in one such read. Also the most room a frame's
+/// body gets ahead of its data while its client does not keep the socket full.
 const READ_IDLE_BYTES: usize = 4 * 1024;
 /// Most bytes read from the socket at once while a large frame is pending.
 const READ_STEP_BYTES_MAX: usize = 1024 * 1024;
@@ -319,47 +373,70 @@ impl FrameReader {
         FrameReader {
             buf: BytesMut::new(),
             frame_bytes_max,
-            permit: None,
+            charge: FrameCharge::default(),
             last_read_full: false,
         }
     }
 
     /// The next frame's body and the budget it holds; `Ok(None)` at a clean end of stream;
-    /// `Err` for a bad length, a stream cut inside a frame, or a socket error. The budget is
-    /// taken as soon as the length is known, before the body is read.
+    /// `Err` for a bad length, a stream cut inside a frame, or a socket error. Budget is taken
+    /// for the room of each read before it is made, never for the claimed length as such.
+    /// Marks `state` when a frame's first bytes are in, and again once it is whole.
     async fn next(
         &mut self,
         reader: &mut ReadHalf<TcpStream>,
-        budget: &Rc<ByteBudget>,
-    ) -> Result<Option<(Bytes, BudgetPermit)>, String> {
+        net: &ShardNet,
+        state: &ConnectionState,
+    ) -> Result<Option<(Bytes, FrameCharge)>, String> {
         loop {
-            let needed = match self.frame_length()? {
-                Some(length) => {
-                    if self.permit.is_none() {
-                        self.permit = Some(budget.acquire(4 + length).await);
-                    }
-                    if self.buf.len() >= 4 + length {
-                        let mut frame = self.buf.split_to(4 + length);
-                        let _ = frame.split_to(4);
-                        let permit = self.permit.take().expect("taken above");
-                        return Ok(Some((frame.freeze(), permit)));
-                    }
-                    4 + length - self.buf.len()
+            if !self.buf.is_empty() && state.frame_started.get().is_none() {
+                state.frame_started.set(Some(Instant::now()));
+                state.progressed();
+            }
+            let read_bytes = match self.frame_length()? {
+                Some(length) if self.buf.len() >= 4 + length => {
+                    // Bytes read beyond a frame's end were not charged to it: cover them now.
+                    self.charge.cover(4 + length, net).await;
+                    let mut frame = self.buf.split_to(4 + length);
+                    let _ = frame.split_to(4);
+                    state.frame_started.set(None);
+                    return Ok(Some((frame.freeze(), std::mem::take(&mut self.charge))));
                 }
-                None => 4 - self.buf.len(),
+                Some(length) => {
+                    let start = self.buf.len();
+                    let read_bytes = self.read_size(4 + length - start);
+                    self.charge
+                        .cover((start + read_bytes).min(4 + length), net)
+                        .await;
+                    read_bytes
+                }
+                // The prefix itself: a small read, within what every connection may hold.
+                None => self.read_size(4 - self.buf.len()),
             };
-            if !self.read_more(reader, needed).await? {
+            if !self.read_more(reader, read_bytes).await? {
                 return Ok(None);
             }
         }
     }
 
-    /// Reads at least one byte towards `needed` more; `Ok(false)` at a clean end of stream
-    /// (between frames).
+    /// Bytes to ask of the socket for `needed` more bytes of the frame at the head of `buf`.
+    /// Room ahead of the data grows with the data already in, so a frame's budget stays
+    /// within twice what its client sent plus one chunk, whatever length it claimed.
+    fn read_size(&self, needed: usize) -> usize {
+        let start = self.buf.len();
+        let chunk = if self.last_read_full {
+            limits::CONNECTION_READ_CHUNK_BYTES
+        } else {
+            READ_IDLE_BYTES
+        };
+        needed.clamp(chunk, READ_STEP_BYTES_MAX.min(chunk.max(start)))
+    }
+
+    /// Reads at most `read_bytes` more; `Ok(false)` at a clean end of stream (between frames).
     async fn read_more(
         &mut self,
         reader: &mut ReadHalf<TcpStream>,
-        needed: usize,
+        read_bytes: usize,
     ) -> Result<bool, String> {
         let start = self.buf.len();
         if start == 0 {
@@ -367,14 +444,6 @@ impl FrameReader {
             // an idle connection keeps no memory.
             self.buf = BytesMut::new();
         }
-        // Grow towards a large frame step by step, so a length prefix alone cannot make the
-        // broker allocate the whole frame.
-        let chunk = if start == 0 && !self.last_read_full {
-            READ_IDLE_BYTES
-        } else {
-            limits::CONNECTION_READ_CHUNK_BYTES
-        };
-        let read_bytes = needed.clamp(chunk, READ_STEP_BYTES_MAX);
         self.buf.resize(start + read_bytes, 0);
         let read = reader.read(&mut self.buf[start..]).await;
         let count = read.as_ref().copied().unwrap_or(0);

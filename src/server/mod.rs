@@ -26,9 +26,12 @@ use futures::future::{select, Either};
 /// budget of request bytes in memory. Per-shard (the budget is an `Rc`).
 pub struct ShardNet {
     pub admission: Arc<Admission>,
-    /// Taken for each request frame before its body is read, given back once its response is
-    /// written: a shard over budget stops reading from its sockets.
+    /// Taken for each request frame as its body is read, given back once its handler is
+    /// done: a shard over budget stops reading from its sockets.
     pub request_budget: Rc<ByteBudget>,
+    /// One slot (capacity 1): the frame holding it reads past an exhausted `request_budget`,
+    /// so that frames read in part, all waiting for budget, cannot deadlock the shard.
+    pub request_overdraft: Rc<ByteBudget>,
 }
 
 impl ShardNet {
@@ -36,6 +39,7 @@ impl ShardNet {
         ShardNet {
             admission,
             request_budget: ByteBudget::new(config.queued_request_bytes_per_shard()),
+            request_overdraft: ByteBudget::new(1),
         }
     }
 }
