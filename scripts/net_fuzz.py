@@ -31,15 +31,12 @@ duration, client messages) follow as a final JSON line. If the broker dies or st
 the last bytes every fuzz connection sent are written (hex) to --dump for reproduction, and
 the fuzzer exits 1.
 
-By default no length prefix claims more than 1 MiB (--claim-max-bytes): the fuzzer follows the
-broker's framing of each connection and shrinks larger claims. Known issue (reported, not
-fixed): the broker takes a frame's claimed length from its shard's request budget
-(queued.max.request.bytes / shards) as soon as it reads the prefix, so a dozen connections
-that each send only `03fffffc` (64 MiB - 4) and wait fill both shards' budgets, and every
-other connection stops being read until they close or idle out (connections.max.idle.ms).
-`--claim-max-bytes 0` lets the fuzzer do that too, and it then stalls the broker in about a
-minute. (Pipelined JoinGroup floods used to slow the coordinator's shard to seconds per
-request; fixed, see tests/join_flood.rs. `--skip-apis` still leaves api keys out.)
+Length prefixes may claim any size up to the broker's limit. Both stalls this fuzzer found
+are fixed: a dozen connections that each sent only a prefix claiming 64 MiB and waited used to
+fill the shards' request budgets (the budget now follows the bytes read; tests/frame_budget.rs),
+and pipelined JoinGroup floods used to slow the coordinator's shard to seconds per request
+(tests/join_flood.rs). `--claim-max-bytes N` shrinks larger claims (for runs that must not
+hold big frames), and `--skip-apis` leaves api keys out.
 """
 
 from __future__ import annotations
@@ -304,8 +301,8 @@ class FuzzConnection:
 
     def cap_claims(self, data: bytes) -> bytes:
         """Follow the broker's framing of this connection's byte stream and shrink every
-        length prefix that claims more than --claim-max-bytes (see the known issue in the
-        module doc). A prefix split across two sends is left as it is."""
+        length prefix that claims more than --claim-max-bytes, when one is given. A prefix
+        split across two sends is left as it is."""
         if not self.claim_max or self.framing_lost:
             return data
         buf = bytearray(data)
@@ -546,9 +543,8 @@ def parse_args(argv):
     ap.add_argument("--kinds", default=None,
                     help="only these traffic kinds, comma-separated (random-bytes, "
                          "random-frame, mutated, valid, slow-loris, truncated)")
-    ap.add_argument("--claim-max-bytes", type=int, default=1 << 20,
-                    help="largest frame length a prefix may claim; 0: no limit (see the known "
-                         "issue in the module doc)")
+    ap.add_argument("--claim-max-bytes", type=int, default=0,
+                    help="largest frame length a prefix may claim; 0 (default): no limit")
     ap.add_argument("--skip-apis", default="",
                     help="api keys whose requests are not used as templates, e.g. 11,12")
     ap.add_argument("--json", action="store_true")

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kafka_protocol::messages::{ApiVersionsRequest, ProduceRequest};
+use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::records::Compression;
 
 /// Length prefix of a frame claiming `frame_bytes` bytes in all (prefix included), followed by
@@ -19,23 +19,6 @@ fn claim(frame_bytes: usize) -> Vec<u8> {
     let mut bytes = ((frame_bytes - 4) as i32).to_be_bytes().to_vec();
     bytes.extend_from_slice(&[0, 0, 0, 9, 0, 0]);
     bytes
-}
-
-/// ApiVersions on eight fresh connections (so that some land on every shard) each answer
-/// within 2 s while `beside` is pending: no shard is kept from serving by it. (The same probe
-/// as in bad_input.rs.)
-fn assert_shards_answer_quickly(port: u16, beside: &str) {
-    for attempt in 0..8 {
-        let started = Instant::now();
-        let mut conn = RawConn::connect(port);
-        let response = conn.request(&ApiVersionsRequest::default(), 0);
-        assert_eq!(response.error_code, 0);
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < Duration::from_secs(2),
-            "ApiVersions {attempt} took {elapsed:?} beside {beside}"
-        );
-    }
 }
 
 /// Two dozen connections that each claim a 64 MiB frame, send six bytes of it and stall (what
@@ -50,8 +33,9 @@ fn claimed_frames_never_sent_do_not_stall_the_shards() {
         &[
             "--queued-max-request-bytes",
             "536870912",
+            // Longer than the probes' bound: the old broker stalled until the claims closed.
             "--connections-max-idle-ms",
-            "4000",
+            "12000",
         ],
     );
     create_topic(broker.port, "beside-claims", 1);
@@ -89,7 +73,7 @@ fn claimed_frames_never_sent_do_not_stall_the_shards() {
 
     for (index, conn) in stalled.iter_mut().enumerate() {
         assert!(
-            conn.wait_closed_by_peer(Duration::from_secs(20)),
+            conn.wait_closed_by_peer(Duration::from_secs(30)),
             "stalled connection {index} was closed"
         );
     }
