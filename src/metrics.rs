@@ -159,6 +159,13 @@ pub struct MetricsSnapshot {
 /// A metric family rendered from a field: name, type, help text, and how to read the value.
 type Family<S, V> = (&'static str, &'static str, &'static str, fn(&S) -> V);
 
+/// A per-shard histogram family: name, help text, and which histogram of the snapshot.
+type HistogramFamily = (
+    &'static str,
+    &'static str,
+    fn(&MetricsSnapshot) -> &Histogram,
+);
+
 /// Renders the snapshots of all shards as Prometheus text (format 0.0.4).
 pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
@@ -231,33 +238,23 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
         }
     }
-    header(
-        &mut out,
-        "corelog_flush_seconds",
-        "histogram",
-        "Write plus fdatasync of one log",
-    );
-    for s in snapshots {
-        histogram(
-            &mut out,
+    let per_shard_histograms: [HistogramFamily; 2] = [
+        (
             "corelog_flush_seconds",
-            &format!("shard=\"{}\"", s.shard),
-            &s.flushes,
-        );
-    }
-    header(
-        &mut out,
-        "corelog_fsync_seconds",
-        "histogram",
-        "One fdatasync of a log file (flushes, pre-writing, segment rolls)",
-    );
-    for s in snapshots {
-        histogram(
-            &mut out,
+            "Write plus fdatasync of one log",
+            |s| &s.flushes,
+        ),
+        (
             "corelog_fsync_seconds",
-            &format!("shard=\"{}\"", s.shard),
-            &s.syncs,
-        );
+            "One fdatasync of a log file (flushes, pre-writing, segment rolls)",
+            |s| &s.syncs,
+        ),
+    ];
+    for (name, help, value) in per_shard_histograms {
+        header(&mut out, name, "histogram", help);
+        for s in snapshots {
+            histogram(&mut out, name, &format!("shard=\"{}\"", s.shard), value(s));
+        }
     }
     header(
         &mut out,
