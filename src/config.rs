@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::limits;
+use crate::runtime::CpuList;
 
 /// Flags of `corelog serve`. Each may also come from `CORELOG_<NAME>` or the TOML file.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -32,9 +33,14 @@ pub struct ServeArgs {
     /// host:port clients are told to connect to [default: the listen address].
     #[arg(long, env = "CORELOG_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
-    /// Number of shards, one pinned executor each [default: usable cores].
+    /// Number of shards, one pinned executor each [default: the CPUs of --cpus, else the
+    /// usable cores].
     #[arg(long, env = "CORELOG_SHARDS")]
     pub shards: Option<usize>,
+    /// CPUs the shards are pinned to, one shard per CPU in the order given ("1", "0-3,6")
+    /// [default: spread over the CPUs this process may run on].
+    #[arg(long, env = "CORELOG_CPUS")]
+    pub cpus: Option<CpuList>,
     /// This broker's node id [default: 0].
     #[arg(long, env = "CORELOG_NODE_ID")]
     pub node_id: Option<i32>,
@@ -134,6 +140,7 @@ pub struct FileConfig {
     admin_listen: Option<String>,
     advertised_listener: Option<String>,
     shards: Option<usize>,
+    cpus: Option<String>,
     node_id: Option<i32>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
@@ -194,6 +201,8 @@ pub struct Config {
     pub advertised_host: String,
     pub advertised_port: i32,
     pub shards: usize,
+    /// See `ExecutorPlan::cpus`.
+    pub cpus: Option<CpuList>,
     pub node_id: i32,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
@@ -232,7 +241,13 @@ impl Config {
             Some(text) => parse_host_port(&text)?,
             None => (listen.ip().to_string(), i32::from(listen.port())),
         };
-        let shards = pick(args.shards, file.shards, usable_cores());
+        let cpus = match (args.cpus.clone(), file.cpus) {
+            (Some(list), _) => Some(list),
+            (None, Some(text)) => Some(text.parse::<CpuList>().context("cpus in the config file")?),
+            (None, None) => None,
+        };
+        let default_shards = cpus.as_ref().map_or_else(usable_cores, |list| list.0.len());
+        let shards = pick(args.shards, file.shards, default_shards);
         let admin = pick(
             args.admin_listen.clone(),
             file.admin_listen,
@@ -271,6 +286,7 @@ impl Config {
             advertised_host,
             advertised_port,
             shards,
+            cpus,
             node_id: pick(args.node_id, file.node_id, 0),
             auto_create_topics: pick(args.auto_create_topics, file.auto_create_topics, true),
             num_partitions: pick(args.num_partitions, file.num_partitions, 1),
@@ -328,6 +344,15 @@ impl Config {
     fn check(&self) -> anyhow::Result<()> {
         if self.shards == 0 || self.shards > limits::SHARDS_MAX {
             bail!("--shards must be between 1 and {}", limits::SHARDS_MAX);
+        }
+        if let Some(CpuList(cpus)) = &self.cpus {
+            if cpus.len() < self.shards {
+                bail!(
+                    "--shards {} needs as many CPUs in --cpus, which names {}",
+                    self.shards,
+                    cpus.len()
+                );
+            }
         }
         if self.node_id < 0 {
             bail!("--node-id must not be negative");

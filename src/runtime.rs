@@ -106,8 +106,85 @@ impl<T: Send + 'static> MeshSenders<T> {
 /// How the executors are started.
 pub struct ExecutorPlan {
     pub shards: usize,
+    /// The CPU each executor is pinned to, in order (`--cpus`); without it the executors are
+    /// spread over the CPUs this process may run on (its affinity mask, so `taskset` works).
+    pub cpus: Option<CpuList>,
     pub preempt_timer: Duration,
     pub spin_before_park: Option<Duration>,
+}
+
+/// A CPU list as `taskset -c` and the kernel write it (`0-3,6`), in the order given (`2,1`
+/// pins the first executor to CPU 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+impl std::str::FromStr for CpuList {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<CpuList> {
+        let number = |part: &str| {
+            part.trim()
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("CPU list {text:?}: {part:?} is not a CPU number"))
+        };
+        let mut cpus = Vec::new();
+        for item in text.split(',') {
+            let (first, last) = match item.split_once('-') {
+                Some((first, last)) => (number(first)?, number(last)?),
+                None => (number(item)?, number(item)?),
+            };
+            if first > last {
+                anyhow::bail!("CPU list {text:?}: range {item:?} runs backwards");
+            }
+            for cpu in first..=last {
+                if cpus.contains(&cpu) {
+                    anyhow::bail!("CPU list {text:?} names CPU {cpu} twice");
+                }
+                cpus.push(cpu);
+            }
+        }
+        Ok(CpuList(cpus))
+    }
+}
+
+/// Where the executors go: the CPUs of `--cpus` one each, or spread over the online CPUs in
+/// this process's affinity mask (glommio alone would use every online CPU, ignoring `taskset`).
+fn placement(plan: &ExecutorPlan) -> anyhow::Result<PoolPlacement> {
+    let online = CpuSet::online().map_err(|e| anyhow::anyhow!("cannot list CPUs: {e}"))?;
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|id| id.id).collect())
+        .unwrap_or_default();
+    let usable = match allowed.is_empty() {
+        true => online,
+        false => online.filter(|location| allowed.contains(&location.cpu)),
+    };
+    if let Some(CpuList(cpus)) = &plan.cpus {
+        if cpus.len() < plan.shards {
+            anyhow::bail!(
+                "{} executors need {} CPUs, but the CPU list names {}",
+                plan.shards,
+                plan.shards,
+                cpus.len()
+            );
+        }
+        let sets = cpus[..plan.shards]
+            .iter()
+            .map(|&cpu| {
+                let set = usable.clone().filter(|location| location.cpu == cpu);
+                match set.is_empty() {
+                    true => Err(anyhow::anyhow!(
+                        "CPU {cpu} is not online or not in this process's affinity mask"
+                    )),
+                    false => Ok(set),
+                }
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok(PoolPlacement::Custom(sets));
+    }
+    Ok(match plan.shards <= usable.len() {
+        true => PoolPlacement::MaxSpread(plan.shards, Some(usable)),
+        false => PoolPlacement::Fenced(plan.shards, usable),
+    })
 }
 
 /// Starts one pinned executor per shard, runs `shard_main` on each, and waits for all to end.
@@ -117,13 +194,7 @@ where
     G: FnOnce() -> F + Clone + Send + 'static,
     F: Future<Output = anyhow::Result<()>> + 'static,
 {
-    let online = CpuSet::online().map_err(|e| anyhow::anyhow!("cannot list CPUs: {e}"))?;
-    let placement = if plan.shards <= online.len() {
-        PoolPlacement::MaxSpread(plan.shards, Some(online))
-    } else {
-        PoolPlacement::Fenced(plan.shards, online)
-    };
-    let mut builder = LocalExecutorPoolBuilder::new(placement)
+    let mut builder = LocalExecutorPoolBuilder::new(placement(plan)?)
         .name("corelog-shard")
         .preempt_timer(plan.preempt_timer);
     if let Some(spin) = plan.spin_before_park {
@@ -397,5 +468,38 @@ mod tests {
                   00000000000000000000000000000000:0000 0A 00000000:00000000";
         assert!(is_listener_on(v6, "[::1]:9092".parse().unwrap()));
         assert!(!is_listener_on("garbage", address));
+    }
+
+    /// CPU lists read as `taskset -c` writes them, in the order given; mistakes are refused.
+    #[test]
+    fn cpu_lists_parse_in_order() {
+        let parse = |text: &str| text.parse::<CpuList>().map(|list| list.0);
+        assert_eq!(parse("1").unwrap(), vec![1]);
+        assert_eq!(parse("0-3,6").unwrap(), vec![0, 1, 2, 3, 6]);
+        assert_eq!(parse("2,1").unwrap(), vec![2, 1]);
+        for bad in ["", "a", "3-1", "1,1", "0-2,2", "1,"] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    /// `--cpus` pins one executor per listed CPU; a CPU that is not online is refused before
+    /// any executor starts.
+    #[test]
+    fn cpu_list_placement() {
+        let plan = |shards, cpus: Vec<usize>| ExecutorPlan {
+            shards,
+            cpus: Some(CpuList(cpus)),
+            preempt_timer: Duration::from_millis(2),
+            spin_before_park: None,
+        };
+        match placement(&plan(1, vec![0])).unwrap() {
+            PoolPlacement::Custom(sets) => {
+                assert_eq!(sets.len(), 1);
+                assert_eq!(sets[0].iter().map(|l| l.cpu).collect::<Vec<_>>(), vec![0]);
+            }
+            other => panic!("expected a custom placement, got {other:?}"),
+        }
+        assert!(placement(&plan(2, vec![0])).is_err());
+        assert!(placement(&plan(1, vec![100_000])).is_err());
     }
 }

@@ -26,6 +26,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     watch_signals(signals.clone())?;
     let plan = ExecutorPlan {
         shards: config.shards,
+        cpus: config.cpus.clone(),
         preempt_timer: Duration::from_micros(config.preempt_timer_us.max(100)),
         spin_before_park: (config.spin_before_park_us > 0)
             .then(|| Duration::from_micros(config.spin_before_park_us)),
@@ -34,6 +35,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         listen = %config.listen,
         shards = config.shards,
+        cpus = ?config.cpus,
         "starting corelog"
     );
     let mesh = Mesh::full(config.shards, limits::SHARD_CHANNEL_CAPACITY);

@@ -115,3 +115,97 @@ fn bad_flag_exits_non_zero_naming_the_flag() {
     let output = serve_expecting_exit(&["--no-such-flag"]);
     assert_failed_naming(&output, "unknown flag", "--no-such-flag");
 }
+
+/// The distinct CPU lists of the `corelog-shard` threads of process `pid` (an executor and its
+/// helper thread share a name), once they exist, as the kernel writes them ("1", "0-1").
+fn shard_thread_cpus(pid: u32) -> Vec<String> {
+    let mut cpus = std::collections::BTreeSet::new();
+    let found = wait_until(Duration::from_secs(30), || {
+        cpus.clear();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            if comm.starts_with("corelog-shard") {
+                let allowed = status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+                    .map(|list| list.trim().to_string());
+                cpus.extend(allowed);
+            }
+        }
+        !cpus.is_empty()
+    });
+    assert!(found, "no corelog-shard thread appeared in process {pid}");
+    cpus.into_iter().collect()
+}
+
+/// The highest CPU this test may use: pinning to it differs from the default placement,
+/// which starts at the lowest.
+fn last_cpu() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+}
+
+/// `--cpus N` pins the shard's executor to CPU N, and only to it.
+#[test]
+fn cpus_flag_pins_the_shard() {
+    let cpu = last_cpu().to_string();
+    let mut broker = Broker::start(1, &["--cpus", &cpu]);
+    assert_eq!(shard_thread_cpus(broker.pid() as u32), vec![cpu]);
+    broker.stop();
+}
+
+/// Without `--cpus`, shards go only to CPUs of the process's affinity mask, so that
+/// `taskset -c N corelog serve` keeps the broker off the other CPUs.
+#[test]
+fn shards_stay_inside_the_affinity_mask() {
+    use std::os::unix::process::CommandExt;
+    let cpu = last_cpu();
+    let data = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(broker_binary());
+    command
+        .args([
+            "serve",
+            "--shards",
+            "1",
+            "--admin-listen",
+            "off",
+            "--listen",
+            &listen,
+        ])
+        .args(["--data-dir", data.path().to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: sched_setaffinity on the child between fork and exec touches no shared state.
+    unsafe {
+        command.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            match libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let mut child = command.spawn().expect("spawn corelog");
+    let cpus = shard_thread_cpus(child.id());
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert_eq!(cpus, vec![cpu.to_string()]);
+}
+
+/// A CPU that is not online, or fewer CPUs than shards: non-zero exit naming the problem.
+#[test]
+fn unusable_cpus_exit_non_zero() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let output = serve_expecting_exit(&["--cpus", "4095", "--data-dir", dir, "--listen", &listen]);
+    assert_failed_naming(&output, "offline CPU", "CPU 4095");
+    let output = serve_expecting_exit(&["--cpus", "0-1,0", "--data-dir", dir]);
+    assert_failed_naming(&output, "CPU named twice", "--cpus");
+}

@@ -129,6 +129,10 @@ pub struct BenchOptions {
     /// Executors (pinned threads) running the producers and consumers.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// CPUs the executors are pinned to, one each in the order given ("0", "2-3")
+    /// [default: spread over the CPUs this process may run on].
+    #[arg(long)]
+    pub cpus: Option<runtime::CpuList>,
     /// Load before measuring starts: nothing in this period is counted.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
@@ -333,6 +337,7 @@ fn run_executors(shared: Arc<Shared>) -> anyhow::Result<(Stats, Duration)> {
     let threads = shared.options.threads;
     let plan = runtime::ExecutorPlan {
         shards: threads,
+        cpus: shared.options.cpus.clone(),
         preempt_timer: Duration::from_millis(2),
         spin_before_park: None,
     };
