@@ -45,16 +45,22 @@ fn number(report: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} missing or not a number in {report}"))
 }
 
-/// The latency object has every percentile, in non-decreasing order.
+/// The headline latency object has every percentile, in non-decreasing order.
 fn assert_latency_ordered(report: &Value) {
-    let latency = &report["latency_us"];
+    assert_percentiles_ordered(report, "latency_us");
+}
+
+/// The latency object `key` has every percentile, in non-decreasing order.
+fn assert_percentiles_ordered(report: &Value, key: &str) {
+    let latency = &report[key];
+    let name = key;
     let keys = ["p50", "p90", "p99", "p999", "p9999", "max"];
     let values: Vec<u64> = keys
         .iter()
         .map(|key| {
             latency[key]
                 .as_u64()
-                .unwrap_or_else(|| panic!("latency_us.{key} missing in {report}"))
+                .unwrap_or_else(|| panic!("{name}.{key} missing in {report}"))
         })
         .collect();
     assert!(
@@ -146,6 +152,14 @@ fn open_loop_produces_at_the_requested_rate() {
     );
     assert_eq!(report["parameters"]["mode"], "open-loop");
     assert_latency_ordered(&report);
+    // Each request's round trip is part of the latency of every message it carried, which
+    // also counts the wait from the message's intended time to the send.
+    assert_percentiles_ordered(&report, "produce_request_latency_us");
+    let slowest = |key: &str| report[key]["max"].as_u64().unwrap();
+    assert!(
+        slowest("produce_request_latency_us") <= slowest("produce_latency_us"),
+        "{report}"
+    );
     assert_eq!(end_offset(broker.port, "bench-open", 0) as f64, messages);
 }
 

@@ -357,11 +357,10 @@ fn account_ack(shared: &Shared, flight: &InFlight, response: &ProduceResponse, s
     }
     let bytes = flight.records * shared.options.message_size as u64;
     account_produced(shared, stats, flight.records, bytes);
+    let round_trip_us = now.duration_since(flight.sent_at).as_micros() as u64;
+    record_us(&mut stats.request_latency_us, round_trip_us, 1);
     match flight.first_intended {
-        None => {
-            let latency_us = now.duration_since(flight.sent_at).as_micros() as u64;
-            record_us(&mut stats.produce_latency_us, latency_us, flight.records);
-        }
+        None => record_us(&mut stats.produce_latency_us, round_trip_us, flight.records),
         Some((first, interval_s)) => {
             for offset in 0..flight.records {
                 let intended = first + Duration::from_secs_f64(offset as f64 * interval_s);

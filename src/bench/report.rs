@@ -22,6 +22,10 @@ pub struct Stats {
     pub consumed_bytes: u64,
     /// Produce: acknowledgement time minus send time (closed loop) or intended send time.
     pub produce_latency_us: Histogram<u64>,
+    /// Produce: round trip of each request, send to answer, one sample per request. Beside
+    /// an open-loop `produce_latency_us` it tells the broker's share from the time messages
+    /// waited in the client for a free in-flight slot.
+    pub request_latency_us: Histogram<u64>,
     /// Consume: round trip of each Fetch request.
     pub fetch_latency_us: Histogram<u64>,
     /// End to end: consumption time minus the producer's timestamp inside the record.
@@ -48,6 +52,7 @@ impl Stats {
             consumed_messages: 0,
             consumed_bytes: 0,
             produce_latency_us: histogram(),
+            request_latency_us: histogram(),
             fetch_latency_us: histogram(),
             e2e_latency_us: histogram(),
             errors: BTreeMap::new(),
@@ -75,6 +80,7 @@ impl Stats {
         self.consumed_bytes += other.consumed_bytes;
         // The histograms share bounds, so adding cannot fail.
         let _ = self.produce_latency_us.add(&other.produce_latency_us);
+        let _ = self.request_latency_us.add(&other.request_latency_us);
         let _ = self.fetch_latency_us.add(&other.fetch_latency_us);
         let _ = self.e2e_latency_us.add(&other.e2e_latency_us);
         for (kind, count) in &other.errors {
@@ -270,6 +276,7 @@ impl Report {
             "consumed_messages": self.stats.consumed_messages,
             "consumed_bytes": self.stats.consumed_bytes,
             "produce_latency_us": percentiles(&self.stats.produce_latency_us),
+            "produce_request_latency_us": percentiles(&self.stats.request_latency_us),
             "fetch_latency_us": percentiles(&self.stats.fetch_latency_us),
             "errors": self.stats.error_total(),
             "errors_by_kind": self.stats.errors,
