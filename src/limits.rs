@@ -129,7 +129,10 @@ pub const READ_AHEAD_STREAM_IDLE_MS: u64 = 1000;
 
 const _: () = assert!(READ_AHEAD_CHUNK_BYTES_MIN <= READ_AHEAD_CHUNK_BYTES_MAX);
 const _: () = assert!(READ_AHEAD_CHUNK_BYTES_MAX <= STORAGE_READ_BYTES_MAX);
-const _: () = assert!(READ_AHEAD_CHUNKS_PER_STREAM_MAX >= 2, "one served, one being read");
+const _: () = assert!(
+    READ_AHEAD_CHUNKS_PER_STREAM_MAX >= 2,
+    "one served, one being read"
+);
 // One log's streams at their largest fit the shard's budget.
 const _: () = assert!(
     READ_AHEAD_CHUNK_BYTES_MAX * READ_AHEAD_CHUNKS_PER_STREAM_MAX * READ_AHEAD_STREAMS_PER_LOG_MAX

@@ -91,7 +91,9 @@ impl ReadAheadBudget {
         };
         for log in logs {
             if let Ok(mut inner) = log.inner.try_borrow_mut() {
-                inner.streams.retain(|stream| stream.last_used >= idle_before);
+                inner
+                    .streams
+                    .retain(|stream| stream.last_used >= idle_before);
             }
         }
     }
@@ -163,7 +165,10 @@ struct Batch {
 enum ChunkState {
     /// Being read; raised when the read ends, whatever came of it.
     Loading(Rc<Latch>),
-    Ready { batches: Vec<Batch>, end: LogPosition },
+    Ready {
+        batches: Vec<Batch>,
+        end: LogPosition,
+    },
 }
 
 struct Chunk {
@@ -334,7 +339,8 @@ impl ReadAhead {
         let reservation = self.budget.reserve(chunk_bytes).or_else(|| {
             let idle = Duration::from_millis(READ_AHEAD_STREAM_IDLE_MS);
             let now = Instant::now();
-            self.budget.reclaim_idle(now.checked_sub(idle).unwrap_or(now));
+            self.budget
+                .reclaim_idle(now.checked_sub(idle).unwrap_or(now));
             self.budget.reserve(chunk_bytes)
         });
         let Some(reservation) = reservation else {
@@ -355,6 +361,8 @@ impl ReadAhead {
             _reservation: reservation,
         });
         let key = (generation, stream, source.start.offset);
+        // The task may run as soon as it is spawned (a failed read never suspends).
+        drop(inner);
         let ahead = self.clone();
         crate::runtime::spawn_local(async move {
             let loaded = read_chunk(&source, chunk_bytes, &ahead.budget).await;
