@@ -105,6 +105,40 @@ const _: () = assert!(STORAGE_WRITE_BYTES_MAX % DIO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(STORAGE_READ_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
 const _: () = assert!(STORAGE_BATCH_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
 
+/// Per-shard budget of read-ahead chunks (`storage::read_ahead`): bytes read ahead of
+/// catch-up consumers and not yet served. Apart from the batch cache, so that read-ahead
+/// never evicts the tail that live consumers read.
+pub const READ_AHEAD_BYTES_PER_SHARD_MAX: usize = 32 * 1024 * 1024;
+
+/// Smallest and largest read-ahead chunk (one DMA read each); a stream's chunk follows the
+/// size its reader fetches.
+pub const READ_AHEAD_CHUNK_BYTES_MIN: usize = 256 * 1024;
+pub const READ_AHEAD_CHUNK_BYTES_MAX: usize = STORAGE_READ_BYTES_MAX;
+
+/// Chunks one read-ahead stream holds: the one being served and the one being read after it.
+pub const READ_AHEAD_CHUNKS_PER_STREAM_MAX: usize = 2;
+
+/// Sequential readers of one log that get read-ahead at once; more just read from disk.
+pub const READ_AHEAD_STREAMS_PER_LOG_MAX: usize = 2;
+
+/// Misses of a log after which a stream that served none of them may be replaced.
+pub const READ_AHEAD_STREAM_IDLE_MISSES: u32 = 2;
+
+/// A stream that served nothing for this long gives its chunks up when another needs room.
+pub const READ_AHEAD_STREAM_IDLE_MS: u64 = 1000;
+
+const _: () = assert!(READ_AHEAD_CHUNK_BYTES_MIN <= READ_AHEAD_CHUNK_BYTES_MAX);
+const _: () = assert!(READ_AHEAD_CHUNK_BYTES_MAX <= STORAGE_READ_BYTES_MAX);
+const _: () = assert!(
+    READ_AHEAD_CHUNKS_PER_STREAM_MAX >= 2,
+    "one served, one being read"
+);
+// One log's streams at their largest fit the shard's budget.
+const _: () = assert!(
+    READ_AHEAD_CHUNK_BYTES_MAX * READ_AHEAD_CHUNKS_PER_STREAM_MAX * READ_AHEAD_STREAMS_PER_LOG_MAX
+        <= READ_AHEAD_BYTES_PER_SHARD_MAX
+);
+
 /// Locked memory each shard's executor needs: glommio's I/O buffer (10 MiB by default) plus
 /// the io_uring rings. `serve` refuses to start with less, and `tune check` reports it.
 pub const LOCKED_MEMORY_BYTES_PER_SHARD: u64 = 16 * 1024 * 1024;

@@ -153,6 +153,10 @@ pub struct MetricsSnapshot {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cache_bytes: u64,
+    pub read_ahead_hits: u64,
+    pub read_ahead_misses: u64,
+    pub read_ahead_bytes: u64,
+    pub read_ahead_held_bytes: u64,
     pub partitions: Vec<PartitionSnapshot>,
 }
 
@@ -170,7 +174,7 @@ type HistogramFamily = (
 pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     render_requests(&mut out, snapshots);
-    let per_shard: [Family<MetricsSnapshot, u64>; 10] = [
+    let per_shard: [Family<MetricsSnapshot, u64>; 14] = [
         (
             "corelog_network_received_bytes_total",
             "counter",
@@ -222,7 +226,7 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
         (
             "corelog_batch_cache_misses_total",
             "counter",
-            "Reads that went to disk",
+            "Reads not found in the batch cache (served by read-ahead or from disk)",
             |s| s.cache_misses,
         ),
         (
@@ -230,6 +234,30 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "gauge",
             "Bytes held by the batch cache",
             |s| s.cache_bytes,
+        ),
+        (
+            "corelog_read_ahead_hits_total",
+            "counter",
+            "Reads served by chunks read ahead of sequential readers",
+            |s| s.read_ahead_hits,
+        ),
+        (
+            "corelog_read_ahead_misses_total",
+            "counter",
+            "Reads that missed the batch cache and the read-ahead and went to disk",
+            |s| s.read_ahead_misses,
+        ),
+        (
+            "corelog_read_ahead_bytes_total",
+            "counter",
+            "Bytes read from disk ahead of sequential readers",
+            |s| s.read_ahead_bytes,
+        ),
+        (
+            "corelog_read_ahead_held_bytes",
+            "gauge",
+            "Bytes of read-ahead chunks held or being read",
+            |s| s.read_ahead_held_bytes,
         ),
     ];
     for (name, kind, help, value) in per_shard {

@@ -345,6 +345,11 @@ impl Shard {
         snapshot.cache_hits = hits;
         snapshot.cache_misses = misses;
         snapshot.cache_bytes = bytes as u64;
+        let read_ahead = self.cache.read_ahead_stats();
+        snapshot.read_ahead_hits = read_ahead.hits;
+        snapshot.read_ahead_misses = read_ahead.misses;
+        snapshot.read_ahead_bytes = read_ahead.read_bytes;
+        snapshot.read_ahead_held_bytes = read_ahead.held_bytes as u64;
         snapshot.syncs = crate::storage::sync_latencies();
         for (tp, partition) in self.partitions.borrow().iter() {
             let counters = partition.metrics();

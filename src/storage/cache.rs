@@ -3,12 +3,17 @@
 //! Logs insert batches once they are durable, in offset order, and serve reads of the tail
 //! from here without touching the disk. Per-shard: one instance per core, shared by that
 //! core's logs through `Rc`. Invariant: `bytes` is the sum of the lengths of cached batches.
+//! It also carries the shard's read-ahead budget (`read_ahead`), a separate pool, so that
+//! chunks read ahead for catch-up consumers never evict the tail that live consumers read.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use bytes::Bytes;
+
+use crate::limits::READ_AHEAD_BYTES_PER_SHARD_MAX;
+use crate::storage::read_ahead::{ReadAheadBudget, ReadAheadStats};
 
 struct Entry {
     last_offset: i64,
@@ -29,17 +34,44 @@ pub struct BatchCache {
     next_log_id: Cell<u64>,
     hits: Cell<u64>,
     misses: Cell<u64>,
+    read_ahead: Rc<ReadAheadBudget>,
 }
 
 impl BatchCache {
     pub fn new(budget_bytes: usize) -> Rc<Self> {
+        Self::with_read_ahead(budget_bytes, READ_AHEAD_BYTES_PER_SHARD_MAX)
+    }
+
+    /// A cache of `budget_bytes` whose logs read ahead within `read_ahead_bytes`.
+    pub fn with_read_ahead(budget_bytes: usize, read_ahead_bytes: usize) -> Rc<Self> {
         Rc::new(BatchCache {
             budget_bytes,
             inner: RefCell::new(Inner::default()),
             next_log_id: Cell::new(0),
             hits: Cell::new(0),
             misses: Cell::new(0),
+            read_ahead: ReadAheadBudget::new(read_ahead_bytes),
         })
+    }
+
+    /// The shard's read-ahead budget, shared by its logs.
+    pub(crate) fn read_ahead_budget(&self) -> Rc<ReadAheadBudget> {
+        self.read_ahead.clone()
+    }
+
+    /// Read-ahead counters of the shard (hits, misses, bytes read and held).
+    pub fn read_ahead_stats(&self) -> ReadAheadStats {
+        self.read_ahead.stats()
+    }
+
+    /// Whether the batch holding `offset` is cached (counted neither hit nor miss).
+    pub(crate) fn holds(&self, log: u64, offset: i64) -> bool {
+        let inner = self.inner.borrow();
+        let first = inner
+            .logs
+            .get(&log)
+            .and_then(|batches| batches.range(..=offset).next_back());
+        first.is_some_and(|(_, entry)| entry.last_offset >= offset)
     }
 
     /// (hits, misses, bytes cached).

@@ -10,7 +10,7 @@ use kafka_protocol::records::Compression;
 use crate::protocol::record_batch::{encode_plain_batch, validate, PlainRecord};
 use crate::storage::{faults, BatchCache, Log, LogConfig, Settled, StorageError};
 
-fn run<F, Fut>(test: F)
+pub(super) fn run<F, Fut>(test: F)
 where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,

@@ -10,6 +10,8 @@
 //! Concurrency: one executor, many tasks. State sits in a `RefCell` never borrowed across an
 //! `.await`; flush, retention and close serialize on `io_lock`, and only its holder touches
 //! the appender. Reads run concurrently with all of them and never look past the watermark.
+//! Reads that miss the cache look in the log's read-ahead (`read_ahead`) before the disk, and
+//! start the next chunk there; whatever removes log bytes invalidates it first.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -27,11 +29,13 @@ use crate::storage::file::{self, SegmentFile};
 use crate::storage::log_start;
 use crate::storage::producer_snapshot;
 use crate::storage::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerTable};
+use crate::storage::read_ahead::{ChunkSource, LogPosition, Lookup, ReadAhead};
 use crate::storage::reader::{check_batch, ScanError, Scanner};
 use crate::storage::recovery::recover_segments;
 use crate::storage::segment::{segment_path, BatchMeta, Segment};
 use crate::storage::ticket::{AppendTicket, Settled};
 use crate::storage::StorageError;
+use crate::sync::Latch;
 
 /// Per-partition settings (Kafka's topic configs of the same names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +103,8 @@ pub struct Log {
     dir: PathBuf,
     cache: Rc<BatchCache>,
     cache_key: u64,
+    /// Chunks read ahead of sequential readers; invalidated before any log bytes go away.
+    read_ahead: Rc<ReadAhead>,
     state: RefCell<State>,
     io_lock: Mutex<()>,
     /// The active segment's appender; only the holder of `io_lock` touches it.
@@ -143,6 +149,7 @@ impl Log {
         Ok(Rc::new(Log {
             dir,
             cache_key: cache.register_log(),
+            read_ahead: ReadAhead::new(cache.read_ahead_budget()),
             cache,
             state: RefCell::new(state),
             io_lock: Mutex::new(()),
@@ -585,58 +592,141 @@ async fn create_segment(dir: &Path, base_offset: i64) -> Result<Segment, Storage
 
 impl Log {
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch),
-    /// never past the high watermark. `offset == hw` gives an empty Vec.
+    /// never past the high watermark. `offset == hw` gives an empty Vec. Tries the cache, then
+    /// the read-ahead (waiting for a chunk being read at `offset`), then the disk.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
-        let (file, position, first_offset, end, high_watermark) = {
-            let state = self.state.borrow();
-            if state.closed {
-                return Err(StorageError::Closed);
+        loop {
+            match self.locate(offset, max_bytes)? {
+                Located::Served(batches) => return Ok(batches),
+                Located::Wait(latch) => latch.wait().await,
+                Located::Disk(disk) => return self.read_disk(offset, max_bytes, disk).await,
             }
-            let high_watermark = state.high_watermark;
-            if offset < state.log_start || offset > high_watermark {
-                return Err(StorageError::OffsetOutOfRange {
-                    requested: offset,
-                    log_start: state.log_start,
-                    high_watermark,
-                });
+        }
+    }
+
+    /// Where the batches at `offset` are now, checked against the current state.
+    fn locate(&self, offset: i64, max_bytes: usize) -> Result<Located, StorageError> {
+        let state = self.state.borrow();
+        if state.closed {
+            return Err(StorageError::Closed);
+        }
+        let high_watermark = state.high_watermark;
+        if offset < state.log_start || offset > high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start: state.log_start,
+                high_watermark,
+            });
+        }
+        if offset == high_watermark {
+            return Ok(Located::Served(Vec::new()));
+        }
+        let cached = self
+            .cache
+            .read(self.cache_key, offset, max_bytes, high_watermark);
+        if let Some(batches) = cached {
+            return Ok(Located::Served(batches));
+        }
+        match self.read_ahead.lookup(offset, max_bytes, high_watermark) {
+            Lookup::Hit {
+                batches,
+                stream,
+                next,
+            } => {
+                if let Some(next) = next {
+                    self.continue_read_ahead(&state, stream, next);
+                }
+                return Ok(Located::Served(batches));
             }
-            if offset == high_watermark {
-                return Ok(Vec::new());
-            }
-            let cached = self
-                .cache
-                .read(self.cache_key, offset, max_bytes, high_watermark);
-            if let Some(batches) = cached {
-                return Ok(batches);
-            }
-            let (_, segment) = state
-                .segments
-                .range(..=offset)
-                .next_back()
-                .expect("offset >= start");
-            let (position, first_offset) = segment.start_for_offset(offset);
-            let file = segment.file.clone();
-            (file, position, first_offset, segment.size, high_watermark)
+            Lookup::Wait(latch) => return Ok(Located::Wait(latch)),
+            Lookup::Miss => {}
+        }
+        let (_, segment) = state
+            .segments
+            .range(..=offset)
+            .next_back()
+            .expect("offset >= start");
+        let (position, first_offset) = segment.start_for_offset(offset);
+        Ok(Located::Disk(DiskRead {
+            file: segment.file.clone(),
+            segment_base: segment.base_offset,
+            position,
+            first_offset,
+            end: segment.size,
+            high_watermark,
+        }))
+    }
+
+    /// Starts `stream`'s chunk at `at`, or ends the stream when there is nothing to read there
+    /// (the watermark, the cache holds it, the log changed) or no room for it.
+    fn continue_read_ahead(&self, state: &State, stream: u64, at: LogPosition) {
+        let launched = match self.chunk_source(state, at) {
+            Some(source) => self.read_ahead.launch(stream, source),
+            None => false,
         };
+        if !launched {
+            self.read_ahead.end_stream_if_empty(stream);
+        }
+    }
+
+    /// The file and range a read-ahead chunk at `at` reads: in `at`'s segment, or from the
+    /// start of the next one when `at` is that segment's end (so a reader crosses segments
+    /// without a miss). None below the start, at the watermark, or where the cache serves.
+    fn chunk_source(&self, state: &State, at: LogPosition) -> Option<ChunkSource> {
+        let readable = !state.closed && state.log_start <= at.offset;
+        if !readable || at.offset >= state.high_watermark {
+            return None;
+        }
+        if self.cache.holds(self.cache_key, at.offset) {
+            return None;
+        }
+        let segment = state.segments.get(&at.segment_base)?;
+        let (segment, file_position) = if at.file_position < segment.size {
+            (segment, at.file_position)
+        } else {
+            let (_, next) = state.segments.range(at.segment_base + 1..).next()?;
+            (next.base_offset == at.offset).then_some((next, 0))?
+        };
+        Some(ChunkSource {
+            file: segment.file.clone(),
+            start: LogPosition {
+                offset: at.offset,
+                segment_base: segment.base_offset,
+                file_position,
+            },
+            segment_end: segment.size,
+            high_watermark: state.high_watermark,
+        })
+    }
+
+    /// One bounded DMA read for a fetch that neither cache nor read-ahead could serve; then a
+    /// read-ahead stream starts after what it served.
+    async fn read_disk(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        disk: DiskRead,
+    ) -> Result<Vec<Bytes>, StorageError> {
         let chunk_bytes = max_bytes.saturating_add(STORAGE_READ_BYTES_MAX / 16);
-        let mut scanner = Scanner::new(file, position, end, chunk_bytes);
+        let mut scanner = Scanner::new(disk.file, disk.position, disk.end, chunk_bytes);
         let mut batches = Vec::new();
         let mut total = 0usize;
-        let mut expected = first_offset;
+        let mut expected = disk.first_offset;
+        let mut served_end = None;
         loop {
-            if expected >= high_watermark {
+            if expected >= disk.high_watermark {
                 break;
             }
             // Checked right after reading it back: damage never reaches a consumer, and the
             // batches before it are served.
             let checked = match scanner.next().await {
                 Ok(Some((position, batch))) => check_batch(&batch, expected)
-                    .map(|meta| (meta, batch))
+                    .map(|meta| (meta, position, batch))
                     .map_err(|reason| corrupt_at(position, &reason)),
                 Ok(None) => break,
                 Err(error) => Err(scan_error(error)),
             };
-            let (meta, batch) = match checked {
+            let (meta, position, batch) = match checked {
                 Ok(checked) => checked,
                 Err(_) if !batches.is_empty() => break,
                 Err(error) => return Err(error),
@@ -649,12 +739,20 @@ impl Log {
                 break;
             }
             total += batch.len();
+            served_end = Some(LogPosition {
+                offset: expected,
+                segment_base: disk.segment_base,
+                file_position: position + batch.len() as u64,
+            });
             batches.push(batch);
         }
-        if batches.is_empty() {
+        let Some(served_end) = served_end else {
             return Err(StorageError::Corrupt(format!(
                 "offset {offset} not found in its segment"
             )));
+        };
+        if let Some(stream) = self.read_ahead.new_stream(max_bytes) {
+            self.continue_read_ahead(&self.state.borrow(), stream, served_end);
         }
         Ok(batches)
     }
@@ -710,6 +808,25 @@ impl Log {
         }
         best
     }
+}
+
+/// Where `Log::read` finds the batches it was asked for.
+enum Located {
+    Served(Vec<Bytes>),
+    /// A read-ahead chunk holding them is being read.
+    Wait(Rc<Latch>),
+    Disk(DiskRead),
+}
+
+/// A disk read found under the state borrow: `position` of the segment at `segment_base` is
+/// the indexed batch at `first_offset` at or before the wanted one.
+struct DiskRead {
+    file: SegmentFile,
+    segment_base: i64,
+    position: u64,
+    first_offset: i64,
+    end: u64,
+    high_watermark: i64,
 }
 
 fn scan_error(error: ScanError) -> StorageError {
@@ -791,6 +908,7 @@ impl Log {
         if doomed.is_empty() {
             return Ok(());
         }
+        self.read_ahead.invalidate();
         self.cache
             .remove_below(self.cache_key, self.log_start_offset());
         for segment in doomed {
@@ -871,6 +989,7 @@ impl Log {
             state.closed = true;
             std::mem::take(&mut state.segments)
         };
+        self.read_ahead.invalidate();
         self.cache.remove_log(self.cache_key);
         drop(appender);
         for segment in segments.into_values() {

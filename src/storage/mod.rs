@@ -19,6 +19,9 @@ mod log;
 mod log_start;
 mod producer_snapshot;
 pub mod producer_state;
+mod read_ahead;
+#[cfg(test)]
+mod read_ahead_tests;
 mod reader;
 mod recovery;
 #[cfg(test)]
@@ -32,6 +35,7 @@ pub use cache::BatchCache;
 pub use file::{prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
 pub use log::{AppendResult, Log, LogConfig};
+pub use read_ahead::ReadAheadStats;
 pub use ticket::{AppendTicket, Settled};
 
 /// Why a log operation failed.
