@@ -124,3 +124,52 @@ fn failed_sync_fences_the_log() {
         let _ = log.close().await;
     });
 }
+
+/// Pre-writing yields to flushes: a flush that asks for the io lock while a pre-writing run
+/// is under way gets it after the step in progress, not after the whole run (the lock used
+/// to let the run take it straight back, step after step, for tens of milliseconds).
+#[test]
+fn flush_waits_for_one_pre_writing_step_at_most() {
+    run(|root| async move {
+        let dir = root.join("prewrite-0");
+        let log = Log::open(dir.clone(), LogConfig::default(), BatchCache::new(1 << 20))
+            .await
+            .unwrap();
+        append(&log, b"first");
+        log.flush().await.unwrap();
+        assert!(log.needs_preparing(), "a fresh segment wants pre-written space");
+        // Every write of this partition, zeros included, takes 20 ms: a whole run of steps
+        // would hold a greedy lock for more than half a second.
+        arm(&root, "write 20ms prewrite-0");
+        let log = std::rc::Rc::new(log);
+        let steps = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let preparing = crate::runtime::spawn_local({
+            let (log, steps) = (log.clone(), steps.clone());
+            async move {
+                while log.prepare_step().await {
+                    steps.set(steps.get() + 1);
+                }
+            }
+        });
+        // Let the run start its first step (and take the lock) before the flush asks.
+        let mut yielded = false;
+        futures::future::poll_fn(|cx| {
+            if std::mem::replace(&mut yielded, true) {
+                return std::task::Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await;
+        let flushed = append(&log, b"second");
+        log.flush().await.unwrap();
+        assert_eq!(flushed.ticket.settled(), Settled::Durable);
+        assert!(
+            steps.get() <= 1,
+            "the flush waited for {} pre-writing steps",
+            steps.get()
+        );
+        faults::clear();
+        preparing.await;
+    });
+}

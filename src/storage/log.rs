@@ -8,8 +8,8 @@
 //! rolls its next offset and producer state back to what was written, and stays usable; any
 //! other write or sync error fences it (`failed`), since the state on disk is then unknown.
 //! Concurrency: one executor, many tasks. State sits in a `RefCell` never borrowed across an
-//! `.await`; flush, retention and close serialize on `io_lock`, and only its holder touches
-//! the appender. Reads run concurrently with all of them and never look past the watermark.
+//! `.await`; flush, pre-writing, retention and close serialize on `io_lock`, a `FairLock`
+//! (first come, first served), and only its holder touches the appender. Reads run concurrently with all of them and never look past the watermark.
 //! Reads that miss the cache look in the log's read-ahead (`read_ahead`) before the disk, and
 //! start the next chunk there; whatever removes log bytes invalidates it first.
 
@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use futures::lock::Mutex;
 
 use crate::limits::{INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, STORAGE_READ_BYTES_MAX};
 use crate::protocol::record_batch::{self, BatchSummary};
@@ -35,7 +34,7 @@ use crate::storage::recovery::recover_segments;
 use crate::storage::segment::{segment_path, BatchMeta, Segment};
 use crate::storage::ticket::{AppendTicket, Settled};
 use crate::storage::StorageError;
-use crate::sync::Latch;
+use crate::sync::{FairLock, Latch};
 
 /// Per-partition settings (Kafka's topic configs of the same names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +105,7 @@ pub struct Log {
     /// Chunks read ahead of sequential readers; invalidated before any log bytes go away.
     read_ahead: Rc<ReadAhead>,
     state: RefCell<State>,
-    io_lock: Mutex<()>,
+    io_lock: FairLock,
     /// The active segment's appender; only the holder of `io_lock` touches it.
     appender: RefCell<Option<Appender>>,
 }
@@ -152,7 +151,7 @@ impl Log {
             read_ahead: ReadAhead::new(cache.read_ahead_budget()),
             cache,
             state: RefCell::new(state),
-            io_lock: Mutex::new(()),
+            io_lock: FairLock::new(),
             appender: RefCell::new(Some(appender)),
         }))
     }
@@ -394,8 +393,8 @@ impl Log {
         }
     }
 
-    /// One step of pre-writing under the io lock, so that a flush waits for one step at most.
-    /// Returns whether more steps remain. A full device only costs speed (the next sync
+    /// One step of pre-writing under the io lock, so that a flush waits for one step at most:
+    /// the lock is fair, so the next step queues behind a flush that is waiting. Returns whether more steps remain. A full device only costs speed (the next sync
     /// commits the extension), so it is logged and ends the run; any other error (a failed
     /// sync above all) fences the log.
     pub async fn prepare_step(&self) -> bool {
