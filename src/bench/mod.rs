@@ -130,7 +130,7 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// CPUs the executors are pinned to, one each in the order given ("0", "2-3")
-    /// [default: spread over the CPUs this process may run on].
+    /// [default: the highest CPUs this process may run on, away from a broker's first shard].
     #[arg(long)]
     pub cpus: Option<runtime::CpuList>,
     /// Load before measuring starts: nothing in this period is counted.
@@ -329,6 +329,18 @@ fn prepare(scenario: Scenario, options: BenchOptions) -> anyhow::Result<Shared> 
     })
 }
 
+/// The last `count` CPUs this process may use, highest first: a broker spreads its shards from
+/// the lowest CPU, so a bench on the same machine that starts from the other end does not share
+/// a core with a one-shard broker. None when there are fewer CPUs than executors.
+fn top_cpus(count: usize) -> Option<runtime::CpuList> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()?
+        .into_iter()
+        .map(|id| id.id)
+        .collect();
+    cpus.sort_unstable_by(|a, b| b.cmp(a));
+    (cpus.len() >= count).then(|| runtime::CpuList(cpus[..count].to_vec()))
+}
+
 /// Time the executors get to connect before the clock starts.
 const CONNECT_GRACE: Duration = Duration::from_millis(100);
 
@@ -337,7 +349,7 @@ fn run_executors(shared: Arc<Shared>) -> anyhow::Result<(Stats, Duration)> {
     let threads = shared.options.threads;
     let plan = runtime::ExecutorPlan {
         shards: threads,
-        cpus: shared.options.cpus.clone(),
+        cpus: shared.options.cpus.clone().or_else(|| top_cpus(threads)),
         preempt_timer: Duration::from_millis(2),
         spin_before_park: None,
     };
@@ -476,5 +488,23 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("10parsecs").is_err());
+    }
+
+    /// The bench's default CPUs are the highest this process may use, highest first, and
+    /// there is no default when executors outnumber them.
+    #[test]
+    fn bench_defaults_to_the_highest_cpus() {
+        let mut allowed: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap()
+            .into_iter()
+            .map(|id| id.id)
+            .collect();
+        allowed.sort_unstable();
+        let highest = *allowed.last().unwrap();
+        let top_cpus = super::top_cpus;
+        assert_eq!(top_cpus(1), Some(crate::runtime::CpuList(vec![highest])));
+        let all = top_cpus(allowed.len()).unwrap().0;
+        assert_eq!(all, allowed.iter().rev().copied().collect::<Vec<_>>());
+        assert_eq!(top_cpus(allowed.len() + 1), None);
     }
 }

@@ -137,7 +137,10 @@ fn flush_waits_for_one_pre_writing_step_at_most() {
             .unwrap();
         append(&log, b"first");
         log.flush().await.unwrap();
-        assert!(log.needs_preparing(), "a fresh segment wants pre-written space");
+        assert!(
+            log.needs_preparing(),
+            "a fresh segment wants pre-written space"
+        );
         // Every write of this partition, zeros included, takes 20 ms: a whole run of steps
         // would hold a greedy lock for more than half a second.
         arm(&root, "write 20ms prewrite-0");
