@@ -148,6 +148,8 @@ pub struct MetricsSnapshot {
     pub flushes: Histogram,
     /// Every fdatasync of a log file: flushes, pre-writing, segment rolls.
     pub syncs: Histogram,
+    /// What each flush waited for its log's io lock before writing.
+    pub flush_lock_waits: Histogram,
     pub flush_errors: u64,
     pub cross_shard_sent: Vec<u64>,
     pub cache_hits: u64,
@@ -266,7 +268,7 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
         }
     }
-    let per_shard_histograms: [HistogramFamily; 2] = [
+    let per_shard_histograms: [HistogramFamily; 3] = [
         (
             "corelog_flush_seconds",
             "Write plus fdatasync of one log",
@@ -276,6 +278,11 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "corelog_fsync_seconds",
             "One fdatasync of a log file (flushes, pre-writing, segment rolls)",
             |s| &s.syncs,
+        ),
+        (
+            "corelog_flush_lock_wait_seconds",
+            "Part of a flush spent waiting for its log's io lock (pre-writing, rolls, retention)",
+            |s| &s.flush_lock_waits,
         ),
     ];
     for (name, help, value) in per_shard_histograms {

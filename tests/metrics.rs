@@ -85,6 +85,7 @@ fn metrics_endpoint_reports_every_family() {
         "corelog_network_sent_bytes_total{shard=\"1\"}",
         "corelog_flush_seconds_count{shard=\"0\"}",
         "corelog_fsync_seconds_count{shard=\"1\"}",
+        "corelog_flush_lock_wait_seconds_count{shard=\"0\"}",
         "corelog_batch_cache_hits_total{shard=\"0\"}",
         "corelog_connections_open{shard=\"0\"}",
         "corelog_cross_shard_messages_total{from=\"0\",to=\"1\"}",
@@ -114,6 +115,20 @@ fn metrics_endpoint_reports_every_family() {
     assert!(
         syncs >= flushes,
         "every flush syncs: {syncs} syncs, {flushes} flushes"
+    );
+    let lock_waits: f64 = ["0", "1"]
+        .iter()
+        .filter_map(|s| {
+            sample(
+                &body,
+                &format!("corelog_flush_lock_wait_seconds_count{{shard=\"{s}\"}}"),
+            )
+        })
+        .sum();
+    // A wait is counted when the lock is taken, the flush when it ends.
+    assert!(
+        lock_waits >= flushes,
+        "every flush waits for its io lock: {lock_waits} waits, {flushes} flushes"
     );
 
     let (status, _) = http_get(broker.admin_port(), "/nope");

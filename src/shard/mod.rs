@@ -351,6 +351,7 @@ impl Shard {
         snapshot.read_ahead_bytes = read_ahead.read_bytes;
         snapshot.read_ahead_held_bytes = read_ahead.held_bytes as u64;
         snapshot.syncs = crate::storage::sync_latencies();
+        snapshot.flush_lock_waits = crate::storage::flush_lock_waits();
         for (tp, partition) in self.partitions.borrow().iter() {
             let counters = partition.metrics();
             let log = partition.log();

@@ -17,10 +17,12 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::limits::{INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, STORAGE_READ_BYTES_MAX};
+use crate::metrics::Histogram;
 use crate::protocol::record_batch::{self, BatchSummary};
 use crate::storage::appender::Appender;
 use crate::storage::cache::BatchCache;
@@ -35,6 +37,17 @@ use crate::storage::segment::{segment_path, BatchMeta, Segment};
 use crate::storage::ticket::{AppendTicket, Settled};
 use crate::storage::StorageError;
 use crate::sync::{FairLock, Latch};
+
+thread_local! {
+    /// How long each flush on this executor waited for its log's io lock (`/metrics`): the
+    /// time pre-writing, a roll, retention or close held it. Per thread, so per shard.
+    static FLUSH_LOCK_WAIT_SECONDS: RefCell<Histogram> = RefCell::new(Histogram::default());
+}
+
+/// The io-lock waits of this executor's flushes so far.
+pub fn flush_lock_waits() -> Histogram {
+    FLUSH_LOCK_WAIT_SECONDS.with(|histogram| histogram.borrow().clone())
+}
 
 /// Per-partition settings (Kafka's topic configs of the same names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,7 +312,9 @@ impl Log {
     /// `OutOfSpace` the batches written before the full device are published and the rest are
     /// discarded; on any other error the log is fenced.
     pub async fn flush(&self) -> Result<i64, StorageError> {
+        let asked = Instant::now();
         let _io = self.io_lock.lock().await;
+        FLUSH_LOCK_WAIT_SECONDS.with(|histogram| histogram.borrow_mut().record(asked.elapsed()));
         let staged: Vec<Staged> = {
             let state = self.state.borrow();
             Self::check_usable(&state)?;

@@ -34,7 +34,7 @@ mod ticket;
 pub use cache::BatchCache;
 pub use file::{prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
-pub use log::{AppendResult, Log, LogConfig};
+pub use log::{flush_lock_waits, AppendResult, Log, LogConfig};
 pub use read_ahead::ReadAheadStats;
 pub use ticket::{AppendTicket, Settled};
 
