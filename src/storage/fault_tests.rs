@@ -38,6 +38,17 @@ fn append(log: &Log, value: &[u8]) -> crate::storage::AppendResult {
     log.append(bytes, &summary, None).unwrap()
 }
 
+/// A log in `dir` with default settings and a small cache.
+async fn open_log(dir: &std::path::Path) -> std::rc::Rc<Log> {
+    Log::open(
+        dir.to_path_buf(),
+        LogConfig::default(),
+        BatchCache::new(1 << 20),
+    )
+    .await
+    .unwrap()
+}
+
 /// Armed for this test's directory only: `<op> <errno> <root>/<partition>/`.
 fn arm(root: &std::path::Path, line: &str) {
     let (op_errno, partition) = line.rsplit_once(' ').unwrap();
@@ -52,9 +63,7 @@ fn arm(root: &std::path::Path, line: &str) {
 fn out_of_space_discards_unwritten_batches_and_reuses_offsets() {
     run(|root| async move {
         let dir = root.join("full-0");
-        let log = Log::open(dir.clone(), LogConfig::default(), BatchCache::new(1 << 20))
-            .await
-            .unwrap();
+        let log = open_log(&dir).await;
         let kept = append(&log, b"kept");
         log.flush().await.unwrap();
         assert_eq!(kept.ticket.settled(), Settled::Durable);
@@ -85,9 +94,7 @@ fn out_of_space_discards_unwritten_batches_and_reuses_offsets() {
         );
         log.close().await.unwrap();
 
-        let log = Log::open(dir, LogConfig::default(), BatchCache::new(1 << 20))
-            .await
-            .unwrap();
+        let log = open_log(&dir).await;
         assert_eq!(
             log.high_watermark(),
             2,
@@ -103,9 +110,7 @@ fn out_of_space_discards_unwritten_batches_and_reuses_offsets() {
 fn failed_sync_fences_the_log() {
     run(|root| async move {
         let dir = root.join("sick-0");
-        let log = Log::open(dir, LogConfig::default(), BatchCache::new(1 << 20))
-            .await
-            .unwrap();
+        let log = open_log(&dir).await;
         append(&log, b"kept");
         log.flush().await.unwrap();
         arm(&root, "sync EIO sick-0");
@@ -132,9 +137,7 @@ fn failed_sync_fences_the_log() {
 fn flush_waits_for_one_pre_writing_step_at_most() {
     run(|root| async move {
         let dir = root.join("prewrite-0");
-        let log = Log::open(dir.clone(), LogConfig::default(), BatchCache::new(1 << 20))
-            .await
-            .unwrap();
+        let log = open_log(&dir).await;
         append(&log, b"first");
         log.flush().await.unwrap();
         assert!(
@@ -144,7 +147,6 @@ fn flush_waits_for_one_pre_writing_step_at_most() {
         // Every write of this partition, zeros included, takes 20 ms: a whole run of steps
         // would hold a greedy lock for more than half a second.
         arm(&root, "write 20ms prewrite-0");
-        let log = std::rc::Rc::new(log);
         let steps = std::rc::Rc::new(std::cell::Cell::new(0u32));
         let preparing = crate::runtime::spawn_local({
             let (log, steps) = (log.clone(), steps.clone());

@@ -65,6 +65,41 @@ async fn read_to_end(log: &Log, mut offset: i64, max_bytes: usize) -> (Vec<Bytes
     (all, fetches)
 }
 
+/// A log of `batches` batches in `root`'s partition `ahead-0`, read once from offset 0 while
+/// every read of its directory is delayed by `delay` (e.g. "50ms"): the read-ahead that first
+/// answer started is then still in flight. The delay stays armed.
+struct SlowStart {
+    dir: PathBuf,
+    cache: Rc<BatchCache>,
+    log: Rc<Log>,
+    stored: Vec<Bytes>,
+    first: Vec<Bytes>,
+}
+
+async fn first_read_on_slow_disk(root: &Path, batches: usize, delay: &str) -> SlowStart {
+    let dir = root.join("ahead-0");
+    let cache = uncached(8 << 20);
+    let log = open(&dir, &cache).await;
+    let stored = fill(&log, batches).await;
+    arm(&dir, &format!("read {delay}"), None);
+    let first = log.read(0, 16 * 1024).await.unwrap();
+    SlowStart {
+        dir,
+        cache,
+        log,
+        stored,
+        first,
+    }
+}
+
+/// Waits until read-ahead holds nothing: reads in flight for dropped streams end by
+/// themselves and give their bytes back then.
+async fn until_nothing_held(cache: &BatchCache) {
+    while stats(cache).held_bytes > 0 {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn stats(cache: &BatchCache) -> ReadAheadStats {
     cache.read_ahead_stats()
 }
@@ -146,12 +181,13 @@ fn two_readers_of_one_log_do_not_thrash() {
 #[test]
 fn fetch_waits_for_the_read_ahead_in_flight() {
     super::fault_tests::run(|root| async move {
-        let dir = root.join("ahead-0");
-        let cache = uncached(8 << 20);
-        let log = open(&dir, &cache).await;
-        let stored = fill(&log, 100).await;
-        arm(&dir, "read 50ms", None);
-        let first = log.read(0, 16 * 1024).await.unwrap();
+        let SlowStart {
+            cache,
+            log,
+            stored,
+            first,
+            ..
+        } = first_read_on_slow_disk(&root, 100, "50ms").await;
         assert!(stats(&cache).held_bytes > 0, "a read-ahead started");
         let next = 4 * first.len() as i64;
         let second = log.read(next, 16 * 1024).await.unwrap();
@@ -168,12 +204,13 @@ fn fetch_waits_for_the_read_ahead_in_flight() {
 #[test]
 fn deletion_during_read_ahead_never_serves_it() {
     super::fault_tests::run(|root| async move {
-        let dir = root.join("ahead-0");
-        let cache = uncached(8 << 20);
-        let log = open(&dir, &cache).await;
-        let stored = fill(&log, 300).await;
-        arm(&dir, "read 100ms", None);
-        let first = log.read(0, 16 * 1024).await.unwrap();
+        let SlowStart {
+            cache,
+            log,
+            stored,
+            first,
+            ..
+        } = first_read_on_slow_disk(&root, 300, "100ms").await;
         let next = 4 * first.len() as i64;
         // The read-ahead at `next` is now sleeping in its read; delete past it.
         let start = log.delete_records(600).await.unwrap();
@@ -196,11 +233,11 @@ fn deletion_during_read_ahead_never_serves_it() {
             retention_bytes: 0,
             ..config()
         });
-        let (tail_start, _) = (log.log_start_offset(), ());
+        let tail_start = log.log_start_offset();
         let _ = log.read(tail_start, 16 * 1024).await.unwrap();
         log.enforce_retention(0).await.unwrap();
         assert!(log.log_start_offset() > tail_start);
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+        until_nothing_held(&cache).await;
         assert_eq!(stats(&cache).held_bytes, 0, "{:?}", stats(&cache));
         log.close().await.unwrap();
     });
@@ -211,12 +248,13 @@ fn deletion_during_read_ahead_never_serves_it() {
 #[test]
 fn close_during_read_ahead_drops_it() {
     super::fault_tests::run(|root| async move {
-        let dir = root.join("ahead-0");
-        let cache = uncached(8 << 20);
-        let log = open(&dir, &cache).await;
-        let stored = fill(&log, 100).await;
-        arm(&dir, "read 50ms", None);
-        let first = log.read(0, 16 * 1024).await.unwrap();
+        let SlowStart {
+            dir,
+            cache,
+            log,
+            stored,
+            first,
+        } = first_read_on_slow_disk(&root, 100, "50ms").await;
         log.close().await.unwrap();
         faults::clear();
         let next = 4 * first.len() as i64;
@@ -225,9 +263,7 @@ fn close_during_read_ahead_drops_it() {
         let (read, _) = read_to_end(&log, 0, 16 * 1024).await;
         assert_eq!(read, stored);
         log.close().await.unwrap();
-        while stats(&cache).held_bytes > 0 {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
-        }
+        until_nothing_held(&cache).await;
     });
 }
 
