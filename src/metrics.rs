@@ -52,6 +52,8 @@ pub struct ShardMetrics {
     requests: RefCell<BTreeMap<i16, Histogram>>,
     pub bytes_received: Cell<u64>,
     pub bytes_sent: Cell<u64>,
+    /// Socket writes of responses (several responses share one when they are ready together).
+    pub socket_writes: Cell<u64>,
     pub connections_accepted: Cell<u64>,
     pub connections_open: Cell<u64>,
     pub connections_refused: Cell<u64>,
@@ -96,6 +98,7 @@ impl ShardMetrics {
             requests: self.requests.borrow().clone(),
             bytes_received: self.bytes_received.get(),
             bytes_sent: self.bytes_sent.get(),
+            socket_writes: self.socket_writes.get(),
             connections_accepted: self.connections_accepted.get(),
             connections_open: self.connections_open.get(),
             connections_refused: self.connections_refused.get(),
@@ -141,6 +144,7 @@ pub struct MetricsSnapshot {
     pub requests: BTreeMap<i16, Histogram>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
+    pub socket_writes: u64,
     pub connections_accepted: u64,
     pub connections_open: u64,
     pub connections_refused: u64,
@@ -176,7 +180,7 @@ type HistogramFamily = (
 pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     render_requests(&mut out, snapshots);
-    let per_shard: [Family<MetricsSnapshot, u64>; 14] = [
+    let per_shard: [Family<MetricsSnapshot, u64>; 15] = [
         (
             "corelog_network_received_bytes_total",
             "counter",
@@ -188,6 +192,12 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "counter",
             "Response bytes written",
             |s| s.bytes_sent,
+        ),
+        (
+            "corelog_network_writes_total",
+            "counter",
+            "Socket writes of responses; responses ready together share one",
+            |s| s.socket_writes,
         ),
         (
             "corelog_connections_accepted_total",

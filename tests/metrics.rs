@@ -134,3 +134,43 @@ fn metrics_endpoint_reports_every_family() {
     let (status, _) = http_get(broker.admin_port(), "/nope");
     assert!(status.contains("404"), "status {status}");
 }
+
+/// Produce requests pipelined on one connection and made durable by the same flush are
+/// answered together: `corelog_network_writes_total` counts fewer socket writes than
+/// responses, and every response still arrives, in order.
+#[test]
+fn responses_ready_together_share_socket_writes() {
+    const REQUESTS: usize = 40;
+    let broker = Broker::start(1, &[]);
+    create_topic(broker.port, "coalesced", 1);
+    let writes_metric = "corelog_network_writes_total{shard=\"0\"}";
+    let writes_before = sample(&http_get(broker.admin_port(), "/metrics").1, writes_metric)
+        .expect("the socket writes family");
+    let mut conn = RawConn::connect(broker.port);
+    let mut bytes = Vec::new();
+    let mut correlation_ids = Vec::new();
+    for n in 0..REQUESTS {
+        let batch = record_batch(&[format!("m{n}").as_bytes()], 1, Compression::None);
+        let (correlation_id, body) =
+            conn.encode_request(&produce_request("coalesced", 0, batch, -1), 9);
+        correlation_ids.push(correlation_id);
+        bytes.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        bytes.extend_from_slice(&body);
+    }
+    // One client write: the broker reads the requests back to back.
+    conn.stream.write_all(&bytes).unwrap();
+    for (n, correlation_id) in correlation_ids.into_iter().enumerate() {
+        let mut response = conn.recv_frame().expect("a response");
+        assert_eq!(
+            bytes::Buf::get_i32(&mut response),
+            correlation_id,
+            "response {n} in order"
+        );
+    }
+    let writes = sample(&http_get(broker.admin_port(), "/metrics").1, writes_metric).unwrap()
+        - writes_before;
+    assert!(
+        (1.0..=(REQUESTS / 2) as f64).contains(&writes),
+        "{REQUESTS} responses took {writes} socket writes"
+    );
+}

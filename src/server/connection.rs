@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::future::{select, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures::{FutureExt, StreamExt};
 
 use kafka_protocol::messages::RequestKind;
 
@@ -244,44 +245,111 @@ async fn write_responses(
     result
 }
 
+/// Writes the responses in request order. Responses already done
+/// behind the awaited one go out in the same socket write: one flush often completes many
+/// produce requests of a connection at once, and a write per response would cost a syscall, a
+/// TCP segment and a wake-up of the client each.
 async fn write_in_order(
     shard: &Shard,
     writer: &mut WriteHalf<TcpStream>,
     responses: local_channel::LocalReceiver<InFlight>,
     state: &ConnectionState,
 ) -> Option<String> {
-    while let Some((task, reserved)) = responses.recv().await {
-        let chunks = match task.await {
-            Some(Response::Chunks(chunks)) => chunks,
-            Some(Response::Nothing) => Vec::new(),
-            Some(Response::Close(reason)) => return Some(reason),
-            None => return Some("request handler was cancelled".into()),
+    let mut queued = responses.stream();
+    // A request taken from the queue while gathering whose response was not ready yet.
+    let mut held: Option<InFlight> = None;
+    loop {
+        let (task, reserved) = match held.take() {
+            Some(in_flight) => in_flight,
+            None => queued.next().await?,
         };
-        let response_bytes: usize = chunks.iter().map(Bytes::len).sum();
-        metrics::add(&shard.metrics.bytes_sent, response_bytes as u64);
-        state.writing.set(true);
-        let written = write_chunks(writer, chunks, response_bytes).await;
-        state.writing.set(false);
-        if written.is_err() {
-            return None;
+        let mut batch = ResponseBatch::default();
+        let mut ending = batch.add(task.await, reserved);
+        while ending.is_none() && batch.gathering() {
+            // Only what is already queued and done: never wait for more here.
+            let Some(Some((mut task, reserved))) = queued.next().now_or_never() else {
+                break;
+            };
+            match (&mut task).now_or_never() {
+                Some(response) => ending = batch.add(response, reserved),
+                None => {
+                    held = Some((task, reserved));
+                    break;
+                }
+            }
         }
-        state.in_flight.set(state.in_flight.get() - 1);
+        metrics::add(&shard.metrics.bytes_sent, batch.bytes as u64);
+        state.writing.set(true);
+        let written = write_chunks(writer, batch.chunks, batch.bytes).await;
+        state.writing.set(false);
+        let Ok(writes) = written else {
+            return None;
+        };
+        metrics::add(&shard.metrics.socket_writes, writes);
+        state.in_flight.set(state.in_flight.get() - batch.answered);
         state.progressed();
-        drop(reserved);
+        drop(batch.reserved);
+        if ending.is_some() {
+            return ending;
+        }
     }
-    None
 }
 
-/// Writes one response's chunks, coalescing small ones into as few writes as possible. The
-/// coalescing buffer lives only for this response, so an idle connection holds none.
+/// Responses gathered for one socket write, in request order.
+#[derive(Default)]
+struct ResponseBatch {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    /// Requests answered by this write.
+    answered: usize,
+    /// Response budget held until the write is done.
+    reserved: Vec<BudgetPermit>,
+}
+
+impl ResponseBatch {
+    /// Most responses gathered into one write; the bytes are bounded by the coalescing size.
+    const RESPONSES_MAX: usize = 64;
+
+    /// Adds a handler's outcome. Returns why the connection ends instead, if it does: the
+    /// responses before it are still written.
+    fn add(
+        &mut self,
+        response: Option<Response>,
+        reserved: Option<BudgetPermit>,
+    ) -> Option<String> {
+        self.reserved.extend(reserved);
+        match response {
+            Some(Response::Chunks(chunks)) => {
+                self.bytes += chunks.iter().map(Bytes::len).sum::<usize>();
+                self.chunks.extend(chunks);
+            }
+            Some(Response::Nothing) => {}
+            Some(Response::Close(reason)) => return Some(reason),
+            None => return Some("request handler was cancelled".into()),
+        }
+        self.answered += 1;
+        None
+    }
+
+    /// Whether more ready responses may join this write.
+    fn gathering(&self) -> bool {
+        self.answered < Self::RESPONSES_MAX && self.bytes < limits::SOCKET_WRITE_COALESCE_BYTES
+    }
+}
+
+/// Writes responses' chunks, coalescing small ones into as few writes as possible, and returns
+/// how many writes it took. The coalescing buffer lives only for this call, so an idle
+/// connection holds none.
 async fn write_chunks(
     writer: &mut WriteHalf<TcpStream>,
     chunks: Vec<Bytes>,
     total_bytes: usize,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     if let [only] = chunks.as_slice() {
-        return write_all(writer, only).await;
+        write_all(writer, only).await?;
+        return Ok(1);
     }
+    let mut writes = 0;
     let mut out = BytesMut::with_capacity(total_bytes.min(limits::SOCKET_WRITE_COALESCE_BYTES));
     for chunk in chunks {
         if out.len() + chunk.len() <= limits::SOCKET_WRITE_COALESCE_BYTES {
@@ -290,18 +358,21 @@ async fn write_chunks(
         }
         if !out.is_empty() {
             write_all(writer, &out).await?;
+            writes += 1;
             out.clear();
         }
         if chunk.len() >= limits::SOCKET_WRITE_COALESCE_BYTES {
             write_all(writer, &chunk).await?;
+            writes += 1;
         } else {
             out.extend_from_slice(&chunk);
         }
     }
     if !out.is_empty() {
         write_all(writer, &out).await?;
+        writes += 1;
     }
-    Ok(())
+    Ok(writes)
 }
 
 async fn write_all(writer: &mut WriteHalf<TcpStream>, bytes: &[u8]) -> std::io::Result<()> {
