@@ -9,7 +9,7 @@ One command (issue 3, part 3):
 It installs what it needs (fio, iperf3 via apt; confluent-kafka and matplotlib into .venv),
 builds target/release/corelog, and then, round after round, interleaves
 
-  A. corelog (release binary, fresh data directory, --shards 2):
+  A. corelog (release binary, fresh data directory, one shard on CPU 0):
      `corelog bench produce` closed loop (max throughput), then open loop at 20% of that for
      p50/p99/p99.9; a librdkafka producer (confluent-kafka) at max throughput and paced at 20%
      of its own max on corelog; after a broker restart (cold batch cache) `corelog bench
@@ -19,7 +19,11 @@ builds target/release/corelog, and then, round after round, interleaves
      (16 KiB and 1 MiB blocks, the sizes corelog's flusher writes) and read (1 MiB), fdatasync
      latency after overwriting a 4 KiB block, iperf3 over loopback;
 
-so that the noise of this shared machine hits all three alike. It reports medians over the
+so that the noise of this shared machine hits all three alike. Placement: each broker runs on
+the broker CPUs (`--broker-cpus`, default CPU 0; corelog with `--shards 1 --cpus 0`, tansu
+under `taskset`) and every client on the client CPUs (`--client-cpus`, default CPU 1), so that
+load generator and broker do not take each other's core; `--shards 2 --broker-cpus ''
+--client-cpus ''` runs the earlier unpinned layout. It reports medians over the
 rounds (and the spread), the ratios corelog/tansu and corelog/limit, checks every target of
 issue 3, splices the result between the `compare:begin`/`compare:end` markers of BENCHMARKS.md,
 plots latency percentiles into BENCHMARKS-latency.png and keeps every raw measurement in
@@ -38,6 +42,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -51,6 +56,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 CORELOG = REPO / "target" / "release" / "corelog"
+# CPU list the load generators run on ('' = unpinned); set from --client-cpus.
+CLIENT_CPUS = ""
 DEFAULT_TANSU = Path("/work/tools/tansu/bin/tansu")
 MARK_BEGIN = "<!-- compare:begin -->"
 MARK_END = "<!-- compare:end -->"
@@ -192,6 +199,8 @@ def bench(kind: str, port: int, topic: str, duration: float, extra: list[str],
     """`corelog bench KIND`; returns its JSON report."""
     argv = [str(CORELOG), "bench", kind, "--brokers", f"127.0.0.1:{port}", "--topic", topic,
             "--message-size", "1024", "--duration", f"{duration}s", "--json", *extra]
+    if CLIENT_CPUS:
+        argv += ["--cpus", CLIENT_CPUS]
     if rate is not None:
         argv += ["--rate", f"{rate:.0f}"]
     done = run_checked(argv, duration + 120)
@@ -200,6 +209,11 @@ def bench(kind: str, port: int, topic: str, duration: float, extra: list[str],
         log(f"  warning: corelog bench {kind} on port {port} saw {report['errors']} errors: "
             f"{report.get('errors_by_kind')}")
     return report
+
+
+def pinned(cpus: str) -> list[str]:
+    """The `taskset` prefix that keeps a process on `cpus` (nothing when unpinned)."""
+    return ["taskset", "-c", cpus] if cpus else []
 
 
 def bench_summary(report: dict) -> dict:
@@ -211,11 +225,16 @@ def bench_summary(report: dict) -> dict:
 
 def kafka_client(mode: str, port: int, topic: str, duration: float, rate: float = 0.0) -> dict:
     """librdkafka (confluent-kafka) in a child process, so that a hang cannot stall the run."""
-    argv = [str(VENV_PYTHON), __file__, "--client-mode", mode, "--client-port", str(port),
+    argv = [*pinned(CLIENT_CPUS), str(VENV_PYTHON), __file__, "--client-mode", mode,
+            "--client-port", str(port),
             "--client-topic", topic, "--client-duration", str(duration),
             "--client-rate", str(rate)]
     done = run_checked(argv, duration + 150)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# Messages per produce_batch() call in the librdkafka max-throughput workload.
+MAX_MODE_BATCH = 100
 
 
 def client_main(args) -> None:
@@ -254,6 +273,7 @@ def client_main(args) -> None:
     if producer.flush(30) != 0:
         sys.exit("warm-up message not delivered within 30 s")
     interval_ns = int(1e9 / args.client_rate) if paced else 0
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)  # every thread: Python, librdkafka
     start_ns = time.perf_counter_ns()
     end_ns = start_ns + int(args.client_duration * 1e9)
     sent = 0
@@ -278,20 +298,28 @@ def client_main(args) -> None:
             while sent - len(latencies) - len(errors) > 10_000:
                 producer.poll(0.001)
         try:
-            producer.produce(args.client_topic, value=payload,
-                             on_delivery=lambda e, m, t=due: delivered(e, m, t))
-            sent += 1
             if paced:
+                producer.produce(args.client_topic, value=payload,
+                                 on_delivery=lambda e, m, t=due: delivered(e, m, t))
+                sent += 1
                 lags_ms.append((time.perf_counter_ns() - due) / 1e6)
+            else:
+                # Max throughput: a batch per call, so that the Python loop is not the limit
+                # (one produce() call per message held this client near 250,000 msg/s).
+                batch = [{"value": payload} for _ in range(MAX_MODE_BATCH)]
+                sent += producer.produce_batch(
+                    args.client_topic, batch, on_delivery=lambda e, m, t=due: delivered(e, m, t))
         except BufferError:
             producer.poll(0.001)
         producer.poll(0)
     left = producer.flush(60)
     elapsed = (time.perf_counter_ns() - start_ns) / 1e9
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (usage.ru_utime + usage.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
     latencies.sort()
     result = {"msgs_per_s": len(latencies) / elapsed, "mb_per_s": len(latencies) * 1024 / elapsed
               / 1e6, "errors": len(errors) + left, "first_error": errors[0] if errors else "",
-              "sent": sent}
+              "sent": sent, "client_cpu_cores": cpu_s / elapsed}
     for name, q in [("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("p9999", 99.99)]:
         result[name] = percentile(latencies, q)
     result["max"] = latencies[-1] if latencies else float("nan")
@@ -351,7 +379,9 @@ def corelog_round(round_no: int, args, work: Path) -> tuple[dict, dict]:
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     argv = [str(CORELOG), "serve", "--data-dir", str(data), "--listen",
-            f"127.0.0.1:{args.port}", "--admin-listen", "off", "--shards", "2"]
+            f"127.0.0.1:{args.port}", "--admin-listen", "off", "--shards", str(args.shards)]
+    if args.broker_cpus:
+        argv += ["--cpus", args.broker_cpus]
     rates: dict = {}
     try:
         with Broker("corelog", argv, args.port, work):
@@ -372,7 +402,8 @@ def corelog_round(round_no: int, args, work: Path) -> tuple[dict, dict]:
 
 def tansu_round(round_no: int, args, work: Path, rates: dict) -> dict:
     url = f"tcp://127.0.0.1:{args.port + 1}"
-    argv = [str(args.tansu), "broker", "--listener-url", url, "--advertised-listener-url", url,
+    argv = [*pinned(args.broker_cpus), str(args.tansu), "broker", "--listener-url", url,
+            "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/"]
     # tansu reads .env from its working directory and these variables: give it neither.
     env = {key: value for key, value in os.environ.items() if key not in (
@@ -567,7 +598,11 @@ def build_markdown(results: dict, args, info: dict, plot_name: str | None) -> st
         f"- Command: `{results['command']}` ({len(rounds)} rounds, {args.duration:g} s per load "
         "step; systems interleaved per round: corelog, tansu, limits). Medians over rounds, "
         "(min-max) where they differ. Raw numbers: target/compare/results.json.",
-        f"- corelog: `corelog serve --shards 2 --admin-listen off`, fresh data directory, "
+        f"- Placement: brokers on CPU(s) {args.broker_cpus or 'any'}, clients (corelog bench "
+        f"and the librdkafka process) on CPU(s) {args.client_cpus or 'any'}.",
+        f"- corelog: `corelog serve --shards {args.shards}"
+        f"{' --cpus ' + args.broker_cpus if args.broker_cpus else ''} --admin-listen off`, "
+        "fresh data directory, "
         "every acknowledged batch through `fdatasync`. "
         f"{results['tansu_version']}: `tansu broker --storage-engine memory://tansu/` "
         "(in memory, never syncs), listener and advertised listener on 127.0.0.1.",
@@ -593,6 +628,7 @@ def build_markdown(results: dict, args, info: dict, plot_name: str | None) -> st
             ("bench open loop", "p99.9 ms", "bench_open", "p999"),
             ("librdkafka max", "msgs/s", "rdkafka_max", "msgs_per_s"),
             ("librdkafka max", "MB/s", "rdkafka_max", "mb_per_s"),
+            ("librdkafka max", "client CPU (cores)", "rdkafka_max", "client_cpu_cores"),
             ("librdkafka paced", "rate msgs/s", "rdkafka_paced", "rate"),
             ("librdkafka paced", "p50 ms", "rdkafka_paced", "p50"),
             ("librdkafka paced", "p99 ms", "rdkafka_paced", "p99"),
@@ -737,8 +773,13 @@ def parse_args() -> argparse.Namespace:
                         help="data directories, fio's file and logs (its file system is the "
                         "one measured)")
     parser.add_argument("--load-fraction", type=float, default=0.2)
+    parser.add_argument("--shards", type=int, default=1, help="corelog's shards (default 1)")
+    parser.add_argument("--broker-cpus", default="0",
+                        help="CPU list for the brokers ('' = unpinned; default 0)")
+    parser.add_argument("--client-cpus", default="1",
+                        help="CPU list for the load generators ('' = unpinned; default 1)")
     parser.add_argument("--closed-loop-args", default="--producers 4 --partitions 4 "
-                        "--max-in-flight 16 --batch-size 131072")
+                        "--max-in-flight 32 --batch-size 131072")
     parser.add_argument("--open-loop-args", default="--producers 4 --partitions 4 "
                         "--max-in-flight 16 --batch-size 16384")
     parser.add_argument("--consume-args", default="--consumers 2")
@@ -765,6 +806,8 @@ def main() -> None:
     if args.client_mode:
         client_main(args)
         return
+    global CLIENT_CPUS
+    CLIENT_CPUS = args.client_cpus
     command_argv = [a for a in sys.argv[1:] if a != "--no-setup"]
     if not args.no_setup:
         ensure_environment(args)
