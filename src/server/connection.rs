@@ -476,6 +476,7 @@ impl FrameReader {
                 Some(length) => {
                     let start = self.buf.len();
                     let read_bytes = self.read_size(4 + length - start);
+                    self.reserve_for_frame(4 + length);
                     self.charge
                         .cover((start + read_bytes).min(4 + length), net)
                         .await;
@@ -492,15 +493,40 @@ impl FrameReader {
 
     /// Bytes to ask of the socket for `needed` more bytes of the frame at the head of `buf`.
     /// Room ahead of the data grows with the data already in, so a frame's budget stays
-    /// within twice what its client sent plus one chunk, whatever length it claimed.
+    /// within twice what its client sent plus one chunk, whatever length it claimed. Small
+    /// frames read at least a chunk, taking the frames behind them in the same read; a frame
+    /// larger than a chunk reads no further than its end, so that the next frame's first bytes
+    /// are not left in its buffer, to be copied into a new one.
     fn read_size(&self, needed: usize) -> usize {
         let start = self.buf.len();
-        let chunk = if self.last_read_full {
+        let chunk = self.chunk();
+        let most = READ_STEP_BYTES_MAX.min(chunk.max(start));
+        if start + needed > limits::CONNECTION_READ_CHUNK_BYTES {
+            needed.min(most)
+        } else {
+            needed.clamp(chunk, most)
+        }
+    }
+
+    /// Makes room for the whole frame of `frame_bytes` at the head of `buf` at once, within
+    /// the same bound as the reads (twice the bytes in plus one chunk), so that a large frame
+    /// is not copied again each time its buffer grows.
+    fn reserve_for_frame(&mut self, frame_bytes: usize) {
+        let start = self.buf.len();
+        let wanted = frame_bytes.min(2 * start + self.chunk());
+        if wanted > self.buf.capacity() {
+            self.buf.reserve(wanted - start);
+        }
+    }
+
+    /// The room of a read that starts a frame: a whole chunk while the client keeps the socket
+    /// full, a small one when it is probably idle.
+    fn chunk(&self) -> usize {
+        if self.last_read_full {
             limits::CONNECTION_READ_CHUNK_BYTES
         } else {
             READ_IDLE_BYTES
-        };
-        needed.clamp(chunk, READ_STEP_BYTES_MAX.min(chunk.max(start)))
+        }
     }
 
     /// Reads at most `read_bytes` more; `Ok(false)` at a clean end of stream (between frames).
@@ -534,5 +560,63 @@ impl FrameReader {
             Some(prefix) => request_frame_length(*prefix, self.frame_bytes_max).map(Some),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader_holding(bytes: usize, last_read_full: bool) -> FrameReader {
+        let mut reader = FrameReader::new(100 * 1024 * 1024);
+        reader.buf.resize(bytes, 0);
+        reader.last_read_full = last_read_full;
+        reader
+    }
+
+    /// A small frame's read takes a whole chunk (the frames behind it come in the same read); a
+    /// large frame's read stops at its end, and never grows faster than the data already in.
+    #[test]
+    fn reads_stop_at_the_end_of_a_large_frame() {
+        let chunk = limits::CONNECTION_READ_CHUNK_BYTES;
+        let small = reader_holding(100, true);
+        assert_eq!(small.read_size(400), chunk);
+        let large = reader_holding(chunk, true);
+        assert_eq!(
+            large.read_size(3_000),
+            3_000,
+            "no further than the frame's end"
+        );
+        assert_eq!(
+            large.read_size(10 * chunk),
+            chunk,
+            "room grows with the data in"
+        );
+        let idle = reader_holding(100, false);
+        assert_eq!(idle.read_size(400), READ_IDLE_BYTES);
+    }
+
+    /// Room for a large frame is made once, within twice the bytes in plus one chunk, however
+    /// long the frame claims to be.
+    #[test]
+    fn room_for_a_frame_is_made_once_within_the_bound() {
+        let chunk = limits::CONNECTION_READ_CHUNK_BYTES;
+        let mut reader = reader_holding(chunk, true);
+        reader.reserve_for_frame(2 * chunk + 100);
+        let capacity = reader.buf.capacity();
+        assert!(
+            capacity >= 2 * chunk + 100,
+            "the whole frame fits: {capacity}"
+        );
+        reader.buf.resize(2 * chunk + 100, 0);
+        assert_eq!(reader.buf.capacity(), capacity, "no second allocation");
+
+        let mut claimed_huge = reader_holding(chunk, true);
+        claimed_huge.reserve_for_frame(90 * 1024 * 1024);
+        assert!(
+            claimed_huge.buf.capacity() <= 2 * (2 * chunk + chunk),
+            "bounded by the bytes in, not the claim: {}",
+            claimed_huge.buf.capacity()
+        );
     }
 }
