@@ -610,7 +610,7 @@ def build_markdown(results: dict, args, info: dict, plot_name: str | None) -> st
         f"open loop `{args.open_loop_args} --rate R`, R = {args.load_fraction:.0%} of corelog's "
         "closed-loop median, the same R for tansu; latency from the intended send time.",
         "- librdkafka: confluent-kafka (Python) 1 KiB, acks=all, one partition; max = up to "
-        "10,000 in flight with linger.ms=1; paced = open loop at "
+        "10,000 in flight, linger.ms=1, `produce_batch` of 100; paced = open loop at "
         f"{args.load_fraction:.0%} of its max on corelog, linger.ms=0, latency from the "
         "intended send time to the delivery callback (includes the Python client).",
         "- Consume: `corelog bench consume` of the closed-loop topic after a broker restart "

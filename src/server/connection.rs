@@ -245,10 +245,10 @@ async fn write_responses(
     result
 }
 
-/// Writes the responses in request order. Responses already done
-/// behind the awaited one go out in the same socket write: one flush often completes many
-/// produce requests of a connection at once, and a write per response would cost a syscall, a
-/// TCP segment and a wake-up of the client each.
+/// Writes the responses in request order. Responses already done behind the awaited one go
+/// out in the same socket write: one flush often completes many produce requests of a
+/// connection at once, and a write per response would cost a syscall, a TCP segment and a
+/// wake-up of the client each.
 async fn write_in_order(
     shard: &Shard,
     writer: &mut WriteHalf<TcpStream>,
