@@ -173,13 +173,6 @@ fn assert_broker_healthy(broker: &mut Broker, what: &str) {
     assert_eq!(response.error_code, 0, "ApiVersions after {what}");
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    bytes.put_i32(body.len() as i32);
-    bytes.put_slice(body);
-    bytes
-}
-
 /// While a librdkafka producer and consumer work on their own connections, other connections
 /// send random garbage, a truncated frame, a length prefix over socket.request.max.bytes,
 /// negative and zero lengths, an unknown API key, an unknown version of a known API, and

@@ -35,6 +35,14 @@ fn sample(body: &str, prefix: &str) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// The sum of `family`'s samples over shards 0 and 1.
+fn sum_over_shards(body: &str, family: &str) -> f64 {
+    ["0", "1"]
+        .iter()
+        .filter_map(|shard| sample(body, &format!("{family}{{shard=\"{shard}\"}}")))
+        .sum()
+}
+
 /// After produce and fetch across both shards, /metrics reports every family of issue 3:
 /// per-API requests and latency, network bytes, per-partition produce and fetch, flushes,
 /// the batch cache, cross-shard messages and connections; other paths answer 404.
@@ -93,38 +101,14 @@ fn metrics_endpoint_reports_every_family() {
     ] {
         assert!(sample(&body, family).is_some(), "missing {family}:\n{body}");
     }
-    let flushes: f64 = ["0", "1"]
-        .iter()
-        .filter_map(|s| {
-            sample(
-                &body,
-                &format!("corelog_flush_seconds_count{{shard=\"{s}\"}}"),
-            )
-        })
-        .sum();
+    let flushes = sum_over_shards(&body, "corelog_flush_seconds_count");
     assert!(flushes >= 1.0, "at least one flush was counted");
-    let syncs: f64 = ["0", "1"]
-        .iter()
-        .filter_map(|s| {
-            sample(
-                &body,
-                &format!("corelog_fsync_seconds_count{{shard=\"{s}\"}}"),
-            )
-        })
-        .sum();
+    let syncs = sum_over_shards(&body, "corelog_fsync_seconds_count");
     assert!(
         syncs >= flushes,
         "every flush syncs: {syncs} syncs, {flushes} flushes"
     );
-    let lock_waits: f64 = ["0", "1"]
-        .iter()
-        .filter_map(|s| {
-            sample(
-                &body,
-                &format!("corelog_flush_lock_wait_seconds_count{{shard=\"{s}\"}}"),
-            )
-        })
-        .sum();
+    let lock_waits = sum_over_shards(&body, "corelog_flush_lock_wait_seconds_count");
     // A wait is counted when the lock is taken, the flush when it ends.
     assert!(
         lock_waits >= flushes,
@@ -147,18 +131,17 @@ fn responses_ready_together_share_socket_writes() {
     let writes_before = sample(&http_get(broker.admin_port(), "/metrics").1, writes_metric)
         .expect("the socket writes family");
     let mut conn = RawConn::connect(broker.port);
-    let mut bytes = Vec::new();
+    let mut frames = Vec::new();
     let mut correlation_ids = Vec::new();
     for n in 0..REQUESTS {
         let batch = record_batch(&[format!("m{n}").as_bytes()], 1, Compression::None);
         let (correlation_id, body) =
             conn.encode_request(&produce_request("coalesced", 0, batch, -1), 9);
         correlation_ids.push(correlation_id);
-        bytes.extend_from_slice(&(body.len() as i32).to_be_bytes());
-        bytes.extend_from_slice(&body);
+        frames.push(body);
     }
     // One client write: the broker reads the requests back to back.
-    conn.stream.write_all(&bytes).unwrap();
+    conn.send_frames(&frames).unwrap();
     for (n, correlation_id) in correlation_ids.into_iter().enumerate() {
         let mut response = conn.recv_frame().expect("a response");
         assert_eq!(

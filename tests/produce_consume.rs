@@ -574,12 +574,7 @@ fn pipelined_requests_are_answered_in_request_order() {
         expected.push((correlation_id, "other", partition, -1));
         frames.push(body);
     }
-    let mut bytes = Vec::new();
-    for body in &frames {
-        bytes.put_i32(body.len() as i32);
-        bytes.put_slice(body);
-    }
-    std::io::Write::write_all(&mut conn.stream, &bytes).unwrap();
+    conn.send_frames(&frames).unwrap();
     for (correlation_id, kind, partition, offset) in expected {
         let mut response = conn.recv_frame().expect("a response");
         assert_eq!(

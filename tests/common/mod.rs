@@ -294,6 +294,14 @@ pub fn assert_shards_answer_quickly(port: u16, beside: &str) {
     }
 }
 
+/// One frame: a 4-byte big-endian length, then `body`.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
 /// A blocking Kafka connection speaking raw length-prefixed frames.
 pub struct RawConn {
     pub stream: TcpStream,
@@ -325,10 +333,17 @@ impl RawConn {
 
     /// Writes one frame: a 4-byte big-endian length, then `body`.
     pub fn send_frame(&mut self, body: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(4 + body.len());
-        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
-        frame.extend_from_slice(body);
-        self.stream.write_all(&frame)
+        self.stream.write_all(&frame(body))
+    }
+
+    /// Writes the frames of `bodies` back to back in one write, so that the broker reads them
+    /// as pipelined requests.
+    pub fn send_frames<B: AsRef<[u8]>>(&mut self, bodies: &[B]) -> io::Result<()> {
+        let bytes: Vec<u8> = bodies
+            .iter()
+            .flat_map(|body| frame(body.as_ref()))
+            .collect();
+        self.stream.write_all(&bytes)
     }
 
     /// Reads one whole frame and returns its body.
