@@ -321,7 +321,12 @@ impl ResponseBatch {
         match response {
             Some(Response::Chunks(chunks)) => {
                 self.bytes += chunks.iter().map(Bytes::len).sum::<usize>();
-                self.chunks.extend(chunks);
+                if self.chunks.is_empty() {
+                    // The usual single response keeps its own vector.
+                    self.chunks = chunks;
+                } else {
+                    self.chunks.extend(chunks);
+                }
             }
             Some(Response::Nothing) => {}
             Some(Response::Close(reason)) => return Some(reason),
