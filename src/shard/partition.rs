@@ -21,7 +21,7 @@ use crate::metrics::{self, PartitionMetrics};
 use crate::protocol::record_batch::{self, BatchSummary};
 use crate::runtime::TaskQueueHandle;
 use crate::storage::producer_state::ProducerError;
-use crate::storage::{AppendTicket, Log, Settled, StorageError};
+use crate::storage::{self, AppendTicket, Log, Settled, StorageError};
 use crate::sync::Notify;
 
 /// The leader epoch of every partition until replication brings elections.
@@ -128,7 +128,7 @@ impl Partition {
                     tracing::warn!(
                         %topic,
                         partition = self.index,
-                        errno = error.raw_os_error(),
+                        errno = storage::os_error(&error),
                         %error,
                         "no space for the log; produce fails until space returns"
                     );
@@ -136,7 +136,7 @@ impl Partition {
             }
             Err(error) => {
                 let errno = match &error {
-                    StorageError::Io(error) => error.raw_os_error(),
+                    StorageError::Io(error) => storage::os_error(error),
                     _ => None,
                 };
                 tracing::error!(

@@ -15,6 +15,12 @@
 //! that exist. The zeros go out in small steps (`prepare_step`) that the log interleaves with
 //! flushes, so that a flush never waits for more than one step. Recovery and `trim_and_sync`
 //! cut the zeros off.
+//!
+//! A full device: a failed write leaves the appender as it was; after a failed sync,
+//! `rewind_unsynced` takes it back to the last synced end, so that the next write rewrites
+//! the same bytes in place (direct I/O: no page of ours waits in the page cache, so a failed
+//! sync leaves nothing behind to distrust). `trim_and_sync` seals the segment: once a roll
+//! has begun, nothing more is written to it, even if the roll fails and is begun again.
 
 use std::io;
 
@@ -57,6 +63,11 @@ pub struct Appender {
     /// After a failed run, no new run starts until the log end passes this (a full disk
     /// would otherwise fail a step after every flush).
     prepare_paused_until: u64,
+    /// The size and tail at the last sync (or open), while writes since have not been
+    /// synced: what `rewind_unsynced` goes back to.
+    unsynced: Option<(u64, Vec<u8>)>,
+    /// Set by `trim_and_sync`: the segment is being closed and takes no more writes.
+    sealed: bool,
 }
 
 impl Appender {
@@ -86,6 +97,8 @@ impl Appender {
             zeroed: prepared,
             prepare_target: None,
             prepare_paused_until: 0,
+            unsynced: None,
+            sealed: false,
         })
     }
 
@@ -98,9 +111,15 @@ impl Appender {
         self.size
     }
 
+    /// Whether a roll has begun on this segment (see `trim_and_sync`).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
     /// Writes `batches` after the current end, in aligned chunks of at most
     /// `STORAGE_WRITE_BYTES_MAX`. On error the appender state is unchanged.
     pub async fn write(&mut self, batches: &[Bytes]) -> io::Result<()> {
+        assert!(!self.sealed, "a sealed segment takes no writes");
         let added: usize = batches.iter().map(Bytes::len).sum();
         if added == 0 {
             return Ok(());
@@ -127,7 +146,8 @@ impl Appender {
                 .await?;
             written += data;
         }
-        self.tail = new_tail;
+        let old_tail = std::mem::replace(&mut self.tail, new_tail);
+        self.unsynced.get_or_insert((self.size, old_tail));
         self.size += added as u64;
         self.zeroed = self.zeroed.max(self.size.next_multiple_of(ALIGNMENT));
         Ok(())
@@ -138,13 +158,27 @@ impl Appender {
         let written = self.zeroed.max(self.size.next_multiple_of(ALIGNMENT));
         self.file.fdatasync().await?;
         self.prepared = self.prepared.max(written);
+        self.unsynced = None;
         Ok(())
+    }
+
+    /// After a failed sync: forgets the writes since the last good one, so that the log end
+    /// is the synced end again and the next write starts over from there. The blocks written
+    /// stay allocated (`zeroed`), which only spares the retry an extension.
+    pub fn rewind_unsynced(&mut self) {
+        if let Some((size, tail)) = self.unsynced.take() {
+            self.size = size;
+            self.tail = tail;
+        }
     }
 
     /// Whether a pre-writing run should start or is under way: fewer than
     /// `PREPARE_LOW_BYTES` of prepared space are left after the log end and the segment
     /// (which rolls at `limit` bytes) has room for more.
     pub fn needs_preparing(&self, limit: u64) -> bool {
+        if self.sealed {
+            return false;
+        }
         if self.prepare_target.is_some() {
             return true;
         }
@@ -190,9 +224,18 @@ impl Appender {
         Ok(false)
     }
 
-    /// Cuts the zero padding so a closed segment's file size equals its log size.
-    pub async fn trim_and_sync(&self) -> io::Result<()> {
+    /// Cuts the zero padding so a closed segment's file size equals its log size, and seals
+    /// the segment first: the blocks past the end are gone (or may be), so a write there
+    /// would find none, and a roll that fails midway is retried, never written past.
+    /// Safe to repeat.
+    pub async fn trim_and_sync(&mut self) -> io::Result<()> {
+        debug_assert!(self.unsynced.is_none(), "only synced segments are closed");
+        self.sealed = true;
+        self.prepare_target = None;
         self.file.truncate(self.size).await?;
+        let end = self.size.next_multiple_of(ALIGNMENT);
+        self.zeroed = self.zeroed.min(end);
+        self.prepared = self.prepared.min(end);
         self.file.fdatasync().await
     }
 }

@@ -1,5 +1,6 @@
-//! `Log` under injected faults (see `faults`): a full device discards unwritten batches and
-//! keeps the log usable; a failed sync fences it. Each test faults only its own temporary
+//! `Log` under injected faults (see `faults`): a full device (on a write, a sync or any step
+//! of a segment roll) discards the unsynced batches and keeps the log usable; a failed sync
+//! fences it. Each test faults only its own temporary
 //! directory, so the process-global plan does not reach the other tests running meanwhile.
 
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 
 use crate::protocol::record_batch::{encode_plain_batch, validate, PlainRecord};
+use crate::storage::segment::segment_path;
 use crate::storage::{faults, BatchCache, Log, LogConfig, Settled, StorageError};
 
 pub(super) fn run<F, Fut>(test: F)
@@ -56,6 +58,13 @@ fn arm(root: &std::path::Path, line: &str) {
     faults::arm(&plan).unwrap();
 }
 
+/// Fails the next write to the `extension` file of segment `base_offset` (or the snapshot
+/// at that offset) in `dir` with ENOSPC, once.
+fn fill_disk_for(dir: &std::path::Path, base_offset: i64, extension: &str) {
+    let path = segment_path(dir, base_offset, extension);
+    faults::arm(&format!("write ENOSPC {} 1", path.display())).unwrap();
+}
+
 /// A full device on a segment write discards the unwritten batches (their tickets say so), the
 /// next batches reuse their offsets, and a discarded batch's waiter never sees the later
 /// watermark as its own success; the log stays usable and keeps what was written.
@@ -100,6 +109,117 @@ fn out_of_space_discards_unwritten_batches_and_reuses_offsets() {
             2,
             "everything written survives a reopen"
         );
+        log.close().await.unwrap();
+    });
+}
+
+/// A full device on fdatasync (the write went through) discards the batches like a failed
+/// write: the log end goes back to the synced end, the retry is written over the same bytes,
+/// and a reopen finds the retry, not the discarded batch.
+#[test]
+fn out_of_space_at_sync_rewrites_the_unsynced_bytes() {
+    run(|root| async move {
+        let dir = root.join("nosync-0");
+        let log = open_log(&dir).await;
+        append(&log, b"kept");
+        log.flush().await.unwrap();
+        arm(&root, "sync ENOSPC nosync-0");
+        let lost = append(&log, b"lost-and-longer-than-the-retry");
+        let result = log.flush().await;
+        assert!(
+            matches!(result, Err(StorageError::OutOfSpace(_))),
+            "{result:?}"
+        );
+        assert_eq!(lost.ticket.settled(), Settled::Discarded);
+        assert_eq!((log.high_watermark(), log.log_end_offset()), (1, 1));
+        faults::clear();
+
+        let again = append(&log, b"again");
+        assert_eq!(again.base_offset, 1);
+        assert_eq!(log.flush().await.unwrap(), 2);
+        let after = append(&log, b"after");
+        assert_eq!(log.flush().await.unwrap(), 3);
+        assert_eq!(after.ticket.settled(), Settled::Durable);
+        log.close().await.unwrap();
+
+        let log = open_log(&dir).await;
+        let stored = log.read(0, 1 << 20).await.unwrap();
+        let holds = |batch: &Bytes, value: &[u8]| batch.windows(value.len()).any(|w| w == value);
+        assert_eq!(stored.len(), 3);
+        assert!(holds(&stored[1], b"again") && holds(&stored[2], b"after"));
+        log.close().await.unwrap();
+    });
+}
+
+/// A full device at any step of a segment roll (here the offset index, then the producer
+/// snapshot) fails only the batches from the one that needed the roll, never fences, and the
+/// roll is begun again by the next flush: the old segment is sealed, so even a batch small
+/// enough to fit in it goes to the new segment. Everything survives a reopen.
+#[test]
+fn out_of_space_at_a_roll_is_retried_by_the_next_flush() {
+    run(|root| async move {
+        let dir = root.join("roll-0");
+        let config = LogConfig {
+            segment_bytes: 1024,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.clone(), config.clone(), BatchCache::new(1 << 20))
+            .await
+            .unwrap();
+        append(&log, &[b'a'; 600]);
+        log.flush().await.unwrap();
+        fill_disk_for(&dir, 0, "index");
+        fill_disk_for(&dir, 1, "snapshot.tmp");
+        for step in ["index", "snapshot"] {
+            let needs_roll = append(&log, &[b'b'; 600]);
+            let result = log.flush().await;
+            assert!(
+                matches!(result, Err(StorageError::OutOfSpace(_))),
+                "{step}: {result:?}"
+            );
+            assert_eq!(needs_roll.ticket.settled(), Settled::Discarded, "{step}");
+            assert_eq!((log.high_watermark(), log.log_end_offset()), (1, 1));
+        }
+        faults::clear();
+        // Small enough for the old segment, yet it starts the new one: the roll is finished.
+        let small = append(&log, b"small-one");
+        assert_eq!(log.flush().await.unwrap(), 2);
+        assert_eq!(small.ticket.settled(), Settled::Durable);
+        assert!(segment_path(&dir, 1, "log").exists());
+        log.close().await.unwrap();
+
+        let log = Log::open(dir.clone(), config, BatchCache::new(1 << 20))
+            .await
+            .unwrap();
+        assert_eq!(log.high_watermark(), 2);
+        let stored = log.read(1, 1 << 20).await.unwrap();
+        assert!(stored[0].windows(9).any(|w| w == b"small-one"));
+        log.close().await.unwrap();
+    });
+}
+
+/// A time-based roll (`segment.ms`) that finds the device full leaves the log usable: the
+/// retention pass goes on, and the next flush finishes the roll before it writes.
+#[test]
+fn out_of_space_at_a_retention_roll_does_not_fence() {
+    run(|root| async move {
+        let dir = root.join("aged-0");
+        let log = open_log(&dir).await;
+        // Its timestamp (1 s after the epoch) makes the segment older than `segment_ms`.
+        append(&log, b"old");
+        log.flush().await.unwrap();
+        fill_disk_for(&dir, 0, "index");
+        let now = crate::metadata::now_ms();
+        log.enforce_retention(now).await.unwrap();
+        assert!(
+            faults::describe().contains("hits=1"),
+            "the roll met the full device"
+        );
+        faults::clear();
+        let next = append(&log, b"next");
+        assert_eq!(log.flush().await.unwrap(), 2);
+        assert_eq!(next.ticket.settled(), Settled::Durable);
+        assert!(segment_path(&dir, 1, "log").exists());
         log.close().await.unwrap();
     });
 }

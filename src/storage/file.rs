@@ -5,10 +5,15 @@
 //! every write, sync, read and truncate) and a later change can move to another io_uring
 //! runtime without touching the log logic. Writes must be aligned to
 //! `limits::DIO_ALIGNMENT_BYTES` in position and length; reads may be unaligned.
+//!
+//! Errors keep the OS error code the device gave (`to_io`), wrapped with the operation and
+//! path; `os_error` reads it back. The log tells a full device (which it survives) from
+//! every other failure (which fences it) by that code alone.
 
 use std::cell::{OnceCell, RefCell};
+use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -36,18 +41,73 @@ pub fn sync_latencies() -> Histogram {
     SYNC_SECONDS.with(|histogram| histogram.borrow().clone())
 }
 
-fn to_io(error: glommio::GlommioError<()>) -> io::Error {
-    error.into()
+/// A failed file operation as glommio reports it: what was done to which file, and the OS
+/// error. It travels as the inner error of an `io::Error` (see `to_io`), so that the OS error
+/// code survives beside the context; `os_error` finds it there.
+#[derive(Debug)]
+struct FileOpError {
+    op: &'static str,
+    path: Option<PathBuf>,
+    source: io::Error,
 }
 
-fn check_written(written: usize, expected: usize) -> io::Result<()> {
-    if written != expected {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("short direct write: {written} of {expected} bytes"),
-        ));
+impl fmt::Display for FileOpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{} {}: {}", self.op, path.display(), self.source),
+            None => write!(f, "{}: {}", self.op, self.source),
+        }
     }
-    Ok(())
+}
+
+impl std::error::Error for FileOpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// glommio's own `From<GlommioError> for io::Error` rebuilds an `EnhancedIoError` (every
+/// failed file operation) from its kind and text only, dropping the errno: a real ENOSPC then
+/// looks like any other error and fenced the log for good. Here the original error is kept.
+fn to_io(error: glommio::GlommioError<()>) -> io::Error {
+    match error {
+        glommio::GlommioError::IoError(error) => error,
+        glommio::GlommioError::EnhancedIoError {
+            source, op, path, ..
+        } => io::Error::new(source.kind(), FileOpError { op, path, source }),
+        other => other.into(),
+    }
+}
+
+/// The OS error code behind `error`: its own, or that of the first `io::Error` found among
+/// its inner errors (`to_io` puts the one from the device there). Every errno check of a
+/// storage error goes through this, never `raw_os_error` alone.
+pub fn os_error(error: &io::Error) -> Option<i32> {
+    if let Some(code) = error.raw_os_error() {
+        return Some(code);
+    }
+    let mut inner = error
+        .get_ref()
+        .map(|inner| inner as &(dyn std::error::Error + 'static));
+    while let Some(error) = inner {
+        if let Some(error) = error.downcast_ref::<io::Error>() {
+            return os_error(error);
+        }
+        inner = error.source();
+    }
+    None
+}
+
+/// A full device or an exhausted quota.
+pub fn is_out_of_space(error: &io::Error) -> bool {
+    matches!(os_error(error), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+fn short_write(written: usize, expected: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WriteZero,
+        format!("short direct write: {written} of {expected} bytes"),
+    )
 }
 
 /// One open direct-I/O file. Clones share the descriptor; it closes with the last clone.
@@ -97,9 +157,34 @@ impl SegmentFile {
         assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
         assert_eq!(buffer.len() % DIO_ALIGNMENT_BYTES, 0);
         self.injected_fault(FaultOp::Write).await?;
+        self.write_all(position, Rc::new(buffer)).await
+    }
+
+    /// Writes all of `buffer` at `position`. A write the kernel cut short (a device that ran
+    /// out of room midway may report the bytes it took instead of an error) goes on from
+    /// where it stopped, so that the cause comes back with its errno as the next write's
+    /// error, never as an errno-less short write that would fence the log.
+    async fn write_all(&self, position: u64, buffer: Rc<DmaBuffer>) -> io::Result<()> {
         let expected = buffer.len();
-        let written = self.file.write_at(buffer, position).await.map_err(to_io)?;
-        check_written(written, expected)
+        let mut written = self
+            .file
+            .write_rc_at(buffer.clone(), position)
+            .await
+            .map_err(to_io)?;
+        let mut done = written;
+        while done < expected {
+            if written == 0 || done % DIO_ALIGNMENT_BYTES != 0 {
+                return Err(short_write(done, expected));
+            }
+            // Rare: a copy of the rest, since a DMA buffer cannot be written from an offset.
+            let mut rest = self.alloc_buffer(expected - done);
+            rest.as_bytes_mut()
+                .copy_from_slice(&buffer.as_bytes()[done..]);
+            let at = position + done as u64;
+            written = self.file.write_at(rest, at).await.map_err(to_io)?;
+            done += written;
+        }
+        Ok(())
     }
 
     /// Writes `length` zero bytes (at most `ZEROS_BYTES`, aligned) at `position`, from the
@@ -118,12 +203,7 @@ impl SegmentFile {
                 .clone()
         });
         if length == ZEROS_BYTES {
-            let written = self
-                .file
-                .write_rc_at(zeros, position)
-                .await
-                .map_err(to_io)?;
-            return check_written(written, length);
+            return self.write_all(position, zeros).await;
         }
         let mut buffer = self.alloc_buffer(length);
         buffer
@@ -218,4 +298,59 @@ pub async fn prime_device(data_dir: &Path) -> io::Result<()> {
     let file = SegmentFile::open_read_only(&probe).await?;
     file.read(0, DIO_ALIGNMENT_BYTES).await?;
     file.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed file operation from glommio keeps its OS error code (glommio's own conversion
+    /// drops it) and says what was done to which file.
+    #[test]
+    fn runtime_errors_keep_their_os_error_code() {
+        let error = to_io(glommio::GlommioError::EnhancedIoError {
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+            op: "Writing",
+            path: Some(PathBuf::from("/data/t-0/00000000000000000000.log")),
+            fd: Some(7),
+        });
+        assert_eq!(os_error(&error), Some(libc::ENOSPC));
+        assert!(is_out_of_space(&error));
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        let text = error.to_string();
+        assert!(
+            text.contains("Writing /data/t-0/00000000000000000000.log") && text.contains("28"),
+            "{text}"
+        );
+        let glommio_own: io::Error = glommio::GlommioError::<()>::EnhancedIoError {
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+            op: "Writing",
+            path: None,
+            fd: None,
+        }
+        .into();
+        assert_eq!(glommio_own.raw_os_error(), None, "why `to_io` exists");
+    }
+
+    /// The code is found through any depth of wrapping, and only an OS code counts.
+    #[test]
+    fn os_error_looks_through_inner_errors() {
+        let plain = io::Error::from_raw_os_error(libc::EDQUOT);
+        assert!(is_out_of_space(&plain));
+        let wrapped = io::Error::other(io::Error::new(
+            io::ErrorKind::StorageFull,
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        ));
+        assert_eq!(os_error(&wrapped), Some(libc::ENOSPC));
+        let eio = to_io(glommio::GlommioError::EnhancedIoError {
+            source: io::Error::from_raw_os_error(libc::EIO),
+            op: "Syncing",
+            path: None,
+            fd: None,
+        });
+        assert_eq!(os_error(&eio), Some(libc::EIO));
+        assert!(!is_out_of_space(&eio));
+        assert_eq!(os_error(&short_write(4096, 8192)), None);
+        assert_eq!(os_error(&io::Error::other("no code")), None);
+    }
 }

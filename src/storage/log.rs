@@ -4,9 +4,11 @@
 //! every staged batch through the active segment's appender, rolls segments when full, and
 //! fdatasyncs; only then does the high watermark move and the batches enter the cache.
 //! Every staged batch carries an `AppendTicket` that the flush settles: durable, or discarded
-//! when a segment write finds the device full. Then the log drops every unwritten batch and
-//! rolls its next offset and producer state back to what was written, and stays usable; any
-//! other write or sync error fences it (`failed`), since the state on disk is then unknown.
+//! when a write, sync or segment roll finds the device full (ENOSPC or EDQUOT, read through
+//! `file::os_error`). Then the log drops every batch not yet synced and rolls its next offset
+//! and producer state back to what was, and stays usable: the next flush writes over the same
+//! bytes, and a roll that failed midway is begun again. Any other write or sync error fences
+//! it (`failed`), since the state on disk is then unknown.
 //! Concurrency: one executor, many tasks. State sits in a `RefCell` never borrowed across an
 //! `.await`; flush, pre-writing, retention and close serialize on `io_lock`, a `FairLock`
 //! (first come, first served), and only its holder touches the appender. Reads run concurrently with all of them and never look past the watermark.
@@ -430,7 +432,7 @@ impl Log {
         *self.appender.borrow_mut() = Some(appender);
         match result {
             Ok(more) => more,
-            Err(error) if is_out_of_space(&error) => {
+            Err(error) if file::is_out_of_space(&error) => {
                 tracing::warn!(dir = %self.dir.display(), %error, "pre-writing the segment failed");
                 false
             }
@@ -454,7 +456,8 @@ impl Log {
         let mut group_bytes = 0u64;
         let mut written = 0;
         for batch in staged {
-            let fits = {
+            // A sealed segment is one whose roll failed: the roll is finished first.
+            let fits = !appender.is_sealed() && {
                 let state = self.state.borrow();
                 let active = state
                     .segments
@@ -483,8 +486,9 @@ impl Log {
     }
 
     /// Writes and syncs `group` to the active segment, then indexes it and records its
-    /// producers as written (so a roll's snapshot holds exactly the batches before it). Only
-    /// a full device on the write gives `OutOfSpace`: the appender is then unchanged.
+    /// producers as written (so a roll's snapshot holds exactly the batches before it). A
+    /// full device on the write or the sync gives `OutOfSpace`, with the appender back at the
+    /// synced end and nothing indexed.
     async fn write_group(
         &self,
         appender: &mut Appender,
@@ -496,14 +500,13 @@ impl Log {
         }
         let start = appender.size();
         let bytes: Vec<Bytes> = group.iter().map(|batch| batch.bytes.clone()).collect();
-        appender.write(&bytes).await.map_err(|error| {
-            if is_out_of_space(&error) {
-                StorageError::OutOfSpace(error)
-            } else {
-                StorageError::Io(error)
+        appender.write(&bytes).await.map_err(out_of_space_or_io)?;
+        if let Err(error) = appender.sync().await {
+            if file::is_out_of_space(&error) {
+                appender.rewind_unsynced();
             }
-        })?;
-        appender.sync().await?;
+            return Err(out_of_space_or_io(error));
+        }
         let mut state = self.state.borrow_mut();
         let segment = state
             .segments
@@ -525,7 +528,22 @@ impl Log {
     }
 
     /// Closes the active segment (trimmed, indexes persisted) and starts one at `base_offset`.
+    /// A full device at any step gives `OutOfSpace` and leaves the segment sealed and active:
+    /// every step is safe to repeat, and the next flush or retention pass begins it again.
     async fn roll(&self, appender: &mut Appender, base_offset: i64) -> Result<(), StorageError> {
+        self.roll_steps(appender, base_offset)
+            .await
+            .map_err(|error| match error {
+                StorageError::Io(error) => out_of_space_or_io(error),
+                error => error,
+            })
+    }
+
+    async fn roll_steps(
+        &self,
+        appender: &mut Appender,
+        base_offset: i64,
+    ) -> Result<(), StorageError> {
         appender.trim_and_sync().await?;
         self.persist_active_indexes(appender.base_offset()).await?;
         self.write_producer_snapshot(base_offset).await?;
@@ -559,9 +577,13 @@ impl Log {
     }
 }
 
-/// A full device (or an exhausted quota): the one write error the log survives.
-fn is_out_of_space(error: &std::io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+/// A full device (or an exhausted quota) is the one write error the log survives.
+fn out_of_space_or_io(error: std::io::Error) -> StorageError {
+    if file::is_out_of_space(&error) {
+        StorageError::OutOfSpace(error)
+    } else {
+        StorageError::Io(error)
+    }
 }
 
 /// The producer fields of a client batch, if it has a producer id. Control batches carry
@@ -878,8 +900,17 @@ impl Log {
                 .expect("appender held by io_lock");
             let result = self.roll(&mut appender, next_offset).await;
             *self.appender.borrow_mut() = Some(appender);
-            // A roll syncs and rewrites files: after a failure their state is unknown.
-            result.map_err(|error| self.fence(error))?;
+            match result {
+                Ok(()) => {}
+                // The segment stays sealed and is rolled later; deleting expired segments
+                // below may be just what gives the space back.
+                Err(StorageError::OutOfSpace(error)) => {
+                    let dir = self.dir.display();
+                    tracing::warn!(%dir, %error, "no space to roll the segment; retried later");
+                }
+                // A roll syncs and rewrites files: after a failure their state is unknown.
+                Err(error) => return Err(self.fence(error)),
+            }
         }
         let doomed = self.take_expired_segments(&config, now_ms);
         self.remove_segments(doomed).await
@@ -981,10 +1012,10 @@ impl Log {
         if self.state.borrow().closed {
             return Ok(());
         }
-        let appender = self.appender.borrow_mut().take();
+        let mut appender = self.appender.borrow_mut().take();
         // A full device discarded only unwritten batches: what was written is still sound.
         let healthy = self.state.borrow().failed.is_none();
-        if let (Some(appender), true) = (&appender, healthy) {
+        if let (Some(appender), true) = (&mut appender, healthy) {
             appender.trim_and_sync().await?;
             self.persist_active_indexes(appender.base_offset()).await?;
             // The written end: appends staged after the final flush are not in the table.

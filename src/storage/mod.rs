@@ -5,8 +5,9 @@
 //! glommio executor and `Log` is shared as `Rc<Log>`. Only `file.rs` touches glommio's file
 //! APIs. Invariants: offsets below the high watermark are written and fdatasynced; a failed
 //! write or sync never advances it and fences the log (see `StorageError::Failed`), except a
-//! segment write that finds the device full, which discards the unwritten batches instead
-//! (see `StorageError::OutOfSpace`).
+//! write, sync or roll that finds the device full, which discards the unsynced batches
+//! instead (see `StorageError::OutOfSpace`). Errors keep their OS error code from the device
+//! up (`os_error`), so that a real full disk is told from any other failure.
 
 mod appender;
 mod cache;
@@ -32,7 +33,7 @@ mod tests;
 mod ticket;
 
 pub use cache::BatchCache;
-pub use file::{prime_device, sync_latencies};
+pub use file::{os_error, prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
 pub use log::{flush_lock_waits, AppendResult, Log, LogConfig};
 pub use read_ahead::ReadAheadStats;
@@ -55,8 +56,9 @@ pub enum StorageError {
     /// because after a failed fdatasync the state of the written pages is unknown.
     #[error("log failed after an earlier I/O error: {0}")]
     Failed(String),
-    /// A segment write found the device full. The batches not yet written were discarded
-    /// (never acknowledged) and the log stays usable: appends resume when space returns.
+    /// A write, sync or segment roll found the device full (or the quota exhausted). The
+    /// batches not yet synced were discarded (never acknowledged) and the log stays usable:
+    /// appends resume when space returns.
     #[error("no space left for the log; unwritten batches discarded: {0}")]
     OutOfSpace(std::io::Error),
     #[error("log is closed")]
