@@ -1,6 +1,13 @@
 //! The `corelog` command line: `serve` runs the broker, `bench` loads one, `topic` administers
 //! topics on one, `group` its consumer groups.
+//!
+//! Log lines go to stderr, and a failure to write one is ignored: a broker whose stderr is a
+//! file on a full disk (or a pipe nobody reads) keeps serving. The standard `eprintln!` and
+//! tracing's default error report both panic when stderr fails, and a panic aborts the
+//! release build (`panic = "abort"`), so the serve path writes stderr only through
+//! `LossyStderr` or a `writeln!` whose result it drops, and never writes stdout.
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -45,9 +52,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("corelog: error: {error:#}");
+            let _ = writeln!(io::stderr(), "corelog: error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// stderr for log lines, dropping what it cannot write (see the module documentation).
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
     }
 }
 
@@ -57,7 +79,9 @@ fn init_logging() {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // Its report of a failed write is an `eprintln!`, which panics (see above).
+        .log_internal_errors(false)
         .init();
 }

@@ -135,7 +135,9 @@ fn watch_signals(signals: Arc<ProcessSignals>) -> anyhow::Result<()> {
         .spawn(move || {
             for signal in incoming.forever() {
                 if signals.shutdown.swap(true, Ordering::SeqCst) {
-                    eprintln!("corelog: second signal {signal}, exiting without a clean shutdown");
+                    // Not `eprintln!`: it panics if stderr cannot be written (a full disk).
+                    let message = "corelog: second signal, exiting without a clean shutdown";
+                    let _ = writeln!(std::io::stderr(), "{message} ({signal})");
                     std::process::exit(130);
                 }
                 tracing::info!(signal, "shutting down");
