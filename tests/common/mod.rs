@@ -61,6 +61,8 @@ pub fn free_port() -> u16 {
 /// One `corelog serve` process over a temporary data directory that outlives restarts.
 pub struct Broker {
     root: tempfile::TempDir,
+    /// `<root>/data`, or the directory the test gave (`start_in`).
+    data: PathBuf,
     pub port: u16,
     args: Vec<String>,
     child: Option<Child>,
@@ -71,15 +73,27 @@ impl Broker {
     /// Starts a broker with `shards` shards and the extra `serve` flags in `args`, and waits
     /// until it answers ApiVersions.
     pub fn start(shards: u32, args: &[&str]) -> Broker {
+        Broker::start_with_data_dir(None, shards, args)
+    }
+
+    /// Like `start`, with the data directory at `data_dir` (e.g. on a file system the test
+    /// mounted); stderr stays in the temporary directory.
+    pub fn start_in(data_dir: &Path, shards: u32, args: &[&str]) -> Broker {
+        Broker::start_with_data_dir(Some(data_dir.to_path_buf()), shards, args)
+    }
+
+    fn start_with_data_dir(data_dir: Option<PathBuf>, shards: u32, args: &[&str]) -> Broker {
         let root = tempfile::Builder::new()
             .prefix("corelog-test-")
             .tempdir()
             .expect("tempdir");
-        std::fs::create_dir_all(root.path().join("data")).expect("create data dir");
+        let data = data_dir.unwrap_or_else(|| root.path().join("data"));
+        std::fs::create_dir_all(&data).expect("create data dir");
         let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         args.extend(["--shards".to_string(), shards.to_string()]);
         let mut broker = Broker {
             root,
+            data,
             port: free_port(),
             args,
             child: None,
@@ -90,7 +104,7 @@ impl Broker {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.root.path().join("data")
+        self.data.clone()
     }
 
     pub fn bootstrap(&self) -> String {
