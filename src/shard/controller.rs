@@ -21,7 +21,7 @@ use crate::storage::BatchCache;
 
 pub struct Controller {
     store: MetadataStore,
-    serial: glommio::sync::Semaphore,
+    serial: crate::runtime::Semaphore,
     /// Every producer id below this was handed out in an earlier block.
     next_producer_id: Cell<i64>,
 }
@@ -42,7 +42,7 @@ impl Controller {
         }
         let controller = Rc::new(Controller {
             store,
-            serial: glommio::sync::Semaphore::new(1),
+            serial: crate::runtime::Semaphore::new(1),
             next_producer_id: Cell::new(next_producer_id(&records)),
         });
         Ok((controller, records))

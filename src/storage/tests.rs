@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use glommio::{LocalExecutorBuilder, Placement};
 use kafka_protocol::records::Compression;
 
 use crate::protocol::record_batch::{self, encode_plain_batch, validate, PlainRecord};
@@ -18,7 +17,7 @@ where
     run_in_root("corelog-storage", |root| test(root.join("topic-0")));
 }
 
-/// Runs `test` on a fresh glommio executor with a primed temporary data root under /tmp
+/// Runs `test` on a fresh executor with a primed temporary data root under /tmp
 /// (ext4, so O_DIRECT works); the root is removed afterwards.
 pub(super) fn run_in_root<F, Fut>(prefix: &str, test: F)
 where
@@ -30,14 +29,10 @@ where
         .tempdir_in("/tmp")
         .unwrap();
     let path = root.path().to_path_buf();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move {
-            prime_device(&path).await.unwrap();
-            test(path).await
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    crate::runtime::run_on_new_executor(move || async move {
+        prime_device(&path).await.unwrap();
+        test(path).await
+    });
 }
 
 /// A batch of `count` records with timestamps from `timestamp`, value bytes `value_bytes` each.

@@ -1,4 +1,4 @@
-//! The thin layer over glommio: executors, task queues, the channel mesh and timers.
+//! The thin layer over glommio: executors, task queues, the shard mesh and timers.
 //!
 //! Everything in corelog that names a glommio executor or channel API goes through here (files
 //! go through `storage::file`, sockets through `server`), so that moving to a glommio fork or
@@ -7,10 +7,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+mod mesh;
+
+pub use mesh::{Mesh, MeshPort, Reply};
 
 pub use glommio::channels::local_channel;
 pub use glommio::net::{TcpListener, TcpStream};
@@ -19,89 +22,6 @@ pub use glommio::sync::Semaphore;
 pub use glommio::task::JoinHandle;
 pub use glommio::timer::sleep;
 pub use glommio::{Latency, Shares, TaskQueueHandle};
-
-/// The shard mesh: a bounded channel from every shard to every other, made before the
-/// executors start.
-///
-/// Built on `flume` rather than glommio's own channels: glommio's `MeshBuilder::join` and
-/// shared-channel `connect` hung now and then at start-up here (a lost cross-executor
-/// notification), while a plain `Waker` from another thread reliably wakes a parked executor.
-pub struct Mesh<T: Send + 'static> {
-    shards: usize,
-    next_id: AtomicUsize,
-    /// `ends[i]` holds what shard `i` takes when it joins.
-    ends: Mutex<Vec<Option<MeshEnds<T>>>>,
-}
-
-/// What one shard takes from the mesh when it joins.
-type MeshEnds<T> = (MeshSenders<T>, MeshReceivers<T>);
-
-/// A shard's sending ends, indexed by destination shard (None for itself).
-pub struct MeshSenders<T: Send + 'static> {
-    id: usize,
-    senders: Vec<Option<flume::Sender<T>>>,
-}
-
-/// A shard's receiving ends, as (source shard, receiver).
-pub type MeshReceivers<T> = Vec<(usize, flume::r#async::RecvStream<'static, T>)>;
-
-impl<T: Send + 'static> Mesh<T> {
-    pub fn full(shards: usize, capacity: usize) -> Arc<Mesh<T>> {
-        let mut senders: Vec<Vec<Option<flume::Sender<T>>>> = Vec::new();
-        let mut receivers: Vec<MeshReceivers<T>> = (0..shards).map(|_| Vec::new()).collect();
-        for from in 0..shards {
-            let mut row = Vec::new();
-            for (to, inbox) in receivers.iter_mut().enumerate() {
-                if from == to {
-                    row.push(None);
-                    continue;
-                }
-                let (sender, receiver) = flume::bounded(capacity);
-                row.push(Some(sender));
-                inbox.push((from, receiver.into_stream()));
-            }
-            senders.push(row);
-        }
-        let ends = senders
-            .into_iter()
-            .zip(receivers)
-            .enumerate()
-            .map(|(id, (senders, receivers))| Some((MeshSenders { id, senders }, receivers)))
-            .collect();
-        Arc::new(Mesh {
-            shards,
-            next_id: AtomicUsize::new(0),
-            ends: Mutex::new(ends),
-        })
-    }
-
-    /// Called once on each executor: takes the next shard id and that shard's ends.
-    pub fn join(&self) -> (MeshSenders<T>, MeshReceivers<T>) {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        assert!(
-            id < self.shards,
-            "more executors joined the mesh than it has shards"
-        );
-        self.ends.lock().expect("mesh lock poisoned")[id]
-            .take()
-            .expect("joined once")
-    }
-}
-
-impl<T: Send + 'static> MeshSenders<T> {
-    /// This shard's id in the mesh.
-    pub fn peer_id(&self) -> usize {
-        self.id
-    }
-
-    /// Sends `message` to shard `to`, waiting for room; gives it back if that shard is gone.
-    pub async fn send_to(&self, to: usize, message: T) -> Result<(), T> {
-        match self.senders.get(to).and_then(Option::as_ref) {
-            Some(sender) => sender.send_async(message).await.map_err(|e| e.into_inner()),
-            None => Err(message),
-        }
-    }
-}
 
 /// How the executors are started.
 pub struct ExecutorPlan {
@@ -200,20 +120,10 @@ where
     if let Some(spin) = plan.spin_before_park {
         builder = builder.spin_before_park(spin);
     }
-    let started = Arc::new(AtomicUsize::new(0));
-    let counter = started.clone();
     let handles = builder
-        .on_all_shards(move || async move {
-            // Counted at the first poll, which is what the kick below waits for.
-            counter.fetch_add(1, Ordering::SeqCst);
-            shard_main().await
-        })
+        .on_all_shards(shard_main)
         .map_err(explain_executor_error)?;
-    kick_until_started(&started, plan.shards);
-    let watchdog = Watchdog::start();
-    let results = handles.join_all();
-    watchdog.stop();
-    for result in results {
+    for result in handles.join_all() {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(error),
@@ -221,102 +131,6 @@ where
         }
     }
     Ok(())
-}
-
-/// Bounds the glommio lost wake-up (see [`kick_until_started`]) for the whole run: every
-/// `WATCHDOG_PERIOD` it interrupts the executors' io_uring sleep with the no-op SIGURG. A
-/// healthy sleeping shard wakes, finds nothing to do and sleeps again (microseconds); a shard
-/// that missed a wake-up runs its ready tasks at most one period late instead of never.
-/// Remove it with glommio (the notes on issue 3 track this).
-struct Watchdog {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-/// How often the watchdog interrupts the executors.
-const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
-
-impl Watchdog {
-    fn start() -> Watchdog {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("corelog-watchdog".into())
-            .spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
-                    std::thread::sleep(WATCHDOG_PERIOD);
-                    signal_other_threads(libc::SIGURG);
-                }
-            })
-            .expect("spawn the watchdog thread");
-        Watchdog { stop, thread }
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.thread.join();
-    }
-}
-
-/// Works around a lost wake-up in glommio 0.9: a new executor can go to sleep in io_uring
-/// before it ever polls its main future (seen about once in 250 starts with several brokers
-/// starting at once on two cores), and then nothing wakes it. Until every shard's main future
-/// has started, the main thread interrupts the sleep of the process's other threads with a
-/// no-op SIGURG; glommio treats the EINTR as a wake-up and runs its queues.
-fn kick_until_started(started: &AtomicUsize, shards: usize) {
-    extern "C" fn ignore(_: libc::c_int) {}
-    // SAFETY: installs a handler that does nothing (async-signal-safe) for a signal nothing
-    // else in this process uses; without SA_RESTART the interrupted io_uring_enter returns
-    // EINTR, which glommio handles.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut());
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut waited = Duration::ZERO;
-    while started.load(Ordering::SeqCst) < shards && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        waited += Duration::from_millis(50);
-        if waited >= Duration::from_millis(500) {
-            if waited == Duration::from_millis(500) {
-                tracing::warn!("an executor has not started after 500 ms; interrupting its sleep");
-            }
-            signal_other_threads(libc::SIGURG);
-        }
-    }
-}
-
-/// Interrupts the io_uring sleep of every other thread with the no-op SIGURG that
-/// [`run_shards`] installs (call only after it started). A watchdog that calls this now and
-/// then bounds the lost wake-up described at [`kick_until_started`] for the rest of a run; the
-/// load generator does, because one of its executors stalled for minutes without it.
-pub fn interrupt_other_threads() {
-    signal_other_threads(libc::SIGURG);
-}
-
-/// Sends `signal` to every thread of this process except the calling one.
-fn signal_other_threads(signal: libc::c_int) {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
-    };
-    // SAFETY: plain syscalls with our own pid and thread ids.
-    let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
-    for task in tasks.flatten() {
-        let Some(tid) = task
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        if tid != me {
-            // SAFETY: tgkill on a thread of our own process; a thread that exited meanwhile
-            // only makes the call fail.
-            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal) };
-        }
-    }
 }
 
 /// glommio reports too little locked memory as a bare OS error; say what to do about it.
@@ -432,6 +246,67 @@ fn is_listener_on(line: &str, address: std::net::SocketAddr) -> bool {
     match address.ip() {
         std::net::IpAddr::V4(v4) => ip == v4.octets(),
         std::net::IpAddr::V6(v6) => ip == v6.octets(),
+    }
+}
+
+/// Runs the future `make` builds to its end on a new unpinned executor with a thread of its
+/// own, and returns its output (tests and tools; the broker uses [`run_shards`]).
+pub fn run_on_new_executor<F, Fut, T>(make: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(make)
+        .expect("start an executor")
+        .join()
+        .expect("the executor's thread")
+}
+
+/// An unpinned executor on the calling thread, for tools that run many short futures one
+/// after another (the fuzzer): cheaper than an executor per future.
+pub struct ThreadExecutor(glommio::LocalExecutor);
+
+impl ThreadExecutor {
+    pub fn new() -> ThreadExecutor {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("an executor for this thread");
+        ThreadExecutor(executor)
+    }
+
+    /// Runs `future` to its end on this thread.
+    pub fn run<T>(&self, future: impl Future<Output = T>) -> T {
+        self.0.run(future)
+    }
+}
+
+/// Reads a shard's doorbell (an eventfd, see [`mesh`]) through the shard's own io_uring, so
+/// that a ring wakes the shard as a completed read, on its own thread.
+struct DoorbellReader {
+    file: glommio::io::BufferedFile,
+}
+
+impl DoorbellReader {
+    fn new(eventfd: &OwnedFd) -> DoorbellReader {
+        use glommio::io::BufferedFile;
+        // SAFETY: a fresh duplicate of the descriptor, which the file takes over and closes.
+        let file = unsafe { BufferedFile::from_raw_fd(mesh::duplicate(eventfd)) };
+        DoorbellReader { file }
+    }
+
+    /// Waits until the doorbell has been rung since the last wait, and lowers its counter.
+    async fn wait(&self) {
+        if let Err(error) = self.file.read_at(0, std::mem::size_of::<u64>()).await {
+            panic!("reading a shard's doorbell failed: {error}");
+        }
+    }
+
+    async fn close(self) {
+        if let Err(error) = self.file.close().await {
+            tracing::warn!(%error, "closing a shard's doorbell failed");
+        }
     }
 }
 
