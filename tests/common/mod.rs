@@ -6,6 +6,11 @@
 //! The binary is `$CORELOG_BIN` when set (to test a build from another branch), else the one
 //! Cargo built for this package. Broker stderr goes to a file next to the data directory and is
 //! shown whenever the harness fails, so that a failing test says what the broker said.
+//!
+//! A broker that exits without being told to has failed, whatever its status: `kill`,
+//! `signal_and_wait` (so `stop` and `terminate`) and `restart` first check that the process is
+//! still running and panic with its exit status and stderr if it ended by itself, and dropping a
+//! `Broker` that died by itself fails the test too.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -200,8 +205,10 @@ impl Broker {
         self.signal_and_wait(libc::SIGTERM)
     }
 
-    /// Sends `signal` and returns the exit status, failing if the broker does not exit in time.
+    /// Sends `signal` and returns the exit status, failing if the broker does not exit in time
+    /// or had already died by itself.
     pub fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
+        self.check_not_died(&format!("signal {signal}"));
         let pid = self.pid();
         // SAFETY: kill(2) on a child we spawned and have not reaped, so the pid is ours.
         let result = unsafe { libc::kill(pid, signal) };
@@ -233,27 +240,57 @@ impl Broker {
         }
     }
 
-    /// Crash: SIGKILL, no chance to flush anything.
+    /// Crash: SIGKILL, no chance to flush anything. Fails if the broker had died by itself.
     pub fn kill(&mut self) {
+        self.check_not_died("SIGKILL");
+        self.kill_unchecked();
+    }
+
+    fn kill_unchecked(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("SIGKILL the broker");
             child.wait().expect("reap the broker");
         }
     }
 
-    /// Starts the broker again on the same data directory, port and flags.
+    /// Starts the broker again on the same data directory, port and flags. Fails if the
+    /// previous process died by itself: that is a failure to report, not one to restart over.
     pub fn restart(&mut self) {
+        self.check_not_died("restart");
         self.spawn_and_wait();
+    }
+
+    /// The exit status of a broker process that ended although the harness never signalled
+    /// it (the harness forgets a process once it has reaped it after a signal of its own).
+    fn died_by_itself(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().expect("try_wait")?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Panics with the exit status and stderr if the broker died by itself before `what`.
+    fn check_not_died(&mut self, what: &str) {
+        if let Some(status) = self.died_by_itself() {
+            self.fail(&format!(
+                "the broker died by itself ({status}) before {what}: a broker that exits \
+                 unasked is a failure, not a restart"
+            ));
+        }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let crashed = !self.is_alive() && self.child.is_some();
-        self.kill();
+        let died = self.died_by_itself();
+        self.kill_unchecked();
         // A test that failed anywhere (a client call, an assertion) shows what the broker said.
-        if std::thread::panicking() || crashed {
+        if std::thread::panicking() {
+            if let Some(status) = died {
+                eprintln!("the broker died by itself ({status})");
+            }
             eprintln!("{}", self.stderr());
+        } else if let Some(status) = died {
+            self.fail(&format!("the broker died by itself ({status}) during the test"));
         }
     }
 }

@@ -2,8 +2,8 @@
 
 Each test gets its own broker (fresh data directory, free port, `--shards 2`), so tests cannot
 leak topics or offsets into each other. Teardown sends SIGTERM and requires exit code 0: every
-test therefore also checks clean shutdown. When a test fails, the broker's stderr is attached to
-the report.
+test therefore also checks clean shutdown, and fails if its broker died by itself. When a test
+fails, the broker's stderr is attached to the report.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def broker_factory(request, tmp_path):
         try:
             if b.running():
                 b.stop_clean()
+            else:
+                b.check_not_died("teardown")
         except AssertionError as e:
             errors.append(str(e))
         finally:
