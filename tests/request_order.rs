@@ -17,7 +17,7 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Request, StrBytes};
 use kafka_protocol::records::Compression;
 
 fn text(value: &str) -> StrBytes {
@@ -75,9 +75,16 @@ fn requests_behind_a_produce_see_it() {
         );
         let fetched = response::<FetchRequest>(&mut conn, fetch_id, 12);
         let partition = single_partition(&fetched);
-        assert_eq!(partition.high_watermark, 3, "round {round}: fetch behind it");
+        assert_eq!(
+            partition.high_watermark, 3,
+            "round {round}: fetch behind it"
+        );
         let records = partition.records.clone().unwrap_or_default();
-        assert_eq!(parse_batches(&records).0.len(), 1, "round {round}: the batch");
+        assert_eq!(
+            parse_batches(&records).0.len(),
+            1,
+            "round {round}: the batch"
+        );
     }
 }
 
@@ -117,10 +124,7 @@ fn stable_member(conn: &mut RawConn, group: &str) -> (i32, String) {
 /// OffsetFetch behind both reads it; groups on both shards' coordinators.
 #[test]
 fn a_commit_pipelined_before_leave_group_lands() {
-    let broker = Broker::start(
-        2,
-        &["--group-initial-rebalance-delay-ms", "0"],
-    );
+    let broker = Broker::start(2, &["--group-initial-rebalance-delay-ms", "0"]);
     create_topic(broker.port, "committed", 1);
     for round in 0..10 {
         let group = format!("leaving-{round}");

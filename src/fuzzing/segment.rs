@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::limits::STORAGE_BATCH_BYTES_MAX;
-use crate::runtime::ThreadExecutor;
 use crate::protocol::record_batch::{declared_batch_bytes, validate};
+use crate::runtime::ThreadExecutor;
 use crate::storage::{prime_device, BatchCache, Log, LogConfig};
 
 /// Name of the single segment each input becomes (base offset 0).

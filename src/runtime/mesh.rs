@@ -137,7 +137,9 @@ impl Doorbell {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lane's lock aborts the process (panic = "abort"), so a
     // poisoned lock cannot be observed; take the data either way.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<T: Send + 'static> Mesh<T> {
@@ -541,7 +543,10 @@ mod tests {
             let given_up = port.call(1, |reply| Request::Echo(1, reply));
             drop(given_up);
             assert_eq!(port.call(1, |reply| Request::Echo(1, reply)).await, Some(2));
-            assert!(port.calls.borrow().is_empty(), "no call slot is left behind");
+            assert!(
+                port.calls.borrow().is_empty(),
+                "no call slot is left behind"
+            );
             wait_for_all(&done, SHARDS).await;
             while closed_first.load(Ordering::SeqCst) == 0 {
                 sleep(Duration::from_millis(1)).await;

@@ -179,10 +179,7 @@ async fn read_requests(
 /// Whether `request` may run beside the requests before it on its connection (see
 /// [`super::order`]): produce requests only.
 fn overlaps_earlier_requests(request: &DecodedRequest) -> bool {
-    matches!(
-        &request.body,
-        RequestBody::Decoded(RequestKind::Produce(_))
-    )
+    matches!(&request.body, RequestBody::Decoded(RequestKind::Produce(_)))
 }
 
 /// The most bytes the response to `request` may hold, for requests whose responses carry

@@ -94,7 +94,10 @@ mod tests {
         assert!(ready(&commit));
         let leave = order.admit(false);
         let produce_3 = order.admit(true);
-        assert!(!ready(&leave) && !ready(&produce_3), "both wait for the commit");
+        assert!(
+            !ready(&leave) && !ready(&produce_3),
+            "both wait for the commit"
+        );
         drop(commit);
         assert!(ready(&leave));
         assert!(!ready(&produce_3), "waits for the leave");

@@ -298,9 +298,7 @@ impl Shard {
     /// The one entry point for requests from other shards.
     async fn serve(self: Rc<Self>, request: ShardRequest) {
         match request {
-            ShardRequest::Produce(input, reply) => {
-                reply.send(self.produce_local(input).await)
-            }
+            ShardRequest::Produce(input, reply) => reply.send(self.produce_local(input).await),
             ShardRequest::Fetch(input, reply) => reply.send(self.fetch_local(input).await),
             ShardRequest::ListOffsets(input, reply) => {
                 reply.send(self.list_offsets_local(input).await)
@@ -309,16 +307,12 @@ impl Shard {
                 self.watch_local(input).await;
                 reply.send(());
             }
-            ShardRequest::CreateTopics(specs, reply) => {
-                reply.send(self.create_topics(specs).await)
-            }
+            ShardRequest::CreateTopics(specs, reply) => reply.send(self.create_topics(specs).await),
             ShardRequest::DeleteTopics(topics, reply) => {
                 reply.send(self.delete_topics(topics).await)
             }
             ShardRequest::Apply(input, reply) => reply.send(self.apply_local(input).await),
-            ShardRequest::AllocateProducerIds(reply) => {
-                reply.send(self.producer_id_block().await)
-            }
+            ShardRequest::AllocateProducerIds(reply) => reply.send(self.producer_id_block().await),
             ShardRequest::Controller(commands, reply) => {
                 reply.send(self.controller_commands(commands).await)
             }

@@ -290,7 +290,9 @@ impl Drop for Broker {
             }
             eprintln!("{}", self.stderr());
         } else if let Some(status) = died {
-            self.fail(&format!("the broker died by itself ({status}) during the test"));
+            self.fail(&format!(
+                "the broker died by itself ({status}) during the test"
+            ));
         }
     }
 }
