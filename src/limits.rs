@@ -36,6 +36,26 @@ pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Longest topic name Kafka allows.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
+/// Longest name of one file or directory (NAME_MAX of Linux file systems).
+pub const FILE_NAME_BYTES_MAX: usize = 255;
+
+/// Decimal digits of the largest partition index, `PARTITIONS_PER_TOPIC_MAX - 1`.
+pub const PARTITION_INDEX_DIGITS_MAX: usize = decimal_digits(PARTITIONS_PER_TOPIC_MAX - 1);
+
+const fn decimal_digits(mut value: i32) -> usize {
+    let mut digits = 1;
+    while value >= 10 {
+        value /= 10;
+        digits += 1;
+    }
+    digits
+}
+
+// The directory of every legal partition, `<topic>-<partition>`, is a legal file name (the
+// 249-character topic limit is Kafka's room for this); the name it takes while it is deleted
+// is checked in `storage::directory`.
+const _: () = assert!(TOPIC_NAME_BYTES_MAX + 1 + PARTITION_INDEX_DIGITS_MAX <= FILE_NAME_BYTES_MAX);
+
 /// Smallest `segment.bytes` a topic may set (Kafka's own floor is 1 MiB for the broker
 /// default; we accept smaller per topic for tests, but not below one direct-I/O block).
 pub const SEGMENT_BYTES_MIN: u64 = 16 * 1024;

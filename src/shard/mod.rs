@@ -664,7 +664,8 @@ impl Shard {
         }
         for (topic, partition) in change.added {
             if topic.owner(partition) == Some(self.id) {
-                self.open_partition(topic, partition).await?;
+                self.open_partition(topic, partition, change.added_are_new)
+                    .await?;
             }
         }
         for topic in change.reconfigured {
@@ -705,20 +706,29 @@ impl Shard {
                 .collect()
         };
         for (topic, partition) in owned {
-            self.open_partition(topic, partition).await?;
+            self.open_partition(topic, partition, false).await?;
         }
         Ok(())
     }
 
+    /// Opens the log of `partition`; `new` when it was just created, so that nothing of an
+    /// earlier life may be in its directory.
     async fn open_partition(
         self: &Rc<Self>,
         topic: Rc<table::TopicEntry>,
         partition: i32,
+        new: bool,
     ) -> Result<(), String> {
-        let dir = self
-            .config
-            .data_dir
-            .join(format!("{}-{}", topic.name, partition));
+        let name = crate::metadata::partition_dir_name(&topic.name, partition);
+        let dir = self.config.data_dir.join(name);
+        if new && dir.exists() {
+            // Only a removal that failed while the broker ran leaves this (start-up clears a
+            // crash's leftovers): the old data must not become the new partition's.
+            tracing::warn!(dir = %dir.display(), "removing what a failed deletion left");
+            storage::remove_dir(&dir)
+                .await
+                .map_err(|e| format!("cannot remove leftover {}: {e}", dir.display()))?;
+        }
         let log = Log::open(dir.clone(), topic.config.log_config(), self.cache.clone())
             .await
             .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;

@@ -1012,24 +1012,13 @@ impl Log {
         flushed.map(|_| ())
     }
 
-    /// Closes the log and deletes its directory: renamed to `<dir>.<nanos>-delete` first so a
-    /// crash midway never leaves a half-deleted partition that looks live.
+    /// Closes the log and deletes its directory, renamed to a deletion name first so that a
+    /// crash midway never leaves a half-deleted partition that looks live (`directory`).
     pub async fn remove(&self) -> Result<(), StorageError> {
         if let Err(error) = self.close().await {
             tracing::warn!(dir = %self.dir.display(), %error, "closing a log being removed");
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
-        let mut doomed = self.dir.clone().into_os_string();
-        doomed.push(format!(".{nanos}-delete"));
-        let doomed = PathBuf::from(doomed);
-        file::rename(&self.dir, &doomed).await?;
-        if let Some(parent) = self.dir.parent() {
-            file::sync_directory(parent).await?;
-        }
-        // Blocking, but topic deletion is rare and the directory holds few files.
-        std::fs::remove_dir_all(&doomed)?;
+        super::directory::remove_dir(&self.dir).await?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 
 mod appender;
 mod cache;
+mod directory;
 #[cfg(test)]
 mod fault_tests;
 pub mod faults;
@@ -32,6 +33,7 @@ mod tests;
 mod ticket;
 
 pub use cache::BatchCache;
+pub use directory::{is_deletion_name, remove_dir};
 pub use file::{prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
 pub use log::{flush_lock_waits, AppendResult, Log, LogConfig};

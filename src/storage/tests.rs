@@ -35,6 +35,23 @@ where
     });
 }
 
+/// A log under a relative path works from open to removal: the file layer hands glommio only
+/// absolute paths (glommio opens directories relative to no directory, so a relative path
+/// failed with EBADF). The path climbs from the working directory to the root under /tmp.
+#[test]
+fn log_under_a_relative_path_works() {
+    run_in_root("corelog-relative", |root| async move {
+        let cwd = std::env::current_dir().unwrap();
+        let up: PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+        let dir = up.join(root.strip_prefix("/").unwrap()).join("topic-0");
+        assert!(dir.is_relative());
+        let log = open(&dir, config(1 << 20)).await;
+        fill(&log, 3, 100).await;
+        log.remove().await.unwrap();
+        assert!(!root.join("topic-0").exists());
+    });
+}
+
 /// A batch of `count` records with timestamps from `timestamp`, value bytes `value_bytes` each.
 fn batch(count: i64, timestamp: i64, value_bytes: usize) -> BytesMut {
     let records = (0..count).map(|i| PlainRecord {

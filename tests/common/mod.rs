@@ -68,30 +68,67 @@ pub struct Broker {
     root: tempfile::TempDir,
     pub port: u16,
     args: Vec<String>,
+    launch: Launch,
     child: Option<Child>,
     starts: u32,
+}
+
+/// How the harness launches a broker beyond its flags. The default passes an absolute
+/// `--data-dir` (the temporary directory's `data`) and runs from the test's own directory.
+#[derive(Default, Clone)]
+pub struct Launch {
+    /// Working directory of the broker: absolute, or relative to the broker's temporary
+    /// directory (the harness creates it). The test process's own when `None`.
+    pub working_dir: Option<PathBuf>,
+    /// When true the harness passes no `--data-dir`: the broker's default, the flags in
+    /// `args`, the environment or a config file decide where the data goes.
+    pub no_data_dir_flag: bool,
+    /// Extra environment variables of the broker process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Broker {
     /// Starts a broker with `shards` shards and the extra `serve` flags in `args`, and waits
     /// until it answers ApiVersions.
     pub fn start(shards: u32, args: &[&str]) -> Broker {
+        let mut args: Vec<&str> = args.to_vec();
+        let shards = shards.to_string();
+        args.extend(["--shards", &shards]);
+        Broker::start_with(Launch::default(), &args)
+    }
+
+    /// Starts a broker launched as `launch` says, with the `serve` flags in `args` (the
+    /// default shard count unless they name one), and waits until it answers ApiVersions.
+    pub fn start_with(launch: Launch, args: &[&str]) -> Broker {
         let root = tempfile::Builder::new()
             .prefix("corelog-test-")
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(root.path().join("data")).expect("create data dir");
-        let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-        args.extend(["--shards".to_string(), shards.to_string()]);
+        if let Some(dir) = &launch.working_dir {
+            std::fs::create_dir_all(root.path().join(dir)).expect("create working dir");
+        }
         let mut broker = Broker {
             root,
             port: free_port(),
-            args,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            launch,
             child: None,
             starts: 0,
         };
         broker.spawn_and_wait();
         broker
+    }
+
+    /// The temporary directory everything of this broker lives under.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The working directory the broker runs in, when the launch names one.
+    pub fn working_dir(&self) -> Option<PathBuf> {
+        let dir = self.launch.working_dir.as_ref()?;
+        Some(self.root.path().join(dir))
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -162,13 +199,25 @@ impl Broker {
         let stderr = File::create(self.stderr_path(self.starts)).expect("create stderr file");
         let data_dir = self.data_dir();
         let listen = self.bootstrap();
-        let child = Command::new(broker_binary())
-            .arg("serve")
-            .args(["--data-dir", data_dir.to_str().unwrap()])
+        let mut command = Command::new(broker_binary());
+        command.arg("serve");
+        if self.launch.no_data_dir_flag {
+            // Only what the test sets may choose the directory, not the caller's environment.
+            command
+                .env_remove("CORELOG_DATA_DIR")
+                .env_remove("CORELOG_CONFIG");
+        } else {
+            command.args(["--data-dir", data_dir.to_str().unwrap()]);
+        }
+        if let Some(dir) = self.working_dir() {
+            command.current_dir(dir);
+        }
+        let child = command
             .args(["--listen", &listen, "--node-id", "0"])
             // An ephemeral admin port, so that brokers of parallel tests never collide.
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(&self.args)
+            .envs(self.launch.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
