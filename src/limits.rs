@@ -174,6 +174,14 @@ pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;
 
 const _: () = assert!(PRODUCER_BATCHES_RETAINED_COUNT >= 1);
 const _: () = assert!(PRODUCER_ID_BLOCK_COUNT >= 1);
+/// Partition logs one shard closes at once at shutdown. A close with changes to persist
+/// trims, syncs and writes index and producer-snapshot files (about five syncs); running
+/// many at once lets the device and the file system's journal take the syncs together.
+/// Each close in flight holds a few files open, so the closes stay well within the file
+/// descriptors kept apart from connections.
+pub const LOG_CLOSES_PER_SHARD_MAX: usize = 64;
+const _: () = assert!(LOG_CLOSES_PER_SHARD_MAX * 4 <= FILE_DESCRIPTORS_RESERVED_COUNT);
+
 /// Default partition count of `__consumer_offsets` (Kafka's is 50). Each partition is a log
 /// opened and replayed at every start and pre-written ahead once it takes commits, so 50 costs
 /// start-up time and disk writes on a two-core machine for no gain; 16 still spreads groups

@@ -108,6 +108,11 @@ struct State {
     producers_written: ProducerTable,
     failed: Option<String>,
     closed: bool,
+    /// Whether the files may differ from what a clean close leaves (the active segment
+    /// trimmed to its last batch, its indexes persisted, a producer snapshot at the log end).
+    /// Clear after an open that found them so, until a write; a close of a clean log only
+    /// closes its files, which is what keeps shutting down thousands of idle partitions fast.
+    dirty: bool,
 }
 
 /// One partition's log. Per-shard: lives on the core that owns the partition.
@@ -140,7 +145,8 @@ impl Log {
         let active = segments.values().next_back().expect("at least one segment");
         let appender = Appender::open(active.file.clone(), active.base_offset, active.size).await?;
         let next_offset = active.next_offset;
-        let producers = producer_snapshot::rebuild(&dir, &segments, next_offset).await?;
+        let (producers, replayed) =
+            producer_snapshot::rebuild(&dir, &segments, next_offset).await?;
         let first_base = *segments.keys().next().expect("at least one segment");
         // DeleteRecords may have moved the start inside the first segment; it never passes
         // the high watermark, which recovery cannot lower below an acknowledged offset.
@@ -157,6 +163,9 @@ impl Log {
             producers,
             failed: None,
             closed: false,
+            // Recovery trimmed the active segment and rewrote stale indexes; only a missing
+            // snapshot at the log end is left for a close to write.
+            dirty: replayed,
         };
         Ok(Rc::new(Log {
             dir,
@@ -316,8 +325,9 @@ impl Log {
         let _io = self.io_lock.lock().await;
         FLUSH_LOCK_WAIT_SECONDS.with(|histogram| histogram.borrow_mut().record(asked.elapsed()));
         let staged: Vec<Staged> = {
-            let state = self.state.borrow();
+            let mut state = self.state.borrow_mut();
             Self::check_usable(&state)?;
+            state.dirty |= !state.staged.is_empty();
             state.staged.iter().cloned().collect()
         };
         if staged.is_empty() {
@@ -415,10 +425,12 @@ impl Log {
     pub async fn prepare_step(&self) -> bool {
         let _io = self.io_lock.lock().await;
         let segment_bytes = {
-            let state = self.state.borrow();
+            let mut state = self.state.borrow_mut();
             if Self::check_usable(&state).is_err() {
                 return false;
             }
+            // Zeros past the log end: a close trims them.
+            state.dirty = true;
             state.config.segment_bytes
         };
         let mut appender = self
@@ -526,6 +538,7 @@ impl Log {
 
     /// Closes the active segment (trimmed, indexes persisted) and starts one at `base_offset`.
     async fn roll(&self, appender: &mut Appender, base_offset: i64) -> Result<(), StorageError> {
+        self.state.borrow_mut().dirty = true;
         appender.trim_and_sync().await?;
         self.persist_active_indexes(appender.base_offset()).await?;
         self.write_producer_snapshot(base_offset).await?;
@@ -971,7 +984,8 @@ impl Log {
         doomed
     }
 
-    /// Flushes, persists the active segment's indexes, and closes every file.
+    /// Flushes, persists the active segment's indexes and a producer snapshot at the log end
+    /// (both skipped when nothing changed since open), and closes every file.
     pub async fn close(&self) -> Result<(), StorageError> {
         if self.state.borrow().closed {
             return Ok(());
@@ -983,8 +997,11 @@ impl Log {
         }
         let appender = self.appender.borrow_mut().take();
         // A full device discarded only unwritten batches: what was written is still sound.
-        let healthy = self.state.borrow().failed.is_none();
-        if let (Some(appender), true) = (&appender, healthy) {
+        let healthy_and_dirty = {
+            let state = self.state.borrow();
+            state.failed.is_none() && state.dirty
+        };
+        if let (Some(appender), true) = (&appender, healthy_and_dirty) {
             appender.trim_and_sync().await?;
             self.persist_active_indexes(appender.base_offset()).await?;
             // The written end: appends staged after the final flush are not in the table.

@@ -442,3 +442,56 @@ fn remove_deletes_directory() {
             .all(|n| !n.to_string_lossy().contains("topic-0")));
     });
 }
+
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A close persists only what changed since open: a log never written leaves just its empty
+/// segment (and reopens without rewriting anything), a written one gets its indexes and a
+/// producer snapshot, and closing it again after a reopen rewrites nothing.
+#[test]
+fn close_persists_only_what_changed() {
+    run(|dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        log.close().await.unwrap();
+        assert_eq!(file_names(&dir), ["00000000000000000000.log"]);
+        let log = open(&dir, config(1 << 20)).await;
+        assert_eq!(
+            file_names(&dir),
+            ["00000000000000000000.log"],
+            "open writes nothing"
+        );
+        fill(&log, 2, 100).await;
+        log.close().await.unwrap();
+        let written = file_names(&dir);
+        assert_eq!(
+            written,
+            [
+                "00000000000000000000.index",
+                "00000000000000000000.log",
+                "00000000000000000000.timeindex",
+                "00000000000000000006.snapshot",
+            ]
+        );
+        let modified = |name: &str| {
+            std::fs::metadata(dir.join(name))
+                .unwrap()
+                .modified()
+                .unwrap()
+        };
+        let before: Vec<_> = written.iter().map(|name| modified(name)).collect();
+        let log = open(&dir, config(1 << 20)).await;
+        assert_eq!(log.high_watermark(), 6);
+        log.close().await.unwrap();
+        let after: Vec<_> = written.iter().map(|name| modified(name)).collect();
+        assert_eq!(file_names(&dir), written);
+        assert_eq!(before, after, "an unchanged log rewrites no file");
+    });
+}
