@@ -15,6 +15,7 @@ use kafka_protocol::ResponseError;
 use super::admin::{AdminResult, ConfigChange, ControllerCommand};
 use super::messages::{CreateTopicSpec, TopicRef, TopicResult};
 use super::Shard;
+use crate::limits;
 use crate::metadata::topic_config::{self, AlterError, TopicConfig};
 use crate::metadata::{self, collision_key, MetadataRecord, MetadataStore, METADATA_LOG_DIR};
 use crate::storage::{self, BatchCache};
@@ -30,7 +31,12 @@ impl Controller {
     /// Opens the metadata log; returns the controller and every record to replay. Partitions
     /// placed on shards that no longer exist are moved first, and the moves are made durable.
     pub async fn open(shard: &Rc<Shard>) -> anyhow::Result<(Rc<Controller>, Vec<MetadataRecord>)> {
-        let cache = BatchCache::new(1 << 20);
+        // Its own cache, and pre-writing for this one log apart from the shard's partitions.
+        let cache = BatchCache::with_budgets(
+            1 << 20,
+            limits::READ_AHEAD_BYTES_PER_SHARD_MAX,
+            limits::PREWRITE_AHEAD_BYTES,
+        );
         let (store, mut records) = MetadataStore::open(&shard.config.data_dir, cache).await?;
         for record in reassign_lost_shards(&records, shard.count) {
             tracing::warn!(

@@ -138,11 +138,15 @@ fn flush_waits_for_one_pre_writing_step_at_most() {
     run(|root| async move {
         let dir = root.join("prewrite-0");
         let log = open_log(&dir).await;
-        append(&log, b"first");
+        // Enough to make the log hot: only hot logs are pre-written.
+        append(
+            &log,
+            &vec![b'x'; crate::limits::PREWRITE_HOT_BYTES as usize],
+        );
         log.flush().await.unwrap();
         assert!(
             log.needs_preparing(),
-            "a fresh segment wants pre-written space"
+            "a fresh segment of a hot log wants pre-written space"
         );
         // Every write of this partition, zeros included, takes 20 ms: a whole run of steps
         // would hold a greedy lock for more than half a second.

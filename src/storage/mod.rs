@@ -18,6 +18,7 @@ mod file;
 mod index;
 mod log;
 mod log_start;
+mod prewrite;
 mod producer_snapshot;
 pub mod producer_state;
 mod read_ahead;
