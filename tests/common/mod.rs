@@ -362,24 +362,204 @@ fn probe_api_versions(port: u16) -> io::Result<()> {
     Ok(())
 }
 
-/// How soon a shard that is not kept busy answers a trivial request, with room for a loaded
-/// 2-core CI machine; the bugs this catches (a spinning or swamped shard) took 30 s or never.
+/// How soon a shard that is not kept busy answers a trivial request, counting only time not
+/// spent waiting for a CPU (see [`ProbeClock`]); the bugs this catches (a spinning, swamped or
+/// blocked shard) took 30 s or never answered.
 pub const RESPONSIVE_WITHIN: Duration = Duration::from_secs(5);
 
 /// ApiVersions on eight fresh connections (so that some land on every shard) each answer
-/// within `RESPONSIVE_WITHIN` while `beside` is pending: no shard is kept busy by it.
-pub fn assert_shards_answer_quickly(port: u16, beside: &str) {
+/// within `RESPONSIVE_WITHIN` while `beside` is pending: no shard is kept busy by it. Returns
+/// the slowest of the eight.
+pub fn assert_shards_answer_quickly(broker: &Broker, beside: &str) -> ProbeTime {
+    let mut slowest = ProbeTime::default();
     for attempt in 0..8 {
-        let started = Instant::now();
-        let mut conn = RawConn::connect(port);
+        let clock = ProbeClock::start(broker);
+        let mut conn = RawConn::connect(broker.port);
         let response = conn.request(&ApiVersionsRequest::default(), 0);
         assert_eq!(response.error_code, 0);
-        let elapsed = started.elapsed();
+        let took = clock.stop();
         assert!(
-            elapsed < RESPONSIVE_WITHIN,
-            "ApiVersions {attempt} took {elapsed:?} beside {beside}"
+            took.unexplained() < RESPONSIVE_WITHIN,
+            "ApiVersions {attempt} took {took} beside {beside}"
         );
+        slowest = slowest.max(took);
     }
+    slowest
+}
+
+/// Times one probe of a broker and separates what a loaded machine explains from what the
+/// broker does. A shard that is busy (spinning, swamped by work) or blocked never waits for a
+/// CPU while it keeps the probe waiting, so wall time less CPU waits still shows it in full;
+/// other processes on a busy machine only make threads wait for a CPU. The waits come from the
+/// kernel's per-thread schedstat (time runnable but not running): the probing thread's own,
+/// and the least any shard thread waited, since any shard may have served the probe and the
+/// least never forgives more than the serving shard waited. Where the kernel keeps no schedstat
+/// nothing is forgiven and the probe is judged by wall time.
+pub struct ProbeClock {
+    started: Instant,
+    own: Option<Schedstat>,
+    shards: Vec<(PathBuf, Schedstat)>,
+}
+
+/// A thread's time on a CPU and time runnable but waiting for one (schedstat's first two
+/// fields), in total or over a probe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schedstat {
+    pub ran: Duration,
+    pub waited: Duration,
+}
+
+impl Schedstat {
+    /// The thread's totals so far; None where the kernel does not keep them.
+    fn read(path: &Path) -> Option<Schedstat> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut fields = text
+            .split_whitespace()
+            .map(|field| field.parse::<u64>().ok());
+        Some(Schedstat {
+            ran: Duration::from_nanos(fields.next()??),
+            waited: Duration::from_nanos(fields.next()??),
+        })
+    }
+
+    pub fn since(self, before: Schedstat) -> Schedstat {
+        Schedstat {
+            ran: self.ran.saturating_sub(before.ran),
+            waited: self.waited.saturating_sub(before.waited),
+        }
+    }
+}
+
+/// A probe's wall time, and what the probing thread and each shard thread did meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeTime {
+    pub wall: Duration,
+    pub own: Option<Schedstat>,
+    /// Empty when the shard threads' schedstat could not be read at both ends.
+    pub shards: Vec<Schedstat>,
+}
+
+impl ProbeTime {
+    /// The part of the wall time a loaded machine explains: the probing thread's wait for a
+    /// CPU plus the least any shard waited.
+    pub fn cpu_wait(&self) -> Duration {
+        let own = self.own.map(|own| own.waited).unwrap_or_default();
+        let least_shard = self.shards.iter().map(|shard| shard.waited).min();
+        own + least_shard.unwrap_or_default()
+    }
+
+    /// The wall time no CPU wait explains: what a busy or blocked shard would add.
+    pub fn unexplained(&self) -> Duration {
+        self.wall.saturating_sub(self.cpu_wait())
+    }
+
+    /// The one of the two with the more unexplained time.
+    pub fn max(self, other: ProbeTime) -> ProbeTime {
+        if other.unexplained() > self.unexplained() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} ({:?} of it waiting for a CPU, {:?} not; ran/waited: probe {:?}",
+            self.wall,
+            self.cpu_wait(),
+            self.unexplained(),
+            self.own.map(|own| (own.ran, own.waited))
+        )?;
+        for (index, shard) in self.shards.iter().enumerate() {
+            write!(f, ", shard thread {index} {:?}", (shard.ran, shard.waited))?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// The start of the shard threads' names, as `runtime` gives them to the executors.
+const SHARD_THREAD_NAME: &str = "corelog-shard";
+/// The calling thread's schedstat.
+const OWN_SCHEDSTAT: &str = "/proc/thread-self/schedstat";
+
+impl ProbeClock {
+    /// Starts timing on the calling thread, which must be the one that probes.
+    pub fn start(broker: &Broker) -> ProbeClock {
+        let shards = shard_threads(broker.pid())
+            .into_iter()
+            .filter_map(|path| {
+                let now = Schedstat::read(&path)?;
+                Some((path, now))
+            })
+            .collect();
+        ProbeClock {
+            own: Schedstat::read(Path::new(OWN_SCHEDSTAT)),
+            shards,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn stop(&self) -> ProbeTime {
+        let wall = self.started.elapsed();
+        let own = self
+            .own
+            .and_then(|before| Some(Schedstat::read(Path::new(OWN_SCHEDSTAT))?.since(before)));
+        let shards = self
+            .shards
+            .iter()
+            .map(|(path, before)| Some(Schedstat::read(path)?.since(*before)))
+            .collect::<Option<Vec<Schedstat>>>()
+            .unwrap_or_default();
+        ProbeTime { wall, own, shards }
+    }
+}
+
+/// The schedstat totals of the broker's executor threads (process `pid`), by thread name;
+/// empty where the kernel keeps none or the process is gone.
+pub fn shard_schedstats(pid: i32) -> Vec<Schedstat> {
+    shard_threads(pid)
+        .iter()
+        .filter_map(|path| Schedstat::read(path))
+        .collect()
+}
+
+/// The schedstat files of the broker's executor threads. glommio names them
+/// `corelog-shard-<id>`, and so is each one's helper thread for blocking calls, which the
+/// executor starts: of the threads of one name, the executor has the lowest id.
+fn shard_threads(pid: i32) -> Vec<PathBuf> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut executors: std::collections::BTreeMap<String, (u64, PathBuf)> = Default::default();
+    for task in tasks.filter_map(|task| task.ok()) {
+        let path = task.path();
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|tid| tid.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if !name.starts_with(SHARD_THREAD_NAME) {
+            continue;
+        }
+        let lowest = executors
+            .entry(name.trim_end().to_string())
+            .or_insert((tid, path.clone()));
+        if tid < lowest.0 {
+            *lowest = (tid, path);
+        }
+    }
+    executors
+        .into_values()
+        .map(|(_, path)| path.join("schedstat"))
+        .collect()
 }
 
 /// One frame: a 4-byte big-endian length, then `body`.

@@ -27,14 +27,17 @@ def pytest_sessionstart(session):
 
 @pytest.fixture
 def broker_factory(request, tmp_path):
-    """Start brokers with extra flags; each is stopped at teardown (SIGTERM, must exit 0)."""
+    """Start brokers with extra flags; each is stopped at teardown (SIGTERM, must exit 0).
+
+    `shards` None leaves the broker's default; `port` None picks a free port.
+    """
     brokers: list[Broker] = []
     request.node.stash[_brokers_key] = brokers
 
-    def start(*extra_args: str, shards: int = 2) -> Broker:
+    def start(*extra_args: str, shards: int | None = 2, port: int | None = None) -> Broker:
         n = len(brokers)
         b = Broker(corelog_bin(), tmp_path / f"data{n}", tmp_path, shards=shards,
-                   extra_args=extra_args)
+                   extra_args=extra_args, port=port)
         brokers.append(b)
         b.start()
         return b

@@ -93,15 +93,16 @@ def describe_exit(returncode: int) -> str:
 class Broker:
     """One `corelog serve` process bound to a fixed data directory and port."""
 
-    def __init__(self, binary: str, data_dir: Path, log_dir: Path, shards: int = 2,
-                 extra_args: tuple[str, ...] = ()):
+    def __init__(self, binary: str, data_dir: Path, log_dir: Path, shards: int | None = 2,
+                 extra_args: tuple[str, ...] = (), port: int | None = None):
+        """`shards` None: the broker's default (one per usable core); `port` None: a free one."""
         self.binary = binary
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.shards = shards
         self.extra_args = tuple(extra_args)
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.proc: subprocess.Popen | None = None
         # True once this helper signalled the process or reported its end: from then on its
         # exit is accounted for. An exit while this is False is a death by itself.
@@ -114,11 +115,12 @@ class Broker:
         return f"{self.host}:{self.port}"
 
     def command(self) -> list[str]:
+        shards = [] if self.shards is None else ["--shards", str(self.shards)]
         return [
             self.binary, "serve",
             "--data-dir", str(self.data_dir),
             "--listen", self.bootstrap,
-            "--shards", str(self.shards),
+            *shards,
             "--node-id", "0",
             # An ephemeral admin port, so that brokers of parallel tests never collide.
             "--admin-listen", "127.0.0.1:0",
