@@ -380,6 +380,12 @@ where
 /// after another (the fuzzer): cheaper than an executor per future.
 pub struct ThreadExecutor(glommio::LocalExecutor);
 
+impl Default for ThreadExecutor {
+    fn default() -> ThreadExecutor {
+        ThreadExecutor::new()
+    }
+}
+
 impl ThreadExecutor {
     pub fn new() -> ThreadExecutor {
         let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)

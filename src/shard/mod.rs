@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::{select, select_all, Either};
+use futures::StreamExt;
 use kafka_protocol::ResponseError;
 
 use crate::config::Config;

@@ -217,9 +217,6 @@ def test_readme_says_what_to_install():
     assert "target/release/corelog" in marked("serve")[0].text, "where the binary is"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "a relative --data-dir, the default ./data, fails today: glommio opens directories with "
-    "dirfd -1 (issue 12 item 3, fixed on another branch; remove this marker when it merges)"))
 def test_readme_serve_command_starts_the_broker(default_port, workdir, readme_env, tmp_path):
     """The set-up command, run as written from a fresh directory, serves on the README's address
     with its data in ./data there, and Ctrl-C stops it cleanly (exit 0)."""
