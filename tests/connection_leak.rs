@@ -37,17 +37,6 @@ fn api_versions() -> ApiVersionsRequest {
         .with_client_software_version(StrBytes::from_static_str("0.1"))
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("VmRSS in /proc status")
-}
-
 /// Runs `cycles` connect / ApiVersions / close cycles over `CLIENT_THREADS` threads.
 fn run_cycles(port: u16, cycles: usize) {
     let left = AtomicUsize::new(cycles);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 
 const TOPIC: &str = "where-the-data-goes";
 const PARTITIONS: i32 = 4;
@@ -28,14 +28,7 @@ fn produce_all(broker: &Broker, count: usize) -> Sent {
         .expect("create producer");
     for index in 0..count {
         let payload = format!("message {index}");
-        let record = BaseRecord::<(), _>::to(TOPIC)
-            .partition(index as i32 % PARTITIONS)
-            .payload(&payload);
-        producer
-            .send(record)
-            .map_err(|(error, _)| error)
-            .expect("enqueue");
-        producer.poll(Duration::ZERO);
+        enqueue(&producer, TOPIC, index as i32 % PARTITIONS, &payload);
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
     let mut deliveries = producer.context().deliveries.lock().unwrap().clone();

@@ -147,14 +147,7 @@ fn every_compression_codec_round_trips_and_is_stored_as_sent() {
         let count = 500;
         for index in 0..count {
             let payload = format!("{codec} message {index} {}", "compressible ".repeat(20));
-            let record = BaseRecord::<(), _>::to(&topic)
-                .partition(0)
-                .payload(&payload);
-            producer
-                .send(record)
-                .map_err(|(error, _)| error)
-                .expect("enqueue");
-            producer.poll(Duration::ZERO);
+            enqueue(&producer, &topic, 0, &payload);
         }
         let deliveries = flush_deliveries(&producer, count);
 

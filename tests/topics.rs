@@ -19,7 +19,7 @@ use kafka_protocol::records::Compression;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
 
 /// CreateTopics v5 for one topic; returns its error code.
@@ -249,14 +249,7 @@ fn produce_life(broker: &Broker, topic: &str, life: &str, per_partition: i64) {
         .expect("create producer");
     for index in 0..per_partition * 3 {
         let payload = format!("{life} {index}");
-        let record = BaseRecord::<(), _>::to(topic)
-            .partition((index % 3) as i32)
-            .payload(&payload);
-        producer
-            .send(record)
-            .map_err(|(error, _)| error)
-            .expect("enqueue");
-        producer.poll(Duration::ZERO);
+        enqueue(&producer, topic, (index % 3) as i32, &payload);
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
     let deliveries = producer.context().deliveries.lock().unwrap().clone();

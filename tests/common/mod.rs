@@ -562,6 +562,17 @@ fn shard_threads(pid: i32) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
 /// One frame: a 4-byte big-endian length, then `body`.
 pub fn frame(body: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(4 + body.len());
@@ -1016,7 +1027,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message, OwnedMessage};
-use rdkafka::producer::ProducerContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1178,4 +1189,22 @@ pub fn consume_until(
         }
     }
     received
+}
+
+/// Hands `payload` for `topic`/`partition` to librdkafka's queue and serves its callbacks once
+/// (delivery reports arrive through the producer's context).
+pub fn enqueue<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
+    topic: &str,
+    partition: i32,
+    payload: &str,
+) {
+    let record = BaseRecord::<(), _>::to(topic)
+        .partition(partition)
+        .payload(payload);
+    producer
+        .send(record)
+        .map_err(|(error, _)| error)
+        .expect("enqueue");
+    producer.poll(Duration::ZERO);
 }
