@@ -27,6 +27,8 @@ and stop, the whole topic is read from offset 0, and every rule is checked over 
   send order; a plain producer's appear at least once if acknowledged, and its first
   occurrences are in send order;
 - no delivery failed and no producer hit a fatal error (retries are unbounded in time here);
+- the broker never ends by itself: before every SIGKILL and the final SIGTERM it must still be
+  running (a broker that aborted between two kills is a failure, not a crash to recover from);
 - the broker exits 0 on the final SIGTERM.
 
 It prints a summary, with --json also a final JSON line, and exits 1 on any violation, after
@@ -399,12 +401,13 @@ class Harness:
 
     def one_round(self) -> None:
         if not wait_for_progress(self.producers, PROGRESS_TIMEOUT_S):
+            self.broker.check_not_died(f"kill {self.kills + 1}")  # No progress: is it dead?
             self.checker.fail("progress", f"no acknowledgement from some producer within "
                                           f"{PROGRESS_TIMEOUT_S}s after restart {self.kills}")
             return
         delay_ms = self.random.randint(self.args.delay_min_ms, self.args.delay_max_ms)
         time.sleep(delay_ms / 1000)  # The random moment of the kill: the point of the test.
-        self.broker.stop(signal.SIGKILL)
+        self.broker.stop(signal.SIGKILL)  # Raises BrokerError if it had died by itself.
         self.kills += 1
         self.broker.start()
         self.check_round()

@@ -574,8 +574,8 @@ def run(args, broker: Broker | None) -> int:
             failures.append(f"final probe failed: {error!r}")
     else:
         failures.append(health["failure"])
-    if broker is not None and not broker.running():
-        failures.append(f"broker exited with {broker.proc.returncode}")
+    if broker is not None and (ending := broker.died_by_itself()) is not None:
+        failures.append(f"broker died by itself: {ending}")
     if broker is not None and not failures:
         code = broker.stop(signal.SIGTERM)
         if code != 0:

@@ -21,7 +21,8 @@ pub struct ServeArgs {
     /// TOML file with any of the options below (flags and environment win over it).
     #[arg(long, env = "CORELOG_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Directory holding the partition logs and the metadata log [default: ./data].
+    /// Directory holding the partition logs and the metadata log; a relative path counts from
+    /// the working directory, here as in the config file [default: ./data].
     #[arg(long, env = "CORELOG_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address the Kafka listener binds [default: 127.0.0.1:9092].
@@ -194,6 +195,7 @@ pub struct TopicDefaults {
 /// The resolved configuration the broker runs with. Immutable after start.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Always absolute (see `absolute_data_dir`).
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     /// None when the admin listener is off.
@@ -275,12 +277,13 @@ impl Config {
             file.max_connections,
             default_max_connections(),
         );
+        let data_dir = pick(
+            args.data_dir.clone(),
+            file.data_dir,
+            PathBuf::from("./data"),
+        );
         let config = Config {
-            data_dir: pick(
-                args.data_dir.clone(),
-                file.data_dir,
-                PathBuf::from("./data"),
-            ),
+            data_dir: absolute_data_dir(&data_dir)?,
             listen,
             admin_listen,
             advertised_host,
@@ -464,6 +467,18 @@ fn group_config(args: &ServeArgs, file: &FileConfig) -> GroupConfig {
     }
 }
 
+/// The data directory as an absolute path, resolved against the working directory once, here.
+/// glommio opens directories relative to no directory at all (dirfd -1), so a relative path
+/// failed deep in start-up with EBADF; and nothing later may depend on the working directory.
+/// Symlinks and `..` are left to the kernel, as for any path the user gives.
+fn absolute_data_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.as_os_str().is_empty() {
+        bail!("the data directory is empty");
+    }
+    std::path::absolute(path)
+        .with_context(|| format!("cannot resolve data directory {}", path.display()))
+}
+
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
     flag.or(file).unwrap_or(default)
 }
@@ -512,6 +527,37 @@ mod tests {
         assert_eq!(config.num_partitions, 3);
         assert_eq!(config.listen, "127.0.0.1:9092".parse().unwrap());
         assert_eq!(config.advertised_port, 9092);
+    }
+
+    /// A relative data directory, from a flag or the TOML file, resolves against the working
+    /// directory to an absolute path; an absolute one stays as given; an empty one is refused.
+    #[test]
+    fn data_dir_is_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let resolve = |flag: Option<&str>, file: Option<&str>| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.toml");
+            let line = file.map_or(String::new(), |file| format!("data_dir = {file:?}\n"));
+            std::fs::write(&path, line).unwrap();
+            let args = ServeArgs {
+                config: Some(path),
+                data_dir: flag.map(PathBuf::from),
+                ..Default::default()
+            };
+            Config::resolve(&args).map(|config| config.data_dir)
+        };
+        assert_eq!(resolve(None, None).unwrap(), cwd.join("data"));
+        assert_eq!(resolve(Some("a/b/"), None).unwrap(), cwd.join("a/b"));
+        assert_eq!(resolve(Some("../x"), None).unwrap(), cwd.join("../x"));
+        assert_eq!(
+            resolve(None, Some("from-file")).unwrap(),
+            cwd.join("from-file")
+        );
+        assert_eq!(
+            resolve(Some("/srv/data"), None).unwrap(),
+            Path::new("/srv/data")
+        );
+        assert!(resolve(Some(""), None).is_err());
     }
 
     /// An unknown key in the TOML file is an error, not silently ignored.

@@ -36,6 +36,26 @@ pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Longest topic name Kafka allows.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
+/// Longest name of one file or directory (NAME_MAX of Linux file systems).
+pub const FILE_NAME_BYTES_MAX: usize = 255;
+
+/// Decimal digits of the largest partition index, `PARTITIONS_PER_TOPIC_MAX - 1`.
+pub const PARTITION_INDEX_DIGITS_MAX: usize = decimal_digits(PARTITIONS_PER_TOPIC_MAX - 1);
+
+const fn decimal_digits(mut value: i32) -> usize {
+    let mut digits = 1;
+    while value >= 10 {
+        value /= 10;
+        digits += 1;
+    }
+    digits
+}
+
+// The directory of every legal partition, `<topic>-<partition>`, is a legal file name (the
+// 249-character topic limit is Kafka's room for this); the name it takes while it is deleted
+// is checked in `storage::directory`.
+const _: () = assert!(TOPIC_NAME_BYTES_MAX + 1 + PARTITION_INDEX_DIGITS_MAX <= FILE_NAME_BYTES_MAX);
+
 /// Smallest `segment.bytes` a topic may set (Kafka's own floor is 1 MiB for the broker
 /// default; we accept smaller per topic for tests, but not below one direct-I/O block).
 pub const SEGMENT_BYTES_MIN: u64 = 16 * 1024;
@@ -104,6 +124,31 @@ const _: () = assert!(STORAGE_READ_BYTES_MAX % DIO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(STORAGE_WRITE_BYTES_MAX % DIO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(STORAGE_READ_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
 const _: () = assert!(STORAGE_BATCH_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
+
+/// Pre-written space (zeros written and synced ahead of the log end, so that `fdatasync`
+/// commits no file growth; see `storage::appender`) one hot partition keeps ahead, the
+/// low-water mark below which a new pre-writing run starts, and the zeros written per step
+/// (a flush waits for one step at most).
+pub const PREWRITE_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
+pub const PREWRITE_LOW_BYTES: u64 = 2 * 1024 * 1024;
+pub const PREWRITE_STEP_BYTES: u64 = 256 * 1024;
+
+/// Pre-written bytes one shard holds at most, over all its partitions (`storage::prewrite`):
+/// 16 partitions at full depth. Without it every written partition held 8 MiB, and 10,000
+/// partitions with one message each would have held 80 GB of zeros.
+pub const PREWRITE_BYTES_PER_SHARD_MAX: u64 = 128 * 1024 * 1024;
+
+/// A partition gets pre-written space only while it is hot: this many bytes written within
+/// one window of `PREWRITE_HOT_WINDOW_MS` (or the window before). 256 KiB per 10 s is a
+/// 1 KiB message every 40 ms; a partition slower than that gains little from pre-writing.
+pub const PREWRITE_HOT_BYTES: u64 = 256 * 1024;
+pub const PREWRITE_HOT_WINDOW_MS: u64 = 10_000;
+
+const _: () = assert!(PREWRITE_LOW_BYTES < PREWRITE_AHEAD_BYTES);
+const _: () = assert!(PREWRITE_AHEAD_BYTES % PREWRITE_STEP_BYTES == 0);
+const _: () = assert!(PREWRITE_STEP_BYTES % DIO_ALIGNMENT_BYTES as u64 == 0);
+// Several hot partitions fit the budget at full depth.
+const _: () = assert!(PREWRITE_AHEAD_BYTES * 8 <= PREWRITE_BYTES_PER_SHARD_MAX);
 
 /// Per-shard budget of read-ahead chunks (`storage::read_ahead`): bytes read ahead of
 /// catch-up consumers and not yet served. Apart from the batch cache, so that read-ahead
@@ -174,6 +219,14 @@ pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;
 
 const _: () = assert!(PRODUCER_BATCHES_RETAINED_COUNT >= 1);
 const _: () = assert!(PRODUCER_ID_BLOCK_COUNT >= 1);
+/// Partition logs one shard closes at once at shutdown. A close with changes to persist
+/// trims, syncs and writes index and producer-snapshot files (about five syncs); running
+/// many at once lets the device and the file system's journal take the syncs together.
+/// Each close in flight holds a few files open, so the closes stay well within the file
+/// descriptors kept apart from connections.
+pub const LOG_CLOSES_PER_SHARD_MAX: usize = 64;
+const _: () = assert!(LOG_CLOSES_PER_SHARD_MAX * 4 <= FILE_DESCRIPTORS_RESERVED_COUNT);
+
 /// Default partition count of `__consumer_offsets` (Kafka's is 50). Each partition is a log
 /// opened and replayed at every start and pre-written ahead once it takes commits, so 50 costs
 /// start-up time and disk writes on a two-core machine for no gain; 16 still spreads groups

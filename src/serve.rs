@@ -38,7 +38,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         cpus = ?config.cpus,
         "starting corelog"
     );
-    let mesh = Mesh::full(config.shards, limits::SHARD_CHANNEL_CAPACITY);
+    let mesh = Mesh::full(config.shards, limits::SHARD_CHANNEL_CAPACITY)
+        .context("cannot create the shard mesh's doorbells")?;
     let shard_signals = signals.clone();
     runtime::run_shards(&plan, move || shard::run(config, mesh, shard_signals))?;
     tracing::info!("corelog stopped cleanly");

@@ -11,10 +11,50 @@ use std::task::{Context, Poll, Waker};
 
 /// Wakes every task waiting on it; a waiter that registered before `notify_all` is never
 /// missed, because it compares the generation it saw with the current one.
+///
+/// Each polled [`Notified`] holds one slot in `waiters` (its key is its index), found again in
+/// O(1) on every poll and freed by its `Drop`: a waiter that gives up (a `select` that another
+/// branch won, a connection that closed) leaves nothing behind. A waker left in the list would
+/// keep its task's memory alive until the next `notify_all`, which for a shard's shutdown
+/// latch is never, and would make every later registration scan past it.
 #[derive(Default)]
 pub struct Notify {
     generation: Cell<u64>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: RefCell<WaiterSlots>,
+}
+
+/// The wakers of one generation's waiters, by slot. Freed slots are reused, so the list is
+/// as long as the most waiters a generation ever had at once, never longer.
+#[derive(Default)]
+struct WaiterSlots {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl WaiterSlots {
+    fn insert(&mut self, waker: Waker) -> usize {
+        match self.free.pop() {
+            Some(key) => {
+                debug_assert!(self.slots[key].is_none(), "a free slot is empty");
+                self.slots[key] = Some(waker);
+                key
+            }
+            None => {
+                self.slots.push(Some(waker));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        let waker = self.slots[key].take();
+        assert!(waker.is_some(), "a waiter removes only its own slot, once");
+        self.free.push(key);
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
 }
 
 impl Notify {
@@ -25,7 +65,10 @@ impl Notify {
     /// Wakes all current waiters.
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
-        for waker in self.waiters.borrow_mut().drain(..) {
+        // Taken out before waking, so a waiter polled or dropped from inside `wake` finds the
+        // list free; the slots of this generation are void from here on (see `Notified`).
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for waker in waiters.slots.into_iter().flatten() {
             waker.wake();
         }
     }
@@ -35,27 +78,58 @@ impl Notify {
         Notified {
             notify: self,
             generation: self.generation.get(),
+            slot: None,
         }
+    }
+
+    /// Waiters registered now (polled, not yet woken or dropped).
+    pub fn waiting(&self) -> usize {
+        self.waiters.borrow().len()
     }
 }
 
+/// Waits for the next [`Notify::notify_all`]; leaves the waiter list when dropped.
 pub struct Notified<'a> {
     notify: &'a Notify,
     generation: u64,
+    /// Its slot in `notify.waiters`, once polled. Valid only while the generation is still
+    /// `generation`: `notify_all` empties the list, and the slot may then be another's.
+    slot: Option<usize>,
 }
 
 impl Future for Notified<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.notify.generation.get() != self.generation {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let notify = self.notify;
+        if notify.generation.get() != self.generation {
+            self.slot = None;
             return Poll::Ready(());
         }
-        let mut waiters = self.notify.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            waiters.push(cx.waker().clone());
+        let mut waiters = notify.waiters.borrow_mut();
+        match self.slot {
+            Some(key) => {
+                let waker = waiters.slots[key].as_mut().expect("own slot is filled");
+                if !waker.will_wake(cx.waker()) {
+                    waker.clone_from(cx.waker());
+                }
+            }
+            None => {
+                let key = waiters.insert(cx.waker().clone());
+                drop(waiters);
+                self.slot = Some(key);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Notified<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.slot else { return };
+        if self.notify.generation.get() == self.generation {
+            self.notify.waiters.borrow_mut().remove(key);
+        }
     }
 }
 
@@ -243,6 +317,105 @@ impl Drop for FairLockGuard<'_> {
 mod tests {
     use super::*;
     use futures::FutureExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl CountingWaker {
+        fn woken(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Polls `future` once with `waker`.
+    fn poll_with<F: Future + Unpin>(future: &mut F, waker: &Arc<CountingWaker>) -> Poll<F::Output> {
+        let waker = Waker::from(waker.clone());
+        Pin::new(future).poll(&mut Context::from_waker(&waker))
+    }
+
+    /// Waiters that give up leave the list (and release their wakers): thousands of them,
+    /// polled and dropped, leave no slot taken and no waker alive, and the list does not grow
+    /// past the most waiters there were at once.
+    #[test]
+    fn dropped_waiters_leave_the_list() {
+        let notify = Notify::new();
+        let waker = Arc::new(CountingWaker::default());
+        for _ in 0..10_000 {
+            let mut waiting = notify.notified();
+            assert!(poll_with(&mut waiting, &waker).is_pending());
+            assert_eq!(notify.waiting(), 1);
+        }
+        assert_eq!(notify.waiting(), 0, "every dropped waiter left");
+        assert_eq!(Arc::strong_count(&waker), 1, "no waker clone kept");
+        assert_eq!(
+            notify.waiters.borrow().slots.len(),
+            1,
+            "the one slot was reused"
+        );
+        notify.notify_all();
+        assert_eq!(waker.woken(), 0, "nobody was waiting");
+    }
+
+    /// A waiter registered before `notify_all` is woken and ready, whatever other waiters did
+    /// meanwhile (gave up, or were polled again); one that never polled is ready too.
+    #[test]
+    fn waiters_before_notify_all_are_never_missed() {
+        let notify = Notify::new();
+        let (first, second) = (Arc::default(), Arc::default());
+        let mut kept = notify.notified();
+        let mut gives_up = notify.notified();
+        let mut never_polled = notify.notified();
+        assert!(poll_with(&mut kept, &first).is_pending());
+        assert!(poll_with(&mut gives_up, &second).is_pending());
+        // Polled again with the same waker: still one slot each.
+        assert!(poll_with(&mut kept, &first).is_pending());
+        assert_eq!(notify.waiting(), 2);
+        drop(gives_up);
+        notify.notify_all();
+        assert_eq!((first.woken(), second.woken()), (1, 0));
+        assert!(poll_with(&mut kept, &first).is_ready());
+        assert!(poll_with(&mut never_polled, &first).is_ready());
+        let mut after = notify.notified();
+        assert!(
+            poll_with(&mut after, &first).is_pending(),
+            "only a later notify_all"
+        );
+    }
+
+    /// A waiter moved to another task wakes that task; a waiter of an earlier generation,
+    /// dropped late, does not remove the slot a newer waiter now holds.
+    #[test]
+    fn late_drops_and_new_wakers_keep_the_right_slot() {
+        let notify = Notify::new();
+        let (old_task, new_task, late_task) = (Arc::default(), Arc::default(), Arc::default());
+        let mut moved = notify.notified();
+        assert!(poll_with(&mut moved, &old_task).is_pending());
+        assert!(poll_with(&mut moved, &new_task).is_pending());
+        assert_eq!(
+            Arc::strong_count(&old_task),
+            1,
+            "the old waker was replaced"
+        );
+        notify.notify_all();
+        assert_eq!((old_task.woken(), new_task.woken()), (0, 1));
+        // `moved` still remembers slot 0 of the last generation; a new waiter takes slot 0.
+        let mut newer = notify.notified();
+        assert!(poll_with(&mut newer, &late_task).is_pending());
+        drop(moved);
+        assert_eq!(notify.waiting(), 1, "the newer waiter keeps its slot");
+        notify.notify_all();
+        assert_eq!(late_task.woken(), 1);
+    }
 
     /// An acquisition that does not fit waits until enough bytes come back; an oversized one
     /// takes the whole budget.

@@ -366,7 +366,7 @@ fn fetch_waiting_for_min_bytes_does_not_spin_the_shard() {
             12,
         )
         .expect("send Fetch");
-    assert_shards_answer_quickly(broker.port, "a waiting Fetch");
+    assert_shards_answer_quickly(&broker, "a waiting Fetch");
     assert_broker_healthy(&mut broker, "a waiting Fetch");
     broker.stop();
 }
@@ -382,7 +382,7 @@ fn fetch_naming_no_partition_waits_without_spinning_the_shard() {
     let mut fetcher = RawConn::connect(broker.port);
     let sent = Instant::now();
     let correlation_id = fetcher.send_request(&request, 12).expect("send Fetch");
-    assert_shards_answer_quickly(broker.port, "a Fetch of no partition");
+    assert_shards_answer_quickly(&broker, "a Fetch of no partition");
     let response = fetcher
         .recv_response::<kafka_protocol::messages::FetchRequest>(correlation_id, 12)
         .expect("Fetch response");

@@ -49,7 +49,7 @@ fn claimed_frames_never_sent_do_not_stall_the_shards() {
     // Nothing observable tells when the broker has read the claims; give it a moment, so that
     // the old broker would have charged them all before the probe comes.
     thread::sleep(Duration::from_millis(500));
-    assert_shards_answer_quickly(broker.port, "stalled 64 MiB claims");
+    assert_shards_answer_quickly(&broker, "stalled 64 MiB claims");
 
     let mut client = RawConn::connect(broker.port);
     let records = record_batch(&[b"past the claims"], 1_700_000_000_000, Compression::None);

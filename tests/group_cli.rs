@@ -1,7 +1,8 @@
 //! `corelog group list|describe|delete|reset-offsets` against a real broker: the listing and
 //! description (members, decoded assignments, committed offsets, lag) match what the broker
 //! holds, a reset dry run commits nothing while `--execute` commits the planned offsets, and
-//! refusals (members present, unknown groups) exit non-zero naming the Kafka error.
+//! refusals (members present, unknown groups) exit non-zero naming the Kafka error; a topic
+//! deleted under a group's offsets leaves `describe` working, with its partitions marked.
 
 mod common;
 
@@ -70,8 +71,8 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// An admin commit (generation -1, no member) of `offsets` (partition, offset) of TOPIC.
-fn simple_commit(conn: &mut RawConn, group: &str, offsets: &[(i32, i64)]) {
+/// An admin commit (generation -1, no member) of `offsets` (partition, offset) of `topic`.
+fn simple_commit(conn: &mut RawConn, group: &str, topic: &str, offsets: &[(i32, i64)]) {
     let partitions = offsets
         .iter()
         .map(|&(partition, offset)| {
@@ -85,7 +86,7 @@ fn simple_commit(conn: &mut RawConn, group: &str, offsets: &[(i32, i64)]) {
         .with_generation_id_or_member_epoch(-1)
         .with_member_id(text(""))
         .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(topic_name(TOPIC))
+            .with_name(topic_name(topic))
             .with_partitions(partitions)]);
     let response = conn.request(&request, 8);
     for partition in &response.topics[0].partitions {
@@ -149,7 +150,7 @@ fn setup() -> (Broker, RawConn, String) {
     assert_eq!(produce(&mut conn, TOPIC, 0, early.clone()).0, 0);
     assert_eq!(produce(&mut conn, TOPIC, 0, late).0, 0);
     assert_eq!(produce(&mut conn, TOPIC, 1, early).0, 0);
-    simple_commit(&mut conn, "idle", &[(0, 2), (1, 1)]);
+    simple_commit(&mut conn, "idle", TOPIC, &[(0, 2), (1, 1)]);
     let member = join_live_member(&mut conn, "live");
     (broker, conn, member)
 }
@@ -292,4 +293,64 @@ fn delete_reports_each_group() {
         .map(|g| g["group"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["live"]);
+}
+
+/// After TOPIC is deleted under both groups' offsets and assignment, describe still answers:
+/// the group's other topic keeps its log end and lag, and TOPIC's partitions stay listed with
+/// their committed offsets, marked deleted, without log end or lag (Kafka's tool shows `-`
+/// there after KAFKA-17218; before, describe failed on UNKNOWN_TOPIC_OR_PARTITION).
+#[test]
+fn describe_marks_partitions_of_a_deleted_topic() {
+    let (broker, mut conn, member) = setup();
+    create_topic(broker.port, "kept", 1);
+    let records = record_batch(&[b"a", b"b", b"c", b"d"], 1_000_000, Compression::None);
+    assert_eq!(produce(&mut conn, "kept", 0, records).0, 0);
+    simple_commit(&mut conn, "idle", "kept", &[(0, 1)]);
+    let deleted = Command::new(broker_binary())
+        .args(["topic", "--brokers", &broker.bootstrap(), "delete", TOPIC])
+        .output()
+        .expect("run corelog topic delete");
+    assert!(deleted.status.success(), "topic delete: {deleted:?}");
+
+    // Topic, committed offset, log end offset, lag, deleted.
+    type Row<'a> = (&'a str, i64, Option<i64>, Option<i64>, bool);
+    let idle = json(&ok(&broker, &["describe", "idle", "--json"]));
+    let rows: Vec<Row> = idle["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["topic"].as_str().unwrap(),
+                p["committed_offset"].as_i64().unwrap(),
+                p["log_end_offset"].as_i64(),
+                p["lag"].as_i64(),
+                p["deleted"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (TOPIC, 2, None, None, true),
+            (TOPIC, 1, None, None, true),
+            ("kept", 1, Some(4), Some(3), false),
+        ],
+        "{idle}"
+    );
+    assert_eq!(idle["total_lag"], 3, "{idle}");
+
+    let live = json(&ok(&broker, &["describe", "live", "--json"]));
+    for partition in live["partitions"].as_array().unwrap() {
+        assert_eq!(partition["member_id"], member.as_str(), "{live}");
+        assert_eq!(partition["deleted"], true, "{live}");
+    }
+    let table = ok(&broker, &["describe", "idle"]);
+    let events: Vec<&str> = table.lines().filter(|l| l.starts_with(TOPIC)).collect();
+    assert_eq!(events.len(), 2, "{table}");
+    for line in events {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[3..5], ["deleted", "-"], "log end and lag: {table}");
+    }
+    assert!(table.contains("its topic was deleted"), "{table}");
 }

@@ -39,17 +39,6 @@ fn connect_from(source: [u8; 4], port: u16) -> RawConn {
     RawConn::from_stream(stream)
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("VmRSS in /proc status")
-}
-
 /// `max.connections` refuses the connection over the cap (closed without a byte), and room
 /// comes back when a connection closes.
 #[test]

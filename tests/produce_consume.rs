@@ -147,14 +147,7 @@ fn every_compression_codec_round_trips_and_is_stored_as_sent() {
         let count = 500;
         for index in 0..count {
             let payload = format!("{codec} message {index} {}", "compressible ".repeat(20));
-            let record = BaseRecord::<(), _>::to(&topic)
-                .partition(0)
-                .payload(&payload);
-            producer
-                .send(record)
-                .map_err(|(error, _)| error)
-                .expect("enqueue");
-            producer.poll(Duration::ZERO);
+            enqueue(&producer, &topic, 0, &payload);
         }
         let deliveries = flush_deliveries(&producer, count);
 
@@ -704,8 +697,6 @@ fn batch_over_max_message_bytes_answers_message_too_large() {
 /// at the oldest (1) and newest (7) versions served.
 #[test]
 fn list_offsets_earliest_latest_and_by_timestamp() {
-    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-    use kafka_protocol::messages::ListOffsetsRequest;
     let broker = Broker::start(2, &[]);
     create_topic(broker.port, "times", 1);
     let mut conn = RawConn::connect(broker.port);
@@ -728,24 +719,101 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
     ];
     for version in [1, 7] {
         for (timestamp, expected) in cases {
-            let partition = ListOffsetsPartition::default()
-                .with_partition_index(0)
-                .with_timestamp(timestamp);
-            let topic = ListOffsetsTopic::default()
-                .with_name(topic_name("times"))
-                .with_partitions(vec![partition]);
-            let request = ListOffsetsRequest::default()
-                .with_replica_id((-1).into())
-                .with_topics(vec![topic]);
-            let response = conn.request(&request, version);
-            let data = &response.topics[0].partitions[0];
-            assert_eq!(data.error_code, 0, "v{version} timestamp {timestamp}");
+            let (error_code, offset, _) = list_offset(&mut conn, "times", timestamp, version);
+            assert_eq!(error_code, 0, "v{version} timestamp {timestamp}");
             assert_eq!(
-                data.offset, expected,
+                offset, expected,
                 "v{version} offset for timestamp {timestamp}"
             );
         }
     }
+}
+
+/// ListOffsets for partition 0 of `topic` at `timestamp`: (error code, offset, timestamp).
+fn list_offset(conn: &mut RawConn, topic: &str, timestamp: i64, version: i16) -> (i16, i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+    let partition = ListOffsetsPartition::default()
+        .with_partition_index(0)
+        .with_timestamp(timestamp);
+    let topic = ListOffsetsTopic::default()
+        .with_name(topic_name(topic))
+        .with_partitions(vec![partition]);
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![topic]);
+    let response = conn.request(&request, version);
+    let data = &response.topics[0].partitions[0];
+    (data.error_code, data.offset, data.timestamp)
+}
+
+/// ListOffsets by timestamp finds a record that is not the first of its batch when the
+/// batch's timestamps lie further apart than 32 bits hold (the record's timestamp delta is a
+/// varlong on the wire): librdkafka sends records stamped 1234 and 999999999999 in one batch,
+/// and the lookup of 999999999999 answers offset 1, at v1 and v7 and through the client's
+/// offsets_for_times; the consumer reads both timestamps back.
+#[test]
+fn list_offsets_by_timestamp_finds_a_record_after_the_first_of_its_batch() {
+    use rdkafka::consumer::Consumer;
+    const LATE_MS: i64 = 999_999_999_999;
+    let broker = Broker::start(2, &[]);
+    let topic = "wide-timestamps";
+    create_topic(broker.port, topic, 1);
+    let producer = rdkafka_producer(&broker, &[("linger.ms", "500")]);
+    for (payload, timestamp) in [("early", 1234), ("late", LATE_MS)] {
+        let record = BaseRecord::<(), _>::to(topic)
+            .partition(0)
+            .payload(payload)
+            .timestamp(timestamp);
+        producer
+            .send(record)
+            .map_err(|(error, _)| error)
+            .expect("enqueue");
+    }
+    flush_deliveries(&producer, 2);
+    let mut conn = RawConn::connect(broker.port);
+    let response: FetchResponse =
+        conn.request(&fetch_request(topic, 0, 0, 0, 1, 1 << 20), FETCH_VERSION);
+    let records = single_partition(&response)
+        .records
+        .clone()
+        .expect("records");
+    let (batches, _) = parse_batches(&records);
+    let counts: Vec<i32> = batches.iter().map(|batch| batch.record_count).collect();
+    assert_eq!(counts, vec![2], "both records in one batch");
+
+    let cases = [(1234, 0, 1234), (1235, 1, LATE_MS), (LATE_MS, 1, LATE_MS)];
+    for version in [1, 7] {
+        for (timestamp, offset, found) in cases {
+            let answer = list_offset(&mut conn, topic, timestamp, version);
+            assert_eq!(
+                answer,
+                (0, offset, found),
+                "v{version} timestamp {timestamp}"
+            );
+        }
+    }
+    assert_eq!(
+        list_offset(&mut conn, topic, -3, 7),
+        (0, 1, LATE_MS),
+        "max timestamp"
+    );
+
+    let consumer = consumer(&broker.bootstrap());
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    wanted
+        .add_partition_offset(topic, 0, rdkafka::Offset::Offset(LATE_MS))
+        .expect("add partition");
+    let found = consumer
+        .offsets_for_times(wanted, Duration::from_secs(30))
+        .expect("offsets_for_times");
+    let offset = found.find_partition(topic, 0).expect("partition").offset();
+    assert_eq!(offset, rdkafka::Offset::Offset(1), "offsets_for_times");
+    let ends = HashMap::from([(0, 2)]);
+    let received = consume_until(&consumer, topic, &ends, Duration::from_secs(60));
+    let timestamps: Vec<Timestamp> = received[&0].iter().map(|m| m.timestamp()).collect();
+    let expected = [Timestamp::CreateTime(1234), Timestamp::CreateTime(LATE_MS)];
+    assert_eq!(timestamps, expected, "the consumer reads both timestamps");
 }
 
 fn metadata_for(

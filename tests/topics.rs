@@ -1,9 +1,11 @@
 //! Topic administration over the wire: CreateTopics, DeleteTopics and DescribeConfigs answer
-//! with Kafka's error codes, and topics, their configs and their deletion outlive a restart
-//! (the metadata log is replayed).
+//! with Kafka's error codes, topics, their configs and their deletion outlive a restart (the
+//! metadata log is replayed), and a topic of the longest legal name deletes like any other.
 
 mod common;
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -14,6 +16,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::ClientConfig;
 
 /// CreateTopics v5 for one topic; returns its error code.
 fn create(conn: &mut RawConn, name: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
@@ -200,4 +207,154 @@ fn describe_configs_reports_topic_configs() {
     let max_message = describe(&mut conn, "configured", "max.message.bytes");
     assert_eq!(max_message, (0, Some("1048588".to_string())), "the default");
     assert_eq!(describe(&mut conn, "missing", "segment.bytes").0, 3);
+}
+
+/// Kafka's longest legal topic name: 249 characters, cycling through every legal one.
+fn longest_topic_name() -> String {
+    let legal = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    legal.chars().cycle().take(249).collect()
+}
+
+fn admin_client(broker: &Broker) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("create admin client")
+}
+
+/// Creates (`create`) or deletes a topic through librdkafka's admin API and asserts success.
+fn admin_change(admin: &AdminClient<DefaultClientContext>, name: &str, create: bool) {
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = if create {
+        let topic = NewTopic::new(name, 3, TopicReplication::Fixed(1));
+        futures::executor::block_on(admin.create_topics([&topic], &options))
+    } else {
+        futures::executor::block_on(admin.delete_topics(&[name], &options))
+    };
+    let results = results.expect("admin request");
+    assert_eq!(results.len(), 1);
+    if let Err((_, code)) = &results[0] {
+        panic!(
+            "{} failed: {code}",
+            if create { "create" } else { "delete" }
+        );
+    }
+}
+
+/// Produces `per_partition` messages tagged `life` to each of the topic's 3 partitions with
+/// librdkafka, and asserts they were given offsets 0.. in every partition.
+fn produce_life(broker: &Broker, topic: &str, life: &str, per_partition: i64) {
+    let producer: BaseProducer<RecordingContext> = producer_config(&broker.bootstrap())
+        .create_with_context(RecordingContext::default())
+        .expect("create producer");
+    for index in 0..per_partition * 3 {
+        let payload = format!("{life} {index}");
+        enqueue(&producer, topic, (index % 3) as i32, &payload);
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    let deliveries = producer.context().deliveries.lock().unwrap().clone();
+    let mut offsets: Vec<(i32, Option<i64>)> = deliveries
+        .iter()
+        .map(|delivered| (delivered.partition, delivered.offset))
+        .collect();
+    offsets.sort();
+    let expected: Vec<(i32, Option<i64>)> = (0..3)
+        .flat_map(|partition| (0..per_partition).map(move |offset| (partition, Some(offset))))
+        .collect();
+    assert_eq!(
+        offsets, expected,
+        "{life}: every message delivered, from offset 0"
+    );
+}
+
+/// The topic holds nothing, then `life`'s messages are all that a consumer reads from it.
+fn assert_only_life(broker: &Broker, topic: &str, life: &str, per_partition: i64) {
+    let mut conn = RawConn::connect(broker.port);
+    for partition in 0..3 {
+        assert_eq!(
+            high_watermark(&mut conn, topic, partition),
+            (0, 0),
+            "before {life}, partition {partition} is empty: nothing of a deleted life came back"
+        );
+    }
+    produce_life(broker, topic, life, per_partition);
+    let consumer = consumer(&broker.bootstrap());
+    let ends: HashMap<i32, i64> = (0..3).map(|partition| (partition, per_partition)).collect();
+    let received = consume_until(&consumer, topic, &ends, Duration::from_secs(60));
+    for (partition, messages) in received {
+        for message in messages {
+            let payload = String::from_utf8_lossy(message.payload().unwrap_or_default());
+            assert!(
+                payload.starts_with(life),
+                "partition {partition}: {payload}"
+            );
+        }
+    }
+}
+
+/// Directories in the data directory whose name starts like the topic's.
+fn leftovers(data_dir: &Path, topic: &str) -> Vec<String> {
+    std::fs::read_dir(data_dir)
+        .expect("read the data directory")
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&topic[..100]))
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy file");
+    }
+}
+
+/// A topic of Kafka's longest legal name (249 characters) round-trips like any other: with a
+/// real client it is created, written and deleted, and created again it holds nothing of
+/// before, both at once and across a restart, and no directory of it is left behind. Neither
+/// does a deletion whose directory stayed behind (a removal that failed at run time, a crash
+/// before or after the rename to its deletion name, at the length limit) resurface.
+#[test]
+fn topic_of_the_longest_name_deletes_and_recreates_empty() {
+    let mut broker = Broker::start(2, &["--auto-create-topics", "false"]);
+    let topic = longest_topic_name();
+    assert_eq!(topic.len(), 249);
+    let admin = admin_client(&broker);
+    admin_change(&admin, &topic, true);
+    produce_life(&broker, &topic, "first", 20);
+    let saved = broker.root().join("saved");
+    copy_dir(&broker.partition_dir(&topic, 0), &saved);
+    admin_change(&admin, &topic, false);
+    admin_change(&admin, &topic, true);
+    assert_only_life(&broker, &topic, "second", 10);
+
+    // A removal that failed at run time left the directory under its own name.
+    admin_change(&admin, &topic, false);
+    assert_eq!(
+        leftovers(&broker.data_dir(), &topic),
+        Vec::<String>::new(),
+        "the deleted topic's directories are gone"
+    );
+    copy_dir(&saved, &broker.partition_dir(&topic, 0));
+    admin_change(&admin, &topic, true);
+    assert_only_life(&broker, &topic, "third", 10);
+
+    // A crash interrupted the deletion before and after renaming the directory.
+    admin_change(&admin, &topic, false);
+    drop(admin);
+    broker.stop();
+    copy_dir(&saved, &broker.partition_dir(&topic, 0));
+    let unique = "0123456789abcdef0123456789abcdef";
+    let tail = format!("-1.{unique}-delete");
+    let renamed = format!("{}{tail}", &topic[..255 - tail.len()]);
+    copy_dir(&saved, &broker.data_dir().join(renamed));
+    broker.restart();
+    assert_eq!(
+        leftovers(&broker.data_dir(), &topic),
+        Vec::<String>::new(),
+        "start-up removed what the interrupted deletion left"
+    );
+    let admin = admin_client(&broker);
+    admin_change(&admin, &topic, true);
+    assert_only_life(&broker, &topic, "fourth", 10);
 }

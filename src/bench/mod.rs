@@ -233,7 +233,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     validate(scenario, options)?;
     let shared = Arc::new(prepare(scenario, options.clone())?);
     let done = Arc::new(AtomicBool::new(false));
-    let watchdog = {
+    let progress = {
         use std::io::IsTerminal;
         let (shared, done) = (shared.clone(), done.clone());
         let print = std::io::stdout().is_terminal();
@@ -241,7 +241,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let result = run_executors(shared.clone());
     done.store(true, Ordering::Relaxed);
-    let _ = watchdog.join();
+    let _ = progress.join();
     let (stats, duration) = result?;
     let report = Report {
         scenario,

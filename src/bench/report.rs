@@ -121,23 +121,21 @@ impl Progress {
     }
 }
 
-/// How often the watchdog interrupts the executors' sleep (see [`watch`]).
-const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
+/// How often [`watch`] looks at the counters.
+const PROGRESS_PERIOD: Duration = Duration::from_millis(100);
 
-/// Runs on a plain thread until `done` is raised: interrupts the executors' io_uring sleep
-/// every [`WATCHDOG_PERIOD`] (glommio 0.9 can lose a wake-up and stall an executor; see
-/// `runtime::interrupt_other_threads`), and if `print` prints one progress line a second.
+/// Runs on a plain thread until `done` is raised; if `print`, prints one progress line a
+/// second.
 pub fn watch(progress: &Progress, done: &std::sync::atomic::AtomicBool, print: bool) {
     let ticks_per_second =
-        (Duration::from_secs(1).as_millis() / WATCHDOG_PERIOD.as_millis()) as u64;
+        (Duration::from_secs(1).as_millis() / PROGRESS_PERIOD.as_millis()) as u64;
     let mut last = progress.snapshot();
     let mut tick = 0u64;
     while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(WATCHDOG_PERIOD);
+        std::thread::sleep(PROGRESS_PERIOD);
         if done.load(Ordering::Relaxed) {
             break;
         }
-        crate::runtime::interrupt_other_threads();
         tick += 1;
         if !print || tick % ticks_per_second != 0 {
             continue;

@@ -23,7 +23,7 @@ use kafka_protocol::ResponseError;
 use super::frame::Connection;
 
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION and TOPIC_ALREADY_EXISTS error codes.
-const ERROR_UNKNOWN_TOPIC: i16 = 3;
+pub(crate) const ERROR_UNKNOWN_TOPIC: i16 = 3;
 const ERROR_TOPIC_EXISTS: i16 = 36;
 
 /// Request versions this client sends: inside the ranges Kafka 3.x/4.x and corelog serve.
@@ -246,6 +246,26 @@ impl Admin {
         partitions: &[i32],
         timestamp: i64,
     ) -> anyhow::Result<Vec<(i32, i64)>> {
+        self.list_offsets(topic, partitions, timestamp)?
+            .into_iter()
+            .map(|(partition, answer)| {
+                let what = || format!("ListOffsets {topic}-{partition}");
+                answer
+                    .map(|offset| (partition, offset))
+                    .map_err(|code| kafka_error(&what(), code, None))
+            })
+            .collect()
+    }
+
+    /// ListOffsets as [`Admin::partition_offsets`], answered per partition in partition order:
+    /// its offset, or the Kafka error code the broker gave for it. Fails only when the request
+    /// fails or the answer leaves a partition out.
+    pub fn list_offsets(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        timestamp: i64,
+    ) -> anyhow::Result<Vec<(i32, Result<i64, i16>)>> {
         let wanted = partitions
             .iter()
             .map(|&index| {
@@ -260,14 +280,18 @@ impl Admin {
                 .with_name(topic_name(topic))
                 .with_partitions(wanted)]);
         let response = self.request(&request, versions::LIST_OFFSETS)?;
-        let mut offsets = Vec::with_capacity(partitions.len());
-        for partition in response.topics.iter().flat_map(|t| &t.partitions) {
-            if partition.error_code != 0 {
-                let what = format!("ListOffsets {topic}-{}", partition.partition_index);
-                return Err(kafka_error(&what, partition.error_code, None));
-            }
-            offsets.push((partition.partition_index, partition.offset));
-        }
+        let mut offsets: Vec<(i32, Result<i64, i16>)> = response
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|partition| {
+                let answer = match partition.error_code {
+                    0 => Ok(partition.offset),
+                    code => Err(code),
+                };
+                (partition.partition_index, answer)
+            })
+            .collect();
         if offsets.len() != partitions.len() {
             return Err(anyhow!(
                 "ListOffsets answered {} of {} partitions of {topic}",
@@ -275,7 +299,7 @@ impl Admin {
                 partitions.len()
             ));
         }
-        offsets.sort_unstable();
+        offsets.sort_unstable_by_key(|(partition, _)| *partition);
         Ok(offsets)
     }
 }

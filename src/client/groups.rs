@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 
-use super::admin::{kafka_error, topic_name, versions, Admin};
+use super::admin::{kafka_error, topic_name, versions, Admin, ERROR_UNKNOWN_TOPIC};
 
 /// Group request versions this client sends, inside what Kafka 3.x/4.x and corelog serve.
 pub mod group_versions {
@@ -331,6 +331,28 @@ impl Admin {
         }
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Ok(offsets)
+    }
+
+    /// The log end offset of each of `partitions` of `topic`, in partition order; None for a
+    /// partition that no longer exists (UNKNOWN_TOPIC_OR_PARTITION: its topic was deleted while
+    /// the group still holds offsets or an assignment there). Any other error fails, as does a
+    /// request that fails as a whole.
+    pub fn log_end_offsets(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> anyhow::Result<Vec<(i32, Option<i64>)>> {
+        self.list_offsets(topic, partitions, -1)?
+            .into_iter()
+            .map(|(partition, answer)| match answer {
+                Ok(offset) => Ok((partition, Some(offset))),
+                Err(ERROR_UNKNOWN_TOPIC) => Ok((partition, None)),
+                Err(code) => {
+                    let what = format!("log end offset of {topic}-{partition}");
+                    Err(kafka_error(&what, code, None))
+                }
+            })
+            .collect()
     }
 
     /// Commits `offsets` as an admin does: generation -1 and no member, which a broker accepts

@@ -211,6 +211,15 @@ fn batch_seeds() -> Vec<Seed> {
     let mut two = batch(2, Compression::None);
     two.extend_from_slice(&batch(3, Compression::Lz4));
     push("two-batches".into(), 0, &two);
+    // Timestamps further apart than 32 bits: the second record's delta is a 6-byte varlong,
+    // which the record decoder once read as an int32 varint (ListOffsets then missed it).
+    let wide = [1234, 999_999_999_999].map(|timestamp| PlainRecord {
+        timestamp,
+        key: None,
+        value: Some(Bytes::from_static(b"wide")),
+    });
+    let wide = encode_plain_batch(wide, Compression::None).expect("plain batches encode");
+    push("wide-timestamps".into(), 0, &wide);
     seeds
 }
 

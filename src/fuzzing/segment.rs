@@ -1,23 +1,22 @@
 //! Segment recovery on arbitrary file contents, through the real `Log::open` on O_DIRECT files.
 //!
-//! Each thread keeps one glommio executor and one scratch directory under the temp dir
+//! Each thread keeps one executor and one scratch directory under the temp dir
 //! (`TMPDIR`), because making an io_uring executor per input would cost more than the input.
 //! The oracle, [`valid_prefix`], restates recovery's rule independently: keep the longest run
 //! of whole batches that validate and continue the offsets; drop everything after it.
 
 use std::path::{Path, PathBuf};
 
-use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
-
 use crate::limits::STORAGE_BATCH_BYTES_MAX;
 use crate::protocol::record_batch::{declared_batch_bytes, validate};
+use crate::runtime::ThreadExecutor;
 use crate::storage::{prime_device, BatchCache, Log, LogConfig};
 
 /// Name of the single segment each input becomes (base offset 0).
 const SEGMENT_FILE: &str = "00000000000000000000.log";
 
 struct Scratch {
-    executor: LocalExecutor,
+    executor: ThreadExecutor,
     root: PathBuf,
 }
 
@@ -29,9 +28,7 @@ impl Drop for Scratch {
 
 thread_local! {
     static SCRATCH: Scratch = {
-        let executor = LocalExecutorBuilder::new(Placement::Unbound)
-            .make()
-            .expect("a glommio executor for the fuzz thread");
+        let executor = ThreadExecutor::new();
         let thread = format!("{:?}", std::thread::current().id());
         let thread: String = thread.chars().filter(char::is_ascii_digit).collect();
         let root = std::env::temp_dir().join(format!(

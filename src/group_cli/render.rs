@@ -1,5 +1,10 @@
 //! Output of `corelog group`: aligned tables for people, JSON for scripts, and the per-partition
 //! view of a group (committed offset, log end offset, lag, owning member) that `describe` shows.
+//!
+//! A group keeps its committed offsets (and a member its assignment) of a topic after the topic
+//! is deleted. `describe` still shows every other partition and marks those as deleted, with
+//! no log end offset or lag, where it used to fail on UNKNOWN_TOPIC_OR_PARTITION; Kafka's
+//! `kafka-consumer-groups.sh` made the same change (KAFKA-17218), showing `-` there.
 
 use std::collections::BTreeMap;
 
@@ -18,9 +23,12 @@ pub struct PartitionRow {
     /// None: the group has no committed offset there.
     pub committed_offset: Option<i64>,
     pub log_end_offset: Option<i64>,
-    /// Log end minus committed; None without a committed offset.
+    /// Log end minus committed; None without a committed offset or a log.
     pub lag: Option<i64>,
     pub member_id: Option<String>,
+    /// The partition no longer exists: its topic was deleted (ListOffsets answered
+    /// UNKNOWN_TOPIC_OR_PARTITION). It has no log end offset and no lag.
+    pub deleted: bool,
 }
 
 pub fn print_list(groups: &[GroupListing], as_json: bool) -> anyhow::Result<()> {
@@ -36,7 +44,8 @@ pub fn print_list(groups: &[GroupListing], as_json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The union of committed and assigned partitions, with log end offsets and lag.
+/// The union of committed and assigned partitions, with log end offsets and lag; partitions
+/// that no longer exist are kept and marked deleted.
 pub fn partition_rows(
     admin: &mut Admin,
     description: &GroupDescription,
@@ -59,10 +68,16 @@ pub fn partition_rows(
         by_topic.entry(topic.clone()).or_default().push(*partition);
     }
     for (topic, partitions) in by_topic {
-        for (partition, end) in admin.partition_offsets(&topic, &partitions, -1)? {
-            if let Some(row) = rows.get_mut(&(topic.clone(), partition)) {
-                row.log_end_offset = Some(end);
-                row.lag = row.committed_offset.map(|c| (end - c).max(0));
+        for (partition, end) in admin.log_end_offsets(&topic, &partitions)? {
+            let Some(row) = rows.get_mut(&(topic.clone(), partition)) else {
+                continue;
+            };
+            match end {
+                Some(end) => {
+                    row.log_end_offset = Some(end);
+                    row.lag = row.committed_offset.map(|c| (end - c).max(0));
+                }
+                None => row.deleted = true,
             }
         }
     }
@@ -82,8 +97,12 @@ fn entry<'a>(
             log_end_offset: None,
             lag: None,
             member_id: None,
+            deleted: false,
         })
 }
+
+/// What the LOG-END-OFFSET column shows for a partition that no longer exists.
+const DELETED: &str = "deleted";
 
 fn or_dash<T: ToString>(value: &Option<T>) -> String {
     value.as_ref().map_or("-".to_string(), T::to_string)
@@ -133,7 +152,11 @@ pub fn print_describe(
                 p.topic.clone(),
                 p.partition.to_string(),
                 or_dash(&p.committed_offset),
-                or_dash(&p.log_end_offset),
+                if p.deleted {
+                    DELETED.to_string()
+                } else {
+                    or_dash(&p.log_end_offset)
+                },
                 or_dash(&p.lag),
                 or_dash(&p.member_id),
             ]
@@ -150,6 +173,13 @@ pub fn print_describe(
         ],
         &rows,
     );
+    if partitions.iter().any(|p| p.deleted) {
+        println!();
+        println!(
+            "{DELETED}: the partition no longer exists (its topic was deleted); the group keeps \
+             its committed offset until the group is deleted or its offsets expire"
+        );
+    }
     Ok(())
 }
 

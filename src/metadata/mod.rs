@@ -55,6 +55,12 @@ pub enum MetadataRecord {
     ProducerIdsAllocated { next_producer_id: i64 },
 }
 
+/// The name of a partition's directory in the data directory, as Kafka names it. Every legal
+/// topic and partition gives a legal file name (see `limits::PARTITION_INDEX_DIGITS_MAX`).
+pub fn partition_dir_name(topic: &str, partition: i32) -> String {
+    format!("{topic}-{partition}")
+}
+
 /// Why a topic name is refused (INVALID_TOPIC_EXCEPTION).
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

@@ -344,6 +344,126 @@ pub fn encode_plain_batch(
     Ok(buffer)
 }
 
+/// Batches built byte by byte from Kafka's record format (the Java client's `DefaultRecord`
+/// and `DefaultRecordBatch`), independent of any encoder, for tests of the record decoder and
+/// of the code that reads records.
+#[cfg(test)]
+pub(crate) mod hand_built {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    use super::{CRC_START, LOG_OVERHEAD_BYTES, MAGIC_V2};
+    use crate::limits::RECORD_BATCH_HEADER_BYTES;
+
+    /// A record's fields; `headers` are (key, value) pairs.
+    pub struct Record<'a> {
+        pub timestamp: i64,
+        pub key: Option<&'a [u8]>,
+        pub value: Option<&'a [u8]>,
+        pub headers: &'a [(&'a str, Option<&'a [u8]>)],
+    }
+
+    /// Kafka's zigzag varlong (`ByteUtils.writeVarlong`). For an int32 it writes the same bytes
+    /// as `writeVarint`, so it serves the varint fields too.
+    pub fn put_varlong(out: &mut BytesMut, value: i64) {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        while zigzag >= 0x80 {
+            out.put_u8(zigzag as u8 | 0x80);
+            zigzag >>= 7;
+        }
+        out.put_u8(zigzag as u8);
+    }
+
+    fn put_bytes(out: &mut BytesMut, bytes: Option<&[u8]>) {
+        match bytes {
+            None => put_varlong(out, -1),
+            Some(bytes) => {
+                put_varlong(out, bytes.len() as i64);
+                out.put_slice(bytes);
+            }
+        }
+    }
+
+    /// The fields of one record after its length: attributes (int8), timestampDelta
+    /// (varlong), offsetDelta (varint), key and value (varint length, bytes), header count
+    /// (varint), each header's key and value (varint length, bytes).
+    pub fn fields(record: &Record, base_timestamp: i64, offset_delta: i32) -> BytesMut {
+        let mut fields = BytesMut::new();
+        fields.put_i8(0);
+        put_varlong(&mut fields, record.timestamp.wrapping_sub(base_timestamp));
+        put_varlong(&mut fields, i64::from(offset_delta));
+        put_bytes(&mut fields, record.key);
+        put_bytes(&mut fields, record.value);
+        put_varlong(&mut fields, record.headers.len() as i64);
+        for (key, value) in record.headers {
+            put_bytes(&mut fields, Some(key.as_bytes()));
+            put_bytes(&mut fields, *value);
+        }
+        fields
+    }
+
+    /// An uncompressed batch at base offset 0 without a producer id, whose base timestamp is
+    /// the first record's (as Kafka's producer stamps it) and whose records are `fields`, each
+    /// preceded by its length (varint).
+    pub fn batch_of_fields(fields: &[BytesMut], timestamps: &[i64]) -> Bytes {
+        let mut body = BytesMut::new();
+        for record in fields {
+            put_varlong(&mut body, record.len() as i64);
+            body.put_slice(record);
+        }
+        let count = fields.len() as i32;
+        let length = RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + body.len();
+        let mut batch = BytesMut::new();
+        batch.put_i64(0); // baseOffset
+        batch.put_i32(length as i32); // batchLength
+        batch.put_i32(-1); // partitionLeaderEpoch
+        batch.put_i8(MAGIC_V2);
+        batch.put_u32(0); // crc, set below
+        batch.put_i16(0); // attributes: no compression, CreateTime
+        batch.put_i32(count - 1); // lastOffsetDelta
+        batch.put_i64(timestamps[0]); // baseTimestamp
+        batch.put_i64(timestamps.iter().copied().max().unwrap_or(-1)); // maxTimestamp
+        batch.put_i64(-1); // producerId
+        batch.put_i16(-1); // producerEpoch
+        batch.put_i32(-1); // baseSequence
+        batch.put_i32(count); // records count
+        batch.put_slice(&body);
+        let crc = crc32c::crc32c(&batch[CRC_START..]);
+        // The CRC field lies just before the bytes it covers.
+        batch[CRC_START - 4..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        batch.freeze()
+    }
+
+    /// The batch of `records` at offsets 0...
+    pub fn batch(records: &[Record]) -> Bytes {
+        let timestamps: Vec<i64> = records.iter().map(|record| record.timestamp).collect();
+        let fields: Vec<BytesMut> = records
+            .iter()
+            .enumerate()
+            .map(|(delta, record)| fields(record, timestamps[0], delta as i32))
+            .collect();
+        batch_of_fields(&fields, &timestamps)
+    }
+
+    /// Two records in one batch whose timestamps, 1234 and 999999999999 ms, lie further apart
+    /// than an int32 holds: the second record's timestamp delta needs a 6-byte varlong.
+    pub fn wide_timestamps() -> Bytes {
+        batch(&[
+            Record {
+                timestamp: 1234,
+                key: None,
+                value: Some(b"early"),
+                headers: &[],
+            },
+            Record {
+                timestamp: 999_999_999_999,
+                key: Some(b"key"),
+                value: Some(b"late"),
+                headers: &[("header", Some(b"value")), ("empty", None)],
+            },
+        ])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,5 +661,104 @@ mod tests {
                 let _ = validate(&bytes[start..start + len]);
             }
         }
+    }
+
+    /// A record's timestamp delta is a varlong: a batch holding records stamped 1234 and
+    /// 999999999999 ms (a delta beyond 32 bits), built from Kafka's format byte by byte,
+    /// decodes to exactly those timestamps, offsets, keys, values and headers, with the later
+    /// record first too (a negative delta, as a producer writes when clocks step back); and
+    /// the plain-batch encoder writes the same bytes the format does.
+    #[test]
+    fn timestamp_deltas_are_varlongs() {
+        use kafka_protocol::records::RecordBatchDecoder;
+        let batch = hand_built::wide_timestamps();
+        let summary = validate(&batch).expect("a valid batch");
+        assert_eq!(summary.max_timestamp, 999_999_999_999);
+        let decoded = RecordBatchDecoder::decode(&mut batch.clone()).expect("decode");
+        let read: Vec<(i64, i64)> = decoded
+            .records
+            .iter()
+            .map(|record| (record.offset, record.timestamp))
+            .collect();
+        assert_eq!(read, vec![(0, 1234), (1, 999_999_999_999)]);
+        let late = &decoded.records[1];
+        assert_eq!(late.key.as_deref(), Some(&b"key"[..]));
+        assert_eq!(late.value.as_deref(), Some(&b"late"[..]));
+        let headers: Vec<(String, Option<Vec<u8>>)> = late
+            .headers
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.as_ref().map(|v| v.to_vec())))
+            .collect();
+        let expected = vec![
+            ("header".to_string(), Some(b"value".to_vec())),
+            ("empty".to_string(), None),
+        ];
+        assert_eq!(headers, expected);
+
+        let record = |timestamp, value: &'static [u8]| hand_built::Record {
+            timestamp,
+            key: None,
+            value: Some(value),
+            headers: &[],
+        };
+        let backwards = hand_built::batch(&[record(999_999_999_999, b"a"), record(1234, b"b")]);
+        let decoded = RecordBatchDecoder::decode(&mut backwards.clone()).expect("decode");
+        let times: Vec<i64> = decoded.records.iter().map(|r| r.timestamp).collect();
+        assert_eq!(times, vec![999_999_999_999, 1234]);
+
+        let plain = |timestamp, value: &'static [u8]| PlainRecord {
+            timestamp,
+            key: None,
+            value: Some(Bytes::from_static(value)),
+        };
+        let encoded = encode_plain_batch(
+            [plain(1234, b"a"), plain(999_999_999_999, b"b")],
+            KCompression::None,
+        )
+        .expect("the encoder takes timestamps far apart");
+        let by_hand = hand_built::batch(&[record(1234, b"a"), record(999_999_999_999, b"b")]);
+        assert_eq!(
+            &encoded[..],
+            &by_hand[..],
+            "encoder bytes are Kafka's format"
+        );
+    }
+
+    /// A varint longer than 5 bytes is refused, as Kafka's `ByteUtils` refuses it, instead of
+    /// being read short and leaving its last byte to be read as the next field; so is a record
+    /// whose fields do not fill its length (Kafka's "Invalid record size").
+    #[test]
+    fn overlong_varints_and_record_sizes_are_refused() {
+        use bytes::BufMut;
+        use kafka_protocol::records::RecordBatchDecoder;
+        let decode = |fields: BytesMut| {
+            let batch = hand_built::batch_of_fields(&[fields], &[1234]);
+            validate(&batch).expect("the header is valid");
+            RecordBatchDecoder::decode(&mut batch.clone()).map(|set| set.records.len())
+        };
+        let mut fields = BytesMut::new();
+        fields.put_i8(0); // attributes
+        fields.put_u8(0); // timestampDelta 0
+        fields.put_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]); // offsetDelta 0 in 6 bytes
+        fields.put_slice(&[0x00, 0x00, 0x00]); // empty key, empty value, no headers
+        assert!(decode(fields).is_err(), "a 6-byte varint");
+
+        let mut fields = BytesMut::new();
+        fields.put_i8(0);
+        fields.put_slice(&[0x80; 10]); // timestampDelta continuing past 10 bytes
+        fields.put_slice(&[0x00; 5]);
+        assert!(decode(fields).is_err(), "an 11-byte varlong");
+
+        let record = hand_built::Record {
+            timestamp: 1234,
+            key: None,
+            value: Some(b"v"),
+            headers: &[],
+        };
+        let exact = hand_built::fields(&record, 1234, 0);
+        assert_eq!(decode(exact.clone()).expect("an exact record"), 1);
+        let mut longer = exact;
+        longer.put_u8(0);
+        assert!(decode(longer).is_err(), "a byte beyond the fields");
     }
 }

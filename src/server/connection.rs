@@ -29,6 +29,7 @@ use futures::{FutureExt, StreamExt};
 
 use kafka_protocol::messages::RequestKind;
 
+use super::order::RequestOrder;
 use super::{dispatch, Response, ShardNet};
 use crate::limits;
 use crate::metrics;
@@ -134,6 +135,7 @@ async fn read_requests(
     client_host: &Rc<str>,
 ) -> Option<String> {
     let mut frames = FrameReader::new(shard.config.socket_request_max_bytes);
+    let mut order = RequestOrder::default();
     loop {
         let next = frames.next(&mut reader, &shard.net, state);
         let (frame, charge) = match until_quit(shard, state, next).await {
@@ -156,8 +158,11 @@ async fn read_requests(
         };
         let handler_shard = shard.clone();
         let host = client_host.clone();
+        let turn = order.admit(overlaps_earlier_requests(&request));
         let task = runtime::spawn_joinable(shard.queues.requests, async move {
+            turn.wait().await;
             let response = dispatch::handle(&handler_shard, request, host).await;
+            drop(turn);
             drop(charge);
             response
         });
@@ -169,6 +174,12 @@ async fn read_requests(
             Some(Err(_)) | None => return None,
         }
     }
+}
+
+/// Whether `request` may run beside the requests before it on its connection (see
+/// [`super::order`]): produce requests only.
+fn overlaps_earlier_requests(request: &DecodedRequest) -> bool {
+    matches!(&request.body, RequestBody::Decoded(RequestKind::Produce(_)))
 }
 
 /// The most bytes the response to `request` may hold, for requests whose responses carry

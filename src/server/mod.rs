@@ -2,13 +2,15 @@
 //!
 //! Per-shard: every shard binds the listener (SO_REUSEPORT, so the kernel spreads
 //! connections); a connection lives on the shard that accepted it. Requests on a connection
-//! are handled concurrently, and their responses are written back in request order.
+//! take effect in arrival order (only pipelined produces overlap, see `order`), and their
+//! responses are written back in request order.
 
 pub mod admin;
 pub mod admission;
 mod connection;
 pub mod dispatch;
 pub mod handlers;
+mod order;
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -15,13 +15,14 @@ use kafka_protocol::ResponseError;
 use super::admin::{AdminResult, ConfigChange, ControllerCommand};
 use super::messages::{CreateTopicSpec, TopicRef, TopicResult};
 use super::Shard;
+use crate::limits;
 use crate::metadata::topic_config::{self, AlterError, TopicConfig};
 use crate::metadata::{self, collision_key, MetadataRecord, MetadataStore, METADATA_LOG_DIR};
-use crate::storage::BatchCache;
+use crate::storage::{self, BatchCache};
 
 pub struct Controller {
     store: MetadataStore,
-    serial: glommio::sync::Semaphore,
+    serial: crate::runtime::Semaphore,
     /// Every producer id below this was handed out in an earlier block.
     next_producer_id: Cell<i64>,
 }
@@ -30,7 +31,12 @@ impl Controller {
     /// Opens the metadata log; returns the controller and every record to replay. Partitions
     /// placed on shards that no longer exist are moved first, and the moves are made durable.
     pub async fn open(shard: &Rc<Shard>) -> anyhow::Result<(Rc<Controller>, Vec<MetadataRecord>)> {
-        let cache = BatchCache::new(1 << 20);
+        // Its own cache, and pre-writing for this one log apart from the shard's partitions.
+        let cache = BatchCache::with_budgets(
+            1 << 20,
+            limits::READ_AHEAD_BYTES_PER_SHARD_MAX,
+            limits::PREWRITE_AHEAD_BYTES,
+        );
         let (store, mut records) = MetadataStore::open(&shard.config.data_dir, cache).await?;
         for record in reassign_lost_shards(&records, shard.count) {
             tracing::warn!(
@@ -42,7 +48,7 @@ impl Controller {
         }
         let controller = Rc::new(Controller {
             store,
-            serial: glommio::sync::Semaphore::new(1),
+            serial: crate::runtime::Semaphore::new(1),
             next_producer_id: Cell::new(next_producer_id(&records)),
         });
         Ok((controller, records))
@@ -388,7 +394,8 @@ fn reassign_lost_shards(records: &[MetadataRecord], shard_count: usize) -> Vec<M
 }
 
 /// Removes partition directories that the metadata log does not know (a deletion that crashed
-/// before its directory was removed), so that a re-created topic never sees old data.
+/// before its directory was renamed) and directories whose deletion started (one that crashed
+/// after), so that a re-created topic never sees old data.
 fn remove_orphan_directories(data_dir: &Path, shard: &Shard) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return;
@@ -396,7 +403,9 @@ fn remove_orphan_directories(data_dir: &Path, shard: &Shard) {
     let known: HashMap<String, ()> = shard
         .table()
         .topics()
-        .flat_map(|t| (0..t.partition_count()).map(move |p| (format!("{}-{}", t.name, p), ())))
+        .flat_map(|t| {
+            (0..t.partition_count()).map(move |p| (metadata::partition_dir_name(&t.name, p), ()))
+        })
         .collect();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
@@ -405,7 +414,7 @@ fn remove_orphan_directories(data_dir: &Path, shard: &Shard) {
             .rsplit_once('-')
             .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         let orphan = looks_like_partition && !known.contains_key(&name) && name != METADATA_LOG_DIR;
-        if is_dir && (orphan || name.ends_with("-delete")) {
+        if is_dir && (orphan || storage::is_deletion_name(&name)) {
             tracing::warn!(directory = %name, "removing a partition directory unknown to metadata");
             if let Err(error) = std::fs::remove_dir_all(entry.path()) {
                 tracing::error!(%error, directory = %name, "cannot remove directory");

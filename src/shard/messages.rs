@@ -7,12 +7,11 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
 
 use crate::metadata::MetadataRecord;
 
 /// The reply half handed to the shard that does the work.
-pub type Reply<T> = oneshot::Sender<T>;
+pub type Reply<T> = crate::runtime::Reply<T>;
 
 /// A message over the shard mesh.
 pub enum ShardRequest {

@@ -20,14 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::channel::oneshot;
 use futures::future::{select, select_all, Either};
 use futures::StreamExt;
 use kafka_protocol::ResponseError;
 
 use crate::config::Config;
+use crate::limits;
 use crate::metrics::{MetricsSnapshot, PartitionSnapshot, ShardMetrics};
-use crate::runtime::{self, Latency, Mesh, MeshSenders, TaskQueueHandle};
+use crate::runtime::{self, Latency, Mesh, MeshPort, TaskQueueHandle};
 use crate::server::admission::Admission;
 use crate::server::ShardNet;
 use crate::storage::{self, BatchCache, Log};
@@ -83,7 +83,7 @@ pub struct Shard {
     table: RefCell<ShardTable>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     cache: Rc<BatchCache>,
-    senders: MeshSenders<ShardRequest>,
+    mesh: MeshPort<ShardRequest>,
     controller: RefCell<Option<Rc<Controller>>>,
     producer_ids: producer_ids::ProducerIdBlock,
     /// The consumer groups this shard coordinates.
@@ -120,12 +120,10 @@ pub async fn run(
     mesh: Arc<Mesh<ShardRequest>>,
     signals: Arc<ProcessSignals>,
 ) -> anyhow::Result<()> {
-    let (senders, receivers) = mesh.join();
-    // Started first, so that this executor always has a timer pending: see the start-up kick
-    // in ARCHITECTURE.md for the lost wake-up this bounds.
+    let port = mesh.join();
     let shutdown = Rc::new(Latch::default());
     runtime::spawn_local(watch_signals(shutdown.clone(), signals.clone())).detach();
-    tracing::debug!(shard = senders.peer_id(), "joined the shard mesh");
+    tracing::debug!(shard = port.id(), "joined the shard mesh");
     let primed = storage::prime_device(&config.data_dir)
         .await
         .with_context(|| format!("cannot use data directory {}", config.data_dir.display()));
@@ -136,7 +134,7 @@ pub async fn run(
         signals.drained.fetch_add(1, Ordering::SeqCst);
         return Err(error);
     }
-    tracing::debug!(shard = senders.peer_id(), "data device primed");
+    tracing::debug!(shard = port.id(), "data device primed");
     let queues = Queues {
         requests: runtime::task_queue("requests", 1000, Latency::Matters(Duration::from_millis(1))),
         flush: runtime::task_queue("flush", 1000, Latency::Matters(Duration::from_millis(1))),
@@ -144,7 +142,7 @@ pub async fn run(
     };
     let net = ShardNet::new(&config, signals.admission.clone());
     let shard = Rc::new(Shard {
-        id: senders.peer_id(),
+        id: port.id(),
         count: config.shards,
         table: RefCell::new(ShardTable::new(config.topic_defaults.clone())),
         metrics: ShardMetrics::new(config.shards),
@@ -156,19 +154,21 @@ pub async fn run(
         connections: ConnectionCount::default(),
         net,
         partitions: RefCell::new(HashMap::new()),
-        senders,
+        mesh: port,
         controller: RefCell::new(None),
         producer_ids: Default::default(),
     });
-    for (_, mut stream) in receivers {
-        let shard = shard.clone();
-        runtime::spawn_into(queues.requests, async move {
-            while let Some(request) = stream.next().await {
-                let shard = shard.clone();
+    let server = shard.clone();
+    runtime::spawn_into(queues.requests, async move {
+        let handler = server.clone();
+        server
+            .mesh
+            .serve(move |request| {
+                let shard = handler.clone();
                 runtime::spawn_into(queues.requests, async move { shard.serve(request).await });
-            }
-        });
-    }
+            })
+            .await;
+    });
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
     runtime::spawn_into(queues.requests, crate::group::run_timers(shard.clone()));
     let started = if shard.id == 0 {
@@ -182,6 +182,7 @@ pub async fn run(
     }
     shard.shutdown.wait().await;
     shard.drain(&signals).await;
+    shard.mesh.close();
     started
 }
 
@@ -203,11 +204,15 @@ impl Shard {
             runtime::sleep(Duration::from_millis(10)).await;
         }
         let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
-        for partition in partitions {
-            if let Err(error) = partition.log().close().await {
-                tracing::error!(%error, "closing a partition log failed");
-            }
-        }
+        // Concurrently: a close that has work to do waits mostly on syncs, and one after
+        // another 10,000 of them took a minute.
+        futures::stream::iter(partitions)
+            .for_each_concurrent(limits::LOG_CLOSES_PER_SHARD_MAX, |partition| async move {
+                if let Err(error) = partition.log().close().await {
+                    tracing::error!(%error, "closing a partition log failed");
+                }
+            })
+            .await;
         let controller = self.controller.borrow().clone();
         if let Some(controller) = controller {
             controller.close().await;
@@ -287,53 +292,45 @@ impl Shard {
     }
 
     /// Sends a request to another shard and waits for its reply (None if it has gone away).
-    pub(crate) async fn call<T>(
+    pub(crate) async fn call<T: Send + 'static>(
         &self,
         shard: usize,
         make: impl FnOnce(Reply<T>) -> ShardRequest,
     ) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
         self.metrics.sent_to_shard(shard);
-        self.senders.send_to(shard, make(tx)).await.ok()?;
-        rx.await.ok()
+        self.mesh.call(shard, make).await
     }
 
     /// The one entry point for requests from other shards.
     async fn serve(self: Rc<Self>, request: ShardRequest) {
         match request {
-            ShardRequest::Produce(input, reply) => {
-                drop(reply.send(self.produce_local(input).await))
-            }
-            ShardRequest::Fetch(input, reply) => drop(reply.send(self.fetch_local(input).await)),
+            ShardRequest::Produce(input, reply) => reply.send(self.produce_local(input).await),
+            ShardRequest::Fetch(input, reply) => reply.send(self.fetch_local(input).await),
             ShardRequest::ListOffsets(input, reply) => {
-                drop(reply.send(self.list_offsets_local(input).await))
+                reply.send(self.list_offsets_local(input).await)
             }
             ShardRequest::Watch(input, reply) => {
                 self.watch_local(input).await;
-                let _ = reply.send(());
+                reply.send(());
             }
-            ShardRequest::CreateTopics(specs, reply) => {
-                drop(reply.send(self.create_topics(specs).await))
-            }
+            ShardRequest::CreateTopics(specs, reply) => reply.send(self.create_topics(specs).await),
             ShardRequest::DeleteTopics(topics, reply) => {
-                drop(reply.send(self.delete_topics(topics).await))
+                reply.send(self.delete_topics(topics).await)
             }
-            ShardRequest::Apply(input, reply) => drop(reply.send(self.apply_local(input).await)),
-            ShardRequest::AllocateProducerIds(reply) => {
-                drop(reply.send(self.producer_id_block().await))
-            }
+            ShardRequest::Apply(input, reply) => reply.send(self.apply_local(input).await),
+            ShardRequest::AllocateProducerIds(reply) => reply.send(self.producer_id_block().await),
             ShardRequest::Controller(commands, reply) => {
-                drop(reply.send(self.controller_commands(commands).await))
+                reply.send(self.controller_commands(commands).await)
             }
             ShardRequest::DeleteRecords(input, reply) => {
-                drop(reply.send(self.delete_records_local(input).await))
+                reply.send(self.delete_records_local(input).await)
             }
-            ShardRequest::Metrics(reply) => drop(reply.send(self.metrics_snapshot())),
+            ShardRequest::Metrics(reply) => reply.send(self.metrics_snapshot()),
             ShardRequest::StartServing(reply) => {
-                drop(reply.send(crate::server::start_listener(self.clone())))
+                reply.send(crate::server::start_listener(self.clone()))
             }
             ShardRequest::Group(call, reply) => {
-                drop(reply.send(crate::group::handle_local(&self, call).await))
+                reply.send(crate::group::handle_local(&self, call).await)
             }
         }
     }
@@ -673,7 +670,8 @@ impl Shard {
         }
         for (topic, partition) in change.added {
             if topic.owner(partition) == Some(self.id) {
-                self.open_partition(topic, partition).await?;
+                self.open_partition(topic, partition, change.added_are_new)
+                    .await?;
             }
         }
         for topic in change.reconfigured {
@@ -714,20 +712,29 @@ impl Shard {
                 .collect()
         };
         for (topic, partition) in owned {
-            self.open_partition(topic, partition).await?;
+            self.open_partition(topic, partition, false).await?;
         }
         Ok(())
     }
 
+    /// Opens the log of `partition`; `new` when it was just created, so that nothing of an
+    /// earlier life may be in its directory.
     async fn open_partition(
         self: &Rc<Self>,
         topic: Rc<table::TopicEntry>,
         partition: i32,
+        new: bool,
     ) -> Result<(), String> {
-        let dir = self
-            .config
-            .data_dir
-            .join(format!("{}-{}", topic.name, partition));
+        let name = crate::metadata::partition_dir_name(&topic.name, partition);
+        let dir = self.config.data_dir.join(name);
+        if new && dir.exists() {
+            // Only a removal that failed while the broker ran leaves this (start-up clears a
+            // crash's leftovers): the old data must not become the new partition's.
+            tracing::warn!(dir = %dir.display(), "removing what a failed deletion left");
+            storage::remove_dir(&dir)
+                .await
+                .map_err(|e| format!("cannot remove leftover {}: {e}", dir.display()))?;
+        }
         let log = Log::open(dir.clone(), topic.config.log_config(), self.cache.clone())
             .await
             .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;

@@ -412,3 +412,30 @@ pub fn first_record_at_or_after(
             offset: r.offset,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::hand_built;
+
+    /// The timestamp lookup finds a record that is not the first of its batch when the
+    /// batch's timestamps lie further apart than 32 bits hold (1234 and 999999999999 ms), and
+    /// skips records below the log start.
+    #[test]
+    fn lookup_finds_a_later_record_of_a_wide_batch() {
+        let batch = hand_built::wide_timestamps();
+        let lookup = |timestamp, log_start| {
+            first_record_at_or_after(batch.clone(), timestamp, log_start)
+                .map(|found| (found.offset, found.timestamp))
+        };
+        assert_eq!(lookup(999_999_999_999, 0), Some((1, 999_999_999_999)));
+        assert_eq!(lookup(1235, 0), Some((1, 999_999_999_999)));
+        assert_eq!(lookup(1234, 0), Some((0, 1234)));
+        assert_eq!(
+            lookup(0, 1),
+            Some((1, 999_999_999_999)),
+            "below the log start"
+        );
+        assert_eq!(lookup(1_000_000_000_000, 0), None);
+    }
+}

@@ -44,6 +44,9 @@ impl TopicEntry {
 pub struct TableChange {
     /// (topic, partition, owner shard) that now exist or moved here.
     pub added: Vec<(Rc<TopicEntry>, i32)>,
+    /// The added partitions are new (a topic created, partitions added), not moved: nothing
+    /// of theirs can be on disk yet, so a directory under their name is a leftover.
+    pub added_are_new: bool,
     /// (topic, partition, owner shard before) that no longer exist or moved away.
     pub removed: Vec<(String, i32, usize)>,
     /// Topics whose config changed.
@@ -120,6 +123,7 @@ impl ShardTable {
                 for partition in 0..entry.partition_count() {
                     change.added.push((entry.clone(), partition));
                 }
+                change.added_are_new = true;
                 self.ids.insert(*id, name.clone());
                 self.topics.insert(name.clone(), entry);
             }
@@ -143,6 +147,7 @@ impl ShardTable {
                     for partition in first..entry.partition_count() {
                         change.added.push((entry.clone(), partition));
                     }
+                    change.added_are_new = true;
                 }
             }
             MetadataRecord::PartitionMoved {

@@ -14,7 +14,9 @@
 //! end already written with zeros and synced (`prepared`); appends then only overwrite blocks
 //! that exist. The zeros go out in small steps (`prepare_step`) that the log interleaves with
 //! flushes, so that a flush never waits for more than one step. Recovery and `trim_and_sync`
-//! cut the zeros off.
+//! cut the zeros off, and so does `release_prepared` for a log gone cold. How many zeros
+//! there may be, and for which logs, is `prewrite`'s decision: a step writes no more than
+//! the allowance it is given.
 //!
 //! A full device: a failed write leaves the appender as it was; after a failed sync,
 //! `rewind_unsynced` takes it back to the last synced end, so that the next write rewrites
@@ -27,24 +29,13 @@ use std::io;
 use bytes::Bytes;
 
 use crate::limits::{DIO_ALIGNMENT_BYTES, STORAGE_WRITE_BYTES_MAX};
+use crate::limits::{PREWRITE_AHEAD_BYTES, PREWRITE_LOW_BYTES, PREWRITE_STEP_BYTES};
 use crate::storage::file::{SegmentFile, ZEROS_BYTES};
 
 const ALIGNMENT: u64 = DIO_ALIGNMENT_BYTES as u64;
 
-/// Pre-written space kept ahead of the log end (see the module documentation).
-const PREPARE_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Pre-writing starts again when less than this is left.
-const PREPARE_LOW_BYTES: u64 = 2 * 1024 * 1024;
-
-/// Zeros written per `prepare_step`: small enough that a flush queued behind a step waits
-/// about a tenth of a millisecond, large enough that a whole run is a few dozen steps.
-const PREPARE_STEP_BYTES: u64 = 256 * 1024;
-
-const _: () = assert!(PREPARE_LOW_BYTES < PREPARE_AHEAD_BYTES);
-const _: () = assert!(PREPARE_AHEAD_BYTES % PREPARE_STEP_BYTES == 0);
-const _: () = assert!(PREPARE_STEP_BYTES % ALIGNMENT == 0);
-const _: () = assert!(PREPARE_STEP_BYTES as usize <= ZEROS_BYTES);
+// A step writes from the shared block of zeros.
+const _: () = assert!(PREWRITE_STEP_BYTES as usize <= ZEROS_BYTES);
 
 /// Writes batches at the end of one segment file. Per-shard: lives on the shard's core.
 pub struct Appender {
@@ -164,7 +155,9 @@ impl Appender {
 
     /// After a failed sync: forgets the writes since the last good one, so that the log end
     /// is the synced end again and the next write starts over from there. The blocks written
-    /// stay allocated (`zeroed`), which only spares the retry an extension.
+    /// stay allocated (`zeroed`), which only spares the retry an extension; until the retry
+    /// overwrites them they count as space ahead of the log end (`zeros_ahead`), so the log
+    /// holds them in the shard's pre-writing budget like zeros.
     pub fn rewind_unsynced(&mut self) {
         if let Some((size, tail)) = self.unsynced.take() {
             self.size = size;
@@ -173,7 +166,7 @@ impl Appender {
     }
 
     /// Whether a pre-writing run should start or is under way: fewer than
-    /// `PREPARE_LOW_BYTES` of prepared space are left after the log end and the segment
+    /// `PREWRITE_LOW_BYTES` of prepared space are left after the log end and the segment
     /// (which rolls at `limit` bytes) has room for more.
     pub fn needs_preparing(&self, limit: u64) -> bool {
         if self.sealed {
@@ -185,43 +178,73 @@ impl Appender {
         let end = self.size.next_multiple_of(ALIGNMENT);
         let prepared = self.prepared.max(end);
         end >= self.prepare_paused_until
-            && prepared < end + PREPARE_LOW_BYTES
+            && prepared < end + PREWRITE_LOW_BYTES
             && prepared < limit.next_multiple_of(ALIGNMENT)
     }
 
-    /// One step of pre-writing: writes up to `PREPARE_STEP_BYTES` of zeros past everything
-    /// written, or, once the run's target (`PREPARE_AHEAD_BYTES` past the end where the run
-    /// started, never past `limit`) is written, syncs them. Returns whether more steps remain.
-    pub async fn prepare_step(&mut self, limit: u64) -> io::Result<bool> {
+    /// Zeros on disk ahead of the log end (past its last block): the pre-written bytes this
+    /// segment holds.
+    pub fn zeros_ahead(&self) -> u64 {
+        self.zeroed
+            .saturating_sub(self.size.next_multiple_of(ALIGNMENT))
+    }
+
+    /// One step of pre-writing: writes up to `PREWRITE_STEP_BYTES` of zeros past everything
+    /// written, at most `allowance` bytes (whole blocks), or, once the run's target
+    /// (`PREWRITE_AHEAD_BYTES` past the end where the run started, never past `limit`) is
+    /// written or the allowance is spent, syncs them. Returns whether more steps remain.
+    pub async fn prepare_step(&mut self, limit: u64, allowance: u64) -> io::Result<bool> {
         if !self.needs_preparing(limit) {
             return Ok(false);
         }
-        let result = self.prepare_step_unchecked(limit).await;
+        let result = self.prepare_step_unchecked(limit, allowance).await;
         if result.is_err() {
             self.prepare_target = None;
-            self.prepare_paused_until = self.size.next_multiple_of(ALIGNMENT) + PREPARE_AHEAD_BYTES;
+            self.prepare_paused_until =
+                self.size.next_multiple_of(ALIGNMENT) + PREWRITE_AHEAD_BYTES;
         }
         result
     }
 
-    async fn prepare_step_unchecked(&mut self, limit: u64) -> io::Result<bool> {
+    async fn prepare_step_unchecked(&mut self, limit: u64, allowance: u64) -> io::Result<bool> {
         let end = self.size.next_multiple_of(ALIGNMENT);
         let limit = limit.next_multiple_of(ALIGNMENT);
         let target = *self
             .prepare_target
-            .get_or_insert((end + PREPARE_AHEAD_BYTES).min(limit));
+            .get_or_insert((end + PREWRITE_AHEAD_BYTES).min(limit));
         let from = self.zeroed.max(end);
-        if from < target {
-            let length = (target - from).min(PREPARE_STEP_BYTES);
+        let length = target
+            .saturating_sub(from)
+            .min(PREWRITE_STEP_BYTES)
+            .min(allowance - allowance % ALIGNMENT);
+        if length > 0 {
             self.file.write_zeros(from, length as usize).await?;
             self.zeroed = from + length;
             return Ok(true);
         }
+        // The target is reached, or the shard's budget is spent: the run ends with what it
+        // wrote made durable.
         self.prepare_target = None;
         if self.prepared < self.zeroed {
             self.sync().await?;
         }
         Ok(false)
+    }
+
+    /// Gives the pre-written zeros back: cuts the file after the block holding the log end
+    /// and syncs that. Appends then extend the file again, as before any pre-writing.
+    pub async fn release_prepared(&mut self) -> io::Result<()> {
+        let end = self.size.next_multiple_of(ALIGNMENT);
+        if self.zeroed <= end {
+            return Ok(());
+        }
+        self.prepare_target = None;
+        self.file.truncate(end).await?;
+        self.zeroed = end;
+        self.prepared = self.prepared.min(end);
+        self.file.fdatasync().await?;
+        self.prepared = end;
+        Ok(())
     }
 
     /// Cuts the zero padding so a closed segment's file size equals its log size, and seals

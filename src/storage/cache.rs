@@ -4,7 +4,8 @@
 //! from here without touching the disk. Per-shard: one instance per core, shared by that
 //! core's logs through `Rc`. Invariant: `bytes` is the sum of the lengths of cached batches.
 //! It also carries the shard's read-ahead budget (`read_ahead`), a separate pool, so that
-//! chunks read ahead for catch-up consumers never evict the tail that live consumers read.
+//! chunks read ahead for catch-up consumers never evict the tail that live consumers read,
+//! and the shard's budget of pre-written bytes on disk (`prewrite`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -12,7 +13,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::limits::READ_AHEAD_BYTES_PER_SHARD_MAX;
+use crate::limits::{PREWRITE_BYTES_PER_SHARD_MAX, READ_AHEAD_BYTES_PER_SHARD_MAX};
+use crate::storage::prewrite::PrewriteBudget;
 use crate::storage::read_ahead::{ReadAheadBudget, ReadAheadStats};
 
 struct Entry {
@@ -35,6 +37,7 @@ pub struct BatchCache {
     hits: Cell<u64>,
     misses: Cell<u64>,
     read_ahead: Rc<ReadAheadBudget>,
+    prewrite: Rc<PrewriteBudget>,
 }
 
 impl BatchCache {
@@ -44,6 +47,15 @@ impl BatchCache {
 
     /// A cache of `budget_bytes` whose logs read ahead within `read_ahead_bytes`.
     pub fn with_read_ahead(budget_bytes: usize, read_ahead_bytes: usize) -> Rc<Self> {
+        Self::with_budgets(budget_bytes, read_ahead_bytes, PREWRITE_BYTES_PER_SHARD_MAX)
+    }
+
+    /// A cache as `with_read_ahead`, whose logs pre-write at most `prewrite_bytes` in all.
+    pub fn with_budgets(
+        budget_bytes: usize,
+        read_ahead_bytes: usize,
+        prewrite_bytes: u64,
+    ) -> Rc<Self> {
         Rc::new(BatchCache {
             budget_bytes,
             inner: RefCell::new(Inner::default()),
@@ -51,12 +63,23 @@ impl BatchCache {
             hits: Cell::new(0),
             misses: Cell::new(0),
             read_ahead: ReadAheadBudget::new(read_ahead_bytes),
+            prewrite: PrewriteBudget::new(prewrite_bytes),
         })
     }
 
     /// The shard's read-ahead budget, shared by its logs.
     pub(crate) fn read_ahead_budget(&self) -> Rc<ReadAheadBudget> {
         self.read_ahead.clone()
+    }
+
+    /// The shard's budget of pre-written bytes, shared by its logs.
+    pub(crate) fn prewrite_budget(&self) -> Rc<PrewriteBudget> {
+        self.prewrite.clone()
+    }
+
+    /// Pre-written bytes the shard's logs hold on disk now.
+    pub fn prewritten_bytes(&self) -> u64 {
+        self.prewrite.used()
     }
 
     /// Read-ahead counters of the shard (hits, misses, bytes read and held).

@@ -1,13 +1,15 @@
 //! `Log` under injected faults (see `faults`): a full device (on a write, a sync or any step
-//! of a segment roll) discards the unsynced batches and keeps the log usable; a failed sync
-//! fences it. Each test faults only its own temporary
-//! directory, so the process-global plan does not reach the other tests running meanwhile.
+//! of a segment roll) discards the unsynced batches and keeps the log usable, and one met by
+//! pre-writing costs only the zeros; a failed sync fences it. Each test faults only its own
+//! temporary directory, so the process-global plan does not reach the other tests running
+//! meanwhile.
 
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 
+use crate::limits::{PREWRITE_HOT_BYTES, PREWRITE_STEP_BYTES};
 use crate::protocol::record_batch::{encode_plain_batch, validate, PlainRecord};
 use crate::storage::segment::segment_path;
 use crate::storage::{faults, BatchCache, Log, LogConfig, Settled, StorageError};
@@ -224,6 +226,59 @@ fn out_of_space_at_a_retention_roll_does_not_fence() {
     });
 }
 
+/// Pre-writing that meets a full device ends its run, gives the step's reservation back to
+/// the shard's budget and fences nothing; so does a trim of a cold log's zeros, which the
+/// next retention pass does instead. The budget is what the log holds throughout.
+#[test]
+fn out_of_space_while_pre_writing_gives_the_budget_back() {
+    run(|root| async move {
+        let dir = root.join("prefull-0");
+        let cache = BatchCache::new(1 << 20);
+        // Neither a time-based roll nor retention: only the cold log's trim cuts zeros.
+        let config = LogConfig {
+            segment_ms: i64::MAX,
+            retention_ms: -1,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.clone(), config, cache.clone()).await.unwrap();
+        // Enough to make the log hot: only hot logs are pre-written.
+        append(&log, &vec![b'x'; PREWRITE_HOT_BYTES as usize]);
+        log.flush().await.unwrap();
+        assert!(log.prepare_step().await, "one step gets through");
+        assert_eq!(log.prewritten_bytes(), PREWRITE_STEP_BYTES);
+        arm(&root, "write ENOSPC prefull-0");
+        assert!(!log.prepare_step().await, "a full device ends the run");
+        assert_eq!(
+            log.prewritten_bytes(),
+            PREWRITE_STEP_BYTES,
+            "reservation given back"
+        );
+        assert_eq!(cache.prewritten_bytes(), PREWRITE_STEP_BYTES);
+        faults::clear();
+        let next = append(&log, b"next");
+        log.flush().await.unwrap();
+        assert_eq!(next.ticket.settled(), Settled::Durable, "not fenced");
+
+        log.cool_down();
+        arm(&root, "truncate ENOSPC prefull-0");
+        let now = crate::metadata::now_ms();
+        log.enforce_retention(now).await.unwrap();
+        assert!(
+            faults::describe().contains("hits=1"),
+            "the trim met the full device"
+        );
+        assert_ne!(log.prewritten_bytes(), 0, "nothing was trimmed");
+        assert_eq!(cache.prewritten_bytes(), log.prewritten_bytes());
+        faults::clear();
+        log.enforce_retention(now).await.unwrap();
+        assert_eq!((log.prewritten_bytes(), cache.prewritten_bytes()), (0, 0));
+        let last = append(&log, b"last");
+        log.flush().await.unwrap();
+        assert_eq!(last.ticket.settled(), Settled::Durable);
+        log.close().await.unwrap();
+    });
+}
+
 /// A failed fdatasync fences the log: the batch stays unacknowledged, the watermark does not
 /// move, and appends are refused even after the fault is gone.
 #[test]
@@ -258,11 +313,15 @@ fn flush_waits_for_one_pre_writing_step_at_most() {
     run(|root| async move {
         let dir = root.join("prewrite-0");
         let log = open_log(&dir).await;
-        append(&log, b"first");
+        // Enough to make the log hot: only hot logs are pre-written.
+        append(
+            &log,
+            &vec![b'x'; crate::limits::PREWRITE_HOT_BYTES as usize],
+        );
         log.flush().await.unwrap();
         assert!(
             log.needs_preparing(),
-            "a fresh segment wants pre-written space"
+            "a fresh segment of a hot log wants pre-written space"
         );
         // Every write of this partition, zeros included, takes 20 ms: a whole run of steps
         // would hold a greedy lock for more than half a second.

@@ -4,12 +4,14 @@
 //! the log uses, so that tests can inject faults here (`faults`, checked at the start of
 //! every write, sync, read and truncate) and a later change can move to another io_uring
 //! runtime without touching the log logic. Writes must be aligned to
-//! `limits::DIO_ALIGNMENT_BYTES` in position and length; reads may be unaligned.
+//! `limits::DIO_ALIGNMENT_BYTES` in position and length; reads may be unaligned. Every path
+//! reaches glommio absolute (see `absolute`).
 //!
 //! Errors keep the OS error code the device gave (`to_io`), wrapped with the operation and
 //! path; `os_error` reads it back. The log tells a full device (which it survives) from
 //! every other failure (which fences it) by that code alone.
 
+use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::io;
@@ -103,6 +105,17 @@ pub fn is_out_of_space(error: &io::Error) -> bool {
     matches!(os_error(error), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
+/// `path` made absolute against the working directory. glommio opens directories, and stats
+/// files by the path they were opened with, relative to no directory (dirfd -1), where a
+/// relative path fails with EBADF. The broker's data directory is absolute from the start
+/// (`Config::resolve`); this keeps every other caller of this layer from meeting that.
+fn absolute(path: &Path) -> io::Result<Cow<'_, Path>> {
+    if path.is_absolute() {
+        return Ok(Cow::Borrowed(path));
+    }
+    std::path::absolute(path).map(Cow::Owned)
+}
+
 fn short_write(written: usize, expected: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::WriteZero,
@@ -123,7 +136,7 @@ impl SegmentFile {
             .read(true)
             .write(true)
             .create(true)
-            .dma_open(path)
+            .dma_open(absolute(path)?)
             .await
             .map_err(to_io)?;
         Ok(SegmentFile {
@@ -133,7 +146,7 @@ impl SegmentFile {
 
     /// Opens an existing file read-only.
     pub async fn open_read_only(path: &Path) -> io::Result<SegmentFile> {
-        let file = DmaFile::open(path).await.map_err(to_io)?;
+        let file = DmaFile::open(absolute(path)?).await.map_err(to_io)?;
         Ok(SegmentFile {
             file: Rc::new(file),
         })
@@ -268,17 +281,21 @@ impl SegmentFile {
 
 /// Makes a directory entry change (create, rename, unlink) durable.
 pub async fn sync_directory(path: &Path) -> io::Result<()> {
-    let directory = glommio::io::Directory::open(path).await.map_err(to_io)?;
+    let directory = glommio::io::Directory::open(absolute(path)?)
+        .await
+        .map_err(to_io)?;
     directory.sync().await.map_err(to_io)?;
     directory.close().await.map_err(to_io)
 }
 
 pub async fn remove_file(path: &Path) -> io::Result<()> {
-    glommio::io::remove(path).await.map_err(to_io)
+    glommio::io::remove(absolute(path)?).await.map_err(to_io)
 }
 
 pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    glommio::io::rename(from, to).await.map_err(to_io)
+    glommio::io::rename(absolute(from)?, absolute(to)?)
+        .await
+        .map_err(to_io)
 }
 
 /// glommio decides from the first `DmaFile` a shard opens on a device whether reads use

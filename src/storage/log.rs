@@ -15,7 +15,7 @@
 //! Reads that miss the cache look in the log's read-ahead (`read_ahead`) before the disk, and
 //! start the next chunk there; whatever removes log bytes invalidates it first.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::limits::PREWRITE_STEP_BYTES;
 use crate::limits::{INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, STORAGE_READ_BYTES_MAX};
 use crate::metrics::Histogram;
 use crate::protocol::record_batch::{self, BatchSummary};
@@ -30,6 +31,7 @@ use crate::storage::appender::Appender;
 use crate::storage::cache::BatchCache;
 use crate::storage::file::{self, SegmentFile};
 use crate::storage::log_start;
+use crate::storage::prewrite::{Heat, PrewriteBudget};
 use crate::storage::producer_snapshot;
 use crate::storage::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerTable};
 use crate::storage::read_ahead::{ChunkSource, LogPosition, Lookup, ReadAhead};
@@ -110,6 +112,11 @@ struct State {
     producers_written: ProducerTable,
     failed: Option<String>,
     closed: bool,
+    /// Whether the files may differ from what a clean close leaves (the active segment
+    /// trimmed to its last batch, its indexes persisted, a producer snapshot at the log end).
+    /// Clear after an open that found them so, until a write; a close of a clean log only
+    /// closes its files, which is what keeps shutting down thousands of idle partitions fast.
+    dirty: bool,
 }
 
 /// One partition's log. Per-shard: lives on the core that owns the partition.
@@ -123,6 +130,12 @@ pub struct Log {
     io_lock: FairLock,
     /// The active segment's appender; only the holder of `io_lock` touches it.
     appender: RefCell<Option<Appender>>,
+    /// The shard's budget of pre-written bytes, and how much of it this log holds: always the
+    /// zeros its active segment has ahead of the log end once the appender is put back.
+    prewrite: Rc<PrewriteBudget>,
+    prewrite_held: Cell<u64>,
+    /// Bytes written recently: pre-writing is for hot logs only.
+    heat: RefCell<Heat>,
 }
 
 impl Log {
@@ -142,7 +155,10 @@ impl Log {
         let active = segments.values().next_back().expect("at least one segment");
         let appender = Appender::open(active.file.clone(), active.base_offset, active.size).await?;
         let next_offset = active.next_offset;
-        let producers = producer_snapshot::rebuild(&dir, &segments, next_offset).await?;
+        let (producers, replayed) =
+            producer_snapshot::rebuild(&dir, &segments, next_offset).await?;
+        let prewrite = cache.prewrite_budget();
+        prewrite.charge(appender.zeros_ahead());
         let first_base = *segments.keys().next().expect("at least one segment");
         // DeleteRecords may have moved the start inside the first segment; it never passes
         // the high watermark, which recovery cannot lower below an acknowledged offset.
@@ -159,6 +175,9 @@ impl Log {
             producers,
             failed: None,
             closed: false,
+            // Recovery trimmed the active segment and rewrote stale indexes; only a missing
+            // snapshot at the log end is left for a close to write.
+            dirty: replayed,
         };
         Ok(Rc::new(Log {
             dir,
@@ -167,7 +186,11 @@ impl Log {
             cache,
             state: RefCell::new(state),
             io_lock: FairLock::new(),
+            // Recovery cut any zeros after the log end, so the log holds none yet.
+            prewrite_held: Cell::new(appender.zeros_ahead()),
             appender: RefCell::new(Some(appender)),
+            prewrite,
+            heat: RefCell::default(),
         }))
     }
 
@@ -318,8 +341,9 @@ impl Log {
         let _io = self.io_lock.lock().await;
         FLUSH_LOCK_WAIT_SECONDS.with(|histogram| histogram.borrow_mut().record(asked.elapsed()));
         let staged: Vec<Staged> = {
-            let state = self.state.borrow();
+            let mut state = self.state.borrow_mut();
             Self::check_usable(&state)?;
+            state.dirty |= !state.staged.is_empty();
             state.staged.iter().cloned().collect()
         };
         if staged.is_empty() {
@@ -331,7 +355,7 @@ impl Log {
             .take()
             .expect("appender held by io_lock");
         let (written, result) = self.write_staged(&mut appender, &staged).await;
-        *self.appender.borrow_mut() = Some(appender);
+        self.put_back(appender);
         match result {
             Ok(()) => {}
             Err(StorageError::OutOfSpace(error)) => {
@@ -400,14 +424,43 @@ impl Log {
     }
 
     /// Whether the active segment wants more pre-written space ahead of its end (see
-    /// `Appender`); the shard then calls `prepare_step` until it says done.
+    /// `Appender`) and may have it: the log is hot and the shard's budget has room (see
+    /// `prewrite`). The shard then calls `prepare_step` until it says done.
     pub fn needs_preparing(&self) -> bool {
+        if self.prewrite.available() == 0 || !self.heat.borrow_mut().is_hot(Instant::now()) {
+            return false;
+        }
         let segment_bytes = self.state.borrow().config.segment_bytes;
         match &*self.appender.borrow() {
             Some(appender) => appender.needs_preparing(segment_bytes),
             // Taken: a flush or a step is under way and the caller will ask again.
             None => false,
         }
+    }
+
+    /// Returns the appender taken under the io lock, and settles the log's share of the
+    /// pre-writing budget with the zeros it now has ahead: appends that overwrote zeros, a
+    /// roll or a trim give bytes back; a step keeps what it reserved and wrote.
+    fn put_back(&self, appender: Appender) {
+        let ahead = appender.zeros_ahead();
+        let held = self.prewrite_held.replace(ahead);
+        if ahead < held {
+            self.prewrite.give_back(held - ahead);
+        } else {
+            self.prewrite.charge(ahead - held);
+        }
+        *self.appender.borrow_mut() = Some(appender);
+    }
+
+    /// Forgets what the log wrote recently, as if it had been quiet for a while.
+    #[cfg(test)]
+    pub(crate) fn cool_down(&self) {
+        *self.heat.borrow_mut() = Heat::default();
+    }
+
+    /// Bytes of pre-written zeros this log holds (for tests and diagnostics).
+    pub fn prewritten_bytes(&self) -> u64 {
+        self.prewrite_held.get()
     }
 
     /// One step of pre-writing under the io lock, so that a flush waits for one step at most:
@@ -417,10 +470,12 @@ impl Log {
     pub async fn prepare_step(&self) -> bool {
         let _io = self.io_lock.lock().await;
         let segment_bytes = {
-            let state = self.state.borrow();
+            let mut state = self.state.borrow_mut();
             if Self::check_usable(&state).is_err() {
                 return false;
             }
+            // Zeros past the log end: a close trims them.
+            state.dirty = true;
             state.config.segment_bytes
         };
         let mut appender = self
@@ -428,8 +483,12 @@ impl Log {
             .borrow_mut()
             .take()
             .expect("appender held by io_lock");
-        let result = appender.prepare_step(segment_bytes).await;
-        *self.appender.borrow_mut() = Some(appender);
+        // Reserved before the write, so that steps of many logs at once never pass the
+        // budget; `put_back` returns what the step did not write.
+        let allowance = self.prewrite.take(PREWRITE_STEP_BYTES);
+        self.prewrite_held.set(self.prewrite_held.get() + allowance);
+        let result = appender.prepare_step(segment_bytes, allowance).await;
+        self.put_back(appender);
         match result {
             Ok(more) => more,
             Err(error) if file::is_out_of_space(&error) => {
@@ -507,6 +566,9 @@ impl Log {
             }
             return Err(out_of_space_or_io(error));
         }
+        // Counted once synced: bytes a full device sent back are not yet written.
+        let written = appender.size() - start;
+        self.heat.borrow_mut().record(written, Instant::now());
         let mut state = self.state.borrow_mut();
         let segment = state
             .segments
@@ -531,6 +593,8 @@ impl Log {
     /// A full device at any step gives `OutOfSpace` and leaves the segment sealed and active:
     /// every step is safe to repeat, and the next flush or retention pass begins it again.
     async fn roll(&self, appender: &mut Appender, base_offset: i64) -> Result<(), StorageError> {
+        // Even a roll that fails has begun to change the files (the segment is sealed).
+        self.state.borrow_mut().dirty = true;
         self.roll_steps(appender, base_offset)
             .await
             .map_err(|error| match error {
@@ -574,6 +638,14 @@ impl Log {
             .segments
             .insert(base_offset, segment);
         Ok(result?)
+    }
+}
+
+impl Drop for Log {
+    /// A log dropped without a close (a failed open of its partition, a test) still gives
+    /// its pre-written bytes back.
+    fn drop(&mut self) {
+        self.prewrite.give_back(self.prewrite_held.replace(0));
     }
 }
 
@@ -899,7 +971,7 @@ impl Log {
                 .take()
                 .expect("appender held by io_lock");
             let result = self.roll(&mut appender, next_offset).await;
-            *self.appender.borrow_mut() = Some(appender);
+            self.put_back(appender);
             match result {
                 Ok(()) => {}
                 // The segment stays sealed and is rolled later; deleting expired segments
@@ -912,8 +984,38 @@ impl Log {
                 Err(error) => return Err(self.fence(error)),
             }
         }
+        self.release_cold_prewrite().await?;
         let doomed = self.take_expired_segments(&config, now_ms);
         self.remove_segments(doomed).await
+    }
+
+    /// Trims the pre-written zeros of a log that is no longer hot, so that the shard's
+    /// budget goes to the logs that write now. Holds `io_lock`.
+    async fn release_cold_prewrite(&self) -> Result<(), StorageError> {
+        if self.prewrite_held.get() == 0 || self.heat.borrow_mut().is_hot(Instant::now()) {
+            return Ok(());
+        }
+        let mut appender = self
+            .appender
+            .borrow_mut()
+            .take()
+            .expect("appender held by io_lock");
+        let result = appender.release_prepared().await;
+        self.put_back(appender);
+        match result {
+            Ok(()) => Ok(()),
+            // Only zeros past the synced log end were being cut, so the log is sound either
+            // way; the next pass tries again. A full disk is just when cold logs stop writing,
+            // and fencing them then would keep them from coming back with the space.
+            Err(error) if file::is_out_of_space(&error) => {
+                let dir = self.dir.display();
+                tracing::warn!(%dir, %error, "no space to trim a cold log's zeros; retried later");
+                Ok(())
+            }
+            // Like a roll's trim: after any other failed truncate or sync the file's state is
+            // unknown.
+            Err(error) => Err(self.fence(error.into())),
+        }
     }
 
     /// DeleteRecords: moves the log start up to `offset` (-1 means the high watermark),
@@ -1002,7 +1104,8 @@ impl Log {
         doomed
     }
 
-    /// Flushes, persists the active segment's indexes, and closes every file.
+    /// Flushes, persists the active segment's indexes and a producer snapshot at the log end
+    /// (both skipped when nothing changed since open), and closes every file.
     pub async fn close(&self) -> Result<(), StorageError> {
         if self.state.borrow().closed {
             return Ok(());
@@ -1014,8 +1117,11 @@ impl Log {
         }
         let mut appender = self.appender.borrow_mut().take();
         // A full device discarded only unwritten batches: what was written is still sound.
-        let healthy = self.state.borrow().failed.is_none();
-        if let (Some(appender), true) = (&mut appender, healthy) {
+        let healthy_and_dirty = {
+            let state = self.state.borrow();
+            state.failed.is_none() && state.dirty
+        };
+        if let (Some(appender), true) = (&mut appender, healthy_and_dirty) {
             appender.trim_and_sync().await?;
             self.persist_active_indexes(appender.base_offset()).await?;
             // The written end: appends staged after the final flush are not in the table.
@@ -1037,30 +1143,21 @@ impl Log {
         self.read_ahead.invalidate();
         self.cache.remove_log(self.cache_key);
         drop(appender);
+        // Trimmed above, or left for the next open's recovery to cut: not this shard's any more.
+        self.prewrite.give_back(self.prewrite_held.replace(0));
         for segment in segments.into_values() {
             segment.file.close().await?;
         }
         flushed.map(|_| ())
     }
 
-    /// Closes the log and deletes its directory: renamed to `<dir>.<nanos>-delete` first so a
-    /// crash midway never leaves a half-deleted partition that looks live.
+    /// Closes the log and deletes its directory, renamed to a deletion name first so that a
+    /// crash midway never leaves a half-deleted partition that looks live (`directory`).
     pub async fn remove(&self) -> Result<(), StorageError> {
         if let Err(error) = self.close().await {
             tracing::warn!(dir = %self.dir.display(), %error, "closing a log being removed");
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
-        let mut doomed = self.dir.clone().into_os_string();
-        doomed.push(format!(".{nanos}-delete"));
-        let doomed = PathBuf::from(doomed);
-        file::rename(&self.dir, &doomed).await?;
-        if let Some(parent) = self.dir.parent() {
-            file::sync_directory(parent).await?;
-        }
-        // Blocking, but topic deletion is rare and the directory holds few files.
-        std::fs::remove_dir_all(&doomed)?;
+        super::directory::remove_dir(&self.dir).await?;
         Ok(())
     }
 }

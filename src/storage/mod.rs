@@ -11,6 +11,7 @@
 
 mod appender;
 mod cache;
+mod directory;
 #[cfg(test)]
 mod fault_tests;
 pub mod faults;
@@ -18,6 +19,7 @@ mod file;
 mod index;
 mod log;
 mod log_start;
+mod prewrite;
 mod producer_snapshot;
 pub mod producer_state;
 mod read_ahead;
@@ -33,6 +35,7 @@ mod tests;
 mod ticket;
 
 pub use cache::BatchCache;
+pub use directory::{is_deletion_name, remove_dir};
 pub use file::{os_error, prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
 pub use log::{flush_lock_waits, AppendResult, Log, LogConfig};

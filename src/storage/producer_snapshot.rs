@@ -106,12 +106,13 @@ async fn load_newest(dir: &Path, log_end: i64) -> Result<Option<(i64, ProducerTa
 }
 
 /// Rebuilds the producer table of a recovered log: the newest snapshot, then every batch
-/// header from its offset (or the log start) to `log_end`.
+/// header from its offset (or the log start) to `log_end`. Also says whether any batch had to
+/// be read (no snapshot at `log_end`): a snapshot written at close spares the next open that.
 pub async fn rebuild(
     dir: &Path,
     segments: &BTreeMap<i64, Segment>,
     log_end: i64,
-) -> Result<ProducerTable, StorageError> {
+) -> Result<(ProducerTable, bool), StorageError> {
     let log_start = *segments.keys().next().expect("at least one segment");
     let (from, mut table) = match load_newest(dir, log_end).await? {
         Some((offset, table)) => (offset.max(log_start), table),
@@ -136,7 +137,7 @@ pub async fn rebuild(
             record_stored_batch(&mut table, &batch, from);
         }
     }
-    Ok(table)
+    Ok((table, from < log_end))
 }
 
 /// Records a batch read back from the log (already validated at recovery) if it has a

@@ -96,7 +96,7 @@ async fn first_read_on_slow_disk(root: &Path, batches: usize, delay: &str) -> Sl
 /// themselves and give their bytes back then.
 async fn until_nothing_held(cache: &BatchCache) {
     while stats(cache).held_bytes > 0 {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        crate::runtime::sleep(Duration::from_millis(5)).await;
     }
 }
 

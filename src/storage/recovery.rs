@@ -157,6 +157,12 @@ async fn load_indexes(
         segment_path(dir, base, "index"),
         segment_path(dir, base, "timeindex"),
     );
+    if file_bytes == 0 && is_missing(&offset_path) && is_missing(&time_path) {
+        // An empty segment has nothing to index: a log closed before its first write (see
+        // `Log::close`) leaves no index files, and writing empty ones here for each of
+        // thousands of idle partitions would cost two syncs each at every start.
+        return Ok(Ok((Vec::new(), Vec::new())));
+    }
     let Some(offset_bytes) = read_small_file(&offset_path, INDEX_FILE_BYTES_MAX).await? else {
         return Ok(Err("offset index missing or too large"));
     };
@@ -177,6 +183,10 @@ async fn load_indexes(
         }
     }
     Ok(Ok((offsets, times)))
+}
+
+fn is_missing(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(error) if error.kind() == io::ErrorKind::NotFound)
 }
 
 /// Where a segment's scan stopped before the end of its file.

@@ -1,6 +1,6 @@
 //! Offline damage to a partition's files and what `Log::open` makes of it: torn tails at every
 //! byte, flipped bits in log and index files, missing and stale indexes, closed segments cut
-//! short. Each test runs many cases on one glommio executor, each case in its own directory.
+//! short. Each test runs many cases on one executor, each case in its own directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use glommio::{LocalExecutorBuilder, Placement};
 use kafka_protocol::records::Compression;
 use rand::{Rng, SeedableRng};
 
@@ -30,20 +29,16 @@ where
     let path = root.path().to_path_buf();
     let logs = Arc::new(Mutex::new(Vec::new()));
     let sink = logs.clone();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move {
-            let subscriber = tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_max_level(tracing::Level::INFO)
-                .with_writer(move || Capture(sink.clone()))
-                .finish();
-            let _guard = tracing::subscriber::set_default(subscriber);
-            prime_device(&path).await.unwrap();
-            test(path).await
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    crate::runtime::run_on_new_executor(move || async move {
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Capture(sink.clone()))
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        prime_device(&path).await.unwrap();
+        test(path).await
+    });
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     text
 }

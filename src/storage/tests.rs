@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use glommio::{LocalExecutorBuilder, Placement};
 use kafka_protocol::records::Compression;
 
 use crate::protocol::record_batch::{self, encode_plain_batch, validate, PlainRecord};
@@ -18,7 +17,7 @@ where
     run_in_root("corelog-storage", |root| test(root.join("topic-0")));
 }
 
-/// Runs `test` on a fresh glommio executor with a primed temporary data root under /tmp
+/// Runs `test` on a fresh executor with a primed temporary data root under /tmp
 /// (ext4, so O_DIRECT works); the root is removed afterwards.
 pub(super) fn run_in_root<F, Fut>(prefix: &str, test: F)
 where
@@ -30,14 +29,27 @@ where
         .tempdir_in("/tmp")
         .unwrap();
     let path = root.path().to_path_buf();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move {
-            prime_device(&path).await.unwrap();
-            test(path).await
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    crate::runtime::run_on_new_executor(move || async move {
+        prime_device(&path).await.unwrap();
+        test(path).await
+    });
+}
+
+/// A log under a relative path works from open to removal: the file layer hands glommio only
+/// absolute paths (glommio opens directories relative to no directory, so a relative path
+/// failed with EBADF). The path climbs from the working directory to the root under /tmp.
+#[test]
+fn log_under_a_relative_path_works() {
+    run_in_root("corelog-relative", |root| async move {
+        let cwd = std::env::current_dir().unwrap();
+        let up: PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+        let dir = up.join(root.strip_prefix("/").unwrap()).join("topic-0");
+        assert!(dir.is_relative());
+        let log = open(&dir, config(1 << 20)).await;
+        fill(&log, 3, 100).await;
+        log.remove().await.unwrap();
+        assert!(!root.join("topic-0").exists());
+    });
 }
 
 /// A batch of `count` records with timestamps from `timestamp`, value bytes `value_bytes` each.
@@ -182,7 +194,8 @@ fn reopen_after_crash_keeps_flushed_batches() {
 fn flush_pre_writes_ahead_and_recovery_cuts_the_zeros() {
     run(|dir| async move {
         let log = open(&dir, config(1 << 20)).await;
-        let stored = fill(&log, 5, 500).await;
+        // 300 KB: more than a cold log writes (see `prewrite`).
+        let stored = fill(&log, 5, 20_000).await;
         let path = last_log_file(&dir);
         let logical: u64 = stored.iter().map(|b| b.len() as u64).sum();
         assert!(log.needs_preparing());
@@ -440,5 +453,151 @@ fn remove_deletes_directory() {
         assert!(parent
             .map(|e| e.unwrap().file_name())
             .all(|n| !n.to_string_lossy().contains("topic-0")));
+    });
+}
+
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A close persists only what changed since open: a log never written leaves just its empty
+/// segment (and reopens without rewriting anything), a written one gets its indexes and a
+/// producer snapshot, and closing it again after a reopen rewrites nothing.
+#[test]
+fn close_persists_only_what_changed() {
+    run(|dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        log.close().await.unwrap();
+        assert_eq!(file_names(&dir), ["00000000000000000000.log"]);
+        let log = open(&dir, config(1 << 20)).await;
+        assert_eq!(
+            file_names(&dir),
+            ["00000000000000000000.log"],
+            "open writes nothing"
+        );
+        fill(&log, 2, 100).await;
+        log.close().await.unwrap();
+        let written = file_names(&dir);
+        assert_eq!(
+            written,
+            [
+                "00000000000000000000.index",
+                "00000000000000000000.log",
+                "00000000000000000000.timeindex",
+                "00000000000000000006.snapshot",
+            ]
+        );
+        let modified = |name: &str| {
+            std::fs::metadata(dir.join(name))
+                .unwrap()
+                .modified()
+                .unwrap()
+        };
+        let before: Vec<_> = written.iter().map(|name| modified(name)).collect();
+        let log = open(&dir, config(1 << 20)).await;
+        assert_eq!(log.high_watermark(), 6);
+        log.close().await.unwrap();
+        let after: Vec<_> = written.iter().map(|name| modified(name)).collect();
+        assert_eq!(file_names(&dir), written);
+        assert_eq!(before, after, "an unchanged log rewrites no file");
+    });
+}
+
+/// Pre-writing is spent on hot logs only, within the shard's budget: a log that wrote little
+/// gets none, hot logs get theirs until the budget runs out, appends that overwrite the zeros
+/// give bytes back, and so do closes.
+#[test]
+fn pre_writing_is_for_hot_logs_within_the_budget() {
+    run_in_root("corelog-prewrite", |root| async move {
+        const MIB: u64 = 1024 * 1024;
+        let cache = BatchCache::with_budgets(1 << 20, 1 << 20, 20 * MIB);
+        let mut logs = Vec::new();
+        for index in 0..4 {
+            let dir = root.join(format!("topic-{index}"));
+            let log = Log::open(dir, config(64 * MIB), cache.clone())
+                .await
+                .unwrap();
+            logs.push(log);
+        }
+        fill(&logs[0], 1, 100).await;
+        assert!(!logs[0].needs_preparing(), "a cold log gets no zeros");
+        for log in &logs[1..] {
+            // 3 x 100 KB: hot.
+            fill(log, 1, 100_000).await;
+            assert!(log.needs_preparing());
+            while log.prepare_step().await {}
+        }
+        let held: Vec<u64> = logs.iter().map(|log| log.prewritten_bytes()).collect();
+        assert_eq!(
+            held,
+            [0, 8 * MIB, 8 * MIB, 4 * MIB],
+            "the third hot log got what was left"
+        );
+        assert_eq!(cache.prewritten_bytes(), 20 * MIB);
+        assert!(!logs[3].needs_preparing(), "nothing left to spend");
+        let file = last_log_file(&root.join("topic-1"));
+        let on_disk = std::fs::metadata(&file).unwrap().len();
+        fill(&logs[1], 1, 100_000).await;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            on_disk,
+            "the append overwrote zeros"
+        );
+        assert!(logs[1].prewritten_bytes() < 8 * MIB - 290_000);
+        assert_eq!(cache.prewritten_bytes(), held_sum(&logs));
+        for log in &logs {
+            log.close().await.unwrap();
+        }
+        assert_eq!(cache.prewritten_bytes(), 0, "closes give everything back");
+    });
+}
+
+fn held_sum(logs: &[Rc<Log>]) -> u64 {
+    logs.iter().map(|log| log.prewritten_bytes()).sum()
+}
+
+/// A retention pass trims the zeros of a log that has gone cold and gives them back; the
+/// log keeps working and recovers as before.
+#[test]
+fn retention_pass_releases_a_cold_logs_zeros() {
+    // Neither time-based roll nor retention: the records' timestamps are from 1970.
+    let config = LogConfig {
+        segment_ms: i64::MAX,
+        retention_ms: -1,
+        ..config(64 * 1024 * 1024)
+    };
+    run(|dir| async move {
+        let log = open(&dir, config.clone()).await;
+        let stored = fill(&log, 1, 100_000).await;
+        while log.prepare_step().await {}
+        assert_eq!(log.prewritten_bytes(), crate::limits::PREWRITE_AHEAD_BYTES);
+        let path = last_log_file(&dir);
+        log.enforce_retention(crate::metadata::now_ms())
+            .await
+            .unwrap();
+        assert_ne!(log.prewritten_bytes(), 0, "still hot: kept");
+        log.cool_down();
+        log.enforce_retention(crate::metadata::now_ms())
+            .await
+            .unwrap();
+        assert_eq!(log.prewritten_bytes(), 0);
+        let logical: u64 = stored.iter().map(|b| b.len() as u64).sum();
+        let file_bytes = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(
+            file_bytes,
+            logical.next_multiple_of(4096),
+            "cut after the last block"
+        );
+        fill(&log, 1, 10).await;
+        drop(log);
+        let log = open(&dir, config).await;
+        assert_eq!(log.high_watermark(), 6);
+        log.close().await.unwrap();
     });
 }

@@ -6,6 +6,11 @@
 //! The binary is `$CORELOG_BIN` when set (to test a build from another branch), else the one
 //! Cargo built for this package. Broker stderr goes to a file next to the data directory and is
 //! shown whenever the harness fails, so that a failing test says what the broker said.
+//!
+//! A broker that exits without being told to has failed, whatever its status: `kill`,
+//! `signal_and_wait` (so `stop` and `terminate`) and `restart` first check that the process is
+//! still running and panic with its exit status and stderr if it ended by itself, and dropping a
+//! `Broker` that died by itself fails the test too.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -61,46 +66,93 @@ pub fn free_port() -> u16 {
 /// One `corelog serve` process over a temporary data directory that outlives restarts.
 pub struct Broker {
     root: tempfile::TempDir,
-    /// `<root>/data`, or the directory the test gave (`start_in`).
+    /// `<root>/data`, or the directory the test gave (`Launch::data_dir`, `start_in`).
     data: PathBuf,
     pub port: u16,
     args: Vec<String>,
+    launch: Launch,
     child: Option<Child>,
     starts: u32,
+}
+
+/// How the harness launches a broker beyond its flags. The default passes an absolute
+/// `--data-dir` (the temporary directory's `data`) and runs from the test's own directory.
+#[derive(Default, Clone)]
+pub struct Launch {
+    /// Working directory of the broker: absolute, or relative to the broker's temporary
+    /// directory (the harness creates it). The test process's own when `None`.
+    pub working_dir: Option<PathBuf>,
+    /// When true the harness passes no `--data-dir`: the broker's default, the flags in
+    /// `args`, the environment or a config file decide where the data goes.
+    pub no_data_dir_flag: bool,
+    /// Extra environment variables of the broker process.
+    pub env: Vec<(String, String)>,
+    /// The data directory (absolute), e.g. on a file system the test mounted; the temporary
+    /// directory's `data` when `None`. stderr stays in the temporary directory either way.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Broker {
     /// Starts a broker with `shards` shards and the extra `serve` flags in `args`, and waits
     /// until it answers ApiVersions.
     pub fn start(shards: u32, args: &[&str]) -> Broker {
-        Broker::start_with_data_dir(None, shards, args)
+        Broker::start_sharded(Launch::default(), shards, args)
     }
 
     /// Like `start`, with the data directory at `data_dir` (e.g. on a file system the test
     /// mounted); stderr stays in the temporary directory.
     pub fn start_in(data_dir: &Path, shards: u32, args: &[&str]) -> Broker {
-        Broker::start_with_data_dir(Some(data_dir.to_path_buf()), shards, args)
+        let launch = Launch {
+            data_dir: Some(data_dir.to_path_buf()),
+            ..Launch::default()
+        };
+        Broker::start_sharded(launch, shards, args)
     }
 
-    fn start_with_data_dir(data_dir: Option<PathBuf>, shards: u32, args: &[&str]) -> Broker {
+    fn start_sharded(launch: Launch, shards: u32, args: &[&str]) -> Broker {
+        let mut args: Vec<&str> = args.to_vec();
+        let shards = shards.to_string();
+        args.extend(["--shards", &shards]);
+        Broker::start_with(launch, &args)
+    }
+
+    /// Starts a broker launched as `launch` says, with the `serve` flags in `args` (the
+    /// default shard count unless they name one), and waits until it answers ApiVersions.
+    pub fn start_with(launch: Launch, args: &[&str]) -> Broker {
         let root = tempfile::Builder::new()
             .prefix("corelog-test-")
             .tempdir()
             .expect("tempdir");
-        let data = data_dir.unwrap_or_else(|| root.path().join("data"));
+        let data = launch
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| root.path().join("data"));
         std::fs::create_dir_all(&data).expect("create data dir");
-        let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-        args.extend(["--shards".to_string(), shards.to_string()]);
+        if let Some(dir) = &launch.working_dir {
+            std::fs::create_dir_all(root.path().join(dir)).expect("create working dir");
+        }
         let mut broker = Broker {
             root,
             data,
             port: free_port(),
-            args,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            launch,
             child: None,
             starts: 0,
         };
         broker.spawn_and_wait();
         broker
+    }
+
+    /// The temporary directory everything of this broker lives under.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The working directory the broker runs in, when the launch names one.
+    pub fn working_dir(&self) -> Option<PathBuf> {
+        let dir = self.launch.working_dir.as_ref()?;
+        Some(self.root.path().join(dir))
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -171,13 +223,25 @@ impl Broker {
         let stderr = File::create(self.stderr_path(self.starts)).expect("create stderr file");
         let data_dir = self.data_dir();
         let listen = self.bootstrap();
-        let child = Command::new(broker_binary())
-            .arg("serve")
-            .args(["--data-dir", data_dir.to_str().unwrap()])
+        let mut command = Command::new(broker_binary());
+        command.arg("serve");
+        if self.launch.no_data_dir_flag {
+            // Only what the test sets may choose the directory, not the caller's environment.
+            command
+                .env_remove("CORELOG_DATA_DIR")
+                .env_remove("CORELOG_CONFIG");
+        } else {
+            command.args(["--data-dir", data_dir.to_str().unwrap()]);
+        }
+        if let Some(dir) = self.working_dir() {
+            command.current_dir(dir);
+        }
+        let child = command
             .args(["--listen", &listen, "--node-id", "0"])
             // An ephemeral admin port, so that brokers of parallel tests never collide.
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(&self.args)
+            .envs(self.launch.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -214,8 +278,10 @@ impl Broker {
         self.signal_and_wait(libc::SIGTERM)
     }
 
-    /// Sends `signal` and returns the exit status, failing if the broker does not exit in time.
+    /// Sends `signal` and returns the exit status, failing if the broker does not exit in time
+    /// or had already died by itself.
     pub fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
+        self.check_not_died(&format!("signal {signal}"));
         let pid = self.pid();
         // SAFETY: kill(2) on a child we spawned and have not reaped, so the pid is ours.
         let result = unsafe { libc::kill(pid, signal) };
@@ -247,27 +313,59 @@ impl Broker {
         }
     }
 
-    /// Crash: SIGKILL, no chance to flush anything.
+    /// Crash: SIGKILL, no chance to flush anything. Fails if the broker had died by itself.
     pub fn kill(&mut self) {
+        self.check_not_died("SIGKILL");
+        self.kill_unchecked();
+    }
+
+    fn kill_unchecked(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("SIGKILL the broker");
             child.wait().expect("reap the broker");
         }
     }
 
-    /// Starts the broker again on the same data directory, port and flags.
+    /// Starts the broker again on the same data directory, port and flags. Fails if the
+    /// previous process died by itself: that is a failure to report, not one to restart over.
     pub fn restart(&mut self) {
+        self.check_not_died("restart");
         self.spawn_and_wait();
+    }
+
+    /// The exit status of a broker process that ended although the harness never signalled
+    /// it (the harness forgets a process once it has reaped it after a signal of its own).
+    fn died_by_itself(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().expect("try_wait")?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Panics with the exit status and stderr if the broker died by itself before `what`.
+    fn check_not_died(&mut self, what: &str) {
+        if let Some(status) = self.died_by_itself() {
+            self.fail(&format!(
+                "the broker died by itself ({status}) before {what}: a broker that exits \
+                 unasked is a failure, not a restart"
+            ));
+        }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let crashed = !self.is_alive() && self.child.is_some();
-        self.kill();
+        let died = self.died_by_itself();
+        self.kill_unchecked();
         // A test that failed anywhere (a client call, an assertion) shows what the broker said.
-        if std::thread::panicking() || crashed {
+        if std::thread::panicking() {
+            if let Some(status) = died {
+                eprintln!("the broker died by itself ({status})");
+            }
             eprintln!("{}", self.stderr());
+        } else if let Some(status) = died {
+            self.fail(&format!(
+                "the broker died by itself ({status}) during the test"
+            ));
         }
     }
 }
@@ -288,24 +386,215 @@ fn probe_api_versions(port: u16) -> io::Result<()> {
     Ok(())
 }
 
-/// How soon a shard that is not kept busy answers a trivial request, with room for a loaded
-/// 2-core CI machine; the bugs this catches (a spinning or swamped shard) took 30 s or never.
+/// How soon a shard that is not kept busy answers a trivial request, counting only time not
+/// spent waiting for a CPU (see [`ProbeClock`]); the bugs this catches (a spinning, swamped or
+/// blocked shard) took 30 s or never answered.
 pub const RESPONSIVE_WITHIN: Duration = Duration::from_secs(5);
 
 /// ApiVersions on eight fresh connections (so that some land on every shard) each answer
-/// within `RESPONSIVE_WITHIN` while `beside` is pending: no shard is kept busy by it.
-pub fn assert_shards_answer_quickly(port: u16, beside: &str) {
+/// within `RESPONSIVE_WITHIN` while `beside` is pending: no shard is kept busy by it. Returns
+/// the slowest of the eight.
+pub fn assert_shards_answer_quickly(broker: &Broker, beside: &str) -> ProbeTime {
+    let mut slowest = ProbeTime::default();
     for attempt in 0..8 {
-        let started = Instant::now();
-        let mut conn = RawConn::connect(port);
+        let clock = ProbeClock::start(broker);
+        let mut conn = RawConn::connect(broker.port);
         let response = conn.request(&ApiVersionsRequest::default(), 0);
         assert_eq!(response.error_code, 0);
-        let elapsed = started.elapsed();
+        let took = clock.stop();
         assert!(
-            elapsed < RESPONSIVE_WITHIN,
-            "ApiVersions {attempt} took {elapsed:?} beside {beside}"
+            took.unexplained() < RESPONSIVE_WITHIN,
+            "ApiVersions {attempt} took {took} beside {beside}"
         );
+        slowest = slowest.max(took);
     }
+    slowest
+}
+
+/// Times one probe of a broker and separates what a loaded machine explains from what the
+/// broker does. A shard that is busy (spinning, swamped by work) or blocked never waits for a
+/// CPU while it keeps the probe waiting, so wall time less CPU waits still shows it in full;
+/// other processes on a busy machine only make threads wait for a CPU. The waits come from the
+/// kernel's per-thread schedstat (time runnable but not running): the probing thread's own,
+/// and the least any shard thread waited, since any shard may have served the probe and the
+/// least never forgives more than the serving shard waited. Where the kernel keeps no schedstat
+/// nothing is forgiven and the probe is judged by wall time.
+pub struct ProbeClock {
+    started: Instant,
+    own: Option<Schedstat>,
+    shards: Vec<(PathBuf, Schedstat)>,
+}
+
+/// A thread's time on a CPU and time runnable but waiting for one (schedstat's first two
+/// fields), in total or over a probe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schedstat {
+    pub ran: Duration,
+    pub waited: Duration,
+}
+
+impl Schedstat {
+    /// The thread's totals so far; None where the kernel does not keep them.
+    fn read(path: &Path) -> Option<Schedstat> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut fields = text
+            .split_whitespace()
+            .map(|field| field.parse::<u64>().ok());
+        Some(Schedstat {
+            ran: Duration::from_nanos(fields.next()??),
+            waited: Duration::from_nanos(fields.next()??),
+        })
+    }
+
+    pub fn since(self, before: Schedstat) -> Schedstat {
+        Schedstat {
+            ran: self.ran.saturating_sub(before.ran),
+            waited: self.waited.saturating_sub(before.waited),
+        }
+    }
+}
+
+/// A probe's wall time, and what the probing thread and each shard thread did meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeTime {
+    pub wall: Duration,
+    pub own: Option<Schedstat>,
+    /// Empty when the shard threads' schedstat could not be read at both ends.
+    pub shards: Vec<Schedstat>,
+}
+
+impl ProbeTime {
+    /// The part of the wall time a loaded machine explains: the probing thread's wait for a
+    /// CPU plus the least any shard waited.
+    pub fn cpu_wait(&self) -> Duration {
+        let own = self.own.map(|own| own.waited).unwrap_or_default();
+        let least_shard = self.shards.iter().map(|shard| shard.waited).min();
+        own + least_shard.unwrap_or_default()
+    }
+
+    /// The wall time no CPU wait explains: what a busy or blocked shard would add.
+    pub fn unexplained(&self) -> Duration {
+        self.wall.saturating_sub(self.cpu_wait())
+    }
+
+    /// The one of the two with the more unexplained time.
+    pub fn max(self, other: ProbeTime) -> ProbeTime {
+        if other.unexplained() > self.unexplained() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} ({:?} of it waiting for a CPU, {:?} not; ran/waited: probe {:?}",
+            self.wall,
+            self.cpu_wait(),
+            self.unexplained(),
+            self.own.map(|own| (own.ran, own.waited))
+        )?;
+        for (index, shard) in self.shards.iter().enumerate() {
+            write!(f, ", shard thread {index} {:?}", (shard.ran, shard.waited))?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// The start of the shard threads' names, as `runtime` gives them to the executors.
+const SHARD_THREAD_NAME: &str = "corelog-shard";
+/// The calling thread's schedstat.
+const OWN_SCHEDSTAT: &str = "/proc/thread-self/schedstat";
+
+impl ProbeClock {
+    /// Starts timing on the calling thread, which must be the one that probes.
+    pub fn start(broker: &Broker) -> ProbeClock {
+        let shards = shard_threads(broker.pid())
+            .into_iter()
+            .filter_map(|path| {
+                let now = Schedstat::read(&path)?;
+                Some((path, now))
+            })
+            .collect();
+        ProbeClock {
+            own: Schedstat::read(Path::new(OWN_SCHEDSTAT)),
+            shards,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn stop(&self) -> ProbeTime {
+        let wall = self.started.elapsed();
+        let own = self
+            .own
+            .and_then(|before| Some(Schedstat::read(Path::new(OWN_SCHEDSTAT))?.since(before)));
+        let shards = self
+            .shards
+            .iter()
+            .map(|(path, before)| Some(Schedstat::read(path)?.since(*before)))
+            .collect::<Option<Vec<Schedstat>>>()
+            .unwrap_or_default();
+        ProbeTime { wall, own, shards }
+    }
+}
+
+/// The schedstat totals of the broker's executor threads (process `pid`), by thread name;
+/// empty where the kernel keeps none or the process is gone.
+pub fn shard_schedstats(pid: i32) -> Vec<Schedstat> {
+    shard_threads(pid)
+        .iter()
+        .filter_map(|path| Schedstat::read(path))
+        .collect()
+}
+
+/// The schedstat files of the broker's executor threads. glommio names them
+/// `corelog-shard-<id>`, and so is each one's helper thread for blocking calls, which the
+/// executor starts: of the threads of one name, the executor has the lowest id.
+fn shard_threads(pid: i32) -> Vec<PathBuf> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut executors: std::collections::BTreeMap<String, (u64, PathBuf)> = Default::default();
+    for task in tasks.filter_map(|task| task.ok()) {
+        let path = task.path();
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|tid| tid.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if !name.starts_with(SHARD_THREAD_NAME) {
+            continue;
+        }
+        let lowest = executors
+            .entry(name.trim_end().to_string())
+            .or_insert((tid, path.clone()));
+        if tid < lowest.0 {
+            *lowest = (tid, path);
+        }
+    }
+    executors
+        .into_values()
+        .map(|(_, path)| path.join("schedstat"))
+        .collect()
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc status")
 }
 
 /// One frame: a 4-byte big-endian length, then `body`.
@@ -762,7 +1051,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message, OwnedMessage};
-use rdkafka::producer::ProducerContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -924,4 +1213,22 @@ pub fn consume_until(
         }
     }
     received
+}
+
+/// Hands `payload` for `topic`/`partition` to librdkafka's queue and serves its callbacks once
+/// (delivery reports arrive through the producer's context).
+pub fn enqueue<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
+    topic: &str,
+    partition: i32,
+    payload: &str,
+) {
+    let record = BaseRecord::<(), _>::to(topic)
+        .partition(partition)
+        .payload(payload);
+    producer
+        .send(record)
+        .map_err(|(error, _)| error)
+        .expect("enqueue");
+    producer.poll(Duration::ZERO);
 }

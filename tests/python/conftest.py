@@ -2,8 +2,8 @@
 
 Each test gets its own broker (fresh data directory, free port, `--shards 2`), so tests cannot
 leak topics or offsets into each other. Teardown sends SIGTERM and requires exit code 0: every
-test therefore also checks clean shutdown. When a test fails, the broker's stderr is attached to
-the report.
+test therefore also checks clean shutdown, and fails if its broker died by itself. When a test
+fails, the broker's stderr is attached to the report.
 """
 
 from __future__ import annotations
@@ -27,14 +27,17 @@ def pytest_sessionstart(session):
 
 @pytest.fixture
 def broker_factory(request, tmp_path):
-    """Start brokers with extra flags; each is stopped at teardown (SIGTERM, must exit 0)."""
+    """Start brokers with extra flags; each is stopped at teardown (SIGTERM, must exit 0).
+
+    `shards` None leaves the broker's default; `port` None picks a free port.
+    """
     brokers: list[Broker] = []
     request.node.stash[_brokers_key] = brokers
 
-    def start(*extra_args: str, shards: int = 2) -> Broker:
+    def start(*extra_args: str, shards: int | None = 2, port: int | None = None) -> Broker:
         n = len(brokers)
         b = Broker(corelog_bin(), tmp_path / f"data{n}", tmp_path, shards=shards,
-                   extra_args=extra_args)
+                   extra_args=extra_args, port=port)
         brokers.append(b)
         b.start()
         return b
@@ -46,6 +49,8 @@ def broker_factory(request, tmp_path):
         try:
             if b.running():
                 b.stop_clean()
+            else:
+                b.check_not_died("teardown")
         except AssertionError as e:
             errors.append(str(e))
         finally:

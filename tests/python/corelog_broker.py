@@ -5,6 +5,10 @@ same log on disk and clients can keep the same bootstrap address. Readiness is j
 client judges it: the port accepts a TCP connection and answers a Kafka ApiVersions request.
 The broker's stderr goes to a file (never a pipe, which could fill and block the broker) so that
 a failing test can show what the broker said.
+
+A broker that exits without being told to has failed, whatever its exit code: every stop, kill
+and restart first checks how the process is doing, and raises `BrokerError` with the exit
+status and the stderr tail if it already ended by itself, rather than restarting over it.
 """
 
 from __future__ import annotations
@@ -75,19 +79,34 @@ class BrokerError(AssertionError):
     pass
 
 
+def describe_exit(returncode: int) -> str:
+    """`returncode` of a Popen in words: an exit code, or the signal that killed the process."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-returncode} ({name})"
+    return f"exit code {returncode}"
+
+
 class Broker:
     """One `corelog serve` process bound to a fixed data directory and port."""
 
-    def __init__(self, binary: str, data_dir: Path, log_dir: Path, shards: int = 2,
-                 extra_args: tuple[str, ...] = ()):
+    def __init__(self, binary: str, data_dir: Path, log_dir: Path, shards: int | None = 2,
+                 extra_args: tuple[str, ...] = (), port: int | None = None):
+        """`shards` None: the broker's default (one per usable core); `port` None: a free one."""
         self.binary = binary
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.shards = shards
         self.extra_args = tuple(extra_args)
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.proc: subprocess.Popen | None = None
+        # True once this helper signalled the process or reported its end: from then on its
+        # exit is accounted for. An exit while this is False is a death by itself.
+        self.end_accounted = False
         self.starts = 0
         self.stderr_path = self.log_dir / f"corelog-{self.port}.stderr"
 
@@ -96,11 +115,12 @@ class Broker:
         return f"{self.host}:{self.port}"
 
     def command(self) -> list[str]:
+        shards = [] if self.shards is None else ["--shards", str(self.shards)]
         return [
             self.binary, "serve",
             "--data-dir", str(self.data_dir),
             "--listen", self.bootstrap,
-            "--shards", str(self.shards),
+            *shards,
             "--node-id", "0",
             # An ephemeral admin port, so that brokers of parallel tests never collide.
             "--admin-listen", "127.0.0.1:0",
@@ -118,9 +138,11 @@ class Broker:
 
     def start(self) -> None:
         """Start the process and block until it answers ApiVersions (or fail with its stderr)."""
+        self.check_not_died(f"start #{self.starts + 1}")
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
+        self.end_accounted = False
         with open(self.stderr_path, "ab") as err:
             err.write(f"===== start #{self.starts}: {' '.join(self.command())}\n".encode())
             err.flush()
@@ -135,8 +157,9 @@ class Broker:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.end_accounted = True
                 raise BrokerError(
-                    f"corelog exited with {self.proc.returncode} before becoming ready\n"
+                    f"corelog exited before becoming ready: {describe_exit(self.proc.returncode)}\n"
                     f"--- stderr ---\n{self.stderr_text()}")
             try:
                 ranges = api_versions_v0(self.host, self.port)
@@ -154,10 +177,31 @@ class Broker:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def died_by_itself(self) -> str | None:
+        """How the process ended if it ended without this helper signalling it, once (the end
+        is then accounted for); None while it runs or after a stop or kill of ours."""
+        if self.proc is None or self.end_accounted or self.proc.poll() is None:
+            return None
+        self.end_accounted = True
+        return describe_exit(self.proc.returncode)
+
+    def check_not_died(self, before: str) -> None:
+        """Raise `BrokerError` (exit status, stderr tail) if the broker died by itself."""
+        ending = self.died_by_itself()
+        if ending is not None:
+            raise BrokerError(
+                f"corelog died by itself ({ending}) before {before}: a broker that exits "
+                f"unasked is a failure, not a restart\n"
+                f"--- stderr (tail) ---\n{self.stderr_text(16 * 1024)}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = STOP_TIMEOUT_S) -> int:
-        """Send `sig` and wait for exit; return the exit code (negative = killed by signal)."""
+        """Send `sig` and wait for exit; return the exit code (negative = killed by signal).
+
+        Raises `BrokerError` if the broker had already died by itself."""
         assert self.proc is not None, "broker never started"
+        self.check_not_died(signal.Signals(sig).name)
         if self.proc.poll() is None:
+            self.end_accounted = True
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout_s)
@@ -177,7 +221,10 @@ class Broker:
                 f"--- stderr ---\n{self.stderr_text()}")
 
     def kill(self) -> None:
+        """SIGKILL and reap. Raises `BrokerError` if the broker had already died by itself."""
+        self.check_not_died("SIGKILL")
         if self.proc is not None and self.proc.poll() is None:
+            self.end_accounted = True
             self.proc.kill()
             self.proc.wait(timeout=STOP_TIMEOUT_S)
 

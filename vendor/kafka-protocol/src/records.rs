@@ -638,15 +638,10 @@ impl Record {
         types::Int8.encode(buf, 0)?;
 
         // Timestamp delta
-        let timestamp_delta = self.timestamp - min_timestamp;
-        if timestamp_delta > i32::MAX as i64 || timestamp_delta < i32::MIN as i64 {
-            bail!(
-                "Timestamps within batch are too far apart ({}, {})",
-                min_timestamp,
-                self.timestamp
-            );
-        }
-        types::VarInt.encode(buf, timestamp_delta as i32)?;
+        // corelog patch: a varlong, as Kafka's DefaultRecord writes it; an int32 varint refused
+        // batches whose timestamps lie more than ~24 days apart.
+        let timestamp_delta = self.timestamp.wrapping_sub(min_timestamp);
+        types::VarLong.encode(buf, timestamp_delta)?;
 
         // Offset delta
         let offset_delta = self.offset - min_offset;
@@ -728,15 +723,9 @@ impl Record {
         total_size += types::Int8.compute_size(0)?;
 
         // Timestamp delta
-        let timestamp_delta = self.timestamp - min_timestamp;
-        if timestamp_delta > i32::MAX as i64 || timestamp_delta < i32::MIN as i64 {
-            bail!(
-                "Timestamps within batch are too far apart ({}, {})",
-                min_timestamp,
-                self.timestamp
-            );
-        }
-        total_size += types::VarInt.compute_size(timestamp_delta as i32)?;
+        // corelog patch: a varlong, as in encode_new.
+        let timestamp_delta = self.timestamp.wrapping_sub(min_timestamp);
+        total_size += types::VarLong.compute_size(timestamp_delta)?;
 
         // Offset delta
         let offset_delta = self.offset - min_offset;
@@ -824,11 +813,14 @@ impl Record {
         let _attributes: i8 = types::Int8.decode(buf)?;
 
         // Timestamp delta
-        let timestamp_delta: i32 = types::VarInt.decode(buf)?;
-        // corelog patch: wrap as Kafka's Java decoder does; an overflow panicked here.
+        // corelog patch: a varlong, as Kafka's DefaultRecord reads it; read as an int32 varint,
+        // a delta beyond 32 bits failed the whole batch (ListOffsets by timestamp then missed
+        // every record after the first of such a batch). The sum wraps as Kafka's Java decoder
+        // does; an overflow panicked here.
+        let timestamp_delta: i64 = types::VarLong.decode(buf)?;
         let timestamp = batch_decode_info
             .min_timestamp
-            .wrapping_add(timestamp_delta as i64);
+            .wrapping_add(timestamp_delta);
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
@@ -894,6 +886,13 @@ impl Record {
             };
 
             headers.insert(key, value);
+        }
+
+        // corelog patch: a record's fields must fill its length exactly, as Kafka's
+        // DefaultRecord.readFrom checks; anything else means a field was misread.
+        let unread = bytes::Buf::remaining(buf);
+        if unread != 0 {
+            bail!("record of {size} bytes has {unread} bytes beyond its fields");
         }
 
         Ok(Self {

@@ -124,10 +124,12 @@ impl<T: NewType<u32>> Decoder<T> for UnsignedVarInt {
             let b = buf.try_get_u8()? as u32;
             value |= (b & 0x7F) << (i * 7);
             if b < 0x80 {
-                break;
+                return Ok(value.into());
             }
         }
-        Ok(value.into())
+        // corelog patch: a fifth byte that still continues is malformed, as Kafka's
+        // ByteUtils.readUnsignedVarint says; reading on from it misaligned every later field.
+        bail!("varint is longer than 5 bytes")
     }
 }
 
@@ -171,10 +173,11 @@ impl<T: NewType<u64>> Decoder<T> for UnsignedVarLong {
             let b = buf.try_get_u8()? as u64;
             value |= (b & 0x7F) << (i * 7);
             if b < 0x80 {
-                break;
+                return Ok(value.into());
             }
         }
-        Ok(value.into())
+        // corelog patch: as for UnsignedVarInt (Kafka's ByteUtils.readUnsignedVarlong).
+        bail!("varlong is longer than 10 bytes")
     }
 }
 

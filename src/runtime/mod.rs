@@ -1,4 +1,4 @@
-//! The thin layer over glommio: executors, task queues, the channel mesh and timers.
+//! The thin layer over glommio: executors, task queues, the shard mesh and timers.
 //!
 //! Everything in corelog that names a glommio executor or channel API goes through here (files
 //! go through `storage::file`, sockets through `server`), so that moving to a glommio fork or
@@ -7,10 +7,15 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+mod mesh;
+
+pub use mesh::{Mesh, MeshPort, Reply};
 
 pub use glommio::channels::local_channel;
 pub use glommio::net::{TcpListener, TcpStream};
@@ -19,89 +24,6 @@ pub use glommio::sync::Semaphore;
 pub use glommio::task::JoinHandle;
 pub use glommio::timer::sleep;
 pub use glommio::{Latency, Shares, TaskQueueHandle};
-
-/// The shard mesh: a bounded channel from every shard to every other, made before the
-/// executors start.
-///
-/// Built on `flume` rather than glommio's own channels: glommio's `MeshBuilder::join` and
-/// shared-channel `connect` hung now and then at start-up here (a lost cross-executor
-/// notification), while a plain `Waker` from another thread reliably wakes a parked executor.
-pub struct Mesh<T: Send + 'static> {
-    shards: usize,
-    next_id: AtomicUsize,
-    /// `ends[i]` holds what shard `i` takes when it joins.
-    ends: Mutex<Vec<Option<MeshEnds<T>>>>,
-}
-
-/// What one shard takes from the mesh when it joins.
-type MeshEnds<T> = (MeshSenders<T>, MeshReceivers<T>);
-
-/// A shard's sending ends, indexed by destination shard (None for itself).
-pub struct MeshSenders<T: Send + 'static> {
-    id: usize,
-    senders: Vec<Option<flume::Sender<T>>>,
-}
-
-/// A shard's receiving ends, as (source shard, receiver).
-pub type MeshReceivers<T> = Vec<(usize, flume::r#async::RecvStream<'static, T>)>;
-
-impl<T: Send + 'static> Mesh<T> {
-    pub fn full(shards: usize, capacity: usize) -> Arc<Mesh<T>> {
-        let mut senders: Vec<Vec<Option<flume::Sender<T>>>> = Vec::new();
-        let mut receivers: Vec<MeshReceivers<T>> = (0..shards).map(|_| Vec::new()).collect();
-        for from in 0..shards {
-            let mut row = Vec::new();
-            for (to, inbox) in receivers.iter_mut().enumerate() {
-                if from == to {
-                    row.push(None);
-                    continue;
-                }
-                let (sender, receiver) = flume::bounded(capacity);
-                row.push(Some(sender));
-                inbox.push((from, receiver.into_stream()));
-            }
-            senders.push(row);
-        }
-        let ends = senders
-            .into_iter()
-            .zip(receivers)
-            .enumerate()
-            .map(|(id, (senders, receivers))| Some((MeshSenders { id, senders }, receivers)))
-            .collect();
-        Arc::new(Mesh {
-            shards,
-            next_id: AtomicUsize::new(0),
-            ends: Mutex::new(ends),
-        })
-    }
-
-    /// Called once on each executor: takes the next shard id and that shard's ends.
-    pub fn join(&self) -> (MeshSenders<T>, MeshReceivers<T>) {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        assert!(
-            id < self.shards,
-            "more executors joined the mesh than it has shards"
-        );
-        self.ends.lock().expect("mesh lock poisoned")[id]
-            .take()
-            .expect("joined once")
-    }
-}
-
-impl<T: Send + 'static> MeshSenders<T> {
-    /// This shard's id in the mesh.
-    pub fn peer_id(&self) -> usize {
-        self.id
-    }
-
-    /// Sends `message` to shard `to`, waiting for room; gives it back if that shard is gone.
-    pub async fn send_to(&self, to: usize, message: T) -> Result<(), T> {
-        match self.senders.get(to).and_then(Option::as_ref) {
-            Some(sender) => sender.send_async(message).await.map_err(|e| e.into_inner()),
-            None => Err(message),
-        }
-    }
-}
 
 /// How the executors are started.
 pub struct ExecutorPlan {
@@ -223,6 +145,10 @@ where
     Ok(())
 }
 
+/// STILL A WORKAROUND (issue 12): with no foreign wakes left, a two-shard broker still stalled
+/// right after "starting corelog" in about one start in 50 of `tests/runtime.rs` (four brokers
+/// at once) without this and the kick below. The root is not found yet; remove both with it.
+///
 /// Bounds the glommio lost wake-up (see [`kick_until_started`]) for the whole run: every
 /// `WATCHDOG_PERIOD` it interrupts the executors' io_uring sleep with the no-op SIGURG. A
 /// healthy sleeping shard wakes, finds nothing to do and sleeps again (microseconds); a shard
@@ -432,6 +358,73 @@ fn is_listener_on(line: &str, address: std::net::SocketAddr) -> bool {
     match address.ip() {
         std::net::IpAddr::V4(v4) => ip == v4.octets(),
         std::net::IpAddr::V6(v6) => ip == v6.octets(),
+    }
+}
+
+/// Runs the future `make` builds to its end on a new unpinned executor with a thread of its
+/// own, and returns its output (tests and tools; the broker uses [`run_shards`]).
+pub fn run_on_new_executor<F, Fut, T>(make: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(make)
+        .expect("start an executor")
+        .join()
+        .expect("the executor's thread")
+}
+
+/// An unpinned executor on the calling thread, for tools that run many short futures one
+/// after another (the fuzzer): cheaper than an executor per future.
+pub struct ThreadExecutor(glommio::LocalExecutor);
+
+impl Default for ThreadExecutor {
+    fn default() -> ThreadExecutor {
+        ThreadExecutor::new()
+    }
+}
+
+impl ThreadExecutor {
+    pub fn new() -> ThreadExecutor {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("an executor for this thread");
+        ThreadExecutor(executor)
+    }
+
+    /// Runs `future` to its end on this thread.
+    pub fn run<T>(&self, future: impl Future<Output = T>) -> T {
+        self.0.run(future)
+    }
+}
+
+/// Reads a shard's doorbell (an eventfd, see [`mesh`]) through the shard's own io_uring, so
+/// that a ring wakes the shard as a completed read, on its own thread.
+struct DoorbellReader {
+    file: glommio::io::BufferedFile,
+}
+
+impl DoorbellReader {
+    fn new(eventfd: &OwnedFd) -> DoorbellReader {
+        use glommio::io::BufferedFile;
+        // SAFETY: a fresh duplicate of the descriptor, which the file takes over and closes.
+        let file = unsafe { BufferedFile::from_raw_fd(mesh::duplicate(eventfd)) };
+        DoorbellReader { file }
+    }
+
+    /// Waits until the doorbell has been rung since the last wait, and lowers its counter.
+    async fn wait(&self) {
+        if let Err(error) = self.file.read_at(0, std::mem::size_of::<u64>()).await {
+            panic!("reading a shard's doorbell failed: {error}");
+        }
+    }
+
+    async fn close(self) {
+        if let Err(error) = self.file.close().await {
+            tracing::warn!(%error, "closing a shard's doorbell failed");
+        }
     }
 }
 
