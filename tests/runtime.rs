@@ -1,8 +1,9 @@
 //! The runtime under the broker holds up: a two-shard broker (the default on a 2-core
 //! machine) under sustained cross-shard load never aborts, and hundreds of starts, several
 //! brokers at once, never leave a shard asleep. Issue 12: glommio's foreign wake-up freed a
-//! task twice within 1-20 s of such load, and a lost wake-up stalled about one start in 250
-//! (hidden until then by a SIGURG watchdog and a start-up kick).
+//! task twice within 1-20 s of such load, and an executor preempted before it ran its task
+//! queues parked with them full (one start in 30-250 never ran a shard's main future; hidden
+//! until then by a SIGURG watchdog and a start-up kick; see vendor/glommio/CORELOG_PATCH.md).
 
 mod common;
 

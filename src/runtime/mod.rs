@@ -8,8 +8,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
@@ -122,19 +120,10 @@ where
     if let Some(spin) = plan.spin_before_park {
         builder = builder.spin_before_park(spin);
     }
-    let started = Arc::new(AtomicUsize::new(0));
-    let counter = started.clone();
     let handles = builder
-        .on_all_shards(move || async move {
-            // Counted at the first poll, which is what the kick below waits for.
-            counter.fetch_add(1, Ordering::SeqCst);
-            shard_main().await
-        })
+        .on_all_shards(shard_main)
         .map_err(explain_executor_error)?;
-    kick_until_started(&started, plan.shards);
-    let watchdog = Watchdog::start();
     let results = handles.join_all();
-    watchdog.stop();
     for result in results {
         match result {
             Ok(Ok(())) => {}
@@ -143,106 +132,6 @@ where
         }
     }
     Ok(())
-}
-
-/// STILL A WORKAROUND (issue 12): with no foreign wakes left, a two-shard broker still stalled
-/// right after "starting corelog" in about one start in 50 of `tests/runtime.rs` (four brokers
-/// at once) without this and the kick below. The root is not found yet; remove both with it.
-///
-/// Bounds the glommio lost wake-up (see [`kick_until_started`]) for the whole run: every
-/// `WATCHDOG_PERIOD` it interrupts the executors' io_uring sleep with the no-op SIGURG. A
-/// healthy sleeping shard wakes, finds nothing to do and sleeps again (microseconds); a shard
-/// that missed a wake-up runs its ready tasks at most one period late instead of never.
-/// Remove it with glommio (the notes on issue 3 track this).
-struct Watchdog {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-/// How often the watchdog interrupts the executors.
-const WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
-
-impl Watchdog {
-    fn start() -> Watchdog {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("corelog-watchdog".into())
-            .spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
-                    std::thread::sleep(WATCHDOG_PERIOD);
-                    signal_other_threads(libc::SIGURG);
-                }
-            })
-            .expect("spawn the watchdog thread");
-        Watchdog { stop, thread }
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.thread.join();
-    }
-}
-
-/// Works around a lost wake-up in glommio 0.9: a new executor can go to sleep in io_uring
-/// before it ever polls its main future (seen about once in 250 starts with several brokers
-/// starting at once on two cores), and then nothing wakes it. Until every shard's main future
-/// has started, the main thread interrupts the sleep of the process's other threads with a
-/// no-op SIGURG; glommio treats the EINTR as a wake-up and runs its queues.
-fn kick_until_started(started: &AtomicUsize, shards: usize) {
-    extern "C" fn ignore(_: libc::c_int) {}
-    // SAFETY: installs a handler that does nothing (async-signal-safe) for a signal nothing
-    // else in this process uses; without SA_RESTART the interrupted io_uring_enter returns
-    // EINTR, which glommio handles.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut());
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut waited = Duration::ZERO;
-    while started.load(Ordering::SeqCst) < shards && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        waited += Duration::from_millis(50);
-        if waited >= Duration::from_millis(500) {
-            if waited == Duration::from_millis(500) {
-                tracing::warn!("an executor has not started after 500 ms; interrupting its sleep");
-            }
-            signal_other_threads(libc::SIGURG);
-        }
-    }
-}
-
-/// Interrupts the io_uring sleep of every other thread with the no-op SIGURG that
-/// [`run_shards`] installs (call only after it started). A watchdog that calls this now and
-/// then bounds the lost wake-up described at [`kick_until_started`] for the rest of a run; the
-/// load generator does, because one of its executors stalled for minutes without it.
-pub fn interrupt_other_threads() {
-    signal_other_threads(libc::SIGURG);
-}
-
-/// Sends `signal` to every thread of this process except the calling one.
-fn signal_other_threads(signal: libc::c_int) {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
-    };
-    // SAFETY: plain syscalls with our own pid and thread ids.
-    let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
-    for task in tasks.flatten() {
-        let Some(tid) = task
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        if tid != me {
-            // SAFETY: tgkill on a thread of our own process; a thread that exited meanwhile
-            // only makes the call fail.
-            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal) };
-        }
-    }
 }
 
 /// glommio reports too little locked memory as a bare OS error; say what to do about it.
@@ -318,6 +207,10 @@ pub fn listening_socket(
 /// How many TCP sockets on this host listen on exactly `address` (from `/proc/net/tcp` and
 /// `/proc/net/tcp6`). SO_REUSEPORT lets another process of the same user join our listeners
 /// silently; after binding, a count above our own shard count means the port is shared.
+///
+/// Sockets are counted by inode: the kernel prints the table in pieces, so a read that races
+/// other processes binding or closing sockets can print one socket twice (four brokers
+/// starting at once saw "3 sockets, 2 ours" on a port nobody else used).
 pub fn count_listeners(address: std::net::SocketAddr) -> std::io::Result<usize> {
     let table = if address.is_ipv6() {
         "/proc/net/tcp6"
@@ -325,40 +218,43 @@ pub fn count_listeners(address: std::net::SocketAddr) -> std::io::Result<usize> 
         "/proc/net/tcp"
     };
     let text = std::fs::read_to_string(table)?;
-    Ok(text
+    let inodes: std::collections::HashSet<&str> = text
         .lines()
         .skip(1)
-        .filter(|line| is_listener_on(line, address))
-        .count())
+        .filter_map(|line| listener_inode(line, address))
+        .collect();
+    Ok(inodes.len())
 }
 
-/// Whether one line of `/proc/net/tcp{,6}` is a socket in LISTEN state on `address`. The
-/// address is printed as 32-bit words in host byte order, the port as big-endian hex.
-fn is_listener_on(line: &str, address: std::net::SocketAddr) -> bool {
+/// The inode of the socket on one line of `/proc/net/tcp{,6}` if it is in LISTEN state on
+/// `address`. The address is printed as 32-bit words in host byte order, the port as
+/// big-endian hex.
+fn listener_inode(line: &str, address: std::net::SocketAddr) -> Option<&str> {
     const TCP_LISTEN: &str = "0A";
     let mut fields = line.split_whitespace();
     let (Some(local), Some(_remote), Some(state)) = (fields.nth(1), fields.next(), fields.next())
     else {
-        return false;
+        return None;
     };
-    let Some((ip_hex, port_hex)) = local.split_once(':') else {
-        return false;
-    };
+    // tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, then the inode.
+    let inode = fields.nth(5)?;
+    let (ip_hex, port_hex) = local.split_once(':')?;
     if state != TCP_LISTEN || u16::from_str_radix(port_hex, 16) != Ok(address.port()) {
-        return false;
+        return None;
     }
     let mut ip = Vec::with_capacity(16);
     for word in ip_hex.as_bytes().chunks(8) {
         let word = std::str::from_utf8(word).ok();
         match word.and_then(|word| u32::from_str_radix(word, 16).ok()) {
             Some(word) => ip.extend_from_slice(&word.to_ne_bytes()),
-            None => return false,
+            None => return None,
         }
     }
-    match address.ip() {
+    let same_ip = match address.ip() {
         std::net::IpAddr::V4(v4) => ip == v4.octets(),
         std::net::IpAddr::V6(v6) => ip == v6.octets(),
-    }
+    };
+    same_ip.then_some(inode)
 }
 
 /// Runs the future `make` builds to its end on a new unpinned executor with a thread of its
@@ -449,18 +345,24 @@ mod tests {
         assert_eq!(count_listeners(address).expect("read /proc"), 0);
     }
 
-    /// Lines as the kernel prints them: IPv4 and IPv6, listening and connected.
+    /// Lines as the kernel prints them: IPv4 and IPv6, listening and connected; a listener
+    /// is known by its inode, so a line printed twice counts once.
     #[test]
     fn proc_net_tcp_lines_parse() {
-        let v4 = "   0: 0100007F:2384 00000000:0000 0A 00000000:00000000 00:00000000 00000000";
+        let v4 = "   0: 0100007F:2384 00000000:0000 0A 00000000:00000000 00:00000000 00000000 \
+                  0        0 3632656 1 000000006e69c8b2 100 0 0 10 0";
         let address: std::net::SocketAddr = "127.0.0.1:9092".parse().unwrap();
-        assert!(is_listener_on(v4, address));
-        assert!(!is_listener_on(&v4.replace(" 0A ", " 01 "), address));
-        assert!(!is_listener_on(v4, "127.0.0.1:9093".parse().unwrap()));
+        assert_eq!(listener_inode(v4, address), Some("3632656"));
+        assert_eq!(listener_inode(&v4.replace(" 0A ", " 01 "), address), None);
+        assert_eq!(listener_inode(v4, "127.0.0.1:9093".parse().unwrap()), None);
         let v6 = "   1: 00000000000000000000000001000000:2384 \
-                  00000000000000000000000000000000:0000 0A 00000000:00000000";
-        assert!(is_listener_on(v6, "[::1]:9092".parse().unwrap()));
-        assert!(!is_listener_on("garbage", address));
+                  00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 \
+                  00000000     0        0 3633468 1 000000009701c0ff 100 0 0 10 0";
+        assert_eq!(
+            listener_inode(v6, "[::1]:9092".parse().unwrap()),
+            Some("3633468")
+        );
+        assert_eq!(listener_inode("garbage", address), None);
     }
 
     /// CPU lists read as `taskset -c` writes them, in the order given; mistakes are refused.

@@ -184,9 +184,8 @@ impl Broker {
         self.root.path().join(format!("stderr-{start}.log"))
     }
 
-    /// Every stderr line the broker wrote in this test, across restarts.
-    /// The admin port the broker logged (start it with `--admin-listen 127.0.0.1:0`).
-    /// The admin listener's port of the running broker (each start picks a new one).
+    /// The admin listener's port of the running broker, as it logged it (start it with
+    /// `--admin-listen 127.0.0.1:0`; each start picks a new one).
     pub fn admin_port(&self) -> u16 {
         let mut port = None;
         let found = wait_until(Duration::from_secs(10), || {
@@ -203,6 +202,7 @@ impl Broker {
         port.unwrap()
     }
 
+    /// Every stderr line the broker wrote in this test, across restarts.
     pub fn stderr(&self) -> String {
         let mut all = String::new();
         for start in 1..=self.starts {
