@@ -159,7 +159,9 @@ pub async fn run(
         producer_ids: Default::default(),
     });
     let server = shard.clone();
-    runtime::spawn_into(queues.requests, async move {
+    // Awaited after the mesh closes: a task left waiting on its doorbell read when the
+    // executor ends is never freed (the read in flight holds the task's waker).
+    let mesh_served = runtime::spawn_joinable(queues.requests, async move {
         let handler = server.clone();
         server
             .mesh
@@ -183,6 +185,7 @@ pub async fn run(
     shard.shutdown.wait().await;
     shard.drain(&signals).await;
     shard.mesh.close();
+    mesh_served.await;
     started
 }
 
