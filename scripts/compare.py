@@ -374,9 +374,18 @@ def produce_workloads(name: str, port: int, round_no: int, args, rates: dict) ->
     return results
 
 
+def settle() -> None:
+    """Commits what was just deleted before the next step measures: on a file system mounted
+    with `discard`, the commit after a deletion trims the freed blocks, and a produce whose
+    fdatasync waits for that commit waited 150-200 ms (seen here, 1 run in 2 at 10,000
+    msg/s, after the previous run's data was deleted)."""
+    os.sync()
+
+
 def corelog_round(round_no: int, args, work: Path) -> tuple[dict, dict]:
     data = work / "corelog-data"
     shutil.rmtree(data, ignore_errors=True)
+    settle()
     data.mkdir(parents=True)
     argv = [str(CORELOG), "serve", "--data-dir", str(data), "--listen",
             f"127.0.0.1:{args.port}", "--admin-listen", "off", "--shards", str(args.shards)]
@@ -397,6 +406,7 @@ def corelog_round(round_no: int, args, work: Path) -> tuple[dict, dict]:
                     "corelog: corelog bench consume (catch-up read from disk)", consume)
     finally:
         shutil.rmtree(data, ignore_errors=True)
+        settle()
     return results, rates
 
 
@@ -418,10 +428,14 @@ def tansu_round(round_no: int, args, work: Path, rates: dict) -> dict:
 # ----------------------------------------------------------------------------- limits
 
 
-def fio(work: Path, name: str, options: list[str], runtime: float) -> dict:
-    argv = ["fio", f"--name={name}", f"--filename={work / 'fio.dat'}", "--direct=1",
-            "--ioengine=psync", "--time_based", f"--runtime={runtime}", "--output-format=json",
-            *options]
+def fio(work: Path, name: str, options: list[str], runtime: float, jobs: int = 1) -> dict:
+    """One fio job on work/fio.dat, or `jobs` at once, each on its own file work/fio.N.dat
+    (reported together)."""
+    files = ([f"--filename={work / 'fio.dat'}"] if jobs == 1 else
+             [f"--directory={work}", "--filename_format=fio.$jobnum.dat", f"--numjobs={jobs}",
+              "--group_reporting"])
+    argv = ["fio", f"--name={name}", *files, "--direct=1", "--ioengine=psync", "--time_based",
+            f"--runtime={runtime}", "--output-format=json", *options]
     done = run_checked(argv, runtime + 120)
     text = done.stdout[done.stdout.index("{"):]
     return json.loads(text)["jobs"][0]
@@ -445,6 +459,7 @@ def limits_round(args, work: Path) -> dict:
                 errors.append(f"{label}: {str(error).splitlines()[0]}")
     finally:
         (work / "fio.dat").unlink(missing_ok=True)
+        settle()
     if errors:
         out["errors"] = errors
     return out
@@ -463,19 +478,22 @@ def disk_bandwidth(_args, work: Path, runtime: float) -> dict:
     return out
 
 
-def fdatasync_latency(_args, work: Path, runtime: float) -> dict:
+def fdatasync_latency(_args, work: Path, runtime: float, jobs: int = 1) -> dict:
+    """fdatasync after each 4 KiB overwrite, by one writer (keys fdatasync_*) or by `jobs`
+    writers at once, each on its own file, as partitions flush (keys fdatasync_N_*)."""
     out = {}
     # Lay the 4 MiB out first: a sync after writing into fresh blocks also commits their
     # allocation (ext4 journal), which corelog avoids by pre-writing its segment tail.
     fio(work, "layout", ["--rw=write", "--bs=1M", "--size=4M", "--time_based=0",
-                         "--runtime=0"], 60)
+                         "--runtime=0"], 60, jobs)
     job = fio(work, "fdatasync", ["--rw=write", "--bs=4k", "--size=4M", "--fdatasync=1"],
-              runtime)
+              runtime, jobs)
+    prefix = "fdatasync" if jobs == 1 else f"fdatasync_{jobs}"
     pct = job["sync"]["lat_ns"]["percentile"]
     for name, key in [("p50", "50.000000"), ("p90", "90.000000"), ("p99", "99.000000"),
                       ("p999", "99.900000"), ("p9999", "99.990000")]:
-        out[f"fdatasync_{name}"] = pct.get(key, float("nan")) / 1e6
-    out["fdatasync_max"] = job["sync"]["lat_ns"]["max"] / 1e6
+        out[f"{prefix}_{name}"] = pct.get(key, float("nan")) / 1e6
+    out[f"{prefix}_max"] = job["sync"]["lat_ns"]["max"] / 1e6
     return out
 
 
@@ -746,11 +764,13 @@ def plot(results: dict, path: Path) -> bool:
     return True
 
 
-def splice(markdown: str, target: Path) -> None:
+def splice(markdown: str, target: Path, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
+    """Replaces what lies between the markers `begin` and `end` of `target` (markers
+    included; `markdown` brings its own), or appends `markdown` when they are missing."""
     text = target.read_text()
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + markdown.rstrip("\n") + tail
     else:
         text = text.rstrip("\n") + "\n\n" + markdown

@@ -7,7 +7,8 @@
 Per round, one after the other so that the machine's noise hits every step alike:
 
   L. fdatasync latency after overwriting a 4 KiB block of a laid-out file (fio), on the file
-     system of the data directory: the floor an acks=all produce cannot go under;
+     system of the data directory: the floor an acks=all produce cannot go under; then the
+     same by --partitions writers at once, each on its own file, as the partitions flush;
   1. one shard on CPU 0 (`serve --shards 1 --cpus 0`), `corelog bench produce` on CPU 1:
      open loop at each of --rates (default 1,000, 10,000 and 100,000 msg/s), then closed loop;
   2. the default configuration (`serve`, two shards, placed as the broker places them) with the
@@ -17,8 +18,10 @@ Per round, one after the other so that the machine's noise hits every step alike
 Every step: 1 KiB values, acks=all, a fresh topic of --partitions partitions, --producers
 producer connections, --warmup before measuring. Open loop latency is measured from each
 message's intended send time, so a client that falls behind shows as latency, not as a lower
-rate. The in-flight limit per producer (--max-in-flight) is high enough that the client is not
-the queue at 100,000 msg/s: a produce waits for the broker, never for a free slot.
+rate. Every layout starts a broker on an empty data directory; what the layout before wrote
+is deleted and the deletion committed first (see `compare.settle`). The in-flight limit per
+producer (--max-in-flight) is high enough that the client is not the queue at 100,000 msg/s:
+a produce waits for the broker, never for a free slot.
 
 It prints a markdown table (medians over the rounds, with the range) with the targets of
 item 9 checked against the fdatasync p99 of the same run, splices it between the
@@ -48,21 +51,21 @@ MARK_BEGIN = "<!-- latency:begin -->"
 MARK_END = "<!-- latency:end -->"
 
 
-def layouts(args) -> list[dict]:
-    """The broker layouts measured: one pinned shard, and the default configuration."""
-    return [
-        {"name": "1 shard (CPU 0), bench on CPU 1", "key": "one",
-         "serve": ["--shards", "1", "--cpus", "0"], "bench_cpus": "1"},
-        {"name": "default: 2 shards, bench on its default CPU", "key": "default",
-         "serve": [], "bench_cpus": ""},
-    ]
+# The broker layouts measured: one pinned shard, and the default configuration.
+LAYOUTS = [
+    {"name": "1 shard (CPU 0), bench on CPU 1", "key": "one",
+     "serve": ["--shards", "1", "--cpus", "0"], "bench_cpus": "1"},
+    {"name": "default: 2 shards, bench on its default CPU", "key": "default",
+     "serve": [], "bench_cpus": ""},
+]
 
 
 def run_layout(layout: dict, round_no: int, args, work: Path) -> dict:
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
+    compare.settle()
     data.mkdir(parents=True)
-    argv = [str(compare.CORELOG), "serve", "--data-dir", str(data), "--listen",
+    argv = [str(args.corelog), "serve", "--data-dir", str(data), "--listen",
             f"127.0.0.1:{args.port}", "--admin-listen", "off", *layout["serve"]]
     compare.CLIENT_CPUS = layout["bench_cpus"]
     common = ["--producers", str(args.producers), "--partitions", str(args.partitions),
@@ -78,7 +81,7 @@ def run_layout(layout: dict, round_no: int, args, work: Path) -> dict:
                 out[f"open_{rate}"] = compare.bench_summary(report)
             log(f"  {layout['name']}: closed loop")
             report = compare.bench("produce", args.port, f"closed-r{round_no}", args.duration,
-                                   common[:-2] + ["--batch-size", "131072"])
+                                   [*common, "--batch-size", "131072"])
             out["closed"] = compare.bench_summary(report)
             if broker.process.poll() is not None:
                 raise RuntimeError(f"the broker exited by itself with {broker.process.returncode}")
@@ -91,6 +94,11 @@ def build_markdown(results: dict, args) -> str:
     info = results["machine"]
     rounds = results["rounds"]
     sync99 = median_of([r["limits"] for r in rounds], "fdatasync_p99")
+    jobs = args.partitions
+
+    def limit(key: str) -> str:
+        return compare.fmt(median_of([r["limits"] for r in rounds], key), 3)
+
     lines = [
         MARK_BEGIN,
         "",
@@ -98,17 +106,19 @@ def build_markdown(results: dict, args) -> str:
         "",
         f"Machine: {info['cpu']}, kernel {info['kernel']}, {info['memory_gib']} GiB, disk "
         f"{info['disk']}; commit {info['commit']}; load before the run {info['load_before']}.",
-        f"Command: `{results['command']}` ({len(rounds)} rounds; medians, range in brackets).",
+        f"Command: `{results['command']}` ({len(rounds)} rounds; medians, range in brackets); "
+        f"broker binary {results['broker']}, load from target/release/corelog.",
         "",
         f"fdatasync after a 4 KiB overwrite (fio, same file system, same rounds): p50 "
-        f"{compare.fmt(median_of([r['limits'] for r in rounds], 'fdatasync_p50'), 3)} ms, "
-        f"p99 {compare.fmt(sync99, 3)} ms, p99.9 "
-        f"{compare.fmt(median_of([r['limits'] for r in rounds], 'fdatasync_p999'), 3)} ms.",
+        f"{limit('fdatasync_p50')} ms, p99 {limit('fdatasync_p99')} ms, p99.9 "
+        f"{limit('fdatasync_p999')} ms. The same by {jobs} writers at once, each on its own "
+        f"file (as {jobs} partitions flush): p50 {limit(f'fdatasync_{jobs}_p50')} ms, p99 "
+        f"{limit(f'fdatasync_{jobs}_p99')} ms, p99.9 {limit(f'fdatasync_{jobs}_p999')} ms.",
         "",
         "| layout | load | msg/s | p50 ms | p99 ms | p99.9 ms | max ms | target | met |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for layout in layouts(args):
+    for layout in LAYOUTS:
         runs = [r.get(layout["key"], {}) for r in rounds]
         for rate in args.rates:
             key = f"open_{rate}"
@@ -136,21 +146,11 @@ def build_markdown(results: dict, args) -> str:
             f"{compare.fmt(median_of(runs, 'closed', 'p999'), 3)} | "
             f"{compare.fmt(median_of(runs, 'closed', 'max'), 2)} | - | - |")
     errors = [f"round {i + 1} {layout['key']} {key}: {step['errors']} errors"
-              for i, r in enumerate(rounds) for layout in layouts(args)
+              for i, r in enumerate(rounds) for layout in LAYOUTS
               for key, step in r.get(layout["key"], {}).items() if step.get("errors")]
     lines += ["", "Client errors: " + ("; ".join(errors) if errors else "none") + ".", "",
               MARK_END]
     return "\n".join(lines) + "\n"
-
-
-def splice(markdown: str, target: Path) -> None:
-    text = target.read_text()
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + markdown.rstrip("\n") + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + markdown
-    target.write_text(text)
 
 
 def parse_args() -> argparse.Namespace:
@@ -166,6 +166,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=19900)
     parser.add_argument("--work-dir", type=Path, default=compare.REPO / "target" / "latency")
     parser.add_argument("--no-splice", action="store_true")
+    parser.add_argument("--corelog", type=Path, default=compare.CORELOG,
+                        help="the broker binary to measure (default target/release/corelog; "
+                        "the load always comes from target/release/corelog's bench)")
     return parser.parse_args()
 
 
@@ -176,27 +179,34 @@ def main() -> None:
     atexit.register(compare.stop_all)
     if shutil.which("fio") is None:
         sys.exit("fio is missing: apt-get install fio")
-    if not compare.CORELOG.exists():
-        sys.exit(f"{compare.CORELOG} is missing: run cargo build --release")
+    args.corelog = args.corelog.resolve()
+    for binary in {compare.CORELOG, args.corelog}:
+        if not binary.exists():
+            sys.exit(f"{binary} is missing: run cargo build --release")
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(["python3", "scripts/latency.py", *sys.argv[1:]]),
         "machine": compare.machine(),
+        "broker": str(args.corelog),
         "rounds": [],
     }
     for round_no in range(1, args.rounds + 1):
         log(f"round {round_no}/{args.rounds}")
-        entry = {"limits": compare.fdatasync_latency(args, work, max(5.0, args.duration / 3))}
-        (work / "fio.dat").unlink(missing_ok=True)
-        for layout in layouts(args):
+        runtime = max(5.0, args.duration / 3)
+        entry = {"limits": compare.fdatasync_latency(args, work, runtime)}
+        entry["limits"].update(compare.fdatasync_latency(args, work, runtime, args.partitions))
+        for fio_file in work.glob("fio*.dat"):
+            fio_file.unlink()
+        compare.settle()
+        for layout in LAYOUTS:
             entry[layout["key"]] = run_layout(layout, round_no, args, work)
         results["rounds"].append(entry)
         (work / "results.json").write_text(json.dumps(results, indent=1))
     markdown = build_markdown(results, args)
     if not args.no_splice:
-        splice(markdown, compare.REPO / "BENCHMARKS.md")
+        compare.splice(markdown, compare.REPO / "BENCHMARKS.md", MARK_BEGIN, MARK_END)
     print(markdown)
 
 
