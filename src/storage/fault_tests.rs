@@ -357,3 +357,32 @@ fn flush_waits_for_one_pre_writing_step_at_most() {
         preparing.await;
     });
 }
+
+/// A close that meets a full device while trimming reports it and still closes the log:
+/// appends are refused (before, the log stayed open without its appender, and the next flush
+/// would have panicked), and the next open recovers every written batch.
+#[test]
+fn failed_trim_at_close_still_closes_the_log() {
+    run(|root| async move {
+        let dir = root.join("closefull-0");
+        let log = open_log(&dir).await;
+        append(&log, b"kept");
+        log.flush().await.unwrap();
+        arm(&root, "truncate ENOSPC closefull-0");
+        assert!(log.close().await.is_err(), "the trim met the full device");
+        faults::clear();
+        let bytes = batch(b"after");
+        let summary = validate(&bytes).unwrap();
+        assert!(matches!(
+            log.append(bytes, &summary, None),
+            Err(StorageError::Closed)
+        ));
+        assert!(matches!(log.flush().await, Err(StorageError::Closed)));
+        log.close().await.unwrap();
+        drop(log);
+        let reopened = open_log(&dir).await;
+        assert_eq!(reopened.log_end_offset(), 1);
+        assert_eq!(reopened.read(0, 1 << 20).await.unwrap().len(), 1);
+        reopened.close().await.unwrap();
+    });
+}

@@ -1105,7 +1105,10 @@ impl Log {
     }
 
     /// Flushes, persists the active segment's indexes and a producer snapshot at the log end
-    /// (both skipped when nothing changed since open), and closes every file.
+    /// (both skipped when nothing changed since open), and closes every file. The log is
+    /// closed even when a step fails (a full device at the trim, say): the next open's
+    /// recovery cuts an untrimmed tail and rebuilds what was not persisted. Returns the first
+    /// error.
     pub async fn close(&self) -> Result<(), StorageError> {
         if self.state.borrow().closed {
             return Ok(());
@@ -1121,20 +1124,10 @@ impl Log {
             let state = self.state.borrow();
             state.failed.is_none() && state.dirty
         };
-        if let (Some(appender), true) = (&mut appender, healthy_and_dirty) {
-            appender.trim_and_sync().await?;
-            self.persist_active_indexes(appender.base_offset()).await?;
-            // The written end: appends staged after the final flush are not in the table.
-            let end = self
-                .state
-                .borrow()
-                .segments
-                .values()
-                .next_back()
-                .map(|s| s.next_offset);
-            self.write_producer_snapshot(end.expect("active segment"))
-                .await?;
-        }
+        let tidied = match (&mut appender, healthy_and_dirty) {
+            (Some(appender), true) => self.tidy_for_close(appender).await,
+            _ => Ok(()),
+        };
         let segments = {
             let mut state = self.state.borrow_mut();
             state.closed = true;
@@ -1145,10 +1138,30 @@ impl Log {
         drop(appender);
         // Trimmed above, or left for the next open's recovery to cut: not this shard's any more.
         self.prewrite.give_back(self.prewrite_held.replace(0));
+        let mut files_closed = Ok(());
         for segment in segments.into_values() {
-            segment.file.close().await?;
+            if let Err(error) = segment.file.close().await {
+                files_closed = files_closed.and(Err(error.into()));
+            }
         }
-        flushed.map(|_| ())
+        flushed.map(|_| ()).and(tidied).and(files_closed)
+    }
+
+    /// The active segment's part of a close: trimmed and synced, its indexes persisted, and a
+    /// producer snapshot at the written end. Holds `io_lock`.
+    async fn tidy_for_close(&self, appender: &mut Appender) -> Result<(), StorageError> {
+        appender.trim_and_sync().await?;
+        self.persist_active_indexes(appender.base_offset()).await?;
+        // The written end: appends staged after the final flush are not in the table.
+        let end = self
+            .state
+            .borrow()
+            .segments
+            .values()
+            .next_back()
+            .map(|s| s.next_offset);
+        self.write_producer_snapshot(end.expect("active segment"))
+            .await
     }
 
     /// Closes the log and deletes its directory, renamed to a deletion name first so that a
