@@ -244,7 +244,7 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
         (
             "corelog_batch_cache_bytes",
             "gauge",
-            "Bytes held by the batch cache",
+            "Bytes held by the batch cache: its batches and a fixed cost per batch",
             |s| s.cache_bytes,
         ),
         (
