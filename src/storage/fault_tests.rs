@@ -37,9 +37,13 @@ fn batch(value: &[u8]) -> BytesMut {
 }
 
 fn append(log: &Log, value: &[u8]) -> crate::storage::AppendResult {
+    try_append(log, value).unwrap()
+}
+
+fn try_append(log: &Log, value: &[u8]) -> Result<crate::storage::AppendResult, StorageError> {
     let bytes = batch(value);
     let summary = validate(&bytes).unwrap();
-    log.append(bytes, &summary, None).unwrap()
+    log.append(bytes, &summary, None)
 }
 
 /// A log in `dir` with default settings and a small cache.
@@ -294,9 +298,7 @@ fn failed_sync_fences_the_log() {
         faults::clear();
         assert_eq!(lost.ticket.settled(), Settled::Pending);
         assert_eq!(log.high_watermark(), 1);
-        let bytes = batch(b"later");
-        let summary = validate(&bytes).unwrap();
-        let refused = log.append(bytes, &summary, None);
+        let refused = try_append(&log, b"later");
         assert!(
             matches!(refused, Err(StorageError::Failed(_))),
             "{refused:?}"
@@ -371,10 +373,8 @@ fn failed_trim_at_close_still_closes_the_log() {
         arm(&root, "truncate ENOSPC closefull-0");
         assert!(log.close().await.is_err(), "the trim met the full device");
         faults::clear();
-        let bytes = batch(b"after");
-        let summary = validate(&bytes).unwrap();
         assert!(matches!(
-            log.append(bytes, &summary, None),
+            try_append(&log, b"after"),
             Err(StorageError::Closed)
         ));
         assert!(matches!(log.flush().await, Err(StorageError::Closed)));
