@@ -14,6 +14,11 @@ use serde::Deserialize;
 
 use crate::limits;
 use crate::runtime::CpuList;
+use crate::security::sasl::SaslMechanism;
+use crate::security::tls::{ClientAuth, TlsSettings};
+
+mod listeners;
+pub use listeners::ListenerConfig;
 
 /// Flags of `corelog serve`. Each may also come from `CORELOG_<NAME>` or the TOML file.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -25,15 +30,49 @@ pub struct ServeArgs {
     /// the working directory, here as in the config file [default: ./data].
     #[arg(long, env = "CORELOG_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address the Kafka listener binds [default: 127.0.0.1:9092].
+    /// Address of the one PLAINTEXT Kafka listener; the short form of --listeners
+    /// [default: 127.0.0.1:9092].
     #[arg(long, env = "CORELOG_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Kafka listeners, each NAME://host:port; the name is the security protocol (PLAINTEXT,
+    /// SSL, SASL_PLAINTEXT, SASL_SSL) unless --listener-security-protocol-map maps it
+    /// ("PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9093").
+    #[arg(long, env = "CORELOG_LISTENERS")]
+    pub listeners: Option<String>,
+    /// NAME:PROTOCOL pairs for listeners with names of their own ("CLIENT:SASL_SSL").
+    #[arg(long, env = "CORELOG_LISTENER_SECURITY_PROTOCOL_MAP")]
+    pub listener_security_protocol_map: Option<String>,
+    /// NAME://host:port clients of each listener are told to connect to [default: what the
+    /// listener binds].
+    #[arg(long, env = "CORELOG_ADVERTISED_LISTENERS")]
+    pub advertised_listeners: Option<String>,
     /// Address of the admin HTTP listener (/metrics), or "off" [default: 127.0.0.1:9644].
     #[arg(long, env = "CORELOG_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
-    /// host:port clients are told to connect to [default: the listen address].
+    /// host:port clients are told to connect to, with one listener [default: the listen
+    /// address].
     #[arg(long, env = "CORELOG_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
+    /// Server certificate chain (PEM) of the SSL and SASL_SSL listeners.
+    #[arg(long, env = "CORELOG_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "CORELOG_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    #[arg(long, env = "CORELOG_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// ssl.client.auth: none, requested or required [default: none].
+    #[arg(long, env = "CORELOG_TLS_CLIENT_AUTH")]
+    pub tls_client_auth: Option<ClientAuth>,
+    /// SASL mechanisms the SASL listeners offer (sasl.enabled.mechanisms)
+    /// [default: SCRAM-SHA-512,SCRAM-SHA-256].
+    #[arg(long, env = "CORELOG_SASL_MECHANISMS")]
+    pub sasl_mechanisms: Option<String>,
+    /// connections.max.reauth.ms: SASL sessions last this long, then the client must
+    /// re-authenticate on its connection (KIP-368); 0 for sessions without end [default: 0].
+    #[arg(long, env = "CORELOG_CONNECTIONS_MAX_REAUTH_MS")]
+    pub connections_max_reauth_ms: Option<u64>,
     /// Number of shards, one pinned executor each [default: the CPUs of --cpus, else the
     /// usable cores].
     #[arg(long, env = "CORELOG_SHARDS")]
@@ -138,8 +177,17 @@ pub struct ServeArgs {
 pub struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    listeners: Option<String>,
+    listener_security_protocol_map: Option<String>,
+    advertised_listeners: Option<String>,
     admin_listen: Option<String>,
     advertised_listener: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_client_auth: Option<String>,
+    sasl_mechanisms: Option<String>,
+    connections_max_reauth_ms: Option<u64>,
     shards: Option<usize>,
     cpus: Option<String>,
     node_id: Option<i32>,
@@ -192,16 +240,88 @@ pub struct TopicDefaults {
     pub max_message_bytes: i32,
 }
 
+/// How clients are authenticated on the listeners that ask for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityConfig {
+    /// Needed when a listener uses TLS (SSL, SASL_SSL).
+    pub tls: Option<TlsSettings>,
+    /// Offered by SASL listeners, in this order.
+    pub sasl_mechanisms: Vec<SaslMechanism>,
+    /// 0: sessions do not end.
+    pub connections_max_reauth_ms: u64,
+}
+
+impl SecurityConfig {
+    fn resolve(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<SecurityConfig> {
+        let cert = args.tls_cert.clone().or(file.tls_cert.clone());
+        let key = args.tls_key.clone().or(file.tls_key.clone());
+        let client_ca = args.tls_client_ca.clone().or(file.tls_client_ca.clone());
+        let client_auth = match (&args.tls_client_auth, &file.tls_client_auth) {
+            (Some(auth), _) => *auth,
+            (None, Some(text)) => text
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("tls_client_auth in the config file: {e}"))?,
+            (None, None) => ClientAuth::None,
+        };
+        let tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert: absolute(&cert)?,
+                key: absolute(&key)?,
+                client_ca: client_ca.as_deref().map(absolute).transpose()?,
+                client_auth,
+            }),
+            (None, None) if client_ca.is_none() && client_auth == ClientAuth::None => None,
+            _ => bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        let mechanisms = args
+            .sasl_mechanisms
+            .clone()
+            .or(file.sasl_mechanisms.clone())
+            .unwrap_or_else(|| "SCRAM-SHA-512,SCRAM-SHA-256".into());
+        let mut sasl_mechanisms = Vec::new();
+        for name in mechanisms
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            let mechanism =
+                SaslMechanism::from_name(&name.to_ascii_uppercase()).with_context(|| {
+                    format!(
+                        "SASL mechanism {name:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+                    )
+                })?;
+            if !sasl_mechanisms.contains(&mechanism) {
+                sasl_mechanisms.push(mechanism);
+            }
+        }
+        Ok(SecurityConfig {
+            tls,
+            sasl_mechanisms,
+            connections_max_reauth_ms: pick(
+                args.connections_max_reauth_ms,
+                file.connections_max_reauth_ms,
+                0,
+            ),
+        })
+    }
+}
+
+/// A file path given in the configuration, made absolute once (SIGHUP reloads read it again,
+/// whatever the working directory is by then).
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
 /// The resolved configuration the broker runs with. Immutable after start.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Always absolute (see `absolute_data_dir`).
     pub data_dir: PathBuf,
-    pub listen: SocketAddr,
+    /// The Kafka listeners, at least one.
+    pub listeners: Vec<ListenerConfig>,
     /// None when the admin listener is off.
     pub admin_listen: Option<SocketAddr>,
-    pub advertised_host: String,
-    pub advertised_port: i32,
+    pub security: SecurityConfig,
     pub shards: usize,
     /// See `ExecutorPlan::cpus`.
     pub cpus: Option<CpuList>,
@@ -234,15 +354,23 @@ impl Config {
             None => FileConfig::default(),
         };
         let groups = group_config(args, &file);
-        let listen = pick(args.listen, file.listen, "127.0.0.1:9092".parse()?);
-        let advertised = args
-            .advertised_listener
-            .clone()
-            .or(file.advertised_listener);
-        let (advertised_host, advertised_port) = match advertised {
-            Some(text) => parse_host_port(&text)?,
-            None => (listen.ip().to_string(), i32::from(listen.port())),
-        };
+        let security = SecurityConfig::resolve(args, &file)?;
+        let listeners = listeners::resolve(&listeners::ListenerFlags {
+            listen: args.listen.or(file.listen),
+            listeners: args.listeners.clone().or(file.listeners),
+            advertised_listener: args
+                .advertised_listener
+                .clone()
+                .or(file.advertised_listener),
+            advertised_listeners: args
+                .advertised_listeners
+                .clone()
+                .or(file.advertised_listeners),
+            protocol_map: args
+                .listener_security_protocol_map
+                .clone()
+                .or(file.listener_security_protocol_map),
+        })?;
         let cpus = match (args.cpus.clone(), file.cpus) {
             (Some(list), _) => Some(list),
             (None, Some(text)) => Some(text.parse::<CpuList>().context("cpus in the config file")?),
@@ -284,10 +412,9 @@ impl Config {
         );
         let config = Config {
             data_dir: absolute_data_dir(&data_dir)?,
-            listen,
+            listeners,
             admin_listen,
-            advertised_host,
-            advertised_port,
+            security,
             shards,
             cpus,
             node_id: pick(args.node_id, file.node_id, 0),
@@ -345,6 +472,21 @@ impl Config {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        for listener in &self.listeners {
+            if listener.protocol.uses_tls() && self.security.tls.is_none() {
+                bail!(
+                    "listener {} uses TLS ({}): give --tls-cert and --tls-key",
+                    listener.name,
+                    listener.protocol
+                );
+            }
+            if listener.protocol.uses_sasl() && self.security.sasl_mechanisms.is_empty() {
+                bail!(
+                    "listener {} uses SASL: --sasl-mechanisms names none",
+                    listener.name
+                );
+            }
+        }
         if self.shards == 0 || self.shards > limits::SHARDS_MAX {
             bail!("--shards must be between 1 and {}", limits::SHARDS_MAX);
         }
@@ -489,19 +631,6 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
-fn parse_host_port(text: &str) -> anyhow::Result<(String, i32)> {
-    let (host, port) = text
-        .rsplit_once(':')
-        .with_context(|| format!("advertised listener {text:?} is not host:port"))?;
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("advertised listener {text:?} has a bad port"))?;
-    if host.is_empty() {
-        bail!("advertised listener {text:?} has no host");
-    }
-    Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
-}
-
 /// Cores this process may run on (its affinity mask), at least one.
 pub fn usable_cores() -> usize {
     core_affinity::get_core_ids().map_or(1, |ids| ids.len().max(1))
@@ -525,8 +654,8 @@ mod tests {
         let config = Config::resolve(&args).unwrap();
         assert_eq!(config.node_id, 9);
         assert_eq!(config.num_partitions, 3);
-        assert_eq!(config.listen, "127.0.0.1:9092".parse().unwrap());
-        assert_eq!(config.advertised_port, 9092);
+        assert_eq!(config.listeners[0].bind, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(config.listeners[0].advertised_port, 9092);
     }
 
     /// A relative data directory, from a flag or the TOML file, resolves against the working

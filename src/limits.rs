@@ -261,3 +261,34 @@ pub const GROUP_POLL_INTERVAL_MS_MIN: u64 = 10;
 const _: () = assert!(OFFSETS_TOPIC_PARTITIONS_DEFAULT <= PARTITIONS_PER_TOPIC_MAX);
 const _: () = assert!(OFFSETS_TOPIC_SEGMENT_BYTES >= SEGMENT_BYTES_MIN);
 const _: () = assert!(OFFSET_METADATA_BYTES_MAX < MESSAGE_BYTES_MAX_DEFAULT);
+
+/// Random bytes of a new SCRAM credential's salt.
+pub const SCRAM_SALT_BYTES: usize = 32;
+
+/// Random bytes the server adds to a SCRAM exchange's nonce.
+pub const SCRAM_NONCE_BYTES: usize = 24;
+
+/// SCRAM iteration counts a credential may have (Kafka's bounds: RFC 7677 asks for at least
+/// 4096, and each iteration costs the client, and PLAIN logins the server, one HMAC).
+pub const SCRAM_ITERATIONS_MIN: u32 = 4096;
+pub const SCRAM_ITERATIONS_MAX: u32 = 16384;
+
+/// Largest SASL token a client may send (Kafka's `sasl.server.max.receive.size` default).
+pub const SASL_TOKEN_BYTES_MAX: usize = 524_288;
+
+/// Longest a new connection may take to finish its TLS handshake and SASL authentication
+/// before it is closed, so that connections that never finish cannot pile up.
+pub const AUTHENTICATION_TIMEOUT_MS: u64 = 10_000;
+
+/// PLAIN password checks (key derivations, run off the shard's thread) one shard runs at
+/// once; more wait, so that a client failing in a loop cannot occupy the blocking pool.
+pub const PASSWORD_CHECKS_PER_SHARD_MAX: usize = 2;
+
+const _: () = assert!(SCRAM_ITERATIONS_MIN >= 4096 && SCRAM_ITERATIONS_MIN <= SCRAM_ITERATIONS_MAX);
+const _: () = assert!(SASL_TOKEN_BYTES_MAX < REQUEST_BYTES_MAX);
+
+/// How long the answer to a failed SASL authentication is held back before the connection
+/// closes (Kafka's `connection.failed.authentication.delay.ms` default): it slows a client
+/// guessing passwords in a loop without costing the shard anything but a timer.
+pub const AUTHENTICATION_FAILURE_DELAY_MS: u64 = 100;
+const _: () = assert!(AUTHENTICATION_FAILURE_DELAY_MS < AUTHENTICATION_TIMEOUT_MS);

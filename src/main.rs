@@ -37,6 +37,9 @@ enum Command {
     Topic(corelog::topic::TopicArgs),
     /// List, describe, delete consumer groups and reset their offsets on any Kafka broker.
     Group(corelog::group_cli::GroupArgs),
+    /// Create, delete and list SCRAM users (over the Kafka protocol, or offline in a data
+    /// directory before the broker's first start).
+    User(corelog::user_cli::UserArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => corelog::bench::run(&args),
         Command::Topic(args) => corelog::topic::run(&args),
         Command::Group(args) => corelog::group_cli::run(&args),
+        Command::User(args) => corelog::user_cli::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,10 @@ pub struct ShardMetrics {
     pub connections_open: Cell<u64>,
     pub connections_refused: Cell<u64>,
     pub connections_idle_closed: Cell<u64>,
+    /// Failed TLS handshakes and SASL authentications, and connections that did not finish
+    /// them in time.
+    pub authentication_failures: Cell<u64>,
+    pub authentications: Cell<u64>,
     flushes: RefCell<Histogram>,
     pub flush_errors: Cell<u64>,
     cross_shard_sent: RefCell<Vec<u64>>,
@@ -103,6 +107,8 @@ impl ShardMetrics {
             connections_open: self.connections_open.get(),
             connections_refused: self.connections_refused.get(),
             connections_idle_closed: self.connections_idle_closed.get(),
+            authentication_failures: self.authentication_failures.get(),
+            authentications: self.authentications.get(),
             flushes: self.flushes.borrow().clone(),
             flush_errors: self.flush_errors.get(),
             cross_shard_sent: self.cross_shard_sent.borrow().clone(),
@@ -149,6 +155,8 @@ pub struct MetricsSnapshot {
     pub connections_open: u64,
     pub connections_refused: u64,
     pub connections_idle_closed: u64,
+    pub authentication_failures: u64,
+    pub authentications: u64,
     pub flushes: Histogram,
     /// Every fdatasync of a log file: flushes, pre-writing, segment rolls.
     pub syncs: Histogram,
@@ -180,7 +188,7 @@ type HistogramFamily = (
 pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     render_requests(&mut out, snapshots);
-    let per_shard: [Family<MetricsSnapshot, u64>; 15] = [
+    let per_shard: [Family<MetricsSnapshot, u64>; 17] = [
         (
             "corelog_network_received_bytes_total",
             "counter",
@@ -222,6 +230,19 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "counter",
             "Connections closed after connections.max.idle.ms without activity",
             |s| s.connections_idle_closed,
+        ),
+        (
+            "corelog_authentications_total",
+            "counter",
+            "Successful SASL authentications (re-authentications included)",
+            |s| s.authentications,
+        ),
+        (
+            "corelog_authentication_failures_total",
+            "counter",
+            "Failed TLS handshakes and SASL authentications, and connections closed before \
+             finishing them in time",
+            |s| s.authentication_failures,
         ),
         (
             "corelog_flush_errors_total",

@@ -14,15 +14,20 @@ use anyhow::{bail, Context};
 use crate::config::{Config, ServeArgs};
 use crate::limits;
 use crate::runtime::{self, ExecutorPlan, Mesh};
+use crate::security::tls::TlsContext;
 use crate::shard::{self, ProcessSignals};
 
 /// Runs the broker until a signal asks it to stop; returns once every log is closed.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = Arc::new(Config::resolve(args)?);
     check_locked_memory(config.shards)?;
-    let _lock = lock_data_dir(&config)?;
-    check_port_free(&config)?;
-    let signals = Arc::new(ProcessSignals::new(&config));
+    let _lock = lock_data_dir(&config.data_dir)?;
+    check_ports_free(&config)?;
+    let tls = match &config.security.tls {
+        Some(settings) => Some(Arc::new(TlsContext::load(settings.clone())?)),
+        None => None,
+    };
+    let signals = Arc::new(ProcessSignals::new(&config, tls));
     watch_signals(signals.clone())?;
     let plan = ExecutorPlan {
         shards: config.shards,
@@ -33,7 +38,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(
         data_dir = %config.data_dir.display(),
-        listen = %config.listen,
+        listeners = ?config.listeners.iter().map(|l| l.bind).collect::<Vec<_>>(),
         shards = config.shards,
         cpus = ?config.cpus,
         "starting corelog"
@@ -48,8 +53,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 /// Creates the data directory, proves it writable, and takes an exclusive lock on it so that
 /// two brokers never share one directory.
-fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
-    let dir = &config.data_dir;
+pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<File> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let path = dir.join(".lock");
@@ -73,29 +77,35 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
     Ok(file)
 }
 
-/// Every shard binds the port with SO_REUSEPORT, which would silently share it with another
-/// process doing the same; a plain bind first turns a taken port into a clear error.
-/// SO_REUSEADDR keeps connections of an earlier run in TIME_WAIT from failing the check. A
-/// broker that was just killed can hold its listener for a moment after it exits (io_uring
-/// tears its ring down asynchronously), so a busy port is retried for a few seconds.
-fn check_port_free(config: &Config) -> anyhow::Result<()> {
+/// Every shard binds each listener's port with SO_REUSEPORT, which would silently share it
+/// with another process doing the same; a plain bind first turns a taken port into a clear
+/// error. SO_REUSEADDR keeps connections of an earlier run in TIME_WAIT from failing the
+/// check. A broker that was just killed can hold its listeners for a moment after it exits
+/// (io_uring tears its ring down asynchronously), so a busy port is retried for a few seconds.
+fn check_ports_free(config: &Config) -> anyhow::Result<()> {
     let deadline = Instant::now() + PORT_WAIT;
-    let mut warned = false;
-    loop {
-        match runtime::listening_socket(config.listen, false, 1) {
-            Ok(_) => return Ok(()),
-            Err(error) if error.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
-                if !warned {
-                    tracing::warn!(listen = %config.listen, "port is busy; waiting for it");
-                    warned = true;
+    for listener in &config.listeners {
+        let listen = listener.bind;
+        let mut warned = false;
+        loop {
+            match runtime::listening_socket(listen, false, 1) {
+                Ok(_) => break,
+                Err(error) if error.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                    if !warned {
+                        tracing::warn!(%listen, "port is busy; waiting for it");
+                        warned = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot listen on {}", config.listen))
+                Err(error) => {
+                    return Err(error).with_context(|| {
+                        format!("cannot listen on {listen} (listener {})", listener.name)
+                    })
+                }
             }
         }
     }
+    Ok(())
 }
 
 /// How long a busy port is waited for at start.
@@ -127,14 +137,19 @@ fn check_locked_memory(shards: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM or SIGINT starts a clean shutdown; a second one exits at once.
+/// SIGTERM or SIGINT starts a clean shutdown; a second one exits at once. SIGHUP reloads the
+/// TLS certificate and key (connections already open keep theirs).
 fn watch_signals(signals: Arc<ProcessSignals>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut incoming = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut incoming = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("corelog-signals".into())
         .spawn(move || {
             for signal in incoming.forever() {
+                if signal == SIGHUP {
+                    reload_tls(&signals);
+                    continue;
+                }
                 if signals.shutdown.swap(true, Ordering::SeqCst) {
                     // Not `eprintln!`: it panics if stderr cannot be written (a full disk).
                     let message = "corelog: second signal, exiting without a clean shutdown";
@@ -145,4 +160,17 @@ fn watch_signals(signals: Arc<ProcessSignals>) -> anyhow::Result<()> {
             }
         })?;
     Ok(())
+}
+
+fn reload_tls(signals: &ProcessSignals) {
+    let Some(tls) = &signals.tls else {
+        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+        Err(error) => {
+            tracing::error!("SIGHUP: TLS reload failed, keeping the certificate in use: {error:#}")
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod frame;
 pub mod groups;
 pub mod topics;
+pub mod users;
 
 pub use frame::{Connection, FrameReader, FrameWriter};
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits;
 use crate::protocol::record_batch;
+use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::storage::{BatchCache, Log, LogConfig, StorageError};
 
 /// Name of the directory of the metadata log under the data directory.
@@ -53,6 +54,18 @@ pub enum MetadataRecord {
     /// The controller handed out every producer id below `next_producer_id` (as KRaft's
     /// ProducerIdsRecord): ids stay unique across shards and restarts.
     ProducerIdsAllocated { next_producer_id: i64 },
+    /// A user's SCRAM credential for one mechanism was created or replaced (KRaft's
+    /// UserScramCredentialRecord): salted, never the password.
+    UserScramCredentialSet {
+        name: String,
+        mechanism: ScramMechanism,
+        credential: ScramCredential,
+    },
+    /// A user's SCRAM credential for one mechanism was deleted.
+    UserScramCredentialDeleted {
+        name: String,
+        mechanism: ScramMechanism,
+    },
 }
 
 /// The name of a partition's directory in the data directory, as Kafka names it. Every legal

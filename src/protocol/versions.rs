@@ -63,6 +63,8 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 ///   DescribeGroups 0-5 (v6 reports unknown groups as errors), ListGroups 0-5,
 ///   DeleteGroups 0-2, OffsetDelete 0, OffsetCommit 2-9 and OffsetFetch 1-9 (v10 address
 ///   topics by id).
+/// - Security: SaslHandshake 0-1, SaslAuthenticate 0-2, DescribeUserScramCredentials 0 and
+///   AlterUserScramCredentials 0.
 pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::Produce, 0, 11),
     api(ApiKey::Fetch, 4, 12),
@@ -77,6 +79,7 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::ListGroups, 0, 5),
+    api(ApiKey::SaslHandshake, 0, 1),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -85,10 +88,13 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
 ];
 

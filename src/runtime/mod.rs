@@ -152,6 +152,16 @@ pub fn task_queue(name: &str, shares: usize, latency: Latency) -> TaskQueueHandl
     glommio::executor().create_task_queue(Shares::Static(shares), latency, name)
 }
 
+/// Runs `work` on the executor's blocking thread pool (CPU-heavy work that must not hold up
+/// the shard's tasks, such as a password's key derivation) and waits for its result.
+pub async fn run_blocking<F, R>(work: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(work).await
+}
+
 /// Spawns `future` into `queue` and detaches it.
 pub fn spawn_into<F>(queue: TaskQueueHandle, future: F)
 where

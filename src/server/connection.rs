@@ -17,6 +17,9 @@
 //!   already made for it, for at most that long. A frame not read whole within that time of
 //!   its first bytes closes its connection whatever else is in flight.
 //! - An idle connection holds no read or write buffer.
+//! - On a TLS listener the TLS handshake, and on a SASL listener the authentication, end
+//!   within `AUTHENTICATION_TIMEOUT_MS` of the accept, or the connection is closed. While a
+//!   connection authenticates, its requests run one at a time (see `session`).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -24,17 +27,19 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{select, Either};
-use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures::{FutureExt, StreamExt};
 
 use kafka_protocol::messages::RequestKind;
 
 use super::order::RequestOrder;
-use super::{dispatch, Response, ShardNet};
+use super::session::{ConnectionContext, Session};
+use super::{dispatch, Listener, Response, ShardNet};
 use crate::limits;
 use crate::metrics;
 use crate::protocol::{request_frame_length, DecodedRequest, RequestBody};
 use crate::runtime::{self, local_channel, JoinHandle, TcpStream};
+use crate::security::{tls, Principal};
 use crate::shard::Shard;
 use crate::sync::{BudgetPermit, ByteBudget, Latch};
 
@@ -71,12 +76,97 @@ impl ConnectionState {
 /// shutdown).
 const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(10);
 
-/// Serves `stream` until the client closes it, it misbehaves, it idles too long, or the shard
-/// shuts down.
-pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
+/// Serves `stream`, accepted on `listener`, until the client closes it, it misbehaves, it
+/// idles too long, or the shard shuts down.
+pub async fn serve(shard: &Rc<Shard>, listener: Rc<Listener>, stream: TcpStream) {
+    let accepted = Instant::now();
     let peer_address = stream.peer_addr().ok();
     let peer = peer_address.map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
+    // Kafka shows a member's host as "/<ip>" in group descriptions.
+    let client_host: Rc<str> = match peer_address {
+        Some(address) => format!("/{}", address.ip()).into(),
+        None => "/unknown".into(),
+    };
+    let name = listener.config.name.clone();
+    let sasl = listener.config.protocol.uses_sasl();
+    let Some(tls) = listener.tls.clone() else {
+        let connection = Rc::new(ConnectionContext {
+            listener,
+            client_host,
+            session: Session::new(sasl, None),
+        });
+        return serve_stream(shard, connection, stream, &peer, accepted).await;
+    };
+    let handshake = accept_tls(&tls, stream);
+    let deadline = runtime::sleep(authentication_timeout());
+    let secured = match select(Box::pin(handshake), Box::pin(deadline)).await {
+        Either::Left((Ok(secured), _)) => secured,
+        Either::Left((Err(reason), _)) => {
+            metrics::add(&shard.metrics.authentication_failures, 1);
+            tracing::warn!(%peer, listener = %name, "closing connection: {reason}");
+            return;
+        }
+        Either::Right(_) => {
+            metrics::add(&shard.metrics.authentication_failures, 1);
+            tracing::warn!(%peer, listener = %name, "closing connection: TLS handshake not done in time");
+            return;
+        }
+    };
+    let principal = secured
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(tls::certificate_subject)
+        .map(Principal::user);
+    let connection = Rc::new(ConnectionContext {
+        listener,
+        client_host,
+        session: Session::new(sasl, principal),
+    });
+    serve_stream(shard, connection, secured, &peer, accepted).await
+}
+
+fn authentication_timeout() -> Duration {
+    Duration::from_millis(limits::AUTHENTICATION_TIMEOUT_MS)
+}
+
+/// A TLS record starts with its content type; a handshake's is 22.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Completes the TLS handshake; an error says what went wrong (a plaintext client is named as
+/// such rather than left to a handshake error).
+async fn accept_tls(
+    tls: &tls::TlsContext,
+    stream: TcpStream,
+) -> Result<futures_rustls::server::TlsStream<TcpStream>, String> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) => return Err("client left before the TLS handshake".into()),
+        Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
+            return Err("a plaintext client connected to a TLS listener".into())
+        }
+        Ok(_) => {}
+        Err(error) => return Err(format!("read failed: {error}")),
+    }
+    futures_rustls::TlsAcceptor::from(tls.current())
+        .accept(stream)
+        .await
+        .map_err(|error| format!("TLS handshake failed: {error}"))
+}
+
+/// Serves a connection over `stream` (plain TCP or TLS).
+async fn serve_stream<S>(
+    shard: &Rc<Shard>,
+    connection: Rc<ConnectionContext>,
+    stream: S,
+    peer: &str,
+    accepted: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let listener = connection.listener.config.name.clone();
     let (reader, writer) = stream.split();
     let (queue, responses) = local_channel::new_bounded(limits::CONNECTION_REQUESTS_IN_FLIGHT_MAX);
     let state = Rc::new(ConnectionState {
@@ -92,13 +182,24 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
         shard.queues.requests,
         write_responses(shard.clone(), writer, responses, state.clone()),
     );
-    // Kafka shows a member's host as "/<ip>" in group descriptions.
-    let client_host: Rc<str> = match peer_address {
-        Some(address) => format!("/{}", address.ip()).into(),
-        None => "/unknown".into(),
+    let read = read_requests(shard, reader, queue, &state, &connection);
+    let unauthenticated = async {
+        let left = authentication_timeout().saturating_sub(accepted.elapsed());
+        runtime::sleep(left).await;
+        if connection.session.ever_authenticated() {
+            futures::future::pending::<()>().await;
+        }
     };
-    if let Some(reason) = read_requests(shard, reader, queue, &state, &client_host).await {
-        tracing::warn!(%peer, "closing connection: {reason}");
+    let stopped = match select(Box::pin(read), Box::pin(unauthenticated)).await {
+        Either::Left((stopped, _)) => stopped,
+        Either::Right(_) => {
+            metrics::add(&shard.metrics.authentication_failures, 1);
+            state.abort_writer.raise();
+            Some("SASL authentication not done in time".to_string())
+        }
+    };
+    if let Some(reason) = stopped {
+        tracing::warn!(%peer, %listener, "closing connection: {reason}");
     }
     // The writer finishes the responses already due, but not for ever: at most
     // `connections.max.idle.ms`, and at most SHUTDOWN_WRITE_GRACE once the shard shuts down,
@@ -120,22 +221,23 @@ pub async fn serve(shard: &Rc<Shard>, stream: TcpStream) {
         }
     };
     if let Some(Some(reason)) = written {
-        tracing::warn!(%peer, "closing connection: {reason}");
+        tracing::warn!(%peer, %listener, "closing connection: {reason}");
     }
 }
 
 /// Reads frames until end of stream, shutdown or idleness, starting a handler task for each;
 /// the task holds the request's budget until it is done. Dropping `queue` at the end lets the
 /// writer finish. Returns why it stopped, if it was an error.
-async fn read_requests(
+async fn read_requests<R: AsyncRead + Unpin>(
     shard: &Rc<Shard>,
-    mut reader: ReadHalf<TcpStream>,
+    mut reader: R,
     queue: local_channel::LocalSender<InFlight>,
     state: &ConnectionState,
-    client_host: &Rc<str>,
+    connection: &Rc<ConnectionContext>,
 ) -> Option<String> {
     let mut frames = FrameReader::new(shard.config.socket_request_max_bytes);
     let mut order = RequestOrder::default();
+    let session = &connection.session;
     loop {
         let next = frames.next(&mut reader, &shard.net, state);
         let (frame, charge) = match until_quit(shard, state, next).await {
@@ -145,23 +247,42 @@ async fn read_requests(
         };
         state.progressed();
         metrics::add(&shard.metrics.bytes_received, 4 + frame.len() as u64);
-        let request = match dispatch::decode(frame) {
-            Ok(request) => request,
-            Err(reason) => return Some(reason),
+        let serial = session.is_serial();
+        let work = if session.expects_raw_token() {
+            Work::RawToken(frame)
+        } else {
+            match dispatch::decode(frame) {
+                Ok(request) => Work::Request(request),
+                Err(reason) => return Some(reason),
+            }
         };
-        let reserved = match response_bytes_bound(&request) {
-            0 => None,
-            bound => match until_quit(shard, state, state.response_budget.acquire(bound)).await {
-                Some(reserved) => Some(reserved),
-                None => return None,
+        let reserved = match &work {
+            Work::Request(request) => match response_bytes_bound(request) {
+                0 => None,
+                bound => match until_quit(shard, state, state.response_budget.acquire(bound)).await
+                {
+                    Some(reserved) => Some(reserved),
+                    None => return None,
+                },
             },
+            Work::RawToken(_) => None,
         };
         let handler_shard = shard.clone();
-        let host = client_host.clone();
-        let turn = order.admit(overlaps_earlier_requests(&request));
+        let handler_connection = connection.clone();
+        let overlaps =
+            matches!(&work, Work::Request(request) if overlaps_earlier_requests(request));
+        let turn = order.admit(overlaps && !serial);
+        let done = turn.done();
         let task = runtime::spawn_joinable(shard.queues.requests, async move {
             turn.wait().await;
-            let response = dispatch::handle(&handler_shard, request, host).await;
+            let response = match work {
+                Work::Request(request) => {
+                    dispatch::handle(&handler_shard, request, handler_connection).await
+                }
+                Work::RawToken(token) => {
+                    dispatch::raw_sasl_token(&handler_shard, &handler_connection, token).await
+                }
+            };
             drop(turn);
             drop(charge);
             response
@@ -173,7 +294,20 @@ async fn read_requests(
             // connection is to end.
             Some(Err(_)) | None => return None,
         }
+        // While authenticating, what the next frame is depends on how this one ends.
+        if serial && until_quit(shard, state, done.wait()).await.is_none() {
+            return None;
+        }
     }
+}
+
+/// What a frame holds. Not boxed: a request is moved once, into its task, and the rare
+/// token is the small variant.
+#[allow(clippy::large_enum_variant)]
+enum Work {
+    Request(DecodedRequest),
+    /// A bare SASL token (after SaslHandshake v0).
+    RawToken(Bytes),
 }
 
 /// Whether `request` may run beside the requests before it on its connection (see
@@ -240,9 +374,9 @@ async fn until_quit<T>(
 }
 
 /// Awaits each request's handler in order and writes its response.
-async fn write_responses(
+async fn write_responses<W: AsyncWrite + Unpin>(
     shard: Rc<Shard>,
-    mut writer: WriteHalf<TcpStream>,
+    mut writer: W,
     responses: local_channel::LocalReceiver<InFlight>,
     state: Rc<ConnectionState>,
 ) -> Option<String> {
@@ -260,9 +394,9 @@ async fn write_responses(
 /// out in the same socket write: one flush often completes many produce requests of a
 /// connection at once, and a write per response would cost a syscall, a TCP segment and a
 /// wake-up of the client each.
-async fn write_in_order(
+async fn write_in_order<W: AsyncWrite + Unpin>(
     shard: &Shard,
-    writer: &mut WriteHalf<TcpStream>,
+    writer: &mut W,
     responses: local_channel::LocalReceiver<InFlight>,
     state: &ConnectionState,
 ) -> Option<String> {
@@ -341,6 +475,11 @@ impl ResponseBatch {
             }
             Some(Response::Nothing) => {}
             Some(Response::Close(reason)) => return Some(reason),
+            Some(Response::ChunksThenClose(chunks, reason)) => {
+                self.bytes += chunks.iter().map(Bytes::len).sum::<usize>();
+                self.chunks.extend(chunks);
+                return Some(reason);
+            }
             None => return Some("request handler was cancelled".into()),
         }
         self.answered += 1;
@@ -356,8 +495,8 @@ impl ResponseBatch {
 /// Writes responses' chunks, coalescing small ones into as few writes as possible, and returns
 /// how many writes it took. The coalescing buffer lives only for this call, so an idle
 /// connection holds none.
-async fn write_chunks(
-    writer: &mut WriteHalf<TcpStream>,
+async fn write_chunks<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     chunks: Vec<Bytes>,
     total_bytes: usize,
 ) -> std::io::Result<u64> {
@@ -391,7 +530,7 @@ async fn write_chunks(
     Ok(writes)
 }
 
-async fn write_all(writer: &mut WriteHalf<TcpStream>, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_all<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     writer.write_all(bytes).await?;
     writer.flush().await
 }
@@ -469,9 +608,9 @@ impl FrameReader {
     /// `Err` for a bad length, a stream cut inside a frame, or a socket error. Budget is taken
     /// for the room of each read before it is made, never for the claimed length as such.
     /// Marks `state` when a frame's first bytes are in, and again once it is whole.
-    async fn next(
+    async fn next<R: AsyncRead + Unpin>(
         &mut self,
-        reader: &mut ReadHalf<TcpStream>,
+        reader: &mut R,
         net: &ShardNet,
         state: &ConnectionState,
     ) -> Result<Option<(Bytes, FrameCharge)>, String> {
@@ -546,9 +685,9 @@ impl FrameReader {
     }
 
     /// Reads at most `read_bytes` more; `Ok(false)` at a clean end of stream (between frames).
-    async fn read_more(
+    async fn read_more<R: AsyncRead + Unpin>(
         &mut self,
-        reader: &mut ReadHalf<TcpStream>,
+        reader: &mut R,
         read_bytes: usize,
     ) -> Result<bool, String> {
         let start = self.buf.len();
@@ -564,6 +703,10 @@ impl FrameReader {
         self.last_read_full = count == read_bytes;
         match read {
             Ok(0) if start == 0 => Ok(false),
+            // A TLS peer that closes without close_notify, between frames, has simply left.
+            Err(error) if start == 0 && error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Ok(false)
+            }
             Ok(0) => Err(format!("stream ended inside a frame ({start} bytes)")),
             Ok(_) => Ok(true),
             Err(error) => Err(format!("read failed: {error}")),
@@ -573,7 +716,14 @@ impl FrameReader {
     /// The length of the frame at the head of the buffer, once its prefix is in.
     fn frame_length(&self) -> Result<Option<usize>, String> {
         match self.buf.first_chunk::<4>() {
-            Some(prefix) => request_frame_length(*prefix, self.frame_bytes_max).map(Some),
+            Some(prefix) => match request_frame_length(*prefix, self.frame_bytes_max) {
+                Ok(length) => Ok(Some(length)),
+                // A TLS record header: content type 22 (handshake), version 3.x.
+                Err(_) if prefix[..2] == [TLS_HANDSHAKE_RECORD, 3] => {
+                    Err("a TLS client connected to a listener without TLS".into())
+                }
+                Err(reason) => Err(reason),
+            },
             None => Ok(None),
         }
     }

@@ -8,7 +8,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
-use super::{handlers, Response};
+use super::session::ConnectionContext;
+use super::{handlers, Listener, Response};
 use crate::protocol::{self, DecodedRequest, RequestBody};
 use crate::shard::Shard;
 
@@ -19,8 +20,15 @@ pub struct RequestContext {
     pub api_version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
-    /// The client's address as Kafka shows it in group descriptions ("/127.0.0.1").
-    pub client_host: Rc<str>,
+    /// The connection: its listener, client address and session.
+    pub connection: Rc<ConnectionContext>,
+}
+
+impl RequestContext {
+    /// The listener the request came in on (Metadata answers with its advertised address).
+    pub fn listener(&self) -> &Listener {
+        &self.connection.listener
+    }
 }
 
 /// Decodes one frame; an error closes the connection (as Kafka does for bad frames).
@@ -29,16 +37,37 @@ pub fn decode(frame: Bytes) -> Result<DecodedRequest, String> {
 }
 
 /// Runs the handler for `request`, encodes its response, and counts it.
-pub async fn handle(shard: &Rc<Shard>, request: DecodedRequest, client_host: Rc<str>) -> Response {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: DecodedRequest,
+    connection: Rc<ConnectionContext>,
+) -> Response {
     let started = Instant::now();
     let api_key = request.header.request_api_key;
-    let response = run(shard, request, client_host).await;
+    let response = run(shard, request, connection).await;
     shard.metrics.request_done(api_key, started.elapsed());
     response
 }
 
-async fn run(shard: &Rc<Shard>, request: DecodedRequest, client_host: Rc<str>) -> Response {
-    let ctx = context(shard, &request.header, client_host);
+/// A bare SASL token, which follows SaslHandshake v0 instead of SaslAuthenticate requests.
+pub async fn raw_sasl_token(
+    shard: &Rc<Shard>,
+    connection: &Rc<ConnectionContext>,
+    token: Bytes,
+) -> Response {
+    handlers::sasl_authenticate::raw_token(shard, connection, token).await
+}
+
+async fn run(
+    shard: &Rc<Shard>,
+    request: DecodedRequest,
+    connection: Rc<ConnectionContext>,
+) -> Response {
+    let ctx = context(shard, &request.header, connection);
+    // Before authentication (or once a session expired) only the SASL APIs are served.
+    if let Err(reason) = ctx.connection.session.admit(ctx.api_key) {
+        return Response::Close(reason);
+    }
     let body = match request.body {
         RequestBody::Decoded(body) => body,
         RequestBody::ApiVersionsUnsupported => {
@@ -100,6 +129,20 @@ async fn run(shard: &Rc<Shard>, request: DecodedRequest, client_host: Rc<str>) -
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
             handlers::offset_for_leader_epoch::handle(&ctx, r).await,
         ),
+        RequestKind::SaslHandshake(r) => {
+            let (response, close) = handlers::sasl_handshake::handle(&ctx, r);
+            return then_close(&ctx, ResponseKind::SaslHandshake(response), close);
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let (response, close) = handlers::sasl_authenticate::handle(&ctx, r).await;
+            return then_close(&ctx, ResponseKind::SaslAuthenticate(response), close);
+        }
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            handlers::describe_user_scram_credentials::handle(&ctx, r),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            handlers::alter_user_scram_credentials::handle(&ctx, r).await,
+        ),
         other => return group_api(&ctx, other).await,
     };
     encoded(protocol::encode_response(
@@ -147,14 +190,28 @@ async fn group_api(ctx: &RequestContext, body: RequestKind) -> Response {
     ))
 }
 
-fn context(shard: &Rc<Shard>, header: &RequestHeader, client_host: Rc<str>) -> RequestContext {
+fn context(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    connection: Rc<ConnectionContext>,
+) -> RequestContext {
     RequestContext {
         shard: shard.clone(),
         api_key: ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions),
         api_version: header.request_api_version,
         correlation_id: header.correlation_id,
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
-        client_host,
+        connection,
+    }
+}
+
+/// The encoded response, and the connection closed after it if `close` says why.
+fn then_close(ctx: &RequestContext, response: ResponseKind, close: Option<String>) -> Response {
+    let frame =
+        protocol::encode_response(ctx.correlation_id, ctx.api_key, ctx.api_version, &response);
+    match (close, encoded(frame)) {
+        (Some(reason), Response::Chunks(chunks)) => Response::ChunksThenClose(chunks, reason),
+        (_, response) => response,
     }
 }
 

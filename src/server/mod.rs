@@ -11,14 +11,16 @@ mod connection;
 pub mod dispatch;
 pub mod handlers;
 mod order;
+pub mod session;
 
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
+use crate::security::tls::TlsContext;
 use crate::shard::Shard;
 use crate::sync::ByteBudget;
 use admission::Admission;
@@ -34,16 +36,45 @@ pub struct ShardNet {
     /// One slot (capacity 1): the frame holding it reads past an exhausted `request_budget`,
     /// so that frames read in part, all waiting for budget, cannot deadlock the shard.
     pub request_overdraft: Rc<ByteBudget>,
+    /// The Kafka listeners, as configured.
+    pub listeners: Vec<Rc<Listener>>,
+    /// PLAIN password checks running off the shard's thread (each a key derivation).
+    pub password_checks: Rc<runtime::Semaphore>,
 }
 
 impl ShardNet {
-    pub fn new(config: &Config, admission: Arc<Admission>) -> ShardNet {
+    pub fn new(
+        config: &Config,
+        admission: Arc<Admission>,
+        tls: Option<Arc<TlsContext>>,
+    ) -> ShardNet {
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|listener| {
+                Rc::new(Listener {
+                    config: listener.clone(),
+                    tls: listener.protocol.uses_tls().then(|| tls.clone()).flatten(),
+                })
+            })
+            .collect();
         ShardNet {
             admission,
             request_budget: ByteBudget::new(config.queued_request_bytes_per_shard()),
             request_overdraft: ByteBudget::new(1),
+            listeners,
+            password_checks: Rc::new(runtime::Semaphore::new(
+                crate::limits::PASSWORD_CHECKS_PER_SHARD_MAX as u64,
+            )),
         }
     }
+}
+
+/// One Kafka listener as a shard serves it.
+pub struct Listener {
+    pub config: ListenerConfig,
+    /// The TLS configuration, on SSL and SASL_SSL listeners.
+    pub tls: Option<Arc<TlsContext>>,
 }
 
 /// What a handler produced for one request.
@@ -55,12 +86,21 @@ pub enum Response {
     Nothing,
     /// The request was unacceptable: close the connection after earlier responses.
     Close(String),
+    /// Write this response, then close the connection (a failed SASL authentication).
+    ChunksThenClose(Vec<bytes::Bytes>, String),
 }
 
-/// Binds this shard's listener and starts accepting. Errors are reported, not panicked.
-pub fn start_listener(shard: Rc<Shard>) -> Result<(), String> {
-    let listener = runtime::bind_shared_listener(shard.config.listen).map_err(|e| e.to_string())?;
-    runtime::spawn_into(shard.queues.requests, accept_loop(shard, listener));
+/// Binds this shard's socket of every listener and starts accepting. Errors are reported,
+/// not panicked.
+pub fn start_listeners(shard: Rc<Shard>) -> Result<(), String> {
+    for listener in shard.net.listeners.clone() {
+        let socket = runtime::bind_shared_listener(listener.config.bind)
+            .map_err(|e| format!("listener {}: {e}", listener.config.name))?;
+        runtime::spawn_into(
+            shard.queues.requests,
+            accept_loop(shard.clone(), listener, socket),
+        );
+    }
     Ok(())
 }
 
@@ -85,18 +125,20 @@ pub(crate) async fn accept_until_shutdown(
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    accept_until_shutdown(&shard, listener, "kafka", |stream| {
+async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, socket: TcpListener) {
+    let name = listener.config.name.clone();
+    accept_until_shutdown(&shard, socket, &name, |stream| {
         let Some(ip) = admit(&shard, &stream) else {
             // Dropping the stream closes it without a byte written, as Kafka does.
             return;
         };
         let shard = shard.clone();
+        let listener = listener.clone();
         shard.connections.opened();
         metrics::add(&shard.metrics.connections_accepted, 1);
         metrics::add(&shard.metrics.connections_open, 1);
         runtime::spawn_into(shard.queues.requests, async move {
-            connection::serve(&shard, stream).await;
+            connection::serve(&shard, listener, stream).await;
             shard.net.admission.release(ip);
             shard.connections.closed();
             let open = &shard.metrics.connections_open;

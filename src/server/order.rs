@@ -55,6 +55,11 @@ impl RequestOrder {
 }
 
 impl Turn {
+    /// The latch raised when this request is done.
+    pub fn done(&self) -> Rc<Latch> {
+        self.done.clone()
+    }
+
     /// Waits until every request this one must follow is done.
     pub async fn wait(&self) {
         for latch in &self.wait_for {

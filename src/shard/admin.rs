@@ -12,11 +12,18 @@ use kafka_protocol::ResponseError;
 use super::messages::{ShardRequest, TopicPartition};
 use super::Shard;
 use crate::metadata::topic_config::ConfigOperation;
+use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::storage::StorageError;
 
-/// A change only the controller may make, one topic each.
+/// A change only the controller may make, one topic or user each.
 #[derive(Debug, Clone)]
 pub enum ControllerCommand {
+    /// Create or replace (`Some`) or delete (`None`) a user's credential for one mechanism.
+    AlterUser {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: Option<ScramCredential>,
+    },
     AlterConfigs {
         topic: String,
         change: ConfigChange,
@@ -31,10 +38,12 @@ pub enum ControllerCommand {
 }
 
 impl ControllerCommand {
-    pub fn topic(&self) -> &str {
+    /// The topic or user the command changes, for logs.
+    pub fn subject(&self) -> &str {
         match self {
             ControllerCommand::AlterConfigs { topic, .. }
             | ControllerCommand::CreatePartitions { topic, .. } => topic,
+            ControllerCommand::AlterUser { user, .. } => user,
         }
     }
 }

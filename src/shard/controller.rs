@@ -235,7 +235,7 @@ impl Controller {
             let Ok(_permit) = self.serial.acquire_permit(1).await else {
                 break;
             };
-            let topic = command.topic().to_string();
+            let subject = command.subject().to_string();
             let (record, validate_only) = match self.plan(shard, command) {
                 Ok(planned) => planned,
                 Err((error, message)) => {
@@ -247,7 +247,7 @@ impl Controller {
                 results.push(AdminResult::default());
                 continue;
             }
-            tracing::info!(%topic, ?record, "topic changed");
+            tracing::info!(%subject, ?record, "metadata changed");
             results.push(match self.commit(shard, record).await {
                 Ok(()) => AdminResult::default(),
                 Err(message) => AdminResult::error(ResponseError::KafkaStorageError, message),
@@ -321,6 +321,31 @@ impl Controller {
                 };
                 Ok((record, validate_only))
             }
+            ControllerCommand::AlterUser {
+                user,
+                mechanism,
+                credential,
+            } => match credential {
+                Some(credential) => {
+                    let record = MetadataRecord::UserScramCredentialSet {
+                        name: user,
+                        mechanism,
+                        credential,
+                    };
+                    Ok((record, false))
+                }
+                None if table.users().credential(&user, mechanism).is_none() => Err((
+                    ResponseError::ResourceNotFound,
+                    format!("user {user:?} has no {mechanism} credential"),
+                )),
+                None => {
+                    let record = MetadataRecord::UserScramCredentialDeleted {
+                        name: user,
+                        mechanism,
+                    };
+                    Ok((record, false))
+                }
+            },
         }
     }
 

@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::limits;
 use crate::metrics::{MetricsSnapshot, PartitionSnapshot, ShardMetrics};
 use crate::runtime::{self, Latency, Mesh, MeshPort, TaskQueueHandle};
+use crate::security::tls::TlsContext;
 use crate::server::admission::Admission;
 use crate::server::ShardNet;
 use crate::storage::{self, BatchCache, Log};
@@ -47,11 +48,14 @@ pub struct ProcessSignals {
     pub drained: AtomicUsize,
     /// Broker-wide and per-IP connection caps.
     pub admission: Arc<Admission>,
+    /// The TLS configuration of the TLS listeners, reloaded by the main thread on SIGHUP.
+    pub tls: Option<Arc<TlsContext>>,
 }
 
 impl ProcessSignals {
-    pub fn new(config: &Config) -> ProcessSignals {
+    pub fn new(config: &Config, tls: Option<Arc<TlsContext>>) -> ProcessSignals {
         ProcessSignals {
+            tls,
             shutdown: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             admission: Arc::new(Admission::new(
@@ -140,7 +144,7 @@ pub async fn run(
         flush: runtime::task_queue("flush", 1000, Latency::Matters(Duration::from_millis(1))),
         background: runtime::task_queue("background", 100, Latency::NotImportant),
     };
-    let net = ShardNet::new(&config, signals.admission.clone());
+    let net = ShardNet::new(&config, signals.admission.clone(), signals.tls.clone());
     let shard = Rc::new(Shard {
         id: port.id(),
         count: config.shards,
@@ -234,7 +238,7 @@ impl Shard {
         controller.after_start(&self);
         for shard in 0..self.count {
             let result = if shard == self.id {
-                crate::server::start_listener(self.clone())
+                crate::server::start_listeners(self.clone())
             } else {
                 self.call(shard, ShardRequest::StartServing)
                     .await
@@ -244,8 +248,14 @@ impl Shard {
         }
         self.check_listener_not_shared()?;
         crate::server::admin::start(self.clone());
+        let listeners: Vec<String> = self
+            .config
+            .listeners
+            .iter()
+            .map(|l| format!("{}://{}", l.name, l.bind))
+            .collect();
         tracing::info!(
-            listen = %self.config.listen,
+            listeners = %listeners.join(","),
             shards = self.count,
             "corelog is ready"
         );
@@ -256,19 +266,20 @@ impl Shard {
     /// the same port in between shares it silently and gets half our connections. Counting the
     /// listeners after binding turns that race into a clear start-up error.
     fn check_listener_not_shared(&self) -> anyhow::Result<()> {
-        let listen = self.config.listen;
-        match runtime::count_listeners(listen) {
-            Ok(found) if found > self.count => anyhow::bail!(
-                "cannot listen on {listen}: another process listens on it too \
-                 ({found} sockets, {} ours)",
-                self.count
-            ),
-            Ok(_) => Ok(()),
-            Err(error) => {
-                tracing::warn!(%error, "cannot check whether the listener port is shared");
-                Ok(())
+        for listen in self.config.listeners.iter().map(|l| l.bind) {
+            match runtime::count_listeners(listen) {
+                Ok(found) if found > self.count => anyhow::bail!(
+                    "cannot listen on {listen}: another process listens on it too \
+                     ({found} sockets, {} ours)",
+                    self.count
+                ),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot check whether the listener port is shared");
+                }
             }
         }
+        Ok(())
     }
 
     /// Sends `records` to every shard (this one included) and waits until all applied them.
@@ -330,7 +341,7 @@ impl Shard {
             }
             ShardRequest::Metrics(reply) => reply.send(self.metrics_snapshot()),
             ShardRequest::StartServing(reply) => {
-                reply.send(crate::server::start_listener(self.clone()))
+                reply.send(crate::server::start_listeners(self.clone()))
             }
             ShardRequest::Group(call, reply) => {
                 reply.send(crate::group::handle_local(&self, call).await)

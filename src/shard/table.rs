@@ -11,6 +11,7 @@ use std::rc::Rc;
 use crate::config::TopicDefaults;
 use crate::metadata::topic_config::TopicConfig;
 use crate::metadata::MetadataRecord;
+use crate::security::users::UserStore;
 
 /// One topic as every shard sees it.
 #[derive(Debug, Clone)]
@@ -58,6 +59,8 @@ pub struct ShardTable {
     defaults: TopicDefaults,
     topics: BTreeMap<String, Rc<TopicEntry>>,
     ids: HashMap<uuid::Uuid, String>,
+    /// SCRAM credentials; shared with authentications in progress, copied on change.
+    users: Rc<UserStore>,
     revision: u64,
 }
 
@@ -67,6 +70,7 @@ impl ShardTable {
             defaults,
             topics: BTreeMap::new(),
             ids: HashMap::new(),
+            users: Rc::default(),
             revision: 0,
         }
     }
@@ -85,6 +89,10 @@ impl ShardTable {
 
     pub fn topic_by_id(&self, id: &uuid::Uuid) -> Option<Rc<TopicEntry>> {
         self.ids.get(id).and_then(|name| self.topic(name))
+    }
+
+    pub fn users(&self) -> Rc<UserStore> {
+        self.users.clone()
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &Rc<TopicEntry>> {
@@ -179,6 +187,14 @@ impl ShardTable {
             }
             // Only the controller reads these (see `controller::next_producer_id`).
             MetadataRecord::ProducerIdsAllocated { .. } => {}
+            MetadataRecord::UserScramCredentialSet {
+                name,
+                mechanism,
+                credential,
+            } => Rc::make_mut(&mut self.users).set(name, *mechanism, credential.clone()),
+            MetadataRecord::UserScramCredentialDeleted { name, mechanism } => {
+                Rc::make_mut(&mut self.users).remove(name, *mechanism);
+            }
         }
         change
     }

@@ -34,11 +34,17 @@ def broker_factory(request, tmp_path):
     brokers: list[Broker] = []
     request.node.stash[_brokers_key] = brokers
 
-    def start(*extra_args: str, shards: int | None = 2, port: int | None = None) -> Broker:
+    def start(*extra_args: str, shards: int | None = 2, port: int | None = None,
+              listeners: tuple[str, ...] = (), before_start=None) -> Broker:
+        """`listeners`: extra listeners' security protocols (see `Broker`); `before_start`
+        runs with the broker's data directory before the first start."""
         n = len(brokers)
         b = Broker(corelog_bin(), tmp_path / f"data{n}", tmp_path, shards=shards,
-                   extra_args=extra_args, port=port)
+                   extra_args=extra_args, port=port, listeners=listeners)
         brokers.append(b)
+        if before_start is not None:
+            b.data_dir.mkdir(parents=True, exist_ok=True)
+            before_start(b.data_dir)
         b.start()
         return b
 

@@ -94,8 +94,12 @@ class Broker:
     """One `corelog serve` process bound to a fixed data directory and port."""
 
     def __init__(self, binary: str, data_dir: Path, log_dir: Path, shards: int | None = 2,
-                 extra_args: tuple[str, ...] = (), port: int | None = None):
-        """`shards` None: the broker's default (one per usable core); `port` None: a free one."""
+                 extra_args: tuple[str, ...] = (), port: int | None = None,
+                 listeners: tuple[str, ...] = ()):
+        """`shards` None: the broker's default (one per usable core); `port` None: a free one.
+
+        `listeners`: security protocols of listeners beside the PLAINTEXT one on `port`
+        ("SASL_SSL", "SSL", ...), each on a free port of its own (`self.ports[name]`)."""
         self.binary = binary
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
@@ -103,6 +107,9 @@ class Broker:
         self.extra_args = tuple(extra_args)
         self.host = "127.0.0.1"
         self.port = free_port() if port is None else port
+        self.ports = {"PLAINTEXT": self.port}
+        for name in listeners:
+            self.ports[name] = free_port()
         self.proc: subprocess.Popen | None = None
         # True once this helper signalled the process or reported its end: from then on its
         # exit is accounted for. An exit while this is False is a death by itself.
@@ -114,12 +121,21 @@ class Broker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def address(self, listener: str) -> str:
+        """host:port of the listener named `listener`."""
+        return f"{self.host}:{self.ports[listener]}"
+
     def command(self) -> list[str]:
         shards = [] if self.shards is None else ["--shards", str(self.shards)]
+        if len(self.ports) == 1:
+            listen = ["--listen", self.bootstrap]
+        else:
+            listen = ["--listeners",
+                      ",".join(f"{name}://{self.address(name)}" for name in self.ports)]
         return [
             self.binary, "serve",
             "--data-dir", str(self.data_dir),
-            "--listen", self.bootstrap,
+            *listen,
             *shards,
             "--node-id", "0",
             # An ephemeral admin port, so that brokers of parallel tests never collide.

@@ -26,8 +26,8 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
     }
     let broker = DescribeClusterBroker::default()
         .with_broker_id(node_id)
-        .with_host(str_bytes(config.advertised_host.clone()))
-        .with_port(config.advertised_port);
+        .with_host(str_bytes(ctx.listener().config.advertised_host.clone()))
+        .with_port(ctx.listener().config.advertised_port);
     let response = response
         .with_cluster_id(str_bytes(CLUSTER_ID))
         .with_controller_id(node_id)

@@ -114,12 +114,20 @@ fn topic_entries(
 
 fn broker_entries(config: &Config) -> Vec<Entry> {
     let defaults = &config.topic_defaults;
-    let listener = format!("PLAINTEXT://{}", config.listen);
-    let advertised = format!(
-        "PLAINTEXT://{}:{}",
-        config.advertised_host, config.advertised_port
-    );
-    let pairs: Vec<(&str, String, ConfigType)> = vec![
+    let join = |text: &dyn Fn(&crate::config::ListenerConfig) -> String| {
+        config
+            .listeners
+            .iter()
+            .map(text)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let listener = join(&|l| format!("{}://{}", l.name, l.bind));
+    let advertised = join(&|l| format!("{}://{}:{}", l.name, l.advertised_host, l.advertised_port));
+    let protocol_map = join(&|l| format!("{}:{}", l.name, l.protocol));
+    let security = &config.security;
+    let mechanisms: Vec<&str> = security.sasl_mechanisms.iter().map(|m| m.name()).collect();
+    let mut pairs: Vec<(&str, String, ConfigType)> = vec![
         ("advertised.listeners", advertised, ConfigType::List),
         (
             "auto.create.topics.enable",
@@ -128,6 +136,21 @@ fn broker_entries(config: &Config) -> Vec<Entry> {
         ),
         ("broker.id", config.node_id.to_string(), ConfigType::Int),
         ("listeners", listener, ConfigType::List),
+        (
+            "listener.security.protocol.map",
+            protocol_map,
+            ConfigType::List,
+        ),
+        (
+            "sasl.enabled.mechanisms",
+            mechanisms.join(","),
+            ConfigType::List,
+        ),
+        (
+            "connections.max.reauth.ms",
+            security.connections_max_reauth_ms.to_string(),
+            ConfigType::Long,
+        ),
         (
             "log.dirs",
             config.data_dir.display().to_string(),
@@ -170,6 +193,7 @@ fn broker_entries(config: &Config) -> Vec<Entry> {
             ConfigType::Int,
         ),
     ];
+    pairs.sort_by_key(|(name, ..)| *name);
     pairs
         .into_iter()
         .map(|(name, value, kind)| Entry {

@@ -56,8 +56,8 @@ fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator
     match error {
         None => coordinator
             .with_node_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(config.advertised_port),
+            .with_host(str_bytes(ctx.listener().config.advertised_host.clone()))
+            .with_port(ctx.listener().config.advertised_port),
         Some((error, message)) => coordinator
             .with_node_id(BrokerId(-1))
             .with_host(str_bytes(""))

@@ -16,7 +16,7 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.map(|id| id.to_string()),
         client_id: ctx.client_id.clone().unwrap_or_default(),
-        client_host: ctx.client_host.to_string(),
+        client_host: ctx.connection.client_host.to_string(),
         session_timeout_ms: request.session_timeout_ms,
         // v0 has no rebalance timeout; Kafka uses the session timeout for it.
         rebalance_timeout_ms: if version >= 1 {

@@ -22,8 +22,8 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     let mut response = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(node_id)
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(config.advertised_port)])
+            .with_host(str_bytes(ctx.listener().config.advertised_host.clone()))
+            .with_port(ctx.listener().config.advertised_port)])
         .with_controller_id(node_id);
     if ctx.api_version >= 2 {
         response.cluster_id = Some(str_bytes(CLUSTER_ID));
