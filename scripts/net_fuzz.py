@@ -31,6 +31,13 @@ duration, client messages) follow as a final JSON line. If the broker dies or st
 the last bytes every fuzz connection sent are written (hex) to --dump for reproduction, and
 the fuzzer exits 1.
 
+With --secure the broker also gets SASL_PLAINTEXT and SASL_SSL listeners (a test CA, user alice
+with SCRAM-SHA-512), the real client produces and consumes through SASL_SSL, and a third of
+the slots fuzz the SASL exchange (handshakes for any mechanism, then mutated PLAIN and SCRAM
+tokens, bare tokens after SaslHandshake v0, requests before authentication) and another third
+the TLS listener (mutated ClientHellos and TLS records, half handshakes, and mutated SASL
+frames inside a real TLS session).
+
 Length prefixes may claim any size up to the broker's limit. Both stalls this fuzzer found
 are fixed: a dozen connections that each sent only a prefix claiming 64 MiB and waited used to
 fill the shards' request budgets (the budget now follows the bytes read; tests/frame_budget.rs),
@@ -48,6 +55,7 @@ import json
 import logging
 import random
 import signal
+import ssl
 import struct
 import sys
 import tempfile
@@ -62,6 +70,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # no
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from corelog_broker import Broker, api_versions_v0, corelog_bin  # noqa: E402
+from security_setup import TestPki, create_user_offline  # noqa: E402
 
 CLIENT_TOPIC = "netfuzz-client"
 FUZZ_TOPIC = "netfuzz-target"
@@ -73,7 +82,9 @@ PROBE_TIMEOUT_S = 10.0
 CLIENT_TIMEOUT_S = 60.0
 SENT_KEPT_BYTES = 16 * 1024  # Per connection: the tail of what it sent, for a crash report.
 # Api keys that change cluster state: never forged into a header.
-STATEFUL_KEYS = {19, 20, 21, 33, 37, 42, 44}
+STATEFUL_KEYS = {19, 20, 21, 33, 37, 42, 44, 51}
+SASL_USER, SASL_PASSWORD = "alice", "net-fuzz-secret"
+SASL_MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "", "SCRAM-SHA-1"]
 INTERESTING_I32 = [0, 1, -1, 0x7FFFFFFF, -0x80000000, 0x7FFF, 0x8000, 0xFFFF, 0x10000,
                    100 * 1024 * 1024, 100 * 1024 * 1024 + 1]
 
@@ -187,6 +198,31 @@ def templates(correlation_id: int) -> list[bytes]:
     ]
 
 
+def sasl_tokens(rng: random.Random) -> list[bytes]:
+    """SASL tokens as clients send them, right and wrong."""
+    nonce = rng.randbytes(12).hex()
+    return [
+        f"\0{SASL_USER}\0{SASL_PASSWORD}".encode(),
+        f"\0{SASL_USER}\0wrong".encode(),
+        f"{SASL_USER}\0{SASL_USER}\0{SASL_PASSWORD}".encode(),
+        f"n,,n={SASL_USER},r={nonce}".encode(),
+        f"n,a={SASL_USER},n={SASL_USER},r={nonce}".encode(),
+        f"n,,n={SASL_USER},r={nonce},tokenauth=true".encode(),
+        f"c=biws,r={nonce}server,p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".encode(),
+        b"y,,n==2C=3D,r=x",
+    ]
+
+
+def sasl_handshake(mechanism: str, version: int, correlation_id: int) -> bytes:
+    return frame(17, version, string(mechanism), False, correlation_id)
+
+
+def sasl_authenticate(token: bytes, version: int, correlation_id: int) -> bytes:
+    if version >= 2:
+        return frame(36, 2, uvarint(len(token) + 1) + token + TAGS, True, correlation_id)
+    return frame(36, version, i32(len(token)) + token, False, correlation_id)
+
+
 # ---------------------------------------------------------------- mutations
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -241,12 +277,17 @@ class FuzzConnection:
     """One connection slot: sends hostile traffic, reconnects whenever the broker closes it."""
 
     def __init__(self, index: int, host: str, port: int, seed: int, totals: Totals,
-                 stop: asyncio.Event, kinds: set[str] | None = None, claim_max: int = 0):
+                 stop: asyncio.Event, kinds: set[str] | None = None, claim_max: int = 0,
+                 mode: str = "kafka", tls: ssl.SSLContext | None = None):
+        """`mode`: "kafka" (the port serves plain requests), "sasl" (a SASL_PLAINTEXT port)
+        or "tls" (a SASL_SSL port; `tls` trusts its certificate)."""
         self.index = index
+        self.mode = mode
+        self.tls = tls
         self.claim_max = claim_max
         self.skip_apis: set[int] = set()
         self.reset_framing()
-        self.kinds = kinds
+        self.kinds = kinds if mode == "kafka" else None
         self.host, self.port = host, port
         self.rng = random.Random(seed * 1000 + index)
         self.totals = totals
@@ -276,8 +317,10 @@ class FuzzConnection:
             local_port = writer.get_extra_info("sockname")[1]
             self.remember(f"connect:{local_port}", b"")
             drain = asyncio.ensure_future(self.drain(reader))
+            session = {"kafka": self.session, "sasl": self.sasl_session,
+                       "tls": self.tls_session}[self.mode]
             try:
-                await self.session(writer, drain)
+                await session(writer, drain)
             except (OSError, asyncio.TimeoutError):
                 pass
             if drain.done() and not self.stop.is_set():
@@ -374,6 +417,69 @@ class FuzzConnection:
             await asyncio.sleep(0)  # Let the other slots and the drains run.
         # Leave politely or abruptly: both happen in the wild.
 
+    async def sasl_session(self, writer, drain: asyncio.Future) -> None:
+        """A SASL exchange gone wrong in one of many ways (a SASL_PLAINTEXT port)."""
+        rng = self.rng
+        c = self.correlation_id = self.correlation_id + 1
+        mechanism = rng.choice(SASL_MECHANISMS)
+        version = rng.choice([0, 1, 1, 1])
+        token = rng.choice(sasl_tokens(rng))
+        roll = rng.random()
+        if roll < 0.15:  # A request before authentication.
+            await self.send(writer, "sasl-early", self.valid())
+        elif roll < 0.3:  # A mutated handshake.
+            await self.send(writer, "sasl-handshake", mutate(rng, sasl_handshake(mechanism,
+                                                                                  version, c)))
+        else:
+            await self.send(writer, "sasl-handshake", sasl_handshake(mechanism, version, c))
+        for _ in range(rng.randint(1, 4)):
+            if drain.done() or self.stop.is_set():
+                return
+            if rng.random() < 0.5:
+                token = bytes(mutate(rng, i32(len(token)) + token)[4:])
+            if version == 0 and rng.random() < 0.7:  # Bare tokens after a v0 handshake.
+                await self.send(writer, "sasl-raw", i32(len(token)) + token)
+            else:
+                message = sasl_authenticate(token, rng.choice([0, 1, 2]), c + 1)
+                await self.send(writer, "sasl-token",
+                                mutate(rng, message) if rng.random() < 0.3 else message)
+            await asyncio.sleep(0)
+        if rng.random() < 0.3:  # Authenticated or not, go on as a client would.
+            await self.session(writer, drain)
+
+    async def tls_session(self, writer, drain: asyncio.Future) -> None:
+        """TLS gone wrong (a SASL_SSL port): a mutated ClientHello, random records, half a
+        handshake, or a real TLS session carrying a SASL exchange gone wrong."""
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.35:
+            await self.send(writer, "tls-hello", mutate(rng, i32(0) + client_hello(rng))[4:])
+        elif roll < 0.55:
+            record = bytes([rng.choice([20, 21, 22, 23, 24, 0x80])]) + b"\x03" + \
+                bytes([rng.randrange(5)]) + i16(rng.choice([0, 1, 0x4000, 0x4001, 0xFFFF]))
+            await self.send(writer, "tls-record", record + rng.randbytes(rng.randint(0, 600)))
+        elif roll < 0.65:
+            hello = client_hello(rng)
+            await self.send(writer, "tls-half", hello[:rng.randint(1, len(hello) - 1)])
+            await asyncio.sleep(rng.uniform(0.1, 2.0))
+        else:
+            await self.tls_wrapped(writer)
+
+    async def tls_wrapped(self, writer) -> None:
+        """A completed TLS handshake, then a SASL exchange gone wrong inside it."""
+        try:
+            reader, secured = await asyncio.wait_for(asyncio.open_connection(
+                self.host, self.port, ssl=self.tls, server_hostname="localhost"), 5)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            return
+        inner = asyncio.ensure_future(self.drain(reader))
+        try:
+            await self.sasl_session(secured, inner)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            pass
+        inner.cancel()
+        secured.close()
+
     async def slow_loris(self, writer) -> None:
         data = self.valid()
         if self.rng.random() < 0.5:
@@ -385,12 +491,28 @@ class FuzzConnection:
             await asyncio.sleep(self.rng.uniform(0.5, 3.0))
 
 
+def client_hello(rng: random.Random) -> bytes:
+    """The first flight of a real TLS client (Python's ssl, TLS 1.2 or 1.3)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if rng.random() < 0.5:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
 # ---------------------------------------------------------------- the real client
 
 class RealClient:
     """An idempotent acks=all producer and a consumer on their own topic, errors recorded."""
 
-    def __init__(self, bootstrap: str, rate: float):
+    def __init__(self, bootstrap: str, rate: float, security: dict | None = None):
         self.bootstrap = bootstrap
         self.rate = rate
         self.errors: list[str] = []
@@ -399,7 +521,8 @@ class RealClient:
         self.consumed: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
         self.stop_producing = threading.Event()
         self.stop_consuming = threading.Event()
-        common = {"bootstrap.servers": bootstrap, "logger": _QUIET, "error_cb": self._on_error}
+        common = {"bootstrap.servers": bootstrap, "logger": _QUIET, "error_cb": self._on_error,
+                  **(security or {})}
         self.producer = Producer({**common, "acks": "all", "enable.idempotence": True,
                                   "linger.ms": 5, "message.timeout.ms": 60_000})
         self.consumer = Consumer({**common, "group.id": "netfuzz-unused",
@@ -484,11 +607,21 @@ def probe(host: str, port: int) -> float:
     return time.monotonic() - started
 
 
-async def fuzz(host: str, port: int, args, totals: Totals, health) -> list[FuzzConnection]:
+async def fuzz(host: str, port: int, args, totals: Totals, health,
+               secure: dict | None = None) -> list[FuzzConnection]:
+    """`secure`: the SASL_PLAINTEXT and SASL_SSL ports and a TLS context trusting the broker;
+    then two thirds of the slots fuzz those listeners."""
     stop = asyncio.Event()
     kinds = set(args.kinds.split(",")) if args.kinds else None
-    slots = [FuzzConnection(i, host, port, args.seed, totals, stop, kinds, args.claim_max_bytes)
-             for i in range(args.connections)]
+
+    def slot(i: int) -> FuzzConnection:
+        mode = ["kafka", "sasl", "tls"][i % 3] if secure else "kafka"
+        slot_port = {"kafka": port, "sasl": secure and secure["sasl_port"],
+                     "tls": secure and secure["tls_port"]}[mode]
+        return FuzzConnection(i, host, slot_port, args.seed, totals, stop, kinds,
+                              args.claim_max_bytes, mode, secure and secure["context"])
+
+    slots = [slot(i) for i in range(args.connections)]
     for slot in slots:
         slot.skip_apis = {int(k) for k in args.skip_apis.split(",") if k}
     tasks = [asyncio.ensure_future(slot.run()) for slot in slots]
@@ -547,22 +680,33 @@ def parse_args(argv):
                     help="largest frame length a prefix may claim; 0 (default): no limit")
     ap.add_argument("--skip-apis", default="",
                     help="api keys whose requests are not used as templates, e.g. 11,12")
+    ap.add_argument("--secure", action="store_true",
+                    help="also fuzz SASL and TLS listeners; the client uses SASL_SSL")
     ap.add_argument("--json", action="store_true")
     return ap.parse_args(argv)
 
 
-def run(args, broker: Broker | None) -> int:
+def run(args, broker: Broker | None, pki: TestPki | None = None) -> int:
     bootstrap = args.bootstrap or broker.bootstrap
     host, port = bootstrap.rsplit(":", 1)
     port = int(port)
     setup_topics(bootstrap)
-    client = RealClient(bootstrap, args.rate)
+    secure = client_security = None
+    if pki is not None:
+        context = ssl.create_default_context(cafile=str(pki.ca.cert))
+        secure = {"sasl_port": broker.ports["SASL_PLAINTEXT"],
+                  "tls_port": broker.ports["SASL_SSL"], "context": context}
+        bootstrap = broker.address("SASL_SSL")
+        client_security = {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+                           "sasl.username": SASL_USER, "sasl.password": SASL_PASSWORD,
+                           "ssl.ca.location": str(pki.ca.cert)}
+    client = RealClient(bootstrap, args.rate, client_security)
     client.start()
     totals = Totals()
     health = {"failure": None, "probe_max_s": 0.0, "probes": 0,
               "alive": broker.running if broker else None}
     started = time.monotonic()
-    slots = asyncio.run(fuzz(host, port, args, totals, health))
+    slots = asyncio.run(fuzz(host, port, args, totals, health, secure))
     duration = time.monotonic() - started
     failures = []
     if health["failure"] is None:
@@ -618,11 +762,18 @@ def main(argv=None) -> int:
     if args.bootstrap:
         return run(args, None)
     with tempfile.TemporaryDirectory(prefix="corelog-netfuzz-") as tmp:
+        extra, listeners, pki = ["--auto-create-topics", "false"], (), None
+        if args.secure:
+            pki = TestPki(Path(tmp) / "pki")
+            extra += [*pki.tls_flags(), "--sasl-mechanisms", "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN"]
+            listeners = ("SASL_PLAINTEXT", "SASL_SSL")
         broker = Broker(corelog_bin(), Path(tmp) / "data", Path(tmp), shards=2,
-                        extra_args=("--auto-create-topics", "false"))
+                        extra_args=tuple(extra), listeners=listeners)
+        if args.secure:
+            create_user_offline(broker.data_dir, SASL_USER, SASL_PASSWORD)
         broker.start()
         try:
-            return run(args, broker)
+            return run(args, broker, pki)
         finally:
             broker.kill()
 

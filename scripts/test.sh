@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of corelog: Rust unit and integration tests, then the Python client suite
 # against the release binary. Needs only the Rust toolchain, Python 3.11 and apt; installs the
-# rest (a virtualenv with pinned Kafka clients in .venv, and kcat from Debian).
+# rest (a virtualenv with pinned Kafka clients in .venv, kcat from Debian, and kafkajs from npm in
+# tests/node when Node.js is there).
 # A failing Rust test does not stop the Python suite: every suite runs, and the script exits
 # non-zero at the end if any failed. A failed build or install stops at once.
 # Extra arguments are passed to pytest, e.g. `scripts/test.sh -k kcat`.
@@ -34,6 +35,14 @@ if ! command -v kcat >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq kcat
 fi
 kcat -V 2>&1 | sed -n 1p
+
+section "Node.js client (kafkajs, tests/node)"
+if command -v node >/dev/null 2>&1; then
+    node --version
+    (cd tests/node && npm ci --no-audit --no-fund --silent)
+else
+    echo "node not found: the kafkajs tests will be skipped"
+fi
 
 section "pytest tests/python"
 CORELOG_BIN="$PWD/target/release/corelog" .venv/bin/python -m pytest tests/python "$@" \

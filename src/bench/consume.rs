@@ -20,11 +20,11 @@ use super::produce::sleep_until;
 use super::report::{record_us, Progress, Scenario, Stats};
 use super::Shared;
 use crate::client::admin::topic_name;
+use crate::client::security::ClientStream;
 use crate::client::Connection;
 use crate::limits::{BENCH_FETCH_BYTES_MAX, BENCH_FETCH_PARTITION_BYTES_MAX};
 use crate::protocol::record_batch;
 use crate::runtime;
-use crate::runtime::TcpStream;
 
 /// Longest a Fetch parks on the broker when there is nothing new.
 const FETCH_WAIT_MS: i32 = 100;
@@ -47,18 +47,16 @@ pub async fn consumer(shared: Arc<Shared>, index: usize, stats: Rc<RefCell<Stats
     }
     let clock = shared.clock();
     while Instant::now() < clock.end && !caught_up(&shared, &positions) {
-        let stream = match TcpStream::connect(shared.address).await {
-            Ok(stream) => stream,
+        let mut connection = match shared.connect().await {
+            Ok(connection) => connection,
             Err(error) => {
-                tracing::debug!("consumer {index}: connect: {error}");
+                tracing::debug!("consumer {index}: connect: {error:#}");
                 count_error(&shared, &stats, "connect");
                 runtime::sleep(RECONNECT_PAUSE).await;
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         sleep_until(clock.start).await;
-        let mut connection = Connection::new(stream);
         if let Err(error) = fetch_loop(&shared, &mut connection, &mut positions, &stats).await {
             tracing::debug!("consumer {index}: connection failed: {error}");
             count_error(&shared, &stats, "io");
@@ -85,7 +83,7 @@ fn count_error(shared: &Shared, stats: &RefCell<Stats>, kind: &str) {
 
 async fn fetch_loop(
     shared: &Shared,
-    connection: &mut Connection<TcpStream>,
+    connection: &mut Connection<ClientStream>,
     positions: &mut [(i32, i64)],
     stats: &RefCell<Stats>,
 ) -> io::Result<()> {

@@ -26,6 +26,8 @@ mod produce;
 pub mod report;
 mod versions;
 
+use crate::client::security::{authenticate, ClientSecurity, ClientStream};
+use crate::client::Connection;
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -89,6 +91,8 @@ pub struct BenchOptions {
     /// goes to the address the topic's leader advertises.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    #[command(flatten)]
+    pub security: crate::client::security::SecurityArgs,
     #[arg(long, default_value = "corelog-bench")]
     pub topic: String,
     /// Value bytes of each message.
@@ -205,6 +209,8 @@ pub struct Shared {
     pub options: BenchOptions,
     /// The partitions' leader, where every producer and consumer connects.
     pub address: SocketAddr,
+    /// TLS and SASL of every connection.
+    pub security: ClientSecurity,
     /// Request versions negotiated with the broker.
     pub versions: Versions,
     pub partitions: i32,
@@ -220,6 +226,16 @@ pub struct Shared {
 impl Shared {
     pub fn clock(&self) -> Clock {
         *self.clock.get().expect("clock set before tasks start")
+    }
+
+    /// A load connection to the leader, secured and logged in as the options say.
+    pub async fn connect(&self) -> anyhow::Result<Connection<ClientStream>> {
+        let stream = self.security.connect(self.address).await?;
+        let mut connection = Connection::new(stream);
+        if let Some(login) = self.security.sasl() {
+            authenticate(&mut connection, login).await?;
+        }
+        Ok(connection)
     }
 }
 
@@ -289,7 +305,9 @@ fn prepare(scenario: Scenario, options: BenchOptions) -> anyhow::Result<Shared> 
         .with_context(|| format!("cannot resolve broker address '{first}'"))?
         .next()
         .with_context(|| format!("broker address '{first}' resolves to nothing"))?;
-    let mut admin = crate::client::admin::Admin::connect(address)?;
+    let security = ClientSecurity::from_args(&options.security)?;
+    let host = first.rsplit_once(':').map_or("", |(host, _)| host);
+    let mut admin = crate::client::admin::Admin::connect(address, host, &security)?;
     let partitions = match scenario {
         Scenario::Consume => admin.partition_count(&options.topic)?.with_context(|| {
             format!("topic {} does not exist; nothing to consume", options.topic)
@@ -299,7 +317,7 @@ fn prepare(scenario: Scenario, options: BenchOptions) -> anyhow::Result<Shared> 
     let leader = admin.leader_address(&options.topic)?;
     if leader != address {
         tracing::debug!("bench: {} is led by {leader}", options.topic);
-        admin = crate::client::admin::Admin::connect(leader)?;
+        admin = crate::client::admin::Admin::connect(leader, &leader.ip().to_string(), &security)?;
     }
     let address = leader;
     let from = options.from.unwrap_or(match scenario {
@@ -319,6 +337,7 @@ fn prepare(scenario: Scenario, options: BenchOptions) -> anyhow::Result<Shared> 
         scenario,
         options,
         address,
+        security,
         versions: Versions::from_served(|key| admin.served_range(key))
             .map_err(|error| anyhow::anyhow!("broker at {address}: {error}"))?,
         partitions,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures::io::{AsyncReadExt, ReadHalf, WriteHalf};
+use futures::io::{ReadHalf, WriteHalf};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::records::Compression;
@@ -23,11 +23,13 @@ use kafka_protocol::records::Compression;
 use super::report::{record_us, Progress, Stats};
 use super::{Clock, CompressionArg, KeyDistribution, Shared};
 use crate::client::admin::topic_name;
+use crate::client::security::ClientStream;
+use crate::client::Connection;
 use crate::client::{FrameReader, FrameWriter};
 use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
 use crate::runtime;
 use crate::runtime::local_channel::{self, LocalReceiver, LocalSender};
-use crate::runtime::{Semaphore, TcpStream};
+use crate::runtime::Semaphore;
 
 /// Pause before a producer reconnects after its connection failed.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
@@ -62,18 +64,17 @@ pub async fn producer(shared: Arc<Shared>, index: usize, stats: Rc<RefCell<Stats
     let mut producer = Producer::new(shared.clone(), index);
     let clock = producer.clock;
     while Instant::now() < clock.end {
-        let stream = match TcpStream::connect(shared.address).await {
-            Ok(stream) => stream,
+        let connection = match shared.connect().await {
+            Ok(connection) => connection,
             Err(error) => {
-                tracing::debug!("producer {index}: connect: {error}");
+                tracing::debug!("producer {index}: connect: {error:#}");
                 count_error(&shared, &stats, "connect");
                 runtime::sleep(RECONNECT_PAUSE).await;
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         sleep_until(clock.start).await;
-        if let Err(error) = producer.run_connection(stream, &stats).await {
+        if let Err(error) = producer.run_connection(connection, &stats).await {
             tracing::debug!("producer {index}: connection failed: {error}");
             count_error(&shared, &stats, "io");
             runtime::sleep(RECONNECT_PAUSE).await;
@@ -124,11 +125,10 @@ impl Producer {
 
     async fn run_connection(
         &mut self,
-        stream: TcpStream,
+        connection: Connection<ClientStream>,
         stats: &Rc<RefCell<Stats>>,
     ) -> io::Result<()> {
-        let (reader, writer) = stream.split();
-        let mut writer = FrameWriter::new(writer);
+        let Connection { mut writer, reader } = connection;
         let in_flight_max = self.shared.options.max_in_flight;
         if self.shared.options.acks == 0 {
             // Nothing comes back: a written request counts as produced.
@@ -138,7 +138,7 @@ impl Producer {
         let (sender, receiver) = local_channel::new_bounded(in_flight_max);
         let acks = runtime::spawn_local(read_acks(
             self.shared.clone(),
-            FrameReader::new(reader),
+            reader,
             receiver,
             permits.clone(),
             stats.clone(),
@@ -153,7 +153,7 @@ impl Producer {
 
     async fn write_loop(
         &mut self,
-        writer: &mut FrameWriter<WriteHalf<TcpStream>>,
+        writer: &mut FrameWriter<WriteHalf<ClientStream>>,
         acks: Option<(&LocalSender<InFlight>, &Rc<Semaphore>)>,
         stats: &RefCell<Stats>,
     ) -> io::Result<()> {
@@ -316,7 +316,7 @@ fn account_produced(shared: &Shared, stats: &mut Stats, records: u64, bytes: u64
 /// Takes the answers of one connection in request order and accounts each batch.
 async fn read_acks(
     shared: Arc<Shared>,
-    mut reader: FrameReader<ReadHalf<TcpStream>>,
+    mut reader: FrameReader<ReadHalf<ClientStream>>,
     receiver: LocalReceiver<InFlight>,
     permits: Rc<Semaphore>,
     stats: Rc<RefCell<Stats>>,

@@ -7,7 +7,7 @@
 //! (`UnknownTopicOrPartition (3)`) and carry the broker's message.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -21,6 +21,7 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 
 use super::frame::Connection;
+use super::security::{authenticate, BlockingStream, ClientSecurity};
 
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION and TOPIC_ALREADY_EXISTS error codes.
 pub(crate) const ERROR_UNKNOWN_TOPIC: i16 = 3;
@@ -43,7 +44,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Admin {
     address: SocketAddr,
-    connection: Connection<AllowStdIo<TcpStream>>,
+    security: ClientSecurity,
+    connection: Connection<AllowStdIo<BlockingStream>>,
     /// The broker's version range per API key, from ApiVersions at connect.
     ranges: HashMap<i16, (i16, i16)>,
 }
@@ -65,13 +67,19 @@ pub fn kafka_error(what: &str, code: i16, message: Option<&str>) -> anyhow::Erro
 }
 
 impl Admin {
-    pub fn connect(address: SocketAddr) -> anyhow::Result<Admin> {
-        let stream = TcpStream::connect_timeout(&address, SETUP_TIMEOUT)
+    /// Connects to `address` (named `host` in its TLS certificate), authenticating as
+    /// `security` says.
+    pub fn connect(
+        address: SocketAddr,
+        host: &str,
+        security: &ClientSecurity,
+    ) -> anyhow::Result<Admin> {
+        let stream = security
+            .connect_blocking(address, host, SETUP_TIMEOUT)
             .with_context(|| format!("cannot reach the broker at {address}"))?;
-        stream.set_read_timeout(Some(SETUP_TIMEOUT * 3))?;
-        stream.set_nodelay(true)?;
         let mut admin = Admin {
             address,
+            security: security.clone(),
             connection: Connection::new(AllowStdIo::new(stream)),
             ranges: HashMap::new(),
         };
@@ -84,7 +92,16 @@ impl Admin {
             .iter()
             .map(|range| (range.api_key, (range.min_version, range.max_version)))
             .collect();
+        if let Some(login) = security.sasl() {
+            futures::executor::block_on(authenticate(&mut admin.connection, login))
+                .with_context(|| format!("cannot log in to the broker at {address}"))?;
+        }
         Ok(admin)
+    }
+
+    /// How this client connects (for connections to other brokers).
+    pub fn security(&self) -> &ClientSecurity {
+        &self.security
     }
 
     /// The address this client is connected to.
@@ -94,7 +111,7 @@ impl Admin {
 
     /// Connects to the first of `brokers` (`HOST:PORT`, comma-separated lists allowed) that
     /// answers.
-    pub fn connect_any(brokers: &[String]) -> anyhow::Result<Admin> {
+    pub fn connect_any(brokers: &[String], security: &ClientSecurity) -> anyhow::Result<Admin> {
         let mut last_error = anyhow!("no broker address given");
         for broker in brokers.iter().flat_map(|list| list.split(',')) {
             let addresses = match broker.trim().to_socket_addrs() {
@@ -104,8 +121,9 @@ impl Admin {
                     continue;
                 }
             };
+            let host = broker.trim().rsplit_once(':').map_or("", |(host, _)| host);
             for address in addresses {
-                match Admin::connect(address) {
+                match Admin::connect(address, host, security) {
                     Ok(admin) => return Ok(admin),
                     Err(error) => last_error = error,
                 }

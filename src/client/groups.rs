@@ -206,9 +206,10 @@ impl Admin {
             .collect();
         if resolved.contains(&self.address()) {
             // Same broker: a second connection keeps the API simple and costs one handshake.
-            return Admin::connect(self.address());
+            let host = response.host.to_string();
+            return Admin::connect(self.address(), &host, &self.security().clone());
         }
-        Admin::connect_any(&[address])
+        Admin::connect_any(&[address], &self.security().clone())
     }
 
     /// The `HOST:PORT` of every broker Metadata lists.

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod frame;
 pub mod groups;
+pub mod security;
 pub mod topics;
 pub mod users;
 
@@ -25,13 +26,16 @@ pub struct BrokersArg {
         default_value = "127.0.0.1:9092"
     )]
     pub brokers: String,
+    #[command(flatten)]
+    pub security: security::SecurityArgs,
 }
 
 impl BrokersArg {
     /// A control-plane connection to the first of the brokers that answers.
     pub fn connect(&self) -> anyhow::Result<admin::Admin> {
         use anyhow::Context;
-        admin::Admin::connect_any(std::slice::from_ref(&self.brokers))
+        let security = security::ClientSecurity::from_args(&self.security)?;
+        admin::Admin::connect_any(std::slice::from_ref(&self.brokers), &security)
             .with_context(|| format!("cannot reach a broker at {}", self.brokers))
     }
 }

@@ -8,9 +8,11 @@
 //! allocation far beyond the input (libFuzzer's `-malloc_limit_mb` enforces that part), and
 //! the consistency assertions written next to each driver.
 
+mod sasl;
 pub mod seeds;
 mod segment;
 
+pub use sasl::sasl_exchange;
 pub use segment::segment_recovery;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -28,11 +30,12 @@ use crate::shard::partition::first_record_at_or_after;
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets, by the name of their cargo-fuzz binary and seed directory.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("request_stream", request_stream),
     ("request_body", request_body),
     ("record_batch", record_batch_input),
     ("segment_recovery", segment_recovery),
+    ("sasl_exchange", sasl_exchange),
 ];
 
 /// A byte stream as a client sends it: length-prefixed frames, each framed the way the

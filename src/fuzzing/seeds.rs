@@ -24,7 +24,39 @@ pub fn all() -> Vec<Seed> {
     let mut seeds = request_seeds();
     seeds.extend(batch_seeds());
     seeds.extend(segment_seeds());
+    seeds.extend(sasl_seeds());
     seeds
+}
+
+/// SASL tokens as clients send them: `[mechanism, split]` then the tokens (see
+/// `fuzzing::sasl_exchange`; mechanisms in `SaslMechanism::ALL` order: SCRAM-SHA-512,
+/// SCRAM-SHA-256, PLAIN).
+fn sasl_seeds() -> Vec<Seed> {
+    let plain = format!("\0alice\0{}", super::sasl::PASSWORD);
+    let first = "n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL";
+    let last = "c=biws,r=fyko+d2lbbFgONRv9qkxdawLnonce,p=dHpbYXBhc3N3b3Jk";
+    let server_first = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096";
+    let two = |a: &str, b: &str| {
+        let mut bytes = vec![a.len() as u8];
+        bytes.extend_from_slice(a.as_bytes());
+        bytes.extend_from_slice(b.as_bytes());
+        bytes
+    };
+    let seed = |name: &str, mechanism: u8, rest: Vec<u8>| {
+        let mut bytes = vec![mechanism];
+        bytes.extend(rest);
+        Seed {
+            target: "sasl_exchange",
+            name: name.into(),
+            bytes,
+        }
+    };
+    vec![
+        seed("plain", 2, two(&plain, "")),
+        seed("scram_512_first", 0, two(first, "")),
+        seed("scram_256_both", 1, two(first, last)),
+        seed("server_first", 0, two("", server_first)),
+    ]
 }
 
 const CODECS: [(Compression, &str); 5] = [

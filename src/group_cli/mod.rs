@@ -81,7 +81,7 @@ fn list_all(admin: &mut Admin) -> anyhow::Result<Vec<GroupListing>> {
         if resolved.is_ok_and(|mut addresses| addresses.any(|a| a == here)) {
             continue;
         }
-        let mut other = Admin::connect_any(&[broker])?;
+        let mut other = Admin::connect_any(&[broker], &admin.security().clone())?;
         groups.extend(other.list_groups()?);
     }
     groups.sort_by(|a, b| a.group.cmp(&b.group));

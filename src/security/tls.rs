@@ -187,6 +187,33 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// A certificate made with `openssl req -subj "/C=US/O=Example, Inc./OU=eng/CN=alice"`.
+    const SUBJECT_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIB2zCCAYGgAwIBAgIUAs6KZdTSQnV+FxAbe+dFHFeqDbgwCgYIKoZIzj0EAwIw\n\
+QzELMAkGA1UEBhMCVVMxFjAUBgNVBAoMDUV4YW1wbGUsIEluYy4xDDAKBgNVBAsM\n\
+A2VuZzEOMAwGA1UEAwwFYWxpY2UwHhcNMjYxMjAzMDcyMTAwWhcNMzYxMTMwMDcy\n\
+MTAwWjBDMQswCQYDVQQGEwJVUzEWMBQGA1UECgwNRXhhbXBsZSwgSW5jLjEMMAoG\n\
+A1UECwwDZW5nMQ4wDAYDVQQDDAVhbGljZTBZMBMGByqGSM49AgEGCCqGSM49AwEH\n\
+A0IABOnm2aCN1XocXG9tlzm83mRuDIgOc0pDJ/lfIgY19KS2kRAsbSniA9ZNWSuq\n\
+6d/zTyWuyPEF1bryxZ6K3+T8sW+jUzBRMB0GA1UdDgQWBBRE958SoJo669HYf8ft\n\
+fEy1hZ2hhjAfBgNVHSMEGDAWgBRE958SoJo669HYf8ftfEy1hZ2hhjAPBgNVHRMB\n\
+Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQD1CdE5cCXEp43d0wFkbTqCSOQ6\n\
+rDiQQ2++lU/Owp9UcgIgaJ9h7M061KqmOsf7vt12EmkqiRy30C1tUNOoyKUTrA4=\n\
+-----END CERTIFICATE-----\n";
+
+    /// The principal of a client certificate is its subject as RFC 2253 writes it (what
+    /// `openssl x509 -nameopt RFC2253` and Java's X500Principal print): most specific first,
+    /// commas inside values escaped.
+    #[test]
+    fn certificate_subject_is_rfc_2253() {
+        let certificate = CertificateDer::from_pem_slice(SUBJECT_PEM.as_bytes()).unwrap();
+        assert_eq!(
+            certificate_subject(&certificate).as_deref(),
+            Some("CN=alice,OU=eng,O=Example\\, Inc.,C=US")
+        );
+    }
+
     /// Special characters are escaped as RFC 2253 says.
     #[test]
     fn rfc_2253_escapes() {

@@ -88,7 +88,6 @@ pub async fn serve(shard: &Rc<Shard>, listener: Rc<Listener>, stream: TcpStream)
         Some(address) => format!("/{}", address.ip()).into(),
         None => "/unknown".into(),
     };
-    let name = listener.config.name.clone();
     let sasl = listener.config.protocol.uses_sasl();
     let Some(tls) = listener.tls.clone() else {
         let connection = Rc::new(ConnectionContext {
@@ -98,6 +97,32 @@ pub async fn serve(shard: &Rc<Shard>, listener: Rc<Listener>, stream: TcpStream)
         });
         return serve_stream(shard, connection, stream, &peer, accepted).await;
     };
+    // The TLS states are boxed so that a plaintext connection's task is not sized for them.
+    Box::pin(serve_tls(
+        shard,
+        listener,
+        tls,
+        stream,
+        client_host,
+        peer,
+        accepted,
+    ))
+    .await
+}
+
+/// `serve` on a TLS listener: the handshake (within the authentication timeout), then the
+/// connection over TLS.
+async fn serve_tls(
+    shard: &Rc<Shard>,
+    listener: Rc<Listener>,
+    tls: std::sync::Arc<tls::TlsContext>,
+    stream: TcpStream,
+    client_host: Rc<str>,
+    peer: String,
+    accepted: Instant,
+) {
+    let name = listener.config.name.clone();
+    let sasl = listener.config.protocol.uses_sasl();
     let handshake = accept_tls(&tls, stream);
     let deadline = runtime::sleep(authentication_timeout());
     let secured = match select(Box::pin(handshake), Box::pin(deadline)).await {

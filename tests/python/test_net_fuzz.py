@@ -40,6 +40,27 @@ def test_fifty_hostile_connections_do_not_disturb_a_real_client(tmp_path):
     assert summary["probes"] >= 10
 
 
+def test_hostile_sasl_and_tls_traffic_does_not_disturb_a_sasl_ssl_client(tmp_path):
+    """Fifteen seconds of broken SASL exchanges (mutated PLAIN and SCRAM tokens, bare tokens,
+    requests before authentication) and broken TLS (mutated ClientHellos and records, half
+    handshakes, bad SASL inside real TLS sessions) beside plain fuzzing: a SASL_SSL/SCRAM
+    client sees no error and reads every message, and the broker shuts down cleanly."""
+    seed = int(os.environ.get("CORELOG_TEST_SEED", random.randrange(1 << 30)))
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--secure", "--duration", "15", "--connections", "30",
+         "--seed", str(seed), "--json", "--dump", str(tmp_path / "sent.txt")],
+        capture_output=True, text=True, timeout=150)
+    print(result.stdout[-20000:])
+    assert result.returncode == 0, f"net fuzz failed (seed {seed}):\n{result.stdout[-8000:]}"
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["failures"] == 0 and summary["client_errors"] == 0
+    assert summary["client_produced"] > 0
+    assert summary["client_consumed"] == summary["client_produced"]
+    kinds = summary["frames_by_kind"]
+    for kind in ("sasl-handshake", "sasl-token", "tls-hello", "tls-record"):
+        assert kinds.get(kind, 0) > 10, f"too little {kind} traffic: {kinds}"
+
+
 def test_encoded_requests_are_valid_frames():
     """The templates the fuzzer mutates are well-formed: the length prefix matches, and the
     record batch inside Produce carries the CRC-32C of its tail."""

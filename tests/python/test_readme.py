@@ -39,9 +39,10 @@ README = REPO_ROOT / "README.md"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
 BLOCK_TIMEOUT_S = 120
-MARKER = re.compile(r"<!-- readme-test: (serve|install|run) -->")
+MARKER = re.compile(
+    r"<!-- readme-test: (serve|install|run|security-setup|security-serve|security-run) -->")
 # Sections whose every block is an example a reader runs, so each must carry a marker.
-RUNNABLE_SECTIONS = ("Quick start", "Admin")
+RUNNABLE_SECTIONS = ("Quick start", "Admin", "Security")
 # Python distributions the README tells readers to install, by the module they import.
 DISTRIBUTIONS = {"confluent_kafka": "confluent-kafka", "kafka": "kafka-python"}
 SHELL_BUILTINS = {"cd", "echo", "export", "printf", "set", "source", "."}

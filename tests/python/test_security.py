@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
                                    UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
+from corelog_broker import corelog_bin
 from clients import ck_consumer, ck_flush, ck_producer, wait_until, DeliveryLog
 from security_setup import (LOCALHOST, TestPki, authenticate_v1, closed_by_peer, corelog,
                             create_user_offline, handshake, metadata_v1_answers, raw_request,
@@ -93,6 +95,12 @@ def auth_error(conf: dict) -> str:
     wait_until(lambda: admin.poll(0.1) is not None and errors, TIMEOUT_S,
                "an error from the client")
     return " | ".join(str(e) for e in errors)
+
+
+def logged(broker, text: str) -> None:
+    """Waits until the broker's log has `text` (a line is written after the connection it is
+    about closes, so a client can see the close first)."""
+    wait_until(lambda: text in broker.stderr_text(), TIMEOUT_S, f"{text!r} in the broker log")
 
 
 def assert_still_serves(broker, topic: str) -> None:
@@ -223,7 +231,7 @@ def test_mutual_tls_required(broker_factory, pki, topic):
     ]:
         error = auth_error(conf)
         assert "SSL" in error or "ssl" in error or "Disconnected" in error, (name, error)
-    assert "TLS handshake failed" in broker.stderr_text()
+    logged(broker, "TLS handshake failed")
     assert_still_serves(broker, topic + "-after")
 
 
@@ -283,8 +291,9 @@ def test_plaintext_on_tls_port_and_tls_on_plaintext_port(secure_broker, topic):
     with socket.create_connection(("127.0.0.1", secure_broker.port), 10) as raw:
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             context.wrap_socket(raw, server_hostname="localhost")
-    log = wait_until(lambda: (lambda text: text if "TLS client connected" in text else None)(
-        secure_broker.stderr_text()), TIMEOUT_S, "the mismatch log lines")
+    logged(secure_broker, "TLS client connected to a listener without TLS")
+    logged(secure_broker, "plaintext client connected to a TLS listener")
+    log = secure_broker.stderr_text()
     plaintext_lines = [l for l in log.splitlines() if "plaintext client connected to a TLS" in l]
     tls_lines = [l for l in log.splitlines()
                  if "TLS client connected to a listener without TLS" in l]
@@ -301,7 +310,7 @@ def test_requests_before_authentication_close_the_connection(secure_broker):
         sock.sendall(raw_request(18, 0, b""))
         assert struct.unpack_from(">ih", recv_frame(sock))[1] == 0, "ApiVersions is served"
         assert not metadata_v1_answers(sock)
-    assert "Metadata request before SASL authentication" in secure_broker.stderr_text()
+    logged(secure_broker, "Metadata request before SASL authentication")
 
 
 def test_sasl_handshake_v0_then_bare_tokens(secure_broker):
@@ -329,8 +338,8 @@ def test_connection_that_never_authenticates_is_closed(secure_broker):
                                      10) as idle:
         assert closed_by_peer(quiet, TIMEOUT_S)
         assert closed_by_peer(idle, 5), "the deadline counts from the accept"
-    assert "TLS handshake not done in time" in secure_broker.stderr_text()
-    assert "SASL authentication not done in time" in secure_broker.stderr_text()
+    logged(secure_broker, "TLS handshake not done in time")
+    logged(secure_broker, "SASL authentication not done in time")
 
 
 # ---------------------------------------------------------------------- sessions (KIP-368)
@@ -447,3 +456,27 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(broker_fact
     with before:
         before.sendall(raw_request(18, 0, b""))
         assert struct.unpack_from(">ih", recv_frame(before))[1] == 0
+
+
+# ----------------------------------------------------------------- corelog's own clients
+
+def test_corelog_bench_and_topic_over_sasl_ssl(secure_broker, pki, topic):
+    """`corelog bench` and `corelog topic` connect through SASL_SSL with SCRAM-SHA-512 (and
+    refuse to log in with a wrong password, naming the broker's error)."""
+    flags = ["--brokers", secure_broker.address("SASL_SSL"), "--security-protocol", "SASL_SSL",
+             "--tls-ca", str(pki.ca.cert), "--sasl-mechanism", "SCRAM-SHA-512",
+             "--sasl-username", "alice"]
+    env = {"CORELOG_SASL_PASSWORD": PASSWORD}
+    proc = subprocess.run([corelog_bin(), "bench", "produce", *flags, "--topic", topic,
+                           "--duration", "1s", "--message-size", "100", "--json"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["errors"] == 0 and report["messages"] > 0, report
+    listed = subprocess.run([corelog_bin(), "topic", "list", *flags], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, **env})
+    assert listed.returncode == 0 and topic in listed.stdout, listed.stderr
+    wrong = subprocess.run([corelog_bin(), "topic", "list", *flags], capture_output=True,
+                           text=True, timeout=60,
+                           env={**os.environ, "CORELOG_SASL_PASSWORD": "wrong"})
+    assert wrong.returncode != 0 and "SaslAuthenticationFailed" in wrong.stderr, wrong.stderr

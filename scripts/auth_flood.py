@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Does a client failing authentication in a loop slow the others? A measurement, not a test.
+
+    .venv/bin/python scripts/auth_flood.py --rounds 3 --duration 10 --flooders 200
+
+Starts the release binary (or $CORELOG_BIN) with PLAINTEXT and SASL_PLAINTEXT listeners and
+user alice, then per round runs `corelog bench produce` open loop (1 KiB, acks=all, --rate)
+against the PLAINTEXT listener three times: alone, beside --flooders connections that each log
+in with a wrong SCRAM-SHA-512 password in a loop, and beside as many with a wrong PLAIN
+password (which costs the broker a key derivation per attempt). Prints, per phase, the bench's
+p50/p99/p99.9 and the failed logins per second, medians over the rounds, as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "python"))
+
+from corelog_broker import Broker, corelog_bin  # noqa: E402
+from security_setup import create_user_offline, raw_request  # noqa: E402
+
+USER, PASSWORD = "alice", "auth-flood-secret"
+
+
+def sasl_authenticate(token: bytes) -> bytes:
+    return raw_request(36, 1, struct.pack(">i", len(token)) + token, correlation_id=2)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    (size,) = struct.unpack(">i", await reader.readexactly(4))
+    return await reader.readexactly(size)
+
+
+async def failing_login(host: str, port: int, mechanism: str) -> None:
+    """One connection: handshake, a wrong password, read the refusal and the close."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(raw_request(17, 1, struct.pack(">h", len(mechanism)) + mechanism.encode()))
+        await read_frame(reader)
+        if mechanism == "PLAIN":
+            writer.write(sasl_authenticate(f"\0{USER}\0wrong".encode()))
+        else:
+            nonce = base64.b64encode(os.urandom(18)).decode()
+            writer.write(sasl_authenticate(f"n,,n={USER},r={nonce}".encode()))
+            first = await read_frame(reader)
+            server_first = first[12:].split(b",")[0].decode()  # Past error, message, length.
+            proof = base64.b64encode(os.urandom(64)).decode()
+            combined = server_first[server_first.find("r=") + 2:]
+            writer.write(sasl_authenticate(f"c=biws,r={combined},p={proof}".encode()))
+        await read_frame(reader)
+        await reader.read()  # The broker closes the connection.
+    finally:
+        writer.close()
+
+
+def flood(host: str, port: int, mechanism: str, connections: int, stop: threading.Event,
+          counter: list[int]) -> None:
+    async def worker():
+        while not stop.is_set():
+            try:
+                await failing_login(host, port, mechanism)
+                counter[0] += 1
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                await asyncio.sleep(0.01)
+
+    async def main():
+        await asyncio.gather(*(worker() for _ in range(connections)))
+
+    asyncio.run(main())
+
+
+def bench(address: str, rate: int, duration: int) -> dict:
+    command = [corelog_bin(), "bench", "produce", "--brokers", address, "--topic", "flood",
+               "--message-size", "1024", "--rate", str(rate), "--producers", "4",
+               "--partitions", "4", "--duration", f"{duration}s", "--json"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def phase(broker: Broker, mechanism: str | None, args) -> dict:
+    stop, counter = threading.Event(), [0]
+    thread = None
+    if mechanism:
+        thread = threading.Thread(target=flood, args=(broker.host,
+                                  broker.ports["SASL_PLAINTEXT"], mechanism, args.flooders,
+                                  stop, counter), daemon=True)
+        thread.start()
+        time.sleep(1)  # Let the flood reach its pace before the measurement starts.
+    started, before = time.monotonic(), counter[0]
+    report = bench(broker.bootstrap, args.rate, args.duration)
+    logins = (counter[0] - before) / (time.monotonic() - started)
+    stop.set()
+    if thread:
+        thread.join(30)
+    latency = report["latency_us"]
+    return {"p50": latency["p50"] / 1000, "p99": latency["p99"] / 1000,
+            "p999": latency["p999"] / 1000, "logins": logins,
+            "errors": report.get("errors", 0)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--flooders", type=int, default=200)
+    ap.add_argument("--shards", type=int, default=None)
+    args = ap.parse_args()
+    results: dict[str, list[dict]] = {"none": [], "SCRAM-SHA-512": [], "PLAIN": []}
+    with tempfile.TemporaryDirectory(prefix="corelog-authflood-") as tmp:
+        broker = Broker(corelog_bin(), Path(tmp) / "data", Path(tmp), shards=args.shards,
+                        extra_args=("--sasl-mechanisms", "SCRAM-SHA-512,PLAIN"),
+                        listeners=("SASL_PLAINTEXT",))
+        create_user_offline(broker.data_dir, USER, PASSWORD)
+        broker.start()
+        try:
+            for round_ in range(args.rounds):
+                for name in results:
+                    result = phase(broker, None if name == "none" else name, args)
+                    results[name].append(result)
+                    print(f"round {round_ + 1} {name}: {result}", flush=True)
+            broker.stop_clean()
+        finally:
+            broker.kill()
+    print(f"\n{args.rate} msg/s, 1 KiB, acks=all, 4 producers; {args.flooders} flooding "
+          f"connections; medians of {args.rounds} rounds of {args.duration} s\n")
+    print("| failing logins beside | p50 ms | p99 ms | p99.9 ms | failed logins/s |")
+    print("|---|---|---|---|---|")
+    for name, runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in ("p50", "p99", "p999", "logins")}
+        print(f"| {name} | {med['p50']:.3f} | {med['p99']:.3f} | {med['p999']:.3f} | "
+              f"{med['logins']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
