@@ -144,6 +144,14 @@ def on_signal(number, _frame) -> None:
     sys.exit(128 + number)
 
 
+def stop_on_exit() -> None:
+    """Every process this script starts is stopped however the script ends (normally, on
+    SIGTERM or on Ctrl-C)."""
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    atexit.register(stop_all)
+
+
 def start(argv: list[str], log_path: Path, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     handle = open(log_path, "ab")
     process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=env,
@@ -832,9 +840,7 @@ def main() -> None:
     if not args.no_setup:
         ensure_environment(args)
         reexec_in_venv()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    atexit.register(stop_all)
+    stop_on_exit()
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     if not CORELOG.exists():

@@ -33,12 +33,10 @@ by itself fails the run.
 from __future__ import annotations
 
 import argparse
-import atexit
 import datetime
 import json
 import shlex
 import shutil
-import signal
 import sys
 from pathlib import Path
 
@@ -174,9 +172,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    signal.signal(signal.SIGTERM, compare.on_signal)
-    signal.signal(signal.SIGINT, compare.on_signal)
-    atexit.register(compare.stop_all)
+    compare.stop_on_exit()
     if shutil.which("fio") is None:
         sys.exit("fio is missing: apt-get install fio")
     args.corelog = args.corelog.resolve()

@@ -138,9 +138,15 @@ async fn serve_tls(
             return;
         }
     };
-    let principal = secured
-        .get_ref()
-        .1
+    let session = secured.get_ref().1;
+    tracing::debug!(
+        %peer,
+        listener = %name,
+        version = ?session.protocol_version(),
+        suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+        "TLS established"
+    );
+    let principal = session
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(tls::certificate_subject)
