@@ -125,18 +125,21 @@ async fn serve_tls(
     let sasl = listener.config.protocol.uses_sasl();
     let handshake = accept_tls(&tls, stream);
     let deadline = runtime::sleep(authentication_timeout());
-    let secured = match select(Box::pin(handshake), Box::pin(deadline)).await {
+    // A handshake in progress must not hold up shutdown, which waits for every connection.
+    let stop = select(Box::pin(deadline), Box::pin(shard.shutdown.wait()));
+    let secured = match select(Box::pin(handshake), stop).await {
         Either::Left((Ok(secured), _)) => secured,
         Either::Left((Err(reason), _)) => {
             metrics::add(&shard.metrics.authentication_failures, 1);
             tracing::warn!(%peer, listener = %name, "closing connection: {reason}");
             return;
         }
-        Either::Right(_) => {
+        Either::Right((Either::Left(_), _)) => {
             metrics::add(&shard.metrics.authentication_failures, 1);
             tracing::warn!(%peer, listener = %name, "closing connection: TLS handshake not done in time");
             return;
         }
+        Either::Right((Either::Right(_), _)) => return,
     };
     let session = secured.get_ref().1;
     tracing::debug!(

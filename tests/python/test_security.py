@@ -342,6 +342,17 @@ def test_connection_that_never_authenticates_is_closed(secure_broker):
     logged(secure_broker, "SASL authentication not done in time")
 
 
+def test_a_pending_tls_handshake_does_not_hold_up_shutdown(broker_factory, pki):
+    """A client that opened the TLS port and never sent its ClientHello does not delay a clean
+    shutdown until its 10 s authentication timeout: SIGTERM exits 0 well before."""
+    broker = broker_factory(*pki.tls_flags(), listeners=("SSL",))
+    with socket.create_connection(("127.0.0.1", broker.ports["SSL"]), 10):
+        started = time.monotonic()
+        broker.stop_clean()
+        elapsed = time.monotonic() - started
+    assert elapsed < 7, f"shutdown took {elapsed:.1f} s with a handshake pending"
+
+
 # ---------------------------------------------------------------------- sessions (KIP-368)
 
 def test_expired_session_must_reauthenticate(broker_factory, pki, topic):
