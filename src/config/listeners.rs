@@ -162,13 +162,7 @@ fn protocol_map(text: Option<&str>) -> anyhow::Result<BTreeMap<String, SecurityP
 
 /// "host:port" where the host may be empty (every interface), a name or an IP address.
 fn resolve_bind(address: &str) -> anyhow::Result<SocketAddr> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .with_context(|| format!("{address:?} is not host:port"))?;
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("{address:?} has a bad port"))?;
-    let host = host.trim_matches(['[', ']']);
+    let (host, port) = split_host_port(address, "listener")?;
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     (host, port)
         .to_socket_addrs()
@@ -180,8 +174,7 @@ fn resolve_bind(address: &str) -> anyhow::Result<SocketAddr> {
 /// What clients are told when no advertised address is given: the host as written, or this
 /// machine's name when the listener binds every interface.
 fn default_advertised_host(address: &str, bind: &SocketAddr) -> String {
-    let written = address.rsplit_once(':').map_or("", |(host, _)| host);
-    let written = written.trim_matches(['[', ']']);
+    let written = split_host_port(address, "listener").map_or("", |(host, _)| host);
     if !bind.ip().is_unspecified() && !written.is_empty() {
         return written.to_string();
     }
@@ -200,16 +193,23 @@ fn default_advertised_host(address: &str, bind: &SocketAddr) -> String {
 
 /// "host:port" as advertised (the host is not resolved).
 pub fn parse_host_port(text: &str) -> anyhow::Result<(String, i32)> {
-    let (host, port) = text
-        .rsplit_once(':')
-        .with_context(|| format!("advertised listener {text:?} is not host:port"))?;
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("advertised listener {text:?} has a bad port"))?;
+    let (host, port) = split_host_port(text, "advertised listener")?;
     if host.is_empty() {
         bail!("advertised listener {text:?} has no host");
     }
-    Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+    Ok((host.to_string(), i32::from(port)))
+}
+
+/// "host:port" (an IPv6 host in brackets) split into the host, brackets removed, and the
+/// port; `what` names the setting in errors.
+fn split_host_port<'a>(text: &'a str, what: &str) -> anyhow::Result<(&'a str, u16)> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("{what} {text:?} is not host:port"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("{what} {text:?} has a bad port"))?;
+    Ok((host.trim_matches(['[', ']']), port))
 }
 
 #[cfg(test)]

@@ -416,21 +416,27 @@ impl ScramClient {
         if !(limits::SCRAM_ITERATIONS_MIN..=limits::SCRAM_ITERATIONS_MAX).contains(&iterations) {
             return refuse(format!("server asks for {iterations} iterations"));
         }
+        let salted = self
+            .mechanism
+            .salted_password(self.password.as_bytes(), &salt, iterations);
+        Ok(self.sign(&salted, server_first, &format!("c=biws,r={nonce}")))
+    }
+
+    /// The client-final message for `without_proof` (RFC 5802's ClientProof over the
+    /// AuthMessage), remembering the ServerSignature the server must answer with.
+    fn sign(&mut self, salted: &[u8], server_first: &str, without_proof: &str) -> String {
         let mechanism = self.mechanism;
-        let salted = mechanism.salted_password(self.password.as_bytes(), &salt, iterations);
-        let client_key = mechanism.hmac(&salted, &[b"Client Key"]);
-        let stored_key = mechanism.hash(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let client_key = mechanism.hmac(salted, &[b"Client Key"]);
         let auth = format!("{},{server_first},{without_proof}", self.client_first_bare);
-        let signature = mechanism.hmac(&stored_key, &[auth.as_bytes()]);
+        let signature = mechanism.hmac(&mechanism.hash(&client_key), &[auth.as_bytes()]);
         let proof: Vec<u8> = client_key
             .iter()
             .zip(&signature)
             .map(|(k, s)| k ^ s)
             .collect();
-        let server_key = mechanism.hmac(&salted, &[b"Server Key"]);
+        let server_key = mechanism.hmac(salted, &[b"Server Key"]);
         self.expected_server_signature = Some(mechanism.hmac(&server_key, &[auth.as_bytes()]));
-        Ok(format!("{without_proof},p={}", BASE64.encode(proof)))
+        format!("{without_proof},p={}", BASE64.encode(proof))
     }
 
     /// Checks the server-final message: the server proves it knows the credential.
@@ -580,22 +586,10 @@ mod tests {
         let salt = BASE64
             .decode(fields[1].strip_prefix("s=").unwrap())
             .unwrap();
-        let mechanism = client.mechanism;
-        let salted = mechanism.salted_password(client.password.as_bytes(), &salt, 4096);
-        let client_key = mechanism.hmac(&salted, &[b"Client Key"]);
-        let auth = format!(
-            "{},{server_first},{without_proof}",
-            client.client_first_bare
-        );
-        let signature = mechanism.hmac(&mechanism.hash(&client_key), &[auth.as_bytes()]);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(k, s)| k ^ s)
-            .collect();
-        let server_key = mechanism.hmac(&salted, &[b"Server Key"]);
-        client.expected_server_signature = Some(mechanism.hmac(&server_key, &[auth.as_bytes()]));
-        format!("{without_proof},p={}", BASE64.encode(proof))
+        let salted = client
+            .mechanism
+            .salted_password(client.password.as_bytes(), &salt, 4096);
+        client.sign(&salted, server_first, without_proof)
     }
 
     /// The right password authenticates with both hashes, and the server proves itself with

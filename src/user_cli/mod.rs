@@ -70,9 +70,7 @@ pub fn run(args: &UserArgs) -> anyhow::Result<()> {
             mechanism,
             iterations,
         } => {
-            let mechanism = parse_mechanism(mechanism)?;
-            check_iterations(*iterations)?;
-            let password = password_or_stdin(password.as_deref())?;
+            let (mechanism, password) = creation(user, mechanism, *iterations, password)?;
             admin.upsert_user(user, mechanism, &password, *iterations)?;
             println!("user {user:?}: {mechanism} credential set");
         }
@@ -111,12 +109,7 @@ fn run_offline(dir: &Path, command: &UserCommand) -> anyhow::Result<()> {
             mechanism,
             iterations,
         } => {
-            let mechanism = parse_mechanism(mechanism)?;
-            check_iterations(*iterations)?;
-            if user.is_empty() {
-                bail!("the user name is empty");
-            }
-            let password = password_or_stdin(password.as_deref())?;
+            let (mechanism, password) = creation(user, mechanism, *iterations, password)?;
             MetadataRecord::UserScramCredentialSet {
                 name: user.clone(),
                 mechanism,
@@ -157,6 +150,21 @@ fn run_offline(dir: &Path, command: &UserCommand) -> anyhow::Result<()> {
 fn parse_mechanism(name: &str) -> anyhow::Result<ScramMechanism> {
     ScramMechanism::from_name(&name.to_ascii_uppercase())
         .with_context(|| format!("{name:?} is not SCRAM-SHA-256 or SCRAM-SHA-512"))
+}
+
+/// `create`'s arguments checked, with the password read: the mechanism and the password.
+fn creation(
+    user: &str,
+    mechanism: &str,
+    iterations: u32,
+    password: &Option<String>,
+) -> anyhow::Result<(ScramMechanism, String)> {
+    let mechanism = parse_mechanism(mechanism)?;
+    check_iterations(iterations)?;
+    if user.is_empty() {
+        bail!("the user name is empty");
+    }
+    Ok((mechanism, password_or_stdin(password.as_deref())?))
 }
 
 fn check_iterations(iterations: u32) -> anyhow::Result<()> {
