@@ -73,6 +73,15 @@ pub struct ServeArgs {
     /// re-authenticate on its connection (KIP-368); 0 for sessions without end [default: 0].
     #[arg(long, env = "CORELOG_CONNECTIONS_MAX_REAUTH_MS")]
     pub connections_max_reauth_ms: Option<u64>,
+    /// on: every request is checked against the ACLs, and what no ACL allows is denied
+    /// (allow.everyone.if.no.acl.found=false); off: every client may do everything
+    /// [default: off].
+    #[arg(long, env = "CORELOG_AUTHORIZER")]
+    pub authorizer: Option<Toggle>,
+    /// Principals the authorizer always allows, separated by ';' (super.users):
+    /// "User:admin;User:CN=ops,O=example".
+    #[arg(long, env = "CORELOG_SUPER_USERS")]
+    pub super_users: Option<String>,
     /// Number of shards, one pinned executor each [default: the CPUs of --cpus, else the
     /// usable cores].
     #[arg(long, env = "CORELOG_SHARDS")]
@@ -188,6 +197,8 @@ pub struct FileConfig {
     tls_client_auth: Option<String>,
     sasl_mechanisms: Option<String>,
     connections_max_reauth_ms: Option<u64>,
+    authorizer: Option<String>,
+    super_users: Option<String>,
     shards: Option<usize>,
     cpus: Option<String>,
     node_id: Option<i32>,
@@ -249,6 +260,31 @@ pub struct SecurityConfig {
     pub sasl_mechanisms: Vec<SaslMechanism>,
     /// 0: sessions do not end.
     pub connections_max_reauth_ms: u64,
+    /// Whether requests are authorized against the ACLs.
+    pub authorizer: bool,
+    /// Principals ("User:admin") allowed everything when the authorizer is on.
+    pub super_users: Vec<String>,
+}
+
+/// An on/off setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    #[value(alias = "true")]
+    On,
+    #[value(alias = "false")]
+    Off,
+}
+
+impl std::str::FromStr for Toggle {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Toggle, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "on" | "true" => Ok(Toggle::On),
+            "off" | "false" => Ok(Toggle::Off),
+            _ => Err(format!("{text:?} is not on or off")),
+        }
+    }
 }
 
 impl SecurityConfig {
@@ -294,9 +330,33 @@ impl SecurityConfig {
                 sasl_mechanisms.push(mechanism);
             }
         }
+        let authorizer = match (args.authorizer, &file.authorizer) {
+            (Some(toggle), _) => toggle,
+            (None, Some(text)) => text
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("authorizer in the config file: {e}"))?,
+            (None, None) => Toggle::Off,
+        };
+        let super_users = args
+            .super_users
+            .clone()
+            .or(file.super_users.clone())
+            .unwrap_or_default();
+        let super_users = super_users
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|principal| {
+                crate::security::acl::parse_principal(principal)
+                    .map(|_| principal.to_string())
+                    .map_err(|e| anyhow::anyhow!("--super-users: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(SecurityConfig {
             tls,
             sasl_mechanisms,
+            authorizer: authorizer == Toggle::On,
+            super_users,
             connections_max_reauth_ms: pick(
                 args.connections_max_reauth_ms,
                 file.connections_max_reauth_ms,
@@ -687,6 +747,29 @@ mod tests {
             Path::new("/srv/data")
         );
         assert!(resolve(Some(""), None).is_err());
+    }
+
+    /// The authorizer is off by default, on from the file or a flag; super users are
+    /// ';'-separated principals (a certificate DN keeps its commas), each "Type:name".
+    #[test]
+    fn authorizer_and_super_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "authorizer = \"on\"\n").unwrap();
+        let args = |config: Option<PathBuf>, super_users: Option<&str>| ServeArgs {
+            config,
+            super_users: super_users.map(str::to_string),
+            ..Default::default()
+        };
+        let off = Config::resolve(&args(None, None)).unwrap().security;
+        assert!(!off.authorizer && off.super_users.is_empty());
+        let users = "User:admin; User:CN=ops,O=example";
+        let on = Config::resolve(&args(Some(path), Some(users)))
+            .unwrap()
+            .security;
+        assert!(on.authorizer);
+        assert_eq!(on.super_users, ["User:admin", "User:CN=ops,O=example"]);
+        assert!(Config::resolve(&args(None, Some("admin"))).is_err());
     }
 
     /// An unknown key in the TOML file is an error, not silently ignored.

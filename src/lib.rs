@@ -3,6 +3,7 @@
 //! The crate is a library plus one binary (`src/main.rs`) so that integration tests and
 //! benchmarks can reach the same code the broker runs. See ARCHITECTURE.md for the map.
 
+pub mod acl_cli;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -40,6 +40,8 @@ enum Command {
     /// Create, delete and list SCRAM users (over the Kafka protocol, or offline in a data
     /// directory before the broker's first start).
     User(corelog::user_cli::UserArgs),
+    /// Add, list and remove ACLs (over the Kafka protocol; the broker needs --authorizer on).
+    Acl(corelog::acl_cli::AclArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Topic(args) => corelog::topic::run(&args),
         Command::Group(args) => corelog::group_cli::run(&args),
         Command::User(args) => corelog::user_cli::run(&args),
+        Command::Acl(args) => corelog::acl_cli::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! (no executor), for set-up and administration. It deliberately knows nothing of the broker's
 //! internals: everything goes through the Kafka protocol, so it works against any broker.
 
+pub mod acls;
 pub mod admin;
 pub mod frame;
 pub mod groups;

@@ -147,6 +147,27 @@ fn rich_body(api_key: ApiKey) -> Option<RequestKind> {
                 .with_partitions(vec![partition]);
             RequestKind::ListOffsets(m::ListOffsetsRequest::default().with_topics(vec![topic]))
         }
+        ApiKey::CreateAcls => {
+            let creation = m::create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(str("orders."))
+                .with_resource_pattern_type(4)
+                .with_principal(str("User:alice"))
+                .with_host(str("*"))
+                .with_operation(3)
+                .with_permission_type(3);
+            RequestKind::CreateAcls(m::CreateAclsRequest::default().with_creations(vec![creation]))
+        }
+        ApiKey::DeleteAcls => {
+            let filter = m::delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(2)
+                .with_resource_name_filter(Some(str("orders")))
+                .with_pattern_type_filter(2)
+                .with_principal_filter(Some(str("User:alice")))
+                .with_operation(1)
+                .with_permission_type(1);
+            RequestKind::DeleteAcls(m::DeleteAclsRequest::default().with_filters(vec![filter]))
+        }
         _ => return None,
     })
 }

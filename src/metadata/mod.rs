@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits;
 use crate::protocol::record_batch;
+use crate::security::acl::AclBinding;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::storage::{BatchCache, Log, LogConfig, StorageError};
 
@@ -66,6 +67,10 @@ pub enum MetadataRecord {
         name: String,
         mechanism: ScramMechanism,
     },
+    /// An ACL was created (KRaft's AccessControlEntryRecord).
+    AclCreated { binding: AclBinding },
+    /// An ACL was deleted (KRaft's RemoveAccessControlEntryRecord).
+    AclDeleted { binding: AclBinding },
 }
 
 /// The name of a partition's directory in the data directory, as Kafka names it. Every legal

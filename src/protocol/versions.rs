@@ -63,8 +63,9 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 ///   DescribeGroups 0-5 (v6 reports unknown groups as errors), ListGroups 0-5,
 ///   DeleteGroups 0-2, OffsetDelete 0, OffsetCommit 2-9 and OffsetFetch 1-9 (v10 address
 ///   topics by id).
-/// - Security: SaslHandshake 0-1, SaslAuthenticate 0-2, DescribeUserScramCredentials 0 and
-///   AlterUserScramCredentials 0.
+/// - Security: SaslHandshake 0-1, SaslAuthenticate 0-2, DescribeUserScramCredentials 0,
+///   AlterUserScramCredentials 0, and DescribeAcls, CreateAcls and DeleteAcls 1-3 (Kafka 4
+///   serves 2-3; v1 is what older kafka-python admin clients send).
 pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::Produce, 0, 11),
     api(ApiKey::Fetch, 4, 12),
@@ -86,6 +87,9 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 4),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::DescribeAcls, 1, 3),
+    api(ApiKey::CreateAcls, 1, 3),
+    api(ApiKey::DeleteAcls, 1, 3),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::SaslAuthenticate, 0, 2),

@@ -6,6 +6,7 @@
 //! SaslAuthenticate) over what is here. Authentication ends in a [`Principal`], which every
 //! request of the connection carries in its context.
 
+pub mod acl;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

@@ -143,6 +143,15 @@ async fn run(
         RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
             handlers::alter_user_scram_credentials::handle(&ctx, r).await,
         ),
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(handlers::create_acls::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(handlers::describe_acls::handle(&ctx, r))
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(handlers::delete_acls::handle(&ctx, r).await)
+        }
         other => return group_api(&ctx, other).await,
     };
     encoded(protocol::encode_response(

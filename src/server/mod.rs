@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod authorize;
 mod connection;
 pub mod dispatch;
 pub mod handlers;

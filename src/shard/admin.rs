@@ -12,12 +12,16 @@ use kafka_protocol::ResponseError;
 use super::messages::{ShardRequest, TopicPartition};
 use super::Shard;
 use crate::metadata::topic_config::ConfigOperation;
+use crate::security::acl::AclBinding;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::storage::StorageError;
 
-/// A change only the controller may make, one topic or user each.
+/// A change only the controller may make, one topic, user or ACL each.
 #[derive(Debug, Clone)]
 pub enum ControllerCommand {
+    /// Create (`create`) or delete an ACL; creating one that exists, or deleting one that
+    /// does not, succeeds without a change (as Kafka does).
+    Acl { binding: AclBinding, create: bool },
     /// Create or replace (`Some`) or delete (`None`) a user's credential for one mechanism.
     AlterUser {
         user: String,
@@ -38,9 +42,10 @@ pub enum ControllerCommand {
 }
 
 impl ControllerCommand {
-    /// The topic or user the command changes, for logs.
+    /// The topic, user or resource the command changes, for logs.
     pub fn subject(&self) -> &str {
         match self {
+            ControllerCommand::Acl { binding, .. } => &binding.pattern.name,
             ControllerCommand::AlterConfigs { topic, .. }
             | ControllerCommand::CreatePartitions { topic, .. } => topic,
             ControllerCommand::AlterUser { user, .. } => user,

@@ -321,6 +321,16 @@ impl Controller {
                 };
                 Ok((record, validate_only))
             }
+            ControllerCommand::Acl { binding, create } => {
+                // An ACL already as wanted is "validated only": success without a record.
+                let unchanged = table.acls().contains(&binding) == create;
+                let record = if create {
+                    MetadataRecord::AclCreated { binding }
+                } else {
+                    MetadataRecord::AclDeleted { binding }
+                };
+                Ok((record, unchanged))
+            }
             ControllerCommand::AlterUser {
                 user,
                 mechanism,

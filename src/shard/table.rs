@@ -11,6 +11,7 @@ use std::rc::Rc;
 use crate::config::TopicDefaults;
 use crate::metadata::topic_config::TopicConfig;
 use crate::metadata::MetadataRecord;
+use crate::security::acl::AclStore;
 use crate::security::users::UserStore;
 
 /// One topic as every shard sees it.
@@ -61,6 +62,8 @@ pub struct ShardTable {
     ids: HashMap<uuid::Uuid, String>,
     /// SCRAM credentials; shared with authentications in progress, copied on change.
     users: Rc<UserStore>,
+    /// ACLs; shared with requests being authorized, copied on change.
+    acls: Rc<AclStore>,
     revision: u64,
 }
 
@@ -71,6 +74,7 @@ impl ShardTable {
             topics: BTreeMap::new(),
             ids: HashMap::new(),
             users: Rc::default(),
+            acls: Rc::default(),
             revision: 0,
         }
     }
@@ -93,6 +97,10 @@ impl ShardTable {
 
     pub fn users(&self) -> Rc<UserStore> {
         self.users.clone()
+    }
+
+    pub fn acls(&self) -> Rc<AclStore> {
+        self.acls.clone()
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &Rc<TopicEntry>> {
@@ -194,6 +202,12 @@ impl ShardTable {
             } => Rc::make_mut(&mut self.users).set(name, *mechanism, credential.clone()),
             MetadataRecord::UserScramCredentialDeleted { name, mechanism } => {
                 Rc::make_mut(&mut self.users).remove(name, *mechanism);
+            }
+            MetadataRecord::AclCreated { binding } => {
+                Rc::make_mut(&mut self.acls).add(binding.clone());
+            }
+            MetadataRecord::AclDeleted { binding } => {
+                Rc::make_mut(&mut self.acls).remove(binding);
             }
         }
         change

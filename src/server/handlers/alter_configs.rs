@@ -1,5 +1,7 @@
 //! AlterConfigs (legacy): replaces every override of a topic with the given set. Broker
-//! resources are refused: corelog reads its broker config at start only.
+//! resources are refused: corelog reads its broker config at start only. A topic needs
+//! ALTER_CONFIGS on it (TOPIC_AUTHORIZATION_FAILED), a broker ALTER_CONFIGS on the cluster
+//! (CLUSTER_AUTHORIZATION_FAILED).
 //!
 //! The resource-level rules (duplicates, resource types, broker refusal) are shared with
 //! IncrementalAlterConfigs through [`plan_resources`] and [`answer_resources`].
@@ -12,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 use crate::shard::admin::{AdminResult, ConfigChange, ControllerCommand};
 
@@ -117,6 +120,18 @@ fn plan_resource(
     validate_only: bool,
 ) -> Result<Option<ControllerCommand>, AdminResult> {
     match resource.resource_type {
+        RESOURCE_TOPIC if !ctx.authorize_topic(AclOperation::AlterConfigs, &resource.name) => {
+            Err(AdminResult::error(
+                ResponseError::TopicAuthorizationFailed,
+                "not authorized to alter this topic's configs",
+            ))
+        }
+        RESOURCE_BROKER if !ctx.authorize_cluster(AclOperation::AlterConfigs) => {
+            Err(AdminResult::error(
+                ResponseError::ClusterAuthorizationFailed,
+                "not authorized to alter broker configs",
+            ))
+        }
         RESOURCE_TOPIC => Ok(Some(ControllerCommand::AlterConfigs {
             topic: resource.name.to_string(),
             change: resource.change.clone(),

@@ -5,7 +5,8 @@
 //! for one mechanism is DUPLICATE_RESOURCE (every alteration of that user fails); an empty
 //! name, an iteration count outside the bounds, an empty salt or salted password is
 //! UNACCEPTABLE_CREDENTIAL; an unknown mechanism UNSUPPORTED_SASL_MECHANISM; deleting a
-//! credential that does not exist RESOURCE_NOT_FOUND.
+//! credential that does not exist RESOURCE_NOT_FOUND. Every alteration needs ALTER on the
+//! cluster (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,6 +19,7 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::limits;
+use crate::security::acl::AclOperation;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::server::dispatch::RequestContext;
 use crate::shard::admin::{AdminResult, ControllerCommand};
@@ -45,21 +47,24 @@ pub async fn handle(
         planned.push((upsertion.name, command));
     }
     refuse_duplicates(&mut planned);
-    let (commands, slots): (Vec<_>, Vec<_>) = planned
-        .iter()
-        .enumerate()
-        .filter_map(|(index, (_, command))| command.as_ref().ok().map(|c| (c.clone(), index)))
-        .unzip();
-    let mut outcomes: Vec<Result<(), AdminResult>> = planned
-        .iter()
-        .map(|(_, command)| command.as_ref().map(|_| ()).map_err(Clone::clone))
-        .collect();
-    let results = ctx.shard.controller_commands(commands).await;
-    for (slot, result) in slots.into_iter().zip(results) {
-        if result.error_code != 0 {
-            outcomes[slot] = Err(result);
+    if !ctx.authorize_cluster(AclOperation::Alter) {
+        let refused = AdminResult::error(
+            ResponseError::ClusterAuthorizationFailed,
+            "not authorized to alter users",
+        );
+        for (_, command) in &mut planned {
+            *command = Err(refused.clone());
         }
     }
+    let commands = planned.iter().map(|(_, command)| command.clone()).collect();
+    let outcomes = super::run_planned(ctx, commands)
+        .await
+        .into_iter()
+        .map(|result| match result.error_code {
+            0 => Ok(()),
+            _ => Err(result),
+        })
+        .collect();
     AlterUserScramCredentialsResponse::default().with_results(per_user(&planned, outcomes))
 }
 

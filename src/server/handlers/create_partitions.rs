@@ -1,6 +1,7 @@
 //! CreatePartitions: grows topics (never shrinks them). The controller places each new
 //! partition on the least loaded shard and records the placement. Manual assignments are
-//! accepted when they can only mean this node: one replica each, on this broker.
+//! accepted when they can only mean this node: one replica each, on this broker. Each topic
+//! needs ALTER (TOPIC_AUTHORIZATION_FAILED).
 
 use std::collections::HashMap;
 
@@ -10,6 +11,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 use crate::shard::admin::{AdminResult, ControllerCommand};
 
@@ -21,8 +23,7 @@ pub async fn handle(
     for topic in &request.topics {
         *counts.entry(topic.name.0.as_str()).or_default() += 1;
     }
-    let mut commands = Vec::new();
-    let planned: Vec<Result<usize, AdminResult>> = request
+    let planned = request
         .topics
         .iter()
         .map(|topic| {
@@ -30,29 +31,25 @@ pub async fn handle(
                 let message = "topic named more than once";
                 return Err(AdminResult::error(ResponseError::InvalidRequest, message));
             }
+            if !ctx.authorize_topic(AclOperation::Alter, &topic.name) {
+                let message = "not authorized to alter this topic";
+                let error = ResponseError::TopicAuthorizationFailed;
+                return Err(AdminResult::error(error, message));
+            }
             check_assignments(ctx, topic)?;
-            commands.push(ControllerCommand::CreatePartitions {
+            Ok(ControllerCommand::CreatePartitions {
                 topic: topic.name.0.to_string(),
                 count: topic.count,
                 validate_only: request.validate_only,
-            });
-            Ok(commands.len() - 1)
+            })
         })
         .collect();
-    let results = if commands.is_empty() {
-        Vec::new()
-    } else {
-        ctx.shard.controller_commands(commands).await
-    };
+    let results = super::run_planned(ctx, planned).await;
     let topics = request
         .topics
         .iter()
-        .zip(planned)
-        .map(|(topic, planned)| {
-            let result = match planned {
-                Ok(index) => results.get(index).cloned().unwrap_or_default(),
-                Err(refused) => refused,
-            };
+        .zip(results)
+        .map(|(topic, result)| {
             CreatePartitionsTopicResult::default()
                 .with_name(topic.name.clone())
                 .with_error_code(result.error_code)

@@ -1,5 +1,7 @@
 //! CreateTopics: validates each topic and hands it to the controller (shard 0), which places
-//! its partitions, records it in the metadata log and has every shard apply it.
+//! its partitions, records it in the metadata log and has every shard apply it. Each topic
+//! needs CREATE on the cluster or on the topic (TOPIC_AUTHORIZATION_FAILED); the configs of a
+//! created topic are returned (v5+) only with DESCRIBE_CONFIGS on it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,6 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::metadata::topic_config::{source_of, TopicConfig, TOPIC_CONFIG_KEYS};
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 use crate::shard::messages::{CreateTopicSpec, TopicResult};
 
@@ -62,6 +65,14 @@ fn to_spec(
     validate_only: bool,
 ) -> Result<CreateTopicSpec, TopicResult> {
     let name = topic.name.0.to_string();
+    if !super::may_create_topic(ctx, &name) {
+        let message = "not authorized to create this topic";
+        return Err(refusal(
+            &name,
+            ResponseError::TopicAuthorizationFailed,
+            message,
+        ));
+    }
     let mut num_partitions = topic.num_partitions;
     if !topic.assignments.is_empty() {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
@@ -139,6 +150,10 @@ fn topic_result(ctx: &RequestContext, result: TopicResult) -> CreatableTopicResu
         .with_replication_factor(1);
     if version >= 7 {
         out.topic_id = result.id;
+    }
+    if !ctx.authorize_topic(AclOperation::DescribeConfigs, &result.name) {
+        out.topic_config_error_code = ResponseError::TopicAuthorizationFailed.code();
+        return out;
     }
     let overrides = ctx
         .shard

@@ -1,26 +1,41 @@
 //! DeleteRecords: advances partitions' log starts (offset -1 meaning the high watermark) on
-//! their owners, durably, and answers the new low watermark of each.
+//! their owners, durably, and answers the new low watermark of each. Each topic needs DELETE
+//! (TOPIC_AUTHORIZATION_FAILED).
 
 use futures::future::join_all;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use kafka_protocol::ResponseError;
 
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
-use crate::shard::admin::DeleteRecordsInput;
+use crate::shard::admin::{DeleteRecordsInput, DeleteRecordsOutput};
 use crate::shard::messages::TopicPartition;
 
 pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let names = request.topics.iter().map(|t| t.name.0.as_str());
+    let denied = super::topics_denied(ctx, AclOperation::Delete, names);
     let deletions = request.topics.iter().flat_map(|topic| {
-        topic.partitions.iter().map(|partition| {
-            ctx.shard.delete_records(DeleteRecordsInput {
+        let allowed = !denied.contains(topic.name.0.as_str());
+        topic.partitions.iter().map(move |partition| {
+            let input = DeleteRecordsInput {
                 tp: TopicPartition {
                     topic: topic.name.0.to_string(),
                     partition: partition.partition_index,
                 },
                 offset: partition.offset,
-            })
+            };
+            async move {
+                match allowed {
+                    true => ctx.shard.delete_records(input).await,
+                    false => DeleteRecordsOutput {
+                        error_code: ResponseError::TopicAuthorizationFailed.code(),
+                        low_watermark: -1,
+                    },
+                }
+            }
         })
     });
     let mut outputs = join_all(deletions).await.into_iter();

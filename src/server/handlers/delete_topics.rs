@@ -1,12 +1,15 @@
 //! DeleteTopics: by name (v1-5) or by name or id (v6); the controller records the deletion and
-//! every owner shard removes the partition directories.
+//! every owner shard removes the partition directories. Each topic needs DELETE
+//! (TOPIC_AUTHORIZATION_FAILED).
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+use kafka_protocol::ResponseError;
 
 use super::{str_bytes, topic_name};
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
-use crate::shard::messages::TopicRef;
+use crate::shard::messages::{TopicRef, TopicResult};
 
 pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let mut refs: Vec<TopicRef> = request
@@ -20,7 +23,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
             None => TopicRef::Id(topic.topic_id),
         });
     }
-    let results = ctx.shard.delete_topics(refs.clone()).await;
+    let results = delete_allowed(ctx, &refs).await;
     let responses = refs
         .iter()
         .zip(results)
@@ -48,4 +51,40 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Deletes the topics the principal may delete; one result per reference, in order. A topic
+/// id that names no topic is left to the controller (UNKNOWN_TOPIC_ID).
+async fn delete_allowed(ctx: &RequestContext, refs: &[TopicRef]) -> Vec<TopicResult> {
+    let refusals: Vec<Option<TopicResult>> = refs
+        .iter()
+        .map(|reference| {
+            let name = match reference {
+                TopicRef::Name(name) => name.clone(),
+                TopicRef::Id(id) => ctx.shard.table().topic_by_id(id)?.name.clone(),
+            };
+            (!ctx.authorize_topic(AclOperation::Delete, &name)).then(|| TopicResult {
+                name,
+                error_code: ResponseError::TopicAuthorizationFailed.code(),
+                error_message: Some("not authorized to delete this topic".into()),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let allowed: Vec<TopicRef> = refs
+        .iter()
+        .zip(&refusals)
+        .filter(|(_, refused)| refused.is_none())
+        .map(|(reference, _)| reference.clone())
+        .collect();
+    let mut deleted = if allowed.is_empty() {
+        Vec::new()
+    } else {
+        ctx.shard.delete_topics(allowed).await
+    }
+    .into_iter();
+    refusals
+        .into_iter()
+        .map(|refused| refused.unwrap_or_else(|| deleted.next().unwrap_or_default()))
+        .collect()
 }

@@ -1,6 +1,6 @@
 //! DescribeCluster: the cluster id, the controller and the brokers (just this node). A broker
 //! answers only for the broker endpoint type; asking it for controllers is refused as Kafka
-//! does (MISMATCHED_ENDPOINT_TYPE).
+//! does (MISMATCHED_ENDPOINT_TYPE). It needs DESCRIBE on the cluster.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -8,6 +8,8 @@ use kafka_protocol::ResponseError;
 
 use super::metadata::CLUSTER_ID;
 use super::str_bytes;
+use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
+use crate::server::authorize::AUTHORIZED_OPERATIONS_OMITTED;
 use crate::server::dispatch::RequestContext;
 
 /// DescribeCluster's endpoint type for brokers (2 is controllers).
@@ -24,6 +26,11 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
         response.error_message = Some(str_bytes("this endpoint serves brokers only"));
         return response;
     }
+    if !ctx.authorize_cluster(AclOperation::Describe) {
+        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        response.error_message = Some(str_bytes("not authorized to describe the cluster"));
+        return response;
+    }
     let broker = DescribeClusterBroker::default()
         .with_broker_id(node_id)
         .with_host(str_bytes(ctx.listener().config.advertised_host.clone()))
@@ -32,16 +39,10 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
         .with_cluster_id(str_bytes(CLUSTER_ID))
         .with_controller_id(node_id)
         .with_brokers(vec![broker]);
-    if request.include_cluster_authorized_operations {
-        // Without authorization every operation on the cluster is allowed.
-        response.with_cluster_authorized_operations(CLUSTER_OPERATIONS_ALL)
+    let operations = if request.include_cluster_authorized_operations {
+        ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME)
     } else {
-        response
-    }
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    response.with_cluster_authorized_operations(operations)
 }
-
-/// The operations a cluster resource supports (Kafka's AclOperation codes), as a bit set:
-/// CREATE 5, CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12,
-/// ALTER 4, DESCRIBE 8.
-const CLUSTER_OPERATIONS_ALL: i32 =
-    (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);

@@ -1,5 +1,7 @@
 //! DescribeConfigs: the effective configs of topics (resource type 2) and of this broker
-//! (type 4), with their sources, and synonyms and documentation when asked.
+//! (type 4), with their sources, and synonyms and documentation when asked. A topic needs
+//! DESCRIBE_CONFIGS on it (TOPIC_AUTHORIZATION_FAILED), the broker DESCRIBE_CONFIGS on the
+//! cluster (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,7 @@ use crate::config::Config;
 use crate::metadata::topic_config::{
     source_of, ConfigSource, ConfigType, TopicConfig, TOPIC_CONFIG_KEYS,
 };
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -67,6 +70,14 @@ fn entries_of(
 ) -> Result<Vec<Entry>, (ResponseError, String)> {
     let name = resource.resource_name.as_str();
     match resource.resource_type {
+        RESOURCE_TOPIC if !ctx.authorize_topic(AclOperation::DescribeConfigs, name) => Err((
+            ResponseError::TopicAuthorizationFailed,
+            "not authorized to describe this topic's configs".into(),
+        )),
+        RESOURCE_BROKER if !ctx.authorize_cluster(AclOperation::DescribeConfigs) => Err((
+            ResponseError::ClusterAuthorizationFailed,
+            "not authorized to describe broker configs".into(),
+        )),
         RESOURCE_TOPIC => {
             let table = ctx.shard.table();
             let topic = table.topic(name).ok_or_else(|| {

@@ -1,5 +1,6 @@
 //! DescribeGroups 0-5: state, protocol and members of each group, asked of its coordinator.
-//! An unknown group is reported as Dead without an error, as Kafka does before v6.
+//! An unknown group is reported as Dead without an error, as Kafka does before v6. A group
+//! the principal may not DESCRIBE is GROUP_AUTHORIZATION_FAILED.
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
@@ -7,10 +8,9 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::group::{self, GroupCall, GroupReply};
+use crate::security::acl::{AclOperation, ResourceType};
+use crate::server::authorize::AUTHORIZED_OPERATIONS_OMITTED;
 use crate::server::dispatch::RequestContext;
-
-/// READ, DELETE and DESCRIBE: what any client may do to a group while there are no ACLs.
-const GROUP_OPERATIONS_ALLOWED: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -18,12 +18,19 @@ pub async fn handle(
 ) -> DescribeGroupsResponse {
     let include_operations = ctx.api_version >= 3 && request.include_authorized_operations;
     let calls = request.groups.into_iter().map(|group_id| async move {
-        let reply = group::route(&ctx.shard, GroupCall::Describe(group_id.to_string())).await;
-        let mut described = described(group_id, reply, ctx.api_version);
-        if include_operations {
-            described.authorized_operations = GROUP_OPERATIONS_ALLOWED;
+        if !ctx.authorize_group(AclOperation::Describe, &group_id) {
+            return DescribedGroup::default()
+                .with_group_id(group_id)
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
         }
-        described
+        let reply = group::route(&ctx.shard, GroupCall::Describe(group_id.to_string())).await;
+        let operations = if include_operations {
+            ctx.authorized_operations(ResourceType::Group, &group_id)
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        };
+        described(group_id, reply, ctx.api_version).with_authorized_operations(operations)
     });
     let groups = futures::future::join_all(calls).await;
     DescribeGroupsResponse::default().with_groups(groups)

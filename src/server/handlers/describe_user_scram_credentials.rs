@@ -1,6 +1,7 @@
 //! DescribeUserScramCredentials (v0): each user's SCRAM mechanisms and iteration counts
 //! (never salts or keys). No users named (null or empty) means every user; a named user
-//! without credentials is RESOURCE_NOT_FOUND, a user named twice DUPLICATE_RESOURCE.
+//! without credentials is RESOURCE_NOT_FOUND, a user named twice DUPLICATE_RESOURCE. It
+//! needs DESCRIBE on the cluster (CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::security::acl::AclOperation;
 use crate::security::scram::ScramMechanism;
 use crate::server::dispatch::RequestContext;
 
@@ -20,6 +22,11 @@ pub fn handle(
     ctx: &RequestContext,
     request: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !ctx.authorize_cluster(AclOperation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes("not authorized to describe users")));
+    }
     let users = ctx.shard.table().users();
     let info = |mechanisms: Vec<(ScramMechanism, u32)>| -> Vec<CredentialInfo> {
         mechanisms

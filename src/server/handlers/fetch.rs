@@ -1,16 +1,20 @@
 //! Fetch: reads each partition from its owner shard, trims the result to the request's byte
 //! limits, and long-polls (parks on the partitions) until `min_bytes` are there or
 //! `max_wait_ms` passes. The first batch of the response is always returned whole, even when
-//! it is larger than the limits, so that a consumer can always make progress.
+//! it is larger than the limits, so that a consumer can always make progress. Each topic
+//! needs READ; the partitions of one that is denied answer TOPIC_AUTHORIZATION_FAILED.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::ResponseError;
 
 use crate::limits;
 use crate::protocol::{FetchPartition, FetchResponseData, FetchTopic};
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 use crate::shard::messages::{FetchInput, FetchOutput, TopicPartition};
 
@@ -19,8 +23,10 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let max_bytes = (request.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
     let min_bytes = request.min_bytes.max(0) as usize;
+    let names = request.topics.iter().map(|t| t.topic.0.as_str());
+    let denied = super::topics_denied(ctx, AclOperation::Read, names);
     loop {
-        let response = read_once(ctx, &request, max_bytes).await;
+        let response = read_once(ctx, &request, max_bytes, &denied).await;
         let (bytes, has_error) = summarize(&response);
         let remaining = deadline.saturating_duration_since(Instant::now());
         if bytes >= min_bytes || has_error || remaining.is_zero() {
@@ -51,7 +57,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         // At shutdown a watch returns at once; answer with what there is instead of
         // polling until the deadline.
         if Instant::now() >= deadline || ctx.shard.shutdown.is_raised() {
-            return read_once(ctx, &request, max_bytes).await;
+            return read_once(ctx, &request, max_bytes, &denied).await;
         }
     }
 }
@@ -61,9 +67,11 @@ async fn read_once(
     ctx: &RequestContext,
     request: &FetchRequest,
     max_bytes: usize,
+    denied: &HashSet<String>,
 ) -> FetchResponseData {
     let mut reads = Vec::new();
     for topic in &request.topics {
+        let allowed = !denied.contains(topic.topic.0.as_str());
         for partition in &topic.partitions {
             let input = FetchInput {
                 tp: TopicPartition {
@@ -73,7 +81,17 @@ async fn read_once(
                 offset: partition.fetch_offset,
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(max_bytes),
             };
-            reads.push(ctx.shard.fetch(input));
+            reads.push(async move {
+                match allowed {
+                    true => ctx.shard.fetch(input).await,
+                    false => FetchOutput {
+                        error_code: ResponseError::TopicAuthorizationFailed.code(),
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        records: Vec::new(),
+                    },
+                }
+            });
         }
     }
     let mut outputs = join_all(reads).await.into_iter();

@@ -3,6 +3,8 @@
 //! also use this API's presence as a feature probe (librdkafka only compresses with LZ4 for
 //! brokers that serve it). Transactions have no coordinator yet, so key type 1 answers
 //! COORDINATOR_NOT_AVAILABLE rather than pointing clients at a broker that cannot serve them.
+//! A group key needs DESCRIBE on the group (GROUP_AUTHORIZATION_FAILED), a transactional id
+//! DESCRIBE on it (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -10,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -42,7 +45,19 @@ pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoor
 fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator {
     let config = &ctx.shard.config;
     let error = match key_type {
+        KEY_TYPE_GROUP if !ctx.authorize_group(AclOperation::Describe, &key) => Some((
+            ResponseError::GroupAuthorizationFailed,
+            "not authorized to describe this group",
+        )),
         KEY_TYPE_GROUP => None,
+        KEY_TYPE_TRANSACTION
+            if !ctx.authorize(AclOperation::Describe, ResourceType::TransactionalId, &key) =>
+        {
+            Some((
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "not authorized to describe this transactional id",
+            ))
+        }
         KEY_TYPE_TRANSACTION => Some((
             ResponseError::CoordinatorNotAvailable,
             "transactions are not supported yet",

@@ -6,11 +6,13 @@
 //! has no transaction coordinator, so a transactional id is answered with
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, the error Kafka sends when the client may not use
 //! that id: clients treat it as fatal and report it at once, where COORDINATOR_NOT_AVAILABLE
-//! would have them retry until their timeout.
+//! would have them retry until their timeout. An idempotent producer needs IDEMPOTENT_WRITE
+//! on the cluster or WRITE on some topic (KIP-679), else CLUSTER_AUTHORIZATION_FAILED.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
 
 pub async fn handle(
@@ -25,6 +27,11 @@ pub async fn handle(
     };
     if request.transactional_id.is_some() {
         return refused(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    let idempotent_allowed = ctx.authorize_cluster(AclOperation::IdempotentWrite)
+        || ctx.authorize_any(AclOperation::Write, ResourceType::Topic);
+    if !idempotent_allowed {
+        return refused(ResponseError::ClusterAuthorizationFailed);
     }
     match ctx.shard.allocate_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()

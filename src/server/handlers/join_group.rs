@@ -1,6 +1,7 @@
 //! JoinGroup 0-9: a member joins (or rejoins) a classic group and waits for the rebalance to
 //! complete. v4+ members first get MEMBER_ID_REQUIRED with their id; v5+ may be static
-//! (group.instance.id). The group logic is in `crate::group`.
+//! (group.instance.id). Needs READ on the group (GROUP_AUTHORIZATION_FAILED). The group
+//! logic is in `crate::group`.
 
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::ResponseError;
@@ -8,10 +9,15 @@ use kafka_protocol::ResponseError;
 use super::str_bytes;
 use crate::group::state::JoinArgs;
 use crate::group::{self, GroupCall, GroupReply};
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 
 pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGroupResponse {
     let version = ctx.api_version;
+    if !ctx.authorize_group(AclOperation::Read, &request.group_id) {
+        let response = error_response(ResponseError::GroupAuthorizationFailed, &request.member_id);
+        return for_version(response, version);
+    }
     let args = JoinArgs {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.map(|id| id.to_string()),

@@ -1,16 +1,22 @@
 //! LeaveGroup 0-5: v0-2 name one member; v3+ a batch of members, static ones by instance id.
+//! Needs READ on the group (GROUP_AUTHORIZATION_FAILED).
 
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::ResponseError;
 
 use crate::group::{self, GroupCall, GroupReply};
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 
 /// First version that carries a batch of members.
 const BATCHED_VERSION: i16 = 3;
 
 pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGroupResponse {
+    if !ctx.authorize_group(AclOperation::Read, &request.group_id) {
+        let error = ResponseError::GroupAuthorizationFailed;
+        return LeaveGroupResponse::default().with_error_code(error.code());
+    }
     let members: Vec<_> = if ctx.api_version >= BATCHED_VERSION {
         request
             .members

@@ -1,11 +1,13 @@
 //! ListGroups 0-5: the groups of every shard, filtered by state (v4+) and type (v5+). Every
-//! group here is a classic group.
+//! group here is a classic group. With DESCRIBE on the cluster every group is listed, else
+//! those the principal may DESCRIBE, as Kafka does.
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::str_bytes;
 use crate::group;
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 
 const GROUP_TYPE_CLASSIC: &str = "classic";
@@ -25,10 +27,12 @@ pub async fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGro
     if version >= 5 && !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
         return ListGroupsResponse::default();
     }
+    let describe_all = ctx.authorize_cluster(AclOperation::Describe);
     let groups = group::list_all(&ctx.shard)
         .await
         .into_iter()
         .filter(|g| version < 4 || states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|g| describe_all || ctx.authorize_group(AclOperation::Describe, &g.group_id))
         .map(|g| {
             let mut listed = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(g.group_id)))

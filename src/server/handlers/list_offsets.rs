@@ -1,27 +1,43 @@
 //! ListOffsets: the earliest (-2), latest (-1) or max-timestamp (-3) offset of a partition, or
-//! the first offset whose record timestamp is at least the given one.
+//! the first offset whose record timestamp is at least the given one. Each topic needs
+//! DESCRIBE (TOPIC_AUTHORIZATION_FAILED).
 
 use futures::future::join_all;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
 
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
-use crate::shard::messages::{ListOffsetsInput, TopicPartition};
+use crate::shard::messages::{ListOffsetsInput, ListOffsetsOutput, TopicPartition};
 
 pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let names = request.topics.iter().map(|t| t.name.0.as_str());
+    let denied = super::topics_denied(ctx, AclOperation::Describe, names);
     let mut lookups = Vec::new();
     for topic in &request.topics {
+        let allowed = !denied.contains(topic.name.0.as_str());
         for partition in &topic.partitions {
             let tp = TopicPartition {
                 topic: topic.name.0.to_string(),
                 partition: partition.partition_index,
             };
-            lookups.push(ctx.shard.list_offsets(ListOffsetsInput {
+            let input = ListOffsetsInput {
                 tp,
                 timestamp: partition.timestamp,
-            }));
+            };
+            lookups.push(async move {
+                match allowed {
+                    true => ctx.shard.list_offsets(input).await,
+                    false => ListOffsetsOutput {
+                        error_code: ResponseError::TopicAuthorizationFailed.code(),
+                        timestamp: -1,
+                        offset: -1,
+                    },
+                }
+            });
         }
     }
     let mut outputs = join_all(lookups).await.into_iter();

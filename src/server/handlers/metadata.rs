@@ -1,6 +1,12 @@
 //! Metadata: brokers (just this one), the controller, and topics with their partitions.
 //! Unknown topics named in the request are created first when automatic creation is allowed
 //! (always for v1-3, by `allow_auto_topic_creation` from v4).
+//!
+//! Authorization, as Kafka does it: listing all topics leaves out those the principal may not
+//! DESCRIBE; a topic named (or given by id) without DESCRIBE is TOPIC_AUTHORIZATION_FAILED, and
+//! so is an unknown one that would be created automatically without CREATE on the cluster or
+//! the topic. KIP-430 operations are reported for topics (v8+) and the cluster (v8-10) when
+//! asked.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -10,6 +16,7 @@ use kafka_protocol::ResponseError;
 
 use super::{auto_create_topics, str_bytes, topic_name};
 use crate::metadata::validate_topic_name;
+use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use crate::server::dispatch::RequestContext;
 use crate::shard::table::TopicEntry;
 
@@ -28,16 +35,30 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     if ctx.api_version >= 2 {
         response.cluster_id = Some(str_bytes(CLUSTER_ID));
     }
-    let version = ctx.api_version;
+    if (8..=10).contains(&ctx.api_version) && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations =
+            ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME);
+    }
+    let describe = |entry: &TopicEntry| {
+        let mut described = describe_topic(entry, node_id, ctx.api_version);
+        if ctx.api_version >= 8 && request.include_topic_authorized_operations {
+            described.topic_authorized_operations =
+                ctx.authorized_operations(ResourceType::Topic, &entry.name);
+        }
+        described
+    };
+    let may_describe = |name: &str| ctx.authorize_topic(AclOperation::Describe, name);
     let Some(requested) = request.topics else {
-        let table = ctx.shard.table();
-        response.topics = table
-            .topics()
-            .map(|t| describe_topic(t, node_id, version))
+        let topics: Vec<_> = ctx.shard.table().topics().cloned().collect();
+        response.topics = topics
+            .iter()
+            .filter(|t| may_describe(&t.name))
+            .map(|t| describe(t))
             .collect();
         return response;
     };
-    let allow_create = ctx.api_version < 4 || request.allow_auto_topic_creation;
+    let allow_create = (ctx.api_version < 4 || request.allow_auto_topic_creation)
+        && ctx.shard.config.auto_create_topics;
     let names: Vec<String> = requested
         .iter()
         .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
@@ -45,18 +66,30 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     if allow_create {
         auto_create_topics(ctx, names.iter().map(String::as_str)).await;
     }
-    let table = ctx.shard.table();
     for topic in requested {
         let entry = match &topic.name {
-            Some(name) => table.topic(name.0.as_str()),
-            None => table.topic_by_id(&topic.topic_id),
+            Some(name) => ctx.shard.table().topic(name.0.as_str()),
+            None => ctx.shard.table().topic_by_id(&topic.topic_id),
         };
+        let refused = MetadataResponseTopic::default()
+            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
         response.topics.push(match (entry, topic.name) {
-            (Some(entry), _) => describe_topic(&entry, node_id, version),
+            (Some(entry), Some(name)) if !may_describe(&entry.name) => {
+                refused.with_name(Some(name))
+            }
+            // Whether the id exists is not told to who may not describe it.
+            (Some(entry), None) if !may_describe(&entry.name) => refused,
+            (Some(entry), _) => describe(&entry),
             (None, Some(name)) => {
-                let error = match validate_topic_name(name.0.as_str()) {
-                    Ok(()) => ResponseError::UnknownTopicOrPartition,
-                    Err(_) => ResponseError::InvalidTopicException,
+                let name_str = name.0.as_str();
+                let error = if validate_topic_name(name_str).is_err() {
+                    ResponseError::InvalidTopicException
+                } else if !may_describe(name_str)
+                    || (allow_create && !super::may_create_topic(ctx, name_str))
+                {
+                    ResponseError::TopicAuthorizationFailed
+                } else {
+                    ResponseError::UnknownTopicOrPartition
                 };
                 MetadataResponseTopic::default()
                     .with_name(Some(name))

@@ -5,11 +5,14 @@
 pub mod alter_configs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -33,13 +36,17 @@ pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod sync_group;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
 use super::dispatch::RequestContext;
+use kafka_protocol::ResponseError;
+
 use crate::metadata::validate_topic_name;
+use crate::security::acl::AclOperation;
+use crate::shard::admin::{AdminResult, ControllerCommand};
 use crate::shard::messages::CreateTopicSpec;
 
 /// Creates the topics in `names` that do not exist yet, if automatic creation is on, with
@@ -53,6 +60,7 @@ pub async fn auto_create_topics<'a>(ctx: &RequestContext, names: impl Iterator<I
         let table = ctx.shard.table();
         names
             .filter(|name| table.topic(name).is_none() && validate_topic_name(name).is_ok())
+            .filter(|name| may_create_topic(ctx, name))
             .map(|name| CreateTopicSpec {
                 name: name.to_string(),
                 num_partitions: -1,
@@ -69,6 +77,71 @@ pub async fn auto_create_topics<'a>(ctx: &RequestContext, names: impl Iterator<I
             tracing::warn!(topic = %result.name, error = result.error_code, "auto-create failed");
         }
     }
+}
+
+/// Whether the principal may create topic `name`: CREATE on the cluster or on the topic.
+pub fn may_create_topic(ctx: &RequestContext, name: &str) -> bool {
+    ctx.authorize_cluster(AclOperation::Create) || ctx.authorize_topic(AclOperation::Create, name)
+}
+
+/// Why an ACL API is refused: SECURITY_DISABLED without an authorizer, as Kafka answers, and
+/// CLUSTER_AUTHORIZATION_FAILED without `operation` on the cluster.
+pub fn acl_refusal(ctx: &RequestContext, operation: AclOperation) -> Option<AdminResult> {
+    if !ctx.authorizing() {
+        let message = "no authorizer is configured on the broker (--authorizer on)";
+        return Some(AdminResult::error(ResponseError::SecurityDisabled, message));
+    }
+    if !ctx.authorize_cluster(operation) {
+        let message = format!("not authorized to {operation} the cluster's ACLs");
+        return Some(AdminResult::error(
+            ResponseError::ClusterAuthorizationFailed,
+            message,
+        ));
+    }
+    None
+}
+
+/// The topics of `names` the principal may not do `operation` on (empty, without allocating,
+/// when the authorizer is off).
+pub fn topics_denied<'a>(
+    ctx: &RequestContext,
+    operation: AclOperation,
+    names: impl Iterator<Item = &'a str>,
+) -> HashSet<String> {
+    if !ctx.authorizing() {
+        return HashSet::new();
+    }
+    names
+        .filter(|name| !ctx.authorize_topic(operation, name))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs the planned controller commands that were not refused already, in order; one
+/// outcome per plan, the refusal where there was one.
+pub async fn run_planned(
+    ctx: &RequestContext,
+    planned: Vec<Result<ControllerCommand, AdminResult>>,
+) -> Vec<AdminResult> {
+    let commands: Vec<ControllerCommand> = planned
+        .iter()
+        .filter_map(|plan| plan.as_ref().ok().cloned())
+        .collect();
+    let mut results = if commands.is_empty() {
+        Vec::new()
+    } else {
+        ctx.shard.controller_commands(commands).await
+    }
+    .into_iter();
+    planned
+        .into_iter()
+        .map(|plan| match plan {
+            Ok(_) => results.next().unwrap_or_else(|| {
+                AdminResult::error(ResponseError::NotController, "the controller is closing")
+            }),
+            Err(refused) => refused,
+        })
+        .collect()
 }
 
 pub fn topic_name(name: &str) -> TopicName {

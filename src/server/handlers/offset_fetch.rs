@@ -1,6 +1,8 @@
 //! OffsetFetch 1-9: committed offsets of one group (v1-7) or of several (v8+), each asked of
 //! its coordinator. `require_stable` (v7+) needs no wait: there are no transactions, so no
-//! commit is ever pending.
+//! commit is ever pending. A group needs DESCRIBE (GROUP_AUTHORIZATION_FAILED); a topic asked
+//! for by name needs DESCRIBE (TOPIC_AUTHORIZATION_FAILED on its partitions), and when all of
+//! a group's offsets are asked for, topics the principal may not describe are left out.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,7 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, topic_name};
 use crate::group::records::OffsetValue;
 use crate::group::{self, GroupCall, GroupReply};
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 
 /// First version with a top-level error code.
@@ -21,7 +24,9 @@ const TOP_LEVEL_ERROR_VERSION: i16 = 2;
 /// First version that asks for several groups.
 const MULTI_GROUP_VERSION: i16 = 8;
 
-type Offsets = Result<Vec<(String, i32, Option<OffsetValue>)>, ResponseError>;
+/// A partition's committed offset (if any) and its error code.
+type PartitionOffset = (String, i32, Option<OffsetValue>, i16);
+type Offsets = Result<Vec<PartitionOffset>, ResponseError>;
 
 pub async fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
     if ctx.api_version >= MULTI_GROUP_VERSION {
@@ -43,7 +48,7 @@ pub async fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Offset
             let partitions = requested
                 .unwrap_or_default()
                 .into_iter()
-                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, None)));
+                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, None, 0)));
             let topics = topics_v1_to_7(partitions.collect(), version, error.code());
             return OffsetFetchResponse::default().with_topics(topics);
         }
@@ -62,34 +67,58 @@ async fn fetch(
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Offsets {
-    match group::route(&ctx.shard, GroupCall::FetchOffsets(group, topics)).await {
-        GroupReply::Offsets(offsets) => Ok(offsets),
-        GroupReply::Error(error) => Err(error),
-        _ => Err(ResponseError::UnknownServerError),
+    if !ctx.authorize_group(AclOperation::Describe, &group) {
+        return Err(ResponseError::GroupAuthorizationFailed);
     }
+    let all_topics = topics.is_none();
+    let offsets = match group::route(&ctx.shard, GroupCall::FetchOffsets(group, topics)).await {
+        GroupReply::Offsets(offsets) => offsets,
+        GroupReply::Error(error) => return Err(error),
+        _ => return Err(ResponseError::UnknownServerError),
+    };
+    let denied = super::topics_denied(
+        ctx,
+        AclOperation::Describe,
+        offsets.iter().map(|o| o.0.as_str()),
+    );
+    let refused = ResponseError::TopicAuthorizationFailed.code();
+    Ok(offsets
+        .into_iter()
+        .filter_map(|(topic, partition, value)| match denied.contains(&topic) {
+            false => Some((topic, partition, value, 0)),
+            true if all_topics => None,
+            true => Some((topic, partition, None, refused)),
+        })
+        .collect())
 }
 
 fn by_topic<T>(
-    offsets: Vec<(String, i32, Option<OffsetValue>)>,
-    make: impl Fn(i32, Option<OffsetValue>) -> T,
+    offsets: Vec<PartitionOffset>,
+    make: impl Fn(i32, Option<OffsetValue>, i16) -> T,
 ) -> BTreeMap<String, Vec<T>> {
     let mut topics: BTreeMap<String, Vec<T>> = BTreeMap::new();
-    for (topic, partition, value) in offsets {
+    for (topic, partition, value, error_code) in offsets {
         topics
             .entry(topic)
             .or_default()
-            .push(make(partition, value));
+            .push(make(partition, value, error_code));
     }
     topics
 }
 
+/// `group_error_code`, when not 0, is every partition's error (v1 has no top-level error).
 fn topics_v1_to_7(
-    offsets: Vec<(String, i32, Option<OffsetValue>)>,
+    offsets: Vec<PartitionOffset>,
     version: i16,
-    error_code: i16,
+    group_error_code: i16,
 ) -> Vec<OffsetFetchResponseTopic> {
-    let topics = by_topic(offsets, |partition, value| {
+    let topics = by_topic(offsets, |partition, value, error_code| {
         let (offset, epoch, metadata) = fields(value);
+        let error_code = if group_error_code != 0 {
+            group_error_code
+        } else {
+            error_code
+        };
         let mut p = OffsetFetchResponsePartition::default()
             .with_partition_index(partition)
             .with_committed_offset(offset)
@@ -142,9 +171,10 @@ fn group_result(group_id: GroupId, found: Offsets) -> OffsetFetchResponseGroup {
                 .with_error_code(error.code())
         }
     };
-    let topics = by_topic(offsets, |partition, value| {
+    let topics = by_topic(offsets, |partition, value, error_code| {
         let (offset, epoch, metadata) = fields(value);
         OffsetFetchResponsePartitions::default()
+            .with_error_code(error_code)
             .with_partition_index(partition)
             .with_committed_offset(offset)
             .with_committed_leader_epoch(epoch)

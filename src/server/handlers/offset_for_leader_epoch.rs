@@ -6,6 +6,8 @@
 //!   ever shown to clients);
 //! - an epoch above 0, or -1, is unknown: epoch -1 and end offset -1, without an error, as
 //!   Kafka answers for epochs it has no entry for.
+//!
+//! Each topic needs DESCRIBE (TOPIC_AUTHORIZATION_FAILED), as for a consumer in Kafka.
 
 use futures::future::join_all;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
@@ -14,6 +16,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::ResponseError;
 
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 use crate::shard::messages::{ListOffsetsInput, TopicPartition};
 use crate::shard::partition::{LATEST_TIMESTAMP, LEADER_EPOCH};
@@ -23,14 +26,19 @@ struct Asked {
     tp: TopicPartition,
     current_leader_epoch: i32,
     leader_epoch: i32,
+    allowed: bool,
 }
 
 pub async fn handle(
     ctx: &RequestContext,
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    let names = request.topics.iter().map(|t| t.topic.0.as_str());
+    let denied = super::topics_denied(ctx, AclOperation::Describe, names);
     let asked = request.topics.iter().flat_map(|topic| {
-        topic.partitions.iter().map(|partition| Asked {
+        let allowed = !denied.contains(topic.topic.0.as_str());
+        topic.partitions.iter().map(move |partition| Asked {
+            allowed,
             tp: TopicPartition {
                 topic: topic.topic.0.to_string(),
                 partition: partition.partition,
@@ -64,6 +72,9 @@ async fn answer(ctx: &RequestContext, asked: Asked) -> EpochEndOffset {
         .with_partition(asked.tp.partition)
         .with_leader_epoch(-1)
         .with_end_offset(-1);
+    if !asked.allowed {
+        return base.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+    }
     // ListOffsets(latest) is the owner's high watermark, or the partition's error.
     let latest = ctx
         .shard

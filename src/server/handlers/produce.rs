@@ -1,7 +1,9 @@
 //! Produce: each partition's record batch goes to the shard that owns the partition; the
 //! response is sent once every partition's batch is durable (acks=1/all), or not at all
 //! (acks=0). Versions 0-2 are advertised but refused per partition with UNSUPPORTED_VERSION,
-//! as Kafka 4 does.
+//! as Kafka 4 does. Each topic needs WRITE (TOPIC_AUTHORIZATION_FAILED), and a request with a
+//! transactional id WRITE on that id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every
+//! partition).
 
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -11,6 +13,7 @@ use kafka_protocol::ResponseError;
 use super::{auto_create_topics, str_bytes};
 use crate::metadata::validate_topic_name;
 use crate::protocol::versions::PRODUCE_VERSION_SERVED_MIN;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
 use crate::shard::messages::{ProduceInput, ProduceOutput, TopicPartition};
 
@@ -20,16 +23,25 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
         Some(ResponseError::UnsupportedVersion)
     } else if !matches!(acks, -1..=1) {
         Some(ResponseError::InvalidRequiredAcks)
+    } else if !transactional_id_allowed(ctx, &request) {
+        Some(ResponseError::TransactionalIdAuthorizationFailed)
     } else {
         None
     };
+    let names = request.topic_data.iter().map(|t| t.name.0.as_str());
+    let denied = super::topics_denied(ctx, AclOperation::Write, names);
     if refused.is_none() {
         let names = request.topic_data.iter().map(|t| t.name.0.as_str());
-        auto_create_topics(ctx, names).await;
+        auto_create_topics(ctx, names.filter(|name| !denied.contains(*name))).await;
     }
     let mut calls = Vec::new();
     for topic in &request.topic_data {
         let name = topic.name.0.to_string();
+        let refused = refused.or_else(|| {
+            denied
+                .contains(&name)
+                .then_some(ResponseError::TopicAuthorizationFailed)
+        });
         for partition in &topic.partition_data {
             let tp = TopicPartition {
                 topic: name.clone(),
@@ -64,6 +76,13 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
         })
         .collect();
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+fn transactional_id_allowed(ctx: &RequestContext, request: &ProduceRequest) -> bool {
+    request
+        .transactional_id
+        .as_ref()
+        .is_none_or(|id| ctx.authorize(AclOperation::Write, ResourceType::TransactionalId, id))
 }
 
 async fn produce_one(

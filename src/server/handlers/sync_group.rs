@@ -1,12 +1,18 @@
 //! SyncGroup 0-5: the leader hands in the assignment; every member waits for its own part.
+//! Needs READ on the group (GROUP_AUTHORIZATION_FAILED).
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::ResponseError;
 
 use crate::group::{self, GroupCall, GroupReply, SyncArgs};
+use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 
 pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupResponse {
+    if !ctx.authorize_group(AclOperation::Read, &request.group_id) {
+        let error = ResponseError::GroupAuthorizationFailed;
+        return SyncGroupResponse::default().with_error_code(error.code());
+    }
     let args = SyncArgs {
         group: request.group_id.to_string(),
         member_id: request.member_id.to_string(),
