@@ -14,6 +14,8 @@ pub mod limits;
 pub mod metadata;
 pub mod metrics;
 pub mod protocol;
+pub mod quota;
+pub mod quota_cli;
 pub mod runtime;
 pub mod security;
 pub mod serve;

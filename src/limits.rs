@@ -292,3 +292,22 @@ const _: () = assert!(SASL_TOKEN_BYTES_MAX < REQUEST_BYTES_MAX);
 /// guessing passwords in a loop without costing the shard anything but a timer.
 pub const AUTHENTICATION_FAILURE_DELAY_MS: u64 = 100;
 const _: () = assert!(AUTHENTICATION_FAILURE_DELAY_MS < AUTHENTICATION_TIMEOUT_MS);
+
+/// A quota's bucket holds this much of its rate: the burst a client at rest may send at once.
+pub const QUOTA_BURST_MS: u64 = 1000;
+/// Longest a throttled connection is muted after one response (Kafka caps the throttle time
+/// too); a bucket deeper in debt throttles the following responses as well.
+pub const QUOTA_THROTTLE_MS_MAX: u64 = 10_000;
+/// How often a shard tells the others what its connections took from each quota, so that a
+/// quota is shared by a client's connections on every shard.
+pub const QUOTA_GOSSIP_INTERVAL_MS: u64 = 100;
+/// Most quota buckets one shard keeps (one per sensor: user and client id as the matching
+/// quota tags them, so client ids chosen by clients can multiply them). Full buckets are
+/// forgotten first; a request needing a new bucket beyond this is throttled by
+/// `QUOTA_THROTTLE_MS_MAX` (quotas fail closed).
+pub const QUOTA_BUCKETS_PER_SHARD_MAX: usize = 100_000;
+/// Kafka clients' default `request.timeout.ms`: a muted connection's pipelined requests must
+/// not time out while it waits.
+pub const CLIENT_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+const _: () = assert!(QUOTA_GOSSIP_INTERVAL_MS * 5 <= QUOTA_BURST_MS);
+const _: () = assert!(QUOTA_THROTTLE_MS_MAX * 2 <= CLIENT_REQUEST_TIMEOUT_MS_DEFAULT);

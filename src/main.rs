@@ -42,6 +42,9 @@ enum Command {
     User(corelog::user_cli::UserArgs),
     /// Add, list and remove ACLs (over the Kafka protocol; the broker needs --authorizer on).
     Acl(corelog::acl_cli::AclArgs),
+    /// Set and list client quotas (produce and fetch byte rates, request time) over the
+    /// Kafka protocol.
+    Quota(corelog::quota_cli::QuotaArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Group(args) => corelog::group_cli::run(&args),
         Command::User(args) => corelog::user_cli::run(&args),
         Command::Acl(args) => corelog::acl_cli::run(&args),
+        Command::Quota(args) => corelog::quota_cli::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

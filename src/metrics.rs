@@ -62,6 +62,8 @@ pub struct ShardMetrics {
     /// them in time.
     pub authentication_failures: Cell<u64>,
     pub authentications: Cell<u64>,
+    /// Responses that made their connection wait for a client quota.
+    pub quota_throttled_responses: Cell<u64>,
     flushes: RefCell<Histogram>,
     pub flush_errors: Cell<u64>,
     cross_shard_sent: RefCell<Vec<u64>>,
@@ -109,6 +111,7 @@ impl ShardMetrics {
             connections_idle_closed: self.connections_idle_closed.get(),
             authentication_failures: self.authentication_failures.get(),
             authentications: self.authentications.get(),
+            quota_throttled_responses: self.quota_throttled_responses.get(),
             flushes: self.flushes.borrow().clone(),
             flush_errors: self.flush_errors.get(),
             cross_shard_sent: self.cross_shard_sent.borrow().clone(),
@@ -157,6 +160,7 @@ pub struct MetricsSnapshot {
     pub connections_idle_closed: u64,
     pub authentication_failures: u64,
     pub authentications: u64,
+    pub quota_throttled_responses: u64,
     pub flushes: Histogram,
     /// Every fdatasync of a log file: flushes, pre-writing, segment rolls.
     pub syncs: Histogram,
@@ -188,7 +192,7 @@ type HistogramFamily = (
 pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     render_requests(&mut out, snapshots);
-    let per_shard: [Family<MetricsSnapshot, u64>; 17] = [
+    let per_shard: [Family<MetricsSnapshot, u64>; 18] = [
         (
             "corelog_network_received_bytes_total",
             "counter",
@@ -243,6 +247,12 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "Failed TLS handshakes and SASL authentications, and connections closed before \
              finishing them in time",
             |s| s.authentication_failures,
+        ),
+        (
+            "corelog_quota_throttled_responses_total",
+            "counter",
+            "Responses after which the connection waited for a client quota",
+            |s| s.quota_throttled_responses,
         ),
         (
             "corelog_flush_errors_total",

@@ -10,6 +10,7 @@ pub mod acls;
 pub mod admin;
 pub mod frame;
 pub mod groups;
+pub mod quotas;
 pub mod security;
 pub mod topics;
 pub mod users;

@@ -168,6 +168,20 @@ fn rich_body(api_key: ApiKey) -> Option<RequestKind> {
                 .with_permission_type(1);
             RequestKind::DeleteAcls(m::DeleteAclsRequest::default().with_filters(vec![filter]))
         }
+        ApiKey::AlterClientQuotas => {
+            let entity = m::alter_client_quotas_request::EntityData::default()
+                .with_entity_type(str("user"))
+                .with_entity_name(Some(str("alice")));
+            let op = m::alter_client_quotas_request::OpData::default()
+                .with_key(str("producer_byte_rate"))
+                .with_value(1048576.0);
+            let entry = m::alter_client_quotas_request::EntryData::default()
+                .with_entity(vec![entity])
+                .with_ops(vec![op]);
+            RequestKind::AlterClientQuotas(
+                m::AlterClientQuotasRequest::default().with_entries(vec![entry]),
+            )
+        }
         _ => return None,
     })
 }

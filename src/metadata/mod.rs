@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits;
 use crate::protocol::record_batch;
+use crate::quota::{QuotaEntity, QuotaKey};
 use crate::security::acl::AclBinding;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::storage::{BatchCache, Log, LogConfig, StorageError};
@@ -71,6 +72,11 @@ pub enum MetadataRecord {
     AclCreated { binding: AclBinding },
     /// An ACL was deleted (KRaft's RemoveAccessControlEntryRecord).
     AclDeleted { binding: AclBinding },
+    /// Client quotas of one entity were set (`Some`) or removed (KRaft's ClientQuotaRecord).
+    ClientQuotasAltered {
+        entity: QuotaEntity,
+        changes: Vec<(QuotaKey, Option<f64>)>,
+    },
 }
 
 /// The name of a partition's directory in the data directory, as Kafka names it. Every legal

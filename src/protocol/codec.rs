@@ -237,6 +237,34 @@ pub fn encode_response(
     finish_frame(buf).map_err(error)
 }
 
+/// Sets a response's `throttle_time_ms` if its version has the field (Kafka added it to
+/// different APIs at different versions; the SASL responses never had it); whether it did.
+pub fn set_throttle_time(body: &mut ResponseKind, api_version: i16, throttle_ms: i32) -> bool {
+    macro_rules! set {
+        ($($variant:ident since $version:literal),* $(,)?) => {
+            match body {
+                $(ResponseKind::$variant(response) if api_version >= $version => {
+                    response.throttle_time_ms = throttle_ms;
+                    true
+                })*
+                _ => false,
+            }
+        };
+    }
+    set!(
+        Produce since 1, ListOffsets since 2, Metadata since 3, OffsetCommit since 3,
+        OffsetFetch since 3, FindCoordinator since 1, JoinGroup since 2, Heartbeat since 1,
+        LeaveGroup since 1, SyncGroup since 1, DescribeGroups since 1, ListGroups since 1,
+        ApiVersions since 1, CreateTopics since 2, DeleteTopics since 1, DeleteRecords since 0,
+        InitProducerId since 0, OffsetForLeaderEpoch since 2, DescribeAcls since 0,
+        CreateAcls since 0, DeleteAcls since 0, DescribeConfigs since 0, AlterConfigs since 0,
+        CreatePartitions since 0, DeleteGroups since 0, IncrementalAlterConfigs since 0,
+        OffsetDelete since 0, DescribeCluster since 0, DescribeUserScramCredentials since 0,
+        AlterUserScramCredentials since 0, DescribeClientQuotas since 0,
+        AlterClientQuotas since 0,
+    )
+}
+
 /// Encodes the answer to [`RequestBody::ApiVersionsUnsupported`]: an ApiVersions v0 body with
 /// error 35 (UNSUPPORTED_VERSION) and the supported ranges, so that the client retries with a
 /// version from them. Kafka answers the same way.
@@ -342,6 +370,15 @@ mod tests {
             ),
             ApiKey::AlterUserScramCredentials => {
                 RequestKind::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default())
+            }
+            ApiKey::DescribeAcls => RequestKind::DescribeAcls(DescribeAclsRequest::default()),
+            ApiKey::CreateAcls => RequestKind::CreateAcls(CreateAclsRequest::default()),
+            ApiKey::DeleteAcls => RequestKind::DeleteAcls(DeleteAclsRequest::default()),
+            ApiKey::DescribeClientQuotas => {
+                RequestKind::DescribeClientQuotas(DescribeClientQuotasRequest::default())
+            }
+            ApiKey::AlterClientQuotas => {
+                RequestKind::AlterClientQuotas(AlterClientQuotasRequest::default())
             }
             other => panic!("no default body for {other:?}; add one with the API"),
         }
@@ -632,5 +669,65 @@ mod tests {
             sizes,
             vec![4 + 4 + 4 + 3 + 4 + 14, 4 + 4 + 4 + 3 + 4 + 14 + 4, 45]
         );
+    }
+
+    /// A throttle time set on any response of any served version still encodes (it is set
+    /// only where the version has the field: every API's newest, Metadata from v3, never the
+    /// SASL responses).
+    #[test]
+    fn throttle_time_is_set_where_the_version_has_it() {
+        use kafka_protocol::messages::*;
+        macro_rules! all {
+            ($($variant:ident: $response:ty),* $(,)?) => {
+                vec![$((ApiKey::$variant, ResponseKind::$variant(<$response>::default()))),*]
+            };
+        }
+        let responses = all!(
+            Produce: ProduceResponse, ListOffsets: ListOffsetsResponse,
+            Metadata: MetadataResponse, OffsetCommit: OffsetCommitResponse,
+            OffsetFetch: OffsetFetchResponse, FindCoordinator: FindCoordinatorResponse,
+            JoinGroup: JoinGroupResponse, Heartbeat: HeartbeatResponse,
+            LeaveGroup: LeaveGroupResponse, SyncGroup: SyncGroupResponse,
+            DescribeGroups: DescribeGroupsResponse, ListGroups: ListGroupsResponse,
+            SaslHandshake: SaslHandshakeResponse, ApiVersions: ApiVersionsResponse,
+            CreateTopics: CreateTopicsResponse, DeleteTopics: DeleteTopicsResponse,
+            DeleteRecords: DeleteRecordsResponse, InitProducerId: InitProducerIdResponse,
+            OffsetForLeaderEpoch: OffsetForLeaderEpochResponse,
+            DescribeAcls: DescribeAclsResponse, CreateAcls: CreateAclsResponse,
+            DeleteAcls: DeleteAclsResponse, DescribeConfigs: DescribeConfigsResponse,
+            AlterConfigs: AlterConfigsResponse, SaslAuthenticate: SaslAuthenticateResponse,
+            CreatePartitions: CreatePartitionsResponse, DeleteGroups: DeleteGroupsResponse,
+            IncrementalAlterConfigs: IncrementalAlterConfigsResponse,
+            OffsetDelete: OffsetDeleteResponse,
+            DescribeClientQuotas: DescribeClientQuotasResponse,
+            AlterClientQuotas: AlterClientQuotasResponse,
+            DescribeUserScramCredentials: DescribeUserScramCredentialsResponse,
+            AlterUserScramCredentials: AlterUserScramCredentialsResponse,
+            DescribeCluster: DescribeClusterResponse,
+        );
+        assert_eq!(
+            responses.len(),
+            SUPPORTED_APIS.len() - 1,
+            "every API but Fetch"
+        );
+        for (api_key, response) in responses {
+            let range = SUPPORTED_APIS
+                .iter()
+                .find(|r| r.api_key == api_key)
+                .unwrap();
+            for version in range.version_min..=range.version_max {
+                let mut response = response.clone();
+                let set = set_throttle_time(&mut response, version, 250);
+                let sasl = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+                if version == range.version_max || sasl {
+                    assert_eq!(set, !sasl, "{api_key:?} v{version}");
+                }
+                if api_key == ApiKey::Metadata {
+                    assert_eq!(set, version >= 3, "Metadata v{version}");
+                }
+                encode_response(1, api_key, version, &response)
+                    .unwrap_or_else(|e| panic!("{api_key:?} v{version}: {e}"));
+            }
+        }
     }
 }

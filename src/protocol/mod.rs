@@ -13,7 +13,7 @@ pub mod versions;
 
 pub use codec::{
     decode_request, encode_api_versions_unsupported, encode_response, request_frame_length,
-    DecodeError, DecodedRequest, EncodeError, RequestBody,
+    set_throttle_time, DecodeError, DecodedRequest, EncodeError, RequestBody,
 };
 pub use fetch_response::{encode_fetch_response, FetchPartition, FetchResponseData, FetchTopic};
 pub use versions::{is_supported, supported_range, ApiRange, SUPPORTED_APIS};

@@ -65,7 +65,8 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 ///   topics by id).
 /// - Security: SaslHandshake 0-1, SaslAuthenticate 0-2, DescribeUserScramCredentials 0,
 ///   AlterUserScramCredentials 0, and DescribeAcls, CreateAcls and DeleteAcls 1-3 (Kafka 4
-///   serves 2-3; v1 is what older kafka-python admin clients send).
+///   serves 2-3; v1 is what older kafka-python admin clients send); DescribeClientQuotas and
+///   AlterClientQuotas 0-1.
 pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::Produce, 0, 11),
     api(ApiKey::Fetch, 4, 12),
@@ -97,6 +98,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::DescribeClientQuotas, 0, 1),
+    api(ApiKey::AlterClientQuotas, 0, 1),
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
     api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),

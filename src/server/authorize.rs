@@ -91,6 +91,18 @@ impl RequestContext {
             .fold(0, |bits, operation| bits | (1 << operation.code()))
     }
 
+    /// KIP-430's cluster operations when `asked`: those allowed to a principal with DESCRIBE
+    /// on the cluster, none (0) to one without, as Kafka reports them.
+    pub fn cluster_operations_if(&self, asked: bool) -> i32 {
+        if !asked {
+            AUTHORIZED_OPERATIONS_OMITTED
+        } else if self.authorize_cluster(AclOperation::Describe) {
+            self.authorized_operations(ResourceType::Cluster, CLUSTER_NAME)
+        } else {
+            0
+        }
+    }
+
     fn is_super_user(&self, principal: &str) -> bool {
         let super_users = &self.shard.config.security.super_users;
         super_users.iter().any(|user| user == principal)

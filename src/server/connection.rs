@@ -90,11 +90,8 @@ pub async fn serve(shard: &Rc<Shard>, listener: Rc<Listener>, stream: TcpStream)
     };
     let sasl = listener.config.protocol.uses_sasl();
     let Some(tls) = listener.tls.clone() else {
-        let connection = Rc::new(ConnectionContext {
-            listener,
-            client_host,
-            session: Session::new(sasl, None),
-        });
+        let session = Session::new(sasl, None);
+        let connection = Rc::new(ConnectionContext::new(listener, client_host, session));
         return serve_stream(shard, connection, stream, &peer, accepted).await;
     };
     // The TLS states are boxed so that a plaintext connection's task is not sized for them.
@@ -154,11 +151,8 @@ async fn serve_tls(
         .and_then(|chain| chain.first())
         .and_then(tls::certificate_subject)
         .map(Principal::user);
-    let connection = Rc::new(ConnectionContext {
-        listener,
-        client_host,
-        session: Session::new(sasl, principal),
-    });
+    let session = Session::new(sasl, principal);
+    let connection = Rc::new(ConnectionContext::new(listener, client_host, session));
     serve_stream(shard, connection, secured, &peer, accepted).await
 }
 
@@ -281,6 +275,11 @@ async fn read_requests<R: AsyncRead + Unpin>(
         };
         state.progressed();
         metrics::add(&shard.metrics.bytes_received, 4 + frame.len() as u64);
+        // A client quota holds the connection's next request back (Kafka mutes the channel).
+        if let Some(wait) = connection.take_throttle() {
+            until_quit(shard, state, runtime::sleep(wait)).await?;
+            state.progressed();
+        }
         let serial = session.is_serial();
         let work = if session.expects_raw_token() {
             Work::RawToken(frame)

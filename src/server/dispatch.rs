@@ -3,11 +3,12 @@
 //! the response body (Fetch returns scatter-gather chunks, Produce with acks=0 nothing).
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
+use super::quotas::{QuotaCharge, Timed};
 use super::session::ConnectionContext;
 use super::{handlers, Listener, Response};
 use crate::protocol::{self, DecodedRequest, RequestBody};
@@ -22,6 +23,8 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The connection: its listener, client address and session.
     pub connection: Rc<ConnectionContext>,
+    /// The client quotas the request counts against, if any.
+    pub quota: Option<QuotaCharge>,
 }
 
 impl RequestContext {
@@ -44,7 +47,16 @@ pub async fn handle(
 ) -> Response {
     let started = Instant::now();
     let api_key = request.header.request_api_key;
-    let response = run(shard, request, connection).await;
+    let ctx = context(shard, &request.header, connection);
+    let busy = ctx
+        .quota
+        .as_ref()
+        .filter(|q| q.counts_time())
+        .map(QuotaCharge::busy);
+    let response = match busy {
+        Some(busy) => Timed::new(run(ctx, request.body), busy).await,
+        None => run(ctx, request.body).await,
+    };
     shard.metrics.request_done(api_key, started.elapsed());
     response
 }
@@ -58,17 +70,12 @@ pub async fn raw_sasl_token(
     handlers::sasl_authenticate::raw_token(shard, connection, token).await
 }
 
-async fn run(
-    shard: &Rc<Shard>,
-    request: DecodedRequest,
-    connection: Rc<ConnectionContext>,
-) -> Response {
-    let ctx = context(shard, &request.header, connection);
+async fn run(ctx: RequestContext, body: RequestBody) -> Response {
     // Before authentication (or once a session expired) only the SASL APIs are served.
     if let Err(reason) = ctx.connection.session.admit(ctx.api_key) {
         return Response::Close(reason);
     }
-    let body = match request.body {
+    let body = match body {
         RequestBody::Decoded(body) => body,
         RequestBody::ApiVersionsUnsupported => {
             return encoded(protocol::encode_api_versions_unsupported(
@@ -76,19 +83,30 @@ async fn run(
             ));
         }
     };
-    let response = match body {
+    let mut produced_bytes = 0;
+    let mut response = match body {
         RequestKind::ApiVersions(r) => {
             ResponseKind::ApiVersions(handlers::api_versions::handle(&ctx, r))
         }
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(handlers::metadata::handle(&ctx, r).await)
         }
-        RequestKind::Produce(r) => match handlers::produce::handle(&ctx, r).await {
-            Some(response) => ResponseKind::Produce(response),
-            None => return Response::Nothing,
-        },
+        RequestKind::Produce(r) => {
+            if ctx.quota.as_ref().is_some_and(QuotaCharge::counts_produce) {
+                produced_bytes = handlers::produce::record_bytes(&r);
+            }
+            match handlers::produce::handle(&ctx, r).await {
+                Some(response) => ResponseKind::Produce(response),
+                None => {
+                    throttle(&ctx, produced_bytes, 0);
+                    return Response::Nothing;
+                }
+            }
+        }
         RequestKind::Fetch(r) => {
-            let data = handlers::fetch::handle(&ctx, r).await;
+            let mut data = handlers::fetch::handle(&ctx, r).await;
+            let fetched_bytes = handlers::fetch::record_bytes(&data);
+            data.throttle_time_ms = throttle(&ctx, 0, fetched_bytes);
             let chunks =
                 protocol::encode_fetch_response(ctx.correlation_id, ctx.api_version, &data);
             return Response::Chunks(chunks);
@@ -152,8 +170,21 @@ async fn run(
         RequestKind::DeleteAcls(r) => {
             ResponseKind::DeleteAcls(handlers::delete_acls::handle(&ctx, r).await)
         }
-        other => return group_api(&ctx, other).await,
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(handlers::describe_client_quotas::handle(&ctx, r))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(handlers::alter_client_quotas::handle(&ctx, r).await)
+        }
+        other => match group_api(&ctx, other).await {
+            Ok(response) => response,
+            Err(response) => return response,
+        },
     };
+    let throttle_ms = throttle(&ctx, produced_bytes, 0);
+    if throttle_ms > 0 {
+        protocol::set_throttle_time(&mut response, ctx.api_version, throttle_ms);
+    }
     encoded(protocol::encode_response(
         ctx.correlation_id,
         ctx.api_key,
@@ -162,8 +193,21 @@ async fn run(
     ))
 }
 
-/// The consumer-group APIs (`crate::group`).
-async fn group_api(ctx: &RequestContext, body: RequestKind) -> Response {
+/// Takes the request's use from its client quotas; the milliseconds its connection now waits
+/// before the next request is read (0 without quotas).
+fn throttle(ctx: &RequestContext, produced_bytes: usize, fetched_bytes: usize) -> i32 {
+    let Some(quota) = &ctx.quota else {
+        return 0;
+    };
+    let wait_ms = quota.settle(&ctx.shard, produced_bytes, fetched_bytes);
+    if wait_ms > 0 {
+        ctx.connection.throttle_for(Duration::from_millis(wait_ms));
+    }
+    i32::try_from(wait_ms).unwrap_or(i32::MAX)
+}
+
+/// The consumer-group APIs (`crate::group`); `Err` for a request to end the connection.
+async fn group_api(ctx: &RequestContext, body: RequestKind) -> Result<ResponseKind, Response> {
     use handlers::*;
     let response = match body {
         RequestKind::OffsetCommit(r) => {
@@ -188,15 +232,13 @@ async fn group_api(ctx: &RequestContext, body: RequestKind) -> Response {
         }
         other => {
             // The decoder only admits APIs in the version table, and each has an arm above.
-            return Response::Close(format!("no handler for {:?}", api_name(&other)));
+            return Err(Response::Close(format!(
+                "no handler for {:?}",
+                api_name(&other)
+            )));
         }
     };
-    encoded(protocol::encode_response(
-        ctx.correlation_id,
-        ctx.api_key,
-        ctx.api_version,
-        &response,
-    ))
+    Ok(response)
 }
 
 fn context(
@@ -204,13 +246,22 @@ fn context(
     header: &RequestHeader,
     connection: Rc<ConnectionContext>,
 ) -> RequestContext {
+    let api_key = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
+    let client_id = header.client_id.as_ref().map(|c| c.to_string());
+    let quota = if shard.table().quotas().is_empty() {
+        None
+    } else {
+        let user = connection.session.principal().name;
+        QuotaCharge::resolve(shard, api_key, &user, client_id.as_deref().unwrap_or(""))
+    };
     RequestContext {
         shard: shard.clone(),
-        api_key: ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions),
+        api_key,
         api_version: header.request_api_version,
         correlation_id: header.correlation_id,
-        client_id: header.client_id.as_ref().map(|c| c.to_string()),
+        client_id,
         connection,
+        quota,
     }
 }
 

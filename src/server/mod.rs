@@ -12,6 +12,7 @@ mod connection;
 pub mod dispatch;
 pub mod handlers;
 mod order;
+pub mod quotas;
 pub mod session;
 
 use std::rc::Rc;
@@ -41,6 +42,8 @@ pub struct ShardNet {
     pub listeners: Vec<Rc<Listener>>,
     /// PLAIN password checks running off the shard's thread (each a key derivation).
     pub password_checks: Rc<runtime::Semaphore>,
+    /// This shard's client-quota buckets.
+    pub quotas: crate::quota::throttle::Throttle,
 }
 
 impl ShardNet {
@@ -67,6 +70,7 @@ impl ShardNet {
             password_checks: Rc::new(runtime::Semaphore::new(
                 crate::limits::PASSWORD_CHECKS_PER_SHARD_MAX as u64,
             )),
+            quotas: Default::default(),
         }
     }
 }

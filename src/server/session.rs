@@ -28,6 +28,32 @@ pub struct ConnectionContext {
     /// The client's address as Kafka shows it in group descriptions ("/127.0.0.1").
     pub client_host: Rc<str>,
     pub session: Session,
+    /// A client quota's wait: no further request is read before this (see `quotas`).
+    throttled_until: Cell<Option<Instant>>,
+}
+
+impl ConnectionContext {
+    pub fn new(listener: Rc<Listener>, client_host: Rc<str>, session: Session) -> Self {
+        ConnectionContext {
+            listener,
+            client_host,
+            session,
+            throttled_until: Cell::new(None),
+        }
+    }
+
+    /// Holds back the connection's next request for `wait` (extending an earlier wait).
+    pub fn throttle_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let later = self.throttled_until.get().map_or(until, |t| t.max(until));
+        self.throttled_until.set(Some(later));
+    }
+
+    /// How long the next request must still wait, and the wait forgotten.
+    pub fn take_throttle(&self) -> Option<Duration> {
+        let until = self.throttled_until.take()?;
+        Some(until.saturating_duration_since(Instant::now())).filter(|left| !left.is_zero())
+    }
 }
 
 /// The authentication state of one connection.

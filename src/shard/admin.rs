@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 use super::messages::{ShardRequest, TopicPartition};
 use super::Shard;
 use crate::metadata::topic_config::ConfigOperation;
+use crate::quota::{QuotaEntity, QuotaKey};
 use crate::security::acl::AclBinding;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::storage::StorageError;
@@ -22,6 +23,12 @@ pub enum ControllerCommand {
     /// Create (`create`) or delete an ACL; creating one that exists, or deleting one that
     /// does not, succeeds without a change (as Kafka does).
     Acl { binding: AclBinding, create: bool },
+    /// Set (`Some`) or remove client quotas of one entity, all or none.
+    AlterQuotas {
+        entity: QuotaEntity,
+        changes: Vec<(QuotaKey, Option<f64>)>,
+        validate_only: bool,
+    },
     /// Create or replace (`Some`) or delete (`None`) a user's credential for one mechanism.
     AlterUser {
         user: String,
@@ -46,6 +53,7 @@ impl ControllerCommand {
     pub fn subject(&self) -> &str {
         match self {
             ControllerCommand::Acl { binding, .. } => &binding.pattern.name,
+            ControllerCommand::AlterQuotas { .. } => "client quotas",
             ControllerCommand::AlterConfigs { topic, .. }
             | ControllerCommand::CreatePartitions { topic, .. } => topic,
             ControllerCommand::AlterUser { user, .. } => user,

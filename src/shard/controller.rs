@@ -331,6 +331,14 @@ impl Controller {
                 };
                 Ok((record, unchanged))
             }
+            ControllerCommand::AlterQuotas {
+                entity,
+                changes,
+                validate_only,
+            } => Ok((
+                MetadataRecord::ClientQuotasAltered { entity, changes },
+                validate_only,
+            )),
             ControllerCommand::AlterUser {
                 user,
                 mechanism,

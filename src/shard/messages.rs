@@ -45,6 +45,8 @@ pub enum ShardRequest {
     /// A consumer-group operation for the group's coordinator (see `crate::group`). JoinGroup
     /// and SyncGroup replies may take a whole rebalance.
     Group(crate::group::GroupCall, Reply<crate::group::GroupReply>),
+    /// What another shard's connections took from client quotas (see `quota::throttle`).
+    QuotaUsage(Vec<crate::quota::throttle::Usage>, Reply<()>),
 }
 
 /// Identifies one partition by topic name and index.

@@ -177,6 +177,7 @@ pub async fn run(
     });
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
     runtime::spawn_into(queues.requests, crate::group::run_timers(shard.clone()));
+    runtime::spawn_into(queues.requests, shard.clone().quota_gossip_loop());
     let started = if shard.id == 0 {
         shard.clone().start_controller().await
     } else {
@@ -345,6 +346,10 @@ impl Shard {
             }
             ShardRequest::Group(call, reply) => {
                 reply.send(crate::group::handle_local(&self, call).await)
+            }
+            ShardRequest::QuotaUsage(usage, reply) => {
+                self.net.quotas.take_remote(&usage);
+                reply.send(());
             }
         }
     }
@@ -804,6 +809,39 @@ impl Shard {
             }
         }
         partition.clear_queued();
+    }
+
+    /// Tells the other shards, every `QUOTA_GOSSIP_INTERVAL_MS`, what this shard's
+    /// connections took from client quotas (nothing is sent while nothing was taken).
+    async fn quota_gossip_loop(self: Rc<Self>) {
+        if self.count == 1 {
+            return;
+        }
+        let interval = Duration::from_millis(crate::limits::QUOTA_GOSSIP_INTERVAL_MS);
+        loop {
+            let tick = futures::future::select(
+                Box::pin(runtime::sleep(interval)),
+                Box::pin(self.shutdown.wait()),
+            );
+            if let futures::future::Either::Right(_) = tick.await {
+                return;
+            }
+            let usage = self.net.quotas.take_unreported();
+            if usage.is_empty() {
+                continue;
+            }
+            let shard = &self;
+            let others = (0..self.count).filter(|other| *other != self.id);
+            let calls = others.map(|other| {
+                let usage = usage.clone();
+                async move {
+                    shard
+                        .call(other, |tx| ShardRequest::QuotaUsage(usage, tx))
+                        .await
+                }
+            });
+            futures::future::join_all(calls).await;
+        }
     }
 
     async fn retention_loop(self: Rc<Self>) {

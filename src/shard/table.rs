@@ -11,6 +11,7 @@ use std::rc::Rc;
 use crate::config::TopicDefaults;
 use crate::metadata::topic_config::TopicConfig;
 use crate::metadata::MetadataRecord;
+use crate::quota::QuotaStore;
 use crate::security::acl::AclStore;
 use crate::security::users::UserStore;
 
@@ -64,6 +65,8 @@ pub struct ShardTable {
     users: Rc<UserStore>,
     /// ACLs; shared with requests being authorized, copied on change.
     acls: Rc<AclStore>,
+    /// Client quotas; shared with requests being throttled, copied on change.
+    quotas: Rc<QuotaStore>,
     revision: u64,
 }
 
@@ -75,6 +78,7 @@ impl ShardTable {
             ids: HashMap::new(),
             users: Rc::default(),
             acls: Rc::default(),
+            quotas: Rc::default(),
             revision: 0,
         }
     }
@@ -101,6 +105,10 @@ impl ShardTable {
 
     pub fn acls(&self) -> Rc<AclStore> {
         self.acls.clone()
+    }
+
+    pub fn quotas(&self) -> Rc<QuotaStore> {
+        self.quotas.clone()
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &Rc<TopicEntry>> {
@@ -208,6 +216,12 @@ impl ShardTable {
             }
             MetadataRecord::AclDeleted { binding } => {
                 Rc::make_mut(&mut self.acls).remove(binding);
+            }
+            MetadataRecord::ClientQuotasAltered { entity, changes } => {
+                let quotas = Rc::make_mut(&mut self.quotas);
+                for (key, value) in changes {
+                    quotas.set(entity, *key, *value);
+                }
             }
         }
         change

@@ -1,6 +1,7 @@
 //! DescribeCluster: the cluster id, the controller and the brokers (just this node). A broker
 //! answers only for the broker endpoint type; asking it for controllers is refused as Kafka
-//! does (MISMATCHED_ENDPOINT_TYPE). It needs DESCRIBE on the cluster.
+//! does (MISMATCHED_ENDPOINT_TYPE). Anyone may ask, as in Kafka; the authorized operations
+//! (KIP-430) are reported only to a principal with DESCRIBE on the cluster, 0 to others.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -8,8 +9,6 @@ use kafka_protocol::ResponseError;
 
 use super::metadata::CLUSTER_ID;
 use super::str_bytes;
-use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
-use crate::server::authorize::AUTHORIZED_OPERATIONS_OMITTED;
 use crate::server::dispatch::RequestContext;
 
 /// DescribeCluster's endpoint type for brokers (2 is controllers).
@@ -26,11 +25,6 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
         response.error_message = Some(str_bytes("this endpoint serves brokers only"));
         return response;
     }
-    if !ctx.authorize_cluster(AclOperation::Describe) {
-        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
-        response.error_message = Some(str_bytes("not authorized to describe the cluster"));
-        return response;
-    }
     let broker = DescribeClusterBroker::default()
         .with_broker_id(node_id)
         .with_host(str_bytes(ctx.listener().config.advertised_host.clone()))
@@ -39,10 +33,6 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
         .with_cluster_id(str_bytes(CLUSTER_ID))
         .with_controller_id(node_id)
         .with_brokers(vec![broker]);
-    let operations = if request.include_cluster_authorized_operations {
-        ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME)
-    } else {
-        AUTHORIZED_OPERATIONS_OMITTED
-    };
+    let operations = ctx.cluster_operations_if(request.include_cluster_authorized_operations);
     response.with_cluster_authorized_operations(operations)
 }

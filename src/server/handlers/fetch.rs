@@ -145,6 +145,11 @@ fn partition_data(index: i32, output: FetchOutput, budget: &mut Budget) -> Fetch
     }
 }
 
+/// The record bytes a response carries (what a consumer byte-rate quota counts).
+pub fn record_bytes(response: &FetchResponseData) -> usize {
+    summarize(response).0
+}
+
 fn summarize(response: &FetchResponseData) -> (usize, bool) {
     let partitions = response.topics.iter().flat_map(|t| t.partitions.iter());
     partitions.fold((0, false), |(bytes, error), p| {

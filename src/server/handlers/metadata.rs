@@ -16,7 +16,7 @@ use kafka_protocol::ResponseError;
 
 use super::{auto_create_topics, str_bytes, topic_name};
 use crate::metadata::validate_topic_name;
-use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
 use crate::shard::table::TopicEntry;
 
@@ -35,9 +35,9 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     if ctx.api_version >= 2 {
         response.cluster_id = Some(str_bytes(CLUSTER_ID));
     }
-    if (8..=10).contains(&ctx.api_version) && request.include_cluster_authorized_operations {
+    if (8..=10).contains(&ctx.api_version) {
         response.cluster_authorized_operations =
-            ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME);
+            ctx.cluster_operations_if(request.include_cluster_authorized_operations);
     }
     let describe = |entry: &TopicEntry| {
         let mut described = describe_topic(entry, node_id, ctx.api_version);

@@ -78,6 +78,21 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     Some(ProduceResponse::default().with_responses(responses))
 }
 
+/// The record bytes a request carries (what a producer byte-rate quota counts).
+pub fn record_bytes(request: &ProduceRequest) -> usize {
+    request
+        .topic_data
+        .iter()
+        .flat_map(|topic| topic.partition_data.iter())
+        .map(|partition| {
+            partition
+                .records
+                .as_ref()
+                .map_or(0, |records| records.len())
+        })
+        .sum()
+}
+
 fn transactional_id_allowed(ctx: &RequestContext, request: &ProduceRequest) -> bool {
     request
         .transactional_id
