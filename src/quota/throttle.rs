@@ -112,3 +112,40 @@ impl Throttle {
         self.origin.elapsed().as_secs_f64() * 1000.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::QuotaKey;
+
+    fn sensor() -> SensorKey {
+        SensorKey {
+            key: QuotaKey::ProducerByteRate,
+            user: "alice".into(),
+            client_id: String::new(),
+        }
+    }
+
+    /// What one shard takes reaches the other's bucket through the gossip: a client over its
+    /// quota on one shard is throttled on the other too, and what was gossiped is not sent
+    /// again.
+    #[test]
+    fn shards_share_a_quota_through_gossip() {
+        let (first, second) = (Throttle::default(), Throttle::default());
+        let rate = 1000.0;
+        assert_eq!(first.take(&sensor(), 900.0, rate), 0);
+        assert_eq!(
+            second.take(&sensor(), 900.0, rate),
+            0,
+            "each shard alone is under"
+        );
+        second.take_remote(&first.take_unreported());
+        first.take_remote(&second.take_unreported());
+        assert!(first.take(&sensor(), 1.0, rate) > 0);
+        assert!(second.take(&sensor(), 1.0, rate) > 0);
+        let again = first.take_unreported();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1, 1.0, "only what was taken since the last gossip");
+        assert!(first.take_unreported().is_empty());
+    }
+}

@@ -9,7 +9,7 @@
 //! Per-shard: reads the shard's copy of the ACLs; the principal is the connection's.
 
 use super::dispatch::RequestContext;
-use crate::security::acl::{AccessRequest, AclOperation, ResourceType, CLUSTER_NAME};
+use crate::security::acl::{AccessRequest, AclOperation, AclStore, ResourceType, CLUSTER_NAME};
 
 /// The KIP-430 value of "authorized operations" that were not asked for.
 pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -27,29 +27,7 @@ impl RequestContext {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
-        if !self.authorizing() {
-            return true;
-        }
-        let principal = self.connection.session.principal().to_string();
-        let request = AccessRequest {
-            principal: &principal,
-            host: self.client_ip(),
-            operation,
-            resource_type,
-            name,
-        };
-        let allowed = self.is_super_user(&principal) || self.shard.table().acls().allows(&request);
-        if !allowed {
-            tracing::debug!(
-                %principal,
-                host = request.host,
-                %operation,
-                %resource_type,
-                resource = name,
-                "denied"
-            );
-        }
-        allowed
+        self.decide(operation, resource_type, name, AclStore::allows)
     }
 
     pub fn authorize_topic(&self, operation: AclOperation, topic: &str) -> bool {
@@ -67,6 +45,17 @@ impl RequestContext {
     /// May the principal do `operation` on at least one resource of `resource_type`? (KIP-679:
     /// WRITE on any topic is enough for an idempotent producer.)
     pub fn authorize_any(&self, operation: AclOperation, resource_type: ResourceType) -> bool {
+        self.decide(operation, resource_type, "", AclStore::allows_any)
+    }
+
+    /// Allowed with the authorizer off, to super users, and where `rule` finds it allowed.
+    fn decide(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+        rule: fn(&AclStore, &AccessRequest) -> bool,
+    ) -> bool {
         if !self.authorizing() {
             return true;
         }
@@ -76,9 +65,20 @@ impl RequestContext {
             host: self.client_ip(),
             operation,
             resource_type,
-            name: "",
+            name,
         };
-        self.is_super_user(&principal) || self.shard.table().acls().allows_any(&request)
+        let allowed = self.is_super_user(&principal) || rule(&self.shard.table().acls(), &request);
+        if !allowed {
+            tracing::debug!(
+                %principal,
+                host = request.host,
+                %operation,
+                %resource_type,
+                resource = name,
+                "denied"
+            );
+        }
+        allowed
     }
 
     /// The KIP-430 bit set of the operations the principal may do on a resource: bit `code`

@@ -812,11 +812,9 @@ impl Shard {
     }
 
     /// Tells the other shards, every `QUOTA_GOSSIP_INTERVAL_MS`, what this shard's
-    /// connections took from client quotas (nothing is sent while nothing was taken).
+    /// connections took from client quotas (nothing is sent while nothing was taken). With
+    /// one shard it only lets the buckets forget what they no longer need.
     async fn quota_gossip_loop(self: Rc<Self>) {
-        if self.count == 1 {
-            return;
-        }
         let interval = Duration::from_millis(crate::limits::QUOTA_GOSSIP_INTERVAL_MS);
         loop {
             let tick = futures::future::select(
@@ -827,7 +825,7 @@ impl Shard {
                 return;
             }
             let usage = self.net.quotas.take_unreported();
-            if usage.is_empty() {
+            if usage.is_empty() || self.count == 1 {
                 continue;
             }
             let shard = &self;
