@@ -55,9 +55,12 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
         group_id_not_found: ctx.api_version >= GROUP_ID_NOT_FOUND_VERSION,
         offsets,
     };
-    let codes = match count {
-        0 => Vec::new(),
-        _ => match group::route(&ctx.shard, GroupCall::Commit(args)).await {
+    // Nothing left to commit once the authorizer refused it all: the group is not asked
+    // (as Kafka does); a request that named nothing still is (an unknown group answers).
+    let refused_all = count == 0 && (!group_allowed || !denied.is_empty());
+    let codes = match refused_all {
+        true => Vec::new(),
+        false => match group::route(&ctx.shard, GroupCall::Commit(args)).await {
             GroupReply::Commit(codes) => codes,
             GroupReply::Error(error) => vec![error.code(); count],
             _ => vec![ResponseError::UnknownServerError.code(); count],

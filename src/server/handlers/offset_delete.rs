@@ -34,9 +34,11 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
         .collect();
     let count = partitions.len();
     let call = GroupCall::DeleteOffsets(request.group_id.to_string(), partitions);
-    let reply = match count {
-        0 => GroupReply::DeleteOffsets(Vec::new()),
-        _ => group::route(&ctx.shard, call).await,
+    // Every topic refused: the group is not asked. A request naming nothing still is (an
+    // unknown group answers GROUP_ID_NOT_FOUND).
+    let reply = match count == 0 && !denied.is_empty() {
+        true => GroupReply::DeleteOffsets(Vec::new()),
+        false => group::route(&ctx.shard, call).await,
     };
     let codes = match reply {
         GroupReply::DeleteOffsets(codes) => codes,
