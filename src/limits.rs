@@ -280,12 +280,16 @@ pub const SASL_TOKEN_BYTES_MAX: usize = 524_288;
 /// before it is closed, so that connections that never finish cannot pile up.
 pub const AUTHENTICATION_TIMEOUT_MS: u64 = 10_000;
 
-/// PLAIN password checks (key derivations, run off the shard's thread) one shard runs at
-/// once; more wait, so that a client failing in a loop cannot occupy the blocking pool.
-pub const PASSWORD_CHECKS_PER_SHARD_MAX: usize = 2;
+/// The share of a shard's core that PLAIN password checks (key derivations, on the blocking
+/// thread that shares the core) may take together, so that a client failing PLAIN logins in a
+/// loop cannot slow the shard's other clients; checks beyond it wait their turn. With a
+/// 4096-iteration credential a check takes 2-5 ms, so this is 20-50 logins a second per
+/// shard, with a burst of a second's worth (`QUOTA_BURST_MS`).
+pub const PASSWORD_CHECK_SHARE_PERCENT: u64 = 10;
 
 const _: () = assert!(SCRAM_ITERATIONS_MIN >= 4096 && SCRAM_ITERATIONS_MIN <= SCRAM_ITERATIONS_MAX);
 const _: () = assert!(SASL_TOKEN_BYTES_MAX < REQUEST_BYTES_MAX);
+const _: () = assert!(PASSWORD_CHECK_SHARE_PERCENT > 0 && PASSWORD_CHECK_SHARE_PERCENT < 100);
 
 /// How long the answer to a failed SASL authentication is held back before the connection
 /// closes (Kafka's `connection.failed.authentication.delay.ms` default): it slows a client

@@ -62,6 +62,8 @@ pub struct ShardMetrics {
     /// them in time.
     pub authentication_failures: Cell<u64>,
     pub authentications: Cell<u64>,
+    /// Time PLAIN password checks (key derivations) took, in microseconds.
+    pub password_check_micros: Cell<u64>,
     /// Responses that made their connection wait for a client quota.
     pub quota_throttled_responses: Cell<u64>,
     flushes: RefCell<Histogram>,
@@ -111,6 +113,7 @@ impl ShardMetrics {
             connections_idle_closed: self.connections_idle_closed.get(),
             authentication_failures: self.authentication_failures.get(),
             authentications: self.authentications.get(),
+            password_check_micros: self.password_check_micros.get(),
             quota_throttled_responses: self.quota_throttled_responses.get(),
             flushes: self.flushes.borrow().clone(),
             flush_errors: self.flush_errors.get(),
@@ -160,6 +163,7 @@ pub struct MetricsSnapshot {
     pub connections_idle_closed: u64,
     pub authentication_failures: u64,
     pub authentications: u64,
+    pub password_check_micros: u64,
     pub quota_throttled_responses: u64,
     pub flushes: Histogram,
     /// Every fdatasync of a log file: flushes, pre-writing, segment rolls.
@@ -192,7 +196,7 @@ type HistogramFamily = (
 pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     render_requests(&mut out, snapshots);
-    let per_shard: [Family<MetricsSnapshot, u64>; 18] = [
+    let per_shard: [Family<MetricsSnapshot, u64>; 19] = [
         (
             "corelog_network_received_bytes_total",
             "counter",
@@ -240,6 +244,13 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "counter",
             "Successful SASL authentications (re-authentications included)",
             |s| s.authentications,
+        ),
+        (
+            "corelog_password_check_microseconds_total",
+            "counter",
+            "Time PLAIN password checks (key derivations) took, within \
+             PASSWORD_CHECK_SHARE_PERCENT of the shard's core",
+            |s| s.password_check_micros,
         ),
         (
             "corelog_authentication_failures_total",

@@ -12,6 +12,7 @@ mod connection;
 pub mod dispatch;
 pub mod handlers;
 mod order;
+pub mod password_checks;
 pub mod quotas;
 pub mod session;
 
@@ -40,8 +41,8 @@ pub struct ShardNet {
     pub request_overdraft: Rc<ByteBudget>,
     /// The Kafka listeners, as configured.
     pub listeners: Vec<Rc<Listener>>,
-    /// PLAIN password checks running off the shard's thread (each a key derivation).
-    pub password_checks: Rc<runtime::Semaphore>,
+    /// PLAIN password checks (each a key derivation), within their share of the core.
+    pub password_checks: password_checks::PasswordChecks,
     /// This shard's client-quota buckets.
     pub quotas: crate::quota::throttle::Throttle,
 }
@@ -67,9 +68,7 @@ impl ShardNet {
             request_budget: ByteBudget::new(config.queued_request_bytes_per_shard()),
             request_overdraft: ByteBudget::new(1),
             listeners,
-            password_checks: Rc::new(runtime::Semaphore::new(
-                crate::limits::PASSWORD_CHECKS_PER_SHARD_MAX as u64,
-            )),
+            password_checks: Default::default(),
             quotas: Default::default(),
         }
     }

@@ -15,7 +15,9 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
+import urllib.request
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -340,6 +342,62 @@ def test_connection_that_never_authenticates_is_closed(secure_broker):
         assert closed_by_peer(idle, 5), "the deadline counts from the accept"
     logged(secure_broker, "TLS handshake not done in time")
     logged(secure_broker, "SASL authentication not done in time")
+
+
+def metric_per_shard(broker, name: str) -> list[float]:
+    """A per-shard counter from the broker's /metrics, one value per shard."""
+    line = [line for line in broker.stderr_text(tail_bytes=1 << 40).splitlines()
+            if "admin listener serving /metrics" in line][-1]
+    address = line.split("admin=")[1].split()[0]
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=TIMEOUT_S) as answer:
+        text = answer.read().decode()
+    return [float(line.split()[-1]) for line in text.splitlines()
+            if line.startswith(name + "{")]
+
+
+def test_failing_plain_logins_stay_within_their_share_of_the_core(secure_broker, pki, topic):
+    """PLAIN costs the broker a key derivation per login. Connections failing PLAIN logins in
+    a loop get no more than PASSWORD_CHECK_SHARE_PERCENT (10%) of each shard's core for those
+    derivations (a second's worth of burst aside), and meanwhile SCRAM and PLAIN clients
+    log in and produce. Unbounded, this flood takes most of a core per shard."""
+    port = secure_broker.ports["SASL_PLAINTEXT"]
+    stop = threading.Event()
+    failures = [0]
+
+    def flood():
+        while not stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", port), TIMEOUT_S) as sock:
+                    assert handshake(sock, "PLAIN", 1)[0] == 0
+                    error = authenticate_v1(sock, b"\0alice\0wrong-password")[0]
+                    assert error == 58, f"SASL_AUTHENTICATION_FAILED expected, got {error}"
+                    failures[0] += 1
+            except (ConnectionError, socket.timeout):
+                pass  # Closed by the authentication timeout while queued.
+
+    flooders = [threading.Thread(target=flood, daemon=True) for _ in range(24)]
+    started = time.monotonic()
+    for thread in flooders:
+        thread.start()
+    try:
+        wait_until(lambda: failures[0] >= 20, TIMEOUT_S, "failed PLAIN logins")
+        for mechanism in ("SCRAM-SHA-512", "PLAIN"):
+            round_trip(sasl_conf(secure_broker, pki, mechanism, listener="SASL_PLAINTEXT"),
+                       topic, count=5)
+        time.sleep(2)  # A measurement window, not synchronisation: the flood goes on.
+    finally:
+        stop.set()
+        for thread in flooders:
+            thread.join(TIMEOUT_S)
+    elapsed_s = time.monotonic() - started
+    spent_s = [micros / 1e6 for micros in
+               metric_per_shard(secure_broker, "corelog_password_check_microseconds_total")]
+    # Each shard: 10% of the elapsed time, a burst of 0.1 s, and the check in flight (charged
+    # when it ends, and slow on a loaded machine). Unbounded, it is over 1 s per second.
+    allowed_s = 0.10 * elapsed_s + 0.1 + 0.3
+    assert spent_s and sum(spent_s) > 0, spent_s
+    assert max(spent_s) <= allowed_s, (spent_s, allowed_s, elapsed_s, failures[0])
+    assert_still_serves(secure_broker, topic)
 
 
 def test_a_pending_tls_handshake_does_not_hold_up_shutdown(broker_factory, pki):

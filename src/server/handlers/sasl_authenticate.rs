@@ -5,7 +5,7 @@
 //! answer) after `AUTHENTICATION_FAILURE_DELAY_MS`, and the connection closes. Success sets
 //! the connection's principal; from v1 the answer carries the session's lifetime
 //! (`connections.max.reauth.ms`, KIP-368). PLAIN's password check, a key derivation, runs on
-//! a blocking thread, at most `PASSWORD_CHECKS_PER_SHARD_MAX` at once per shard. Tokens are
+//! a blocking thread within its share of the core (`server::password_checks`). Tokens are
 //! never logged.
 
 use std::rc::Rc;
@@ -96,8 +96,7 @@ async fn step(
     };
     let progress = match progress {
         Ok(SaslProgress::CheckPassword(check)) => {
-            let _permit = shard.net.password_checks.acquire_permit(1).await;
-            runtime::run_blocking(move || check.run()).await
+            shard.net.password_checks.run(check, &shard.metrics).await
         }
         other => other,
     };
