@@ -13,6 +13,7 @@ pub mod tls;
 pub mod users;
 
 use std::fmt;
+use std::rc::Rc;
 use std::str::FromStr;
 
 /// A listener's security protocol, as Kafka names them.
@@ -73,25 +74,40 @@ impl fmt::Display for SecurityProtocol {
 /// Who sent a request, as Kafka writes it: "User:alice". Clients on a listener without
 /// authentication are `User:ANONYMOUS`; on TLS with a client certificate, the certificate's
 /// subject ("User:CN=alice,O=example").
+///
+/// Kept in that form, made once per authentication, because the authorizer matches it for
+/// every resource of every request; a clone is a reference count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal {
-    pub name: String,
+    text: Rc<str>,
 }
 
 impl Principal {
     pub const TYPE: &'static str = "User";
 
-    pub fn user(name: impl Into<String>) -> Principal {
-        Principal { name: name.into() }
+    pub fn user(name: &str) -> Principal {
+        Principal {
+            text: format!("{}:{name}", Principal::TYPE).into(),
+        }
     }
 
     pub fn anonymous() -> Principal {
         Principal::user("ANONYMOUS")
     }
+
+    /// The user name: "alice" of "User:alice".
+    pub fn name(&self) -> &str {
+        &self.text[Principal::TYPE.len() + 1..]
+    }
+
+    /// "User:alice", as ACLs and `super.users` name it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
 }
 
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", Principal::TYPE, self.name)
+        f.write_str(&self.text)
     }
 }

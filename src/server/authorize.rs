@@ -59,15 +59,16 @@ impl RequestContext {
         if !self.authorizing() {
             return true;
         }
-        let principal = self.connection.session.principal().to_string();
+        let principal = self.connection.session.principal();
         let request = AccessRequest {
-            principal: &principal,
+            principal: principal.as_str(),
             host: self.client_ip(),
             operation,
             resource_type,
             name,
         };
-        let allowed = self.is_super_user(&principal) || rule(&self.shard.table().acls(), &request);
+        let allowed =
+            self.is_super_user(principal.as_str()) || rule(&self.shard.table().acls(), &request);
         if !allowed {
             tracing::debug!(
                 %principal,

@@ -150,7 +150,7 @@ async fn serve_tls(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(tls::certificate_subject)
-        .map(Principal::user);
+        .map(|subject| Principal::user(&subject));
     let session = Session::new(sasl, principal);
     let connection = Rc::new(ConnectionContext::new(listener, client_host, session));
     serve_stream(shard, connection, secured, &peer, accepted).await

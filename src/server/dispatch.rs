@@ -251,8 +251,9 @@ fn context(
     let quota = if shard.table().quotas().is_empty() {
         None
     } else {
-        let user = connection.session.principal().name;
-        QuotaCharge::resolve(shard, api_key, &user, client_id.as_deref().unwrap_or(""))
+        let principal = connection.session.principal();
+        let client_id = client_id.as_deref().unwrap_or("");
+        QuotaCharge::resolve(shard, api_key, principal.name(), client_id)
     };
     RequestContext {
         shard: shard.clone(),

@@ -201,7 +201,7 @@ impl Session {
     /// re-authentication must be the same principal as before.
     pub fn complete(&self, user: String, max_reauth: Duration) -> Result<Duration, String> {
         self.exchange.borrow_mut().take();
-        let principal = Principal::user(user);
+        let principal = Principal::user(&user);
         if self.authenticated.get() && *self.principal.borrow() != principal {
             return Err(format!(
                 "re-authentication as {principal} on a connection of {}",

@@ -12,7 +12,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{run_unrefused, str_bytes};
 use crate::metadata::topic_config::{source_of, TopicConfig, TOPIC_CONFIG_KEYS};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
@@ -23,11 +23,9 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
     for topic in &request.topics {
         *counts.entry(topic.name.0.to_string()).or_default() += 1;
     }
-    let mut specs = Vec::new();
-    let mut results: Vec<Result<usize, TopicResult>> = Vec::new();
-    for topic in &request.topics {
+    let planned = request.topics.iter().map(|topic| {
         let name = topic.name.0.to_string();
-        let checked = if counts[&name] > 1 {
+        if counts[&name] > 1 {
             Err(refusal(
                 &name,
                 ResponseError::InvalidRequest,
@@ -35,26 +33,17 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
             ))
         } else {
             to_spec(ctx, topic, request.validate_only)
-        };
-        results.push(checked.map(|spec| {
-            specs.push(spec);
-            specs.len() - 1
-        }));
-    }
-    let created = if specs.is_empty() {
-        Vec::new()
-    } else {
-        ctx.shard.create_topics(specs).await
-    };
+        }
+    });
+    let results = run_unrefused(
+        planned.collect(),
+        |specs| ctx.shard.create_topics(specs),
+        TopicResult::default,
+    )
+    .await;
     let topics = results
         .into_iter()
-        .map(|result| {
-            let result = match result {
-                Ok(index) => created.get(index).cloned().unwrap_or_default(),
-                Err(refused) => refused,
-            };
-            topic_result(ctx, result)
-        })
+        .map(|result| topic_result(ctx, result))
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
 }

@@ -58,15 +58,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteAclsRequest) -> DeleteA
 }
 
 fn parse(filter: &DeleteAclsFilter) -> Result<AclFilter, String> {
-    AclFilter::from_wire(
-        filter.resource_type_filter,
-        filter.resource_name_filter.as_deref(),
-        filter.pattern_type_filter,
-        filter.principal_filter.as_deref(),
-        filter.host_filter.as_deref(),
-        filter.operation,
-        filter.permission_type,
-    )
+    acl_filter!(filter)
 }
 
 fn matching_acl(binding: AclBinding, outcome: AdminResult) -> DeleteAclsMatchingAcl {

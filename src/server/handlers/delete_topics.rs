@@ -6,7 +6,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{str_bytes, topic_name};
+use super::{run_unrefused, str_bytes, topic_name};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 use crate::shard::messages::{TopicRef, TopicResult};
@@ -56,35 +56,25 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
 /// Deletes the topics the principal may delete; one result per reference, in order. A topic
 /// id that names no topic is left to the controller (UNKNOWN_TOPIC_ID).
 async fn delete_allowed(ctx: &RequestContext, refs: &[TopicRef]) -> Vec<TopicResult> {
-    let refusals: Vec<Option<TopicResult>> = refs
-        .iter()
-        .map(|reference| {
-            let name = match reference {
-                TopicRef::Name(name) => name.clone(),
-                TopicRef::Id(id) => ctx.shard.table().topic_by_id(id)?.name.clone(),
-            };
-            (!ctx.authorize_topic(AclOperation::Delete, &name)).then(|| TopicResult {
+    let planned = refs.iter().map(|reference| {
+        let name = match reference {
+            TopicRef::Name(name) => Some(name.clone()),
+            TopicRef::Id(id) => ctx.shard.table().topic_by_id(id).map(|t| t.name.clone()),
+        };
+        match name {
+            Some(name) if !ctx.authorize_topic(AclOperation::Delete, &name) => Err(TopicResult {
                 name,
                 error_code: ResponseError::TopicAuthorizationFailed.code(),
                 error_message: Some("not authorized to delete this topic".into()),
                 ..Default::default()
-            })
-        })
-        .collect();
-    let allowed: Vec<TopicRef> = refs
-        .iter()
-        .zip(&refusals)
-        .filter(|(_, refused)| refused.is_none())
-        .map(|(reference, _)| reference.clone())
-        .collect();
-    let mut deleted = if allowed.is_empty() {
-        Vec::new()
-    } else {
-        ctx.shard.delete_topics(allowed).await
-    }
-    .into_iter();
-    refusals
-        .into_iter()
-        .map(|refused| refused.unwrap_or_else(|| deleted.next().unwrap_or_default()))
-        .collect()
+            }),
+            _ => Ok(reference.clone()),
+        }
+    });
+    run_unrefused(
+        planned.collect(),
+        |allowed| ctx.shard.delete_topics(allowed),
+        TopicResult::default,
+    )
+    .await
 }

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{DescribeAclsRequest, DescribeAclsResponse};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
-use crate::security::acl::{AclBinding, AclFilter, AclOperation};
+use crate::security::acl::{AclBinding, AclOperation};
 use crate::server::dispatch::RequestContext;
 
 pub fn handle(ctx: &RequestContext, request: DescribeAclsRequest) -> DescribeAclsResponse {
@@ -17,16 +17,7 @@ pub fn handle(ctx: &RequestContext, request: DescribeAclsRequest) -> DescribeAcl
             .with_error_code(refused.error_code)
             .with_error_message(refused.error_message.map(str_bytes));
     }
-    let filter = AclFilter::from_wire(
-        request.resource_type_filter,
-        request.resource_name_filter.as_deref(),
-        request.pattern_type_filter,
-        request.principal_filter.as_deref(),
-        request.host_filter.as_deref(),
-        request.operation,
-        request.permission_type,
-    );
-    match filter {
+    match acl_filter!(&request) {
         Ok(filter) => {
             let bindings = ctx.shard.table().acls().matching(&filter);
             response.with_resources(by_resource(bindings))

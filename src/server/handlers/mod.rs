@@ -2,6 +2,23 @@
 //! returns the response body. Handlers reach partitions only through `Shard`'s routed
 //! operations, never another shard's state.
 
+/// The `AclFilter` of a DescribeAcls request or of a DeleteAcls filter, which carry the same
+/// fields under the same names.
+macro_rules! acl_filter {
+    ($wire:expr) => {{
+        let wire = $wire;
+        crate::security::acl::AclFilter::from_wire(
+            wire.resource_type_filter,
+            wire.resource_name_filter.as_deref(),
+            wire.pattern_type_filter,
+            wire.principal_filter.as_deref(),
+            wire.host_filter.as_deref(),
+            wire.operation,
+            wire.permission_type,
+        )
+    }};
+}
+
 pub mod alter_client_quotas;
 pub mod alter_configs;
 pub mod alter_user_scram_credentials;
@@ -39,6 +56,7 @@ pub mod sasl_handshake;
 pub mod sync_group;
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
@@ -125,24 +143,46 @@ pub async fn run_planned(
     ctx: &RequestContext,
     planned: Vec<Result<ControllerCommand, AdminResult>>,
 ) -> Vec<AdminResult> {
-    let commands: Vec<ControllerCommand> = planned
-        .iter()
-        .filter_map(|plan| plan.as_ref().ok().cloned())
-        .collect();
-    let mut results = if commands.is_empty() {
+    run_unrefused(
+        planned,
+        |commands| ctx.shard.controller_commands(commands),
+        || AdminResult::error(ResponseError::NotController, "the controller is closing"),
+    )
+    .await
+}
+
+/// Runs `run` once over the items that were not refused (none: not at all) and puts its
+/// outcomes back among the refusals, in order: one outcome per item. An item `run` gave no
+/// outcome for gets `missing()`.
+pub async fn run_unrefused<T, O, Run, Ran>(
+    planned: Vec<Result<T, O>>,
+    run: Run,
+    missing: impl Fn() -> O,
+) -> Vec<O>
+where
+    Run: FnOnce(Vec<T>) -> Ran,
+    Ran: Future<Output = Vec<O>>,
+{
+    let mut items = Vec::new();
+    let mut refusals = Vec::with_capacity(planned.len());
+    for plan in planned {
+        match plan {
+            Ok(item) => {
+                items.push(item);
+                refusals.push(None);
+            }
+            Err(refused) => refusals.push(Some(refused)),
+        }
+    }
+    let mut outcomes = if items.is_empty() {
         Vec::new()
     } else {
-        ctx.shard.controller_commands(commands).await
+        run(items).await
     }
     .into_iter();
-    planned
+    refusals
         .into_iter()
-        .map(|plan| match plan {
-            Ok(_) => results.next().unwrap_or_else(|| {
-                AdminResult::error(ResponseError::NotController, "the controller is closing")
-            }),
-            Err(refused) => refused,
-        })
+        .map(|refused| refused.unwrap_or_else(|| outcomes.next().unwrap_or_else(&missing)))
         .collect()
 }
 
