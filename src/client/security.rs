@@ -26,6 +26,7 @@ use super::frame::Connection;
 use crate::runtime::TcpStream;
 use crate::security::sasl::SaslMechanism;
 use crate::security::scram::ScramClient;
+use crate::security::tls;
 use crate::security::SecurityProtocol;
 
 /// The security flags of the client commands.
@@ -177,8 +178,7 @@ fn tls_config(args: &SecurityArgs) -> anyhow::Result<Arc<rustls::ClientConfig>> 
             .add(certificate)
             .with_context(|| format!("bad CA certificate in {}", ca.display()))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?
         .with_root_certificates(roots);

@@ -88,11 +88,20 @@ impl TlsContext {
     }
 }
 
+/// The cryptography rustls runs on: `ring`, or aws-lc-rs when built with that feature.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[cfg(feature = "aws-lc-rs")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(not(feature = "aws-lc-rs"))]
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(provider)
+}
+
 fn server_config(settings: &TlsSettings) -> anyhow::Result<Arc<ServerConfig>> {
     let chain = read_certificates(&settings.cert)?;
     let key = PrivateKeyDer::from_pem_file(&settings.key)
         .with_context(|| format!("cannot read a private key from {}", settings.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crypto_provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?;

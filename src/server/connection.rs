@@ -33,6 +33,7 @@ use futures::{FutureExt, StreamExt};
 use kafka_protocol::messages::RequestKind;
 
 use super::order::RequestOrder;
+use super::read_ahead::ReadAhead;
 use super::session::{ConnectionContext, Session};
 use super::{dispatch, Listener, Response, ShardNet};
 use crate::limits;
@@ -168,7 +169,7 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 async fn accept_tls(
     tls: &tls::TlsContext,
     stream: TcpStream,
-) -> Result<futures_rustls::server::TlsStream<TcpStream>, String> {
+) -> Result<futures_rustls::server::TlsStream<ReadAhead<TcpStream>>, String> {
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
         Ok(0) => return Err("client left before the TLS handshake".into()),
@@ -179,7 +180,7 @@ async fn accept_tls(
         Err(error) => return Err(format!("read failed: {error}")),
     }
     futures_rustls::TlsAcceptor::from(tls.current())
-        .accept(stream)
+        .accept(ReadAhead::new(stream))
         .await
         .map_err(|error| format!("TLS handshake failed: {error}"))
 }

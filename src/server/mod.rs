@@ -14,6 +14,7 @@ pub mod handlers;
 mod order;
 pub mod password_checks;
 pub mod quotas;
+mod read_ahead;
 pub mod session;
 
 use std::rc::Rc;
