@@ -3,6 +3,9 @@
 
     python3 scripts/tls_bench.py                  # 3 rounds, 10 s per step (about 8 minutes)
     python3 scripts/tls_bench.py --rounds 1 --duration 5
+    # the rustls providers side by side, same rounds (the second build's bench uses it too):
+    CARGO_TARGET_DIR=target/aws-lc cargo build --release --features aws-lc-rs
+    python3 scripts/tls_bench.py --other-corelog target/aws-lc/release/corelog
 
 One broker, one shard on CPU 0 (`serve --shards 1 --cpus 0`), with a PLAINTEXT, an SSL and a
 SASL_SSL (SCRAM-SHA-512) listener on consecutive ports, certificates from a test CA made with
@@ -48,14 +51,15 @@ def security_flags(listener: str, pki: TestPki) -> list[str]:
     return flags
 
 
-def run_round(round_no: int, args, work: Path, pki: TestPki) -> dict:
+def run_round(round_no: int, args, work: Path, pki: TestPki, corelog: Path) -> dict:
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
     compare.settle()
     create_user_offline(data, USER, PASSWORD)
     ports = {name: args.port + i for i, name in enumerate(LISTENERS)}
     listeners = ",".join(f"{name}://127.0.0.1:{port}" for name, port in ports.items())
-    argv = [str(args.corelog), "serve", "--data-dir", str(data), "--listeners", listeners,
+    compare.CORELOG = corelog
+    argv = [str(corelog), "serve", "--data-dir", str(data), "--listeners", listeners,
             "--admin-listen", "off", "--shards", "1", "--cpus", "0", *pki.tls_flags(),
             "--sasl-mechanisms", "SCRAM-SHA-512"]
     compare.CLIENT_CPUS = "1"
@@ -93,22 +97,30 @@ def build_markdown(results: dict, args) -> str:
         f"open {args.rate:,}/s p50 ms | p99 ms | p99 - plaintext ms | p99.9 ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    runs = {name: [r["corelog"][name] for r in rounds] for name in LISTENERS}
-    base_rate = median_of(runs["PLAINTEXT"], "closed", "msgs_per_s")
-    base_p99 = median_of(runs["PLAINTEXT"], "open", "p99")
-    for name in LISTENERS:
-        rate = median_of(runs[name], "closed", "msgs_per_s")
-        p99 = median_of(runs[name], "open", "p99")
-        share = compare.ratio(rate, base_rate)
-        delta = None if p99 is None or base_p99 is None else p99[0] - base_p99[0]
-        lines.append(
-            f"| {name} | {compare.fmt(rate, 0)} | "
-            f"{'-' if share is None else f'{share:.0%}'} | "
-            f"{compare.fmt(median_of(runs[name], 'closed', 'p99'), 2)} | "
-            f"{compare.fmt(median_of(runs[name], 'open', 'p50'), 3)} | "
-            f"{compare.fmt(p99, 3)} | {'-' if delta is None else f'{delta:+.3f}'} | "
-            f"{compare.fmt(median_of(runs[name], 'open', 'p999'), 3)} |")
+    for build, label in builds(args):
+        runs = {name: [r[build][name] for r in rounds] for name in LISTENERS}
+        base_rate = median_of(runs["PLAINTEXT"], "closed", "msgs_per_s")
+        base_p99 = median_of(runs["PLAINTEXT"], "open", "p99")
+        for name in LISTENERS:
+            rate = median_of(runs[name], "closed", "msgs_per_s")
+            p99 = median_of(runs[name], "open", "p99")
+            share = compare.ratio(rate, base_rate)
+            delta = None if p99 is None or base_p99 is None else p99[0] - base_p99[0]
+            lines.append(
+                f"| {label}{name} | {compare.fmt(rate, 0)} | "
+                f"{'-' if share is None else f'{share:.0%}'} | "
+                f"{compare.fmt(median_of(runs[name], 'closed', 'p99'), 2)} | "
+                f"{compare.fmt(median_of(runs[name], 'open', 'p50'), 3)} | "
+                f"{compare.fmt(p99, 3)} | {'-' if delta is None else f'{delta:+.3f}'} | "
+                f"{compare.fmt(median_of(runs[name], 'open', 'p999'), 3)} |")
     return "\n".join(lines) + "\n"
+
+
+def builds(args) -> list[tuple[str, str]]:
+    """The builds measured: (key in a round's results, row label prefix)."""
+    if args.other_corelog is None:
+        return [("corelog", "")]
+    return [("corelog", f"{args.name} "), ("other", f"{args.other_name} ")]
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,6 +134,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=19592)
     parser.add_argument("--work-dir", type=Path, default=compare.REPO / "target" / "tls-bench")
     parser.add_argument("--corelog", type=Path, default=compare.CORELOG)
+    parser.add_argument("--name", default="ring", help="row label of --corelog's build")
+    parser.add_argument("--other-corelog", type=Path, default=None,
+                        help="a second build (say, --features aws-lc-rs) measured in the same "
+                        "rounds, in alternating order")
+    parser.add_argument("--other-name", default="aws-lc-rs")
     return parser.parse_args()
 
 
@@ -144,8 +161,14 @@ def main() -> None:
         except Exception as error:  # noqa: BLE001 - reported, the rest still runs
             log(f"  iperf3 failed: {error}")
         (work / "fio.dat").unlink(missing_ok=True)
-        results["rounds"].append({"limits": limits,
-                                  "corelog": run_round(round_no, args, work, pki)})
+        measured = {"limits": limits}
+        order = [("corelog", args.corelog), ("other", args.other_corelog)]
+        if round_no % 2 == 0:
+            order.reverse()
+        for build, corelog in order:
+            if corelog is not None:
+                measured[build] = run_round(round_no, args, work, pki, corelog)
+        results["rounds"].append(measured)
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print(build_markdown(results, args))
 
