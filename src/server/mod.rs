@@ -43,7 +43,7 @@ pub struct ShardNet {
     /// The Kafka listeners, as configured.
     pub listeners: Vec<Rc<Listener>>,
     /// PLAIN password checks (each a key derivation), within their share of the core.
-    pub password_checks: password_checks::PasswordChecks,
+    pub password_checks: Rc<password_checks::PasswordChecks>,
     /// This shard's client-quota buckets.
     pub quotas: crate::quota::throttle::Throttle,
 }

@@ -12,6 +12,7 @@
 //! Per-shard (`ShardNet::password_checks`).
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::limits;
@@ -45,30 +46,41 @@ fn budget_rate() -> f64 {
 }
 
 impl PasswordChecks {
-    /// Runs `check` once the budget allows, and charges its time to the budget.
+    /// Runs `check` once the budget allows, and charges its time to the budget. The check
+    /// and its charge run in a task of their own, so that a caller dropped on the way (its
+    /// connection closed) cannot leave a derivation uncharged.
     pub async fn run(
-        &self,
+        self: &Rc<Self>,
         check: PlainCheck,
         metrics: &ShardMetrics,
     ) -> Result<SaslProgress, SaslError> {
-        let _slot = self.slot.acquire_permit(1).await;
-        loop {
-            let wait_ms = self
+        let checks = self.clone();
+        let task = runtime::spawn_local(async move {
+            let _slot = checks.slot.acquire_permit(1).await;
+            loop {
+                let wait_ms = checks
+                    .budget
+                    .borrow_mut()
+                    .take(0.0, budget_rate(), checks.now_ms());
+                if wait_ms == 0 {
+                    break;
+                }
+                runtime::sleep(Duration::from_millis(wait_ms)).await;
+            }
+            let started = Instant::now();
+            let outcome = runtime::run_blocking(move || check.run()).await;
+            let took_us = started.elapsed().as_micros() as u64;
+            checks
                 .budget
                 .borrow_mut()
-                .take(0.0, budget_rate(), self.now_ms());
-            if wait_ms == 0 {
-                break;
-            }
-            runtime::sleep(Duration::from_millis(wait_ms)).await;
-        }
-        let started = Instant::now();
-        let outcome = runtime::run_blocking(move || check.run()).await;
-        let took_us = started.elapsed().as_micros() as u64;
+                .take_remote(took_us as f64, budget_rate(), checks.now_ms());
+            (outcome, took_us)
+        })
+        .detach();
+        let Some((outcome, took_us)) = task.await else {
+            return Err(SaslError("the password check was cancelled".into()));
+        };
         metrics::add(&metrics.password_check_micros, took_us);
-        self.budget
-            .borrow_mut()
-            .take_remote(took_us as f64, budget_rate(), self.now_ms());
         outcome
     }
 
