@@ -7,11 +7,12 @@ Starts the release binary (or $CORELOG_BIN) with PLAINTEXT and SASL_PLAINTEXT li
 user alice, one shard on CPU 0 (`--shards 1 --cpus 0`; the bench and the flooding client share
 CPU 1, the client at nice 19, so the broker's core is its own; the data directory is made in
 $TMPDIR, so `TMPDIR=/mnt/somewhere` puts it on another device), then per round runs
-`corelog bench produce` open loop (1 KiB, acks=all, --rate) against the PLAINTEXT listener three times: alone, beside --flooders connections that each log
-in with a wrong SCRAM-SHA-512 password in a loop, and beside as many with a wrong PLAIN
-password (which costs the broker a key derivation per attempt). Prints, per phase, the bench's
-p50/p99/p99.9, the failed logins per second and the broker's CPU time per second of the
-phase, medians over the rounds, as a Markdown table.
+`corelog bench produce` open loop (1 KiB, acks=all, --rate) against the PLAINTEXT listener
+three times: alone, beside --flooders connections that each log in with a wrong SCRAM-SHA-512
+password in a loop, and beside as many with a wrong PLAIN password (which costs the broker a
+key derivation per attempt). Prints, per phase, the bench's p50/p99/p99.9, the failed logins
+per second and the broker's CPU time per second of the phase, medians over the rounds, as a
+Markdown table.
 """
 
 from __future__ import annotations

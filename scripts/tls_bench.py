@@ -58,7 +58,7 @@ def run_round(round_no: int, args, work: Path, pki: TestPki, corelog: Path) -> d
     create_user_offline(data, USER, PASSWORD)
     ports = {name: args.port + i for i, name in enumerate(LISTENERS)}
     listeners = ",".join(f"{name}://127.0.0.1:{port}" for name, port in ports.items())
-    compare.CORELOG = corelog
+    compare.CORELOG = corelog  # The bench of this round runs the same build.
     argv = [str(corelog), "serve", "--data-dir", str(data), "--listeners", listeners,
             "--admin-listen", "off", "--shards", "1", "--cpus", "0", *pki.tls_flags(),
             "--sasl-mechanisms", "SCRAM-SHA-512"]
@@ -145,7 +145,6 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     compare.stop_on_exit()
-    compare.CORELOG = args.corelog
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     pki = TestPki(work / "pki")
