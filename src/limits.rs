@@ -297,6 +297,19 @@ const _: () = assert!(PASSWORD_CHECK_SHARE_PERCENT > 0 && PASSWORD_CHECK_SHARE_P
 pub const AUTHENTICATION_FAILURE_DELAY_MS: u64 = 100;
 const _: () = assert!(AUTHENTICATION_FAILURE_DELAY_MS < AUTHENTICATION_TIMEOUT_MS);
 
+/// Failed authentications a second one client IP may have (with a burst of a second's worth,
+/// `QUOTA_BURST_MS`) before its new connections on listeners that authenticate (TLS or SASL)
+/// are held unread until its debt is paid and then closed (see `server::admission`). A
+/// client failing logins in a loop then costs the broker an accept and a timer per attempt;
+/// a user mistyping a password is never held.
+pub const AUTHENTICATION_FAILURES_PER_IP_PER_SECOND: u64 = 10;
+/// The failure budgets are pruned of IPs at rest once this many are tracked (and again at
+/// twice the count left), and no more than `AUTHENTICATION_FAILURE_IPS_MAX` are tracked: an
+/// IP beyond is not throttled, and the password-check share still bounds what it costs.
+pub const AUTHENTICATION_FAILURE_IPS_PRUNE: usize = 1024;
+pub const AUTHENTICATION_FAILURE_IPS_MAX: usize = 65_536;
+const _: () = assert!(AUTHENTICATION_FAILURE_IPS_PRUNE <= AUTHENTICATION_FAILURE_IPS_MAX);
+
 /// A quota's bucket holds this much of its rate: the burst a client at rest may send at once.
 pub const QUOTA_BURST_MS: u64 = 1000;
 /// Longest a throttled connection is muted after one response (Kafka caps the throttle time

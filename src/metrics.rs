@@ -57,6 +57,7 @@ pub struct ShardMetrics {
     pub connections_accepted: Cell<u64>,
     pub connections_open: Cell<u64>,
     pub connections_refused: Cell<u64>,
+    pub connections_throttled: Cell<u64>,
     pub connections_idle_closed: Cell<u64>,
     /// Failed TLS handshakes and SASL authentications, and connections that did not finish
     /// them in time.
@@ -110,6 +111,7 @@ impl ShardMetrics {
             connections_accepted: self.connections_accepted.get(),
             connections_open: self.connections_open.get(),
             connections_refused: self.connections_refused.get(),
+            connections_throttled: self.connections_throttled.get(),
             connections_idle_closed: self.connections_idle_closed.get(),
             authentication_failures: self.authentication_failures.get(),
             authentications: self.authentications.get(),
@@ -160,6 +162,7 @@ pub struct MetricsSnapshot {
     pub connections_accepted: u64,
     pub connections_open: u64,
     pub connections_refused: u64,
+    pub connections_throttled: u64,
     pub connections_idle_closed: u64,
     pub authentication_failures: u64,
     pub authentications: u64,
@@ -196,7 +199,7 @@ type HistogramFamily = (
 pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     render_requests(&mut out, snapshots);
-    let per_shard: [Family<MetricsSnapshot, u64>; 19] = [
+    let per_shard: [Family<MetricsSnapshot, u64>; 20] = [
         (
             "corelog_network_received_bytes_total",
             "counter",
@@ -232,6 +235,13 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "counter",
             "Connections closed at accept: max.connections or max.connections.per.ip reached",
             |s| s.connections_refused,
+        ),
+        (
+            "corelog_connections_throttled_total",
+            "counter",
+            "Connections held unread and closed at accept: their client IP fails authentication \
+             too often",
+            |s| s.connections_throttled,
         ),
         (
             "corelog_connections_idle_closed_total",

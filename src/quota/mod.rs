@@ -328,6 +328,12 @@ impl TokenBucket {
         (wait_ms as u64).min(limits::QUOTA_THROTTLE_MS_MAX)
     }
 
+    /// The milliseconds until the bucket is out of debt at `now_ms` (0 if it is not in debt),
+    /// at most `QUOTA_THROTTLE_MS_MAX`.
+    pub fn wait_ms(&mut self, now_ms: f64) -> u64 {
+        self.take(0.0, self.rate, now_ms)
+    }
+
     /// Takes what other shards used (their connections count against the same quota).
     pub fn take_remote(&mut self, units: f64, rate: f64, now_ms: f64) {
         self.refill(now_ms);

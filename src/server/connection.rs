@@ -22,6 +22,7 @@
 //!   connection authenticates, its requests run one at a time (see `session`).
 
 use std::cell::Cell;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -79,33 +80,21 @@ const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `stream`, accepted on `listener`, until the client closes it, it misbehaves, it
 /// idles too long, or the shard shuts down.
-pub async fn serve(shard: &Rc<Shard>, listener: Rc<Listener>, stream: TcpStream) {
+pub async fn serve(shard: &Rc<Shard>, listener: Rc<Listener>, stream: TcpStream, ip: IpAddr) {
     let accepted = Instant::now();
-    let peer_address = stream.peer_addr().ok();
-    let peer = peer_address.map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| ip.to_string());
     let _ = stream.set_nodelay(true);
-    // Kafka shows a member's host as "/<ip>" in group descriptions.
-    let client_host: Rc<str> = match peer_address {
-        Some(address) => format!("/{}", address.ip()).into(),
-        None => "/unknown".into(),
-    };
     let sasl = listener.config.protocol.uses_sasl();
     let Some(tls) = listener.tls.clone() else {
         let session = Session::new(sasl, None);
-        let connection = Rc::new(ConnectionContext::new(listener, client_host, session));
+        let connection = Rc::new(ConnectionContext::new(listener, ip, session));
         return serve_stream(shard, connection, stream, &peer, accepted).await;
     };
     // The TLS states are boxed so that a plaintext connection's task is not sized for them.
-    Box::pin(serve_tls(
-        shard,
-        listener,
-        tls,
-        stream,
-        client_host,
-        peer,
-        accepted,
-    ))
-    .await
+    Box::pin(serve_tls(shard, listener, tls, stream, ip, peer, accepted)).await
 }
 
 /// `serve` on a TLS listener: the handshake (within the authentication timeout), then the
@@ -115,7 +104,7 @@ async fn serve_tls(
     listener: Rc<Listener>,
     tls: std::sync::Arc<tls::TlsContext>,
     stream: TcpStream,
-    client_host: Rc<str>,
+    ip: IpAddr,
     peer: String,
     accepted: Instant,
 ) {
@@ -128,12 +117,12 @@ async fn serve_tls(
     let secured = match select(Box::pin(handshake), stop).await {
         Either::Left((Ok(secured), _)) => secured,
         Either::Left((Err(reason), _)) => {
-            metrics::add(&shard.metrics.authentication_failures, 1);
+            super::authentication_failed(shard, ip);
             tracing::warn!(%peer, listener = %name, "closing connection: {reason}");
             return;
         }
         Either::Right((Either::Left(_), _)) => {
-            metrics::add(&shard.metrics.authentication_failures, 1);
+            super::authentication_failed(shard, ip);
             tracing::warn!(%peer, listener = %name, "closing connection: TLS handshake not done in time");
             return;
         }
@@ -153,7 +142,7 @@ async fn serve_tls(
         .and_then(tls::certificate_subject)
         .map(|subject| Principal::user(&subject));
     let session = Session::new(sasl, principal);
-    let connection = Rc::new(ConnectionContext::new(listener, client_host, session));
+    let connection = Rc::new(ConnectionContext::new(listener, ip, session));
     serve_stream(shard, connection, secured, &peer, accepted).await
 }
 
@@ -222,7 +211,7 @@ async fn serve_stream<S>(
     let stopped = match select(Box::pin(read), Box::pin(unauthenticated)).await {
         Either::Left((stopped, _)) => stopped,
         Either::Right(_) => {
-            metrics::add(&shard.metrics.authentication_failures, 1);
+            super::authentication_failed(shard, connection.client_ip);
             state.abort_writer.raise();
             Some("SASL authentication not done in time".to_string())
         }

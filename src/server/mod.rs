@@ -17,17 +17,19 @@ pub mod quotas;
 mod read_ahead;
 pub mod session;
 
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ListenerConfig};
+use crate::limits;
 use crate::metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
 use crate::security::tls::TlsContext;
 use crate::shard::Shard;
 use crate::sync::ByteBudget;
-use admission::Admission;
+use admission::{Admission, Admitted};
 use futures::future::{select, Either};
 
 /// What a shard's connections share: the process-wide admission counters and this shard's
@@ -132,18 +134,30 @@ pub(crate) async fn accept_until_shutdown(
 
 async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, socket: TcpListener) {
     let name = listener.config.name.clone();
+    let authenticates = listener.config.protocol.uses_tls() || listener.config.protocol.uses_sasl();
     accept_until_shutdown(&shard, socket, &name, |stream| {
-        let Some(ip) = admit(&shard, &stream) else {
+        let Some((ip, admitted)) = admit(&shard, &stream, authenticates) else {
             // Dropping the stream closes it without a byte written, as Kafka does.
             return;
         };
         let shard = shard.clone();
+        if let Admitted::Throttle(hold) = admitted {
+            metrics::add(&shard.metrics.connections_throttled, 1);
+            tracing::debug!(%ip, ?hold, "connection throttled: its IP fails authentication");
+            runtime::spawn_into(shard.queues.requests, async move {
+                let held = runtime::sleep(hold);
+                select(Box::pin(held), Box::pin(shard.shutdown.wait())).await;
+                drop(stream);
+                shard.net.admission.release(ip);
+            });
+            return;
+        }
         let listener = listener.clone();
         shard.connections.opened();
         metrics::add(&shard.metrics.connections_accepted, 1);
         metrics::add(&shard.metrics.connections_open, 1);
         runtime::spawn_into(shard.queues.requests, async move {
-            connection::serve(&shard, listener, stream).await;
+            connection::serve(&shard, listener, stream, ip).await;
             shard.net.admission.release(ip);
             shard.connections.closed();
             let open = &shard.metrics.connections_open;
@@ -153,8 +167,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, socket: TcpListen
     .await
 }
 
-/// Counts a new connection against the connection caps; `None` if it must be refused.
-fn admit(shard: &Shard, stream: &TcpStream) -> Option<std::net::IpAddr> {
+/// Counts a new connection against the connection caps and its IP's authentication failures;
+/// `None` if it must be refused.
+fn admit(shard: &Shard, stream: &TcpStream, authenticates: bool) -> Option<(IpAddr, Admitted)> {
     let ip = match stream.peer_addr() {
         Ok(peer) => peer.ip(),
         Err(error) => {
@@ -162,12 +177,26 @@ fn admit(shard: &Shard, stream: &TcpStream) -> Option<std::net::IpAddr> {
             return None;
         }
     };
-    match shard.net.admission.admit(ip) {
-        Ok(()) => Some(ip),
+    match shard.net.admission.admit(ip, authenticates) {
+        Ok(admitted) => Some((ip, admitted)),
         Err(refusal) => {
             metrics::add(&shard.metrics.connections_refused, 1);
             tracing::debug!(%ip, ?refusal, "connection refused");
             None
         }
+    }
+}
+
+/// Counts a failed authentication (a TLS handshake or a SASL exchange that failed, or did not
+/// end in time) of the client at `ip`, in the shard's metrics and against the IP's budget.
+pub(crate) fn authentication_failed(shard: &Shard, ip: IpAddr) {
+    metrics::add(&shard.metrics.authentication_failures, 1);
+    if shard.net.admission.authentication_failed(ip) {
+        tracing::warn!(
+            %ip,
+            "client fails authentication more than {} times a second: its new connections to \
+             listeners that authenticate are closed until it stops",
+            limits::AUTHENTICATION_FAILURES_PER_IP_PER_SECOND
+        );
     }
 }

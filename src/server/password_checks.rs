@@ -58,10 +58,7 @@ impl PasswordChecks {
         let task = runtime::spawn_local(async move {
             let _slot = checks.slot.acquire_permit(1).await;
             loop {
-                let wait_ms = checks
-                    .budget
-                    .borrow_mut()
-                    .take(0.0, budget_rate(), checks.now_ms());
+                let wait_ms = checks.budget.borrow_mut().wait_ms(checks.now_ms());
                 if wait_ms == 0 {
                     break;
                 }

@@ -13,6 +13,7 @@
 //! Per-shard: lives with its connection.
 
 use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use crate::security::Principal;
 /// What every request of one connection shares.
 pub struct ConnectionContext {
     pub listener: Rc<Listener>,
+    pub client_ip: IpAddr,
     /// The client's address as Kafka shows it in group descriptions ("/127.0.0.1").
     pub client_host: Rc<str>,
     pub session: Session,
@@ -33,10 +35,11 @@ pub struct ConnectionContext {
 }
 
 impl ConnectionContext {
-    pub fn new(listener: Rc<Listener>, client_host: Rc<str>, session: Session) -> Self {
+    pub fn new(listener: Rc<Listener>, client_ip: IpAddr, session: Session) -> Self {
         ConnectionContext {
             listener,
-            client_host,
+            client_ip,
+            client_host: format!("/{client_ip}").into(),
             session,
             throttled_until: Cell::new(None),
         }

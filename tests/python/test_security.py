@@ -7,6 +7,9 @@ reverse, untrusted and expired certificates), after each of which the broker sti
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -346,8 +349,12 @@ def test_connection_that_never_authenticates_is_closed(secure_broker):
 
 def metric_per_shard(broker, name: str) -> list[float]:
     """A per-shard counter from the broker's /metrics, one value per shard."""
-    line = [line for line in broker.stderr_text(tail_bytes=1 << 40).splitlines()
-            if "admin listener serving /metrics" in line][-1]
+    def admin_lines():
+        return [line for line in broker.stderr_text(tail_bytes=1 << 40).splitlines()
+                if "admin listener serving /metrics" in line]
+    # The admin listener may say so just after the broker says it is ready.
+    wait_until(admin_lines, TIMEOUT_S, "the admin listener's address in the log")
+    line = admin_lines()[-1]
     address = line.split("admin=")[1].split()[0]
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=TIMEOUT_S) as answer:
         text = answer.read().decode()
@@ -364,10 +371,17 @@ def test_failing_plain_logins_stay_within_their_share_of_the_core(secure_broker,
     stop = threading.Event()
     failures = [0]
 
-    def flood():
+    def flood(thread: int):
+        # Each connection from the next of four addresses of its own, so that no client IP
+        # fails often enough to be throttled (the test below): the password-check share is
+        # what bounds a flood spread over many IPs.
+        attempt = 0
         while not stop.is_set():
+            attempt += 1
+            source = (f"127.1.{thread}.{attempt % 4 + 1}", 0)
             try:
-                with socket.create_connection(("127.0.0.1", port), TIMEOUT_S) as sock:
+                with socket.create_connection(("127.0.0.1", port), TIMEOUT_S,
+                                              source_address=source) as sock:
                     assert handshake(sock, "PLAIN", 1)[0] == 0
                     error = authenticate_v1(sock, b"\0alice\0wrong-password")[0]
                     assert error == 58, f"SASL_AUTHENTICATION_FAILED expected, got {error}"
@@ -375,7 +389,7 @@ def test_failing_plain_logins_stay_within_their_share_of_the_core(secure_broker,
             except (ConnectionError, socket.timeout):
                 pass  # Closed by the authentication timeout while queued.
 
-    flooders = [threading.Thread(target=flood, daemon=True) for _ in range(24)]
+    flooders = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(24)]
     started = time.monotonic()
     for thread in flooders:
         thread.start()
@@ -397,6 +411,81 @@ def test_failing_plain_logins_stay_within_their_share_of_the_core(secure_broker,
     allowed_s = 0.10 * elapsed_s + 0.1 + 0.3
     assert spent_s and sum(spent_s) > 0, spent_s
     assert max(spent_s) <= allowed_s, (spent_s, allowed_s, elapsed_s, failures[0])
+    assert_still_serves(secure_broker, topic)
+
+
+def scram_login(port: int, source_ip: str, password: str) -> str:
+    """One SCRAM-SHA-512 login as alice from `source_ip`: "ok", "refused" (a wrong password)
+    or "closed" (closed before an answer: a throttled connection)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), TIMEOUT_S,
+                                      source_address=(source_ip, 0)) as sock:
+            if handshake(sock, "SCRAM-SHA-512", 1)[0] != 0:
+                return "refused"
+            nonce = base64.b64encode(os.urandom(18)).decode()
+            bare = f"n=alice,r={nonce}"
+            error, _, server_first, _ = authenticate_v1(sock, f"n,,{bare}".encode())
+            if error:
+                return "refused"
+            fields = dict(part.split("=", 1) for part in server_first.decode().split(","))
+            salted = hashlib.pbkdf2_hmac("sha512", password.encode(),
+                                         base64.b64decode(fields["s"]), int(fields["i"]))
+            client_key = hmac.new(salted, b"Client Key", "sha512").digest()
+            final_bare = f"c=biws,r={fields['r']}"
+            auth_message = f"{bare},{server_first.decode()},{final_bare}".encode()
+            signature = hmac.new(hashlib.sha512(client_key).digest(), auth_message,
+                                 "sha512").digest()
+            proof = bytes(a ^ b for a, b in zip(client_key, signature))
+            final = f"{final_bare},p={base64.b64encode(proof).decode()}".encode()
+            return "ok" if authenticate_v1(sock, final)[0] == 0 else "refused"
+    except (ConnectionError, socket.timeout, struct.error):
+        return "closed"
+
+
+def test_an_ip_failing_logins_in_a_loop_is_throttled_and_others_are_not(secure_broker, pki,
+                                                                        topic):
+    """A client IP failing SCRAM logins in a loop gets AUTHENTICATION_FAILURES_PER_IP_PER_SECOND
+    (10) failures a second on average; its further connections are held and closed unanswered,
+    which costs the broker no SASL exchange. Meanwhile clients from another IP log in and
+    produce, and once the flood stops, the flooding IP gets in again. Unthrottled, these 16
+    connections fail well over 100 times a second."""
+    port = secure_broker.ports["SASL_PLAINTEXT"]
+    flooder = "127.0.0.9"
+    stop = threading.Event()
+    outcomes = {"refused": 0, "closed": 0, "ok": 0}
+
+    def flood():
+        while not stop.is_set():
+            outcomes[scram_login(port, flooder, "wrong-password")] += 1
+
+    failures_before = sum(metric_per_shard(secure_broker, "corelog_authentication_failures_total"))
+    flooders = [threading.Thread(target=flood, daemon=True) for _ in range(16)]
+    started = time.monotonic()
+    for thread in flooders:
+        thread.start()
+    try:
+        wait_until(lambda: sum(metric_per_shard(
+            secure_broker, "corelog_connections_throttled_total")) >= 16, TIMEOUT_S,
+            "connections of the flooding IP throttled")
+        logged(secure_broker, f"ip={flooder}")
+        for mechanism in ("SCRAM-SHA-512", "PLAIN"):
+            round_trip(sasl_conf(secure_broker, pki, mechanism, listener="SASL_PLAINTEXT"),
+                       topic, count=5)
+        time.sleep(2)  # A measurement window, not synchronisation: the flood goes on.
+    finally:
+        stop.set()
+        for thread in flooders:
+            thread.join(TIMEOUT_S)
+    elapsed_s = time.monotonic() - started
+    failures = sum(metric_per_shard(secure_broker, "corelog_authentication_failures_total")) \
+        - failures_before
+    # The average rate, a second's burst, and the 16 connections let in at once whenever the
+    # debt is paid.
+    assert failures <= 10 * elapsed_s + 10 + 16, (failures, elapsed_s, outcomes)
+    assert outcomes["ok"] == 0 and outcomes["closed"] > 0, outcomes
+    # Once the debt is paid (at most QUOTA_THROTTLE_MS_MAX), the IP logs in again.
+    wait_until(lambda: scram_login(port, flooder, PASSWORD) == "ok", 30,
+               "the flooding IP logging in after the flood")
     assert_still_serves(secure_broker, topic)
 
 

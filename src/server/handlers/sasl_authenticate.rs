@@ -22,7 +22,7 @@ use crate::runtime;
 use crate::security::sasl::{SaslError, SaslProgress};
 use crate::server::dispatch::RequestContext;
 use crate::server::session::ConnectionContext;
-use crate::server::Response;
+use crate::server::{self, Response};
 use crate::shard::Shard;
 
 /// The response, and why the connection closes after it, if it does.
@@ -103,7 +103,7 @@ async fn step(
     // The connection's close line reports the failure (listener, peer, reason); the token
     // itself is never logged.
     let failed = |error: SaslError| async move {
-        metrics::add(&shard.metrics.authentication_failures, 1);
+        server::authentication_failed(shard, connection.client_ip);
         session.abandon();
         runtime::sleep(Duration::from_millis(
             limits::AUTHENTICATION_FAILURE_DELAY_MS,
