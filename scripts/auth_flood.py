@@ -5,14 +5,17 @@
 
 Starts the release binary (or $CORELOG_BIN) with PLAINTEXT and SASL_PLAINTEXT listeners and
 user alice, one shard on CPU 0 (`--shards 1 --cpus 0`; the bench and the flooding client share
-CPU 1, the client at nice 19, so the broker's core is its own; the data directory is made in
-$TMPDIR, so `TMPDIR=/mnt/somewhere` puts it on another device), then per round runs
-`corelog bench produce` open loop (1 KiB, acks=all, --rate) against the PLAINTEXT listener
-three times: alone, beside --flooders connections that each log in with a wrong SCRAM-SHA-512
-password in a loop, and beside as many with a wrong PLAIN password (which costs the broker a
-key derivation per attempt). Prints, per phase, the bench's p50/p99/p99.9, the failed logins
-per second and the broker's CPU time per second of the phase, medians over the rounds, as a
-Markdown table.
+CPU 1, the client at nice 19 or under SCHED_IDLE, so the broker's core is its own; the data
+directory is made in $TMPDIR, so `TMPDIR=/mnt/somewhere` puts it on another device), then per
+round runs `corelog bench produce` open loop (1 KiB, acks=all, --rate, from 127.0.0.1) against
+the PLAINTEXT listener four times: alone; beside --flooders connections from 127.0.0.2 that
+each log in with a wrong SCRAM-SHA-512 password in a loop; beside as many with a wrong PLAIN
+password (which costs the broker a key derivation per attempt); and beside the PLAIN flood
+spread over --spread addresses, so that no address is throttled and the password-check share
+is what bounds it. Prints, per phase, the bench's p50/p99/p99.9, the share of the broker's own
+Produce handling times over 1 and 2.5 ms, the failed logins and the connections closed
+unanswered (throttled) per second, and the broker's CPU time per second of the phase, medians
+over the rounds, as a Markdown table.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ async def failing_login(host: str, port: int, mechanism: str, source_ip: str) ->
 
 
 def flood(host: str, port: int, mechanism: str, connections: int, stop: threading.Event,
-          counter: list[int], sched: str, source_ip: str) -> None:
+          counter: list[int], sched: str, source_ips: list[str]) -> None:
     # The flooding client shares CPU 1 with the bench: at nice 19, or under SCHED_IDLE, it
     # takes only what the bench leaves, so that what the producer's latency shows is the
     # broker's share of the cost.
@@ -81,19 +84,28 @@ def flood(host: str, port: int, mechanism: str, connections: int, stop: threadin
         os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
     else:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    async def worker():
+    async def worker(first: int):
+        attempt = first
         while not stop.is_set():
+            attempt += 1
             try:
-                await failing_login(host, port, mechanism, source_ip)
+                await failing_login(host, port, mechanism,
+                                    source_ips[attempt % len(source_ips)])
                 counter[0] += 1
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 counter[1] += 1  # Closed unanswered: throttled.
                 await asyncio.sleep(0.01)
 
     async def main():
-        await asyncio.gather(*(worker() for _ in range(connections)))
+        await asyncio.gather(*(worker(n) for n in range(connections)))
 
     asyncio.run(main())
+
+
+def flooder_ips(first: str, count: int) -> list[str]:
+    """`count` loopback addresses from `first` on."""
+    base = int.from_bytes(bytes(int(part) for part in first.split(".")), "big")
+    return [".".join(str(b) for b in (base + n).to_bytes(4, "big")) for n in range(count)]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -133,13 +145,15 @@ def bench(address: str, rate: int, duration: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def phase(broker: Broker, mechanism: str | None, args) -> dict:
+def phase(broker: Broker, mechanism: str | None, addresses: int, args) -> dict:
     stop, counter = threading.Event(), [0, 0]
     thread = None
     if mechanism:
         thread = threading.Thread(target=flood, args=(broker.host,
                                   broker.ports["SASL_PLAINTEXT"], mechanism, args.flooders,
-                                  stop, counter, args.flooder_sched, args.flooder_ip),
+                                  stop, counter, args.flooder_sched,
+                                  [args.flooder_ip] if addresses == 1
+                                  else flooder_ips("127.0.1.1", addresses)),
                                   daemon=True)
         thread.start()
         time.sleep(1)  # Let the flood reach its pace before the measurement starts.
@@ -172,10 +186,16 @@ def main() -> int:
     ap.add_argument("--flooder-ip", default="127.0.0.2",
                     help="the flooding client's source address (the bench connects from "
                          "127.0.0.1)")
+    ap.add_argument("--spread", type=int, default=64,
+                    help="addresses the last phase's flood comes from, so that none of them "
+                         "fails often enough to be throttled")
     ap.add_argument("--flooder-sched", choices=("nice", "idle"), default="nice",
                     help="the flooding client at nice 19, or under SCHED_IDLE")
     args = ap.parse_args()
-    results: dict[str, list[dict]] = {"none": [], "SCRAM-SHA-512": [], "PLAIN": []}
+    # Phase name: (mechanism, source addresses of the flood).
+    phases = {"none": (None, 1), "SCRAM-SHA-512": ("SCRAM-SHA-512", 1), "PLAIN": ("PLAIN", 1),
+              f"PLAIN from {args.spread} addresses": ("PLAIN", args.spread)}
+    results: dict[str, list[dict]] = {name: [] for name in phases}
     with tempfile.TemporaryDirectory(prefix="corelog-authflood-") as tmp:
         broker = Broker(corelog_bin(), Path(tmp) / "data", Path(tmp), shards=1,
                         extra_args=("--sasl-mechanisms", "SCRAM-SHA-512,PLAIN", "--cpus", "0"),
@@ -186,7 +206,7 @@ def main() -> int:
         try:
             for round_ in range(args.rounds):
                 for name in results:
-                    result = phase(broker, None if name == "none" else name, args)
+                    result = phase(broker, *phases[name], args)
                     results[name].append(result)
                     print(f"round {round_ + 1} {name}: {result}", flush=True)
             broker.stop_clean()

@@ -33,12 +33,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use super::doorbell::{Doorbell, DoorbellReader};
 use crate::sync::Notify;
 
 /// The mesh of `shards` shards, made before the executors start; each executor joins once.
@@ -78,60 +78,6 @@ type ReplyValue = Option<Box<dyn Any + Send>>;
 struct ReplyState {
     replies: Vec<(u64, ReplyValue)>,
     closed: bool,
-}
-
-/// An eventfd and whether it has been rung since its shard last emptied its queues.
-struct Doorbell {
-    eventfd: OwnedFd,
-    rung: AtomicBool,
-}
-
-impl Doorbell {
-    fn new() -> std::io::Result<Doorbell> {
-        // SAFETY: eventfd(2) with constant flags; the result is checked before use.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Doorbell {
-            // SAFETY: a descriptor we just created and own alone.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
-            rung: AtomicBool::new(false),
-        })
-    }
-
-    /// Rings unless already rung; callable from any thread.
-    fn ring(&self) {
-        if self.rung.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.write();
-    }
-
-    fn write(&self) {
-        let one: u64 = 1;
-        loop {
-            // SAFETY: writes 8 bytes from a live u64 to a descriptor this doorbell owns.
-            let written = unsafe {
-                libc::write(
-                    self.eventfd.as_raw_fd(),
-                    (&one as *const u64).cast(),
-                    std::mem::size_of::<u64>(),
-                )
-            };
-            if written == 8 {
-                return;
-            }
-            let error = std::io::Error::last_os_error();
-            // The counter cannot overflow (it is read after every ring), so only a signal
-            // can interrupt the write; anything else is a broken descriptor.
-            assert_eq!(
-                error.kind(),
-                std::io::ErrorKind::Interrupted,
-                "ringing a shard's doorbell failed: {error}"
-            );
-        }
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -320,10 +266,10 @@ impl<T: Send + 'static> MeshPort<T> {
     /// still waiting on the doorbell read then is never freed (LeakSanitizer reports it).
     pub async fn serve(&self, mut deliver: impl FnMut(T)) {
         let station = &self.stations[self.id];
-        let bell = super::DoorbellReader::new(&station.doorbell.eventfd);
+        let bell = DoorbellReader::new(&station.doorbell);
         while !self.closed.get() {
             // Lowered before the queues are emptied: see the module documentation.
-            station.doorbell.rung.store(false, Ordering::SeqCst);
+            station.doorbell.lower();
             self.room.notify_all();
             self.take_replies();
             self.take_requests(&mut deliver);
@@ -393,8 +339,7 @@ impl<T: Send + 'static> MeshPort<T> {
                 waker.wake();
             }
         }
-        station.doorbell.rung.store(true, Ordering::SeqCst);
-        station.doorbell.write();
+        station.doorbell.ring_again();
     }
 }
 
@@ -428,13 +373,6 @@ impl<T: Send + 'static> Drop for PendingCall<'_, T> {
     fn drop(&mut self) {
         self.port.calls.borrow_mut().remove(&self.call);
     }
-}
-
-/// A descriptor handed over to the runtime's file layer (the doorbell's reader).
-pub(super) fn duplicate(fd: &OwnedFd) -> std::os::fd::RawFd {
-    fd.try_clone()
-        .expect("duplicate a shard's doorbell descriptor")
-        .into_raw_fd()
 }
 
 #[cfg(test)]

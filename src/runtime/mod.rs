@@ -7,13 +7,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use std::os::fd::{FromRawFd, OwnedFd};
-
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
+mod doorbell;
 mod mesh;
+mod worker;
 
 pub use mesh::{Mesh, MeshPort, Reply};
+pub use worker::{Ran, Worker};
 
 pub use glommio::channels::local_channel;
 pub use glommio::net::{TcpListener, TcpStream};
@@ -150,16 +151,6 @@ fn explain_executor_error(error: glommio::GlommioError<()>) -> anyhow::Error {
 /// Creates the task queue of a shard with the given shares and latency class.
 pub fn task_queue(name: &str, shares: usize, latency: Latency) -> TaskQueueHandle {
     glommio::executor().create_task_queue(Shares::Static(shares), latency, name)
-}
-
-/// Runs `work` on the executor's blocking thread pool (CPU-heavy work that must not hold up
-/// the shard's tasks, such as a password's key derivation) and waits for its result.
-pub async fn run_blocking<F, R>(work: F) -> R
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    glommio::executor().spawn_blocking(work).await
 }
 
 /// Spawns `future` into `queue` and detaches it.
@@ -303,34 +294,6 @@ impl ThreadExecutor {
     /// Runs `future` to its end on this thread.
     pub fn run<T>(&self, future: impl Future<Output = T>) -> T {
         self.0.run(future)
-    }
-}
-
-/// Reads a shard's doorbell (an eventfd, see [`mesh`]) through the shard's own io_uring, so
-/// that a ring wakes the shard as a completed read, on its own thread.
-struct DoorbellReader {
-    file: glommio::io::BufferedFile,
-}
-
-impl DoorbellReader {
-    fn new(eventfd: &OwnedFd) -> DoorbellReader {
-        use glommio::io::BufferedFile;
-        // SAFETY: a fresh duplicate of the descriptor, which the file takes over and closes.
-        let file = unsafe { BufferedFile::from_raw_fd(mesh::duplicate(eventfd)) };
-        DoorbellReader { file }
-    }
-
-    /// Waits until the doorbell has been rung since the last wait, and lowers its counter.
-    async fn wait(&self) {
-        if let Err(error) = self.file.read_at(0, std::mem::size_of::<u64>()).await {
-            panic!("reading a shard's doorbell failed: {error}");
-        }
-    }
-
-    async fn close(self) {
-        if let Err(error) = self.file.close().await {
-            tracing::warn!(%error, "closing a shard's doorbell failed");
-        }
     }
 }
 
