@@ -362,6 +362,28 @@ def metric_per_shard(broker, name: str) -> list[float]:
             if line.startswith(name + "{")]
 
 
+def flood_while_clients_log_in(broker, pki, topic, flood, threads: int,
+                               stop: threading.Event, flooding) -> float:
+    """Runs `flood(n)` in `threads` threads until `stop`; once `flooding()` has seen it take
+    effect, SCRAM and PLAIN clients log in and produce beside it, and the flood goes on for a
+    measurement window. Returns the seconds the flood ran."""
+    flooders = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(threads)]
+    started = time.monotonic()
+    for thread in flooders:
+        thread.start()
+    try:
+        flooding()
+        for mechanism in ("SCRAM-SHA-512", "PLAIN"):
+            round_trip(sasl_conf(broker, pki, mechanism, listener="SASL_PLAINTEXT"), topic,
+                       count=5)
+        time.sleep(2)  # A measurement window, not synchronisation: the flood goes on.
+    finally:
+        stop.set()
+        for thread in flooders:
+            thread.join(TIMEOUT_S)
+    return time.monotonic() - started
+
+
 def test_failing_plain_logins_stay_within_their_share_of_the_core(secure_broker, pki, topic):
     """PLAIN costs the broker a key derivation per login. Connections failing PLAIN logins in
     a loop get no more than PASSWORD_CHECK_SHARE_PERCENT (10%) of each shard's core for those
@@ -389,21 +411,9 @@ def test_failing_plain_logins_stay_within_their_share_of_the_core(secure_broker,
             except (ConnectionError, socket.timeout):
                 pass  # Closed by the authentication timeout while queued.
 
-    flooders = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(24)]
-    started = time.monotonic()
-    for thread in flooders:
-        thread.start()
-    try:
-        wait_until(lambda: failures[0] >= 20, TIMEOUT_S, "failed PLAIN logins")
-        for mechanism in ("SCRAM-SHA-512", "PLAIN"):
-            round_trip(sasl_conf(secure_broker, pki, mechanism, listener="SASL_PLAINTEXT"),
-                       topic, count=5)
-        time.sleep(2)  # A measurement window, not synchronisation: the flood goes on.
-    finally:
-        stop.set()
-        for thread in flooders:
-            thread.join(TIMEOUT_S)
-    elapsed_s = time.monotonic() - started
+    elapsed_s = flood_while_clients_log_in(
+        secure_broker, pki, topic, flood, 24, stop,
+        lambda: wait_until(lambda: failures[0] >= 20, TIMEOUT_S, "failed PLAIN logins"))
     spent_s = [micros / 1e6 for micros in
                metric_per_shard(secure_broker, "corelog_password_check_microseconds_total")]
     # Each shard: 10% of the elapsed time, a burst of 0.1 s, and the check in flight (charged
@@ -454,29 +464,18 @@ def test_an_ip_failing_logins_in_a_loop_is_throttled_and_others_are_not(secure_b
     stop = threading.Event()
     outcomes = {"refused": 0, "closed": 0, "ok": 0}
 
-    def flood():
+    def flood(_thread: int):
         while not stop.is_set():
             outcomes[scram_login(port, flooder, "wrong-password")] += 1
 
     failures_before = sum(metric_per_shard(secure_broker, "corelog_authentication_failures_total"))
-    flooders = [threading.Thread(target=flood, daemon=True) for _ in range(16)]
-    started = time.monotonic()
-    for thread in flooders:
-        thread.start()
-    try:
+    def throttled():
         wait_until(lambda: sum(metric_per_shard(
             secure_broker, "corelog_connections_throttled_total")) >= 16, TIMEOUT_S,
             "connections of the flooding IP throttled")
         logged(secure_broker, f"ip={flooder}")
-        for mechanism in ("SCRAM-SHA-512", "PLAIN"):
-            round_trip(sasl_conf(secure_broker, pki, mechanism, listener="SASL_PLAINTEXT"),
-                       topic, count=5)
-        time.sleep(2)  # A measurement window, not synchronisation: the flood goes on.
-    finally:
-        stop.set()
-        for thread in flooders:
-            thread.join(TIMEOUT_S)
-    elapsed_s = time.monotonic() - started
+
+    elapsed_s = flood_while_clients_log_in(secure_broker, pki, topic, flood, 16, stop, throttled)
     failures = sum(metric_per_shard(secure_broker, "corelog_authentication_failures_total")) \
         - failures_before
     # The average rate, a second's burst, and the 16 connections let in at once whenever the
