@@ -8,7 +8,8 @@ Without --bootstrap it starts the release binary itself (`target/release/corelog
 --shards 2 --auto-create-topics false`, or $CORELOG_BIN): automatic topic creation is off so
 that mutated topic names cannot fill the disk with junk topics.
 
-Fuzz connections (asyncio, --connections of them) send, at random (seeded by --seed):
+Fuzz connections (asyncio, --connections of them, from 127.0.0.2 when the broker is on
+loopback: see `fuzz_source`) send, at random (seeded by --seed):
 - random bytes, and frames of random length holding random bytes;
 - mutations of real requests encoded here by hand (ApiVersions v0/v3, Metadata v1/v9,
   Produce v3/v9 with a valid record batch, Fetch v4/v12, ListOffsets v1, FindCoordinator v0,
@@ -296,6 +297,8 @@ class FuzzConnection:
         # What this slot sent last, newest at the end: the bytes to replay after a crash.
         self.sent_tail: collections.deque = collections.deque()
         self.sent_tail_bytes = 0
+        # The address fuzz connections come from (see `fuzz_source`); None: the default.
+        self.source: tuple[str, int] | None = None
 
     def remember(self, kind: str, data: bytes) -> None:
         self.sent_tail.append((time.time(), kind, data))
@@ -307,7 +310,7 @@ class FuzzConnection:
         while not self.stop.is_set():
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), 5)
+                    asyncio.open_connection(self.host, self.port, local_addr=self.source), 5)
             except (OSError, asyncio.TimeoutError):
                 self.totals.connect_failures += 1
                 await asyncio.sleep(0.1)  # Back off; the probe decides whether that is a hang.
@@ -469,7 +472,8 @@ class FuzzConnection:
         """A completed TLS handshake, then a SASL exchange gone wrong inside it."""
         try:
             reader, secured = await asyncio.wait_for(asyncio.open_connection(
-                self.host, self.port, ssl=self.tls, server_hostname="localhost"), 5)
+                self.host, self.port, ssl=self.tls, server_hostname="localhost",
+                local_addr=self.source), 5)
         except (OSError, asyncio.TimeoutError, ssl.SSLError):
             return
         inner = asyncio.ensure_future(self.drain(reader))
@@ -607,6 +611,13 @@ def probe(host: str, port: int) -> float:
     return time.monotonic() - started
 
 
+def fuzz_source(host: str) -> tuple[str, int] | None:
+    """Fuzz connections to a broker on loopback come from 127.0.0.2, the real client and the
+    probe from 127.0.0.1: the broker throttles an address that fails authentication in a loop
+    (as it must), so hostile traffic from the client's own address would rightly disturb it."""
+    return ("127.0.0.2", 0) if host.startswith("127.") else None
+
+
 async def fuzz(host: str, port: int, args, totals: Totals, health,
                secure: dict | None = None) -> list[FuzzConnection]:
     """`secure`: the SASL_PLAINTEXT and SASL_SSL ports and a TLS context trusting the broker;
@@ -624,6 +635,7 @@ async def fuzz(host: str, port: int, args, totals: Totals, health,
     slots = [slot(i) for i in range(args.connections)]
     for slot in slots:
         slot.skip_apis = {int(k) for k in args.skip_apis.split(",") if k}
+        slot.source = fuzz_source(host)
     tasks = [asyncio.ensure_future(slot.run()) for slot in slots]
     deadline = time.monotonic() + args.duration
     loop = asyncio.get_running_loop()

@@ -58,6 +58,29 @@ struct Counts {
     failures: HashMap<IpAddr, TokenBucket>,
     /// The size of `failures` at which it is next pruned.
     prune_at: usize,
+    /// When it was last pruned (milliseconds from `Admission::origin`).
+    pruned_ms: f64,
+}
+
+impl Counts {
+    /// Forgets the IPs whose failure buckets filled up again, once the map has grown to
+    /// `prune_at` (twice what the last prune left, within the bounds in `limits`), and at
+    /// most once a second while it is full, so that a flood from more addresses than it
+    /// holds cannot make every failure walk the whole map.
+    fn prune(&mut self, now_ms: f64) {
+        let due =
+            self.failures.len() >= self.prune_at.max(limits::AUTHENTICATION_FAILURE_IPS_PRUNE);
+        let full = self.failures.len() >= limits::AUTHENTICATION_FAILURE_IPS_MAX;
+        if !due || (full && now_ms - self.pruned_ms < 1000.0) {
+            return;
+        }
+        self.failures.retain(|_, bucket| !bucket.is_full(now_ms));
+        self.prune_at = (self.failures.len() * 2).clamp(
+            limits::AUTHENTICATION_FAILURE_IPS_PRUNE,
+            limits::AUTHENTICATION_FAILURE_IPS_MAX,
+        );
+        self.pruned_ms = now_ms;
+    }
 }
 
 /// Failed authentications per second per IP.
@@ -114,13 +137,8 @@ impl Admission {
     fn failed_at(&self, ip: IpAddr, now_ms: f64) -> bool {
         let mut counts = self.lock();
         let counts = &mut *counts;
-        if counts.failures.len()
-            >= counts
-                .prune_at
-                .max(limits::AUTHENTICATION_FAILURE_IPS_PRUNE)
-        {
-            counts.failures.retain(|_, bucket| !bucket.is_full(now_ms));
-            counts.prune_at = counts.failures.len() * 2;
+        if !counts.failures.contains_key(&ip) {
+            counts.prune(now_ms);
         }
         let tracked = counts.failures.len();
         let bucket = match counts.failures.get_mut(&ip) {
@@ -271,5 +289,8 @@ mod tests {
             admission.failed_at(A, 0.0);
         }
         assert_eq!(admission.admit_at(A, true, 0.0), Ok(Admitted::Serve));
+        // Once those IPs are at rest, the full map is pruned and A is tracked.
+        assert!(!admission.failed_at(A, 60_000.0));
+        assert_eq!(admission.lock().failures.len(), 1);
     }
 }
