@@ -304,8 +304,9 @@ const _: () = assert!(AUTHENTICATION_FAILURE_DELAY_MS < AUTHENTICATION_TIMEOUT_M
 /// a user mistyping a password is never held.
 pub const AUTHENTICATION_FAILURES_PER_IP_PER_SECOND: u64 = 10;
 /// The failure budgets are pruned of IPs at rest once this many are tracked (and again at
-/// twice the count left), and no more than `AUTHENTICATION_FAILURE_IPS_MAX` are tracked: an
-/// IP beyond is not throttled, and the password-check share still bounds what it costs.
+/// twice the count left, or at most once a second while full), and no more than
+/// `AUTHENTICATION_FAILURE_IPS_MAX` are tracked: an IP beyond is not throttled, and the
+/// password-check share still bounds what it costs.
 pub const AUTHENTICATION_FAILURE_IPS_PRUNE: usize = 1024;
 pub const AUTHENTICATION_FAILURE_IPS_MAX: usize = 65_536;
 const _: () = assert!(AUTHENTICATION_FAILURE_IPS_PRUNE <= AUTHENTICATION_FAILURE_IPS_MAX);
