@@ -80,9 +80,10 @@ struct ReplyState {
     closed: bool,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lane's lock aborts the process (panic = "abort"), so a
-    // poisoned lock cannot be observed; take the data either way.
+/// Locks a mutex shared with another thread (a lane, an inbox, a helper's queue). A panic
+/// while holding one aborts the process (panic = "abort"), so a poisoned lock cannot be
+/// observed; take the data either way.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -14,10 +14,11 @@
 //! Per-shard: made and used on the shard's thread.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::doorbell::{Doorbell, DoorbellReader};
+use super::mesh::lock;
 use super::Semaphore;
 
 /// What a job returned, and the CPU time its thread spent on it (not the time it waited for
@@ -141,14 +142,6 @@ impl Shared {
             self.doorbell.ring();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock aborts the process (panic = "abort"): a poisoned lock
-    // cannot be observed; take the data either way.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The CPUs the calling thread may run on.
