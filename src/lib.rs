@@ -13,6 +13,7 @@ pub mod group_cli;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;
+pub mod partition;
 pub mod protocol;
 pub mod quota;
 pub mod quota_cli;

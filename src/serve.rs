@@ -15,7 +15,8 @@ use crate::config::{Config, ServeArgs};
 use crate::limits;
 use crate::runtime::{self, ExecutorPlan, Mesh};
 use crate::security::tls::TlsContext;
-use crate::shard::{self, ProcessSignals};
+use crate::server::Server;
+use crate::shard::{self, ProcessSignals, Serving};
 
 /// Runs the broker until a signal asks it to stop; returns once every log is closed.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -27,8 +28,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         Some(settings) => Some(Arc::new(TlsContext::load(settings.clone())?)),
         None => None,
     };
-    let signals = Arc::new(ProcessSignals::new(&config, tls));
-    watch_signals(signals.clone())?;
+    let signals = Arc::new(ProcessSignals::default());
+    watch_signals(signals.clone(), tls.clone())?;
+    let serving: Arc<dyn Serving> = Arc::new(Server::new(&config, tls));
     let plan = ExecutorPlan {
         shards: config.shards,
         cpus: config.cpus.clone(),
@@ -46,7 +48,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let mesh = Mesh::full(config.shards, limits::SHARD_CHANNEL_CAPACITY)
         .context("cannot create the shard mesh's doorbells")?;
     let shard_signals = signals.clone();
-    runtime::run_shards(&plan, move || shard::run(config, mesh, shard_signals))?;
+    runtime::run_shards(&plan, move || {
+        shard::run(config, mesh, shard_signals, serving)
+    })?;
     tracing::info!("corelog stopped cleanly");
     Ok(())
 }
@@ -139,7 +143,7 @@ fn check_locked_memory(shards: usize) -> anyhow::Result<()> {
 
 /// SIGTERM or SIGINT starts a clean shutdown; a second one exits at once. SIGHUP reloads the
 /// TLS certificate and key (connections already open keep theirs).
-fn watch_signals(signals: Arc<ProcessSignals>) -> anyhow::Result<()> {
+fn watch_signals(signals: Arc<ProcessSignals>, tls: Option<Arc<TlsContext>>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut incoming = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
@@ -147,7 +151,7 @@ fn watch_signals(signals: Arc<ProcessSignals>) -> anyhow::Result<()> {
         .spawn(move || {
             for signal in incoming.forever() {
                 if signal == SIGHUP {
-                    reload_tls(&signals);
+                    reload_tls(tls.as_deref());
                     continue;
                 }
                 if signals.shutdown.swap(true, Ordering::SeqCst) {
@@ -162,8 +166,8 @@ fn watch_signals(signals: Arc<ProcessSignals>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn reload_tls(signals: &ProcessSignals) {
-    let Some(tls) = &signals.tls else {
+fn reload_tls(tls: Option<&TlsContext>) {
+    let Some(tls) = tls else {
         tracing::info!("SIGHUP: no TLS listener, nothing to reload");
         return;
     };

@@ -22,9 +22,9 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::group::state::subscription_topics;
 use crate::limits::REQUEST_BYTES_MAX;
+use crate::partition::first_record_at_or_after;
 use crate::protocol::record_batch::{self, LOG_OVERHEAD_BYTES};
 use crate::protocol::{decode_request, request_frame_length, RequestBody, SUPPORTED_APIS};
-use crate::shard::partition::first_record_at_or_after;
 
 /// A fuzz target's body: runs one input, panicking on a broken invariant.
 pub type Target = fn(&[u8]);

@@ -11,8 +11,8 @@ use kafka_protocol::records::RecordBatchDecoder;
 use super::records::{self, GroupValue, RecordKey};
 use super::state::CommittedOffset;
 use super::{partition_for, OFFSETS_TOPIC};
+use crate::partition::TopicPartition;
 use crate::runtime;
-use crate::shard::messages::TopicPartition;
 use crate::shard::Shard;
 
 /// What the replay of one partition found for one group.

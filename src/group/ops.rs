@@ -15,7 +15,7 @@ use super::state::{sync_error, JoinArgs, JoinOutcome, SyncOutcome};
 use super::{write, GroupReply, GroupSummary, ListedGroup, MemberSummary, SyncArgs};
 use crate::limits;
 use crate::metadata::now_ms;
-use crate::server::handlers::str_bytes;
+use crate::protocol::str_bytes;
 use crate::shard::Shard;
 
 fn join_failed(error: ResponseError, member_id: &str) -> GroupReply {

@@ -25,7 +25,7 @@ use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
 use kafka_protocol::ResponseError;
 
 use super::records::{GroupValue, MemberValue, OffsetValue};
-use crate::server::handlers::str_bytes;
+use crate::protocol::str_bytes;
 
 /// Kafka's group states, named as DescribeGroups and ListGroups report them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

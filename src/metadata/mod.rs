@@ -119,7 +119,8 @@ pub struct MetadataStore {
 }
 
 impl MetadataStore {
-    /// Opens the metadata log under `data_dir` and returns it with every record in it.
+    /// Opens the metadata log under `data_dir` and returns it with every record in it, in log
+    /// order: the first is at offset 0 and each one is at the next offset.
     pub async fn open(
         data_dir: &Path,
         cache: Rc<BatchCache>,
@@ -136,8 +137,9 @@ impl MetadataStore {
         Ok((MetadataStore { log }, records))
     }
 
-    /// Appends `record` and waits until it is durable.
-    pub async fn append(&self, record: &MetadataRecord) -> Result<(), StorageError> {
+    /// Appends `record` and waits until it is durable; returns its offset, the revision of
+    /// the shard tables that have applied it.
+    pub async fn append(&self, record: &MetadataRecord) -> Result<i64, StorageError> {
         let batch = encode_record(record)?;
         let summary = record_batch::validate(&batch)
             .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e:?}")))?;
@@ -145,7 +147,7 @@ impl MetadataStore {
         self.log.flush().await?;
         // Another task's flush may have found the device full and discarded this record.
         match appended.ticket.settled() {
-            crate::storage::Settled::Durable => Ok(()),
+            crate::storage::Settled::Durable => Ok(appended.base_offset),
             _ => Err(StorageError::OutOfSpace(std::io::Error::from_raw_os_error(
                 libc::ENOSPC,
             ))),
@@ -172,6 +174,11 @@ fn encode_record(record: &MetadataRecord) -> Result<BytesMut, StorageError> {
 async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {
     let mut records = Vec::new();
     let mut offset = log.log_start_offset();
+    if offset != 0 {
+        return Err(StorageError::Corrupt(format!(
+            "the metadata log starts at offset {offset}, not 0"
+        )));
+    }
     while offset < log.high_watermark() {
         let batches = log.read(offset, 1 << 20).await?;
         if batches.is_empty() {
@@ -182,6 +189,13 @@ async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {
             let set = RecordBatchDecoder::decode(&mut buf)
                 .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))?;
             for record in set.records {
+                // Each record is the next revision of the shard tables: none may be missing.
+                if record.offset != offset {
+                    return Err(StorageError::Corrupt(format!(
+                        "metadata record at offset {}, expected {offset}",
+                        record.offset
+                    )));
+                }
                 offset = record.offset + 1;
                 let value = record.value.unwrap_or_default();
                 let parsed = serde_json::from_slice(&value)

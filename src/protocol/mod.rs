@@ -17,3 +17,10 @@ pub use codec::{
 };
 pub use fetch_response::{encode_fetch_response, FetchPartition, FetchResponseData, FetchTopic};
 pub use versions::{is_supported, supported_range, ApiRange, SUPPORTED_APIS};
+
+use kafka_protocol::protocol::StrBytes;
+
+/// A Kafka string field from any text.
+pub fn str_bytes(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}

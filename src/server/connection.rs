@@ -80,7 +80,13 @@ const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `stream`, accepted on `listener`, until the client closes it, it misbehaves, it
 /// idles too long, or the shard shuts down.
-pub async fn serve(shard: &Rc<Shard>, listener: Rc<Listener>, stream: TcpStream, ip: IpAddr) {
+pub async fn serve(
+    shard: &Rc<Shard>,
+    net: &Rc<ShardNet>,
+    listener: Rc<Listener>,
+    stream: TcpStream,
+    ip: IpAddr,
+) {
     let accepted = Instant::now();
     let peer = stream
         .peer_addr()
@@ -90,26 +96,27 @@ pub async fn serve(shard: &Rc<Shard>, listener: Rc<Listener>, stream: TcpStream,
     let sasl = listener.config.protocol.uses_sasl();
     let Some(tls) = listener.tls.clone() else {
         let session = Session::new(sasl, None);
-        let connection = Rc::new(ConnectionContext::new(listener, ip, session));
+        let connection = Rc::new(ConnectionContext::new(listener, net.clone(), ip, session));
         return serve_stream(shard, connection, stream, &peer, accepted).await;
     };
     // The TLS states are boxed so that a plaintext connection's task is not sized for them.
-    Box::pin(serve_tls(shard, listener, tls, stream, ip, peer, accepted)).await
+    let connection = ConnectionContext::new(listener, net.clone(), ip, Session::new(sasl, None));
+    Box::pin(serve_tls(shard, connection, tls, stream, peer, accepted)).await
 }
 
 /// `serve` on a TLS listener: the handshake (within the authentication timeout), then the
 /// connection over TLS.
 async fn serve_tls(
     shard: &Rc<Shard>,
-    listener: Rc<Listener>,
+    mut connection: ConnectionContext,
     tls: std::sync::Arc<tls::TlsContext>,
     stream: TcpStream,
-    ip: IpAddr,
     peer: String,
     accepted: Instant,
 ) {
-    let name = listener.config.name.clone();
-    let sasl = listener.config.protocol.uses_sasl();
+    let name = connection.listener.config.name.clone();
+    let sasl = connection.listener.config.protocol.uses_sasl();
+    let (net, ip) = (connection.net.clone(), connection.client_ip);
     let handshake = accept_tls(&tls, stream);
     let deadline = runtime::sleep(authentication_timeout());
     // A handshake in progress must not hold up shutdown, which waits for every connection.
@@ -117,12 +124,12 @@ async fn serve_tls(
     let secured = match select(Box::pin(handshake), stop).await {
         Either::Left((Ok(secured), _)) => secured,
         Either::Left((Err(reason), _)) => {
-            super::authentication_failed(shard, ip);
+            super::authentication_failed(shard, &net, ip);
             tracing::warn!(%peer, listener = %name, "closing connection: {reason}");
             return;
         }
         Either::Right((Either::Left(_), _)) => {
-            super::authentication_failed(shard, ip);
+            super::authentication_failed(shard, &net, ip);
             tracing::warn!(%peer, listener = %name, "closing connection: TLS handshake not done in time");
             return;
         }
@@ -141,9 +148,8 @@ async fn serve_tls(
         .and_then(|chain| chain.first())
         .and_then(tls::certificate_subject)
         .map(|subject| Principal::user(&subject));
-    let session = Session::new(sasl, principal);
-    let connection = Rc::new(ConnectionContext::new(listener, ip, session));
-    serve_stream(shard, connection, secured, &peer, accepted).await
+    connection.session = Session::new(sasl, principal);
+    serve_stream(shard, Rc::new(connection), secured, &peer, accepted).await
 }
 
 fn authentication_timeout() -> Duration {
@@ -211,7 +217,7 @@ async fn serve_stream<S>(
     let stopped = match select(Box::pin(read), Box::pin(unauthenticated)).await {
         Either::Left((stopped, _)) => stopped,
         Either::Right(_) => {
-            super::authentication_failed(shard, connection.client_ip);
+            super::authentication_failed(shard, &connection.net, connection.client_ip);
             state.abort_writer.raise();
             Some("SASL authentication not done in time".to_string())
         }
@@ -257,7 +263,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
     let mut order = RequestOrder::default();
     let session = &connection.session;
     loop {
-        let next = frames.next(&mut reader, &shard.net, state);
+        let next = frames.next(&mut reader, &connection.net, state);
         let (frame, charge) = match until_quit(shard, state, next).await {
             Some(Ok(Some(next))) => next,
             Some(Ok(None)) | None => return None,

@@ -27,10 +27,45 @@ use crate::limits;
 use crate::metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
 use crate::security::tls::TlsContext;
-use crate::shard::Shard;
+use crate::shard::{Serving, Shard};
 use crate::sync::ByteBudget;
 use admission::{Admission, Admitted};
 use futures::future::{select, Either};
+
+/// The Kafka listeners and the admin listener as `serve` starts them on every shard, with what
+/// all shards' connections share: connection admission (touched once per connection, never
+/// per request) and the TLS configuration (reloaded by the main thread on SIGHUP).
+pub struct Server {
+    admission: Arc<Admission>,
+    tls: Option<Arc<TlsContext>>,
+}
+
+impl Server {
+    pub fn new(config: &Config, tls: Option<Arc<TlsContext>>) -> Server {
+        Server {
+            admission: Arc::new(Admission::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            )),
+            tls,
+        }
+    }
+}
+
+impl Serving for Server {
+    fn start_listeners(&self, shard: &Rc<Shard>) -> Result<(), String> {
+        let net = Rc::new(ShardNet::new(
+            &shard.config,
+            self.admission.clone(),
+            self.tls.clone(),
+        ));
+        start_listeners(shard, net)
+    }
+
+    fn start_process_services(&self, shard: &Rc<Shard>) {
+        admin::start(shard.clone());
+    }
+}
 
 /// What a shard's connections share: the process-wide admission counters and this shard's
 /// budget of request bytes in memory. Per-shard (the budget is an `Rc`).
@@ -46,8 +81,6 @@ pub struct ShardNet {
     pub listeners: Vec<Rc<Listener>>,
     /// PLAIN password checks (each a key derivation), within their share of the core.
     pub password_checks: Rc<password_checks::PasswordChecks>,
-    /// This shard's client-quota buckets.
-    pub quotas: crate::quota::throttle::Throttle,
 }
 
 impl ShardNet {
@@ -72,7 +105,6 @@ impl ShardNet {
             request_overdraft: ByteBudget::new(1),
             listeners,
             password_checks: Default::default(),
-            quotas: Default::default(),
         }
     }
 }
@@ -99,13 +131,13 @@ pub enum Response {
 
 /// Binds this shard's socket of every listener and starts accepting. Errors are reported,
 /// not panicked.
-pub fn start_listeners(shard: Rc<Shard>) -> Result<(), String> {
-    for listener in shard.net.listeners.clone() {
+fn start_listeners(shard: &Rc<Shard>, net: Rc<ShardNet>) -> Result<(), String> {
+    for listener in net.listeners.clone() {
         let socket = runtime::bind_shared_listener(listener.config.bind)
             .map_err(|e| format!("listener {}: {e}", listener.config.name))?;
         runtime::spawn_into(
             shard.queues.requests,
-            accept_loop(shard.clone(), listener, socket),
+            accept_loop(shard.clone(), net.clone(), listener, socket),
         );
     }
     Ok(())
@@ -132,15 +164,21 @@ pub(crate) async fn accept_until_shutdown(
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, socket: TcpListener) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    net: Rc<ShardNet>,
+    listener: Rc<Listener>,
+    socket: TcpListener,
+) {
     let name = listener.config.name.clone();
     let authenticates = listener.config.protocol.uses_tls() || listener.config.protocol.uses_sasl();
     accept_until_shutdown(&shard, socket, &name, |stream| {
-        let Some((ip, admitted)) = admit(&shard, &stream, authenticates) else {
+        let Some((ip, admitted)) = admit(&shard, &net, &stream, authenticates) else {
             // Dropping the stream closes it without a byte written, as Kafka does.
             return;
         };
         let shard = shard.clone();
+        let net = net.clone();
         if let Admitted::Throttle(hold) = admitted {
             metrics::add(&shard.metrics.connections_throttled, 1);
             tracing::debug!(%ip, ?hold, "connection throttled: its IP fails authentication");
@@ -148,7 +186,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, socket: TcpListen
                 let held = runtime::sleep(hold);
                 select(Box::pin(held), Box::pin(shard.shutdown.wait())).await;
                 drop(stream);
-                shard.net.admission.release(ip);
+                net.admission.release(ip);
             });
             return;
         }
@@ -157,8 +195,8 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, socket: TcpListen
         metrics::add(&shard.metrics.connections_accepted, 1);
         metrics::add(&shard.metrics.connections_open, 1);
         runtime::spawn_into(shard.queues.requests, async move {
-            connection::serve(&shard, listener, stream, ip).await;
-            shard.net.admission.release(ip);
+            connection::serve(&shard, &net, listener, stream, ip).await;
+            net.admission.release(ip);
             shard.connections.closed();
             let open = &shard.metrics.connections_open;
             open.set(open.get().saturating_sub(1));
@@ -169,7 +207,12 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, socket: TcpListen
 
 /// Counts a new connection against the connection caps and its IP's authentication failures;
 /// `None` if it must be refused.
-fn admit(shard: &Shard, stream: &TcpStream, authenticates: bool) -> Option<(IpAddr, Admitted)> {
+fn admit(
+    shard: &Shard,
+    net: &ShardNet,
+    stream: &TcpStream,
+    authenticates: bool,
+) -> Option<(IpAddr, Admitted)> {
     let ip = match stream.peer_addr() {
         Ok(peer) => peer.ip(),
         Err(error) => {
@@ -177,7 +220,7 @@ fn admit(shard: &Shard, stream: &TcpStream, authenticates: bool) -> Option<(IpAd
             return None;
         }
     };
-    match shard.net.admission.admit(ip, authenticates) {
+    match net.admission.admit(ip, authenticates) {
         Ok(admitted) => Some((ip, admitted)),
         Err(refusal) => {
             metrics::add(&shard.metrics.connections_refused, 1);
@@ -189,9 +232,9 @@ fn admit(shard: &Shard, stream: &TcpStream, authenticates: bool) -> Option<(IpAd
 
 /// Counts a failed authentication (a TLS handshake or a SASL exchange that failed, or did not
 /// end in time) of the client at `ip`, in the shard's metrics and against the IP's budget.
-pub(crate) fn authentication_failed(shard: &Shard, ip: IpAddr) {
+pub(crate) fn authentication_failed(shard: &Shard, net: &ShardNet, ip: IpAddr) {
     metrics::add(&shard.metrics.authentication_failures, 1);
-    if shard.net.admission.authentication_failed(ip) {
+    if net.admission.authentication_failed(ip) {
         tracing::warn!(
             %ip,
             "client fails authentication more than {} times a second: its new connections to \

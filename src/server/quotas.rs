@@ -82,7 +82,7 @@ impl QuotaCharge {
 
     /// Takes the request's use from its buckets; the milliseconds its connection must wait.
     pub fn settle(&self, shard: &Shard, produced_bytes: usize, fetched_bytes: usize) -> u64 {
-        let throttle = &shard.net.quotas;
+        let throttle = &shard.quotas;
         let mut wait_ms = 0;
         if let Some((rate, sensor)) = &self.produce {
             wait_ms = wait_ms.max(throttle.take(sensor, produced_bytes as f64, *rate));

@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
 
-use super::Listener;
+use super::{Listener, ShardNet};
 use crate::security::sasl::{Authenticator, SaslMechanism};
 use crate::security::Principal;
 
 /// What every request of one connection shares.
 pub struct ConnectionContext {
     pub listener: Rc<Listener>,
+    /// What the shard's connections share (admission, budgets, password checks).
+    pub net: Rc<ShardNet>,
     pub client_ip: IpAddr,
     /// The client's address as Kafka shows it in group descriptions ("/127.0.0.1").
     pub client_host: Rc<str>,
@@ -35,9 +37,15 @@ pub struct ConnectionContext {
 }
 
 impl ConnectionContext {
-    pub fn new(listener: Rc<Listener>, client_ip: IpAddr, session: Session) -> Self {
+    pub fn new(
+        listener: Rc<Listener>,
+        net: Rc<ShardNet>,
+        client_ip: IpAddr,
+        session: Session,
+    ) -> Self {
         ConnectionContext {
             listener,
+            net,
             client_ip,
             client_host: format!("/{client_ip}").into(),
             session,

@@ -1,21 +1,19 @@
-//! Admin operations on the shard: config changes and partition increases (decided by the
-//! controller on shard 0) and DeleteRecords (done by the partition's owner).
+//! Admin operations on the shard: config changes, partition increases, users, ACLs and quotas,
+//! decided by the controller on shard 0.
 //!
 //! Per-shard: these are methods of `Shard` and run on the shard that received the request;
-//! controller commands travel to shard 0 and DeleteRecords to the owner over the mesh, like
-//! every other routed operation.
+//! controller commands travel to shard 0 over the mesh.
 
 use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
 
-use super::messages::{ShardRequest, TopicPartition};
+use super::messages::ShardRequest;
 use super::Shard;
 use crate::metadata::topic_config::ConfigOperation;
 use crate::quota::{QuotaEntity, QuotaKey};
 use crate::security::acl::AclBinding;
 use crate::security::scram::{ScramCredential, ScramMechanism};
-use crate::storage::StorageError;
 
 /// A change only the controller may make, one topic, user or ACL each.
 #[derive(Debug, Clone)]
@@ -85,90 +83,25 @@ impl AdminResult {
     }
 }
 
-#[derive(Debug)]
-pub struct DeleteRecordsInput {
-    pub tp: TopicPartition,
-    /// The new log start; -1 means the high watermark.
-    pub offset: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct DeleteRecordsOutput {
-    pub error_code: i16,
-    /// The log start after the deletion (-1 with an error).
-    pub low_watermark: i64,
-}
-
 impl Shard {
     /// Runs `commands` on the controller, in order; one result per command.
     pub async fn controller_commands(
         self: &Rc<Self>,
         commands: Vec<ControllerCommand>,
     ) -> Vec<AdminResult> {
-        let controller = self.controller.borrow().clone();
-        match controller {
-            Some(controller) => return controller.run_commands(self, commands).await,
-            None if self.id == 0 => {}
-            None => {
-                let reply = self
-                    .call(0, |tx| ShardRequest::Controller(commands.clone(), tx))
-                    .await;
-                if let Some(results) = reply {
-                    return results;
-                }
-            }
-        }
-        let unavailable = AdminResult::error(
-            ResponseError::NotController,
-            "the controller is not available",
-        );
-        vec![unavailable; commands.len()]
-    }
-
-    pub async fn delete_records(self: &Rc<Self>, input: DeleteRecordsInput) -> DeleteRecordsOutput {
-        let error = |e: ResponseError| DeleteRecordsOutput {
-            error_code: e.code(),
-            low_watermark: -1,
-        };
-        match self.owner_of(&input.tp) {
-            Some(owner) if owner == self.id => self.delete_records_local(input).await,
-            Some(owner) => self
-                .call(owner, |tx| ShardRequest::DeleteRecords(input, tx))
-                .await
-                .unwrap_or_else(|| error(ResponseError::NotLeaderOrFollower)),
-            None => error(ResponseError::UnknownTopicOrPartition),
-        }
-    }
-
-    pub(super) async fn delete_records_local(
-        &self,
-        input: DeleteRecordsInput,
-    ) -> DeleteRecordsOutput {
-        let Some(partition) = self.partition(&input.tp) else {
-            return DeleteRecordsOutput {
-                error_code: ResponseError::UnknownTopicOrPartition.code(),
-                low_watermark: -1,
-            };
-        };
-        let result = partition.log().delete_records(input.offset).await;
-        // Fetches parked on this partition re-check their offset against the new start.
-        partition.durable_notify().notify_all();
-        match result {
-            Ok(low_watermark) => DeleteRecordsOutput {
-                error_code: 0,
-                low_watermark,
-            },
-            Err(StorageError::OffsetOutOfRange { .. }) => DeleteRecordsOutput {
-                error_code: ResponseError::OffsetOutOfRange.code(),
-                low_watermark: -1,
-            },
-            Err(error) => {
-                tracing::error!(%error, topic = %input.tp.topic, "DeleteRecords failed");
-                DeleteRecordsOutput {
-                    error_code: ResponseError::KafkaStorageError.code(),
-                    low_watermark: -1,
-                }
-            }
-        }
+        let count = commands.len();
+        let remote = commands.clone();
+        self.on_controller(
+            async |controller| controller.run_commands(self, commands).await,
+            |tx| ShardRequest::Controller(remote, tx),
+        )
+        .await
+        .unwrap_or_else(|| {
+            let unavailable = AdminResult::error(
+                ResponseError::NotController,
+                "the controller is not available",
+            );
+            vec![unavailable; count]
+        })
     }
 }

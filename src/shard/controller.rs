@@ -43,7 +43,12 @@ impl Controller {
                 ?record,
                 "moving a partition off a shard that no longer exists"
             );
-            store.append(&record).await?;
+            let offset = store.append(&record).await?;
+            assert_eq!(
+                offset,
+                records.len() as i64,
+                "metadata records are dense from 0"
+            );
             records.push(record);
         }
         let controller = Rc::new(Controller {
@@ -202,7 +207,7 @@ impl Controller {
 
     /// Hands out the next block of `PRODUCER_ID_BLOCK_COUNT` producer ids, `[first, end)`,
     /// after recording it durably so that no id is ever handed out twice.
-    pub async fn allocate_producer_ids(&self) -> Result<(i64, i64), String> {
+    pub async fn allocate_producer_ids(&self, shard: &Rc<Shard>) -> Result<(i64, i64), String> {
         let _permit = self
             .serial
             .acquire_permit(1)
@@ -215,10 +220,7 @@ impl Controller {
         let record = MetadataRecord::ProducerIdsAllocated {
             next_producer_id: end,
         };
-        self.store
-            .append(&record)
-            .await
-            .map_err(|e| format!("metadata log: {e}"))?;
+        self.commit(shard, record).await?;
         self.next_producer_id.set(end);
         Ok((first, end))
     }
@@ -367,13 +369,15 @@ impl Controller {
         }
     }
 
-    /// Makes `record` durable, then has every shard apply it.
+    /// Makes `record` durable, then has every shard apply it. Every record is committed this
+    /// way, so that each shard's table applies every offset of the metadata log in order.
     async fn commit(&self, shard: &Rc<Shard>, record: MetadataRecord) -> Result<(), String> {
-        self.store
+        let offset = self
+            .store
             .append(&record)
             .await
             .map_err(|e| format!("metadata log: {e}"))?;
-        shard.broadcast_apply(vec![record], false).await
+        shard.broadcast_apply(offset, vec![record], false).await
     }
 }
 
@@ -415,8 +419,10 @@ fn reassign_lost_shards(records: &[MetadataRecord], shard_count: usize) -> Vec<M
         retention_bytes: -1,
         max_message_bytes: 1,
     });
-    for record in records {
-        table.apply(record);
+    for (offset, record) in (0..).zip(records) {
+        table
+            .apply(offset, record)
+            .expect("records are applied in log order");
     }
     let mut load = table.load_per_shard(shard_count);
     let mut moves = Vec::new();

@@ -1,14 +1,17 @@
 //! The typed requests one shard sends another, each with its own typed reply channel.
 //!
-//! Every operation on a partition, local or remote, goes through the owning shard's one entry
-//! point (`Shard::dispatch_local`): the router either calls it directly or sends one of these
-//! over the channel mesh. Record bytes travel as `bytes::Bytes`, never copied.
+//! Every operation on a partition, local or remote, goes through one generic route
+//! (`Shard::route`): a direct call on the owner, or one of these over the channel mesh, which
+//! the owner's one entry point (`Shard::serve`) runs the same way. Record bytes travel as
+//! `bytes::Bytes`, never copied.
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use crate::metadata::MetadataRecord;
+use crate::partition::{
+    DeleteRecordsInput, DeleteRecordsOutput, FetchInput, FetchOutput, ListOffsetsInput,
+    ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput, WatchInput,
+};
 
 /// The reply half handed to the shard that does the work.
 pub type Reply<T> = crate::runtime::Reply<T>;
@@ -32,10 +35,7 @@ pub enum ShardRequest {
         Reply<Vec<super::admin::AdminResult>>,
     ),
     /// Advance a partition's log start (on its owner).
-    DeleteRecords(
-        super::admin::DeleteRecordsInput,
-        Reply<super::admin::DeleteRecordsOutput>,
-    ),
+    DeleteRecords(DeleteRecordsInput, Reply<DeleteRecordsOutput>),
     /// Apply metadata records to this shard's table, opening and closing partition logs.
     Apply(ApplyInput, Reply<Result<(), String>>),
     /// This shard's metrics, for `/metrics`.
@@ -47,64 +47,6 @@ pub enum ShardRequest {
     Group(crate::group::GroupCall, Reply<crate::group::GroupReply>),
     /// What another shard's connections took from client quotas (see `quota::throttle`).
     QuotaUsage(Vec<crate::quota::throttle::Usage>, Reply<()>),
-}
-
-/// Identifies one partition by topic name and index.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: i32,
-}
-
-#[derive(Debug)]
-pub struct ProduceInput {
-    pub tp: TopicPartition,
-    pub records: Option<Bytes>,
-    pub acks: i16,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ProduceOutput {
-    pub error_code: i16,
-    pub error_message: Option<String>,
-    pub base_offset: i64,
-    pub log_append_time_ms: i64,
-    pub log_start_offset: i64,
-}
-
-#[derive(Debug)]
-pub struct FetchInput {
-    pub tp: TopicPartition,
-    pub offset: i64,
-    pub max_bytes: usize,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct FetchOutput {
-    pub error_code: i16,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-    pub records: Vec<Bytes>,
-}
-
-#[derive(Debug)]
-pub struct ListOffsetsInput {
-    pub tp: TopicPartition,
-    pub timestamp: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ListOffsetsOutput {
-    pub error_code: i16,
-    pub timestamp: i64,
-    pub offset: i64,
-}
-
-#[derive(Debug)]
-pub struct WatchInput {
-    /// (partition, offset): wake when the partition's high watermark passes the offset.
-    pub partitions: Vec<(TopicPartition, i64)>,
-    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -134,7 +76,31 @@ pub struct TopicResult {
 
 #[derive(Debug)]
 pub struct ApplyInput {
+    /// The metadata log offset of the first record; the others follow it one by one.
+    pub first: i64,
     pub records: Vec<MetadataRecord>,
     /// At start-up the whole log is applied at once and logs are opened for the final state.
     pub snapshot: bool,
 }
+
+/// How a partition operation travels to its owner: the `ShardRequest` that carries it.
+pub trait Routed: PartitionOp {
+    fn request(self, reply: Reply<Self::Output>) -> ShardRequest;
+}
+
+macro_rules! routed {
+    ($($op:ty => $variant:ident),* $(,)?) => {$(
+        impl Routed for $op {
+            fn request(self, reply: Reply<<$op as PartitionOp>::Output>) -> ShardRequest {
+                ShardRequest::$variant(self, reply)
+            }
+        }
+    )*};
+}
+
+routed!(
+    ProduceInput => Produce,
+    FetchInput => Fetch,
+    ListOffsetsInput => ListOffsets,
+    DeleteRecordsInput => DeleteRecords,
+);

@@ -8,7 +8,6 @@
 pub mod admin;
 mod controller;
 pub mod messages;
-pub mod partition;
 mod producer_ids;
 pub mod table;
 
@@ -17,53 +16,48 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use futures::future::{select, select_all, Either};
+use futures::future::{select, select_all};
 use futures::StreamExt;
 use kafka_protocol::ResponseError;
 
 use crate::config::Config;
 use crate::limits;
 use crate::metrics::{MetricsSnapshot, PartitionSnapshot, ShardMetrics};
+use crate::partition::{
+    self, Partition, PartitionOp, ProduceInput, ProduceOutput, ShardContext, TopicPartition,
+    WatchInput,
+};
+use crate::quota::throttle::Throttle;
 use crate::runtime::{self, Latency, Mesh, MeshPort, TaskQueueHandle};
-use crate::security::tls::TlsContext;
-use crate::server::admission::Admission;
-use crate::server::ShardNet;
 use crate::storage::{self, BatchCache, Log};
 use crate::sync::{Latch, Notify};
 use controller::Controller;
 use messages::*;
-use partition::Partition;
 use table::{ShardTable, TableChange};
 
-/// Process-wide state shared by all shards, the only state outside a shard: atomics used at
-/// start and shutdown, and connection admission (touched once per connection, never per
-/// request).
+/// The atomics all shards share for start and shutdown: besides what the layer above shares
+/// for its listeners (`Serving`), the only state outside a shard.
+#[derive(Default)]
 pub struct ProcessSignals {
     /// Raised by the main thread on SIGTERM/SIGINT, or by a shard that failed to start.
     pub shutdown: AtomicBool,
     /// Shards that have finished their connections and may close their logs.
     pub drained: AtomicUsize,
-    /// Broker-wide and per-IP connection caps.
-    pub admission: Arc<Admission>,
-    /// The TLS configuration of the TLS listeners, reloaded by the main thread on SIGHUP.
-    pub tls: Option<Arc<TlsContext>>,
 }
 
-impl ProcessSignals {
-    pub fn new(config: &Config, tls: Option<Arc<TlsContext>>) -> ProcessSignals {
-        ProcessSignals {
-            tls,
-            shutdown: AtomicBool::new(false),
-            drained: AtomicUsize::new(0),
-            admission: Arc::new(Admission::new(
-                config.max_connections,
-                config.max_connections_per_ip,
-            )),
-        }
-    }
+/// What the layer above runs on the shards: the Kafka listeners and the admin listener. The
+/// shard layer starts them once the shard table is loaded, on every shard, and knows nothing
+/// of what they are. Shared by all shards (made once by `serve`).
+pub trait Serving: Send + Sync + 'static {
+    /// Starts this shard's listeners; the error says which one cannot bind.
+    fn start_listeners(&self, shard: &Rc<Shard>) -> Result<(), String>;
+
+    /// Starts what runs once per process (the admin HTTP listener), on shard 0 once every
+    /// shard listens.
+    fn start_process_services(&self, shard: &Rc<Shard>);
 }
 
 /// The task queues of a shard.
@@ -82,11 +76,15 @@ pub struct Shard {
     pub queues: Queues,
     pub shutdown: Rc<Latch>,
     pub connections: ConnectionCount,
-    pub net: ShardNet,
-    pub metrics: ShardMetrics,
+    /// This shard's client-quota buckets (see `quota::throttle`).
+    pub quotas: Throttle,
+    serving: Arc<dyn Serving>,
+    pub metrics: Rc<ShardMetrics>,
     table: RefCell<ShardTable>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     cache: Rc<BatchCache>,
+    /// What this shard's partitions share (their flush queue, the shard's counters).
+    partition_context: Rc<ShardContext>,
     mesh: MeshPort<ShardRequest>,
     controller: RefCell<Option<Rc<Controller>>>,
     producer_ids: producer_ids::ProducerIdBlock,
@@ -123,6 +121,7 @@ pub async fn run(
     config: Arc<Config>,
     mesh: Arc<Mesh<ShardRequest>>,
     signals: Arc<ProcessSignals>,
+    serving: Arc<dyn Serving>,
 ) -> anyhow::Result<()> {
     let port = mesh.join();
     let shutdown = Rc::new(Latch::default());
@@ -144,19 +143,25 @@ pub async fn run(
         flush: runtime::task_queue("flush", 1000, Latency::Matters(Duration::from_millis(1))),
         background: runtime::task_queue("background", 100, Latency::NotImportant),
     };
-    let net = ShardNet::new(&config, signals.admission.clone(), signals.tls.clone());
+    let metrics = Rc::new(ShardMetrics::new(config.shards));
+    let partition_context = Rc::new(ShardContext {
+        flush_queue: queues.flush,
+        metrics: metrics.clone(),
+    });
     let shard = Rc::new(Shard {
         id: port.id(),
         count: config.shards,
         table: RefCell::new(ShardTable::new(config.topic_defaults.clone())),
-        metrics: ShardMetrics::new(config.shards),
+        metrics,
+        partition_context,
         cache: BatchCache::new(config.batch_cache_bytes),
         groups: crate::group::Coordinator::new(&config.groups),
         config,
         queues,
         shutdown,
         connections: ConnectionCount::default(),
-        net,
+        quotas: Throttle::default(),
+        serving,
         partitions: RefCell::new(HashMap::new()),
         mesh: port,
         controller: RefCell::new(None),
@@ -232,14 +237,14 @@ impl Shard {
     async fn start_controller(self: Rc<Self>) -> anyhow::Result<()> {
         let (controller, records) = Controller::open(&self).await?;
         *self.controller.borrow_mut() = Some(controller.clone());
-        self.broadcast_apply(records, true)
+        self.broadcast_apply(0, records, true)
             .await
             .map_err(anyhow::Error::msg)?;
         crate::group::ensure_offsets_topic(&self).await?;
         controller.after_start(&self);
         for shard in 0..self.count {
             let result = if shard == self.id {
-                crate::server::start_listeners(self.clone())
+                self.serving.start_listeners(&self)
             } else {
                 self.call(shard, ShardRequest::StartServing)
                     .await
@@ -248,7 +253,7 @@ impl Shard {
             result.map_err(|e| anyhow::anyhow!("shard {shard} cannot listen: {e}"))?;
         }
         self.check_listener_not_shared()?;
-        crate::server::admin::start(self.clone());
+        self.serving.start_process_services(&self);
         let listeners: Vec<String> = self
             .config
             .listeners
@@ -283,14 +288,17 @@ impl Shard {
         Ok(())
     }
 
-    /// Sends `records` to every shard (this one included) and waits until all applied them.
+    /// Sends `records`, the metadata log's from offset `first` on, to every shard (this one
+    /// included) and waits until all applied them.
     pub(crate) async fn broadcast_apply(
         self: &Rc<Self>,
+        first: i64,
         records: Vec<crate::metadata::MetadataRecord>,
         snapshot: bool,
     ) -> Result<(), String> {
         let calls = (0..self.count).map(|shard| {
             let input = ApplyInput {
+                first,
                 records: records.clone(),
                 snapshot,
             };
@@ -319,11 +327,10 @@ impl Shard {
     /// The one entry point for requests from other shards.
     async fn serve(self: Rc<Self>, request: ShardRequest) {
         match request {
-            ShardRequest::Produce(input, reply) => reply.send(self.produce_local(input).await),
-            ShardRequest::Fetch(input, reply) => reply.send(self.fetch_local(input).await),
-            ShardRequest::ListOffsets(input, reply) => {
-                reply.send(self.list_offsets_local(input).await)
-            }
+            ShardRequest::Produce(input, reply) => reply.send(self.run_local(input).await),
+            ShardRequest::Fetch(input, reply) => reply.send(self.run_local(input).await),
+            ShardRequest::ListOffsets(input, reply) => reply.send(self.run_local(input).await),
+            ShardRequest::DeleteRecords(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::Watch(input, reply) => {
                 self.watch_local(input).await;
                 reply.send(());
@@ -337,18 +344,13 @@ impl Shard {
             ShardRequest::Controller(commands, reply) => {
                 reply.send(self.controller_commands(commands).await)
             }
-            ShardRequest::DeleteRecords(input, reply) => {
-                reply.send(self.delete_records_local(input).await)
-            }
             ShardRequest::Metrics(reply) => reply.send(self.metrics_snapshot()),
-            ShardRequest::StartServing(reply) => {
-                reply.send(crate::server::start_listeners(self.clone()))
-            }
+            ShardRequest::StartServing(reply) => reply.send(self.serving.start_listeners(&self)),
             ShardRequest::Group(call, reply) => {
                 reply.send(crate::group::handle_local(&self, call).await)
             }
             ShardRequest::QuotaUsage(usage, reply) => {
-                self.net.quotas.take_remote(&usage);
+                self.quotas.take_remote(&usage);
                 reply.send(());
             }
         }
@@ -422,7 +424,7 @@ impl Shard {
             records: Some(batch),
             acks: -1,
         };
-        self.produce_local(input).await
+        self.run_local(input).await
     }
 
     /// Owner shard of a partition, per this shard's table.
@@ -437,49 +439,26 @@ impl Shard {
 /// Routed partition operations: a direct call when this shard owns the partition, a message
 /// otherwise.
 impl Shard {
-    pub async fn produce(self: &Rc<Self>, input: ProduceInput) -> ProduceOutput {
-        match self.owner_of(&input.tp) {
-            Some(owner) if owner == self.id => self.produce_local(input).await,
-            Some(owner) => {
-                let reply = self
-                    .call(owner, |tx| ShardRequest::Produce(input, tx))
-                    .await;
-                reply.unwrap_or_else(|| produce_error(ResponseError::NotLeaderOrFollower))
-            }
-            None => produce_error(ResponseError::UnknownTopicOrPartition),
+    /// Runs `op` on the shard that owns its partition: here, or over the mesh on the owner.
+    /// A partition this shard's table does not know is UNKNOWN_TOPIC_OR_PARTITION; an owner
+    /// that does not answer (it is shutting down) is NOT_LEADER_OR_FOLLOWER, which clients
+    /// retry after refreshing metadata.
+    pub async fn route<Op: Routed>(self: &Rc<Self>, op: Op) -> Op::Output {
+        match self.owner_of(op.partition()) {
+            Some(owner) if owner == self.id => self.run_local(op).await,
+            Some(owner) => self
+                .call(owner, |reply| op.request(reply))
+                .await
+                .unwrap_or_else(|| Op::refused(ResponseError::NotLeaderOrFollower)),
+            None => Op::refused(ResponseError::UnknownTopicOrPartition),
         }
     }
 
-    pub async fn fetch(self: &Rc<Self>, input: FetchInput) -> FetchOutput {
-        let error = |e: ResponseError| FetchOutput {
-            error_code: e.code(),
-            high_watermark: -1,
-            log_start_offset: -1,
-            records: Vec::new(),
-        };
-        match self.owner_of(&input.tp) {
-            Some(owner) if owner == self.id => self.fetch_local(input).await,
-            Some(owner) => self
-                .call(owner, |tx| ShardRequest::Fetch(input, tx))
-                .await
-                .unwrap_or_else(|| error(ResponseError::NotLeaderOrFollower)),
-            None => error(ResponseError::UnknownTopicOrPartition),
-        }
-    }
-
-    pub async fn list_offsets(self: &Rc<Self>, input: ListOffsetsInput) -> ListOffsetsOutput {
-        let error = |e: ResponseError| ListOffsetsOutput {
-            error_code: e.code(),
-            timestamp: -1,
-            offset: -1,
-        };
-        match self.owner_of(&input.tp) {
-            Some(owner) if owner == self.id => self.list_offsets_local(input).await,
-            Some(owner) => self
-                .call(owner, |tx| ShardRequest::ListOffsets(input, tx))
-                .await
-                .unwrap_or_else(|| error(ResponseError::NotLeaderOrFollower)),
-            None => error(ResponseError::UnknownTopicOrPartition),
+    /// Runs `op` on its partition, which this shard owns (or has just stopped owning).
+    async fn run_local<Op: PartitionOp>(&self, op: Op) -> Op::Output {
+        match self.partition(op.partition()) {
+            Some(partition) => op.run(partition).await,
+            None => Op::refused(ResponseError::UnknownTopicOrPartition),
         }
     }
 
@@ -518,52 +497,48 @@ impl Shard {
         select_all(waits).await;
     }
 
-    pub async fn create_topics(self: &Rc<Self>, specs: Vec<CreateTopicSpec>) -> Vec<TopicResult> {
+    /// Runs a controller operation where the controller is: `local` on shard 0, which holds
+    /// it, or the request made by `remote` sent there over the mesh. `None` when it cannot be
+    /// reached (not started yet, or shutting down).
+    pub(crate) async fn on_controller<T: Send + 'static>(
+        self: &Rc<Self>,
+        local: impl AsyncFnOnce(Rc<Controller>) -> T,
+        remote: impl FnOnce(Reply<T>) -> ShardRequest,
+    ) -> Option<T> {
         let controller = self.controller.borrow().clone();
         match controller {
-            Some(controller) => return controller.create_topics(self, specs).await,
-            None if self.id == 0 => {}
-            None => {
-                let reply = self
-                    .call(0, |tx| ShardRequest::CreateTopics(specs.clone(), tx))
-                    .await;
-                if let Some(results) = reply {
-                    return results;
-                }
-            }
+            Some(controller) => Some(local(controller).await),
+            None if self.id == 0 => None,
+            None => self.call(0, remote).await,
         }
-        controller_unavailable(specs.into_iter().map(|s| s.name))
+    }
+
+    pub async fn create_topics(self: &Rc<Self>, specs: Vec<CreateTopicSpec>) -> Vec<TopicResult> {
+        let names: Vec<_> = specs.iter().map(|spec| spec.name.clone()).collect();
+        let remote = specs.clone();
+        self.on_controller(
+            async |controller| controller.create_topics(self, specs).await,
+            |tx| ShardRequest::CreateTopics(remote, tx),
+        )
+        .await
+        .unwrap_or_else(|| controller_unavailable(names.into_iter()))
     }
 
     pub async fn delete_topics(self: &Rc<Self>, topics: Vec<TopicRef>) -> Vec<TopicResult> {
-        let controller = self.controller.borrow().clone();
-        match controller {
-            Some(controller) => return controller.delete_topics(self, topics).await,
-            None if self.id == 0 => {}
-            None => {
-                let reply = self
-                    .call(0, |tx| ShardRequest::DeleteTopics(topics.clone(), tx))
-                    .await;
-                if let Some(results) = reply {
-                    return results;
-                }
-            }
-        }
-        let names = topics.into_iter().map(|t| match t {
-            TopicRef::Name(name) => name,
-            TopicRef::Id(_) => String::new(),
-        });
-        controller_unavailable(names)
-    }
-}
-
-fn produce_error(error: ResponseError) -> ProduceOutput {
-    ProduceOutput {
-        error_code: error.code(),
-        error_message: None,
-        base_offset: -1,
-        log_append_time_ms: -1,
-        log_start_offset: -1,
+        let names: Vec<_> = topics
+            .iter()
+            .map(|topic| match topic {
+                TopicRef::Name(name) => name.clone(),
+                TopicRef::Id(_) => String::new(),
+            })
+            .collect();
+        let remote = topics.clone();
+        self.on_controller(
+            async |controller| controller.delete_topics(self, topics).await,
+            |tx| ShardRequest::DeleteTopics(remote, tx),
+        )
+        .await
+        .unwrap_or_else(|| controller_unavailable(names.into_iter()))
     }
 }
 
@@ -578,87 +553,26 @@ fn controller_unavailable(names: impl Iterator<Item = String>) -> Vec<TopicResul
         .collect()
 }
 
-/// The owner-side operations.
+/// The owner-side work of the shard: watches, and opening and removing its partitions.
 impl Shard {
-    async fn produce_local(self: &Rc<Self>, input: ProduceInput) -> ProduceOutput {
-        let Some(partition) = self.partition(&input.tp) else {
-            return produce_error(ResponseError::UnknownTopicOrPartition);
-        };
-        let staged = match partition.append(input.records) {
-            Ok(staged) => staged,
-            Err(output) => return output,
-        };
-        self.schedule_flush(partition.clone());
-        if input.acks == 0 {
-            return ProduceOutput {
-                base_offset: staged.base_offset,
-                ..Default::default()
-            };
-        }
-        partition.wait_durable(&staged).await
-    }
-
-    async fn fetch_local(&self, input: FetchInput) -> FetchOutput {
-        match self.partition(&input.tp) {
-            Some(partition) => partition.fetch(input.offset, input.max_bytes).await,
-            None => FetchOutput {
-                error_code: ResponseError::UnknownTopicOrPartition.code(),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Vec::new(),
-            },
-        }
-    }
-
-    async fn list_offsets_local(&self, input: ListOffsetsInput) -> ListOffsetsOutput {
-        match self.partition(&input.tp) {
-            Some(partition) => partition.list_offsets(input.timestamp).await,
-            None => ListOffsetsOutput {
-                error_code: ResponseError::UnknownTopicOrPartition.code(),
-                timestamp: -1,
-                offset: -1,
-            },
-        }
-    }
-
     async fn watch_local(&self, input: WatchInput) {
+        let deadline = input.deadline();
         let mut watched = Vec::new();
-        for (tp, offset) in &input.partitions {
-            match self.partition(tp) {
-                Some(partition) => watched.push((partition, *offset)),
+        for (tp, offset) in input.partitions {
+            match self.partition(&tp) {
+                Some(partition) => watched.push((partition, offset)),
                 None => return,
             }
         }
-        let deadline = Instant::now() + Duration::from_millis(input.timeout_ms);
-        loop {
-            let wakeups: Vec<_> = watched
-                .iter()
-                .map(|(p, _)| p.durable_notify().notified())
-                .collect();
-            let has_data = watched.iter().any(|(p, offset)| {
-                let log = p.log();
-                log.high_watermark() > *offset || log.log_start_offset() > *offset
-            });
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if has_data || remaining.is_zero() || self.shutdown.is_raised() {
-                return;
-            }
-            let timer = Box::pin(select(
-                Box::pin(runtime::sleep(remaining)),
-                Box::pin(self.shutdown.wait()),
-            ));
-            if let Either::Right(_) = select(select_all(wakeups), timer).await {
-                return;
-            }
-        }
+        partition::watch(&watched, deadline, &self.shutdown).await
     }
 
     /// Applies metadata records to this shard's table and opens or removes the logs of the
     /// partitions this shard owns.
     async fn apply_local(self: &Rc<Self>, input: ApplyInput) -> Result<(), String> {
         let mut changes = Vec::new();
-        for record in &input.records {
-            let change = self.table.borrow_mut().apply(record);
+        for (offset, record) in (input.first..).zip(&input.records) {
+            let change = self.table.borrow_mut().apply(offset, record)?;
             if !input.snapshot {
                 self.apply_change(change).await?;
             } else {
@@ -702,7 +616,7 @@ impl Shard {
                 .map(|(_, partition)| partition.clone())
                 .collect();
             for partition in reconfigured {
-                partition.set_topic(topic.clone());
+                partition.set_config(topic.config.clone());
                 // A lowered retention takes effect now, not at the next retention pass.
                 runtime::spawn_into(self.queues.background, async move {
                     let now = crate::metadata::now_ms();
@@ -767,7 +681,12 @@ impl Shard {
             partition,
         };
         let index = partition;
-        let partition = Rc::new(Partition::new(topic, partition, log));
+        let partition = Rc::new(Partition::new(
+            tp.clone(),
+            topic.config.clone(),
+            log,
+            self.partition_context.clone(),
+        ));
         let offsets_topic = tp.topic == crate::group::OFFSETS_TOPIC;
         self.partitions.borrow_mut().insert(tp, partition);
         if offsets_topic {
@@ -778,39 +697,6 @@ impl Shard {
 }
 
 impl Shard {
-    /// Group commit, per partition: the first append after a partition's last flush starts a
-    /// flush task; appends that arrive while it writes and syncs are staged for its next
-    /// flush, so one fdatasync acknowledges all of them. Partitions flush independently: a
-    /// slow write or a pre-writing step on one never delays another's acknowledgements.
-    fn schedule_flush(self: &Rc<Self>, partition: Rc<Partition>) {
-        if !partition.mark_queued() {
-            return;
-        }
-        let shard = self.clone();
-        runtime::spawn_into(self.queues.flush, async move {
-            shard.flush_partition(partition).await
-        });
-    }
-
-    async fn flush_partition(&self, partition: Rc<Partition>) {
-        loop {
-            let started = Instant::now();
-            let result = partition.log().flush().await;
-            let failed = result.is_err();
-            self.metrics.flush_done(started.elapsed(), !failed);
-            partition.flushed(result);
-            // In the flush queue, not the background one: pre-writing that falls behind the
-            // log end makes every later sync commit the file's growth through the journal.
-            partition.start_preparing(self.queues.flush);
-            // No await between this check and clearing the flag: an append either saw the
-            // flag set (and is flushed by this loop) or finds it clear and starts a new task.
-            if failed || !partition.log().has_unflushed() {
-                break;
-            }
-        }
-        partition.clear_queued();
-    }
-
     /// Tells the other shards, every `QUOTA_GOSSIP_INTERVAL_MS`, what this shard's
     /// connections took from client quotas (nothing is sent while nothing was taken). With
     /// one shard it only lets the buckets forget what they no longer need.
@@ -824,7 +710,7 @@ impl Shard {
             if let futures::future::Either::Right(_) = tick.await {
                 return;
             }
-            let usage = self.net.quotas.take_unreported();
+            let usage = self.quotas.take_unreported();
             if usage.is_empty() || self.count == 1 {
                 continue;
             }

@@ -48,14 +48,11 @@ impl Shard {
 
     /// A fresh block from the controller, directly on shard 0, over the mesh elsewhere.
     pub(crate) async fn producer_id_block(self: &Rc<Self>) -> Result<(i64, i64), String> {
-        let controller = self.controller.borrow().clone();
-        match controller {
-            Some(controller) => controller.allocate_producer_ids().await,
-            None if self.id == 0 => Err("the controller is not ready".into()),
-            None => self
-                .call(0, ShardRequest::AllocateProducerIds)
-                .await
-                .unwrap_or_else(|| Err("the controller did not answer".into())),
-        }
+        self.on_controller(
+            async |controller| controller.allocate_producer_ids(self).await,
+            ShardRequest::AllocateProducerIds,
+        )
+        .await
+        .unwrap_or_else(|| Err("the controller is not available".into()))
     }
 }

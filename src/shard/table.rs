@@ -2,7 +2,8 @@
 //!
 //! Per-shard: every shard holds a full copy, built by applying the same `MetadataRecord`s in
 //! the same order (the controller broadcasts each record after it is durable), and guarded by
-//! a revision that counts the records applied. Placement is always read from here, never
+//! a revision: the metadata log offset of the next record to apply, checked on every update,
+//! so that a record applied twice, out of order or after a gap is refused. Placement is always read from here, never
 //! computed by hashing, so that partitions can move between shards (and later nodes).
 
 use std::collections::{BTreeMap, HashMap};
@@ -67,7 +68,8 @@ pub struct ShardTable {
     acls: Rc<AclStore>,
     /// Client quotas; shared with requests being throttled, copied on change.
     quotas: Rc<QuotaStore>,
-    revision: u64,
+    /// The metadata log offset of the next record to apply: every record below it is applied.
+    revision: i64,
 }
 
 impl ShardTable {
@@ -83,7 +85,7 @@ impl ShardTable {
         }
     }
 
-    pub fn revision(&self) -> u64 {
+    pub fn revision(&self) -> i64 {
         self.revision
     }
 
@@ -126,8 +128,17 @@ impl ShardTable {
         load
     }
 
-    /// Applies one record; records are applied in log order on every shard.
-    pub fn apply(&mut self, record: &MetadataRecord) -> TableChange {
+    /// Applies the record at `offset` of the metadata log. Records are applied in log order on
+    /// every shard, each exactly once: a record that is not the next one is refused, and the
+    /// table is left as it was.
+    pub fn apply(&mut self, offset: i64, record: &MetadataRecord) -> Result<TableChange, String> {
+        if offset != self.revision {
+            return Err(format!(
+                "the shard table has applied the metadata log up to offset {}, and cannot apply \
+                 offset {offset}",
+                self.revision
+            ));
+        }
         self.revision += 1;
         let mut change = TableChange::default();
         match record {
@@ -224,7 +235,7 @@ impl ShardTable {
                 }
             }
         }
-        change
+        Ok(change)
     }
 
     /// Replaces topic `name` by a modified copy (entries are shared immutably).
@@ -239,5 +250,42 @@ impl ShardTable {
         let entry = Rc::new(entry);
         self.topics.insert(name.to_string(), entry.clone());
         Some((entry, result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic_created(name: &str) -> MetadataRecord {
+        MetadataRecord::TopicCreated {
+            name: name.into(),
+            id: uuid::Uuid::new_v4(),
+            shards: vec![0],
+            configs: BTreeMap::new(),
+        }
+    }
+
+    /// The table applies each metadata record once, in log order: a record applied again, or
+    /// one after a gap, is refused and changes nothing.
+    #[test]
+    fn records_apply_once_in_order() {
+        let mut table = ShardTable::new(TopicDefaults {
+            segment_bytes: 1 << 30,
+            segment_ms: 1,
+            retention_ms: -1,
+            retention_bytes: -1,
+            max_message_bytes: 1,
+        });
+        assert!(table.apply(0, &topic_created("a")).is_ok());
+        assert!(
+            table.apply(0, &topic_created("b")).is_err(),
+            "applied twice"
+        );
+        assert!(table.apply(2, &topic_created("b")).is_err(), "after a gap");
+        assert!(table.topic("b").is_none());
+        assert_eq!(table.revision(), 1);
+        assert!(table.apply(1, &topic_created("b")).is_ok());
+        assert_eq!(table.revision(), 2);
     }
 }

@@ -9,10 +9,9 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 
+use crate::partition::{DeleteRecordsInput, DeleteRecordsOutput, TopicPartition};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
-use crate::shard::admin::{DeleteRecordsInput, DeleteRecordsOutput};
-use crate::shard::messages::TopicPartition;
 
 pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let names = request.topics.iter().map(|t| t.name.0.as_str());
@@ -29,7 +28,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
             };
             async move {
                 match allowed {
-                    true => ctx.shard.delete_records(input).await,
+                    true => ctx.shard.route(input).await,
                     false => DeleteRecordsOutput {
                         error_code: ResponseError::TopicAuthorizationFailed.code(),
                         low_watermark: -1,

@@ -13,10 +13,10 @@ use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
 use crate::limits;
+use crate::partition::{FetchInput, FetchOutput, TopicPartition};
 use crate::protocol::{FetchPartition, FetchResponseData, FetchTopic};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
-use crate::shard::messages::{FetchInput, FetchOutput, TopicPartition};
 
 pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponseData {
     let wait_ms = request.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX) as u64;
@@ -83,7 +83,7 @@ async fn read_once(
             };
             reads.push(async move {
                 match allowed {
-                    true => ctx.shard.fetch(input).await,
+                    true => ctx.shard.route(input).await,
                     false => FetchOutput {
                         error_code: ResponseError::TopicAuthorizationFailed.code(),
                         high_watermark: -1,

@@ -9,9 +9,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use crate::partition::{ListOffsetsInput, ListOffsetsOutput, TopicPartition};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
-use crate::shard::messages::{ListOffsetsInput, ListOffsetsOutput, TopicPartition};
 
 pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let names = request.topics.iter().map(|t| t.name.0.as_str());
@@ -30,7 +30,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
             };
             lookups.push(async move {
                 match allowed {
-                    true => ctx.shard.list_offsets(input).await,
+                    true => ctx.shard.route(input).await,
                     false => ListOffsetsOutput {
                         error_code: ResponseError::TopicAuthorizationFailed.code(),
                         timestamp: -1,

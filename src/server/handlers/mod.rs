@@ -65,6 +65,7 @@ use super::dispatch::RequestContext;
 use kafka_protocol::ResponseError;
 
 use crate::metadata::validate_topic_name;
+pub use crate::protocol::str_bytes;
 use crate::security::acl::AclOperation;
 use crate::shard::admin::{AdminResult, ControllerCommand};
 use crate::shard::messages::CreateTopicSpec;
@@ -188,8 +189,4 @@ where
 
 pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
-}
-
-pub fn str_bytes(text: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(text.into())
 }

@@ -16,10 +16,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::ResponseError;
 
+use crate::partition::{ListOffsetsInput, TopicPartition, LATEST_TIMESTAMP, LEADER_EPOCH};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
-use crate::shard::messages::{ListOffsetsInput, TopicPartition};
-use crate::shard::partition::{LATEST_TIMESTAMP, LEADER_EPOCH};
 
 /// What the request asks about one partition.
 struct Asked {
@@ -78,7 +77,7 @@ async fn answer(ctx: &RequestContext, asked: Asked) -> EpochEndOffset {
     // ListOffsets(latest) is the owner's high watermark, or the partition's error.
     let latest = ctx
         .shard
-        .list_offsets(ListOffsetsInput {
+        .route(ListOffsetsInput {
             tp: asked.tp,
             timestamp: LATEST_TIMESTAMP,
         })

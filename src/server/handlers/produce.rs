@@ -12,10 +12,10 @@ use kafka_protocol::ResponseError;
 
 use super::{auto_create_topics, str_bytes};
 use crate::metadata::validate_topic_name;
+use crate::partition::{ProduceInput, ProduceOutput, TopicPartition};
 use crate::protocol::versions::PRODUCE_VERSION_SERVED_MIN;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
-use crate::shard::messages::{ProduceInput, ProduceOutput, TopicPartition};
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -119,7 +119,7 @@ async fn produce_one(
             ..Default::default()
         };
     }
-    ctx.shard.produce(input).await
+    ctx.shard.route(input).await
 }
 
 /// One partition's answer; fields newer than the request's version are left at their

@@ -96,14 +96,18 @@ async fn step(
     };
     let progress = match progress {
         Ok(SaslProgress::CheckPassword(check)) => {
-            shard.net.password_checks.run(check, &shard.metrics).await
+            connection
+                .net
+                .password_checks
+                .run(check, &shard.metrics)
+                .await
         }
         other => other,
     };
     // The connection's close line reports the failure (listener, peer, reason); the token
     // itself is never logged.
     let failed = |error: SaslError| async move {
-        server::authentication_failed(shard, connection.client_ip);
+        server::authentication_failed(shard, &connection.net, connection.client_ip);
         session.abandon();
         runtime::sleep(Duration::from_millis(
             limits::AUTHENTICATION_FAILURE_DELAY_MS,

@@ -1,0 +1,121 @@
+//! A partition on the shard that owns it: everything Kafka rules for one partition, above its
+//! log. Its config, its watermarks, the leader epoch it stamps, the flush cycle that makes its
+//! batches durable (group commit), and the owner-side operations (produce, fetch, list
+//! offsets, delete records, watch) with their request and reply types.
+//!
+//! Per-shard: a `Partition` lives on its owner shard only; the shard layer routes every
+//! operation on it to that shard (`PartitionOp`) and knows nothing of what it does there.
+//! Produce stages a validated batch in the log and waits for the partition's flush to make it
+//! durable; the high watermark, and so what consumers can see, advances only with
+//! `fdatasync`. A waiter answers from its batch's `AppendTicket`, never from the watermark
+//! alone: offsets of batches discarded on a full device are given again to later batches.
+//!
+//! This module does not know the shard table, the mesh or the wire: it is handed its log, its
+//! topic's config and the shard's flush queue.
+
+mod flush;
+mod produce;
+mod read;
+mod requests;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crate::metadata::topic_config::TopicConfig;
+use crate::metrics::{PartitionMetrics, ShardMetrics};
+use crate::runtime::TaskQueueHandle;
+use crate::storage::Log;
+use crate::sync::Notify;
+
+pub use read::first_record_at_or_after;
+pub use requests::{
+    watch, DeleteRecordsInput, DeleteRecordsOutput, FetchInput, FetchOutput, ListOffsetsInput,
+    ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput, TopicPartition, WatchInput,
+};
+
+/// The leader epoch of every partition until replication brings elections.
+pub const LEADER_EPOCH: i32 = 0;
+
+/// ListOffsets' special timestamps.
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+
+/// What the partitions of one shard share: the task queue their flushes and pre-writing run
+/// on, and the shard's counters. Per-shard.
+pub struct ShardContext {
+    pub flush_queue: TaskQueueHandle,
+    pub metrics: Rc<ShardMetrics>,
+}
+
+/// One partition of a topic, owned by this shard.
+pub struct Partition {
+    tp: TopicPartition,
+    config: RefCell<TopicConfig>,
+    log: Rc<Log>,
+    shard: Rc<ShardContext>,
+    /// Woken whenever the high watermark advances, the log start moves, or the partition fails.
+    durable: Notify,
+    /// Set after a failed write or sync: nothing more is acknowledged from this partition.
+    failed: Cell<bool>,
+    /// Set while flushes find the device full, so that the warning is logged once per episode.
+    out_of_space: Cell<bool>,
+    /// Whether a flush task is running for this partition (see `flush.rs`).
+    queued: Cell<bool>,
+    /// Whether a task is pre-writing this partition's active segment.
+    preparing: Cell<bool>,
+    metrics: PartitionMetrics,
+}
+
+impl Partition {
+    pub fn new(
+        tp: TopicPartition,
+        config: TopicConfig,
+        log: Rc<Log>,
+        shard: Rc<ShardContext>,
+    ) -> Partition {
+        Partition {
+            tp,
+            config: RefCell::new(config),
+            log,
+            shard,
+            durable: Notify::new(),
+            failed: Cell::new(false),
+            out_of_space: Cell::new(false),
+            queued: Cell::new(false),
+            preparing: Cell::new(false),
+            metrics: PartitionMetrics::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &PartitionMetrics {
+        &self.metrics
+    }
+
+    pub fn log(&self) -> &Rc<Log> {
+        &self.log
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    pub fn index(&self) -> i32 {
+        self.tp.partition
+    }
+
+    pub fn topic_name(&self) -> &str {
+        &self.tp.topic
+    }
+
+    /// Whether a watcher waiting past `offset` has something to see: data beyond it, or a log
+    /// start that moved past it (the fetch then answers OFFSET_OUT_OF_RANGE).
+    pub fn has_data_past(&self, offset: i64) -> bool {
+        self.log.high_watermark() > offset || self.log.log_start_offset() > offset
+    }
+
+    pub fn set_config(&self, config: TopicConfig) {
+        self.log.set_config(config.log_config());
+        *self.config.borrow_mut() = config;
+    }
+}

@@ -1,0 +1,200 @@
+//! Produce on the owner: validate one batch, stamp it, stage it in the log, start the flush,
+//! and answer once the flush settled the batch's ticket.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+
+use super::{Partition, ProduceInput, ProduceOutput, LEADER_EPOCH};
+use crate::metadata::now_ms;
+use crate::metadata::topic_config::TimestampType;
+use crate::metrics;
+use crate::protocol::record_batch::{self, BatchSummary};
+use crate::storage::producer_state::ProducerError;
+use crate::storage::{AppendTicket, Settled, StorageError};
+
+impl Partition {
+    /// Appends one produce payload and answers when it is durable (acks 1 and -1) or at once
+    /// (acks 0, which the connection does not answer).
+    pub async fn produce(self: &Rc<Self>, input: ProduceInput) -> ProduceOutput {
+        let staged = match self.append(input.records) {
+            Ok(staged) => staged,
+            Err(output) => return output,
+        };
+        self.schedule_flush();
+        if input.acks == 0 {
+            return ProduceOutput {
+                base_offset: staged.base_offset,
+                ..Default::default()
+            };
+        }
+        self.wait_durable(&staged).await
+    }
+
+    /// Validates and stages one produce payload. Returns the offsets it was given, or the
+    /// error to answer with. Nothing is durable until `wait_durable` says so.
+    fn append(&self, records: Option<Bytes>) -> Result<Staged, ProduceOutput> {
+        if self.failed.get() {
+            return Err(self.error(ResponseError::KafkaStorageError, "partition is offline"));
+        }
+        let records = records.unwrap_or_default();
+        let summary = self.validate(&records)?;
+        let log_append_time = match self.config.borrow().timestamp_type {
+            TimestampType::LogAppendTime => Some(now_ms()),
+            TimestampType::CreateTime => None,
+        };
+        let mut batch = BytesMut::from(&records[..]);
+        // Clients send -1; like Kafka, stamp the leader epoch that Metadata reports (and that
+        // replication will later use as the Raft term).
+        record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH);
+        match self.log.append(batch, &summary, log_append_time) {
+            Ok(result) if result.duplicate_timestamp.is_some() => Ok(Staged {
+                ticket: result.ticket,
+                base_offset: result.base_offset,
+                last_offset: result.last_offset,
+                // Kafka answers a duplicate with the original's timestamp; a client takes any
+                // value other than -1 as LogAppendTime, so only such topics get it.
+                log_append_time_ms: log_append_time
+                    .and(result.duplicate_timestamp)
+                    .unwrap_or(-1),
+            }),
+            Ok(result) => {
+                metrics::add(&self.metrics.produced_bytes, summary.batch_bytes as u64);
+                metrics::add(&self.metrics.produced_records, summary.record_count as u64);
+                Ok(Staged {
+                    base_offset: result.base_offset,
+                    last_offset: result.last_offset,
+                    log_append_time_ms: log_append_time.unwrap_or(-1),
+                    ticket: result.ticket,
+                })
+            }
+            Err(StorageError::Producer(error)) => Err(self.producer_error(error)),
+            Err(error) => Err(self.storage_error(error)),
+        }
+    }
+
+    fn producer_error(&self, error: ProducerError) -> ProduceOutput {
+        let code = match error {
+            ProducerError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+        };
+        self.error(code, &error.to_string())
+    }
+
+    fn validate(&self, records: &[u8]) -> Result<BatchSummary, ProduceOutput> {
+        let mut spans = record_batch::batches(records);
+        let (start, len) = match (spans.next(), spans.next()) {
+            (Some(Ok(span)), None) => span,
+            (Some(Err(error)), _) => {
+                return Err(self.error_code(error.error_code(), &format!("{error}")))
+            }
+            (None, _) => return Err(self.error(ResponseError::InvalidRecord, "no record batch")),
+            (Some(Ok(_)), Some(_)) => {
+                return Err(self.error(
+                    ResponseError::InvalidRecord,
+                    "produce v3+ carries exactly one record batch per partition",
+                ))
+            }
+        };
+        let config = self.config.borrow().clone();
+        if len > config.max_message_bytes.max(0) as usize {
+            return Err(self.error(
+                ResponseError::MessageTooLarge,
+                &format!("batch of {len} bytes exceeds max.message.bytes"),
+            ));
+        }
+        let summary = record_batch::validate(&records[start..start + len])
+            .map_err(|error| self.error_code(error.error_code(), &format!("{error}")))?;
+        self.validate_producer_fields(&summary)?;
+        if config.timestamp_type == TimestampType::CreateTime {
+            let now = now_ms();
+            let too_old =
+                summary.base_timestamp < now.saturating_sub(config.timestamp_before_max_ms);
+            let too_new = summary.max_timestamp > now.saturating_add(config.timestamp_after_max_ms);
+            if too_old || too_new {
+                return Err(self.error(
+                    ResponseError::InvalidTimestamp,
+                    "timestamp is outside message.timestamp.before/after.max.ms",
+                ));
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Kafka refuses a producer batch without a sequence (INVALID_RECORD). Transactional
+    /// batches need a transaction, which this broker never starts (it hands out no
+    /// transactional ids), so they get INVALID_TXN_STATE, as Kafka answers a transactional
+    /// write outside a verified transaction.
+    fn validate_producer_fields(&self, summary: &BatchSummary) -> Result<(), ProduceOutput> {
+        if summary.producer_id >= 0 && summary.base_sequence < 0 {
+            let message = format!(
+                "invalid sequence {} for a producer batch",
+                summary.base_sequence
+            );
+            return Err(self.error(ResponseError::InvalidRecord, &message));
+        }
+        if summary.is_transactional {
+            let message = "transactions are not supported";
+            return Err(self.error(ResponseError::InvalidTxnState, message));
+        }
+        Ok(())
+    }
+
+    /// Waits until the staged batch is durable, discarded, or the partition failed. Kafka
+    /// answers any storage failure, a full disk included, with KAFKA_STORAGE_ERROR, which
+    /// clients retry after refreshing metadata.
+    async fn wait_durable(&self, staged: &Staged) -> ProduceOutput {
+        loop {
+            let durable = self.durable.notified();
+            match staged.ticket.settled() {
+                Settled::Durable => {
+                    debug_assert!(self.log.high_watermark() > staged.last_offset);
+                    return ProduceOutput {
+                        error_code: 0,
+                        error_message: None,
+                        base_offset: staged.base_offset,
+                        log_append_time_ms: staged.log_append_time_ms,
+                        log_start_offset: self.log.log_start_offset(),
+                    };
+                }
+                Settled::Discarded => {
+                    let message = "no space left on the broker's disk; batch not written";
+                    return self.error(ResponseError::KafkaStorageError, message);
+                }
+                Settled::Pending => {}
+            }
+            if self.failed.get() {
+                return self.error(ResponseError::KafkaStorageError, "write or sync failed");
+            }
+            durable.await;
+        }
+    }
+
+    fn error(&self, error: ResponseError, message: &str) -> ProduceOutput {
+        self.error_code(error.code(), message)
+    }
+
+    fn error_code(&self, code: i16, message: &str) -> ProduceOutput {
+        ProduceOutput {
+            error_code: code,
+            error_message: Some(message.to_string()),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: self.log.log_start_offset(),
+        }
+    }
+
+    fn storage_error(&self, error: StorageError) -> ProduceOutput {
+        tracing::error!(%error, topic = %self.tp.topic, partition = self.tp.partition, "append failed");
+        self.error(ResponseError::KafkaStorageError, &error.to_string())
+    }
+}
+
+/// Offsets given to a staged batch, and its fate.
+struct Staged {
+    base_offset: i64,
+    last_offset: i64,
+    log_append_time_ms: i64,
+    ticket: AppendTicket,
+}

@@ -1,0 +1,164 @@
+//! Reads on the owner: fetch, the offset lookups of ListOffsets, and DeleteRecords, which
+//! moves the log start. None of them looks past the high watermark.
+
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+
+use super::{
+    DeleteRecordsInput, DeleteRecordsOutput, FetchInput, FetchOutput, ListOffsetsInput,
+    ListOffsetsOutput, Partition, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP,
+};
+use crate::metrics;
+use crate::protocol::record_batch;
+use crate::storage::StorageError;
+
+impl Partition {
+    pub async fn fetch(&self, input: FetchInput) -> FetchOutput {
+        let mut output = FetchOutput {
+            error_code: 0,
+            high_watermark: self.log.high_watermark(),
+            log_start_offset: self.log.log_start_offset(),
+            records: Vec::new(),
+        };
+        match self.log.read(input.offset, input.max_bytes).await {
+            Ok(records) => {
+                let bytes: usize = records.iter().map(Bytes::len).sum();
+                metrics::add(&self.metrics.fetched_bytes, bytes as u64);
+                output.records = records;
+            }
+            Err(StorageError::OffsetOutOfRange { .. }) => {
+                output.error_code = ResponseError::OffsetOutOfRange.code()
+            }
+            Err(error) => {
+                tracing::error!(%error, topic = %self.tp.topic, partition = self.tp.partition, "read failed");
+                output.error_code = ResponseError::KafkaStorageError.code();
+            }
+        }
+        output
+    }
+
+    pub async fn list_offsets(&self, input: ListOffsetsInput) -> ListOffsetsOutput {
+        let found = |offset, timestamp| ListOffsetsOutput {
+            error_code: 0,
+            timestamp,
+            offset,
+        };
+        match input.timestamp {
+            LATEST_TIMESTAMP => found(self.log.high_watermark(), -1),
+            EARLIEST_TIMESTAMP => found(self.log.log_start_offset(), -1),
+            MAX_TIMESTAMP => match self.log.max_timestamp() {
+                Some((max, _)) => self.offset_for_time(max).await,
+                None => found(-1, -1),
+            },
+            t if t >= 0 => self.offset_for_time(t).await,
+            _ => ListOffsetsOutput {
+                error_code: ResponseError::InvalidRequest.code(),
+                timestamp: -1,
+                offset: -1,
+            },
+        }
+    }
+
+    /// The first record whose timestamp is at least `timestamp`.
+    async fn offset_for_time(&self, timestamp: i64) -> ListOffsetsOutput {
+        let not_found = ListOffsetsOutput {
+            error_code: 0,
+            timestamp: -1,
+            offset: -1,
+        };
+        let batch = match self.log.find_batch_by_timestamp(timestamp).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return not_found,
+            Err(error) => {
+                tracing::error!(%error, topic = %self.tp.topic, partition = self.tp.partition, "timestamp lookup failed");
+                return ListOffsetsOutput {
+                    error_code: ResponseError::KafkaStorageError.code(),
+                    ..not_found
+                };
+            }
+        };
+        first_record_at_or_after(batch, timestamp, self.log.log_start_offset()).unwrap_or(not_found)
+    }
+
+    /// Moves the log start to `input.offset` (-1: the high watermark), as DeleteRecords asks.
+    pub async fn delete_records(&self, input: DeleteRecordsInput) -> DeleteRecordsOutput {
+        let result = self.log.delete_records(input.offset).await;
+        // Fetches parked on this partition re-check their offset against the new start.
+        self.durable.notify_all();
+        let error = |code: ResponseError| DeleteRecordsOutput {
+            error_code: code.code(),
+            low_watermark: -1,
+        };
+        match result {
+            Ok(low_watermark) => DeleteRecordsOutput {
+                error_code: 0,
+                low_watermark,
+            },
+            Err(StorageError::OffsetOutOfRange { .. }) => error(ResponseError::OffsetOutOfRange),
+            Err(failure) => {
+                tracing::error!(
+                    error = %failure,
+                    topic = %self.tp.topic,
+                    partition = self.tp.partition,
+                    "DeleteRecords failed"
+                );
+                error(ResponseError::KafkaStorageError)
+            }
+        }
+    }
+}
+
+/// Decodes `batch` (decompressing if needed) and finds its first record at or after
+/// `timestamp` whose offset is not below `log_start` (DeleteRecords may cut into a batch).
+pub fn first_record_at_or_after(
+    batch: Bytes,
+    timestamp: i64,
+    log_start: i64,
+) -> Option<ListOffsetsOutput> {
+    let summary = record_batch::validate(&batch).ok()?;
+    if summary.timestamp_type == record_batch::TimestampType::LogAppendTime {
+        return Some(ListOffsetsOutput {
+            error_code: 0,
+            timestamp: summary.max_timestamp,
+            offset: summary.base_offset.max(log_start),
+        });
+    }
+    let mut buf = batch;
+    let set = RecordBatchDecoder::decode(&mut buf).ok()?;
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= timestamp && r.offset >= log_start)
+        .map(|r| ListOffsetsOutput {
+            error_code: 0,
+            timestamp: r.timestamp,
+            offset: r.offset,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::hand_built;
+
+    /// The timestamp lookup finds a record that is not the first of its batch when the
+    /// batch's timestamps lie further apart than 32 bits hold (1234 and 999999999999 ms), and
+    /// skips records below the log start.
+    #[test]
+    fn lookup_finds_a_later_record_of_a_wide_batch() {
+        let batch = hand_built::wide_timestamps();
+        let lookup = |timestamp, log_start| {
+            first_record_at_or_after(batch.clone(), timestamp, log_start)
+                .map(|found| (found.offset, found.timestamp))
+        };
+        assert_eq!(lookup(999_999_999_999, 0), Some((1, 999_999_999_999)));
+        assert_eq!(lookup(1235, 0), Some((1, 999_999_999_999)));
+        assert_eq!(lookup(1234, 0), Some((0, 1234)));
+        assert_eq!(
+            lookup(0, 1),
+            Some((1, 999_999_999_999)),
+            "below the log start"
+        );
+        assert_eq!(lookup(1_000_000_000_000, 0), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! The owner-side operations on a partition, their request and reply types, and the one
+//! trait (`PartitionOp`) by which the shard layer routes any of them to the partition's owner
+//! without knowing what it does there.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{select, select_all, Either};
+use kafka_protocol::ResponseError;
+
+use super::Partition;
+use crate::runtime;
+use crate::sync::Latch;
+
+/// An operation on one partition, run on the shard that owns it. The shard layer calls `run`
+/// directly on the owner, or sends the operation there over the mesh and waits for its output.
+pub trait PartitionOp: std::fmt::Debug + Send + 'static {
+    type Output: Send + 'static;
+
+    /// The partition it acts on.
+    fn partition(&self) -> &TopicPartition;
+
+    /// Its answer when the partition cannot be reached: unknown here, or its owner gone.
+    fn refused(error: ResponseError) -> Self::Output;
+
+    /// Runs it on the owner.
+    fn run(self, partition: Rc<Partition>) -> impl Future<Output = Self::Output>;
+}
+
+/// Identifies one partition by topic name and index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Debug)]
+pub struct ProduceInput {
+    pub tp: TopicPartition,
+    pub records: Option<Bytes>,
+    pub acks: i16,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProduceOutput {
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct FetchInput {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FetchOutput {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Vec<Bytes>,
+}
+
+#[derive(Debug)]
+pub struct ListOffsetsInput {
+    pub tp: TopicPartition,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOffsetsOutput {
+    pub error_code: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug)]
+pub struct WatchInput {
+    /// (partition, offset): wake when the partition's high watermark passes the offset.
+    pub partitions: Vec<(TopicPartition, i64)>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct DeleteRecordsInput {
+    pub tp: TopicPartition,
+    /// The new log start; -1 means the high watermark.
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeleteRecordsOutput {
+    pub error_code: i16,
+    /// The log start after the deletion (-1 with an error).
+    pub low_watermark: i64,
+}
+
+impl PartitionOp for ProduceInput {
+    type Output = ProduceOutput;
+
+    fn partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    fn refused(error: ResponseError) -> ProduceOutput {
+        ProduceOutput {
+            error_code: error.code(),
+            error_message: None,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        }
+    }
+
+    async fn run(self, partition: Rc<Partition>) -> ProduceOutput {
+        partition.produce(self).await
+    }
+}
+
+impl PartitionOp for FetchInput {
+    type Output = FetchOutput;
+
+    fn partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    fn refused(error: ResponseError) -> FetchOutput {
+        FetchOutput {
+            error_code: error.code(),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+        }
+    }
+
+    async fn run(self, partition: Rc<Partition>) -> FetchOutput {
+        partition.fetch(self).await
+    }
+}
+
+impl PartitionOp for ListOffsetsInput {
+    type Output = ListOffsetsOutput;
+
+    fn partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    fn refused(error: ResponseError) -> ListOffsetsOutput {
+        ListOffsetsOutput {
+            error_code: error.code(),
+            timestamp: -1,
+            offset: -1,
+        }
+    }
+
+    async fn run(self, partition: Rc<Partition>) -> ListOffsetsOutput {
+        partition.list_offsets(self).await
+    }
+}
+
+impl PartitionOp for DeleteRecordsInput {
+    type Output = DeleteRecordsOutput;
+
+    fn partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    fn refused(error: ResponseError) -> DeleteRecordsOutput {
+        DeleteRecordsOutput {
+            error_code: error.code(),
+            low_watermark: -1,
+        }
+    }
+
+    async fn run(self, partition: Rc<Partition>) -> DeleteRecordsOutput {
+        partition.delete_records(self).await
+    }
+}
+
+/// Waits until any of `watched` has data past its offset (or its log start moved past it),
+/// `deadline` passes, or `stop` is raised. Fetches with `min_bytes` park here on the owner.
+pub async fn watch(watched: &[(Rc<Partition>, i64)], deadline: Instant, stop: &Latch) {
+    loop {
+        let wakeups: Vec<_> = watched
+            .iter()
+            .map(|(partition, _)| partition.durable.notified())
+            .collect();
+        let has_data = watched
+            .iter()
+            .any(|(partition, offset)| partition.has_data_past(*offset));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if has_data || remaining.is_zero() || stop.is_raised() {
+            return;
+        }
+        let timer = Box::pin(select(
+            Box::pin(runtime::sleep(remaining)),
+            Box::pin(stop.wait()),
+        ));
+        if let Either::Right(_) = select(select_all(wakeups), timer).await {
+            return;
+        }
+    }
+}
+
+impl WatchInput {
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.timeout_ms)
+    }
+}
