@@ -96,18 +96,6 @@ impl Partition {
         &self.log
     }
 
-    pub fn topic_partition(&self) -> &TopicPartition {
-        &self.tp
-    }
-
-    pub fn index(&self) -> i32 {
-        self.tp.partition
-    }
-
-    pub fn topic_name(&self) -> &str {
-        &self.tp.topic
-    }
-
     /// Whether a watcher waiting past `offset` has something to see: data beyond it, or a log
     /// start that moved past it (the fetch then answers OFFSET_OUT_OF_RANGE).
     pub fn has_data_past(&self, offset: i64) -> bool {

@@ -97,7 +97,8 @@ impl Partition {
                 ))
             }
         };
-        let config = self.config.borrow().clone();
+        // Borrowed, not cloned (its cleanup policy is a String): nothing here awaits.
+        let config = self.config.borrow();
         if len > config.max_message_bytes.max(0) as usize {
             return Err(self.error(
                 ResponseError::MessageTooLarge,
