@@ -72,7 +72,8 @@ async fn recover_and_check(dir: &Path, data: &[u8]) {
     let mut served = Vec::with_capacity(kept_bytes);
     let mut offset = 0;
     while offset < next_offset {
-        let batches = log.read(offset, 1 << 20).await.expect("read a kept offset");
+        let batches = log.read(offset, 1 << 20, next_offset);
+        let batches = batches.await.expect("read a kept offset");
         for batch in batches {
             let summary = validate(&batch).expect("recovery keeps only valid batches");
             offset = summary.base_offset + i64::from(summary.last_offset_delta) + 1;

@@ -76,14 +76,14 @@ async fn replay(shard: &Rc<Shard>, partition: i32) -> anyhow::Result<HashMap<Str
         topic: OFFSETS_TOPIC.to_string(),
         partition,
     };
-    let log = shard
-        .local_log(&tp)
+    let partition = shard
+        .local_partition(&tp)
         .ok_or_else(|| anyhow::anyhow!("partition {partition} is not open"))?;
     let mut groups: HashMap<String, Replayed> = HashMap::new();
-    let mut offset = log.log_start_offset();
-    let end = log.high_watermark();
+    let mut offset = partition.log_start_offset();
+    let end = partition.high_watermark();
     while offset < end {
-        let batches = log.read(offset, 1 << 20).await?;
+        let batches = partition.read(offset, 1 << 20).await?;
         if batches.is_empty() {
             break;
         }

@@ -143,11 +143,13 @@ impl MetadataStore {
         let batch = encode_record(record)?;
         let summary = record_batch::validate(&batch)
             .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e:?}")))?;
-        let appended = self.log.append(batch, &summary, None)?;
+        let offset = self.log.log_end_offset();
+        let (batch, meta) = crate::storage::stamp_batch(batch, &summary, offset, None);
+        let ticket = self.log.append(batch, meta)?;
         self.log.flush().await?;
         // Another task's flush may have found the device full and discarded this record.
-        match appended.ticket.settled() {
-            crate::storage::Settled::Durable => Ok(appended.base_offset),
+        match ticket.settled() {
+            crate::storage::Settled::Durable => Ok(offset),
             _ => Err(StorageError::OutOfSpace(std::io::Error::from_raw_os_error(
                 libc::ENOSPC,
             ))),
@@ -179,8 +181,9 @@ async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {
             "the metadata log starts at offset {offset}, not 0"
         )));
     }
-    while offset < log.high_watermark() {
-        let batches = log.read(offset, 1 << 20).await?;
+    let end = log.durable_end_offset();
+    while offset < end {
+        let batches = log.read(offset, 1 << 20, end).await?;
         if batches.is_empty() {
             break;
         }

@@ -30,7 +30,10 @@ impl Partition {
             let result = self.log.flush().await;
             let failed = result.is_err();
             self.shard.metrics.flush_done(started.elapsed(), !failed);
+            let snapshots = self.settle_producers();
             self.flushed(result);
+            // After the waiters are told: a roll's snapshot is no part of any acknowledgement.
+            self.write_snapshots(snapshots).await;
             // In the flush queue, not the background one: pre-writing that falls behind the
             // log end makes every later sync commit the file's growth through the journal.
             self.start_preparing();
@@ -67,6 +70,8 @@ impl Partition {
                 tracing::info!(%topic, partition, "writes succeed again");
             }
             Ok(_) => {}
+            // Closed or removed meanwhile: its waiters learn it from the log.
+            Err(StorageError::Closed) => {}
             Err(StorageError::OutOfSpace(error)) => {
                 if !self.out_of_space.replace(true) {
                     tracing::warn!(

@@ -1,22 +1,31 @@
 //! A partition on the shard that owns it: everything Kafka rules for one partition, above its
-//! log. Its config, its watermarks, the leader epoch it stamps, the flush cycle that makes its
-//! batches durable (group commit), and the owner-side operations (produce, fetch, list
-//! offsets, delete records, watch) with their request and reply types.
+//! log. Its config, its watermarks, the leader epoch it stamps, the offsets it gives batches,
+//! the idempotent-producer state and its snapshots, the flush cycle that makes its batches
+//! durable (group commit), and the owner-side operations (produce, fetch, list offsets,
+//! delete records, watch) with their request and reply types.
 //!
 //! Per-shard: a `Partition` lives on its owner shard only; the shard layer routes every
 //! operation on it to that shard (`PartitionOp`) and knows nothing of what it does there.
-//! Produce stages a validated batch in the log and waits for the partition's flush to make it
-//! durable; the high watermark, and so what consumers can see, advances only with
-//! `fdatasync`. A waiter answers from its batch's `AppendTicket`, never from the watermark
-//! alone: offsets of batches discarded on a full device are given again to later batches.
+//! Produce checks a validated batch against the producer state, stamps it with the log end
+//! offset, stages it in the log and waits for the partition's flush to make it durable; the
+//! high watermark, and so what consumers can see, advances only with `fdatasync`. A waiter
+//! answers from its batch's `AppendTicket`, never from the watermark alone: offsets of
+//! batches discarded on a full device are given again to later batches.
 //!
 //! This module does not know the shard table, the mesh or the wire: it is handed its log, its
-//! topic's config and the shard's flush queue.
+//! topic's config and the shard's flush queue. The log below it (`storage::Log`) knows
+//! offsets and bytes only.
 
 mod flush;
+mod lifecycle;
 mod produce;
+pub mod producer_snapshot;
+pub mod producer_state;
+mod producers;
 mod read;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -25,7 +34,8 @@ use crate::metadata::topic_config::TopicConfig;
 use crate::metrics::{PartitionMetrics, ShardMetrics};
 use crate::runtime::TaskQueueHandle;
 use crate::storage::Log;
-use crate::sync::Notify;
+use crate::sync::{FairLock, Notify};
+use producers::Producers;
 
 pub use read::first_record_at_or_after;
 pub use requests::{
@@ -54,6 +64,9 @@ pub struct Partition {
     config: RefCell<TopicConfig>,
     log: Rc<Log>,
     shard: Rc<ShardContext>,
+    producers: RefCell<Producers>,
+    /// Held while producer snapshots are written or pruned, so that they come in order.
+    snapshots: FairLock,
     /// Woken whenever the high watermark advances, the log start moves, or the partition fails.
     durable: Notify,
     /// Set after a failed write or sync: nothing more is acknowledged from this partition.
@@ -68,17 +81,20 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(
+    fn new(
         tp: TopicPartition,
         config: TopicConfig,
         log: Rc<Log>,
         shard: Rc<ShardContext>,
+        producers: Producers,
     ) -> Partition {
         Partition {
             tp,
             config: RefCell::new(config),
             log,
             shard,
+            producers: RefCell::new(producers),
+            snapshots: FairLock::new(),
             durable: Notify::new(),
             failed: Cell::new(false),
             out_of_space: Cell::new(false),
@@ -92,14 +108,24 @@ impl Partition {
         &self.metrics
     }
 
-    pub fn log(&self) -> &Rc<Log> {
-        &self.log
+    /// The offset below which consumers may read: every batch below is durable.
+    pub fn high_watermark(&self) -> i64 {
+        self.log.durable_end_offset()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    /// Bytes of log on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
     }
 
     /// Whether a watcher waiting past `offset` has something to see: data beyond it, or a log
     /// start that moved past it (the fetch then answers OFFSET_OUT_OF_RANGE).
     pub fn has_data_past(&self, offset: i64) -> bool {
-        self.log.high_watermark() > offset || self.log.log_start_offset() > offset
+        self.high_watermark() > offset || self.log_start_offset() > offset
     }
 
     pub fn set_config(&self, config: TopicConfig) {

@@ -1,5 +1,6 @@
-//! Produce on the owner: validate one batch, stamp it, stage it in the log, start the flush,
-//! and answer once the flush settled the batch's ticket.
+//! Produce on the owner: validate one batch, check it against its producer's state, stamp it
+//! with the log end offset, stage it in the log, start the flush, and answer once the flush
+//! settled the batch's ticket.
 
 use std::rc::Rc;
 
@@ -10,9 +11,9 @@ use super::{Partition, ProduceInput, ProduceOutput, LEADER_EPOCH};
 use crate::metadata::now_ms;
 use crate::metadata::topic_config::TimestampType;
 use crate::metrics;
+use crate::partition::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerError};
 use crate::protocol::record_batch::{self, BatchSummary};
-use crate::storage::producer_state::ProducerError;
-use crate::storage::{AppendTicket, Settled, StorageError};
+use crate::storage::{stamp_batch, AppendTicket, Settled, StorageError};
 
 impl Partition {
     /// Appends one produce payload and answers when it is durable (acks 1 and -1) or at once
@@ -44,34 +45,59 @@ impl Partition {
             TimestampType::LogAppendTime => Some(now_ms()),
             TimestampType::CreateTime => None,
         };
+        let producer = producer_of(&summary);
+        if let Some(producer) = &producer {
+            let checked = self.producers.borrow().check(producer);
+            match checked {
+                Ok(Checked::New) => {}
+                Ok(Checked::Duplicate(original)) => {
+                    return Ok(Staged {
+                        // Unpublished batches are all staged: a duplicate shares its
+                        // original's fate.
+                        ticket: self
+                            .producers
+                            .borrow()
+                            .original_ticket(original.base_offset),
+                        base_offset: original.base_offset,
+                        last_offset: original.last_offset,
+                        // Kafka answers a duplicate with the original's timestamp; a client
+                        // takes any value other than -1 as LogAppendTime, so only such topics
+                        // get it.
+                        log_append_time_ms: log_append_time.map_or(-1, |_| original.timestamp),
+                    });
+                }
+                Err(error) => return Err(self.producer_error(error)),
+            }
+        }
         let mut batch = BytesMut::from(&records[..]);
         // Clients send -1; like Kafka, stamp the leader epoch that Metadata reports (and that
         // replication will later use as the Raft term).
         record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH);
-        match self.log.append(batch, &summary, log_append_time) {
-            Ok(result) if result.duplicate_timestamp.is_some() => Ok(Staged {
-                ticket: result.ticket,
-                base_offset: result.base_offset,
-                last_offset: result.last_offset,
-                // Kafka answers a duplicate with the original's timestamp; a client takes any
-                // value other than -1 as LogAppendTime, so only such topics get it.
-                log_append_time_ms: log_append_time
-                    .and(result.duplicate_timestamp)
-                    .unwrap_or(-1),
-            }),
-            Ok(result) => {
-                metrics::add(&self.metrics.produced_bytes, summary.batch_bytes as u64);
-                metrics::add(&self.metrics.produced_records, summary.record_count as u64);
-                Ok(Staged {
-                    base_offset: result.base_offset,
-                    last_offset: result.last_offset,
-                    log_append_time_ms: log_append_time.unwrap_or(-1),
-                    ticket: result.ticket,
-                })
-            }
-            Err(StorageError::Producer(error)) => Err(self.producer_error(error)),
-            Err(error) => Err(self.storage_error(error)),
+        let base_offset = self.log.log_end_offset();
+        let (batch, meta) = stamp_batch(batch, &summary, base_offset, log_append_time);
+        let ticket = match self.log.append(batch, meta) {
+            Ok(ticket) => ticket,
+            Err(error) => return Err(self.storage_error(error)),
+        };
+        if let Some(producer) = &producer {
+            let batch = ProducerBatch {
+                first_seq: producer.first_seq,
+                last_seq: producer.last_seq,
+                base_offset,
+                last_offset: meta.last_offset,
+                timestamp: meta.max_timestamp,
+            };
+            let ticket = ticket.clone();
+            self.producers.borrow_mut().record(producer, batch, ticket);
         }
+        metrics::add(&self.metrics.produced_bytes, summary.batch_bytes as u64);
+        metrics::add(&self.metrics.produced_records, summary.record_count as u64);
+        Ok(Staged {
+            base_offset,
+            last_offset: meta.last_offset,
+            log_append_time_ms: log_append_time.unwrap_or(-1),
+            ticket,
+        })
     }
 
     fn producer_error(&self, error: ProducerError) -> ProduceOutput {
@@ -150,13 +176,13 @@ impl Partition {
             let durable = self.durable.notified();
             match staged.ticket.settled() {
                 Settled::Durable => {
-                    debug_assert!(self.log.high_watermark() > staged.last_offset);
+                    debug_assert!(self.high_watermark() > staged.last_offset);
                     return ProduceOutput {
                         error_code: 0,
                         error_message: None,
                         base_offset: staged.base_offset,
                         log_append_time_ms: staged.log_append_time_ms,
-                        log_start_offset: self.log.log_start_offset(),
+                        log_start_offset: self.log_start_offset(),
                     };
                 }
                 Settled::Discarded => {
@@ -182,7 +208,7 @@ impl Partition {
             error_message: Some(message.to_string()),
             base_offset: -1,
             log_append_time_ms: -1,
-            log_start_offset: self.log.log_start_offset(),
+            log_start_offset: self.log_start_offset(),
         }
     }
 
@@ -198,4 +224,18 @@ struct Staged {
     last_offset: i64,
     log_append_time_ms: i64,
     ticket: AppendTicket,
+}
+
+/// The producer fields of a client batch, if it has a producer id. Control batches carry
+/// transaction markers, not data, and take no part in sequence checks.
+fn producer_of(summary: &BatchSummary) -> Option<ProducerAppend> {
+    if summary.is_control {
+        return None;
+    }
+    ProducerAppend::from_header(
+        summary.producer_id,
+        summary.producer_epoch,
+        summary.base_sequence,
+        summary.last_offset_delta,
+    )
 }

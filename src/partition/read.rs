@@ -9,6 +9,7 @@ use super::{
     DeleteRecordsInput, DeleteRecordsOutput, FetchInput, FetchOutput, ListOffsetsInput,
     ListOffsetsOutput, Partition, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP,
 };
+use crate::metadata::now_ms;
 use crate::metrics;
 use crate::protocol::record_batch;
 use crate::storage::StorageError;
@@ -17,11 +18,11 @@ impl Partition {
     pub async fn fetch(&self, input: FetchInput) -> FetchOutput {
         let mut output = FetchOutput {
             error_code: 0,
-            high_watermark: self.log.high_watermark(),
-            log_start_offset: self.log.log_start_offset(),
+            high_watermark: self.high_watermark(),
+            log_start_offset: self.log_start_offset(),
             records: Vec::new(),
         };
-        match self.log.read(input.offset, input.max_bytes).await {
+        match self.read(input.offset, input.max_bytes).await {
             Ok(records) => {
                 let bytes: usize = records.iter().map(Bytes::len).sum();
                 metrics::add(&self.metrics.fetched_bytes, bytes as u64);
@@ -45,8 +46,8 @@ impl Partition {
             offset,
         };
         match input.timestamp {
-            LATEST_TIMESTAMP => found(self.log.high_watermark(), -1),
-            EARLIEST_TIMESTAMP => found(self.log.log_start_offset(), -1),
+            LATEST_TIMESTAMP => found(self.high_watermark(), -1),
+            EARLIEST_TIMESTAMP => found(self.log_start_offset(), -1),
             MAX_TIMESTAMP => match self.log.max_timestamp() {
                 Some((max, _)) => self.offset_for_time(max).await,
                 None => found(-1, -1),
@@ -67,7 +68,10 @@ impl Partition {
             timestamp: -1,
             offset: -1,
         };
-        let batch = match self.log.find_batch_by_timestamp(timestamp).await {
+        let found = self
+            .log
+            .find_batch_by_timestamp(timestamp, self.high_watermark());
+        let batch = match found.await {
             Ok(Some(batch)) => batch,
             Ok(None) => return not_found,
             Err(error) => {
@@ -78,12 +82,29 @@ impl Partition {
                 };
             }
         };
-        first_record_at_or_after(batch, timestamp, self.log.log_start_offset()).unwrap_or(not_found)
+        first_record_at_or_after(batch, timestamp, self.log_start_offset()).unwrap_or(not_found)
     }
 
-    /// Moves the log start to `input.offset` (-1: the high watermark), as DeleteRecords asks.
+    /// Moves the log start to `input.offset` (-1: the high watermark), as DeleteRecords asks;
+    /// an offset past the high watermark is OFFSET_OUT_OF_RANGE.
     pub async fn delete_records(&self, input: DeleteRecordsInput) -> DeleteRecordsOutput {
-        let result = self.log.delete_records(input.offset).await;
+        let high_watermark = self.high_watermark();
+        let target = match input.offset {
+            -1 => high_watermark,
+            offset => offset,
+        };
+        let result = if (0..=high_watermark).contains(&target) {
+            self.log.truncate_prefix(target, now_ms()).await
+        } else {
+            Err(StorageError::OffsetOutOfRange {
+                requested: input.offset,
+                log_start: self.log_start_offset(),
+                end: high_watermark,
+            })
+        };
+        if result.is_ok() {
+            self.prune_snapshots().await;
+        }
         // Fetches parked on this partition re-check their offset against the new start.
         self.durable.notify_all();
         let error = |code: ResponseError| DeleteRecordsOutput {

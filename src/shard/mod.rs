@@ -221,7 +221,7 @@ impl Shard {
         // another 10,000 of them took a minute.
         futures::stream::iter(partitions)
             .for_each_concurrent(limits::LOG_CLOSES_PER_SHARD_MAX, |partition| async move {
-                if let Err(error) = partition.log().close().await {
+                if let Err(error) = partition.close().await {
                     tracing::error!(%error, "closing a partition log failed");
                 }
             })
@@ -372,16 +372,15 @@ impl Shard {
         snapshot.flush_lock_waits = crate::storage::flush_lock_waits();
         for (tp, partition) in self.partitions.borrow().iter() {
             let counters = partition.metrics();
-            let log = partition.log();
             snapshot.partitions.push(PartitionSnapshot {
                 topic: tp.topic.clone(),
                 partition: tp.partition,
                 produced_bytes: counters.produced_bytes.get(),
                 produced_records: counters.produced_records.get(),
                 fetched_bytes: counters.fetched_bytes.get(),
-                high_watermark: log.high_watermark(),
-                log_start_offset: log.log_start_offset(),
-                size_bytes: log.size_bytes(),
+                high_watermark: partition.high_watermark(),
+                log_start_offset: partition.log_start_offset(),
+                size_bytes: partition.size_bytes(),
             });
         }
         snapshot
@@ -407,9 +406,9 @@ impl Shard {
         self.partitions.borrow().get(tp).cloned()
     }
 
-    /// The log of a partition this shard owns (internal readers such as the group loader).
-    pub(crate) fn local_log(&self, tp: &TopicPartition) -> Option<Rc<Log>> {
-        self.partition(tp).map(|p| p.log().clone())
+    /// A partition this shard owns (for internal readers such as the group loader).
+    pub(crate) fn local_partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
+        self.partition(tp)
     }
 
     /// Appends one batch to a partition this shard owns, acknowledged like acks=all: after
@@ -596,7 +595,7 @@ impl Shard {
                 crate::group::partition_removed(self, tp.partition);
             }
             if let Some(removed) = removed {
-                if let Err(error) = removed.log().remove().await {
+                if let Err(error) = removed.remove().await {
                     tracing::error!(%error, topic = %tp.topic, "removing partition failed");
                 }
             }
@@ -620,7 +619,7 @@ impl Shard {
                 // A lowered retention takes effect now, not at the next retention pass.
                 runtime::spawn_into(self.queues.background, async move {
                     let now = crate::metadata::now_ms();
-                    match partition.log().enforce_retention(now).await {
+                    match partition.enforce_retention(now).await {
                         // The partition was removed meanwhile (topic deleted): nothing to do.
                         Ok(()) | Err(storage::StorageError::Closed) => {}
                         // Fenced: reported once, when its write or sync failed.
@@ -668,25 +667,24 @@ impl Shard {
                 .await
                 .map_err(|e| format!("cannot remove leftover {}: {e}", dir.display()))?;
         }
+        let cannot_open = |e| format!("cannot open {}: {e}", dir.display());
         let log = Log::open(dir.clone(), topic.config.log_config(), self.cache.clone())
             .await
-            .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
-        // Snapshots and the log tail may hold producers that expired while the broker was down.
-        log.expire_producers(
-            crate::metadata::now_ms(),
-            self.config.producer_id_expiration_ms,
-        );
+            .map_err(cannot_open)?;
         let tp = TopicPartition {
             topic: topic.name.clone(),
             partition,
         };
         let index = partition;
-        let partition = Rc::new(Partition::new(
-            tp.clone(),
-            topic.config.clone(),
-            log,
-            self.partition_context.clone(),
-        ));
+        let context = self.partition_context.clone();
+        let partition = Partition::open(tp.clone(), topic.config.clone(), log, context)
+            .await
+            .map_err(cannot_open)?;
+        // Snapshots and the log tail may hold producers that expired while the broker was down.
+        partition.expire_producers(
+            crate::metadata::now_ms(),
+            self.config.producer_id_expiration_ms,
+        );
         let offsets_topic = tp.topic == crate::group::OFFSETS_TOPIC;
         self.partitions.borrow_mut().insert(tp, partition);
         if offsets_topic {
@@ -735,7 +733,7 @@ impl Shard {
             let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
             for partition in partitions {
                 let now = crate::metadata::now_ms();
-                match partition.log().enforce_retention(now).await {
+                match partition.enforce_retention(now).await {
                     // Deleted (closed) while this round was under way: nothing to retain.
                     Ok(()) | Err(crate::storage::StorageError::Closed) => {}
                     // Fenced: reported once, when its write or sync failed.
@@ -743,7 +741,7 @@ impl Shard {
                     Err(error) => tracing::error!(%error, "retention failed"),
                 }
                 let expiration_ms = self.config.producer_id_expiration_ms;
-                partition.log().expire_producers(now, expiration_ms);
+                partition.expire_producers(now, expiration_ms);
                 runtime::yield_if_needed().await;
             }
         }

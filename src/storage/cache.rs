@@ -234,6 +234,19 @@ impl BatchCache {
         inner.compact_order();
     }
 
+    /// Drops a log's batches from `offset` on (its suffix was truncated; `offset` is a batch
+    /// boundary). Their slots in the eviction order go stale like those `remove_below` leaves.
+    pub(crate) fn remove_from(&self, log: u64, offset: i64) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(batches) = inner.logs.get_mut(&log) else {
+            return;
+        };
+        let doomed = batches.split_off(&offset);
+        inner.bytes -= doomed.values().map(Entry::cost).sum::<usize>();
+        inner.entries -= doomed.len();
+        inner.compact_order();
+    }
+
     /// Drops every batch of a log (closed or removed).
     pub(crate) fn remove_log(&self, log: u64) {
         let mut inner = self.inner.borrow_mut();

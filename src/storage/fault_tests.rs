@@ -36,14 +36,14 @@ fn batch(value: &[u8]) -> BytesMut {
     encode_plain_batch([record], Compression::None).unwrap()
 }
 
-fn append(log: &Log, value: &[u8]) -> crate::storage::AppendResult {
+fn append(log: &Log, value: &[u8]) -> crate::storage::tests::Appended {
     try_append(log, value).unwrap()
 }
 
-fn try_append(log: &Log, value: &[u8]) -> Result<crate::storage::AppendResult, StorageError> {
+fn try_append(log: &Log, value: &[u8]) -> Result<crate::storage::tests::Appended, StorageError> {
     let bytes = batch(value);
     let summary = validate(&bytes).unwrap();
-    log.append(bytes, &summary, None)
+    log.append_validated(bytes, &summary, None)
 }
 
 /// A log in `dir` with default settings and a small cache.
@@ -64,8 +64,8 @@ fn arm(root: &std::path::Path, line: &str) {
     faults::arm(&plan).unwrap();
 }
 
-/// Fails the next write to the `extension` file of segment `base_offset` (or the snapshot
-/// at that offset) in `dir` with ENOSPC, once.
+/// Fails the next write to the `extension` file of segment `base_offset` in `dir` with
+/// ENOSPC, once.
 fn fill_disk_for(dir: &std::path::Path, base_offset: i64, extension: &str) {
     let path = segment_path(dir, base_offset, extension);
     faults::arm(&format!("write ENOSPC {} 1", path.display())).unwrap();
@@ -92,7 +92,7 @@ fn out_of_space_discards_unwritten_batches_and_reuses_offsets() {
             "{result:?}"
         );
         assert_eq!(lost.ticket.settled(), Settled::Discarded);
-        assert_eq!((log.high_watermark(), log.log_end_offset()), (1, 1));
+        assert_eq!((log.durable_end_offset(), log.log_end_offset()), (1, 1));
         faults::clear();
 
         let again = append(&log, b"again");
@@ -100,7 +100,7 @@ fn out_of_space_discards_unwritten_batches_and_reuses_offsets() {
         assert_eq!(log.flush().await.unwrap(), 2);
         assert_eq!(again.ticket.settled(), Settled::Durable);
         assert_eq!(lost.ticket.settled(), Settled::Discarded);
-        let stored = log.read(0, 1 << 20).await.unwrap();
+        let stored = log.read_durable(0, 1 << 20).await.unwrap();
         assert_eq!(stored.len(), 2);
         let holds = |batch: &Bytes, value: &[u8]| batch.windows(value.len()).any(|w| w == value);
         assert!(
@@ -111,7 +111,7 @@ fn out_of_space_discards_unwritten_batches_and_reuses_offsets() {
 
         let log = open_log(&dir).await;
         assert_eq!(
-            log.high_watermark(),
+            log.durable_end_offset(),
             2,
             "everything written survives a reopen"
         );
@@ -137,7 +137,7 @@ fn out_of_space_at_sync_rewrites_the_unsynced_bytes() {
             "{result:?}"
         );
         assert_eq!(lost.ticket.settled(), Settled::Discarded);
-        assert_eq!((log.high_watermark(), log.log_end_offset()), (1, 1));
+        assert_eq!((log.durable_end_offset(), log.log_end_offset()), (1, 1));
         faults::clear();
 
         let again = append(&log, b"again");
@@ -149,7 +149,7 @@ fn out_of_space_at_sync_rewrites_the_unsynced_bytes() {
         log.close().await.unwrap();
 
         let log = open_log(&dir).await;
-        let stored = log.read(0, 1 << 20).await.unwrap();
+        let stored = log.read_durable(0, 1 << 20).await.unwrap();
         let holds = |batch: &Bytes, value: &[u8]| batch.windows(value.len()).any(|w| w == value);
         assert_eq!(stored.len(), 3);
         assert!(holds(&stored[1], b"again") && holds(&stored[2], b"after"));
@@ -157,10 +157,10 @@ fn out_of_space_at_sync_rewrites_the_unsynced_bytes() {
     });
 }
 
-/// A full device at any step of a segment roll (here the offset index, then the producer
-/// snapshot) fails only the batches from the one that needed the roll, never fences, and the
-/// roll is begun again by the next flush: the old segment is sealed, so even a batch small
-/// enough to fit in it goes to the new segment. Everything survives a reopen.
+/// A full device during a segment roll (here at the offset index) fails only the batches
+/// from the one that needed the roll, never fences, and the roll is begun again by the next
+/// flush (twice here): the old segment is sealed, so even a batch small enough to fit in it
+/// goes to the new segment. Everything survives a reopen.
 #[test]
 fn out_of_space_at_a_roll_is_retried_by_the_next_flush() {
     run(|root| async move {
@@ -174,17 +174,16 @@ fn out_of_space_at_a_roll_is_retried_by_the_next_flush() {
             .unwrap();
         append(&log, &[b'a'; 600]);
         log.flush().await.unwrap();
-        fill_disk_for(&dir, 0, "index");
-        fill_disk_for(&dir, 1, "snapshot.tmp");
-        for step in ["index", "snapshot"] {
+        for attempt in 0..2 {
+            fill_disk_for(&dir, 0, "index");
             let needs_roll = append(&log, &[b'b'; 600]);
             let result = log.flush().await;
             assert!(
                 matches!(result, Err(StorageError::OutOfSpace(_))),
-                "{step}: {result:?}"
+                "{attempt}: {result:?}"
             );
-            assert_eq!(needs_roll.ticket.settled(), Settled::Discarded, "{step}");
-            assert_eq!((log.high_watermark(), log.log_end_offset()), (1, 1));
+            assert_eq!(needs_roll.ticket.settled(), Settled::Discarded, "{attempt}");
+            assert_eq!((log.durable_end_offset(), log.log_end_offset()), (1, 1));
         }
         faults::clear();
         // Small enough for the old segment, yet it starts the new one: the roll is finished.
@@ -197,8 +196,8 @@ fn out_of_space_at_a_roll_is_retried_by_the_next_flush() {
         let log = Log::open(dir.clone(), config, BatchCache::new(1 << 20))
             .await
             .unwrap();
-        assert_eq!(log.high_watermark(), 2);
-        let stored = log.read(1, 1 << 20).await.unwrap();
+        assert_eq!(log.durable_end_offset(), 2);
+        let stored = log.read_durable(1, 1 << 20).await.unwrap();
         assert!(stored[0].windows(9).any(|w| w == b"small-one"));
         log.close().await.unwrap();
     });
@@ -297,7 +296,7 @@ fn failed_sync_fences_the_log() {
         assert!(matches!(log.flush().await, Err(StorageError::Io(_))));
         faults::clear();
         assert_eq!(lost.ticket.settled(), Settled::Pending);
-        assert_eq!(log.high_watermark(), 1);
+        assert_eq!(log.durable_end_offset(), 1);
         let refused = try_append(&log, b"later");
         assert!(
             matches!(refused, Err(StorageError::Failed(_))),
@@ -382,7 +381,7 @@ fn failed_trim_at_close_still_closes_the_log() {
         drop(log);
         let reopened = open_log(&dir).await;
         assert_eq!(reopened.log_end_offset(), 1);
-        assert_eq!(reopened.read(0, 1 << 20).await.unwrap().len(), 1);
+        assert_eq!(reopened.read_durable(0, 1 << 20).await.unwrap().len(), 1);
         reopened.close().await.unwrap();
     });
 }

@@ -1,19 +1,24 @@
-//! `Log`: the partition log the shard layer calls (append, flush, read, retention, recovery).
+//! `Log`: a plain offset-addressed log of Kafka v2 batches (append, flush, read, truncate at
+//! either end, retention, recovery). It knows offsets and bytes, nothing of producers,
+//! watermarks or leaders: the partition layer above it stamps each batch with its offsets and
+//! decides how far readers may see.
 //!
-//! Appends are synchronous: they assign offsets and stage the batch in memory. `flush` writes
-//! every staged batch through the active segment's appender, rolls segments when full, and
-//! fdatasyncs; only then does the high watermark move and the batches enter the cache.
-//! Every staged batch carries an `AppendTicket` that the flush settles: durable, or discarded
-//! when a write, sync or segment roll finds the device full (ENOSPC or EDQUOT, read through
-//! `file::os_error`). Then the log drops every batch not yet synced and rolls its next offset
-//! and producer state back to what was, and stays usable: the next flush writes over the same
-//! bytes, and a roll that failed midway is begun again. Any other write or sync error fences
-//! it (`failed`), since the state on disk is then unknown.
+//! Appends are synchronous: a batch already stamped with the next offset is staged in memory.
+//! `flush` writes every staged batch through the active segment's appender, rolls segments
+//! when full, and fdatasyncs; only then does the durable end move and the batches enter the
+//! cache. Every staged batch carries an `AppendTicket` that the flush settles: durable, or
+//! discarded when a write, sync or segment roll finds the device full (ENOSPC or EDQUOT, read
+//! through `file::os_error`). Then the log drops every batch not yet synced, its end goes back
+//! to the durable end, and it stays usable: the next flush writes over the same bytes, and a
+//! roll that failed midway is begun again. Any other write or sync error fences it (`failed`),
+//! since the state on disk is then unknown. Each roll is reported (`take_rolls`), so that the
+//! layer above can snapshot its own state at segment boundaries.
 //! Concurrency: one executor, many tasks. State sits in a `RefCell` never borrowed across an
-//! `.await`; flush, pre-writing, retention and close serialize on `io_lock`, a `FairLock`
-//! (first come, first served), and only its holder touches the appender. Reads run concurrently with all of them and never look past the watermark.
-//! Reads that miss the cache look in the log's read-ahead (`read_ahead`) before the disk, and
-//! start the next chunk there; whatever removes log bytes invalidates it first.
+//! `.await`; flush, pre-writing, retention, truncation and close serialize on `io_lock`, a
+//! `FairLock` (first come, first served), and only its holder touches the appender. Reads run
+//! concurrently with all of them and never look past the durable end nor the bound their
+//! caller gives. Reads that miss the cache look in the log's read-ahead (`read_ahead`) before
+//! the disk, and start the next chunk there; whatever removes log bytes invalidates it first.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -32,12 +37,11 @@ use crate::storage::cache::BatchCache;
 use crate::storage::file::{self, SegmentFile};
 use crate::storage::log_start;
 use crate::storage::prewrite::{Heat, PrewriteBudget};
-use crate::storage::producer_snapshot;
-use crate::storage::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerTable};
 use crate::storage::read_ahead::{ChunkSource, LogPosition, Lookup, ReadAhead};
 use crate::storage::reader::{check_batch, ScanError, Scanner};
-use crate::storage::recovery::recover_segments;
+use crate::storage::recovery::{recover_segments, rescan_segment};
 use crate::storage::segment::{segment_path, BatchMeta, Segment};
+use crate::storage::side_file;
 use crate::storage::ticket::{AppendTicket, Settled};
 use crate::storage::StorageError;
 use crate::sync::{FairLock, Latch};
@@ -77,24 +81,42 @@ impl Default for LogConfig {
     }
 }
 
-/// Offsets assigned to one appended batch, or those of the original it duplicates.
-#[derive(Debug, Clone)]
-pub struct AppendResult {
-    pub base_offset: i64,
-    pub last_offset: i64,
-    /// Set when the batch repeats one of its producer's recent batches: nothing was appended,
-    /// and this is the original's stored max timestamp.
-    pub duplicate_timestamp: Option<i64>,
-    /// Settled by the flush that writes the batch (or the original, for a duplicate).
-    pub ticket: AppendTicket,
+/// Stamps a validated batch for an append at `base_offset`: its base offset, and its
+/// timestamps when the topic uses LogAppendTime. Returns the bytes and what the log indexes.
+pub fn stamp_batch(
+    mut batch: BytesMut,
+    summary: &BatchSummary,
+    base_offset: i64,
+    log_append_time: Option<i64>,
+) -> (Bytes, BatchMeta) {
+    assert_eq!(
+        batch.len(),
+        summary.batch_bytes,
+        "summary belongs to this batch"
+    );
+    assert!(
+        summary.last_offset_delta >= 0,
+        "summary comes from validate()"
+    );
+    record_batch::set_base_offset(&mut batch, base_offset);
+    let mut max_timestamp = summary.max_timestamp;
+    if let Some(timestamp) = log_append_time {
+        record_batch::set_log_append_time(&mut batch, timestamp);
+        max_timestamp = timestamp;
+    }
+    let meta = BatchMeta {
+        base_offset,
+        last_offset: base_offset + i64::from(summary.last_offset_delta),
+        max_timestamp,
+        bytes: batch.len() as u64,
+    };
+    (batch.freeze(), meta)
 }
 
 #[derive(Clone)]
 struct Staged {
     bytes: Bytes,
     meta: BatchMeta,
-    /// (producer id, epoch, batch) for batches of idempotent producers.
-    producer: Option<(i64, i16, ProducerBatch)>,
     ticket: AppendTicket,
 }
 
@@ -103,19 +125,19 @@ struct State {
     /// Every segment by base offset; the last one is active.
     segments: BTreeMap<i64, Segment>,
     log_start: i64,
+    /// The offset the next appended batch must start at (staged batches counted).
     next_offset: i64,
-    high_watermark: i64,
+    /// Every offset below is written and fdatasynced.
+    durable_end: i64,
     staged: VecDeque<Staged>,
-    /// Producer state of every appended batch, staged ones included: what appends check.
-    producers: ProducerTable,
-    /// Producer state of the batches written to segments only: what snapshots hold.
-    producers_written: ProducerTable,
+    /// Base offsets of the segments begun since the last `take_rolls`, ascending.
+    rolls: Vec<i64>,
     failed: Option<String>,
     closed: bool,
     /// Whether the files may differ from what a clean close leaves (the active segment
-    /// trimmed to its last batch, its indexes persisted, a producer snapshot at the log end).
-    /// Clear after an open that found them so, until a write; a close of a clean log only
-    /// closes its files, which is what keeps shutting down thousands of idle partitions fast.
+    /// trimmed to its last batch, its indexes persisted). Clear after an open that found
+    /// them so, until a write; a close of a clean log only closes its files, which is what
+    /// keeps shutting down thousands of idle partitions fast.
     dirty: bool,
 }
 
@@ -155,13 +177,11 @@ impl Log {
         let active = segments.values().next_back().expect("at least one segment");
         let appender = Appender::open(active.file.clone(), active.base_offset, active.size).await?;
         let next_offset = active.next_offset;
-        let (producers, replayed) =
-            producer_snapshot::rebuild(&dir, &segments, next_offset).await?;
         let prewrite = cache.prewrite_budget();
         prewrite.charge(appender.zeros_ahead());
         let first_base = *segments.keys().next().expect("at least one segment");
-        // DeleteRecords may have moved the start inside the first segment; it never passes
-        // the high watermark, which recovery cannot lower below an acknowledged offset.
+        // A prefix truncation may have moved the start inside the first segment; it never
+        // passes the durable end, which recovery cannot lower below an acknowledged offset.
         let checkpoint = log_start::read(&dir).await?.unwrap_or(first_base);
         let log_start = checkpoint.max(first_base).min(next_offset);
         let state = State {
@@ -169,15 +189,13 @@ impl Log {
             segments,
             log_start,
             next_offset,
-            high_watermark: next_offset,
+            durable_end: next_offset,
             staged: VecDeque::new(),
-            producers_written: producers.clone(),
-            producers,
+            rolls: Vec::new(),
             failed: None,
             closed: false,
-            // Recovery trimmed the active segment and rewrote stale indexes; only a missing
-            // snapshot at the log end is left for a close to write.
-            dirty: replayed,
+            // Recovery trimmed the active segment and rewrote stale indexes.
+            dirty: false,
         };
         Ok(Rc::new(Log {
             dir,
@@ -198,18 +216,34 @@ impl Log {
         self.state.borrow_mut().config = config;
     }
 
+    /// The partition directory: where the layer above keeps its own files (`side_file`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.state.borrow().log_start
     }
 
-    /// Next offset to assign, counting staged batches.
+    /// The offset the next appended batch must start at, counting staged batches.
     pub fn log_end_offset(&self) -> i64 {
         self.state.borrow().next_offset
     }
 
     /// Every offset below is written and fdatasynced.
-    pub fn high_watermark(&self) -> i64 {
-        self.state.borrow().high_watermark
+    pub fn durable_end_offset(&self) -> i64 {
+        self.state.borrow().durable_end
+    }
+
+    /// Whether a write or sync failed: the log accepts nothing more until it is reopened.
+    pub fn is_failed(&self) -> bool {
+        self.state.borrow().failed.is_some()
+    }
+
+    /// The base offsets of the segments begun since the last call, ascending: every batch
+    /// below each was durable when it began.
+    pub fn take_rolls(&self) -> Vec<i64> {
+        std::mem::take(&mut self.state.borrow_mut().rolls)
     }
 
     /// Bytes of log on disk (staged batches not counted).
@@ -236,104 +270,39 @@ impl Log {
         }
     }
 
-    /// Assigns offsets to one validated batch, patches its base offset (and LogAppendTime if
-    /// given), and stages it for the next flush.
-    pub fn append(
-        &self,
-        mut batch: BytesMut,
-        summary: &BatchSummary,
-        log_append_time: Option<i64>,
-    ) -> Result<AppendResult, StorageError> {
-        assert_eq!(
-            batch.len(),
-            summary.batch_bytes,
-            "summary belongs to this batch"
-        );
+    /// Stages one batch for the next flush. The caller has stamped it: `meta` describes it
+    /// (offsets, max timestamp, length) and its base offset must be the log end offset.
+    /// Returns the ticket the flush settles.
+    pub fn append(&self, batch: Bytes, meta: BatchMeta) -> Result<AppendTicket, StorageError> {
+        assert_eq!(batch.len() as u64, meta.bytes, "meta describes this batch");
         assert!(
-            summary.last_offset_delta >= 0,
-            "summary comes from validate()"
+            meta.last_offset >= meta.base_offset,
+            "a batch holds an offset"
+        );
+        debug_assert_eq!(
+            record_batch::header(&batch).map(|header| header.base_offset.get()),
+            Some(meta.base_offset),
+            "the batch is stamped with its base offset"
         );
         let mut state = self.state.borrow_mut();
         Self::check_usable(&state)?;
-        let producer = producer_of(summary);
-        if let Some(producer) = &producer {
-            if let Checked::Duplicate(original) = state.producers.check(producer)? {
-                // Unpublished batches are all staged: a duplicate shares its original's fate.
-                let ticket = state
-                    .staged
-                    .iter()
-                    .rev()
-                    .find(|staged| staged.meta.base_offset == original.base_offset)
-                    .map_or_else(AppendTicket::durable, |staged| staged.ticket.clone());
-                return Ok(AppendResult {
-                    base_offset: original.base_offset,
-                    last_offset: original.last_offset,
-                    duplicate_timestamp: Some(original.timestamp),
-                    ticket,
-                });
-            }
+        if meta.base_offset != state.next_offset {
+            return Err(StorageError::NotAtEnd {
+                given: meta.base_offset,
+                log_end: state.next_offset,
+            });
         }
-        let base_offset = state.next_offset;
-        let last_offset = base_offset + i64::from(summary.last_offset_delta);
-        record_batch::set_base_offset(&mut batch, base_offset);
-        let mut max_timestamp = summary.max_timestamp;
-        if let Some(timestamp) = log_append_time {
-            record_batch::set_log_append_time(&mut batch, timestamp);
-            max_timestamp = timestamp;
-        }
-        let meta = BatchMeta {
-            base_offset,
-            last_offset,
-            max_timestamp,
-            bytes: batch.len() as u64,
-        };
-        let producer = producer.map(|producer| {
-            let batch = ProducerBatch {
-                first_seq: producer.first_seq,
-                last_seq: producer.last_seq,
-                base_offset,
-                last_offset,
-                timestamp: max_timestamp,
-            };
-            state
-                .producers
-                .record(producer.producer_id, producer.epoch, batch);
-            (producer.producer_id, producer.epoch, batch)
-        });
         let ticket = AppendTicket::pending();
         state.staged.push_back(Staged {
-            bytes: batch.freeze(),
+            bytes: batch,
             meta,
-            producer,
             ticket: ticket.clone(),
         });
-        state.next_offset = last_offset + 1;
-        Ok(AppendResult {
-            base_offset,
-            last_offset,
-            duplicate_timestamp: None,
-            ticket,
-        })
+        state.next_offset = meta.last_offset + 1;
+        Ok(ticket)
     }
 
-    /// Forgets producers idle for `expiration_ms` (Kafka's `producer.id.expiration.ms`).
-    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
-        let mut state = self.state.borrow_mut();
-        let removed = state.producers.remove_expired(now_ms, expiration_ms);
-        state
-            .producers_written
-            .remove_expired(now_ms, expiration_ms);
-        if removed > 0 {
-            tracing::debug!(dir = %self.dir.display(), removed, "expired idle producers");
-        }
-    }
-
-    /// The producer state appends are checked against (for tests and diagnostics).
-    pub fn producer_count(&self) -> usize {
-        self.state.borrow().producers.len()
-    }
-
-    /// Writes every staged batch and fdatasyncs. Returns the new high watermark. On
+    /// Writes every staged batch and fdatasyncs. Returns the new durable end. On
     /// `OutOfSpace` the batches written before the full device are published and the rest are
     /// discarded; on any other error the log is fenced.
     pub async fn flush(&self) -> Result<i64, StorageError> {
@@ -347,7 +316,7 @@ impl Log {
             state.staged.iter().cloned().collect()
         };
         if staged.is_empty() {
-            return Ok(self.high_watermark());
+            return Ok(self.durable_end_offset());
         }
         let mut appender = self
             .appender
@@ -379,8 +348,8 @@ impl Log {
     }
 
     /// After a segment write found the device full: drops every staged batch (none was
-    /// written; those staged meanwhile hold offsets after them) and rolls the next offset and
-    /// the producer state back to the written log, so that retries fit in again.
+    /// written; those staged meanwhile hold offsets after them) and takes the log end back to
+    /// the written log, so that retries fit in again.
     fn discard_unwritten(&self) {
         let mut state = self.state.borrow_mut();
         let written_end = state
@@ -390,18 +359,17 @@ impl Log {
             .expect("active segment")
             .next_offset;
         assert_eq!(
-            state.high_watermark, written_end,
+            state.durable_end, written_end,
             "everything written is published"
         );
         for batch in state.staged.drain(..) {
             batch.ticket.settle(Settled::Discarded);
         }
         state.next_offset = written_end;
-        state.producers = state.producers_written.clone();
     }
 
-    /// Moves flushed batches from staged into the cache and advances the high watermark.
-    /// Returns the new high watermark.
+    /// Moves flushed batches from staged into the cache and advances the durable end.
+    /// Returns the new durable end.
     fn publish(&self, flushed: &[Staged]) -> i64 {
         let mut state = self.state.borrow_mut();
         for batch in flushed {
@@ -419,8 +387,8 @@ impl Log {
                 batch.bytes.clone(),
             );
         }
-        state.high_watermark = flushed.last().expect("not empty").meta.last_offset + 1;
-        state.high_watermark
+        state.durable_end = flushed.last().expect("not empty").meta.last_offset + 1;
+        state.durable_end
     }
 
     /// Whether the active segment wants more pre-written space ahead of its end (see
@@ -544,9 +512,7 @@ impl Log {
         }
     }
 
-    /// Writes and syncs `group` to the active segment, then indexes it and records its
-    /// producers as written (so a roll's snapshot holds exactly the batches before it). A
-    /// full device on the write or the sync gives `OutOfSpace`, with the appender back at the
+    /// Writes and syncs `group` to the active segment, then indexes it. A full device on the write or the sync gives `OutOfSpace`, with the appender back at the
     /// synced end and nothing indexed.
     async fn write_group(
         &self,
@@ -579,13 +545,6 @@ impl Log {
             segment.observe(position, &batch.meta, config.index_interval_bytes);
             position += batch.meta.bytes;
         }
-        for batch in group {
-            if let Some((producer_id, epoch, producer_batch)) = batch.producer {
-                state
-                    .producers_written
-                    .record(producer_id, epoch, producer_batch);
-            }
-        }
         Ok(())
     }
 
@@ -610,21 +569,11 @@ impl Log {
     ) -> Result<(), StorageError> {
         appender.trim_and_sync().await?;
         self.persist_active_indexes(appender.base_offset()).await?;
-        self.write_producer_snapshot(base_offset).await?;
         let segment = create_segment(&self.dir, base_offset).await?;
         *appender = Appender::open(segment.file.clone(), base_offset, 0).await?;
-        self.state
-            .borrow_mut()
-            .segments
-            .insert(base_offset, segment);
-        Ok(())
-    }
-
-    /// Snapshots the producer state of the batches written below `offset` (all of them: the
-    /// caller holds the io lock and has written and synced everything before `offset`).
-    async fn write_producer_snapshot(&self, offset: i64) -> Result<(), StorageError> {
-        let table = self.state.borrow().producers_written.clone();
-        producer_snapshot::write_snapshot(&self.dir, offset, &table).await?;
+        let mut state = self.state.borrow_mut();
+        state.segments.insert(base_offset, segment);
+        state.rolls.push(base_offset);
         Ok(())
     }
 
@@ -658,38 +607,9 @@ fn out_of_space_or_io(error: std::io::Error) -> StorageError {
     }
 }
 
-/// The producer fields of a client batch, if it has a producer id. Control batches carry
-/// transaction markers, not data, and take no part in sequence checks.
-fn producer_of(summary: &BatchSummary) -> Option<ProducerAppend> {
-    if summary.is_control {
-        return None;
-    }
-    ProducerAppend::from_header(
-        summary.producer_id,
-        summary.producer_epoch,
-        summary.base_sequence,
-        summary.last_offset_delta,
-    )
-}
-
 /// Base offsets of the segments in `dir`, ascending.
 fn list_segments(dir: &Path) -> Result<Vec<i64>, StorageError> {
-    let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_suffix(".log") else {
-            continue;
-        };
-        if stem.len() == 20 && stem.bytes().all(|byte| byte.is_ascii_digit()) {
-            let base = stem
-                .parse::<i64>()
-                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            bases.push(base);
-        }
-    }
-    bases.sort_unstable();
-    Ok(bases)
+    Ok(side_file::list_offsets(dir, "log")?)
 }
 
 async fn create_segment(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
@@ -700,11 +620,17 @@ async fn create_segment(dir: &Path, base_offset: i64) -> Result<Segment, Storage
 
 impl Log {
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch),
-    /// never past the high watermark. `offset == hw` gives an empty Vec. Tries the cache, then
-    /// the read-ahead (waiting for a chunk being read at `offset`), then the disk.
-    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
+    /// never past `bound` nor the durable end, whichever is lower (the end of the read).
+    /// `offset` at the end gives an empty Vec, past it `OffsetOutOfRange`. Tries the cache,
+    /// then the read-ahead (waiting for a chunk being read at `offset`), then the disk.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: i64,
+    ) -> Result<Vec<Bytes>, StorageError> {
         loop {
-            match self.locate(offset, max_bytes)? {
+            match self.locate(offset, max_bytes, bound)? {
                 Located::Served(batches) => return Ok(batches),
                 Located::Wait(latch) => latch.wait().await,
                 Located::Disk(disk) => return self.read_disk(offset, max_bytes, disk).await,
@@ -713,29 +639,27 @@ impl Log {
     }
 
     /// Where the batches at `offset` are now, checked against the current state.
-    fn locate(&self, offset: i64, max_bytes: usize) -> Result<Located, StorageError> {
+    fn locate(&self, offset: i64, max_bytes: usize, bound: i64) -> Result<Located, StorageError> {
         let state = self.state.borrow();
         if state.closed {
             return Err(StorageError::Closed);
         }
-        let high_watermark = state.high_watermark;
-        if offset < state.log_start || offset > high_watermark {
+        let end = bound.min(state.durable_end);
+        if offset < state.log_start || offset > end {
             return Err(StorageError::OffsetOutOfRange {
                 requested: offset,
                 log_start: state.log_start,
-                high_watermark,
+                end,
             });
         }
-        if offset == high_watermark {
+        if offset == end {
             return Ok(Located::Served(Vec::new()));
         }
-        let cached = self
-            .cache
-            .read(self.cache_key, offset, max_bytes, high_watermark);
+        let cached = self.cache.read(self.cache_key, offset, max_bytes, end);
         if let Some(batches) = cached {
             return Ok(Located::Served(batches));
         }
-        match self.read_ahead.lookup(offset, max_bytes, high_watermark) {
+        match self.read_ahead.lookup(offset, max_bytes, end) {
             Lookup::Hit {
                 batches,
                 stream,
@@ -760,13 +684,13 @@ impl Log {
             segment_base: segment.base_offset,
             position,
             first_offset,
-            end: segment.size,
-            high_watermark,
+            segment_end: segment.size,
+            end,
         }))
     }
 
     /// Starts `stream`'s chunk at `at`, or ends the stream when there is nothing to read there
-    /// (the watermark, the cache holds it, the log changed) or no room for it.
+    /// (the durable end, the cache holds it, the log changed) or no room for it.
     fn continue_read_ahead(&self, state: &State, stream: u64, at: LogPosition) {
         let launched = match self.chunk_source(state, at) {
             Some(source) => self.read_ahead.launch(stream, source),
@@ -779,10 +703,10 @@ impl Log {
 
     /// The file and range a read-ahead chunk at `at` reads: in `at`'s segment, or from the
     /// start of the next one when `at` is that segment's end (so a reader crosses segments
-    /// without a miss). None below the start, at the watermark, or where the cache serves.
+    /// without a miss). None below the start, at the durable end, or where the cache serves.
     fn chunk_source(&self, state: &State, at: LogPosition) -> Option<ChunkSource> {
         let readable = !state.closed && state.log_start <= at.offset;
-        if !readable || at.offset >= state.high_watermark {
+        if !readable || at.offset >= state.durable_end {
             return None;
         }
         if self.cache.holds(self.cache_key, at.offset) {
@@ -803,7 +727,7 @@ impl Log {
                 file_position,
             },
             segment_end: segment.size,
-            high_watermark: state.high_watermark,
+            high_watermark: state.durable_end,
         })
     }
 
@@ -816,13 +740,13 @@ impl Log {
         disk: DiskRead,
     ) -> Result<Vec<Bytes>, StorageError> {
         let chunk_bytes = max_bytes.saturating_add(STORAGE_READ_BYTES_MAX / 16);
-        let mut scanner = Scanner::new(disk.file, disk.position, disk.end, chunk_bytes);
+        let mut scanner = Scanner::new(disk.file, disk.position, disk.segment_end, chunk_bytes);
         let mut batches = Vec::new();
         let mut total = 0usize;
         let mut expected = disk.first_offset;
         let mut served_end = None;
         loop {
-            if expected >= disk.high_watermark {
+            if expected >= disk.end {
                 break;
             }
             // Checked right after reading it back: damage never reaches a consumer, and the
@@ -865,15 +789,16 @@ impl Log {
         Ok(batches)
     }
 
-    /// The first batch at or after the log start whose max timestamp is >= `timestamp`, or
-    /// None.
+    /// The first batch at or after the log start and below `bound` (and the durable end)
+    /// whose max timestamp is >= `timestamp`, or None.
     pub async fn find_batch_by_timestamp(
         &self,
         timestamp: i64,
+        bound: i64,
     ) -> Result<Option<Bytes>, StorageError> {
         let found = {
             let state = self.state.borrow();
-            let (high_watermark, log_start) = (state.high_watermark, state.log_start);
+            let (end, log_start) = (bound.min(state.durable_end), state.log_start);
             state
                 .segments
                 .values()
@@ -885,15 +810,15 @@ impl Log {
                 .map(|segment| {
                     let start = segment.start_for_timestamp(timestamp);
                     let file = segment.file.clone();
-                    (file, start, segment.size, high_watermark, log_start)
+                    (file, start, segment.size, end, log_start)
                 })
         };
-        let Some((file, (position, mut expected), end, high_watermark, log_start)) = found else {
+        let Some((file, (position, mut expected), segment_end, end, log_start)) = found else {
             return Ok(None);
         };
-        let mut scanner = Scanner::new(file, position, end, STORAGE_READ_BYTES_MAX / 16);
+        let mut scanner = Scanner::new(file, position, segment_end, STORAGE_READ_BYTES_MAX / 16);
         while let Some((position, batch)) = scanner.next().await.map_err(scan_error)? {
-            if expected >= high_watermark {
+            if expected >= end {
                 break;
             }
             let meta = check_batch(&batch, expected).map_err(|e| corrupt_at(position, &e))?;
@@ -927,14 +852,15 @@ enum Located {
 }
 
 /// A disk read found under the state borrow: `position` of the segment at `segment_base` is
-/// the indexed batch at `first_offset` at or before the wanted one.
+/// the indexed batch at `first_offset` at or before the wanted one; the read stops at the
+/// segment's `segment_end` and before offset `end`.
 struct DiskRead {
     file: SegmentFile,
     segment_base: i64,
     position: u64,
     first_offset: i64,
-    end: u64,
-    high_watermark: i64,
+    segment_end: u64,
+    end: i64,
 }
 
 fn scan_error(error: ScanError) -> StorageError {
@@ -1018,36 +944,31 @@ impl Log {
         }
     }
 
-    /// DeleteRecords: moves the log start up to `offset` (-1 means the high watermark),
-    /// durably, then deletes the closed segments wholly below it. An offset below the current
-    /// start changes nothing. Returns the log start after the call.
-    pub async fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
+    /// Truncates the prefix: moves the log start up to `offset` (at most the durable end),
+    /// durably, then deletes the closed segments wholly below it. An offset at or below the
+    /// current start changes nothing. Returns the log start after the call.
+    pub async fn truncate_prefix(&self, offset: i64, now_ms: i64) -> Result<i64, StorageError> {
         let _io = self.io_lock.lock().await;
-        let (target, config) = {
+        let config = {
             let state = self.state.borrow();
             Self::check_usable(&state)?;
-            let target = if offset == -1 {
-                state.high_watermark
-            } else {
-                offset
-            };
-            if target < 0 || target > state.high_watermark {
+            if offset < 0 || offset > state.durable_end {
                 return Err(StorageError::OffsetOutOfRange {
                     requested: offset,
                     log_start: state.log_start,
-                    high_watermark: state.high_watermark,
+                    end: state.durable_end,
                 });
             }
-            if target <= state.log_start {
+            if offset <= state.log_start {
                 return Ok(state.log_start);
             }
-            (target, state.config.clone())
+            state.config.clone()
         };
-        log_start::write(&self.dir, target).await?;
-        self.state.borrow_mut().log_start = target;
-        let doomed = self.take_expired_segments(&config, crate::metadata::now_ms());
+        log_start::write(&self.dir, offset).await?;
+        self.state.borrow_mut().log_start = offset;
+        let doomed = self.take_expired_segments(&config, now_ms);
         self.remove_segments(doomed).await?;
-        Ok(target)
+        Ok(offset)
     }
 
     /// Deletes the files of segments already taken out of the state. Holds `io_lock`.
@@ -1060,17 +981,9 @@ impl Log {
             .remove_below(self.cache_key, self.log_start_offset());
         for segment in doomed {
             tracing::info!(dir = %self.dir.display(), base = segment.base_offset, "retention");
-            segment.file.close().await?;
-            for extension in ["log", "index", "timeindex"] {
-                let path = segment_path(&self.dir, segment.base_offset, extension);
-                match file::remove_file(&path).await {
-                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error)?,
-                    _ => {}
-                }
-            }
+            self.delete_segment_files(segment).await?;
         }
         file::sync_directory(&self.dir).await?;
-        producer_snapshot::prune_below(&self.dir, self.log_start_offset()).await?;
         Ok(())
     }
 
@@ -1104,8 +1017,8 @@ impl Log {
         doomed
     }
 
-    /// Flushes, persists the active segment's indexes and a producer snapshot at the log end
-    /// (both skipped when nothing changed since open), and closes every file. The log is
+    /// Flushes, persists the active segment's indexes (skipped when nothing changed since
+    /// open), and closes every file. The log is
     /// closed even when a step fails (a full device at the trim, say): the next open's
     /// recovery cuts an untrimmed tail and rebuilds what was not persisted. Returns the first
     /// error.
@@ -1147,21 +1060,11 @@ impl Log {
         flushed.map(|_| ()).and(tidied).and(files_closed)
     }
 
-    /// The active segment's part of a close: trimmed and synced, its indexes persisted, and a
-    /// producer snapshot at the written end. Holds `io_lock`.
+    /// The active segment's part of a close: trimmed and synced, its indexes persisted.
+    /// Holds `io_lock`.
     async fn tidy_for_close(&self, appender: &mut Appender) -> Result<(), StorageError> {
         appender.trim_and_sync().await?;
-        self.persist_active_indexes(appender.base_offset()).await?;
-        // The written end: appends staged after the final flush are not in the table.
-        let end = self
-            .state
-            .borrow()
-            .segments
-            .values()
-            .next_back()
-            .map(|s| s.next_offset);
-        self.write_producer_snapshot(end.expect("active segment"))
-            .await
+        self.persist_active_indexes(appender.base_offset()).await
     }
 
     /// Closes the log and deletes its directory, renamed to a deletion name first so that a
@@ -1173,4 +1076,182 @@ impl Log {
         super::directory::remove_dir(&self.dir).await?;
         Ok(())
     }
+}
+
+impl Log {
+    /// Truncates the suffix: removes every batch from `offset` on, staged or durable, so that
+    /// the next append starts there (a replica dropping entries its leader does not have).
+    /// `offset` must be a batch boundary between the log start and the log end. Staged
+    /// batches removed are settled as discarded. The read-ahead and the cache forget the
+    /// removed batches before their bytes go; the segment that holds the new end becomes the
+    /// active one and loses its index files, which described the old content (a close writes
+    /// them again, recovery rebuilds them). Any failure once the files change fences the log.
+    pub async fn truncate_suffix(&self, offset: i64) -> Result<(), StorageError> {
+        let _io = self.io_lock.lock().await;
+        let durable_end = {
+            let mut state = self.state.borrow_mut();
+            Self::check_usable(&state)?;
+            if offset < state.log_start || offset > state.next_offset {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: state.log_start,
+                    end: state.next_offset,
+                });
+            }
+            if offset >= state.durable_end {
+                let boundary = offset == state.durable_end
+                    || offset == state.next_offset
+                    || state.staged.iter().any(|s| s.meta.base_offset == offset);
+                if !boundary {
+                    return Err(StorageError::NotABatchBoundary(offset));
+                }
+                discard_staged_from(&mut state, offset);
+                return Ok(());
+            }
+            state.durable_end
+        };
+        let cut = self.find_cut(offset).await?;
+        debug_assert!(offset < durable_end);
+        {
+            let mut state = self.state.borrow_mut();
+            discard_staged_from(&mut state, offset);
+            state.dirty = true;
+            state.rolls.retain(|base| *base <= offset);
+        }
+        self.read_ahead.invalidate();
+        self.cache.remove_from(self.cache_key, offset);
+        let old = self
+            .appender
+            .borrow_mut()
+            .take()
+            .expect("appender held by io_lock");
+        match self.cut_files(cut).await {
+            Ok(appender) => {
+                drop(old);
+                self.put_back(appender);
+                let mut state = self.state.borrow_mut();
+                state.durable_end = offset;
+                debug_assert_eq!(state.next_offset, offset);
+                Ok(())
+            }
+            Err(error) => {
+                self.put_back(old);
+                Err(self.fence(error))
+            }
+        }
+    }
+
+    /// Where the log is cut for a suffix truncation at `offset` (below the durable end): the
+    /// segment that keeps the batches before it and the byte position there. Reads the
+    /// segment from its nearest index entry to find the batch that starts at `offset`.
+    async fn find_cut(&self, offset: i64) -> Result<Cut, StorageError> {
+        let (segment_base, file, start, segment_end) = {
+            let state = self.state.borrow();
+            let (&base, segment) = state
+                .segments
+                .range(..=offset)
+                .next_back()
+                .expect("offset >= log start");
+            let first = *state.segments.keys().next().expect("a segment");
+            if offset == base && base != first {
+                // The whole segment goes: the one before keeps everything it holds.
+                let (&before, previous) = state
+                    .segments
+                    .range(..base)
+                    .next_back()
+                    .expect("a segment before");
+                return Ok(Cut {
+                    segment_base: before,
+                    position: previous.size,
+                    offset,
+                });
+            }
+            let start = segment.start_for_offset(offset);
+            (base, segment.file.clone(), start, segment.size)
+        };
+        let (mut position, mut expected) = start;
+        let mut scanner = Scanner::new(file, position, segment_end, STORAGE_READ_BYTES_MAX / 16);
+        while expected < offset {
+            let Some((at, batch)) = scanner.next().await.map_err(scan_error)? else {
+                break;
+            };
+            let meta = check_batch(&batch, expected).map_err(|e| corrupt_at(at, &e))?;
+            expected = meta.last_offset + 1;
+            position = at + meta.bytes;
+        }
+        if expected != offset {
+            return Err(StorageError::NotABatchBoundary(offset));
+        }
+        Ok(Cut {
+            segment_base,
+            position,
+            offset,
+        })
+    }
+
+    /// Deletes the segments after the cut, cuts its segment's file, and makes that segment
+    /// the active one. Holds `io_lock`; the caller fences the log on an error.
+    async fn cut_files(&self, cut: Cut) -> Result<Appender, StorageError> {
+        let (doomed, mut segment) = {
+            let mut state = self.state.borrow_mut();
+            let doomed = state.segments.split_off(&(cut.segment_base + 1));
+            let segment = state
+                .segments
+                .remove(&cut.segment_base)
+                .expect("the cut's segment");
+            (doomed, segment)
+        };
+        for segment in doomed.into_values() {
+            tracing::info!(dir = %self.dir.display(), base = segment.base_offset, "suffix truncated");
+            self.delete_segment_files(segment).await?;
+        }
+        for extension in ["index", "timeindex"] {
+            side_file::remove_if_exists(&segment_path(&self.dir, cut.segment_base, extension))
+                .await?;
+        }
+        file::sync_directory(&self.dir).await?;
+        segment.file.truncate(cut.position).await?;
+        segment.file.fdatasync().await?;
+        let config = self.state.borrow().config.clone();
+        let interval = config.index_interval_bytes;
+        segment = rescan_segment(segment, cut.position, cut.offset, interval).await?;
+        let appender = Appender::open(segment.file.clone(), cut.segment_base, cut.position).await?;
+        self.state
+            .borrow_mut()
+            .segments
+            .insert(cut.segment_base, segment);
+        Ok(appender)
+    }
+
+    /// Closes a segment taken out of the state and deletes its files.
+    async fn delete_segment_files(&self, segment: Segment) -> Result<(), StorageError> {
+        segment.file.close().await?;
+        for extension in ["log", "index", "timeindex"] {
+            side_file::remove_if_exists(&segment_path(&self.dir, segment.base_offset, extension))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a suffix truncation cuts the log: the segment at `segment_base` keeps its first
+/// `position` bytes (the batches below `offset`) and every later segment goes.
+struct Cut {
+    segment_base: i64,
+    position: u64,
+    offset: i64,
+}
+
+/// Drops the staged batches from `offset` on, settling them as discarded, and moves the log
+/// end back to `offset`.
+fn discard_staged_from(state: &mut State, offset: i64) {
+    while state
+        .staged
+        .back()
+        .is_some_and(|staged| staged.meta.base_offset >= offset)
+    {
+        let staged = state.staged.pop_back().expect("checked");
+        staged.ticket.settle(Settled::Discarded);
+    }
+    state.next_offset = offset;
 }

@@ -11,29 +11,26 @@
 
 use std::path::Path;
 
-use crate::storage::segment::{read_small_file, write_small_file};
-use crate::storage::{file, StorageError};
+use crate::storage::side_file;
+use crate::storage::StorageError;
 
 /// Name of the checkpoint file inside a partition directory.
 pub const LOG_START_FILE: &str = "log-start-offset";
-const LOG_START_TEMPORARY_FILE: &str = "log-start-offset.tmp";
 /// A checkpoint is one decimal number and a newline; anything larger is not ours.
 const LOG_START_FILE_BYTES_MAX: u64 = 64;
 
 /// Durably records `offset` as the partition's log start.
 pub async fn write(dir: &Path, offset: i64) -> Result<(), StorageError> {
     assert!(offset >= 0, "log start offsets are never negative");
-    let temporary = dir.join(LOG_START_TEMPORARY_FILE);
-    write_small_file(&temporary, format!("{offset}\n").as_bytes()).await?;
-    file::rename(&temporary, &dir.join(LOG_START_FILE)).await?;
-    file::sync_directory(dir).await?;
+    let checkpoint = format!("{offset}\n");
+    side_file::replace(&dir.join(LOG_START_FILE), checkpoint.as_bytes()).await?;
     Ok(())
 }
 
 /// The recorded log start, if any. An unreadable checkpoint is reported and ignored: the log
 /// then starts at its first segment, which shows deleted records again but loses nothing.
 pub async fn read(dir: &Path) -> Result<Option<i64>, StorageError> {
-    let Some(bytes) = read_small_file(&dir.join(LOG_START_FILE), LOG_START_FILE_BYTES_MAX).await?
+    let Some(bytes) = side_file::read(&dir.join(LOG_START_FILE), LOG_START_FILE_BYTES_MAX).await?
     else {
         return Ok(None);
     };

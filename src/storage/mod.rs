@@ -1,13 +1,16 @@
 //! The partition log: segments of verbatim Kafka v2 batches on O_DIRECT files.
 //!
 //! A partition directory holds segments named by their 20-digit base offset (`.log`, `.index`,
-//! `.timeindex`). `Log` is the one entry point the shard layer uses; everything runs on one
-//! glommio executor and `Log` is shared as `Rc<Log>`. Only `file.rs` touches glommio's file
-//! APIs. Invariants: offsets below the high watermark are written and fdatasynced; a failed
-//! write or sync never advances it and fences the log (see `StorageError::Failed`), except a
-//! write, sync or roll that finds the device full, which discards the unsynced batches
-//! instead (see `StorageError::OutOfSpace`). Errors keep their OS error code from the device
-//! up (`os_error`), so that a real full disk is told from any other failure.
+//! `.timeindex`), and the small files of the layer above (`side_file`). `Log` is the one
+//! entry point the partition layer uses: a plain offset-addressed log that appends batches at
+//! the offsets their caller stamped, flushes, reads up to a bound, and truncates either end.
+//! Everything runs on one glommio executor and `Log` is shared as `Rc<Log>`. Only `file.rs`
+//! touches glommio's file APIs. Invariants: offsets below the durable end are written and
+//! fdatasynced; a failed write or sync never advances it and fences the log (see
+//! `StorageError::Failed`), except a write, sync or roll that finds the device full, which
+//! discards the unsynced batches instead (see `StorageError::OutOfSpace`). Errors keep their
+//! OS error code from the device up (`os_error`), so that a real full disk is told from any
+//! other failure.
 
 mod appender;
 mod cache;
@@ -20,8 +23,6 @@ mod index;
 mod log;
 mod log_start;
 mod prewrite;
-mod producer_snapshot;
-pub mod producer_state;
 mod read_ahead;
 #[cfg(test)]
 mod read_ahead_tests;
@@ -30,6 +31,7 @@ mod recovery;
 #[cfg(test)]
 mod recovery_tests;
 mod segment;
+pub mod side_file;
 #[cfg(test)]
 mod tests;
 mod ticket;
@@ -38,8 +40,9 @@ pub use cache::BatchCache;
 pub use directory::{is_deletion_name, remove_dir};
 pub use file::{os_error, prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
-pub use log::{flush_lock_waits, AppendResult, Log, LogConfig};
+pub use log::{flush_lock_waits, stamp_batch, Log, LogConfig};
 pub use read_ahead::ReadAheadStats;
+pub use segment::BatchMeta;
 pub use ticket::{AppendTicket, Settled};
 
 /// Why a log operation failed.
@@ -47,12 +50,18 @@ pub use ticket::{AppendTicket, Settled};
 pub enum StorageError {
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("offset {requested} out of range [{log_start}, {high_watermark}]")]
+    #[error("offset {requested} out of range [{log_start}, {end}]")]
     OffsetOutOfRange {
         requested: i64,
         log_start: i64,
-        high_watermark: i64,
+        end: i64,
     },
+    /// An append's base offset is not the log end offset: nothing was appended.
+    #[error("batch at offset {given} appended at log end offset {log_end}")]
+    NotAtEnd { given: i64, log_end: i64 },
+    /// A suffix truncation was asked at an offset inside a batch: nothing was changed.
+    #[error("offset {0} is not where a batch begins")]
+    NotABatchBoundary(i64),
     #[error("corrupt log: {0}")]
     Corrupt(String),
     /// An earlier write or sync failed; the log accepts nothing more until it is reopened,
@@ -66,7 +75,4 @@ pub enum StorageError {
     OutOfSpace(std::io::Error),
     #[error("log is closed")]
     Closed,
-    /// The batch breaks its producer's epoch or sequence rules; nothing was appended.
-    #[error("{0}")]
-    Producer(#[from] producer_state::ProducerError),
 }

@@ -43,7 +43,7 @@ async fn fill(log: &Log, n: usize) -> Vec<Bytes> {
         let batch: BytesMut = encode_plain_batch(records, Compression::None).unwrap();
         let summary = validate(&batch).unwrap();
         let mut expected = batch.clone();
-        let result = log.append(batch, &summary, None).unwrap();
+        let result = log.append_validated(batch, &summary, None).unwrap();
         record_batch::set_base_offset(&mut expected, result.base_offset);
         stored.push(expected.freeze());
     }
@@ -55,8 +55,8 @@ async fn fill(log: &Log, n: usize) -> Vec<Bytes> {
 async fn read_to_end(log: &Log, mut offset: i64, max_bytes: usize) -> (Vec<Bytes>, usize) {
     let mut all = Vec::new();
     let mut fetches = 0;
-    while offset < log.high_watermark() {
-        let batches = log.read(offset, max_bytes).await.unwrap();
+    while offset < log.durable_end_offset() {
+        let batches = log.read_durable(offset, max_bytes).await.unwrap();
         fetches += 1;
         let last = validate(batches.last().unwrap()).unwrap();
         offset = last.base_offset + i64::from(last.last_offset_delta) + 1;
@@ -82,7 +82,7 @@ async fn first_read_on_slow_disk(root: &Path, batches: usize, delay: &str) -> Sl
     let log = open(&dir, &cache).await;
     let stored = fill(&log, batches).await;
     arm(&dir, &format!("read {delay}"), None);
-    let first = log.read(0, 16 * 1024).await.unwrap();
+    let first = log.read_durable(0, 16 * 1024).await.unwrap();
     SlowStart {
         dir,
         cache,
@@ -161,9 +161,9 @@ fn two_readers_of_one_log_do_not_thrash() {
         let stored = fill(&log, 200).await;
         let mut offsets = [0i64, 400];
         let mut read = [Vec::new(), Vec::new()];
-        while offsets[1] < log.high_watermark() {
+        while offsets[1] < log.durable_end_offset() {
             for reader in 0..2 {
-                let batches = log.read(offsets[reader], 16 * 1024).await.unwrap();
+                let batches = log.read_durable(offsets[reader], 16 * 1024).await.unwrap();
                 let last = validate(batches.last().unwrap()).unwrap();
                 offsets[reader] = last.base_offset + i64::from(last.last_offset_delta) + 1;
                 read[reader].extend(batches);
@@ -190,7 +190,7 @@ fn fetch_waits_for_the_read_ahead_in_flight() {
         } = first_read_on_slow_disk(&root, 100, "50ms").await;
         assert!(stats(&cache).held_bytes > 0, "a read-ahead started");
         let next = 4 * first.len() as i64;
-        let second = log.read(next, 16 * 1024).await.unwrap();
+        let second = log.read_durable(next, 16 * 1024).await.unwrap();
         faults::clear();
         assert_eq!(first, stored[..first.len()]);
         assert_eq!(second, stored[first.len()..first.len() + second.len()]);
@@ -213,11 +213,14 @@ fn deletion_during_read_ahead_never_serves_it() {
         } = first_read_on_slow_disk(&root, 300, "100ms").await;
         let next = 4 * first.len() as i64;
         // The read-ahead at `next` is now sleeping in its read; delete past it.
-        let start = log.delete_records(600).await.unwrap();
+        let start = log
+            .truncate_prefix(600, crate::metadata::now_ms())
+            .await
+            .unwrap();
         faults::clear();
         assert!(start > next, "a whole segment went: start {start}");
         assert!(matches!(
-            log.read(next, 16 * 1024).await,
+            log.read_durable(next, 16 * 1024).await,
             Err(StorageError::OffsetOutOfRange { .. })
         ));
         let misses = stats(&cache).misses;
@@ -234,7 +237,7 @@ fn deletion_during_read_ahead_never_serves_it() {
             ..config()
         });
         let tail_start = log.log_start_offset();
-        let _ = log.read(tail_start, 16 * 1024).await.unwrap();
+        let _ = log.read_durable(tail_start, 16 * 1024).await.unwrap();
         log.enforce_retention(0).await.unwrap();
         assert!(log.log_start_offset() > tail_start);
         until_nothing_held(&cache).await;
@@ -258,7 +261,10 @@ fn close_during_read_ahead_drops_it() {
         log.close().await.unwrap();
         faults::clear();
         let next = 4 * first.len() as i64;
-        assert!(matches!(log.read(next, 1).await, Err(StorageError::Closed)));
+        assert!(matches!(
+            log.read_durable(next, 1).await,
+            Err(StorageError::Closed)
+        ));
         let log = open(&dir, &cache).await;
         let (read, _) = read_to_end(&log, 0, 16 * 1024).await;
         assert_eq!(read, stored);
@@ -284,11 +290,11 @@ fn budget_bounds_read_ahead_memory() {
         }
         while logs
             .iter()
-            .any(|(log, _, offset, _)| *offset < log.high_watermark())
+            .any(|(log, _, offset, _)| *offset < log.durable_end_offset())
         {
             for (log, _, offset, read) in logs.iter_mut() {
-                if *offset < log.high_watermark() {
-                    let batches = log.read(*offset, 16 * 1024).await.unwrap();
+                if *offset < log.durable_end_offset() {
+                    let batches = log.read_durable(*offset, 16 * 1024).await.unwrap();
                     let last = validate(batches.last().unwrap()).unwrap();
                     *offset = last.base_offset + i64::from(last.last_offset_delta) + 1;
                     read.extend(batches);
@@ -320,7 +326,7 @@ fn read_ahead_fault_fails_nothing() {
         let cache = uncached(8 << 20);
         let log = open(&dir, &cache).await;
         let stored = fill(&log, 100).await;
-        let first = log.read(0, 16 * 1024).await.unwrap();
+        let first = log.read_durable(0, 16 * 1024).await.unwrap();
         // The next read of this log is a read-ahead's (the reader only fetches what follows
         // the first answer): it takes the one fault.
         arm(&dir, "read EIO", Some(1));
@@ -331,7 +337,7 @@ fn read_ahead_fault_fails_nothing() {
         // The failed chunk was read again by the fetch (a miss) or by the next read-ahead.
         assert!(stats(&cache).misses <= 2, "{:?}", stats(&cache));
         let more = fill(&log, 1).await;
-        assert_eq!(log.read(400, 1 << 20).await.unwrap(), more);
+        assert_eq!(log.read_durable(400, 1 << 20).await.unwrap(), more);
         log.close().await.unwrap();
     });
 }

@@ -121,6 +121,41 @@ async fn recover_segment(
     })
 }
 
+/// The in-memory state of `segment` after its file was cut to `end` bytes, where the batch
+/// at `offset` began (a suffix truncation): the index entries of the batches before the cut
+/// are kept, and the batches after the last of them are read again. Those were written and
+/// synced, so a bad one is damage (`StorageError::Corrupt`), not a torn tail.
+pub async fn rescan_segment(
+    segment: Segment,
+    end: u64,
+    offset: i64,
+    index_interval_bytes: u64,
+) -> Result<Segment, StorageError> {
+    let base = segment.base_offset;
+    let offsets = segment
+        .offsets
+        .iter()
+        .filter(|entry| u64::from(entry.position) < end);
+    let times = segment.times.iter().filter(|entry| {
+        // The batch holding the entry's offset lies wholly below the cut.
+        base + i64::from(entry.relative_offset) < offset
+    });
+    let (offsets, times) = (offsets.copied().collect(), times.copied().collect());
+    let mut fresh = Segment::new(base, segment.file);
+    let (start, _) = fresh.resume_from(offsets, times);
+    if let Some((position, reason)) = scan(&mut fresh, start, end, index_interval_bytes).await? {
+        return Err(StorageError::Corrupt(format!(
+            "stored batch at position {position} of segment {base}: {reason}"
+        )));
+    }
+    assert_eq!(
+        (fresh.size, fresh.next_offset),
+        (end, offset),
+        "the cut is a batch boundary"
+    );
+    Ok(fresh)
+}
+
 /// Observes every good batch of `[start, end)` into `segment`; returns where and why the scan
 /// stopped early, if it did.
 async fn scan(

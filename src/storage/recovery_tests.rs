@@ -86,12 +86,16 @@ async fn append(log: &Log, shapes: &[(i64, usize)]) -> Vec<Bytes> {
         let timestamp = 1000 * (log.log_end_offset() + count);
         let bytes = batch(count, timestamp, value_bytes);
         let summary = validate(&bytes).unwrap();
-        offsets.push(log.append(bytes, &summary, None).unwrap().base_offset);
+        offsets.push(
+            log.append_validated(bytes, &summary, None)
+                .unwrap()
+                .base_offset,
+        );
     }
     log.flush().await.unwrap();
     let mut stored = Vec::new();
     for offset in offsets {
-        stored.push(log.read(offset, 1).await.unwrap()[0].clone());
+        stored.push(log.read_durable(offset, 1).await.unwrap()[0].clone());
     }
     stored
 }
@@ -100,10 +104,13 @@ async fn append(log: &Log, shapes: &[(i64, usize)]) -> Vec<Bytes> {
 /// index from each of its offsets and all at once, and every lookup by timestamp.
 async fn assert_holds(log: &Log, expected: &[Bytes], case: &str) {
     let end = expected.last().map_or(0, |b| last_offset(b) + 1);
-    assert_eq!(log.high_watermark(), end, "{case}: end");
+    assert_eq!(log.durable_end_offset(), end, "{case}: end");
     assert_eq!(log.log_end_offset(), end, "{case}: log end");
     if expected.is_empty() {
-        assert!(log.read(0, 1 << 20).await.unwrap().is_empty(), "{case}");
+        assert!(
+            log.read_durable(0, 1 << 20).await.unwrap().is_empty(),
+            "{case}"
+        );
         return;
     }
     let all = read_all(log).await;
@@ -116,10 +123,12 @@ async fn assert_holds(log: &Log, expected: &[Bytes], case: &str) {
     for bytes in expected {
         let summary = validate(bytes).unwrap();
         for offset in [summary.base_offset, last_offset(bytes)] {
-            let read = log.read(offset, 1).await.unwrap();
+            let read = log.read_durable(offset, 1).await.unwrap();
             assert_eq!(&read[0], bytes, "{case}: read at {offset}");
         }
-        let found = log.find_batch_by_timestamp(summary.max_timestamp).await;
+        let found = log
+            .find_batch_by_timestamp(summary.max_timestamp, i64::MAX)
+            .await;
         assert_eq!(found.unwrap().as_ref(), Some(bytes), "{case}: time lookup");
     }
 }
@@ -128,8 +137,8 @@ async fn assert_holds(log: &Log, expected: &[Bytes], case: &str) {
 async fn read_all(log: &Log) -> Vec<Bytes> {
     let mut all = Vec::new();
     let mut offset = log.log_start_offset();
-    while offset < log.high_watermark() {
-        let batches = log.read(offset, 1 << 20).await.unwrap();
+    while offset < log.durable_end_offset() {
+        let batches = log.read_durable(offset, 1 << 20).await.unwrap();
         offset = last_offset(batches.last().unwrap()) + 1;
         all.extend(batches);
     }
@@ -319,8 +328,8 @@ fn bit_flip_under_the_index_is_never_served() {
                     assert_holds(&log, &stored[..damaged], &case).await;
                     continue;
                 }
-                assert_eq!(log.high_watermark(), last_offset(&stored[4]) + 1);
-                let all = log.read(0, 1 << 20).await;
+                assert_eq!(log.durable_end_offset(), last_offset(&stored[4]) + 1);
+                let all = log.read_durable(0, 1 << 20).await;
                 if damaged == 0 {
                     assert!(matches!(all, Err(StorageError::Corrupt(_))), "{case}");
                 } else {
@@ -328,7 +337,7 @@ fn bit_flip_under_the_index_is_never_served() {
                 }
                 for (index, bytes) in stored.iter().enumerate() {
                     let base = validate(bytes).unwrap().base_offset;
-                    match log.read(base, 1).await {
+                    match log.read_durable(base, 1).await {
                         Ok(read) => assert!(index != damaged && read[0] == bytes, "{case}"),
                         Err(StorageError::Corrupt(_)) => assert_eq!(index, damaged, "{case}"),
                         Err(error) => panic!("{case}: {error}"),

@@ -134,11 +134,6 @@ impl Segment {
         (self.size, self.next_offset)
     }
 
-    /// File position of the batch holding `offset` or an earlier one (never past it).
-    pub fn position_for_offset(&self, offset: i64) -> u64 {
-        self.start_for_offset(offset).0
-    }
-
     /// File position and base offset of the batch holding `offset` or an earlier one (never
     /// past it): where a scan starts, and the offset its first batch must have.
     pub fn start_for_offset(&self, offset: i64) -> (u64, i64) {

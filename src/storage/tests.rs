@@ -6,8 +6,50 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 
-use crate::protocol::record_batch::{self, encode_plain_batch, validate, PlainRecord};
-use crate::storage::{prime_device, BatchCache, Log, LogConfig, StorageError};
+use crate::protocol::record_batch::{
+    self, encode_plain_batch, validate, BatchSummary, PlainRecord,
+};
+use crate::storage::StorageError;
+use crate::storage::{
+    prime_device, stamp_batch, AppendTicket, BatchCache, Log, LogConfig, Settled,
+};
+
+/// Where the tests' appends went.
+#[derive(Debug)]
+pub(super) struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub ticket: AppendTicket,
+}
+
+/// What the partition layer does for the tests of the log alone.
+impl Log {
+    /// Stamps a validated batch at the log end and appends it.
+    pub(super) fn append_validated(
+        &self,
+        batch: BytesMut,
+        summary: &BatchSummary,
+        log_append_time: Option<i64>,
+    ) -> Result<Appended, StorageError> {
+        let base_offset = self.log_end_offset();
+        let (batch, meta) = stamp_batch(batch, summary, base_offset, log_append_time);
+        let ticket = self.append(batch, meta)?;
+        Ok(Appended {
+            base_offset,
+            last_offset: meta.last_offset,
+            ticket,
+        })
+    }
+
+    /// A read bounded by the durable end only.
+    pub(super) async fn read_durable(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        self.read(offset, max_bytes, i64::MAX).await
+    }
+}
 
 fn run<F, Fut>(test: F)
 where
@@ -82,15 +124,15 @@ async fn fill(log: &Log, n: i64, value_bytes: usize) -> Vec<Bytes> {
     for i in 0..n {
         let bytes = batch(3, 1000 * i, value_bytes);
         let summary = validate(&bytes).unwrap();
-        let result = log.append(bytes, &summary, None).unwrap();
+        let result = log.append_validated(bytes, &summary, None).unwrap();
         assert_eq!(result.last_offset - result.base_offset, 2);
         stored.push(result.base_offset);
     }
     log.flush().await.unwrap();
     let mut all = Vec::new();
     let mut offset = log.log_start_offset();
-    while offset < log.high_watermark() {
-        let batches = log.read(offset, 1).await.unwrap();
+    while offset < log.durable_end_offset() {
+        let batches = log.read_durable(offset, 1).await.unwrap();
         assert_eq!(batches.len(), 1);
         offset = record_batch::validate(&batches[0]).unwrap().base_offset + 3;
         all.push(batches[0].clone());
@@ -115,7 +157,7 @@ fn append_flush_read_round_trip_across_rolls() {
         let log = open(&dir, config(8 * 1024)).await;
         let stored = fill(&log, 200, 300).await;
         assert_eq!(stored.len(), 200);
-        assert_eq!(log.high_watermark(), 600);
+        assert_eq!(log.durable_end_offset(), 600);
         assert_eq!(log.log_end_offset(), 600);
         assert!(
             segment_files(&dir).len() > 10,
@@ -128,7 +170,7 @@ fn append_flush_read_round_trip_across_rolls() {
             assert_eq!(summary.base_timestamp, 1000 * i as i64);
         }
         // An offset in the middle of a batch returns that whole batch first.
-        let from_middle = log.read(301, 1 << 20).await.unwrap();
+        let from_middle = log.read_durable(301, 1 << 20).await.unwrap();
         assert_eq!(validate(&from_middle[0]).unwrap().base_offset, 300);
         log.close().await.unwrap();
     });
@@ -142,7 +184,7 @@ fn disk_reads_match_cached_reads() {
             .await
             .unwrap();
         let stored = fill(&log, 100, 300).await;
-        let first = log.read(0, 10_000).await.unwrap();
+        let first = log.read_durable(0, 10_000).await.unwrap();
         assert!(first.len() > 1);
         assert_eq!(first[0], stored[0]);
         assert_eq!(first[1], stored[1]);
@@ -157,12 +199,15 @@ fn reopen_after_close_keeps_everything() {
         let log = open(&dir, config(8 * 1024)).await;
         let stored = fill(&log, 50, 500).await;
         log.close().await.unwrap();
-        assert!(matches!(log.read(0, 1).await, Err(StorageError::Closed)));
+        assert!(matches!(
+            log.read_durable(0, 1).await,
+            Err(StorageError::Closed)
+        ));
         let log = open(&dir, config(8 * 1024)).await;
-        assert_eq!(log.high_watermark(), 150);
+        assert_eq!(log.durable_end_offset(), 150);
         assert_eq!(log.log_end_offset(), 150);
         for (i, bytes) in stored.iter().enumerate() {
-            assert_eq!(&log.read(3 * i as i64, 1).await.unwrap()[0], bytes);
+            assert_eq!(&log.read_durable(3 * i as i64, 1).await.unwrap()[0], bytes);
         }
         let more = fill(&log, 1, 10).await;
         assert_eq!(validate(more.last().unwrap()).unwrap().base_offset, 150);
@@ -178,12 +223,12 @@ fn reopen_after_crash_keeps_flushed_batches() {
         let stored = fill(&log, 40, 500).await;
         let extra = batch(1, 0, 10);
         let summary = validate(&extra).unwrap();
-        log.append(extra, &summary, None).unwrap();
+        log.append_validated(extra, &summary, None).unwrap();
         assert!(log.has_unflushed());
         drop(log);
         let log = open(&dir, config(8 * 1024)).await;
-        assert_eq!(log.high_watermark(), 120);
-        assert_eq!(log.read(117, 1).await.unwrap()[0], stored[39]);
+        assert_eq!(log.durable_end_offset(), 120);
+        assert_eq!(log.read_durable(117, 1).await.unwrap()[0], stored[39]);
         log.close().await.unwrap();
     });
 }
@@ -204,11 +249,11 @@ fn flush_pre_writes_ahead_and_recovery_cuts_the_zeros() {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
         drop(log);
         let log = open(&dir, config(1 << 20)).await;
-        assert_eq!(log.high_watermark(), 15);
-        assert_eq!(log.read(0, 1 << 20).await.unwrap(), stored);
+        assert_eq!(log.durable_end_offset(), 15);
+        assert_eq!(log.read_durable(0, 1 << 20).await.unwrap(), stored);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), logical);
         fill(&log, 1, 10).await;
-        assert_eq!(log.high_watermark(), 18);
+        assert_eq!(log.durable_end_offset(), 18);
         log.close().await.unwrap();
     });
 }
@@ -229,14 +274,14 @@ fn torn_tail_is_truncated() {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len((logical - 100) as u64).unwrap();
         let log = open(&dir, config(1 << 20)).await;
-        assert_eq!(log.high_watermark(), 27);
-        assert_eq!(log.read(24, 1).await.unwrap()[0], stored[8]);
+        assert_eq!(log.durable_end_offset(), 27);
+        assert_eq!(log.read_durable(24, 1).await.unwrap()[0], stored[8]);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len() as usize,
             logical - stored[9].len()
         );
         fill(&log, 1, 10).await;
-        assert_eq!(log.high_watermark(), 30);
+        assert_eq!(log.durable_end_offset(), 30);
         log.close().await.unwrap();
     });
 }
@@ -254,8 +299,11 @@ fn corrupt_last_batch_is_truncated() {
         bytes[at] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         let log = open(&dir, config(1 << 20)).await;
-        assert_eq!(log.high_watermark(), 27);
-        assert_eq!(log.read(0, 1 << 20).await.unwrap(), stored[..9].to_vec());
+        assert_eq!(log.durable_end_offset(), 27);
+        assert_eq!(
+            log.read_durable(0, 1 << 20).await.unwrap(),
+            stored[..9].to_vec()
+        );
         log.close().await.unwrap();
     });
 }
@@ -284,12 +332,18 @@ fn missing_and_garbage_indexes_are_rebuilt() {
             }
         }
         let log = open(&dir, config(16 * 1024)).await;
-        assert_eq!(log.high_watermark(), 180);
+        assert_eq!(log.durable_end_offset(), 180);
         for (i, bytes) in stored.iter().enumerate() {
-            assert_eq!(&log.read(3 * i as i64 + 2, 1).await.unwrap()[0], bytes);
+            assert_eq!(
+                &log.read_durable(3 * i as i64 + 2, 1).await.unwrap()[0],
+                bytes
+            );
         }
         assert_eq!(
-            log.find_batch_by_timestamp(30_500).await.unwrap().unwrap(),
+            log.find_batch_by_timestamp(30_500, i64::MAX)
+                .await
+                .unwrap()
+                .unwrap(),
             stored[31]
         );
         log.close().await.unwrap();
@@ -302,10 +356,10 @@ fn read_returns_at_least_one_whole_batch() {
     run(|dir| async move {
         let log = open(&dir, config(1 << 20)).await;
         let stored = fill(&log, 5, 2000).await;
-        let batches = log.read(0, 10).await.unwrap();
+        let batches = log.read_durable(0, 10).await.unwrap();
         assert_eq!(batches, vec![stored[0].clone()]);
         let two = log
-            .read(3, stored[1].len() + stored[2].len())
+            .read_durable(3, stored[1].len() + stored[2].len())
             .await
             .unwrap();
         assert_eq!(two, stored[1..3].to_vec());
@@ -320,20 +374,20 @@ fn offset_out_of_range_cases() {
     run(|dir| async move {
         let log = open(&dir, config(1 << 20)).await;
         fill(&log, 2, 10).await;
-        assert!(log.read(6, 100).await.unwrap().is_empty());
+        assert!(log.read_durable(6, 100).await.unwrap().is_empty());
         let bytes = batch(1, 0, 10);
         let summary = validate(&bytes).unwrap();
-        log.append(bytes, &summary, None).unwrap();
+        log.append_validated(bytes, &summary, None).unwrap();
         assert_eq!(log.log_end_offset(), 7);
-        assert!(log.read(6, 100).await.unwrap().is_empty());
+        assert!(log.read_durable(6, 100).await.unwrap().is_empty());
         for bad in [-1, 7, 100] {
-            match log.read(bad, 100).await {
+            match log.read_durable(bad, 100).await {
                 Err(StorageError::OffsetOutOfRange {
                     requested,
                     log_start,
-                    high_watermark,
+                    end,
                 }) => {
-                    assert_eq!((requested, log_start, high_watermark), (bad, 0, 6));
+                    assert_eq!((requested, log_start, end), (bad, 0, 6));
                 }
                 other => panic!("offset {bad}: {other:?}"),
             }
@@ -364,11 +418,11 @@ fn retention_by_bytes_deletes_old_segments() {
         let start = log.log_start_offset();
         assert_eq!(after[0], format!("{start:020}.log"));
         assert!(matches!(
-            log.read(start - 1, 1).await,
+            log.read_durable(start - 1, 1).await,
             Err(StorageError::OffsetOutOfRange { .. })
         ));
         assert_eq!(
-            validate(&log.read(start, 1).await.unwrap()[0])
+            validate(&log.read_durable(start, 1).await.unwrap()[0])
                 .unwrap()
                 .base_offset,
             start
@@ -395,7 +449,7 @@ fn retention_by_time_deletes_old_segments() {
         log.set_config(policy.clone());
         log.enforce_retention(100_000).await.unwrap();
         let start = log.log_start_offset();
-        let first = validate(&log.read(start, 1).await.unwrap()[0]).unwrap();
+        let first = validate(&log.read_durable(start, 1).await.unwrap()[0]).unwrap();
         assert!(start > 0 && first.max_timestamp >= 40_000, "start {start}");
         // Everything is old now: the active segment rolls (segment_ms) and then expires.
         log.set_config(LogConfig {
@@ -405,7 +459,7 @@ fn retention_by_time_deletes_old_segments() {
         log.enforce_retention(10_000_000).await.unwrap();
         assert_eq!(log.log_start_offset(), 300);
         assert_eq!(segment_files(&dir).len(), 1);
-        assert!(log.read(300, 1).await.unwrap().is_empty());
+        assert!(log.read_durable(300, 1).await.unwrap().is_empty());
         log.close().await.unwrap();
     });
 }
@@ -417,25 +471,42 @@ fn find_batch_by_timestamp_and_max_timestamp() {
         let log = open(&dir, config(8 * 1024)).await;
         let stored = fill(&log, 100, 300).await;
         assert_eq!(
-            log.find_batch_by_timestamp(-5).await.unwrap().unwrap(),
+            log.find_batch_by_timestamp(-5, i64::MAX)
+                .await
+                .unwrap()
+                .unwrap(),
             stored[0]
         );
         assert_eq!(
-            log.find_batch_by_timestamp(42_001).await.unwrap().unwrap(),
+            log.find_batch_by_timestamp(42_001, i64::MAX)
+                .await
+                .unwrap()
+                .unwrap(),
             stored[42]
         );
         assert_eq!(
-            log.find_batch_by_timestamp(42_003).await.unwrap().unwrap(),
+            log.find_batch_by_timestamp(42_003, i64::MAX)
+                .await
+                .unwrap()
+                .unwrap(),
             stored[43]
         );
-        assert_eq!(log.find_batch_by_timestamp(99_003).await.unwrap(), None);
+        assert_eq!(
+            log.find_batch_by_timestamp(99_003, i64::MAX).await.unwrap(),
+            None
+        );
         assert_eq!(log.max_timestamp(), Some((99_002, 299)));
         let bytes = batch(2, 5, 10);
         let summary = validate(&bytes).unwrap();
-        log.append(bytes, &summary, Some(1_000_000)).unwrap();
+        log.append_validated(bytes, &summary, Some(1_000_000))
+            .unwrap();
         log.flush().await.unwrap();
         assert_eq!(log.max_timestamp(), Some((1_000_000, 301)));
-        let appended = log.find_batch_by_timestamp(500_000).await.unwrap().unwrap();
+        let appended = log
+            .find_batch_by_timestamp(500_000, i64::MAX)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(validate(&appended).unwrap().max_timestamp, 1_000_000);
         log.close().await.unwrap();
     });
@@ -467,8 +538,8 @@ fn file_names(dir: &Path) -> Vec<String> {
 }
 
 /// A close persists only what changed since open: a log never written leaves just its empty
-/// segment (and reopens without rewriting anything), a written one gets its indexes and a
-/// producer snapshot, and closing it again after a reopen rewrites nothing.
+/// segment (and reopens without rewriting anything), a written one gets its indexes, and
+/// closing it again after a reopen rewrites nothing.
 #[test]
 fn close_persists_only_what_changed() {
     run(|dir| async move {
@@ -490,7 +561,6 @@ fn close_persists_only_what_changed() {
                 "00000000000000000000.index",
                 "00000000000000000000.log",
                 "00000000000000000000.timeindex",
-                "00000000000000000006.snapshot",
             ]
         );
         let modified = |name: &str| {
@@ -501,7 +571,7 @@ fn close_persists_only_what_changed() {
         };
         let before: Vec<_> = written.iter().map(|name| modified(name)).collect();
         let log = open(&dir, config(1 << 20)).await;
-        assert_eq!(log.high_watermark(), 6);
+        assert_eq!(log.durable_end_offset(), 6);
         log.close().await.unwrap();
         let after: Vec<_> = written.iter().map(|name| modified(name)).collect();
         assert_eq!(file_names(&dir), written);
@@ -597,7 +667,133 @@ fn retention_pass_releases_a_cold_logs_zeros() {
         fill(&log, 1, 10).await;
         drop(log);
         let log = open(&dir, config).await;
-        assert_eq!(log.high_watermark(), 6);
+        assert_eq!(log.durable_end_offset(), 6);
+        log.close().await.unwrap();
+    });
+}
+
+/// Base offsets of the segment files in `dir`, ascending.
+fn segment_bases(dir: &Path) -> Vec<i64> {
+    let names = segment_files(dir);
+    let bases = names
+        .iter()
+        .map(|name| name.trim_end_matches(".log").parse().unwrap());
+    bases.collect()
+}
+
+/// Appends (unflushed) one batch of 3 records whose values are `value_bytes` copies of `fill`.
+fn stage(log: &Log, fill: u8, value_bytes: usize) -> (Appended, Bytes) {
+    let records = (0..3).map(|i| PlainRecord {
+        timestamp: 5000 + i,
+        key: None,
+        value: Some(Bytes::from(vec![fill; value_bytes])),
+    });
+    let bytes = encode_plain_batch(records, Compression::None).unwrap();
+    let summary = validate(&bytes).unwrap();
+    let base_offset = log.log_end_offset();
+    let (stored, meta) = stamp_batch(bytes, &summary, base_offset, None);
+    let ticket = log.append(stored.clone(), meta).unwrap();
+    let appended = Appended {
+        base_offset,
+        last_offset: meta.last_offset,
+        ticket,
+    };
+    (appended, stored)
+}
+
+/// Reads every batch from the log start to the durable end.
+async fn read_all(log: &Log) -> Vec<Bytes> {
+    let mut all = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.durable_end_offset() {
+        let batches = log.read_durable(offset, 1 << 20).await.unwrap();
+        for batch in batches {
+            offset = record_batch::validate(&batch).unwrap().base_offset + 3;
+            all.push(batch);
+        }
+    }
+    all
+}
+
+/// A suffix truncation of durable batches cuts the log at the batch boundary asked for,
+/// wherever it lies (inside the active segment, at a segment's base, inside a closed
+/// segment): later batches and segments are gone, the old bytes are never served again (not
+/// from the cache, not from the read-ahead), new batches take the freed offsets and roll on
+/// as usual, and a reopen finds exactly the same log.
+#[test]
+fn truncate_suffix_cuts_durable_batches() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        let mut expected = fill(&log, 100, 300).await;
+        let bases = segment_bases(&dir);
+        assert!(bases.len() > 8, "segments {bases:?}");
+        let active = *bases.last().unwrap();
+        let boundary = bases[bases.len() / 2];
+        let inside_closed = bases[2] + 3;
+        for (case, cut) in [
+            ("inside the active segment", active + 3),
+            ("at a segment's base", boundary),
+            ("inside a closed segment", inside_closed),
+        ] {
+            // Read-ahead and cache both hold the tail about to go.
+            let _ = read_all(&log).await;
+            log.truncate_suffix(cut).await.unwrap();
+            expected.truncate((cut / 3) as usize);
+            assert_eq!(log.durable_end_offset(), cut, "{case}");
+            assert_eq!(log.log_end_offset(), cut, "{case}");
+            assert!(log.read_durable(cut, 1).await.unwrap().is_empty(), "{case}");
+            assert!(
+                matches!(
+                    log.read_durable(cut + 3, 1).await,
+                    Err(StorageError::OffsetOutOfRange { .. })
+                ),
+                "{case}"
+            );
+            assert!(
+                segment_bases(&dir).iter().all(|base| *base <= cut),
+                "{case}: {:?}",
+                segment_bases(&dir)
+            );
+            assert_eq!(read_all(&log).await, expected, "{case}");
+            // New batches take the freed offsets, with other bytes.
+            for fill in [b'n', b'm'] {
+                let (appended, bytes) = stage(&log, fill, 300);
+                assert_eq!(appended.base_offset, (expected.len() * 3) as i64, "{case}");
+                expected.push(bytes);
+            }
+            log.flush().await.unwrap();
+            assert_eq!(read_all(&log).await, expected, "{case}: new batches served");
+        }
+        log.close().await.unwrap();
+        let log = open(&dir, config(8 * 1024)).await;
+        assert_eq!(read_all(&log).await, expected, "after a reopen");
+        log.close().await.unwrap();
+    });
+}
+
+/// A suffix truncation of staged batches only settles them as discarded and moves the end
+/// back; one inside a batch, or past the end, changes nothing.
+#[test]
+fn truncate_suffix_of_staged_batches_and_bad_offsets() {
+    run(|dir| async move {
+        let log = open(&dir, config(1 << 20)).await;
+        let durable = fill(&log, 2, 100).await;
+        let (kept, kept_bytes) = stage(&log, b'k', 100);
+        let (gone, _) = stage(&log, b'g', 100);
+        let (also_gone, _) = stage(&log, b'a', 100);
+        for bad in [1, 7, 10, 16, -1] {
+            assert!(log.truncate_suffix(bad).await.is_err(), "offset {bad}");
+        }
+        assert_eq!(log.log_end_offset(), 15);
+        log.truncate_suffix(gone.base_offset).await.unwrap();
+        assert_eq!(gone.ticket.settled(), Settled::Discarded);
+        assert_eq!(also_gone.ticket.settled(), Settled::Discarded);
+        assert_eq!(log.log_end_offset(), 9);
+        assert_eq!(log.flush().await.unwrap(), 9);
+        assert_eq!(kept.ticket.settled(), Settled::Durable);
+        let mut expected = durable;
+        expected.push(kept_bytes);
+        assert_eq!(read_all(&log).await, expected);
         log.close().await.unwrap();
     });
 }

@@ -12,8 +12,8 @@
 //!   longer answers UNKNOWN_PRODUCER_ID, because the state of a live producer can be gone
 //!   through expiry or retention.
 //!
-//! The table is plain data with no I/O. It also encodes and decodes the snapshot files the log
-//! writes at segment roll and at close (`<offset>.snapshot`), checked by a CRC-32C.
+//! The table is plain data with no I/O. It also encodes and decodes the snapshot files the
+//! partition writes at segment rolls and at close (`<offset>.snapshot`), checked by a CRC-32C.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -106,7 +106,7 @@ pub enum Checked {
     Duplicate(ProducerBatch),
 }
 
-/// The state of every producer of one partition. Per-shard: owned by the partition's `Log`.
+/// The state of every producer of one partition. Per-shard: owned by the partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,

@@ -1,0 +1,151 @@
+//! A partition's life around its log: open (the producer state rebuilt), the producer
+//! snapshots written as the log rolls, retention, producer expiry, suffix truncation, close
+//! and removal.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::producer_snapshot;
+use super::producer_state::ProducerTable;
+use super::producers::Producers;
+use super::{Partition, ShardContext, TopicPartition};
+use crate::metadata::topic_config::TopicConfig;
+use crate::storage::{Log, StorageError};
+
+impl Partition {
+    /// The partition over an opened log, with its producer state rebuilt from the newest
+    /// snapshot and the log after it.
+    pub async fn open(
+        tp: TopicPartition,
+        config: TopicConfig,
+        log: Rc<Log>,
+        shard: Rc<ShardContext>,
+    ) -> Result<Rc<Partition>, StorageError> {
+        let (durable, saved_at) = producer_snapshot::rebuild(&log).await?;
+        let producers = Producers::new(durable, saved_at);
+        Ok(Rc::new(Partition::new(tp, config, log, shard, producers)))
+    }
+
+    /// Batches from the one holding `offset` up to `max_bytes` (at least one), below the high
+    /// watermark: for readers inside the broker (the group loader).
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
+        self.log
+            .read(offset, max_bytes, self.high_watermark())
+            .await
+    }
+
+    /// After the log settled staged batches (a flush, a truncation) or rolled a segment:
+    /// brings the producer state up to date and writes a snapshot at every roll. A snapshot
+    /// that cannot be written only makes the next open read more of the log.
+    async fn log_changed(&self) {
+        let snapshots = self.settle_producers();
+        self.write_snapshots(snapshots).await;
+    }
+
+    /// The synchronous half of `log_changed`: run right after the log call returns, so that
+    /// no append is checked against batches the log discarded. Returns the snapshots due.
+    pub(super) fn settle_producers(&self) -> Vec<(i64, ProducerTable)> {
+        let rolls = self.log.take_rolls();
+        self.producers.borrow_mut().settle(&rolls)
+    }
+
+    pub(super) async fn write_snapshots(&self, snapshots: Vec<(i64, ProducerTable)>) {
+        if snapshots.is_empty() {
+            return;
+        }
+        let _held = self.snapshots.lock().await;
+        for (offset, table) in snapshots {
+            self.write_snapshot(offset, &table).await;
+        }
+    }
+
+    async fn write_snapshot(&self, offset: i64, table: &ProducerTable) {
+        match producer_snapshot::write_snapshot(self.log.dir(), offset, table).await {
+            Ok(()) => self.producers.borrow_mut().saved(offset),
+            Err(error) => tracing::warn!(
+                topic = %self.tp.topic,
+                partition = self.tp.partition,
+                offset,
+                %error,
+                "writing a producer snapshot failed; the next open reads more of the log"
+            ),
+        }
+    }
+
+    /// Rolls and deletes segments as the topic's retention says (see `Log::enforce_retention`),
+    /// then drops the producer snapshots below the new log start.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
+        let result = self.log.enforce_retention(now_ms).await;
+        self.log_changed().await;
+        self.prune_snapshots().await;
+        self.durable.notify_all();
+        result
+    }
+
+    /// Snapshots below the log start describe deleted data (see `producer_snapshot`).
+    pub(super) async fn prune_snapshots(&self) {
+        let _held = self.snapshots.lock().await;
+        let log_start = self.log.log_start_offset();
+        if let Err(error) = producer_snapshot::prune_below(self.log.dir(), log_start).await {
+            let topic = &self.tp.topic;
+            tracing::warn!(%topic, partition = self.tp.partition, %error, "pruning producer snapshots");
+        }
+    }
+
+    /// Forgets producers idle for `expiration_ms` (Kafka's `producer.id.expiration.ms`).
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
+        let removed = self.producers.borrow_mut().expire(now_ms, expiration_ms);
+        if removed > 0 {
+            let topic = &self.tp.topic;
+            tracing::debug!(%topic, partition = self.tp.partition, removed, "expired idle producers");
+        }
+    }
+
+    /// How many producers appends are checked against (for tests and diagnostics).
+    pub fn producer_count(&self) -> usize {
+        self.producers.borrow().len()
+    }
+
+    /// Removes every batch from `offset` on (see `Log::truncate_suffix`) and rebuilds the
+    /// producer state for the shorter log: snapshots past the new end are deleted on the way.
+    /// Nothing may be appended while it runs.
+    pub async fn truncate_suffix(&self, offset: i64) -> Result<(), StorageError> {
+        let result = self.log.truncate_suffix(offset).await;
+        self.log_changed().await;
+        if result.is_ok() {
+            let _held = self.snapshots.lock().await;
+            let (durable, saved_at) = producer_snapshot::rebuild(&self.log).await?;
+            *self.producers.borrow_mut() = Producers::new(durable, saved_at);
+        }
+        self.durable.notify_all();
+        result
+    }
+
+    /// Flushes and closes the log, and writes a producer snapshot at its end unless one is
+    /// there already (or the log failed: its state on disk is then unknown).
+    pub async fn close(&self) -> Result<(), StorageError> {
+        let closed = self.log.close().await;
+        // A close whose flush failed leaves staged batches unsettled: their waiters must not
+        // wait for ever.
+        self.failed.set(self.failed.get() || closed.is_err());
+        self.log_changed().await;
+        if !self.log.is_failed() {
+            let end = self.log.durable_end_offset();
+            let unsaved = self.producers.borrow().unsaved_at(end);
+            if let Some(table) = unsaved {
+                let _held = self.snapshots.lock().await;
+                self.write_snapshot(end, &table).await;
+            }
+        }
+        self.durable.notify_all();
+        closed
+    }
+
+    /// Closes the partition and deletes its directory (see `Log::remove`).
+    pub async fn remove(&self) -> Result<(), StorageError> {
+        let removed = self.log.remove().await;
+        self.durable.notify_all();
+        removed
+    }
+}

@@ -1,0 +1,202 @@
+//! The partition over a real log: idempotent-producer state across flushes, segment rolls,
+//! reopens and suffix truncation, and the snapshots it writes on the way.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use glommio::Latency;
+use kafka_protocol::records::Compression;
+use kafka_protocol::ResponseError;
+
+use super::{Partition, ProduceInput, ShardContext, TopicPartition};
+use crate::metadata::topic_config::{TimestampType, TopicConfig};
+use crate::metrics::ShardMetrics;
+use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
+use crate::runtime;
+use crate::storage::{prime_device, BatchCache, Log};
+
+fn run<F, Fut>(test: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let root = tempfile::Builder::new()
+        .prefix("corelog-partition")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let path = root.path().to_path_buf();
+    runtime::run_on_new_executor(move || async move {
+        prime_device(&path).await.unwrap();
+        test(path.join("topic-0")).await
+    });
+}
+
+fn tp() -> TopicPartition {
+    TopicPartition {
+        topic: "topic".to_string(),
+        partition: 0,
+    }
+}
+
+/// Segments of 1 KiB: about two of the batches below each, so that the log rolls often.
+fn config() -> TopicConfig {
+    TopicConfig {
+        cleanup_policy: "delete".to_string(),
+        segment_bytes: 1024,
+        segment_ms: i64::MAX,
+        retention_ms: -1,
+        retention_bytes: -1,
+        max_message_bytes: 1 << 20,
+        timestamp_type: TimestampType::CreateTime,
+        timestamp_before_max_ms: i64::MAX,
+        timestamp_after_max_ms: i64::MAX,
+        index_interval_bytes: 4096,
+    }
+}
+
+async fn open(dir: &Path) -> Rc<Partition> {
+    let config = config();
+    let log = Log::open(
+        dir.to_path_buf(),
+        config.log_config(),
+        BatchCache::new(1 << 20),
+    )
+    .await
+    .unwrap();
+    let shard = Rc::new(ShardContext {
+        flush_queue: runtime::task_queue("flush", 1000, Latency::NotImportant),
+        metrics: Rc::new(ShardMetrics::new(1)),
+    });
+    Partition::open(tp(), config, log, shard).await.unwrap()
+}
+
+/// A batch of `count` records of producer 7 at `epoch`, first sequence `sequence`.
+fn idempotent(epoch: i16, sequence: i32, count: usize) -> Bytes {
+    let records = (0..count).map(|i| PlainRecord {
+        timestamp: crate::metadata::now_ms(),
+        key: None,
+        value: Some(Bytes::from(format!(
+            "seq-{}-{}",
+            sequence as usize + i,
+            "x".repeat(150)
+        ))),
+    });
+    let mut batch = BytesMut::from(&encode_plain_batch(records, Compression::None).unwrap()[..]);
+    batch[43..51].copy_from_slice(&7i64.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch.freeze()
+}
+
+/// Produces with acks=all; returns the error code and base offset.
+async fn produce(partition: &Rc<Partition>, sequence: i32) -> (i16, i64) {
+    let input = ProduceInput {
+        tp: tp(),
+        records: Some(idempotent(0, sequence, 3)),
+        acks: -1,
+    };
+    let output = partition.produce(input).await;
+    (output.error_code, output.base_offset)
+}
+
+fn snapshots(dir: &Path) -> Vec<(String, SystemTime)> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".snapshot"))
+        .map(|entry| {
+            let modified = entry.metadata().unwrap().modified().unwrap();
+            (entry.file_name().to_string_lossy().into_owned(), modified)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Producer state survives segment rolls and reopens: a snapshot is written at rolls and at
+/// a close that has something new, a retry is answered with its original offset before and
+/// after a reopen, a gap in the sequence is refused, and a close with nothing new rewrites no
+/// snapshot.
+#[test]
+fn producer_state_survives_rolls_and_reopen() {
+    run(|dir| async move {
+        let partition = open(&dir).await;
+        for (i, sequence) in [0, 3, 6, 9, 12].into_iter().enumerate() {
+            assert_eq!(produce(&partition, sequence).await, (0, 3 * i as i64));
+        }
+        assert!(!snapshots(&dir).is_empty(), "rolls write snapshots");
+        assert_eq!(
+            produce(&partition, 6).await,
+            (0, 6),
+            "a retry gets its original"
+        );
+        assert_eq!(partition.high_watermark(), 15, "a retry appends nothing");
+        partition.close().await.unwrap();
+        let at_end = "00000000000000000015.snapshot".to_string();
+        assert!(snapshots(&dir).iter().any(|(name, _)| *name == at_end));
+
+        let partition = open(&dir).await;
+        assert_eq!(
+            produce(&partition, 12).await,
+            (0, 12),
+            "retried after a reopen"
+        );
+        let gap = produce(&partition, 16).await.0;
+        assert_eq!(gap, ResponseError::OutOfOrderSequenceNumber.code());
+        assert_eq!(produce(&partition, 15).await, (0, 15));
+        partition.close().await.unwrap();
+
+        let written = snapshots(&dir);
+        let partition = open(&dir).await;
+        assert_eq!(partition.producer_count(), 1);
+        partition.close().await.unwrap();
+        assert_eq!(
+            snapshots(&dir),
+            written,
+            "nothing new, no snapshot rewritten"
+        );
+    });
+}
+
+/// A suffix truncation takes the producer state back with the log: the batches cut off are
+/// new again (appended, not answered as duplicates), the ones before still duplicates, and
+/// no snapshot past the new end survives to mislead a later open.
+#[test]
+fn truncate_suffix_takes_producer_state_back() {
+    run(|dir| async move {
+        let partition = open(&dir).await;
+        for sequence in [0, 3, 6, 9] {
+            assert_eq!(produce(&partition, sequence).await.0, 0);
+        }
+        partition.truncate_suffix(6).await.unwrap();
+        assert_eq!(partition.high_watermark(), 6);
+        for (name, _) in snapshots(&dir) {
+            let offset: i64 = name.trim_end_matches(".snapshot").parse().unwrap();
+            assert!(offset <= 6, "snapshot {name} past the end");
+        }
+        assert_eq!(produce(&partition, 3).await, (0, 3), "still a duplicate");
+        assert_eq!(produce(&partition, 6).await, (0, 6));
+        assert_eq!(
+            partition.high_watermark(),
+            9,
+            "appended again, not a duplicate"
+        );
+        let read = partition.read(6, 1 << 20).await.unwrap();
+        assert_eq!(read.len(), 1);
+        partition.close().await.unwrap();
+
+        let partition = open(&dir).await;
+        assert_eq!(
+            produce(&partition, 6).await,
+            (0, 6),
+            "a duplicate after a reopen"
+        );
+        assert_eq!(produce(&partition, 9).await, (0, 9));
+        assert_eq!(partition.high_watermark(), 12);
+        partition.close().await.unwrap();
+    });
+}
