@@ -10,10 +10,10 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use super::records::{self, GroupValue, RecordKey};
 use super::state::CommittedOffset;
+use super::Host;
 use super::{partition_for, OFFSETS_TOPIC};
 use crate::partition::TopicPartition;
 use crate::runtime;
-use crate::shard::Shard;
 
 /// What the replay of one partition found for one group.
 #[derive(Default)]
@@ -23,13 +23,17 @@ struct Replayed {
 }
 
 /// Called by the shard when it opened offsets partition `partition`: starts loading it.
-pub fn partition_opened(shard: &Rc<Shard>, partition: i32) {
-    if let Some(topic) = shard.table().topic(OFFSETS_TOPIC) {
-        shard.groups.partition_count.set(topic.partition_count());
+pub fn partition_opened(shard: &Rc<impl Host>, partition: i32) {
+    if let Some(count) = shard.partition_count(OFFSETS_TOPIC) {
+        shard.coordinator().partition_count.set(count);
     }
-    shard.groups.loaded.borrow_mut().insert(partition, false);
+    shard
+        .coordinator()
+        .loaded
+        .borrow_mut()
+        .insert(partition, false);
     let shard = shard.clone();
-    runtime::spawn_into(shard.queues.requests, async move {
+    runtime::spawn_into(shard.requests_queue(), async move {
         let started = Instant::now();
         match replay(&shard, partition).await {
             Ok(groups) => {
@@ -46,17 +50,17 @@ pub fn partition_opened(shard: &Rc<Shard>, partition: i32) {
         }
         // Marked loaded even after a failure, so that the groups are served (empty) rather
         // than stuck in COORDINATOR_LOAD_IN_PROGRESS forever; the error is logged above.
-        if let Some(state) = shard.groups.loaded.borrow_mut().get_mut(&partition) {
+        if let Some(state) = shard.coordinator().loaded.borrow_mut().get_mut(&partition) {
             *state = true;
         }
     });
 }
 
 /// Called by the shard when offsets partition `partition` left it (moved or deleted).
-pub fn partition_removed(shard: &Rc<Shard>, partition: i32) {
-    let partition_count = shard.groups.partition_count.get();
-    shard.groups.loaded.borrow_mut().remove(&partition);
-    let mut groups = shard.groups.groups.borrow_mut();
+pub fn partition_removed(shard: &Rc<impl Host>, partition: i32) {
+    let partition_count = shard.coordinator().partition_count.get();
+    shard.coordinator().loaded.borrow_mut().remove(&partition);
+    let mut groups = shard.coordinator().groups.borrow_mut();
     let gone: Vec<String> = groups
         .keys()
         .filter(|id| partition_for(id, partition_count) == partition)
@@ -65,13 +69,16 @@ pub fn partition_removed(shard: &Rc<Shard>, partition: i32) {
     for id in gone {
         if let Some(mut group) = groups.remove(&id) {
             shard
-                .groups
+                .coordinator()
                 .sized(&mut group, |g| g.kill(crate::metadata::now_ms()));
         }
     }
 }
 
-async fn replay(shard: &Rc<Shard>, partition: i32) -> anyhow::Result<HashMap<String, Replayed>> {
+async fn replay(
+    shard: &Rc<impl Host>,
+    partition: i32,
+) -> anyhow::Result<HashMap<String, Replayed>> {
     let tp = TopicPartition {
         topic: OFFSETS_TOPIC.to_string(),
         partition,
@@ -142,18 +149,20 @@ fn apply(
     }
 }
 
-fn install(shard: &Rc<Shard>, replayed: HashMap<String, Replayed>) {
+fn install(shard: &Rc<impl Host>, replayed: HashMap<String, Replayed>) {
     let now = Instant::now();
-    let mut groups = shard.groups.groups.borrow_mut();
+    let mut groups = shard.coordinator().groups.borrow_mut();
     for (id, found) in replayed {
         if found.metadata.is_none() && found.offsets.is_empty() {
             continue;
         }
         // Restored members must heartbeat or expire: the timer loop polls the group.
-        shard.groups.schedule_poll(&id, now);
-        let mut group = shard.groups.new_group(&id);
+        shard.coordinator().schedule_poll(&id, now);
+        let mut group = shard.coordinator().new_group(&id);
         if let Some(metadata) = found.metadata {
-            shard.groups.sized(&mut group, |g| g.restore(metadata, now));
+            shard
+                .coordinator()
+                .sized(&mut group, |g| g.restore(metadata, now));
         }
         group.offsets = found.offsets;
         groups.insert(id, group);

@@ -17,6 +17,7 @@
 //! groups `schedule` says are due, so that the work of a request does not grow with the number
 //! of groups or members on the shard.
 
+mod host;
 mod load;
 mod offsets;
 mod ops;
@@ -40,12 +41,11 @@ use crate::metadata::now_ms;
 use crate::partition::TopicPartition;
 use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
 use crate::runtime;
-use crate::shard::messages::{CreateTopicSpec, ShardRequest};
-use crate::shard::Shard;
 use crate::sync::Notify;
 use records::{OffsetValue, RecordKey};
 use state::{Group, GroupState, JoinArgs};
 
+pub use host::Host;
 pub use load::{partition_opened, partition_removed};
 
 /// The internal topic holding committed offsets and group metadata.
@@ -230,28 +230,28 @@ impl Coordinator {
 }
 
 /// Runs `call` on the coordinator of its group, this shard or another.
-pub async fn route(shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
+pub async fn route(shard: &Rc<impl Host>, call: GroupCall) -> GroupReply {
     let owner = match call.group() {
-        Some(group) => match coordinator_shard(shard, group) {
+        Some(group) => match coordinator_shard(&**shard, group) {
             Ok(owner) => owner,
             Err(error) => return GroupReply::Error(error),
         },
-        None => shard.id,
+        None => shard.shard_id(),
     };
-    if owner == shard.id {
+    if owner == shard.shard_id() {
         return handle_local(shard, call).await;
     }
-    let reply = shard.call(owner, |tx| ShardRequest::Group(call, tx)).await;
+    let reply = shard.call_coordinator(owner, call).await;
     reply.unwrap_or(GroupReply::Error(ResponseError::NotCoordinator))
 }
 
 /// ListGroups: every shard's groups.
-pub async fn list_all(shard: &Rc<Shard>) -> Vec<ListedGroup> {
-    let calls = (0..shard.count).map(|owner| async move {
-        let reply = if owner == shard.id {
+pub async fn list_all(shard: &Rc<impl Host>) -> Vec<ListedGroup> {
+    let calls = (0..shard.shard_count()).map(|owner| async move {
+        let reply = if owner == shard.shard_id() {
             handle_local(shard, GroupCall::List).await
         } else {
-            let reply = shard.call(owner, |tx| ShardRequest::Group(GroupCall::List, tx));
+            let reply = shard.call_coordinator(owner, GroupCall::List);
             reply.await.unwrap_or(GroupReply::List(Vec::new()))
         };
         match reply {
@@ -269,29 +269,26 @@ pub async fn list_all(shard: &Rc<Shard>) -> Vec<ListedGroup> {
 }
 
 /// The shard coordinating `group`, per this shard's table.
-fn coordinator_shard(shard: &Shard, group: &str) -> Result<usize, ResponseError> {
-    let table = shard.table();
-    let topic = table
-        .topic(OFFSETS_TOPIC)
+fn coordinator_shard(shard: &impl Host, group: &str) -> Result<usize, ResponseError> {
+    let count = shard
+        .partition_count(OFFSETS_TOPIC)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let partition = partition_for(group, topic.partition_count());
-    topic
-        .owner(partition)
+    let partition = partition_for(group, count);
+    shard
+        .owner(OFFSETS_TOPIC, partition)
         .ok_or(ResponseError::CoordinatorNotAvailable)
 }
 
 /// The offsets partition of `group` if this shard coordinates it and has loaded it.
-fn local_partition(shard: &Shard, group: &str) -> Result<i32, ResponseError> {
+fn local_partition(shard: &impl Host, group: &str) -> Result<i32, ResponseError> {
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
     let count = shard
-        .table()
-        .topic(OFFSETS_TOPIC)
-        .map(|t| t.partition_count())
+        .partition_count(OFFSETS_TOPIC)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let partition = partition_for(group, count);
-    match shard.groups.loaded.borrow().get(&partition) {
+    match shard.coordinator().loaded.borrow().get(&partition) {
         None => Err(ResponseError::NotCoordinator),
         Some(false) => Err(ResponseError::CoordinatorLoadInProgress),
         Some(true) => Ok(partition),
@@ -299,12 +296,12 @@ fn local_partition(shard: &Shard, group: &str) -> Result<i32, ResponseError> {
 }
 
 /// Runs `call` on this shard, which should be its group's coordinator.
-pub async fn handle_local(shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
+pub async fn handle_local(shard: &Rc<impl Host>, call: GroupCall) -> GroupReply {
     if let GroupCall::List = call {
         return GroupReply::List(ops::list(shard));
     }
     let group = call.group().unwrap_or_default().to_string();
-    let partition = match local_partition(shard, &group) {
+    let partition = match local_partition(&**shard, &group) {
         Ok(partition) => partition,
         Err(error) => return GroupReply::Error(error),
     };
@@ -340,13 +337,13 @@ pub async fn handle_local(shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
 /// After a request on `group`: ends its join phase at once if it can end, and otherwise has
 /// the timer loop poll it soon, since the request may have set an earlier deadline. Costs
 /// O(log groups), whatever the size of the group.
-fn after_change(shard: &Rc<Shard>, partition: i32, group: &str) {
+fn after_change(shard: &Rc<impl Host>, partition: i32, group: &str) {
     let now = Instant::now();
     let persist = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = shard.coordinator().groups.borrow_mut();
         match groups.get_mut(group) {
             Some(g) if g.join_ready(now) => {
-                let (_, became_empty) = shard.groups.sized(g, |g| g.poll(now, now_ms()));
+                let (_, became_empty) = shard.coordinator().sized(g, |g| g.poll(now, now_ms()));
                 became_empty.then(|| g.value(None, now_ms()))
             }
             Some(_) => None,
@@ -356,12 +353,19 @@ fn after_change(shard: &Rc<Shard>, partition: i32, group: &str) {
     if let Some(value) = persist {
         spawn_group_write(shard, partition, group, value);
     }
-    shard.groups.schedule_poll(group, now + poll_interval_min());
+    shard
+        .coordinator()
+        .schedule_poll(group, now + poll_interval_min());
 }
 
 /// Writes a group's metadata in the background (the group went empty): nobody waits on it,
 /// and a failure only means a restart sees the previous membership, which then expires.
-fn spawn_group_write(shard: &Rc<Shard>, partition: i32, group: &str, value: records::GroupValue) {
+fn spawn_group_write(
+    shard: &Rc<impl Host>,
+    partition: i32,
+    group: &str,
+    value: records::GroupValue,
+) {
     let record = (
         RecordKey::Group {
             group: group.to_string(),
@@ -370,7 +374,7 @@ fn spawn_group_write(shard: &Rc<Shard>, partition: i32, group: &str, value: reco
     );
     let shard = shard.clone();
     let group = group.to_string();
-    runtime::spawn_into(shard.queues.requests, async move {
+    runtime::spawn_into(shard.requests_queue(), async move {
         if let Err(error) = write(&shard, partition, vec![record]).await {
             tracing::warn!(%group, ?error, "writing group metadata failed");
         }
@@ -380,7 +384,7 @@ fn spawn_group_write(shard: &Rc<Shard>, partition: i32, group: &str, value: reco
 /// Appends records to an offsets partition and waits until they are durable; returns the
 /// offset of the first record. Large writes are split into batches under the topic's limit.
 pub(crate) async fn write(
-    shard: &Rc<Shard>,
+    shard: &Rc<impl Host>,
     partition: i32,
     records: Vec<(RecordKey, Option<Bytes>)>,
 ) -> Result<i64, ResponseError> {
@@ -406,7 +410,7 @@ pub(crate) async fn write(
         let encoded = encode_plain_batch(std::mem::take(&mut batch), Compression::None)
             .map_err(|_| ResponseError::UnknownServerError)?;
         batch_bytes = 0;
-        let output = shard.append_internal(tp.clone(), encoded.freeze()).await;
+        let output = shard.append(tp.clone(), encoded.freeze()).await;
         if output.error_code != 0 {
             tracing::warn!(
                 error = output.error_code,
@@ -423,12 +427,9 @@ pub(crate) async fn write(
 const OFFSETS_BATCH_BYTES_MAX: usize = 256 * 1024;
 const _: () = assert!(OFFSETS_BATCH_BYTES_MAX * 2 < limits::MESSAGE_BYTES_MAX_DEFAULT);
 
-/// Controller, at start: creates `__consumer_offsets` if it does not exist yet.
-pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> anyhow::Result<()> {
-    if shard.table().topic(OFFSETS_TOPIC).is_some() {
-        return Ok(());
-    }
-    let configs = BTreeMap::from([
+/// The configs `__consumer_offsets` is created with (by the controller, at start).
+pub fn offsets_topic_configs() -> BTreeMap<String, String> {
+    BTreeMap::from([
         // Recorded for when compaction exists; until then the topic keeps everything.
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("retention.ms".to_string(), "-1".to_string()),
@@ -436,41 +437,26 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> anyhow::Result<()> {
             "segment.bytes".to_string(),
             limits::OFFSETS_TOPIC_SEGMENT_BYTES.to_string(),
         ),
-    ]);
-    let spec = CreateTopicSpec {
-        name: OFFSETS_TOPIC.to_string(),
-        num_partitions: shard.config.groups.offsets_topic_num_partitions,
-        configs,
-        validate_only: false,
-    };
-    let result = shard.create_topics(vec![spec]).await;
-    match result.first() {
-        Some(r)
-            if r.error_code == 0 || r.error_code == ResponseError::TopicAlreadyExists.code() =>
-        {
-            Ok(())
-        }
-        other => anyhow::bail!("cannot create {OFFSETS_TOPIC}: {other:?}"),
-    }
+    ])
 }
 
 /// The shard's group timer loop: session expiry, rebalance timeouts, the initial rebalance
 /// delay, and the expiry of offsets of empty groups.
-pub async fn run_timers(shard: Rc<Shard>) {
+pub async fn run_timers(shard: Rc<impl Host>) {
     let retention_interval = Duration::from_millis(
         shard
+            .coordinator()
             .config
-            .groups
             .offsets_retention_check_interval_ms
             .max(10),
     );
     let mut next_retention = Instant::now() + retention_interval;
-    while !shard.shutdown.is_raised() {
-        let wake = shard.groups.wake.notified();
+    while !shard.is_shutting_down() {
+        let wake = shard.coordinator().wake.notified();
         let now = Instant::now();
         poll_due(&shard, now);
         let mut next = shard
-            .groups
+            .coordinator()
             .schedule
             .borrow()
             .next()
@@ -495,12 +481,12 @@ fn poll_interval_min() -> Duration {
 /// Polls the groups that are due and schedules each at its next deadline, but no sooner than
 /// `GROUP_POLL_INTERVAL_MS_MIN` from now: deadlines run at most that late, and a group whose
 /// members' deadlines are all different is not scanned once per member.
-fn poll_due(shard: &Rc<Shard>, now: Instant) {
-    let due = shard.groups.schedule.borrow_mut().take_due(now);
+fn poll_due(shard: &Rc<impl Host>, now: Instant) {
+    let due = shard.coordinator().schedule.borrow_mut().take_due(now);
     let mut writes = Vec::new();
     {
-        let mut groups = shard.groups.groups.borrow_mut();
-        let mut schedule = shard.groups.schedule.borrow_mut();
+        let mut groups = shard.coordinator().groups.borrow_mut();
+        let mut schedule = shard.coordinator().schedule.borrow_mut();
         for id in due {
             let Some(group) = groups.get_mut(&id) else {
                 continue;
@@ -508,7 +494,8 @@ fn poll_due(shard: &Rc<Shard>, now: Instant) {
             if group.state == GroupState::Dead {
                 continue;
             }
-            let (deadline, became_empty) = shard.groups.sized(group, |g| g.poll(now, now_ms()));
+            let (deadline, became_empty) =
+                shard.coordinator().sized(group, |g| g.poll(now, now_ms()));
             if let Some(deadline) = deadline {
                 schedule.at(&id, deadline.max(now + poll_interval_min()));
             }
@@ -517,10 +504,7 @@ fn poll_due(shard: &Rc<Shard>, now: Instant) {
             }
         }
     }
-    let count = shard
-        .table()
-        .topic(OFFSETS_TOPIC)
-        .map_or(1, |t| t.partition_count());
+    let count = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
     for (group, value) in writes {
         spawn_group_write(shard, partition_for(&group, count), &group, value);
     }

@@ -13,12 +13,12 @@ use kafka_protocol::ResponseError;
 
 use super::records::{self, OffsetValue, RecordKey};
 use super::state::CommittedOffset;
+use super::Host;
 use super::{write, CommitArgs, GroupReply, GroupState};
 use crate::limits::OFFSET_METADATA_BYTES_MAX;
 use crate::metadata::now_ms;
-use crate::shard::Shard;
 
-pub async fn commit(shard: &Rc<Shard>, partition: i32, args: CommitArgs) -> GroupReply {
+pub async fn commit(shard: &Rc<impl Host>, partition: i32, args: CommitArgs) -> GroupReply {
     if let Err(error) = validate(shard, &args) {
         return GroupReply::Commit(vec![error.code(); args.offsets.len()]);
     }
@@ -32,9 +32,8 @@ pub async fn commit(shard: &Rc<Shard>, partition: i32, args: CommitArgs) -> Grou
             continue;
         }
         let known = shard
-            .table()
-            .topic(topic)
-            .is_some_and(|t| (0..t.partition_count()).contains(part));
+            .partition_count(topic)
+            .is_some_and(|count| (0..count).contains(part));
         if !known {
             codes[index] = ResponseError::UnknownTopicOrPartition.code();
             continue;
@@ -65,7 +64,7 @@ pub async fn commit(shard: &Rc<Shard>, partition: i32, args: CommitArgs) -> Grou
             return GroupReply::Commit(codes);
         }
     };
-    let mut groups = shard.groups.groups.borrow_mut();
+    let mut groups = shard.coordinator().groups.borrow_mut();
     if let Some(group) = groups.get_mut(&args.group) {
         for (position, (_, topic, part, value)) in values.into_iter().enumerate() {
             let committed = CommittedOffset {
@@ -90,8 +89,8 @@ pub async fn commit(shard: &Rc<Shard>, partition: i32, args: CommitArgs) -> Grou
 
 /// Kafka's checks for a classic group, creating the group for a "simple" commit
 /// (generation -1, no member) when it does not exist.
-fn validate(shard: &Rc<Shard>, args: &CommitArgs) -> Result<(), ResponseError> {
-    let mut groups = shard.groups.groups.borrow_mut();
+fn validate(shard: &Rc<impl Host>, args: &CommitArgs) -> Result<(), ResponseError> {
+    let mut groups = shard.coordinator().groups.borrow_mut();
     if !groups.contains_key(&args.group) {
         if args.generation >= 0 || !args.member_id.is_empty() {
             return Err(if args.group_id_not_found {
@@ -100,7 +99,7 @@ fn validate(shard: &Rc<Shard>, args: &CommitArgs) -> Result<(), ResponseError> {
                 ResponseError::IllegalGeneration
             });
         }
-        let group = shard.groups.new_group(&args.group);
+        let group = shard.coordinator().new_group(&args.group);
         groups.insert(args.group.clone(), group);
     }
     let group = groups.get_mut(&args.group).expect("inserted above");
@@ -114,11 +113,11 @@ fn validate(shard: &Rc<Shard>, args: &CommitArgs) -> Result<(), ResponseError> {
 
 /// OffsetFetch: the committed offsets of `topics` (all of the group's when `None`).
 pub fn fetch(
-    shard: &Rc<Shard>,
+    shard: &Rc<impl Host>,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> GroupReply {
-    let groups = shard.groups.groups.borrow();
+    let groups = shard.coordinator().groups.borrow();
     let offsets = groups.get(group).map(|g| &g.offsets);
     let found = |topic: &str, partition: i32| {
         offsets
@@ -149,7 +148,7 @@ pub fn fetch(
 
 /// OffsetDelete: removes committed offsets of partitions the group does not consume.
 pub async fn delete(
-    shard: &Rc<Shard>,
+    shard: &Rc<impl Host>,
     partition: i32,
     group: &str,
     partitions: Vec<(String, i32)>,
@@ -157,7 +156,7 @@ pub async fn delete(
     let mut codes = vec![0i16; partitions.len()];
     let mut tombstones = Vec::new();
     {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = shard.coordinator().groups.borrow_mut();
         let Some(entry) = groups.get_mut(group) else {
             return GroupReply::Error(ResponseError::GroupIdNotFound);
         };
@@ -199,17 +198,14 @@ pub async fn delete(
 /// when the group became empty, or from the commit for groups that never had members), and
 /// removes empty groups left with no offsets, however recently they became empty (as Kafka
 /// does). Both get tombstones.
-pub async fn expire(shard: &Rc<Shard>) {
-    let retention = shard.groups.config.offsets_retention_ms;
+pub async fn expire(shard: &Rc<impl Host>) {
+    let retention = shard.coordinator().config.offsets_retention_ms;
     let now = now_ms();
-    let count = shard
-        .table()
-        .topic(super::OFFSETS_TOPIC)
-        .map_or(1, |t| t.partition_count());
+    let count = shard.partition_count(super::OFFSETS_TOPIC).unwrap_or(1);
     let mut writes: HashMap<i32, Vec<(RecordKey, Option<bytes::Bytes>)>> = HashMap::new();
     {
-        let mut groups = shard.groups.groups.borrow_mut();
-        let loaded = shard.groups.loaded.borrow();
+        let mut groups = shard.coordinator().groups.borrow_mut();
+        let loaded = shard.coordinator().loaded.borrow();
         let mut dead = Vec::new();
         for group in groups.values_mut() {
             let partition = super::partition_for(&group.id, count);

@@ -12,11 +12,11 @@ use kafka_protocol::ResponseError;
 
 use super::records::{self, RecordKey};
 use super::state::{sync_error, JoinArgs, JoinOutcome, SyncOutcome};
+use super::Host;
 use super::{write, GroupReply, GroupSummary, ListedGroup, MemberSummary, SyncArgs};
 use crate::limits;
 use crate::metadata::now_ms;
 use crate::protocol::str_bytes;
-use crate::shard::Shard;
 
 fn join_failed(error: ResponseError, member_id: &str) -> GroupReply {
     GroupReply::Join(
@@ -27,14 +27,19 @@ fn join_failed(error: ResponseError, member_id: &str) -> GroupReply {
     )
 }
 
-pub async fn join(shard: &Rc<Shard>, partition: i32, group: &str, args: JoinArgs) -> GroupReply {
-    let config = &shard.groups.config;
+pub async fn join(
+    shard: &Rc<impl Host>,
+    partition: i32,
+    group: &str,
+    args: JoinArgs,
+) -> GroupReply {
+    let config = &shard.coordinator().config;
     let timeout = args.session_timeout_ms;
     if timeout < config.min_session_timeout_ms || timeout > config.max_session_timeout_ms {
         return join_failed(ResponseError::InvalidSessionTimeout, &args.member_id);
     }
     let outcome = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = shard.coordinator().groups.borrow_mut();
         if !groups.contains_key(group) {
             if !args.member_id.is_empty() {
                 return join_failed(ResponseError::UnknownMemberId, &args.member_id);
@@ -42,16 +47,17 @@ pub async fn join(shard: &Rc<Shard>, partition: i32, group: &str, args: JoinArgs
             if groups.len() >= limits::GROUPS_PER_SHARD_MAX {
                 return join_failed(ResponseError::CoordinatorNotAvailable, "");
             }
-            groups.insert(group.to_string(), shard.groups.new_group(group));
+            groups.insert(group.to_string(), shard.coordinator().new_group(group));
         }
         let entry = groups.get_mut(group).expect("inserted above");
         // A new member (or pending one) needs room in the group and on the shard; members
         // that rejoin with their id do not grow the group.
-        let full = entry.size() >= limits::GROUP_MEMBERS_MAX || !shard.groups.has_room_for_member();
+        let full =
+            entry.size() >= limits::GROUP_MEMBERS_MAX || !shard.coordinator().has_room_for_member();
         if full && args.member_id.is_empty() {
             return join_failed(ResponseError::GroupMaxSizeReached, "");
         }
-        let coordinator = &shard.groups;
+        let coordinator = &shard.coordinator();
         coordinator.sized(entry, |g| g.join(args, Instant::now(), now_ms()))
     };
     // The join may complete the rebalance at once (every member is in): run it now rather
@@ -78,10 +84,10 @@ pub async fn join(shard: &Rc<Shard>, partition: i32, group: &str, args: JoinArgs
     }
 }
 
-pub async fn sync(shard: &Rc<Shard>, partition: i32, args: SyncArgs) -> GroupReply {
+pub async fn sync(shard: &Rc<impl Host>, partition: i32, args: SyncArgs) -> GroupReply {
     let group_id = args.group.clone();
     let outcome = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = shard.coordinator().groups.borrow_mut();
         let Some(group) = groups.get_mut(&group_id) else {
             return GroupReply::Sync(sync_error(ResponseError::UnknownMemberId));
         };
@@ -98,7 +104,7 @@ pub async fn sync(shard: &Rc<Shard>, partition: i32, args: SyncArgs) -> GroupRep
                 Some(records::encode_group(&value)),
             );
             let ok = write(shard, partition, vec![record]).await.is_ok();
-            let mut groups = shard.groups.groups.borrow_mut();
+            let mut groups = shard.coordinator().groups.borrow_mut();
             if let Some(group) = groups.get_mut(&group_id) {
                 group.assignment_persisted(generation, ok, Instant::now(), now_ms());
             }
@@ -112,13 +118,13 @@ pub async fn sync(shard: &Rc<Shard>, partition: i32, args: SyncArgs) -> GroupRep
 }
 
 pub fn heartbeat(
-    shard: &Rc<Shard>,
+    shard: &Rc<impl Host>,
     group: &str,
     member_id: &str,
     instance_id: Option<&str>,
     generation: i32,
 ) -> GroupReply {
-    let mut groups = shard.groups.groups.borrow_mut();
+    let mut groups = shard.coordinator().groups.borrow_mut();
     let Some(group) = groups.get_mut(group) else {
         return GroupReply::Error(ResponseError::UnknownMemberId);
     };
@@ -128,8 +134,12 @@ pub fn heartbeat(
     }
 }
 
-pub fn leave(shard: &Rc<Shard>, group: &str, members: Vec<(String, Option<String>)>) -> GroupReply {
-    let mut groups = shard.groups.groups.borrow_mut();
+pub fn leave(
+    shard: &Rc<impl Host>,
+    group: &str,
+    members: Vec<(String, Option<String>)>,
+) -> GroupReply {
+    let mut groups = shard.coordinator().groups.borrow_mut();
     let Some(group) = groups.get_mut(group) else {
         let unknown = members
             .iter()
@@ -144,7 +154,7 @@ pub fn leave(shard: &Rc<Shard>, group: &str, members: Vec<(String, Option<String
         .iter()
         .map(|(member_id, instance_id)| {
             let (member_id, instance_id) = (member_id.as_str(), instance_id.as_deref());
-            shard.groups.sized(group, |g| {
+            shard.coordinator().sized(group, |g| {
                 g.leave(member_id, instance_id, Instant::now(), now_ms())
             })
         })
@@ -152,8 +162,8 @@ pub fn leave(shard: &Rc<Shard>, group: &str, members: Vec<(String, Option<String
     GroupReply::Leave(results)
 }
 
-pub fn describe(shard: &Rc<Shard>, group: &str) -> GroupReply {
-    let groups = shard.groups.groups.borrow();
+pub fn describe(shard: &Rc<impl Host>, group: &str) -> GroupReply {
+    let groups = shard.coordinator().groups.borrow();
     let Some(group) = groups.get(group) else {
         return GroupReply::Describe(GroupSummary {
             state: "Dead",
@@ -197,13 +207,10 @@ pub fn describe(shard: &Rc<Shard>, group: &str) -> GroupReply {
     })
 }
 
-pub fn list(shard: &Rc<Shard>) -> Vec<ListedGroup> {
-    let loaded = shard.groups.loaded.borrow();
-    let count = shard
-        .table()
-        .topic(super::OFFSETS_TOPIC)
-        .map_or(1, |t| t.partition_count());
-    let groups = shard.groups.groups.borrow();
+pub fn list(shard: &Rc<impl Host>) -> Vec<ListedGroup> {
+    let loaded = shard.coordinator().loaded.borrow();
+    let count = shard.partition_count(super::OFFSETS_TOPIC).unwrap_or(1);
+    let groups = shard.coordinator().groups.borrow();
     groups
         .values()
         .filter(|g| g.state != super::GroupState::Dead)
@@ -218,9 +225,9 @@ pub fn list(shard: &Rc<Shard>) -> Vec<ListedGroup> {
 
 /// DeleteGroups for one group: only an empty group may go; its offsets and metadata get
 /// tombstones, so a restart does not bring it back.
-pub async fn delete(shard: &Rc<Shard>, partition: i32, group: &str) -> GroupReply {
+pub async fn delete(shard: &Rc<impl Host>, partition: i32, group: &str) -> GroupReply {
     let tombstones = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = shard.coordinator().groups.borrow_mut();
         let Some(entry) = groups.get_mut(group) else {
             return GroupReply::Error(ResponseError::GroupIdNotFound);
         };
@@ -229,7 +236,7 @@ pub async fn delete(shard: &Rc<Shard>, partition: i32, group: &str) -> GroupRepl
             super::GroupState::Empty if entry.is_empty_of_members() => {}
             _ => return GroupReply::Error(ResponseError::NonEmptyGroup),
         }
-        shard.groups.sized(entry, |g| g.kill(now_ms()));
+        shard.coordinator().sized(entry, |g| g.kill(now_ms()));
         let removed = groups.remove(group).expect("present");
         let mut tombstones: Vec<(RecordKey, Option<bytes::Bytes>)> = removed
             .offsets

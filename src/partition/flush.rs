@@ -32,13 +32,21 @@ impl Partition {
             self.shard.metrics.flush_done(started.elapsed(), !failed);
             let snapshots = self.settle_producers();
             self.flushed(result);
-            // After the waiters are told: a roll's snapshot is no part of any acknowledgement.
-            self.write_snapshots(snapshots).await;
+            // A task of its own: a roll's snapshot is no part of any acknowledgement, and an
+            // await here would let appends stage unseen by the check below.
+            if !snapshots.is_empty() {
+                let partition = self.clone();
+                runtime::spawn_into(self.shard.flush_queue, async move {
+                    partition.write_snapshots(snapshots).await
+                });
+            }
             // In the flush queue, not the background one: pre-writing that falls behind the
             // log end makes every later sync commit the file's growth through the journal.
             self.start_preparing();
-            // No await between this check and clearing the flag: an append either saw the
-            // flag set (and is flushed by this loop) or finds it clear and starts a new task.
+            // No await from the flush's return to clearing the flag: an append either saw the
+            // flag set (and is flushed by this loop) or finds it clear and starts a new task;
+            // and a failed flush left nothing staged (a full device discards it all, a fenced
+            // or closed log takes no appends), so breaking on it strands no batch.
             if failed || !self.log.has_unflushed() {
                 break;
             }

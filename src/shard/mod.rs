@@ -7,6 +7,7 @@
 
 pub mod admin;
 mod controller;
+mod group_host;
 pub mod messages;
 mod producer_ids;
 pub mod table;
@@ -26,10 +27,7 @@ use kafka_protocol::ResponseError;
 use crate::config::Config;
 use crate::limits;
 use crate::metrics::{MetricsSnapshot, PartitionSnapshot, ShardMetrics};
-use crate::partition::{
-    self, Partition, PartitionOp, ProduceInput, ProduceOutput, ShardContext, TopicPartition,
-    WatchInput,
-};
+use crate::partition::{self, Partition, PartitionOp, ShardContext, TopicPartition, WatchInput};
 use crate::quota::throttle::Throttle;
 use crate::runtime::{self, Latency, Mesh, MeshPort, TaskQueueHandle};
 use crate::storage::{self, BatchCache, Log};
@@ -240,7 +238,7 @@ impl Shard {
         self.broadcast_apply(0, records, true)
             .await
             .map_err(anyhow::Error::msg)?;
-        crate::group::ensure_offsets_topic(&self).await?;
+        self.ensure_offsets_topic().await?;
         controller.after_start(&self);
         for shard in 0..self.count {
             let result = if shard == self.id {
@@ -404,26 +402,6 @@ impl Shard {
 
     fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(tp).cloned()
-    }
-
-    /// A partition this shard owns (for internal readers such as the group loader).
-    pub(crate) fn local_partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
-        self.partition(tp)
-    }
-
-    /// Appends one batch to a partition this shard owns, acknowledged like acks=all: after
-    /// `fdatasync`. For internal writers (the group coordinator).
-    pub(crate) async fn append_internal(
-        self: &Rc<Self>,
-        tp: TopicPartition,
-        batch: bytes::Bytes,
-    ) -> ProduceOutput {
-        let input = ProduceInput {
-            tp,
-            records: Some(batch),
-            acks: -1,
-        };
-        self.run_local(input).await
     }
 
     /// Owner shard of a partition, per this shard's table.

@@ -75,7 +75,7 @@ pub async fn remove_dir(dir: &Path) -> io::Result<()> {
         file::sync_directory(parent).await?;
     }
     // Blocking, but deletion is rare and a log directory holds few files.
-    std::fs::remove_dir_all(&doomed)
+    file::remove_dir_all(&doomed)
 }
 
 #[cfg(test)]

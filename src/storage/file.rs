@@ -1,4 +1,4 @@
-//! The only code in storage that touches glommio's file APIs.
+//! The only code in storage that touches glommio's file APIs, or the file system at all.
 //!
 //! `SegmentFile` is a thin wrapper over an O_DIRECT `DmaFile` with the handful of operations
 //! the log uses, so that tests can inject faults here (`faults`, checked at the start of
@@ -6,6 +6,11 @@
 //! runtime without touching the log logic. Writes must be aligned to
 //! `limits::DIO_ALIGNMENT_BYTES` in position and length; reads may be unaligned. Every path
 //! reaches glommio absolute (see `absolute`).
+//!
+//! The same calls reach a simulated disk instead when the path lies under one mounted on this
+//! thread (`sim_disk`): the file is then `Backend::Simulated`, and the directory operations
+//! below (create, list, stat, rename, remove, sync) go to the disk too. A path under no
+//! mount costs one look at an empty thread-local list, at open and directory operations only.
 //!
 //! Errors keep the OS error code the device gave (`to_io`), wrapped with the operation and
 //! path; `os_error` reads it back. The log tells a full device (which it survives) from
@@ -24,6 +29,7 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 use crate::limits::DIO_ALIGNMENT_BYTES;
 use crate::metrics::Histogram;
 use crate::storage::faults::{self, FaultOp};
+use crate::storage::sim_disk::{self, SimFile};
 
 /// Size of the shared block of zeros that pre-writing writes from.
 pub const ZEROS_BYTES: usize = 256 * 1024;
@@ -126,12 +132,43 @@ fn short_write(written: usize, expected: usize) -> io::Error {
 /// One open direct-I/O file. Clones share the descriptor; it closes with the last clone.
 #[derive(Clone)]
 pub struct SegmentFile {
-    file: Rc<DmaFile>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Direct(Rc<DmaFile>),
+    Simulated(SimFile),
+}
+
+/// A buffer for `SegmentFile::write_buffer`: DMA memory for a direct file.
+pub enum WriteBuffer {
+    Direct(DmaBuffer),
+    Simulated(Vec<u8>),
+}
+
+impl WriteBuffer {
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            WriteBuffer::Direct(buffer) => buffer.as_bytes_mut(),
+            WriteBuffer::Simulated(buffer) => buffer,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            WriteBuffer::Direct(buffer) => buffer.len(),
+            WriteBuffer::Simulated(buffer) => buffer.len(),
+        }
+    }
 }
 
 impl SegmentFile {
     /// Opens `path` read-write, creating it empty if missing.
     pub async fn open_or_create(path: &Path) -> io::Result<SegmentFile> {
+        if let Some(disk) = sim_disk::disk_for(path) {
+            return Ok(Self::simulated(disk.open(path, true)?));
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -139,17 +176,28 @@ impl SegmentFile {
             .dma_open(absolute(path)?)
             .await
             .map_err(to_io)?;
-        Ok(SegmentFile {
-            file: Rc::new(file),
-        })
+        Ok(Self::direct(file))
     }
 
     /// Opens an existing file read-only.
     pub async fn open_read_only(path: &Path) -> io::Result<SegmentFile> {
+        if let Some(disk) = sim_disk::disk_for(path) {
+            return Ok(Self::simulated(disk.open(path, false)?));
+        }
         let file = DmaFile::open(absolute(path)?).await.map_err(to_io)?;
-        Ok(SegmentFile {
-            file: Rc::new(file),
-        })
+        Ok(Self::direct(file))
+    }
+
+    fn direct(file: DmaFile) -> SegmentFile {
+        SegmentFile {
+            backend: Backend::Direct(Rc::new(file)),
+        }
+    }
+
+    fn simulated(file: SimFile) -> SegmentFile {
+        SegmentFile {
+            backend: Backend::Simulated(file),
+        }
     }
 
     /// Writes `data` (aligned position, length a multiple of the alignment) at `position`.
@@ -161,43 +209,27 @@ impl SegmentFile {
 
     /// A buffer for `write_buffer`, from the executor's registered-buffer pool when it has
     /// room. Its contents are undefined: the caller fills all of it.
-    pub fn alloc_buffer(&self, length: usize) -> DmaBuffer {
-        self.file.alloc_dma_buffer(length)
+    pub fn alloc_buffer(&self, length: usize) -> WriteBuffer {
+        match &self.backend {
+            Backend::Direct(file) => WriteBuffer::Direct(file.alloc_dma_buffer(length)),
+            Backend::Simulated(_) => WriteBuffer::Simulated(vec![0; length]),
+        }
     }
 
     /// Writes all of `buffer` (aligned position, length a multiple of the alignment).
-    pub async fn write_buffer(&self, position: u64, buffer: DmaBuffer) -> io::Result<()> {
+    pub async fn write_buffer(&self, position: u64, buffer: WriteBuffer) -> io::Result<()> {
         assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
         assert_eq!(buffer.len() % DIO_ALIGNMENT_BYTES, 0);
         self.injected_fault(FaultOp::Write).await?;
-        self.write_all(position, Rc::new(buffer)).await
-    }
-
-    /// Writes all of `buffer` at `position`. A write the kernel cut short (a device that ran
-    /// out of room midway may report the bytes it took instead of an error) goes on from
-    /// where it stopped, so that the cause comes back with its errno as the next write's
-    /// error, never as an errno-less short write that would fence the log.
-    async fn write_all(&self, position: u64, buffer: Rc<DmaBuffer>) -> io::Result<()> {
-        let expected = buffer.len();
-        let mut written = self
-            .file
-            .write_rc_at(buffer.clone(), position)
-            .await
-            .map_err(to_io)?;
-        let mut done = written;
-        while done < expected {
-            if written == 0 || done % DIO_ALIGNMENT_BYTES != 0 {
-                return Err(short_write(done, expected));
+        match (&self.backend, buffer) {
+            (Backend::Direct(file), WriteBuffer::Direct(buffer)) => {
+                write_all(file, position, Rc::new(buffer)).await
             }
-            // Rare: a copy of the rest, since a DMA buffer cannot be written from an offset.
-            let mut rest = self.alloc_buffer(expected - done);
-            rest.as_bytes_mut()
-                .copy_from_slice(&buffer.as_bytes()[done..]);
-            let at = position + done as u64;
-            written = self.file.write_at(rest, at).await.map_err(to_io)?;
-            done += written;
+            (Backend::Simulated(file), WriteBuffer::Simulated(buffer)) => {
+                file.write(position, &buffer)
+            }
+            _ => unreachable!("a buffer is written to the kind of file that gave it"),
         }
-        Ok(())
     }
 
     /// Writes `length` zero bytes (at most `ZEROS_BYTES`, aligned) at `position`, from the
@@ -206,30 +238,39 @@ impl SegmentFile {
         assert_eq!(position % DIO_ALIGNMENT_BYTES as u64, 0);
         assert!(length <= ZEROS_BYTES && length % DIO_ALIGNMENT_BYTES == 0);
         self.injected_fault(FaultOp::Write).await?;
+        let file = match &self.backend {
+            Backend::Direct(file) => file,
+            Backend::Simulated(file) => return file.write(position, &vec![0; length]),
+        };
         let zeros = ZEROS.with(|zeros| {
             zeros
                 .get_or_init(|| {
-                    let mut buffer = self.file.alloc_dma_buffer(ZEROS_BYTES);
+                    let mut buffer = file.alloc_dma_buffer(ZEROS_BYTES);
                     buffer.as_bytes_mut().fill(0);
                     Rc::new(buffer)
                 })
                 .clone()
         });
         if length == ZEROS_BYTES {
-            return self.write_all(position, zeros).await;
+            return write_all(file, position, zeros).await;
         }
-        let mut buffer = self.alloc_buffer(length);
+        let mut buffer = file.alloc_dma_buffer(length);
         buffer
             .as_bytes_mut()
             .copy_from_slice(&zeros.as_bytes()[..length]);
-        self.write_buffer(position, buffer).await
+        write_all(file, position, Rc::new(buffer)).await
     }
 
     /// Reads up to `length` bytes at `position`; fewer only at the end of the file.
     pub async fn read(&self, position: u64, length: usize) -> io::Result<Vec<u8>> {
         self.injected_fault(FaultOp::Read).await?;
-        let result = self.file.read_at(position, length).await.map_err(to_io)?;
-        Ok(result.to_vec())
+        match &self.backend {
+            Backend::Direct(file) => {
+                let result = file.read_at(position, length).await.map_err(to_io)?;
+                Ok(result.to_vec())
+            }
+            Backend::Simulated(file) => file.read(position, length),
+        }
     }
 
     /// Reads up to `length` bytes at `position` and appends them to `out` (one copy, out of
@@ -241,31 +282,52 @@ impl SegmentFile {
         out: &mut bytes::BytesMut,
     ) -> io::Result<usize> {
         self.injected_fault(FaultOp::Read).await?;
-        let result = self.file.read_at(position, length).await.map_err(to_io)?;
-        out.extend_from_slice(&result);
-        Ok(result.len())
+        match &self.backend {
+            Backend::Direct(file) => {
+                let result = file.read_at(position, length).await.map_err(to_io)?;
+                out.extend_from_slice(&result);
+                Ok(result.len())
+            }
+            Backend::Simulated(file) => {
+                let result = file.read(position, length)?;
+                out.extend_from_slice(&result);
+                Ok(result.len())
+            }
+        }
     }
 
     pub async fn fdatasync(&self) -> io::Result<()> {
         self.injected_fault(FaultOp::Sync).await?;
         let started = Instant::now();
-        let result = self.file.fdatasync().await.map_err(to_io);
+        let result = match &self.backend {
+            Backend::Direct(file) => file.fdatasync().await.map_err(to_io),
+            Backend::Simulated(file) => file.sync(),
+        };
         SYNC_SECONDS.with(|histogram| histogram.borrow_mut().record(started.elapsed()));
         result
     }
 
     pub async fn truncate(&self, size: u64) -> io::Result<()> {
         self.injected_fault(FaultOp::Truncate).await?;
-        self.file.truncate(size).await.map_err(to_io)
+        match &self.backend {
+            Backend::Direct(file) => file.truncate(size).await.map_err(to_io),
+            Backend::Simulated(file) => file.truncate(size),
+        }
     }
 
     pub async fn size(&self) -> io::Result<u64> {
-        self.file.file_size().await.map_err(to_io)
+        match &self.backend {
+            Backend::Direct(file) => file.file_size().await.map_err(to_io),
+            Backend::Simulated(file) => file.size(),
+        }
     }
 
     /// The error a test armed for `op` on this file (see `faults`); free when none is armed.
     async fn injected_fault(&self, op: FaultOp) -> io::Result<()> {
-        let path = || self.file.path().map(|path| path.to_path_buf());
+        let path = || match &self.backend {
+            Backend::Direct(file) => file.path().map(|path| path.to_path_buf()),
+            Backend::Simulated(file) => Some(file.path().to_path_buf()),
+        };
         if let Some(delay) = faults::check(op, path)? {
             glommio::timer::sleep(delay).await;
         }
@@ -274,13 +336,44 @@ impl SegmentFile {
 
     /// Closes the descriptor if this is the last clone; otherwise the last clone closes it.
     pub async fn close(self) -> io::Result<()> {
-        self.file.close_rc().await.map_err(to_io)?;
+        if let Backend::Direct(file) = self.backend {
+            file.close_rc().await.map_err(to_io)?;
+        }
         Ok(())
     }
 }
 
+/// Writes all of `buffer` at `position`. A write the kernel cut short (a device that ran out
+/// of room midway may report the bytes it took instead of an error) goes on from where it
+/// stopped, so that the cause comes back with its errno as the next write's error, never as
+/// an errno-less short write that would fence the log.
+async fn write_all(file: &DmaFile, position: u64, buffer: Rc<DmaBuffer>) -> io::Result<()> {
+    let expected = buffer.len();
+    let mut written = file
+        .write_rc_at(buffer.clone(), position)
+        .await
+        .map_err(to_io)?;
+    let mut done = written;
+    while done < expected {
+        if written == 0 || done % DIO_ALIGNMENT_BYTES != 0 {
+            return Err(short_write(done, expected));
+        }
+        // Rare: a copy of the rest, since a DMA buffer cannot be written from an offset.
+        let mut rest = file.alloc_dma_buffer(expected - done);
+        rest.as_bytes_mut()
+            .copy_from_slice(&buffer.as_bytes()[done..]);
+        let at = position + done as u64;
+        written = file.write_at(rest, at).await.map_err(to_io)?;
+        done += written;
+    }
+    Ok(())
+}
+
 /// Makes a directory entry change (create, rename, unlink) durable.
 pub async fn sync_directory(path: &Path) -> io::Result<()> {
+    if let Some(disk) = sim_disk::disk_for(path) {
+        return disk.sync_directory(path);
+    }
     let directory = glommio::io::Directory::open(absolute(path)?)
         .await
         .map_err(to_io)?;
@@ -289,19 +382,76 @@ pub async fn sync_directory(path: &Path) -> io::Result<()> {
 }
 
 pub async fn remove_file(path: &Path) -> io::Result<()> {
+    if let Some(disk) = sim_disk::disk_for(path) {
+        return disk.remove_file(path);
+    }
     glommio::io::remove(absolute(path)?).await.map_err(to_io)
 }
 
 pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(disk) = sim_disk::disk_for(from) {
+        return disk.rename(from, to);
+    }
     glommio::io::rename(absolute(from)?, absolute(to)?)
         .await
         .map_err(to_io)
+}
+
+/// Creates `dir` and its missing parents.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    match sim_disk::disk_for(dir) {
+        Some(disk) => disk.create_dir_all(dir),
+        None => std::fs::create_dir_all(dir),
+    }
+}
+
+/// Removes `dir` and everything in it.
+pub fn remove_dir_all(dir: &Path) -> io::Result<()> {
+    match sim_disk::disk_for(dir) {
+        Some(disk) => disk.remove_dir_all(dir),
+        None => std::fs::remove_dir_all(dir),
+    }
+}
+
+/// The names of the entries of `dir`.
+pub fn list_dir(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    if let Some(disk) = sim_disk::disk_for(dir) {
+        return disk.list_dir(dir);
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        names.push(entry?.file_name());
+    }
+    Ok(names)
+}
+
+/// The length of the file at `path` (following links), or None when there is none.
+pub fn file_len(path: &Path) -> io::Result<Option<u64>> {
+    if let Some(disk) = sim_disk::disk_for(path) {
+        return Ok(disk.file_len(path));
+    }
+    match std::fs::metadata(path) {
+        Ok(metadata) => Ok(Some(metadata.len())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether nothing (not even a dangling link) is at `path`.
+pub fn is_missing(path: &Path) -> bool {
+    if let Some(disk) = sim_disk::disk_for(path) {
+        return disk.file_len(path).is_none() && !disk.is_dir(path);
+    }
+    matches!(std::fs::symlink_metadata(path), Err(error) if error.kind() == io::ErrorKind::NotFound)
 }
 
 /// glommio decides from the first `DmaFile` a shard opens on a device whether reads use
 /// io_uring polling, and an empty read-write file makes later reads fail (os error 95). So
 /// before anything else, open a non-empty probe file read-only on the data device.
 pub async fn prime_device(data_dir: &Path) -> io::Result<()> {
+    if sim_disk::disk_for(data_dir).is_some() {
+        return create_dir_all(data_dir);
+    }
     std::fs::create_dir_all(data_dir)?;
     let probe = data_dir.join(".corelog-device-probe");
     let needs_probe = std::fs::metadata(&probe)

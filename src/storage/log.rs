@@ -167,7 +167,7 @@ impl Log {
         config: LogConfig,
         cache: Rc<BatchCache>,
     ) -> Result<Rc<Log>, StorageError> {
-        std::fs::create_dir_all(&dir)?;
+        file::create_dir_all(&dir)?;
         let bases = list_segments(&dir)?;
         let mut segments = recover_segments(&dir, &bases, config.index_interval_bytes).await?;
         if segments.is_empty() {

@@ -14,6 +14,8 @@
 
 mod appender;
 mod cache;
+#[cfg(test)]
+mod crash_tests;
 mod directory;
 #[cfg(test)]
 mod fault_tests;
@@ -32,6 +34,7 @@ mod recovery;
 mod recovery_tests;
 mod segment;
 pub mod side_file;
+pub mod sim_disk;
 #[cfg(test)]
 mod tests;
 mod ticket;

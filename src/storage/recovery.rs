@@ -192,7 +192,7 @@ async fn load_indexes(
         segment_path(dir, base, "index"),
         segment_path(dir, base, "timeindex"),
     );
-    if file_bytes == 0 && is_missing(&offset_path) && is_missing(&time_path) {
+    if file_bytes == 0 && file::is_missing(&offset_path) && file::is_missing(&time_path) {
         // An empty segment has nothing to index: a log closed before its first write (see
         // `Log::close`) leaves no index files, and writing empty ones here for each of
         // thousands of idle partitions would cost two syncs each at every start.
@@ -218,10 +218,6 @@ async fn load_indexes(
         }
     }
     Ok(Ok((offsets, times)))
-}
-
-fn is_missing(path: &Path) -> bool {
-    matches!(std::fs::symlink_metadata(path), Err(error) if error.kind() == io::ErrorKind::NotFound)
 }
 
 /// Where a segment's scan stopped before the end of its file.
@@ -290,7 +286,7 @@ async fn all_zeros(file: &SegmentFile, from: u64, to: u64) -> io::Result<bool> {
 async fn delete_segments(dir: &Path, bases: &[i64], reason: &str) -> Result<(), StorageError> {
     for &base in bases {
         let path = segment_path(dir, base, "log");
-        let bytes_dropped = std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
+        let bytes_dropped = file::file_len(&path).ok().flatten().unwrap_or(0);
         tracing::warn!(
             path = %path.display(),
             base_offset = base,

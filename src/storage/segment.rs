@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::limits::DIO_ALIGNMENT_BYTES;
-use crate::storage::file::SegmentFile;
+use crate::storage::file::{self, SegmentFile};
 use crate::storage::index::{self, OffsetEntry, TimeEntry};
 
 /// The facts about one batch that the segment indexes.
@@ -184,10 +184,8 @@ pub async fn write_small_file(path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// The whole content of a small file, or None if it does not exist or is implausibly large.
 pub async fn read_small_file(path: &Path, bytes_max: u64) -> io::Result<Option<Vec<u8>>> {
-    let length = match std::fs::metadata(path) {
-        Ok(metadata) => metadata.len(),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error),
+    let Some(length) = file::file_len(path)? else {
+        return Ok(None);
     };
     if length == 0 {
         return Ok(Some(Vec::new()));

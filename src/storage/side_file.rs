@@ -18,8 +18,7 @@ pub fn offset_path(dir: &Path, offset: i64, extension: &str) -> PathBuf {
 /// Offsets of the files in `dir` named `<20 digits>.<extension>`, ascending.
 pub fn list_offsets(dir: &Path, extension: &str) -> io::Result<Vec<i64>> {
     let mut offsets = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
+    for name in file::list_dir(dir)? {
         let Some(stem) = name
             .to_str()
             .and_then(|name| name.strip_suffix(extension))
