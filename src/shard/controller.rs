@@ -3,10 +3,12 @@
 //! Per-shard: lives on shard 0 only. It validates topic changes, decides placement (the least
 //! loaded shard), appends the change to the metadata log, waits until it is durable, and then
 //! has every shard apply it before answering. Changes are serialized by a one-permit semaphore
-//! so that validation always sees the table the change will be applied to.
+//! so that validation always sees the table the change will be applied to. It reaches its
+//! shard only through `ControllerHost`.
 
-use std::cell::Cell;
+use std::cell::{Cell, Ref};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -14,11 +16,26 @@ use kafka_protocol::ResponseError;
 
 use super::admin::{AdminResult, ConfigChange, ControllerCommand};
 use super::messages::{CreateTopicSpec, TopicRef, TopicResult};
-use super::Shard;
+use super::table::ShardTable;
+use crate::config::Config;
 use crate::limits;
 use crate::metadata::topic_config::{self, AlterError, TopicConfig};
 use crate::metadata::{self, collision_key, MetadataRecord, MetadataStore, METADATA_LOG_DIR};
 use crate::storage::{self, BatchCache};
+
+/// What the controller needs from the shard it runs on (shard 0), and no more.
+pub trait ControllerHost {
+    fn config(&self) -> &Config;
+    fn shard_count(&self) -> usize;
+    /// This shard's table: what a change is validated against.
+    fn table(&self) -> Ref<'_, ShardTable>;
+    /// Has every shard apply `records`, the first at metadata log offset `first`.
+    fn apply_everywhere(
+        &self,
+        first: i64,
+        records: Vec<MetadataRecord>,
+    ) -> impl Future<Output = Result<(), String>>;
+}
 
 pub struct Controller {
     store: MetadataStore,
@@ -30,15 +47,17 @@ pub struct Controller {
 impl Controller {
     /// Opens the metadata log; returns the controller and every record to replay. Partitions
     /// placed on shards that no longer exist are moved first, and the moves are made durable.
-    pub async fn open(shard: &Rc<Shard>) -> anyhow::Result<(Rc<Controller>, Vec<MetadataRecord>)> {
+    pub async fn open(
+        shard: &impl ControllerHost,
+    ) -> anyhow::Result<(Rc<Controller>, Vec<MetadataRecord>)> {
         // Its own cache, and pre-writing for this one log apart from the shard's partitions.
         let cache = BatchCache::with_budgets(
             1 << 20,
             limits::READ_AHEAD_BYTES_PER_SHARD_MAX,
             limits::PREWRITE_AHEAD_BYTES,
         );
-        let (store, mut records) = MetadataStore::open(&shard.config.data_dir, cache).await?;
-        for record in reassign_lost_shards(&records, shard.count) {
+        let (store, mut records) = MetadataStore::open(&shard.config().data_dir, cache).await?;
+        for record in reassign_lost_shards(&records, shard.shard_count()) {
             tracing::warn!(
                 ?record,
                 "moving a partition off a shard that no longer exists"
@@ -60,8 +79,8 @@ impl Controller {
     }
 
     /// After every shard has loaded the table: remove directories metadata does not know.
-    pub fn after_start(&self, shard: &Shard) {
-        remove_orphan_directories(&shard.config.data_dir, shard);
+    pub fn after_start(&self, shard: &impl ControllerHost) {
+        remove_orphan_directories(&shard.config().data_dir, shard);
     }
 
     pub async fn close(&self) {
@@ -72,7 +91,7 @@ impl Controller {
 
     pub async fn create_topics(
         &self,
-        shard: &Rc<Shard>,
+        shard: &impl ControllerHost,
         specs: Vec<CreateTopicSpec>,
     ) -> Vec<TopicResult> {
         let mut results = Vec::with_capacity(specs.len());
@@ -85,9 +104,13 @@ impl Controller {
         results
     }
 
-    async fn create_topic(&self, shard: &Rc<Shard>, spec: CreateTopicSpec) -> TopicResult {
+    async fn create_topic(
+        &self,
+        shard: &impl ControllerHost,
+        spec: CreateTopicSpec,
+    ) -> TopicResult {
         let num_partitions = if spec.num_partitions == -1 {
-            shard.config.num_partitions
+            shard.config().num_partitions
         } else {
             spec.num_partitions
         };
@@ -109,7 +132,7 @@ impl Controller {
             name: spec.name.clone(),
             id: result.id,
             shards: place(
-                &shard.table().load_per_shard(shard.count),
+                &shard.table().load_per_shard(shard.shard_count()),
                 num_partitions as usize,
             ),
             configs: spec.configs,
@@ -124,7 +147,7 @@ impl Controller {
 
     fn check_new_topic(
         &self,
-        shard: &Shard,
+        shard: &impl ControllerHost,
         spec: &CreateTopicSpec,
         num_partitions: i32,
     ) -> Result<(), (ResponseError, String)> {
@@ -158,7 +181,7 @@ impl Controller {
 
     pub async fn delete_topics(
         &self,
-        shard: &Rc<Shard>,
+        shard: &impl ControllerHost,
         topics: Vec<TopicRef>,
     ) -> Vec<TopicResult> {
         let mut results = Vec::with_capacity(topics.len());
@@ -171,7 +194,7 @@ impl Controller {
         results
     }
 
-    async fn delete_topic(&self, shard: &Rc<Shard>, topic: TopicRef) -> TopicResult {
+    async fn delete_topic(&self, shard: &impl ControllerHost, topic: TopicRef) -> TopicResult {
         let found = match &topic {
             TopicRef::Name(name) => shard.table().topic(name),
             TopicRef::Id(id) => shard.table().topic_by_id(id),
@@ -207,7 +230,10 @@ impl Controller {
 
     /// Hands out the next block of `PRODUCER_ID_BLOCK_COUNT` producer ids, `[first, end)`,
     /// after recording it durably so that no id is ever handed out twice.
-    pub async fn allocate_producer_ids(&self, shard: &Rc<Shard>) -> Result<(i64, i64), String> {
+    pub async fn allocate_producer_ids(
+        &self,
+        shard: &impl ControllerHost,
+    ) -> Result<(i64, i64), String> {
         let _permit = self
             .serial
             .acquire_permit(1)
@@ -229,7 +255,7 @@ impl Controller {
     /// the table it will be applied to and recorded before the next one starts.
     pub async fn run_commands(
         &self,
-        shard: &Rc<Shard>,
+        shard: &impl ControllerHost,
         commands: Vec<ControllerCommand>,
     ) -> Vec<AdminResult> {
         let mut results = Vec::with_capacity(commands.len());
@@ -261,7 +287,7 @@ impl Controller {
     /// The record a command would write, and whether it is only to be validated.
     fn plan(
         &self,
-        shard: &Shard,
+        shard: &impl ControllerHost,
         command: ControllerCommand,
     ) -> Result<(MetadataRecord, bool), (ResponseError, String)> {
         let unknown = |name: &str| {
@@ -314,7 +340,7 @@ impl Controller {
                     return Err((ResponseError::InvalidPartitions, message));
                 }
                 let shards = place(
-                    &table.load_per_shard(shard.count),
+                    &table.load_per_shard(shard.shard_count()),
                     (count - current) as usize,
                 );
                 let record = MetadataRecord::PartitionsAdded {
@@ -371,13 +397,17 @@ impl Controller {
 
     /// Makes `record` durable, then has every shard apply it. Every record is committed this
     /// way, so that each shard's table applies every offset of the metadata log in order.
-    async fn commit(&self, shard: &Rc<Shard>, record: MetadataRecord) -> Result<(), String> {
+    async fn commit(
+        &self,
+        shard: &impl ControllerHost,
+        record: MetadataRecord,
+    ) -> Result<(), String> {
         let offset = self
             .store
             .append(&record)
             .await
             .map_err(|e| format!("metadata log: {e}"))?;
-        shard.broadcast_apply(offset, vec![record], false).await
+        shard.apply_everywhere(offset, vec![record]).await
     }
 }
 
@@ -445,7 +475,7 @@ fn reassign_lost_shards(records: &[MetadataRecord], shard_count: usize) -> Vec<M
 /// Removes partition directories that the metadata log does not know (a deletion that crashed
 /// before its directory was renamed) and directories whose deletion started (one that crashed
 /// after), so that a re-created topic never sees old data.
-fn remove_orphan_directories(data_dir: &Path, shard: &Shard) {
+fn remove_orphan_directories(data_dir: &Path, shard: &impl ControllerHost) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return;
     };

@@ -7,7 +7,7 @@
 
 pub mod admin;
 mod controller;
-mod group_host;
+mod hosts;
 pub mod messages;
 mod producer_ids;
 pub mod table;

@@ -1,15 +1,21 @@
-//! The shard as the group coordinator's host (`group::Host`): the narrow handle through which
-//! the group layer reaches the shard's table, its partitions and the other shards.
+//! The shard as host of the group coordinator (`group::Host`) and of the controller
+//! (`ControllerHost`): the narrow handles through which they reach the shard's table, its
+//! partitions and the other shards, and nothing else of it.
 
+use std::cell::Ref;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::TaskQueueHandle;
 use kafka_protocol::ResponseError;
 
+use super::controller::ControllerHost;
 use super::messages::{CreateTopicSpec, ShardRequest};
+use super::table::ShardTable;
 use super::Shard;
+use crate::config::Config;
 use crate::group::{self, Coordinator, GroupCall, GroupReply, OFFSETS_TOPIC};
+use crate::metadata::MetadataRecord;
 use crate::partition::{Partition, ProduceInput, ProduceOutput, TopicPartition};
 
 impl group::Host for Shard {
@@ -60,6 +66,28 @@ impl group::Host for Shard {
 
     fn is_shutting_down(&self) -> bool {
         self.shutdown.is_raised()
+    }
+}
+
+impl ControllerHost for Rc<Shard> {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn shard_count(&self) -> usize {
+        self.count
+    }
+
+    fn table(&self) -> Ref<'_, ShardTable> {
+        Shard::table(self)
+    }
+
+    async fn apply_everywhere(
+        &self,
+        first: i64,
+        records: Vec<MetadataRecord>,
+    ) -> Result<(), String> {
+        self.broadcast_apply(first, records, false).await
     }
 }
 
