@@ -14,6 +14,7 @@ use super::Host;
 use super::{partition_for, OFFSETS_TOPIC};
 use crate::partition::TopicPartition;
 use crate::runtime;
+use crate::runtime::clock;
 
 /// What the replay of one partition found for one group.
 #[derive(Default)]
@@ -150,7 +151,7 @@ fn apply(
 }
 
 fn install(shard: &Rc<impl Host>, replayed: HashMap<String, Replayed>) {
-    let now = Instant::now();
+    let now = clock::now();
     let mut groups = shard.coordinator().groups.borrow_mut();
     for (id, found) in replayed {
         if found.metadata.is_none() && found.offsets.is_empty() {

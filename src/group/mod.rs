@@ -41,6 +41,7 @@ use crate::metadata::now_ms;
 use crate::partition::TopicPartition;
 use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
 use crate::runtime;
+use crate::runtime::clock;
 use crate::sync::Notify;
 use records::{OffsetValue, RecordKey};
 use state::{Group, GroupState, JoinArgs};
@@ -338,7 +339,7 @@ pub async fn handle_local(shard: &Rc<impl Host>, call: GroupCall) -> GroupReply 
 /// the timer loop poll it soon, since the request may have set an earlier deadline. Costs
 /// O(log groups), whatever the size of the group.
 fn after_change(shard: &Rc<impl Host>, partition: i32, group: &str) {
-    let now = Instant::now();
+    let now = clock::now();
     let persist = {
         let mut groups = shard.coordinator().groups.borrow_mut();
         match groups.get_mut(group) {
@@ -450,10 +451,10 @@ pub async fn run_timers(shard: Rc<impl Host>) {
             .offsets_retention_check_interval_ms
             .max(10),
     );
-    let mut next_retention = Instant::now() + retention_interval;
+    let mut next_retention = clock::now() + retention_interval;
     while !shard.is_shutting_down() {
         let wake = shard.coordinator().wake.notified();
-        let now = Instant::now();
+        let now = clock::now();
         poll_due(&shard, now);
         let mut next = shard
             .coordinator()
@@ -467,7 +468,7 @@ pub async fn run_timers(shard: Rc<impl Host>) {
         }
         next = next.min(next_retention);
         let sleep = next
-            .saturating_duration_since(Instant::now())
+            .saturating_duration_since(clock::now())
             .min(Duration::from_secs(1));
         let timer = Box::pin(runtime::sleep(sleep));
         futures::future::select(timer, Box::pin(wake)).await;

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Instant;
 
 use kafka_protocol::ResponseError;
 
@@ -17,6 +16,7 @@ use super::Host;
 use super::{write, CommitArgs, GroupReply, GroupState};
 use crate::limits::OFFSET_METADATA_BYTES_MAX;
 use crate::metadata::now_ms;
+use crate::runtime::clock;
 
 pub async fn commit(shard: &Rc<impl Host>, partition: i32, args: CommitArgs) -> GroupReply {
     if let Err(error) = validate(shard, &args) {
@@ -107,7 +107,7 @@ fn validate(shard: &Rc<impl Host>, args: &CommitArgs) -> Result<(), ResponseErro
         &args.member_id,
         args.instance_id.as_deref(),
         args.generation,
-        Instant::now(),
+        clock::now(),
     )
 }
 

@@ -5,7 +5,6 @@
 //! machine; waiting (for a rebalance or a durable write) happens after the borrow ends.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
 use kafka_protocol::ResponseError;
@@ -17,6 +16,7 @@ use super::{write, GroupReply, GroupSummary, ListedGroup, MemberSummary, SyncArg
 use crate::limits;
 use crate::metadata::now_ms;
 use crate::protocol::str_bytes;
+use crate::runtime::clock;
 
 fn join_failed(error: ResponseError, member_id: &str) -> GroupReply {
     GroupReply::Join(
@@ -58,7 +58,7 @@ pub async fn join(
             return join_failed(ResponseError::GroupMaxSizeReached, "");
         }
         let coordinator = &shard.coordinator();
-        coordinator.sized(entry, |g| g.join(args, Instant::now(), now_ms()))
+        coordinator.sized(entry, |g| g.join(args, clock::now(), now_ms()))
     };
     // The join may complete the rebalance at once (every member is in): run it now rather
     // than at the next timer tick.
@@ -91,7 +91,7 @@ pub async fn sync(shard: &Rc<impl Host>, partition: i32, args: SyncArgs) -> Grou
         let Some(group) = groups.get_mut(&group_id) else {
             return GroupReply::Sync(sync_error(ResponseError::UnknownMemberId));
         };
-        group.sync(args, Instant::now(), now_ms())
+        group.sync(args, clock::now(), now_ms())
     };
     let rx = match outcome {
         SyncOutcome::Respond(response) => return GroupReply::Sync(response),
@@ -106,7 +106,7 @@ pub async fn sync(shard: &Rc<impl Host>, partition: i32, args: SyncArgs) -> Grou
             let ok = write(shard, partition, vec![record]).await.is_ok();
             let mut groups = shard.coordinator().groups.borrow_mut();
             if let Some(group) = groups.get_mut(&group_id) {
-                group.assignment_persisted(generation, ok, Instant::now(), now_ms());
+                group.assignment_persisted(generation, ok, clock::now(), now_ms());
             }
             rx
         }
@@ -128,7 +128,7 @@ pub fn heartbeat(
     let Some(group) = groups.get_mut(group) else {
         return GroupReply::Error(ResponseError::UnknownMemberId);
     };
-    match group.heartbeat(member_id, instance_id, generation, Instant::now()) {
+    match group.heartbeat(member_id, instance_id, generation, clock::now()) {
         Ok(()) => GroupReply::Done,
         Err(error) => GroupReply::Error(error),
     }
@@ -155,7 +155,7 @@ pub fn leave(
         .map(|(member_id, instance_id)| {
             let (member_id, instance_id) = (member_id.as_str(), instance_id.as_deref());
             shard.coordinator().sized(group, |g| {
-                g.leave(member_id, instance_id, Instant::now(), now_ms())
+                g.leave(member_id, instance_id, clock::now(), now_ms())
             })
         })
         .collect();

@@ -210,12 +210,8 @@ async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {
     Ok(records)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+/// Milliseconds since the Unix epoch, from the thread's clock (`runtime::clock`).
+pub use crate::runtime::clock::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 
 use super::Partition;
 use crate::runtime;
+use crate::runtime::clock;
 use crate::sync::Latch;
 
 /// An operation on one partition, run on the shard that owns it. The shard layer calls `run`
@@ -194,7 +195,7 @@ pub async fn watch(watched: &[(Rc<Partition>, i64)], deadline: Instant, stop: &L
         let has_data = watched
             .iter()
             .any(|(partition, offset)| partition.has_data_past(*offset));
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = deadline.saturating_duration_since(clock::now());
         if has_data || remaining.is_zero() || stop.is_raised() {
             return;
         }
@@ -210,6 +211,6 @@ pub async fn watch(watched: &[(Rc<Partition>, i64)], deadline: Instant, stop: &L
 
 impl WatchInput {
     pub fn deadline(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.timeout_ms)
+        clock::now() + Duration::from_millis(self.timeout_ms)
     }
 }

@@ -1,4 +1,5 @@
-//! The thin layer over glommio: executors, task queues, the shard mesh and timers.
+//! The thin layer over glommio: executors, task queues, the shard mesh, timers and the clock
+//! (`clock`: real or simulated time).
 //!
 //! Everything in corelog that names a glommio executor or channel API goes through here (files
 //! go through `storage::file`, sockets through `server`), so that moving to a glommio fork or
@@ -9,10 +10,12 @@ use std::time::Duration;
 
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
+pub mod clock;
 mod doorbell;
 mod mesh;
 mod worker;
 
+pub use clock::sleep;
 pub use mesh::{Mesh, MeshPort, Reply};
 pub use worker::{Ran, Worker};
 
@@ -21,7 +24,6 @@ pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::spawn_local;
 pub use glommio::sync::Semaphore;
 pub use glommio::task::JoinHandle;
-pub use glommio::timer::sleep;
 pub use glommio::{Latency, Shares, TaskQueueHandle};
 
 /// How the executors are started.

@@ -32,6 +32,7 @@ use crate::limits::PREWRITE_STEP_BYTES;
 use crate::limits::{INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, STORAGE_READ_BYTES_MAX};
 use crate::metrics::Histogram;
 use crate::protocol::record_batch::{self, BatchSummary};
+use crate::runtime::clock;
 use crate::storage::appender::Appender;
 use crate::storage::cache::BatchCache;
 use crate::storage::file::{self, SegmentFile};
@@ -395,7 +396,7 @@ impl Log {
     /// `Appender`) and may have it: the log is hot and the shard's budget has room (see
     /// `prewrite`). The shard then calls `prepare_step` until it says done.
     pub fn needs_preparing(&self) -> bool {
-        if self.prewrite.available() == 0 || !self.heat.borrow_mut().is_hot(Instant::now()) {
+        if self.prewrite.available() == 0 || !self.heat.borrow_mut().is_hot(clock::now()) {
             return false;
         }
         let segment_bytes = self.state.borrow().config.segment_bytes;
@@ -534,7 +535,7 @@ impl Log {
         }
         // Counted once synced: bytes a full device sent back are not yet written.
         let written = appender.size() - start;
-        self.heat.borrow_mut().record(written, Instant::now());
+        self.heat.borrow_mut().record(written, clock::now());
         let mut state = self.state.borrow_mut();
         let segment = state
             .segments
@@ -918,7 +919,7 @@ impl Log {
     /// Trims the pre-written zeros of a log that is no longer hot, so that the shard's
     /// budget goes to the logs that write now. Holds `io_lock`.
     async fn release_cold_prewrite(&self) -> Result<(), StorageError> {
-        if self.prewrite_held.get() == 0 || self.heat.borrow_mut().is_hot(Instant::now()) {
+        if self.prewrite_held.get() == 0 || self.heat.borrow_mut().is_hot(clock::now()) {
             return Ok(());
         }
         let mut appender = self

@@ -41,6 +41,7 @@ use crate::limits::{
     READ_AHEAD_STREAMS_PER_LOG_MAX, READ_AHEAD_STREAM_IDLE_MISSES, READ_AHEAD_STREAM_IDLE_MS,
     STORAGE_READ_BYTES_MAX,
 };
+use crate::runtime::clock;
 use crate::storage::file::SegmentFile;
 use crate::storage::reader::{check_batch, ScanError, Scanner};
 use crate::sync::Latch;
@@ -287,7 +288,7 @@ impl ReadAhead {
         }
         self.budget.hits.set(self.budget.hits.get() + 1);
         stream.idle_misses = 0;
-        stream.last_used = Instant::now();
+        stream.last_used = clock::now();
         Lookup::Hit {
             batches,
             stream: stream.id,
@@ -305,7 +306,7 @@ impl ReadAhead {
             chunk_bytes: chunk_bytes_for(max_bytes),
             chunks: VecDeque::new(),
             idle_misses: 0,
-            last_used: Instant::now(),
+            last_used: clock::now(),
         };
         if inner.streams.len() < READ_AHEAD_STREAMS_PER_LOG_MAX {
             inner.streams.push(stream);
@@ -338,7 +339,7 @@ impl ReadAhead {
         };
         let reservation = self.budget.reserve(chunk_bytes).or_else(|| {
             let idle = Duration::from_millis(READ_AHEAD_STREAM_IDLE_MS);
-            let now = Instant::now();
+            let now = clock::now();
             self.budget
                 .reclaim_idle(now.checked_sub(idle).unwrap_or(now));
             self.budget.reserve(chunk_bytes)

@@ -797,3 +797,26 @@ fn truncate_suffix_of_staged_batches_and_bad_offsets() {
         log.close().await.unwrap();
     });
 }
+
+/// Whether a log is hot (and so is given pre-written space) follows the thread's clock: under
+/// a simulated clock a log that wrote enough stays hot while the clock stands still, however
+/// long that takes in real time, and goes cold once the clock is moved past two quiet
+/// windows.
+#[test]
+fn heat_follows_the_simulated_clock() {
+    use crate::limits::{PREWRITE_HOT_BYTES, PREWRITE_HOT_WINDOW_MS};
+    use crate::runtime::clock::SimClock;
+    run(|dir| async move {
+        let clock = SimClock::install(1_000_000_000);
+        let log = open(&dir, config(64 << 20)).await;
+        let batches = PREWRITE_HOT_BYTES as i64 / 3000 + 1;
+        fill(&log, batches, 1000).await;
+        assert!(log.needs_preparing(), "hot after {batches} batches");
+        clock.advance(std::time::Duration::from_millis(PREWRITE_HOT_WINDOW_MS));
+        assert!(log.needs_preparing(), "still hot through the next window");
+        clock.advance(std::time::Duration::from_millis(2 * PREWRITE_HOT_WINDOW_MS));
+        assert!(!log.needs_preparing(), "cold after quiet windows");
+        clock.uninstall();
+        log.close().await.unwrap();
+    });
+}
