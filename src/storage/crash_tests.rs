@@ -135,10 +135,13 @@ async fn run_case(root: &Path, seed: u64, cut: Option<u64>) -> u64 {
     );
     let operations = disk.operations() - started;
     drop(log);
-    disk.crash(seed ^ cut.unwrap_or(u64::MAX));
+    // A new process sees the crashed disk; tasks the old one left behind find no power.
+    let after = root.with_extension("after");
+    let recovered = disk.crash_into(&after, seed ^ cut.unwrap_or(u64::MAX));
     let case = format!("seed {seed}, power cut after {cut:?} operations");
-    check_recovered(&dir, &model, &case).await;
-    disk.unmount();
+    check_recovered(&after.join("topic-0"), &model, &case).await;
+    // Its files go; the recovered log left no task behind that names a path.
+    recovered.unmount();
     operations
 }
 

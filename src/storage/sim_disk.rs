@@ -26,7 +26,9 @@ use std::rc::Rc;
 const SECTOR_BYTES: u64 = 512;
 
 thread_local! {
-    static MOUNTED: RefCell<Vec<Rc<SimDisk>>> = const { RefCell::new(Vec::new()) };
+    /// Disks by root. Dead disks (`crash_into`) stay mounted, so that their old process's
+    /// tasks keep failing there; finding one costs a lookup per level of the path.
+    static MOUNTED: RefCell<BTreeMap<PathBuf, Rc<SimDisk>>> = const { RefCell::new(BTreeMap::new()) };
 }
 
 /// The disk mounted at a root that holds `path`, if any.
@@ -36,9 +38,8 @@ pub(super) fn disk_for(path: &Path) -> Option<Rc<SimDisk>> {
         if mounted.is_empty() {
             return None;
         }
-        mounted
-            .iter()
-            .find(|disk| path.starts_with(&disk.root))
+        path.ancestors()
+            .find_map(|ancestor| mounted.get(ancestor))
             .cloned()
     })
 }
@@ -84,13 +85,26 @@ impl SimDisk {
             inner: RefCell::default(),
         });
         disk.inner.borrow_mut().dirs.insert(root.to_path_buf());
-        MOUNTED.with(|mounted| mounted.borrow_mut().push(disk.clone()));
+        MOUNTED.with(|mounted| {
+            let previous = mounted
+                .borrow_mut()
+                .insert(root.to_path_buf(), disk.clone());
+            assert!(previous.is_none(), "one disk per root");
+        });
         disk
     }
 
     /// Unmounts this disk from the thread: paths under its root reach the device again.
     pub fn unmount(self: &Rc<Self>) {
-        MOUNTED.with(|mounted| mounted.borrow_mut().retain(|disk| !Rc::ptr_eq(disk, self)));
+        MOUNTED.with(|mounted| {
+            let mut mounted = mounted.borrow_mut();
+            if mounted
+                .get(&self.root)
+                .is_some_and(|disk| Rc::ptr_eq(disk, self))
+            {
+                mounted.remove(&self.root);
+            }
+        });
     }
 
     /// Cuts the power after `operations` more operations: that one and every later one
@@ -141,6 +155,38 @@ impl SimDisk {
             file.current = survived.clone();
             file.durable = survived;
         }
+    }
+
+    /// A crash (see `crash`) seen as a new process would see it: the surviving files are
+    /// mounted at `root` on a new disk, and this one stays mounted, empty and without power
+    /// for good, so that tasks the dead process left behind (a flush, a snapshot being
+    /// written) fail there instead of writing into the new process's files.
+    pub fn crash_into(&self, root: &Path, seed: u64) -> Rc<SimDisk> {
+        self.crash(seed);
+        let disk = SimDisk::mount(root);
+        {
+            let old = self.inner.borrow();
+            let mut new = disk.inner.borrow_mut();
+            let moved = |path: &Path| root.join(path.strip_prefix(&self.root).expect("under root"));
+            for (path, data) in &old.durable_names {
+                let data = data.borrow();
+                let copy = FileData {
+                    current: data.current.clone(),
+                    durable: data.durable.clone(),
+                    unsynced: Vec::new(),
+                };
+                let copy = Rc::new(RefCell::new(copy));
+                new.names.insert(moved(path), copy.clone());
+                new.durable_names.insert(moved(path), copy);
+            }
+            for dir in &old.dirs {
+                new.dirs.insert(moved(dir));
+            }
+        }
+        let mut old = self.inner.borrow_mut();
+        *old = Inner::default();
+        old.operations_left = Some(0);
+        disk
     }
 
     /// Counts one operation; fails it if the power is cut.
