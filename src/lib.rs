@@ -10,6 +10,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod group;
 pub mod group_cli;
+pub mod ids;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;

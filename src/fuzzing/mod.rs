@@ -15,6 +15,7 @@ mod segment;
 pub use sasl::sasl_exchange;
 pub use segment::segment_recovery;
 
+use crate::ids::Offset;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -180,7 +181,7 @@ fn check_records(records: &Bytes) {
         let again = record_batch::validate(&patched).expect("patching keeps a batch valid");
         assert_eq!(again.base_offset, 1 << 40);
         assert_eq!(again.record_count, summary.record_count);
-        let _ = first_record_at_or_after(batch.clone(), i64::MIN, i64::MIN);
+        let _ = first_record_at_or_after(batch.clone(), i64::MIN, Offset(i64::MIN));
         let _ = RecordBatchDecoder::decode(&mut batch.clone());
     }
 }
@@ -218,7 +219,7 @@ mod tests {
         record_batch::validate(&batch).expect("the batch passes produce validation");
         let error = decode_error(&batch);
         assert!(error.contains("snappy batch claims"), "{error}");
-        assert!(first_record_at_or_after(Bytes::from(batch), 0, 0).is_none());
+        assert!(first_record_at_or_after(Bytes::from(batch), 0, Offset::ZERO).is_none());
         record_batch_input(&input);
     }
 

@@ -5,6 +5,7 @@
 //! The oracle, [`valid_prefix`], restates recovery's rule independently: keep the longest run
 //! of whole batches that validate and continue the offsets; drop everything after it.
 
+use crate::ids::Offset;
 use std::path::{Path, PathBuf};
 
 use crate::limits::STORAGE_BATCH_BYTES_MAX;
@@ -55,7 +56,7 @@ async fn recover_and_check(dir: &Path, data: &[u8]) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("scratch partition directory");
     std::fs::write(dir.join(SEGMENT_FILE), data).expect("write the segment");
-    let (kept_bytes, next_offset) = valid_prefix(data, 0);
+    let (kept_bytes, next_offset) = valid_prefix(data, Offset::ZERO);
     let log = Log::open(
         dir.to_path_buf(),
         LogConfig::default(),
@@ -70,13 +71,13 @@ async fn recover_and_check(dir: &Path, data: &[u8]) {
         "recovered segment size"
     );
     let mut served = Vec::with_capacity(kept_bytes);
-    let mut offset = 0;
+    let mut offset = Offset::ZERO;
     while offset < next_offset {
         let batches = log.read(offset, 1 << 20, next_offset);
         let batches = batches.await.expect("read a kept offset");
         for batch in batches {
             let summary = validate(&batch).expect("recovery keeps only valid batches");
-            offset = summary.base_offset + i64::from(summary.last_offset_delta) + 1;
+            offset = Offset(summary.base_offset) + i64::from(summary.last_offset_delta) + 1;
             served.extend_from_slice(&batch);
         }
     }
@@ -95,7 +96,7 @@ async fn recover_and_check(dir: &Path, data: &[u8]) {
 /// Bytes and next offset of the longest prefix of `data` that recovery must keep: whole
 /// batches, each within the storage batch limit, valid, and continuing the offsets from
 /// `base_offset`.
-pub fn valid_prefix(data: &[u8], base_offset: i64) -> (usize, i64) {
+pub fn valid_prefix(data: &[u8], base_offset: Offset) -> (usize, Offset) {
     let (mut at, mut next) = (0, base_offset);
     while let Some(rest) = data.get(at..) {
         let Ok(length) = declared_batch_bytes(rest) else {
@@ -107,10 +108,10 @@ pub fn valid_prefix(data: &[u8], base_offset: i64) -> (usize, i64) {
         let Ok(summary) = validate(&rest[..length]) else {
             break;
         };
-        if summary.base_offset != next {
+        if Offset(summary.base_offset) != next {
             break;
         }
-        next = summary.base_offset + i64::from(summary.last_offset_delta) + 1;
+        next = Offset(summary.base_offset) + i64::from(summary.last_offset_delta) + 1;
         at += length;
     }
     (at, next)

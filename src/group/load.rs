@@ -2,6 +2,7 @@
 //! its start, the last record per key wins and a null value deletes its key. Until the replay
 //! finishes, the partition's groups answer COORDINATOR_LOAD_IN_PROGRESS.
 
+use crate::ids::Offset;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
@@ -99,10 +100,10 @@ async fn replay(
             let mut buf = batch;
             let set = RecordBatchDecoder::decode(&mut buf)?;
             for record in set.records {
-                offset = offset.max(record.offset + 1);
+                offset = offset.max(Offset(record.offset).next());
                 let Some(key) = record.key else { continue };
                 match records::decode_key(&key) {
-                    Ok(key) => apply(&mut groups, key, record.value, record.offset),
+                    Ok(key) => apply(&mut groups, key, record.value, Offset(record.offset)),
                     Err(error) => tracing::warn!(%error, record.offset, "skipping record"),
                 }
             }
@@ -116,7 +117,7 @@ fn apply(
     groups: &mut HashMap<String, Replayed>,
     key: RecordKey,
     value: Option<bytes::Bytes>,
-    record_offset: i64,
+    record_offset: Offset,
 ) {
     match key {
         RecordKey::Offset {
@@ -137,7 +138,7 @@ fn apply(
                     };
                     entry.offsets.insert((topic, partition), committed);
                 }
-                Some(Err(error)) => tracing::warn!(%error, record_offset, "skipping offset"),
+                Some(Err(error)) => tracing::warn!(%error, %record_offset, "skipping offset"),
             }
         }
         RecordKey::Group { group } => match value.map(|v| records::decode_group(&v)) {
@@ -145,7 +146,7 @@ fn apply(
                 groups.remove(&group);
             }
             Some(Ok(value)) => groups.entry(group).or_default().metadata = Some(value),
-            Some(Err(error)) => tracing::warn!(%error, record_offset, "skipping group"),
+            Some(Err(error)) => tracing::warn!(%error, %record_offset, "skipping group"),
         },
     }
 }

@@ -25,6 +25,7 @@ pub mod records;
 mod schedule;
 pub mod state;
 
+use crate::ids::Offset;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -388,7 +389,7 @@ pub(crate) async fn write(
     shard: &Rc<impl Host>,
     partition: i32,
     records: Vec<(RecordKey, Option<Bytes>)>,
-) -> Result<i64, ResponseError> {
+) -> Result<Offset, ResponseError> {
     let tp = TopicPartition {
         topic: OFFSETS_TOPIC.to_string(),
         partition,
@@ -421,7 +422,7 @@ pub(crate) async fn write(
         }
         first_offset.get_or_insert(output.base_offset);
     }
-    Ok(first_offset.unwrap_or(-1))
+    Ok(first_offset.unwrap_or(Offset::NONE))
 }
 
 /// Records are cut into batches of about this size, well under max.message.bytes.

@@ -15,6 +15,7 @@
 //! of joins must not make the shard spend its time scanning thousands of members). `poll`
 //! scans every member; the coordinator runs it at deadlines, not on every request.
 
+use crate::ids::Offset;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -132,7 +133,7 @@ impl Member {
 #[derive(Debug, Clone)]
 pub struct CommittedOffset {
     pub value: OffsetValue,
-    pub record_offset: i64,
+    pub record_offset: Offset,
 }
 
 /// The result of a JoinGroup that the group handled.

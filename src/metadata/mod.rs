@@ -9,6 +9,7 @@
 
 pub mod topic_config;
 
+use crate::ids::Offset;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
@@ -149,7 +150,7 @@ impl MetadataStore {
         self.log.flush().await?;
         // Another task's flush may have found the device full and discarded this record.
         match ticket.settled() {
-            crate::storage::Settled::Durable => Ok(offset),
+            crate::storage::Settled::Durable => Ok(offset.get()),
             _ => Err(StorageError::OutOfSpace(std::io::Error::from_raw_os_error(
                 libc::ENOSPC,
             ))),
@@ -176,7 +177,7 @@ fn encode_record(record: &MetadataRecord) -> Result<BytesMut, StorageError> {
 async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {
     let mut records = Vec::new();
     let mut offset = log.log_start_offset();
-    if offset != 0 {
+    if offset != Offset::ZERO {
         return Err(StorageError::Corrupt(format!(
             "the metadata log starts at offset {offset}, not 0"
         )));
@@ -193,13 +194,13 @@ async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {
                 .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))?;
             for record in set.records {
                 // Each record is the next revision of the shard tables: none may be missing.
-                if record.offset != offset {
+                if Offset(record.offset) != offset {
                     return Err(StorageError::Corrupt(format!(
                         "metadata record at offset {}, expected {offset}",
                         record.offset
                     )));
                 }
-                offset = record.offset + 1;
+                offset = Offset(record.offset).next();
                 let value = record.value.unwrap_or_default();
                 let parsed = serde_json::from_slice(&value)
                     .map_err(|e| StorageError::Corrupt(format!("metadata record: {e}")))?;

@@ -5,6 +5,7 @@
 //! flush, so one fdatasync acknowledges all of them. Partitions flush independently: a slow
 //! write or a pre-writing step on one never delays another's acknowledgements.
 
+use crate::ids::Offset;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -71,7 +72,7 @@ impl Partition {
 
     /// After `Log::flush`: a full device fails the batches it could not write and nothing
     /// else; any other error takes the partition offline until a restart.
-    fn flushed(&self, result: Result<i64, StorageError>) {
+    fn flushed(&self, result: Result<Offset, StorageError>) {
         let (topic, partition) = (&self.tp.topic, self.tp.partition);
         match result {
             Ok(_) if self.out_of_space.replace(false) => {

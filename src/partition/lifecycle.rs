@@ -2,6 +2,7 @@
 //! snapshots written as the log rolls, retention, producer expiry, suffix truncation, close
 //! and removal.
 
+use crate::ids::Offset;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -29,7 +30,7 @@ impl Partition {
 
     /// Batches from the one holding `offset` up to `max_bytes` (at least one), below the high
     /// watermark: for readers inside the broker (the group loader).
-    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
+    pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
         self.log
             .read(offset, max_bytes, self.high_watermark())
             .await
@@ -45,12 +46,12 @@ impl Partition {
 
     /// The synchronous half of `log_changed`: run right after the log call returns, so that
     /// no append is checked against batches the log discarded. Returns the snapshots due.
-    pub(super) fn settle_producers(&self) -> Vec<(i64, ProducerTable)> {
+    pub(super) fn settle_producers(&self) -> Vec<(Offset, ProducerTable)> {
         let rolls = self.log.take_rolls();
         self.producers.borrow_mut().settle(&rolls)
     }
 
-    pub(super) async fn write_snapshots(&self, snapshots: Vec<(i64, ProducerTable)>) {
+    pub(super) async fn write_snapshots(&self, snapshots: Vec<(Offset, ProducerTable)>) {
         if snapshots.is_empty() {
             return;
         }
@@ -60,13 +61,13 @@ impl Partition {
         }
     }
 
-    async fn write_snapshot(&self, offset: i64, table: &ProducerTable) {
+    async fn write_snapshot(&self, offset: Offset, table: &ProducerTable) {
         match producer_snapshot::write_snapshot(self.log.dir(), offset, table).await {
             Ok(()) => self.producers.borrow_mut().saved(offset),
             Err(error) => tracing::warn!(
                 topic = %self.tp.topic,
                 partition = self.tp.partition,
-                offset,
+                %offset,
                 %error,
                 "writing a producer snapshot failed; the next open reads more of the log"
             ),
@@ -110,7 +111,7 @@ impl Partition {
     /// Removes every batch from `offset` on (see `Log::truncate_suffix`) and rebuilds the
     /// producer state for the shorter log: snapshots past the new end are deleted on the way.
     /// Nothing may be appended while it runs.
-    pub async fn truncate_suffix(&self, offset: i64) -> Result<(), StorageError> {
+    pub async fn truncate_suffix(&self, offset: Offset) -> Result<(), StorageError> {
         let result = self.log.truncate_suffix(offset).await;
         self.log_changed().await;
         if result.is_ok() {

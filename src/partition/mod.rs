@@ -27,6 +27,7 @@ mod requests;
 #[cfg(test)]
 mod tests;
 
+use crate::ids::Offset;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -109,11 +110,11 @@ impl Partition {
     }
 
     /// The offset below which consumers may read: every batch below is durable.
-    pub fn high_watermark(&self) -> i64 {
+    pub fn high_watermark(&self) -> Offset {
         self.log.durable_end_offset()
     }
 
-    pub fn log_start_offset(&self) -> i64 {
+    pub fn log_start_offset(&self) -> Offset {
         self.log.log_start_offset()
     }
 
@@ -124,7 +125,7 @@ impl Partition {
 
     /// Whether a watcher waiting past `offset` has something to see: data beyond it, or a log
     /// start that moved past it (the fetch then answers OFFSET_OUT_OF_RANGE).
-    pub fn has_data_past(&self, offset: i64) -> bool {
+    pub fn has_data_past(&self, offset: Offset) -> bool {
         self.high_watermark() > offset || self.log_start_offset() > offset
     }
 

@@ -2,6 +2,7 @@
 //! with the log end offset, stage it in the log, start the flush, and answer once the flush
 //! settled the batch's ticket.
 
+use crate::ids::Offset;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -206,7 +207,7 @@ impl Partition {
         ProduceOutput {
             error_code: code,
             error_message: Some(message.to_string()),
-            base_offset: -1,
+            base_offset: Offset::NONE,
             log_append_time_ms: -1,
             log_start_offset: self.log_start_offset(),
         }
@@ -220,8 +221,8 @@ impl Partition {
 
 /// Offsets given to a staged batch, and its fate.
 struct Staged {
-    base_offset: i64,
-    last_offset: i64,
+    base_offset: Offset,
+    last_offset: Offset,
     log_append_time_ms: i64,
     ticket: AppendTicket,
 }

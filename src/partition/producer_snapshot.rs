@@ -9,6 +9,7 @@
 //! read. Invariant: after a new snapshot is written, at most `SNAPSHOTS_KEPT_COUNT` remain,
 //! and retention removes those below the log start except the newest.
 
+use crate::ids::Offset;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -23,12 +24,12 @@ const SNAPSHOTS_KEPT_COUNT: usize = 2;
 /// How much of the log one read of the rebuild asks for.
 const REBUILD_READ_BYTES: usize = 1 << 20;
 
-fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+fn snapshot_path(dir: &Path, offset: Offset) -> PathBuf {
     side_file::offset_path(dir, offset, EXTENSION)
 }
 
 /// Writes the snapshot of `table` at `offset` durably, then drops all but the newest few.
-pub async fn write_snapshot(dir: &Path, offset: i64, table: &ProducerTable) -> io::Result<()> {
+pub async fn write_snapshot(dir: &Path, offset: Offset, table: &ProducerTable) -> io::Result<()> {
     let bytes = table.encode_snapshot(offset);
     side_file::replace(&snapshot_path(dir, offset), &bytes).await?;
     let offsets = side_file::list_offsets(dir, EXTENSION)?;
@@ -41,7 +42,7 @@ pub async fn write_snapshot(dir: &Path, offset: i64, table: &ProducerTable) -> i
 
 /// After retention moved the log start: snapshots below it describe deleted data; all but
 /// the newest go (the newest still carries the state of producers whose batches are gone).
-pub async fn prune_below(dir: &Path, log_start: i64) -> io::Result<()> {
+pub async fn prune_below(dir: &Path, log_start: Offset) -> io::Result<()> {
     let offsets = side_file::list_offsets(dir, EXTENSION)?;
     let Some((_, older)) = offsets.split_last() else {
         return Ok(());
@@ -54,7 +55,10 @@ pub async fn prune_below(dir: &Path, log_start: i64) -> io::Result<()> {
 
 /// The newest usable snapshot at or below `log_end`: its offset and table. Snapshots past the
 /// end (the tail was cut at recovery or truncated) and corrupt ones are deleted on the way.
-async fn load_newest(dir: &Path, log_end: i64) -> Result<Option<(i64, ProducerTable)>, io::Error> {
+async fn load_newest(
+    dir: &Path,
+    log_end: Offset,
+) -> Result<Option<(Offset, ProducerTable)>, io::Error> {
     for offset in side_file::list_offsets(dir, EXTENSION)?.into_iter().rev() {
         let path = snapshot_path(dir, offset);
         let problem = if offset > log_end {
@@ -78,22 +82,24 @@ async fn load_newest(dir: &Path, log_end: i64) -> Result<Option<(i64, ProducerTa
 /// The producer table of `log` as it is durable now: the newest snapshot, then every batch
 /// header from its offset (or the log start) to the durable end. Also returns the offset of
 /// the snapshot when it is at that end, so that a close with nothing new writes none.
-pub async fn rebuild(log: &Log) -> Result<(ProducerTable, Option<i64>), StorageError> {
+pub async fn rebuild(log: &Log) -> Result<(ProducerTable, Option<Offset>), StorageError> {
     let end = log.durable_end_offset();
     let (from, mut table) = match load_newest(log.dir(), end).await? {
         Some((offset, table)) => (offset, table),
-        None => (0, ProducerTable::default()),
+        None => (Offset::ZERO, ProducerTable::default()),
     };
     let mut offset = from.max(log.log_start_offset());
     if offset < end {
         let dir = log.dir().display();
-        tracing::info!(%dir, from = offset, log_end = end, "rebuilding producer state from the log");
+        tracing::info!(%dir, from = %offset, log_end = %end, "rebuilding producer state from the log");
     }
     while offset < end {
         let batches = log.read(offset, REBUILD_READ_BYTES, end).await?;
         let Some(last) = batches.last() else { break };
         offset = record_batch::header(last)
-            .map(|header| header.base_offset.get() + i64::from(header.last_offset_delta.get()))
+            .map(|header| {
+                Offset(header.base_offset.get()) + i64::from(header.last_offset_delta.get())
+            })
             .ok_or_else(|| StorageError::Corrupt("a batch read back has no header".into()))?
             + 1;
         for batch in &batches {
@@ -105,11 +111,11 @@ pub async fn rebuild(log: &Log) -> Result<(ProducerTable, Option<i64>), StorageE
 
 /// Records a batch read back from the log (checked by the read) if it has a producer id and
 /// starts at or past `from`, the offset of the snapshot the table was loaded from.
-fn record_stored_batch(table: &mut ProducerTable, batch: &[u8], from: i64) {
+fn record_stored_batch(table: &mut ProducerTable, batch: &[u8], from: Offset) {
     let Some(header) = record_batch::header(batch) else {
         return;
     };
-    let base_offset = header.base_offset.get();
+    let base_offset = Offset(header.base_offset.get());
     let last_offset_delta = header.last_offset_delta.get();
     if base_offset < from || header.attributes.get() & record_batch::ATTRIBUTE_CONTROL != 0 {
         return;

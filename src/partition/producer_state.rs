@@ -15,6 +15,7 @@
 //! The table is plain data with no I/O. It also encodes and decodes the snapshot files the
 //! partition writes at segment rolls and at close (`<offset>.snapshot`), checked by a CRC-32C.
 
+use crate::ids::Offset;
 use std::collections::{HashMap, VecDeque};
 
 use crate::limits::PRODUCER_BATCHES_RETAINED_COUNT;
@@ -24,8 +25,8 @@ use crate::limits::PRODUCER_BATCHES_RETAINED_COUNT;
 pub struct ProducerBatch {
     pub first_seq: i32,
     pub last_seq: i32,
-    pub base_offset: i64,
-    pub last_offset: i64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     /// The batch's max timestamp as stored (LogAppendTime already applied).
     pub timestamp: i64,
 }
@@ -204,13 +205,13 @@ const SNAPSHOT_BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
 
 impl ProducerTable {
     /// The snapshot file content for the state of every batch below `offset`.
-    pub fn encode_snapshot(&self, offset: i64) -> Vec<u8> {
+    pub fn encode_snapshot(&self, offset: Offset) -> Vec<u8> {
         let mut ids: Vec<i64> = self.producers.keys().copied().collect();
         ids.sort_unstable();
         let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + ids.len() * 64);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&offset.get().to_be_bytes());
         out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
         for id in ids {
             let entry = &self.producers[&id];
@@ -221,8 +222,8 @@ impl ProducerTable {
             for batch in &entry.batches {
                 out.extend_from_slice(&batch.first_seq.to_be_bytes());
                 out.extend_from_slice(&batch.last_seq.to_be_bytes());
-                out.extend_from_slice(&batch.base_offset.to_be_bytes());
-                out.extend_from_slice(&batch.last_offset.to_be_bytes());
+                out.extend_from_slice(&batch.base_offset.get().to_be_bytes());
+                out.extend_from_slice(&batch.last_offset.get().to_be_bytes());
                 out.extend_from_slice(&batch.timestamp.to_be_bytes());
             }
         }
@@ -232,7 +233,7 @@ impl ProducerTable {
     }
 
     /// Decodes a snapshot file: its offset and table, or why it cannot be trusted.
-    pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerTable), String> {
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<(Offset, ProducerTable), String> {
         let mut reader = Reader { bytes, position: 0 };
         let version = reader.u16()?;
         if version != SNAPSHOT_VERSION {
@@ -243,7 +244,7 @@ impl ProducerTable {
         if crc != computed {
             return Err(format!("crc mismatch: {crc:#010x} != {computed:#010x}"));
         }
-        let offset = reader.i64()?;
+        let offset = Offset(reader.i64()?);
         let count = reader.u32()? as usize;
         if count > bytes.len() / SNAPSHOT_PRODUCER_BYTES {
             return Err(format!("producer count {count} exceeds the file"));
@@ -275,8 +276,8 @@ fn decode_entry(reader: &mut Reader<'_>) -> Result<(i64, ProducerEntry), String>
         batches.push_back(ProducerBatch {
             first_seq: reader.i32()?,
             last_seq: reader.i32()?,
-            base_offset: reader.i64()?,
-            last_offset: reader.i64()?,
+            base_offset: Offset(reader.i64()?),
+            last_offset: Offset(reader.i64()?),
             timestamp: reader.i64()?,
         });
     }
@@ -344,7 +345,7 @@ mod tests {
     /// Checks `append` and, if new, records it at `*next_offset`; returns the check.
     fn produce(
         table: &mut ProducerTable,
-        next_offset: &mut i64,
+        next_offset: &mut Offset,
         append: ProducerAppend,
     ) -> Checked {
         let checked = table.check(&append).unwrap();
@@ -369,7 +370,7 @@ mod tests {
     #[test]
     fn duplicates_of_the_last_five_batches() {
         let mut table = ProducerTable::default();
-        let mut next = 0;
+        let mut next = Offset::ZERO;
         for batch in 0..7 {
             assert_eq!(
                 produce(&mut table, &mut next, append(7, 0, batch * 2, 2)),
@@ -379,8 +380,8 @@ mod tests {
         for batch in 2..7 {
             match table.check(&append(7, 0, batch * 2, 2)).unwrap() {
                 Checked::Duplicate(original) => {
-                    assert_eq!(original.base_offset, i64::from(batch) * 2);
-                    assert_eq!(original.last_offset, i64::from(batch) * 2 + 1);
+                    assert_eq!(original.base_offset, Offset(i64::from(batch) * 2));
+                    assert_eq!(original.last_offset, Offset(i64::from(batch) * 2 + 1));
                 }
                 Checked::New => panic!("batch {batch} not recognized as a duplicate"),
             }
@@ -398,7 +399,7 @@ mod tests {
     #[test]
     fn out_of_order_sequences() {
         let mut table = ProducerTable::default();
-        let mut next = 0;
+        let mut next = Offset::ZERO;
         produce(&mut table, &mut next, append(1, 3, 0, 5));
         assert_eq!(
             table.check(&append(1, 3, 6, 1)),
@@ -416,7 +417,7 @@ mod tests {
     #[test]
     fn epochs() {
         let mut table = ProducerTable::default();
-        let mut next = 0;
+        let mut next = Offset::ZERO;
         produce(&mut table, &mut next, append(1, 2, 0, 1));
         assert!(matches!(
             table.check(&append(1, 1, 1, 1)),
@@ -451,7 +452,7 @@ mod tests {
         assert_eq!(last_sequence(i32::MAX - 1, 3), 1);
         assert_eq!(last_sequence(i32::MAX, 0), i32::MAX);
         let mut table = ProducerTable::default();
-        let mut next = 0;
+        let mut next = Offset::ZERO;
         produce(&mut table, &mut next, append(4, 0, i32::MAX - 2, 2));
         assert_eq!(
             produce(&mut table, &mut next, append(4, 0, i32::MAX, 3)),
@@ -474,8 +475,8 @@ mod tests {
         let batch = |timestamp| ProducerBatch {
             first_seq: 0,
             last_seq: 0,
-            base_offset: 0,
-            last_offset: 0,
+            base_offset: Offset::ZERO,
+            last_offset: Offset::ZERO,
             timestamp,
         };
         table.record(1, 0, batch(1_000));
@@ -489,7 +490,7 @@ mod tests {
     #[test]
     fn snapshot_round_trip_and_corruption() {
         let mut table = ProducerTable::default();
-        let mut next = 0;
+        let mut next = Offset::ZERO;
         for id in 0..3 {
             for batch in 0..7 {
                 produce(&mut table, &mut next, append(id, 1, batch, 1));
@@ -511,10 +512,10 @@ mod tests {
         for length in 0..bytes.len() {
             assert!(ProducerTable::decode_snapshot(&bytes[..length]).is_err());
         }
-        let empty = ProducerTable::default().encode_snapshot(5);
+        let empty = ProducerTable::default().encode_snapshot(Offset(5));
         assert_eq!(
             ProducerTable::decode_snapshot(&empty),
-            Ok((5, ProducerTable::default()))
+            Ok((Offset(5), ProducerTable::default()))
         );
     }
 }

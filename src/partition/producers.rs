@@ -7,6 +7,7 @@
 //! when the log discarded staged batches (a full device, a suffix truncation), takes
 //! `appended` back to `durable` plus what is still staged. Per-shard: owned by its partition.
 
+use crate::ids::Offset;
 use std::collections::VecDeque;
 
 use crate::partition::producer_state::{
@@ -31,12 +32,12 @@ pub struct Producers {
     staged: VecDeque<Staged>,
     /// The offset up to which `durable` is already on disk (a snapshot, or an empty log), so
     /// that a close with nothing new writes no snapshot.
-    saved_at: Option<i64>,
+    saved_at: Option<Offset>,
 }
 
 impl Producers {
     /// The state of a log whose batches are all durable.
-    pub fn new(durable: ProducerTable, saved_at: Option<i64>) -> Producers {
+    pub fn new(durable: ProducerTable, saved_at: Option<Offset>) -> Producers {
         Producers {
             appended: durable.clone(),
             durable,
@@ -52,7 +53,7 @@ impl Producers {
 
     /// The ticket of the batch at `base_offset` found as a duplicate's original: its own while
     /// it is staged, a settled one once it is durable.
-    pub fn original_ticket(&self, base_offset: i64) -> AppendTicket {
+    pub fn original_ticket(&self, base_offset: Offset) -> AppendTicket {
         self.staged
             .iter()
             .rev()
@@ -76,7 +77,7 @@ impl Producers {
     /// forgets discarded ones. `rolls` are the segment rolls the log reported, ascending;
     /// returns the durable state at each of them (every batch below a roll was durable when
     /// it happened), for snapshots.
-    pub fn settle(&mut self, rolls: &[i64]) -> Vec<(i64, ProducerTable)> {
+    pub fn settle(&mut self, rolls: &[Offset]) -> Vec<(Offset, ProducerTable)> {
         let mut snapshots = Vec::new();
         let mut rolls = rolls.iter().copied().peekable();
         let mut discarded = false;
@@ -117,11 +118,11 @@ impl Producers {
     }
 
     /// The durable state, unless it is on disk at `end` already.
-    pub fn unsaved_at(&self, end: i64) -> Option<ProducerTable> {
+    pub fn unsaved_at(&self, end: Offset) -> Option<ProducerTable> {
         (self.saved_at != Some(end)).then(|| self.durable.clone())
     }
 
-    pub fn saved(&mut self, offset: i64) {
+    pub fn saved(&mut self, offset: Offset) {
         self.saved_at = Some(offset);
     }
 }

@@ -1,6 +1,7 @@
 //! Reads on the owner: fetch, the offset lookups of ListOffsets, and DeleteRecords, which
 //! moves the log start. None of them looks past the high watermark.
 
+use crate::ids::Offset;
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
@@ -50,13 +51,13 @@ impl Partition {
             EARLIEST_TIMESTAMP => found(self.log_start_offset(), -1),
             MAX_TIMESTAMP => match self.log.max_timestamp() {
                 Some((max, _)) => self.offset_for_time(max).await,
-                None => found(-1, -1),
+                None => found(Offset::NONE, -1),
             },
             t if t >= 0 => self.offset_for_time(t).await,
             _ => ListOffsetsOutput {
                 error_code: ResponseError::InvalidRequest.code(),
                 timestamp: -1,
-                offset: -1,
+                offset: Offset::NONE,
             },
         }
     }
@@ -66,7 +67,7 @@ impl Partition {
         let not_found = ListOffsetsOutput {
             error_code: 0,
             timestamp: -1,
-            offset: -1,
+            offset: Offset::NONE,
         };
         let found = self
             .log
@@ -85,15 +86,16 @@ impl Partition {
         first_record_at_or_after(batch, timestamp, self.log_start_offset()).unwrap_or(not_found)
     }
 
-    /// Moves the log start to `input.offset` (-1: the high watermark), as DeleteRecords asks;
+    /// Moves the log start to `input.offset` (`Offset::NONE`: the high watermark), as
+    /// DeleteRecords asks;
     /// an offset past the high watermark is OFFSET_OUT_OF_RANGE.
     pub async fn delete_records(&self, input: DeleteRecordsInput) -> DeleteRecordsOutput {
         let high_watermark = self.high_watermark();
         let target = match input.offset {
-            -1 => high_watermark,
+            Offset::NONE => high_watermark,
             offset => offset,
         };
-        let result = if (0..=high_watermark).contains(&target) {
+        let result = if (Offset::ZERO..=high_watermark).contains(&target) {
             self.log.truncate_prefix(target, now_ms()).await
         } else {
             Err(StorageError::OffsetOutOfRange {
@@ -109,7 +111,7 @@ impl Partition {
         self.durable.notify_all();
         let error = |code: ResponseError| DeleteRecordsOutput {
             error_code: code.code(),
-            low_watermark: -1,
+            low_watermark: Offset::NONE,
         };
         match result {
             Ok(low_watermark) => DeleteRecordsOutput {
@@ -135,25 +137,25 @@ impl Partition {
 pub fn first_record_at_or_after(
     batch: Bytes,
     timestamp: i64,
-    log_start: i64,
+    log_start: Offset,
 ) -> Option<ListOffsetsOutput> {
     let summary = record_batch::validate(&batch).ok()?;
     if summary.timestamp_type == record_batch::TimestampType::LogAppendTime {
         return Some(ListOffsetsOutput {
             error_code: 0,
             timestamp: summary.max_timestamp,
-            offset: summary.base_offset.max(log_start),
+            offset: Offset(summary.base_offset).max(log_start),
         });
     }
     let mut buf = batch;
     let set = RecordBatchDecoder::decode(&mut buf).ok()?;
     set.records
         .iter()
-        .find(|r| r.timestamp >= timestamp && r.offset >= log_start)
+        .find(|r| r.timestamp >= timestamp && Offset(r.offset) >= log_start)
         .map(|r| ListOffsetsOutput {
             error_code: 0,
             timestamp: r.timestamp,
-            offset: r.offset,
+            offset: Offset(r.offset),
         })
 }
 
@@ -172,14 +174,20 @@ mod tests {
             first_record_at_or_after(batch.clone(), timestamp, log_start)
                 .map(|found| (found.offset, found.timestamp))
         };
-        assert_eq!(lookup(999_999_999_999, 0), Some((1, 999_999_999_999)));
-        assert_eq!(lookup(1235, 0), Some((1, 999_999_999_999)));
-        assert_eq!(lookup(1234, 0), Some((0, 1234)));
         assert_eq!(
-            lookup(0, 1),
-            Some((1, 999_999_999_999)),
+            lookup(999_999_999_999, Offset::ZERO),
+            Some((Offset(1), 999_999_999_999))
+        );
+        assert_eq!(
+            lookup(1235, Offset::ZERO),
+            Some((Offset(1), 999_999_999_999))
+        );
+        assert_eq!(lookup(1234, Offset::ZERO), Some((Offset::ZERO, 1234)));
+        assert_eq!(
+            lookup(0, Offset(1)),
+            Some((Offset(1), 999_999_999_999)),
             "below the log start"
         );
-        assert_eq!(lookup(1_000_000_000_000, 0), None);
+        assert_eq!(lookup(1_000_000_000_000, Offset::ZERO), None);
     }
 }

@@ -2,6 +2,7 @@
 //! trait (`PartitionOp`) by which the shard layer routes any of them to the partition's owner
 //! without knowing what it does there.
 
+use crate::ids::Offset;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -48,23 +49,23 @@ pub struct ProduceInput {
 pub struct ProduceOutput {
     pub error_code: i16,
     pub error_message: Option<String>,
-    pub base_offset: i64,
+    pub base_offset: Offset,
     pub log_append_time_ms: i64,
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
 }
 
 #[derive(Debug)]
 pub struct FetchInput {
     pub tp: TopicPartition,
-    pub offset: i64,
+    pub offset: Offset,
     pub max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct FetchOutput {
     pub error_code: i16,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
     pub records: Vec<Bytes>,
 }
 
@@ -78,13 +79,13 @@ pub struct ListOffsetsInput {
 pub struct ListOffsetsOutput {
     pub error_code: i16,
     pub timestamp: i64,
-    pub offset: i64,
+    pub offset: Offset,
 }
 
 #[derive(Debug)]
 pub struct WatchInput {
     /// (partition, offset): wake when the partition's high watermark passes the offset.
-    pub partitions: Vec<(TopicPartition, i64)>,
+    pub partitions: Vec<(TopicPartition, Offset)>,
     pub timeout_ms: u64,
 }
 
@@ -92,14 +93,14 @@ pub struct WatchInput {
 pub struct DeleteRecordsInput {
     pub tp: TopicPartition,
     /// The new log start; -1 means the high watermark.
-    pub offset: i64,
+    pub offset: Offset,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct DeleteRecordsOutput {
     pub error_code: i16,
     /// The log start after the deletion (-1 with an error).
-    pub low_watermark: i64,
+    pub low_watermark: Offset,
 }
 
 impl PartitionOp for ProduceInput {
@@ -113,9 +114,9 @@ impl PartitionOp for ProduceInput {
         ProduceOutput {
             error_code: error.code(),
             error_message: None,
-            base_offset: -1,
+            base_offset: Offset::NONE,
             log_append_time_ms: -1,
-            log_start_offset: -1,
+            log_start_offset: Offset::NONE,
         }
     }
 
@@ -134,8 +135,8 @@ impl PartitionOp for FetchInput {
     fn refused(error: ResponseError) -> FetchOutput {
         FetchOutput {
             error_code: error.code(),
-            high_watermark: -1,
-            log_start_offset: -1,
+            high_watermark: Offset::NONE,
+            log_start_offset: Offset::NONE,
             records: Vec::new(),
         }
     }
@@ -156,7 +157,7 @@ impl PartitionOp for ListOffsetsInput {
         ListOffsetsOutput {
             error_code: error.code(),
             timestamp: -1,
-            offset: -1,
+            offset: Offset::NONE,
         }
     }
 
@@ -175,7 +176,7 @@ impl PartitionOp for DeleteRecordsInput {
     fn refused(error: ResponseError) -> DeleteRecordsOutput {
         DeleteRecordsOutput {
             error_code: error.code(),
-            low_watermark: -1,
+            low_watermark: Offset::NONE,
         }
     }
 
@@ -186,7 +187,7 @@ impl PartitionOp for DeleteRecordsInput {
 
 /// Waits until any of `watched` has data past its offset (or its log start moved past it),
 /// `deadline` passes, or `stop` is raised. Fetches with `min_bytes` park here on the owner.
-pub async fn watch(watched: &[(Rc<Partition>, i64)], deadline: Instant, stop: &Latch) {
+pub async fn watch(watched: &[(Rc<Partition>, Offset)], deadline: Instant, stop: &Latch) {
     loop {
         let wakeups: Vec<_> = watched
             .iter()

@@ -11,6 +11,7 @@ use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
 use super::{Partition, ProduceInput, ShardContext, TopicPartition};
+use crate::ids::Offset;
 use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metrics::ShardMetrics;
 use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
@@ -98,7 +99,7 @@ fn idempotent(epoch: i16, sequence: i32, count: usize) -> Bytes {
 }
 
 /// Produces with acks=all; returns the error code and base offset.
-async fn produce(partition: &Rc<Partition>, sequence: i32) -> (i16, i64) {
+async fn produce(partition: &Rc<Partition>, sequence: i32) -> (i16, Offset) {
     let input = ProduceInput {
         tp: tp(),
         records: Some(idempotent(0, sequence, 3)),
@@ -131,15 +132,22 @@ fn producer_state_survives_rolls_and_reopen() {
     run(|dir| async move {
         let partition = open(&dir).await;
         for (i, sequence) in [0, 3, 6, 9, 12].into_iter().enumerate() {
-            assert_eq!(produce(&partition, sequence).await, (0, 3 * i as i64));
+            assert_eq!(
+                produce(&partition, sequence).await,
+                (0, Offset(3 * i as i64))
+            );
         }
         assert!(!snapshots(&dir).is_empty(), "rolls write snapshots");
         assert_eq!(
             produce(&partition, 6).await,
-            (0, 6),
+            (0, Offset(6)),
             "a retry gets its original"
         );
-        assert_eq!(partition.high_watermark(), 15, "a retry appends nothing");
+        assert_eq!(
+            partition.high_watermark(),
+            Offset(15),
+            "a retry appends nothing"
+        );
         partition.close().await.unwrap();
         let at_end = "00000000000000000015.snapshot".to_string();
         assert!(snapshots(&dir).iter().any(|(name, _)| *name == at_end));
@@ -147,12 +155,12 @@ fn producer_state_survives_rolls_and_reopen() {
         let partition = open(&dir).await;
         assert_eq!(
             produce(&partition, 12).await,
-            (0, 12),
+            (0, Offset(12)),
             "retried after a reopen"
         );
         let gap = produce(&partition, 16).await.0;
         assert_eq!(gap, ResponseError::OutOfOrderSequenceNumber.code());
-        assert_eq!(produce(&partition, 15).await, (0, 15));
+        assert_eq!(produce(&partition, 15).await, (0, Offset(15)));
         partition.close().await.unwrap();
 
         let written = snapshots(&dir);
@@ -177,31 +185,35 @@ fn truncate_suffix_takes_producer_state_back() {
         for sequence in [0, 3, 6, 9] {
             assert_eq!(produce(&partition, sequence).await.0, 0);
         }
-        partition.truncate_suffix(6).await.unwrap();
-        assert_eq!(partition.high_watermark(), 6);
+        partition.truncate_suffix(Offset(6)).await.unwrap();
+        assert_eq!(partition.high_watermark(), Offset(6));
         for (name, _) in snapshots(&dir) {
-            let offset: i64 = name.trim_end_matches(".snapshot").parse().unwrap();
-            assert!(offset <= 6, "snapshot {name} past the end");
+            let offset = Offset(name.trim_end_matches(".snapshot").parse().unwrap());
+            assert!(offset <= Offset(6), "snapshot {name} past the end");
         }
-        assert_eq!(produce(&partition, 3).await, (0, 3), "still a duplicate");
-        assert_eq!(produce(&partition, 6).await, (0, 6));
+        assert_eq!(
+            produce(&partition, 3).await,
+            (0, Offset(3)),
+            "still a duplicate"
+        );
+        assert_eq!(produce(&partition, 6).await, (0, Offset(6)));
         assert_eq!(
             partition.high_watermark(),
-            9,
+            Offset(9),
             "appended again, not a duplicate"
         );
-        let read = partition.read(6, 1 << 20).await.unwrap();
+        let read = partition.read(Offset(6), 1 << 20).await.unwrap();
         assert_eq!(read.len(), 1);
         partition.close().await.unwrap();
 
         let partition = open(&dir).await;
         assert_eq!(
             produce(&partition, 6).await,
-            (0, 6),
+            (0, Offset(6)),
             "a duplicate after a reopen"
         );
-        assert_eq!(produce(&partition, 9).await, (0, 9));
-        assert_eq!(partition.high_watermark(), 12);
+        assert_eq!(produce(&partition, 9).await, (0, Offset(9)));
+        assert_eq!(partition.high_watermark(), Offset(12));
         partition.close().await.unwrap();
     });
 }
@@ -214,7 +226,7 @@ async fn stored_sequences(partition: &Partition) -> Vec<i32> {
         for batch in partition.read(offset, 1 << 20).await.unwrap() {
             let summary = crate::protocol::record_batch::validate(&batch).unwrap();
             sequences.push(summary.base_sequence);
-            offset = summary.base_offset + i64::from(summary.last_offset_delta) + 1;
+            offset = Offset(summary.base_offset) + i64::from(summary.last_offset_delta) + 1;
         }
     }
     sequences

@@ -12,6 +12,7 @@ pub mod messages;
 mod producer_ids;
 pub mod table;
 
+use crate::ids::Offset;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -376,8 +377,8 @@ impl Shard {
                 produced_bytes: counters.produced_bytes.get(),
                 produced_records: counters.produced_records.get(),
                 fetched_bytes: counters.fetched_bytes.get(),
-                high_watermark: partition.high_watermark(),
-                log_start_offset: partition.log_start_offset(),
+                high_watermark: partition.high_watermark().get(),
+                log_start_offset: partition.log_start_offset().get(),
                 size_bytes: partition.size_bytes(),
             });
         }
@@ -440,8 +441,12 @@ impl Shard {
     }
 
     /// Waits until any of `partitions` has data past its offset, or `timeout_ms` passes.
-    pub async fn watch(self: &Rc<Self>, partitions: Vec<(TopicPartition, i64)>, timeout_ms: u64) {
-        let mut by_owner: HashMap<usize, Vec<(TopicPartition, i64)>> = HashMap::new();
+    pub async fn watch(
+        self: &Rc<Self>,
+        partitions: Vec<(TopicPartition, Offset)>,
+        timeout_ms: u64,
+    ) {
+        let mut by_owner: HashMap<usize, Vec<(TopicPartition, Offset)>> = HashMap::new();
         for (tp, offset) in partitions {
             match self.owner_of(&tp) {
                 Some(owner) => by_owner.entry(owner).or_default().push((tp, offset)),

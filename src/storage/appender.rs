@@ -24,6 +24,7 @@
 //! sync leaves nothing behind to distrust). `trim_and_sync` seals the segment: once a roll
 //! has begun, nothing more is written to it, even if the roll fails and is begun again.
 
+use crate::ids::Offset;
 use std::io;
 
 use bytes::Bytes;
@@ -40,7 +41,7 @@ const _: () = assert!(PREWRITE_STEP_BYTES as usize <= ZEROS_BYTES);
 /// Writes batches at the end of one segment file. Per-shard: lives on the shard's core.
 pub struct Appender {
     file: SegmentFile,
-    base_offset: i64,
+    base_offset: Offset,
     size: u64,
     tail: Vec<u8>,
     /// The file's first `prepared` bytes exist on disk (data or zeros) with their metadata
@@ -63,7 +64,7 @@ pub struct Appender {
 
 impl Appender {
     /// An appender for `file` whose valid content is its first `size` bytes.
-    pub async fn open(file: SegmentFile, base_offset: i64, size: u64) -> io::Result<Appender> {
+    pub async fn open(file: SegmentFile, base_offset: Offset, size: u64) -> io::Result<Appender> {
         let tail_start = size - size % ALIGNMENT;
         let tail_length = (size - tail_start) as usize;
         let tail = if tail_length == 0 {
@@ -93,7 +94,7 @@ impl Appender {
         })
     }
 
-    pub fn base_offset(&self) -> i64 {
+    pub fn base_offset(&self) -> Offset {
         self.base_offset
     }
 

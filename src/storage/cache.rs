@@ -8,6 +8,7 @@
 //! chunks read ahead for catch-up consumers never evict the tail that live consumers read,
 //! and the shard's budget of pre-written bytes on disk (`prewrite`).
 
+use crate::ids::Offset;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
@@ -28,7 +29,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 256;
 const STALE_ORDER_SLACK: usize = 1024;
 
 struct Entry {
-    last_offset: i64,
+    last_offset: Offset,
     bytes: Bytes,
 }
 
@@ -44,10 +45,10 @@ fn cost(bytes: &Bytes) -> usize {
 
 #[derive(Default)]
 struct Inner {
-    logs: HashMap<u64, BTreeMap<i64, Entry>>,
+    logs: HashMap<u64, BTreeMap<Offset, Entry>>,
     /// Insertion order, oldest first; may name entries already removed (by retention),
     /// which `compact_order` drops once they outnumber the live ones.
-    order: VecDeque<(u64, i64)>,
+    order: VecDeque<(u64, Offset)>,
     bytes: usize,
     entries: usize,
 }
@@ -126,7 +127,7 @@ impl BatchCache {
     }
 
     /// Whether the batch holding `offset` is cached (counted neither hit nor miss).
-    pub(crate) fn holds(&self, log: u64, offset: i64) -> bool {
+    pub(crate) fn holds(&self, log: u64, offset: Offset) -> bool {
         let inner = self.inner.borrow();
         let first = inner
             .logs
@@ -151,7 +152,7 @@ impl BatchCache {
         id
     }
 
-    pub(crate) fn insert(&self, log: u64, base_offset: i64, last_offset: i64, bytes: Bytes) {
+    pub(crate) fn insert(&self, log: u64, base_offset: Offset, last_offset: Offset, bytes: Bytes) {
         if cost(&bytes) > self.budget_bytes {
             return;
         }
@@ -190,9 +191,9 @@ impl BatchCache {
     pub(crate) fn read(
         &self,
         log: u64,
-        offset: i64,
+        offset: Offset,
         max_bytes: usize,
-        high_watermark: i64,
+        high_watermark: Offset,
     ) -> Option<Vec<Bytes>> {
         let inner = self.inner.borrow();
         let batches = inner.logs.get(&log);
@@ -220,7 +221,7 @@ impl BatchCache {
     }
 
     /// Drops a log's batches below `offset` (retention moved its start).
-    pub(crate) fn remove_below(&self, log: u64, offset: i64) {
+    pub(crate) fn remove_below(&self, log: u64, offset: Offset) {
         let mut inner = self.inner.borrow_mut();
         let Some(batches) = inner.logs.get_mut(&log) else {
             return;
@@ -236,7 +237,7 @@ impl BatchCache {
 
     /// Drops a log's batches from `offset` on (its suffix was truncated; `offset` is a batch
     /// boundary). Their slots in the eviction order go stale like those `remove_below` leaves.
-    pub(crate) fn remove_from(&self, log: u64, offset: i64) {
+    pub(crate) fn remove_from(&self, log: u64, offset: Offset) {
         let mut inner = self.inner.borrow_mut();
         let Some(batches) = inner.logs.get_mut(&log) else {
             return;
@@ -269,15 +270,18 @@ mod tests {
         let cost = 100 + ENTRY_OVERHEAD_BYTES;
         let cache = BatchCache::new(2 * cost + 50);
         let log = cache.register_log();
-        for base in 0..5 {
+        for base in (0..5).map(Offset) {
             cache.insert(log, base, base, Bytes::from(vec![0u8; 100]));
         }
         assert_eq!(cache.stats().2, 2 * cost);
-        assert!(cache.read(log, 2, 1000, 5).is_none());
-        let batches = cache.read(log, 3, 1000, 5).unwrap();
+        assert!(cache.read(log, Offset(2), 1000, Offset(5)).is_none());
+        let batches = cache.read(log, Offset(3), 1000, Offset(5)).unwrap();
         assert_eq!(batches.len(), 2);
-        assert_eq!(cache.read(log, 3, 1000, 4).unwrap().len(), 1);
-        assert_eq!(cache.read(log, 3, 10, 5).unwrap().len(), 1);
+        assert_eq!(
+            cache.read(log, Offset(3), 1000, Offset(4)).unwrap().len(),
+            1
+        );
+        assert_eq!(cache.read(log, Offset(3), 10, Offset(5)).unwrap().len(), 1);
         cache.remove_log(log);
         assert_eq!(cache.stats().2, 0);
     }
@@ -288,9 +292,9 @@ mod tests {
     fn retention_under_budget_keeps_the_order_small() {
         let cache = BatchCache::new(1 << 30);
         let log = cache.register_log();
-        for base in 0..100_000 {
+        for base in (0..100_000).map(Offset) {
             cache.insert(log, base, base, Bytes::from_static(b"x"));
-            if base % 100 == 99 {
+            if base.get() % 100 == 99 {
                 cache.remove_below(log, base + 1);
             }
         }

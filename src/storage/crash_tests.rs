@@ -3,6 +3,7 @@
 //! always opens the log, never loses an acknowledged batch, and serves only batches that were
 //! appended at the offsets it serves them at.
 
+use crate::ids::Offset;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,9 +24,9 @@ const STEPS: usize = 30;
 #[derive(Default, Clone)]
 struct Model {
     /// Every batch ever appended, by base offset: what a recovered batch may be.
-    appended: BTreeMap<i64, Vec<Bytes>>,
+    appended: BTreeMap<Offset, Vec<Bytes>>,
     /// The acknowledged batch at each base offset: durable and not truncated since.
-    acked: BTreeMap<i64, Bytes>,
+    acked: BTreeMap<Offset, Bytes>,
 }
 
 fn config() -> LogConfig {
@@ -45,7 +46,7 @@ async fn open(dir: &Path) -> Result<Rc<Log>, StorageError> {
 async fn workload(log: &Log, rng: &mut StdRng, model: &mut Model) -> Result<(), StorageError> {
     for _ in 0..STEPS {
         if rng.gen_range(0..8) == 0 && !model.acked.is_empty() {
-            let keys: Vec<i64> = model.acked.keys().copied().collect();
+            let keys: Vec<Offset> = model.acked.keys().copied().collect();
             let at = keys[rng.gen_range(0..keys.len())];
             // Removed from what must survive before the call: a cut midway may leave them
             // or not.
@@ -96,14 +97,18 @@ async fn check_recovered(dir: &Path, model: &Model, case: &str) {
             .unwrap_or_else(|error| panic!("{case}: read at {offset}: {error}"));
         for batch in batches {
             let summary = validate(&batch).unwrap();
-            assert_eq!(summary.base_offset, offset, "{case}: offsets are dense");
+            assert_eq!(
+                Offset(summary.base_offset),
+                offset,
+                "{case}: offsets are dense"
+            );
             let versions = model.appended.get(&offset);
             assert!(
                 versions.is_some_and(|versions| versions.contains(&batch)),
                 "{case}: the batch at {offset} was never appended there"
             );
             served.insert(offset, batch);
-            offset = summary.base_offset + i64::from(summary.last_offset_delta) + 1;
+            offset = Offset(summary.base_offset) + i64::from(summary.last_offset_delta) + 1;
         }
     }
     for (base_offset, bytes) in &model.acked {

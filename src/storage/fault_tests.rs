@@ -4,6 +4,7 @@
 //! temporary directory, so the process-global plan does not reach the other tests running
 //! meanwhile.
 
+use crate::ids::Offset;
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
@@ -66,7 +67,7 @@ fn arm(root: &std::path::Path, line: &str) {
 
 /// Fails the next write to the `extension` file of segment `base_offset` in `dir` with
 /// ENOSPC, once.
-fn fill_disk_for(dir: &std::path::Path, base_offset: i64, extension: &str) {
+fn fill_disk_for(dir: &std::path::Path, base_offset: Offset, extension: &str) {
     let path = segment_path(dir, base_offset, extension);
     faults::arm(&format!("write ENOSPC {} 1", path.display())).unwrap();
 }
@@ -85,22 +86,29 @@ fn out_of_space_discards_unwritten_batches_and_reuses_offsets() {
 
         arm(&root, "write ENOSPC full-0");
         let lost = append(&log, b"lost");
-        assert_eq!(lost.base_offset, 1);
+        assert_eq!(lost.base_offset, Offset(1));
         let result = log.flush().await;
         assert!(
             matches!(result, Err(StorageError::OutOfSpace(_))),
             "{result:?}"
         );
         assert_eq!(lost.ticket.settled(), Settled::Discarded);
-        assert_eq!((log.durable_end_offset(), log.log_end_offset()), (1, 1));
+        assert_eq!(
+            (log.durable_end_offset(), log.log_end_offset()),
+            (Offset(1), Offset(1))
+        );
         faults::clear();
 
         let again = append(&log, b"again");
-        assert_eq!(again.base_offset, 1, "the discarded offset is given again");
-        assert_eq!(log.flush().await.unwrap(), 2);
+        assert_eq!(
+            again.base_offset,
+            Offset(1),
+            "the discarded offset is given again"
+        );
+        assert_eq!(log.flush().await.unwrap(), Offset(2));
         assert_eq!(again.ticket.settled(), Settled::Durable);
         assert_eq!(lost.ticket.settled(), Settled::Discarded);
-        let stored = log.read_durable(0, 1 << 20).await.unwrap();
+        let stored = log.read_durable(Offset::ZERO, 1 << 20).await.unwrap();
         assert_eq!(stored.len(), 2);
         let holds = |batch: &Bytes, value: &[u8]| batch.windows(value.len()).any(|w| w == value);
         assert!(
@@ -112,7 +120,7 @@ fn out_of_space_discards_unwritten_batches_and_reuses_offsets() {
         let log = open_log(&dir).await;
         assert_eq!(
             log.durable_end_offset(),
-            2,
+            Offset(2),
             "everything written survives a reopen"
         );
         log.close().await.unwrap();
@@ -137,19 +145,22 @@ fn out_of_space_at_sync_rewrites_the_unsynced_bytes() {
             "{result:?}"
         );
         assert_eq!(lost.ticket.settled(), Settled::Discarded);
-        assert_eq!((log.durable_end_offset(), log.log_end_offset()), (1, 1));
+        assert_eq!(
+            (log.durable_end_offset(), log.log_end_offset()),
+            (Offset(1), Offset(1))
+        );
         faults::clear();
 
         let again = append(&log, b"again");
-        assert_eq!(again.base_offset, 1);
-        assert_eq!(log.flush().await.unwrap(), 2);
+        assert_eq!(again.base_offset, Offset(1));
+        assert_eq!(log.flush().await.unwrap(), Offset(2));
         let after = append(&log, b"after");
-        assert_eq!(log.flush().await.unwrap(), 3);
+        assert_eq!(log.flush().await.unwrap(), Offset(3));
         assert_eq!(after.ticket.settled(), Settled::Durable);
         log.close().await.unwrap();
 
         let log = open_log(&dir).await;
-        let stored = log.read_durable(0, 1 << 20).await.unwrap();
+        let stored = log.read_durable(Offset::ZERO, 1 << 20).await.unwrap();
         let holds = |batch: &Bytes, value: &[u8]| batch.windows(value.len()).any(|w| w == value);
         assert_eq!(stored.len(), 3);
         assert!(holds(&stored[1], b"again") && holds(&stored[2], b"after"));
@@ -175,7 +186,7 @@ fn out_of_space_at_a_roll_is_retried_by_the_next_flush() {
         append(&log, &[b'a'; 600]);
         log.flush().await.unwrap();
         for attempt in 0..2 {
-            fill_disk_for(&dir, 0, "index");
+            fill_disk_for(&dir, Offset::ZERO, "index");
             let needs_roll = append(&log, &[b'b'; 600]);
             let result = log.flush().await;
             assert!(
@@ -183,21 +194,24 @@ fn out_of_space_at_a_roll_is_retried_by_the_next_flush() {
                 "{attempt}: {result:?}"
             );
             assert_eq!(needs_roll.ticket.settled(), Settled::Discarded, "{attempt}");
-            assert_eq!((log.durable_end_offset(), log.log_end_offset()), (1, 1));
+            assert_eq!(
+                (log.durable_end_offset(), log.log_end_offset()),
+                (Offset(1), Offset(1))
+            );
         }
         faults::clear();
         // Small enough for the old segment, yet it starts the new one: the roll is finished.
         let small = append(&log, b"small-one");
-        assert_eq!(log.flush().await.unwrap(), 2);
+        assert_eq!(log.flush().await.unwrap(), Offset(2));
         assert_eq!(small.ticket.settled(), Settled::Durable);
-        assert!(segment_path(&dir, 1, "log").exists());
+        assert!(segment_path(&dir, Offset(1), "log").exists());
         log.close().await.unwrap();
 
         let log = Log::open(dir.clone(), config, BatchCache::new(1 << 20))
             .await
             .unwrap();
-        assert_eq!(log.durable_end_offset(), 2);
-        let stored = log.read_durable(1, 1 << 20).await.unwrap();
+        assert_eq!(log.durable_end_offset(), Offset(2));
+        let stored = log.read_durable(Offset(1), 1 << 20).await.unwrap();
         assert!(stored[0].windows(9).any(|w| w == b"small-one"));
         log.close().await.unwrap();
     });
@@ -213,7 +227,7 @@ fn out_of_space_at_a_retention_roll_does_not_fence() {
         // Its timestamp (1 s after the epoch) makes the segment older than `segment_ms`.
         append(&log, b"old");
         log.flush().await.unwrap();
-        fill_disk_for(&dir, 0, "index");
+        fill_disk_for(&dir, Offset::ZERO, "index");
         let now = crate::metadata::now_ms();
         log.enforce_retention(now).await.unwrap();
         assert!(
@@ -222,9 +236,9 @@ fn out_of_space_at_a_retention_roll_does_not_fence() {
         );
         faults::clear();
         let next = append(&log, b"next");
-        assert_eq!(log.flush().await.unwrap(), 2);
+        assert_eq!(log.flush().await.unwrap(), Offset(2));
         assert_eq!(next.ticket.settled(), Settled::Durable);
-        assert!(segment_path(&dir, 1, "log").exists());
+        assert!(segment_path(&dir, Offset(1), "log").exists());
         log.close().await.unwrap();
     });
 }
@@ -296,7 +310,7 @@ fn failed_sync_fences_the_log() {
         assert!(matches!(log.flush().await, Err(StorageError::Io(_))));
         faults::clear();
         assert_eq!(lost.ticket.settled(), Settled::Pending);
-        assert_eq!(log.durable_end_offset(), 1);
+        assert_eq!(log.durable_end_offset(), Offset(1));
         let refused = try_append(&log, b"later");
         assert!(
             matches!(refused, Err(StorageError::Failed(_))),
@@ -380,8 +394,15 @@ fn failed_trim_at_close_still_closes_the_log() {
         log.close().await.unwrap();
         drop(log);
         let reopened = open_log(&dir).await;
-        assert_eq!(reopened.log_end_offset(), 1);
-        assert_eq!(reopened.read_durable(0, 1 << 20).await.unwrap().len(), 1);
+        assert_eq!(reopened.log_end_offset(), Offset(1));
+        assert_eq!(
+            reopened
+                .read_durable(Offset::ZERO, 1 << 20)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         reopened.close().await.unwrap();
     });
 }

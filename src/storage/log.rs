@@ -20,6 +20,7 @@
 //! caller gives. Reads that miss the cache look in the log's read-ahead (`read_ahead`) before
 //! the disk, and start the next chunk there; whatever removes log bytes invalidates it first.
 
+use crate::ids::Offset;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ impl Default for LogConfig {
 pub fn stamp_batch(
     mut batch: BytesMut,
     summary: &BatchSummary,
-    base_offset: i64,
+    base_offset: Offset,
     log_append_time: Option<i64>,
 ) -> (Bytes, BatchMeta) {
     assert_eq!(
@@ -99,7 +100,7 @@ pub fn stamp_batch(
         summary.last_offset_delta >= 0,
         "summary comes from validate()"
     );
-    record_batch::set_base_offset(&mut batch, base_offset);
+    record_batch::set_base_offset(&mut batch, base_offset.get());
     let mut max_timestamp = summary.max_timestamp;
     if let Some(timestamp) = log_append_time {
         record_batch::set_log_append_time(&mut batch, timestamp);
@@ -124,15 +125,15 @@ struct Staged {
 struct State {
     config: LogConfig,
     /// Every segment by base offset; the last one is active.
-    segments: BTreeMap<i64, Segment>,
-    log_start: i64,
+    segments: BTreeMap<Offset, Segment>,
+    log_start: Offset,
     /// The offset the next appended batch must start at (staged batches counted).
-    next_offset: i64,
+    next_offset: Offset,
     /// Every offset below is written and fdatasynced.
-    durable_end: i64,
+    durable_end: Offset,
     staged: VecDeque<Staged>,
     /// Base offsets of the segments begun since the last `take_rolls`, ascending.
-    rolls: Vec<i64>,
+    rolls: Vec<Offset>,
     failed: Option<String>,
     closed: bool,
     /// Whether the files may differ from what a clean close leaves (the active segment
@@ -172,8 +173,8 @@ impl Log {
         let bases = list_segments(&dir)?;
         let mut segments = recover_segments(&dir, &bases, config.index_interval_bytes).await?;
         if segments.is_empty() {
-            let segment = create_segment(&dir, 0).await?;
-            segments.insert(0, segment);
+            let segment = create_segment(&dir, Offset::ZERO).await?;
+            segments.insert(Offset::ZERO, segment);
         }
         let active = segments.values().next_back().expect("at least one segment");
         let appender = Appender::open(active.file.clone(), active.base_offset, active.size).await?;
@@ -222,17 +223,17 @@ impl Log {
         &self.dir
     }
 
-    pub fn log_start_offset(&self) -> i64 {
+    pub fn log_start_offset(&self) -> Offset {
         self.state.borrow().log_start
     }
 
     /// The offset the next appended batch must start at, counting staged batches.
-    pub fn log_end_offset(&self) -> i64 {
+    pub fn log_end_offset(&self) -> Offset {
         self.state.borrow().next_offset
     }
 
     /// Every offset below is written and fdatasynced.
-    pub fn durable_end_offset(&self) -> i64 {
+    pub fn durable_end_offset(&self) -> Offset {
         self.state.borrow().durable_end
     }
 
@@ -243,7 +244,7 @@ impl Log {
 
     /// The base offsets of the segments begun since the last call, ascending: every batch
     /// below each was durable when it began.
-    pub fn take_rolls(&self) -> Vec<i64> {
+    pub fn take_rolls(&self) -> Vec<Offset> {
         std::mem::take(&mut self.state.borrow_mut().rolls)
     }
 
@@ -282,7 +283,7 @@ impl Log {
         );
         debug_assert_eq!(
             record_batch::header(&batch).map(|header| header.base_offset.get()),
-            Some(meta.base_offset),
+            Some(meta.base_offset.get()),
             "the batch is stamped with its base offset"
         );
         let mut state = self.state.borrow_mut();
@@ -306,7 +307,7 @@ impl Log {
     /// Writes every staged batch and fdatasyncs. Returns the new durable end. On
     /// `OutOfSpace` the batches written before the full device are published and the rest are
     /// discarded; on any other error the log is fenced.
-    pub async fn flush(&self) -> Result<i64, StorageError> {
+    pub async fn flush(&self) -> Result<Offset, StorageError> {
         let asked = Instant::now();
         let _io = self.io_lock.lock().await;
         FLUSH_LOCK_WAIT_SECONDS.with(|histogram| histogram.borrow_mut().record(asked.elapsed()));
@@ -371,7 +372,7 @@ impl Log {
 
     /// Moves flushed batches from staged into the cache and advances the durable end.
     /// Returns the new durable end.
-    fn publish(&self, flushed: &[Staged]) -> i64 {
+    fn publish(&self, flushed: &[Staged]) -> Offset {
         let mut state = self.state.borrow_mut();
         for batch in flushed {
             let popped = state
@@ -552,7 +553,7 @@ impl Log {
     /// Closes the active segment (trimmed, indexes persisted) and starts one at `base_offset`.
     /// A full device at any step gives `OutOfSpace` and leaves the segment sealed and active:
     /// every step is safe to repeat, and the next flush or retention pass begins it again.
-    async fn roll(&self, appender: &mut Appender, base_offset: i64) -> Result<(), StorageError> {
+    async fn roll(&self, appender: &mut Appender, base_offset: Offset) -> Result<(), StorageError> {
         // Even a roll that fails has begun to change the files (the segment is sealed).
         self.state.borrow_mut().dirty = true;
         self.roll_steps(appender, base_offset)
@@ -566,7 +567,7 @@ impl Log {
     async fn roll_steps(
         &self,
         appender: &mut Appender,
-        base_offset: i64,
+        base_offset: Offset,
     ) -> Result<(), StorageError> {
         appender.trim_and_sync().await?;
         self.persist_active_indexes(appender.base_offset()).await?;
@@ -579,7 +580,7 @@ impl Log {
     }
 
     /// Persists one segment's indexes without holding the state borrow across the writes.
-    async fn persist_active_indexes(&self, base_offset: i64) -> Result<(), StorageError> {
+    async fn persist_active_indexes(&self, base_offset: Offset) -> Result<(), StorageError> {
         let taken = self.state.borrow_mut().segments.remove(&base_offset);
         let mut segment = taken.expect("segment to persist exists");
         let result = segment.persist_indexes(&self.dir).await;
@@ -609,11 +610,11 @@ fn out_of_space_or_io(error: std::io::Error) -> StorageError {
 }
 
 /// Base offsets of the segments in `dir`, ascending.
-fn list_segments(dir: &Path) -> Result<Vec<i64>, StorageError> {
+fn list_segments(dir: &Path) -> Result<Vec<Offset>, StorageError> {
     Ok(side_file::list_offsets(dir, "log")?)
 }
 
-async fn create_segment(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
+async fn create_segment(dir: &Path, base_offset: Offset) -> Result<Segment, StorageError> {
     let file = SegmentFile::open_or_create(&segment_path(dir, base_offset, "log")).await?;
     file::sync_directory(dir).await?;
     Ok(Segment::new(base_offset, file))
@@ -626,9 +627,9 @@ impl Log {
     /// then the read-ahead (waiting for a chunk being read at `offset`), then the disk.
     pub async fn read(
         &self,
-        offset: i64,
+        offset: Offset,
         max_bytes: usize,
-        bound: i64,
+        bound: Offset,
     ) -> Result<Vec<Bytes>, StorageError> {
         loop {
             match self.locate(offset, max_bytes, bound)? {
@@ -640,7 +641,12 @@ impl Log {
     }
 
     /// Where the batches at `offset` are now, checked against the current state.
-    fn locate(&self, offset: i64, max_bytes: usize, bound: i64) -> Result<Located, StorageError> {
+    fn locate(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        bound: Offset,
+    ) -> Result<Located, StorageError> {
         let state = self.state.borrow();
         if state.closed {
             return Err(StorageError::Closed);
@@ -736,7 +742,7 @@ impl Log {
     /// read-ahead stream starts after what it served.
     async fn read_disk(
         &self,
-        offset: i64,
+        offset: Offset,
         max_bytes: usize,
         disk: DiskRead,
     ) -> Result<Vec<Bytes>, StorageError> {
@@ -795,7 +801,7 @@ impl Log {
     pub async fn find_batch_by_timestamp(
         &self,
         timestamp: i64,
-        bound: i64,
+        bound: Offset,
     ) -> Result<Option<Bytes>, StorageError> {
         let found = {
             let state = self.state.borrow();
@@ -832,9 +838,9 @@ impl Log {
     }
 
     /// Largest max timestamp in the log and the last offset of the first batch holding it.
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+    pub fn max_timestamp(&self) -> Option<(i64, Offset)> {
         let state = self.state.borrow();
-        let mut best: Option<(i64, i64)> = None;
+        let mut best: Option<(i64, Offset)> = None;
         for (timestamp, offset) in state.segments.values().filter_map(|s| s.max_timestamp) {
             if best.is_none_or(|(max, _)| timestamp > max) {
                 best = Some((timestamp, offset));
@@ -857,11 +863,11 @@ enum Located {
 /// segment's `segment_end` and before offset `end`.
 struct DiskRead {
     file: SegmentFile,
-    segment_base: i64,
+    segment_base: Offset,
     position: u64,
-    first_offset: i64,
+    first_offset: Offset,
     segment_end: u64,
-    end: i64,
+    end: Offset,
 }
 
 fn scan_error(error: ScanError) -> StorageError {
@@ -948,12 +954,16 @@ impl Log {
     /// Truncates the prefix: moves the log start up to `offset` (at most the durable end),
     /// durably, then deletes the closed segments wholly below it. An offset at or below the
     /// current start changes nothing. Returns the log start after the call.
-    pub async fn truncate_prefix(&self, offset: i64, now_ms: i64) -> Result<i64, StorageError> {
+    pub async fn truncate_prefix(
+        &self,
+        offset: Offset,
+        now_ms: i64,
+    ) -> Result<Offset, StorageError> {
         let _io = self.io_lock.lock().await;
         let config = {
             let state = self.state.borrow();
             Self::check_usable(&state)?;
-            if offset < 0 || offset > state.durable_end {
+            if offset < Offset::ZERO || offset > state.durable_end {
                 return Err(StorageError::OffsetOutOfRange {
                     requested: offset,
                     log_start: state.log_start,
@@ -981,7 +991,7 @@ impl Log {
         self.cache
             .remove_below(self.cache_key, self.log_start_offset());
         for segment in doomed {
-            tracing::info!(dir = %self.dir.display(), base = segment.base_offset, "retention");
+            tracing::info!(dir = %self.dir.display(), base = %segment.base_offset, "retention");
             self.delete_segment_files(segment).await?;
         }
         file::sync_directory(&self.dir).await?;
@@ -1087,7 +1097,7 @@ impl Log {
     /// removed batches before their bytes go; the segment that holds the new end becomes the
     /// active one and loses its index files, which described the old content (a close writes
     /// them again, recovery rebuilds them). Any failure once the files change fences the log.
-    pub async fn truncate_suffix(&self, offset: i64) -> Result<(), StorageError> {
+    pub async fn truncate_suffix(&self, offset: Offset) -> Result<(), StorageError> {
         let _io = self.io_lock.lock().await;
         let durable_end = {
             let mut state = self.state.borrow_mut();
@@ -1145,7 +1155,7 @@ impl Log {
     /// Where the log is cut for a suffix truncation at `offset` (below the durable end): the
     /// segment that keeps the batches before it and the byte position there. Reads the
     /// segment from its nearest index entry to find the batch that starts at `offset`.
-    async fn find_cut(&self, offset: i64) -> Result<Cut, StorageError> {
+    async fn find_cut(&self, offset: Offset) -> Result<Cut, StorageError> {
         let (segment_base, file, start, segment_end) = {
             let state = self.state.borrow();
             let (&base, segment) = state
@@ -1203,7 +1213,7 @@ impl Log {
             (doomed, segment)
         };
         for segment in doomed.into_values() {
-            tracing::info!(dir = %self.dir.display(), base = segment.base_offset, "suffix truncated");
+            tracing::info!(dir = %self.dir.display(), base = %segment.base_offset, "suffix truncated");
             self.delete_segment_files(segment).await?;
         }
         for extension in ["index", "timeindex"] {
@@ -1238,14 +1248,14 @@ impl Log {
 /// Where a suffix truncation cuts the log: the segment at `segment_base` keeps its first
 /// `position` bytes (the batches below `offset`) and every later segment goes.
 struct Cut {
-    segment_base: i64,
+    segment_base: Offset,
     position: u64,
-    offset: i64,
+    offset: Offset,
 }
 
 /// Drops the staged batches from `offset` on, settling them as discarded, and moves the log
 /// end back to `offset`.
-fn discard_staged_from(state: &mut State, offset: i64) {
+fn discard_staged_from(state: &mut State, offset: Offset) {
     while state
         .staged
         .back()

@@ -9,6 +9,7 @@
 //! the new one, never a torn one. Segments whose data lies wholly below the log start are
 //! deleted afterwards; one left behind by a crash is deleted by the next retention pass.
 
+use crate::ids::Offset;
 use std::path::Path;
 
 use crate::storage::side_file;
@@ -20,8 +21,11 @@ pub const LOG_START_FILE: &str = "log-start-offset";
 const LOG_START_FILE_BYTES_MAX: u64 = 64;
 
 /// Durably records `offset` as the partition's log start.
-pub async fn write(dir: &Path, offset: i64) -> Result<(), StorageError> {
-    assert!(offset >= 0, "log start offsets are never negative");
+pub async fn write(dir: &Path, offset: Offset) -> Result<(), StorageError> {
+    assert!(
+        offset >= Offset::ZERO,
+        "log start offsets are never negative"
+    );
     let checkpoint = format!("{offset}\n");
     side_file::replace(&dir.join(LOG_START_FILE), checkpoint.as_bytes()).await?;
     Ok(())
@@ -29,7 +33,7 @@ pub async fn write(dir: &Path, offset: i64) -> Result<(), StorageError> {
 
 /// The recorded log start, if any. An unreadable checkpoint is reported and ignored: the log
 /// then starts at its first segment, which shows deleted records again but loses nothing.
-pub async fn read(dir: &Path) -> Result<Option<i64>, StorageError> {
+pub async fn read(dir: &Path) -> Result<Option<Offset>, StorageError> {
     let Some(bytes) = side_file::read(&dir.join(LOG_START_FILE), LOG_START_FILE_BYTES_MAX).await?
     else {
         return Ok(None);
@@ -37,7 +41,8 @@ pub async fn read(dir: &Path) -> Result<Option<i64>, StorageError> {
     let parsed = std::str::from_utf8(&bytes)
         .ok()
         .and_then(|text| text.trim().parse::<i64>().ok())
-        .filter(|offset| *offset >= 0);
+        .filter(|offset| *offset >= 0)
+        .map(Offset);
     if parsed.is_none() {
         tracing::warn!(dir = %dir.display(), "ignoring an unreadable log-start-offset checkpoint");
     }

@@ -39,6 +39,8 @@ pub mod sim_disk;
 mod tests;
 mod ticket;
 
+use crate::ids::Offset;
+
 pub use cache::BatchCache;
 pub use directory::{is_deletion_name, remove_dir};
 pub use file::{os_error, prime_device, sync_latencies};
@@ -55,16 +57,16 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("offset {requested} out of range [{log_start}, {end}]")]
     OffsetOutOfRange {
-        requested: i64,
-        log_start: i64,
-        end: i64,
+        requested: Offset,
+        log_start: Offset,
+        end: Offset,
     },
     /// An append's base offset is not the log end offset: nothing was appended.
     #[error("batch at offset {given} appended at log end offset {log_end}")]
-    NotAtEnd { given: i64, log_end: i64 },
+    NotAtEnd { given: Offset, log_end: Offset },
     /// A suffix truncation was asked at an offset inside a batch: nothing was changed.
     #[error("offset {0} is not where a batch begins")]
-    NotABatchBoundary(i64),
+    NotABatchBoundary(Offset),
     #[error("corrupt log: {0}")]
     Corrupt(String),
     /// An earlier write or sync failed; the log accepts nothing more until it is reopened,

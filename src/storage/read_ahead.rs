@@ -29,6 +29,7 @@
 //!
 //! Per-shard: the budget lives on one core and is shared by that core's logs through `Rc`.
 
+use crate::ids::Offset;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
@@ -140,8 +141,8 @@ impl Drop for Reservation {
 /// at `segment_base`, or that segment ends there and `offset` starts the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LogPosition {
-    pub offset: i64,
-    pub segment_base: i64,
+    pub offset: Offset,
+    pub segment_base: Offset,
     pub file_position: u64,
 }
 
@@ -153,13 +154,13 @@ pub(crate) struct ChunkSource {
     /// The segment's written size when the read starts.
     pub segment_end: u64,
     /// Batches at or past it are not read.
-    pub high_watermark: i64,
+    pub high_watermark: Offset,
 }
 
 /// One checked batch of a chunk.
 struct Batch {
-    base_offset: i64,
-    last_offset: i64,
+    base_offset: Offset,
+    last_offset: Offset,
     bytes: Bytes,
 }
 
@@ -244,7 +245,7 @@ impl ReadAhead {
 
     /// Serves `offset` (below `high_watermark`) from a ready chunk, up to `max_bytes` (at
     /// least one batch), or says to wait for the chunk being read at `offset`.
-    pub fn lookup(&self, offset: i64, max_bytes: usize, high_watermark: i64) -> Lookup {
+    pub fn lookup(&self, offset: Offset, max_bytes: usize, high_watermark: Offset) -> Lookup {
         let mut inner = self.inner.borrow_mut();
         let found = inner.streams.iter().position(|s| stream_covers(s, offset));
         let Some(index) = found else {
@@ -376,7 +377,7 @@ impl ReadAhead {
 
     /// The chunk size of `stream` if it exists, is not reading, and has room for a chunk at
     /// `start` (which must continue its last chunk).
-    fn room_for_chunk(&self, stream: u64, start: i64) -> Option<usize> {
+    fn room_for_chunk(&self, stream: u64, start: Offset) -> Option<usize> {
         let inner = self.inner.borrow();
         let stream = inner.streams.iter().find(|s| s.id == stream)?;
         if stream.chunks.len() >= READ_AHEAD_CHUNKS_PER_STREAM_MAX {
@@ -394,7 +395,7 @@ impl ReadAhead {
 
     /// Files the result of a chunk read, unless the log changed meanwhile. An empty or failed
     /// read ends the chunk: the fetch that reaches it reads from disk itself.
-    fn complete(&self, key: (u64, u64, i64), loaded: Option<(Vec<Batch>, LogPosition)>) {
+    fn complete(&self, key: (u64, u64, Offset), loaded: Option<(Vec<Batch>, LogPosition)>) {
         let (generation, stream, start) = key;
         let mut inner = self.inner.borrow_mut();
         if inner.generation != generation {
@@ -422,7 +423,7 @@ impl ReadAhead {
 }
 
 /// Whether `stream` holds `offset` in a ready chunk, or is reading the chunk starting there.
-fn stream_covers(stream: &Stream, offset: i64) -> bool {
+fn stream_covers(stream: &Stream, offset: Offset) -> bool {
     stream.chunks.iter().any(|chunk| match &chunk.state {
         ChunkState::Loading(_) => chunk.start.offset == offset,
         ChunkState::Ready { end, .. } => chunk.start.offset <= offset && offset < end.offset,
@@ -431,7 +432,7 @@ fn stream_covers(stream: &Stream, offset: i64) -> bool {
 
 /// Drops the chunks wholly served (everything below `next`); returns where the next chunk
 /// should start if the stream has room for one and is not reading already.
-fn consume_below(stream: &mut Stream, next: i64) -> Option<LogPosition> {
+fn consume_below(stream: &mut Stream, next: Offset) -> Option<LogPosition> {
     let mut consumed_end = None;
     while let Some(ChunkState::Ready { end, .. }) = stream.chunks.front().map(|c| &c.state) {
         if end.offset > next {

@@ -2,6 +2,7 @@
 //! deletions in flight never let it serve, its budget bounds it, and its faults stay its own.
 //! Each log reads through a batch cache of zero bytes, so that every read misses the cache.
 
+use crate::ids::Offset;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -44,7 +45,7 @@ async fn fill(log: &Log, n: usize) -> Vec<Bytes> {
         let summary = validate(&batch).unwrap();
         let mut expected = batch.clone();
         let result = log.append_validated(batch, &summary, None).unwrap();
-        record_batch::set_base_offset(&mut expected, result.base_offset);
+        record_batch::set_base_offset(&mut expected, result.base_offset.get());
         stored.push(expected.freeze());
     }
     log.flush().await.unwrap();
@@ -52,14 +53,14 @@ async fn fill(log: &Log, n: usize) -> Vec<Bytes> {
 }
 
 /// Reads from `offset` to the watermark `max_bytes` at a time, as a consumer would.
-async fn read_to_end(log: &Log, mut offset: i64, max_bytes: usize) -> (Vec<Bytes>, usize) {
+async fn read_to_end(log: &Log, mut offset: Offset, max_bytes: usize) -> (Vec<Bytes>, usize) {
     let mut all = Vec::new();
     let mut fetches = 0;
     while offset < log.durable_end_offset() {
         let batches = log.read_durable(offset, max_bytes).await.unwrap();
         fetches += 1;
         let last = validate(batches.last().unwrap()).unwrap();
-        offset = last.base_offset + i64::from(last.last_offset_delta) + 1;
+        offset = Offset(last.base_offset) + i64::from(last.last_offset_delta) + 1;
         all.extend(batches);
     }
     (all, fetches)
@@ -82,7 +83,7 @@ async fn first_read_on_slow_disk(root: &Path, batches: usize, delay: &str) -> Sl
     let log = open(&dir, &cache).await;
     let stored = fill(&log, batches).await;
     arm(&dir, &format!("read {delay}"), None);
-    let first = log.read_durable(0, 16 * 1024).await.unwrap();
+    let first = log.read_durable(Offset::ZERO, 16 * 1024).await.unwrap();
     SlowStart {
         dir,
         cache,
@@ -138,13 +139,13 @@ fn sequential_reads_hit_the_read_ahead_across_segments() {
             segments > 3 * 5,
             "several segments (3 files each): {segments}"
         );
-        let (read, fetches) = read_to_end(&log, 0, 16 * 1024).await;
+        let (read, fetches) = read_to_end(&log, Offset::ZERO, 16 * 1024).await;
         assert_eq!(read, stored);
         let seen = stats(&cache);
         assert_eq!(seen.misses, 1, "{seen:?}");
         assert_eq!(seen.hits as usize, fetches - 1, "{seen:?}");
         stored.extend(fill(&log, 20).await);
-        let (more, _) = read_to_end(&log, 1200, 16 * 1024).await;
+        let (more, _) = read_to_end(&log, Offset(1200), 16 * 1024).await;
         assert_eq!(more, stored[300..]);
         log.close().await.unwrap();
         assert_eq!(stats(&cache).held_bytes, 0, "close drops every chunk");
@@ -159,13 +160,13 @@ fn two_readers_of_one_log_do_not_thrash() {
         let cache = uncached(8 << 20);
         let log = open(&dir, &cache).await;
         let stored = fill(&log, 200).await;
-        let mut offsets = [0i64, 400];
+        let mut offsets = [Offset::ZERO, Offset(400)];
         let mut read = [Vec::new(), Vec::new()];
         while offsets[1] < log.durable_end_offset() {
             for reader in 0..2 {
                 let batches = log.read_durable(offsets[reader], 16 * 1024).await.unwrap();
                 let last = validate(batches.last().unwrap()).unwrap();
-                offsets[reader] = last.base_offset + i64::from(last.last_offset_delta) + 1;
+                offsets[reader] = Offset(last.base_offset) + i64::from(last.last_offset_delta) + 1;
                 read[reader].extend(batches);
             }
         }
@@ -189,7 +190,7 @@ fn fetch_waits_for_the_read_ahead_in_flight() {
             ..
         } = first_read_on_slow_disk(&root, 100, "50ms").await;
         assert!(stats(&cache).held_bytes > 0, "a read-ahead started");
-        let next = 4 * first.len() as i64;
+        let next = Offset(4 * first.len() as i64);
         let second = log.read_durable(next, 16 * 1024).await.unwrap();
         faults::clear();
         assert_eq!(first, stored[..first.len()]);
@@ -211,10 +212,10 @@ fn deletion_during_read_ahead_never_serves_it() {
             first,
             ..
         } = first_read_on_slow_disk(&root, 300, "100ms").await;
-        let next = 4 * first.len() as i64;
+        let next = Offset(4 * first.len() as i64);
         // The read-ahead at `next` is now sleeping in its read; delete past it.
         let start = log
-            .truncate_prefix(600, crate::metadata::now_ms())
+            .truncate_prefix(Offset(600), crate::metadata::now_ms())
             .await
             .unwrap();
         faults::clear();
@@ -225,7 +226,7 @@ fn deletion_during_read_ahead_never_serves_it() {
         ));
         let misses = stats(&cache).misses;
         let (read, _) = read_to_end(&log, start, 16 * 1024).await;
-        assert_eq!(read, stored[(start / 4) as usize..]);
+        assert_eq!(read, stored[(start.get() / 4) as usize..]);
         assert_eq!(
             stats(&cache).misses,
             misses + 1,
@@ -260,13 +261,13 @@ fn close_during_read_ahead_drops_it() {
         } = first_read_on_slow_disk(&root, 100, "50ms").await;
         log.close().await.unwrap();
         faults::clear();
-        let next = 4 * first.len() as i64;
+        let next = Offset(4 * first.len() as i64);
         assert!(matches!(
             log.read_durable(next, 1).await,
             Err(StorageError::Closed)
         ));
         let log = open(&dir, &cache).await;
-        let (read, _) = read_to_end(&log, 0, 16 * 1024).await;
+        let (read, _) = read_to_end(&log, Offset::ZERO, 16 * 1024).await;
         assert_eq!(read, stored);
         log.close().await.unwrap();
         until_nothing_held(&cache).await;
@@ -286,7 +287,7 @@ fn budget_bounds_read_ahead_memory() {
         for partition in 0..3 {
             let log = open(&root.with_extension(format!("p{partition}")), &cache).await;
             let stored = fill(&log, 150).await;
-            logs.push((log, stored, 0i64, Vec::new()));
+            logs.push((log, stored, Offset::ZERO, Vec::new()));
         }
         while logs
             .iter()
@@ -296,7 +297,7 @@ fn budget_bounds_read_ahead_memory() {
                 if *offset < log.durable_end_offset() {
                     let batches = log.read_durable(*offset, 16 * 1024).await.unwrap();
                     let last = validate(batches.last().unwrap()).unwrap();
-                    *offset = last.base_offset + i64::from(last.last_offset_delta) + 1;
+                    *offset = Offset(last.base_offset) + i64::from(last.last_offset_delta) + 1;
                     read.extend(batches);
                 }
                 assert!(stats(&cache).held_bytes <= budget, "{:?}", stats(&cache));
@@ -326,18 +327,18 @@ fn read_ahead_fault_fails_nothing() {
         let cache = uncached(8 << 20);
         let log = open(&dir, &cache).await;
         let stored = fill(&log, 100).await;
-        let first = log.read_durable(0, 16 * 1024).await.unwrap();
+        let first = log.read_durable(Offset::ZERO, 16 * 1024).await.unwrap();
         // The next read of this log is a read-ahead's (the reader only fetches what follows
         // the first answer): it takes the one fault.
         arm(&dir, "read EIO", Some(1));
-        let (rest, _) = read_to_end(&log, 4 * first.len() as i64, 16 * 1024).await;
+        let (rest, _) = read_to_end(&log, Offset(4 * first.len() as i64), 16 * 1024).await;
         assert_eq!(fault_hits(), 1, "{}", faults::describe());
         faults::clear();
         assert_eq!([first, rest].concat(), stored);
         // The failed chunk was read again by the fetch (a miss) or by the next read-ahead.
         assert!(stats(&cache).misses <= 2, "{:?}", stats(&cache));
         let more = fill(&log, 1).await;
-        assert_eq!(log.read_durable(400, 1 << 20).await.unwrap(), more);
+        assert_eq!(log.read_durable(Offset(400), 1 << 20).await.unwrap(), more);
         log.close().await.unwrap();
     });
 }

@@ -6,6 +6,7 @@
 //! check each batch's content with `check_batch` (CRC, counts, offset continuity), recovery
 //! and disk reads alike, so that no damaged batch is accepted or served.
 
+use crate::ids::Offset;
 use std::io;
 
 use bytes::{Bytes, BytesMut};
@@ -18,17 +19,17 @@ use crate::storage::segment::BatchMeta;
 /// The facts of a stored batch if `record_batch::validate` accepts it (length, magic, CRC,
 /// counts) and its base offset is `expected_base_offset`, the one that continues the log.
 /// The base offset lies outside the CRC, so only continuity catches damage there.
-pub fn check_batch(batch: &[u8], expected_base_offset: i64) -> Result<BatchMeta, String> {
+pub fn check_batch(batch: &[u8], expected_base_offset: Offset) -> Result<BatchMeta, String> {
     let summary = record_batch::validate(batch).map_err(|error| error.to_string())?;
-    if summary.base_offset != expected_base_offset {
+    if Offset(summary.base_offset) != expected_base_offset {
         return Err(format!(
             "base offset {} does not continue the log at {expected_base_offset}",
             summary.base_offset
         ));
     }
     Ok(BatchMeta {
-        base_offset: summary.base_offset,
-        last_offset: summary.base_offset + i64::from(summary.last_offset_delta),
+        base_offset: Offset(summary.base_offset),
+        last_offset: Offset(summary.base_offset) + i64::from(summary.last_offset_delta),
         max_timestamp: summary.max_timestamp,
         bytes: summary.batch_bytes as u64,
     })

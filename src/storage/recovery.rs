@@ -21,6 +21,7 @@
 //! Invariant after recovery: index files on disk either describe a prefix of their segment as
 //! it now is, or are rewritten here; stale entries past a cut never survive.
 
+use crate::ids::Offset;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
@@ -36,9 +37,9 @@ use crate::storage::StorageError;
 /// them contiguous; if one ends short of the next, the later ones are deleted.
 pub async fn recover_segments(
     dir: &Path,
-    bases: &[i64],
+    bases: &[Offset],
     index_interval_bytes: u64,
-) -> Result<BTreeMap<i64, Segment>, StorageError> {
+) -> Result<BTreeMap<Offset, Segment>, StorageError> {
     let mut segments = BTreeMap::new();
     for (index, &base) in bases.iter().enumerate() {
         let closed = index + 1 < bases.len();
@@ -78,7 +79,7 @@ struct Recovered {
 /// follows, so no zero padding is expected after its last batch.
 async fn recover_segment(
     dir: &Path,
-    base_offset: i64,
+    base_offset: Offset,
     index_interval_bytes: u64,
     closed: bool,
 ) -> Result<Recovered, StorageError> {
@@ -128,7 +129,7 @@ async fn recover_segment(
 pub async fn rescan_segment(
     segment: Segment,
     end: u64,
-    offset: i64,
+    offset: Offset,
     index_interval_bytes: u64,
 ) -> Result<Segment, StorageError> {
     let base = segment.base_offset;
@@ -213,7 +214,9 @@ async fn load_indexes(
     if let Some(last) = offsets.last() {
         let header = segment.file.read(u64::from(last.position), 8).await?;
         let claimed = base + i64::from(last.relative_offset);
-        if header.len() != 8 || i64::from_be_bytes(header[..8].try_into().expect("8")) != claimed {
+        if header.len() != 8
+            || i64::from_be_bytes(header[..8].try_into().expect("8")) != claimed.get()
+        {
             return Ok(Err("last offset index entry does not match the log"));
         }
     }
@@ -225,7 +228,7 @@ struct Tail<'a> {
     path: &'a Path,
     position: u64,
     /// The first offset not kept: the offset the next batch gets.
-    offset: i64,
+    offset: Offset,
     file_bytes: u64,
     closed: bool,
 }
@@ -256,7 +259,7 @@ async fn report_dropped_tail(
     tracing::warn!(
         path = %tail.path.display(),
         position = tail.position,
-        offset = tail.offset,
+        offset = %tail.offset,
         bytes_dropped = dropped,
         reason,
         "truncating segment at first torn or corrupt batch"
@@ -283,13 +286,13 @@ async fn all_zeros(file: &SegmentFile, from: u64, to: u64) -> io::Result<bool> {
 
 /// Deletes whole segments after a cut in the log, index files first so that an index never
 /// outlives its log file if this is interrupted.
-async fn delete_segments(dir: &Path, bases: &[i64], reason: &str) -> Result<(), StorageError> {
+async fn delete_segments(dir: &Path, bases: &[Offset], reason: &str) -> Result<(), StorageError> {
     for &base in bases {
         let path = segment_path(dir, base, "log");
         let bytes_dropped = file::file_len(&path).ok().flatten().unwrap_or(0);
         tracing::warn!(
             path = %path.display(),
-            base_offset = base,
+            base_offset = %base,
             bytes_dropped,
             reason,
             "deleting segment after a cut in the log"

@@ -2,6 +2,7 @@
 //! byte, flipped bits in log and index files, missing and stale indexes, closed segments cut
 //! short. Each test runs many cases on one executor, each case in its own directory.
 
+use crate::ids::Offset;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -83,7 +84,7 @@ async fn open(dir: &Path, config: &LogConfig) -> Result<Rc<Log>, StorageError> {
 async fn append(log: &Log, shapes: &[(i64, usize)]) -> Vec<Bytes> {
     let mut offsets = Vec::new();
     for &(count, value_bytes) in shapes {
-        let timestamp = 1000 * (log.log_end_offset() + count);
+        let timestamp = 1000 * (log.log_end_offset() + count).get();
         let bytes = batch(count, timestamp, value_bytes);
         let summary = validate(&bytes).unwrap();
         offsets.push(
@@ -103,12 +104,15 @@ async fn append(log: &Log, shapes: &[(i64, usize)]) -> Vec<Bytes> {
 /// Checks that `log` holds exactly `expected`: the end, every batch read through the offset
 /// index from each of its offsets and all at once, and every lookup by timestamp.
 async fn assert_holds(log: &Log, expected: &[Bytes], case: &str) {
-    let end = expected.last().map_or(0, |b| last_offset(b) + 1);
+    let end = expected.last().map_or(Offset::ZERO, |b| last_offset(b) + 1);
     assert_eq!(log.durable_end_offset(), end, "{case}: end");
     assert_eq!(log.log_end_offset(), end, "{case}: log end");
     if expected.is_empty() {
         assert!(
-            log.read_durable(0, 1 << 20).await.unwrap().is_empty(),
+            log.read_durable(Offset::ZERO, 1 << 20)
+                .await
+                .unwrap()
+                .is_empty(),
             "{case}"
         );
         return;
@@ -122,12 +126,12 @@ async fn assert_holds(log: &Log, expected: &[Bytes], case: &str) {
     assert!(all == expected, "{case}: bytes");
     for bytes in expected {
         let summary = validate(bytes).unwrap();
-        for offset in [summary.base_offset, last_offset(bytes)] {
+        for offset in [Offset(summary.base_offset), last_offset(bytes)] {
             let read = log.read_durable(offset, 1).await.unwrap();
             assert_eq!(&read[0], bytes, "{case}: read at {offset}");
         }
         let found = log
-            .find_batch_by_timestamp(summary.max_timestamp, i64::MAX)
+            .find_batch_by_timestamp(summary.max_timestamp, Offset(i64::MAX))
             .await;
         assert_eq!(found.unwrap().as_ref(), Some(bytes), "{case}: time lookup");
     }
@@ -145,24 +149,25 @@ async fn read_all(log: &Log) -> Vec<Bytes> {
     all
 }
 
-fn last_offset(batch: &[u8]) -> i64 {
+fn last_offset(batch: &[u8]) -> Offset {
     let summary = validate(batch).unwrap();
-    summary.base_offset + i64::from(summary.last_offset_delta)
+    Offset(summary.base_offset) + i64::from(summary.last_offset_delta)
 }
 
-fn segment_bases(dir: &Path) -> Vec<i64> {
-    let mut bases: Vec<i64> = std::fs::read_dir(dir)
+fn segment_bases(dir: &Path) -> Vec<Offset> {
+    let mut bases: Vec<Offset> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| {
             let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".log").map(|stem| stem.parse().unwrap())
+            name.strip_suffix(".log")
+                .map(|stem| Offset(stem.parse().unwrap()))
         })
         .collect();
     bases.sort_unstable();
     bases
 }
 
-fn path(dir: &Path, base: i64, extension: &str) -> PathBuf {
+fn path(dir: &Path, base: Offset, extension: &str) -> PathBuf {
     dir.join(file_name(base, extension))
 }
 
@@ -176,7 +181,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn remove_indexes(dir: &Path, base: i64) {
+fn remove_indexes(dir: &Path, base: Offset) {
     for extension in ["index", "timeindex"] {
         std::fs::remove_file(path(dir, base, extension)).unwrap();
     }
@@ -215,7 +220,7 @@ fn torn_last_batch_at_every_byte_keeps_the_batches_before() {
         let log = open(&source, &config).await.unwrap();
         let stored = append(&log, &[(3, 20), (1, 5), (2, 30), (1, 10)]).await;
         log.close().await.unwrap();
-        let data = std::fs::read(path(&source, 0, "log")).unwrap();
+        let data = std::fs::read(path(&source, Offset::ZERO, "log")).unwrap();
         let kept: usize = stored[..3].iter().map(Bytes::len).sum();
         assert_eq!(data.len(), kept + stored[3].len());
         let mut random = rand::rngs::StdRng::seed_from_u64(7);
@@ -231,9 +236,9 @@ fn torn_last_batch_at_every_byte_keeps_the_batches_before() {
                     After::Zeros => bytes.resize(block_end, 0),
                     After::Garbage => bytes.resize_with(block_end, || random.gen()),
                 }
-                std::fs::write(path(&dir, 0, "log"), &bytes).unwrap();
+                std::fs::write(path(&dir, Offset::ZERO, "log"), &bytes).unwrap();
                 if length % 2 == 1 {
-                    remove_indexes(&dir, 0);
+                    remove_indexes(&dir, Offset::ZERO);
                 }
                 // Zeros may complete a batch whose last bytes are zeros: then it is whole.
                 let written = bytes.get(kept..kept + stored[3].len());
@@ -247,7 +252,11 @@ fn torn_last_batch_at_every_byte_keeps_the_batches_before() {
                 assert_holds(&log, expected, &format!("{case}, reopened")).await;
                 let next = append(&log, &[(2, 8)]).await;
                 let end = last_offset(expected.last().unwrap()) + 1;
-                assert_eq!(validate(&next[0]).unwrap().base_offset, end, "{case}");
+                assert_eq!(
+                    Offset(validate(&next[0]).unwrap().base_offset),
+                    end,
+                    "{case}"
+                );
                 drop(log);
                 std::fs::remove_dir_all(&dir).unwrap();
                 cases += 1;
@@ -281,22 +290,30 @@ fn bit_flip_in_unindexed_log_cuts_at_the_damaged_batch() {
         let shapes = [(3, 20), (1, 5), (4, 100), (2, 7), (1, 300), (2, 40)];
         let stored = append(&log, &shapes).await;
         log.close().await.unwrap();
-        remove_indexes(&source, 0);
+        remove_indexes(&source, Offset::ZERO);
         let mut start = 0;
         for (damaged, bytes) in stored.iter().enumerate() {
             for position in flip_positions(bytes.len()) {
                 let bit = 8 * (start + position) + position % 8;
                 let dir = root.join("case");
                 copy_dir(&source, &dir);
-                flip_bit(&path(&dir, 0, "log"), bit);
+                flip_bit(&path(&dir, Offset::ZERO, "log"), bit);
                 let case = format!("bit {} of batch {damaged}", position * 8 + position % 8);
                 let log = open(&dir, &config).await.unwrap();
                 assert_holds(&log, &stored[..damaged], &case).await;
-                let file_bytes = std::fs::metadata(path(&dir, 0, "log")).unwrap().len();
+                let file_bytes = std::fs::metadata(path(&dir, Offset::ZERO, "log"))
+                    .unwrap()
+                    .len();
                 assert_eq!(file_bytes, start as u64, "{case}: cut");
                 let next = append(&log, &[(1, 1)]).await;
-                let end = stored[..damaged].last().map_or(0, |b| last_offset(b) + 1);
-                assert_eq!(validate(&next[0]).unwrap().base_offset, end, "{case}");
+                let end = stored[..damaged]
+                    .last()
+                    .map_or(Offset::ZERO, |b| last_offset(b) + 1);
+                assert_eq!(
+                    Offset(validate(&next[0]).unwrap().base_offset),
+                    end,
+                    "{case}"
+                );
                 drop(log);
             }
             start += bytes.len();
@@ -321,7 +338,7 @@ fn bit_flip_under_the_index_is_never_served() {
             for position in flip_positions(bytes.len()) {
                 let dir = root.join("case");
                 copy_dir(&source, &dir);
-                flip_bit(&path(&dir, 0, "log"), 8 * (start + position) + 3);
+                flip_bit(&path(&dir, Offset::ZERO, "log"), 8 * (start + position) + 3);
                 let case = format!("byte {position} of batch {damaged}");
                 let log = open(&dir, &config).await.unwrap();
                 if damaged + 1 == stored.len() {
@@ -329,14 +346,14 @@ fn bit_flip_under_the_index_is_never_served() {
                     continue;
                 }
                 assert_eq!(log.durable_end_offset(), last_offset(&stored[4]) + 1);
-                let all = log.read_durable(0, 1 << 20).await;
+                let all = log.read_durable(Offset::ZERO, 1 << 20).await;
                 if damaged == 0 {
                     assert!(matches!(all, Err(StorageError::Corrupt(_))), "{case}");
                 } else {
                     assert_eq!(all.unwrap(), &stored[..damaged], "{case}");
                 }
                 for (index, bytes) in stored.iter().enumerate() {
-                    let base = validate(bytes).unwrap().base_offset;
+                    let base = Offset(validate(bytes).unwrap().base_offset);
                     match log.read_durable(base, 1).await {
                         Ok(read) => assert!(index != damaged && read[0] == bytes, "{case}"),
                         Err(StorageError::Corrupt(_)) => assert_eq!(index, damaged, "{case}"),
@@ -441,8 +458,8 @@ fn stale_shorter_index_is_resumed_from() {
         let log = open(&dir, &config).await.unwrap();
         let mut stored = append(&log, &[(2, 300), (3, 200), (1, 500)]).await;
         log.close().await.unwrap();
-        let old_index = std::fs::read(path(&dir, 0, "index")).unwrap();
-        let old_times = std::fs::read(path(&dir, 0, "timeindex")).unwrap();
+        let old_index = std::fs::read(path(&dir, Offset::ZERO, "index")).unwrap();
+        let old_times = std::fs::read(path(&dir, Offset::ZERO, "timeindex")).unwrap();
         let log = open(&dir, &config).await.unwrap();
         stored.extend(append(&log, &[(2, 100), (4, 250), (1, 900)]).await);
         drop(log); // A crash: the old index files are still there.
@@ -450,8 +467,8 @@ fn stale_shorter_index_is_resumed_from() {
         assert_holds(&log, &stored, "crash after appends").await;
         stored.extend(append(&log, &[(3, 50)]).await);
         log.close().await.unwrap();
-        std::fs::write(path(&dir, 0, "index"), &old_index).unwrap();
-        std::fs::write(path(&dir, 0, "timeindex"), &old_times).unwrap();
+        std::fs::write(path(&dir, Offset::ZERO, "index"), &old_index).unwrap();
+        std::fs::write(path(&dir, Offset::ZERO, "timeindex"), &old_times).unwrap();
         let log = open(&dir, &config).await.unwrap();
         assert_holds(&log, &stored, "old index put back").await;
         log.close().await.unwrap();
@@ -468,18 +485,18 @@ fn stale_longer_index_is_not_trusted() {
         let log = open(&dir, &config).await.unwrap();
         let mut stored = append(&log, &[(2, 300), (3, 200), (1, 500), (2, 80), (5, 10)]).await;
         log.close().await.unwrap();
-        let old_index = std::fs::read(path(&dir, 0, "index")).unwrap();
-        let old_times = std::fs::read(path(&dir, 0, "timeindex")).unwrap();
+        let old_index = std::fs::read(path(&dir, Offset::ZERO, "index")).unwrap();
+        let old_times = std::fs::read(path(&dir, Offset::ZERO, "timeindex")).unwrap();
         let kept: usize = stored[..2].iter().map(Bytes::len).sum();
-        cut_file(&path(&dir, 0, "log"), kept as u64 + 10);
+        cut_file(&path(&dir, Offset::ZERO, "log"), kept as u64 + 10);
         stored.truncate(2);
         let log = open(&dir, &config).await.unwrap();
         assert_holds(&log, &stored, "cut").await;
         stored.extend(append(&log, &[(1, 41), (1, 33), (4, 100), (1, 7), (2, 2)]).await);
         drop(log);
         for crashed in [true, false] {
-            std::fs::write(path(&dir, 0, "index"), &old_index).unwrap();
-            std::fs::write(path(&dir, 0, "timeindex"), &old_times).unwrap();
+            std::fs::write(path(&dir, Offset::ZERO, "index"), &old_index).unwrap();
+            std::fs::write(path(&dir, Offset::ZERO, "timeindex"), &old_times).unwrap();
             let log = open(&dir, &config).await.unwrap();
             assert_holds(&log, &stored, &format!("longer index, crashed {crashed}")).await;
             log.close().await.unwrap();
@@ -501,14 +518,14 @@ fn closed_segment_cut_short_truncates_the_log_after_it() {
         let in_segment: Vec<&Bytes> = stored
             .iter()
             .filter(|b| {
-                let base = validate(b).unwrap().base_offset;
+                let base = Offset(validate(b).unwrap().base_offset);
                 base >= cut_base && base < bases[2]
             })
             .collect();
         let first = in_segment[0].len() as u64;
         let keep_before = stored
             .iter()
-            .position(|b| validate(b).unwrap().base_offset == cut_base)
+            .position(|b| Offset(validate(b).unwrap().base_offset) == cut_base)
             .unwrap();
         for (cut, batches_kept) in [(first + 30, 1), (first, 1), (0, 0), (5, 0)] {
             let dir = root.join("case");
@@ -529,7 +546,11 @@ fn closed_segment_cut_short_truncates_the_log_after_it() {
             let log = open(&dir, &config).await.unwrap();
             let next = append(&log, &[(1, 10)]).await;
             let end = last_offset(expected.last().unwrap()) + 1;
-            assert_eq!(validate(&next[0]).unwrap().base_offset, end, "{case}");
+            assert_eq!(
+                Offset(validate(&next[0]).unwrap().base_offset),
+                end,
+                "{case}"
+            );
             log.close().await.unwrap();
             let log = open(&dir, &config).await.unwrap();
             let mut now = expected.to_vec();
@@ -557,7 +578,7 @@ fn recovery_logs_what_it_truncated() {
         drop(log); // A crash with pre-written zeros after the log: no warning for those.
         let log = open(&dir, &config).await.unwrap();
         log.close().await.unwrap();
-        let log_path = path(&dir, 0, "log");
+        let log_path = path(&dir, Offset::ZERO, "log");
         let mut data = std::fs::read(&log_path).unwrap();
         let position = stored[0].len();
         let end = data.len();

@@ -4,6 +4,7 @@
 //! written to `.index` / `.timeindex` when the segment closes. Invariants: `next_offset` is one
 //! past the last batch written; every index entry points at a batch start below `size`.
 
+use crate::ids::Offset;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -14,37 +15,37 @@ use crate::storage::index::{self, OffsetEntry, TimeEntry};
 /// The facts about one batch that the segment indexes.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchMeta {
-    pub base_offset: i64,
-    pub last_offset: i64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     pub max_timestamp: i64,
     pub bytes: u64,
 }
 
 /// Per-shard: lives on the core that owns the partition.
 pub struct Segment {
-    pub base_offset: i64,
-    pub next_offset: i64,
+    pub base_offset: Offset,
+    pub next_offset: Offset,
     pub size: u64,
     pub file: SegmentFile,
     pub offsets: Vec<OffsetEntry>,
     pub times: Vec<TimeEntry>,
     /// Largest max timestamp in the segment and the last offset of the first batch holding it.
-    pub max_timestamp: Option<(i64, i64)>,
+    pub max_timestamp: Option<(i64, Offset)>,
     /// Max timestamp of the first batch: the segment's age for `segment_ms` rolls.
     pub first_timestamp: Option<i64>,
     last_indexed_position: Option<u64>,
 }
 
-pub fn file_name(base_offset: i64, extension: &str) -> String {
+pub fn file_name(base_offset: Offset, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
 }
 
-pub fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+pub fn segment_path(dir: &Path, base_offset: Offset, extension: &str) -> PathBuf {
     dir.join(file_name(base_offset, extension))
 }
 
 impl Segment {
-    pub fn new(base_offset: i64, file: SegmentFile) -> Segment {
+    pub fn new(base_offset: Offset, file: SegmentFile) -> Segment {
         Segment {
             base_offset,
             next_offset: base_offset,
@@ -112,7 +113,11 @@ impl Segment {
 
     /// Restores index state from entries loaded from disk, before a scan re-observes the
     /// batches from the last offset entry on. Returns where that scan starts.
-    pub fn resume_from(&mut self, offsets: Vec<OffsetEntry>, times: Vec<TimeEntry>) -> (u64, i64) {
+    pub fn resume_from(
+        &mut self,
+        offsets: Vec<OffsetEntry>,
+        times: Vec<TimeEntry>,
+    ) -> (u64, Offset) {
         let mut offsets = offsets;
         let Some(last) = offsets.pop() else {
             return (0, self.base_offset);
@@ -136,7 +141,7 @@ impl Segment {
 
     /// File position and base offset of the batch holding `offset` or an earlier one (never
     /// past it): where a scan starts, and the offset its first batch must have.
-    pub fn start_for_offset(&self, offset: i64) -> (u64, i64) {
+    pub fn start_for_offset(&self, offset: Offset) -> (u64, Offset) {
         let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         match index::lookup_offset(&self.offsets, relative) {
             Some(entry) => (
@@ -149,7 +154,7 @@ impl Segment {
 
     /// Like `start_for_offset`, for a scan for the first batch with max timestamp >=
     /// `timestamp`: every batch before the start is older.
-    pub fn start_for_timestamp(&self, timestamp: i64) -> (u64, i64) {
+    pub fn start_for_timestamp(&self, timestamp: i64) -> (u64, Offset) {
         match index::lookup_time_below(&self.times, timestamp) {
             Some(entry) => {
                 self.start_for_offset(self.base_offset + i64::from(entry.relative_offset))

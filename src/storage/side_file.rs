@@ -4,6 +4,7 @@
 //! synced, so that a crash leaves the old content or the new one, never a torn file.
 //! Files named by an offset (`<20 digits>.<extension>`, like segments) are listed in order.
 
+use crate::ids::Offset;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -11,12 +12,12 @@ use crate::storage::file;
 use crate::storage::segment::{read_small_file, segment_path, write_small_file};
 
 /// The path of the file named by `offset` with `extension` in `dir`.
-pub fn offset_path(dir: &Path, offset: i64, extension: &str) -> PathBuf {
+pub fn offset_path(dir: &Path, offset: Offset, extension: &str) -> PathBuf {
     segment_path(dir, offset, extension)
 }
 
 /// Offsets of the files in `dir` named `<20 digits>.<extension>`, ascending.
-pub fn list_offsets(dir: &Path, extension: &str) -> io::Result<Vec<i64>> {
+pub fn list_offsets(dir: &Path, extension: &str) -> io::Result<Vec<Offset>> {
     let mut offsets = Vec::new();
     for name in file::list_dir(dir)? {
         let Some(stem) = name
@@ -28,7 +29,7 @@ pub fn list_offsets(dir: &Path, extension: &str) -> io::Result<Vec<i64>> {
         };
         if stem.len() == 20 && stem.bytes().all(|byte| byte.is_ascii_digit()) {
             if let Ok(offset) = stem.parse::<i64>() {
-                offsets.push(offset);
+                offsets.push(Offset(offset));
             }
         }
     }

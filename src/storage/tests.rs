@@ -1,5 +1,6 @@
 //! Behaviour of `Log` on real O_DIRECT files in a temporary directory under /tmp (ext4).
 
+use crate::ids::Offset;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -17,8 +18,8 @@ use crate::storage::{
 /// Where the tests' appends went.
 #[derive(Debug)]
 pub(super) struct Appended {
-    pub base_offset: i64,
-    pub last_offset: i64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     pub ticket: AppendTicket,
 }
 
@@ -44,10 +45,10 @@ impl Log {
     /// A read bounded by the durable end only.
     pub(super) async fn read_durable(
         &self,
-        offset: i64,
+        offset: Offset,
         max_bytes: usize,
     ) -> Result<Vec<Bytes>, StorageError> {
-        self.read(offset, max_bytes, i64::MAX).await
+        self.read(offset, max_bytes, Offset(i64::MAX)).await
     }
 }
 
@@ -134,7 +135,7 @@ async fn fill(log: &Log, n: i64, value_bytes: usize) -> Vec<Bytes> {
     while offset < log.durable_end_offset() {
         let batches = log.read_durable(offset, 1).await.unwrap();
         assert_eq!(batches.len(), 1);
-        offset = record_batch::validate(&batches[0]).unwrap().base_offset + 3;
+        offset = Offset(record_batch::validate(&batches[0]).unwrap().base_offset) + 3;
         all.push(batches[0].clone());
     }
     all
@@ -157,8 +158,8 @@ fn append_flush_read_round_trip_across_rolls() {
         let log = open(&dir, config(8 * 1024)).await;
         let stored = fill(&log, 200, 300).await;
         assert_eq!(stored.len(), 200);
-        assert_eq!(log.durable_end_offset(), 600);
-        assert_eq!(log.log_end_offset(), 600);
+        assert_eq!(log.durable_end_offset(), Offset(600));
+        assert_eq!(log.log_end_offset(), Offset(600));
         assert!(
             segment_files(&dir).len() > 10,
             "rolled: {:?}",
@@ -170,7 +171,7 @@ fn append_flush_read_round_trip_across_rolls() {
             assert_eq!(summary.base_timestamp, 1000 * i as i64);
         }
         // An offset in the middle of a batch returns that whole batch first.
-        let from_middle = log.read_durable(301, 1 << 20).await.unwrap();
+        let from_middle = log.read_durable(Offset(301), 1 << 20).await.unwrap();
         assert_eq!(validate(&from_middle[0]).unwrap().base_offset, 300);
         log.close().await.unwrap();
     });
@@ -184,7 +185,7 @@ fn disk_reads_match_cached_reads() {
             .await
             .unwrap();
         let stored = fill(&log, 100, 300).await;
-        let first = log.read_durable(0, 10_000).await.unwrap();
+        let first = log.read_durable(Offset::ZERO, 10_000).await.unwrap();
         assert!(first.len() > 1);
         assert_eq!(first[0], stored[0]);
         assert_eq!(first[1], stored[1]);
@@ -200,14 +201,17 @@ fn reopen_after_close_keeps_everything() {
         let stored = fill(&log, 50, 500).await;
         log.close().await.unwrap();
         assert!(matches!(
-            log.read_durable(0, 1).await,
+            log.read_durable(Offset::ZERO, 1).await,
             Err(StorageError::Closed)
         ));
         let log = open(&dir, config(8 * 1024)).await;
-        assert_eq!(log.durable_end_offset(), 150);
-        assert_eq!(log.log_end_offset(), 150);
+        assert_eq!(log.durable_end_offset(), Offset(150));
+        assert_eq!(log.log_end_offset(), Offset(150));
         for (i, bytes) in stored.iter().enumerate() {
-            assert_eq!(&log.read_durable(3 * i as i64, 1).await.unwrap()[0], bytes);
+            assert_eq!(
+                &log.read_durable(Offset(3 * i as i64), 1).await.unwrap()[0],
+                bytes
+            );
         }
         let more = fill(&log, 1, 10).await;
         assert_eq!(validate(more.last().unwrap()).unwrap().base_offset, 150);
@@ -227,8 +231,11 @@ fn reopen_after_crash_keeps_flushed_batches() {
         assert!(log.has_unflushed());
         drop(log);
         let log = open(&dir, config(8 * 1024)).await;
-        assert_eq!(log.durable_end_offset(), 120);
-        assert_eq!(log.read_durable(117, 1).await.unwrap()[0], stored[39]);
+        assert_eq!(log.durable_end_offset(), Offset(120));
+        assert_eq!(
+            log.read_durable(Offset(117), 1).await.unwrap()[0],
+            stored[39]
+        );
         log.close().await.unwrap();
     });
 }
@@ -249,11 +256,14 @@ fn flush_pre_writes_ahead_and_recovery_cuts_the_zeros() {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
         drop(log);
         let log = open(&dir, config(1 << 20)).await;
-        assert_eq!(log.durable_end_offset(), 15);
-        assert_eq!(log.read_durable(0, 1 << 20).await.unwrap(), stored);
+        assert_eq!(log.durable_end_offset(), Offset(15));
+        assert_eq!(
+            log.read_durable(Offset::ZERO, 1 << 20).await.unwrap(),
+            stored
+        );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), logical);
         fill(&log, 1, 10).await;
-        assert_eq!(log.durable_end_offset(), 18);
+        assert_eq!(log.durable_end_offset(), Offset(18));
         log.close().await.unwrap();
     });
 }
@@ -274,14 +284,14 @@ fn torn_tail_is_truncated() {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len((logical - 100) as u64).unwrap();
         let log = open(&dir, config(1 << 20)).await;
-        assert_eq!(log.durable_end_offset(), 27);
-        assert_eq!(log.read_durable(24, 1).await.unwrap()[0], stored[8]);
+        assert_eq!(log.durable_end_offset(), Offset(27));
+        assert_eq!(log.read_durable(Offset(24), 1).await.unwrap()[0], stored[8]);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len() as usize,
             logical - stored[9].len()
         );
         fill(&log, 1, 10).await;
-        assert_eq!(log.durable_end_offset(), 30);
+        assert_eq!(log.durable_end_offset(), Offset(30));
         log.close().await.unwrap();
     });
 }
@@ -299,9 +309,9 @@ fn corrupt_last_batch_is_truncated() {
         bytes[at] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         let log = open(&dir, config(1 << 20)).await;
-        assert_eq!(log.durable_end_offset(), 27);
+        assert_eq!(log.durable_end_offset(), Offset(27));
         assert_eq!(
-            log.read_durable(0, 1 << 20).await.unwrap(),
+            log.read_durable(Offset::ZERO, 1 << 20).await.unwrap(),
             stored[..9].to_vec()
         );
         log.close().await.unwrap();
@@ -332,15 +342,15 @@ fn missing_and_garbage_indexes_are_rebuilt() {
             }
         }
         let log = open(&dir, config(16 * 1024)).await;
-        assert_eq!(log.durable_end_offset(), 180);
+        assert_eq!(log.durable_end_offset(), Offset(180));
         for (i, bytes) in stored.iter().enumerate() {
             assert_eq!(
-                &log.read_durable(3 * i as i64 + 2, 1).await.unwrap()[0],
+                &log.read_durable(Offset(3 * i as i64 + 2), 1).await.unwrap()[0],
                 bytes
             );
         }
         assert_eq!(
-            log.find_batch_by_timestamp(30_500, i64::MAX)
+            log.find_batch_by_timestamp(30_500, Offset(i64::MAX))
                 .await
                 .unwrap()
                 .unwrap(),
@@ -356,10 +366,10 @@ fn read_returns_at_least_one_whole_batch() {
     run(|dir| async move {
         let log = open(&dir, config(1 << 20)).await;
         let stored = fill(&log, 5, 2000).await;
-        let batches = log.read_durable(0, 10).await.unwrap();
+        let batches = log.read_durable(Offset::ZERO, 10).await.unwrap();
         assert_eq!(batches, vec![stored[0].clone()]);
         let two = log
-            .read_durable(3, stored[1].len() + stored[2].len())
+            .read_durable(Offset(3), stored[1].len() + stored[2].len())
             .await
             .unwrap();
         assert_eq!(two, stored[1..3].to_vec());
@@ -374,20 +384,20 @@ fn offset_out_of_range_cases() {
     run(|dir| async move {
         let log = open(&dir, config(1 << 20)).await;
         fill(&log, 2, 10).await;
-        assert!(log.read_durable(6, 100).await.unwrap().is_empty());
+        assert!(log.read_durable(Offset(6), 100).await.unwrap().is_empty());
         let bytes = batch(1, 0, 10);
         let summary = validate(&bytes).unwrap();
         log.append_validated(bytes, &summary, None).unwrap();
-        assert_eq!(log.log_end_offset(), 7);
-        assert!(log.read_durable(6, 100).await.unwrap().is_empty());
-        for bad in [-1, 7, 100] {
+        assert_eq!(log.log_end_offset(), Offset(7));
+        assert!(log.read_durable(Offset(6), 100).await.unwrap().is_empty());
+        for bad in [-1, 7, 100].map(Offset) {
             match log.read_durable(bad, 100).await {
                 Err(StorageError::OffsetOutOfRange {
                     requested,
                     log_start,
                     end,
                 }) => {
-                    assert_eq!((requested, log_start, end), (bad, 0, 6));
+                    assert_eq!((requested, log_start, end), (bad, Offset::ZERO, Offset(6)));
                 }
                 other => panic!("offset {bad}: {other:?}"),
             }
@@ -421,12 +431,8 @@ fn retention_by_bytes_deletes_old_segments() {
             log.read_durable(start - 1, 1).await,
             Err(StorageError::OffsetOutOfRange { .. })
         ));
-        assert_eq!(
-            validate(&log.read_durable(start, 1).await.unwrap()[0])
-                .unwrap()
-                .base_offset,
-            start
-        );
+        let first = validate(&log.read_durable(start, 1).await.unwrap()[0]).unwrap();
+        assert_eq!(Offset(first.base_offset), start);
         log.close().await.unwrap();
         let log = open(&dir, config(8 * 1024)).await;
         assert_eq!(log.log_start_offset(), start);
@@ -450,16 +456,19 @@ fn retention_by_time_deletes_old_segments() {
         log.enforce_retention(100_000).await.unwrap();
         let start = log.log_start_offset();
         let first = validate(&log.read_durable(start, 1).await.unwrap()[0]).unwrap();
-        assert!(start > 0 && first.max_timestamp >= 40_000, "start {start}");
+        assert!(
+            start > Offset::ZERO && first.max_timestamp >= 40_000,
+            "start {start}"
+        );
         // Everything is old now: the active segment rolls (segment_ms) and then expires.
         log.set_config(LogConfig {
             segment_ms: 10,
             ..policy
         });
         log.enforce_retention(10_000_000).await.unwrap();
-        assert_eq!(log.log_start_offset(), 300);
+        assert_eq!(log.log_start_offset(), Offset(300));
         assert_eq!(segment_files(&dir).len(), 1);
-        assert!(log.read_durable(300, 1).await.unwrap().is_empty());
+        assert!(log.read_durable(Offset(300), 1).await.unwrap().is_empty());
         log.close().await.unwrap();
     });
 }
@@ -471,39 +480,41 @@ fn find_batch_by_timestamp_and_max_timestamp() {
         let log = open(&dir, config(8 * 1024)).await;
         let stored = fill(&log, 100, 300).await;
         assert_eq!(
-            log.find_batch_by_timestamp(-5, i64::MAX)
+            log.find_batch_by_timestamp(-5, Offset(i64::MAX))
                 .await
                 .unwrap()
                 .unwrap(),
             stored[0]
         );
         assert_eq!(
-            log.find_batch_by_timestamp(42_001, i64::MAX)
+            log.find_batch_by_timestamp(42_001, Offset(i64::MAX))
                 .await
                 .unwrap()
                 .unwrap(),
             stored[42]
         );
         assert_eq!(
-            log.find_batch_by_timestamp(42_003, i64::MAX)
+            log.find_batch_by_timestamp(42_003, Offset(i64::MAX))
                 .await
                 .unwrap()
                 .unwrap(),
             stored[43]
         );
         assert_eq!(
-            log.find_batch_by_timestamp(99_003, i64::MAX).await.unwrap(),
+            log.find_batch_by_timestamp(99_003, Offset(i64::MAX))
+                .await
+                .unwrap(),
             None
         );
-        assert_eq!(log.max_timestamp(), Some((99_002, 299)));
+        assert_eq!(log.max_timestamp(), Some((99_002, Offset(299))));
         let bytes = batch(2, 5, 10);
         let summary = validate(&bytes).unwrap();
         log.append_validated(bytes, &summary, Some(1_000_000))
             .unwrap();
         log.flush().await.unwrap();
-        assert_eq!(log.max_timestamp(), Some((1_000_000, 301)));
+        assert_eq!(log.max_timestamp(), Some((1_000_000, Offset(301))));
         let appended = log
-            .find_batch_by_timestamp(500_000, i64::MAX)
+            .find_batch_by_timestamp(500_000, Offset(i64::MAX))
             .await
             .unwrap()
             .unwrap();
@@ -571,7 +582,7 @@ fn close_persists_only_what_changed() {
         };
         let before: Vec<_> = written.iter().map(|name| modified(name)).collect();
         let log = open(&dir, config(1 << 20)).await;
-        assert_eq!(log.durable_end_offset(), 6);
+        assert_eq!(log.durable_end_offset(), Offset(6));
         log.close().await.unwrap();
         let after: Vec<_> = written.iter().map(|name| modified(name)).collect();
         assert_eq!(file_names(&dir), written);
@@ -667,17 +678,17 @@ fn retention_pass_releases_a_cold_logs_zeros() {
         fill(&log, 1, 10).await;
         drop(log);
         let log = open(&dir, config).await;
-        assert_eq!(log.durable_end_offset(), 6);
+        assert_eq!(log.durable_end_offset(), Offset(6));
         log.close().await.unwrap();
     });
 }
 
 /// Base offsets of the segment files in `dir`, ascending.
-fn segment_bases(dir: &Path) -> Vec<i64> {
+fn segment_bases(dir: &Path) -> Vec<Offset> {
     let names = segment_files(dir);
     let bases = names
         .iter()
-        .map(|name| name.trim_end_matches(".log").parse().unwrap());
+        .map(|name| Offset(name.trim_end_matches(".log").parse().unwrap()));
     bases.collect()
 }
 
@@ -708,7 +719,7 @@ async fn read_all(log: &Log) -> Vec<Bytes> {
     while offset < log.durable_end_offset() {
         let batches = log.read_durable(offset, 1 << 20).await.unwrap();
         for batch in batches {
-            offset = record_batch::validate(&batch).unwrap().base_offset + 3;
+            offset = Offset(record_batch::validate(&batch).unwrap().base_offset) + 3;
             all.push(batch);
         }
     }
@@ -738,7 +749,7 @@ fn truncate_suffix_cuts_durable_batches() {
             // Read-ahead and cache both hold the tail about to go.
             let _ = read_all(&log).await;
             log.truncate_suffix(cut).await.unwrap();
-            expected.truncate((cut / 3) as usize);
+            expected.truncate((cut.get() / 3) as usize);
             assert_eq!(log.durable_end_offset(), cut, "{case}");
             assert_eq!(log.log_end_offset(), cut, "{case}");
             assert!(log.read_durable(cut, 1).await.unwrap().is_empty(), "{case}");
@@ -758,7 +769,11 @@ fn truncate_suffix_cuts_durable_batches() {
             // New batches take the freed offsets, with other bytes.
             for fill in [b'n', b'm'] {
                 let (appended, bytes) = stage(&log, fill, 300);
-                assert_eq!(appended.base_offset, (expected.len() * 3) as i64, "{case}");
+                assert_eq!(
+                    appended.base_offset,
+                    Offset((expected.len() * 3) as i64),
+                    "{case}"
+                );
                 expected.push(bytes);
             }
             log.flush().await.unwrap();
@@ -781,15 +796,15 @@ fn truncate_suffix_of_staged_batches_and_bad_offsets() {
         let (kept, kept_bytes) = stage(&log, b'k', 100);
         let (gone, _) = stage(&log, b'g', 100);
         let (also_gone, _) = stage(&log, b'a', 100);
-        for bad in [1, 7, 10, 16, -1] {
+        for bad in [1, 7, 10, 16, -1].map(Offset) {
             assert!(log.truncate_suffix(bad).await.is_err(), "offset {bad}");
         }
-        assert_eq!(log.log_end_offset(), 15);
+        assert_eq!(log.log_end_offset(), Offset(15));
         log.truncate_suffix(gone.base_offset).await.unwrap();
         assert_eq!(gone.ticket.settled(), Settled::Discarded);
         assert_eq!(also_gone.ticket.settled(), Settled::Discarded);
-        assert_eq!(log.log_end_offset(), 9);
-        assert_eq!(log.flush().await.unwrap(), 9);
+        assert_eq!(log.log_end_offset(), Offset(9));
+        assert_eq!(log.flush().await.unwrap(), Offset(9));
         assert_eq!(kept.ticket.settled(), Settled::Durable);
         let mut expected = durable;
         expected.push(kept_bytes);

@@ -2,6 +2,7 @@
 //! their owners, durably, and answers the new low watermark of each. Each topic needs DELETE
 //! (TOPIC_AUTHORIZATION_FAILED).
 
+use crate::ids::Offset;
 use futures::future::join_all;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -24,14 +25,14 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
                     topic: topic.name.0.to_string(),
                     partition: partition.partition_index,
                 },
-                offset: partition.offset,
+                offset: Offset(partition.offset),
             };
             async move {
                 match allowed {
                     true => ctx.shard.route(input).await,
                     false => DeleteRecordsOutput {
                         error_code: ResponseError::TopicAuthorizationFailed.code(),
-                        low_watermark: -1,
+                        low_watermark: Offset::NONE,
                     },
                 }
             }
@@ -50,7 +51,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
                     DeleteRecordsPartitionResult::default()
                         .with_partition_index(partition.partition_index)
                         .with_error_code(output.error_code)
-                        .with_low_watermark(output.low_watermark)
+                        .with_low_watermark(output.low_watermark.get())
                 })
                 .collect();
             DeleteRecordsTopicResult::default()

@@ -4,6 +4,7 @@
 //! it is larger than the limits, so that a consumer can always make progress. Each topic
 //! needs READ; the partitions of one that is denied answer TOPIC_AUTHORIZATION_FAILED.
 
+use crate::ids::Offset;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         let mut seen_ends = response
             .topics
             .iter()
-            .flat_map(|topic| topic.partitions.iter().map(|p| p.high_watermark));
+            .flat_map(|topic| topic.partitions.iter().map(|p| Offset(p.high_watermark)));
         let watched = request
             .topics
             .iter()
@@ -48,7 +49,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
                         topic: topic.topic.0.to_string(),
                         partition: p.partition,
                     };
-                    (tp, p.fetch_offset)
+                    (tp, Offset(p.fetch_offset))
                 })
             })
             .map(|(tp, offset)| (tp, offset.max(seen_ends.next().unwrap_or(offset))))
@@ -78,7 +79,7 @@ async fn read_once(
                     topic: topic.topic.0.to_string(),
                     partition: partition.partition,
                 },
-                offset: partition.fetch_offset,
+                offset: Offset(partition.fetch_offset),
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(max_bytes),
             };
             reads.push(async move {
@@ -86,8 +87,8 @@ async fn read_once(
                     true => ctx.shard.route(input).await,
                     false => FetchOutput {
                         error_code: ResponseError::TopicAuthorizationFailed.code(),
-                        high_watermark: -1,
-                        log_start_offset: -1,
+                        high_watermark: Offset::NONE,
+                        log_start_offset: Offset::NONE,
                         records: Vec::new(),
                     },
                 }
@@ -138,9 +139,9 @@ fn partition_data(index: i32, output: FetchOutput, budget: &mut Budget) -> Fetch
     FetchPartition {
         partition_index: index,
         error_code: output.error_code,
-        high_watermark: output.high_watermark,
-        last_stable_offset: output.high_watermark,
-        log_start_offset: output.log_start_offset,
+        high_watermark: output.high_watermark.get(),
+        last_stable_offset: output.high_watermark.get(),
+        log_start_offset: output.log_start_offset.get(),
         records,
     }
 }

@@ -2,6 +2,7 @@
 //! the first offset whose record timestamp is at least the given one. Each topic needs
 //! DESCRIBE (TOPIC_AUTHORIZATION_FAILED).
 
+use crate::ids::Offset;
 use futures::future::join_all;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -34,7 +35,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                     false => ListOffsetsOutput {
                         error_code: ResponseError::TopicAuthorizationFailed.code(),
                         timestamp: -1,
-                        offset: -1,
+                        offset: Offset::NONE,
                     },
                 }
             });
@@ -54,7 +55,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                         .with_partition_index(partition.partition_index)
                         .with_error_code(output.error_code)
                         .with_timestamp(output.timestamp)
-                        .with_offset(output.offset);
+                        .with_offset(output.offset.get());
                     // The crate refuses to encode a field its version lacks.
                     if ctx.api_version >= 4 {
                         response.with_leader_epoch(0)

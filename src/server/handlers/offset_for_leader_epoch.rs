@@ -95,7 +95,7 @@ async fn answer(ctx: &RequestContext, asked: Asked) -> EpochEndOffset {
     if asked.leader_epoch == LEADER_EPOCH {
         return base
             .with_leader_epoch(LEADER_EPOCH)
-            .with_end_offset(latest.offset);
+            .with_end_offset(latest.offset.get());
     }
     base
 }

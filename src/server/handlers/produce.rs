@@ -5,6 +5,7 @@
 //! transactional id WRITE on that id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every
 //! partition).
 
+use crate::ids::Offset;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -113,9 +114,9 @@ async fn produce_one(
     if let Some(error) = error {
         return ProduceOutput {
             error_code: error.code(),
-            base_offset: -1,
+            base_offset: Offset::NONE,
             log_append_time_ms: -1,
-            log_start_offset: -1,
+            log_start_offset: Offset::NONE,
             ..Default::default()
         };
     }
@@ -133,12 +134,12 @@ fn partition_response(
     let mut response = PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(output.error_code)
-        .with_base_offset(output.base_offset);
+        .with_base_offset(output.base_offset.get());
     if version >= 2 {
         response.log_append_time_ms = output.log_append_time_ms;
     }
     if version >= 5 {
-        response.log_start_offset = output.log_start_offset;
+        response.log_start_offset = output.log_start_offset.get();
     }
     if version >= 8 {
         response.error_message = output.error_message.map(str_bytes);
