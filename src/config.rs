@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::ids::NodeId;
 use crate::limits;
 use crate::runtime::CpuList;
 use crate::security::sasl::SaslMechanism;
@@ -385,7 +386,7 @@ pub struct Config {
     pub shards: usize,
     /// See `ExecutorPlan::cpus`.
     pub cpus: Option<CpuList>,
-    pub node_id: i32,
+    pub node_id: NodeId,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub topic_defaults: TopicDefaults,
@@ -477,7 +478,7 @@ impl Config {
             security,
             shards,
             cpus,
-            node_id: pick(args.node_id, file.node_id, 0),
+            node_id: NodeId(pick(args.node_id, file.node_id, 0)),
             auto_create_topics: pick(args.auto_create_topics, file.auto_create_topics, true),
             num_partitions: pick(args.num_partitions, file.num_partitions, 1),
             topic_defaults: defaults,
@@ -559,7 +560,7 @@ impl Config {
                 );
             }
         }
-        if self.node_id < 0 {
+        if self.node_id.get() < 0 {
             bail!("--node-id must not be negative");
         }
         if self.num_partitions < 1 || self.num_partitions > limits::PARTITIONS_PER_TOPIC_MAX {
@@ -712,7 +713,7 @@ mod tests {
             ..Default::default()
         };
         let config = Config::resolve(&args).unwrap();
-        assert_eq!(config.node_id, 9);
+        assert_eq!(config.node_id, NodeId(9));
         assert_eq!(config.num_partitions, 3);
         assert_eq!(config.listeners[0].bind, "127.0.0.1:9092".parse().unwrap());
         assert_eq!(config.listeners[0].advertised_port, 9092);

@@ -10,10 +10,15 @@
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub};
 
+use serde::{Deserialize, Serialize};
+
 /// A position in one partition's log: the offset of a record. Offsets are dense and never
 /// change once committed. Adding a count moves along the log; the difference of two offsets
 /// is a count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct Offset(pub i64);
 
 impl Offset {
@@ -65,7 +70,10 @@ impl Sub<i64> for Offset {
 
 /// The epoch of a partition's leadership: the batch header's partitionLeaderEpoch (the Raft
 /// term in a cluster). -1 on the wire means unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct LeaderEpoch(pub i32);
 
 impl LeaderEpoch {
@@ -78,7 +86,10 @@ impl LeaderEpoch {
 }
 
 /// A node of the cluster: Kafka's `node.id` (its `broker.id`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct NodeId(pub i32);
 
 impl NodeId {
@@ -88,22 +99,38 @@ impl NodeId {
 }
 
 /// A shard of one node: the index of its core's executor, from 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct ShardId(pub usize);
 
 impl ShardId {
     pub const fn get(self) -> usize {
         self.0
     }
+
+    /// Every shard of a node with `count` shards.
+    pub fn all(count: usize) -> impl Iterator<Item = ShardId> {
+        (0..count).map(ShardId)
+    }
 }
 
 /// A partition of one topic, from 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct PartitionId(pub i32);
 
 impl PartitionId {
     pub const fn get(self) -> i32 {
         self.0
+    }
+
+    /// Partitions `0..count` of a topic.
+    pub fn all(count: i32) -> impl Iterator<Item = PartitionId> {
+        (0..count).map(PartitionId)
     }
 }
 

@@ -418,7 +418,7 @@ fn groups_on_both_shards() -> (String, String) {
     let on = |parity: i32| {
         (0..)
             .map(|i| format!("group-{i}"))
-            .find(|g| partition_for(g, 16) % 2 == parity)
+            .find(|g| partition_for(g, 16).get() % 2 == parity)
             .unwrap()
     };
     (on(0), on(1))

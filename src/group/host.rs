@@ -2,6 +2,7 @@
 //! implements it; the group layer never sees the whole shard, so `shard` imports `group` and
 //! not the other way round.
 
+use crate::ids::{PartitionId, ShardId};
 use std::future::Future;
 use std::rc::Rc;
 
@@ -13,7 +14,7 @@ use crate::partition::{Partition, ProduceOutput, TopicPartition};
 
 pub trait Host: 'static {
     /// This shard's id, and how many shards the process runs.
-    fn shard_id(&self) -> usize;
+    fn shard_id(&self) -> ShardId;
     fn shard_count(&self) -> usize;
 
     /// The group state of this shard.
@@ -23,12 +24,12 @@ pub trait Host: 'static {
     fn partition_count(&self, topic: &str) -> Option<i32>;
 
     /// The shard owning partition `partition` of `topic`, per this shard's table.
-    fn owner(&self, topic: &str, partition: i32) -> Option<usize>;
+    fn owner(&self, topic: &str, partition: PartitionId) -> Option<ShardId>;
 
     /// Runs `call` on the coordinator of shard `shard`; None when that shard is gone.
     fn call_coordinator(
         &self,
-        shard: usize,
+        shard: ShardId,
         call: GroupCall,
     ) -> impl Future<Output = Option<GroupReply>>;
 

@@ -2,7 +2,7 @@
 //! its start, the last record per key wins and a null value deletes its key. Until the replay
 //! finishes, the partition's groups answer COORDINATOR_LOAD_IN_PROGRESS.
 
-use crate::ids::Offset;
+use crate::ids::{Offset, PartitionId};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
@@ -25,7 +25,7 @@ struct Replayed {
 }
 
 /// Called by the shard when it opened offsets partition `partition`: starts loading it.
-pub fn partition_opened(shard: &Rc<impl Host>, partition: i32) {
+pub fn partition_opened(shard: &Rc<impl Host>, partition: PartitionId) {
     if let Some(count) = shard.partition_count(OFFSETS_TOPIC) {
         shard.coordinator().partition_count.set(count);
     }
@@ -42,13 +42,13 @@ pub fn partition_opened(shard: &Rc<impl Host>, partition: i32) {
                 let count = groups.len();
                 install(&shard, groups);
                 tracing::debug!(
-                    partition,
+                    %partition,
                     groups = count,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "loaded consumer groups"
                 );
             }
-            Err(error) => tracing::error!(partition, %error, "loading consumer groups failed"),
+            Err(error) => tracing::error!(%partition, %error, "loading consumer groups failed"),
         }
         // Marked loaded even after a failure, so that the groups are served (empty) rather
         // than stuck in COORDINATOR_LOAD_IN_PROGRESS forever; the error is logged above.
@@ -59,7 +59,7 @@ pub fn partition_opened(shard: &Rc<impl Host>, partition: i32) {
 }
 
 /// Called by the shard when offsets partition `partition` left it (moved or deleted).
-pub fn partition_removed(shard: &Rc<impl Host>, partition: i32) {
+pub fn partition_removed(shard: &Rc<impl Host>, partition: PartitionId) {
     let partition_count = shard.coordinator().partition_count.get();
     shard.coordinator().loaded.borrow_mut().remove(&partition);
     let mut groups = shard.coordinator().groups.borrow_mut();
@@ -79,7 +79,7 @@ pub fn partition_removed(shard: &Rc<impl Host>, partition: i32) {
 
 async fn replay(
     shard: &Rc<impl Host>,
-    partition: i32,
+    partition: PartitionId,
 ) -> anyhow::Result<HashMap<String, Replayed>> {
     let tp = TopicPartition {
         topic: OFFSETS_TOPIC.to_string(),

@@ -25,7 +25,7 @@ pub mod records;
 mod schedule;
 pub mod state;
 
-use crate::ids::Offset;
+use crate::ids::{Offset, PartitionId, ShardId};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -55,12 +55,12 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// The offsets partition of `group_id` among `partitions`: Kafka's
 /// `Utils.abs(groupId.hashCode()) % partitions`.
-pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+pub fn partition_for(group_id: &str, partitions: i32) -> PartitionId {
     let hash = group_id.encode_utf16().fold(0i32, |h, unit| {
         h.wrapping_mul(31).wrapping_add(i32::from(unit))
     });
     let positive = if hash == i32::MIN { 0 } else { hash.abs() };
-    positive % partitions.max(1)
+    PartitionId(positive % partitions.max(1))
 }
 
 /// A group operation, routed to the group's coordinator shard.
@@ -183,7 +183,7 @@ pub struct Coordinator {
     /// by `sized` around every call that may change a group's size.
     members_total: std::cell::Cell<usize>,
     /// Offsets partitions this shard owns: false while loading, true once loaded.
-    loaded: RefCell<HashMap<i32, bool>>,
+    loaded: RefCell<HashMap<PartitionId, bool>>,
     /// Woken when a deadline may have moved, so that the timer loop recomputes its sleep.
     wake: Notify,
     /// Partition count of `__consumer_offsets` when this shard opened its partitions.
@@ -249,7 +249,7 @@ pub async fn route(shard: &Rc<impl Host>, call: GroupCall) -> GroupReply {
 
 /// ListGroups: every shard's groups.
 pub async fn list_all(shard: &Rc<impl Host>) -> Vec<ListedGroup> {
-    let calls = (0..shard.shard_count()).map(|owner| async move {
+    let calls = ShardId::all(shard.shard_count()).map(|owner| async move {
         let reply = if owner == shard.shard_id() {
             handle_local(shard, GroupCall::List).await
         } else {
@@ -271,7 +271,7 @@ pub async fn list_all(shard: &Rc<impl Host>) -> Vec<ListedGroup> {
 }
 
 /// The shard coordinating `group`, per this shard's table.
-fn coordinator_shard(shard: &impl Host, group: &str) -> Result<usize, ResponseError> {
+fn coordinator_shard(shard: &impl Host, group: &str) -> Result<ShardId, ResponseError> {
     let count = shard
         .partition_count(OFFSETS_TOPIC)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
@@ -282,7 +282,7 @@ fn coordinator_shard(shard: &impl Host, group: &str) -> Result<usize, ResponseEr
 }
 
 /// The offsets partition of `group` if this shard coordinates it and has loaded it.
-fn local_partition(shard: &impl Host, group: &str) -> Result<i32, ResponseError> {
+fn local_partition(shard: &impl Host, group: &str) -> Result<PartitionId, ResponseError> {
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
@@ -339,7 +339,7 @@ pub async fn handle_local(shard: &Rc<impl Host>, call: GroupCall) -> GroupReply 
 /// After a request on `group`: ends its join phase at once if it can end, and otherwise has
 /// the timer loop poll it soon, since the request may have set an earlier deadline. Costs
 /// O(log groups), whatever the size of the group.
-fn after_change(shard: &Rc<impl Host>, partition: i32, group: &str) {
+fn after_change(shard: &Rc<impl Host>, partition: PartitionId, group: &str) {
     let now = clock::now();
     let persist = {
         let mut groups = shard.coordinator().groups.borrow_mut();
@@ -364,7 +364,7 @@ fn after_change(shard: &Rc<impl Host>, partition: i32, group: &str) {
 /// and a failure only means a restart sees the previous membership, which then expires.
 fn spawn_group_write(
     shard: &Rc<impl Host>,
-    partition: i32,
+    partition: PartitionId,
     group: &str,
     value: records::GroupValue,
 ) {
@@ -387,7 +387,7 @@ fn spawn_group_write(
 /// offset of the first record. Large writes are split into batches under the topic's limit.
 pub(crate) async fn write(
     shard: &Rc<impl Host>,
-    partition: i32,
+    partition: PartitionId,
     records: Vec<(RecordKey, Option<Bytes>)>,
 ) -> Result<Offset, ResponseError> {
     let tp = TopicPartition {
@@ -520,8 +520,8 @@ mod tests {
     #[test]
     fn partition_matches_kafka() {
         // "my-group".hashCode() == -1_906_497_762 in Java; abs % 50 == 12.
-        assert_eq!(partition_for("my-group", 50), 12);
-        assert_eq!(partition_for("", 50), 0);
-        assert!((0..16).contains(&partition_for("any group at all", 16)));
+        assert_eq!(partition_for("my-group", 50), PartitionId(12));
+        assert_eq!(partition_for("", 50), PartitionId(0));
+        assert!((0..16).contains(&partition_for("any group at all", 16).get()));
     }
 }

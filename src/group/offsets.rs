@@ -5,6 +5,7 @@
 //! partition, and applied to memory only once durable; the record's log offset orders commits
 //! that complete together, the same way a replay orders them.
 
+use crate::ids::PartitionId;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -18,7 +19,7 @@ use crate::limits::OFFSET_METADATA_BYTES_MAX;
 use crate::metadata::now_ms;
 use crate::runtime::clock;
 
-pub async fn commit(shard: &Rc<impl Host>, partition: i32, args: CommitArgs) -> GroupReply {
+pub async fn commit(shard: &Rc<impl Host>, partition: PartitionId, args: CommitArgs) -> GroupReply {
     if let Err(error) = validate(shard, &args) {
         return GroupReply::Commit(vec![error.code(); args.offsets.len()]);
     }
@@ -149,7 +150,7 @@ pub fn fetch(
 /// OffsetDelete: removes committed offsets of partitions the group does not consume.
 pub async fn delete(
     shard: &Rc<impl Host>,
-    partition: i32,
+    partition: PartitionId,
     group: &str,
     partitions: Vec<(String, i32)>,
 ) -> GroupReply {
@@ -202,7 +203,7 @@ pub async fn expire(shard: &Rc<impl Host>) {
     let retention = shard.coordinator().config.offsets_retention_ms;
     let now = now_ms();
     let count = shard.partition_count(super::OFFSETS_TOPIC).unwrap_or(1);
-    let mut writes: HashMap<i32, Vec<(RecordKey, Option<bytes::Bytes>)>> = HashMap::new();
+    let mut writes: HashMap<PartitionId, Vec<(RecordKey, Option<bytes::Bytes>)>> = HashMap::new();
     {
         let mut groups = shard.coordinator().groups.borrow_mut();
         let loaded = shard.coordinator().loaded.borrow();
@@ -262,7 +263,7 @@ pub async fn expire(shard: &Rc<impl Host>) {
             continue;
         }
         if let Err(error) = write(shard, partition, records).await {
-            tracing::warn!(?error, partition, "writing offset expiry tombstones failed");
+            tracing::warn!(?error, %partition, "writing offset expiry tombstones failed");
         }
     }
 }

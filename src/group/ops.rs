@@ -4,6 +4,7 @@
 //! Each takes the group out of the shard's map only for a synchronous step of the state
 //! machine; waiting (for a rebalance or a durable write) happens after the borrow ends.
 
+use crate::ids::PartitionId;
 use std::rc::Rc;
 
 use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
@@ -29,7 +30,7 @@ fn join_failed(error: ResponseError, member_id: &str) -> GroupReply {
 
 pub async fn join(
     shard: &Rc<impl Host>,
-    partition: i32,
+    partition: PartitionId,
     group: &str,
     args: JoinArgs,
 ) -> GroupReply {
@@ -84,7 +85,7 @@ pub async fn join(
     }
 }
 
-pub async fn sync(shard: &Rc<impl Host>, partition: i32, args: SyncArgs) -> GroupReply {
+pub async fn sync(shard: &Rc<impl Host>, partition: PartitionId, args: SyncArgs) -> GroupReply {
     let group_id = args.group.clone();
     let outcome = {
         let mut groups = shard.coordinator().groups.borrow_mut();
@@ -225,7 +226,7 @@ pub fn list(shard: &Rc<impl Host>) -> Vec<ListedGroup> {
 
 /// DeleteGroups for one group: only an empty group may go; its offsets and metadata get
 /// tombstones, so a restart does not bring it back.
-pub async fn delete(shard: &Rc<impl Host>, partition: i32, group: &str) -> GroupReply {
+pub async fn delete(shard: &Rc<impl Host>, partition: PartitionId, group: &str) -> GroupReply {
     let tombstones = {
         let mut groups = shard.coordinator().groups.borrow_mut();
         let Some(entry) = groups.get_mut(group) else {

@@ -9,7 +9,7 @@
 
 pub mod topic_config;
 
-use crate::ids::Offset;
+use crate::ids::{Offset, PartitionId, ShardId};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
@@ -36,18 +36,18 @@ pub enum MetadataRecord {
     TopicCreated {
         name: String,
         id: uuid::Uuid,
-        shards: Vec<usize>,
+        shards: Vec<ShardId>,
         configs: BTreeMap<String, String>,
     },
     /// A topic and all its partitions were deleted.
     TopicDeleted { name: String, id: uuid::Uuid },
     /// Partitions were added to a topic; their owners are appended to its shard list.
-    PartitionsAdded { name: String, shards: Vec<usize> },
+    PartitionsAdded { name: String, shards: Vec<ShardId> },
     /// A partition changed owner (for example when the shard count shrank between runs).
     PartitionMoved {
         name: String,
-        partition: i32,
-        shard: usize,
+        partition: PartitionId,
+        shard: ShardId,
     },
     /// A topic's config overrides were replaced.
     TopicConfigChanged {
@@ -82,7 +82,7 @@ pub enum MetadataRecord {
 
 /// The name of a partition's directory in the data directory, as Kafka names it. Every legal
 /// topic and partition gives a legal file name (see `limits::PARTITION_INDEX_DIGITS_MAX`).
-pub fn partition_dir_name(topic: &str, partition: i32) -> String {
+pub fn partition_dir_name(topic: &str, partition: PartitionId) -> String {
     format!("{topic}-{partition}")
 }
 
@@ -235,7 +235,7 @@ mod tests {
         let record = MetadataRecord::TopicCreated {
             name: "t".into(),
             id: uuid::Uuid::new_v4(),
-            shards: vec![0, 1],
+            shards: vec![ShardId(0), ShardId(1)],
             configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
         };
         let json = serde_json::to_vec(&record).unwrap();

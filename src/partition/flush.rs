@@ -76,7 +76,7 @@ impl Partition {
         let (topic, partition) = (&self.tp.topic, self.tp.partition);
         match result {
             Ok(_) if self.out_of_space.replace(false) => {
-                tracing::info!(%topic, partition, "writes succeed again");
+                tracing::info!(%topic, %partition, "writes succeed again");
             }
             Ok(_) => {}
             // Closed or removed meanwhile: its waiters learn it from the log.
@@ -85,7 +85,7 @@ impl Partition {
                 if !self.out_of_space.replace(true) {
                     tracing::warn!(
                         %topic,
-                        partition,
+                        %partition,
                         errno = storage::os_error(&error),
                         %error,
                         "no space for the log; produce fails until space returns"
@@ -99,7 +99,7 @@ impl Partition {
                 };
                 tracing::error!(
                     %topic,
-                    partition,
+                    %partition,
                     errno,
                     %error,
                     "write or sync failed; partition stops acknowledging writes"

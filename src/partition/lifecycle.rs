@@ -66,7 +66,7 @@ impl Partition {
             Ok(()) => self.producers.borrow_mut().saved(offset),
             Err(error) => tracing::warn!(
                 topic = %self.tp.topic,
-                partition = self.tp.partition,
+                partition = %self.tp.partition,
                 %offset,
                 %error,
                 "writing a producer snapshot failed; the next open reads more of the log"
@@ -90,7 +90,7 @@ impl Partition {
         let log_start = self.log.log_start_offset();
         if let Err(error) = producer_snapshot::prune_below(self.log.dir(), log_start).await {
             let topic = &self.tp.topic;
-            tracing::warn!(%topic, partition = self.tp.partition, %error, "pruning producer snapshots");
+            tracing::warn!(%topic, partition = %self.tp.partition, %error, "pruning producer snapshots");
         }
     }
 
@@ -99,7 +99,7 @@ impl Partition {
         let removed = self.producers.borrow_mut().expire(now_ms, expiration_ms);
         if removed > 0 {
             let topic = &self.tp.topic;
-            tracing::debug!(%topic, partition = self.tp.partition, removed, "expired idle producers");
+            tracing::debug!(%topic, partition = %self.tp.partition, removed, "expired idle producers");
         }
     }
 

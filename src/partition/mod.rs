@@ -27,7 +27,7 @@ mod requests;
 #[cfg(test)]
 mod tests;
 
-use crate::ids::Offset;
+use crate::ids::{LeaderEpoch, Offset};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -45,7 +45,7 @@ pub use requests::{
 };
 
 /// The leader epoch of every partition until replication brings elections.
-pub const LEADER_EPOCH: i32 = 0;
+pub const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
 
 /// ListOffsets' special timestamps.
 pub const LATEST_TIMESTAMP: i64 = -1;

@@ -73,7 +73,7 @@ impl Partition {
         let mut batch = BytesMut::from(&records[..]);
         // Clients send -1; like Kafka, stamp the leader epoch that Metadata reports (and that
         // replication will later use as the Raft term).
-        record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH);
+        record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH.get());
         let base_offset = self.log.log_end_offset();
         let (batch, meta) = stamp_batch(batch, &summary, base_offset, log_append_time);
         let ticket = match self.log.append(batch, meta) {
@@ -214,7 +214,7 @@ impl Partition {
     }
 
     fn storage_error(&self, error: StorageError) -> ProduceOutput {
-        tracing::error!(%error, topic = %self.tp.topic, partition = self.tp.partition, "append failed");
+        tracing::error!(%error, topic = %self.tp.topic, partition = %self.tp.partition, "append failed");
         self.error(ResponseError::KafkaStorageError, &error.to_string())
     }
 }

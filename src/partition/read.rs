@@ -33,7 +33,7 @@ impl Partition {
                 output.error_code = ResponseError::OffsetOutOfRange.code()
             }
             Err(error) => {
-                tracing::error!(%error, topic = %self.tp.topic, partition = self.tp.partition, "read failed");
+                tracing::error!(%error, topic = %self.tp.topic, partition = %self.tp.partition, "read failed");
                 output.error_code = ResponseError::KafkaStorageError.code();
             }
         }
@@ -76,7 +76,7 @@ impl Partition {
             Ok(Some(batch)) => batch,
             Ok(None) => return not_found,
             Err(error) => {
-                tracing::error!(%error, topic = %self.tp.topic, partition = self.tp.partition, "timestamp lookup failed");
+                tracing::error!(%error, topic = %self.tp.topic, partition = %self.tp.partition, "timestamp lookup failed");
                 return ListOffsetsOutput {
                     error_code: ResponseError::KafkaStorageError.code(),
                     ..not_found
@@ -123,7 +123,7 @@ impl Partition {
                 tracing::error!(
                     error = %failure,
                     topic = %self.tp.topic,
-                    partition = self.tp.partition,
+                    partition = %self.tp.partition,
                     "DeleteRecords failed"
                 );
                 error(ResponseError::KafkaStorageError)

@@ -2,7 +2,7 @@
 //! trait (`PartitionOp`) by which the shard layer routes any of them to the partition's owner
 //! without knowing what it does there.
 
-use crate::ids::Offset;
+use crate::ids::{Offset, PartitionId};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ pub trait PartitionOp: std::fmt::Debug + Send + 'static {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TopicPartition {
     pub topic: String,
-    pub partition: i32,
+    pub partition: PartitionId,
 }
 
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
 use super::{Partition, ProduceInput, ShardContext, TopicPartition};
-use crate::ids::Offset;
+use crate::ids::{Offset, PartitionId};
 use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metrics::ShardMetrics;
 use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
@@ -37,7 +37,7 @@ where
 fn tp() -> TopicPartition {
     TopicPartition {
         topic: "topic".to_string(),
-        partition: 0,
+        partition: PartitionId(0),
     }
 }
 

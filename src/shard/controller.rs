@@ -18,6 +18,7 @@ use super::admin::{AdminResult, ConfigChange, ControllerCommand};
 use super::messages::{CreateTopicSpec, TopicRef, TopicResult};
 use super::table::ShardTable;
 use crate::config::Config;
+use crate::ids::{PartitionId, ShardId};
 use crate::limits;
 use crate::metadata::topic_config::{self, AlterError, TopicConfig};
 use crate::metadata::{self, collision_key, MetadataRecord, MetadataStore, METADATA_LOG_DIR};
@@ -424,7 +425,7 @@ fn next_producer_id(records: &[MetadataRecord]) -> i64 {
 }
 
 /// Owners for `count` new partitions: each goes to the least loaded shard so far.
-fn place(load: &[usize], count: usize) -> Vec<usize> {
+fn place(load: &[usize], count: usize) -> Vec<ShardId> {
     let mut load = load.to_vec();
     (0..count)
         .map(|_| {
@@ -434,7 +435,7 @@ fn place(load: &[usize], count: usize) -> Vec<usize> {
                 .min_by_key(|(shard, load)| (**load, *shard))
                 .expect("at least one shard");
             load[shard] += 1;
-            shard
+            ShardId(shard)
         })
         .collect()
 }
@@ -458,12 +459,12 @@ fn reassign_lost_shards(records: &[MetadataRecord], shard_count: usize) -> Vec<M
     let mut moves = Vec::new();
     for topic in table.topics() {
         for (partition, owner) in topic.shards.iter().enumerate() {
-            if *owner >= shard_count {
+            if owner.get() >= shard_count {
                 let shard = place(&load, 1)[0];
-                load[shard] += 1;
+                load[shard.get()] += 1;
                 moves.push(MetadataRecord::PartitionMoved {
                     name: topic.name.clone(),
-                    partition: partition as i32,
+                    partition: PartitionId(partition as i32),
                     shard,
                 });
             }
@@ -483,7 +484,8 @@ fn remove_orphan_directories(data_dir: &Path, shard: &impl ControllerHost) {
         .table()
         .topics()
         .flat_map(|t| {
-            (0..t.partition_count()).map(move |p| (metadata::partition_dir_name(&t.name, p), ()))
+            PartitionId::all(t.partition_count())
+                .map(move |p| (metadata::partition_dir_name(&t.name, p), ()))
         })
         .collect();
     for entry in entries.flatten() {
@@ -509,7 +511,8 @@ mod tests {
     /// New partitions go to the least loaded shards, spreading evenly.
     #[test]
     fn placement_spreads_over_least_loaded() {
-        assert_eq!(place(&[0, 0], 4), vec![0, 1, 0, 1]);
-        assert_eq!(place(&[3, 0, 1], 3), vec![1, 1, 2]);
+        let shards = |ids: &[usize]| ids.iter().copied().map(ShardId).collect::<Vec<_>>();
+        assert_eq!(place(&[0, 0], 4), shards(&[0, 1, 0, 1]));
+        assert_eq!(place(&[3, 0, 1], 3), shards(&[1, 1, 2]));
     }
 }

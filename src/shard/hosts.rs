@@ -2,6 +2,7 @@
 //! (`ControllerHost`): the narrow handles through which they reach the shard's table, its
 //! partitions and the other shards, and nothing else of it.
 
+use crate::ids::{PartitionId, ShardId};
 use std::cell::Ref;
 use std::rc::Rc;
 
@@ -19,7 +20,7 @@ use crate::metadata::MetadataRecord;
 use crate::partition::{Partition, ProduceInput, ProduceOutput, TopicPartition};
 
 impl group::Host for Shard {
-    fn shard_id(&self) -> usize {
+    fn shard_id(&self) -> ShardId {
         self.id
     }
 
@@ -37,13 +38,13 @@ impl group::Host for Shard {
             .map(|topic| topic.partition_count())
     }
 
-    fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
+    fn owner(&self, topic: &str, partition: PartitionId) -> Option<ShardId> {
         self.table()
             .topic(topic)
             .and_then(|topic| topic.owner(partition))
     }
 
-    async fn call_coordinator(&self, shard: usize, call: GroupCall) -> Option<GroupReply> {
+    async fn call_coordinator(&self, shard: ShardId, call: GroupCall) -> Option<GroupReply> {
         self.call(shard, |tx| ShardRequest::Group(call, tx)).await
     }
 

@@ -12,7 +12,7 @@ pub mod messages;
 mod producer_ids;
 pub mod table;
 
-use crate::ids::Offset;
+use crate::ids::{Offset, PartitionId, ShardId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -69,7 +69,7 @@ pub struct Queues {
 
 /// One core's shard. See the module documentation.
 pub struct Shard {
-    pub id: usize,
+    pub id: ShardId,
     pub count: usize,
     pub config: Arc<Config>,
     pub queues: Queues,
@@ -148,7 +148,7 @@ pub async fn run(
         metrics: metrics.clone(),
     });
     let shard = Rc::new(Shard {
-        id: port.id(),
+        id: ShardId(port.id()),
         count: config.shards,
         table: RefCell::new(ShardTable::new(config.topic_defaults.clone())),
         metrics,
@@ -182,7 +182,7 @@ pub async fn run(
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
     runtime::spawn_into(queues.requests, crate::group::run_timers(shard.clone()));
     runtime::spawn_into(queues.requests, shard.clone().quota_gossip_loop());
-    let started = if shard.id == 0 {
+    let started = if shard.id == ShardId(0) {
         shard.clone().start_controller().await
     } else {
         Ok(())
@@ -229,7 +229,7 @@ impl Shard {
         if let Some(controller) = controller {
             controller.close().await;
         }
-        tracing::debug!(shard = self.id, "shard stopped");
+        tracing::debug!(shard = %self.id, "shard stopped");
     }
 
     /// Shard 0: load the metadata log, bring every shard's table up to it, start listening.
@@ -241,7 +241,7 @@ impl Shard {
             .map_err(anyhow::Error::msg)?;
         self.ensure_offsets_topic().await?;
         controller.after_start(&self);
-        for shard in 0..self.count {
+        for shard in ShardId::all(self.count) {
             let result = if shard == self.id {
                 self.serving.start_listeners(&self)
             } else {
@@ -295,7 +295,7 @@ impl Shard {
         records: Vec<crate::metadata::MetadataRecord>,
         snapshot: bool,
     ) -> Result<(), String> {
-        let calls = (0..self.count).map(|shard| {
+        let calls = ShardId::all(self.count).map(|shard| {
             let input = ApplyInput {
                 first,
                 records: records.clone(),
@@ -316,11 +316,11 @@ impl Shard {
     /// Sends a request to another shard and waits for its reply (None if it has gone away).
     pub(crate) async fn call<T: Send + 'static>(
         &self,
-        shard: usize,
+        shard: ShardId,
         make: impl FnOnce(Reply<T>) -> ShardRequest,
     ) -> Option<T> {
-        self.metrics.sent_to_shard(shard);
-        self.mesh.call(shard, make).await
+        self.metrics.sent_to_shard(shard.get());
+        self.mesh.call(shard.get(), make).await
     }
 
     /// The one entry point for requests from other shards.
@@ -357,7 +357,7 @@ impl Shard {
 
     /// This shard's counters, with its cache and partitions, for `/metrics`.
     pub fn metrics_snapshot(&self) -> MetricsSnapshot {
-        let mut snapshot = self.metrics.snapshot(self.id);
+        let mut snapshot = self.metrics.snapshot(self.id.get());
         let (hits, misses, bytes) = self.cache.stats();
         snapshot.cache_hits = hits;
         snapshot.cache_misses = misses;
@@ -373,7 +373,7 @@ impl Shard {
             let counters = partition.metrics();
             snapshot.partitions.push(PartitionSnapshot {
                 topic: tp.topic.clone(),
-                partition: tp.partition,
+                partition: tp.partition.get(),
                 produced_bytes: counters.produced_bytes.get(),
                 produced_records: counters.produced_records.get(),
                 fetched_bytes: counters.fetched_bytes.get(),
@@ -388,7 +388,7 @@ impl Shard {
     /// Every shard's metrics snapshot, this one's first.
     pub async fn gather_metrics(self: &Rc<Self>) -> Vec<MetricsSnapshot> {
         let mut snapshots = vec![self.metrics_snapshot()];
-        for shard in (0..self.count).filter(|s| *s != self.id) {
+        for shard in ShardId::all(self.count).filter(|s| *s != self.id) {
             if let Some(snapshot) = self.call(shard, ShardRequest::Metrics).await {
                 snapshots.push(snapshot);
             }
@@ -406,7 +406,7 @@ impl Shard {
     }
 
     /// Owner shard of a partition, per this shard's table.
-    pub fn owner_of(&self, tp: &TopicPartition) -> Option<usize> {
+    pub fn owner_of(&self, tp: &TopicPartition) -> Option<ShardId> {
         self.table
             .borrow()
             .topic(&tp.topic)
@@ -446,7 +446,7 @@ impl Shard {
         partitions: Vec<(TopicPartition, Offset)>,
         timeout_ms: u64,
     ) {
-        let mut by_owner: HashMap<usize, Vec<(TopicPartition, Offset)>> = HashMap::new();
+        let mut by_owner: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
         for (tp, offset) in partitions {
             match self.owner_of(&tp) {
                 Some(owner) => by_owner.entry(owner).or_default().push((tp, offset)),
@@ -490,8 +490,8 @@ impl Shard {
         let controller = self.controller.borrow().clone();
         match controller {
             Some(controller) => Some(local(controller).await),
-            None if self.id == 0 => None,
-            None => self.call(0, remote).await,
+            None if self.id == ShardId(0) => None,
+            None => self.call(ShardId(0), remote).await,
         }
     }
 
@@ -622,7 +622,7 @@ impl Shard {
             let table = self.table.borrow();
             table
                 .topics()
-                .flat_map(|t| (0..t.partition_count()).map(move |p| (t.clone(), p)))
+                .flat_map(|t| PartitionId::all(t.partition_count()).map(move |p| (t.clone(), p)))
                 .filter(|(t, p)| t.owner(*p) == Some(self.id))
                 .collect()
         };
@@ -637,7 +637,7 @@ impl Shard {
     async fn open_partition(
         self: &Rc<Self>,
         topic: Rc<table::TopicEntry>,
-        partition: i32,
+        partition: PartitionId,
         new: bool,
     ) -> Result<(), String> {
         let name = crate::metadata::partition_dir_name(&topic.name, partition);
@@ -696,7 +696,7 @@ impl Shard {
                 continue;
             }
             let shard = &self;
-            let others = (0..self.count).filter(|other| *other != self.id);
+            let others = ShardId::all(self.count).filter(|other| *other != self.id);
             let calls = others.map(|other| {
                 let usage = usage.clone();
                 async move {

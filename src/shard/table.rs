@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use crate::config::TopicDefaults;
+use crate::ids::{PartitionId, ShardId};
 use crate::metadata::topic_config::TopicConfig;
 use crate::metadata::MetadataRecord;
 use crate::quota::QuotaStore;
@@ -22,7 +23,7 @@ pub struct TopicEntry {
     pub name: String,
     pub id: uuid::Uuid,
     /// `shards[p]` owns partition `p`.
-    pub shards: Vec<usize>,
+    pub shards: Vec<ShardId>,
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
 }
@@ -32,8 +33,8 @@ impl TopicEntry {
         self.shards.len() as i32
     }
 
-    pub fn owner(&self, partition: i32) -> Option<usize> {
-        usize::try_from(partition)
+    pub fn owner(&self, partition: PartitionId) -> Option<ShardId> {
+        usize::try_from(partition.get())
             .ok()
             .and_then(|p| self.shards.get(p).copied())
     }
@@ -47,12 +48,12 @@ impl TopicEntry {
 #[derive(Debug, Default)]
 pub struct TableChange {
     /// (topic, partition, owner shard) that now exist or moved here.
-    pub added: Vec<(Rc<TopicEntry>, i32)>,
+    pub added: Vec<(Rc<TopicEntry>, PartitionId)>,
     /// The added partitions are new (a topic created, partitions added), not moved: nothing
     /// of theirs can be on disk yet, so a directory under their name is a leftover.
     pub added_are_new: bool,
     /// (topic, partition, owner shard before) that no longer exist or moved away.
-    pub removed: Vec<(String, i32, usize)>,
+    pub removed: Vec<(String, PartitionId, ShardId)>,
     /// Topics whose config changed.
     pub reconfigured: Vec<Rc<TopicEntry>>,
 }
@@ -121,7 +122,7 @@ impl ShardTable {
     pub fn load_per_shard(&self, shard_count: usize) -> Vec<usize> {
         let mut load = vec![0; shard_count];
         for shard in self.topics.values().flat_map(|t| t.shards.iter()) {
-            if let Some(count) = load.get_mut(*shard) {
+            if let Some(count) = load.get_mut(shard.get()) {
                 *count += 1;
             }
         }
@@ -155,7 +156,7 @@ impl ShardTable {
                     overrides: configs.clone(),
                     config: TopicConfig::resolve(&self.defaults, configs),
                 });
-                for partition in 0..entry.partition_count() {
+                for partition in PartitionId::all(entry.partition_count()) {
                     change.added.push((entry.clone(), partition));
                 }
                 change.added_are_new = true;
@@ -168,7 +169,7 @@ impl ShardTable {
                     for (partition, shard) in entry.shards.iter().enumerate() {
                         change
                             .removed
-                            .push((name.clone(), partition as i32, *shard));
+                            .push((name.clone(), PartitionId(partition as i32), *shard));
                     }
                 }
             }
@@ -179,7 +180,7 @@ impl ShardTable {
                     first
                 });
                 if let Some((entry, first)) = added {
-                    for partition in first..entry.partition_count() {
+                    for partition in (first..entry.partition_count()).map(PartitionId) {
                         change.added.push((entry.clone(), partition));
                     }
                     change.added_are_new = true;
@@ -190,7 +191,7 @@ impl ShardTable {
                 partition,
                 shard,
             } => {
-                let index = *partition as usize;
+                let index = partition.get() as usize;
                 let moved = self.update(name, |entry| {
                     let before = entry.shards.get(index).copied();
                     if before.is_some() {
@@ -261,7 +262,7 @@ mod tests {
         MetadataRecord::TopicCreated {
             name: name.into(),
             id: uuid::Uuid::new_v4(),
-            shards: vec![0],
+            shards: vec![ShardId(0)],
             configs: BTreeMap::new(),
         }
     }

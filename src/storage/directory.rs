@@ -94,6 +94,7 @@ mod tests {
         for length in 1..=TOPIC_NAME_BYTES_MAX {
             let topic: String = legal.chars().cycle().take(length).collect();
             for partition in [0, 7, PARTITIONS_PER_TOPIC_MAX - 1] {
+                let partition = crate::ids::PartitionId(partition);
                 let live = crate::metadata::partition_dir_name(&topic, partition);
                 assert!(live.len() <= FILE_NAME_BYTES_MAX, "{live}");
                 let name = deletion_name(&live, unique);
@@ -112,7 +113,7 @@ mod tests {
     #[test]
     fn remove_dir_leaves_nothing() {
         let long_topic: String = "t".repeat(TOPIC_NAME_BYTES_MAX);
-        let live = crate::metadata::partition_dir_name(&long_topic, 9);
+        let live = crate::metadata::partition_dir_name(&long_topic, crate::ids::PartitionId(9));
         crate::storage::tests::run_in_root("corelog-remove-dir", move |root| async move {
             let dir = root.join(&live);
             std::fs::create_dir(&dir).unwrap();

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::ids::NodeId;
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 use crate::shard::admin::{AdminResult, ControllerCommand};
@@ -72,7 +73,7 @@ fn check_assignments(
         |message: String| AdminResult::error(ResponseError::InvalidReplicaAssignment, message);
     if assignments
         .iter()
-        .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
+        .any(|a| a.broker_ids.len() != 1 || NodeId(a.broker_ids[0].0) != node)
     {
         return Err(invalid(format!(
             "each new partition must have exactly one replica, on broker {node}"

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 
 use super::{run_unrefused, str_bytes};
+use crate::ids::NodeId;
 use crate::metadata::topic_config::{source_of, TopicConfig, TOPIC_CONFIG_KEYS};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
@@ -72,7 +73,7 @@ fn to_spec(
         let only_this_node = topic
             .assignments
             .iter()
-            .all(|a| a.broker_ids.iter().all(|b| b.0 == node));
+            .all(|a| a.broker_ids.iter().all(|b| NodeId(b.0) == node));
         let indexes_dense = topic
             .assignments
             .iter()

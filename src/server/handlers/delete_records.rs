@@ -2,7 +2,6 @@
 //! their owners, durably, and answers the new low watermark of each. Each topic needs DELETE
 //! (TOPIC_AUTHORIZATION_FAILED).
 
-use crate::ids::Offset;
 use futures::future::join_all;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -10,6 +9,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 
+use crate::ids::{Offset, PartitionId};
 use crate::partition::{DeleteRecordsInput, DeleteRecordsOutput, TopicPartition};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
@@ -23,7 +23,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
             let input = DeleteRecordsInput {
                 tp: TopicPartition {
                     topic: topic.name.0.to_string(),
-                    partition: partition.partition_index,
+                    partition: PartitionId(partition.partition_index),
                 },
                 offset: Offset(partition.offset),
             };

@@ -16,7 +16,7 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let config = &ctx.shard.config;
-    let node_id = BrokerId(config.node_id);
+    let node_id = BrokerId(config.node_id.get());
     let mut response = DescribeClusterResponse::default();
     if ctx.api_version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         // Fields newer than the request's version stay at their defaults.

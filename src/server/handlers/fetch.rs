@@ -4,7 +4,6 @@
 //! it is larger than the limits, so that a consumer can always make progress. Each topic
 //! needs READ; the partitions of one that is denied answer TOPIC_AUTHORIZATION_FAILED.
 
-use crate::ids::Offset;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use futures::future::join_all;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
+use crate::ids::{Offset, PartitionId};
 use crate::limits;
 use crate::partition::{FetchInput, FetchOutput, TopicPartition};
 use crate::protocol::{FetchPartition, FetchResponseData, FetchTopic};
@@ -47,7 +47,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
                 topic.partitions.iter().map(|p| {
                     let tp = TopicPartition {
                         topic: topic.topic.0.to_string(),
-                        partition: p.partition,
+                        partition: PartitionId(p.partition),
                     };
                     (tp, Offset(p.fetch_offset))
                 })
@@ -77,7 +77,7 @@ async fn read_once(
             let input = FetchInput {
                 tp: TopicPartition {
                     topic: topic.topic.0.to_string(),
-                    partition: partition.partition,
+                    partition: PartitionId(partition.partition),
                 },
                 offset: Offset(partition.fetch_offset),
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(max_bytes),

@@ -70,7 +70,7 @@ fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator
     let coordinator = Coordinator::default().with_key(key);
     match error {
         None => coordinator
-            .with_node_id(BrokerId(config.node_id))
+            .with_node_id(BrokerId(config.node_id.get()))
             .with_host(str_bytes(ctx.listener().config.advertised_host.clone()))
             .with_port(ctx.listener().config.advertised_port),
         Some((error, message)) => coordinator

@@ -2,7 +2,6 @@
 //! the first offset whose record timestamp is at least the given one. Each topic needs
 //! DESCRIBE (TOPIC_AUTHORIZATION_FAILED).
 
-use crate::ids::Offset;
 use futures::future::join_all;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -10,6 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use crate::ids::{Offset, PartitionId};
 use crate::partition::{ListOffsetsInput, ListOffsetsOutput, TopicPartition};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
@@ -23,7 +23,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
         for partition in &topic.partitions {
             let tp = TopicPartition {
                 topic: topic.name.0.to_string(),
-                partition: partition.partition_index,
+                partition: PartitionId(partition.partition_index),
             };
             let input = ListOffsetsInput {
                 tp,

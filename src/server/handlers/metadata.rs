@@ -25,7 +25,7 @@ pub const CLUSTER_ID: &str = "corelog-single-node";
 
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let config = &ctx.shard.config;
-    let node_id = BrokerId(config.node_id);
+    let node_id = BrokerId(config.node_id.get());
     let mut response = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(node_id)

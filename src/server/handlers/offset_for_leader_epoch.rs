@@ -16,6 +16,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::ResponseError;
 
+use crate::ids::{LeaderEpoch, PartitionId};
 use crate::partition::{ListOffsetsInput, TopicPartition, LATEST_TIMESTAMP, LEADER_EPOCH};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
@@ -23,8 +24,8 @@ use crate::server::dispatch::RequestContext;
 /// What the request asks about one partition.
 struct Asked {
     tp: TopicPartition,
-    current_leader_epoch: i32,
-    leader_epoch: i32,
+    current_leader_epoch: LeaderEpoch,
+    leader_epoch: LeaderEpoch,
     allowed: bool,
 }
 
@@ -40,10 +41,10 @@ pub async fn handle(
             allowed,
             tp: TopicPartition {
                 topic: topic.topic.0.to_string(),
-                partition: partition.partition,
+                partition: PartitionId(partition.partition),
             },
-            current_leader_epoch: partition.current_leader_epoch,
-            leader_epoch: partition.leader_epoch,
+            current_leader_epoch: LeaderEpoch(partition.current_leader_epoch),
+            leader_epoch: LeaderEpoch(partition.leader_epoch),
         })
     });
     let mut answers = join_all(asked.map(|asked| answer(ctx, asked)))
@@ -68,7 +69,7 @@ pub async fn handle(
 
 async fn answer(ctx: &RequestContext, asked: Asked) -> EpochEndOffset {
     let base = EpochEndOffset::default()
-        .with_partition(asked.tp.partition)
+        .with_partition(asked.tp.partition.get())
         .with_leader_epoch(-1)
         .with_end_offset(-1);
     if !asked.allowed {
@@ -89,12 +90,12 @@ async fn answer(ctx: &RequestContext, asked: Asked) -> EpochEndOffset {
         return base.with_error_code(ResponseError::UnknownLeaderEpoch.code());
     }
     // Empty while the epoch is 0; kept so that the rule holds once epochs advance.
-    if (0..LEADER_EPOCH).contains(&asked.current_leader_epoch) {
+    if (LeaderEpoch(0)..LEADER_EPOCH).contains(&asked.current_leader_epoch) {
         return base.with_error_code(ResponseError::FencedLeaderEpoch.code());
     }
     if asked.leader_epoch == LEADER_EPOCH {
         return base
-            .with_leader_epoch(LEADER_EPOCH)
+            .with_leader_epoch(LEADER_EPOCH.get())
             .with_end_offset(latest.offset.get());
     }
     base

@@ -5,13 +5,13 @@
 //! transactional id WRITE on that id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every
 //! partition).
 
-use crate::ids::Offset;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use super::{auto_create_topics, str_bytes};
+use crate::ids::{Offset, PartitionId};
 use crate::metadata::validate_topic_name;
 use crate::partition::{ProduceInput, ProduceOutput, TopicPartition};
 use crate::protocol::versions::PRODUCE_VERSION_SERVED_MIN;
@@ -46,7 +46,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
         for partition in &topic.partition_data {
             let tp = TopicPartition {
                 topic: name.clone(),
-                partition: partition.index,
+                partition: PartitionId(partition.index),
             };
             let input = ProduceInput {
                 tp,
