@@ -111,6 +111,32 @@ pub const STORAGE_WRITE_BYTES_MAX: usize = 1024 * 1024;
 /// Largest batch recovery accepts from disk: no batch can exceed the request that carried it.
 pub const STORAGE_BATCH_BYTES_MAX: usize = REQUEST_BYTES_MAX;
 
+/// Largest payload one node sends another (a Raft message): a batch of the largest size a
+/// request can carry, plus room for what wraps it.
+pub const CLUSTER_PAYLOAD_BYTES_MAX: usize = STORAGE_BATCH_BYTES_MAX + 64 * 1024;
+
+/// Largest frame on a node-to-node link: one payload of the largest size and its headers.
+pub const CLUSTER_FRAME_BYTES_MAX: usize = CLUSTER_PAYLOAD_BYTES_MAX + 64;
+
+/// A link's writer puts queued payloads into one frame up to this size.
+pub const CLUSTER_FRAME_COALESCE_BYTES: usize = 1024 * 1024;
+
+/// Payloads queued on one link beyond this are dropped (an empty queue takes any payload).
+pub const CLUSTER_LINK_QUEUE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// A node-to-node connect, and a hello's answer, give up after these.
+pub const CLUSTER_CONNECT_TIMEOUT_MS: u64 = 3_000;
+pub const CLUSTER_HELLO_TIMEOUT_MS: u64 = 3_000;
+
+/// A link to an unreachable peer retries after a pause that doubles from the first to the
+/// second of these.
+pub const CLUSTER_RECONNECT_BACKOFF_MS_MIN: u64 = 50;
+pub const CLUSTER_RECONNECT_BACKOFF_MS_MAX: u64 = 2_000;
+
+const _: () = assert!(CLUSTER_FRAME_COALESCE_BYTES <= CLUSTER_FRAME_BYTES_MAX);
+const _: () = assert!(CLUSTER_FRAME_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(CLUSTER_RECONNECT_BACKOFF_MS_MIN <= CLUSTER_RECONNECT_BACKOFF_MS_MAX);
+
 /// Default distance in log bytes between two sparse index entries (`index.interval.bytes`).
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u64 = 4096;
 

@@ -304,6 +304,12 @@ pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
 }
 
+/// Lets every other task ready on this executor run before this one goes on (simulations
+/// step time only once everything woken has run).
+pub async fn yield_now() {
+    glommio::executor().yield_now().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use crate::seeded::Seeded;
+
 /// The unit a crash keeps or loses of a write not yet synced.
 const SECTOR_BYTES: u64 = 512;
 
@@ -123,7 +125,7 @@ impl SimDisk {
     /// decides. The power is back on afterwards. Handles opened before the crash must not be
     /// used again.
     pub fn crash(&self, seed: u64) {
-        let mut coin = Coin(seed);
+        let mut coin = Seeded::new(seed);
         let mut inner = self.inner.borrow_mut();
         inner.names = inner.durable_names.clone();
         inner.operations_left = None;
@@ -142,7 +144,7 @@ impl SimDisk {
                     let from = sector.max(start);
                     let to = (sector + SECTOR_BYTES).min(end);
                     let to = to.min(file.current.len() as u64);
-                    if from < to && coin.flip() {
+                    if from < to && coin.coin() {
                         if survived.len() < to as usize {
                             survived.resize(to as usize, 0);
                         }
@@ -398,18 +400,5 @@ impl SimFile {
     pub fn size(&self) -> io::Result<u64> {
         self.disk.operate()?;
         Ok(self.data.borrow().current.len() as u64)
-    }
-}
-
-/// A seeded coin (splitmix64): the same seed tears the same sectors.
-struct Coin(u64);
-
-impl Coin {
-    fn flip(&mut self) -> bool {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) & 1 == 1
     }
 }
