@@ -12,6 +12,7 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 pub mod clock;
 mod doorbell;
+pub mod life;
 mod mesh;
 mod worker;
 
@@ -21,9 +22,9 @@ pub use worker::{Ran, Worker};
 
 pub use glommio::channels::local_channel;
 pub use glommio::net::{TcpListener, TcpStream};
-pub use glommio::spawn_local;
 pub use glommio::sync::Semaphore;
 pub use glommio::task::JoinHandle;
+pub use glommio::Task;
 pub use glommio::{Latency, Shares, TaskQueueHandle};
 
 /// How the executors are started.
@@ -160,9 +161,26 @@ pub fn spawn_into<F>(queue: TaskQueueHandle, future: F)
 where
     F: Future<Output = ()> + 'static,
 {
-    match glommio::spawn_local_into(future, queue) {
+    let spawned = match life::current() {
+        Some(life) => glommio::spawn_local_into(life.enter(future), queue),
+        None => glommio::spawn_local_into(future, queue),
+    };
+    match spawned {
         Ok(task) => drop(task.detach()),
         Err(error) => panic!("task queue vanished: {error}"),
+    }
+}
+
+/// Spawns `future` into the executor's current task queue. Like every spawn here, a task
+/// spawned by a task of a simulated [`life::Life`] belongs to that life.
+pub fn spawn_local<F>(future: F) -> Task<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    match life::current() {
+        Some(life) => glommio::spawn_local(life.enter(future)),
+        None => glommio::spawn_local(future),
     }
 }
 
@@ -172,7 +190,11 @@ where
     F: Future<Output = T> + 'static,
     T: 'static,
 {
-    match glommio::spawn_local_into(future, queue) {
+    let spawned = match life::current() {
+        Some(life) => glommio::spawn_local_into(life.enter(future), queue),
+        None => glommio::spawn_local_into(future, queue),
+    };
+    match spawned {
         Ok(task) => task.detach(),
         Err(error) => panic!("task queue vanished: {error}"),
     }
