@@ -2,15 +2,16 @@
 //! snapshots written as the log rolls, retention, producer expiry, suffix truncation, close
 //! and removal.
 
-use crate::ids::Offset;
+use crate::ids::{LeaderEpoch, Offset};
 use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::epochs::EpochHistory;
 use super::producer_snapshot;
 use super::producer_state::ProducerTable;
 use super::producers::Producers;
-use super::{Partition, ShardContext, TopicPartition};
+use super::{Partition, ShardContext, TopicPartition, LEADER_EPOCH};
 use crate::metadata::topic_config::TopicConfig;
 use crate::storage::{Log, StorageError};
 
@@ -25,7 +26,38 @@ impl Partition {
     ) -> Result<Rc<Partition>, StorageError> {
         let (durable, saved_at) = producer_snapshot::rebuild(&log).await?;
         let producers = Producers::new(durable, saved_at);
-        Ok(Rc::new(Partition::new(tp, config, log, shard, producers)))
+        let epochs = EpochHistory::load(&log).await?;
+        let partition = Rc::new(Partition::new(tp, config, log, shard, producers, epochs));
+        partition.begin_epoch(LEADER_EPOCH).await?;
+        Ok(partition)
+    }
+
+    /// Makes `epoch` the one later batches are stamped with, beginning at the log end, and
+    /// checkpoints the history if that changed it: before any batch of the epoch is appended,
+    /// so that the checkpoint covers every durable batch (see `epochs`).
+    pub(super) async fn begin_epoch(&self, epoch: LeaderEpoch) -> Result<(), StorageError> {
+        let changed = self
+            .epochs
+            .borrow_mut()
+            .assign(epoch, self.log.log_end_offset());
+        if changed {
+            let history = self.epochs.borrow().clone();
+            history.write(self.log.dir()).await?;
+        }
+        Ok(())
+    }
+
+    /// The latest leader epoch and the history's answer for `requested` (OffsetForLeaderEpoch),
+    /// with the high watermark as the end of the latest epoch.
+    pub fn epoch_end(&self, requested: LeaderEpoch) -> (LeaderEpoch, (LeaderEpoch, Offset)) {
+        let epochs = self.epochs.borrow();
+        let (current, _) = epochs
+            .latest()
+            .expect("an open partition has begun an epoch");
+        (
+            current,
+            epochs.end_offset_for(requested, self.high_watermark()),
+        )
     }
 
     /// Batches from the one holding `offset` up to `max_bytes` (at least one), below the high
@@ -79,9 +111,17 @@ impl Partition {
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
         let result = self.log.enforce_retention(now_ms).await;
         self.log_changed().await;
+        self.log_start_moved();
         self.prune_snapshots().await;
         self.durable.notify_all();
         result
+    }
+
+    /// After the log start moved: the history forgets the epochs below it. Its checkpoint
+    /// keeps them until the next change; opening cuts them off again.
+    pub(super) fn log_start_moved(&self) {
+        let start = self.log.log_start_offset();
+        self.epochs.borrow_mut().truncate_before(start);
     }
 
     /// Snapshots below the log start describe deleted data (see `producer_snapshot`).
@@ -118,6 +158,12 @@ impl Partition {
             let _held = self.snapshots.lock().await;
             let (durable, saved_at) = producer_snapshot::rebuild(&self.log).await?;
             *self.producers.borrow_mut() = Producers::new(durable, saved_at);
+            let end = self.log.log_end_offset();
+            if self.epochs.borrow_mut().truncate_from(end) {
+                let history = self.epochs.borrow().clone();
+                history.write(self.log.dir()).await?;
+            }
+            self.begin_epoch(LEADER_EPOCH).await?;
         }
         self.durable.notify_all();
         result

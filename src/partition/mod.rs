@@ -16,6 +16,7 @@
 //! topic's config and the shard's flush queue. The log below it (`storage::Log`) knows
 //! offsets and bytes only.
 
+mod epochs;
 mod flush;
 mod lifecycle;
 mod produce;
@@ -28,6 +29,7 @@ mod requests;
 mod tests;
 
 use crate::ids::{LeaderEpoch, Offset};
+use epochs::EpochHistory;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -40,8 +42,9 @@ use producers::Producers;
 
 pub use read::first_record_at_or_after;
 pub use requests::{
-    watch, DeleteRecordsInput, DeleteRecordsOutput, FetchInput, FetchOutput, ListOffsetsInput,
-    ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput, TopicPartition, WatchInput,
+    watch, DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
+    FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,
+    TopicPartition, WatchInput,
 };
 
 /// The leader epoch of every partition until replication brings elections.
@@ -66,6 +69,8 @@ pub struct Partition {
     log: Rc<Log>,
     shard: Rc<ShardContext>,
     producers: RefCell<Producers>,
+    /// Where each leader epoch's batches begin; its latest epoch is the one produce stamps.
+    epochs: RefCell<EpochHistory>,
     /// Held while producer snapshots are written or pruned, so that they come in order.
     snapshots: FairLock,
     /// Woken whenever the high watermark advances, the log start moves, or the partition fails.
@@ -88,6 +93,7 @@ impl Partition {
         log: Rc<Log>,
         shard: Rc<ShardContext>,
         producers: Producers,
+        epochs: EpochHistory,
     ) -> Partition {
         Partition {
             tp,
@@ -95,6 +101,7 @@ impl Partition {
             log,
             shard,
             producers: RefCell::new(producers),
+            epochs: RefCell::new(epochs),
             snapshots: FairLock::new(),
             durable: Notify::new(),
             failed: Cell::new(false),

@@ -73,6 +73,8 @@ impl Partition {
         let mut batch = BytesMut::from(&records[..]);
         // Clients send -1; like Kafka, stamp the leader epoch that Metadata reports (and that
         // replication will later use as the Raft term).
+        let epoch = self.epochs.borrow().latest().map(|(epoch, _)| epoch);
+        assert_eq!(epoch, Some(LEADER_EPOCH), "the stamped epoch has begun");
         record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH.get());
         let base_offset = self.log.log_end_offset();
         let (batch, meta) = stamp_batch(batch, &summary, base_offset, log_append_time);

@@ -1,14 +1,15 @@
 //! Reads on the owner: fetch, the offset lookups of ListOffsets, and DeleteRecords, which
 //! moves the log start. None of them looks past the high watermark.
 
-use crate::ids::Offset;
+use crate::ids::{LeaderEpoch, Offset};
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 
 use super::{
-    DeleteRecordsInput, DeleteRecordsOutput, FetchInput, FetchOutput, ListOffsetsInput,
-    ListOffsetsOutput, Partition, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP,
+    DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
+    FetchOutput, ListOffsetsInput, ListOffsetsOutput, Partition, PartitionOp, EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP, MAX_TIMESTAMP,
 };
 use crate::metadata::now_ms;
 use crate::metrics;
@@ -86,6 +87,29 @@ impl Partition {
         first_record_at_or_after(batch, timestamp, self.log_start_offset()).unwrap_or(not_found)
     }
 
+    /// OffsetForLeaderEpoch: a client that knows a newer epoch than this partition's gets
+    /// UNKNOWN_LEADER_EPOCH, one that knows an older one FENCED_LEADER_EPOCH; otherwise the
+    /// history says where the epoch asked for ended.
+    pub fn epoch_end_offset(&self, input: EpochEndInput) -> EpochEndOutput {
+        let (current, (epoch, end_offset)) = self.epoch_end(input.leader_epoch);
+        let asked = input.current_leader_epoch;
+        let refused = if asked > current {
+            Some(ResponseError::UnknownLeaderEpoch)
+        } else if asked != LeaderEpoch::UNKNOWN && asked < current {
+            Some(ResponseError::FencedLeaderEpoch)
+        } else {
+            None
+        };
+        match refused {
+            Some(error) => EpochEndInput::refused(error),
+            None => EpochEndOutput {
+                error_code: 0,
+                leader_epoch: epoch,
+                end_offset,
+            },
+        }
+    }
+
     /// Moves the log start to `input.offset` (`Offset::NONE`: the high watermark), as
     /// DeleteRecords asks;
     /// an offset past the high watermark is OFFSET_OUT_OF_RANGE.
@@ -105,6 +129,7 @@ impl Partition {
             })
         };
         if result.is_ok() {
+            self.log_start_moved();
             self.prune_snapshots().await;
         }
         // Fetches parked on this partition re-check their offset against the new start.

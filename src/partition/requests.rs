@@ -2,7 +2,7 @@
 //! trait (`PartitionOp`) by which the shard layer routes any of them to the partition's owner
 //! without knowing what it does there.
 
-use crate::ids::{Offset, PartitionId};
+use crate::ids::{LeaderEpoch, Offset, PartitionId};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -101,6 +101,44 @@ pub struct DeleteRecordsOutput {
     pub error_code: i16,
     /// The log start after the deletion (-1 with an error).
     pub low_watermark: Offset,
+}
+
+/// OffsetForLeaderEpoch for one partition: where `leader_epoch` ended, for a client that
+/// believes the partition's leader epoch is `current_leader_epoch` (UNKNOWN: no check).
+#[derive(Debug)]
+pub struct EpochEndInput {
+    pub tp: TopicPartition,
+    pub current_leader_epoch: LeaderEpoch,
+    pub leader_epoch: LeaderEpoch,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EpochEndOutput {
+    pub error_code: i16,
+    /// The largest epoch not above the one asked for (UNKNOWN when none is known).
+    pub leader_epoch: LeaderEpoch,
+    /// Where that epoch ended (Offset::NONE when unknown).
+    pub end_offset: Offset,
+}
+
+impl PartitionOp for EpochEndInput {
+    type Output = EpochEndOutput;
+
+    fn partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    fn refused(error: ResponseError) -> EpochEndOutput {
+        EpochEndOutput {
+            error_code: error.code(),
+            leader_epoch: LeaderEpoch::UNKNOWN,
+            end_offset: Offset::NONE,
+        }
+    }
+
+    async fn run(self, partition: Rc<Partition>) -> EpochEndOutput {
+        partition.epoch_end_offset(self)
+    }
 }
 
 impl PartitionOp for ProduceInput {

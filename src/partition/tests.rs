@@ -310,3 +310,82 @@ fn idempotent_retries_after_a_power_cut_at_any_operation() {
         }
     });
 }
+
+/// The leader-epoch checkpoint follows the log: written when the partition first opens,
+/// kept through reopens, cut by a suffix truncation below the epoch's start (and the epoch
+/// begun again at the new end), and rebuilt from the log when it is missing. OffsetForLeaderEpoch
+/// answers from it.
+#[test]
+fn the_epoch_history_is_checkpointed_and_rebuilt_with_the_log() {
+    use super::epochs::CHECKPOINT_FILE;
+    use super::EpochEndInput;
+    use crate::ids::LeaderEpoch;
+    run(|dir| async move {
+        let checkpoint = || std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).unwrap();
+        let partition = open(&dir).await;
+        assert_eq!(
+            checkpoint(),
+            "0\n1\n0 0\n",
+            "epoch 0 begins at 0 before any batch"
+        );
+        for sequence in [0, 3, 6] {
+            assert_eq!(produce(&partition, sequence).await.0, 0);
+        }
+        let ask = |current: i32, epoch: i32| {
+            let output = partition.epoch_end_offset(EpochEndInput {
+                tp: tp(),
+                current_leader_epoch: LeaderEpoch(current),
+                leader_epoch: LeaderEpoch(epoch),
+            });
+            let (epoch, end) = (output.leader_epoch.get(), output.end_offset.get());
+            (output.error_code, epoch, end)
+        };
+        assert_eq!(
+            ask(0, 0),
+            (0, 0, 9),
+            "the latest epoch ends at the high watermark"
+        );
+        assert_eq!(ask(-1, 1), (0, -1, -1), "a newer epoch is unknown");
+        let unknown = ResponseError::UnknownLeaderEpoch.code();
+        assert_eq!(ask(1, 0), (unknown, -1, -1));
+        partition.close().await.unwrap();
+
+        std::fs::remove_file(dir.join(CHECKPOINT_FILE)).unwrap();
+        let partition = open(&dir).await;
+        assert_eq!(checkpoint(), "0\n1\n0 0\n", "rebuilt from the log");
+        partition.truncate_suffix(Offset(0)).await.unwrap();
+        assert_eq!(
+            checkpoint(),
+            "0\n1\n0 0\n",
+            "cut, then begun again at the new end"
+        );
+        assert_eq!(produce(&partition, 0).await, (0, Offset(0)));
+        partition.close().await.unwrap();
+
+        // A log whose epochs differ end to end is rebuilt from every batch header.
+        std::fs::remove_file(dir.join(CHECKPOINT_FILE)).unwrap();
+        let log = Log::open(dir.clone(), config().log_config(), BatchCache::new(1 << 20))
+            .await
+            .unwrap();
+        for epoch in [2, 2, 5] {
+            let mut batch = BytesMut::from(&idempotent(0, 100 + epoch, 1)[..]);
+            crate::protocol::record_batch::set_partition_leader_epoch(&mut batch, epoch);
+            let summary = crate::protocol::record_batch::validate(&batch).unwrap();
+            let (batch, meta) =
+                crate::storage::stamp_batch(batch, &summary, log.log_end_offset(), None);
+            log.append(batch, meta).unwrap();
+        }
+        log.flush().await.unwrap();
+        let history = super::epochs::EpochHistory::load(&log).await.unwrap();
+        let ends = |epoch| history.end_offset_for(LeaderEpoch(epoch), Offset(6));
+        assert_eq!(
+            ends(0),
+            (LeaderEpoch(0), Offset(3)),
+            "epoch 0 held offsets 0-2"
+        );
+        assert_eq!(ends(2), (LeaderEpoch(2), Offset(5)));
+        assert_eq!(ends(5), (LeaderEpoch(5), Offset(6)));
+        assert_eq!(checkpoint(), "0\n3\n0 0\n2 3\n5 5\n");
+        log.close().await.unwrap();
+    });
+}

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use crate::metadata::MetadataRecord;
 use crate::partition::{
-    DeleteRecordsInput, DeleteRecordsOutput, FetchInput, FetchOutput, ListOffsetsInput,
-    ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput, WatchInput,
+    DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
+    FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,
+    WatchInput,
 };
 
 /// The reply half handed to the shard that does the work.
@@ -21,6 +22,7 @@ pub enum ShardRequest {
     Produce(ProduceInput, Reply<ProduceOutput>),
     Fetch(FetchInput, Reply<FetchOutput>),
     ListOffsets(ListOffsetsInput, Reply<ListOffsetsOutput>),
+    EpochEnd(EpochEndInput, Reply<EpochEndOutput>),
     /// Completes when any of the partitions has data past the given offset, or at the timeout.
     Watch(WatchInput, Reply<()>),
     /// Controller only (shard 0).
@@ -102,5 +104,6 @@ routed!(
     ProduceInput => Produce,
     FetchInput => Fetch,
     ListOffsetsInput => ListOffsets,
+    EpochEndInput => EpochEnd,
     DeleteRecordsInput => DeleteRecords,
 );

@@ -329,6 +329,7 @@ impl Shard {
             ShardRequest::Produce(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::Fetch(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::ListOffsets(input, reply) => reply.send(self.run_local(input).await),
+            ShardRequest::EpochEnd(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::DeleteRecords(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::Watch(input, reply) => {
                 self.watch_local(input).await;

@@ -1,11 +1,12 @@
 //! OffsetForLeaderEpoch: the end offset of a leader epoch, which clients use to detect log
-//! truncation. Every partition has had one epoch, 0 (see ARCHITECTURE.md), so:
-//! - a current leader epoch above 0 is UNKNOWN_LEADER_EPOCH (the client knows a newer leader),
-//!   and FENCED_LEADER_EPOCH (an older one) cannot happen until epochs advance;
-//! - epoch 0 ends at the log end, which is the high watermark here (nothing unacknowledged is
-//!   ever shown to clients);
-//! - an epoch above 0, or -1, is unknown: epoch -1 and end offset -1, without an error, as
-//!   Kafka answers for epochs it has no entry for.
+//! truncation after a leader change. The partition answers from its epoch history (see
+//! `partition::epochs`):
+//! - a current leader epoch above the partition's is UNKNOWN_LEADER_EPOCH (the client knows
+//!   a newer leader), one below it FENCED_LEADER_EPOCH (an older one); -1 skips the check;
+//! - the latest epoch ends at the high watermark (nothing unacknowledged is ever shown to
+//!   clients), an older one where the next began;
+//! - an epoch newer than any known, or -1, is unknown: epoch -1 and end offset -1, without an
+//!   error, as Kafka answers for epochs it has no entry for.
 //!
 //! Each topic needs DESCRIBE (TOPIC_AUTHORIZATION_FAILED), as for a consumer in Kafka.
 
@@ -17,7 +18,7 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use kafka_protocol::ResponseError;
 
 use crate::ids::{LeaderEpoch, PartitionId};
-use crate::partition::{ListOffsetsInput, TopicPartition, LATEST_TIMESTAMP, LEADER_EPOCH};
+use crate::partition::{EpochEndInput, PartitionOp, TopicPartition};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 
@@ -68,35 +69,19 @@ pub async fn handle(
 }
 
 async fn answer(ctx: &RequestContext, asked: Asked) -> EpochEndOffset {
-    let base = EpochEndOffset::default()
-        .with_partition(asked.tp.partition.get())
-        .with_leader_epoch(-1)
-        .with_end_offset(-1);
-    if !asked.allowed {
-        return base.with_error_code(ResponseError::TopicAuthorizationFailed.code());
-    }
-    // ListOffsets(latest) is the owner's high watermark, or the partition's error.
-    let latest = ctx
-        .shard
-        .route(ListOffsetsInput {
-            tp: asked.tp,
-            timestamp: LATEST_TIMESTAMP,
-        })
-        .await;
-    if latest.error_code != 0 {
-        return base.with_error_code(latest.error_code);
-    }
-    if asked.current_leader_epoch > LEADER_EPOCH {
-        return base.with_error_code(ResponseError::UnknownLeaderEpoch.code());
-    }
-    // Empty while the epoch is 0; kept so that the rule holds once epochs advance.
-    if (LeaderEpoch(0)..LEADER_EPOCH).contains(&asked.current_leader_epoch) {
-        return base.with_error_code(ResponseError::FencedLeaderEpoch.code());
-    }
-    if asked.leader_epoch == LEADER_EPOCH {
-        return base
-            .with_leader_epoch(LEADER_EPOCH.get())
-            .with_end_offset(latest.offset.get());
-    }
-    base
+    let base = EpochEndOffset::default().with_partition(asked.tp.partition.get());
+    let output = match asked.allowed {
+        true => {
+            let input = EpochEndInput {
+                tp: asked.tp,
+                current_leader_epoch: asked.current_leader_epoch,
+                leader_epoch: asked.leader_epoch,
+            };
+            ctx.shard.route(input).await
+        }
+        false => EpochEndInput::refused(ResponseError::TopicAuthorizationFailed),
+    };
+    base.with_error_code(output.error_code)
+        .with_leader_epoch(output.leader_epoch.get())
+        .with_end_offset(output.end_offset.get())
 }
