@@ -301,7 +301,10 @@ impl SegmentFile {
         let started = Instant::now();
         let result = match &self.backend {
             Backend::Direct(file) => file.fdatasync().await.map_err(to_io),
-            Backend::Simulated(file) => file.sync(),
+            Backend::Simulated(file) => {
+                simulated_sync_latency(file.sync_latency()).await;
+                file.sync()
+            }
         };
         SYNC_SECONDS.with(|histogram| histogram.borrow_mut().record(started.elapsed()));
         result
@@ -370,8 +373,16 @@ async fn write_all(file: &DmaFile, position: u64, buffer: Rc<DmaBuffer>) -> io::
 }
 
 /// Makes a directory entry change (create, rename, unlink) durable.
+/// A simulated disk's sync takes its time on the `runtime::clock` (see `sim_disk`).
+async fn simulated_sync_latency(latency: std::time::Duration) {
+    if !latency.is_zero() {
+        crate::runtime::clock::sleep(latency).await;
+    }
+}
+
 pub async fn sync_directory(path: &Path) -> io::Result<()> {
     if let Some(disk) = sim_disk::disk_for(path) {
+        simulated_sync_latency(disk.sync_latency()).await;
         return disk.sync_directory(path);
     }
     let directory = glommio::io::Directory::open(absolute(path)?)

@@ -579,16 +579,16 @@ impl Log {
         Ok(())
     }
 
-    /// Persists one segment's indexes without holding the state borrow across the writes.
+    /// Persists one segment's indexes. The segment stays in the state while the files are
+    /// written, so that readers of its batches find it meanwhile, and no borrow of the state
+    /// is held across the writes.
     async fn persist_active_indexes(&self, base_offset: Offset) -> Result<(), StorageError> {
-        let taken = self.state.borrow_mut().segments.remove(&base_offset);
-        let mut segment = taken.expect("segment to persist exists");
-        let result = segment.persist_indexes(&self.dir).await;
-        self.state
-            .borrow_mut()
-            .segments
-            .insert(base_offset, segment);
-        Ok(result?)
+        let encoded = {
+            let mut state = self.state.borrow_mut();
+            let segment = state.segments.get_mut(&base_offset);
+            segment.expect("segment to persist exists").encode_indexes()
+        };
+        Ok(encoded.write(&self.dir).await?)
     }
 }
 
@@ -1203,14 +1203,15 @@ impl Log {
     /// Deletes the segments after the cut, cuts its segment's file, and makes that segment
     /// the active one. Holds `io_lock`; the caller fences the log on an error.
     async fn cut_files(&self, cut: Cut) -> Result<Appender, StorageError> {
-        let (doomed, mut segment) = {
+        // Readers stop at the cut from here on. The segment that keeps the batches below it
+        // stays in the state while its file is cut (its bytes below the cut do not change),
+        // so that reads below the cut go on meanwhile; its state is replaced once rescanned.
+        let (doomed, kept) = {
             let mut state = self.state.borrow_mut();
+            state.durable_end = state.durable_end.min(cut.offset);
             let doomed = state.segments.split_off(&(cut.segment_base + 1));
-            let segment = state
-                .segments
-                .remove(&cut.segment_base)
-                .expect("the cut's segment");
-            (doomed, segment)
+            let kept = state.segments[&cut.segment_base].clone();
+            (doomed, kept)
         };
         for segment in doomed.into_values() {
             tracing::info!(dir = %self.dir.display(), base = %segment.base_offset, "suffix truncated");
@@ -1221,11 +1222,11 @@ impl Log {
                 .await?;
         }
         file::sync_directory(&self.dir).await?;
-        segment.file.truncate(cut.position).await?;
-        segment.file.fdatasync().await?;
+        kept.file.truncate(cut.position).await?;
+        kept.file.fdatasync().await?;
         let config = self.state.borrow().config.clone();
         let interval = config.index_interval_bytes;
-        segment = rescan_segment(segment, cut.position, cut.offset, interval).await?;
+        let segment = rescan_segment(kept, cut.position, cut.offset, interval).await?;
         let appender = Appender::open(segment.file.clone(), cut.segment_base, cut.position).await?;
         self.state
             .borrow_mut()

@@ -22,6 +22,7 @@ pub struct BatchMeta {
 }
 
 /// Per-shard: lives on the core that owns the partition.
+#[derive(Clone)]
 pub struct Segment {
     pub base_offset: Offset,
     pub next_offset: Offset,
@@ -165,11 +166,35 @@ impl Segment {
 
     /// Writes both index files (exact length, synced). Called when the segment closes.
     pub async fn persist_indexes(&mut self, dir: &Path) -> io::Result<()> {
+        let encoded = self.encode_indexes();
+        encoded.write(dir).await
+    }
+
+    /// The index files' content, the time index completed with the segment's last batch:
+    /// taken synchronously, so that the segment can stay where readers find it while the
+    /// files are written.
+    pub fn encode_indexes(&mut self) -> EncodedIndexes {
         self.push_time_entry();
-        let offsets = index::encode_offsets(&self.offsets);
-        write_small_file(&segment_path(dir, self.base_offset, "index"), &offsets).await?;
-        let times = index::encode_times(&self.times);
-        write_small_file(&segment_path(dir, self.base_offset, "timeindex"), &times).await
+        EncodedIndexes {
+            base_offset: self.base_offset,
+            offsets: index::encode_offsets(&self.offsets),
+            times: index::encode_times(&self.times),
+        }
+    }
+}
+
+/// A segment's index files, encoded (see `Segment::encode_indexes`).
+pub struct EncodedIndexes {
+    base_offset: Offset,
+    offsets: Vec<u8>,
+    times: Vec<u8>,
+}
+
+impl EncodedIndexes {
+    pub async fn write(&self, dir: &Path) -> io::Result<()> {
+        let base = self.base_offset;
+        write_small_file(&segment_path(dir, base, "index"), &self.offsets).await?;
+        write_small_file(&segment_path(dir, base, "timeindex"), &self.times).await
     }
 }
 

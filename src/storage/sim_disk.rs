@@ -67,6 +67,8 @@ struct Inner {
     operations_left: Option<u64>,
     /// Operations done since the mount or the last crash.
     operations: u64,
+    /// How long a file or directory sync takes, in the `runtime::clock`'s time.
+    sync_latency: std::time::Duration,
 }
 
 /// One simulated disk. Per-thread (see the module doc).
@@ -113,6 +115,16 @@ impl SimDisk {
     /// fails with EIO until `crash`.
     pub fn cut_power_after(&self, operations: u64) {
         self.inner.borrow_mut().operations_left = Some(operations);
+    }
+
+    /// Makes every sync take `latency` of the `runtime::clock`'s time before it makes
+    /// anything durable, so that a simulated crash can fall between a write and its sync.
+    pub fn set_sync_latency(&self, latency: std::time::Duration) {
+        self.inner.borrow_mut().sync_latency = latency;
+    }
+
+    pub(super) fn sync_latency(&self) -> std::time::Duration {
+        self.inner.borrow().sync_latency
     }
 
     /// Operations done since the mount or the last crash.
@@ -381,6 +393,10 @@ impl SimFile {
         let start = (position as usize).min(data.current.len());
         let end = (start + length).min(data.current.len());
         Ok(data.current[start..end].to_vec())
+    }
+
+    pub fn sync_latency(&self) -> std::time::Duration {
+        self.disk.sync_latency()
     }
 
     pub fn sync(&self) -> io::Result<()> {
