@@ -18,6 +18,7 @@ pub mod partition;
 pub mod protocol;
 pub mod quota;
 pub mod quota_cli;
+pub mod replication;
 pub mod runtime;
 pub mod security;
 pub mod seeded;

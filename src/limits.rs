@@ -135,6 +135,35 @@ pub const CLUSTER_RECONNECT_BACKOFF_MS_MAX: u64 = 2_000;
 
 const _: () = assert!(CLUSTER_FRAME_COALESCE_BYTES <= CLUSTER_FRAME_BYTES_MAX);
 const _: () = assert!(CLUSTER_FRAME_BYTES_MAX <= u32::MAX as usize);
+
+/// Raft's clock: every replica of a shard ticks this often (one timer per shard, not per
+/// group). Elections start after 10 to 20 ticks without a leader; leaders send heartbeats
+/// every 2 (Kafka's default `replica.lag.time.max.ms` is 30 s; leaders here are replaced
+/// after 1 to 2 s of silence).
+pub const REPLICATION_TICK_MS: u64 = 100;
+pub const REPLICATION_ELECTION_TICKS: usize = 10;
+pub const REPLICATION_HEARTBEAT_TICKS: usize = 2;
+/// Most bytes of entries one append message carries to a follower.
+pub const REPLICATION_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
+/// Most append messages in flight to one follower.
+pub const REPLICATION_INFLIGHT_MESSAGES_MAX: usize = 256;
+/// Bytes of entries a replica's window keeps past what it applied: a follower further behind
+/// than this is brought up by a snapshot and a copy of the leader's log.
+pub const REPLICA_WINDOW_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Most messages (and copy requests) a replica queues for its driver; more are dropped, as
+/// a lossy link would drop them, and Raft resends.
+pub const REPLICA_PENDING_MESSAGES_MAX: usize = 4096;
+/// Most bytes of log one copy reply carries (a follower catching up after a snapshot).
+pub const REPLICA_COPY_BYTES_MAX: usize = 1024 * 1024;
+/// How long a follower waits for a copy reply before it asks another replica.
+pub const REPLICA_COPY_TIMEOUT_MS: u64 = 1_000;
+/// The anchor's base is written again once it lags the window's by this many entries, so that
+/// an open rebuilds at most this many entries more than the window holds.
+pub const REPLICA_ANCHOR_LAG_ENTRIES_MAX: u64 = 10_000;
+const _: () = assert!(REPLICATION_HEARTBEAT_TICKS * 3 <= REPLICATION_ELECTION_TICKS);
+const _: () = assert!(REPLICA_COPY_BYTES_MAX + 64 <= CLUSTER_PAYLOAD_BYTES_MAX);
+const _: () =
+    assert!(REPLICATION_MESSAGE_BYTES_MAX as usize + 64 * 1024 <= CLUSTER_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CLUSTER_RECONNECT_BACKOFF_MS_MIN <= CLUSTER_RECONNECT_BACKOFF_MS_MAX);
 
 /// Default distance in log bytes between two sparse index entries (`index.interval.bytes`).

@@ -32,7 +32,7 @@ impl Partition {
             let failed = result.is_err();
             self.shard.metrics.flush_done(started.elapsed(), !failed);
             let snapshots = self.settle_producers();
-            self.flushed(result);
+            self.flushed(&result);
             // A task of its own: a roll's snapshot is no part of any acknowledgement, and an
             // await here would let appends stage unseen by the check below.
             if !snapshots.is_empty() {
@@ -72,7 +72,7 @@ impl Partition {
 
     /// After `Log::flush`: a full device fails the batches it could not write and nothing
     /// else; any other error takes the partition offline until a restart.
-    fn flushed(&self, result: Result<Offset, StorageError>) {
+    pub(super) fn flushed(&self, result: &Result<Offset, StorageError>) {
         let (topic, partition) = (&self.tp.topic, self.tp.partition);
         match result {
             Ok(_) if self.out_of_space.replace(false) => {
@@ -86,7 +86,7 @@ impl Partition {
                     tracing::warn!(
                         %topic,
                         %partition,
-                        errno = storage::os_error(&error),
+                        errno = storage::os_error(error),
                         %error,
                         "no space for the log; produce fails until space returns"
                     );

@@ -163,7 +163,9 @@ impl Partition {
                 let history = self.epochs.borrow().clone();
                 history.write(self.log.dir()).await?;
             }
-            self.begin_epoch(LEADER_EPOCH).await?;
+            if self.commit_end.get().is_none() {
+                self.begin_epoch(LEADER_EPOCH).await?;
+            }
         }
         self.durable.notify_all();
         result

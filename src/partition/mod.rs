@@ -24,6 +24,7 @@ pub mod producer_snapshot;
 pub mod producer_state;
 mod producers;
 mod read;
+mod replicated;
 mod requests;
 #[cfg(test)]
 mod tests;
@@ -83,6 +84,10 @@ pub struct Partition {
     queued: Cell<bool>,
     /// Whether a task is pre-writing this partition's active segment.
     preparing: Cell<bool>,
+    /// For a replica of a replicated partition, the end of its Raft commit point: consumers
+    /// see nothing past it (see `replicated.rs`). None for a partition of one node, whose
+    /// batches are committed once durable.
+    commit_end: Cell<Option<Offset>>,
     metrics: PartitionMetrics,
 }
 
@@ -108,6 +113,7 @@ impl Partition {
             out_of_space: Cell::new(false),
             queued: Cell::new(false),
             preparing: Cell::new(false),
+            commit_end: Cell::new(None),
             metrics: PartitionMetrics::default(),
         }
     }
@@ -116,9 +122,14 @@ impl Partition {
         &self.metrics
     }
 
-    /// The offset below which consumers may read: every batch below is durable.
+    /// The offset below which consumers may read: every batch below is durable here and,
+    /// for a replica, committed.
     pub fn high_watermark(&self) -> Offset {
-        self.log.durable_end_offset()
+        let durable = self.log.durable_end_offset();
+        match self.commit_end.get() {
+            Some(commit_end) => durable.min(commit_end),
+            None => durable,
+        }
     }
 
     pub fn log_start_offset(&self) -> Offset {

@@ -1,0 +1,92 @@
+//! A partition that is one replica of a Raft group (`crate::replication`): its log is the
+//! group's log, written by the replication layer, not by `produce`.
+//!
+//! The replica appends batches the replication layer stamped (an entry's offset and term),
+//! flushes them when Raft persists entries, cuts the suffix on a conflict with the leader's
+//! log, and moves the commit point. The high watermark is the lower of the durable end and
+//! the commit point, so a consumer sees a batch only once a majority has it on disk. Each
+//! new term begins an epoch in the history before its first batch is appended, as
+//! `begin_epoch` requires.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::{Partition, ShardContext, TopicPartition};
+use crate::ids::{LeaderEpoch, Offset};
+use crate::metadata::topic_config::TopicConfig;
+use crate::protocol::record_batch;
+use crate::storage::{BatchMeta, Log, StorageError};
+
+impl Partition {
+    /// The replica over an opened log, its commit point at `commit_end` until the group
+    /// says more. Nothing is appended here but by the replication layer.
+    pub async fn open_replica(
+        tp: TopicPartition,
+        config: TopicConfig,
+        log: Rc<Log>,
+        shard: Rc<ShardContext>,
+        commit_end: Offset,
+    ) -> Result<Rc<Partition>, StorageError> {
+        let (durable, saved_at) = super::producer_snapshot::rebuild(&log).await?;
+        let producers = super::producers::Producers::new(durable, saved_at);
+        let epochs = super::epochs::EpochHistory::load(&log).await?;
+        let partition = Partition::new(tp, config, log, shard, producers, epochs);
+        partition.commit_end.set(Some(commit_end));
+        Ok(Rc::new(partition))
+    }
+
+    /// Stages a batch stamped at the log end with its term's epoch, beginning that epoch in
+    /// the history first when it is new.
+    pub async fn append_entry(&self, batch: Bytes, meta: BatchMeta) -> Result<(), StorageError> {
+        assert!(self.commit_end.get().is_some(), "a replica's log");
+        let header = record_batch::header(&batch).expect("a stamped batch");
+        let epoch = LeaderEpoch(header.partition_leader_epoch.get());
+        if self.epochs.borrow().latest().map(|(latest, _)| latest) != Some(epoch) {
+            self.begin_epoch(epoch).await?;
+        }
+        self.log.append(batch, meta)?;
+        Ok(())
+    }
+
+    /// Writes and fdatasyncs what `append_entry` staged. Returns the durable end.
+    pub async fn flush_entries(&self) -> Result<Offset, StorageError> {
+        let result = self.log.flush().await;
+        let snapshots = self.settle_producers();
+        self.flushed(&result);
+        self.write_snapshots(snapshots).await;
+        result
+    }
+
+    /// Moves the commit point (never back: a replica's committed batches stay committed).
+    pub fn set_commit_end(&self, commit_end: Offset) {
+        let previous = self.commit_end.get().expect("a replica's log");
+        if commit_end > previous {
+            self.commit_end.set(Some(commit_end));
+            self.durable.notify_all();
+        }
+    }
+
+    /// The log end, staged batches included.
+    pub fn log_end_offset(&self) -> Offset {
+        self.log.log_end_offset()
+    }
+
+    /// Batches from `offset` up to `max_bytes` (at least one), none past `bound` nor past the
+    /// durable end: what a replica copies from another.
+    pub async fn read_below(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        bound: Offset,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        self.log.read(offset, max_bytes, bound).await
+    }
+}
+
+impl Partition {
+    /// The partition's directory, where the replication layer keeps its anchor.
+    pub fn dir(&self) -> &std::path::Path {
+        self.log.dir()
+    }
+}

@@ -1,0 +1,163 @@
+//! What replicas say to each other over the transport, one payload each: a Raft message of
+//! one group, or a request for a range of a replica's log (a follower catching up after a
+//! snapshot) and its reply.
+//!
+//! Layout (big-endian): kind (1 byte), group id (8), then per kind
+//! - `RAFT`: the raft-rs message as protobuf;
+//! - `COPY_REQUEST`: request id (8), first offset (8), end offset (8);
+//! - `COPY_REPLY`: request id (8), status (1: 0 = the batches follow, 1 = not available
+//!   here), then whole batches back to back.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+
+use crate::ids::Offset;
+
+/// A Raft group: one partition's replicas, or the metadata log's voters.
+pub type GroupId = u64;
+
+const RAFT: u8 = 0;
+const COPY_REQUEST: u8 = 1;
+const COPY_REPLY: u8 = 2;
+const HEADER_BYTES: usize = 9;
+
+/// One payload between replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Envelope {
+    Raft(GroupId, Box<Message>),
+    CopyRequest {
+        group: GroupId,
+        id: u64,
+        from: Offset,
+        to: Offset,
+    },
+    CopyReply {
+        group: GroupId,
+        id: u64,
+        /// Whole batches from the requested offset on, or None if the replica could not serve.
+        batches: Option<Bytes>,
+    },
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        match self {
+            Envelope::Raft(group, message) => {
+                out.put_u8(RAFT);
+                out.put_u64(*group);
+                let body = message.write_to_bytes().expect("a raft message encodes");
+                out.extend_from_slice(&body);
+            }
+            Envelope::CopyRequest {
+                group,
+                id,
+                from,
+                to,
+            } => {
+                out.put_u8(COPY_REQUEST);
+                out.put_u64(*group);
+                out.put_u64(*id);
+                out.put_i64(from.get());
+                out.put_i64(to.get());
+            }
+            Envelope::CopyReply { group, id, batches } => {
+                out.put_u8(COPY_REPLY);
+                out.put_u64(*group);
+                out.put_u64(*id);
+                match batches {
+                    Some(batches) => {
+                        out.put_u8(0);
+                        out.extend_from_slice(batches);
+                    }
+                    None => out.put_u8(1),
+                }
+            }
+        }
+        out.freeze()
+    }
+
+    /// The envelope in `payload`, or None if it is not one (a peer of another version, a
+    /// corrupt frame): such a payload is dropped, as a lost one would be.
+    pub fn decode(mut payload: Bytes) -> Option<Envelope> {
+        if payload.len() < HEADER_BYTES {
+            return None;
+        }
+        let kind = payload.get_u8();
+        let group = payload.get_u64();
+        match kind {
+            RAFT => {
+                let message = Message::parse_from_bytes(&payload).ok()?;
+                Some(Envelope::Raft(group, Box::new(message)))
+            }
+            COPY_REQUEST if payload.len() == 24 => Some(Envelope::CopyRequest {
+                group,
+                id: payload.get_u64(),
+                from: Offset(payload.get_i64()),
+                to: Offset(payload.get_i64()),
+            }),
+            COPY_REPLY if payload.len() >= 9 => {
+                let id = payload.get_u64();
+                let batches = match payload.get_u8() {
+                    0 => Some(payload),
+                    1 if payload.is_empty() => None,
+                    _ => return None,
+                };
+                Some(Envelope::CopyReply { group, id, batches })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{Entry, MessageType};
+
+    /// Every kind of envelope decodes to what was encoded; truncated or unknown payloads
+    /// decode to nothing.
+    #[test]
+    fn envelopes_round_trip_and_garbage_is_refused() {
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgAppend);
+        message.to = 2;
+        message.from = 1;
+        message.term = 7;
+        message.set_entries(
+            vec![Entry {
+                index: 4,
+                term: 7,
+                data: Bytes::from_static(b"batch"),
+                ..Default::default()
+            }]
+            .into(),
+        );
+        let envelopes = [
+            Envelope::Raft(5, Box::new(message)),
+            Envelope::CopyRequest {
+                group: 5,
+                id: 9,
+                from: Offset(10),
+                to: Offset(20),
+            },
+            Envelope::CopyReply {
+                group: 5,
+                id: 9,
+                batches: Some(Bytes::from_static(b"bytes")),
+            },
+            Envelope::CopyReply {
+                group: 5,
+                id: 9,
+                batches: None,
+            },
+        ];
+        for envelope in envelopes {
+            let encoded = envelope.encode();
+            assert_eq!(Envelope::decode(encoded.clone()), Some(envelope));
+            assert_eq!(Envelope::decode(encoded.slice(..HEADER_BYTES - 1)), None);
+        }
+        assert_eq!(Envelope::decode(Bytes::from_static(&[9; 20])), None);
+    }
+}

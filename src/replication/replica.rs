@@ -1,0 +1,768 @@
+//! One replica of a Raft group: a raft-rs `RawNode` over a partition's log, driven by one
+//! task on the shard that owns the partition.
+//!
+//! The driver alone steps the node. Ticks (from the shard's one timer), messages from peers,
+//! proposals and copy requests are queued and stepped between readies, never while a
+//! `Ready` is being handled (raft-rs forbids it), and the work of a ready is done in the
+//! order Raft's safety needs:
+//!
+//! 1. messages a leader may send before its own append is durable (appends to followers
+//!    go out in parallel with the leader's own fdatasync);
+//! 2. a snapshot from the leader: the log is cut to the committed prefix (the same on every
+//!    replica), the missing batches are copied from a peer, and the window restarts at the
+//!    snapshot (see `window`);
+//! 3. entries: a conflicting suffix is cut from the log, then each entry is stamped at the
+//!    log end (see `entries`) and staged;
+//! 4. one fdatasync for all of them, then the term and vote, if they changed, in the anchor;
+//! 5. only then the messages that promise persistence (append acknowledgements, votes);
+//! 6. committed entries: the commit point, and so the high watermark, moves, and proposals
+//!    waiting for those entries are answered with their offsets.
+//!
+//! A proposal is answered once its entry is committed and applied here, or with an error
+//! when the entry at its index turns out to be another term's (leadership moved and the new
+//! leader did not keep it). Election timeouts are drawn from the replica's seed, not from
+//! raft-rs's thread-local generator, so that a simulation replays exactly.
+//!
+//! Per-shard: a replica lives on the shard that owns its partition.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType, Snapshot,
+};
+use raft::{RawNode, SnapshotStatus, StateRole};
+
+use super::entries;
+use super::logger;
+use super::message::{Envelope, GroupId};
+use super::window::{decode_position, Anchor, Window, WindowStorage};
+use crate::ids::{NodeId, Offset};
+use crate::limits;
+use crate::metadata::topic_config::TopicConfig;
+use crate::partition::{Partition, ShardContext, TopicPartition};
+use crate::protocol::record_batch;
+use crate::runtime::{self, clock};
+use crate::seeded::Seeded;
+use crate::storage::{Log, StorageError};
+use crate::sync::Notify;
+use crate::transport::{Address, Transport};
+
+/// How a replica runs; the defaults are `limits`' figures, a simulation may shrink them.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub window_bytes_max: u64,
+    pub copy_timeout: Duration,
+    pub anchor_lag_entries_max: u64,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> ReplicaConfig {
+        ReplicaConfig {
+            election_ticks: limits::REPLICATION_ELECTION_TICKS,
+            heartbeat_ticks: limits::REPLICATION_HEARTBEAT_TICKS,
+            window_bytes_max: limits::REPLICA_WINDOW_BYTES_MAX,
+            copy_timeout: Duration::from_millis(limits::REPLICA_COPY_TIMEOUT_MS),
+            anchor_lag_entries_max: limits::REPLICA_ANCHOR_LAG_ENTRIES_MAX,
+        }
+    }
+}
+
+/// Who this replica is and who its peers are.
+#[derive(Debug, Clone)]
+pub struct ReplicaSpec {
+    pub group: GroupId,
+    pub me: NodeId,
+    /// The group's voters when it is first created (the anchor keeps them after).
+    pub voters: Vec<NodeId>,
+    /// Where each other replica of the group lives.
+    pub peers: HashMap<NodeId, Address>,
+    /// Seeds the election timeouts.
+    pub seed: u64,
+}
+
+/// Why a proposal was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("not committed: leadership moved and the entry was replaced")]
+    NotCommitted,
+    #[error("the replica stopped")]
+    Stopped,
+}
+
+/// Where a committed proposal's batch lies in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub index: u64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+}
+
+type Answer = oneshot::Sender<Result<Committed, ProposeError>>;
+
+struct Waiter {
+    term: u64,
+    answer: Answer,
+}
+
+/// Work queued for the driver (see the module documentation).
+#[derive(Default)]
+struct Pending {
+    ticks: u32,
+    messages: Vec<Message>,
+    proposals: Vec<(Bytes, Answer)>,
+    copy_requests: Vec<(Address, u64, Offset, Offset)>,
+    /// Followers a snapshot message was sent to: reported finished, so that the leader
+    /// probes them again (and sends another snapshot if this one was lost).
+    snapshots_sent: Vec<u64>,
+}
+
+/// See the module documentation.
+pub struct Replica {
+    group: GroupId,
+    me: NodeId,
+    peers: HashMap<NodeId, Address>,
+    transport: Rc<dyn Transport>,
+    config: ReplicaConfig,
+    node: RefCell<RawNode<WindowStorage>>,
+    window: Rc<RefCell<Window>>,
+    partition: Rc<Partition>,
+    pending: RefCell<Pending>,
+    wake: Notify,
+    waiters: RefCell<BTreeMap<u64, Waiter>>,
+    copies: RefCell<HashMap<u64, oneshot::Sender<Option<Bytes>>>>,
+    next_copy_id: Cell<u64>,
+    applied: Cell<u64>,
+    /// The base index the anchor on disk holds.
+    anchored_base: Cell<u64>,
+    random: RefCell<Seeded>,
+    /// The (term, leader) last logged.
+    leadership: Cell<(u64, u64)>,
+    /// Snapshots installed since open (a follower caught up by copying).
+    snapshots_installed: Cell<u64>,
+    stopped: Cell<bool>,
+}
+
+/// raft-rs ids are nonzero; node ids start at 0.
+pub fn raft_id(node: NodeId) -> u64 {
+    u64::try_from(node.get()).expect("node ids are not negative") + 1
+}
+
+pub fn node_of(raft_id: u64) -> NodeId {
+    NodeId(i32::try_from(raft_id - 1).expect("raft ids come from node ids"))
+}
+
+impl Replica {
+    /// Opens the replica over `log` (its anchor read or created, its window rebuilt) and
+    /// starts its driver.
+    pub async fn open(
+        spec: ReplicaSpec,
+        tp: TopicPartition,
+        topic_config: TopicConfig,
+        log: Rc<Log>,
+        shard: Rc<ShardContext>,
+        transport: Rc<dyn Transport>,
+        config: ReplicaConfig,
+    ) -> Result<Rc<Replica>, StorageError> {
+        let dir = log.dir().to_path_buf();
+        let anchor = match Anchor::load(&dir).await? {
+            Some(anchor) => anchor,
+            None => {
+                let voters = spec.voters.iter().map(|node| raft_id(*node)).collect();
+                let anchor = Anchor::new(log.log_start_offset(), voters);
+                anchor.write(&dir).await?;
+                anchor
+            }
+        };
+        let batches = read_from(&log, anchor.base_end).await?;
+        let window = Window::rebuild(&anchor, &batches)?;
+        let commit = window.hard_state().commit;
+        let commit_end = window.end_of(commit);
+        let partition = Partition::open_replica(tp, topic_config, log, shard, commit_end).await?;
+        let raft_config = raft::Config {
+            id: raft_id(spec.me),
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied: commit,
+            max_size_per_msg: limits::REPLICATION_MESSAGE_BYTES_MAX,
+            max_inflight_msgs: limits::REPLICATION_INFLIGHT_MESSAGES_MAX,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let window = Rc::new(RefCell::new(window));
+        let storage = WindowStorage(window.clone());
+        let node = RawNode::new(&raft_config, storage, &logger::for_group(spec.group))
+            .map_err(|error| StorageError::Corrupt(format!("raft state: {error}")))?;
+        let replica = Rc::new(Replica {
+            group: spec.group,
+            me: spec.me,
+            peers: spec.peers,
+            transport,
+            config,
+            node: RefCell::new(node),
+            window,
+            partition,
+            pending: RefCell::default(),
+            wake: Notify::new(),
+            waiters: RefCell::default(),
+            copies: RefCell::default(),
+            next_copy_id: Cell::new(0),
+            applied: Cell::new(commit),
+            anchored_base: Cell::new(anchor.base_index),
+            random: RefCell::new(Seeded::new(spec.seed)),
+            leadership: Cell::new((0, 0)),
+            snapshots_installed: Cell::new(0),
+            stopped: Cell::new(false),
+        });
+        replica.draw_election_timeout();
+        runtime::spawn_local(replica.clone().drive()).detach();
+        Ok(replica)
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub fn partition(&self) -> &Rc<Partition> {
+        &self.partition
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.borrow().raft.state == StateRole::Leader
+    }
+
+    pub fn term(&self) -> u64 {
+        self.node.borrow().raft.term
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        let leader = self.node.borrow().raft.leader_id;
+        (leader != raft::INVALID_ID).then(|| node_of(leader))
+    }
+
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed.get()
+    }
+
+    /// Proposes a validated client batch (its offset and epoch are stamped on the way) and
+    /// answers where it lies once it is committed.
+    pub async fn propose(&self, batch: Bytes) -> Result<Committed, ProposeError> {
+        if self.stopped.get() {
+            return Err(ProposeError::Stopped);
+        }
+        let (answer, answered) = oneshot::channel();
+        self.pending.borrow_mut().proposals.push((batch, answer));
+        self.wake.notify_all();
+        answered.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+
+    /// One tick of Raft's clock (the shard's timer calls it for every replica).
+    pub fn tick(&self) {
+        self.pending.borrow_mut().ticks += 1;
+        self.wake.notify_all();
+    }
+
+    /// A payload from a peer, for the driver.
+    pub fn receive(&self, from: Address, envelope: Envelope) {
+        match envelope {
+            Envelope::Raft(_, message) => {
+                let mut pending = self.pending.borrow_mut();
+                // A peer that floods is dropped from, as a lossy link would: Raft resends.
+                if pending.messages.len() >= limits::REPLICA_PENDING_MESSAGES_MAX {
+                    return;
+                }
+                pending.messages.push(*message);
+            }
+            Envelope::CopyRequest {
+                id,
+                from: start,
+                to,
+                ..
+            } => {
+                let mut pending = self.pending.borrow_mut();
+                if pending.copy_requests.len() >= limits::REPLICA_PENDING_MESSAGES_MAX {
+                    return;
+                }
+                pending.copy_requests.push((from, id, start, to));
+            }
+            Envelope::CopyReply { id, batches, .. } => {
+                if let Some(waiting) = self.copies.borrow_mut().remove(&id) {
+                    let _ = waiting.send(batches);
+                }
+                return;
+            }
+        }
+        self.wake.notify_all();
+    }
+
+    /// Stops the driver: waiting proposals are answered `Stopped`. The partition stays open
+    /// for its owner to close.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.wake.notify_all();
+    }
+
+    async fn drive(self: Rc<Self>) {
+        loop {
+            let woken = self.wake.notified();
+            if self.stopped.get() {
+                break;
+            }
+            self.step_pending();
+            let has_ready = self.node.borrow().has_ready();
+            if has_ready {
+                if let Err(error) = self.handle_ready().await {
+                    tracing::error!(group = self.group, %error, "replica failed; it stops");
+                    self.stopped.set(true);
+                    break;
+                }
+                self.log_leadership();
+                continue;
+            }
+            woken.await;
+        }
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for (_, waiter) in waiters {
+            let _ = waiter.answer.send(Err(ProposeError::Stopped));
+        }
+        for (_, answer) in std::mem::take(&mut self.pending.borrow_mut().proposals) {
+            let _ = answer.send(Err(ProposeError::Stopped));
+        }
+    }
+
+    /// Steps everything queued for the node.
+    fn step_pending(self: &Rc<Self>) {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        self.with_node(|node| {
+            for _ in 0..pending.ticks {
+                node.tick();
+            }
+            for message in pending.messages {
+                // Messages from unknown peers or stale terms are refused by raft-rs; a
+                // refusal needs no answer (the sender resends or has moved on).
+                let _ = node.step(message);
+            }
+            for follower in pending.snapshots_sent {
+                node.report_snapshot(follower, SnapshotStatus::Finish);
+            }
+        });
+        for (batch, answer) in pending.proposals {
+            self.propose_now(batch, answer);
+        }
+        for (to, id, from, end) in pending.copy_requests {
+            let replica = self.clone();
+            runtime::spawn_local(replica.serve_copy(to, id, from, end)).detach();
+        }
+    }
+
+    fn propose_now(&self, batch: Bytes, answer: Answer) {
+        let proposed = self.with_node(|node| {
+            let leader = node.raft.leader_id;
+            let not_leader = ProposeError::NotLeader {
+                leader: (leader != raft::INVALID_ID).then(|| node_of(leader)),
+            };
+            if node.raft.state != StateRole::Leader {
+                return Err(not_leader);
+            }
+            let mut message = Message::default();
+            message.set_msg_type(MessageType::MsgPropose);
+            message.from = node.raft.id;
+            let entry = Entry {
+                data: batch,
+                ..Default::default()
+            };
+            message.set_entries(vec![entry].into());
+            // Dropped while a leadership transfer is under way.
+            node.raft.step(message).map_err(|_| not_leader)?;
+            Ok((node.raft.raft_log.last_index(), node.raft.term))
+        });
+        match proposed {
+            Ok((index, term)) => {
+                self.waiters
+                    .borrow_mut()
+                    .insert(index, Waiter { term, answer });
+            }
+            Err(error) => {
+                let _ = answer.send(Err(error));
+            }
+        }
+    }
+
+    /// Runs `step` on the node, then draws a new election timeout from the replica's seed
+    /// if raft-rs drew one (it does whenever the term, role or leader changes).
+    fn with_node<R>(&self, step: impl FnOnce(&mut RawNode<WindowStorage>) -> R) -> R {
+        let watched = |node: &RawNode<WindowStorage>| {
+            let raft = &node.raft;
+            let timeout = raft.randomized_election_timeout();
+            (raft.term, raft.state, raft.leader_id, timeout)
+        };
+        let mut node = self.node.borrow_mut();
+        let before = watched(&node);
+        let result = step(&mut node);
+        let changed = watched(&node) != before;
+        drop(node);
+        if changed {
+            self.draw_election_timeout();
+        }
+        result
+    }
+
+    fn draw_election_timeout(&self) {
+        let ticks = self.config.election_ticks as u64;
+        let timeout = ticks + self.random.borrow_mut().below(ticks);
+        let mut node = self.node.borrow_mut();
+        node.raft.set_randomized_election_timeout(timeout as usize);
+    }
+
+    fn log_leadership(&self) {
+        let now = {
+            let node = self.node.borrow();
+            (node.raft.term, node.raft.leader_id)
+        };
+        if now != self.leadership.replace(now) && now.1 != raft::INVALID_ID {
+            let (term, leader) = (now.0, node_of(now.1));
+            let me = self.me;
+            tracing::debug!(group = self.group, term, %leader, %me, "leader elected");
+        }
+    }
+
+    /// Handles one `Ready` in the order the module documentation gives.
+    async fn handle_ready(self: &Rc<Self>) -> Result<(), StorageError> {
+        let mut ready = self.node.borrow_mut().ready();
+        self.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.install(&snapshot).await?;
+        }
+        let entries = ready.take_entries();
+        if !entries.is_empty() {
+            self.append(entries).await?;
+            self.partition.flush_entries().await?;
+        }
+        if let Some(hard_state) = ready.hs().cloned() {
+            self.save_hard_state(hard_state).await?;
+        }
+        self.send(ready.take_persisted_messages());
+        self.apply(ready.take_committed_entries());
+        let mut light = self.node.borrow_mut().advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.window.borrow_mut().set_commit(commit);
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries());
+        self.node.borrow_mut().advance_apply();
+        self.compact().await
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        for message in messages {
+            let to = message.to;
+            let Some(address) = self.peers.get(&node_of(to)) else {
+                continue;
+            };
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.pending.borrow_mut().snapshots_sent.push(to);
+                self.wake.notify_all();
+            }
+            let envelope = Envelope::Raft(self.group, Box::new(message));
+            self.transport.send(*address, envelope.encode());
+        }
+    }
+
+    /// Step 3: cuts a conflicting suffix, then stamps and stages each entry.
+    async fn append(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        let first = entries[0].index;
+        let last = self.window.borrow().last_index();
+        if first <= last {
+            let cut = self.window.borrow_mut().truncate_from(first);
+            self.fail_waiters_from(first);
+            self.partition.truncate_suffix(cut).await?;
+        }
+        for mut entry in entries {
+            let offset = self.window.borrow().end_offset();
+            let (batch, meta) = entries::to_batch(&entry, offset).map_err(|error| {
+                StorageError::Corrupt(format!("raft entry {}: {error}", entry.index))
+            })?;
+            self.partition.append_entry(batch.clone(), meta).await?;
+            if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                // The stamped bytes, so that the window shares the log's copy.
+                entry.data = batch;
+            }
+            self.window.borrow_mut().push(entry, meta.last_offset + 1);
+        }
+        Ok(())
+    }
+
+    /// Step 4's second half: the term and vote must be durable before a vote or an append
+    /// acknowledgement leaves; the commit index rides along.
+    async fn save_hard_state(&self, hard_state: HardState) -> Result<(), StorageError> {
+        let must_write = {
+            let window = self.window.borrow();
+            let saved = window.hard_state();
+            saved.term != hard_state.term || saved.vote != hard_state.vote
+        };
+        self.window.borrow_mut().set_hard_state(hard_state);
+        if must_write {
+            self.write_anchor().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_anchor(&self) -> Result<(), StorageError> {
+        let anchor = self.window.borrow().anchor();
+        anchor.write(self.partition.dir()).await?;
+        self.anchored_base.set(anchor.base_index);
+        Ok(())
+    }
+
+    /// Step 6: configuration changes take effect, the commit point moves, proposals are
+    /// answered.
+    fn apply(&self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|entry| entry.index) else {
+            return;
+        };
+        for entry in &entries {
+            self.apply_conf_change(entry);
+        }
+        self.applied.set(last);
+        let commit_end = self.window.borrow().end_of(last);
+        self.partition.set_commit_end(commit_end);
+        let answered = {
+            let mut waiters = self.waiters.borrow_mut();
+            let later = waiters.split_off(&(last + 1));
+            std::mem::replace(&mut *waiters, later)
+        };
+        let window = self.window.borrow();
+        for (index, waiter) in answered {
+            let kept = window.entry(index).is_some_and(|e| e.term == waiter.term);
+            let answer = match kept {
+                true => Ok(Committed {
+                    index,
+                    base_offset: window.end_of(index - 1),
+                    last_offset: window.end_of(index) - 1,
+                }),
+                false => Err(ProposeError::NotCommitted),
+            };
+            let _ = waiter.answer.send(answer);
+        }
+    }
+
+    fn apply_conf_change(&self, entry: &Entry) {
+        let changed = match entry.get_entry_type() {
+            EntryType::EntryNormal => return,
+            EntryType::EntryConfChange => ConfChange::parse_from_bytes(&entry.data)
+                .map_err(|error| error.to_string())
+                .and_then(|change| {
+                    let mut node = self.node.borrow_mut();
+                    node.apply_conf_change(&change).map_err(|e| e.to_string())
+                }),
+            EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&entry.data)
+                .map_err(|error| error.to_string())
+                .and_then(|change| {
+                    let mut node = self.node.borrow_mut();
+                    node.apply_conf_change(&change).map_err(|e| e.to_string())
+                }),
+        };
+        match changed {
+            Ok(conf_state) => self.window.borrow_mut().set_conf_state(conf_state),
+            Err(error) => {
+                let index = entry.index;
+                tracing::error!(group = self.group, index, %error, "configuration change refused");
+            }
+        }
+    }
+
+    fn fail_waiters_from(&self, index: u64) {
+        let failed = self.waiters.borrow_mut().split_off(&index);
+        for (_, waiter) in failed {
+            let _ = waiter.answer.send(Err(ProposeError::NotCommitted));
+        }
+    }
+
+    /// Moves the window's base up: on a leader to what every follower matched, on any
+    /// replica over its budget to what it applied; rewrites the anchor when it lags far.
+    async fn compact(&self) -> Result<(), StorageError> {
+        let target = {
+            let node = self.node.borrow();
+            let window = self.window.borrow();
+            let applied = self.applied.get();
+            if window.bytes() > self.config.window_bytes_max {
+                applied
+            } else if node.raft.state == StateRole::Leader {
+                let progress = node.raft.prs();
+                let slowest = progress.iter().map(|(_, follower)| follower.matched).min();
+                applied.min(slowest.unwrap_or(applied))
+            } else {
+                return Ok(());
+            }
+        };
+        if target > self.window.borrow().base_index() {
+            self.window.borrow_mut().compact_to(target);
+        }
+        let base = self.window.borrow().base_index();
+        if base - self.anchored_base.get() >= self.config.anchor_lag_entries_max {
+            self.write_anchor().await?;
+        }
+        Ok(())
+    }
+
+    /// Step 2: makes the log equal the leader's up to the snapshot's position.
+    async fn install(self: &Rc<Self>, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let target = decode_position(snapshot.get_data())
+            .ok_or_else(|| StorageError::Corrupt("a snapshot without a position".into()))?;
+        let (kept, kept_end, log_end) = {
+            let window = self.window.borrow();
+            let committed = window.hard_state().commit.min(window.last_index());
+            let kept = committed.max(window.base_index());
+            (kept, window.end_of(kept), window.end_offset())
+        };
+        assert!(kept_end <= target, "a snapshot behind the commit point");
+        if log_end > kept_end {
+            // Past the commit point this log may differ from the leader's.
+            self.window.borrow_mut().truncate_from(kept + 1);
+            self.fail_waiters_from(kept + 1);
+            self.partition.truncate_suffix(kept_end).await?;
+        }
+        self.copy(kept_end, target).await?;
+        self.window.borrow_mut().restore(snapshot, target);
+        self.write_anchor().await?;
+        self.snapshots_installed
+            .set(self.snapshots_installed.get() + 1);
+        let index = snapshot.get_metadata().index;
+        tracing::info!(group = self.group, index, %target, "caught up from a snapshot");
+        Ok(())
+    }
+
+    /// Copies the batches `[from, to)` from peers (the leader first, then the others in
+    /// turn) and flushes them.
+    async fn copy(self: &Rc<Self>, from: Offset, to: Offset) -> Result<(), StorageError> {
+        let mut end = from;
+        let mut attempt = 0;
+        while end < to {
+            if self.stopped.get() {
+                return Err(StorageError::Closed);
+            }
+            let source = self.copy_source(attempt);
+            attempt += 1;
+            let Some(mut batches) = self.request_copy(source, end, to).await else {
+                continue;
+            };
+            let before = end;
+            while let Ok(length) = record_batch::declared_batch_bytes(&batches) {
+                if length > batches.len() {
+                    break;
+                }
+                let batch = batches.split_to(length);
+                let Ok(meta) = entries::meta_of(&batch) else {
+                    break;
+                };
+                if meta.base_offset != end || meta.last_offset >= to {
+                    break;
+                }
+                self.partition.append_entry(batch, meta).await?;
+                end = meta.last_offset + 1;
+            }
+            if end > before {
+                self.partition.flush_entries().await?;
+                attempt = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer to ask on the `attempt`-th try: the leader, then every other voter in turn.
+    fn copy_source(&self, attempt: usize) -> Address {
+        let leader = self.leader().filter(|leader| *leader != self.me);
+        let mut sources: Vec<NodeId> = leader.into_iter().collect();
+        let mut others: Vec<NodeId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|node| Some(*node) != leader)
+            .collect();
+        others.sort_unstable();
+        sources.extend(others);
+        self.peers[&sources[attempt % sources.len()]]
+    }
+
+    async fn request_copy(&self, source: Address, from: Offset, to: Offset) -> Option<Bytes> {
+        let id = self.next_copy_id.get();
+        self.next_copy_id.set(id + 1);
+        let (sender, reply) = oneshot::channel();
+        self.copies.borrow_mut().insert(id, sender);
+        let request = Envelope::CopyRequest {
+            group: self.group,
+            id,
+            from,
+            to,
+        };
+        self.transport.send(source, request.encode());
+        let timeout = clock::sleep(self.config.copy_timeout);
+        let answered = match select(reply, Box::pin(timeout)).await {
+            Either::Left((Ok(batches), _)) => batches,
+            _ => None,
+        };
+        self.copies.borrow_mut().remove(&id);
+        answered
+    }
+
+    /// Answers a copy request with committed, durable batches from `from` (up to the copy
+    /// budget), or with "not here" if this replica has not committed up to `to`.
+    async fn serve_copy(self: Rc<Self>, requester: Address, id: u64, from: Offset, to: Offset) {
+        let committed_end = {
+            let window = self.window.borrow();
+            window.end_of(window.hard_state().commit.min(window.last_index()))
+        };
+        let batches = match committed_end >= to && from < to {
+            true => self
+                .partition
+                .read_below(from, limits::REPLICA_COPY_BYTES_MAX, to)
+                .await
+                .ok()
+                .filter(|batches| !batches.is_empty())
+                .map(|batches| {
+                    let mut joined = BytesMut::new();
+                    batches
+                        .iter()
+                        .for_each(|batch| joined.extend_from_slice(batch));
+                    joined.freeze()
+                }),
+            false => None,
+        };
+        let reply = Envelope::CopyReply {
+            group: self.group,
+            id,
+            batches,
+        };
+        self.transport.send(requester, reply.encode());
+    }
+}
+
+/// Every batch of `log` from `start` to its end.
+async fn read_from(log: &Log, start: Offset) -> Result<Vec<Bytes>, StorageError> {
+    let mut batches = Vec::new();
+    let mut offset = start;
+    loop {
+        let read = log
+            .read(offset, limits::REPLICA_COPY_BYTES_MAX, log.log_end_offset())
+            .await?;
+        let Some(last) = read.last() else {
+            return Ok(batches);
+        };
+        let meta = entries::meta_of(last).map_err(StorageError::Corrupt)?;
+        offset = meta.last_offset + 1;
+        batches.extend(read);
+    }
+}
