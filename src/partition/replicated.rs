@@ -15,6 +15,7 @@ use bytes::Bytes;
 use super::{Partition, ShardContext, TopicPartition};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::metadata::topic_config::TopicConfig;
+use crate::partition::producer_state::{ProducerAppend, ProducerBatch};
 use crate::protocol::record_batch;
 use crate::storage::{BatchMeta, Log, StorageError};
 
@@ -37,15 +38,34 @@ impl Partition {
     }
 
     /// Stages a batch stamped at the log end with its term's epoch, beginning that epoch in
-    /// the history first when it is new.
+    /// the history first when it is new, and records an idempotent producer's batch in the
+    /// producer state, on every replica alike, so that the snapshots written at rolls hold
+    /// the producers of the log below them and a replica that becomes leader knows them.
     pub async fn append_entry(&self, batch: Bytes, meta: BatchMeta) -> Result<(), StorageError> {
         assert!(self.commit_end.get().is_some(), "a replica's log");
-        let header = record_batch::header(&batch).expect("a stamped batch");
+        let header = *record_batch::header(&batch).expect("a stamped batch");
         let epoch = LeaderEpoch(header.partition_leader_epoch.get());
         if self.epochs.borrow().latest().map(|(latest, _)| latest) != Some(epoch) {
             self.begin_epoch(epoch).await?;
         }
-        self.log.append(batch, meta)?;
+        let ticket = self.log.append(batch, meta)?;
+        let control = header.attributes.get() & record_batch::ATTRIBUTE_CONTROL != 0;
+        let producer = ProducerAppend::from_header(
+            header.producer_id.get(),
+            header.producer_epoch.get(),
+            header.base_sequence.get(),
+            header.last_offset_delta.get(),
+        );
+        if let Some(producer) = producer.filter(|_| !control) {
+            let batch = ProducerBatch {
+                first_seq: producer.first_seq,
+                last_seq: producer.last_seq,
+                base_offset: meta.base_offset,
+                last_offset: meta.last_offset,
+                timestamp: meta.max_timestamp,
+            };
+            self.producers.borrow_mut().record(&producer, batch, ticket);
+        }
         Ok(())
     }
 

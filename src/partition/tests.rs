@@ -389,3 +389,36 @@ fn the_epoch_history_is_checkpointed_and_rebuilt_with_the_log() {
         log.close().await.unwrap();
     });
 }
+
+/// A replica records every idempotent batch it appends in the producer state, as a leader's
+/// produce does, so that the snapshots written at its rolls hold the producers below them
+/// (an empty snapshot would make a reopened replica forget them).
+#[test]
+fn a_replica_records_producers_as_it_appends_and_snapshots_them() {
+    use super::producer_state::ProducerTable;
+    use crate::storage::batch_meta;
+    run(|dir| async move {
+        let config = config();
+        let log = Log::open(dir.clone(), config.log_config(), BatchCache::new(1 << 20))
+            .await
+            .unwrap();
+        let replica = Partition::open_replica(tp(), config, log, shard_context(), Offset::ZERO)
+            .await
+            .unwrap();
+        let mut end = Offset::ZERO;
+        for sequence in (0..8).map(|batch| 3 * batch) {
+            let mut batch = BytesMut::from(&idempotent(0, sequence, 3)[..]);
+            crate::protocol::record_batch::set_base_offset(&mut batch, end.get());
+            crate::protocol::record_batch::set_partition_leader_epoch(&mut batch, 1);
+            let meta = batch_meta(&batch).unwrap();
+            replica.append_entry(batch.freeze(), meta).await.unwrap();
+            end = replica.flush_entries().await.unwrap();
+        }
+        replica.set_commit_end(end);
+        assert_eq!(replica.producer_count(), 1);
+        let (name, _) = snapshots(&dir).pop().expect("the log rolled");
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let (_, table) = ProducerTable::decode_snapshot(&bytes).unwrap();
+        assert!(table.get(7).is_some(), "the snapshot holds producer 7");
+    });
+}

@@ -17,7 +17,7 @@ use raft::eraftpb::{Entry, EntryType};
 
 use crate::ids::{LeaderEpoch, Offset};
 use crate::protocol::record_batch::{self, ATTRIBUTE_CONTROL};
-use crate::storage::BatchMeta;
+use crate::storage::{batch_meta, BatchMeta};
 
 /// Kafka's control record type for a leader's first entry.
 pub const CONTROL_LEADER_CHANGE: i16 = 2;
@@ -53,7 +53,7 @@ pub fn to_batch(entry: &Entry, offset: Offset) -> Result<(Bytes, BatchMeta), Ent
     };
     record_batch::set_base_offset(&mut batch, offset.get());
     record_batch::set_partition_leader_epoch(&mut batch, epoch.get());
-    let meta = meta_of(&batch).map_err(EntryError::NotABatch)?;
+    let meta = batch_meta(&batch).map_err(EntryError::NotABatch)?;
     Ok((batch.freeze(), meta))
 }
 
@@ -89,18 +89,6 @@ pub fn from_batch(index: u64, batch: &Bytes) -> Result<Entry, EntryError> {
 /// The leader epoch a term is stamped as. Terms count elections and stay far below 2^31.
 pub fn term_epoch(term: u64) -> LeaderEpoch {
     LeaderEpoch(i32::try_from(term).expect("a term fits a leader epoch"))
-}
-
-/// What the log indexes of a stamped batch.
-pub fn meta_of(batch: &[u8]) -> Result<BatchMeta, String> {
-    let header = record_batch::header(batch).ok_or("shorter than a batch header")?;
-    let base_offset = Offset(header.base_offset.get());
-    Ok(BatchMeta {
-        base_offset,
-        last_offset: base_offset + i64::from(header.last_offset_delta.get()),
-        max_timestamp: header.max_timestamp.get(),
-        bytes: batch.len() as u64,
-    })
 }
 
 fn check_one_batch(bytes: &[u8]) -> Result<&record_batch::BatchHeader, EntryError> {

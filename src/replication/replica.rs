@@ -50,7 +50,7 @@ use crate::partition::{Partition, ShardContext, TopicPartition};
 use crate::protocol::record_batch;
 use crate::runtime::{self, clock};
 use crate::seeded::Seeded;
-use crate::storage::{Log, StorageError};
+use crate::storage::{batch_meta, Log, StorageError};
 use crate::sync::Notify;
 use crate::transport::{Address, Transport};
 
@@ -665,7 +665,7 @@ impl Replica {
                     break;
                 }
                 let batch = batches.split_to(length);
-                let Ok(meta) = entries::meta_of(&batch) else {
+                let Ok(meta) = batch_meta(&batch) else {
                     break;
                 };
                 if meta.base_offset != end || meta.last_offset >= to {
@@ -761,7 +761,7 @@ async fn read_from(log: &Log, start: Offset) -> Result<Vec<Bytes>, StorageError>
         let Some(last) = read.last() else {
             return Ok(batches);
         };
-        let meta = entries::meta_of(last).map_err(StorageError::Corrupt)?;
+        let meta = batch_meta(last).map_err(StorageError::Corrupt)?;
         offset = meta.last_offset + 1;
         batches.extend(read);
     }

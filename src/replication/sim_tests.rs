@@ -328,18 +328,27 @@ impl Cluster {
     }
 }
 
-fn payload(number: u64) -> Bytes {
+/// A batch of one record of idempotent producer `producer`, its sequence the payload's
+/// number (which grows for every client).
+fn payload(number: u64, producer: i64) -> Bytes {
     let record = PlainRecord {
         timestamp: 1_700_000_000_000,
         key: None,
         value: Some(Bytes::from(format!("payload-{number}"))),
     };
     let compression = kafka_protocol::records::Compression::None;
-    encode_plain_batch([record], compression).unwrap().freeze()
+    let mut batch = encode_plain_batch([record], compression).unwrap();
+    batch[43..51].copy_from_slice(&producer.to_be_bytes());
+    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+    batch[53..57].copy_from_slice(&(number as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch.freeze()
 }
 
-/// One client: proposes numbered batches to the leader it finds, one at a time.
-async fn client(cluster: Rc<Cluster>, stop: Rc<Latch>) {
+/// One client: proposes numbered batches of its producer to the leader it finds, one at a
+/// time.
+async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
     while !stop.is_raised() {
         let leader = cluster
             .live_replicas()
@@ -354,7 +363,7 @@ async fn client(cluster: Rc<Cluster>, stop: Rc<Latch>) {
             *next += 1;
             *next
         };
-        let proposed = Box::pin(async move { replica.propose(payload(number)).await });
+        let proposed = Box::pin(async move { replica.propose(payload(number, producer)).await });
         let timeout = Box::pin(clock::sleep(PROPOSAL_TIMEOUT));
         match select(proposed, timeout).await {
             Either::Left((Ok(committed), _)) => {
@@ -371,8 +380,8 @@ async fn client(cluster: Rc<Cluster>, stop: Rc<Latch>) {
 async fn simulate(seed: u64, duration: Duration) -> String {
     let cluster = Cluster::new(seed);
     let stop = Rc::new(Latch::default());
-    for _ in 0..CLIENTS {
-        runtime::spawn_local(client(cluster.clone(), stop.clone())).detach();
+    for producer in 0..CLIENTS as i64 {
+        runtime::spawn_local(client(cluster.clone(), 1000 + producer, stop.clone())).detach();
     }
     let end = cluster.now_ms() + duration.as_millis() as i64;
     let mut last_check = 0;
@@ -433,6 +442,11 @@ async fn simulate(seed: u64, duration: Duration) -> String {
             "{name}: offset {} holds another payload than {number}",
             at.base_offset
         );
+    }
+    // Every replica knows every producer, restarted ones from snapshots and the log.
+    for (node, replica) in cluster.live_replicas() {
+        let producers = replica.partition().producer_count();
+        assert_eq!(producers, CLIENTS, "{name}: producers known to node {node}");
     }
     let snapshots = *cluster.snapshots.borrow()
         + (cluster.live_replicas().iter())

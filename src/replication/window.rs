@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entries;
 use crate::ids::Offset;
-use crate::storage::{side_file, StorageError};
+use crate::storage::{batch_meta, side_file, StorageError};
 
 /// The anchor's name in the partition directory.
 pub const ANCHOR_FILE: &str = "raft-anchor";
@@ -126,7 +126,7 @@ impl Window {
             let index = window.last_index() + 1;
             let entry = entries::from_batch(index, batch)
                 .map_err(|error| StorageError::Corrupt(format!("raft entry {index}: {error}")))?;
-            let meta = entries::meta_of(batch).map_err(StorageError::Corrupt)?;
+            let meta = batch_meta(batch).map_err(StorageError::Corrupt)?;
             if meta.base_offset != window.end_offset() {
                 return Err(StorageError::Corrupt(format!(
                     "raft entry {index} begins at {}, not at {}",

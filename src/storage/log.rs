@@ -115,6 +115,18 @@ pub fn stamp_batch(
     (batch.freeze(), meta)
 }
 
+/// What the log indexes of a stamped batch.
+pub fn batch_meta(batch: &[u8]) -> Result<BatchMeta, String> {
+    let header = record_batch::header(batch).ok_or("shorter than a batch header")?;
+    let base_offset = Offset(header.base_offset.get());
+    Ok(BatchMeta {
+        base_offset,
+        last_offset: base_offset + i64::from(header.last_offset_delta.get()),
+        max_timestamp: header.max_timestamp.get(),
+        bytes: batch.len() as u64,
+    })
+}
+
 #[derive(Clone)]
 struct Staged {
     bytes: Bytes,

@@ -45,7 +45,7 @@ pub use cache::BatchCache;
 pub use directory::{is_deletion_name, remove_dir};
 pub use file::{os_error, prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
-pub use log::{flush_lock_waits, stamp_batch, Log, LogConfig};
+pub use log::{batch_meta, flush_lock_waits, stamp_batch, Log, LogConfig};
 pub use read_ahead::ReadAheadStats;
 pub use segment::BatchMeta;
 pub use ticket::{AppendTicket, Settled};
