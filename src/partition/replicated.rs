@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::{Partition, ShardContext, TopicPartition};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::metadata::topic_config::TopicConfig;
-use crate::partition::producer_state::{ProducerAppend, ProducerBatch};
+use crate::partition::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerError};
 use crate::protocol::record_batch;
 use crate::storage::{BatchMeta, Log, StorageError};
 
@@ -108,5 +108,13 @@ impl Partition {
     /// The partition's directory, where the replication layer keeps its anchor.
     pub fn dir(&self) -> &std::path::Path {
         self.log.dir()
+    }
+}
+
+impl Partition {
+    /// Checks an idempotent batch a leader is about to propose against the producers of the
+    /// batches its log holds (see `Producers::check`).
+    pub fn check_producer(&self, append: &ProducerAppend) -> Result<Checked, ProducerError> {
+        self.producers.borrow().check(append)
     }
 }

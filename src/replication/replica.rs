@@ -46,6 +46,9 @@ use super::window::{decode_position, Anchor, Window, WindowStorage};
 use crate::ids::{NodeId, Offset};
 use crate::limits;
 use crate::metadata::topic_config::TopicConfig;
+use crate::partition::producer_state::{
+    last_sequence, Checked, ProducerAppend, ProducerBatch, ProducerError,
+};
 use crate::partition::{Partition, ShardContext, TopicPartition};
 use crate::protocol::record_batch;
 use crate::runtime::{self, clock};
@@ -98,6 +101,9 @@ pub enum ProposeError {
     NotCommitted,
     #[error("the replica stopped")]
     Stopped,
+    /// An idempotent producer's batch out of sequence or of a fenced epoch.
+    #[error("{0}")]
+    Producer(#[from] ProducerError),
 }
 
 /// Where a committed proposal's batch lies in the log.
@@ -111,8 +117,13 @@ pub struct Committed {
 type Answer = oneshot::Sender<Result<Committed, ProposeError>>;
 
 struct Waiter {
+    /// The term the entry at the waited index must have: if another term's entry took its
+    /// place, what was proposed is lost.
     term: u64,
     answer: Answer,
+    /// For the retry of a batch the log holds already: its offsets, committed once the
+    /// waited index is.
+    duplicate_of: Option<(Offset, Offset)>,
 }
 
 /// Work queued for the driver (see the module documentation).
@@ -139,7 +150,7 @@ pub struct Replica {
     partition: Rc<Partition>,
     pending: RefCell<Pending>,
     wake: Notify,
-    waiters: RefCell<BTreeMap<u64, Waiter>>,
+    waiters: RefCell<BTreeMap<u64, Vec<Waiter>>>,
     copies: RefCell<HashMap<u64, oneshot::Sender<Option<Bytes>>>>,
     next_copy_id: Cell<u64>,
     applied: Cell<u64>,
@@ -148,6 +159,8 @@ pub struct Replica {
     random: RefCell<Seeded>,
     /// The (term, leader) last logged.
     leadership: Cell<(u64, u64)>,
+    /// Whether this replica led after the last ready.
+    leading: Cell<bool>,
     /// Snapshots installed since open (a follower caught up by copying).
     snapshots_installed: Cell<u64>,
     stopped: Cell<bool>,
@@ -222,6 +235,7 @@ impl Replica {
             anchored_base: Cell::new(anchor.base_index),
             random: RefCell::new(Seeded::new(spec.seed)),
             leadership: Cell::new((0, 0)),
+            leading: Cell::new(false),
             snapshots_installed: Cell::new(0),
             stopped: Cell::new(false),
         });
@@ -328,13 +342,13 @@ impl Replica {
                     self.stopped.set(true);
                     break;
                 }
-                self.log_leadership();
+                self.leadership_changed();
                 continue;
             }
             woken.await;
         }
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for (_, waiter) in waiters {
+        for waiter in waiters.into_values().flatten() {
             let _ = waiter.answer.send(Err(ProposeError::Stopped));
         }
         for (_, answer) in std::mem::take(&mut self.pending.borrow_mut().proposals) {
@@ -358,8 +372,9 @@ impl Replica {
                 node.report_snapshot(follower, SnapshotStatus::Finish);
             }
         });
+        let mut accepted = HashMap::new();
         for (batch, answer) in pending.proposals {
-            self.propose_now(batch, answer);
+            self.propose_now(batch, answer, &mut accepted);
         }
         for (to, id, from, end) in pending.copy_requests {
             let replica = self.clone();
@@ -367,15 +382,33 @@ impl Replica {
         }
     }
 
-    fn propose_now(&self, batch: Bytes, answer: Answer) {
-        let proposed = self.with_node(|node| {
-            let leader = node.raft.leader_id;
-            let not_leader = ProposeError::NotLeader {
-                leader: (leader != raft::INVALID_ID).then(|| node_of(leader)),
-            };
-            if node.raft.state != StateRole::Leader {
-                return Err(not_leader);
+    /// Proposes one batch, unless its idempotent producer's state refuses it or it is the
+    /// retry of a batch the log holds (answered with that batch's offsets once committed).
+    /// `accepted` holds the producers' batches proposed earlier in the same step: they are
+    /// not in the log yet, and the next batch of the same producer must follow them.
+    fn propose_now(&self, batch: Bytes, answer: Answer, accepted: &mut HashMap<i64, Accepted>) {
+        let producer = producer_of(&batch);
+        let checked = match self.check_leader(producer.as_ref(), accepted) {
+            Ok(checked) => checked,
+            Err(error) => {
+                let _ = answer.send(Err(error));
+                return;
             }
+        };
+        if let ProducerCheck::InFlight(index, term) = checked {
+            self.wait(index, term, answer, None);
+            return;
+        }
+        if let ProducerCheck::Duplicate(original) = checked {
+            let node = self.node.borrow();
+            let last = node.raft.raft_log.last_index();
+            let term = node.raft.raft_log.term(last).unwrap_or(0);
+            drop(node);
+            let offsets = (original.base_offset, original.last_offset);
+            self.wait(last, term, answer, Some(offsets));
+            return;
+        }
+        let proposed = self.with_node(|node| {
             let mut message = Message::default();
             message.set_msg_type(MessageType::MsgPropose);
             message.from = node.raft.id;
@@ -385,19 +418,75 @@ impl Replica {
             };
             message.set_entries(vec![entry].into());
             // Dropped while a leadership transfer is under way.
+            let not_leader = ProposeError::NotLeader {
+                leader: Some(self.me),
+            };
             node.raft.step(message).map_err(|_| not_leader)?;
             Ok((node.raft.raft_log.last_index(), node.raft.term))
         });
         match proposed {
             Ok((index, term)) => {
-                self.waiters
-                    .borrow_mut()
-                    .insert(index, Waiter { term, answer });
+                if let Some(producer) = producer {
+                    let batch = Accepted {
+                        epoch: producer.epoch,
+                        first_seq: producer.first_seq,
+                        last_seq: producer.last_seq,
+                        index,
+                        term,
+                    };
+                    accepted.insert(producer.producer_id, batch);
+                }
+                self.wait(index, term, answer, None);
             }
             Err(error) => {
                 let _ = answer.send(Err(error));
             }
         }
+    }
+
+    /// Whether this replica leads and may take the batch of `producer`. A new leader takes
+    /// no batch until it has appended its term's first entry: only then does its log, and so
+    /// its producer state, hold every entry of earlier terms it will keep.
+    fn check_leader(
+        &self,
+        producer: Option<&ProducerAppend>,
+        accepted: &HashMap<i64, Accepted>,
+    ) -> Result<ProducerCheck, ProposeError> {
+        {
+            let node = self.node.borrow();
+            let leader = node.raft.leader_id;
+            if node.raft.state != StateRole::Leader {
+                let leader = (leader != raft::INVALID_ID).then(|| node_of(leader));
+                return Err(ProposeError::NotLeader { leader });
+            }
+            if self.window.borrow().last_term() != node.raft.term {
+                let leader = Some(self.me);
+                return Err(ProposeError::NotLeader { leader });
+            }
+        }
+        let Some(producer) = producer else {
+            return Ok(ProducerCheck::New);
+        };
+        if let Some(earlier) = accepted.get(&producer.producer_id) {
+            return earlier.check(producer);
+        }
+        match self.partition.check_producer(producer)? {
+            Checked::New => Ok(ProducerCheck::New),
+            Checked::Duplicate(original) => Ok(ProducerCheck::Duplicate(original)),
+        }
+    }
+
+    fn wait(&self, index: u64, term: u64, answer: Answer, duplicate_of: Option<(Offset, Offset)>) {
+        let waiter = Waiter {
+            term,
+            answer,
+            duplicate_of,
+        };
+        self.waiters
+            .borrow_mut()
+            .entry(index)
+            .or_default()
+            .push(waiter);
     }
 
     /// Runs `step` on the node, then draws a new election timeout from the replica's seed
@@ -426,15 +515,28 @@ impl Replica {
         node.raft.set_randomized_election_timeout(timeout as usize);
     }
 
-    fn log_leadership(&self) {
-        let now = {
+    /// After a ready: logs a new leader, and when this replica stopped leading, answers
+    /// every waiting proposal NotLeader, as Kafka answers a produce waiting in purgatory
+    /// when its leader moves. Whether such an entry commits is unknown until the new
+    /// leader's log reaches this replica; an idempotent producer's retry finds out (it is
+    /// answered as a duplicate if it did).
+    fn leadership_changed(&self) {
+        let (now, leading) = {
             let node = self.node.borrow();
-            (node.raft.term, node.raft.leader_id)
+            let now = (node.raft.term, node.raft.leader_id);
+            (now, node.raft.state == StateRole::Leader)
         };
         if now != self.leadership.replace(now) && now.1 != raft::INVALID_ID {
             let (term, leader) = (now.0, node_of(now.1));
             let me = self.me;
             tracing::debug!(group = self.group, term, %leader, %me, "leader elected");
+        }
+        if self.leading.replace(leading) && !leading {
+            let leader = (now.1 != raft::INVALID_ID).then(|| node_of(now.1));
+            let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+            for waiter in waiters.into_values().flatten() {
+                let _ = waiter.answer.send(Err(ProposeError::NotLeader { leader }));
+            }
         }
     }
 
@@ -545,17 +647,22 @@ impl Replica {
             std::mem::replace(&mut *waiters, later)
         };
         let window = self.window.borrow();
-        for (index, waiter) in answered {
-            let kept = window.entry(index).is_some_and(|e| e.term == waiter.term);
-            let answer = match kept {
-                true => Ok(Committed {
-                    index,
-                    base_offset: window.end_of(index - 1),
-                    last_offset: window.end_of(index) - 1,
-                }),
-                false => Err(ProposeError::NotCommitted),
-            };
-            let _ = waiter.answer.send(answer);
+        for (index, waiters) in answered {
+            for waiter in waiters {
+                let kept = window.entry(index).is_some_and(|e| e.term == waiter.term);
+                let (base_offset, last_offset) = waiter
+                    .duplicate_of
+                    .unwrap_or_else(|| (window.end_of(index - 1), window.end_of(index) - 1));
+                let answer = match kept {
+                    true => Ok(Committed {
+                        index,
+                        base_offset,
+                        last_offset,
+                    }),
+                    false => Err(ProposeError::NotCommitted),
+                };
+                let _ = waiter.answer.send(answer);
+            }
         }
     }
 
@@ -586,7 +693,7 @@ impl Replica {
 
     fn fail_waiters_from(&self, index: u64) {
         let failed = self.waiters.borrow_mut().split_off(&index);
-        for (_, waiter) in failed {
+        for waiter in failed.into_values().flatten() {
             let _ = waiter.answer.send(Err(ProposeError::NotCommitted));
         }
     }
@@ -748,6 +855,68 @@ impl Replica {
         };
         self.transport.send(requester, reply.encode());
     }
+}
+
+/// A batch of an idempotent producer proposed earlier in the same step.
+struct Accepted {
+    epoch: i16,
+    first_seq: i32,
+    last_seq: i32,
+    index: u64,
+    term: u64,
+}
+
+impl Accepted {
+    /// The next batch of the same producer must follow this one (or begin a new epoch at
+    /// sequence 0); the same batch again (a retry) waits for it.
+    fn check(&self, next: &ProducerAppend) -> Result<ProducerCheck, ProposeError> {
+        if next.epoch == self.epoch && next.first_seq == self.first_seq {
+            return Ok(ProducerCheck::InFlight(self.index, self.term));
+        }
+        let expected = last_sequence(self.last_seq, 1);
+        let bumped = next.epoch > self.epoch && next.first_seq == 0;
+        if bumped || (next.epoch == self.epoch && next.first_seq == expected) {
+            return Ok(ProducerCheck::New);
+        }
+        let producer_id = next.producer_id;
+        Err(match next.epoch < self.epoch {
+            true => ProducerError::InvalidEpoch {
+                producer_id,
+                epoch: next.epoch,
+                current: self.epoch,
+            },
+            false => ProducerError::OutOfOrder {
+                producer_id,
+                sequence: next.first_seq,
+                expected: expected.into(),
+            },
+        }
+        .into())
+    }
+}
+
+/// What the leader does with a proposal.
+enum ProducerCheck {
+    /// Propose it.
+    New,
+    /// The retry of a batch in the log: answer with its offsets once committed.
+    Duplicate(ProducerBatch),
+    /// The retry of a batch proposed in the same step: wait for that entry.
+    InFlight(u64, u64),
+}
+
+/// The idempotent producer of a client batch, if it has one.
+fn producer_of(batch: &[u8]) -> Option<ProducerAppend> {
+    let header = record_batch::header(batch)?;
+    if header.attributes.get() & record_batch::ATTRIBUTE_CONTROL != 0 {
+        return None;
+    }
+    ProducerAppend::from_header(
+        header.producer_id.get(),
+        header.producer_epoch.get(),
+        header.base_sequence.get(),
+        header.last_offset_delta.get(),
+    )
 }
 
 /// Every batch of `log` from `start` to its end.

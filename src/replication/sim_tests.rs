@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::future::{select, Either};
 use glommio::Latency;
 
-use super::replica::{Committed, Replica, ReplicaConfig, ReplicaSpec};
+use super::replica::{Committed, ProposeError, Replica, ReplicaConfig, ReplicaSpec};
 use super::replicas::Replicas;
 use crate::ids::{NodeId, Offset, PartitionId, ShardId};
 use crate::metadata::topic_config::{TimestampType, TopicConfig};
@@ -111,6 +111,12 @@ struct Cluster {
     crashes: RefCell<u64>,
     /// Snapshots installed by replicas that have since died.
     snapshots: RefCell<u64>,
+    /// The chance of a crash, and of an isolated node, per draw of the fault schedule: from
+    /// one every 10 s to three a second, as the seed says.
+    crash_per_million: u32,
+    /// A crashed node restarts within this many milliseconds: quickly (a supervisor's
+    /// restart, back within the term it crashed in) or slowly, as the seed says.
+    restart_ms_max: u64,
     /// Link cuts to heal, with when.
     heal_at_ms: RefCell<Option<i64>>,
 }
@@ -122,9 +128,14 @@ impl Cluster {
             flush_queue: runtime::task_queue("flush", 1000, Latency::NotImportant),
             metrics: Rc::new(ShardMetrics::new(1)),
         });
+        let mut random = Seeded::new(seed);
+        let crash_per_million = 1_000 + random.below(29_000) as u32;
+        let restart_ms_max = if random.coin() { 100 } else { 3_000 };
         let cluster = Rc::new(Cluster {
             name: format!("seed {seed}"),
-            random: RefCell::new(Seeded::new(seed)),
+            random: RefCell::new(random),
+            crash_per_million,
+            restart_ms_max,
             clock,
             network: SimNetwork::new(seed ^ 0x5eed, Faults::default()),
             shard,
@@ -259,7 +270,8 @@ impl Cluster {
         }
     }
 
-    /// One draw of the fault schedule, about every 10 ms of simulated time.
+    /// One draw of the fault schedule, every 10 ms of simulated time: crashes and isolated
+    /// nodes (for 0.2 to 3.2 s) at the seed's rate, new drop and delay rates about every 2 s.
     fn inject_faults(&self) {
         let now = self.now_ms();
         if self.heal_at_ms.borrow().is_some_and(|at| at <= now) {
@@ -267,14 +279,14 @@ impl Cluster {
             *self.heal_at_ms.borrow_mut() = None;
         }
         let mut random = self.random.borrow_mut();
-        if random.chance(3_000) {
+        if random.chance(self.crash_per_million) {
             let index = random.below(NODES as u64) as usize;
-            let restart_after = 100 + random.below(3_000) as i64;
+            let restart_after = 10 + random.below(self.restart_ms_max) as i64;
             drop(random);
             self.crash(index, restart_after);
             return;
         }
-        if random.chance(3_000) && self.heal_at_ms.borrow().is_none() {
+        if random.chance(self.crash_per_million) && self.heal_at_ms.borrow().is_none() {
             let isolated = NodeId(random.below(NODES as u64) as i32);
             let others: Vec<NodeId> = (0..NODES).map(NodeId).filter(|n| *n != isolated).collect();
             self.network.partition(&[isolated], &others);
@@ -328,9 +340,8 @@ impl Cluster {
     }
 }
 
-/// A batch of one record of idempotent producer `producer`, its sequence the payload's
-/// number (which grows for every client).
-fn payload(number: u64, producer: i64) -> Bytes {
+/// A batch of one record `payload-<number>` of idempotent producer `producer` at `sequence`.
+fn payload(number: u64, producer: i64, sequence: i32) -> Bytes {
     let record = PlainRecord {
         timestamp: 1_700_000_000_000,
         key: None,
@@ -340,15 +351,17 @@ fn payload(number: u64, producer: i64) -> Bytes {
     let mut batch = encode_plain_batch([record], compression).unwrap();
     batch[43..51].copy_from_slice(&producer.to_be_bytes());
     batch[51..53].copy_from_slice(&0i16.to_be_bytes());
-    batch[53..57].copy_from_slice(&(number as i32).to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
     let crc = crc32c::crc32c(&batch[21..]);
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
     batch.freeze()
 }
 
-/// One client: proposes numbered batches of its producer to the leader it finds, one at a
-/// time.
+/// One client: an idempotent producer that proposes numbered batches to the leader it
+/// finds, one at a time, and retries each (same sequence) until it is acknowledged.
 async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
+    let mut sequence = 0;
+    let mut unacknowledged = None;
     while !stop.is_raised() {
         let leader = cluster
             .live_replicas()
@@ -358,21 +371,44 @@ async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
             clock::sleep(TICK).await;
             continue;
         };
-        let number = {
+        let number = *unacknowledged.get_or_insert_with(|| {
             let mut next = cluster.next_payload.borrow_mut();
             *next += 1;
             *next
-        };
-        let proposed = Box::pin(async move { replica.propose(payload(number, producer)).await });
+        });
+        let batch = payload(number, producer, sequence);
+        let proposed = Box::pin(async move { replica.propose(batch).await });
         let timeout = Box::pin(clock::sleep(PROPOSAL_TIMEOUT));
         match select(proposed, timeout).await {
             Either::Left((Ok(committed), _)) => {
-                cluster.acked.borrow_mut().push((number, committed))
+                cluster.acked.borrow_mut().push((number, committed));
+                unacknowledged = None;
+                sequence += 1;
+            }
+            Either::Left((Err(ProposeError::Producer(error)), _)) => {
+                panic!(
+                    "{}: the retry of a batch in order refused: {error}",
+                    cluster.name
+                )
             }
             Either::Left((Err(_), _)) => clock::sleep(TICK).await,
             Either::Right(_) => {}
         }
     }
+}
+
+/// The number of a batch's `payload-<number>` record.
+fn payload_number(batch: &[u8]) -> Option<u64> {
+    let tag = b"payload-";
+    let at = batch.windows(tag.len()).position(|window| window == tag)? + tag.len();
+    let digits = batch[at..]
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&batch[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Runs one seed for `duration` of faults, then heals and checks the end state. Returns a
@@ -384,10 +420,13 @@ async fn simulate(seed: u64, duration: Duration) -> String {
         runtime::spawn_local(client(cluster.clone(), 1000 + producer, stop.clone())).detach();
     }
     let end = cluster.now_ms() + duration.as_millis() as i64;
-    let mut last_check = 0;
+    let (mut last_check, mut last_faults) = (0, 0);
     while cluster.now_ms() < end {
         cluster.step().await;
-        cluster.inject_faults();
+        if cluster.now_ms() - last_faults >= 10 {
+            cluster.inject_faults();
+            last_faults = cluster.now_ms();
+        }
         cluster.restart_due(seed);
         if cluster.now_ms() - last_check >= 50 {
             cluster.check().await;
@@ -433,15 +472,24 @@ async fn simulate(seed: u64, duration: Duration) -> String {
                 at.base_offset
             )
         });
-        let expected = format!("payload-{number}");
-        let found = batch
-            .windows(expected.len())
-            .any(|window| window == expected.as_bytes());
-        assert!(
+        let found = payload_number(batch);
+        assert_eq!(
             found,
-            "{name}: offset {} holds another payload than {number}",
+            Some(*number),
+            "{name}: the payload at {}",
             at.base_offset
         );
+    }
+    // Retries were deduplicated: no payload is in the log twice.
+    let mut seen = HashMap::new();
+    for (offset, batch) in committed.iter() {
+        if let Some(number) = payload_number(batch) {
+            let first = seen.insert(number, *offset);
+            assert!(
+                first.is_none(),
+                "{name}: payload {number} at {first:?} and {offset}"
+            );
+        }
     }
     // Every replica knows every producer, restarted ones from snapshots and the log.
     for (node, replica) in cluster.live_replicas() {

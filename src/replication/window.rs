@@ -169,6 +169,13 @@ impl Window {
         self.base_index + self.slots.len() as u64
     }
 
+    /// The term of the last entry (of the base when the window is empty).
+    pub fn last_term(&self) -> u64 {
+        self.slots
+            .back()
+            .map_or(self.base_term, |slot| slot.entry.term)
+    }
+
     pub fn base_index(&self) -> u64 {
         self.base_index
     }
