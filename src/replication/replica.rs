@@ -726,23 +726,31 @@ impl Replica {
     }
 
     /// Step 2: makes the log equal the leader's up to the snapshot's position.
+    ///
+    /// The batches are copied from this replica's commit point on (below it every replica
+    /// holds the same), and the ones this log holds already are compared, not rewritten: the
+    /// log is cut only where it differs from the leader's. Entries this replica acknowledged
+    /// to the leader are the leader's own and never differ, so a crash in the middle of an
+    /// install never loses an acknowledged entry (Raft's followers must not).
     async fn install(self: &Rc<Self>, snapshot: &Snapshot) -> Result<(), StorageError> {
         let target = decode_position(snapshot.get_data())
             .ok_or_else(|| StorageError::Corrupt("a snapshot without a position".into()))?;
-        let (kept, kept_end, log_end) = {
+        let (kept, kept_end) = {
             let window = self.window.borrow();
             let committed = window.hard_state().commit.min(window.last_index());
             let kept = committed.max(window.base_index());
-            (kept, window.end_of(kept), window.end_offset())
+            (kept, window.end_of(kept))
         };
         assert!(kept_end <= target, "a snapshot behind the commit point");
-        if log_end > kept_end {
-            // Past the commit point this log may differ from the leader's.
-            self.window.borrow_mut().truncate_from(kept + 1);
-            self.fail_waiters_from(kept + 1);
-            self.partition.truncate_suffix(kept_end).await?;
+        self.copy(kept + 1, kept_end, target).await?;
+        if self.window.borrow().end_offset() > target {
+            // Not reached: a log that equals the leader's up to the snapshot holds its entry,
+            // and raft-rs then commits instead of restoring.
+            let index = snapshot.get_metadata().index;
+            return Err(StorageError::Corrupt(format!(
+                "the log matches snapshot {index} past its position {target}"
+            )));
         }
-        self.copy(kept_end, target).await?;
         self.window.borrow_mut().restore(snapshot, target);
         self.write_anchor().await?;
         self.snapshots_installed
@@ -752,9 +760,15 @@ impl Replica {
         Ok(())
     }
 
-    /// Copies the batches `[from, to)` from peers (the leader first, then the others in
-    /// turn) and flushes them.
-    async fn copy(self: &Rc<Self>, from: Offset, to: Offset) -> Result<(), StorageError> {
+    /// Copies the batches `[from, to)`, the first of them entry `index`, from peers (the
+    /// leader first, then the others in turn): those the log holds already are compared, the
+    /// log is cut at the first that differs, the rest are appended and flushed.
+    async fn copy(
+        self: &Rc<Self>,
+        mut index: u64,
+        from: Offset,
+        to: Offset,
+    ) -> Result<(), StorageError> {
         let mut end = from;
         let mut attempt = 0;
         while end < to {
@@ -767,6 +781,7 @@ impl Replica {
                 continue;
             };
             let before = end;
+            let mut appended = false;
             while let Ok(length) = record_batch::declared_batch_bytes(&batches) {
                 if length > batches.len() {
                     break;
@@ -778,15 +793,41 @@ impl Replica {
                 if meta.base_offset != end || meta.last_offset >= to {
                     break;
                 }
+                if self.holds(index, &batch)? {
+                    end = meta.last_offset + 1;
+                    index += 1;
+                    continue;
+                }
+                if self.window.borrow().last_index() >= index {
+                    self.window.borrow_mut().truncate_from(index);
+                    self.fail_waiters_from(index);
+                    self.partition.truncate_suffix(end).await?;
+                }
                 self.partition.append_entry(batch, meta).await?;
+                appended = true;
                 end = meta.last_offset + 1;
+                index += 1;
+            }
+            if appended {
+                self.partition.flush_entries().await?;
             }
             if end > before {
-                self.partition.flush_entries().await?;
                 attempt = 0;
             }
         }
         Ok(())
+    }
+
+    /// Whether the window's entry `index` is stored as exactly `batch`.
+    fn holds(&self, index: u64, batch: &Bytes) -> Result<bool, StorageError> {
+        let window = self.window.borrow();
+        let Some(entry) = window.entry(index) else {
+            return Ok(false);
+        };
+        let offset = window.end_of(index - 1);
+        let (stored, _) = entries::to_batch(entry, offset)
+            .map_err(|error| StorageError::Corrupt(format!("raft entry {index}: {error}")))?;
+        Ok(stored == *batch)
     }
 
     /// The peer to ask on the `attempt`-th try: the leader, then every other voter in turn.
