@@ -102,16 +102,12 @@ impl Partition {
     ) -> Result<Vec<Bytes>, StorageError> {
         self.log.read(offset, max_bytes, bound).await
     }
-}
 
-impl Partition {
     /// The partition's directory, where the replication layer keeps its anchor.
     pub fn dir(&self) -> &std::path::Path {
         self.log.dir()
     }
-}
 
-impl Partition {
     /// Checks an idempotent batch a leader is about to propose against the producers of the
     /// batches its log holds (see `Producers::check`).
     pub fn check_producer(&self, append: &ProducerAppend) -> Result<Checked, ProducerError> {
