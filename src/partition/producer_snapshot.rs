@@ -14,7 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::limits::PRODUCER_SNAPSHOT_BYTES_MAX;
-use crate::partition::producer_state::{ProducerAppend, ProducerBatch, ProducerTable};
+use crate::partition::producer_state::{stored_batch_producer, ProducerTable};
 use crate::protocol::record_batch;
 use crate::storage::{side_file, Log, StorageError};
 
@@ -112,28 +112,9 @@ pub async fn rebuild(log: &Log) -> Result<(ProducerTable, Option<Offset>), Stora
 /// Records a batch read back from the log (checked by the read) if it has a producer id and
 /// starts at or past `from`, the offset of the snapshot the table was loaded from.
 fn record_stored_batch(table: &mut ProducerTable, batch: &[u8], from: Offset) {
-    let Some(header) = record_batch::header(batch) else {
-        return;
-    };
-    let base_offset = Offset(header.base_offset.get());
-    let last_offset_delta = header.last_offset_delta.get();
-    if base_offset < from || header.attributes.get() & record_batch::ATTRIBUTE_CONTROL != 0 {
-        return;
-    }
-    let producer = ProducerAppend::from_header(
-        header.producer_id.get(),
-        header.producer_epoch.get(),
-        header.base_sequence.get(),
-        last_offset_delta,
-    );
-    if let Some(producer) = producer {
-        let batch = ProducerBatch {
-            first_seq: producer.first_seq,
-            last_seq: producer.last_seq,
-            base_offset,
-            last_offset: base_offset + i64::from(last_offset_delta),
-            timestamp: header.max_timestamp.get(),
-        };
-        table.record(producer.producer_id, producer.epoch, batch);
+    if let Some((producer, batch)) = stored_batch_producer(batch) {
+        if batch.base_offset >= from {
+            table.record(producer.producer_id, producer.epoch, batch);
+        }
     }
 }

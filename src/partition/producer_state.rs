@@ -67,6 +67,32 @@ impl ProducerAppend {
     }
 }
 
+/// The idempotent producer of a stamped batch (read back from the log, or about to be
+/// appended at the offsets it carries) and the batch as the producer state records it; None
+/// for a batch without a producer id, a control batch, or bytes shorter than a header.
+pub fn stored_batch_producer(batch: &[u8]) -> Option<(ProducerAppend, ProducerBatch)> {
+    let header = crate::protocol::record_batch::header(batch)?;
+    if header.attributes.get() & crate::protocol::record_batch::ATTRIBUTE_CONTROL != 0 {
+        return None;
+    }
+    let last_offset_delta = header.last_offset_delta.get();
+    let producer = ProducerAppend::from_header(
+        header.producer_id.get(),
+        header.producer_epoch.get(),
+        header.base_sequence.get(),
+        last_offset_delta,
+    )?;
+    let base_offset = Offset(header.base_offset.get());
+    let batch = ProducerBatch {
+        first_seq: producer.first_seq,
+        last_seq: producer.last_seq,
+        base_offset,
+        last_offset: base_offset + i64::from(last_offset_delta),
+        timestamp: header.max_timestamp.get(),
+    };
+    Some((producer, batch))
+}
+
 /// The sequence of a batch's last record: clients number records modulo 2^31, so a batch
 /// starting near `i32::MAX` wraps to 0.
 pub fn last_sequence(base_sequence: i32, last_offset_delta: i32) -> i32 {

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use super::{Partition, ShardContext, TopicPartition};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::metadata::topic_config::TopicConfig;
-use crate::partition::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerError};
+use crate::partition::producer_state::{
+    stored_batch_producer, Checked, ProducerAppend, ProducerError,
+};
 use crate::protocol::record_batch;
 use crate::storage::{BatchMeta, Log, StorageError};
 
@@ -48,22 +50,9 @@ impl Partition {
         if self.epochs.borrow().latest().map(|(latest, _)| latest) != Some(epoch) {
             self.begin_epoch(epoch).await?;
         }
+        let batch_bytes = batch.clone();
         let ticket = self.log.append(batch, meta)?;
-        let control = header.attributes.get() & record_batch::ATTRIBUTE_CONTROL != 0;
-        let producer = ProducerAppend::from_header(
-            header.producer_id.get(),
-            header.producer_epoch.get(),
-            header.base_sequence.get(),
-            header.last_offset_delta.get(),
-        );
-        if let Some(producer) = producer.filter(|_| !control) {
-            let batch = ProducerBatch {
-                first_seq: producer.first_seq,
-                last_seq: producer.last_seq,
-                base_offset: meta.base_offset,
-                last_offset: meta.last_offset,
-                timestamp: meta.max_timestamp,
-            };
+        if let Some((producer, batch)) = stored_batch_producer(&batch_bytes) {
             self.producers.borrow_mut().record(&producer, batch, ticket);
         }
         Ok(())

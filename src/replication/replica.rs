@@ -47,7 +47,7 @@ use crate::ids::{NodeId, Offset};
 use crate::limits;
 use crate::metadata::topic_config::TopicConfig;
 use crate::partition::producer_state::{
-    last_sequence, Checked, ProducerAppend, ProducerBatch, ProducerError,
+    last_sequence, stored_batch_producer, Checked, ProducerAppend, ProducerBatch, ProducerError,
 };
 use crate::partition::{Partition, ShardContext, TopicPartition};
 use crate::protocol::record_batch;
@@ -387,7 +387,7 @@ impl Replica {
     /// `accepted` holds the producers' batches proposed earlier in the same step: they are
     /// not in the log yet, and the next batch of the same producer must follow them.
     fn propose_now(&self, batch: Bytes, answer: Answer, accepted: &mut HashMap<i64, Accepted>) {
-        let producer = producer_of(&batch);
+        let producer = stored_batch_producer(&batch).map(|(producer, _)| producer);
         let checked = match self.check_leader(producer.as_ref(), accepted) {
             Ok(checked) => checked,
             Err(error) => {
@@ -944,20 +944,6 @@ enum ProducerCheck {
     Duplicate(ProducerBatch),
     /// The retry of a batch proposed in the same step: wait for that entry.
     InFlight(u64, u64),
-}
-
-/// The idempotent producer of a client batch, if it has one.
-fn producer_of(batch: &[u8]) -> Option<ProducerAppend> {
-    let header = record_batch::header(batch)?;
-    if header.attributes.get() & record_batch::ATTRIBUTE_CONTROL != 0 {
-        return None;
-    }
-    ProducerAppend::from_header(
-        header.producer_id.get(),
-        header.producer_epoch.get(),
-        header.base_sequence.get(),
-        header.last_offset_delta.get(),
-    )
 }
 
 /// Every batch of `log` from `start` to its end.
