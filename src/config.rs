@@ -18,7 +18,9 @@ use crate::runtime::CpuList;
 use crate::security::sasl::SaslMechanism;
 use crate::security::tls::{ClientAuth, TlsSettings};
 
+mod cluster;
 mod listeners;
+pub use cluster::ClusterConfig;
 pub use listeners::ListenerConfig;
 
 /// Flags of `corelog serve`. Each may also come from `CORELOG_<NAME>` or the TOML file.
@@ -94,6 +96,14 @@ pub struct ServeArgs {
     /// This broker's node id [default: 0].
     #[arg(long, env = "CORELOG_NODE_ID")]
     pub node_id: Option<i32>,
+    /// Address of the node-to-node listener (Raft between the nodes of a cluster); with
+    /// --controller-quorum-voters [default: none, a single-node broker].
+    #[arg(long, env = "CORELOG_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
+    /// The metadata quorum's voters as ID@HOST:PORT,... (their --cluster-listen addresses;
+    /// controller.quorum.voters); nodes given the same voters form one cluster.
+    #[arg(long, env = "CORELOG_CONTROLLER_QUORUM_VOTERS")]
+    pub controller_quorum_voters: Option<String>,
     /// Create unknown topics on Metadata and Produce requests [default: true].
     #[arg(long, env = "CORELOG_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -203,6 +213,8 @@ pub struct FileConfig {
     shards: Option<usize>,
     cpus: Option<String>,
     node_id: Option<i32>,
+    cluster_listen: Option<String>,
+    controller_quorum_voters: Option<String>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     segment_bytes: Option<u64>,
@@ -387,6 +399,8 @@ pub struct Config {
     /// See `ExecutorPlan::cpus`.
     pub cpus: Option<CpuList>,
     pub node_id: NodeId,
+    /// None for a single-node broker.
+    pub cluster: Option<ClusterConfig>,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub topic_defaults: TopicDefaults,
@@ -471,6 +485,16 @@ impl Config {
             file.data_dir,
             PathBuf::from("./data"),
         );
+        let node_id = NodeId(pick(args.node_id, file.node_id, 0));
+        let cluster = cluster::resolve(
+            node_id,
+            args.cluster_listen
+                .as_deref()
+                .or(file.cluster_listen.as_deref()),
+            args.controller_quorum_voters
+                .as_deref()
+                .or(file.controller_quorum_voters.as_deref()),
+        )?;
         let config = Config {
             data_dir: absolute_data_dir(&data_dir)?,
             listeners,
@@ -478,7 +502,8 @@ impl Config {
             security,
             shards,
             cpus,
-            node_id: NodeId(pick(args.node_id, file.node_id, 0)),
+            node_id,
+            cluster,
             auto_create_topics: pick(args.auto_create_topics, file.auto_create_topics, true),
             num_partitions: pick(args.num_partitions, file.num_partitions, 1),
             topic_defaults: defaults,

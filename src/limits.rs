@@ -160,6 +160,18 @@ pub const REPLICA_COPY_TIMEOUT_MS: u64 = 1_000;
 /// The anchor's base is written again once it lags the window's by this many entries, so that
 /// an open rebuilds at most this many entries more than the window holds.
 pub const REPLICA_ANCHOR_LAG_ENTRIES_MAX: u64 = 10_000;
+/// How long a controller call forwarded to the metadata leader on another node waits for its
+/// answer before the caller is told NOT_CONTROLLER (and retries, as Kafka clients do).
+pub const CONTROLLER_CALL_TIMEOUT_MS: u64 = 10_000;
+/// How long a new metadata leader waits to have applied its whole log before it serves a
+/// controller call; past it the call is answered NOT_CONTROLLER.
+pub const CONTROLLER_CATCH_UP_TIMEOUT_MS: u64 = 5_000;
+/// How often a node that is not registered with the controller (or changed its listeners)
+/// tries again.
+pub const BROKER_REGISTRATION_RETRY_MS: u64 = 500;
+/// Segment size of the metadata log.
+pub const METADATA_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+const _: () = assert!(METADATA_SEGMENT_BYTES >= SEGMENT_BYTES_MIN);
 const _: () = assert!(REPLICATION_HEARTBEAT_TICKS * 3 <= REPLICATION_ELECTION_TICKS);
 const _: () = assert!(REPLICA_COPY_BYTES_MAX + 64 <= CLUSTER_PAYLOAD_BYTES_MAX);
 const _: () =

@@ -41,6 +41,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         data_dir = %config.data_dir.display(),
         listeners = ?config.listeners.iter().map(|l| l.bind).collect::<Vec<_>>(),
+        cluster = ?config.cluster.as_ref().map(|c| c.listen),
         shards = config.shards,
         cpus = ?config.cpus,
         "starting corelog"
@@ -88,8 +89,15 @@ pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<File> {
 /// (io_uring tears its ring down asynchronously), so a busy port is retried for a few seconds.
 fn check_ports_free(config: &Config) -> anyhow::Result<()> {
     let deadline = Instant::now() + PORT_WAIT;
-    for listener in &config.listeners {
-        let listen = listener.bind;
+    let mut ports: Vec<(String, std::net::SocketAddr)> = config
+        .listeners
+        .iter()
+        .map(|listener| (format!("listener {}", listener.name), listener.bind))
+        .collect();
+    if let Some(cluster) = &config.cluster {
+        ports.push(("--cluster-listen".to_string(), cluster.listen));
+    }
+    for (name, listen) in ports {
         let mut warned = false;
         loop {
             match runtime::listening_socket(listen, false, 1) {
@@ -102,9 +110,8 @@ fn check_ports_free(config: &Config) -> anyhow::Result<()> {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(error) => {
-                    return Err(error).with_context(|| {
-                        format!("cannot listen on {listen} (listener {})", listener.name)
-                    })
+                    return Err(error)
+                        .with_context(|| format!("cannot listen on {listen} ({name})"))
                 }
             }
         }

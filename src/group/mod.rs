@@ -276,9 +276,10 @@ fn coordinator_shard(shard: &impl Host, group: &str) -> Result<ShardId, Response
         .partition_count(OFFSETS_TOPIC)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let partition = partition_for(group, count);
+    // The partition exists: not owned here means another node of the cluster holds it.
     shard
         .owner(OFFSETS_TOPIC, partition)
-        .ok_or(ResponseError::CoordinatorNotAvailable)
+        .ok_or(ResponseError::NotCoordinator)
 }
 
 /// The offsets partition of `group` if this shard coordinates it and has loaded it.

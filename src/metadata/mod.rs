@@ -9,7 +9,7 @@
 
 pub mod topic_config;
 
-use crate::ids::{Offset, PartitionId, ShardId};
+use crate::ids::{NodeId, Offset, PartitionId, ShardId};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
@@ -32,18 +32,27 @@ pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MetadataRecord {
-    /// A topic was created; `shards[p]` owns partition `p`.
+    /// A topic was created. On a single node `shards[p]` owns partition `p`; in a cluster
+    /// `replicas[p]` are its replicas (the first the preferred leader) and `shards` is empty.
     TopicCreated {
         name: String,
         id: uuid::Uuid,
         shards: Vec<ShardId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<Vec<PlacedReplica>>,
         configs: BTreeMap<String, String>,
     },
     /// A topic and all its partitions were deleted.
     TopicDeleted { name: String, id: uuid::Uuid },
-    /// Partitions were added to a topic; their owners are appended to its shard list.
-    PartitionsAdded { name: String, shards: Vec<ShardId> },
-    /// A partition changed owner (for example when the shard count shrank between runs).
+    /// Partitions were added to a topic: their owners on a single node, their replicas in a
+    /// cluster, as in `TopicCreated`.
+    PartitionsAdded {
+        name: String,
+        shards: Vec<ShardId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<Vec<PlacedReplica>>,
+    },
+    /// A partition of a single node changed owner (the shard count shrank between runs).
     PartitionMoved {
         name: String,
         partition: PartitionId,
@@ -73,11 +82,42 @@ pub enum MetadataRecord {
     AclCreated { binding: AclBinding },
     /// An ACL was deleted (KRaft's RemoveAccessControlEntryRecord).
     AclDeleted { binding: AclBinding },
+    /// A node of a cluster registered, or changed what it registered (KRaft's
+    /// RegisterBrokerRecord): where clients reach it, its rack and its shard count.
+    BrokerRegistered(BrokerRegistration),
     /// Client quotas of one entity were set (`Some`) or removed (KRaft's ClientQuotaRecord).
     ClientQuotasAltered {
         entity: QuotaEntity,
         changes: Vec<(QuotaKey, Option<f64>)>,
     },
+}
+
+/// One replica of a partition in a cluster: the node that holds it and the shard that owns
+/// it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedReplica {
+    pub node: NodeId,
+    pub shard: ShardId,
+}
+
+/// What a node of a cluster tells the others about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub node: NodeId,
+    /// Its Kafka listeners as clients reach them.
+    pub endpoints: Vec<BrokerEndpoint>,
+    pub rack: Option<String>,
+    /// How many shards it runs: placement chooses one of them for each partition it gets.
+    pub shards: usize,
+}
+
+/// One advertised listener of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    /// The listener's name: a client is told the address of the listener it came in on.
+    pub listener: String,
+    pub host: String,
+    pub port: i32,
 }
 
 /// The name of a partition's directory in the data directory, as Kafka names it. Every legal
@@ -114,7 +154,19 @@ pub fn collision_key(name: &str) -> String {
     name.replace('.', "_")
 }
 
-/// The durable metadata log. Per-shard: lives on shard 0 only.
+/// How the metadata log's segments are kept: everything, for ever.
+pub fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: limits::METADATA_SEGMENT_BYTES,
+        segment_ms: i64::MAX,
+        retention_bytes: -1,
+        retention_ms: -1,
+        index_interval_bytes: 4096,
+    }
+}
+
+/// The durable metadata log of a single-node broker (a cluster's is a Raft group's log, see
+/// `shard::controller`). Per-shard: lives on shard 0 only.
 pub struct MetadataStore {
     log: Rc<Log>,
 }
@@ -125,15 +177,8 @@ impl MetadataStore {
     pub async fn open(
         data_dir: &Path,
         cache: Rc<BatchCache>,
-    ) -> Result<(MetadataStore, Vec<MetadataRecord>), StorageError> {
-        let config = LogConfig {
-            segment_bytes: 64 * 1024 * 1024,
-            segment_ms: i64::MAX,
-            retention_bytes: -1,
-            retention_ms: -1,
-            index_interval_bytes: 4096,
-        };
-        let log = Log::open(data_dir.join(METADATA_LOG_DIR), config, cache).await?;
+    ) -> Result<(MetadataStore, MetadataEntries), StorageError> {
+        let log = Log::open(data_dir.join(METADATA_LOG_DIR), log_config(), cache).await?;
         let records = replay(&log).await?;
         Ok((MetadataStore { log }, records))
     }
@@ -162,7 +207,8 @@ impl MetadataStore {
     }
 }
 
-fn encode_record(record: &MetadataRecord) -> Result<BytesMut, StorageError> {
+/// One metadata record as the value of a one-record batch (not yet stamped).
+pub fn encode_record(record: &MetadataRecord) -> Result<BytesMut, StorageError> {
     let value = serde_json::to_vec(record)
         .map_err(|e| StorageError::Corrupt(format!("metadata record: {e}")))?;
     let record = record_batch::PlainRecord {
@@ -174,8 +220,41 @@ fn encode_record(record: &MetadataRecord) -> Result<BytesMut, StorageError> {
         .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))
 }
 
-async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {
-    let mut records = Vec::new();
+/// The metadata log's entries from offset `first` on, one per offset: a record, or `None`
+/// for an offset a control batch holds (a replicated metadata log's election no-ops and
+/// configuration changes), which the shard tables skip.
+pub type MetadataEntries = Vec<Option<MetadataRecord>>;
+
+/// Decodes the stored `batch`, which must start at `expected`: its entries, one per offset.
+pub fn decode_batch(batch: &Bytes, expected: Offset) -> Result<MetadataEntries, StorageError> {
+    let mut buf = batch.clone();
+    let set = RecordBatchDecoder::decode(&mut buf)
+        .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))?;
+    let mut entries = Vec::with_capacity(set.records.len());
+    let mut offset = expected;
+    for record in set.records {
+        // Each offset is the next revision of the shard tables: none may be missing.
+        if Offset(record.offset) != offset {
+            return Err(StorageError::Corrupt(format!(
+                "metadata record at offset {}, expected {offset}",
+                record.offset
+            )));
+        }
+        offset = offset.next();
+        if record.control {
+            entries.push(None);
+            continue;
+        }
+        let value = record.value.unwrap_or_default();
+        let parsed = serde_json::from_slice(&value)
+            .map_err(|e| StorageError::Corrupt(format!("metadata record: {e}")))?;
+        entries.push(Some(parsed));
+    }
+    Ok(entries)
+}
+
+async fn replay(log: &Log) -> Result<MetadataEntries, StorageError> {
+    let mut entries = Vec::new();
     let mut offset = log.log_start_offset();
     if offset != Offset::ZERO {
         return Err(StorageError::Corrupt(format!(
@@ -189,26 +268,12 @@ async fn replay(log: &Log) -> Result<Vec<MetadataRecord>, StorageError> {
             break;
         }
         for batch in batches {
-            let mut buf = batch.clone();
-            let set = RecordBatchDecoder::decode(&mut buf)
-                .map_err(|e| StorageError::Corrupt(format!("metadata batch: {e}")))?;
-            for record in set.records {
-                // Each record is the next revision of the shard tables: none may be missing.
-                if Offset(record.offset) != offset {
-                    return Err(StorageError::Corrupt(format!(
-                        "metadata record at offset {}, expected {offset}",
-                        record.offset
-                    )));
-                }
-                offset = Offset(record.offset).next();
-                let value = record.value.unwrap_or_default();
-                let parsed = serde_json::from_slice(&value)
-                    .map_err(|e| StorageError::Corrupt(format!("metadata record: {e}")))?;
-                records.push(parsed);
-            }
+            let decoded = decode_batch(&batch, offset)?;
+            offset = Offset(offset.get() + decoded.len() as i64);
+            entries.extend(decoded);
         }
     }
-    Ok(records)
+    Ok(entries)
 }
 
 /// Milliseconds since the Unix epoch, from the thread's clock (`runtime::clock`).
@@ -235,7 +300,11 @@ mod tests {
         let record = MetadataRecord::TopicCreated {
             name: "t".into(),
             id: uuid::Uuid::new_v4(),
-            shards: vec![ShardId(0), ShardId(1)],
+            shards: Vec::new(),
+            replicas: vec![vec![PlacedReplica {
+                node: NodeId(3),
+                shard: ShardId(1),
+            }]],
             configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
         };
         let json = serde_json::to_vec(&record).unwrap();

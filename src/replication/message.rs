@@ -2,7 +2,8 @@
 //! one group, or a request for a range of a replica's log (a follower catching up after a
 //! snapshot) and its reply.
 //!
-//! Layout (big-endian): kind (1 byte), group id (8), then per kind
+//! Layout (big-endian): kind (1 byte; replication uses kinds below 0x10, other layers sharing
+//! the transport the ones above), group id (8), then per kind
 //! - `RAFT`: the raft-rs message as protobuf;
 //! - `COPY_REQUEST`: request id (8), first offset (8), end offset (8);
 //! - `COPY_REPLY`: request id (8), status (1: 0 = the batches follow, 1 = not available

@@ -161,6 +161,8 @@ pub struct Replica {
     leadership: Cell<(u64, u64)>,
     /// Whether this replica led after the last ready.
     leading: Cell<bool>,
+    /// Notified when the (term, leader) this replica knows, or whether it leads, changes.
+    moved: Notify,
     /// Snapshots installed since open (a follower caught up by copying).
     snapshots_installed: Cell<u64>,
     stopped: Cell<bool>,
@@ -236,6 +238,7 @@ impl Replica {
             random: RefCell::new(Seeded::new(spec.seed)),
             leadership: Cell::new((0, 0)),
             leading: Cell::new(false),
+            moved: Notify::new(),
             snapshots_installed: Cell::new(0),
             stopped: Cell::new(false),
         });
@@ -264,6 +267,12 @@ impl Replica {
     pub fn leader(&self) -> Option<NodeId> {
         let leader = self.node.borrow().raft.leader_id;
         (leader != raft::INVALID_ID).then(|| node_of(leader))
+    }
+
+    /// Completes at the next change of the (term, leader) this replica knows, or of whether
+    /// it leads. Take it before reading the state it is to follow.
+    pub fn leadership_moved(&self) -> crate::sync::Notified<'_> {
+        self.moved.notified()
     }
 
     pub fn snapshots_installed(&self) -> u64 {
@@ -526,12 +535,17 @@ impl Replica {
             let now = (node.raft.term, node.raft.leader_id);
             (now, node.raft.state == StateRole::Leader)
         };
-        if now != self.leadership.replace(now) && now.1 != raft::INVALID_ID {
+        let moved = now != self.leadership.replace(now);
+        if moved && now.1 != raft::INVALID_ID {
             let (term, leader) = (now.0, node_of(now.1));
             let me = self.me;
             tracing::debug!(group = self.group, term, %leader, %me, "leader elected");
         }
-        if self.leading.replace(leading) && !leading {
+        let was_leading = self.leading.replace(leading);
+        if moved || was_leading != leading {
+            self.moved.notify_all();
+        }
+        if was_leading && !leading {
             let leader = (now.1 != raft::INVALID_ID).then(|| node_of(now.1));
             let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
             for waiter in waiters.into_values().flatten() {

@@ -1,22 +1,19 @@
-//! Admin operations on the shard: config changes, partition increases, users, ACLs and quotas,
-//! decided by the controller on shard 0.
+//! Controller commands of the admin operations: config changes, partition increases, users,
+//! ACLs and quotas, decided by the controller.
 //!
-//! Per-shard: these are methods of `Shard` and run on the shard that received the request;
-//! controller commands travel to shard 0 over the mesh.
-
-use std::rc::Rc;
+//! Handlers make these and send them with `Shard::controller_commands` (see
+//! `controller_call`).
 
 use kafka_protocol::ResponseError;
+use serde::{Deserialize, Serialize};
 
-use super::messages::ShardRequest;
-use super::Shard;
 use crate::metadata::topic_config::ConfigOperation;
 use crate::quota::{QuotaEntity, QuotaKey};
 use crate::security::acl::AclBinding;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 
 /// A change only the controller may make, one topic, user or ACL each.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControllerCommand {
     /// Create (`create`) or delete an ACL; creating one that exists, or deleting one that
     /// does not, succeeds without a change (as Kafka does).
@@ -61,14 +58,14 @@ impl ControllerCommand {
 
 /// How a config change is stated: AlterConfigs replaces every override, IncrementalAlterConfigs
 /// applies operations to the current ones.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ConfigChange {
     Replace(Vec<(String, Option<String>)>),
     Incremental(Vec<(String, ConfigOperation, Option<String>)>),
 }
 
 /// The outcome of one controller command.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AdminResult {
     pub error_code: i16,
     pub error_message: Option<String>,
@@ -80,28 +77,5 @@ impl AdminResult {
             error_code: error.code(),
             error_message: Some(message.into()),
         }
-    }
-}
-
-impl Shard {
-    /// Runs `commands` on the controller, in order; one result per command.
-    pub async fn controller_commands(
-        self: &Rc<Self>,
-        commands: Vec<ControllerCommand>,
-    ) -> Vec<AdminResult> {
-        let count = commands.len();
-        let remote = commands.clone();
-        self.on_controller(
-            async |controller| controller.run_commands(self, commands).await,
-            |tx| ShardRequest::Controller(remote, tx),
-        )
-        .await
-        .unwrap_or_else(|| {
-            let unavailable = AdminResult::error(
-                ResponseError::NotController,
-                "the controller is not available",
-            );
-            vec![unavailable; count]
-        })
     }
 }

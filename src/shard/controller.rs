@@ -1,28 +1,46 @@
 //! The controller: the one writer of the metadata log, on shard 0.
 //!
 //! Per-shard: lives on shard 0 only. It validates topic changes, decides placement (the least
-//! loaded shard), appends the change to the metadata log, waits until it is durable, and then
-//! has every shard apply it before answering. Changes are serialized by a one-permit semaphore
-//! so that validation always sees the table the change will be applied to. It reaches its
-//! shard only through `ControllerHost`.
+//! loaded shard, and in a cluster the least loaded node first), appends the change to the
+//! metadata log, waits until it is durable, and then has every shard apply it before
+//! answering. Changes are serialized by a one-permit semaphore so that validation always sees
+//! the table the change will be applied to. It reaches its shard only through
+//! `ControllerHost`.
+//!
+//! The metadata log is a local log on a single node. In a cluster it is the log of a Raft
+//! group among the controller voters (`Quorum`): the controller of the node that leads the
+//! group is the active one, and every voter's controller follows the group's committed
+//! entries (`Controller::follow`) and has its shards apply them. A leader serves calls only
+//! once it has applied its whole log, so that it validates against everything committed
+//! before its term; a record it proposes is answered once it is committed and applied here.
 
 use std::cell::{Cell, Ref};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
+use std::time::Duration;
 
+use futures::future::{select, Either};
 use kafka_protocol::ResponseError;
 
 use super::admin::{AdminResult, ConfigChange, ControllerCommand};
+use super::controller_call::{ControllerAnswer, ControllerCall};
 use super::messages::{CreateTopicSpec, TopicRef, TopicResult};
 use super::table::ShardTable;
 use crate::config::Config;
-use crate::ids::{PartitionId, ShardId};
+use crate::ids::{NodeId, Offset, PartitionId, ShardId};
 use crate::limits;
 use crate::metadata::topic_config::{self, AlterError, TopicConfig};
-use crate::metadata::{self, collision_key, MetadataRecord, MetadataStore, METADATA_LOG_DIR};
+use crate::metadata::{
+    self, collision_key, BrokerRegistration, MetadataEntries, MetadataRecord, MetadataStore,
+    PlacedReplica, METADATA_LOG_DIR,
+};
+use crate::partition;
+use crate::replication::{ProposeError, Replica};
+use crate::runtime::clock;
 use crate::storage::{self, BatchCache};
+use crate::sync::{Latch, Notified, Notify};
 
 /// What the controller needs from the shard it runs on (shard 0), and no more.
 pub trait ControllerHost {
@@ -30,35 +48,61 @@ pub trait ControllerHost {
     fn shard_count(&self) -> usize;
     /// This shard's table: what a change is validated against.
     fn table(&self) -> Ref<'_, ShardTable>;
-    /// Has every shard apply `records`, the first at metadata log offset `first`.
+    /// Has every shard apply `entries`, the first at metadata log offset `first`.
     fn apply_everywhere(
         &self,
         first: i64,
-        records: Vec<MetadataRecord>,
+        entries: MetadataEntries,
     ) -> impl Future<Output = Result<(), String>>;
 }
 
+/// Why a change was not made: the Kafka error and its message.
+type Refusal = (ResponseError, String);
+
 pub struct Controller {
-    store: MetadataStore,
+    log: MetadataLog,
     serial: crate::runtime::Semaphore,
-    /// Every producer id below this was handed out in an earlier block.
-    next_producer_id: Cell<i64>,
+    /// This node.
+    node: NodeId,
+    /// Notified when this node has applied more of the metadata log (in a cluster; a single
+    /// node applies every change before it answers it).
+    applied_moved: Notify,
+}
+
+/// Where the metadata log is.
+enum MetadataLog {
+    /// A single node's own log.
+    Local(MetadataStore),
+    /// A cluster's: the log of the Raft group of the controller voters.
+    Quorum(Quorum),
+}
+
+/// The metadata quorum as one voter sees it.
+struct Quorum {
+    replica: Rc<Replica>,
+    /// The metadata log offset of the next entry to apply: every shard of this node has
+    /// applied the committed entries below it.
+    applied: Cell<Offset>,
+    /// Raised when the node stops: the follower ends, waits give up.
+    stop: Rc<Latch>,
 }
 
 impl Controller {
-    /// Opens the metadata log; returns the controller and every record to replay. Partitions
-    /// placed on shards that no longer exist are moved first, and the moves are made durable.
+    /// Opens the metadata log of a single node; returns the controller and every record to
+    /// replay. Partitions placed on shards that no longer exist are moved first, and the
+    /// moves are made durable.
     pub async fn open(
         shard: &impl ControllerHost,
-    ) -> anyhow::Result<(Rc<Controller>, Vec<MetadataRecord>)> {
+    ) -> anyhow::Result<(Rc<Controller>, MetadataEntries)> {
         // Its own cache, and pre-writing for this one log apart from the shard's partitions.
         let cache = BatchCache::with_budgets(
             1 << 20,
             limits::READ_AHEAD_BYTES_PER_SHARD_MAX,
             limits::PREWRITE_AHEAD_BYTES,
         );
-        let (store, mut records) = MetadataStore::open(&shard.config().data_dir, cache).await?;
-        for record in reassign_lost_shards(&records, shard.shard_count()) {
+        let (store, mut entries) = MetadataStore::open(&shard.config().data_dir, cache).await?;
+        let node = shard.config().node_id;
+        for record in reassign_lost_shards(&entries, node, shard.shard_count()) {
             tracing::warn!(
                 ?record,
                 "moving a partition off a shard that no longer exists"
@@ -66,27 +110,190 @@ impl Controller {
             let offset = store.append(&record).await?;
             assert_eq!(
                 offset,
-                records.len() as i64,
+                entries.len() as i64,
                 "metadata records are dense from 0"
             );
-            records.push(record);
+            entries.push(Some(record));
         }
         let controller = Rc::new(Controller {
-            store,
+            log: MetadataLog::Local(store),
             serial: crate::runtime::Semaphore::new(1),
-            next_producer_id: Cell::new(next_producer_id(&records)),
+            node: shard.config().node_id,
+            applied_moved: Notify::new(),
         });
-        Ok((controller, records))
+        Ok((controller, entries))
+    }
+
+    /// The controller of a cluster's voter, over `replica`, the metadata group's replica on
+    /// this node; returns it with the entries committed as far as this node knows at open.
+    /// Follow the rest with `follow`.
+    pub async fn open_quorum(
+        shard: &impl ControllerHost,
+        replica: Rc<Replica>,
+        stop: Rc<Latch>,
+    ) -> anyhow::Result<(Rc<Controller>, MetadataEntries)> {
+        let partition = replica.partition().clone();
+        let end = partition.high_watermark();
+        let entries = read_entries(&partition, Offset::ZERO, end).await?;
+        let quorum = Quorum {
+            replica,
+            applied: Cell::new(end),
+            stop,
+        };
+        let controller = Rc::new(Controller {
+            log: MetadataLog::Quorum(quorum),
+            serial: crate::runtime::Semaphore::new(1),
+            node: shard.config().node_id,
+            applied_moved: Notify::new(),
+        });
+        Ok((controller, entries))
+    }
+
+    /// The node whose controller is active: this one on a single node, the metadata group's
+    /// leader in a cluster (None while there is none).
+    pub fn leader(&self) -> Option<NodeId> {
+        match &self.log {
+            MetadataLog::Local(_) => Some(self.node),
+            MetadataLog::Quorum(quorum) => quorum.replica.leader(),
+        }
+    }
+
+    /// The metadata group's replica in a cluster.
+    pub fn replica(&self) -> Option<&Rc<Replica>> {
+        match &self.log {
+            MetadataLog::Local(_) => None,
+            MetadataLog::Quorum(quorum) => Some(&quorum.replica),
+        }
+    }
+
+    /// Completes when this node has applied more of the metadata log (never on a single
+    /// node, where every change is applied before it is answered). Take it before reading
+    /// the state it is to follow.
+    pub fn applied_moved(&self) -> Notified<'_> {
+        self.applied_moved.notified()
+    }
+
+    /// In a cluster: applies the metadata group's entries as they are committed, on every
+    /// shard of this node, until the node stops. Run it as one task on shard 0.
+    pub async fn follow(self: Rc<Self>, shard: impl ControllerHost) {
+        let MetadataLog::Quorum(quorum) = &self.log else {
+            return;
+        };
+        let partition = quorum.replica.partition().clone();
+        while !quorum.stop.is_raised() {
+            let applied = quorum.applied.get();
+            let end = partition.high_watermark();
+            if end <= applied {
+                let watched = [(partition.clone(), applied)];
+                let deadline = clock::now() + Duration::from_secs(3_600);
+                partition::watch(&watched, deadline, &quorum.stop).await;
+                continue;
+            }
+            let applying = async {
+                let entries = read_entries(&partition, applied, end).await?;
+                let next = Offset(applied.get() + entries.len() as i64);
+                shard
+                    .apply_everywhere(applied.get(), entries)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                anyhow::Ok(next)
+            };
+            match applying.await {
+                Ok(next) => {
+                    quorum.applied.set(next);
+                    self.applied_moved.notify_all();
+                }
+                Err(error) => {
+                    // The shard tables can no longer follow the metadata log: this node keeps
+                    // serving what it has, and says so.
+                    tracing::error!("cannot apply the metadata log: {error:#}");
+                    return;
+                }
+            }
+        }
     }
 
     /// After every shard has loaded the table: remove directories metadata does not know.
+    /// Only on a single node: a cluster node's table may lag the quorum at start, and a
+    /// partition it does not know yet is not an orphan.
     pub fn after_start(&self, shard: &impl ControllerHost) {
-        remove_orphan_directories(&shard.config().data_dir, shard);
+        if let MetadataLog::Local(_) = self.log {
+            remove_orphan_directories(&shard.config().data_dir, shard);
+        }
     }
 
     pub async fn close(&self) {
-        if let Err(error) = self.store.close().await {
+        let closed = match &self.log {
+            MetadataLog::Local(store) => store.close().await,
+            MetadataLog::Quorum(quorum) => {
+                quorum.replica.stop();
+                quorum.replica.partition().close().await
+            }
+        };
+        if let Err(error) = closed {
             tracing::error!(%error, "closing the metadata log failed");
+        }
+    }
+
+    /// Runs a call on this controller if it is the active one; None if it is not (the caller
+    /// answers NOT_CONTROLLER, or forwards the call to the active one).
+    pub async fn run(
+        &self,
+        shard: &impl ControllerHost,
+        call: ControllerCall,
+    ) -> Option<ControllerAnswer> {
+        if self.leader() != Some(self.node) {
+            return None;
+        }
+        Some(match call {
+            ControllerCall::CreateTopics(specs) => {
+                ControllerAnswer::Topics(self.create_topics(shard, specs).await)
+            }
+            ControllerCall::DeleteTopics(topics) => {
+                ControllerAnswer::Topics(self.delete_topics(shard, topics).await)
+            }
+            ControllerCall::AllocateProducerIds => {
+                ControllerAnswer::ProducerIds(self.allocate_producer_ids(shard).await)
+            }
+            ControllerCall::Commands(commands) => {
+                ControllerAnswer::Commands(self.run_commands(shard, commands).await)
+            }
+            ControllerCall::RegisterBroker(registration) => {
+                ControllerAnswer::Registered(self.register_broker(shard, registration).await)
+            }
+        })
+    }
+
+    /// Takes the controller's one permit, and in a cluster waits until this leader has
+    /// applied its whole log, so that what it validates next is checked against every
+    /// committed change. Refused with NOT_CONTROLLER when it is not (or no longer) the leader.
+    async fn serially(&self) -> Result<glommio::sync::Permit<'_>, Refusal> {
+        let permit = self
+            .serial
+            .acquire_permit(1)
+            .await
+            .map_err(|_| not_controller("the controller is closing"))?;
+        let MetadataLog::Quorum(quorum) = &self.log else {
+            return Ok(permit);
+        };
+        let deadline = clock::now() + Duration::from_millis(limits::CONTROLLER_CATCH_UP_TIMEOUT_MS);
+        loop {
+            let applied = self.applied_moved.notified();
+            let moved = quorum.replica.leadership_moved();
+            if !quorum.replica.is_leader() {
+                return Err(not_controller(
+                    "this node no longer leads the metadata quorum",
+                ));
+            }
+            if quorum.applied.get() >= quorum.replica.partition().log_end_offset() {
+                return Ok(permit);
+            }
+            let remaining = deadline.saturating_duration_since(clock::now());
+            if remaining.is_zero() || quorum.stop.is_raised() {
+                return Err(not_controller("the metadata leader is still catching up"));
+            }
+            let woken = select(Box::pin(applied), Box::pin(moved));
+            select(Box::pin(woken), Box::pin(clock::sleep(remaining))).await;
         }
     }
 
@@ -97,10 +304,11 @@ impl Controller {
     ) -> Vec<TopicResult> {
         let mut results = Vec::with_capacity(specs.len());
         for spec in specs {
-            let Ok(_permit) = self.serial.acquire_permit(1).await else {
-                break;
+            let result = match self.serially().await {
+                Ok(_permit) => self.create_topic(shard, spec).await,
+                Err(refusal) => TopicResult::refused(spec.name, refusal),
             };
-            results.push(self.create_topic(shard, spec).await);
+            results.push(result);
         }
         results
     }
@@ -125,6 +333,15 @@ impl Controller {
             result.error_message = Some(message);
             return result;
         }
+        let placed = self.place(shard, num_partitions as usize);
+        let (shards, replicas) = match placed {
+            Ok(placed) => placed,
+            Err((error, message)) => {
+                result.error_code = error.code();
+                result.error_message = Some(message);
+                return result;
+            }
+        };
         result.id = uuid::Uuid::new_v4();
         if spec.validate_only {
             return result;
@@ -132,18 +349,58 @@ impl Controller {
         let record = MetadataRecord::TopicCreated {
             name: spec.name.clone(),
             id: result.id,
-            shards: place(
-                &shard.table().load_per_shard(shard.shard_count()),
-                num_partitions as usize,
-            ),
+            shards,
+            replicas,
             configs: spec.configs,
         };
-        if let Err(message) = self.commit(shard, record).await {
-            result.error_code = ResponseError::KafkaStorageError.code();
-            result.error_message = Some(message);
+        match self.commit(shard, record).await {
+            Ok(()) => {
+                tracing::info!(topic = %spec.name, partitions = num_partitions, "topic created")
+            }
+            Err((error, message)) => {
+                result.error_code = error.code();
+                result.error_message = Some(message);
+            }
         }
-        tracing::info!(topic = %spec.name, partitions = num_partitions, "topic created");
         result
+    }
+
+    /// Owners for `count` new partitions: on a single node the least loaded shards; in a
+    /// cluster, for each partition the registered node holding the fewest partitions and its
+    /// least loaded shard.
+    fn place(
+        &self,
+        shard: &impl ControllerHost,
+        count: usize,
+    ) -> Result<(Vec<ShardId>, Vec<Vec<PlacedReplica>>), Refusal> {
+        let table = shard.table();
+        if let MetadataLog::Local(_) = self.log {
+            let load = table.load_per_shard(self.node, shard.shard_count());
+            return Ok((place(&load, count), Vec::new()));
+        }
+        let mut node_load = table.load_per_node();
+        if node_load.is_empty() {
+            let message = "no broker has registered with the controller yet".to_string();
+            return Err((ResponseError::InvalidReplicationFactor, message));
+        }
+        let mut shard_loads: HashMap<NodeId, Vec<usize>> = HashMap::new();
+        let mut placed = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (node, load) = node_load
+                .iter_mut()
+                .min_by_key(|(node, load)| (**load, **node))
+                .expect("at least one broker");
+            *load += 1;
+            let node = *node;
+            let loads = shard_loads.entry(node).or_insert_with(|| {
+                let shards = table.broker(node).map_or(1, |b| b.shards.max(1));
+                table.load_per_shard(node, shards)
+            });
+            let owner = place(loads, 1)[0];
+            loads[owner.get()] += 1;
+            placed.push(vec![PlacedReplica { node, shard: owner }]);
+        }
+        Ok((Vec::new(), placed))
     }
 
     fn check_new_topic(
@@ -187,10 +444,17 @@ impl Controller {
     ) -> Vec<TopicResult> {
         let mut results = Vec::with_capacity(topics.len());
         for topic in topics {
-            let Ok(_permit) = self.serial.acquire_permit(1).await else {
-                break;
+            let result = match self.serially().await {
+                Ok(_permit) => self.delete_topic(shard, topic).await,
+                Err(refusal) => {
+                    let name = match topic {
+                        TopicRef::Name(name) => name,
+                        TopicRef::Id(_) => String::new(),
+                    };
+                    TopicResult::refused(name, refusal)
+                }
             };
-            results.push(self.delete_topic(shard, topic).await);
+            results.push(result);
         }
         results
     }
@@ -221,11 +485,13 @@ impl Controller {
             name: entry.name.clone(),
             id: entry.id,
         };
-        if let Err(message) = self.commit(shard, record).await {
-            result.error_code = ResponseError::KafkaStorageError.code();
-            result.error_message = Some(message);
+        match self.commit(shard, record).await {
+            Ok(()) => tracing::info!(topic = %entry.name, "topic deleted"),
+            Err((error, message)) => {
+                result.error_code = error.code();
+                result.error_message = Some(message);
+            }
         }
-        tracing::info!(topic = %entry.name, "topic deleted");
         result
     }
 
@@ -235,21 +501,37 @@ impl Controller {
         &self,
         shard: &impl ControllerHost,
     ) -> Result<(i64, i64), String> {
-        let _permit = self
-            .serial
-            .acquire_permit(1)
-            .await
-            .map_err(|_| "the controller is closing".to_string())?;
-        let first = self.next_producer_id.get();
+        let _permit = self.serially().await.map_err(|(_, message)| message)?;
+        let first = shard.table().next_producer_id();
         let end = first
             .checked_add(crate::limits::PRODUCER_ID_BLOCK_COUNT)
             .ok_or_else(|| "producer ids are exhausted".to_string())?;
         let record = MetadataRecord::ProducerIdsAllocated {
             next_producer_id: end,
         };
-        self.commit(shard, record).await?;
-        self.next_producer_id.set(end);
+        self.commit(shard, record)
+            .await
+            .map_err(|(_, message)| message)?;
         Ok((first, end))
+    }
+
+    /// Records what a node registers, unless it registered exactly that already.
+    async fn register_broker(
+        &self,
+        shard: &impl ControllerHost,
+        registration: BrokerRegistration,
+    ) -> Result<(), String> {
+        let _permit = self.serially().await.map_err(|(_, message)| message)?;
+        if shard.table().broker(registration.node) == Some(&registration) {
+            return Ok(());
+        }
+        let node = registration.node;
+        let record = MetadataRecord::BrokerRegistered(registration);
+        self.commit(shard, record)
+            .await
+            .map_err(|(_, message)| message)?;
+        tracing::info!(%node, "broker registered");
+        Ok(())
     }
 
     /// Config changes and partition increases, one topic per command, each validated against
@@ -261,8 +543,12 @@ impl Controller {
     ) -> Vec<AdminResult> {
         let mut results = Vec::with_capacity(commands.len());
         for command in commands {
-            let Ok(_permit) = self.serial.acquire_permit(1).await else {
-                break;
+            let _permit = match self.serially().await {
+                Ok(permit) => permit,
+                Err((error, message)) => {
+                    results.push(AdminResult::error(error, message));
+                    continue;
+                }
             };
             let subject = command.subject().to_string();
             let (record, validate_only) = match self.plan(shard, command) {
@@ -279,7 +565,7 @@ impl Controller {
             tracing::info!(%subject, ?record, "metadata changed");
             results.push(match self.commit(shard, record).await {
                 Ok(()) => AdminResult::default(),
-                Err(message) => AdminResult::error(ResponseError::KafkaStorageError, message),
+                Err((error, message)) => AdminResult::error(error, message),
             });
         }
         results
@@ -340,13 +626,12 @@ impl Controller {
                     );
                     return Err((ResponseError::InvalidPartitions, message));
                 }
-                let shards = place(
-                    &table.load_per_shard(shard.shard_count()),
-                    (count - current) as usize,
-                );
+                drop(table);
+                let (shards, replicas) = self.place(shard, (count - current) as usize)?;
                 let record = MetadataRecord::PartitionsAdded {
                     name: topic,
                     shards,
+                    replicas,
                 };
                 Ok((record, validate_only))
             }
@@ -397,31 +682,81 @@ impl Controller {
     }
 
     /// Makes `record` durable, then has every shard apply it. Every record is committed this
-    /// way, so that each shard's table applies every offset of the metadata log in order.
+    /// way, so that each shard's table applies every offset of the metadata log in order; in
+    /// a cluster, durable means committed by the quorum, and the follower applies it.
     async fn commit(
         &self,
         shard: &impl ControllerHost,
         record: MetadataRecord,
-    ) -> Result<(), String> {
-        let offset = self
-            .store
-            .append(&record)
-            .await
-            .map_err(|e| format!("metadata log: {e}"))?;
-        shard.apply_everywhere(offset, vec![record]).await
+    ) -> Result<(), Refusal> {
+        let quorum = match &self.log {
+            MetadataLog::Local(store) => {
+                let offset = store.append(&record).await.map_err(|e| {
+                    let message = format!("metadata log: {e}");
+                    (ResponseError::KafkaStorageError, message)
+                })?;
+                return shard
+                    .apply_everywhere(offset, vec![Some(record)])
+                    .await
+                    .map_err(|message| (ResponseError::KafkaStorageError, message));
+            }
+            MetadataLog::Quorum(quorum) => quorum,
+        };
+        let batch = metadata::encode_record(&record).map_err(|e| {
+            let message = format!("metadata record: {e}");
+            (ResponseError::KafkaStorageError, message)
+        })?;
+        let committed = match quorum.replica.propose(batch.freeze()).await {
+            Ok(committed) => committed,
+            Err(
+                error @ (ProposeError::NotLeader { .. }
+                | ProposeError::NotCommitted
+                | ProposeError::Stopped),
+            ) => return Err(not_controller(&error.to_string())),
+            Err(error @ ProposeError::Producer(_)) => {
+                return Err((ResponseError::KafkaStorageError, error.to_string()))
+            }
+        };
+        loop {
+            let moved = self.applied_moved.notified();
+            if quorum.applied.get() > committed.last_offset {
+                return Ok(());
+            }
+            if quorum.stop.is_raised() {
+                return Err(not_controller("the node is stopping"));
+            }
+            let stopped = quorum.stop.wait();
+            if let Either::Right(_) = select(Box::pin(moved), Box::pin(stopped)).await {
+                return Err(not_controller("the node is stopping"));
+            }
+        }
     }
 }
 
-/// The first producer id never handed out, per the metadata log.
-fn next_producer_id(records: &[MetadataRecord]) -> i64 {
-    records
-        .iter()
-        .filter_map(|record| match record {
-            MetadataRecord::ProducerIdsAllocated { next_producer_id } => Some(*next_producer_id),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0)
+fn not_controller(message: &str) -> Refusal {
+    (ResponseError::NotController, message.to_string())
+}
+
+/// The metadata log's committed entries in `[from, end)`.
+async fn read_entries(
+    partition: &partition::Partition,
+    from: Offset,
+    end: Offset,
+) -> anyhow::Result<MetadataEntries> {
+    let mut entries = Vec::new();
+    let mut offset = from;
+    while offset < end {
+        let batches = partition.read(offset, 1 << 20).await?;
+        if batches.is_empty() {
+            anyhow::bail!("the metadata log has no batch at committed offset {offset}");
+        }
+        for batch in batches {
+            let decoded = metadata::decode_batch(&batch, offset)?;
+            offset = Offset(offset.get() + decoded.len() as i64);
+            entries.extend(decoded);
+        }
+    }
+    Ok(entries)
 }
 
 /// Owners for `count` new partitions: each goes to the least loaded shard so far.
@@ -442,32 +777,37 @@ fn place(load: &[usize], count: usize) -> Vec<ShardId> {
 
 /// Partitions placed on shards that no longer exist (the shard count shrank) move to the
 /// least loaded remaining shard.
-fn reassign_lost_shards(records: &[MetadataRecord], shard_count: usize) -> Vec<MetadataRecord> {
-    let mut table = super::table::ShardTable::new(crate::config::TopicDefaults {
+fn reassign_lost_shards(
+    entries: &MetadataEntries,
+    node: NodeId,
+    shard_count: usize,
+) -> Vec<MetadataRecord> {
+    let defaults = crate::config::TopicDefaults {
         segment_bytes: 1 << 30,
         segment_ms: 1,
         retention_ms: -1,
         retention_bytes: -1,
         max_message_bytes: 1,
-    });
-    for (offset, record) in (0..).zip(records) {
-        table
-            .apply(offset, record)
-            .expect("records are applied in log order");
+    };
+    let mut table = super::table::ShardTable::new(defaults, node);
+    for (offset, entry) in (0..).zip(entries) {
+        let applied = match entry {
+            Some(record) => table.apply(offset, record).map(drop),
+            None => table.skip(offset),
+        };
+        applied.expect("entries are applied in log order");
     }
-    let mut load = table.load_per_shard(shard_count);
+    let mut load = table.load_per_shard(node, shard_count);
     let mut moves = Vec::new();
-    for topic in table.topics() {
-        for (partition, owner) in topic.shards.iter().enumerate() {
-            if owner.get() >= shard_count {
-                let shard = place(&load, 1)[0];
-                load[shard.get()] += 1;
-                moves.push(MetadataRecord::PartitionMoved {
-                    name: topic.name.clone(),
-                    partition: PartitionId(partition as i32),
-                    shard,
-                });
-            }
+    for (topic, partition, replica) in table.placed_replicas() {
+        if replica.shard.get() >= shard_count {
+            let shard = place(&load, 1)[0];
+            load[shard.get()] += 1;
+            moves.push(MetadataRecord::PartitionMoved {
+                name: topic.name.clone(),
+                partition,
+                shard,
+            });
         }
     }
     moves

@@ -16,7 +16,7 @@ use super::table::ShardTable;
 use super::Shard;
 use crate::config::Config;
 use crate::group::{self, Coordinator, GroupCall, GroupReply, OFFSETS_TOPIC};
-use crate::metadata::MetadataRecord;
+use crate::metadata::MetadataEntries;
 use crate::partition::{Partition, ProduceInput, ProduceOutput, TopicPartition};
 
 impl group::Host for Shard {
@@ -83,11 +83,7 @@ impl ControllerHost for Rc<Shard> {
         Shard::table(self)
     }
 
-    async fn apply_everywhere(
-        &self,
-        first: i64,
-        records: Vec<MetadataRecord>,
-    ) -> Result<(), String> {
+    async fn apply_everywhere(&self, first: i64, records: MetadataEntries) -> Result<(), String> {
         self.broadcast_apply(first, records, false).await
     }
 }

@@ -6,13 +6,19 @@
 //! `bytes::Bytes`, never copied.
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 
-use crate::metadata::MetadataRecord;
+use serde::{Deserialize, Serialize};
+
+use super::controller_call::{ControllerAnswer, ControllerCall};
+use crate::ids::NodeId;
+use crate::metadata::MetadataEntries;
 use crate::partition::{
     DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
     FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,
     WatchInput,
 };
+use crate::transport::Hello;
 
 /// The reply half handed to the shard that does the work.
 pub type Reply<T> = crate::runtime::Reply<T>;
@@ -25,17 +31,13 @@ pub enum ShardRequest {
     EpochEnd(EpochEndInput, Reply<EpochEndOutput>),
     /// Completes when any of the partitions has data past the given offset, or at the timeout.
     Watch(WatchInput, Reply<()>),
-    /// Controller only (shard 0).
-    CreateTopics(Vec<CreateTopicSpec>, Reply<Vec<TopicResult>>),
-    /// Controller only (shard 0).
-    DeleteTopics(Vec<TopicRef>, Reply<Vec<TopicResult>>),
-    /// Controller only (shard 0): a fresh block of producer ids `[first, end)`.
-    AllocateProducerIds(Reply<Result<(i64, i64), String>>),
-    /// Controller only (shard 0): config changes and partition increases.
-    Controller(
-        Vec<super::admin::ControllerCommand>,
-        Reply<Vec<super::admin::AdminResult>>,
-    ),
+    /// To shard 0: a call on the controller (run there, or forwarded to the node that leads
+    /// the metadata quorum); None when no controller can be reached.
+    ControllerCall(ControllerCall, Reply<Option<ControllerAnswer>>),
+    /// From shard 0 to the others: the node that leads the metadata quorum now.
+    ControllerMoved(Option<NodeId>, Reply<()>),
+    /// A node-to-node link that landed on another shard and names this one.
+    AdoptLink(Hello, OwnedFd, Reply<()>),
     /// Advance a partition's log start (on its owner).
     DeleteRecords(DeleteRecordsInput, Reply<DeleteRecordsOutput>),
     /// Apply metadata records to this shard's table, opening and closing partition logs.
@@ -51,7 +53,7 @@ pub enum ShardRequest {
     QuotaUsage(Vec<crate::quota::throttle::Usage>, Reply<()>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateTopicSpec {
     pub name: String,
     /// -1 for the broker default.
@@ -60,14 +62,14 @@ pub struct CreateTopicSpec {
     pub validate_only: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum TopicRef {
     Name(String),
     Id(uuid::Uuid),
 }
 
 /// The outcome for one topic of CreateTopics or DeleteTopics.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TopicResult {
     pub name: String,
     pub id: uuid::Uuid,
@@ -76,11 +78,26 @@ pub struct TopicResult {
     pub num_partitions: i32,
 }
 
+impl TopicResult {
+    /// The result for topic `name` refused with `error`.
+    pub fn refused(
+        name: String,
+        (error, message): (kafka_protocol::ResponseError, String),
+    ) -> Self {
+        TopicResult {
+            name,
+            error_code: error.code(),
+            error_message: Some(message),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ApplyInput {
-    /// The metadata log offset of the first record; the others follow it one by one.
+    /// The metadata log offset of the first entry; the others follow it one by one.
     pub first: i64,
-    pub records: Vec<MetadataRecord>,
+    pub records: MetadataEntries,
     /// At start-up the whole log is applied at once and logs are opened for the final state.
     pub snapshot: bool,
 }

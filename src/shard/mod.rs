@@ -6,10 +6,13 @@
 //! mesh; every partition operation, local or remote, ends in this shard's `*_local` methods.
 
 pub mod admin;
+mod cluster;
 mod controller;
+pub mod controller_call;
 mod hosts;
 pub mod messages;
 mod producer_ids;
+mod quorum;
 pub mod table;
 
 use crate::ids::{Offset, PartitionId, ShardId};
@@ -35,7 +38,7 @@ use crate::storage::{self, BatchCache, Log};
 use crate::sync::{Latch, Notify};
 use controller::Controller;
 use messages::*;
-use table::{ShardTable, TableChange};
+use table::{Placement, ShardTable, TableChange};
 
 /// The atomics all shards share for start and shutdown: besides what the layer above shares
 /// for its listeners (`Serving`), the only state outside a shard.
@@ -86,6 +89,8 @@ pub struct Shard {
     partition_context: Rc<ShardContext>,
     mesh: MeshPort<ShardRequest>,
     controller: RefCell<Option<Rc<Controller>>>,
+    /// This shard's part in a cluster; unset on a single node.
+    cluster: std::cell::OnceCell<cluster::ClusterShard>,
     producer_ids: producer_ids::ProducerIdBlock,
     /// The consumer groups this shard coordinates.
     pub groups: crate::group::Coordinator,
@@ -150,7 +155,10 @@ pub async fn run(
     let shard = Rc::new(Shard {
         id: ShardId(port.id()),
         count: config.shards,
-        table: RefCell::new(ShardTable::new(config.topic_defaults.clone())),
+        table: RefCell::new(ShardTable::new(
+            config.topic_defaults.clone(),
+            config.node_id,
+        )),
         metrics,
         partition_context,
         cache: BatchCache::new(config.batch_cache_bytes),
@@ -164,6 +172,7 @@ pub async fn run(
         partitions: RefCell::new(HashMap::new()),
         mesh: port,
         controller: RefCell::new(None),
+        cluster: std::cell::OnceCell::new(),
         producer_ids: Default::default(),
     });
     let server = shard.clone();
@@ -182,10 +191,9 @@ pub async fn run(
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
     runtime::spawn_into(queues.requests, crate::group::run_timers(shard.clone()));
     runtime::spawn_into(queues.requests, shard.clone().quota_gossip_loop());
-    let started = if shard.id == ShardId(0) {
-        shard.clone().start_controller().await
-    } else {
-        Ok(())
+    let started = match shard.start_cluster() {
+        Ok(()) if shard.id == ShardId(0) => shard.clone().start_controller().await,
+        other => other,
     };
     if let Err(error) = &started {
         tracing::error!("start-up failed: {error:#}");
@@ -215,6 +223,9 @@ impl Shard {
         while signals.drained.load(Ordering::SeqCst) < self.count {
             runtime::sleep(Duration::from_millis(10)).await;
         }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.stop.raise();
+        }
         let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
         // Concurrently: a close that has work to do waits mostly on syncs, and one after
         // another 10,000 of them took a minute.
@@ -233,13 +244,25 @@ impl Shard {
     }
 
     /// Shard 0: load the metadata log, bring every shard's table up to it, start listening.
+    /// In a cluster the metadata log is the quorum's, and this node follows it from here on.
     async fn start_controller(self: Rc<Self>) -> anyhow::Result<()> {
-        let (controller, records) = Controller::open(&self).await?;
+        let (controller, records) = match self.cluster.get() {
+            None => Controller::open(&self).await?,
+            Some(cluster) => {
+                let replica = self.open_metadata_replica().await?;
+                Controller::open_quorum(&self, replica, cluster.stop.clone()).await?
+            }
+        };
         *self.controller.borrow_mut() = Some(controller.clone());
         self.broadcast_apply(0, records, true)
             .await
             .map_err(anyhow::Error::msg)?;
-        self.ensure_offsets_topic().await?;
+        if self.cluster.get().is_none() {
+            self.ensure_offsets_topic().await?;
+        } else {
+            self.check_own_shards()?;
+            self.follow_quorum(controller.clone());
+        }
         controller.after_start(&self);
         for shard in ShardId::all(self.count) {
             let result = if shard == self.id {
@@ -292,7 +315,7 @@ impl Shard {
     pub(crate) async fn broadcast_apply(
         self: &Rc<Self>,
         first: i64,
-        records: Vec<crate::metadata::MetadataRecord>,
+        records: crate::metadata::MetadataEntries,
         snapshot: bool,
     ) -> Result<(), String> {
         let calls = ShardId::all(self.count).map(|shard| {
@@ -335,15 +358,20 @@ impl Shard {
                 self.watch_local(input).await;
                 reply.send(());
             }
-            ShardRequest::CreateTopics(specs, reply) => reply.send(self.create_topics(specs).await),
-            ShardRequest::DeleteTopics(topics, reply) => {
-                reply.send(self.delete_topics(topics).await)
+            ShardRequest::ControllerCall(call, reply) => {
+                reply.send(self.call_controller(call).await)
+            }
+            ShardRequest::ControllerMoved(leader, reply) => {
+                if let Some(cluster) = self.cluster.get() {
+                    cluster.controller.set(leader);
+                }
+                reply.send(());
+            }
+            ShardRequest::AdoptLink(hello, fd, reply) => {
+                self.adopt_link(hello, fd);
+                reply.send(());
             }
             ShardRequest::Apply(input, reply) => reply.send(self.apply_local(input).await),
-            ShardRequest::AllocateProducerIds(reply) => reply.send(self.producer_id_block().await),
-            ShardRequest::Controller(commands, reply) => {
-                reply.send(self.controller_commands(commands).await)
-            }
             ShardRequest::Metrics(reply) => reply.send(self.metrics_snapshot()),
             ShardRequest::StartServing(reply) => reply.send(self.serving.start_listeners(&self)),
             ShardRequest::Group(call, reply) => {
@@ -406,12 +434,18 @@ impl Shard {
         self.partitions.borrow().get(tp).cloned()
     }
 
-    /// Owner shard of a partition, per this shard's table.
+    /// Owner shard of a partition on this node, per this shard's table.
     pub fn owner_of(&self, tp: &TopicPartition) -> Option<ShardId> {
-        self.table
-            .borrow()
-            .topic(&tp.topic)
-            .and_then(|t| t.owner(tp.partition))
+        match self.placement_of(tp) {
+            Placement::Here(owner) => Some(owner),
+            _ => None,
+        }
+    }
+
+    /// Where a partition is, per this shard's table.
+    pub fn placement_of(&self, tp: &TopicPartition) -> Placement {
+        let topic = self.table.borrow().topic(&tp.topic);
+        topic.map_or(Placement::Unknown, |t| t.placement(tp.partition))
     }
 }
 
@@ -419,17 +453,19 @@ impl Shard {
 /// otherwise.
 impl Shard {
     /// Runs `op` on the shard that owns its partition: here, or over the mesh on the owner.
-    /// A partition this shard's table does not know is UNKNOWN_TOPIC_OR_PARTITION; an owner
-    /// that does not answer (it is shutting down) is NOT_LEADER_OR_FOLLOWER, which clients
-    /// retry after refreshing metadata.
+    /// A partition this shard's table does not know is UNKNOWN_TOPIC_OR_PARTITION, one on
+    /// another node of a cluster NOT_LEADER_OR_FOLLOWER (clients refresh their metadata and
+    /// go there); an owner that does not answer (it is shutting down) is
+    /// NOT_LEADER_OR_FOLLOWER too, which clients retry.
     pub async fn route<Op: Routed>(self: &Rc<Self>, op: Op) -> Op::Output {
-        match self.owner_of(op.partition()) {
-            Some(owner) if owner == self.id => self.run_local(op).await,
-            Some(owner) => self
+        match self.placement_of(op.partition()) {
+            Placement::Here(owner) if owner == self.id => self.run_local(op).await,
+            Placement::Here(owner) => self
                 .call(owner, |reply| op.request(reply))
                 .await
                 .unwrap_or_else(|| Op::refused(ResponseError::NotLeaderOrFollower)),
-            None => Op::refused(ResponseError::UnknownTopicOrPartition),
+            Placement::Elsewhere(_) => Op::refused(ResponseError::NotLeaderOrFollower),
+            Placement::Unknown => Op::refused(ResponseError::UnknownTopicOrPartition),
         }
     }
 
@@ -479,61 +515,6 @@ impl Shard {
         }
         select_all(waits).await;
     }
-
-    /// Runs a controller operation where the controller is: `local` on shard 0, which holds
-    /// it, or the request made by `remote` sent there over the mesh. `None` when it cannot be
-    /// reached (not started yet, or shutting down).
-    pub(crate) async fn on_controller<T: Send + 'static>(
-        self: &Rc<Self>,
-        local: impl AsyncFnOnce(Rc<Controller>) -> T,
-        remote: impl FnOnce(Reply<T>) -> ShardRequest,
-    ) -> Option<T> {
-        let controller = self.controller.borrow().clone();
-        match controller {
-            Some(controller) => Some(local(controller).await),
-            None if self.id == ShardId(0) => None,
-            None => self.call(ShardId(0), remote).await,
-        }
-    }
-
-    pub async fn create_topics(self: &Rc<Self>, specs: Vec<CreateTopicSpec>) -> Vec<TopicResult> {
-        let names: Vec<_> = specs.iter().map(|spec| spec.name.clone()).collect();
-        let remote = specs.clone();
-        self.on_controller(
-            async |controller| controller.create_topics(self, specs).await,
-            |tx| ShardRequest::CreateTopics(remote, tx),
-        )
-        .await
-        .unwrap_or_else(|| controller_unavailable(names.into_iter()))
-    }
-
-    pub async fn delete_topics(self: &Rc<Self>, topics: Vec<TopicRef>) -> Vec<TopicResult> {
-        let names: Vec<_> = topics
-            .iter()
-            .map(|topic| match topic {
-                TopicRef::Name(name) => name.clone(),
-                TopicRef::Id(_) => String::new(),
-            })
-            .collect();
-        let remote = topics.clone();
-        self.on_controller(
-            async |controller| controller.delete_topics(self, topics).await,
-            |tx| ShardRequest::DeleteTopics(remote, tx),
-        )
-        .await
-        .unwrap_or_else(|| controller_unavailable(names.into_iter()))
-    }
-}
-
-fn controller_unavailable(names: impl Iterator<Item = String>) -> Vec<TopicResult> {
-    names
-        .map(|name| TopicResult {
-            name,
-            error_code: ResponseError::NotController.code(),
-            error_message: Some("the controller is not available".into()),
-            ..Default::default()
-        })
-        .collect()
 }
 
 /// The owner-side work of the shard: watches, and opening and removing its partitions.
@@ -553,13 +534,14 @@ impl Shard {
     /// Applies metadata records to this shard's table and opens or removes the logs of the
     /// partitions this shard owns.
     async fn apply_local(self: &Rc<Self>, input: ApplyInput) -> Result<(), String> {
-        let mut changes = Vec::new();
-        for (offset, record) in (input.first..).zip(&input.records) {
+        for (offset, entry) in (input.first..).zip(&input.records) {
+            let Some(record) = entry else {
+                self.table.borrow_mut().skip(offset)?;
+                continue;
+            };
             let change = self.table.borrow_mut().apply(offset, record)?;
             if !input.snapshot {
                 self.apply_change(change).await?;
-            } else {
-                changes.push(change);
             }
         }
         if input.snapshot {
@@ -643,9 +625,14 @@ impl Shard {
     ) -> Result<(), String> {
         let name = crate::metadata::partition_dir_name(&topic.name, partition);
         let dir = self.config.data_dir.join(name);
-        if new && dir.exists() {
-            // Only a removal that failed while the broker ran leaves this (start-up clears a
-            // crash's leftovers): the old data must not become the new partition's.
+        // A new partition finds its directory when a cluster node catching up on the metadata
+        // log applies again the creation of a partition it holds (the directory names this
+        // topic's id), or when a removal failed while the broker ran (start-up clears what a
+        // crash left): that data must not become the new partition's.
+        let leftover = new
+            && dir.exists()
+            && storage::partition_metadata::read(&dir).await.ok().flatten() != Some(topic.id);
+        if leftover {
             tracing::warn!(dir = %dir.display(), "removing what a failed deletion left");
             storage::remove_dir(&dir)
                 .await
@@ -655,6 +642,11 @@ impl Shard {
         let log = Log::open(dir.clone(), topic.config.log_config(), self.cache.clone())
             .await
             .map_err(cannot_open)?;
+        if new {
+            storage::partition_metadata::write(&dir, topic.id)
+                .await
+                .map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
+        }
         let tp = TopicPartition {
             topic: topic.name.clone(),
             partition,

@@ -8,7 +8,6 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use super::messages::ShardRequest;
 use super::Shard;
 
 /// The ids `[next, end)` this shard may still hand out.
@@ -44,15 +43,5 @@ impl Shard {
             block.end.set(end);
         }
         Ok(first)
-    }
-
-    /// A fresh block from the controller, directly on shard 0, over the mesh elsewhere.
-    pub(crate) async fn producer_id_block(self: &Rc<Self>) -> Result<(i64, i64), String> {
-        self.on_controller(
-            async |controller| controller.allocate_producer_ids(self).await,
-            ShardRequest::AllocateProducerIds,
-        )
-        .await
-        .unwrap_or_else(|| Err("the controller is not available".into()))
     }
 }

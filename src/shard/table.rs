@@ -3,16 +3,18 @@
 //! Per-shard: every shard holds a full copy, built by applying the same `MetadataRecord`s in
 //! the same order (the controller broadcasts each record after it is durable), and guarded by
 //! a revision: the metadata log offset of the next record to apply, checked on every update,
-//! so that a record applied twice, out of order or after a gap is refused. Placement is always read from here, never
-//! computed by hashing, so that partitions can move between shards (and later nodes).
+//! so that a record applied twice, out of order or after a gap is refused. Placement is
+//! always read from here, never computed by hashing, so that partitions can move between
+//! shards and nodes. A single node's partitions are recorded as owner shards and held here as
+//! one replica each on this node, so that the rest of the broker sees one shape.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use crate::config::TopicDefaults;
-use crate::ids::{PartitionId, ShardId};
+use crate::ids::{NodeId, PartitionId, ShardId};
 use crate::metadata::topic_config::TopicConfig;
-use crate::metadata::MetadataRecord;
+use crate::metadata::{BrokerRegistration, MetadataRecord, PlacedReplica};
 use crate::quota::QuotaStore;
 use crate::security::acl::AclStore;
 use crate::security::users::UserStore;
@@ -22,21 +24,61 @@ use crate::security::users::UserStore;
 pub struct TopicEntry {
     pub name: String,
     pub id: uuid::Uuid,
-    /// `shards[p]` owns partition `p`.
-    pub shards: Vec<ShardId>,
+    /// `replicas[p]` are partition `p`'s replicas, the first its preferred leader.
+    pub replicas: Vec<Vec<PlacedReplica>>,
+    /// This node: the one whose shards `owner` names.
+    here: NodeId,
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
 }
 
+/// Where a partition is, as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On this node, owned by this shard.
+    Here(ShardId),
+    /// On another node of the cluster.
+    Elsewhere(NodeId),
+    /// No such partition.
+    Unknown,
+}
+
 impl TopicEntry {
     pub fn partition_count(&self) -> i32 {
-        self.shards.len() as i32
+        self.replicas.len() as i32
     }
 
-    pub fn owner(&self, partition: PartitionId) -> Option<ShardId> {
+    /// The replicas of `partition` (none if it does not exist).
+    pub fn replicas(&self, partition: PartitionId) -> &[PlacedReplica] {
         usize::try_from(partition.get())
             .ok()
-            .and_then(|p| self.shards.get(p).copied())
+            .and_then(|index| self.replicas.get(index))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn placement(&self, partition: PartitionId) -> Placement {
+        let replicas = self.replicas(partition);
+        if let Some(mine) = replicas.iter().find(|r| r.node == self.here) {
+            return Placement::Here(mine.shard);
+        }
+        match replicas.first() {
+            Some(preferred) => Placement::Elsewhere(preferred.node),
+            None => Placement::Unknown,
+        }
+    }
+
+    /// The shard of this node that owns `partition`: None if it does not exist or is on
+    /// another node.
+    pub fn owner(&self, partition: PartitionId) -> Option<ShardId> {
+        match self.placement(partition) {
+            Placement::Here(shard) => Some(shard),
+            _ => None,
+        }
+    }
+
+    /// The node of `partition`'s preferred leader.
+    pub fn preferred_leader(&self, partition: PartitionId) -> Option<NodeId> {
+        self.replicas(partition).first().map(|replica| replica.node)
     }
 
     pub fn is_internal(&self) -> bool {
@@ -69,14 +111,24 @@ pub struct ShardTable {
     acls: Rc<AclStore>,
     /// Client quotas; shared with requests being throttled, copied on change.
     quotas: Rc<QuotaStore>,
+    /// The nodes of the cluster, as they registered (empty on a single node).
+    brokers: BTreeMap<NodeId, BrokerRegistration>,
+    /// Every producer id below this was handed out in an earlier block.
+    next_producer_id: i64,
+    /// This node.
+    here: NodeId,
     /// The metadata log offset of the next record to apply: every record below it is applied.
     revision: i64,
 }
 
 impl ShardTable {
-    pub fn new(defaults: TopicDefaults) -> ShardTable {
+    /// The table of node `here`.
+    pub fn new(defaults: TopicDefaults, here: NodeId) -> ShardTable {
         ShardTable {
             defaults,
+            brokers: BTreeMap::new(),
+            next_producer_id: 0,
+            here,
             topics: BTreeMap::new(),
             ids: HashMap::new(),
             users: Rc::default(),
@@ -118,21 +170,88 @@ impl ShardTable {
         self.topics.values()
     }
 
-    /// Partitions owned by each of `shard_count` shards.
-    pub fn load_per_shard(&self, shard_count: usize) -> Vec<usize> {
+    /// The registered nodes of the cluster (none on a single node).
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, node: NodeId) -> Option<&BrokerRegistration> {
+        self.brokers.get(&node)
+    }
+
+    /// Every producer id below this was handed out in an earlier block.
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
+    }
+
+    /// Every replica of every partition, with its topic and partition.
+    pub fn placed_replicas(
+        &self,
+    ) -> impl Iterator<Item = (&Rc<TopicEntry>, PartitionId, PlacedReplica)> {
+        self.topics.values().flat_map(|topic| {
+            topic
+                .replicas
+                .iter()
+                .enumerate()
+                .flat_map(move |(index, replicas)| {
+                    let partition = PartitionId(index as i32);
+                    replicas
+                        .iter()
+                        .map(move |replica| (topic, partition, *replica))
+                })
+        })
+    }
+
+    /// Replicas owned by each of `shard_count` shards of `node`.
+    pub fn load_per_shard(&self, node: NodeId, shard_count: usize) -> Vec<usize> {
         let mut load = vec![0; shard_count];
-        for shard in self.topics.values().flat_map(|t| t.shards.iter()) {
-            if let Some(count) = load.get_mut(shard.get()) {
+        for (_, _, replica) in self.placed_replicas() {
+            if replica.node == node {
+                if let Some(count) = load.get_mut(replica.shard.get()) {
+                    *count += 1;
+                }
+            }
+        }
+        load
+    }
+
+    /// Replicas held by each registered node.
+    pub fn load_per_node(&self) -> BTreeMap<NodeId, usize> {
+        let mut load: BTreeMap<NodeId, usize> = self.brokers.keys().map(|n| (*n, 0)).collect();
+        for (_, _, replica) in self.placed_replicas() {
+            if let Some(count) = load.get_mut(&replica.node) {
                 *count += 1;
             }
         }
         load
     }
 
-    /// Applies the record at `offset` of the metadata log. Records are applied in log order on
-    /// every shard, each exactly once: a record that is not the next one is refused, and the
-    /// table is left as it was.
-    pub fn apply(&mut self, offset: i64, record: &MetadataRecord) -> Result<TableChange, String> {
+    /// A partition's replicas as recorded: a single node's owner shards as one replica each
+    /// on this node, a cluster's as they are.
+    fn placed(
+        &self,
+        shards: &[ShardId],
+        replicas: &[Vec<PlacedReplica>],
+    ) -> Vec<Vec<PlacedReplica>> {
+        let here = self.here;
+        let single = shards.iter().map(|shard| {
+            vec![PlacedReplica {
+                node: here,
+                shard: *shard,
+            }]
+        });
+        single.chain(replicas.iter().cloned()).collect()
+    }
+
+    /// Skips the metadata log offset `offset`, which holds no record (a control batch of a
+    /// replicated metadata log): like `apply`, only the next offset may be skipped.
+    pub fn skip(&mut self, offset: i64) -> Result<(), String> {
+        self.check_next(offset)?;
+        self.revision += 1;
+        Ok(())
+    }
+
+    fn check_next(&self, offset: i64) -> Result<(), String> {
         if offset != self.revision {
             return Err(format!(
                 "the shard table has applied the metadata log up to offset {}, and cannot apply \
@@ -140,6 +259,14 @@ impl ShardTable {
                 self.revision
             ));
         }
+        Ok(())
+    }
+
+    /// Applies the record at `offset` of the metadata log. Records are applied in log order on
+    /// every shard, each exactly once: a record that is not the next one is refused, and the
+    /// table is left as it was.
+    pub fn apply(&mut self, offset: i64, record: &MetadataRecord) -> Result<TableChange, String> {
+        self.check_next(offset)?;
         self.revision += 1;
         let mut change = TableChange::default();
         match record {
@@ -147,12 +274,14 @@ impl ShardTable {
                 name,
                 id,
                 shards,
+                replicas,
                 configs,
             } => {
                 let entry = Rc::new(TopicEntry {
                     name: name.clone(),
                     id: *id,
-                    shards: shards.clone(),
+                    replicas: self.placed(shards, replicas),
+                    here: self.here,
                     overrides: configs.clone(),
                     config: TopicConfig::resolve(&self.defaults, configs),
                 });
@@ -166,17 +295,22 @@ impl ShardTable {
             MetadataRecord::TopicDeleted { name, .. } => {
                 if let Some(entry) = self.topics.remove(name) {
                     self.ids.remove(&entry.id);
-                    for (partition, shard) in entry.shards.iter().enumerate() {
-                        change
-                            .removed
-                            .push((name.clone(), PartitionId(partition as i32), *shard));
+                    for partition in PartitionId::all(entry.partition_count()) {
+                        if let Some(shard) = entry.owner(partition) {
+                            change.removed.push((name.clone(), partition, shard));
+                        }
                     }
                 }
             }
-            MetadataRecord::PartitionsAdded { name, shards } => {
+            MetadataRecord::PartitionsAdded {
+                name,
+                shards,
+                replicas,
+            } => {
+                let placed = self.placed(shards, replicas);
                 let added = self.update(name, |entry| {
-                    let first = entry.shards.len() as i32;
-                    entry.shards.extend_from_slice(shards);
+                    let first = entry.partition_count();
+                    entry.replicas.extend(placed);
                     first
                 });
                 if let Some((entry, first)) = added {
@@ -191,11 +325,14 @@ impl ShardTable {
                 partition,
                 shard,
             } => {
-                let index = partition.get() as usize;
+                let here = self.here;
                 let moved = self.update(name, |entry| {
-                    let before = entry.shards.get(index).copied();
+                    let before = entry.owner(*partition);
                     if before.is_some() {
-                        entry.shards[index] = *shard;
+                        entry.replicas[partition.get() as usize] = vec![PlacedReplica {
+                            node: here,
+                            shard: *shard,
+                        }];
                     }
                     before
                 });
@@ -213,8 +350,12 @@ impl ShardTable {
                     change.reconfigured.push(entry);
                 }
             }
-            // Only the controller reads these (see `controller::next_producer_id`).
-            MetadataRecord::ProducerIdsAllocated { .. } => {}
+            MetadataRecord::ProducerIdsAllocated { next_producer_id } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
+            MetadataRecord::BrokerRegistered(registration) => {
+                self.brokers.insert(registration.node, registration.clone());
+            }
             MetadataRecord::UserScramCredentialSet {
                 name,
                 mechanism,
@@ -263,6 +404,7 @@ mod tests {
             name: name.into(),
             id: uuid::Uuid::new_v4(),
             shards: vec![ShardId(0)],
+            replicas: Vec::new(),
             configs: BTreeMap::new(),
         }
     }
@@ -271,13 +413,16 @@ mod tests {
     /// one after a gap, is refused and changes nothing.
     #[test]
     fn records_apply_once_in_order() {
-        let mut table = ShardTable::new(TopicDefaults {
-            segment_bytes: 1 << 30,
-            segment_ms: 1,
-            retention_ms: -1,
-            retention_bytes: -1,
-            max_message_bytes: 1,
-        });
+        let mut table = ShardTable::new(
+            TopicDefaults {
+                segment_bytes: 1 << 30,
+                segment_ms: 1,
+                retention_ms: -1,
+                retention_bytes: -1,
+                max_message_bytes: 1,
+            },
+            NodeId(0),
+        );
         assert!(table.apply(0, &topic_created("a")).is_ok());
         assert!(
             table.apply(0, &topic_created("b")).is_err(),
@@ -288,5 +433,9 @@ mod tests {
         assert_eq!(table.revision(), 1);
         assert!(table.apply(1, &topic_created("b")).is_ok());
         assert_eq!(table.revision(), 2);
+        assert!(table.skip(3).is_err(), "a skip after a gap");
+        assert!(table.skip(2).is_ok(), "a control batch's offset");
+        assert!(table.apply(3, &topic_created("c")).is_ok());
+        assert_eq!(table.revision(), 4);
     }
 }

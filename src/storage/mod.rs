@@ -24,6 +24,7 @@ mod file;
 mod index;
 mod log;
 mod log_start;
+pub mod partition_metadata;
 mod prewrite;
 mod read_ahead;
 #[cfg(test)]

@@ -35,12 +35,13 @@ def broker_factory(request, tmp_path):
     request.node.stash[_brokers_key] = brokers
 
     def start(*extra_args: str, shards: int | None = 2, port: int | None = None,
-              listeners: tuple[str, ...] = (), before_start=None) -> Broker:
+              listeners: tuple[str, ...] = (), before_start=None, node_id: int = 0) -> Broker:
         """`listeners`: extra listeners' security protocols (see `Broker`); `before_start`
-        runs with the broker's data directory before the first start."""
+        runs with the broker's data directory before the first start; `node_id` is the
+        node's --node-id."""
         n = len(brokers)
         b = Broker(corelog_bin(), tmp_path / f"data{n}", tmp_path, shards=shards,
-                   extra_args=extra_args, port=port, listeners=listeners)
+                   extra_args=extra_args, port=port, listeners=listeners, node_id=node_id)
         brokers.append(b)
         if before_start is not None:
             b.data_dir.mkdir(parents=True, exist_ok=True)

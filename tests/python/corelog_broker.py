@@ -75,6 +75,59 @@ def api_versions_v0(host: str, port: int, timeout_s: float = 2.0) -> dict[int, t
     return ranges
 
 
+METADATA_KEY = 3
+
+
+def _string(body: bytes, at: int) -> tuple[str | None, int]:
+    (length,) = struct.unpack_from(">h", body, at)
+    at += 2
+    if length < 0:
+        return None, at
+    return body[at:at + length].decode(), at + length
+
+
+def metadata_v1(host: str, port: int, timeout_s: float = 2.0) -> dict:
+    """Ask exactly this broker for Metadata v1 (every topic): {"brokers": {id: (host, port)},
+    "controller": id, "topics": {name: {partition: leader}}}. Clients may ask any broker they
+    know; a test of what each node says asks it directly."""
+    correlation_id = 0x3E7A
+    client_id = b"corelog-pytest"
+    header = struct.pack(">hhih", METADATA_KEY, 1, correlation_id, len(client_id)) + client_id
+    request = header + struct.pack(">i", -1)  # topics: null, every topic
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        body = _recv_exact(sock, size)
+    (got, count) = struct.unpack_from(">ii", body, 0)
+    if got != correlation_id:
+        raise ValueError(f"correlation id {got} != {correlation_id}")
+    at = 8
+    brokers = {}
+    for _ in range(count):
+        (node,) = struct.unpack_from(">i", body, at)
+        broker_host, at = _string(body, at + 4)
+        (broker_port,) = struct.unpack_from(">i", body, at)
+        _rack, at = _string(body, at + 4)
+        brokers[node] = (broker_host, broker_port)
+    (controller, count) = struct.unpack_from(">ii", body, at)
+    at += 8
+    topics = {}
+    for _ in range(count):
+        name, at = _string(body, at + 2)
+        at += 1  # is_internal
+        (partitions,) = struct.unpack_from(">i", body, at)
+        at += 4
+        leaders = {}
+        for _ in range(partitions):
+            (_error, index, leader, replicas) = struct.unpack_from(">hiii", body, at)
+            at += 14 + 4 * replicas
+            (isr,) = struct.unpack_from(">i", body, at)
+            at += 4 + 4 * isr
+            leaders[index] = leader
+        topics[name] = leaders
+    return {"brokers": brokers, "controller": controller, "topics": topics}
+
+
 class BrokerError(AssertionError):
     pass
 
@@ -95,7 +148,7 @@ class Broker:
 
     def __init__(self, binary: str, data_dir: Path, log_dir: Path, shards: int | None = 2,
                  extra_args: tuple[str, ...] = (), port: int | None = None,
-                 listeners: tuple[str, ...] = ()):
+                 listeners: tuple[str, ...] = (), node_id: int = 0):
         """`shards` None: the broker's default (one per usable core); `port` None: a free one.
 
         `listeners`: security protocols of listeners beside the PLAINTEXT one on `port`
@@ -105,6 +158,7 @@ class Broker:
         self.log_dir = Path(log_dir)
         self.shards = shards
         self.extra_args = tuple(extra_args)
+        self.node_id = node_id
         self.host = "127.0.0.1"
         self.port = free_port() if port is None else port
         self.ports = {"PLAINTEXT": self.port}
@@ -137,7 +191,7 @@ class Broker:
             "--data-dir", str(self.data_dir),
             *listen,
             *shards,
-            "--node-id", "0",
+            "--node-id", str(self.node_id),
             # An ephemeral admin port, so that brokers of parallel tests never collide.
             "--admin-listen", "127.0.0.1:0",
             *self.extra_args,

@@ -71,6 +71,11 @@ fn check_assignments(
     let node = ctx.shard.config.node_id;
     let invalid =
         |message: String| AdminResult::error(ResponseError::InvalidReplicaAssignment, message);
+    if ctx.shard.config.cluster.is_some() {
+        return Err(invalid(
+            "replica assignments are not supported in a cluster yet".to_string(),
+        ));
+    }
     if assignments
         .iter()
         .any(|a| a.broker_ids.len() != 1 || NodeId(a.broker_ids[0].0) != node)

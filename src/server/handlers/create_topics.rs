@@ -79,6 +79,14 @@ fn to_spec(
             .iter()
             .enumerate()
             .all(|(i, a)| a.partition_index == i as i32);
+        if ctx.shard.config.cluster.is_some() {
+            let message = "replica assignments are not supported in a cluster yet";
+            return Err(refusal(
+                &name,
+                ResponseError::InvalidReplicaAssignment,
+                message,
+            ));
+        }
         if !only_this_node || !indexes_dense {
             let message = format!("assignments must name only broker {node}, partitions 0..n");
             return Err(refusal(
@@ -89,10 +97,17 @@ fn to_spec(
         }
         num_partitions = topic.assignments.len() as i32;
     } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
-        let message = format!(
-            "replication factor {} is not possible with 1 broker",
-            topic.replication_factor
-        );
+        let message = match ctx.shard.config.cluster {
+            None => format!(
+                "replication factor {} is not possible with 1 broker",
+                topic.replication_factor
+            ),
+            Some(_) => format!(
+                "replication factor {}: partitions of a cluster have one replica until \
+                 replication is served",
+                topic.replication_factor
+            ),
+        };
         return Err(refusal(
             &name,
             ResponseError::InvalidReplicationFactor,

@@ -1,4 +1,4 @@
-//! DescribeCluster: the cluster id, the controller and the brokers (just this node). A broker
+//! DescribeCluster: the cluster id, the active controller and the brokers. A broker
 //! answers only for the broker endpoint type; asking it for controllers is refused as Kafka
 //! does (MISMATCHED_ENDPOINT_TYPE). Anyone may ask, as in Kafka; the authorized operations
 //! (KIP-430) are reported only to a principal with DESCRIBE on the cluster, 0 to others.
@@ -7,16 +7,13 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::ResponseError;
 
-use super::metadata::CLUSTER_ID;
-use super::str_bytes;
+use super::{brokers, str_bytes};
 use crate::server::dispatch::RequestContext;
 
 /// DescribeCluster's endpoint type for brokers (2 is controllers).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
-    let config = &ctx.shard.config;
-    let node_id = BrokerId(config.node_id.get());
     let mut response = DescribeClusterResponse::default();
     if ctx.api_version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         // Fields newer than the request's version stay at their defaults.
@@ -25,14 +22,21 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
         response.error_message = Some(str_bytes("this endpoint serves brokers only"));
         return response;
     }
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(node_id)
-        .with_host(str_bytes(ctx.listener().config.advertised_host.clone()))
-        .with_port(ctx.listener().config.advertised_port);
+    let brokers = brokers::brokers(ctx)
+        .into_iter()
+        .map(|broker| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker.node.get()))
+                .with_host(str_bytes(broker.host))
+                .with_port(broker.port)
+                .with_rack(broker.rack.map(str_bytes))
+        })
+        .collect();
+    let controller = ctx.shard.controller_node().map_or(-1, |node| node.get());
     let response = response
-        .with_cluster_id(str_bytes(CLUSTER_ID))
-        .with_controller_id(node_id)
-        .with_brokers(vec![broker]);
+        .with_cluster_id(str_bytes(brokers::cluster_id(ctx)))
+        .with_controller_id(BrokerId(controller))
+        .with_brokers(brokers);
     let operations = ctx.cluster_operations_if(request.include_cluster_authorized_operations);
     response.with_cluster_authorized_operations(operations)
 }

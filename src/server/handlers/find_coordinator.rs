@@ -1,5 +1,6 @@
-//! FindCoordinator: every group's coordinator is this broker (one node); inside it, group
-//! requests reach the group's coordinator shard through `crate::group::route`. Kafka clients
+//! FindCoordinator: a group's coordinator is the node holding its `__consumer_offsets`
+//! partition (this one on a single node); inside it, group requests reach the group's
+//! coordinator shard through `crate::group::route`. Kafka clients
 //! also use this API's presence as a feature probe (librdkafka only compresses with LZ4 for
 //! brokers that serve it). Transactions have no coordinator yet, so key type 1 answers
 //! COORDINATOR_NOT_AVAILABLE rather than pointing clients at a broker that cannot serve them.
@@ -11,7 +12,8 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{brokers, str_bytes};
+use crate::group::{partition_for, OFFSETS_TOPIC};
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
 
@@ -43,7 +45,6 @@ pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoor
 }
 
 fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator {
-    let config = &ctx.shard.config;
     let error = match key_type {
         KEY_TYPE_GROUP if !ctx.authorize_group(AclOperation::Describe, &key) => Some((
             ResponseError::GroupAuthorizationFailed,
@@ -67,17 +68,36 @@ fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator
             "unknown coordinator key type",
         )),
     };
+    let found = match error {
+        None => group_coordinator(ctx, &key),
+        Some(refused) => Err(refused),
+    };
     let coordinator = Coordinator::default().with_key(key);
-    match error {
-        None => coordinator
-            .with_node_id(BrokerId(config.node_id.get()))
-            .with_host(str_bytes(ctx.listener().config.advertised_host.clone()))
-            .with_port(ctx.listener().config.advertised_port),
-        Some((error, message)) => coordinator
+    match found {
+        Ok(broker) => coordinator
+            .with_node_id(BrokerId(broker.node.get()))
+            .with_host(str_bytes(broker.host))
+            .with_port(broker.port),
+        Err((error, message)) => coordinator
             .with_node_id(BrokerId(-1))
             .with_host(str_bytes(""))
             .with_port(-1)
             .with_error_code(error.code())
             .with_error_message(Some(str_bytes(message))),
     }
+}
+
+/// The broker holding the `__consumer_offsets` partition of group `key`.
+fn group_coordinator(
+    ctx: &RequestContext,
+    key: &str,
+) -> Result<brokers::Broker, (ResponseError, &'static str)> {
+    let unavailable = (
+        ResponseError::CoordinatorNotAvailable,
+        "the coordinator is not available yet",
+    );
+    let offsets = ctx.shard.table().topic(OFFSETS_TOPIC).ok_or(unavailable)?;
+    let partition = partition_for(key, offsets.partition_count());
+    let node = offsets.preferred_leader(partition).ok_or(unavailable)?;
+    brokers::broker(ctx, node).ok_or(unavailable)
 }

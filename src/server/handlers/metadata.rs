@@ -1,4 +1,5 @@
-//! Metadata: brokers (just this one), the controller, and topics with their partitions.
+//! Metadata: the brokers, the active controller, and topics with their partitions (each led
+//! by the node that holds it).
 //! Unknown topics named in the request are created first when automatic creation is allowed
 //! (always for v1-3, by `allow_auto_topic_creation` from v4).
 //!
@@ -14,33 +15,41 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::ResponseError;
 
-use super::{auto_create_topics, str_bytes, topic_name};
+use super::{auto_create_topics, brokers, str_bytes, topic_name};
+use crate::ids::{NodeId, PartitionId};
 use crate::metadata::validate_topic_name;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
 use crate::shard::table::TopicEntry;
 
-/// The cluster id reported to clients (a single-node cluster for now).
-pub const CLUSTER_ID: &str = "corelog-single-node";
-
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
-    let config = &ctx.shard.config;
-    let node_id = BrokerId(config.node_id.get());
+    let brokers = brokers::brokers(ctx)
+        .into_iter()
+        .map(|broker| {
+            let described = MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker.node.get()))
+                .with_host(str_bytes(broker.host))
+                .with_port(broker.port);
+            if ctx.api_version >= 1 {
+                described.with_rack(broker.rack.map(str_bytes))
+            } else {
+                described
+            }
+        })
+        .collect();
+    let controller = ctx.shard.controller_node().map_or(-1, |node| node.get());
     let mut response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node_id)
-            .with_host(str_bytes(ctx.listener().config.advertised_host.clone()))
-            .with_port(ctx.listener().config.advertised_port)])
-        .with_controller_id(node_id);
+        .with_brokers(brokers)
+        .with_controller_id(BrokerId(controller));
     if ctx.api_version >= 2 {
-        response.cluster_id = Some(str_bytes(CLUSTER_ID));
+        response.cluster_id = Some(str_bytes(brokers::cluster_id(ctx)));
     }
     if (8..=10).contains(&ctx.api_version) {
         response.cluster_authorized_operations =
             ctx.cluster_operations_if(request.include_cluster_authorized_operations);
     }
     let describe = |entry: &TopicEntry| {
-        let mut described = describe_topic(entry, node_id, ctx.api_version);
+        let mut described = describe_topic(entry, ctx.api_version);
         if ctx.api_version >= 8 && request.include_topic_authorized_operations {
             described.topic_authorized_operations =
                 ctx.authorized_operations(ResourceType::Topic, &entry.name);
@@ -105,14 +114,20 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
 
 /// A topic's entry; fields newer than `version` stay at their defaults, because the crate
 /// refuses to encode a field its version lacks.
-fn describe_topic(topic: &TopicEntry, node_id: BrokerId, version: i16) -> MetadataResponseTopic {
-    let partitions = (0..topic.partition_count())
+fn describe_topic(topic: &TopicEntry, version: i16) -> MetadataResponseTopic {
+    let partitions = PartitionId::all(topic.partition_count())
         .map(|index| {
+            let leader = topic.preferred_leader(index).map_or(-1, NodeId::get);
+            let replicas: Vec<BrokerId> = topic
+                .replicas(index)
+                .iter()
+                .map(|replica| BrokerId(replica.node.get()))
+                .collect();
             let partition = MetadataResponsePartition::default()
-                .with_partition_index(index)
-                .with_leader_id(node_id)
-                .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(vec![node_id]);
+                .with_partition_index(index.get())
+                .with_leader_id(BrokerId(leader))
+                .with_replica_nodes(replicas.clone())
+                .with_isr_nodes(replicas);
             if version >= 7 {
                 partition.with_leader_epoch(0)
             } else {

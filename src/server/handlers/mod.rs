@@ -23,6 +23,7 @@ pub mod alter_client_quotas;
 pub mod alter_configs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod brokers;
 pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;

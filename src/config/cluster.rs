@@ -1,0 +1,127 @@
+//! The cluster flags: `--cluster-listen HOST:PORT` (node-to-node traffic: Raft for the
+//! metadata log and, later, partitions) and `--controller-quorum-voters 1@HOST:PORT,...` (the
+//! voters' cluster addresses, as Kafka's `controller.quorum.voters`). Neither given: the
+//! single-node broker, with no cluster listener at all.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use anyhow::{bail, Context};
+
+use crate::ids::NodeId;
+
+/// How this node takes part in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// What the node-to-node listener binds (every shard, SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// The metadata quorum's voters and their cluster addresses, in the order given.
+    pub voters: Vec<(NodeId, SocketAddr)>,
+}
+
+impl ClusterConfig {
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        self.voters.iter().map(|(node, _)| *node).collect()
+    }
+
+    pub fn is_voter(&self, node: NodeId) -> bool {
+        self.voters.iter().any(|(voter, _)| *voter == node)
+    }
+}
+
+/// Resolves the two flags for node `node`. Both or neither must be given; this node must be
+/// one of the voters, listening on its own voter address's port.
+pub fn resolve(
+    node: NodeId,
+    listen: Option<&str>,
+    voters: Option<&str>,
+) -> anyhow::Result<Option<ClusterConfig>> {
+    let (listen, voters) = match (listen, voters) {
+        (None, None) => return Ok(None),
+        (Some(listen), Some(voters)) => (listen, voters),
+        _ => bail!("--cluster-listen and --controller-quorum-voters go together: give both"),
+    };
+    let listen = resolve_address(listen).context("--cluster-listen")?;
+    let voters = parse_voters(voters)?;
+    let Some((_, own)) = voters.iter().find(|(voter, _)| *voter == node) else {
+        bail!(
+            "--node-id {node} is not in --controller-quorum-voters; a node outside the voters \
+             (a broker-only node) is not supported yet: list every node as a voter"
+        );
+    };
+    let same_host = listen.ip().is_unspecified() || listen.ip() == own.ip();
+    if own.port() != listen.port() || !same_host {
+        bail!(
+            "--cluster-listen {listen} is not where --controller-quorum-voters says node {node} \
+             listens ({own})"
+        );
+    }
+    Ok(Some(ClusterConfig { listen, voters }))
+}
+
+/// `1@host:port,2@host:port,...`: distinct node ids, each with a resolvable address.
+fn parse_voters(text: &str) -> anyhow::Result<Vec<(NodeId, SocketAddr)>> {
+    let mut voters: Vec<(NodeId, SocketAddr)> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((id, address)) = entry.split_once('@') else {
+            bail!("--controller-quorum-voters entry {entry:?} is not ID@HOST:PORT");
+        };
+        let id: i32 = id
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .with_context(|| format!("--controller-quorum-voters: {id:?} is not a node id"))?;
+        let address = resolve_address(address)
+            .with_context(|| format!("--controller-quorum-voters entry {entry:?}"))?;
+        if voters.iter().any(|(voter, _)| voter.get() == id) {
+            bail!("--controller-quorum-voters names node {id} twice");
+        }
+        if voters.iter().any(|(_, other)| *other == address) {
+            bail!("--controller-quorum-voters names {address} twice");
+        }
+        voters.push((NodeId(id), address));
+    }
+    if voters.is_empty() {
+        bail!("--controller-quorum-voters names no voter");
+    }
+    Ok(voters)
+}
+
+fn resolve_address(text: &str) -> anyhow::Result<SocketAddr> {
+    text.to_socket_addrs()
+        .with_context(|| format!("{text:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("{text:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_and_listen_agree() {
+        let voters = "1@127.0.0.1:9101, 2@127.0.0.1:9102,3@127.0.0.1:9103";
+        let config = resolve(NodeId(2), Some("0.0.0.0:9102"), Some(voters))
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.voter_ids(), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        assert!(config.is_voter(NodeId(3)) && !config.is_voter(NodeId(4)));
+        assert_eq!(resolve(NodeId(0), None, None).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_cluster_flags_are_refused() {
+        let voters = "1@127.0.0.1:9101,2@127.0.0.1:9102";
+        let refused = |node: i32, listen: Option<&str>, voters: Option<&str>| {
+            resolve(NodeId(node), listen, voters)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(1, Some("127.0.0.1:9101"), None).contains("go together"));
+        assert!(refused(3, Some("127.0.0.1:9103"), Some(voters)).contains("not in"));
+        assert!(refused(1, Some("127.0.0.1:9999"), Some(voters)).contains("is not where"));
+        let twice = "1@127.0.0.1:9101,1@127.0.0.1:9102";
+        assert!(refused(1, Some("127.0.0.1:9101"), Some(twice)).contains("twice"));
+        assert!(refused(1, Some("127.0.0.1:9101"), Some("x@y")).contains("not a node id"));
+        assert!(refused(1, Some("127.0.0.1:9101"), Some("9101")).contains("ID@HOST:PORT"));
+    }
+}

@@ -1,0 +1,75 @@
+//! The brokers a client is told about (Metadata, DescribeCluster, FindCoordinator): on a
+//! single node just this one; in a cluster every registered node, each at the address of
+//! the listener the client came in on (as Kafka answers per listener name), with this node
+//! always among them, registered or not yet.
+
+use std::collections::BTreeMap;
+
+use crate::ids::NodeId;
+use crate::server::dispatch::RequestContext;
+
+/// One broker as a client reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub node: NodeId,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// Every broker, by node id.
+pub fn brokers(ctx: &RequestContext) -> Vec<Broker> {
+    let listener = &ctx.listener().config;
+    let mut brokers = BTreeMap::new();
+    for registration in ctx.shard.table().brokers() {
+        let endpoint = registration
+            .endpoints
+            .iter()
+            .find(|endpoint| endpoint.listener == listener.name);
+        if let Some(endpoint) = endpoint {
+            let broker = Broker {
+                node: registration.node,
+                host: endpoint.host.clone(),
+                port: endpoint.port,
+                rack: registration.rack.clone(),
+            };
+            brokers.insert(registration.node, broker);
+        }
+    }
+    let here = ctx.shard.config.node_id;
+    brokers.insert(
+        here,
+        Broker {
+            node: here,
+            host: listener.advertised_host.clone(),
+            port: listener.advertised_port,
+            rack: None,
+        },
+    );
+    brokers.into_values().collect()
+}
+
+/// The broker `node`, if it is known.
+pub fn broker(ctx: &RequestContext, node: NodeId) -> Option<Broker> {
+    brokers(ctx).into_iter().find(|broker| broker.node == node)
+}
+
+/// The cluster id clients are told: one per set of controller voters, so that every node of
+/// a cluster reports the same one.
+pub fn cluster_id(ctx: &RequestContext) -> String {
+    match &ctx.shard.config.cluster {
+        None => SINGLE_NODE_CLUSTER_ID.to_string(),
+        Some(cluster) => {
+            let voters: Vec<String> = cluster
+                .voters
+                .iter()
+                .map(|(node, address)| format!("{node}@{address}"))
+                .collect();
+            let digest = crc32c::crc32c(voters.join(",").as_bytes());
+            format!("corelog-{digest:08x}")
+        }
+    }
+}
+
+/// The cluster id of a single node.
+const SINGLE_NODE_CLUSTER_ID: &str = "corelog-single-node";

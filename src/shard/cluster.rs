@@ -1,0 +1,152 @@
+//! This shard's part in a cluster: its end of the node-to-node transport, its Raft replicas on
+//! the shard's one timer, the controller calls it forwarded and waits for, and what shard 0
+//! last said about which node leads the metadata quorum. Absent on a single node.
+//!
+//! Per-shard: made by `Shard::start_cluster` on the shard's executor.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::channel::oneshot;
+
+use super::controller_call::{is_controller_payload, ControllerAnswer};
+use super::messages::ShardRequest;
+use super::Shard;
+use crate::ids::{NodeId, ShardId};
+use crate::limits;
+use crate::replication::Replicas;
+use crate::runtime;
+use crate::sync::Latch;
+use crate::transport::tcp::{Handoff, TcpTransport};
+use crate::transport::{Address, Deliver, Hello};
+
+/// See the module documentation.
+pub struct ClusterShard {
+    pub transport: Rc<TcpTransport>,
+    pub replicas: Rc<Replicas>,
+    /// Raised once the shard's connections are drained: the network runs until then, so
+    /// that requests in flight (a topic being created) can finish.
+    pub stop: Rc<Latch>,
+    /// Controller calls forwarded to another node, by call id, waiting for the answer.
+    pub(super) forwarded: RefCell<HashMap<u64, oneshot::Sender<Option<ControllerAnswer>>>>,
+    next_call: Cell<u64>,
+    /// The node that leads the metadata quorum, as shard 0 last said.
+    pub controller: Cell<Option<NodeId>>,
+}
+
+impl ClusterShard {
+    pub(super) fn next_call_id(&self) -> u64 {
+        let id = self.next_call.get();
+        self.next_call.set(id + 1);
+        id
+    }
+}
+
+impl Shard {
+    /// In a cluster: binds this shard's socket of the cluster address and starts the
+    /// transport and the replicas' timer. Nothing on a single node.
+    pub(super) fn start_cluster(self: &Rc<Self>) -> anyhow::Result<()> {
+        let Some(config) = &self.config.cluster else {
+            return Ok(());
+        };
+        let me = self.config.node_id;
+        let local = Address {
+            node: me,
+            shard: self.id,
+        };
+        let peers = config
+            .voters
+            .iter()
+            .filter(|(node, _)| *node != me)
+            .copied()
+            .collect();
+        let replicas = Replicas::new();
+        let replication = replicas.deliver();
+        let shard = Rc::downgrade(self);
+        let deliver: Deliver = Rc::new(move |from, payload| {
+            if !is_controller_payload(&payload) {
+                replication(from, payload);
+            } else if let Some(shard) = shard.upgrade() {
+                shard.receive_controller_payload(from, payload);
+            }
+        });
+        let shard = Rc::downgrade(self);
+        let handoff: Handoff = Rc::new(move |hello: Hello, fd: OwnedFd| {
+            let Some(shard) = shard.upgrade() else {
+                return;
+            };
+            let owner = hello.to.shard;
+            let queue = shard.queues.requests;
+            runtime::spawn_into(queue, async move {
+                // A shard that is gone drops the link, and its dialer connects again.
+                shard
+                    .call(owner, |tx| ShardRequest::AdoptLink(hello, fd, tx))
+                    .await;
+            });
+        });
+        let stop = Rc::new(Latch::default());
+        let transport = TcpTransport::new(
+            local,
+            self.count,
+            peers,
+            deliver,
+            handoff,
+            self.queues.requests,
+            stop.clone(),
+        );
+        let listener = runtime::bind_shared_listener(config.listen)
+            .with_context(|| format!("cannot listen on --cluster-listen {}", config.listen))?;
+        transport.listen(listener);
+        let tick = Duration::from_millis(limits::REPLICATION_TICK_MS);
+        runtime::spawn_into(
+            self.queues.requests,
+            replicas.clone().tick(tick, stop.clone()),
+        );
+        let cluster = ClusterShard {
+            transport,
+            replicas,
+            stop,
+            forwarded: RefCell::default(),
+            next_call: Cell::new(0),
+            controller: Cell::new(None),
+        };
+        if self.cluster.set(cluster).is_err() {
+            unreachable!("a shard starts its cluster part once");
+        }
+        Ok(())
+    }
+
+    /// A link another shard of this node accepted for this one.
+    pub(super) fn adopt_link(&self, hello: Hello, fd: OwnedFd) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.transport.adopt(hello, fd);
+        }
+    }
+
+    /// The node that leads the metadata quorum, as this shard knows it: this node on a
+    /// single node.
+    pub fn controller_node(&self) -> Option<NodeId> {
+        match self.cluster.get() {
+            Some(cluster) => cluster.controller.get(),
+            None => Some(self.config.node_id),
+        }
+    }
+
+    /// Shard 0: tells every shard (this one too) which node leads the metadata quorum now.
+    pub(super) async fn announce_controller(self: &Rc<Self>, leader: Option<NodeId>) {
+        for shard in ShardId::all(self.count) {
+            if shard == self.id {
+                if let Some(cluster) = self.cluster.get() {
+                    cluster.controller.set(leader);
+                }
+            } else {
+                self.call(shard, |tx| ShardRequest::ControllerMoved(leader, tx))
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Calls on the controller: the one way handlers reach it, from any shard of any node.
+//!
+//! A shard sends its call to shard 0 over the mesh. Shard 0 runs it on its controller when
+//! this node's controller is the active one (always on a single node; in a cluster, when the
+//! node leads the metadata quorum), and otherwise forwards it over the node-to-node transport
+//! to shard 0 of the node that leads, which runs it only if it still leads (a forwarded call
+//! is never forwarded again). No answer within `CONTROLLER_CALL_TIMEOUT_MS`, or no leader,
+//! is `None`: the handler answers NOT_CONTROLLER and the client retries, as with Kafka.
+//!
+//! Payload of a forwarded call: kind (1 byte, `CALL` or `ANSWER`), call id (8, big-endian),
+//! then the call or the answer as JSON (controller calls are admin traffic, not data).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+use kafka_protocol::ResponseError;
+use serde::{Deserialize, Serialize};
+
+use super::admin::{AdminResult, ControllerCommand};
+use super::messages::{CreateTopicSpec, ShardRequest, TopicRef, TopicResult};
+use super::Shard;
+use crate::ids::{NodeId, ShardId};
+use crate::limits;
+use crate::metadata::BrokerRegistration;
+use crate::runtime;
+use crate::transport::{Address, Transport};
+
+/// What can be asked of the controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerCall {
+    CreateTopics(Vec<CreateTopicSpec>),
+    DeleteTopics(Vec<TopicRef>),
+    /// A fresh block of producer ids `[first, end)`.
+    AllocateProducerIds,
+    /// Config changes, partition increases, users, ACLs and quotas.
+    Commands(Vec<ControllerCommand>),
+    /// A node of the cluster says where clients reach it.
+    RegisterBroker(BrokerRegistration),
+}
+
+/// The controller's answer, one variant per kind of call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerAnswer {
+    Topics(Vec<TopicResult>),
+    ProducerIds(Result<(i64, i64), String>),
+    Commands(Vec<AdminResult>),
+    Registered(Result<(), String>),
+}
+
+/// Payload kinds of forwarded calls (replication's payloads use kinds below 0x10).
+const CALL: u8 = 0x10;
+const ANSWER: u8 = 0x11;
+
+/// Whether a node-to-node payload is a forwarded controller call or its answer.
+pub fn is_controller_payload(payload: &[u8]) -> bool {
+    matches!(payload.first(), Some(&CALL) | Some(&ANSWER))
+}
+
+fn encode(kind: u8, id: u64, body: &impl Serialize) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(kind);
+    out.put_u64(id);
+    let json = serde_json::to_vec(body).expect("controller calls encode as JSON");
+    out.extend_from_slice(&json);
+    out.freeze()
+}
+
+impl Shard {
+    /// Runs `call` on the active controller; None when none can be reached.
+    pub async fn call_controller(
+        self: &Rc<Self>,
+        call: ControllerCall,
+    ) -> Option<ControllerAnswer> {
+        if self.id != ShardId(0) {
+            let reply = self
+                .call(ShardId(0), |tx| ShardRequest::ControllerCall(call, tx))
+                .await;
+            return reply.flatten();
+        }
+        let controller = self.controller.borrow().clone()?;
+        match controller.leader() {
+            Some(node) if node == self.config.node_id => controller.run(self, call).await,
+            Some(node) => self.forward_to_controller(node, call).await,
+            None => None,
+        }
+    }
+
+    /// Sends `call` to shard 0 of `node` and waits for its answer.
+    async fn forward_to_controller(
+        self: &Rc<Self>,
+        node: NodeId,
+        call: ControllerCall,
+    ) -> Option<ControllerAnswer> {
+        let cluster = self.cluster.get()?;
+        let id = cluster.next_call_id();
+        let (answer, answered) = oneshot::channel();
+        cluster.forwarded.borrow_mut().insert(id, answer);
+        let to = Address {
+            node,
+            shard: ShardId(0),
+        };
+        cluster.transport.send(to, encode(CALL, id, &call));
+        let timeout = runtime::sleep(Duration::from_millis(limits::CONTROLLER_CALL_TIMEOUT_MS));
+        let answer = match select(answered, Box::pin(timeout)).await {
+            Either::Left((answer, _)) => answer.ok().flatten(),
+            Either::Right(_) => None,
+        };
+        cluster.forwarded.borrow_mut().remove(&id);
+        answer
+    }
+
+    /// A forwarded call or an answer from another node (shard 0 only); anything that does
+    /// not decode is dropped like a lost payload.
+    pub(super) fn receive_controller_payload(self: &Rc<Self>, from: Address, mut payload: Bytes) {
+        if payload.len() < 9 {
+            return;
+        }
+        let kind = payload.get_u8();
+        let id = payload.get_u64();
+        match kind {
+            CALL => {
+                let Ok(call) = serde_json::from_slice::<ControllerCall>(&payload) else {
+                    return;
+                };
+                let shard = self.clone();
+                runtime::spawn_into(self.queues.requests, async move {
+                    let controller = shard.controller.borrow().clone();
+                    let answer = match controller {
+                        Some(controller) => controller.run(&shard, call).await,
+                        None => None,
+                    };
+                    if let Some(cluster) = shard.cluster.get() {
+                        cluster.transport.send(from, encode(ANSWER, id, &answer));
+                    }
+                });
+            }
+            ANSWER => {
+                let Ok(answer) = serde_json::from_slice::<Option<ControllerAnswer>>(&payload)
+                else {
+                    return;
+                };
+                let waiting = self
+                    .cluster
+                    .get()
+                    .and_then(|cluster| cluster.forwarded.borrow_mut().remove(&id));
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(answer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub async fn create_topics(self: &Rc<Self>, specs: Vec<CreateTopicSpec>) -> Vec<TopicResult> {
+        let names: Vec<_> = specs.iter().map(|spec| spec.name.clone()).collect();
+        match self
+            .call_controller(ControllerCall::CreateTopics(specs))
+            .await
+        {
+            Some(ControllerAnswer::Topics(results)) => results,
+            _ => controller_unavailable(names.into_iter()),
+        }
+    }
+
+    pub async fn delete_topics(self: &Rc<Self>, topics: Vec<TopicRef>) -> Vec<TopicResult> {
+        let names: Vec<_> = topics
+            .iter()
+            .map(|topic| match topic {
+                TopicRef::Name(name) => name.clone(),
+                TopicRef::Id(_) => String::new(),
+            })
+            .collect();
+        match self
+            .call_controller(ControllerCall::DeleteTopics(topics))
+            .await
+        {
+            Some(ControllerAnswer::Topics(results)) => results,
+            _ => controller_unavailable(names.into_iter()),
+        }
+    }
+
+    /// Runs `commands` on the controller, in order; one result per command.
+    pub async fn controller_commands(
+        self: &Rc<Self>,
+        commands: Vec<ControllerCommand>,
+    ) -> Vec<AdminResult> {
+        let count = commands.len();
+        match self
+            .call_controller(ControllerCall::Commands(commands))
+            .await
+        {
+            Some(ControllerAnswer::Commands(results)) => results,
+            _ => {
+                let unavailable = AdminResult::error(
+                    ResponseError::NotController,
+                    "the controller is not available",
+                );
+                vec![unavailable; count]
+            }
+        }
+    }
+
+    /// A fresh block of producer ids from the controller.
+    pub(crate) async fn producer_id_block(self: &Rc<Self>) -> Result<(i64, i64), String> {
+        match self
+            .call_controller(ControllerCall::AllocateProducerIds)
+            .await
+        {
+            Some(ControllerAnswer::ProducerIds(block)) => block,
+            _ => Err("the controller is not available".into()),
+        }
+    }
+}
+
+fn controller_unavailable(names: impl Iterator<Item = String>) -> Vec<TopicResult> {
+    names
+        .map(|name| {
+            let refusal = (
+                ResponseError::NotController,
+                "the controller is not available".to_string(),
+            );
+            TopicResult::refused(name, refusal)
+        })
+        .collect()
+}

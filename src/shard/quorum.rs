@@ -1,0 +1,238 @@
+//! Shard 0 of a cluster node and the metadata quorum: the quorum's replica on this node, the
+//! tasks that follow it (applying committed entries, telling every shard which node leads),
+//! this node's registration, and what the active controller does on its own
+//! (`__consumer_offsets` once every voter has registered).
+//!
+//! Per-shard: shard 0 only, in a cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::future::{select, Either};
+
+use super::controller::Controller;
+use super::controller_call::{ControllerAnswer, ControllerCall};
+use super::Shard;
+use crate::ids::{PartitionId, ShardId};
+use crate::limits;
+use crate::metadata::topic_config::TopicConfig;
+use crate::metadata::{self, BrokerEndpoint, BrokerRegistration, METADATA_LOG_DIR};
+use crate::partition::TopicPartition;
+use crate::replication::window::ANCHOR_FILE;
+use crate::replication::{GroupId, Replica, ReplicaConfig, ReplicaSpec};
+use crate::runtime;
+use crate::storage::{BatchCache, Log};
+use crate::transport::{Address, Transport};
+
+/// The Raft group of the metadata log (partitions' groups get other ids).
+pub const METADATA_GROUP: GroupId = 0;
+
+/// The metadata log's name as a partition.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+impl Shard {
+    /// Opens this voter's replica of the metadata group over `__cluster_metadata-0`.
+    pub(super) async fn open_metadata_replica(self: &Rc<Self>) -> anyhow::Result<Rc<Replica>> {
+        let cluster = self.cluster.get().expect("a cluster node");
+        let config = self.config.cluster.as_ref().expect("a cluster node");
+        let dir = self.config.data_dir.join(METADATA_LOG_DIR);
+        // Its own cache, and pre-writing for this one log apart from the shard's partitions.
+        let cache = BatchCache::with_budgets(
+            1 << 20,
+            limits::READ_AHEAD_BYTES_PER_SHARD_MAX,
+            limits::PREWRITE_AHEAD_BYTES,
+        );
+        let log = Log::open(dir.clone(), metadata::log_config(), cache).await?;
+        if log.log_end_offset().get() > 0 && !dir.join(ANCHOR_FILE).exists() {
+            anyhow::bail!(
+                "{} holds the metadata log of a single-node broker; a cluster node starts on a \
+                 data directory of its own (an empty --data-dir)",
+                dir.display()
+            );
+        }
+        let me = self.config.node_id;
+        let peers: HashMap<_, _> = config
+            .voter_ids()
+            .into_iter()
+            .filter(|node| *node != me)
+            .map(|node| {
+                let address = Address {
+                    node,
+                    shard: ShardId(0),
+                };
+                (node, address)
+            })
+            .collect();
+        let spec = ReplicaSpec {
+            group: METADATA_GROUP,
+            me,
+            voters: config.voter_ids(),
+            peers,
+            seed: election_seed(),
+        };
+        let tp = TopicPartition {
+            topic: METADATA_TOPIC.to_string(),
+            partition: PartitionId(0),
+        };
+        let overrides = BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("retention.bytes".to_string(), "-1".to_string()),
+            (
+                "segment.bytes".to_string(),
+                limits::METADATA_SEGMENT_BYTES.to_string(),
+            ),
+        ]);
+        let topic_config = TopicConfig::resolve(&self.config.topic_defaults, &overrides);
+        let transport: Rc<dyn Transport> = Rc::new(cluster.transport.clone());
+        let replica = Replica::open(
+            spec,
+            tp,
+            topic_config,
+            log,
+            self.partition_context.clone(),
+            transport,
+            ReplicaConfig::default(),
+        )
+        .await?;
+        cluster.replicas.insert(replica.clone());
+        Ok(replica)
+    }
+
+    /// A cluster node's partitions live on shards the metadata names: a node restarted with
+    /// fewer shards than those cannot serve them (moving them is not built yet).
+    pub(super) fn check_own_shards(&self) -> anyhow::Result<()> {
+        let table = self.table();
+        let too_high = table.placed_replicas().find(|(_, _, replica)| {
+            replica.node == self.config.node_id && replica.shard.get() >= self.count
+        });
+        if let Some((topic, partition, replica)) = too_high {
+            anyhow::bail!(
+                "partition {partition} of topic {} is on shard {} of this node, which runs {} \
+                 shards: start it with --shards {} or more",
+                topic.name,
+                replica.shard,
+                self.count,
+                replica.shard.get() + 1
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts the tasks that follow the metadata quorum on this node.
+    pub(super) fn follow_quorum(self: &Rc<Self>, controller: Rc<Controller>) {
+        let queue = self.queues.requests;
+        runtime::spawn_into(queue, controller.clone().follow(self.clone()));
+        runtime::spawn_into(queue, self.clone().watch_controller(controller));
+        runtime::spawn_into(queue, self.clone().register());
+    }
+
+    /// Tells every shard which node leads the metadata quorum whenever that changes, and
+    /// starts the active controller's own work when it is this node.
+    async fn watch_controller(self: Rc<Self>, controller: Rc<Controller>) {
+        let cluster = self.cluster.get().expect("a cluster node");
+        let replica = controller.replica().expect("a quorum").clone();
+        let mut announced = None;
+        let mut first = true;
+        while !cluster.stop.is_raised() {
+            let moved = replica.leadership_moved();
+            let leader = replica.leader();
+            if first || leader != announced {
+                first = false;
+                announced = leader;
+                if leader == Some(self.config.node_id) {
+                    tracing::info!(node = %self.config.node_id, "this node is the active controller");
+                    runtime::spawn_into(
+                        self.queues.requests,
+                        self.clone().lead(controller.clone()),
+                    );
+                }
+                self.announce_controller(leader).await;
+                continue;
+            }
+            select(Box::pin(moved), Box::pin(cluster.stop.wait())).await;
+        }
+    }
+
+    /// What the active controller does unasked while it leads: create `__consumer_offsets`
+    /// once every voter has registered, so that its partitions spread over all of them.
+    async fn lead(self: Rc<Self>, controller: Rc<Controller>) {
+        let cluster = self.cluster.get().expect("a cluster node");
+        let voters = self.config.cluster.as_ref().map_or(0, |c| c.voters.len());
+        let replica = controller.replica().expect("a quorum").clone();
+        loop {
+            let applied = controller.applied_moved();
+            let moved = replica.leadership_moved();
+            if cluster.stop.is_raised() || controller.leader() != Some(self.config.node_id) {
+                return;
+            }
+            if self.table().topic(crate::group::OFFSETS_TOPIC).is_some() {
+                return;
+            }
+            if self.table().brokers().count() >= voters {
+                match self.ensure_offsets_topic().await {
+                    Ok(()) => return,
+                    Err(error) => tracing::warn!("{error:#}; trying again"),
+                }
+                let pause =
+                    runtime::sleep(Duration::from_millis(limits::BROKER_REGISTRATION_RETRY_MS));
+                select(Box::pin(pause), Box::pin(cluster.stop.wait())).await;
+                continue;
+            }
+            let woken = select(Box::pin(applied), Box::pin(moved));
+            select(Box::pin(woken), Box::pin(cluster.stop.wait())).await;
+        }
+    }
+
+    /// Registers this node with the active controller (where clients reach it, its shard
+    /// count) until its table holds the registration.
+    async fn register(self: Rc<Self>) {
+        let cluster = self.cluster.get().expect("a cluster node");
+        let registration = self.registration();
+        while !cluster.stop.is_raised() {
+            if self.table().broker(registration.node) == Some(&registration) {
+                tracing::info!(node = %registration.node, "registered with the controller");
+                return;
+            }
+            let call = ControllerCall::RegisterBroker(registration.clone());
+            match self.call_controller(call).await {
+                Some(ControllerAnswer::Registered(Ok(()))) => {}
+                Some(ControllerAnswer::Registered(Err(error))) => {
+                    tracing::debug!(%error, "registration refused; trying again")
+                }
+                _ => tracing::debug!("no controller to register with yet"),
+            }
+            let pause = runtime::sleep(Duration::from_millis(limits::BROKER_REGISTRATION_RETRY_MS));
+            if let Either::Right(_) = select(Box::pin(pause), Box::pin(cluster.stop.wait())).await {
+                return;
+            }
+        }
+    }
+
+    fn registration(&self) -> BrokerRegistration {
+        let endpoints = self
+            .config
+            .listeners
+            .iter()
+            .map(|listener| BrokerEndpoint {
+                listener: listener.name.clone(),
+                host: listener.advertised_host.clone(),
+                port: listener.advertised_port,
+            })
+            .collect();
+        BrokerRegistration {
+            node: self.config.node_id,
+            endpoints,
+            rack: None,
+            shards: self.count,
+        }
+    }
+}
+
+/// Seeds a real node's election timeouts (a simulation seeds its own).
+fn election_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}

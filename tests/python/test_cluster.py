@@ -1,0 +1,175 @@
+"""Several corelog processes form one cluster: the metadata quorum among the controller voters,
+its leader as the active controller, nodes registered with it, topics whose partitions spread
+over the nodes, and a controller that fails over when its node is killed.
+
+Partitions of a cluster have one replica each for now (a replication factor above 1 is
+refused); what is checked here is the metadata quorum of issue 14 and the routing on top of it.
+Each node is asked directly (`metadata_v1`), since a client may ask any broker it knows.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
+                     wait_until)
+from corelog_broker import BrokerError, free_port, metadata_v1
+
+NODES = (1, 2, 3)
+
+
+@pytest.fixture
+def cluster(broker_factory):
+    """Three nodes, each a controller voter, started one after another."""
+    ports = {node: free_port() for node in NODES}
+    voters = ",".join(f"{node}@127.0.0.1:{ports[node]}" for node in NODES)
+    nodes = {}
+    for node in NODES:
+        nodes[node] = broker_factory(
+            "--cluster-listen", f"127.0.0.1:{ports[node]}",
+            "--controller-quorum-voters", voters,
+            node_id=node)
+    return nodes
+
+
+def view(broker) -> dict | None:
+    """What `broker` says of the cluster, or None while it cannot answer."""
+    try:
+        return metadata_v1(broker.host, broker.port)
+    except (OSError, ValueError):
+        return None
+
+
+def agreed_controller(nodes: dict, alive) -> int | None:
+    """The controller every node in `alive` names, once they all name the same live one and
+    list every node of the cluster as a broker."""
+    views = [view(nodes[node]) for node in alive]
+    if any(v is None for v in views):
+        return None
+    controllers = {v["controller"] for v in views}
+    if len(controllers) != 1 or not controllers <= set(alive):
+        return None
+    expected = {node: ("127.0.0.1", nodes[node].port) for node in NODES}
+    if any(v["brokers"] != expected for v in views):
+        return None
+    return controllers.pop()
+
+
+def leaders(nodes: dict, alive, topic: str) -> dict | None:
+    """The partition leaders of `topic`, once every node in `alive` reports the same ones."""
+    views = [view(nodes[node]) for node in alive]
+    if any(v is None or topic not in v["topics"] for v in views):
+        return None
+    found = [v["topics"][topic] for v in views]
+    return found[0] if all(f == found[0] for f in found) else None
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int, replication: int = 1):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(topic, partitions, replication)],
+                                  operation_timeout=20, request_timeout=30)
+    futures[topic].result(timeout=40)
+
+
+def produce(bootstrap: str, topic: str, partitions: int, count: int) -> None:
+    producer = ck_producer(bootstrap, **{"enable.idempotence": True})
+    delivered = DeliveryLog()
+    for i in range(count):
+        producer.produce(topic, value=b"%d" % i, partition=i % partitions, on_delivery=delivered)
+    ck_flush(producer)
+    delivered.check(count)
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, count: int) -> dict[int, list[bytes]]:
+    consumer = ck_consumer(bootstrap)
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        records = ck_poll_records(consumer, count)
+    finally:
+        consumer.close()
+    by_partition: dict[int, list[bytes]] = {}
+    for record in records:
+        by_partition.setdefault(record.partition, []).append(record.value)
+    return by_partition
+
+
+def expected_values(partitions: int, count: int) -> dict[int, list[bytes]]:
+    values: dict[int, list[bytes]] = {}
+    for i in range(count):
+        values.setdefault(i % partitions, []).append(b"%d" % i)
+    return values
+
+
+def test_nodes_form_one_cluster_and_spread_partitions(cluster):
+    controller = wait_until(lambda: agreed_controller(cluster, NODES),
+                            what="every node naming one controller and all three brokers")
+    assert controller in NODES
+    create_topic(cluster[1].bootstrap, "spread", 6)
+    placed = wait_until(lambda: leaders(cluster, NODES, "spread"),
+                        what="every node reporting the same leaders of the new topic")
+    assert sorted(placed) == list(range(6))
+    assert set(placed.values()) == set(NODES), f"partitions spread over every node: {placed}"
+    with pytest.raises(Exception, match="INVALID_REPLICATION_FACTOR"):
+        create_topic(cluster[2].bootstrap, "replicated", 1, replication=3)
+
+    # A producer and a consumer group that know one node each reach every partition's node.
+    produce(cluster[3].bootstrap, "spread", 6, 600)
+    consumer = ck_consumer(cluster[2].bootstrap, **{
+        "group.id": "spread-readers", "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, "enable.auto.offset.store": True})
+    try:
+        consumer.subscribe(["spread"])
+        records = ck_poll_records(consumer, 600)
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition("spread", p) for p in range(6)],
+                                       timeout=20)
+        assert sum(tp.offset for tp in committed) == 600, committed
+    finally:
+        consumer.close()
+    by_partition: dict[int, list[bytes]] = {}
+    for record in records:
+        by_partition.setdefault(record.partition, []).append(record.value)
+    assert by_partition == expected_values(6, 600)
+
+
+def test_controller_fails_over_and_its_node_rejoins(cluster):
+    controller = wait_until(lambda: agreed_controller(cluster, NODES),
+                            what="one controller named by every node")
+    create_topic(cluster[1].bootstrap, "kept", 6)
+    wait_until(lambda: leaders(cluster, NODES, "kept"), what="the topic on every node")
+    produce(cluster[1].bootstrap, "kept", 6, 300)
+
+    cluster[controller].stop(signal.SIGKILL)
+    survivors = [node for node in NODES if node != controller]
+    successor = wait_until(
+        lambda: (c := agreed_controller(cluster, survivors)) != controller and c,
+        what="the surviving nodes electing another controller")
+    assert successor in survivors
+    create_topic(cluster[survivors[0]].bootstrap, "after-failover", 3)
+    wait_until(lambda: leaders(cluster, survivors, "after-failover"),
+               what="the survivors knowing the topic created after the failover")
+
+    # The killed node comes back, catches up on the metadata it missed, and still holds
+    # everything acknowledged on its partitions before the kill.
+    cluster[controller].start()
+    wait_until(lambda: leaders(cluster, NODES, "after-failover"),
+               what="the restarted node catching up on the metadata log")
+    wait_until(lambda: agreed_controller(cluster, NODES), what="all three naming one controller")
+    assert read_all(cluster[controller].bootstrap, "kept", 6, 300) == expected_values(6, 300)
+
+
+def test_a_single_nodes_data_directory_is_refused_by_a_cluster_node(broker_factory, topic):
+    """Its metadata log has no Raft state: a cluster node must not take it for the quorum's."""
+    single = broker_factory()
+    create_topic(single.bootstrap, topic, 1)
+    single.stop_clean()
+    port = free_port()
+    single.node_id = 1
+    single.extra_args = ("--cluster-listen", f"127.0.0.1:{port}",
+                         "--controller-quorum-voters", f"1@127.0.0.1:{port}")
+    with pytest.raises(BrokerError, match="metadata log of a single-node broker"):
+        single.start()
