@@ -104,6 +104,14 @@ pub struct ServeArgs {
     /// controller.quorum.voters); nodes given the same voters form one cluster.
     #[arg(long, env = "CORELOG_CONTROLLER_QUORUM_VOTERS")]
     pub controller_quorum_voters: Option<String>,
+    /// How often a node of a cluster tells the active controller it is alive
+    /// (broker.heartbeat.interval.ms) [default: 2000].
+    #[arg(long, env = "CORELOG_BROKER_HEARTBEAT_INTERVAL_MS")]
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    /// A node the active controller has not heard from for this long is fenced: left out of
+    /// Metadata, its partitions without a leader (broker.session.timeout.ms) [default: 9000].
+    #[arg(long, env = "CORELOG_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
     /// Create unknown topics on Metadata and Produce requests [default: true].
     #[arg(long, env = "CORELOG_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -215,6 +223,8 @@ pub struct FileConfig {
     node_id: Option<i32>,
     cluster_listen: Option<String>,
     controller_quorum_voters: Option<String>,
+    broker_heartbeat_interval_ms: Option<u64>,
+    broker_session_timeout_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     segment_bytes: Option<u64>,
@@ -486,15 +496,24 @@ impl Config {
             PathBuf::from("./data"),
         );
         let node_id = NodeId(pick(args.node_id, file.node_id, 0));
-        let cluster = cluster::resolve(
-            node_id,
-            args.cluster_listen
-                .as_deref()
-                .or(file.cluster_listen.as_deref()),
-            args.controller_quorum_voters
-                .as_deref()
-                .or(file.controller_quorum_voters.as_deref()),
-        )?;
+        let cluster = cluster::resolve(&cluster::ClusterFlags {
+            node: node_id,
+            listen: args.cluster_listen.clone().or(file.cluster_listen),
+            voters: args
+                .controller_quorum_voters
+                .clone()
+                .or(file.controller_quorum_voters),
+            heartbeat_interval_ms: pick(
+                args.broker_heartbeat_interval_ms,
+                file.broker_heartbeat_interval_ms,
+                2_000,
+            ),
+            session_timeout_ms: pick(
+                args.broker_session_timeout_ms,
+                file.broker_session_timeout_ms,
+                9_000,
+            ),
+        })?;
         let config = Config {
             data_dir: absolute_data_dir(&data_dir)?,
             listeners,

@@ -166,9 +166,6 @@ pub const CONTROLLER_CALL_TIMEOUT_MS: u64 = 10_000;
 /// How long a new metadata leader waits to have applied its whole log before it serves a
 /// controller call; past it the call is answered NOT_CONTROLLER.
 pub const CONTROLLER_CATCH_UP_TIMEOUT_MS: u64 = 5_000;
-/// How often a node that is not registered with the controller (or changed its listeners)
-/// tries again.
-pub const BROKER_REGISTRATION_RETRY_MS: u64 = 500;
 /// Segment size of the metadata log.
 pub const METADATA_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const _: () = assert!(METADATA_SEGMENT_BYTES >= SEGMENT_BYTES_MIN);

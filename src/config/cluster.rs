@@ -16,6 +16,20 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// The metadata quorum's voters and their cluster addresses, in the order given.
     pub voters: Vec<(NodeId, SocketAddr)>,
+    /// How often this node tells the active controller it is alive.
+    pub heartbeat_interval_ms: u64,
+    /// A node not heard from for this long is fenced.
+    pub session_timeout_ms: u64,
+}
+
+/// What the cluster flags and file keys say, before resolving.
+#[derive(Debug, Clone)]
+pub struct ClusterFlags {
+    pub node: NodeId,
+    pub listen: Option<String>,
+    pub voters: Option<String>,
+    pub heartbeat_interval_ms: u64,
+    pub session_timeout_ms: u64,
 }
 
 impl ClusterConfig {
@@ -28,18 +42,21 @@ impl ClusterConfig {
     }
 }
 
-/// Resolves the two flags for node `node`. Both or neither must be given; this node must be
-/// one of the voters, listening on its own voter address's port.
-pub fn resolve(
-    node: NodeId,
-    listen: Option<&str>,
-    voters: Option<&str>,
-) -> anyhow::Result<Option<ClusterConfig>> {
-    let (listen, voters) = match (listen, voters) {
+/// Resolves the cluster flags. --cluster-listen and --controller-quorum-voters go together or
+/// not at all; this node must be one of the voters, listening on its own voter address's port.
+pub fn resolve(flags: &ClusterFlags) -> anyhow::Result<Option<ClusterConfig>> {
+    let node = flags.node;
+    let (listen, voters) = match (flags.listen.as_deref(), flags.voters.as_deref()) {
         (None, None) => return Ok(None),
         (Some(listen), Some(voters)) => (listen, voters),
         _ => bail!("--cluster-listen and --controller-quorum-voters go together: give both"),
     };
+    if flags.heartbeat_interval_ms == 0 || flags.session_timeout_ms <= flags.heartbeat_interval_ms {
+        bail!(
+            "--broker-heartbeat-interval-ms must be at least 1 and below \
+             --broker-session-timeout-ms"
+        );
+    }
     let listen = resolve_address(listen).context("--cluster-listen")?;
     let voters = parse_voters(voters)?;
     let Some((_, own)) = voters.iter().find(|(voter, _)| *voter == node) else {
@@ -55,7 +72,12 @@ pub fn resolve(
              listens ({own})"
         );
     }
-    Ok(Some(ClusterConfig { listen, voters }))
+    Ok(Some(ClusterConfig {
+        listen,
+        voters,
+        heartbeat_interval_ms: flags.heartbeat_interval_ms,
+        session_timeout_ms: flags.session_timeout_ms,
+    }))
 }
 
 /// `1@host:port,2@host:port,...`: distinct node ids, each with a resolvable address.
@@ -97,6 +119,20 @@ fn resolve_address(text: &str) -> anyhow::Result<SocketAddr> {
 mod tests {
     use super::*;
 
+    fn resolve(
+        node: NodeId,
+        listen: Option<&str>,
+        voters: Option<&str>,
+    ) -> anyhow::Result<Option<ClusterConfig>> {
+        super::resolve(&ClusterFlags {
+            node,
+            listen: listen.map(str::to_string),
+            voters: voters.map(str::to_string),
+            heartbeat_interval_ms: 2_000,
+            session_timeout_ms: 9_000,
+        })
+    }
+
     #[test]
     fn voters_and_listen_agree() {
         let voters = "1@127.0.0.1:9101, 2@127.0.0.1:9102,3@127.0.0.1:9103";
@@ -116,6 +152,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
+        let slow_heartbeats = super::resolve(&ClusterFlags {
+            node: NodeId(1),
+            listen: Some("127.0.0.1:9101".into()),
+            voters: Some(voters.into()),
+            heartbeat_interval_ms: 9_000,
+            session_timeout_ms: 9_000,
+        });
+        assert!(slow_heartbeats.unwrap_err().to_string().contains("below"));
         assert!(refused(1, Some("127.0.0.1:9101"), None).contains("go together"));
         assert!(refused(3, Some("127.0.0.1:9103"), Some(voters)).contains("not in"));
         assert!(refused(1, Some("127.0.0.1:9999"), Some(voters)).contains("is not where"));

@@ -85,6 +85,11 @@ pub enum MetadataRecord {
     /// A node of a cluster registered, or changed what it registered (KRaft's
     /// RegisterBrokerRecord): where clients reach it, its rack and its shard count.
     BrokerRegistered(BrokerRegistration),
+    /// The active controller has not heard from a node within its session timeout (KRaft's
+    /// BrokerRegistrationChangeRecord fencing it): clients are not sent there.
+    BrokerFenced { node: NodeId },
+    /// A fenced node is heard from again.
+    BrokerUnfenced { node: NodeId },
     /// Client quotas of one entity were set (`Some`) or removed (KRaft's ClientQuotaRecord).
     ClientQuotasAltered {
         entity: QuotaEntity,

@@ -1,11 +1,12 @@
-//! A replicated partition under deterministic simulation: three nodes in one thread, each
-//! with its own life, simulated disk and network address, one simulated clock, and one seed
-//! for the network's drops and delays, the crashes' torn writes, the fault schedule and the
-//! workload.
+//! A replicated partition under deterministic simulation: three or five nodes (as the seed
+//! says) in one thread, each with its own life, simulated disk and network address, one
+//! simulated clock, and one seed for the network's drops and delays, the crashes' torn
+//! writes, the fault schedule and the workload.
 //!
 //! Clients propose batches to whichever node leads; meanwhile nodes crash (every task
-//! killed, the disk keeping only what was synced, and torn sectors) and restart, are cut
-//! off from the others, and the network drops and delays. Checked throughout:
+//! killed, the disk keeping only what was synced, and torn sectors) and restart, the network
+//! splits (one node isolated; a majority and a minority; two sides joined only through one
+//! bridge node), and it drops and delays. Checked throughout:
 //! - at most one leader per term;
 //! - what any node serves below its high watermark never changes afterwards, on any node
 //!   (so committed logs are prefixes of each other and consumers see only committed data);
@@ -40,7 +41,6 @@ use crate::sync::Latch;
 use crate::transport::sim::{Faults, SimNetwork};
 use crate::transport::Address;
 
-const NODES: i32 = 3;
 const GROUP: u64 = 1;
 const TICK: Duration = Duration::from_millis(10);
 const CLIENTS: usize = 3;
@@ -96,6 +96,8 @@ struct Node {
 
 struct Cluster {
     name: String,
+    /// How many nodes: three or five.
+    size: i32,
     random: RefCell<Seeded>,
     clock: Rc<SimClock>,
     network: Rc<SimNetwork>,
@@ -129,10 +131,12 @@ impl Cluster {
             metrics: Rc::new(ShardMetrics::new(1)),
         });
         let mut random = Seeded::new(seed);
+        let size = if random.coin() { 3 } else { 5 };
         let crash_per_million = 1_000 + random.below(29_000) as u32;
         let restart_ms_max = if random.coin() { 100 } else { 3_000 };
         let cluster = Rc::new(Cluster {
-            name: format!("seed {seed}"),
+            name: format!("seed {seed} ({size} nodes)"),
+            size,
             random: RefCell::new(random),
             crash_per_million,
             restart_ms_max,
@@ -150,7 +154,7 @@ impl Cluster {
         });
         let stop = Rc::new(Latch::default());
         runtime::spawn_local(cluster.network.clone().run(stop)).detach();
-        for id in 0..NODES {
+        for id in 0..size {
             let root = PathBuf::from(format!("/corelog-sim-{seed}/node-{id}/0"));
             let disk = SimDisk::mount(&root);
             disk.set_sync_latency(SYNC_LATENCY);
@@ -176,9 +180,9 @@ impl Cluster {
         let spec = ReplicaSpec {
             group: GROUP,
             me: node.id,
-            voters: (0..NODES).map(NodeId).collect(),
-            peers: (0..NODES)
-                .map(NodeId)
+            voters: self.node_ids().collect(),
+            peers: self
+                .node_ids()
                 .filter(|peer| *peer != node.id)
                 .map(|peer| (peer, address(peer)))
                 .collect(),
@@ -211,6 +215,10 @@ impl Cluster {
 
     fn now_ms(&self) -> i64 {
         clock::now_ms()
+    }
+
+    fn node_ids(&self) -> impl Iterator<Item = NodeId> {
+        (0..self.size).map(NodeId)
     }
 
     fn live_replicas(&self) -> Vec<(NodeId, Rc<Replica>)> {
@@ -270,8 +278,8 @@ impl Cluster {
         }
     }
 
-    /// One draw of the fault schedule, every 10 ms of simulated time: crashes and isolated
-    /// nodes (for 0.2 to 3.2 s) at the seed's rate, new drop and delay rates about every 2 s.
+    /// One draw of the fault schedule, every 10 ms of simulated time: crashes and network
+    /// splits (for 0.2 to 3.2 s) at the seed's rate, new drop and delay rates about every 2 s.
     fn inject_faults(&self) {
         let now = self.now_ms();
         if self.heal_at_ms.borrow().is_some_and(|at| at <= now) {
@@ -280,16 +288,15 @@ impl Cluster {
         }
         let mut random = self.random.borrow_mut();
         if random.chance(self.crash_per_million) {
-            let index = random.below(NODES as u64) as usize;
+            let index = random.below(self.size as u64) as usize;
             let restart_after = 10 + random.below(self.restart_ms_max) as i64;
             drop(random);
             self.crash(index, restart_after);
             return;
         }
         if random.chance(self.crash_per_million) && self.heal_at_ms.borrow().is_none() {
-            let isolated = NodeId(random.below(NODES as u64) as i32);
-            let others: Vec<NodeId> = (0..NODES).map(NodeId).filter(|n| *n != isolated).collect();
-            self.network.partition(&[isolated], &others);
+            let (side, other) = split(&mut random, self.size);
+            self.network.partition(&side, &other);
             *self.heal_at_ms.borrow_mut() = Some(now + 200 + random.below(3_000) as i64);
         }
         if random.chance(5_000) {
@@ -336,6 +343,30 @@ impl Cluster {
                     offset = base + i64::from(header.last_offset_delta.get()) + 1;
                 }
             }
+        }
+    }
+}
+
+/// Two sides of a network split of `size` nodes, cut from each other: one node isolated, a
+/// minority against a majority (2 against 3 of five), or two sides joined only through a
+/// bridge node, which is in neither and still reaches both.
+fn split(random: &mut Seeded, size: i32) -> (Vec<NodeId>, Vec<NodeId>) {
+    let mut nodes: Vec<NodeId> = (0..size).map(NodeId).collect();
+    // A seeded shuffle picks who ends up where.
+    for at in (1..nodes.len()).rev() {
+        let other = random.below(at as u64 + 1) as usize;
+        nodes.swap(at, other);
+    }
+    match random.below(3) {
+        0 => (nodes[..1].to_vec(), nodes[1..].to_vec()),
+        1 => {
+            let minority = (size as usize - 1) / 2;
+            (nodes[..minority].to_vec(), nodes[minority..].to_vec())
+        }
+        _ => {
+            let bridge_sides = (size as usize - 1) / 2;
+            let (left, rest) = nodes.split_at(bridge_sides);
+            (left.to_vec(), rest[1..].to_vec())
         }
     }
 }
@@ -501,7 +532,8 @@ async fn simulate(seed: u64, duration: Duration) -> String {
             .map(|(_, replica)| replica.snapshots_installed())
             .sum::<u64>();
     let digest = format!(
-        "acked {} committed {} terms {} crashes {} snapshots {snapshots} sent {} dropped {}",
+        "nodes {} acked {} committed {} terms {} crashes {} snapshots {snapshots} sent {} dropped {}",
+        cluster.size,
         acked.len(),
         committed.len(),
         cluster.leaders.borrow().len(),
@@ -519,7 +551,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
 /// Whether every node is up, one leads, and all have the same committed end as the log end.
 fn all_equal(cluster: &Cluster) -> bool {
     let live = cluster.live_replicas();
-    if live.len() != NODES as usize || !live.iter().any(|(_, replica)| replica.is_leader()) {
+    if live.len() != cluster.size as usize || !live.iter().any(|(_, replica)| replica.is_leader()) {
         return false;
     }
     let ends: Vec<(Offset, Offset)> = live

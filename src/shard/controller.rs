@@ -14,12 +14,12 @@
 //! once it has applied its whole log, so that it validates against everything committed
 //! before its term; a record it proposes is answered once it is committed and applied here.
 
-use std::cell::{Cell, Ref};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{select, Either};
 use kafka_protocol::ResponseError;
@@ -40,7 +40,7 @@ use crate::partition;
 use crate::replication::{ProposeError, Replica};
 use crate::runtime::clock;
 use crate::storage::{self, BatchCache};
-use crate::sync::{Latch, Notified, Notify};
+use crate::sync::{Latch, Notify};
 
 /// What the controller needs from the shard it runs on (shard 0), and no more.
 pub trait ControllerHost {
@@ -67,6 +67,8 @@ pub struct Controller {
     /// Notified when this node has applied more of the metadata log (in a cluster; a single
     /// node applies every change before it answers it).
     applied_moved: Notify,
+    /// When each node was last heard from, while this controller is the active one.
+    heartbeats: RefCell<HashMap<NodeId, Instant>>,
 }
 
 /// Where the metadata log is.
@@ -120,6 +122,7 @@ impl Controller {
             serial: crate::runtime::Semaphore::new(1),
             node: shard.config().node_id,
             applied_moved: Notify::new(),
+            heartbeats: RefCell::default(),
         });
         Ok((controller, entries))
     }
@@ -145,6 +148,7 @@ impl Controller {
             serial: crate::runtime::Semaphore::new(1),
             node: shard.config().node_id,
             applied_moved: Notify::new(),
+            heartbeats: RefCell::default(),
         });
         Ok((controller, entries))
     }
@@ -164,13 +168,6 @@ impl Controller {
             MetadataLog::Local(_) => None,
             MetadataLog::Quorum(quorum) => Some(&quorum.replica),
         }
-    }
-
-    /// Completes when this node has applied more of the metadata log (never on a single
-    /// node, where every change is applied before it is answered). Take it before reading
-    /// the state it is to follow.
-    pub fn applied_moved(&self) -> Notified<'_> {
-        self.applied_moved.notified()
     }
 
     /// In a cluster: applies the metadata group's entries as they are committed, on every
@@ -260,6 +257,9 @@ impl Controller {
             }
             ControllerCall::RegisterBroker(registration) => {
                 ControllerAnswer::Registered(self.register_broker(shard, registration).await)
+            }
+            ControllerCall::Heartbeat(node) => {
+                ControllerAnswer::Heartbeat(self.heartbeat(shard, node).await)
             }
         })
     }
@@ -532,6 +532,73 @@ impl Controller {
             .map_err(|(_, message)| message)?;
         tracing::info!(%node, "broker registered");
         Ok(())
+    }
+
+    /// A registered node is alive: noted, and a fenced one unfenced.
+    async fn heartbeat(&self, shard: &impl ControllerHost, node: NodeId) -> Result<(), String> {
+        if shard.table().broker(node).is_none() {
+            return Err(format!("node {node} is not registered"));
+        }
+        self.heartbeats.borrow_mut().insert(node, clock::now());
+        if !shard.table().is_fenced(node) {
+            return Ok(());
+        }
+        let _permit = self.serially().await.map_err(|(_, message)| message)?;
+        if !shard.table().is_fenced(node) {
+            return Ok(());
+        }
+        let record = MetadataRecord::BrokerUnfenced { node };
+        self.commit(shard, record)
+            .await
+            .map_err(|(_, message)| message)?;
+        tracing::info!(%node, "broker unfenced: heard from again");
+        Ok(())
+    }
+
+    /// The active controller, on taking office: every registered node gets a full session
+    /// from now before it can be fenced (the previous controller's view is not inherited).
+    pub fn start_sessions(&self, shard: &impl ControllerHost) {
+        let now = clock::now();
+        let nodes: Vec<NodeId> = shard.table().brokers().map(|b| b.node).collect();
+        let mut heartbeats = self.heartbeats.borrow_mut();
+        heartbeats.clear();
+        heartbeats.extend(nodes.into_iter().map(|node| (node, now)));
+    }
+
+    /// Fences every registered node not heard from within `session`.
+    pub async fn fence_silent_brokers(&self, shard: &impl ControllerHost, session: Duration) {
+        let now = clock::now();
+        let silent: Vec<NodeId> = {
+            let table = shard.table();
+            let mut heartbeats = self.heartbeats.borrow_mut();
+            table
+                .brokers()
+                .map(|b| b.node)
+                .filter(|node| !table.is_fenced(*node))
+                .filter(|node| {
+                    let last = *heartbeats.entry(*node).or_insert(now);
+                    now.saturating_duration_since(last) > session
+                })
+                .collect()
+        };
+        for node in silent {
+            let Ok(_permit) = self.serially().await else {
+                return;
+            };
+            let heard = self.heartbeats.borrow().get(&node).copied();
+            let still_silent =
+                heard.is_none_or(|last| clock::now().saturating_duration_since(last) > session);
+            if !still_silent || shard.table().is_fenced(node) {
+                continue;
+            }
+            match self
+                .commit(shard, MetadataRecord::BrokerFenced { node })
+                .await
+            {
+                Ok(()) => tracing::warn!(%node, ?session, "broker fenced: not heard from"),
+                Err((_, message)) => tracing::warn!(%node, %message, "cannot fence a broker"),
+            }
+        }
     }
 
     /// Config changes and partition increases, one topic per command, each validated against

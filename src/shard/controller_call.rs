@@ -39,6 +39,8 @@ pub enum ControllerCall {
     Commands(Vec<ControllerCommand>),
     /// A node of the cluster says where clients reach it.
     RegisterBroker(BrokerRegistration),
+    /// A registered node says it is alive.
+    Heartbeat(NodeId),
 }
 
 /// The controller's answer, one variant per kind of call.
@@ -48,6 +50,8 @@ pub enum ControllerAnswer {
     ProducerIds(Result<(i64, i64), String>),
     Commands(Vec<AdminResult>),
     Registered(Result<(), String>),
+    /// Err: the node is not registered (it registers again).
+    Heartbeat(Result<(), String>),
 }
 
 /// Payload kinds of forwarded calls (replication's payloads use kinds below 0x10).

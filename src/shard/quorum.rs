@@ -1,7 +1,8 @@
 //! Shard 0 of a cluster node and the metadata quorum: the quorum's replica on this node, the
 //! tasks that follow it (applying committed entries, telling every shard which node leads),
-//! this node's registration, and what the active controller does on its own
-//! (`__consumer_offsets` once every voter has registered).
+//! this node's registration and heartbeats, and what the active controller does on its own
+//! (fencing nodes it has not heard from, `__consumer_offsets` once every voter has
+//! registered).
 //!
 //! Per-shard: shard 0 only, in a cluster.
 
@@ -124,7 +125,7 @@ impl Shard {
         let queue = self.queues.requests;
         runtime::spawn_into(queue, controller.clone().follow(self.clone()));
         runtime::spawn_into(queue, self.clone().watch_controller(controller));
-        runtime::spawn_into(queue, self.clone().register());
+        runtime::spawn_into(queue, self.clone().keep_alive());
     }
 
     /// Tells every shard which node leads the metadata quorum whenever that changes, and
@@ -154,55 +155,58 @@ impl Shard {
         }
     }
 
-    /// What the active controller does unasked while it leads: create `__consumer_offsets`
-    /// once every voter has registered, so that its partitions spread over all of them.
+    /// What the active controller does unasked while it leads, every heartbeat interval:
+    /// fence the nodes it has not heard from within their session, and create
+    /// `__consumer_offsets` once every voter has registered, so that its partitions spread
+    /// over all of them.
     async fn lead(self: Rc<Self>, controller: Rc<Controller>) {
         let cluster = self.cluster.get().expect("a cluster node");
-        let voters = self.config.cluster.as_ref().map_or(0, |c| c.voters.len());
-        let replica = controller.replica().expect("a quorum").clone();
-        loop {
-            let applied = controller.applied_moved();
-            let moved = replica.leadership_moved();
-            if cluster.stop.is_raised() || controller.leader() != Some(self.config.node_id) {
-                return;
-            }
-            if self.table().topic(crate::group::OFFSETS_TOPIC).is_some() {
-                return;
-            }
-            if self.table().brokers().count() >= voters {
-                match self.ensure_offsets_topic().await {
-                    Ok(()) => return,
-                    Err(error) => tracing::warn!("{error:#}; trying again"),
+        let config = self.config.cluster.as_ref().expect("a cluster node");
+        let interval = Duration::from_millis(config.heartbeat_interval_ms);
+        let session = Duration::from_millis(config.session_timeout_ms);
+        controller.start_sessions(&self);
+        while !cluster.stop.is_raised() && controller.leader() == Some(self.config.node_id) {
+            controller.fence_silent_brokers(&self, session).await;
+            let offsets_missing = self.table().topic(crate::group::OFFSETS_TOPIC).is_none();
+            if offsets_missing && self.table().brokers().count() >= config.voters.len() {
+                if let Err(error) = self.ensure_offsets_topic().await {
+                    tracing::warn!("{error:#}; trying again");
                 }
-                let pause =
-                    runtime::sleep(Duration::from_millis(limits::BROKER_REGISTRATION_RETRY_MS));
-                select(Box::pin(pause), Box::pin(cluster.stop.wait())).await;
-                continue;
             }
-            let woken = select(Box::pin(applied), Box::pin(moved));
-            select(Box::pin(woken), Box::pin(cluster.stop.wait())).await;
+            let pause = runtime::sleep(interval);
+            select(Box::pin(pause), Box::pin(cluster.stop.wait())).await;
         }
     }
 
     /// Registers this node with the active controller (where clients reach it, its shard
-    /// count) until its table holds the registration.
-    async fn register(self: Rc<Self>) {
+    /// count) until its table holds the registration, then tells the controller every
+    /// heartbeat interval that it is alive, until the node stops.
+    async fn keep_alive(self: Rc<Self>) {
         let cluster = self.cluster.get().expect("a cluster node");
+        let config = self.config.cluster.as_ref().expect("a cluster node");
+        let interval = Duration::from_millis(config.heartbeat_interval_ms);
         let registration = self.registration();
+        let mut registered = false;
         while !cluster.stop.is_raised() {
-            if self.table().broker(registration.node) == Some(&registration) {
+            let known = self.table().broker(registration.node) == Some(&registration);
+            if known && !registered {
                 tracing::info!(node = %registration.node, "registered with the controller");
-                return;
             }
-            let call = ControllerCall::RegisterBroker(registration.clone());
+            registered = known;
+            let call = if known {
+                ControllerCall::Heartbeat(registration.node)
+            } else {
+                ControllerCall::RegisterBroker(registration.clone())
+            };
             match self.call_controller(call).await {
-                Some(ControllerAnswer::Registered(Ok(()))) => {}
-                Some(ControllerAnswer::Registered(Err(error))) => {
-                    tracing::debug!(%error, "registration refused; trying again")
+                Some(ControllerAnswer::Registered(Err(error)))
+                | Some(ControllerAnswer::Heartbeat(Err(error))) => {
+                    tracing::debug!(%error, "the controller refused; trying again")
                 }
-                _ => tracing::debug!("no controller to register with yet"),
+                Some(_) => {}
+                None => tracing::debug!("no controller reachable yet"),
             }
-            let pause = runtime::sleep(Duration::from_millis(limits::BROKER_REGISTRATION_RETRY_MS));
+            let pause = runtime::sleep(interval);
             if let Either::Right(_) = select(Box::pin(pause), Box::pin(cluster.stop.wait())).await {
                 return;
             }

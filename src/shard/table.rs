@@ -8,7 +8,7 @@
 //! shards and nodes. A single node's partitions are recorded as owner shards and held here as
 //! one replica each on this node, so that the rest of the broker sees one shape.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
 use crate::config::TopicDefaults;
@@ -113,6 +113,8 @@ pub struct ShardTable {
     quotas: Rc<QuotaStore>,
     /// The nodes of the cluster, as they registered (empty on a single node).
     brokers: BTreeMap<NodeId, BrokerRegistration>,
+    /// Registered nodes the active controller has not heard from within their session.
+    fenced: BTreeSet<NodeId>,
     /// Every producer id below this was handed out in an earlier block.
     next_producer_id: i64,
     /// This node.
@@ -127,6 +129,7 @@ impl ShardTable {
         ShardTable {
             defaults,
             brokers: BTreeMap::new(),
+            fenced: BTreeSet::new(),
             next_producer_id: 0,
             here,
             topics: BTreeMap::new(),
@@ -179,6 +182,11 @@ impl ShardTable {
         self.brokers.get(&node)
     }
 
+    /// Whether `node` is registered and fenced (not heard from within its session).
+    pub fn is_fenced(&self, node: NodeId) -> bool {
+        self.fenced.contains(&node)
+    }
+
     /// Every producer id below this was handed out in an earlier block.
     pub fn next_producer_id(&self) -> i64 {
         self.next_producer_id
@@ -215,9 +223,14 @@ impl ShardTable {
         load
     }
 
-    /// Replicas held by each registered node.
+    /// Replicas held by each registered node that is not fenced.
     pub fn load_per_node(&self) -> BTreeMap<NodeId, usize> {
-        let mut load: BTreeMap<NodeId, usize> = self.brokers.keys().map(|n| (*n, 0)).collect();
+        let mut load: BTreeMap<NodeId, usize> = self
+            .brokers
+            .keys()
+            .filter(|node| !self.fenced.contains(node))
+            .map(|node| (*node, 0))
+            .collect();
         for (_, _, replica) in self.placed_replicas() {
             if let Some(count) = load.get_mut(&replica.node) {
                 *count += 1;
@@ -354,7 +367,17 @@ impl ShardTable {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
             MetadataRecord::BrokerRegistered(registration) => {
+                // A node registers when it starts: it is alive.
+                self.fenced.remove(&registration.node);
                 self.brokers.insert(registration.node, registration.clone());
+            }
+            MetadataRecord::BrokerFenced { node } => {
+                if self.brokers.contains_key(node) {
+                    self.fenced.insert(*node);
+                }
+            }
+            MetadataRecord::BrokerUnfenced { node } => {
+                self.fenced.remove(node);
             }
             MetadataRecord::UserScramCredentialSet {
                 name,

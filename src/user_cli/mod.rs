@@ -125,6 +125,16 @@ fn run_offline(dir: &Path, command: &UserCommand) -> anyhow::Result<()> {
     let dir = std::path::absolute(dir)
         .with_context(|| format!("cannot resolve data directory {}", dir.display()))?;
     let _lock = crate::serve::lock_data_dir(&dir)?;
+    let anchor = dir
+        .join(crate::metadata::METADATA_LOG_DIR)
+        .join(crate::replication::window::ANCHOR_FILE);
+    if anchor.exists() {
+        bail!(
+            "{} belongs to a node of a cluster, whose metadata log only its quorum writes: \
+             start the cluster and use --brokers",
+            dir.display()
+        );
+    }
     let summary = match &record {
         MetadataRecord::UserScramCredentialSet {
             name, mechanism, ..

@@ -1,6 +1,7 @@
 """Several corelog processes form one cluster: the metadata quorum among the controller voters,
-its leader as the active controller, nodes registered with it, topics whose partitions spread
-over the nodes, and a controller that fails over when its node is killed.
+its leader as the active controller, nodes registered with it and fenced when they fall
+silent, topics whose partitions spread over the nodes, and a controller that fails over when
+its node is killed.
 
 Partitions of a cluster have one replica each for now (a replication factor above 1 is
 refused); what is checked here is the metadata quorum of issue 14 and the routing on top of it.
@@ -18,8 +19,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
                      wait_until)
 from corelog_broker import BrokerError, free_port, metadata_v1
+from security_setup import corelog
 
 NODES = (1, 2, 3)
+
+
+# Heartbeats and the session of a node, shorter than Kafka's defaults (2 s and 9 s) so that a
+# killed node is fenced within seconds; the session still spans 12 heartbeats, so that a
+# loaded machine does not fence a live node.
+HEARTBEAT_MS = 250
+SESSION_MS = 3000
 
 
 @pytest.fixture
@@ -32,6 +41,8 @@ def cluster(broker_factory):
         nodes[node] = broker_factory(
             "--cluster-listen", f"127.0.0.1:{ports[node]}",
             "--controller-quorum-voters", voters,
+            "--broker-heartbeat-interval-ms", str(HEARTBEAT_MS),
+            "--broker-session-timeout-ms", str(SESSION_MS),
             node_id=node)
     return nodes
 
@@ -46,14 +57,14 @@ def view(broker) -> dict | None:
 
 def agreed_controller(nodes: dict, alive) -> int | None:
     """The controller every node in `alive` names, once they all name the same live one and
-    list every node of the cluster as a broker."""
+    list exactly the nodes in `alive` as brokers (a dead node is fenced, and left out)."""
     views = [view(nodes[node]) for node in alive]
     if any(v is None for v in views):
         return None
     controllers = {v["controller"] for v in views}
     if len(controllers) != 1 or not controllers <= set(alive):
         return None
-    expected = {node: ("127.0.0.1", nodes[node].port) for node in NODES}
+    expected = {node: ("127.0.0.1", nodes[node].port) for node in alive}
     if any(v["brokers"] != expected for v in views):
         return None
     return controllers.pop()
@@ -143,12 +154,17 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
     wait_until(lambda: leaders(cluster, NODES, "kept"), what="the topic on every node")
     produce(cluster[1].bootstrap, "kept", 6, 300)
 
+    placed = leaders(cluster, NODES, "kept")
     cluster[controller].stop(signal.SIGKILL)
     survivors = [node for node in NODES if node != controller]
     successor = wait_until(
-        lambda: (c := agreed_controller(cluster, survivors)) != controller and c,
-        what="the surviving nodes electing another controller")
+        lambda: agreed_controller(cluster, survivors),
+        what="the survivors electing another controller and fencing the killed node")
     assert successor in survivors
+    # The killed node's partitions have no leader until it returns; the others keep theirs.
+    unavailable = {p: (-1 if leader == controller else leader) for p, leader in placed.items()}
+    wait_until(lambda: leaders(cluster, survivors, "kept") == unavailable,
+               what="the killed node's partitions reported without a leader")
     create_topic(cluster[survivors[0]].bootstrap, "after-failover", 3)
     wait_until(lambda: leaders(cluster, survivors, "after-failover"),
                what="the survivors knowing the topic created after the failover")
@@ -158,7 +174,10 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
     cluster[controller].start()
     wait_until(lambda: leaders(cluster, NODES, "after-failover"),
                what="the restarted node catching up on the metadata log")
-    wait_until(lambda: agreed_controller(cluster, NODES), what="all three naming one controller")
+    wait_until(lambda: agreed_controller(cluster, NODES),
+               what="all three listed again and naming one controller")
+    wait_until(lambda: leaders(cluster, NODES, "kept") == placed,
+               what="the returned node's partitions led by it again")
     assert read_all(cluster[controller].bootstrap, "kept", 6, 300) == expected_values(6, 300)
 
 
@@ -173,3 +192,14 @@ def test_a_single_nodes_data_directory_is_refused_by_a_cluster_node(broker_facto
                          "--controller-quorum-voters", f"1@127.0.0.1:{port}")
     with pytest.raises(BrokerError, match="metadata log of a single-node broker"):
         single.start()
+
+
+def test_offline_user_changes_are_refused_on_a_cluster_nodes_data_directory(cluster):
+    """Only the quorum writes a cluster's metadata log: an offline append would not be a Raft
+    entry, and would corrupt the node's log."""
+    wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
+    cluster[3].stop_clean()
+    refused = corelog("user", "create", "alice", "--password", "secret",
+                      "--data-dir", str(cluster[3].data_dir), check=False)
+    assert refused.returncode != 0
+    assert "belongs to a node of a cluster" in refused.stderr

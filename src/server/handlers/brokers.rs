@@ -1,7 +1,7 @@
 //! The brokers a client is told about (Metadata, DescribeCluster, FindCoordinator): on a
-//! single node just this one; in a cluster every registered node, each at the address of
-//! the listener the client came in on (as Kafka answers per listener name), with this node
-//! always among them, registered or not yet.
+//! single node just this one; in a cluster every registered node that is not fenced, each at
+//! the address of the listener the client came in on (as Kafka answers per listener name),
+//! with this node always among them (it answers, so it is alive, registered or not yet).
 
 use std::collections::BTreeMap;
 
@@ -21,7 +21,8 @@ pub struct Broker {
 pub fn brokers(ctx: &RequestContext) -> Vec<Broker> {
     let listener = &ctx.listener().config;
     let mut brokers = BTreeMap::new();
-    for registration in ctx.shard.table().brokers() {
+    let table = ctx.shard.table();
+    for registration in table.brokers().filter(|b| !table.is_fenced(b.node)) {
         let endpoint = registration
             .endpoints
             .iter()
@@ -36,6 +37,7 @@ pub fn brokers(ctx: &RequestContext) -> Vec<Broker> {
             brokers.insert(registration.node, broker);
         }
     }
+    drop(table);
     let here = ctx.shard.config.node_id;
     brokers.insert(
         here,

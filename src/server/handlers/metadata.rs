@@ -20,7 +20,7 @@ use crate::ids::{NodeId, PartitionId};
 use crate::metadata::validate_topic_name;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
-use crate::shard::table::TopicEntry;
+use crate::shard::table::{ShardTable, TopicEntry};
 
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let brokers = brokers::brokers(ctx)
@@ -49,7 +49,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
             ctx.cluster_operations_if(request.include_cluster_authorized_operations);
     }
     let describe = |entry: &TopicEntry| {
-        let mut described = describe_topic(entry, ctx.api_version);
+        let mut described = describe_topic(entry, &ctx.shard.table(), ctx.api_version);
         if ctx.api_version >= 8 && request.include_topic_authorized_operations {
             described.topic_authorized_operations =
                 ctx.authorized_operations(ResourceType::Topic, &entry.name);
@@ -114,20 +114,26 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
 
 /// A topic's entry; fields newer than `version` stay at their defaults, because the crate
 /// refuses to encode a field its version lacks.
-fn describe_topic(topic: &TopicEntry, version: i16) -> MetadataResponseTopic {
+fn describe_topic(topic: &TopicEntry, table: &ShardTable, version: i16) -> MetadataResponseTopic {
     let partitions = PartitionId::all(topic.partition_count())
         .map(|index| {
-            let leader = topic.preferred_leader(index).map_or(-1, NodeId::get);
-            let replicas: Vec<BrokerId> = topic
-                .replicas(index)
-                .iter()
-                .map(|replica| BrokerId(replica.node.get()))
-                .collect();
-            let partition = MetadataResponsePartition::default()
+            let broker = |node: NodeId| BrokerId(node.get());
+            let replicas = topic.replicas(index);
+            let live = |node: &NodeId| !table.is_fenced(*node);
+            let nodes = replicas.iter().map(|replica| replica.node);
+            let leader = topic.preferred_leader(index).filter(live);
+            let mut partition = MetadataResponsePartition::default()
                 .with_partition_index(index.get())
-                .with_leader_id(BrokerId(leader))
-                .with_replica_nodes(replicas.clone())
-                .with_isr_nodes(replicas);
+                .with_leader_id(leader.map_or(BrokerId(-1), broker))
+                .with_replica_nodes(nodes.clone().map(broker).collect())
+                .with_isr_nodes(nodes.clone().filter(live).map(broker).collect());
+            if leader.is_none() {
+                partition.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            if version >= 5 {
+                let offline = nodes.filter(|node| !live(node)).map(broker).collect();
+                partition.offline_replicas = offline;
+            }
             if version >= 7 {
                 partition.with_leader_epoch(0)
             } else {
