@@ -166,6 +166,9 @@ pub const CONTROLLER_CALL_TIMEOUT_MS: u64 = 10_000;
 /// How long a new metadata leader waits to have applied its whole log before it serves a
 /// controller call; past it the call is answered NOT_CONTROLLER.
 pub const CONTROLLER_CATCH_UP_TIMEOUT_MS: u64 = 5_000;
+/// How long a cluster node told to stop waits for the controller to fence it before it drains
+/// anyway.
+pub const CONTROLLED_SHUTDOWN_TIMEOUT_MS: u64 = 5_000;
 /// Segment size of the metadata log.
 pub const METADATA_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const _: () = assert!(METADATA_SEGMENT_BYTES >= SEGMENT_BYTES_MIN);

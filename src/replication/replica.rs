@@ -136,6 +136,8 @@ struct Pending {
     /// Followers a snapshot message was sent to: reported finished, so that the leader
     /// probes them again (and sends another snapshot if this one was lost).
     snapshots_sent: Vec<u64>,
+    /// Hand the leadership to the most caught-up follower (a leader about to stop).
+    transfer_leadership: bool,
 }
 
 /// See the module documentation.
@@ -330,6 +332,14 @@ impl Replica {
         self.wake.notify_all();
     }
 
+    /// A leader about to stop hands its leadership to the live follower whose log is furthest
+    /// along (raft-rs's leadership transfer: that follower campaigns at once, without waiting
+    /// for an election timeout). Nothing happens on a follower, or with no live follower.
+    pub fn transfer_leadership(&self) {
+        self.pending.borrow_mut().transfer_leadership = true;
+        self.wake.notify_all();
+    }
+
     /// Stops the driver: waiting proposals are answered `Stopped`. The partition stays open
     /// for its owner to close.
     pub fn stop(&self) {
@@ -379,6 +389,11 @@ impl Replica {
             }
             for follower in pending.snapshots_sent {
                 node.report_snapshot(follower, SnapshotStatus::Finish);
+            }
+            if pending.transfer_leadership {
+                if let Some(follower) = most_caught_up_follower(node) {
+                    node.transfer_leader(follower);
+                }
             }
         });
         let mut accepted = HashMap::new();
@@ -975,4 +990,22 @@ async fn read_from(log: &Log, start: Offset) -> Result<Vec<Bytes>, StorageError>
         offset = meta.last_offset + 1;
         batches.extend(read);
     }
+}
+
+/// The voter other than the leader, heard from within the last election timeout, whose log
+/// matches the leader's furthest (None on a follower, or with no such voter).
+fn most_caught_up_follower(node: &RawNode<WindowStorage>) -> Option<u64> {
+    let raft = &node.raft;
+    if raft.state != StateRole::Leader {
+        return None;
+    }
+    let voters = raft.prs().conf().voters().ids();
+    voters
+        .iter()
+        .filter(|id| *id != raft.id)
+        .filter_map(|id| raft.prs().get(id).map(|progress| (progress, id)))
+        .filter(|(progress, _)| progress.recent_active)
+        .map(|(progress, id)| (progress.matched, id))
+        .max()
+        .map(|(_, id)| id)
 }

@@ -6,7 +6,8 @@
 //! Clients propose batches to whichever node leads; meanwhile nodes crash (every task
 //! killed, the disk keeping only what was synced, and torn sectors) and restart, the network
 //! splits (one node isolated; a majority and a minority; two sides joined only through one
-//! bridge node), and it drops and delays. Checked throughout:
+//! bridge node), leaders hand their leadership over, and the network drops and delays.
+//! Checked throughout:
 //! - at most one leader per term;
 //! - what any node serves below its high watermark never changes afterwards, on any node
 //!   (so committed logs are prefixes of each other and consumers see only committed data);
@@ -278,8 +279,9 @@ impl Cluster {
         }
     }
 
-    /// One draw of the fault schedule, every 10 ms of simulated time: crashes and network
-    /// splits (for 0.2 to 3.2 s) at the seed's rate, new drop and delay rates about every 2 s.
+    /// One draw of the fault schedule, every 10 ms of simulated time: crashes, network splits
+    /// (for 0.2 to 3.2 s) and leadership handovers at the seed's rate, new drop and delay
+    /// rates about every 2 s.
     fn inject_faults(&self) {
         let now = self.now_ms();
         if self.heal_at_ms.borrow().is_some_and(|at| at <= now) {
@@ -298,6 +300,18 @@ impl Cluster {
             let (side, other) = split(&mut random, self.size);
             self.network.partition(&side, &other);
             *self.heal_at_ms.borrow_mut() = Some(now + 200 + random.below(3_000) as i64);
+        }
+        if random.chance(self.crash_per_million) {
+            // A leader handing over before a clean stop.
+            drop(random);
+            let leading = self
+                .live_replicas()
+                .into_iter()
+                .find(|(_, r)| r.is_leader());
+            if let Some((_, leader)) = leading {
+                leader.transfer_leadership();
+            }
+            random = self.random.borrow_mut();
         }
         if random.chance(5_000) {
             self.network.set_faults(Faults {

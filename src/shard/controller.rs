@@ -85,7 +85,8 @@ struct Quorum {
     /// The metadata log offset of the next entry to apply: every shard of this node has
     /// applied the committed entries below it.
     applied: Cell<Offset>,
-    /// Raised when the node stops: the follower ends, waits give up.
+    /// Raised when the node is told to stop: the follower ends, calls are refused and waits
+    /// give up (the replica itself runs on while the node drains).
     stop: Rc<Latch>,
 }
 
@@ -258,9 +259,10 @@ impl Controller {
             ControllerCall::RegisterBroker(registration) => {
                 ControllerAnswer::Registered(self.register_broker(shard, registration).await)
             }
-            ControllerCall::Heartbeat(node) => {
-                ControllerAnswer::Heartbeat(self.heartbeat(shard, node).await)
-            }
+            ControllerCall::Heartbeat {
+                node,
+                shutting_down,
+            } => ControllerAnswer::Heartbeat(self.heartbeat(shard, node, shutting_down).await),
         })
     }
 
@@ -534,24 +536,35 @@ impl Controller {
         Ok(())
     }
 
-    /// A registered node is alive: noted, and a fenced one unfenced.
-    async fn heartbeat(&self, shard: &impl ControllerHost, node: NodeId) -> Result<(), String> {
+    /// A registered node is alive: noted, and a fenced one unfenced. One shutting down is
+    /// fenced now.
+    async fn heartbeat(
+        &self,
+        shard: &impl ControllerHost,
+        node: NodeId,
+        shutting_down: bool,
+    ) -> Result<(), String> {
         if shard.table().broker(node).is_none() {
             return Err(format!("node {node} is not registered"));
         }
         self.heartbeats.borrow_mut().insert(node, clock::now());
-        if !shard.table().is_fenced(node) {
-            return Ok(());
+        if shard.table().is_fenced(node) != shutting_down {
+            let _permit = self.serially().await.map_err(|(_, message)| message)?;
+            if shard.table().is_fenced(node) != shutting_down {
+                let record = if shutting_down {
+                    MetadataRecord::BrokerFenced { node }
+                } else {
+                    MetadataRecord::BrokerUnfenced { node }
+                };
+                self.commit(shard, record)
+                    .await
+                    .map_err(|(_, message)| message)?;
+                match shutting_down {
+                    true => tracing::info!(%node, "broker fenced: it is shutting down"),
+                    false => tracing::info!(%node, "broker unfenced: heard from again"),
+                }
+            }
         }
-        let _permit = self.serially().await.map_err(|(_, message)| message)?;
-        if !shard.table().is_fenced(node) {
-            return Ok(());
-        }
-        let record = MetadataRecord::BrokerUnfenced { node };
-        self.commit(shard, record)
-            .await
-            .map_err(|(_, message)| message)?;
-        tracing::info!(%node, "broker unfenced: heard from again");
         Ok(())
     }
 

@@ -39,8 +39,12 @@ pub enum ControllerCall {
     Commands(Vec<ControllerCommand>),
     /// A node of the cluster says where clients reach it.
     RegisterBroker(BrokerRegistration),
-    /// A registered node says it is alive.
-    Heartbeat(NodeId),
+    /// A registered node says it is alive, or that it is shutting down (it is fenced at
+    /// once, as Kafka's controlled shutdown, instead of after its session).
+    Heartbeat {
+        node: NodeId,
+        shutting_down: bool,
+    },
 }
 
 /// The controller's answer, one variant per kind of call.

@@ -218,6 +218,9 @@ impl Shard {
     /// Shutdown: connections finish their in-flight requests and close, then (once every shard
     /// is drained, so no cross-shard request is still coming) all logs are flushed and closed.
     async fn drain(self: &Rc<Self>, signals: &ProcessSignals) {
+        if self.id == ShardId(0) && self.cluster.get().is_some() {
+            self.controlled_shutdown().await;
+        }
         self.connections.wait_all_closed().await;
         signals.drained.fetch_add(1, Ordering::SeqCst);
         while signals.drained.load(Ordering::SeqCst) < self.count {
@@ -248,9 +251,11 @@ impl Shard {
     async fn start_controller(self: Rc<Self>) -> anyhow::Result<()> {
         let (controller, records) = match self.cluster.get() {
             None => Controller::open(&self).await?,
-            Some(cluster) => {
+            Some(_) => {
                 let replica = self.open_metadata_replica().await?;
-                Controller::open_quorum(&self, replica, cluster.stop.clone()).await?
+                // The controller stops (following the log, serving calls) when the node is
+                // told to stop; the replica runs on while it drains, to hand over leadership.
+                Controller::open_quorum(&self, replica, self.shutdown.clone()).await?
             }
         };
         *self.controller.borrow_mut() = Some(controller.clone());

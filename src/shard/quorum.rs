@@ -131,11 +131,10 @@ impl Shard {
     /// Tells every shard which node leads the metadata quorum whenever that changes, and
     /// starts the active controller's own work when it is this node.
     async fn watch_controller(self: Rc<Self>, controller: Rc<Controller>) {
-        let cluster = self.cluster.get().expect("a cluster node");
         let replica = controller.replica().expect("a quorum").clone();
         let mut announced = None;
         let mut first = true;
-        while !cluster.stop.is_raised() {
+        while !self.shutdown.is_raised() {
             let moved = replica.leadership_moved();
             let leader = replica.leader();
             if first || leader != announced {
@@ -151,7 +150,7 @@ impl Shard {
                 self.announce_controller(leader).await;
                 continue;
             }
-            select(Box::pin(moved), Box::pin(cluster.stop.wait())).await;
+            select(Box::pin(moved), Box::pin(self.shutdown.wait())).await;
         }
     }
 
@@ -160,12 +159,11 @@ impl Shard {
     /// `__consumer_offsets` once every voter has registered, so that its partitions spread
     /// over all of them.
     async fn lead(self: Rc<Self>, controller: Rc<Controller>) {
-        let cluster = self.cluster.get().expect("a cluster node");
         let config = self.config.cluster.as_ref().expect("a cluster node");
         let interval = Duration::from_millis(config.heartbeat_interval_ms);
         let session = Duration::from_millis(config.session_timeout_ms);
         controller.start_sessions(&self);
-        while !cluster.stop.is_raised() && controller.leader() == Some(self.config.node_id) {
+        while !self.shutdown.is_raised() && controller.leader() == Some(self.config.node_id) {
             controller.fence_silent_brokers(&self, session).await;
             let offsets_missing = self.table().topic(crate::group::OFFSETS_TOPIC).is_none();
             if offsets_missing && self.table().brokers().count() >= config.voters.len() {
@@ -174,7 +172,7 @@ impl Shard {
                 }
             }
             let pause = runtime::sleep(interval);
-            select(Box::pin(pause), Box::pin(cluster.stop.wait())).await;
+            select(Box::pin(pause), Box::pin(self.shutdown.wait())).await;
         }
     }
 
@@ -182,19 +180,22 @@ impl Shard {
     /// count) until its table holds the registration, then tells the controller every
     /// heartbeat interval that it is alive, until the node stops.
     async fn keep_alive(self: Rc<Self>) {
-        let cluster = self.cluster.get().expect("a cluster node");
         let config = self.config.cluster.as_ref().expect("a cluster node");
         let interval = Duration::from_millis(config.heartbeat_interval_ms);
         let registration = self.registration();
         let mut registered = false;
-        while !cluster.stop.is_raised() {
+        // A node shutting down says so once (`controlled_shutdown`), and no more heartbeats.
+        while !self.shutdown.is_raised() {
             let known = self.table().broker(registration.node) == Some(&registration);
             if known && !registered {
                 tracing::info!(node = %registration.node, "registered with the controller");
             }
             registered = known;
             let call = if known {
-                ControllerCall::Heartbeat(registration.node)
+                ControllerCall::Heartbeat {
+                    node: registration.node,
+                    shutting_down: false,
+                }
             } else {
                 ControllerCall::RegisterBroker(registration.clone())
             };
@@ -207,8 +208,76 @@ impl Shard {
                 None => tracing::debug!("no controller reachable yet"),
             }
             let pause = runtime::sleep(interval);
-            if let Either::Right(_) = select(Box::pin(pause), Box::pin(cluster.stop.wait())).await {
+            if let Either::Right(_) = select(Box::pin(pause), Box::pin(self.shutdown.wait())).await
+            {
                 return;
+            }
+        }
+    }
+
+    /// Shard 0 of a cluster node told to stop, before it drains: hands the metadata quorum's
+    /// leadership to a caught-up voter if this node holds it (so the cluster has a controller
+    /// without waiting for an election timeout), then asks the controller to fence this node
+    /// (so clients go elsewhere without waiting for its session to expire).
+    pub(super) async fn controlled_shutdown(self: &Rc<Self>) {
+        let controller = self.controller.borrow().clone();
+        let Some(replica) = controller.as_ref().and_then(|c| c.replica()).cloned() else {
+            return;
+        };
+        let me = self.config.node_id;
+        // Two election timeouts: a transfer to a live voter completes well within them, and
+        // without a quorum none can.
+        let election = Duration::from_millis(
+            2 * limits::REPLICATION_TICK_MS * limits::REPLICATION_ELECTION_TICKS as u64,
+        );
+        if replica.is_leader() {
+            let handed_over = async {
+                while replica.is_leader() {
+                    let moved = replica.leadership_moved();
+                    replica.transfer_leadership();
+                    moved.await;
+                }
+            };
+            match select(Box::pin(handed_over), Box::pin(runtime::sleep(election))).await {
+                Either::Left(_) => {
+                    tracing::info!("metadata leadership handed over for the shutdown")
+                }
+                Either::Right(_) => {
+                    tracing::warn!("metadata leadership not handed over before the shutdown")
+                }
+            }
+        }
+        // The call goes to the node that leads, once one is known (a quorum is up).
+        let other_leader = async {
+            loop {
+                let moved = replica.leadership_moved();
+                if replica.leader().is_some_and(|leader| leader != me) {
+                    return;
+                }
+                moved.await;
+            }
+        };
+        let known = select(Box::pin(other_leader), Box::pin(runtime::sleep(election))).await;
+        if let Either::Right(_) = known {
+            tracing::warn!(node = %me, "no metadata quorum to be fenced by before the shutdown");
+            return;
+        }
+        let call = ControllerCall::Heartbeat {
+            node: me,
+            shutting_down: true,
+        };
+        let deadline = Duration::from_millis(limits::CONTROLLED_SHUTDOWN_TIMEOUT_MS);
+        let answered = select(
+            Box::pin(self.call_controller(call)),
+            Box::pin(runtime::sleep(deadline)),
+        )
+        .await;
+        match answered {
+            Either::Left((Some(ControllerAnswer::Heartbeat(Ok(()))), _)) => {
+                tracing::info!(node = %me, "fenced for the shutdown")
+            }
+            _ => {
+                tracing::warn!(node = %me, "the controller did not fence this node before it stopped")
             }
         }
     }

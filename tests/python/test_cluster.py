@@ -11,6 +11,7 @@ Each node is asked directly (`metadata_v1`), since a client may ask any broker i
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -31,8 +32,7 @@ HEARTBEAT_MS = 250
 SESSION_MS = 3000
 
 
-@pytest.fixture
-def cluster(broker_factory):
+def start_cluster(broker_factory, session_ms: int = SESSION_MS) -> dict:
     """Three nodes, each a controller voter, started one after another."""
     ports = {node: free_port() for node in NODES}
     voters = ",".join(f"{node}@127.0.0.1:{ports[node]}" for node in NODES)
@@ -42,9 +42,14 @@ def cluster(broker_factory):
             "--cluster-listen", f"127.0.0.1:{ports[node]}",
             "--controller-quorum-voters", voters,
             "--broker-heartbeat-interval-ms", str(HEARTBEAT_MS),
-            "--broker-session-timeout-ms", str(SESSION_MS),
+            "--broker-session-timeout-ms", str(session_ms),
             node_id=node)
     return nodes
+
+
+@pytest.fixture
+def cluster(broker_factory):
+    return start_cluster(broker_factory)
 
 
 def view(broker) -> dict | None:
@@ -203,3 +208,23 @@ def test_offline_user_changes_are_refused_on_a_cluster_nodes_data_directory(clus
                       "--data-dir", str(cluster[3].data_dir), check=False)
     assert refused.returncode != 0
     assert "belongs to a node of a cluster" in refused.stderr
+
+
+def test_a_stopping_controller_hands_over_and_is_fenced_at_once(broker_factory):
+    """SIGTERM on the controller's node: it hands the metadata leadership to another voter and
+    has itself fenced before it drains, so clients are sent elsewhere at once rather than
+    after its session (here a minute) expires."""
+    cluster = start_cluster(broker_factory, session_ms=60_000)
+    controller = wait_until(lambda: agreed_controller(cluster, NODES), what="one controller")
+    survivors = [node for node in NODES if node != controller]
+    stopped_at = time.monotonic()
+    cluster[controller].stop_clean()
+    successor = wait_until(lambda: agreed_controller(cluster, survivors),
+                           what="a new controller and the stopped node fenced")
+    assert successor in survivors
+    took = time.monotonic() - stopped_at
+    assert took < 30, f"fenced {took:.1f}s after the stop: by its session, not at its stop"
+    create_topic(cluster[successor].bootstrap, "after-handover", 3)
+    placed = wait_until(lambda: leaders(cluster, survivors, "after-handover"),
+                        what="a topic created after the handover")
+    assert set(placed.values()) <= set(survivors), f"placed on the stopped node: {placed}"
