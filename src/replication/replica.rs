@@ -131,7 +131,9 @@ struct Waiter {
 struct Pending {
     ticks: u32,
     messages: Vec<Message>,
-    proposals: Vec<(Bytes, Answer)>,
+    /// Batches to propose; `true` once a read index confirmed this replica still led after
+    /// they arrived (see `confirm_refusal`).
+    proposals: Vec<(Bytes, Answer, bool)>,
     copy_requests: Vec<(Address, u64, Offset, Offset)>,
     /// Followers a snapshot message was sent to: reported finished, so that the leader
     /// probes them again (and sends another snapshot if this one was lost).
@@ -154,6 +156,9 @@ pub struct Replica {
     wake: Notify,
     waiters: RefCell<BTreeMap<u64, Vec<Waiter>>>,
     copies: RefCell<HashMap<u64, oneshot::Sender<Option<Bytes>>>>,
+    /// Batches whose refusal waits for a read index, by its context (see `confirm_refusal`).
+    confirming: RefCell<HashMap<u64, (Bytes, Answer)>>,
+    next_read: Cell<u64>,
     next_copy_id: Cell<u64>,
     applied: Cell<u64>,
     /// The base index the anchor on disk holds.
@@ -234,6 +239,8 @@ impl Replica {
             wake: Notify::new(),
             waiters: RefCell::default(),
             copies: RefCell::default(),
+            confirming: RefCell::default(),
+            next_read: Cell::new(0),
             next_copy_id: Cell::new(0),
             applied: Cell::new(commit),
             anchored_base: Cell::new(anchor.base_index),
@@ -288,7 +295,10 @@ impl Replica {
             return Err(ProposeError::Stopped);
         }
         let (answer, answered) = oneshot::channel();
-        self.pending.borrow_mut().proposals.push((batch, answer));
+        self.pending
+            .borrow_mut()
+            .proposals
+            .push((batch, answer, false));
         self.wake.notify_all();
         answered.await.unwrap_or(Err(ProposeError::Stopped))
     }
@@ -370,7 +380,10 @@ impl Replica {
         for waiter in waiters.into_values().flatten() {
             let _ = waiter.answer.send(Err(ProposeError::Stopped));
         }
-        for (_, answer) in std::mem::take(&mut self.pending.borrow_mut().proposals) {
+        for (_, answer, _) in std::mem::take(&mut self.pending.borrow_mut().proposals) {
+            let _ = answer.send(Err(ProposeError::Stopped));
+        }
+        for (_, (_, answer)) in self.confirming.take() {
             let _ = answer.send(Err(ProposeError::Stopped));
         }
     }
@@ -397,8 +410,8 @@ impl Replica {
             }
         });
         let mut accepted = HashMap::new();
-        for (batch, answer) in pending.proposals {
-            self.propose_now(batch, answer, &mut accepted);
+        for (batch, answer, confirmed) in pending.proposals {
+            self.propose_now(batch, answer, confirmed, &mut accepted);
         }
         for (to, id, from, end) in pending.copy_requests {
             let replica = self.clone();
@@ -410,10 +423,20 @@ impl Replica {
     /// retry of a batch the log holds (answered with that batch's offsets once committed).
     /// `accepted` holds the producers' batches proposed earlier in the same step: they are
     /// not in the log yet, and the next batch of the same producer must follow them.
-    fn propose_now(&self, batch: Bytes, answer: Answer, accepted: &mut HashMap<i64, Accepted>) {
+    fn propose_now(
+        &self,
+        batch: Bytes,
+        answer: Answer,
+        confirmed: bool,
+        accepted: &mut HashMap<i64, Accepted>,
+    ) {
         let producer = stored_batch_producer(&batch).map(|(producer, _)| producer);
         let checked = match self.check_leader(producer.as_ref(), accepted) {
             Ok(checked) => checked,
+            Err(ProposeError::Producer(_)) if !confirmed => {
+                self.confirm_refusal(batch, answer);
+                return;
+            }
             Err(error) => {
                 let _ = answer.send(Err(error));
                 return;
@@ -465,6 +488,56 @@ impl Replica {
             Err(error) => {
                 let _ = answer.send(Err(error));
             }
+        }
+    }
+
+    /// A batch its producer's state refuses (out of sequence, a fenced epoch) is refused
+    /// only once a read index has confirmed that this replica still led after the batch
+    /// arrived: a deposed leader that does not know it yet (cut off from the others) holds a
+    /// stale producer state, and its refusal would be wrong and fatal to the producer (the
+    /// simulation found one answering OUT_OF_ORDER_SEQUENCE for batches a newer leader had
+    /// acknowledged). Confirmed, the batch is checked again against the log as it is then.
+    fn confirm_refusal(&self, batch: Bytes, answer: Answer) {
+        // raft-rs drops a read index asked of a leader that has not committed an entry of its
+        // term yet: such a leader answers as one not ready, and the producer retries.
+        let committed_in_term = {
+            let node = self.node.borrow();
+            let log = &node.raft.raft_log;
+            log.term(log.committed).ok() == Some(node.raft.term)
+        };
+        if !committed_in_term {
+            let not_ready = ProposeError::NotLeader {
+                leader: Some(self.me),
+            };
+            let _ = answer.send(Err(not_ready));
+            return;
+        }
+        let context = self.next_read.get();
+        self.next_read.set(context + 1);
+        self.confirming
+            .borrow_mut()
+            .insert(context, (batch, answer));
+        self.with_node(|node| node.read_index(context.to_be_bytes().to_vec()));
+    }
+
+    /// Read indexes confirmed: their batches are proposed again, to be refused for good if
+    /// their producer's state still refuses them.
+    fn confirmed(&self, read_states: &[raft::ReadState]) {
+        let mut pending = self.pending.borrow_mut();
+        for state in read_states {
+            let Ok(context) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+                continue;
+            };
+            let confirmed = self
+                .confirming
+                .borrow_mut()
+                .remove(&u64::from_be_bytes(context));
+            if let Some((batch, answer)) = confirmed {
+                pending.proposals.push((batch, answer, true));
+            }
+        }
+        if !read_states.is_empty() {
+            self.wake.notify_all();
         }
     }
 
@@ -566,6 +639,9 @@ impl Replica {
             for waiter in waiters.into_values().flatten() {
                 let _ = waiter.answer.send(Err(ProposeError::NotLeader { leader }));
             }
+            for (_, (_, answer)) in self.confirming.take() {
+                let _ = answer.send(Err(ProposeError::NotLeader { leader }));
+            }
         }
     }
 
@@ -573,6 +649,7 @@ impl Replica {
     async fn handle_ready(self: &Rc<Self>) -> Result<(), StorageError> {
         let mut ready = self.node.borrow_mut().ready();
         self.send(ready.take_messages());
+        self.confirmed(ready.read_states());
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             self.install(&snapshot).await?;

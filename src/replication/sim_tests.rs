@@ -412,10 +412,11 @@ async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
             .live_replicas()
             .into_iter()
             .find(|(_, replica)| replica.is_leader());
-        let Some((_, replica)) = leader else {
+        let Some((leader_node, replica)) = leader else {
             clock::sleep(TICK).await;
             continue;
         };
+        let leader_term = replica.term();
         let number = *unacknowledged.get_or_insert_with(|| {
             let mut next = cluster.next_payload.borrow_mut();
             *next += 1;
@@ -431,8 +432,12 @@ async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
                 sequence += 1;
             }
             Either::Left((Err(ProposeError::Producer(error)), _)) => {
+                let terms: Vec<_> = (cluster.live_replicas().iter())
+                    .map(|(node, replica)| (*node, replica.term(), replica.is_leader()))
+                    .collect();
                 panic!(
-                    "{}: the retry of a batch in order refused: {error}",
+                    "{}: the retry of a batch in order refused by node {leader_node} in term \
+                     {leader_term}: {error}; (node, term, leads) now: {terms:?}",
                     cluster.name
                 )
             }
