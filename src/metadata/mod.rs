@@ -259,18 +259,35 @@ pub fn decode_batch(batch: &Bytes, expected: Offset) -> Result<MetadataEntries, 
 }
 
 async fn replay(log: &Log) -> Result<MetadataEntries, StorageError> {
-    let mut entries = Vec::new();
-    let mut offset = log.log_start_offset();
-    if offset != Offset::ZERO {
+    let start = log.log_start_offset();
+    if start != Offset::ZERO {
         return Err(StorageError::Corrupt(format!(
-            "the metadata log starts at offset {offset}, not 0"
+            "the metadata log starts at offset {start}, not 0"
         )));
     }
     let end = log.durable_end_offset();
+    read_entries(|offset| log.read(offset, 1 << 20, end), start, end).await
+}
+
+/// The entries in `[from, end)` of a metadata log, whose batches `read` returns from a given
+/// offset on (a single node's log, or a cluster's committed Raft log).
+pub async fn read_entries<Read, Reading>(
+    mut read: Read,
+    from: Offset,
+    end: Offset,
+) -> Result<MetadataEntries, StorageError>
+where
+    Read: FnMut(Offset) -> Reading,
+    Reading: std::future::Future<Output = Result<Vec<Bytes>, StorageError>>,
+{
+    let mut entries = Vec::new();
+    let mut offset = from;
     while offset < end {
-        let batches = log.read(offset, 1 << 20, end).await?;
+        let batches = read(offset).await?;
         if batches.is_empty() {
-            break;
+            return Err(StorageError::Corrupt(format!(
+                "the metadata log has no batch at offset {offset}, below its end {end}"
+            )));
         }
         for batch in batches {
             let decoded = decode_batch(&batch, offset)?;

@@ -91,6 +91,16 @@ struct Quorum {
 }
 
 impl Controller {
+    fn new(log: MetadataLog, node: NodeId) -> Rc<Controller> {
+        Rc::new(Controller {
+            log,
+            serial: crate::runtime::Semaphore::new(1),
+            node,
+            applied_moved: Notify::new(),
+            heartbeats: RefCell::default(),
+        })
+    }
+
     /// Opens the metadata log of a single node; returns the controller and every record to
     /// replay. Partitions placed on shards that no longer exist are moved first, and the
     /// moves are made durable.
@@ -118,13 +128,7 @@ impl Controller {
             );
             entries.push(Some(record));
         }
-        let controller = Rc::new(Controller {
-            log: MetadataLog::Local(store),
-            serial: crate::runtime::Semaphore::new(1),
-            node: shard.config().node_id,
-            applied_moved: Notify::new(),
-            heartbeats: RefCell::default(),
-        });
+        let controller = Controller::new(MetadataLog::Local(store), shard.config().node_id);
         Ok((controller, entries))
     }
 
@@ -144,13 +148,7 @@ impl Controller {
             applied: Cell::new(end),
             stop,
         };
-        let controller = Rc::new(Controller {
-            log: MetadataLog::Quorum(quorum),
-            serial: crate::runtime::Semaphore::new(1),
-            node: shard.config().node_id,
-            applied_moved: Notify::new(),
-            heartbeats: RefCell::default(),
-        });
+        let controller = Controller::new(MetadataLog::Quorum(quorum), shard.config().node_id);
         Ok((controller, entries))
     }
 
@@ -822,21 +820,8 @@ async fn read_entries(
     partition: &partition::Partition,
     from: Offset,
     end: Offset,
-) -> anyhow::Result<MetadataEntries> {
-    let mut entries = Vec::new();
-    let mut offset = from;
-    while offset < end {
-        let batches = partition.read(offset, 1 << 20).await?;
-        if batches.is_empty() {
-            anyhow::bail!("the metadata log has no batch at committed offset {offset}");
-        }
-        for batch in batches {
-            let decoded = metadata::decode_batch(&batch, offset)?;
-            offset = Offset(offset.get() + decoded.len() as i64);
-            entries.extend(decoded);
-        }
-    }
-    Ok(entries)
+) -> Result<MetadataEntries, storage::StorageError> {
+    metadata::read_entries(|offset| partition.read(offset, 1 << 20), from, end).await
 }
 
 /// Owners for `count` new partitions: each goes to the least loaded shard so far.

@@ -131,12 +131,7 @@ fn to_spec(
 }
 
 fn refusal(name: &str, error: ResponseError, message: &str) -> TopicResult {
-    TopicResult {
-        name: name.to_string(),
-        error_code: error.code(),
-        error_message: Some(message.to_string()),
-        ..Default::default()
-    }
+    TopicResult::refused(name.to_string(), (error, message.to_string()))
 }
 
 fn topic_result(ctx: &RequestContext, result: TopicResult) -> CreatableTopicResult {
