@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// Partition count of automatically created topics [default: 1].
     #[arg(long, env = "CORELOG_NUM_PARTITIONS")]
     pub num_partitions: Option<i32>,
+    /// Replicas of each partition of a topic created without a replication factor
+    /// (default.replication.factor); above 1 only in a cluster [default: 1].
+    #[arg(long, env = "CORELOG_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i16>,
     /// Default segment.bytes of topics [default: 1 GiB].
     #[arg(long, env = "CORELOG_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
@@ -227,6 +231,7 @@ pub struct FileConfig {
     broker_session_timeout_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
+    default_replication_factor: Option<i16>,
     segment_bytes: Option<u64>,
     segment_ms: Option<i64>,
     retention_ms: Option<i64>,
@@ -413,6 +418,7 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
+    pub default_replication_factor: i16,
     pub topic_defaults: TopicDefaults,
     pub retention_check_interval_ms: u64,
     pub socket_request_max_bytes: usize,
@@ -525,6 +531,11 @@ impl Config {
             cluster,
             auto_create_topics: pick(args.auto_create_topics, file.auto_create_topics, true),
             num_partitions: pick(args.num_partitions, file.num_partitions, 1),
+            default_replication_factor: pick(
+                args.default_replication_factor,
+                file.default_replication_factor,
+                1,
+            ),
             topic_defaults: defaults,
             retention_check_interval_ms: pick(
                 args.retention_check_interval_ms,
@@ -606,6 +617,14 @@ impl Config {
         }
         if self.node_id.get() < 0 {
             bail!("--node-id must not be negative");
+        }
+        if self.default_replication_factor < 1 {
+            bail!("--default-replication-factor must be at least 1");
+        }
+        if self.default_replication_factor > 1 && self.cluster.is_none() {
+            bail!(
+                "--default-replication-factor above 1 needs a cluster (--controller-quorum-voters)"
+            );
         }
         if self.num_partitions < 1 || self.num_partitions > limits::PARTITIONS_PER_TOPIC_MAX {
             bail!(

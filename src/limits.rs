@@ -141,6 +141,9 @@ const _: () = assert!(CLUSTER_FRAME_BYTES_MAX <= u32::MAX as usize);
 /// every 2 (Kafka's default `replica.lag.time.max.ms` is 30 s; leaders here are replaced
 /// after 1 to 2 s of silence).
 pub const REPLICATION_TICK_MS: u64 = 100;
+/// A replicated partition's new leader tells the controller again after this long when its
+/// report did not get through.
+pub const LEADER_REPORT_RETRY_MS: u64 = 500;
 pub const REPLICATION_ELECTION_TICKS: usize = 10;
 pub const REPLICATION_HEARTBEAT_TICKS: usize = 2;
 /// Most bytes of entries one append message carries to a follower.

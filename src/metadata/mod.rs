@@ -9,7 +9,7 @@
 
 pub mod topic_config;
 
-use crate::ids::{NodeId, Offset, PartitionId, ShardId};
+use crate::ids::{LeaderEpoch, NodeId, Offset, PartitionId, ShardId};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
@@ -34,12 +34,17 @@ pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
 pub enum MetadataRecord {
     /// A topic was created. On a single node `shards[p]` owns partition `p`; in a cluster
     /// `replicas[p]` are its replicas (the first the preferred leader) and `shards` is empty.
+    /// A replicated partition's replicas form Raft group `groups[p]`; a partition without a
+    /// group (a single node's, `__consumer_offsets` in a cluster) has one replica, not
+    /// replicated.
     TopicCreated {
         name: String,
         id: uuid::Uuid,
         shards: Vec<ShardId>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         replicas: Vec<Vec<PlacedReplica>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<u64>,
         configs: BTreeMap<String, String>,
     },
     /// A topic and all its partitions were deleted.
@@ -51,6 +56,17 @@ pub enum MetadataRecord {
         shards: Vec<ShardId>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         replicas: Vec<Vec<PlacedReplica>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<u64>,
+    },
+    /// A replicated partition's replica on `leader` won the election of Raft term `epoch`
+    /// and told the controller (as KRaft's PartitionChangeRecord carries a new leader):
+    /// clients are sent there. Only a later epoch replaces a recorded one.
+    PartitionLeaderChanged {
+        name: String,
+        partition: PartitionId,
+        leader: NodeId,
+        epoch: LeaderEpoch,
     },
     /// A partition of a single node changed owner (the shard count shrank between runs).
     PartitionMoved {
@@ -327,6 +343,7 @@ mod tests {
                 node: NodeId(3),
                 shard: ShardId(1),
             }]],
+            groups: vec![7],
             configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
         };
         let json = serde_json::to_vec(&record).unwrap();

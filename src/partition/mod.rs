@@ -42,6 +42,7 @@ use crate::sync::{FairLock, Notify};
 use producers::Producers;
 
 pub use read::first_record_at_or_after;
+pub use replicated::PreparedEntry;
 pub use requests::{
     watch, DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
     FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,

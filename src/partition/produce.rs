@@ -37,15 +37,11 @@ impl Partition {
     /// Validates and stages one produce payload. Returns the offsets it was given, or the
     /// error to answer with. Nothing is durable until `wait_durable` says so.
     fn append(&self, records: Option<Bytes>) -> Result<Staged, ProduceOutput> {
-        if self.failed.get() {
-            return Err(self.error(ResponseError::KafkaStorageError, "partition is offline"));
-        }
-        let records = records.unwrap_or_default();
-        let summary = self.validate(&records)?;
-        let log_append_time = match self.config.borrow().timestamp_type {
-            TimestampType::LogAppendTime => Some(now_ms()),
-            TimestampType::CreateTime => None,
-        };
+        let Accepted {
+            records,
+            summary,
+            log_append_time,
+        } = self.accept(records)?;
         let producer = producer_of(&summary);
         if let Some(producer) = &producer {
             let checked = self.producers.borrow().check(producer);
@@ -103,7 +99,27 @@ impl Partition {
         })
     }
 
-    fn producer_error(&self, error: ProducerError) -> ProduceOutput {
+    /// The checks every produced batch passes before it is given offsets, here or by a
+    /// partition's Raft group: the partition is online, the payload one valid batch the
+    /// topic takes. Also the append time, for a topic that stamps it.
+    pub(super) fn accept(&self, records: Option<Bytes>) -> Result<Accepted, ProduceOutput> {
+        if self.failed.get() {
+            return Err(self.error(ResponseError::KafkaStorageError, "partition is offline"));
+        }
+        let records = records.unwrap_or_default();
+        let summary = self.validate(&records)?;
+        let log_append_time = match self.config.borrow().timestamp_type {
+            TimestampType::LogAppendTime => Some(now_ms()),
+            TimestampType::CreateTime => None,
+        };
+        Ok(Accepted {
+            records,
+            summary,
+            log_append_time,
+        })
+    }
+
+    pub fn producer_error(&self, error: ProducerError) -> ProduceOutput {
         let code = match error {
             ProducerError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
             ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
@@ -201,7 +217,7 @@ impl Partition {
         }
     }
 
-    fn error(&self, error: ResponseError, message: &str) -> ProduceOutput {
+    pub fn error(&self, error: ResponseError, message: &str) -> ProduceOutput {
         self.error_code(error.code(), message)
     }
 
@@ -219,6 +235,13 @@ impl Partition {
         tracing::error!(%error, topic = %self.tp.topic, partition = %self.tp.partition, "append failed");
         self.error(ResponseError::KafkaStorageError, &error.to_string())
     }
+}
+
+/// A produced batch that passed `accept`.
+pub(super) struct Accepted {
+    pub records: Bytes,
+    pub summary: BatchSummary,
+    pub log_append_time: Option<i64>,
 }
 
 /// Offsets given to a staged batch, and its fate.

@@ -10,16 +10,18 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::{Partition, ShardContext, TopicPartition};
+use super::produce::Accepted;
+use super::{Partition, ProduceOutput, ShardContext, TopicPartition};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::metadata::topic_config::TopicConfig;
+use crate::metrics;
 use crate::partition::producer_state::{
     stored_batch_producer, Checked, ProducerAppend, ProducerError,
 };
 use crate::protocol::record_batch;
-use crate::storage::{BatchMeta, Log, StorageError};
+use crate::storage::{stamp_batch, BatchMeta, Log, StorageError};
 
 impl Partition {
     /// The replica over an opened log, its commit point at `commit_end` until the group
@@ -97,9 +99,55 @@ impl Partition {
         self.log.dir()
     }
 
+    /// A client batch for the leader to propose, checked as `produce` checks one, with the
+    /// append time stamped for a topic that takes it (so that every replica stores the same
+    /// bytes). Its offsets and epoch are stamped when each replica appends it.
+    pub fn prepare_entry(&self, records: Option<Bytes>) -> Result<PreparedEntry, ProduceOutput> {
+        let Accepted {
+            records,
+            summary,
+            log_append_time,
+        } = self.accept(records)?;
+        let batch = match log_append_time {
+            Some(now) => {
+                let batch = BytesMut::from(&records[..]);
+                stamp_batch(batch, &summary, Offset(0), Some(now)).0
+            }
+            None => records,
+        };
+        Ok(PreparedEntry {
+            batch,
+            log_append_time_ms: log_append_time.unwrap_or(-1),
+            records: summary.record_count as u64,
+            bytes: summary.batch_bytes as u64,
+        })
+    }
+
+    /// The answer to the producer of `entry` once its Raft group committed it at `base_offset`.
+    pub fn entry_committed(&self, entry: &PreparedEntry, base_offset: Offset) -> ProduceOutput {
+        metrics::add(&self.metrics.produced_bytes, entry.bytes);
+        metrics::add(&self.metrics.produced_records, entry.records);
+        ProduceOutput {
+            error_code: 0,
+            error_message: None,
+            base_offset,
+            log_append_time_ms: entry.log_append_time_ms,
+            log_start_offset: self.log_start_offset(),
+        }
+    }
+
     /// Checks an idempotent batch a leader is about to propose against the producers of the
     /// batches its log holds (see `Producers::check`).
     pub fn check_producer(&self, append: &ProducerAppend) -> Result<Checked, ProducerError> {
         self.producers.borrow().check(append)
     }
+}
+
+/// A client batch a replicated partition's leader proposes (see `prepare_entry`).
+#[derive(Debug)]
+pub struct PreparedEntry {
+    pub batch: Bytes,
+    log_append_time_ms: i64,
+    records: u64,
+    bytes: u64,
 }

@@ -140,6 +140,8 @@ struct Pending {
     snapshots_sent: Vec<u64>,
     /// Hand the leadership to the most caught-up follower (a leader about to stop).
     transfer_leadership: bool,
+    /// Start an election now instead of at the election timeout.
+    campaign: bool,
 }
 
 /// See the module documentation.
@@ -256,6 +258,11 @@ impl Replica {
         Ok(replica)
     }
 
+    /// Whether the group has replicas besides this one (it can hand its leadership over).
+    pub fn has_peers(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
     pub fn group(&self) -> GroupId {
         self.group
     }
@@ -266,6 +273,13 @@ impl Replica {
 
     pub fn is_leader(&self) -> bool {
         self.node.borrow().raft.state == StateRole::Leader
+    }
+
+    /// Whether this replica leads and has appended its term's first entry: its log then
+    /// holds every entry of earlier terms it will keep, so it may serve reads and writes.
+    pub fn leads_in_term(&self) -> bool {
+        let node = self.node.borrow();
+        node.raft.state == StateRole::Leader && self.window.borrow().last_term() == node.raft.term
     }
 
     pub fn term(&self) -> u64 {
@@ -350,11 +364,24 @@ impl Replica {
         self.wake.notify_all();
     }
 
-    /// Stops the driver: waiting proposals are answered `Stopped`. The partition stays open
-    /// for its owner to close.
+    /// Starts an election now rather than after an election timeout: a new group's
+    /// preferred leader does, so that the group serves at once (a single replica becomes
+    /// leader at once; with pre-vote, a live leader keeps its lease).
+    pub fn campaign(&self) {
+        self.pending.borrow_mut().campaign = true;
+        self.wake.notify_all();
+    }
+
+    /// Stops the driver: waiting proposals are answered `Stopped`, and whoever follows its
+    /// leadership is woken. The partition stays open for its owner to close.
     pub fn stop(&self) {
         self.stopped.set(true);
         self.wake.notify_all();
+        self.moved.notify_all();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
     }
 
     async fn drive(self: Rc<Self>) {
@@ -402,6 +429,10 @@ impl Replica {
             }
             for follower in pending.snapshots_sent {
                 node.report_snapshot(follower, SnapshotStatus::Finish);
+            }
+            if pending.campaign {
+                // Refused (as a campaign by a learner would be): the timeout elects instead.
+                let _ = node.campaign();
             }
             if pending.transfer_leadership {
                 if let Some(follower) = most_caught_up_follower(node) {

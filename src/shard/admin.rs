@@ -1,5 +1,5 @@
 //! Controller commands of the admin operations: config changes, partition increases, users,
-//! ACLs and quotas, decided by the controller.
+//! ACLs, quotas and the leaders replicated partitions report, decided by the controller.
 //!
 //! Handlers make these and send them with `Shard::controller_commands` (see
 //! `controller_call`).
@@ -7,6 +7,7 @@
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{LeaderEpoch, NodeId, PartitionId};
 use crate::metadata::topic_config::ConfigOperation;
 use crate::quota::{QuotaEntity, QuotaKey};
 use crate::security::acl::AclBinding;
@@ -35,6 +36,13 @@ pub enum ControllerCommand {
         change: ConfigChange,
         validate_only: bool,
     },
+    /// The replica of a replicated partition on `leader` leads it in `epoch` (its Raft term).
+    PartitionLeader {
+        topic: String,
+        partition: PartitionId,
+        leader: NodeId,
+        epoch: LeaderEpoch,
+    },
     /// Grow the topic to `count` partitions in total.
     CreatePartitions {
         topic: String,
@@ -50,7 +58,8 @@ impl ControllerCommand {
             ControllerCommand::Acl { binding, .. } => &binding.pattern.name,
             ControllerCommand::AlterQuotas { .. } => "client quotas",
             ControllerCommand::AlterConfigs { topic, .. }
-            | ControllerCommand::CreatePartitions { topic, .. } => topic,
+            | ControllerCommand::CreatePartitions { topic, .. }
+            | ControllerCommand::PartitionLeader { topic, .. } => topic,
             ControllerCommand::AlterUser { user, .. } => user,
         }
     }

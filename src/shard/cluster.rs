@@ -18,7 +18,8 @@ use super::messages::ShardRequest;
 use super::Shard;
 use crate::ids::{NodeId, ShardId};
 use crate::limits;
-use crate::replication::Replicas;
+use crate::partition::TopicPartition;
+use crate::replication::{Replica, Replicas};
 use crate::runtime;
 use crate::sync::Latch;
 use crate::transport::tcp::{Handoff, TcpTransport};
@@ -36,6 +37,8 @@ pub struct ClusterShard {
     next_call: Cell<u64>,
     /// The node that leads the metadata quorum, as shard 0 last said.
     pub controller: Cell<Option<NodeId>>,
+    /// The replicas of this shard's replicated partitions (see `replicated`).
+    pub(super) by_partition: RefCell<HashMap<TopicPartition, Rc<Replica>>>,
 }
 
 impl ClusterShard {
@@ -113,6 +116,7 @@ impl Shard {
             forwarded: RefCell::default(),
             next_call: Cell::new(0),
             controller: Cell::new(None),
+            by_partition: RefCell::default(),
         };
         if self.cluster.set(cluster).is_err() {
             unreachable!("a shard starts its cluster part once");

@@ -37,7 +37,7 @@ use crate::metadata::{
     PlacedReplica, METADATA_LOG_DIR,
 };
 use crate::partition;
-use crate::replication::{ProposeError, Replica};
+use crate::replication::{GroupId, ProposeError, Replica};
 use crate::runtime::clock;
 use crate::storage::{self, BatchCache};
 use crate::sync::{Latch, Notify};
@@ -58,6 +58,14 @@ pub trait ControllerHost {
 
 /// Why a change was not made: the Kafka error and its message.
 type Refusal = (ResponseError, String);
+
+/// Where new partitions go, as their metadata record says it (see `MetadataRecord`).
+#[derive(Debug, Default)]
+struct Placed {
+    shards: Vec<ShardId>,
+    replicas: Vec<Vec<PlacedReplica>>,
+    groups: Vec<GroupId>,
+}
 
 pub struct Controller {
     log: MetadataLog,
@@ -323,9 +331,15 @@ impl Controller {
         } else {
             spec.num_partitions
         };
+        let replication_factor = if spec.replication_factor == -1 {
+            shard.config().default_replication_factor
+        } else {
+            spec.replication_factor
+        };
         let mut result = TopicResult {
             name: spec.name.clone(),
             num_partitions,
+            replication_factor,
             ..Default::default()
         };
         if let Err((error, message)) = self.check_new_topic(shard, &spec, num_partitions) {
@@ -333,8 +347,18 @@ impl Controller {
             result.error_message = Some(message);
             return result;
         }
-        let placed = self.place(shard, num_partitions as usize);
-        let (shards, replicas) = match placed {
+        let replicated = spec.name != crate::group::OFFSETS_TOPIC;
+        let placed = self.place(
+            shard,
+            num_partitions as usize,
+            replication_factor,
+            replicated,
+        );
+        let Placed {
+            shards,
+            replicas,
+            groups,
+        } = match placed {
             Ok(placed) => placed,
             Err((error, message)) => {
                 result.error_code = error.code();
@@ -351,6 +375,7 @@ impl Controller {
             id: result.id,
             shards,
             replicas,
+            groups,
             configs: spec.configs,
         };
         match self.commit(shard, record).await {
@@ -365,42 +390,72 @@ impl Controller {
         result
     }
 
-    /// Owners for `count` new partitions: on a single node the least loaded shards; in a
-    /// cluster, for each partition the registered node holding the fewest partitions and its
-    /// least loaded shard.
+    /// Replicas for `count` new partitions. On a single node, the least loaded shards own
+    /// them. In a cluster each partition gets `replication_factor` replicas on as many
+    /// distinct live nodes, those holding the fewest replicas, each on its node's least
+    /// loaded shard; the first (the preferred leader) is the chosen node leading the fewest
+    /// partitions, so that leaders spread too. `replicated` partitions get a Raft group
+    /// each; the others have one replica.
     fn place(
         &self,
         shard: &impl ControllerHost,
         count: usize,
-    ) -> Result<(Vec<ShardId>, Vec<Vec<PlacedReplica>>), Refusal> {
+        replication_factor: i16,
+        replicated: bool,
+    ) -> Result<Placed, Refusal> {
         let table = shard.table();
         if let MetadataLog::Local(_) = self.log {
             let load = table.load_per_shard(self.node, shard.shard_count());
-            return Ok((place(&load, count), Vec::new()));
+            return Ok(Placed {
+                shards: place(&load, count),
+                ..Placed::default()
+            });
         }
         let mut node_load = table.load_per_node();
-        if node_load.is_empty() {
-            let message = "no broker has registered with the controller yet".to_string();
+        let wanted = usize::try_from(replication_factor).unwrap_or(0);
+        if wanted == 0 || wanted > node_load.len() || (!replicated && wanted != 1) {
+            let message = format!(
+                "replication factor {replication_factor} is larger than the {} available \
+                 brokers",
+                node_load.len()
+            );
             return Err((ResponseError::InvalidReplicationFactor, message));
         }
+        let mut leader_load = table.leaders_per_node();
         let mut shard_loads: HashMap<NodeId, Vec<usize>> = HashMap::new();
-        let mut placed = Vec::with_capacity(count);
+        let mut placed = Placed::default();
         for _ in 0..count {
-            let (node, load) = node_load
-                .iter_mut()
-                .min_by_key(|(node, load)| (**load, **node))
-                .expect("at least one broker");
-            *load += 1;
-            let node = *node;
-            let loads = shard_loads.entry(node).or_insert_with(|| {
-                let shards = table.broker(node).map_or(1, |b| b.shards.max(1));
-                table.load_per_shard(node, shards)
-            });
-            let owner = place(loads, 1)[0];
-            loads[owner.get()] += 1;
-            placed.push(vec![PlacedReplica { node, shard: owner }]);
+            let mut by_load: Vec<(usize, NodeId)> = node_load
+                .iter()
+                .map(|(node, load)| (*load, *node))
+                .collect();
+            by_load.sort();
+            let mut nodes: Vec<NodeId> = by_load.into_iter().take(wanted).map(|(_, n)| n).collect();
+            let leader = *nodes
+                .iter()
+                .min_by_key(|node| (leader_load.get(node).copied().unwrap_or(0), **node))
+                .expect("at least one replica");
+            nodes.retain(|node| *node != leader);
+            nodes.insert(0, leader);
+            *leader_load.entry(leader).or_default() += 1;
+            let mut replicas = Vec::with_capacity(wanted);
+            for node in nodes {
+                *node_load.get_mut(&node).expect("a live node") += 1;
+                let loads = shard_loads.entry(node).or_insert_with(|| {
+                    let shards = table.broker(node).map_or(1, |b| b.shards.max(1));
+                    table.load_per_shard(node, shards)
+                });
+                let owner = place(loads, 1)[0];
+                loads[owner.get()] += 1;
+                replicas.push(PlacedReplica { node, shard: owner });
+            }
+            placed.replicas.push(replicas);
         }
-        Ok((Vec::new(), placed))
+        if replicated {
+            let first = table.next_group_id();
+            placed.groups = (first..first + count as u64).collect();
+        }
+        Ok(placed)
     }
 
     fn check_new_topic(
@@ -704,14 +759,48 @@ impl Controller {
                     );
                     return Err((ResponseError::InvalidPartitions, message));
                 }
+                // New partitions are replicated as the topic's first one is.
+                let replicated = entry.group(PartitionId(0)).is_some();
+                let replication_factor = entry.replicas(PartitionId(0)).len().max(1) as i16;
                 drop(table);
-                let (shards, replicas) = self.place(shard, (count - current) as usize)?;
+                let count = (count - current) as usize;
+                let Placed {
+                    shards,
+                    replicas,
+                    groups,
+                } = self.place(shard, count, replication_factor, replicated)?;
                 let record = MetadataRecord::PartitionsAdded {
                     name: topic,
                     shards,
                     replicas,
+                    groups,
                 };
                 Ok((record, validate_only))
+            }
+            ControllerCommand::PartitionLeader {
+                topic,
+                partition,
+                leader,
+                epoch,
+            } => {
+                let entry = table.topic(&topic).ok_or_else(|| unknown(&topic))?;
+                let is_replica = entry.replicas(partition).iter().any(|r| r.node == leader);
+                if entry.group(partition).is_none() || !is_replica {
+                    let message = format!("node {leader} holds no replica of {topic}-{partition}");
+                    return Err((ResponseError::InvalidRequest, message));
+                }
+                // A report of an epoch no later than the recorded one changes nothing.
+                let stale = entry
+                    .leaders
+                    .get(&partition)
+                    .is_some_and(|(_, recorded)| *recorded >= epoch);
+                let record = MetadataRecord::PartitionLeaderChanged {
+                    name: topic,
+                    partition,
+                    leader,
+                    epoch,
+                };
+                Ok((record, stale))
             }
             ControllerCommand::Acl { binding, create } => {
                 // An ACL already as wanted is "validated only": success without a record.

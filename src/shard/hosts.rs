@@ -97,6 +97,8 @@ impl Shard {
         let spec = CreateTopicSpec {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: self.config.groups.offsets_topic_num_partitions,
+            // Unreplicated until group coordinators move with partition leadership.
+            replication_factor: 1,
             configs: group::offsets_topic_configs(),
             validate_only: false,
         };

@@ -6,7 +6,11 @@
 //! `bytes::Bytes`, never copied.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +22,7 @@ use crate::partition::{
     FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,
     WatchInput,
 };
+use crate::replication::Replica;
 use crate::transport::Hello;
 
 /// The reply half handed to the shard that does the work.
@@ -58,6 +63,8 @@ pub struct CreateTopicSpec {
     pub name: String,
     /// -1 for the broker default.
     pub num_partitions: i32,
+    /// -1 for the broker default.
+    pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
     pub validate_only: bool,
 }
@@ -76,6 +83,7 @@ pub struct TopicResult {
     pub error_code: i16,
     pub error_message: Option<String>,
     pub num_partitions: i32,
+    pub replication_factor: i16,
 }
 
 impl TopicResult {
@@ -102,9 +110,21 @@ pub struct ApplyInput {
     pub snapshot: bool,
 }
 
-/// How a partition operation travels to its owner: the `ShardRequest` that carries it.
-pub trait Routed: PartitionOp {
+/// How a partition operation travels to its owner (the `ShardRequest` that carries it), and
+/// how it runs there on a replicated partition.
+pub trait Routed: PartitionOp + Sized {
     fn request(self, reply: Reply<Self::Output>) -> ShardRequest;
+
+    /// Runs it on the owner's replica of a replicated partition: on the leader's partition
+    /// as on any other, and refused on a follower.
+    fn run_on_replica(self, replica: Rc<Replica>) -> impl Future<Output = Self::Output> {
+        async move {
+            if !replica.leads_in_term() {
+                return Self::refused(ResponseError::NotLeaderOrFollower);
+            }
+            self.run(replica.partition().clone()).await
+        }
+    }
 }
 
 macro_rules! routed {
@@ -118,9 +138,33 @@ macro_rules! routed {
 }
 
 routed!(
-    ProduceInput => Produce,
     FetchInput => Fetch,
     ListOffsetsInput => ListOffsets,
     EpochEndInput => EpochEnd,
-    DeleteRecordsInput => DeleteRecords,
 );
+
+impl Routed for ProduceInput {
+    fn request(self, reply: Reply<ProduceOutput>) -> ShardRequest {
+        ShardRequest::Produce(self, reply)
+    }
+
+    /// Proposed to the partition's Raft group (see `replicated::produce_on_replica`).
+    fn run_on_replica(self, replica: Rc<Replica>) -> impl Future<Output = ProduceOutput> {
+        super::replicated::produce_on_replica(replica, self)
+    }
+}
+
+impl Routed for DeleteRecordsInput {
+    fn request(self, reply: Reply<DeleteRecordsOutput>) -> ShardRequest {
+        ShardRequest::DeleteRecords(self, reply)
+    }
+
+    /// A log start moved on the leader alone would leave the replicas' logs, and the Raft
+    /// log they are, different: refused until the move is replicated.
+    async fn run_on_replica(self, _replica: Rc<Replica>) -> DeleteRecordsOutput {
+        DeleteRecordsOutput {
+            error_code: ResponseError::PolicyViolation.code(),
+            low_watermark: crate::ids::Offset::NONE,
+        }
+    }
+}

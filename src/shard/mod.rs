@@ -13,6 +13,7 @@ mod hosts;
 pub mod messages;
 mod producer_ids;
 mod quorum;
+mod replicated;
 pub mod table;
 
 use crate::ids::{Offset, PartitionId, ShardId};
@@ -31,7 +32,7 @@ use kafka_protocol::ResponseError;
 use crate::config::Config;
 use crate::limits;
 use crate::metrics::{MetricsSnapshot, PartitionSnapshot, ShardMetrics};
-use crate::partition::{self, Partition, PartitionOp, ShardContext, TopicPartition, WatchInput};
+use crate::partition::{self, Partition, ShardContext, TopicPartition, WatchInput};
 use crate::quota::throttle::Throttle;
 use crate::runtime::{self, Latency, Mesh, MeshPort, TaskQueueHandle};
 use crate::storage::{self, BatchCache, Log};
@@ -219,7 +220,9 @@ impl Shard {
     /// is drained, so no cross-shard request is still coming) all logs are flushed and closed.
     async fn drain(self: &Rc<Self>, signals: &ProcessSignals) {
         if self.id == ShardId(0) && self.cluster.get().is_some() {
-            self.controlled_shutdown().await;
+            let (_, ()) = futures::join!(self.controlled_shutdown(), self.hand_over_leaderships());
+        } else {
+            self.hand_over_leaderships().await;
         }
         self.connections.wait_all_closed().await;
         signals.drained.fetch_add(1, Ordering::SeqCst);
@@ -229,6 +232,7 @@ impl Shard {
         if let Some(cluster) = self.cluster.get() {
             cluster.stop.raise();
         }
+        self.stop_replicas();
         let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
         // Concurrently: a close that has work to do waits mostly on syncs, and one after
         // another 10,000 of them took a minute.
@@ -474,8 +478,12 @@ impl Shard {
         }
     }
 
-    /// Runs `op` on its partition, which this shard owns (or has just stopped owning).
-    async fn run_local<Op: PartitionOp>(&self, op: Op) -> Op::Output {
+    /// Runs `op` on its partition, which this shard owns (or has just stopped owning): on
+    /// the partition's replica when it is replicated.
+    async fn run_local<Op: Routed>(&self, op: Op) -> Op::Output {
+        if let Some(replica) = self.replica_of(op.partition()) {
+            return op.run_on_replica(replica).await;
+        }
         match self.partition(op.partition()) {
             Some(partition) => op.run(partition).await,
             None => Op::refused(ResponseError::UnknownTopicOrPartition),
@@ -561,6 +569,7 @@ impl Shard {
                 continue;
             }
             let tp = TopicPartition { topic, partition };
+            self.close_replica(&tp);
             let removed = self.partitions.borrow_mut().remove(&tp);
             if tp.topic == crate::group::OFFSETS_TOPIC {
                 crate::group::partition_removed(self, tp.partition);
@@ -657,6 +666,11 @@ impl Shard {
             partition,
         };
         let index = partition;
+        if topic.group(partition).is_some() {
+            let partition = self.open_replica(&topic, partition, log).await?;
+            self.partitions.borrow_mut().insert(tp, partition);
+            return Ok(());
+        }
         let context = self.partition_context.clone();
         let partition = Partition::open(tp.clone(), topic.config.clone(), log, context)
             .await

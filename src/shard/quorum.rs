@@ -303,7 +303,7 @@ impl Shard {
 }
 
 /// Seeds a real node's election timeouts (a simulation seeds its own).
-fn election_seed() -> u64 {
+pub(super) fn election_seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64);

@@ -12,10 +12,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
 use crate::config::TopicDefaults;
-use crate::ids::{NodeId, PartitionId, ShardId};
+use crate::ids::{LeaderEpoch, NodeId, PartitionId, ShardId};
 use crate::metadata::topic_config::TopicConfig;
 use crate::metadata::{BrokerRegistration, MetadataRecord, PlacedReplica};
+use crate::partition::LEADER_EPOCH;
 use crate::quota::QuotaStore;
+use crate::replication::GroupId;
 use crate::security::acl::AclStore;
 use crate::security::users::UserStore;
 
@@ -26,6 +28,11 @@ pub struct TopicEntry {
     pub id: uuid::Uuid,
     /// `replicas[p]` are partition `p`'s replicas, the first its preferred leader.
     pub replicas: Vec<Vec<PlacedReplica>>,
+    /// `groups[p]` is the Raft group of partition `p`'s replicas; empty when the topic's
+    /// partitions are not replicated (a single node's, `__consumer_offsets` in a cluster).
+    pub groups: Vec<GroupId>,
+    /// The leader and leader epoch its replicated partitions' leaders last reported.
+    pub leaders: BTreeMap<PartitionId, (NodeId, LeaderEpoch)>,
     /// This node: the one whose shards `owner` names.
     here: NodeId,
     pub overrides: BTreeMap<String, String>,
@@ -81,6 +88,26 @@ impl TopicEntry {
         self.replicas(partition).first().map(|replica| replica.node)
     }
 
+    /// The Raft group of `partition`'s replicas, if it is replicated.
+    pub fn group(&self, partition: PartitionId) -> Option<GroupId> {
+        usize::try_from(partition.get())
+            .ok()
+            .and_then(|index| self.groups.get(index))
+            .copied()
+    }
+
+    /// `partition`'s leader and leader epoch as this node knows them: for a replicated
+    /// partition what its leader last reported (None before the first report), for one that
+    /// is not its only replica, in the one epoch such a partition has.
+    pub fn leader(&self, partition: PartitionId) -> Option<(NodeId, LeaderEpoch)> {
+        match self.group(partition) {
+            Some(_) => self.leaders.get(&partition).copied(),
+            None => self
+                .preferred_leader(partition)
+                .map(|node| (node, LEADER_EPOCH)),
+        }
+    }
+
     pub fn is_internal(&self) -> bool {
         self.name.starts_with("__")
     }
@@ -117,6 +144,8 @@ pub struct ShardTable {
     fenced: BTreeSet<NodeId>,
     /// Every producer id below this was handed out in an earlier block.
     next_producer_id: i64,
+    /// Every Raft group id below this is taken (0 is the metadata log's).
+    next_group_id: GroupId,
     /// This node.
     here: NodeId,
     /// The metadata log offset of the next record to apply: every record below it is applied.
@@ -131,6 +160,7 @@ impl ShardTable {
             brokers: BTreeMap::new(),
             fenced: BTreeSet::new(),
             next_producer_id: 0,
+            next_group_id: 1,
             here,
             topics: BTreeMap::new(),
             ids: HashMap::new(),
@@ -192,6 +222,17 @@ impl ShardTable {
         self.next_producer_id
     }
 
+    /// The first Raft group id no partition has taken.
+    pub fn next_group_id(&self) -> GroupId {
+        self.next_group_id
+    }
+
+    fn take_groups(&mut self, groups: &[GroupId]) {
+        if let Some(last) = groups.iter().max() {
+            self.next_group_id = self.next_group_id.max(last + 1);
+        }
+    }
+
     /// Every replica of every partition, with its topic and partition.
     pub fn placed_replicas(
         &self,
@@ -219,6 +260,16 @@ impl ShardTable {
                     *count += 1;
                 }
             }
+        }
+        load
+    }
+
+    /// Partitions each node is the preferred leader of.
+    pub fn leaders_per_node(&self) -> BTreeMap<NodeId, usize> {
+        let mut load = BTreeMap::new();
+        let leaders = self.topics.values().flat_map(|topic| &topic.replicas);
+        for preferred in leaders.filter_map(|replicas| replicas.first()) {
+            *load.entry(preferred.node).or_default() += 1;
         }
         load
     }
@@ -288,12 +339,16 @@ impl ShardTable {
                 id,
                 shards,
                 replicas,
+                groups,
                 configs,
             } => {
+                self.take_groups(groups);
                 let entry = Rc::new(TopicEntry {
                     name: name.clone(),
                     id: *id,
                     replicas: self.placed(shards, replicas),
+                    groups: groups.clone(),
+                    leaders: BTreeMap::new(),
                     here: self.here,
                     overrides: configs.clone(),
                     config: TopicConfig::resolve(&self.defaults, configs),
@@ -319,11 +374,14 @@ impl ShardTable {
                 name,
                 shards,
                 replicas,
+                groups,
             } => {
+                self.take_groups(groups);
                 let placed = self.placed(shards, replicas);
                 let added = self.update(name, |entry| {
                     let first = entry.partition_count();
                     entry.replicas.extend(placed);
+                    entry.groups.extend(groups);
                     first
                 });
                 if let Some((entry, first)) = added {
@@ -353,6 +411,19 @@ impl ShardTable {
                     change.removed.push((name.clone(), *partition, before));
                     change.added.push((entry, *partition));
                 }
+            }
+            MetadataRecord::PartitionLeaderChanged {
+                name,
+                partition,
+                leader,
+                epoch,
+            } => {
+                self.update(name, |entry| {
+                    let recorded = entry.leaders.get(partition).map(|(_, epoch)| *epoch);
+                    if recorded.is_none_or(|recorded| recorded < *epoch) {
+                        entry.leaders.insert(*partition, (*leader, *epoch));
+                    }
+                });
             }
             MetadataRecord::TopicConfigChanged { name, configs } => {
                 let defaults = self.defaults.clone();
@@ -428,6 +499,7 @@ mod tests {
             id: uuid::Uuid::new_v4(),
             shards: vec![ShardId(0)],
             replicas: Vec::new(),
+            groups: Vec::new(),
             configs: BTreeMap::new(),
         }
     }

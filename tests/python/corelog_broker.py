@@ -88,8 +88,9 @@ def _string(body: bytes, at: int) -> tuple[str | None, int]:
 
 def metadata_v1(host: str, port: int, timeout_s: float = 2.0) -> dict:
     """Ask exactly this broker for Metadata v1 (every topic): {"brokers": {id: (host, port)},
-    "controller": id, "topics": {name: {partition: leader}}}. Clients may ask any broker they
-    know; a test of what each node says asks it directly."""
+    "controller": id, "topics": {name: {partition: leader}}, "replicas": {name: {partition:
+    [node, ...]}}}. Clients may ask any broker they know; a test of what each node says asks it
+    directly."""
     correlation_id = 0x3E7A
     client_id = b"corelog-pytest"
     header = struct.pack(">hhih", METADATA_KEY, 1, correlation_id, len(client_id)) + client_id
@@ -112,20 +113,25 @@ def metadata_v1(host: str, port: int, timeout_s: float = 2.0) -> dict:
     (controller, count) = struct.unpack_from(">ii", body, at)
     at += 8
     topics = {}
+    replica_sets = {}
     for _ in range(count):
         name, at = _string(body, at + 2)
         at += 1  # is_internal
         (partitions,) = struct.unpack_from(">i", body, at)
         at += 4
         leaders = {}
+        nodes = {}
         for _ in range(partitions):
             (_error, index, leader, replicas) = struct.unpack_from(">hiii", body, at)
+            nodes[index] = list(struct.unpack_from(f">{replicas}i", body, at + 14))
             at += 14 + 4 * replicas
             (isr,) = struct.unpack_from(">i", body, at)
             at += 4 + 4 * isr
             leaders[index] = leader
         topics[name] = leaders
-    return {"brokers": brokers, "controller": controller, "topics": topics}
+        replica_sets[name] = nodes
+    return {"brokers": brokers, "controller": controller, "topics": topics,
+            "replicas": replica_sets}
 
 
 class BrokerError(AssertionError):

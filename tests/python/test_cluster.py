@@ -3,14 +3,15 @@ its leader as the active controller, nodes registered with it and fenced when th
 silent, topics whose partitions spread over the nodes, and a controller that fails over when
 its node is killed.
 
-Partitions of a cluster have one replica each for now (a replication factor above 1 is
-refused); what is checked here is the metadata quorum of issue 14 and the routing on top of it.
-Each node is asked directly (`metadata_v1`), since a client may ask any broker it knows.
+Every partition of a cluster (but `__consumer_offsets`, for now) is a Raft group among its
+replicas: acknowledged records survive the loss of the leader's node. Each node is asked
+directly (`metadata_v1`), since a client may ask any broker it knows.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -84,6 +85,13 @@ def leaders(nodes: dict, alive, topic: str) -> dict | None:
     return found[0] if all(f == found[0] for f in found) else None
 
 
+def led_by(nodes: dict, alive, topic: str) -> dict | None:
+    """The partition leaders of `topic` once every node in `alive` reports the same ones, all
+    of them in `alive`."""
+    found = leaders(nodes, alive, topic)
+    return found if found and all(leader in alive for leader in found.values()) else None
+
+
 def create_topic(bootstrap: str, topic: str, partitions: int, replication: int = 1):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(topic, partitions, replication)],
@@ -125,12 +133,12 @@ def test_nodes_form_one_cluster_and_spread_partitions(cluster):
                             what="every node naming one controller and all three brokers")
     assert controller in NODES
     create_topic(cluster[1].bootstrap, "spread", 6)
-    placed = wait_until(lambda: leaders(cluster, NODES, "spread"),
+    placed = wait_until(lambda: led_by(cluster, NODES, "spread"),
                         what="every node reporting the same leaders of the new topic")
     assert sorted(placed) == list(range(6))
     assert set(placed.values()) == set(NODES), f"partitions spread over every node: {placed}"
     with pytest.raises(Exception, match="INVALID_REPLICATION_FACTOR"):
-        create_topic(cluster[2].bootstrap, "replicated", 1, replication=3)
+        create_topic(cluster[2].bootstrap, "too-replicated", 1, replication=4)
 
     # A producer and a consumer group that know one node each reach every partition's node.
     produce(cluster[3].bootstrap, "spread", 6, 600)
@@ -143,7 +151,10 @@ def test_nodes_form_one_cluster_and_spread_partitions(cluster):
         consumer.commit(asynchronous=False)
         committed = consumer.committed([TopicPartition("spread", p) for p in range(6)],
                                        timeout=20)
-        assert sum(tp.offset for tp in committed) == 600, committed
+        # Each partition's log begins with its first leader's control batch, which consumers
+        # skip: the committed position is the partition's end, not its record count.
+        ends = [consumer.get_watermark_offsets(tp, timeout=20)[1] for tp in committed]
+        assert [tp.offset for tp in committed] == ends, committed
     finally:
         consumer.close()
     by_partition: dict[int, list[bytes]] = {}
@@ -156,10 +167,9 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
     controller = wait_until(lambda: agreed_controller(cluster, NODES),
                             what="one controller named by every node")
     create_topic(cluster[1].bootstrap, "kept", 6)
-    wait_until(lambda: leaders(cluster, NODES, "kept"), what="the topic on every node")
+    placed = wait_until(lambda: led_by(cluster, NODES, "kept"), what="the topic led everywhere")
     produce(cluster[1].bootstrap, "kept", 6, 300)
 
-    placed = leaders(cluster, NODES, "kept")
     cluster[controller].stop(signal.SIGKILL)
     survivors = [node for node in NODES if node != controller]
     successor = wait_until(
@@ -225,6 +235,86 @@ def test_a_stopping_controller_hands_over_and_is_fenced_at_once(broker_factory):
     took = time.monotonic() - stopped_at
     assert took < 30, f"fenced {took:.1f}s after the stop: by its session, not at its stop"
     create_topic(cluster[successor].bootstrap, "after-handover", 3)
-    placed = wait_until(lambda: leaders(cluster, survivors, "after-handover"),
+    placed = wait_until(lambda: led_by(cluster, survivors, "after-handover"),
                         what="a topic created after the handover")
     assert set(placed.values()) <= set(survivors), f"placed on the stopped node: {placed}"
+
+
+class SteadyProducer:
+    """An idempotent acks=all producer sending numbered records to every partition in turn
+    from a thread, until stopped, recording which records were acknowledged."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int):
+        self.producer = ck_producer(bootstrap, **{"enable.idempotence": True, "linger.ms": 2})
+        self.topic = topic
+        self.partitions = partitions
+        self.acked: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+        self.failed: list[str] = []
+        self.sent = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def delivered(self, err, msg):
+        if err is not None:
+            self.failed.append(str(err))
+        else:
+            self.acked[msg.partition()].append(msg.value())
+
+    def acked_count(self) -> int:
+        return sum(len(values) for values in self.acked.values())
+
+    def run(self):
+        while not self.stopping.is_set():
+            partition = self.sent % self.partitions
+            self.producer.produce(self.topic, value=b"%d" % self.sent, partition=partition,
+                                  on_delivery=self.delivered)
+            self.sent += 1
+            self.producer.poll(0.001 if self.sent % 50 else 0.05)
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join()
+        ck_flush(self.producer)
+        assert not self.failed, f"deliveries failed: {self.failed[:5]}"
+
+
+def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
+    """Three replicas per partition: records acknowledged (acks=all) before and while a leader's
+    node is killed are all there, once each and in order, after the survivors elect new leaders;
+    the killed node catches up when it returns, so that it can stand in for another."""
+    wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "replicated", 3, replication=3)
+    placed = wait_until(lambda: led_by(cluster, NODES, "replicated"),
+                        what="every node reporting the leaders of the replicated topic")
+    replicas = view(cluster[1])["replicas"]["replicated"]
+    assert all(sorted(nodes) == list(NODES) for nodes in replicas.values()), replicas
+
+    producer = SteadyProducer(bootstrap, "replicated", 3)
+    wait_until(lambda: producer.acked_count() >= 300, what="records acknowledged")
+    victim = placed[0]
+    cluster[victim].stop(signal.SIGKILL)
+    survivors = [node for node in NODES if node != victim]
+    before = producer.acked_count()
+    wait_until(lambda: led_by(cluster, survivors, "replicated"),
+               what="the survivors leading every partition")
+    wait_until(lambda: producer.acked_count() >= before + 300,
+               what="records acknowledged by the new leaders")
+    producer.stop()
+    acked = producer.acked
+    total = sum(len(values) for values in acked.values())
+    read = read_all(bootstrap, "replicated", 3, total)
+    assert read == acked, "every acknowledged record, once, in order"
+
+    # The killed node returns and catches up; then another node is killed, and what was
+    # acknowledged is still all there, on the returned node and the last one.
+    cluster[victim].start()
+    wait_until(lambda: agreed_controller(cluster, NODES), what="the killed node back")
+    other = next(node for node in survivors if node != view(cluster[victim])["controller"])
+    cluster[other].stop(signal.SIGKILL)
+    alive = [node for node in NODES if node != other]
+    wait_until(lambda: led_by(cluster, alive, "replicated"),
+               what="the returned node and the last one leading every partition")
+    bootstrap = ",".join(cluster[node].bootstrap for node in alive)
+    assert read_all(bootstrap, "replicated", 3, total) == acked

@@ -96,18 +96,21 @@ fn to_spec(
             ));
         }
         num_partitions = topic.assignments.len() as i32;
-    } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
-        let message = match ctx.shard.config.cluster {
-            None => format!(
-                "replication factor {} is not possible with 1 broker",
-                topic.replication_factor
-            ),
-            Some(_) => format!(
-                "replication factor {}: partitions of a cluster have one replica until \
-                 replication is served",
-                topic.replication_factor
-            ),
-        };
+    } else if topic.replication_factor == 0 || topic.replication_factor < -1 {
+        let message = format!(
+            "replication factor {} is not positive",
+            topic.replication_factor
+        );
+        return Err(refusal(
+            &name,
+            ResponseError::InvalidReplicationFactor,
+            &message,
+        ));
+    } else if topic.replication_factor > 1 && ctx.shard.config.cluster.is_none() {
+        let message = format!(
+            "replication factor {} is not possible with 1 broker",
+            topic.replication_factor
+        );
         return Err(refusal(
             &name,
             ResponseError::InvalidReplicationFactor,
@@ -125,6 +128,11 @@ fn to_spec(
     Ok(CreateTopicSpec {
         name,
         num_partitions,
+        replication_factor: if topic.assignments.is_empty() {
+            topic.replication_factor
+        } else {
+            1
+        },
         configs,
         validate_only,
     })
@@ -147,7 +155,7 @@ fn topic_result(ctx: &RequestContext, result: TopicResult) -> CreatableTopicResu
     }
     out = out
         .with_num_partitions(result.num_partitions)
-        .with_replication_factor(1);
+        .with_replication_factor(result.replication_factor);
     if version >= 7 {
         out.topic_id = result.id;
     }

@@ -121,7 +121,9 @@ fn describe_topic(topic: &TopicEntry, table: &ShardTable, version: i16) -> Metad
             let replicas = topic.replicas(index);
             let live = |node: &NodeId| !table.is_fenced(*node);
             let nodes = replicas.iter().map(|replica| replica.node);
-            let leader = topic.preferred_leader(index).filter(live);
+            let known = topic.leader(index);
+            let leader = known.map(|(node, _)| node).filter(live);
+            let epoch = known.map_or(0, |(_, epoch)| epoch.get());
             let mut partition = MetadataResponsePartition::default()
                 .with_partition_index(index.get())
                 .with_leader_id(leader.map_or(BrokerId(-1), broker))
@@ -135,7 +137,7 @@ fn describe_topic(topic: &TopicEntry, table: &ShardTable, version: i16) -> Metad
                 partition.offline_replicas = offline;
             }
             if version >= 7 {
-                partition.with_leader_epoch(0)
+                partition.with_leader_epoch(epoch)
             } else {
                 partition
             }

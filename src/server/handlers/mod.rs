@@ -86,6 +86,7 @@ pub async fn auto_create_topics<'a>(ctx: &RequestContext, names: impl Iterator<I
             .map(|name| CreateTopicSpec {
                 name: name.to_string(),
                 num_partitions: -1,
+                replication_factor: -1,
                 configs: BTreeMap::new(),
                 validate_only: false,
             })

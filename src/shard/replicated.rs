@@ -1,0 +1,257 @@
+//! The replicated partitions of a cluster node's shard: each is one replica of the
+//! partition's Raft group (`crate::replication`), opened over the partition's log on the shard
+//! that owns it here.
+//!
+//! - Operations on such a partition run on its leader only; a follower answers
+//!   NOT_LEADER_OR_FOLLOWER and the client refreshes its metadata.
+//! - Produce proposes the batch to the group and answers once the group committed it: a
+//!   majority of the replicas has it on disk (see `Routed::run_on_replica`).
+//! - A replica that wins an election reports its leadership to the controller, which
+//!   records it in the metadata log, so that every node's Metadata sends clients there.
+//!
+//! Per-shard.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::future::{select, Either};
+use kafka_protocol::ResponseError;
+
+use super::admin::ControllerCommand;
+use super::controller_call::{ControllerAnswer, ControllerCall};
+use super::table::TopicEntry;
+use super::Shard;
+use crate::ids::{LeaderEpoch, PartitionId};
+use crate::limits;
+use crate::partition::{Partition, ProduceInput, ProduceOutput, TopicPartition};
+use crate::replication::{ProposeError, Replica, ReplicaConfig, ReplicaSpec};
+use crate::runtime;
+use crate::storage::Log;
+use crate::transport::{Address, Transport};
+
+impl Shard {
+    /// The replica of `tp`'s Raft group on this shard, if `tp` is replicated and owned here.
+    pub(super) fn replica_of(&self, tp: &TopicPartition) -> Option<Rc<Replica>> {
+        let cluster = self.cluster.get()?;
+        let replica = cluster.by_partition.borrow().get(tp).cloned();
+        replica
+    }
+
+    /// Opens this node's replica of `partition`'s group over its log. The preferred leader
+    /// campaigns at once, so that a new partition serves without waiting out an election
+    /// timeout.
+    pub(super) async fn open_replica(
+        self: &Rc<Self>,
+        topic: &TopicEntry,
+        partition: PartitionId,
+        log: Rc<Log>,
+    ) -> Result<Rc<Partition>, String> {
+        let cluster = self
+            .cluster
+            .get()
+            .expect("replicated partitions are a cluster's");
+        let group = topic.group(partition).expect("a replicated partition");
+        let me = self.config.node_id;
+        let replicas = topic.replicas(partition);
+        let peers = replicas
+            .iter()
+            .filter(|replica| replica.node != me)
+            .map(|replica| {
+                let address = Address {
+                    node: replica.node,
+                    shard: replica.shard,
+                };
+                (replica.node, address)
+            })
+            .collect();
+        let spec = ReplicaSpec {
+            group,
+            me,
+            voters: replicas.iter().map(|replica| replica.node).collect(),
+            peers,
+            seed: super::quorum::election_seed() ^ group,
+        };
+        let tp = TopicPartition {
+            topic: topic.name.clone(),
+            partition,
+        };
+        let transport: Rc<dyn Transport> = Rc::new(cluster.transport.clone());
+        let replica = Replica::open(
+            spec,
+            tp.clone(),
+            topic.config.clone(),
+            log,
+            self.partition_context.clone(),
+            transport,
+            ReplicaConfig::default(),
+        )
+        .await
+        .map_err(|error| format!("cannot open the replica of {}: {error}", tp.topic))?;
+        if topic.preferred_leader(partition) == Some(me) {
+            replica.campaign();
+        }
+        cluster.replicas.insert(replica.clone());
+        cluster
+            .by_partition
+            .borrow_mut()
+            .insert(tp.clone(), replica.clone());
+        let partition = replica.partition().clone();
+        runtime::spawn_into(
+            self.queues.requests,
+            self.clone().report_leadership(tp, replica),
+        );
+        Ok(partition)
+    }
+
+    /// Stops the replica of `tp` (its partition was removed or moved away).
+    pub(super) fn close_replica(&self, tp: &TopicPartition) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let replica = cluster.by_partition.borrow_mut().remove(tp);
+        if let Some(replica) = replica {
+            replica.stop();
+            cluster.replicas.remove(replica.group());
+        }
+    }
+
+    /// Tells the controller each term this replica wins, until the replica stops. A report
+    /// that does not reach the controller is sent again while the replica still leads in
+    /// that term.
+    async fn report_leadership(self: Rc<Self>, tp: TopicPartition, replica: Rc<Replica>) {
+        let retry = Duration::from_millis(limits::LEADER_REPORT_RETRY_MS);
+        let mut reported = None;
+        while !replica.is_stopped() {
+            let moved = replica.leadership_moved();
+            let term = replica.term();
+            if replica.is_leader() && reported != Some(term) {
+                if self.report_leader(&tp, term).await {
+                    reported = Some(term);
+                } else {
+                    let pause = runtime::sleep(retry);
+                    select(Box::pin(pause), Box::pin(moved)).await;
+                }
+                continue;
+            }
+            moved.await;
+        }
+    }
+
+    async fn report_leader(self: &Rc<Self>, tp: &TopicPartition, term: u64) -> bool {
+        let Ok(epoch) = i32::try_from(term) else {
+            tracing::error!(topic = %tp.topic, partition = %tp.partition, term, "term past the leader epoch range");
+            return false;
+        };
+        let command = ControllerCommand::PartitionLeader {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            leader: self.config.node_id,
+            epoch: LeaderEpoch(epoch),
+        };
+        let call = ControllerCall::Commands(vec![command]);
+        match self.call_controller(call).await {
+            Some(ControllerAnswer::Commands(results)) => {
+                let refused = results.iter().find(|result| result.error_code != 0);
+                match refused {
+                    None => {
+                        tracing::info!(topic = %tp.topic, partition = %tp.partition, epoch, "leading the partition");
+                        true
+                    }
+                    // The topic is gone (its deletion is on its way here): nothing to report.
+                    Some(result)
+                        if result.error_code == ResponseError::UnknownTopicOrPartition.code() =>
+                    {
+                        true
+                    }
+                    Some(result) => {
+                        tracing::debug!(topic = %tp.topic, error = ?result.error_message, "leadership report refused");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// A shard of a node told to stop hands the leadership of every partition it leads to a
+    /// caught-up follower, so that producers move on without waiting for an election
+    /// timeout; it waits at most two election timeouts for them all.
+    pub(super) async fn hand_over_leaderships(&self) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let leading: Vec<Rc<Replica>> = cluster
+            .by_partition
+            .borrow()
+            .values()
+            .filter(|replica| replica.is_leader() && replica.has_peers())
+            .cloned()
+            .collect();
+        if leading.is_empty() {
+            return;
+        }
+        let handed_over = futures::future::join_all(leading.iter().map(|replica| async move {
+            while replica.is_leader() && !replica.is_stopped() {
+                let moved = replica.leadership_moved();
+                replica.transfer_leadership();
+                moved.await;
+            }
+        }));
+        let election = Duration::from_millis(
+            2 * limits::REPLICATION_TICK_MS * limits::REPLICATION_ELECTION_TICKS as u64,
+        );
+        let timed_out = matches!(
+            select(Box::pin(handed_over), Box::pin(runtime::sleep(election))).await,
+            Either::Right(_)
+        );
+        if timed_out {
+            let still = leading.iter().filter(|replica| replica.is_leader()).count();
+            tracing::warn!(shard = %self.id, still, "partition leaderships not all handed over before the shutdown");
+        }
+    }
+
+    /// Stops every replica of this shard before its partitions close.
+    pub(super) fn stop_replicas(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            for replica in cluster.by_partition.borrow().values() {
+                replica.stop();
+            }
+        }
+    }
+}
+
+/// Produce on a replicated partition: the leader checks the batch as `Partition::produce`
+/// does, proposes it, and answers once the group committed it (acks 1 and -1 alike for now:
+/// a majority durably holds it) or at once (acks 0). The producer state is checked by the
+/// replica (see `Replica::propose`). Losing the leadership before the batch committed is
+/// NOT_LEADER_OR_FOLLOWER, which producers retry at the new leader; an idempotent retry is
+/// then deduplicated against the log it inherited.
+pub(super) async fn produce_on_replica(replica: Rc<Replica>, input: ProduceInput) -> ProduceOutput {
+    let partition = replica.partition().clone();
+    if !replica.is_leader() {
+        return partition.error(
+            ResponseError::NotLeaderOrFollower,
+            "not the partition's leader",
+        );
+    }
+    let entry = match partition.prepare_entry(input.records) {
+        Ok(entry) => entry,
+        Err(refused) => return refused,
+    };
+    if input.acks == 0 {
+        runtime::spawn_local(async move {
+            let _ = replica.propose(entry.batch).await;
+        })
+        .detach();
+        return ProduceOutput::default();
+    }
+    match replica.propose(entry.batch.clone()).await {
+        Ok(committed) => partition.entry_committed(&entry, committed.base_offset),
+        Err(ProposeError::Producer(error)) => partition.producer_error(error),
+        Err(
+            error @ (ProposeError::NotLeader { .. }
+            | ProposeError::NotCommitted
+            | ProposeError::Stopped),
+        ) => partition.error(ResponseError::NotLeaderOrFollower, &error.to_string()),
+    }
+}
