@@ -141,6 +141,9 @@ const _: () = assert!(CLUSTER_FRAME_BYTES_MAX <= u32::MAX as usize);
 /// every 2 (Kafka's default `replica.lag.time.max.ms` is 30 s; leaders here are replaced
 /// after 1 to 2 s of silence).
 pub const REPLICATION_TICK_MS: u64 = 100;
+/// A follower that has not caught up with its leader's commit point for this long leaves the
+/// partition's in-sync replicas (Kafka's `replica.lag.time.max.ms` default).
+pub const REPLICA_LAG_TIME_MAX_MS: u64 = 30_000;
 /// A replicated partition's new leader tells the controller again after this long when its
 /// report did not get through.
 pub const LEADER_REPORT_RETRY_MS: u64 = 500;

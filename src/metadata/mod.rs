@@ -59,14 +59,17 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         groups: Vec<u64>,
     },
-    /// A replicated partition's replica on `leader` won the election of Raft term `epoch`
-    /// and told the controller (as KRaft's PartitionChangeRecord carries a new leader):
-    /// clients are sent there. Only a later epoch replaces a recorded one.
+    /// A replicated partition's replica on `leader` won the election of Raft term `epoch`,
+    /// or its replicas in sync (`in_sync`, the leader first) changed, and the leader told
+    /// the controller (as KRaft's PartitionChangeRecord carries a new leader and ISR):
+    /// clients are sent there. A record of an earlier epoch than the recorded one is ignored.
     PartitionLeaderChanged {
         name: String,
         partition: PartitionId,
         leader: NodeId,
         epoch: LeaderEpoch,
+        #[serde(default)]
+        in_sync: Vec<NodeId>,
     },
     /// A partition of a single node changed owner (the shard count shrank between runs).
     PartitionMoved {

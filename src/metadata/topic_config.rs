@@ -30,6 +30,8 @@ pub struct TopicConfig {
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
     pub index_interval_bytes: u64,
+    /// Replicas in sync that a produce with acks=all needs (NOT_ENOUGH_REPLICAS otherwise).
+    pub min_insync_replicas: i32,
 }
 
 /// Where a config's value comes from, as DescribeConfigs reports it.
@@ -99,7 +101,7 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "min.insync.replicas",
         kind: ConfigType::Int,
-        doc: "always 1 (one node)",
+        doc: "replicas in sync an acks=all produce needs",
     },
     ConfigKey {
         name: "retention.bytes",
@@ -142,6 +144,7 @@ impl TopicConfig {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: 3_600_000,
             index_interval_bytes: 4096,
+            min_insync_replicas: 1,
         };
         for (name, value) in overrides {
             // Overrides were validated when stored; a failure here means a corrupt metadata
@@ -183,7 +186,8 @@ impl TopicConfig {
             }
             "message.timestamp.type" => self.timestamp_type = parse_timestamp_type(value)?,
             "min.insync.replicas" => {
-                let _: i64 = parse_range(name, value, 1)?;
+                self.min_insync_replicas =
+                    parse_range::<i64>(name, value, 1)?.min(i64::from(i32::MAX)) as i32
             }
             "retention.bytes" => self.retention_bytes = parse_range(name, value, -1)?,
             "retention.ms" => self.retention_ms = parse_range(name, value, -1)?,
@@ -210,7 +214,7 @@ impl TopicConfig {
                 TimestampType::CreateTime => "CreateTime".to_string(),
                 TimestampType::LogAppendTime => "LogAppendTime".to_string(),
             },
-            "min.insync.replicas" => "1".to_string(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "retention.bytes" => self.retention_bytes.to_string(),
             "retention.ms" => self.retention_ms.to_string(),
             "segment.bytes" => self.segment_bytes.to_string(),

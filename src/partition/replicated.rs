@@ -94,6 +94,16 @@ impl Partition {
         self.log.read(offset, max_bytes, bound).await
     }
 
+    /// The topic's `min.insync.replicas`.
+    pub fn min_insync_replicas(&self) -> usize {
+        usize::try_from(self.config.borrow().min_insync_replicas).unwrap_or(1)
+    }
+
+    /// Retention keeps every batch from `floor` on (see `Log::set_retention_floor`).
+    pub fn set_retention_floor(&self, floor: Offset) {
+        self.log.set_retention_floor(floor);
+    }
+
     /// The partition's directory, where the replication layer keeps its anchor.
     pub fn dir(&self) -> &std::path::Path {
         self.log.dir()

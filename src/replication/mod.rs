@@ -21,5 +21,5 @@ mod sim_tests;
 pub mod window;
 
 pub use message::{Envelope, GroupId};
-pub use replica::{Committed, ProposeError, Replica, ReplicaConfig, ReplicaSpec};
+pub use replica::{Committed, ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until};
 pub use replicas::Replicas;

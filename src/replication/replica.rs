@@ -65,6 +65,9 @@ pub struct ReplicaConfig {
     pub window_bytes_max: u64,
     pub copy_timeout: Duration,
     pub anchor_lag_entries_max: u64,
+    /// A follower that has not caught up with the leader's commit point for this many
+    /// ticks is out of sync (Kafka's `replica.lag.time.max.ms`).
+    pub lag_ticks_max: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -75,6 +78,7 @@ impl Default for ReplicaConfig {
             window_bytes_max: limits::REPLICA_WINDOW_BYTES_MAX,
             copy_timeout: Duration::from_millis(limits::REPLICA_COPY_TIMEOUT_MS),
             anchor_lag_entries_max: limits::REPLICA_ANCHOR_LAG_ENTRIES_MAX,
+            lag_ticks_max: limits::REPLICA_LAG_TIME_MAX_MS / limits::REPLICATION_TICK_MS,
         }
     }
 }
@@ -114,7 +118,27 @@ pub struct Committed {
     pub last_offset: Offset,
 }
 
-type Answer = oneshot::Sender<Result<Committed, ProposeError>>;
+/// When a proposal is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Once the group committed its entry: a majority has it on disk.
+    Committed,
+    /// Once its entry is on this leader's disk (Kafka's acks=1): a leader that loses its
+    /// leadership before a majority has the entry may lose it.
+    DurableHere,
+}
+
+/// Where a proposal's outcome goes, and when.
+struct Answer {
+    tx: oneshot::Sender<Result<Committed, ProposeError>>,
+    until: Until,
+}
+
+impl Answer {
+    fn send(self, outcome: Result<Committed, ProposeError>) {
+        let _ = self.tx.send(outcome);
+    }
+}
 
 struct Waiter {
     /// The term the entry at the waited index must have: if another term's entry took its
@@ -170,8 +194,16 @@ pub struct Replica {
     leadership: Cell<(u64, u64)>,
     /// Whether this replica led after the last ready.
     leading: Cell<bool>,
-    /// Notified when the (term, leader) this replica knows, or whether it leads, changes.
+    /// Notified when the (term, leader) this replica knows, whether it leads, or (on the
+    /// leader) the replicas in sync change.
     moved: Notify,
+    /// The replicas in sync when the driver last looked (see `in_sync`).
+    in_sync: RefCell<Vec<NodeId>>,
+    /// Ticks since open: the clock of `followers`.
+    ticks: Cell<u64>,
+    /// On the leader, per follower's raft id: the tick it was last heard from, and the
+    /// last tick it had caught up with the commit point.
+    followers: RefCell<HashMap<u64, Heard>>,
     /// Snapshots installed since open (a follower caught up by copying).
     snapshots_installed: Cell<u64>,
     stopped: Cell<bool>,
@@ -208,6 +240,9 @@ impl Replica {
                 anchor
             }
         };
+        // Retention keeps what a restart rebuilds the window from, and what a lagging peer
+        // may still copy.
+        log.set_retention_floor(anchor.base_end);
         let batches = read_from(&log, anchor.base_end).await?;
         let window = Window::rebuild(&anchor, &batches)?;
         let commit = window.hard_state().commit;
@@ -250,6 +285,9 @@ impl Replica {
             leadership: Cell::new((0, 0)),
             leading: Cell::new(false),
             moved: Notify::new(),
+            in_sync: RefCell::default(),
+            ticks: Cell::new(0),
+            followers: RefCell::default(),
             snapshots_installed: Cell::new(0),
             stopped: Cell::new(false),
         });
@@ -292,8 +330,40 @@ impl Replica {
         (leader != raft::INVALID_ID).then(|| node_of(leader))
     }
 
-    /// Completes at the next change of the (term, leader) this replica knows, or of whether
-    /// it leads. Take it before reading the state it is to follow.
+    /// The replicas in sync with this leader, itself first (Kafka's ISR): the followers it
+    /// heard from within an election timeout that had caught up with its commit point within
+    /// `lag_ticks_max`. Empty on a follower.
+    pub fn in_sync(&self) -> Vec<NodeId> {
+        let node = self.node.borrow();
+        let raft = &node.raft;
+        if raft.state != StateRole::Leader {
+            return Vec::new();
+        }
+        let now = self.ticks.get();
+        let followers = self.followers.borrow();
+        let mut in_sync: Vec<u64> = raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter(|id| *id != raft.id)
+            .filter(|id| {
+                followers.get(id).is_some_and(|heard| {
+                    now - heard.at <= self.config.election_ticks as u64
+                        && now - heard.caught_up_at <= self.config.lag_ticks_max
+                })
+            })
+            .collect();
+        in_sync.sort_unstable();
+        std::iter::once(self.me)
+            .chain(in_sync.into_iter().map(node_of))
+            .collect()
+    }
+
+    /// Completes at the next change of the (term, leader) this replica knows, of whether it
+    /// leads, or of the replicas in sync with it. Take it before reading the state it is to
+    /// follow.
     pub fn leadership_moved(&self) -> crate::sync::Notified<'_> {
         self.moved.notified()
     }
@@ -305,10 +375,21 @@ impl Replica {
     /// Proposes a validated client batch (its offset and epoch are stamped on the way) and
     /// answers where it lies once it is committed.
     pub async fn propose(&self, batch: Bytes) -> Result<Committed, ProposeError> {
+        self.propose_until(batch, Until::Committed).await
+    }
+
+    /// `propose`, answered at `until`: the answer of `Until::DurableHere` gives the offsets
+    /// the entry has in this leader's log, which no other replica may hold yet.
+    pub async fn propose_until(
+        &self,
+        batch: Bytes,
+        until: Until,
+    ) -> Result<Committed, ProposeError> {
         if self.stopped.get() {
             return Err(ProposeError::Stopped);
         }
-        let (answer, answered) = oneshot::channel();
+        let (tx, answered) = oneshot::channel();
+        let answer = Answer { tx, until };
         self.pending
             .borrow_mut()
             .proposals
@@ -327,6 +408,19 @@ impl Replica {
     pub fn receive(&self, from: Address, envelope: Envelope) {
         match envelope {
             Envelope::Raft(_, message) => {
+                let answers = matches!(
+                    message.get_msg_type(),
+                    MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+                );
+                if answers {
+                    let now = self.ticks.get();
+                    let mut followers = self.followers.borrow_mut();
+                    let heard = followers.entry(message.from).or_insert(Heard {
+                        at: now,
+                        caught_up_at: now,
+                    });
+                    heard.at = now;
+                }
                 let mut pending = self.pending.borrow_mut();
                 // A peer that floods is dropped from, as a lossy link would: Raft resends.
                 if pending.messages.len() >= limits::REPLICA_PENDING_MESSAGES_MAX {
@@ -391,6 +485,7 @@ impl Replica {
                 break;
             }
             self.step_pending();
+            self.check_in_sync();
             let has_ready = self.node.borrow().has_ready();
             if has_ready {
                 if let Err(error) = self.handle_ready().await {
@@ -405,19 +500,20 @@ impl Replica {
         }
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for waiter in waiters.into_values().flatten() {
-            let _ = waiter.answer.send(Err(ProposeError::Stopped));
+            waiter.answer.send(Err(ProposeError::Stopped));
         }
         for (_, answer, _) in std::mem::take(&mut self.pending.borrow_mut().proposals) {
-            let _ = answer.send(Err(ProposeError::Stopped));
+            answer.send(Err(ProposeError::Stopped));
         }
         for (_, (_, answer)) in self.confirming.take() {
-            let _ = answer.send(Err(ProposeError::Stopped));
+            answer.send(Err(ProposeError::Stopped));
         }
     }
 
     /// Steps everything queued for the node.
     fn step_pending(self: &Rc<Self>) {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        self.ticks.set(self.ticks.get() + u64::from(pending.ticks));
         self.with_node(|node| {
             for _ in 0..pending.ticks {
                 node.tick();
@@ -469,7 +565,7 @@ impl Replica {
                 return;
             }
             Err(error) => {
-                let _ = answer.send(Err(error));
+                answer.send(Err(error));
                 return;
             }
         };
@@ -517,7 +613,7 @@ impl Replica {
                 self.wait(index, term, answer, None);
             }
             Err(error) => {
-                let _ = answer.send(Err(error));
+                answer.send(Err(error));
             }
         }
     }
@@ -540,7 +636,7 @@ impl Replica {
             let not_ready = ProposeError::NotLeader {
                 leader: Some(self.me),
             };
-            let _ = answer.send(Err(not_ready));
+            answer.send(Err(not_ready));
             return;
         }
         let context = self.next_read.get();
@@ -648,6 +744,32 @@ impl Replica {
     /// when its leader moves. Whether such an entry commits is unknown until the new
     /// leader's log reaches this replica; an idempotent producer's retry finds out (it is
     /// answered as a duplicate if it did).
+    /// Notes which followers have caught up with the commit point, and wakes whoever
+    /// follows this replica when the replicas in sync changed.
+    fn check_in_sync(&self) {
+        {
+            let node = self.node.borrow();
+            let raft = &node.raft;
+            let mut followers = self.followers.borrow_mut();
+            if raft.state != StateRole::Leader {
+                followers.clear();
+            } else {
+                let committed = raft.raft_log.committed;
+                let now = self.ticks.get();
+                for (id, heard) in followers.iter_mut() {
+                    if raft.prs().get(*id).is_some_and(|p| p.matched >= committed) {
+                        heard.caught_up_at = now;
+                    }
+                }
+            }
+        }
+        let now = self.in_sync();
+        if *self.in_sync.borrow() != now {
+            *self.in_sync.borrow_mut() = now;
+            self.moved.notify_all();
+        }
+    }
+
     fn leadership_changed(&self) {
         let (now, leading) = {
             let node = self.node.borrow();
@@ -668,10 +790,10 @@ impl Replica {
             let leader = (now.1 != raft::INVALID_ID).then(|| node_of(now.1));
             let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
             for waiter in waiters.into_values().flatten() {
-                let _ = waiter.answer.send(Err(ProposeError::NotLeader { leader }));
+                waiter.answer.send(Err(ProposeError::NotLeader { leader }));
             }
             for (_, (_, answer)) in self.confirming.take() {
-                let _ = answer.send(Err(ProposeError::NotLeader { leader }));
+                answer.send(Err(ProposeError::NotLeader { leader }));
             }
         }
     }
@@ -689,6 +811,7 @@ impl Replica {
         if !entries.is_empty() {
             self.append(entries).await?;
             self.partition.flush_entries().await?;
+            self.answer_durable_here();
         }
         if let Some(hard_state) = ready.hs().cloned() {
             self.save_hard_state(hard_state).await?;
@@ -763,6 +886,7 @@ impl Replica {
         let anchor = self.window.borrow().anchor();
         anchor.write(self.partition.dir()).await?;
         self.anchored_base.set(anchor.base_index);
+        self.partition.set_retention_floor(anchor.base_end);
         Ok(())
     }
 
@@ -798,9 +922,39 @@ impl Replica {
                     }),
                     false => Err(ProposeError::NotCommitted),
                 };
-                let _ = waiter.answer.send(answer);
+                waiter.answer.send(answer);
             }
         }
+    }
+
+    /// Answers the proposals waiting only for this leader's own fsync, now that every entry
+    /// of its log is durable here.
+    fn answer_durable_here(&self) {
+        let window = self.window.borrow();
+        let mut waiters = self.waiters.borrow_mut();
+        for (index, waiting) in waiters.range_mut(..=window.last_index()) {
+            let (durable, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(waiting)
+                .into_iter()
+                .partition(|waiter| waiter.answer.until == Until::DurableHere);
+            *waiting = rest;
+            for waiter in durable {
+                let kept = window.entry(*index).is_some_and(|e| e.term == waiter.term);
+                let answer = match kept {
+                    true => Ok(Committed {
+                        index: *index,
+                        base_offset: waiter
+                            .duplicate_of
+                            .map_or_else(|| window.end_of(index - 1), |(base, _)| base),
+                        last_offset: waiter
+                            .duplicate_of
+                            .map_or_else(|| window.end_of(*index) - 1, |(_, last)| last),
+                    }),
+                    false => Err(ProposeError::NotCommitted),
+                };
+                waiter.answer.send(answer);
+            }
+        }
+        waiters.retain(|_, waiting| !waiting.is_empty());
     }
 
     fn apply_conf_change(&self, entry: &Entry) {
@@ -831,7 +985,7 @@ impl Replica {
     fn fail_waiters_from(&self, index: u64) {
         let failed = self.waiters.borrow_mut().split_off(&index);
         for waiter in failed.into_values().flatten() {
-            let _ = waiter.answer.send(Err(ProposeError::NotCommitted));
+            waiter.answer.send(Err(ProposeError::NotCommitted));
         }
     }
 
@@ -1033,6 +1187,13 @@ impl Replica {
         };
         self.transport.send(requester, reply.encode());
     }
+}
+
+/// When the leader last heard from a follower, and when it last had the commit point, in
+/// ticks of the replica's clock.
+struct Heard {
+    at: u64,
+    caught_up_at: u64,
 }
 
 /// A batch of an idempotent producer proposed earlier in the same step.

@@ -63,6 +63,7 @@ fn topic_config() -> TopicConfig {
         timestamp_before_max_ms: i64::MAX,
         timestamp_after_max_ms: i64::MAX,
         index_interval_bytes: 4096,
+        min_insync_replicas: 1,
     }
 }
 

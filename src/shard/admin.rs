@@ -36,12 +36,14 @@ pub enum ControllerCommand {
         change: ConfigChange,
         validate_only: bool,
     },
-    /// The replica of a replicated partition on `leader` leads it in `epoch` (its Raft term).
+    /// The replica of a replicated partition on `leader` leads it in `epoch` (its Raft term)
+    /// with the replicas `in_sync`.
     PartitionLeader {
         topic: String,
         partition: PartitionId,
         leader: NodeId,
         epoch: LeaderEpoch,
+        in_sync: Vec<NodeId>,
     },
     /// Grow the topic to `count` partitions in total.
     CreatePartitions {

@@ -782,6 +782,7 @@ impl Controller {
                 partition,
                 leader,
                 epoch,
+                in_sync,
             } => {
                 let entry = table.topic(&topic).ok_or_else(|| unknown(&topic))?;
                 let is_replica = entry.replicas(partition).iter().any(|r| r.node == leader);
@@ -789,16 +790,17 @@ impl Controller {
                     let message = format!("node {leader} holds no replica of {topic}-{partition}");
                     return Err((ResponseError::InvalidRequest, message));
                 }
-                // A report of an epoch no later than the recorded one changes nothing.
-                let stale = entry
-                    .leaders
-                    .get(&partition)
-                    .is_some_and(|(_, recorded)| *recorded >= epoch);
+                // A report of an earlier epoch, or of what is recorded, changes nothing.
+                let stale = entry.leaders.get(&partition).is_some_and(|recorded| {
+                    recorded.epoch > epoch
+                        || (recorded.epoch == epoch && recorded.in_sync == in_sync)
+                });
                 let record = MetadataRecord::PartitionLeaderChanged {
                     name: topic,
                     partition,
                     leader,
                     epoch,
+                    in_sync,
                 };
                 Ok((record, stale))
             }

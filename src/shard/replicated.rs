@@ -21,10 +21,10 @@ use super::admin::ControllerCommand;
 use super::controller_call::{ControllerAnswer, ControllerCall};
 use super::table::TopicEntry;
 use super::Shard;
-use crate::ids::{LeaderEpoch, PartitionId};
+use crate::ids::{LeaderEpoch, NodeId, PartitionId};
 use crate::limits;
 use crate::partition::{Partition, ProduceInput, ProduceOutput, TopicPartition};
-use crate::replication::{ProposeError, Replica, ReplicaConfig, ReplicaSpec};
+use crate::replication::{ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until};
 use crate::runtime;
 use crate::storage::Log;
 use crate::transport::{Address, Transport};
@@ -115,18 +115,18 @@ impl Shard {
         }
     }
 
-    /// Tells the controller each term this replica wins, until the replica stops. A report
-    /// that does not reach the controller is sent again while the replica still leads in
-    /// that term.
+    /// Tells the controller each term this replica wins and each change of the replicas in
+    /// sync with it, until the replica stops. A report that does not reach the controller is
+    /// sent again while it is still what the replica would report.
     async fn report_leadership(self: Rc<Self>, tp: TopicPartition, replica: Rc<Replica>) {
         let retry = Duration::from_millis(limits::LEADER_REPORT_RETRY_MS);
         let mut reported = None;
         while !replica.is_stopped() {
             let moved = replica.leadership_moved();
-            let term = replica.term();
-            if replica.is_leader() && reported != Some(term) {
-                if self.report_leader(&tp, term).await {
-                    reported = Some(term);
+            let now = (replica.term(), replica.in_sync());
+            if replica.is_leader() && reported.as_ref() != Some(&now) {
+                if self.report_leader(&tp, now.0, now.1.clone()).await {
+                    reported = Some(now);
                 } else {
                     let pause = runtime::sleep(retry);
                     select(Box::pin(pause), Box::pin(moved)).await;
@@ -137,7 +137,12 @@ impl Shard {
         }
     }
 
-    async fn report_leader(self: &Rc<Self>, tp: &TopicPartition, term: u64) -> bool {
+    async fn report_leader(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        term: u64,
+        in_sync: Vec<NodeId>,
+    ) -> bool {
         let Ok(epoch) = i32::try_from(term) else {
             tracing::error!(topic = %tp.topic, partition = %tp.partition, term, "term past the leader epoch range");
             return false;
@@ -147,6 +152,7 @@ impl Shard {
             partition: tp.partition,
             leader: self.config.node_id,
             epoch: LeaderEpoch(epoch),
+            in_sync,
         };
         let call = ControllerCall::Commands(vec![command]);
         match self.call_controller(call).await {
@@ -221,8 +227,10 @@ impl Shard {
 }
 
 /// Produce on a replicated partition: the leader checks the batch as `Partition::produce`
-/// does, proposes it, and answers once the group committed it (acks 1 and -1 alike for now:
-/// a majority durably holds it) or at once (acks 0). The producer state is checked by the
+/// does, proposes it, and answers once the group committed it (acks=all: a majority has it
+/// on disk), once it is on the leader's disk (acks=1), or at once (acks=0). With acks=all, fewer replicas in sync
+/// than the topic's `min.insync.replicas` is NOT_ENOUGH_REPLICAS before the batch is
+/// proposed, and NOT_ENOUGH_REPLICAS_AFTER_APPEND once it is committed. The producer state is checked by the
 /// replica (see `Replica::propose`). Losing the leadership before the batch committed is
 /// NOT_LEADER_OR_FOLLOWER, which producers retry at the new leader; an idempotent retry is
 /// then deduplicated against the log it inherited.
@@ -238,6 +246,12 @@ pub(super) async fn produce_on_replica(replica: Rc<Replica>, input: ProduceInput
         Ok(entry) => entry,
         Err(refused) => return refused,
     };
+    let wanted = partition.min_insync_replicas();
+    let too_few = |in_sync: usize| input.acks == -1 && in_sync < wanted;
+    if too_few(replica.in_sync().len()) {
+        let message = format!("fewer than min.insync.replicas={wanted} replicas in sync");
+        return partition.error(ResponseError::NotEnoughReplicas, &message);
+    }
     if input.acks == 0 {
         runtime::spawn_local(async move {
             let _ = replica.propose(entry.batch).await;
@@ -245,7 +259,17 @@ pub(super) async fn produce_on_replica(replica: Rc<Replica>, input: ProduceInput
         .detach();
         return ProduceOutput::default();
     }
-    match replica.propose(entry.batch.clone()).await {
+    let until = match input.acks {
+        1 => Until::DurableHere,
+        _ => Until::Committed,
+    };
+    match replica.propose_until(entry.batch.clone(), until).await {
+        // Kafka's answer when the in-sync replicas shrank while the batch was committed: it
+        // is written, but not as redundantly as the producer asked.
+        Ok(_) if too_few(replica.in_sync().len()) => {
+            let message = format!("written, but fewer than min.insync.replicas={wanted} in sync");
+            partition.error(ResponseError::NotEnoughReplicasAfterAppend, &message)
+        }
         Ok(committed) => partition.entry_committed(&entry, committed.base_offset),
         Err(ProposeError::Producer(error)) => partition.producer_error(error),
         Err(

@@ -31,12 +31,22 @@ pub struct TopicEntry {
     /// `groups[p]` is the Raft group of partition `p`'s replicas; empty when the topic's
     /// partitions are not replicated (a single node's, `__consumer_offsets` in a cluster).
     pub groups: Vec<GroupId>,
-    /// The leader and leader epoch its replicated partitions' leaders last reported.
-    pub leaders: BTreeMap<PartitionId, (NodeId, LeaderEpoch)>,
+    /// What its replicated partitions' leaders last reported.
+    pub leaders: BTreeMap<PartitionId, Leadership>,
     /// This node: the one whose shards `owner` names.
     here: NodeId,
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
+}
+
+/// A replicated partition's leader as it reported itself (see
+/// `MetadataRecord::PartitionLeaderChanged`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader: NodeId,
+    pub epoch: LeaderEpoch,
+    /// The replicas in sync with the leader, the leader first.
+    pub in_sync: Vec<NodeId>,
 }
 
 /// Where a partition is, as this node sees it.
@@ -101,10 +111,26 @@ impl TopicEntry {
     /// is not its only replica, in the one epoch such a partition has.
     pub fn leader(&self, partition: PartitionId) -> Option<(NodeId, LeaderEpoch)> {
         match self.group(partition) {
-            Some(_) => self.leaders.get(&partition).copied(),
+            Some(_) => self
+                .leaders
+                .get(&partition)
+                .map(|reported| (reported.leader, reported.epoch)),
             None => self
                 .preferred_leader(partition)
                 .map(|node| (node, LEADER_EPOCH)),
+        }
+    }
+
+    /// `partition`'s replicas in sync with its leader: as its leader last reported for a
+    /// replicated partition (none before the first report), its one replica otherwise.
+    pub fn in_sync(&self, partition: PartitionId) -> Vec<NodeId> {
+        match self.group(partition) {
+            Some(_) => self
+                .leaders
+                .get(&partition)
+                .map(|reported| reported.in_sync.clone())
+                .unwrap_or_default(),
+            None => self.replicas(partition).iter().map(|r| r.node).collect(),
         }
     }
 
@@ -417,11 +443,17 @@ impl ShardTable {
                 partition,
                 leader,
                 epoch,
+                in_sync,
             } => {
                 self.update(name, |entry| {
-                    let recorded = entry.leaders.get(partition).map(|(_, epoch)| *epoch);
-                    if recorded.is_none_or(|recorded| recorded < *epoch) {
-                        entry.leaders.insert(*partition, (*leader, *epoch));
+                    let recorded = entry.leaders.get(partition).map(|reported| reported.epoch);
+                    if recorded.is_none_or(|recorded| recorded <= *epoch) {
+                        let reported = Leadership {
+                            leader: *leader,
+                            epoch: *epoch,
+                            in_sync: in_sync.clone(),
+                        };
+                        entry.leaders.insert(*partition, reported);
                     }
                 });
             }

@@ -139,6 +139,9 @@ struct State {
     /// Every segment by base offset; the last one is active.
     segments: BTreeMap<Offset, Segment>,
     log_start: Offset,
+    /// Retention deletes no segment holding offsets at or past this (see
+    /// `set_retention_floor`).
+    retention_floor: Option<Offset>,
     /// The offset the next appended batch must start at (staged batches counted).
     next_offset: Offset,
     /// Every offset below is written and fdatasynced.
@@ -202,6 +205,7 @@ impl Log {
             config,
             segments,
             log_start,
+            retention_floor: None,
             next_offset,
             durable_end: next_offset,
             staged: VecDeque::new(),
@@ -228,6 +232,13 @@ impl Log {
 
     pub fn set_config(&self, config: LogConfig) {
         self.state.borrow_mut().config = config;
+    }
+
+    /// Keeps retention below `floor`: segments holding offsets at or past it stay, however
+    /// old or large. The layer above sets it when it still needs those batches (a Raft
+    /// replica, the batches of its log not yet below its durable base).
+    pub fn set_retention_floor(&self, floor: Offset) {
+        self.state.borrow_mut().retention_floor = Some(floor);
     }
 
     /// The partition directory: where the layer above keeps its own files (`side_file`).
@@ -1028,7 +1039,10 @@ impl Log {
             let too_big =
                 config.retention_bytes >= 0 && total - oldest.size >= config.retention_bytes as u64;
             let below_start = oldest.next_offset <= state.log_start;
-            if !expired && !too_big && !below_start {
+            let needed = state
+                .retention_floor
+                .is_some_and(|floor| oldest.next_offset > floor);
+            if needed || (!expired && !too_big && !below_start) {
                 break;
             }
             total -= oldest.size;

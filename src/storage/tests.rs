@@ -440,6 +440,30 @@ fn retention_by_bytes_deletes_old_segments() {
     });
 }
 
+/// A retention floor keeps every segment holding offsets at or past it, however old: a Raft
+/// replica still needs them. Below the floor retention deletes as usual.
+#[test]
+fn retention_keeps_segments_past_the_floor() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        fill(&log, 100, 300).await;
+        log.set_config(LogConfig {
+            retention_ms: 1,
+            segment_ms: 1_000_000,
+            ..config(8 * 1024)
+        });
+        log.set_retention_floor(Offset(0));
+        log.enforce_retention(10_000_000).await.unwrap();
+        assert_eq!(log.log_start_offset(), Offset(0), "nothing below the floor");
+        log.set_retention_floor(Offset(150));
+        log.enforce_retention(10_000_000).await.unwrap();
+        let start = log.log_start_offset();
+        assert!(start > Offset(0) && start <= Offset(150), "start {start}");
+        assert!(!log.read_durable(Offset(150), 1).await.unwrap().is_empty());
+        log.close().await.unwrap();
+    });
+}
+
 /// Retention by time deletes segments whose newest batch is older than retention_ms, and
 /// segment_ms rolls an old active segment so it can expire too.
 #[test]

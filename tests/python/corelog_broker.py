@@ -88,8 +88,8 @@ def _string(body: bytes, at: int) -> tuple[str | None, int]:
 
 def metadata_v1(host: str, port: int, timeout_s: float = 2.0) -> dict:
     """Ask exactly this broker for Metadata v1 (every topic): {"brokers": {id: (host, port)},
-    "controller": id, "topics": {name: {partition: leader}}, "replicas": {name: {partition:
-    [node, ...]}}}. Clients may ask any broker they know; a test of what each node says asks it
+    "controller": id, "topics": {name: {partition: leader}}, "replicas" and "in_sync": {name:
+    {partition: [node, ...]}}}. Clients may ask any broker they know; a test of what each node says asks it
     directly."""
     correlation_id = 0x3E7A
     client_id = b"corelog-pytest"
@@ -114,6 +114,7 @@ def metadata_v1(host: str, port: int, timeout_s: float = 2.0) -> dict:
     at += 8
     topics = {}
     replica_sets = {}
+    in_sync_sets = {}
     for _ in range(count):
         name, at = _string(body, at + 2)
         at += 1  # is_internal
@@ -121,17 +122,20 @@ def metadata_v1(host: str, port: int, timeout_s: float = 2.0) -> dict:
         at += 4
         leaders = {}
         nodes = {}
+        in_sync = {}
         for _ in range(partitions):
             (_error, index, leader, replicas) = struct.unpack_from(">hiii", body, at)
             nodes[index] = list(struct.unpack_from(f">{replicas}i", body, at + 14))
             at += 14 + 4 * replicas
             (isr,) = struct.unpack_from(">i", body, at)
+            in_sync[index] = list(struct.unpack_from(f">{isr}i", body, at + 4))
             at += 4 + 4 * isr
             leaders[index] = leader
         topics[name] = leaders
         replica_sets[name] = nodes
+        in_sync_sets[name] = in_sync
     return {"brokers": brokers, "controller": controller, "topics": topics,
-            "replicas": replica_sets}
+            "replicas": replica_sets, "in_sync": in_sync_sets}
 
 
 class BrokerError(AssertionError):

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
@@ -92,9 +92,10 @@ def led_by(nodes: dict, alive, topic: str) -> dict | None:
     return found if found and all(leader in alive for leader in found.values()) else None
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int, replication: int = 1):
+def create_topic(bootstrap: str, topic: str, partitions: int, replication: int = 1,
+                 config: dict | None = None):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(topic, partitions, replication)],
+    futures = admin.create_topics([NewTopic(topic, partitions, replication, config=config or {})],
                                   operation_timeout=20, request_timeout=30)
     futures[topic].result(timeout=40)
 
@@ -318,3 +319,32 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
                what="the returned node and the last one leading every partition")
     bootstrap = ",".join(cluster[node].bootstrap for node in alive)
     assert read_all(bootstrap, "replicated", 3, total) == acked
+
+
+def test_min_insync_replicas_is_enforced_on_the_replicas_in_sync(cluster):
+    """The leader reports its in-sync replicas (Metadata's ISR); an acks=all produce needs
+    min.insync.replicas of them (NOT_ENOUGH_REPLICAS), while acks=1 is still taken."""
+    controller = wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "strict", 1, replication=3, config={"min.insync.replicas": "3"})
+    leader = wait_until(lambda: led_by(cluster, NODES, "strict"), what="the topic led")[0]
+    in_sync = lambda node: sorted(view(cluster[node])["in_sync"]["strict"][0])  # noqa: E731
+    wait_until(lambda: in_sync(leader) == list(NODES), what="every replica in sync")
+    produce(bootstrap, "strict", 1, 10)
+
+    follower = next(node for node in NODES if node not in (leader, controller))
+    cluster[follower].stop(signal.SIGKILL)
+    alive = [node for node in NODES if node != follower]
+    wait_until(lambda: in_sync(leader) == alive, what="the killed follower out of sync")
+
+    def produce_once(acks: str):
+        producer = ck_producer(bootstrap, **{"acks": acks, "retries": 0,
+                                             "enable.idempotence": False})
+        delivered = DeliveryLog()
+        producer.produce("strict", value=b"x", partition=0, on_delivery=delivered)
+        ck_flush(producer)
+        return delivered
+
+    refused = produce_once("all")
+    assert [err.code() for err, _ in refused.failed] == [KafkaError.NOT_ENOUGH_REPLICAS]
+    produce_once("1").check(1)

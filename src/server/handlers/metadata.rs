@@ -122,13 +122,14 @@ fn describe_topic(topic: &TopicEntry, table: &ShardTable, version: i16) -> Metad
             let live = |node: &NodeId| !table.is_fenced(*node);
             let nodes = replicas.iter().map(|replica| replica.node);
             let known = topic.leader(index);
+            let in_sync = topic.in_sync(index);
             let leader = known.map(|(node, _)| node).filter(live);
             let epoch = known.map_or(0, |(_, epoch)| epoch.get());
             let mut partition = MetadataResponsePartition::default()
                 .with_partition_index(index.get())
                 .with_leader_id(leader.map_or(BrokerId(-1), broker))
                 .with_replica_nodes(nodes.clone().map(broker).collect())
-                .with_isr_nodes(nodes.clone().filter(live).map(broker).collect());
+                .with_isr_nodes(in_sync.into_iter().filter(live).map(broker).collect());
             if leader.is_none() {
                 partition.error_code = ResponseError::LeaderNotAvailable.code();
             }
