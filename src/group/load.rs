@@ -1,6 +1,8 @@
-//! Loading a `__consumer_offsets` partition when its shard opens it: the log is replayed from
-//! its start, the last record per key wins and a null value deletes its key. Until the replay
-//! finishes, the partition's groups answer COORDINATOR_LOAD_IN_PROGRESS.
+//! Loading a `__consumer_offsets` partition when its shard opens it (or, when it is replicated,
+//! when this shard's replica becomes its leader): the log is replayed from its start, the last
+//! record per key wins and a null value deletes its key. Until the replay finishes, the
+//! partition's groups answer COORDINATOR_LOAD_IN_PROGRESS; once the partition leaves (or its
+//! leadership moves), NOT_COORDINATOR.
 
 use crate::ids::{Offset, PartitionId};
 use std::collections::HashMap;
@@ -24,7 +26,8 @@ struct Replayed {
     offsets: HashMap<(String, i32), CommittedOffset>,
 }
 
-/// Called by the shard when it opened offsets partition `partition`: starts loading it.
+/// Called by the shard when it opened offsets partition `partition`, or its replica here began
+/// to lead it: starts loading it.
 pub fn partition_opened(shard: &Rc<impl Host>, partition: PartitionId) {
     if let Some(count) = shard.partition_count(OFFSETS_TOPIC) {
         shard.coordinator().partition_count.set(count);
@@ -37,7 +40,13 @@ pub fn partition_opened(shard: &Rc<impl Host>, partition: PartitionId) {
     let shard = shard.clone();
     runtime::spawn_into(shard.requests_queue(), async move {
         let started = Instant::now();
-        match replay(&shard, partition).await {
+        let replayed = replay(&shard, partition).await;
+        // The partition left this shard during the replay (its leadership moved): its groups
+        // are another coordinator's now.
+        if shard.coordinator().loaded.borrow().get(&partition) != Some(&false) {
+            return;
+        }
+        match replayed {
             Ok(groups) => {
                 let count = groups.len();
                 install(&shard, groups);
@@ -58,7 +67,8 @@ pub fn partition_opened(shard: &Rc<impl Host>, partition: PartitionId) {
     });
 }
 
-/// Called by the shard when offsets partition `partition` left it (moved or deleted).
+/// Called by the shard when offsets partition `partition` left it (moved or deleted), or its
+/// replica here stopped leading it.
 pub fn partition_removed(shard: &Rc<impl Host>, partition: PartitionId) {
     let partition_count = shard.coordinator().partition_count.get();
     shard.coordinator().loaded.borrow_mut().remove(&partition);
@@ -101,6 +111,11 @@ async fn replay(
             let set = RecordBatchDecoder::decode(&mut buf)?;
             for record in set.records {
                 offset = offset.max(Offset(record.offset).next());
+                // A replicated partition's control batches (a leader's first entry) hold no
+                // group records.
+                if record.control {
+                    continue;
+                }
                 let Some(key) = record.key else { continue };
                 match records::decode_key(&key) {
                     Ok(key) => apply(&mut groups, key, record.value, Offset(record.offset)),

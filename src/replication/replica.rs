@@ -194,6 +194,8 @@ pub struct Replica {
     leadership: Cell<(u64, u64)>,
     /// Whether this replica led after the last ready.
     leading: Cell<bool>,
+    /// Whether it led and had committed an entry of its term after the last ready.
+    serving: Cell<bool>,
     /// Notified when the (term, leader) this replica knows, whether it leads, or (on the
     /// leader) the replicas in sync change.
     moved: Notify,
@@ -284,6 +286,7 @@ impl Replica {
             random: RefCell::new(Seeded::new(spec.seed)),
             leadership: Cell::new((0, 0)),
             leading: Cell::new(false),
+            serving: Cell::new(false),
             moved: Notify::new(),
             in_sync: RefCell::default(),
             ticks: Cell::new(0),
@@ -311,6 +314,15 @@ impl Replica {
 
     pub fn is_leader(&self) -> bool {
         self.node.borrow().raft.state == StateRole::Leader
+    }
+
+    /// Whether this replica leads and has committed an entry of its term: every entry of
+    /// earlier terms it keeps is then below its high watermark, so that its log can be read
+    /// whole (a group coordinator loads its groups from it).
+    pub fn committed_in_term(&self) -> bool {
+        let node = self.node.borrow();
+        let log = &node.raft.raft_log;
+        node.raft.state == StateRole::Leader && log.term(log.committed).ok() == Some(node.raft.term)
     }
 
     /// Whether this replica leads and has appended its term's first entry: its log then
@@ -362,7 +374,7 @@ impl Replica {
     }
 
     /// Completes at the next change of the (term, leader) this replica knows, of whether it
-    /// leads, or of the replicas in sync with it. Take it before reading the state it is to
+    /// leads (or has committed in its term), or of the replicas in sync with it. Take it before reading the state it is to
     /// follow.
     pub fn leadership_moved(&self) -> crate::sync::Notified<'_> {
         self.moved.notified()
@@ -627,12 +639,7 @@ impl Replica {
     fn confirm_refusal(&self, batch: Bytes, answer: Answer) {
         // raft-rs drops a read index asked of a leader that has not committed an entry of its
         // term yet: such a leader answers as one not ready, and the producer retries.
-        let committed_in_term = {
-            let node = self.node.borrow();
-            let log = &node.raft.raft_log;
-            log.term(log.committed).ok() == Some(node.raft.term)
-        };
-        if !committed_in_term {
+        if !self.committed_in_term() {
             let not_ready = ProposeError::NotLeader {
                 leader: Some(self.me),
             };
@@ -783,7 +790,8 @@ impl Replica {
             tracing::debug!(group = self.group, term, %leader, %me, "leader elected");
         }
         let was_leading = self.leading.replace(leading);
-        if moved || was_leading != leading {
+        let was_serving = self.serving.replace(self.committed_in_term());
+        if moved || was_leading != leading || was_serving != self.serving.get() {
             self.moved.notify_all();
         }
         if was_leading && !leading {

@@ -347,13 +347,9 @@ impl Controller {
             result.error_message = Some(message);
             return result;
         }
-        let replicated = spec.name != crate::group::OFFSETS_TOPIC;
-        let placed = self.place(
-            shard,
-            num_partitions as usize,
-            replication_factor,
-            replicated,
-        );
+        // Every new topic of a cluster is replicated (partitions added to a topic an earlier
+        // version created unreplicated stay so, see CreatePartitions).
+        let placed = self.place(shard, num_partitions as usize, replication_factor, true);
         let Placed {
             shards,
             replicas,

@@ -16,6 +16,7 @@ use super::table::ShardTable;
 use super::Shard;
 use crate::config::Config;
 use crate::group::{self, Coordinator, GroupCall, GroupReply, OFFSETS_TOPIC};
+use crate::limits;
 use crate::metadata::MetadataEntries;
 use crate::partition::{Partition, ProduceInput, ProduceOutput, TopicPartition};
 
@@ -97,8 +98,9 @@ impl Shard {
         let spec = CreateTopicSpec {
             name: OFFSETS_TOPIC.to_string(),
             num_partitions: self.config.groups.offsets_topic_num_partitions,
-            // Unreplicated until group coordinators move with partition leadership.
-            replication_factor: 1,
+            // Kafka's offsets.topic.replication.factor, on as many nodes as there are.
+            replication_factor: limits::OFFSETS_TOPIC_REPLICATION_FACTOR
+                .min(self.table().load_per_node().len().max(1) as i16),
             configs: group::offsets_topic_configs(),
             validate_only: false,
         };

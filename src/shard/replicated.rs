@@ -8,6 +8,7 @@
 //!   majority of the replicas has it on disk (see `Routed::run_on_replica`).
 //! - A replica that wins an election reports its leadership to the controller, which
 //!   records it in the metadata log, so that every node's Metadata sends clients there.
+//! - The groups of a `__consumer_offsets` partition are coordinated by its leader.
 //!
 //! Per-shard.
 
@@ -21,6 +22,7 @@ use super::admin::ControllerCommand;
 use super::controller_call::{ControllerAnswer, ControllerCall};
 use super::table::TopicEntry;
 use super::Shard;
+use crate::group;
 use crate::ids::{LeaderEpoch, NodeId, PartitionId};
 use crate::limits;
 use crate::partition::{Partition, ProduceInput, ProduceOutput, TopicPartition};
@@ -96,11 +98,42 @@ impl Shard {
             .borrow_mut()
             .insert(tp.clone(), replica.clone());
         let partition = replica.partition().clone();
+        if tp.topic == group::OFFSETS_TOPIC {
+            let coordinate = self
+                .clone()
+                .coordinate_groups(tp.partition, replica.clone());
+            runtime::spawn_into(self.queues.requests, coordinate);
+        }
         runtime::spawn_into(
             self.queues.requests,
             self.clone().report_leadership(tp, replica),
         );
         Ok(partition)
+    }
+
+    /// The groups of a replicated `__consumer_offsets` partition are coordinated where it is
+    /// led: loaded once this replica leads and has committed in its term (its log is then
+    /// whole below the high watermark), dropped when it stops leading (they answer
+    /// NOT_COORDINATOR here, and the new leader loads them), until the replica stops.
+    async fn coordinate_groups(self: Rc<Self>, partition: PartitionId, replica: Rc<Replica>) {
+        let mut coordinating = false;
+        loop {
+            let moved = replica.leadership_moved();
+            let serving = replica.committed_in_term() && !replica.is_stopped();
+            if serving != coordinating {
+                coordinating = serving;
+                if serving {
+                    tracing::info!(%partition, "coordinating the groups of the offsets partition");
+                    group::partition_opened(&self, partition);
+                } else {
+                    group::partition_removed(&self, partition);
+                }
+            }
+            if replica.is_stopped() {
+                return;
+            }
+            moved.await;
+        }
     }
 
     /// Stops the replica of `tp` (its partition was removed or moved away).

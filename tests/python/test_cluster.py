@@ -348,3 +348,49 @@ def test_min_insync_replicas_is_enforced_on_the_replicas_in_sync(cluster):
     refused = produce_once("all")
     assert [err.code() for err, _ in refused.failed] == [KafkaError.NOT_ENOUGH_REPLICAS]
     produce_once("1").check(1)
+
+
+def test_committed_offsets_survive_the_loss_of_the_coordinators_node(cluster):
+    """`__consumer_offsets` is replicated: when the node coordinating a group is killed, the
+    leader elected for its offsets partition loads the group, and a consumer of the group
+    resumes from the offsets committed before the kill."""
+    wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
+    wait_until(lambda: led_by(cluster, NODES, "__consumer_offsets"),
+               what="every offsets partition led")
+    replicas = view(cluster[1])["replicas"]["__consumer_offsets"]
+    assert all(sorted(nodes) == list(NODES) for nodes in replicas.values()), replicas
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "tracked", 1, replication=3)
+    wait_until(lambda: led_by(cluster, NODES, "tracked"), what="the topic led")
+    produce(bootstrap, "tracked", 1, 100)
+
+    group = {"group.id": "survivors", "auto.offset.reset": "earliest",
+             "enable.auto.commit": False, "enable.auto.offset.store": True}
+    consumer = ck_consumer(bootstrap, **group)
+    try:
+        consumer.subscribe(["tracked"])
+        ck_poll_records(consumer, 100)
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition("tracked", 0)], timeout=20)[0].offset
+    finally:
+        consumer.close()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    described = admin.describe_consumer_groups(["survivors"])["survivors"].result(timeout=20)
+    coordinator = described.coordinator.id
+
+    cluster[coordinator].stop(signal.SIGKILL)
+    survivors = [node for node in NODES if node != coordinator]
+    wait_until(lambda: led_by(cluster, survivors, "__consumer_offsets"),
+               what="the survivors leading every offsets partition")
+    bootstrap = ",".join(cluster[node].bootstrap for node in survivors)
+    produce(bootstrap, "tracked", 1, 20)
+    consumer = ck_consumer(bootstrap, **group)
+    try:
+        consumer.subscribe(["tracked"])
+        resumed = ck_poll_records(consumer, 20)
+        assert [r.value for r in resumed] == [b"%d" % i for i in range(20)], \
+            "the group resumed where it had committed, not from the start"
+        # At or past it: a new leader of "tracked" begins its term with a control batch.
+        assert resumed[0].offset >= committed
+    finally:
+        consumer.close()

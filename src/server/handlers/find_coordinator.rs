@@ -87,7 +87,7 @@ fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator
     }
 }
 
-/// The broker holding the `__consumer_offsets` partition of group `key`.
+/// The broker leading the `__consumer_offsets` partition of group `key`.
 fn group_coordinator(
     ctx: &RequestContext,
     key: &str,
@@ -98,6 +98,7 @@ fn group_coordinator(
     );
     let offsets = ctx.shard.table().topic(OFFSETS_TOPIC).ok_or(unavailable)?;
     let partition = partition_for(key, offsets.partition_count());
-    let node = offsets.preferred_leader(partition).ok_or(unavailable)?;
+    let (node, _) = offsets.leader(partition).ok_or(unavailable)?;
+    // A fenced node is left out of the brokers: its groups wait for a new leader.
     brokers::broker(ctx, node).ok_or(unavailable)
 }
