@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// This broker's node id [default: 0].
     #[arg(long, env = "CORELOG_NODE_ID")]
     pub node_id: Option<i32>,
+    /// The rack this node is in (broker.rack): a cluster puts the replicas of a partition on
+    /// different racks when there are enough, and Metadata reports it [default: none].
+    #[arg(long, env = "CORELOG_BROKER_RACK")]
+    pub broker_rack: Option<String>,
     /// Address of the node-to-node listener (Raft between the nodes of a cluster); with
     /// --controller-quorum-voters [default: none, a single-node broker].
     #[arg(long, env = "CORELOG_CLUSTER_LISTEN")]
@@ -112,6 +116,12 @@ pub struct ServeArgs {
     /// Metadata, its partitions without a leader (broker.session.timeout.ms) [default: 9000].
     #[arg(long, env = "CORELOG_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
+    /// How often the leader of a partition hands it back to the partition's preferred leader
+    /// (its first replica) once that is in sync again, so that leadership returns to a node
+    /// that came back (leader.imbalance.check.interval.seconds); 0 turns it off
+    /// [default: 300000].
+    #[arg(long, env = "CORELOG_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
+    pub leader_imbalance_check_interval_ms: Option<u64>,
     /// Create unknown topics on Metadata and Produce requests [default: true].
     #[arg(long, env = "CORELOG_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -225,10 +235,12 @@ pub struct FileConfig {
     shards: Option<usize>,
     cpus: Option<String>,
     node_id: Option<i32>,
+    broker_rack: Option<String>,
     cluster_listen: Option<String>,
     controller_quorum_voters: Option<String>,
     broker_heartbeat_interval_ms: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
+    leader_imbalance_check_interval_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     default_replication_factor: Option<i16>,
@@ -414,6 +426,8 @@ pub struct Config {
     /// See `ExecutorPlan::cpus`.
     pub cpus: Option<CpuList>,
     pub node_id: NodeId,
+    /// broker.rack.
+    pub rack: Option<String>,
     /// None for a single-node broker.
     pub cluster: Option<ClusterConfig>,
     pub auto_create_topics: bool,
@@ -519,6 +533,11 @@ impl Config {
                 file.broker_session_timeout_ms,
                 9_000,
             ),
+            leader_balance_interval_ms: pick(
+                args.leader_imbalance_check_interval_ms,
+                file.leader_imbalance_check_interval_ms,
+                300_000,
+            ),
         })?;
         let config = Config {
             data_dir: absolute_data_dir(&data_dir)?,
@@ -528,6 +547,7 @@ impl Config {
             shards,
             cpus,
             node_id,
+            rack: args.broker_rack.clone().or(file.broker_rack),
             cluster,
             auto_create_topics: pick(args.auto_create_topics, file.auto_create_topics, true),
             num_partitions: pick(args.num_partitions, file.num_partitions, 1),
@@ -617,6 +637,14 @@ impl Config {
         }
         if self.node_id.get() < 0 {
             bail!("--node-id must not be negative");
+        }
+        if let Some(rack) = &self.rack {
+            if rack.is_empty() || rack.len() > limits::RACK_BYTES_MAX {
+                bail!(
+                    "--broker-rack must be 1 to {} bytes",
+                    limits::RACK_BYTES_MAX
+                );
+            }
         }
         if self.default_replication_factor < 1 {
             bail!("--default-replication-factor must be at least 1");

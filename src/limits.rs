@@ -141,6 +141,8 @@ const _: () = assert!(CLUSTER_FRAME_BYTES_MAX <= u32::MAX as usize);
 /// every 2 (Kafka's default `replica.lag.time.max.ms` is 30 s; leaders here are replaced
 /// after 1 to 2 s of silence).
 pub const REPLICATION_TICK_MS: u64 = 100;
+/// The longest `--broker-rack`.
+pub const RACK_BYTES_MAX: usize = 255;
 /// Replicas of each `__consumer_offsets` partition in a cluster, fewer when fewer nodes are
 /// live when it is created (Kafka's `offsets.topic.replication.factor`).
 pub const OFFSETS_TOPIC_REPLICATION_FACTOR: i16 = 3;

@@ -20,6 +20,9 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     /// A node not heard from for this long is fenced.
     pub session_timeout_ms: u64,
+    /// How often a leader hands a partition back to its preferred leader once that is in
+    /// sync again; 0: never.
+    pub leader_balance_interval_ms: u64,
 }
 
 /// What the cluster flags and file keys say, before resolving.
@@ -30,6 +33,7 @@ pub struct ClusterFlags {
     pub voters: Option<String>,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
+    pub leader_balance_interval_ms: u64,
 }
 
 impl ClusterConfig {
@@ -77,6 +81,7 @@ pub fn resolve(flags: &ClusterFlags) -> anyhow::Result<Option<ClusterConfig>> {
         voters,
         heartbeat_interval_ms: flags.heartbeat_interval_ms,
         session_timeout_ms: flags.session_timeout_ms,
+        leader_balance_interval_ms: flags.leader_balance_interval_ms,
     }))
 }
 
@@ -130,6 +135,7 @@ mod tests {
             voters: voters.map(str::to_string),
             heartbeat_interval_ms: 2_000,
             session_timeout_ms: 9_000,
+            leader_balance_interval_ms: 300_000,
         })
     }
 
@@ -158,6 +164,7 @@ mod tests {
             voters: Some(voters.into()),
             heartbeat_interval_ms: 9_000,
             session_timeout_ms: 9_000,
+            leader_balance_interval_ms: 300_000,
         });
         assert!(slow_heartbeats.unwrap_err().to_string().contains("below"));
         assert!(refused(1, Some("127.0.0.1:9101"), None).contains("go together"));

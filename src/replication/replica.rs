@@ -164,6 +164,8 @@ struct Pending {
     snapshots_sent: Vec<u64>,
     /// Hand the leadership to the most caught-up follower (a leader about to stop).
     transfer_leadership: bool,
+    /// Hand the leadership to this node's replica (see `transfer_to`).
+    transfer_to: Option<NodeId>,
     /// Start an election now instead of at the election timeout.
     campaign: bool,
 }
@@ -363,7 +365,9 @@ impl Replica {
             .filter(|id| {
                 followers.get(id).is_some_and(|heard| {
                     now - heard.at <= self.config.election_ticks as u64
-                        && now - heard.caught_up_at <= self.config.lag_ticks_max
+                        && heard
+                            .caught_up_at
+                            .is_some_and(|at| now - at <= self.config.lag_ticks_max)
                 })
             })
             .collect();
@@ -429,7 +433,7 @@ impl Replica {
                     let mut followers = self.followers.borrow_mut();
                     let heard = followers.entry(message.from).or_insert(Heard {
                         at: now,
-                        caught_up_at: now,
+                        caught_up_at: None,
                     });
                     heard.at = now;
                 }
@@ -467,6 +471,13 @@ impl Replica {
     /// for an election timeout). Nothing happens on a follower, or with no live follower.
     pub fn transfer_leadership(&self) {
         self.pending.borrow_mut().transfer_leadership = true;
+        self.wake.notify_all();
+    }
+
+    /// A leader hands its leadership to the replica on `to` (a preferred leader back in
+    /// sync). Nothing happens on a follower, or when `to` is not a voter of the group.
+    pub fn transfer_to(&self, to: NodeId) {
+        self.pending.borrow_mut().transfer_to = Some(to);
         self.wake.notify_all();
     }
 
@@ -546,6 +557,10 @@ impl Replica {
                 if let Some(follower) = most_caught_up_follower(node) {
                     node.transfer_leader(follower);
                 }
+            }
+            if let Some(to) = pending.transfer_to {
+                // raft-rs brings the follower up to date first, then tells it to campaign.
+                node.transfer_leader(raft_id(to));
             }
         });
         let mut accepted = HashMap::new();
@@ -765,7 +780,7 @@ impl Replica {
                 let now = self.ticks.get();
                 for (id, heard) in followers.iter_mut() {
                     if raft.prs().get(*id).is_some_and(|p| p.matched >= committed) {
-                        heard.caught_up_at = now;
+                        heard.caught_up_at = Some(now);
                     }
                 }
             }
@@ -1197,11 +1212,12 @@ impl Replica {
     }
 }
 
-/// When the leader last heard from a follower, and when it last had the commit point, in
-/// ticks of the replica's clock.
+/// When the leader last heard from a follower, and when it last had the commit point (never,
+/// for one still catching up since the leader first heard from it), in ticks of the
+/// replica's clock.
 struct Heard {
     at: u64,
-    caught_up_at: u64,
+    caught_up_at: Option<u64>,
 }
 
 /// A batch of an idempotent producer proposed earlier in the same step.

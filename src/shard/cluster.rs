@@ -109,6 +109,10 @@ impl Shard {
             self.queues.requests,
             replicas.clone().tick(tick, stop.clone()),
         );
+        runtime::spawn_into(
+            self.queues.background,
+            self.clone().balance_leaders(self.shutdown.clone()),
+        );
         let cluster = ClusterShard {
             transport,
             replicas,

@@ -388,7 +388,8 @@ impl Controller {
 
     /// Replicas for `count` new partitions. On a single node, the least loaded shards own
     /// them. In a cluster each partition gets `replication_factor` replicas on as many
-    /// distinct live nodes, those holding the fewest replicas, each on its node's least
+    /// distinct live nodes, those holding the fewest replicas on as many racks as there are
+    /// (`spread_over_racks`), each on its node's least
     /// loaded shard; the first (the preferred leader) is the chosen node leading the fewest
     /// partitions, so that leaders spread too. `replicated` partitions get a Raft group
     /// each; the others have one replica.
@@ -426,7 +427,9 @@ impl Controller {
                 .map(|(node, load)| (*load, *node))
                 .collect();
             by_load.sort();
-            let mut nodes: Vec<NodeId> = by_load.into_iter().take(wanted).map(|(_, n)| n).collect();
+            let by_load: Vec<NodeId> = by_load.into_iter().map(|(_, node)| node).collect();
+            let rack_of = |node: NodeId| table.broker(node).and_then(|b| b.rack.clone());
+            let mut nodes = spread_over_racks(&by_load, wanted, rack_of);
             let leader = *nodes
                 .iter()
                 .min_by_key(|node| (leader_load.get(node).copied().unwrap_or(0), **node))
@@ -912,6 +915,29 @@ async fn read_entries(
 }
 
 /// Owners for `count` new partitions: each goes to the least loaded shard so far.
+/// `wanted` of `candidates` (least loaded first): one per rack first, in order, then the
+/// others in order, so that a partition's replicas span as many racks as there are. Nodes
+/// without a rack count as one rack of their own kind.
+fn spread_over_racks(
+    candidates: &[NodeId],
+    wanted: usize,
+    rack_of: impl Fn(NodeId) -> Option<String>,
+) -> Vec<NodeId> {
+    let mut chosen = Vec::with_capacity(wanted);
+    let mut racks = std::collections::HashSet::new();
+    for node in candidates {
+        if chosen.len() < wanted && racks.insert(rack_of(*node)) {
+            chosen.push(*node);
+        }
+    }
+    for node in candidates {
+        if chosen.len() < wanted && !chosen.contains(node) {
+            chosen.push(*node);
+        }
+    }
+    chosen
+}
+
 fn place(load: &[usize], count: usize) -> Vec<ShardId> {
     let mut load = load.to_vec();
     (0..count)
@@ -1006,5 +1032,21 @@ mod tests {
         let shards = |ids: &[usize]| ids.iter().copied().map(ShardId).collect::<Vec<_>>();
         assert_eq!(place(&[0, 0], 4), shards(&[0, 1, 0, 1]));
         assert_eq!(place(&[3, 0, 1], 3), shards(&[1, 1, 2]));
+    }
+
+    /// Replicas span as many racks as there are, least loaded first within that.
+    #[test]
+    fn replicas_spread_over_racks() {
+        let nodes: Vec<NodeId> = (1..=4).map(NodeId).collect();
+        let racks = |node: NodeId| Some(["a", "a", "b", "b"][node.get() as usize - 1].to_string());
+        assert_eq!(spread_over_racks(&nodes, 2, racks), [NodeId(1), NodeId(3)]);
+        assert_eq!(
+            spread_over_racks(&nodes, 3, racks),
+            [NodeId(1), NodeId(3), NodeId(2)]
+        );
+        assert_eq!(
+            spread_over_racks(&nodes, 2, |_| None),
+            [NodeId(1), NodeId(2)]
+        );
     }
 }

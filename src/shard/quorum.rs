@@ -296,7 +296,7 @@ impl Shard {
         BrokerRegistration {
             node: self.config.node_id,
             endpoints,
-            rack: None,
+            rack: self.config.rack.clone(),
             shards: self.count,
         }
     }

@@ -249,6 +249,50 @@ impl Shard {
         }
     }
 
+    /// Every `leader_balance_interval_ms` (0: never), each partition this shard leads whose
+    /// preferred leader (its first replica) is another node, live and in sync, is handed back
+    /// to it: leadership returns to a node that came back, and stays spread as placement
+    /// spread it. One timer per shard, not per partition.
+    pub(super) async fn balance_leaders(self: Rc<Self>, stop: Rc<crate::sync::Latch>) {
+        let interval = self
+            .config
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.leader_balance_interval_ms);
+        if interval == 0 {
+            return;
+        }
+        let me = self.config.node_id;
+        loop {
+            let pause = runtime::sleep(Duration::from_millis(interval));
+            if let Either::Right(_) = select(Box::pin(pause), Box::pin(stop.wait())).await {
+                return;
+            }
+            let Some(cluster) = self.cluster.get() else {
+                return;
+            };
+            let leading: Vec<(TopicPartition, Rc<Replica>)> = cluster
+                .by_partition
+                .borrow()
+                .iter()
+                .filter(|(_, replica)| replica.leads_in_term())
+                .map(|(tp, replica)| (tp.clone(), replica.clone()))
+                .collect();
+            for (tp, replica) in leading {
+                let table = self.table();
+                let preferred = table
+                    .topic(&tp.topic)
+                    .and_then(|topic| topic.preferred_leader(tp.partition))
+                    .filter(|node| *node != me && !table.is_fenced(*node));
+                drop(table);
+                if let Some(preferred) = preferred.filter(|n| replica.in_sync().contains(n)) {
+                    tracing::info!(topic = %tp.topic, partition = %tp.partition, %preferred, "handing the partition back to its preferred leader");
+                    replica.transfer_to(preferred);
+                }
+            }
+        }
+    }
+
     /// Stops every replica of this shard before its partitions close.
     pub(super) fn stop_replicas(&self) {
         if let Some(cluster) = self.cluster.get() {

@@ -31,19 +31,26 @@ NODES = (1, 2, 3)
 # loaded machine does not fence a live node.
 HEARTBEAT_MS = 250
 SESSION_MS = 3000
+# Leaders hand partitions back to their preferred leaders this often (Kafka: 5 minutes).
+BALANCE_MS = 1000
 
 
-def start_cluster(broker_factory, session_ms: int = SESSION_MS) -> dict:
-    """Three nodes, each a controller voter, started one after another."""
+def start_cluster(broker_factory, session_ms: int = SESSION_MS,
+                  racks: dict | None = None) -> dict:
+    """Three nodes, each a controller voter, started one after another; `racks` names each
+    node's --broker-rack."""
     ports = {node: free_port() for node in NODES}
     voters = ",".join(f"{node}@127.0.0.1:{ports[node]}" for node in NODES)
     nodes = {}
     for node in NODES:
+        rack = ("--broker-rack", racks[node]) if racks else ()
         nodes[node] = broker_factory(
             "--cluster-listen", f"127.0.0.1:{ports[node]}",
             "--controller-quorum-voters", voters,
             "--broker-heartbeat-interval-ms", str(HEARTBEAT_MS),
             "--broker-session-timeout-ms", str(session_ms),
+            "--leader-imbalance-check-interval-ms", str(BALANCE_MS),
+            *rack,
             node_id=node)
     return nodes
 
@@ -312,6 +319,9 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
     # acknowledged is still all there, on the returned node and the last one.
     cluster[victim].start()
     wait_until(lambda: agreed_controller(cluster, NODES), what="the killed node back")
+    preferred = {p: nodes[0] for p, nodes in replicas.items()}
+    wait_until(lambda: leaders(cluster, NODES, "replicated") == preferred,
+               what="every partition led by its preferred leader again")
     other = next(node for node in survivors if node != view(cluster[victim])["controller"])
     cluster[other].stop(signal.SIGKILL)
     alive = [node for node in NODES if node != other]
@@ -394,3 +404,18 @@ def test_committed_offsets_survive_the_loss_of_the_coordinators_node(cluster):
         assert resumed[0].offset >= committed
     finally:
         consumer.close()
+
+
+def test_replicas_spread_over_racks(broker_factory):
+    """Two nodes in rack "a", one in "b": every partition with two replicas has one in each
+    rack, and Metadata reports each node's rack."""
+    cluster = start_cluster(broker_factory, racks={1: "a", 2: "a", 3: "b"})
+    wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "racked", 6, replication=2)
+    wait_until(lambda: led_by(cluster, NODES, "racked"), what="the topic led")
+    replicas = view(cluster[2])["replicas"]["racked"]
+    assert all(3 in nodes and len(set(nodes)) == 2 for nodes in replicas.values()), replicas
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    described = admin.describe_cluster().result(timeout=20).nodes
+    assert {node.id: node.rack for node in described} == {1: "a", 2: "a", 3: "b"}

@@ -45,7 +45,7 @@ pub fn brokers(ctx: &RequestContext) -> Vec<Broker> {
             node: here,
             host: listener.advertised_host.clone(),
             port: listener.advertised_port,
-            rack: None,
+            rack: ctx.shard.config.rack.clone(),
         },
     );
     brokers.into_values().collect()
