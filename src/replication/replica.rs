@@ -378,8 +378,8 @@ impl Replica {
     }
 
     /// Completes at the next change of the (term, leader) this replica knows, of whether it
-    /// leads (or has committed in its term), or of the replicas in sync with it. Take it before reading the state it is to
-    /// follow.
+    /// leads (or has committed in its term), or of the replicas in sync with it. Take it
+    /// before reading the state it is to follow.
     pub fn leadership_moved(&self) -> crate::sync::Notified<'_> {
         self.moved.notified()
     }

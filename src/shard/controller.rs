@@ -389,10 +389,10 @@ impl Controller {
     /// Replicas for `count` new partitions. On a single node, the least loaded shards own
     /// them. In a cluster each partition gets `replication_factor` replicas on as many
     /// distinct live nodes, those holding the fewest replicas on as many racks as there are
-    /// (`spread_over_racks`), each on its node's least
-    /// loaded shard; the first (the preferred leader) is the chosen node leading the fewest
-    /// partitions, so that leaders spread too. `replicated` partitions get a Raft group
-    /// each; the others have one replica.
+    /// (`spread_over_racks`), each on its node's least loaded shard; the first (the
+    /// preferred leader) is the chosen node leading the fewest partitions, so that leaders
+    /// spread too. `replicated` partitions get a Raft group each; the others have one
+    /// replica.
     fn place(
         &self,
         shard: &impl ControllerHost,
@@ -914,7 +914,6 @@ async fn read_entries(
     metadata::read_entries(|offset| partition.read(offset, 1 << 20), from, end).await
 }
 
-/// Owners for `count` new partitions: each goes to the least loaded shard so far.
 /// `wanted` of `candidates` (least loaded first): one per rack first, in order, then the
 /// others in order, so that a partition's replicas span as many racks as there are. Nodes
 /// without a rack count as one rack of their own kind.
@@ -938,6 +937,7 @@ fn spread_over_racks(
     chosen
 }
 
+/// Owners for `count` new partitions: each goes to the least loaded shard so far.
 fn place(load: &[usize], count: usize) -> Vec<ShardId> {
     let mut load = load.to_vec();
     (0..count)

@@ -193,7 +193,7 @@ impl Shard {
                 let refused = results.iter().find(|result| result.error_code != 0);
                 match refused {
                     None => {
-                        tracing::info!(topic = %tp.topic, partition = %tp.partition, epoch, "leading the partition");
+                        tracing::debug!(topic = %tp.topic, partition = %tp.partition, epoch, "leadership reported");
                         true
                     }
                     // The topic is gone (its deletion is on its way here): nothing to report.
