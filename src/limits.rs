@@ -141,6 +141,10 @@ const _: () = assert!(CLUSTER_FRAME_BYTES_MAX <= u32::MAX as usize);
 /// every 2 (Kafka's default `replica.lag.time.max.ms` is 30 s; leaders here are replaced
 /// after 1 to 2 s of silence).
 pub const REPLICATION_TICK_MS: u64 = 100;
+/// How long a stopping node waits for its leaderships to be handed over (and for a quorum to
+/// answer): two election timeouts, within which a transfer to a live follower completes and
+/// without a quorum none can.
+pub const LEADERSHIP_HANDOVER_MS: u64 = 2 * REPLICATION_TICK_MS * REPLICATION_ELECTION_TICKS as u64;
 /// The longest `--broker-rack`.
 pub const RACK_BYTES_MAX: usize = 255;
 /// Replicas of each `__consumer_offsets` partition in a cluster, fewer when fewer nodes are

@@ -150,6 +150,24 @@ struct Waiter {
     duplicate_of: Option<(Offset, Offset)>,
 }
 
+impl Waiter {
+    /// Where the entry waited for at `index` lies, now that `window` holds it there (or
+    /// NotCommitted when another term's entry took its place).
+    fn outcome(&self, window: &Window, index: u64) -> Result<Committed, ProposeError> {
+        if window.entry(index).is_none_or(|e| e.term != self.term) {
+            return Err(ProposeError::NotCommitted);
+        }
+        let (base_offset, last_offset) = self
+            .duplicate_of
+            .unwrap_or_else(|| (window.end_of(index - 1), window.end_of(index) - 1));
+        Ok(Committed {
+            index,
+            base_offset,
+            last_offset,
+        })
+    }
+}
+
 /// Work queued for the driver (see the module documentation).
 #[derive(Default)]
 struct Pending {
@@ -479,6 +497,16 @@ impl Replica {
     pub fn transfer_to(&self, to: NodeId) {
         self.pending.borrow_mut().transfer_to = Some(to);
         self.wake.notify_all();
+    }
+
+    /// Hands the leadership over (`transfer_leadership`) until this replica no longer leads
+    /// or stops; bound it with a timeout, as without a live follower it never completes.
+    pub async fn hand_over(&self) {
+        while self.is_leader() && !self.is_stopped() {
+            let moved = self.leadership_moved();
+            self.transfer_leadership();
+            moved.await;
+        }
     }
 
     /// Starts an election now rather than after an election timeout: a new group's
@@ -933,19 +961,8 @@ impl Replica {
         let window = self.window.borrow();
         for (index, waiters) in answered {
             for waiter in waiters {
-                let kept = window.entry(index).is_some_and(|e| e.term == waiter.term);
-                let (base_offset, last_offset) = waiter
-                    .duplicate_of
-                    .unwrap_or_else(|| (window.end_of(index - 1), window.end_of(index) - 1));
-                let answer = match kept {
-                    true => Ok(Committed {
-                        index,
-                        base_offset,
-                        last_offset,
-                    }),
-                    false => Err(ProposeError::NotCommitted),
-                };
-                waiter.answer.send(answer);
+                let outcome = waiter.outcome(&window, index);
+                waiter.answer.send(outcome);
             }
         }
     }
@@ -961,20 +978,8 @@ impl Replica {
                 .partition(|waiter| waiter.answer.until == Until::DurableHere);
             *waiting = rest;
             for waiter in durable {
-                let kept = window.entry(*index).is_some_and(|e| e.term == waiter.term);
-                let answer = match kept {
-                    true => Ok(Committed {
-                        index: *index,
-                        base_offset: waiter
-                            .duplicate_of
-                            .map_or_else(|| window.end_of(index - 1), |(base, _)| base),
-                        last_offset: waiter
-                            .duplicate_of
-                            .map_or_else(|| window.end_of(*index) - 1, |(_, last)| last),
-                    }),
-                    false => Err(ProposeError::NotCommitted),
-                };
-                waiter.answer.send(answer);
+                let outcome = waiter.outcome(&window, *index);
+                waiter.answer.send(outcome);
             }
         }
         waiters.retain(|_, waiting| !waiting.is_empty());

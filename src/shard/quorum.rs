@@ -225,20 +225,14 @@ impl Shard {
             return;
         };
         let me = self.config.node_id;
-        // Two election timeouts: a transfer to a live voter completes well within them, and
-        // without a quorum none can.
-        let election = Duration::from_millis(
-            2 * limits::REPLICATION_TICK_MS * limits::REPLICATION_ELECTION_TICKS as u64,
-        );
+        let election = Duration::from_millis(limits::LEADERSHIP_HANDOVER_MS);
         if replica.is_leader() {
-            let handed_over = async {
-                while replica.is_leader() {
-                    let moved = replica.leadership_moved();
-                    replica.transfer_leadership();
-                    moved.await;
-                }
-            };
-            match select(Box::pin(handed_over), Box::pin(runtime::sleep(election))).await {
+            match select(
+                Box::pin(replica.hand_over()),
+                Box::pin(runtime::sleep(election)),
+            )
+            .await
+            {
                 Either::Left(_) => {
                     tracing::info!("metadata leadership handed over for the shutdown")
                 }

@@ -214,7 +214,7 @@ impl Shard {
 
     /// A shard of a node told to stop hands the leadership of every partition it leads to a
     /// caught-up follower, so that producers move on without waiting for an election
-    /// timeout; it waits at most two election timeouts for them all.
+    /// timeout; it waits at most `LEADERSHIP_HANDOVER_MS` for them all.
     pub(super) async fn hand_over_leaderships(&self) {
         let Some(cluster) = self.cluster.get() else {
             return;
@@ -229,16 +229,8 @@ impl Shard {
         if leading.is_empty() {
             return;
         }
-        let handed_over = futures::future::join_all(leading.iter().map(|replica| async move {
-            while replica.is_leader() && !replica.is_stopped() {
-                let moved = replica.leadership_moved();
-                replica.transfer_leadership();
-                moved.await;
-            }
-        }));
-        let election = Duration::from_millis(
-            2 * limits::REPLICATION_TICK_MS * limits::REPLICATION_ELECTION_TICKS as u64,
-        );
+        let handed_over = futures::future::join_all(leading.iter().map(|r| r.hand_over()));
+        let election = Duration::from_millis(limits::LEADERSHIP_HANDOVER_MS);
         let timed_out = matches!(
             select(Box::pin(handed_over), Box::pin(runtime::sleep(election))).await,
             Either::Right(_)

@@ -96,26 +96,22 @@ fn to_spec(
             ));
         }
         num_partitions = topic.assignments.len() as i32;
-    } else if topic.replication_factor == 0 || topic.replication_factor < -1 {
-        let message = format!(
-            "replication factor {} is not positive",
-            topic.replication_factor
-        );
-        return Err(refusal(
-            &name,
-            ResponseError::InvalidReplicationFactor,
-            &message,
-        ));
-    } else if topic.replication_factor > 1 && ctx.shard.config.cluster.is_none() {
-        let message = format!(
-            "replication factor {} is not possible with 1 broker",
-            topic.replication_factor
-        );
-        return Err(refusal(
-            &name,
-            ResponseError::InvalidReplicationFactor,
-            &message,
-        ));
+    } else {
+        let factor = topic.replication_factor;
+        let refused = match factor {
+            -1 | 1 => None,
+            _ if factor < 1 => Some("is not positive"),
+            _ if ctx.shard.config.cluster.is_none() => Some("is not possible with 1 broker"),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            let message = format!("replication factor {factor} {why}");
+            return Err(refusal(
+                &name,
+                ResponseError::InvalidReplicationFactor,
+                &message,
+            ));
+        }
     }
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
