@@ -71,7 +71,7 @@ impl Partition {
     /// After the log settled staged batches (a flush, a truncation) or rolled a segment:
     /// brings the producer state up to date and writes a snapshot at every roll. A snapshot
     /// that cannot be written only makes the next open read more of the log.
-    async fn log_changed(&self) {
+    pub(super) async fn log_changed(&self) {
         let snapshots = self.settle_producers();
         self.write_snapshots(snapshots).await;
     }

@@ -120,7 +120,7 @@ impl Partition {
             offset => offset,
         };
         let result = if (Offset::ZERO..=high_watermark).contains(&target) {
-            self.log.truncate_prefix(target, now_ms()).await
+            self.move_log_start(target).await
         } else {
             Err(StorageError::OffsetOutOfRange {
                 requested: input.offset,
@@ -128,12 +128,6 @@ impl Partition {
                 end: high_watermark,
             })
         };
-        if result.is_ok() {
-            self.log_start_moved();
-            self.prune_snapshots().await;
-        }
-        // Fetches parked on this partition re-check their offset against the new start.
-        self.durable.notify_all();
         let error = |code: ResponseError| DeleteRecordsOutput {
             error_code: code.code(),
             low_watermark: Offset::NONE,
@@ -154,6 +148,20 @@ impl Partition {
                 error(ResponseError::KafkaStorageError)
             }
         }
+    }
+
+    /// Moves the log start up to `offset` (at most the durable end; never down), deleting
+    /// the segments wholly below it, and forgets the epochs and producer snapshots below it.
+    /// Returns the log start after the call.
+    pub async fn move_log_start(&self, offset: Offset) -> Result<Offset, StorageError> {
+        let result = self.log.truncate_prefix(offset, now_ms()).await;
+        if result.is_ok() {
+            self.log_start_moved();
+            self.prune_snapshots().await;
+        }
+        // Fetches parked on this partition re-check their offset against the new start.
+        self.durable.notify_all();
+        result
     }
 }
 

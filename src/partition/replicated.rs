@@ -18,8 +18,9 @@ use crate::ids::{LeaderEpoch, Offset};
 use crate::metadata::topic_config::TopicConfig;
 use crate::metrics;
 use crate::partition::producer_state::{
-    stored_batch_producer, Checked, ProducerAppend, ProducerError,
+    stored_batch_producer, Checked, ProducerAppend, ProducerError, ProducerTable,
 };
+use crate::partition::producers::Producers;
 use crate::protocol::record_batch;
 use crate::storage::{stamp_batch, BatchMeta, Log, StorageError};
 
@@ -69,6 +70,25 @@ impl Partition {
         result
     }
 
+    /// Empties the log and starts it again at `offset`, committed up to there (see
+    /// `Log::restart_at`): the leader's log begins past this replica's commit point, so its
+    /// batches below are deleted everywhere. Producers, epochs and producer snapshots below
+    /// `offset` are forgotten with them.
+    pub async fn restart_at(&self, offset: Offset) -> Result<(), StorageError> {
+        let result = self.log.restart_at(offset).await;
+        self.log_changed().await;
+        result?;
+        self.prune_snapshots().await;
+        *self.producers.borrow_mut() = Producers::new(ProducerTable::default(), None);
+        if self.epochs.borrow_mut().truncate_from(Offset::ZERO) {
+            let history = self.epochs.borrow().clone();
+            history.write(self.log.dir()).await?;
+        }
+        self.commit_end.set(Some(offset));
+        self.durable.notify_all();
+        Ok(())
+    }
+
     /// Moves the commit point (never back: a replica's committed batches stay committed).
     pub fn set_commit_end(&self, commit_end: Offset) {
         let previous = self.commit_end.get().expect("a replica's log");
@@ -102,6 +122,12 @@ impl Partition {
     /// Retention keeps every batch from `floor` on (see `Log::set_retention_floor`).
     pub fn set_retention_floor(&self, floor: Offset) {
         self.log.set_retention_floor(floor);
+    }
+
+    /// Where the topic's retention would move the log start now (see
+    /// `Log::retention_start`): the leader proposes the move to every replica.
+    pub fn retention_start(&self, now_ms: i64) -> Option<Offset> {
+        self.log.retention_start(now_ms)
     }
 
     /// The partition's directory, where the replication layer keeps its anchor.

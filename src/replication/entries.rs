@@ -8,9 +8,11 @@
 //!
 //! Entries that are not client batches are control batches (attribute bit 5), which
 //! consumers skip: the empty entry a new leader appends (a LEADER_CHANGE control record, as
-//! KRaft writes) and configuration changes (a control type of corelog's own, the change's
-//! protobuf as the record value). Their bytes depend only on the entry and its offset, so
-//! every replica writes the same ones, and reading a batch back gives the entry again.
+//! KRaft writes), configuration changes (a control type of corelog's own, the change's
+//! protobuf as the record value) and log-start moves (DeleteRecords and retention: every
+//! replica moves its log start when it applies one, so that the replicas' logs begin at the
+//! same offset). Their bytes depend only on the entry and its offset, so every replica
+//! writes the same ones, and reading a batch back gives the entry again.
 
 use bytes::{Bytes, BytesMut};
 use raft::eraftpb::{Entry, EntryType};
@@ -19,12 +21,17 @@ use crate::ids::{LeaderEpoch, Offset};
 use crate::protocol::record_batch::{self, ATTRIBUTE_CONTROL};
 use crate::storage::{batch_meta, BatchMeta};
 
+/// Kafka's "no timestamp".
+const NO_TIMESTAMP: i64 = -1;
 /// Kafka's control record type for a leader's first entry.
 pub const CONTROL_LEADER_CHANGE: i16 = 2;
 /// corelog's control record types for Raft configuration changes (v1 and v2 protobufs), far
 /// from Kafka's own (0 to 6 today), which clients skip like any control record they do not know.
 pub const CONTROL_CONF_CHANGE: i16 = 0x4301;
 pub const CONTROL_CONF_CHANGE_V2: i16 = 0x4302;
+/// corelog's control record type for a log-start move, the new log start (8 bytes,
+/// big-endian) as the record value. Its entry is a normal one whose data is the batch.
+pub const CONTROL_LOG_START: i16 = 0x4303;
 
 /// Why bytes are not an entry.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,9 +88,35 @@ pub fn from_batch(index: u64, batch: &Bytes) -> Result<Entry, EntryError> {
             entry.set_entry_type(EntryType::EntryConfChangeV2);
             entry.data = value;
         }
+        CONTROL_LOG_START => entry.data = batch.clone(),
         other => return Err(EntryError::UnknownControl(other)),
     }
     Ok(entry)
+}
+
+/// The data of an entry that moves every replica's log start to `log_start`: a control
+/// batch, proposed like a client batch and stamped like one.
+pub fn log_start_entry(log_start: Offset) -> Bytes {
+    let value = Bytes::copy_from_slice(&log_start.get().to_be_bytes());
+    control_batch(CONTROL_LOG_START, Some(value)).freeze()
+}
+
+/// The log start `entry` moves the log to, if it is a log-start move.
+pub fn log_start_of(entry: &Entry) -> Option<Offset> {
+    if entry.get_entry_type() != EntryType::EntryNormal {
+        return None;
+    }
+    let header = record_batch::header(&entry.data)?;
+    if header.attributes.get() & ATTRIBUTE_CONTROL == 0 {
+        return None;
+    }
+    match control_record(&entry.data).ok()? {
+        (CONTROL_LOG_START, value) => {
+            let bytes: [u8; 8] = value.as_ref().try_into().ok()?;
+            Some(Offset(i64::from_be_bytes(bytes)))
+        }
+        _ => None,
+    }
 }
 
 /// The leader epoch a term is stamped as. Terms count elections and stay far below 2^31.
@@ -107,7 +140,8 @@ fn check_one_batch(bytes: &[u8]) -> Result<&record_batch::BatchHeader, EntryErro
     Ok(header)
 }
 
-/// A control batch of one record: key (version 0, `control_type`), `value`, timestamp 0, so
+/// A control batch of one record: key (version 0, `control_type`), `value`, and no timestamp
+/// (Kafka's NO_TIMESTAMP, -1, which the log's time indexes, retention and rolls ignore), so
 /// that its bytes depend on nothing but its arguments (and the stamp added after).
 fn control_batch(control_type: i16, value: Option<Bytes>) -> BytesMut {
     use kafka_protocol::records::{
@@ -125,7 +159,7 @@ fn control_batch(control_type: i16, value: Option<Bytes>) -> BytesMut {
         timestamp_type: TimestampType::Creation,
         offset: 0,
         sequence: -1,
-        timestamp: 0,
+        timestamp: NO_TIMESTAMP,
         key: Some(key.freeze()),
         value,
         headers: Default::default(),
@@ -225,11 +259,38 @@ mod tests {
             let header = record_batch::header(&batch).unwrap();
             assert_ne!(header.attributes.get() & ATTRIBUTE_CONTROL, 0);
             assert_eq!(header.partition_leader_epoch.get(), 3);
+            assert_eq!(
+                meta.max_timestamp, NO_TIMESTAMP,
+                "no time for retention to count"
+            );
             let back = from_batch(7, &batch).unwrap();
             assert_eq!(back.get_entry_type(), original.get_entry_type());
             assert_eq!(back.data, original.data);
             assert_eq!(back.term, 3);
         }
+    }
+
+    /// A log-start move is a control batch carried as a normal entry: stamped, stored and
+    /// read back like a client batch, and recognised by `log_start_of` (a client batch is not).
+    #[test]
+    fn a_log_start_move_is_a_control_batch_in_a_normal_entry() {
+        let original = entry(EntryType::EntryNormal, 4, log_start_entry(Offset(1234)));
+        assert_eq!(log_start_of(&original), Some(Offset(1234)));
+        let (batch, meta) = to_batch(&original, Offset(50)).unwrap();
+        assert_eq!(
+            (meta.base_offset, meta.last_offset),
+            (Offset(50), Offset(50))
+        );
+        let header = record_batch::header(&batch).unwrap();
+        assert_ne!(header.attributes.get() & ATTRIBUTE_CONTROL, 0);
+        let back = from_batch(7, &batch).unwrap();
+        assert_eq!(back.get_entry_type(), EntryType::EntryNormal);
+        assert_eq!(back.data, batch);
+        assert_eq!(log_start_of(&back), Some(Offset(1234)));
+        let client = entry(EntryType::EntryNormal, 4, client_batch());
+        assert_eq!(log_start_of(&client), None);
+        let leader_change = entry(EntryType::EntryNormal, 4, Bytes::new());
+        assert_eq!(log_start_of(&leader_change), None);
     }
 
     /// Data that is not exactly one batch is refused, not stored.

@@ -7,7 +7,8 @@
 //! - `RAFT`: the raft-rs message as protobuf;
 //! - `COPY_REQUEST`: request id (8), first offset (8), end offset (8);
 //! - `COPY_REPLY`: request id (8), status (1: 0 = the batches follow, 1 = not available
-//!   here), then whole batches back to back.
+//!   here, 2 = the requested offset is below this replica's log start, which follows (8)
+//!   with the batches from the one holding it), then whole batches back to back.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
@@ -36,9 +37,21 @@ pub enum Envelope {
     CopyReply {
         group: GroupId,
         id: u64,
-        /// Whole batches from the requested offset on, or None if the replica could not serve.
-        batches: Option<Bytes>,
+        copied: Copied,
     },
+}
+
+/// What a replica answers a copy request with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Copied {
+    /// Whole batches from the requested offset on.
+    Batches(Bytes),
+    /// The requested offset is below this replica's log start (DeleteRecords or retention
+    /// moved it): whole batches from the one holding the log start on (none when that batch
+    /// is past the requested end), for the requester to restart its log there.
+    FromLogStart { log_start: Offset, batches: Bytes },
+    /// This replica cannot serve the range (it has not committed it).
+    Unavailable,
 }
 
 impl Envelope {
@@ -63,16 +76,21 @@ impl Envelope {
                 out.put_i64(from.get());
                 out.put_i64(to.get());
             }
-            Envelope::CopyReply { group, id, batches } => {
+            Envelope::CopyReply { group, id, copied } => {
                 out.put_u8(COPY_REPLY);
                 out.put_u64(*group);
                 out.put_u64(*id);
-                match batches {
-                    Some(batches) => {
+                match copied {
+                    Copied::Batches(batches) => {
                         out.put_u8(0);
                         out.extend_from_slice(batches);
                     }
-                    None => out.put_u8(1),
+                    Copied::Unavailable => out.put_u8(1),
+                    Copied::FromLogStart { log_start, batches } => {
+                        out.put_u8(2);
+                        out.put_i64(log_start.get());
+                        out.extend_from_slice(batches);
+                    }
                 }
             }
         }
@@ -100,12 +118,16 @@ impl Envelope {
             }),
             COPY_REPLY if payload.len() >= 9 => {
                 let id = payload.get_u64();
-                let batches = match payload.get_u8() {
-                    0 => Some(payload),
-                    1 if payload.is_empty() => None,
+                let copied = match payload.get_u8() {
+                    0 => Copied::Batches(payload),
+                    1 if payload.is_empty() => Copied::Unavailable,
+                    2 if payload.len() >= 8 => Copied::FromLogStart {
+                        log_start: Offset(payload.get_i64()),
+                        batches: payload,
+                    },
                     _ => return None,
                 };
-                Some(Envelope::CopyReply { group, id, batches })
+                Some(Envelope::CopyReply { group, id, copied })
             }
             _ => None,
         }
@@ -146,12 +168,20 @@ mod tests {
             Envelope::CopyReply {
                 group: 5,
                 id: 9,
-                batches: Some(Bytes::from_static(b"bytes")),
+                copied: Copied::Batches(Bytes::from_static(b"bytes")),
             },
             Envelope::CopyReply {
                 group: 5,
                 id: 9,
-                batches: None,
+                copied: Copied::Unavailable,
+            },
+            Envelope::CopyReply {
+                group: 5,
+                id: 9,
+                copied: Copied::FromLogStart {
+                    log_start: Offset(42),
+                    batches: Bytes::from_static(b"bytes"),
+                },
             },
         ];
         for envelope in envelopes {

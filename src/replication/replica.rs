@@ -41,7 +41,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 
 use super::entries;
 use super::logger;
-use super::message::{Envelope, GroupId};
+use super::message::{Copied, Envelope, GroupId};
 use super::window::{decode_position, Anchor, Window, WindowStorage};
 use crate::ids::{NodeId, Offset};
 use crate::limits;
@@ -201,7 +201,7 @@ pub struct Replica {
     pending: RefCell<Pending>,
     wake: Notify,
     waiters: RefCell<BTreeMap<u64, Vec<Waiter>>>,
-    copies: RefCell<HashMap<u64, oneshot::Sender<Option<Bytes>>>>,
+    copies: RefCell<HashMap<u64, oneshot::Sender<Copied>>>,
     /// Batches whose refusal waits for a read index, by its context (see `confirm_refusal`).
     confirming: RefCell<HashMap<u64, (Bytes, Answer)>>,
     next_read: Cell<u64>,
@@ -262,6 +262,11 @@ impl Replica {
                 anchor
             }
         };
+        // An install that restarted the log (see `install`) wrote the anchor first: a crash
+        // before the log reached the anchor's base leaves it shorter, and it starts again there.
+        if log.log_end_offset() < anchor.base_end {
+            log.restart_at(anchor.base_end).await?;
+        }
         // Retention keeps what a restart rebuilds the window from, and what a lagging peer
         // may still copy.
         log.set_retention_floor(anchor.base_end);
@@ -315,6 +320,7 @@ impl Replica {
             stopped: Cell::new(false),
         });
         replica.draw_election_timeout();
+        replica.reapply_log_start().await?;
         runtime::spawn_local(replica.clone().drive()).detach();
         Ok(replica)
     }
@@ -432,6 +438,12 @@ impl Replica {
         answered.await.unwrap_or(Err(ProposeError::Stopped))
     }
 
+    /// Proposes moving every replica's log start up to `log_start` (DeleteRecords, retention),
+    /// answered once the move is committed and applied here.
+    pub async fn propose_log_start(&self, log_start: Offset) -> Result<Committed, ProposeError> {
+        self.propose(entries::log_start_entry(log_start)).await
+    }
+
     /// One tick of Raft's clock (the shard's timer calls it for every replica).
     pub fn tick(&self) {
         self.pending.borrow_mut().ticks += 1;
@@ -474,9 +486,9 @@ impl Replica {
                 }
                 pending.copy_requests.push((from, id, start, to));
             }
-            Envelope::CopyReply { id, batches, .. } => {
+            Envelope::CopyReply { id, copied, .. } => {
                 if let Some(waiting) = self.copies.borrow_mut().remove(&id) {
-                    let _ = waiting.send(batches);
+                    let _ = waiting.send(copied);
                 }
                 return;
             }
@@ -868,13 +880,13 @@ impl Replica {
             self.save_hard_state(hard_state).await?;
         }
         self.send(ready.take_persisted_messages());
-        self.apply(ready.take_committed_entries());
+        self.apply(ready.take_committed_entries()).await?;
         let mut light = self.node.borrow_mut().advance(ready);
         if let Some(commit) = light.commit_index() {
             self.window.borrow_mut().set_commit(commit);
         }
         self.send(light.take_messages());
-        self.apply(light.take_committed_entries());
+        self.apply(light.take_committed_entries()).await?;
         self.node.borrow_mut().advance_apply();
         self.compact().await
     }
@@ -941,14 +953,17 @@ impl Replica {
         Ok(())
     }
 
-    /// Step 6: configuration changes take effect, the commit point moves, proposals are
-    /// answered.
-    fn apply(&self, entries: Vec<Entry>) {
+    /// Step 6: configuration changes and log-start moves take effect, the commit point
+    /// moves, proposals are answered.
+    async fn apply(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
         let Some(last) = entries.last().map(|entry| entry.index) else {
-            return;
+            return Ok(());
         };
         for entry in &entries {
             self.apply_conf_change(entry);
+            if let Some(log_start) = entries::log_start_of(entry) {
+                self.move_log_start(entry.index, log_start).await?;
+            }
         }
         self.applied.set(last);
         let commit_end = self.window.borrow().end_of(last);
@@ -964,6 +979,49 @@ impl Replica {
                 let outcome = waiter.outcome(&window, index);
                 waiter.answer.send(outcome);
             }
+        }
+        Ok(())
+    }
+
+    /// Applies the committed log-start move of entry `at`. The window's base first moves up
+    /// to the last entry that ends at or before the new start, and the anchor says so, so
+    /// that a restart rebuilds the window from batches the log still holds; then the log
+    /// start moves (never past the entry itself). A follower that needs entries below the
+    /// base is sent a snapshot, and restarts its log (see `install`).
+    async fn move_log_start(&self, at: u64, log_start: Offset) -> Result<(), StorageError> {
+        let (log_start, anchor_behind) = {
+            let mut window = self.window.borrow_mut();
+            let log_start = log_start.min(window.end_of(at - 1));
+            let base = window.last_ending_by(log_start);
+            if base > window.base_index() {
+                window.compact_to(base);
+            }
+            (log_start, self.anchored_base.get() < window.base_index())
+        };
+        // The anchored base is also the retention floor: segments below it may go now.
+        if anchor_behind {
+            self.write_anchor().await?;
+        }
+        if log_start > self.partition.log_start_offset() {
+            self.partition.move_log_start(log_start).await?;
+        }
+        Ok(())
+    }
+
+    /// At open: applies again the last committed log-start move the window holds, which a
+    /// crash may have cut short (a move applied twice changes nothing).
+    async fn reapply_log_start(&self) -> Result<(), StorageError> {
+        let last_move = {
+            let window = self.window.borrow();
+            let commit = window.hard_state().commit;
+            (window.first_index()..=commit).rev().find_map(|index| {
+                let entry = window.entry(index)?;
+                entries::log_start_of(entry).map(|log_start| (index, log_start))
+            })
+        };
+        match last_move {
+            Some((at, log_start)) => self.move_log_start(at, log_start).await,
+            None => Ok(()),
         }
     }
 
@@ -1051,6 +1109,11 @@ impl Replica {
     /// log is cut only where it differs from the leader's. Entries this replica acknowledged
     /// to the leader are the leader's own and never differ, so a crash in the middle of an
     /// install never loses an acknowledged entry (Raft's followers must not).
+    ///
+    /// When the commit point is below the peer's log start (DeleteRecords or retention moved
+    /// it), the batches before the peer's first are deleted on every replica: the log
+    /// restarts there instead (see `restart_log`), and takes the peer's log start once the
+    /// batches are copied.
     async fn install(self: &Rc<Self>, snapshot: &Snapshot) -> Result<(), StorageError> {
         let target = decode_position(snapshot.get_data())
             .ok_or_else(|| StorageError::Corrupt("a snapshot without a position".into()))?;
@@ -1061,7 +1124,7 @@ impl Replica {
             (kept, window.end_of(kept))
         };
         assert!(kept_end <= target, "a snapshot behind the commit point");
-        self.copy(kept + 1, kept_end, target).await?;
+        let peer_log_start = self.copy(kept + 1, kept_end, snapshot, target).await?;
         if self.window.borrow().end_offset() > target {
             // Not reached: a log that equals the leader's up to the snapshot holds its entry,
             // and raft-rs then commits instead of restoring.
@@ -1072,6 +1135,10 @@ impl Replica {
         }
         self.window.borrow_mut().restore(snapshot, target);
         self.write_anchor().await?;
+        self.partition.set_commit_end(target);
+        if let Some(log_start) = peer_log_start.filter(|start| *start <= target) {
+            self.partition.move_log_start(log_start).await?;
+        }
         self.snapshots_installed
             .set(self.snapshots_installed.get() + 1);
         let index = snapshot.get_metadata().index;
@@ -1081,23 +1148,39 @@ impl Replica {
 
     /// Copies the batches `[from, to)`, the first of them entry `index`, from peers (the
     /// leader first, then the others in turn): those the log holds already are compared, the
-    /// log is cut at the first that differs, the rest are appended and flushed.
+    /// log is cut at the first that differs, the rest are appended and flushed. A peer whose
+    /// log starts past `from` has the log restart at its first batch (or at `to`); the log
+    /// start of a peer that said it is returned.
     async fn copy(
         self: &Rc<Self>,
         mut index: u64,
         from: Offset,
+        snapshot: &Snapshot,
         to: Offset,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<Offset>, StorageError> {
         let mut end = from;
         let mut attempt = 0;
+        let mut peer_log_start = None;
+        let mut restarted = false;
         while end < to {
             if self.stopped.get() {
                 return Err(StorageError::Closed);
             }
             let source = self.copy_source(attempt);
             attempt += 1;
-            let Some(mut batches) = self.request_copy(source, end, to).await else {
-                continue;
+            let mut batches = match self.request_copy(source, end, to).await {
+                Copied::Batches(batches) => batches,
+                Copied::FromLogStart { log_start, batches } => {
+                    let first = batch_meta(&batches).map_or(to, |meta| meta.base_offset.min(to));
+                    if first > end {
+                        self.restart_log(snapshot, to, first).await?;
+                        end = first;
+                        restarted = true;
+                    }
+                    peer_log_start = Some(log_start);
+                    batches
+                }
+                Copied::Unavailable => continue,
             };
             let before = end;
             let mut appended = false;
@@ -1112,12 +1195,12 @@ impl Replica {
                 if meta.base_offset != end || meta.last_offset >= to {
                     break;
                 }
-                if self.holds(index, &batch)? {
+                if !restarted && self.holds(index, &batch)? {
                     end = meta.last_offset + 1;
                     index += 1;
                     continue;
                 }
-                if self.window.borrow().last_index() >= index {
+                if !restarted && self.window.borrow().last_index() >= index {
                     self.window.borrow_mut().truncate_from(index);
                     self.fail_waiters_from(index);
                     self.partition.truncate_suffix(end).await?;
@@ -1134,6 +1217,24 @@ impl Replica {
                 attempt = 0;
             }
         }
+        Ok(peer_log_start)
+    }
+
+    /// Restarts the log empty at `at` (at most the snapshot's position `to`), its batches
+    /// below deleted on the peer copied from. The window restarts at the snapshot and the
+    /// anchor says so first: a crash before the log reaches `to` leaves a log shorter than
+    /// the anchor's base, which opening restarts at the base (see `open`).
+    async fn restart_log(
+        &self,
+        snapshot: &Snapshot,
+        to: Offset,
+        at: Offset,
+    ) -> Result<(), StorageError> {
+        self.window.borrow_mut().restore(snapshot, to);
+        self.write_anchor().await?;
+        self.partition.restart_at(at).await?;
+        let group = self.group;
+        tracing::info!(group, %at, "log restarted at the leader's log start");
         Ok(())
     }
 
@@ -1164,7 +1265,7 @@ impl Replica {
         self.peers[&sources[attempt % sources.len()]]
     }
 
-    async fn request_copy(&self, source: Address, from: Offset, to: Offset) -> Option<Bytes> {
+    async fn request_copy(&self, source: Address, from: Offset, to: Offset) -> Copied {
         let id = self.next_copy_id.get();
         self.next_copy_id.set(id + 1);
         let (sender, reply) = oneshot::channel();
@@ -1178,42 +1279,60 @@ impl Replica {
         self.transport.send(source, request.encode());
         let timeout = clock::sleep(self.config.copy_timeout);
         let answered = match select(reply, Box::pin(timeout)).await {
-            Either::Left((Ok(batches), _)) => batches,
-            _ => None,
+            Either::Left((Ok(copied), _)) => copied,
+            _ => Copied::Unavailable,
         };
         self.copies.borrow_mut().remove(&id);
         answered
     }
 
     /// Answers a copy request with committed, durable batches from `from` (up to the copy
-    /// budget), or with "not here" if this replica has not committed up to `to`.
+    /// budget); from the one holding the log start if `from` is below it; or with "not here"
+    /// if this replica has not committed up to `to`.
     async fn serve_copy(self: Rc<Self>, requester: Address, id: u64, from: Offset, to: Offset) {
         let committed_end = {
             let window = self.window.borrow();
             window.end_of(window.hard_state().commit.min(window.last_index()))
         };
-        let batches = match committed_end >= to && from < to {
-            true => self
-                .partition
-                .read_below(from, limits::REPLICA_COPY_BYTES_MAX, to)
+        let log_start = self.partition.log_start_offset();
+        let copied = if committed_end < to || from >= to {
+            Copied::Unavailable
+        } else if from < log_start {
+            let batches = match log_start < to {
+                true => self.read_joined(log_start, to).await,
+                false => Some(Bytes::new()),
+            };
+            batches.map_or(Copied::Unavailable, |batches| Copied::FromLogStart {
+                log_start,
+                batches,
+            })
+        } else {
+            self.read_joined(from, to)
                 .await
-                .ok()
                 .filter(|batches| !batches.is_empty())
-                .map(|batches| {
-                    let mut joined = BytesMut::new();
-                    batches
-                        .iter()
-                        .for_each(|batch| joined.extend_from_slice(batch));
-                    joined.freeze()
-                }),
-            false => None,
+                .map_or(Copied::Unavailable, Copied::Batches)
         };
         let reply = Envelope::CopyReply {
             group: self.group,
             id,
-            batches,
+            copied,
         };
         self.transport.send(requester, reply.encode());
+    }
+
+    /// Durable batches from the one holding `from` up to the copy budget, none past `to`,
+    /// back to back.
+    async fn read_joined(&self, from: Offset, to: Offset) -> Option<Bytes> {
+        let batches = self
+            .partition
+            .read_below(from, limits::REPLICA_COPY_BYTES_MAX, to)
+            .await
+            .ok()?;
+        let mut joined = BytesMut::new();
+        batches
+            .iter()
+            .for_each(|batch| joined.extend_from_slice(batch));
+        Some(joined.freeze())
     }
 }
 

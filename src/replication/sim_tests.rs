@@ -6,14 +6,16 @@
 //! Clients propose batches to whichever node leads; meanwhile nodes crash (every task
 //! killed, the disk keeping only what was synced, and torn sectors) and restart, the network
 //! splits (one node isolated; a majority and a minority; two sides joined only through one
-//! bridge node), leaders hand their leadership over, and the network drops and delays.
-//! Checked throughout:
+//! bridge node), leaders hand their leadership over, and the network drops and delays; now
+//! and then the log start moves (DeleteRecords), so that lagging followers restart their
+//! logs at the leader's. Checked throughout:
 //! - at most one leader per term;
 //! - what any node serves below its high watermark never changes afterwards, on any node
 //!   (so committed logs are prefixes of each other and consumers see only committed data);
 //!
 //! and at the end, once the faults stop and every node is back: every node holds the same
-//! log, and every acknowledged batch is in it at the offset it was acknowledged with.
+//! log, starting at or past every acknowledged log-start move, and every acknowledged batch
+//! not below such a move is in it at the offset it was acknowledged with.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -111,6 +113,10 @@ struct Cluster {
     leaders: RefCell<HashMap<u64, NodeId>>,
     /// Acknowledged proposals: the payload's number and where it was committed.
     acked: RefCell<Vec<(u64, Committed)>>,
+    /// Per producer, where its last acknowledged batch begins.
+    last_acked: RefCell<HashMap<i64, Offset>>,
+    /// The highest acknowledged log-start move.
+    trimmed_to: RefCell<Offset>,
     next_payload: RefCell<u64>,
     crashes: RefCell<u64>,
     /// Snapshots installed by replicas that have since died.
@@ -149,6 +155,8 @@ impl Cluster {
             committed: RefCell::default(),
             leaders: RefCell::default(),
             acked: RefCell::default(),
+            last_acked: RefCell::default(),
+            trimmed_to: RefCell::new(Offset::ZERO),
             next_payload: RefCell::new(0),
             crashes: RefCell::new(0),
             snapshots: RefCell::new(0),
@@ -429,6 +437,7 @@ async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
         match select(proposed, timeout).await {
             Either::Left((Ok(committed), _)) => {
                 cluster.acked.borrow_mut().push((number, committed));
+                (cluster.last_acked.borrow_mut()).insert(producer, committed.base_offset);
                 unacknowledged = None;
                 sequence += 1;
             }
@@ -444,6 +453,34 @@ async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
             }
             Either::Left((Err(_), _)) => clock::sleep(TICK).await,
             Either::Right(_) => {}
+        }
+    }
+}
+
+/// Moves the log start now and then, never past the last batch a client had acknowledged:
+/// a batch whose answer was lost is retried, and its original must still be there for the
+/// retry to be found a duplicate.
+async fn trimmer(cluster: Rc<Cluster>, seed: u64, stop: Rc<Latch>) {
+    let mut random = Seeded::new(seed ^ 0x7219);
+    while !stop.is_raised() {
+        clock::sleep(Duration::from_millis(200 + random.below(800))).await;
+        let target = {
+            let last = cluster.last_acked.borrow();
+            let every_client = last.len() == CLIENTS;
+            last.values().min().copied().filter(|_| every_client)
+        };
+        let leader = cluster
+            .live_replicas()
+            .into_iter()
+            .find(|(_, replica)| replica.is_leader());
+        let (Some(target), Some((_, replica))) = (target, leader) else {
+            continue;
+        };
+        let proposed = Box::pin(async move { replica.propose_log_start(target).await });
+        let timeout = Box::pin(clock::sleep(PROPOSAL_TIMEOUT));
+        if let Either::Left((Ok(_), _)) = select(proposed, timeout).await {
+            let mut trimmed_to = cluster.trimmed_to.borrow_mut();
+            *trimmed_to = (*trimmed_to).max(target);
         }
     }
 }
@@ -470,6 +507,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
     for producer in 0..CLIENTS as i64 {
         runtime::spawn_local(client(cluster.clone(), 1000 + producer, stop.clone())).detach();
     }
+    runtime::spawn_local(trimmer(cluster.clone(), seed, stop.clone())).detach();
     let end = cluster.now_ms() + duration.as_millis() as i64;
     let (mut last_check, mut last_faults) = (0, 0);
     while cluster.now_ms() < end {
@@ -516,7 +554,18 @@ async fn simulate(seed: u64, duration: Duration) -> String {
     let acked = cluster.acked.borrow();
     let committed = cluster.committed.borrow();
     assert!(!acked.is_empty(), "{name}: nothing was acknowledged");
+    let trimmed_to = *cluster.trimmed_to.borrow();
+    for (node, replica) in cluster.live_replicas() {
+        let log_start = replica.partition().log_start_offset();
+        assert!(
+            log_start >= trimmed_to,
+            "{name}: node {node}'s log starts at {log_start}, below the move to {trimmed_to}"
+        );
+    }
     for (number, at) in acked.iter() {
+        if at.last_offset < trimmed_to && !committed.contains_key(&at.base_offset) {
+            continue;
+        }
         let batch = committed.get(&at.base_offset).unwrap_or_else(|| {
             panic!(
                 "{name}: acknowledged payload {number} at {} is lost",
@@ -542,10 +591,22 @@ async fn simulate(seed: u64, duration: Duration) -> String {
             );
         }
     }
-    // Every replica knows every producer, restarted ones from snapshots and the log.
+    // Every replica knows every producer of its log, restarted ones from snapshots and the
+    // log (a log restarted at the leader's log start knows those after it).
     for (node, replica) in cluster.live_replicas() {
-        let producers = replica.partition().producer_count();
-        assert_eq!(producers, CLIENTS, "{name}: producers known to node {node}");
+        let partition = replica.partition();
+        let in_log: std::collections::HashSet<i64> = committed
+            .range(partition.log_start_offset()..)
+            .filter_map(|(_, batch)| record_batch::header(batch))
+            .map(|header| header.producer_id.get())
+            .filter(|producer| *producer >= 0)
+            .collect();
+        let producers = partition.producer_count();
+        assert!(
+            producers >= in_log.len(),
+            "{name}: node {node} knows {producers} producers, its log has {}",
+            in_log.len()
+        );
     }
     let snapshots = *cluster.snapshots.borrow()
         + (cluster.live_replicas().iter())

@@ -199,6 +199,13 @@ impl Window {
         }
     }
 
+    /// The last entry that ends at or before `offset` (the base if none in the window does):
+    /// where the base may move when the log start moves to `offset`.
+    pub fn last_ending_by(&self, offset: Offset) -> u64 {
+        let count = self.slots.partition_point(|slot| slot.end <= offset);
+        self.base_index + count as u64
+    }
+
     /// The entry at `index` if the window holds it.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
         let position = index.checked_sub(self.first_index())?;
@@ -403,6 +410,10 @@ mod tests {
         assert_eq!(window.end_of(0), Offset(100));
         assert_eq!(window.end_of(3), Offset(130));
         assert_eq!(window.end_offset(), Offset(150));
+        assert_eq!(window.last_ending_by(Offset(99)), 0);
+        assert_eq!(window.last_ending_by(Offset(130)), 3);
+        assert_eq!(window.last_ending_by(Offset(135)), 3);
+        assert_eq!(window.last_ending_by(Offset(500)), 5);
         assert_eq!(window.truncate_from(4), Offset(130));
         assert_eq!(window.last_index(), 3);
         window.compact_to(2);

@@ -159,12 +159,9 @@ impl Routed for DeleteRecordsInput {
         ShardRequest::DeleteRecords(self, reply)
     }
 
-    /// A log start moved on the leader alone would leave the replicas' logs, and the Raft
-    /// log they are, different: refused until the move is replicated.
-    async fn run_on_replica(self, _replica: Rc<Replica>) -> DeleteRecordsOutput {
-        DeleteRecordsOutput {
-            error_code: ResponseError::PolicyViolation.code(),
-            low_watermark: crate::ids::Offset::NONE,
-        }
+    /// Proposed to the partition's Raft group, so that every replica's log start moves
+    /// (see `replicated::delete_records_on_replica`).
+    fn run_on_replica(self, replica: Rc<Replica>) -> impl Future<Output = DeleteRecordsOutput> {
+        super::replicated::delete_records_on_replica(replica, self)
     }
 }

@@ -592,13 +592,16 @@ impl Shard {
                 .borrow()
                 .iter()
                 .filter(|(tp, _)| tp.topic == topic.name)
-                .map(|(_, partition)| partition.clone())
+                .map(|(tp, partition)| (self.replica_of(tp), partition.clone()))
                 .collect();
-            for partition in reconfigured {
+            for (replica, partition) in reconfigured {
                 partition.set_config(topic.config.clone());
                 // A lowered retention takes effect now, not at the next retention pass.
                 runtime::spawn_into(self.queues.background, async move {
                     let now = crate::metadata::now_ms();
+                    if let Some(replica) = replica {
+                        replicated::retain(replica, now);
+                    }
                     match partition.enforce_retention(now).await {
                         // The partition was removed meanwhile (topic deleted): nothing to do.
                         Ok(()) | Err(storage::StorageError::Closed) => {}
@@ -725,8 +728,13 @@ impl Shard {
         let interval = Duration::from_millis(self.config.retention_check_interval_ms.max(10));
         while !self.shutdown.is_raised() {
             runtime::sleep(interval).await;
-            let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
-            for partition in partitions {
+            let partitions: Vec<_> = self
+                .partitions
+                .borrow()
+                .iter()
+                .map(|(tp, partition)| (tp.clone(), partition.clone()))
+                .collect();
+            for (tp, partition) in partitions {
                 let now = crate::metadata::now_ms();
                 match partition.enforce_retention(now).await {
                     // Deleted (closed) while this round was under way: nothing to retain.
@@ -734,6 +742,9 @@ impl Shard {
                     // Fenced: reported once, when its write or sync failed.
                     Err(crate::storage::StorageError::Failed(_)) => {}
                     Err(error) => tracing::error!(%error, "retention failed"),
+                }
+                if let Some(replica) = self.replica_of(&tp) {
+                    replicated::retain(replica, now);
                 }
                 let expiration_ms = self.config.producer_id_expiration_ms;
                 partition.expire_producers(now, expiration_ms);

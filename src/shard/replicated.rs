@@ -23,9 +23,12 @@ use super::controller_call::{ControllerAnswer, ControllerCall};
 use super::table::TopicEntry;
 use super::Shard;
 use crate::group;
+use crate::ids::Offset;
 use crate::ids::{LeaderEpoch, NodeId, PartitionId};
 use crate::limits;
-use crate::partition::{Partition, ProduceInput, ProduceOutput, TopicPartition};
+use crate::partition::{
+    DeleteRecordsInput, DeleteRecordsOutput, Partition, ProduceInput, ProduceOutput, TopicPartition,
+};
 use crate::replication::{ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until};
 use crate::runtime;
 use crate::storage::Log;
@@ -347,4 +350,60 @@ pub(super) async fn produce_on_replica(replica: Rc<Replica>, input: ProduceInput
             | ProposeError::Stopped),
         ) => partition.error(ResponseError::NotLeaderOrFollower, &error.to_string()),
     }
+}
+
+/// DeleteRecords on a replicated partition: the leader proposes the move of the log start,
+/// and answers once the group committed it and this replica applied it. Every replica moves
+/// its log start when it applies the entry, so that a new leader begins where the old one
+/// did. An offset past the high watermark is OFFSET_OUT_OF_RANGE, as on a single node.
+pub(super) async fn delete_records_on_replica(
+    replica: Rc<Replica>,
+    input: DeleteRecordsInput,
+) -> DeleteRecordsOutput {
+    let refused = |error: ResponseError| DeleteRecordsOutput {
+        error_code: error.code(),
+        low_watermark: Offset::NONE,
+    };
+    if !replica.leads_in_term() {
+        return refused(ResponseError::NotLeaderOrFollower);
+    }
+    let partition = replica.partition().clone();
+    let high_watermark = partition.high_watermark();
+    let target = match input.offset {
+        Offset::NONE => high_watermark,
+        offset => offset,
+    };
+    if !(Offset::ZERO..=high_watermark).contains(&target) {
+        return refused(ResponseError::OffsetOutOfRange);
+    }
+    if target > partition.log_start_offset() {
+        if let Err(error) = replica.propose_log_start(target).await {
+            let group = replica.group();
+            tracing::debug!(group, %error, "DeleteRecords not committed");
+            return refused(ResponseError::NotLeaderOrFollower);
+        }
+    }
+    DeleteRecordsOutput {
+        error_code: 0,
+        low_watermark: partition.log_start_offset(),
+    }
+}
+
+/// Retention of a replicated partition is its leader's: where the topic's retention would
+/// move the log start, the leader proposes the move, so that every replica's log starts at
+/// the same offset (each replica's own retention pass deletes only below its log start).
+pub(super) fn retain(replica: Rc<Replica>, now_ms: i64) {
+    if !replica.leads_in_term() {
+        return;
+    }
+    let Some(log_start) = replica.partition().retention_start(now_ms) else {
+        return;
+    };
+    runtime::spawn_local(async move {
+        if let Err(error) = replica.propose_log_start(log_start).await {
+            let group = replica.group();
+            tracing::debug!(group, %error, "retention's log start not committed; the next pass tries again");
+        }
+    })
+    .detach();
 }

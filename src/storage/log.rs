@@ -234,9 +234,11 @@ impl Log {
         self.state.borrow_mut().config = config;
     }
 
-    /// Keeps retention below `floor`: segments holding offsets at or past it stay, however
-    /// old or large. The layer above sets it when it still needs those batches (a Raft
-    /// replica, the batches of its log not yet below its durable base).
+    /// Makes the log a replica's, whose log start the layer above moves on every replica
+    /// alike (a Raft group): retention by time and size then only says where the log start
+    /// should go (`retention_start`), and segments are deleted once wholly below the log
+    /// start and below `floor`; segments holding offsets at or past the floor stay (the
+    /// replica still needs them: the batches of its log not yet below its durable base).
     pub fn set_retention_floor(&self, floor: Offset) {
         self.state.borrow_mut().retention_floor = Some(floor);
     }
@@ -911,14 +913,14 @@ impl Log {
     /// beyond `retention_ms` / `retention_bytes` (never the active one).
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
         let _io = self.io_lock.lock().await;
-        let (config, roll) = {
+        let roll = {
             let state = self.state.borrow();
             Self::check_usable(&state)?;
             let active = state.segments.values().next_back().expect("active segment");
             let old = active
                 .first_timestamp
                 .is_some_and(|first| now_ms - first > state.config.segment_ms);
-            (state.config.clone(), old.then_some(active.next_offset))
+            old.then_some(active.next_offset)
         };
         if let Some(next_offset) = roll {
             let mut appender = self
@@ -941,7 +943,7 @@ impl Log {
             }
         }
         self.release_cold_prewrite().await?;
-        let doomed = self.take_expired_segments(&config, now_ms);
+        let doomed = self.take_expired_segments(now_ms);
         self.remove_segments(doomed).await
     }
 
@@ -983,7 +985,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<Offset, StorageError> {
         let _io = self.io_lock.lock().await;
-        let config = {
+        {
             let state = self.state.borrow();
             Self::check_usable(&state)?;
             if offset < Offset::ZERO || offset > state.durable_end {
@@ -996,11 +998,10 @@ impl Log {
             if offset <= state.log_start {
                 return Ok(state.log_start);
             }
-            state.config.clone()
-        };
+        }
         log_start::write(&self.dir, offset).await?;
         self.state.borrow_mut().log_start = offset;
-        let doomed = self.take_expired_segments(&config, now_ms);
+        let doomed = self.take_expired_segments(now_ms);
         self.remove_segments(doomed).await?;
         Ok(offset)
     }
@@ -1021,34 +1022,33 @@ impl Log {
         Ok(())
     }
 
-    /// Removes from the state the oldest closed segments that retention deletes, or that lie
-    /// wholly below the log start (DeleteRecords), advancing the log start offset, and returns
-    /// them. The active (last) segment is always kept.
-    fn take_expired_segments(&self, config: &LogConfig, now_ms: i64) -> Vec<Segment> {
+    /// Where retention by time and size would move the log start now: the base of the oldest
+    /// segment it keeps, if it deletes any. For a replica's log (see `set_retention_floor`),
+    /// whose leader proposes the move to every replica.
+    pub fn retention_start(&self, now_ms: i64) -> Option<Offset> {
+        let state = self.state.borrow();
+        let count = expired_prefix(&state, now_ms, true, None);
+        let kept = state
+            .segments
+            .keys()
+            .nth(count)
+            .expect("the active segment is kept");
+        (count > 0 && *kept > state.log_start).then_some(*kept)
+    }
+
+    /// Removes from the state the oldest closed segments that retention deletes (unless the
+    /// log is a replica's, see `set_retention_floor`), or that lie wholly below the log start
+    /// (DeleteRecords), advancing the log start offset, and returns them. The active (last)
+    /// segment is always kept.
+    fn take_expired_segments(&self, now_ms: i64) -> Vec<Segment> {
         let mut state = self.state.borrow_mut();
-        let mut total: u64 = state.segments.values().map(|segment| segment.size).sum();
-        let mut doomed = Vec::new();
-        while let Some(oldest) = state.segments.values().next() {
-            if state.segments.len() == 1 {
-                break;
-            }
-            let expired = config.retention_ms >= 0
-                && oldest
-                    .max_timestamp
-                    .is_none_or(|(max, _)| now_ms - max > config.retention_ms);
-            let too_big =
-                config.retention_bytes >= 0 && total - oldest.size >= config.retention_bytes as u64;
-            let below_start = oldest.next_offset <= state.log_start;
-            let needed = state
-                .retention_floor
-                .is_some_and(|floor| oldest.next_offset > floor);
-            if needed || (!expired && !too_big && !below_start) {
-                break;
-            }
-            total -= oldest.size;
-            let base = oldest.base_offset;
-            doomed.push(state.segments.remove(&base).expect("oldest exists"));
-        }
+        let floor = state.retention_floor;
+        let count = expired_prefix(&state, now_ms, floor.is_none(), floor);
+        let doomed_bases: Vec<Offset> = state.segments.keys().take(count).copied().collect();
+        let doomed = doomed_bases
+            .iter()
+            .map(|base| state.segments.remove(base).expect("listed above"))
+            .collect();
         let first_base = *state.segments.keys().next().expect("active segment kept");
         state.log_start = state.log_start.max(first_base);
         doomed
@@ -1178,6 +1178,72 @@ impl Log {
         }
     }
 
+    /// Empties the log and starts it again at `offset`, which becomes its start and its end
+    /// (Kafka's truncate-fully-and-start-at): a replica whose leader's log begins past this
+    /// log's end. Staged batches are settled as discarded. The old segments are deleted oldest
+    /// first, then the new one is created, then the log start written: a crash midway leaves
+    /// a log that ends below `offset` (or an empty one at 0), which the layer above restarts
+    /// again. Any failure once the files change fences the log.
+    pub async fn restart_at(&self, offset: Offset) -> Result<(), StorageError> {
+        let _io = self.io_lock.lock().await;
+        let doomed = {
+            let mut state = self.state.borrow_mut();
+            Self::check_usable(&state)?;
+            if offset < Offset::ZERO {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: state.log_start,
+                    end: state.next_offset,
+                });
+            }
+            discard_staged_from(&mut state, Offset::ZERO);
+            state.dirty = true;
+            state.rolls.clear();
+            state.durable_end = Offset::ZERO.max(state.log_start.min(offset));
+            state.next_offset = state.durable_end;
+            std::mem::take(&mut state.segments)
+        };
+        self.read_ahead.invalidate();
+        self.cache.remove_from(self.cache_key, Offset::ZERO);
+        let old = self
+            .appender
+            .borrow_mut()
+            .take()
+            .expect("appender held by io_lock");
+        drop(old);
+        self.prewrite.give_back(self.prewrite_held.replace(0));
+        match self.restart_files(doomed, offset).await {
+            Ok((segment, appender)) => {
+                let mut state = self.state.borrow_mut();
+                state.segments.insert(offset, segment);
+                state.log_start = offset;
+                state.next_offset = offset;
+                state.durable_end = offset;
+                drop(state);
+                self.put_back(appender);
+                tracing::info!(dir = %self.dir.display(), %offset, "log restarted");
+                Ok(())
+            }
+            Err(error) => Err(self.fence(error)),
+        }
+    }
+
+    /// The files of `restart_at`. Holds `io_lock`; the caller fences the log on an error.
+    async fn restart_files(
+        &self,
+        doomed: BTreeMap<Offset, Segment>,
+        offset: Offset,
+    ) -> Result<(Segment, Appender), StorageError> {
+        for segment in doomed.into_values() {
+            self.delete_segment_files(segment).await?;
+        }
+        file::sync_directory(&self.dir).await?;
+        let segment = create_segment(&self.dir, offset).await?;
+        log_start::write(&self.dir, offset).await?;
+        let appender = Appender::open(segment.file.clone(), offset, 0).await?;
+        Ok((segment, appender))
+    }
+
     /// Where the log is cut for a suffix truncation at `offset` (below the durable end): the
     /// segment that keeps the batches before it and the byte position there. Reads the
     /// segment from its nearest index entry to find the batch that starts at `offset`.
@@ -1270,6 +1336,33 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// How many of the oldest segments go: those wholly below the log start and, with
+/// `by_retention`, those the config's retention by time or size expires; never one holding
+/// offsets at or past `floor`, never the active (last) one.
+fn expired_prefix(state: &State, now_ms: i64, by_retention: bool, floor: Option<Offset>) -> usize {
+    let config = &state.config;
+    let mut total: u64 = state.segments.values().map(|segment| segment.size).sum();
+    let mut count = 0;
+    for oldest in state.segments.values().take(state.segments.len() - 1) {
+        let expired = by_retention
+            && config.retention_ms >= 0
+            && oldest
+                .max_timestamp
+                .is_none_or(|(max, _)| now_ms - max > config.retention_ms);
+        let too_big = by_retention
+            && config.retention_bytes >= 0
+            && total - oldest.size >= config.retention_bytes as u64;
+        let below_start = oldest.next_offset <= state.log_start;
+        let needed = floor.is_some_and(|floor| oldest.next_offset > floor);
+        if needed || (!expired && !too_big && !below_start) {
+            break;
+        }
+        total -= oldest.size;
+        count += 1;
+    }
+    count
 }
 
 /// Where a suffix truncation cuts the log: the segment at `segment_base` keeps its first

@@ -73,13 +73,19 @@ impl Segment {
     pub fn observe(&mut self, position: u64, meta: &BatchMeta, index_interval_bytes: u64) {
         assert_eq!(position, self.size, "batches are observed in file order");
         assert_eq!(meta.base_offset, self.next_offset, "offsets are contiguous");
-        if self
-            .max_timestamp
-            .is_none_or(|(max, _)| meta.max_timestamp > max)
+        // A batch without a timestamp (-1: a replication control batch) counts for neither
+        // the time index nor the segment's age, as in Kafka.
+        let timed = meta.max_timestamp >= 0;
+        if timed
+            && self
+                .max_timestamp
+                .is_none_or(|(max, _)| meta.max_timestamp > max)
         {
             self.max_timestamp = Some((meta.max_timestamp, meta.last_offset));
         }
-        self.first_timestamp.get_or_insert(meta.max_timestamp);
+        if timed {
+            self.first_timestamp.get_or_insert(meta.max_timestamp);
+        }
         let due = self
             .last_indexed_position
             .is_none_or(|last| position - last >= index_interval_bytes);

@@ -440,10 +440,11 @@ fn retention_by_bytes_deletes_old_segments() {
     });
 }
 
-/// A retention floor keeps every segment holding offsets at or past it, however old: a Raft
-/// replica still needs them. Below the floor retention deletes as usual.
+/// A replica's log (one with a retention floor) is not cut by retention itself: retention
+/// says where the log start should go, and once the layer above moves it there, the segments
+/// below it go, except those holding offsets at or past the floor.
 #[test]
-fn retention_keeps_segments_past_the_floor() {
+fn a_replicas_retention_moves_only_by_its_log_start() {
     run(|dir| async move {
         let log = open(&dir, config(8 * 1024)).await;
         fill(&log, 100, 300).await;
@@ -454,12 +455,83 @@ fn retention_keeps_segments_past_the_floor() {
         });
         log.set_retention_floor(Offset(0));
         log.enforce_retention(10_000_000).await.unwrap();
-        assert_eq!(log.log_start_offset(), Offset(0), "nothing below the floor");
+        assert_eq!(
+            log.log_start_offset(),
+            Offset(0),
+            "retention alone deletes nothing"
+        );
+        let wanted = log
+            .retention_start(10_000_000)
+            .expect("old segments expire");
+        assert!(
+            wanted > Offset(150),
+            "every closed segment expires: {wanted}"
+        );
+        log.truncate_prefix(wanted, 10_000_000).await.unwrap();
+        assert_eq!(log.log_start_offset(), wanted);
+        let first_segment = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                .filter(|name| name.ends_with(".log"))
+                .min()
+                .unwrap()
+        };
+        assert_eq!(
+            first_segment(&dir),
+            format!("{:020}.log", 0),
+            "the floor keeps them"
+        );
         log.set_retention_floor(Offset(150));
         log.enforce_retention(10_000_000).await.unwrap();
-        let start = log.log_start_offset();
-        assert!(start > Offset(0) && start <= Offset(150), "start {start}");
-        assert!(!log.read_durable(Offset(150), 1).await.unwrap().is_empty());
+        let first: i64 = first_segment(&dir)[..20].parse().unwrap();
+        assert!(
+            first > 0 && first <= 150,
+            "segments below the floor go: {first}"
+        );
+        assert_eq!(
+            log.retention_start(10_000_000),
+            None,
+            "the start is there already"
+        );
+        log.close().await.unwrap();
+    });
+}
+
+/// A restart empties the log and begins it again past its old end: staged batches are
+/// discarded, the old segments are gone, appends continue at the new start, and a reopen
+/// finds the log as it was left.
+#[test]
+fn a_restarted_log_begins_at_the_new_start() {
+    run(|dir| async move {
+        let log = open(&dir, config(8 * 1024)).await;
+        fill(&log, 40, 300).await;
+        let staged = batch(3, 0, 10);
+        let summary = validate(&staged).unwrap();
+        let appended = log.append_validated(staged, &summary, None).unwrap();
+        log.restart_at(Offset(1000)).await.unwrap();
+        assert_eq!(appended.ticket.settled(), Settled::Discarded);
+        assert_eq!(log.log_start_offset(), Offset(1000));
+        assert_eq!(log.log_end_offset(), Offset(1000));
+        assert!(matches!(
+            log.read_durable(Offset(0), 1).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        fill(&log, 5, 300).await;
+        assert_eq!(log.durable_end_offset(), Offset(1015));
+        log.close().await.unwrap();
+        let segments: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".log"))
+            .collect();
+        assert_eq!(segments, vec![format!("{:020}.log", 1000)]);
+        let log = open(&dir, config(8 * 1024)).await;
+        assert_eq!(log.log_start_offset(), Offset(1000));
+        assert_eq!(log.log_end_offset(), Offset(1015));
+        let batches = log.read_durable(Offset(1003), 1).await.unwrap();
+        let header = record_batch::header(&batches[0]).unwrap();
+        assert_eq!(header.base_offset.get(), 1003);
         log.close().await.unwrap();
     });
 }

@@ -138,6 +138,117 @@ def metadata_v1(host: str, port: int, timeout_s: float = 2.0) -> dict:
             "replicas": replica_sets, "in_sync": in_sync_sets}
 
 
+PRODUCE_KEY = 0
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+class _Reader:
+    """Reads the compact (flexible-version) encoding of a response body."""
+
+    def __init__(self, body: bytes):
+        self.body, self.at = body, 0
+
+    def take(self, fmt: str):
+        values = struct.unpack_from(fmt, self.body, self.at)
+        self.at += struct.calcsize(fmt)
+        return values if len(values) > 1 else values[0]
+
+    def uvarint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            byte = self.body[self.at]
+            self.at += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    def string(self) -> str | None:
+        length = self.uvarint() - 1
+        if length < 0:
+            return None
+        text = self.body[self.at:self.at + length].decode()
+        self.at += length
+        return text
+
+    def tags(self) -> dict[int, bytes]:
+        found = {}
+        for _ in range(self.uvarint()):
+            tag, size = self.uvarint(), self.uvarint()
+            found[tag] = self.body[self.at:self.at + size]
+            self.at += size
+        return found
+
+
+def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
+                        timeout_s: float = 5.0) -> dict:
+    """Ask exactly this broker to Produce (v11, acks=all) no records to `topic`'s `partition`,
+    and return what the partition is answered: {"error": code, "current_leader": (node, epoch)
+    or None, "endpoints": {node: (host, port)}} (KIP-951's fields: a broker that does not lead
+    the partition names its leader)."""
+    correlation_id = 0x0951
+    client_id = b"corelog-pytest"
+    header = struct.pack(">hhih", PRODUCE_KEY, 11, correlation_id, len(client_id)) + client_id
+    header += _uvarint(0)
+    name = topic.encode()
+    body = _uvarint(0) + struct.pack(">hi", -1, 5000)  # no transactional id, acks, timeout
+    body += _uvarint(2) + _uvarint(len(name) + 1) + name
+    body += _uvarint(2) + struct.pack(">i", partition) + _uvarint(0) + _uvarint(0)  # null records
+    body += _uvarint(0) + _uvarint(0)
+    request = header + body
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        reader = _Reader(_recv_exact(sock, size))
+    if reader.take(">i") != correlation_id:
+        raise ValueError("correlation id mismatch")
+    reader.tags()
+    answer = None
+    for _ in range(reader.uvarint() - 1):
+        reader.string()
+        for _ in range(reader.uvarint() - 1):
+            _index, error = reader.take(">ih")
+            reader.take(">qqq")
+            for _ in range(reader.uvarint() - 1):
+                reader.take(">i")
+                reader.string()
+                reader.tags()
+            reader.string()
+            tags = reader.tags()
+            leader = None
+            if 0 in tags:
+                node, epoch = struct.unpack_from(">ii", tags[0], 0)
+                leader = (node, epoch) if node >= 0 else None
+            answer = {"error": error, "current_leader": leader}
+        reader.tags()
+    reader.take(">i")  # throttle_time_ms
+    endpoints = {}
+    tags = reader.tags()
+    if 0 in tags:
+        endpoint_reader = _Reader(tags[0])
+        for _ in range(endpoint_reader.uvarint() - 1):
+            node = endpoint_reader.take(">i")
+            endpoint_host = endpoint_reader.string()
+            endpoint_port = endpoint_reader.take(">i")
+            endpoint_reader.string()
+            endpoint_reader.tags()
+            endpoints[node] = (endpoint_host, endpoint_port)
+    assert answer is not None, "no partition answered"
+    answer["endpoints"] = endpoints
+    return answer
+
+
 class BrokerError(AssertionError):
     pass
 

@@ -14,13 +14,14 @@ import signal
 import threading
 import time
 
+import confluent_kafka.admin
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewTopic
 
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
                      wait_until)
-from corelog_broker import BrokerError, free_port, metadata_v1
+from corelog_broker import BrokerError, free_port, metadata_v1, produce_v11_nothing
 from security_setup import corelog
 
 NODES = (1, 2, 3)
@@ -36,9 +37,9 @@ BALANCE_MS = 1000
 
 
 def start_cluster(broker_factory, session_ms: int = SESSION_MS,
-                  racks: dict | None = None) -> dict:
+                  racks: dict | None = None, extra: tuple = ()) -> dict:
     """Three nodes, each a controller voter, started one after another; `racks` names each
-    node's --broker-rack."""
+    node's --broker-rack; `extra` are more flags for every node."""
     ports = {node: free_port() for node in NODES}
     voters = ",".join(f"{node}@127.0.0.1:{ports[node]}" for node in NODES)
     nodes = {}
@@ -51,6 +52,7 @@ def start_cluster(broker_factory, session_ms: int = SESSION_MS,
             "--broker-session-timeout-ms", str(session_ms),
             "--leader-imbalance-check-interval-ms", str(BALANCE_MS),
             *rack,
+            *extra,
             node_id=node)
     return nodes
 
@@ -134,6 +136,51 @@ def expected_values(partitions: int, count: int) -> dict[int, list[bytes]]:
     for i in range(count):
         values.setdefault(i % partitions, []).append(b"%d" % i)
     return values
+
+
+def in_sync(nodes: dict, leader: int, topic: str) -> list[int] | None:
+    """The in-sync replicas of `topic`'s partition 0 as `leader` reports them."""
+    found = view(nodes[leader])
+    return sorted(found["in_sync"][topic][0]) if found and topic in found["in_sync"] else None
+
+
+def watermarks(bootstrap: str, topic: str) -> tuple[int, int]:
+    consumer = ck_consumer(bootstrap)
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=20)
+    finally:
+        consumer.close()
+
+
+def read_from_start(bootstrap: str, topic: str, count: int) -> list:
+    """`count` records of `topic`'s partition 0 from its log start."""
+    consumer = ck_consumer(bootstrap)
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        return ck_poll_records(consumer, count)
+    finally:
+        consumer.close()
+
+
+def recorded_log_start(broker, topic: str) -> int:
+    """The log start a node's replica of `topic`'s partition 0 recorded on disk (0 if none)."""
+    path = broker.partition_dir(topic, 0) / "log-start-offset"
+    return int(path.read_text()) if path.exists() else 0
+
+
+def first_segment(broker, topic: str) -> int:
+    """The base offset of the oldest segment a node holds of `topic`'s partition 0."""
+    return min(int(path.stem) for path in broker.partition_dir(topic, 0).glob("*.log"))
+
+
+def points_at(nodes: dict, asked: int, topic: str, leader: int) -> bool:
+    """Whether `asked`, a replica that does not lead `topic`'s partition 0, refuses a produce
+    there naming `leader` and its address (KIP-951)."""
+    answer = produce_v11_nothing(nodes[asked].host, nodes[asked].port, topic, 0)
+    assert answer["error"] == KafkaError.NOT_LEADER_FOR_PARTITION, answer
+    named = answer["current_leader"]
+    return (named is not None and named[0] == leader and named[1] > 0
+            and answer["endpoints"] == {leader: ("127.0.0.1", nodes[leader].port)})
 
 
 def test_nodes_form_one_cluster_and_spread_partitions(cluster):
@@ -287,6 +334,45 @@ class SteadyProducer:
         assert not self.failed, f"deliveries failed: {self.failed[:5]}"
 
 
+class SteadyConsumer:
+    """A consumer of every partition from offset 0, polling from a thread until stopped and
+    recording what it read: read across a leader change, it shows whether the client's check
+    of its position against the new leader's log (OffsetForLeaderEpoch, KIP-320) finds it
+    whole, neither skipping records nor reading any twice."""
+
+    TRANSIENT = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                 KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int):
+        self.consumer = ck_consumer(bootstrap)
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self.read: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+        self.errors: list[str] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopping.is_set():
+            msg = self.consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() not in self.TRANSIENT:
+                    self.errors.append(str(msg.error()))
+                continue
+            self.read[msg.partition()].append(msg.value())
+
+    def read_count(self) -> int:
+        return sum(len(values) for values in self.read.values())
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=30)
+        self.consumer.close()
+        assert not self.errors, f"consumer errors: {self.errors[:5]}"
+
+
 def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
     """Three replicas per partition: records acknowledged (acks=all) before and while a leader's
     node is killed are all there, once each and in order, after the survivors elect new leaders;
@@ -298,8 +384,12 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
                         what="every node reporting the leaders of the replicated topic")
     replicas = view(cluster[1])["replicas"]["replicated"]
     assert all(sorted(nodes) == list(NODES) for nodes in replicas.values()), replicas
+    follower = next(node for node in NODES if node != placed[0])
+    wait_until(lambda: points_at(cluster, follower, "replicated", placed[0]),
+               what="a follower naming the leader to a producer")
 
     producer = SteadyProducer(bootstrap, "replicated", 3)
+    consumer = SteadyConsumer(bootstrap, "replicated", 3)
     wait_until(lambda: producer.acked_count() >= 300, what="records acknowledged")
     victim = placed[0]
     cluster[victim].stop(signal.SIGKILL)
@@ -309,11 +399,19 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
                what="the survivors leading every partition")
     wait_until(lambda: producer.acked_count() >= before + 300,
                what="records acknowledged by the new leaders")
+    new_leader = led_by(cluster, survivors, "replicated")[0]
+    bystander = next(node for node in survivors if node != new_leader)
+    wait_until(lambda: points_at(cluster, bystander, "replicated", new_leader),
+               what="the other survivor naming the new leader")
     producer.stop()
     acked = producer.acked
     total = sum(len(values) for values in acked.values())
     read = read_all(bootstrap, "replicated", 3, total)
     assert read == acked, "every acknowledged record, once, in order"
+    wait_until(lambda: consumer.read_count() >= total,
+               what="the consumer reading on through the change")
+    consumer.stop()
+    assert consumer.read == acked, "read on across the change: nothing skipped, nothing twice"
 
     # The killed node returns and catches up; then another node is killed, and what was
     # acknowledged is still all there, on the returned node and the last one.
@@ -419,3 +517,76 @@ def test_replicas_spread_over_racks(broker_factory):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     described = admin.describe_cluster().result(timeout=20).nodes
     assert {node.id: node.rack for node in described} == {1: "a", 2: "a", 3: "b"}
+
+
+def test_deleted_records_are_deleted_on_every_replica(cluster):
+    """DeleteRecords on a replicated partition moves the log start of every replica. A follower
+    that was down meanwhile finds the leader's log beginning past its own end: it restarts its
+    log there (what lay below is deleted everywhere) and catches up, and a new leader's log
+    begins where the old one's did."""
+    controller = wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "trimmed", 1, replication=3)
+    leader = wait_until(lambda: led_by(cluster, NODES, "trimmed"), what="the topic led")[0]
+    produce(bootstrap, "trimmed", 1, 200)
+
+    follower = next(node for node in NODES if node not in (leader, controller))
+    cluster[follower].stop(signal.SIGKILL)
+    alive = [node for node in NODES if node != follower]
+    bootstrap = ",".join(cluster[node].bootstrap for node in alive)
+    produce(bootstrap, "trimmed", 1, 200)
+    # Everything written so far: the leader's log then begins past the follower's end.
+    _, target = watermarks(bootstrap, "trimmed")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [deleted] = admin.delete_records([TopicPartition("trimmed", 0, target)],
+                                     request_timeout=30).values()
+    assert deleted.result(timeout=40).low_watermark == target
+    produce(bootstrap, "trimmed", 1, 50)
+
+    cluster[follower].start()
+    wait_until(lambda: in_sync(cluster, leader, "trimmed") == list(NODES),
+               what="the returned follower in sync")
+    wait_until(lambda: all(recorded_log_start(cluster[node], "trimmed") == target
+                           for node in NODES),
+               what="every replica's log starting at the deleted records' end")
+    listing = sorted(path.name for path in cluster[follower].partition_dir("trimmed", 0).iterdir())
+    assert first_segment(cluster[follower], "trimmed") > 0, \
+        f"the follower's log restarted past {target}: {listing}"
+
+    cluster[leader].stop(signal.SIGKILL)
+    survivors = [node for node in NODES if node != leader]
+    wait_until(lambda: led_by(cluster, survivors, "trimmed"), what="a new leader")
+    bootstrap = ",".join(cluster[node].bootstrap for node in survivors)
+    assert watermarks(bootstrap, "trimmed")[0] == target
+    expected = [b"%d" % i for i in range(50)]
+    assert [r.value for r in read_from_start(bootstrap, "trimmed", 50)] == expected
+
+
+def test_retention_moves_the_log_start_of_every_replica(broker_factory):
+    """Retention of a replicated partition is its leader's: where retention.bytes lets the log
+    begin, the leader moves every replica's log start, and each deletes its segments below."""
+    nodes = start_cluster(broker_factory, extra=("--retention-check-interval-ms", "200"))
+    wait_until(lambda: agreed_controller(nodes, NODES), what="the cluster formed")
+    bootstrap = ",".join(nodes[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "expiring", 1, replication=3, config={"segment.bytes": "16384"})
+    wait_until(lambda: led_by(nodes, NODES, "expiring"), what="the topic led")
+    produce(bootstrap, "expiring", 1, 5000)
+    # A segment holding only the first leader's control batch (no timestamp) may go already.
+    before = watermarks(bootstrap, "expiring")[0]
+    assert before <= 1
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource("topic", "expiring", incremental_configs=[
+        ConfigEntry("retention.bytes", "16384",
+                    incremental_operation=confluent_kafka.admin.AlterConfigOpType.SET)])
+    [altered] = admin.incremental_alter_configs([resource]).values()
+    altered.result(timeout=30)
+
+    def log_starts():
+        starts = {recorded_log_start(nodes[node], "expiring") for node in NODES}
+        return starts.pop() if len(starts) == 1 and max(starts) > before else None
+
+    start = wait_until(log_starts, what="every replica's log start moved to the same offset")
+    assert watermarks(bootstrap, "expiring")[0] == start
+    wait_until(lambda: all(first_segment(nodes[node], "expiring") > before for node in NODES),
+               what="every replica's oldest segments deleted")

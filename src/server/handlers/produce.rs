@@ -3,13 +3,20 @@
 //! (acks=0). Versions 0-2 are advertised but refused per partition with UNSUPPORTED_VERSION,
 //! as Kafka 4 does. Each topic needs WRITE (TOPIC_AUTHORIZATION_FAILED), and a request with a
 //! transactional id WRITE on that id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every
-//! partition).
+//! partition). A partition answered NOT_LEADER_OR_FOLLOWER names the leader this node knows,
+//! with its endpoint, from version 10 (KIP-951), so that the producer goes there without
+//! asking for metadata first.
+
+use std::collections::BTreeSet;
 
 use futures::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
+use super::brokers::brokers;
 use super::{auto_create_topics, str_bytes};
 use crate::ids::{Offset, PartitionId};
 use crate::metadata::validate_topic_name;
@@ -76,7 +83,53 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                 .with_partition_responses(partitions)
         })
         .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    let mut response = ProduceResponse::default().with_responses(responses);
+    if ctx.api_version >= CURRENT_LEADER_VERSION_MIN {
+        point_at_leaders(ctx, &mut response);
+    }
+    Some(response)
+}
+
+/// The first version whose partitions carry the current leader (KIP-951).
+const CURRENT_LEADER_VERSION_MIN: i16 = 10;
+
+/// KIP-951: each partition answered NOT_LEADER_OR_FOLLOWER gets the leader and epoch this
+/// node's metadata knows (none while the leader is unknown or fenced), and the response the
+/// endpoints of those leaders on the client's listener.
+fn point_at_leaders(ctx: &RequestContext, response: &mut ProduceResponse) {
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    let mut leaders = BTreeSet::new();
+    let table = ctx.shard.table();
+    for topic in &mut response.responses {
+        let Some(entry) = table.topic(topic.name.0.as_str()) else {
+            continue;
+        };
+        for partition in &mut topic.partition_responses {
+            if partition.error_code != not_leader {
+                continue;
+            }
+            let known = entry.leader(PartitionId(partition.index));
+            let Some((leader, epoch)) = known.filter(|(node, _)| !table.is_fenced(*node)) else {
+                continue;
+            };
+            partition.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(leader.get()))
+                .with_leader_epoch(epoch.get());
+            leaders.insert(leader);
+        }
+    }
+    drop(table);
+    response.node_endpoints = brokers(ctx)
+        .into_iter()
+        .filter(|broker| leaders.contains(&broker.node))
+        .map(|broker| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(broker.node.get()))
+                .with_host(str_bytes(broker.host))
+                .with_port(broker.port)
+                .with_rack(broker.rack.map(str_bytes))
+        })
+        .collect();
 }
 
 /// The record bytes a request carries (what a producer byte-rate quota counts).
