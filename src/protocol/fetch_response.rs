@@ -8,6 +8,7 @@
 //! Versions 4 to 12 are encoded; 12 is flexible (compact strings and arrays, unsigned varint
 //! lengths, tagged fields, response header v1). Aborted transactions are always null and the
 //! preferred read replica is always -1: the broker has neither transactions nor followers yet.
+//! From 12 a partition may carry its current leader (a tagged field, KIP-951's use of it).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
@@ -18,6 +19,8 @@ pub const FETCH_VERSION_MIN: i16 = 4;
 pub const FETCH_VERSION_MAX: i16 = 12;
 /// First flexible Fetch version.
 const FETCH_VERSION_FLEXIBLE_MIN: i16 = 12;
+/// The partition's tagged field that names its current leader.
+const CURRENT_LEADER_TAG: u32 = 1;
 
 /// A Fetch response, as handlers build it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,6 +59,8 @@ pub struct FetchPartition {
     pub log_start_offset: i64,
     /// Whole record batches as stored, in offset order; sent as one record set.
     pub records: Vec<Bytes>,
+    /// The leader id and epoch a NOT_LEADER_OR_FOLLOWER answer names (v12+), if known.
+    pub current_leader: Option<(i32, i32)>,
 }
 
 /// Where a run of record batches goes: after `header_end` bytes of the header buffer.
@@ -104,7 +109,7 @@ pub fn encode_fetch_response(
                 records: &partition.records,
             });
             if flexible {
-                put_unsigned_varint(&mut buf, 0); // Partition tagged fields.
+                put_partition_tags(&mut buf, partition);
             }
         }
         if flexible {
@@ -119,6 +124,20 @@ pub fn encode_fetch_response(
     let frame_len = i32::try_from(frame_len).expect("fetch response over i32::MAX bytes");
     buf[..4].copy_from_slice(&frame_len.to_be_bytes());
     gather(buf.freeze(), &splices)
+}
+
+/// A partition's tagged fields: its current leader, if it names one.
+fn put_partition_tags(buf: &mut BytesMut, partition: &FetchPartition) {
+    let Some((leader, epoch)) = partition.current_leader else {
+        put_unsigned_varint(buf, 0);
+        return;
+    };
+    put_unsigned_varint(buf, 1);
+    put_unsigned_varint(buf, CURRENT_LEADER_TAG);
+    put_unsigned_varint(buf, 9); // Two int32s and an empty tag buffer.
+    buf.put_i32(leader);
+    buf.put_i32(epoch);
+    put_unsigned_varint(buf, 0);
 }
 
 /// The fixed fields of a partition, up to and excluding the record set length.
@@ -237,6 +256,7 @@ mod tests {
             last_stable_offset: 900 + i64::from(index),
             log_start_offset: 10 + i64::from(index),
             records,
+            current_leader: (index == 2).then_some((3, 7)),
         };
         FetchResponseData {
             throttle_time_ms: 17,
@@ -309,6 +329,15 @@ mod tests {
                 assert_eq!(p.aborted_transactions, None);
                 assert_eq!(p.preferred_read_replica.0, -1);
                 assert_eq!(p.records.as_ref(), Some(&concat(&q.records)), "v{version}");
+                let leader = &p.current_leader;
+                let named =
+                    (leader.leader_id.0 >= 0).then_some((leader.leader_id.0, leader.leader_epoch));
+                let expected = if version >= 12 {
+                    q.current_leader
+                } else {
+                    None
+                };
+                assert_eq!(named, expected, "v{version}");
             }
         }
     }

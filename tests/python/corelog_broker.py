@@ -249,6 +249,58 @@ def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
     return answer
 
 
+FETCH_KEY = 1
+
+
+def fetch_v12_nothing(host: str, port: int, topic: str, partition: int,
+                      timeout_s: float = 5.0) -> dict:
+    """Ask exactly this broker to Fetch (v12, no wait) `topic`'s `partition` from offset 0, and
+    return what the partition is answered: {"error": code, "current_leader": (node, epoch) or
+    None} (a broker that does not lead the partition names its leader)."""
+    correlation_id = 0x0952
+    client_id = b"corelog-pytest"
+    header = struct.pack(">hhih", FETCH_KEY, 12, correlation_id, len(client_id)) + client_id
+    header += _uvarint(0)
+    name = topic.encode()
+    # replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session id and epoch.
+    body = struct.pack(">iiiibii", -1, 0, 0, 1 << 20, 0, 0, -1)
+    body += _uvarint(2) + _uvarint(len(name) + 1) + name
+    # partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset,
+    # partition_max_bytes.
+    body += _uvarint(2) + struct.pack(">iiqiqi", partition, -1, 0, -1, -1, 1 << 20) + _uvarint(0)
+    body += _uvarint(0)  # topic tags
+    body += _uvarint(1) + _uvarint(1) + _uvarint(0)  # no forgotten topics, rack "", tags
+    request = header + body
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        reader = _Reader(_recv_exact(sock, size))
+    if reader.take(">i") != correlation_id:
+        raise ValueError("correlation id mismatch")
+    reader.tags()
+    reader.take(">ihi")  # throttle_time_ms, error_code, session_id
+    answer = None
+    for _ in range(reader.uvarint() - 1):
+        reader.string()
+        for _ in range(reader.uvarint() - 1):
+            _index, error = reader.take(">ih")
+            reader.take(">qqq")
+            aborted = reader.uvarint() - 1
+            reader.at += max(aborted, 0) * 17  # producer id, first offset, tags: none sent
+            reader.take(">i")  # preferred_read_replica
+            records = reader.uvarint() - 1
+            reader.at += max(records, 0)
+            tags = reader.tags()
+            leader = None
+            if 1 in tags:
+                node, epoch = struct.unpack_from(">ii", tags[1], 0)
+                leader = (node, epoch) if node >= 0 else None
+            answer = {"error": error, "current_leader": leader}
+        reader.tags()
+    assert answer is not None, "no partition answered"
+    return answer
+
+
 class BrokerError(AssertionError):
     pass
 

@@ -21,7 +21,8 @@ from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewT
 
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
                      wait_until)
-from corelog_broker import BrokerError, free_port, metadata_v1, produce_v11_nothing
+from corelog_broker import (BrokerError, fetch_v12_nothing, free_port, metadata_v1,
+                            produce_v11_nothing)
 from security_setup import corelog
 
 NODES = (1, 2, 3)
@@ -175,12 +176,15 @@ def first_segment(broker, topic: str) -> int:
 
 def points_at(nodes: dict, asked: int, topic: str, leader: int) -> bool:
     """Whether `asked`, a replica that does not lead `topic`'s partition 0, refuses a produce
-    there naming `leader` and its address (KIP-951)."""
-    answer = produce_v11_nothing(nodes[asked].host, nodes[asked].port, topic, 0)
-    assert answer["error"] == KafkaError.NOT_LEADER_FOR_PARTITION, answer
-    named = answer["current_leader"]
-    return (named is not None and named[0] == leader and named[1] > 0
-            and answer["endpoints"] == {leader: ("127.0.0.1", nodes[leader].port)})
+    and a fetch there naming `leader` (and, to the producer, its address: KIP-951)."""
+    host, port = nodes[asked].host, nodes[asked].port
+    produced = produce_v11_nothing(host, port, topic, 0)
+    fetched = fetch_v12_nothing(host, port, topic, 0)
+    for answer in (produced, fetched):
+        assert answer["error"] == KafkaError.NOT_LEADER_FOR_PARTITION, answer
+    names = [answer["current_leader"] for answer in (produced, fetched)]
+    return (all(named is not None and named[0] == leader and named[1] > 0 for named in names)
+            and produced["endpoints"] == {leader: ("127.0.0.1", nodes[leader].port)})
 
 
 def test_nodes_form_one_cluster_and_spread_partitions(cluster):

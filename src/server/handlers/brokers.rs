@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ids::NodeId;
+use crate::ids::{LeaderEpoch, NodeId, PartitionId};
 use crate::server::dispatch::RequestContext;
 
 /// One broker as a client reaches it.
@@ -54,6 +54,18 @@ pub fn brokers(ctx: &RequestContext) -> Vec<Broker> {
 /// The broker `node`, if it is known.
 pub fn broker(ctx: &RequestContext, node: NodeId) -> Option<Broker> {
     brokers(ctx).into_iter().find(|broker| broker.node == node)
+}
+
+/// The leader of `topic`'s `partition` and its epoch as this node's metadata knows them,
+/// unless unknown or fenced: what a NOT_LEADER_OR_FOLLOWER answer names (KIP-951).
+pub fn known_leader(
+    ctx: &RequestContext,
+    topic: &str,
+    partition: PartitionId,
+) -> Option<(NodeId, LeaderEpoch)> {
+    let table = ctx.shard.table();
+    let leader = table.topic(topic)?.leader(partition);
+    leader.filter(|(node, _)| !table.is_fenced(*node))
 }
 
 /// The cluster id clients are told: one per set of controller voters, so that every node of

@@ -2,7 +2,8 @@
 //! limits, and long-polls (parks on the partitions) until `min_bytes` are there or
 //! `max_wait_ms` passes. The first batch of the response is always returned whole, even when
 //! it is larger than the limits, so that a consumer can always make progress. Each topic
-//! needs READ; the partitions of one that is denied answer TOPIC_AUTHORIZATION_FAILED.
+//! needs READ; the partitions of one that is denied answer TOPIC_AUTHORIZATION_FAILED. A
+//! partition answered NOT_LEADER_OR_FOLLOWER names the leader this node knows (v12+).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use futures::future::join_all;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
+use super::brokers::known_leader;
 use crate::ids::{Offset, PartitionId};
 use crate::limits;
 use crate::partition::{FetchInput, FetchOutput, TopicPartition};
@@ -100,6 +102,7 @@ async fn read_once(
         remaining: max_bytes,
         nothing_yet: true,
     };
+    let names_leader = ctx.api_version >= CURRENT_LEADER_VERSION_MIN;
     let topics = request
         .topics
         .iter()
@@ -109,7 +112,15 @@ async fn read_once(
                 .partitions
                 .iter()
                 .map(|p| {
-                    partition_data(p.partition, outputs.next().unwrap_or_default(), &mut budget)
+                    let output = outputs.next().unwrap_or_default();
+                    let mut data = partition_data(p.partition, output, &mut budget);
+                    if names_leader && data.error_code == ResponseError::NotLeaderOrFollower.code()
+                    {
+                        let index = PartitionId(p.partition);
+                        data.current_leader = known_leader(ctx, topic.topic.0.as_str(), index)
+                            .map(|(leader, epoch)| (leader.get(), epoch.get()));
+                    }
+                    data
                 })
                 .collect(),
         })
@@ -119,6 +130,9 @@ async fn read_once(
         ..Default::default()
     }
 }
+
+/// The first version whose partitions may name their current leader.
+const CURRENT_LEADER_VERSION_MIN: i16 = 12;
 
 /// The response-wide byte budget. The first batch of the response always fits.
 struct Budget {
@@ -143,6 +157,7 @@ fn partition_data(index: i32, output: FetchOutput, budget: &mut Budget) -> Fetch
         last_stable_offset: output.high_watermark.get(),
         log_start_offset: output.log_start_offset.get(),
         records,
+        current_leader: None,
     }
 }
 

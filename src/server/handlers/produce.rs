@@ -16,7 +16,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use super::brokers::brokers;
+use super::brokers::{brokers, known_leader};
 use super::{auto_create_topics, str_bytes};
 use crate::ids::{Offset, PartitionId};
 use crate::metadata::validate_topic_name;
@@ -99,17 +99,13 @@ const CURRENT_LEADER_VERSION_MIN: i16 = 10;
 fn point_at_leaders(ctx: &RequestContext, response: &mut ProduceResponse) {
     let not_leader = ResponseError::NotLeaderOrFollower.code();
     let mut leaders = BTreeSet::new();
-    let table = ctx.shard.table();
     for topic in &mut response.responses {
-        let Some(entry) = table.topic(topic.name.0.as_str()) else {
-            continue;
-        };
         for partition in &mut topic.partition_responses {
             if partition.error_code != not_leader {
                 continue;
             }
-            let known = entry.leader(PartitionId(partition.index));
-            let Some((leader, epoch)) = known.filter(|(node, _)| !table.is_fenced(*node)) else {
+            let index = PartitionId(partition.index);
+            let Some((leader, epoch)) = known_leader(ctx, topic.name.0.as_str(), index) else {
                 continue;
             };
             partition.current_leader = LeaderIdAndEpoch::default()
@@ -118,7 +114,9 @@ fn point_at_leaders(ctx: &RequestContext, response: &mut ProduceResponse) {
             leaders.insert(leader);
         }
     }
-    drop(table);
+    if leaders.is_empty() {
+        return;
+    }
     response.node_endpoints = brokers(ctx)
         .into_iter()
         .filter(|broker| leaders.contains(&broker.node))
