@@ -301,6 +301,45 @@ def fetch_v12_nothing(host: str, port: int, topic: str, partition: int,
     return answer
 
 
+OFFSET_FOR_LEADER_EPOCH_KEY = 23
+
+
+def offset_for_leader_epoch_v4(host: str, port: int, topic: str, partition: int, epoch: int,
+                               timeout_s: float = 5.0) -> dict:
+    """Ask exactly this broker (OffsetForLeaderEpoch v4, as a consumer) where `epoch` of
+    `topic`'s `partition` ends: {"error": code, "leader_epoch": epoch, "end_offset": offset}."""
+    correlation_id = 0x0320
+    client_id = b"corelog-pytest"
+    header = struct.pack(">hhih", OFFSET_FOR_LEADER_EPOCH_KEY, 4, correlation_id,
+                         len(client_id)) + client_id
+    header += _uvarint(0)
+    name = topic.encode()
+    body = struct.pack(">i", -1)  # replica_id: a consumer
+    body += _uvarint(2) + _uvarint(len(name) + 1) + name
+    # partition, current_leader_epoch (-1: not checked), leader_epoch.
+    body += _uvarint(2) + struct.pack(">iii", partition, -1, epoch) + _uvarint(0)
+    body += _uvarint(0) + _uvarint(0)
+    request = header + body
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        reader = _Reader(_recv_exact(sock, size))
+    if reader.take(">i") != correlation_id:
+        raise ValueError("correlation id mismatch")
+    reader.tags()
+    reader.take(">i")  # throttle_time_ms
+    answer = None
+    for _ in range(reader.uvarint() - 1):
+        reader.string()
+        for _ in range(reader.uvarint() - 1):
+            error, _index, leader_epoch, end_offset = reader.take(">hiiq")
+            reader.tags()
+            answer = {"error": error, "leader_epoch": leader_epoch, "end_offset": end_offset}
+        reader.tags()
+    assert answer is not None, "no partition answered"
+    return answer
+
+
 class BrokerError(AssertionError):
     pass
 

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewT
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
                      wait_until)
 from corelog_broker import (BrokerError, fetch_v12_nothing, free_port, metadata_v1,
-                            produce_v11_nothing)
+                            offset_for_leader_epoch_v4, produce_v11_nothing)
 from security_setup import corelog
 
 NODES = (1, 2, 3)
@@ -159,6 +159,23 @@ def read_from_start(bootstrap: str, topic: str, count: int) -> list:
     try:
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         return ck_poll_records(consumer, count)
+    finally:
+        consumer.close()
+
+
+def read_epochs(bootstrap: str, topic: str, count: int) -> list[tuple[int, int]]:
+    """(offset, leader epoch) of the first `count` records of `topic`'s partition 0."""
+    consumer = ck_consumer(bootstrap)
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        found = []
+        deadline = time.monotonic() + 60
+        while len(found) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                found.append((msg.offset(), msg.leader_epoch()))
+        assert len(found) == count, f"read {len(found)} of {count} records"
+        return found
     finally:
         consumer.close()
 
@@ -391,6 +408,8 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
     follower = next(node for node in NODES if node != placed[0])
     wait_until(lambda: points_at(cluster, follower, "replicated", placed[0]),
                what="a follower naming the leader to a producer")
+    old_epoch = produce_v11_nothing(cluster[follower].host, cluster[follower].port,
+                                    "replicated", 0)["current_leader"][1]
 
     producer = SteadyProducer(bootstrap, "replicated", 3)
     consumer = SteadyConsumer(bootstrap, "replicated", 3)
@@ -416,6 +435,16 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
                what="the consumer reading on through the change")
     consumer.stop()
     assert consumer.read == acked, "read on across the change: nothing skipped, nothing twice"
+
+    # The new leader's epoch history says where the lost leader's epoch ended (what a client
+    # asks with OffsetForLeaderEpoch to check its position, KIP-320): after every record of
+    # that epoch, and at or before the first record of a later one.
+    ended = offset_for_leader_epoch_v4(cluster[new_leader].host, cluster[new_leader].port,
+                                       "replicated", 0, old_epoch)
+    assert (ended["error"], ended["leader_epoch"]) == (0, old_epoch), ended
+    epochs = read_epochs(bootstrap, "replicated", len(acked[0]))
+    assert max(o for o, e in epochs if e <= old_epoch) < ended["end_offset"]
+    assert ended["end_offset"] <= min(o for o, e in epochs if e > old_epoch)
 
     # The killed node returns and catches up; then another node is killed, and what was
     # acknowledged is still all there, on the returned node and the last one.
