@@ -6,6 +6,8 @@
 //!   NOT_LEADER_OR_FOLLOWER and the client refreshes its metadata.
 //! - Produce proposes the batch to the group and answers once the group committed it: a
 //!   majority of the replicas has it on disk (see `Routed::run_on_replica`).
+//! - DeleteRecords and retention propose a move of the log start, which every replica
+//!   applies, so that a new leader's log begins where the old one's did.
 //! - A replica that wins an election reports its leadership to the controller, which
 //!   records it in the metadata log, so that every node's Metadata sends clients there.
 //! - The groups of a `__consumer_offsets` partition are coordinated by its leader.

@@ -191,17 +191,21 @@ def first_segment(broker, topic: str) -> int:
     return min(int(path.stem) for path in broker.partition_dir(topic, 0).glob("*.log"))
 
 
-def points_at(nodes: dict, asked: int, topic: str, leader: int) -> bool:
-    """Whether `asked`, a replica that does not lead `topic`'s partition 0, refuses a produce
-    and a fetch there naming `leader` (and, to the producer, its address: KIP-951)."""
+def points_at(nodes: dict, asked: int, topic: str, leader: int) -> int | None:
+    """The leader epoch `asked`, a replica that does not lead `topic`'s partition 0, names when
+    it refuses a produce and a fetch there, once it names `leader` (and, to the producer, its
+    address: KIP-951)."""
     host, port = nodes[asked].host, nodes[asked].port
     produced = produce_v11_nothing(host, port, topic, 0)
     fetched = fetch_v12_nothing(host, port, topic, 0)
-    for answer in (produced, fetched):
-        assert answer["error"] == KafkaError.NOT_LEADER_FOR_PARTITION, answer
-    names = [answer["current_leader"] for answer in (produced, fetched)]
-    return (all(named is not None and named[0] == leader and named[1] > 0 for named in names)
-            and produced["endpoints"] == {leader: ("127.0.0.1", nodes[leader].port)})
+    answers = (produced, fetched)
+    if any(answer["error"] != KafkaError.NOT_LEADER_FOR_PARTITION for answer in answers):
+        return None
+    named = {answer["current_leader"] for answer in answers}
+    if len(named) != 1 or produced["endpoints"] != {leader: ("127.0.0.1", nodes[leader].port)}:
+        return None
+    leader_and_epoch = named.pop()
+    return leader_and_epoch[1] if leader_and_epoch and leader_and_epoch[0] == leader else None
 
 
 def test_nodes_form_one_cluster_and_spread_partitions(cluster):
@@ -401,15 +405,17 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
     wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
     bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
     create_topic(bootstrap, "replicated", 3, replication=3)
-    placed = wait_until(lambda: led_by(cluster, NODES, "replicated"),
-                        what="every node reporting the leaders of the replicated topic")
+    wait_until(lambda: led_by(cluster, NODES, "replicated"),
+               what="every node reporting the leaders of the replicated topic")
     replicas = view(cluster[1])["replicas"]["replicated"]
     assert all(sorted(nodes) == list(NODES) for nodes in replicas.values()), replicas
+    # The preferred leaders lead (so that leader balancing moves nothing while all are live).
+    placed = {p: nodes[0] for p, nodes in replicas.items()}
+    wait_until(lambda: leaders(cluster, NODES, "replicated") == placed,
+               what="every partition led by its preferred leader")
     follower = next(node for node in NODES if node != placed[0])
-    wait_until(lambda: points_at(cluster, follower, "replicated", placed[0]),
-               what="a follower naming the leader to a producer")
-    old_epoch = produce_v11_nothing(cluster[follower].host, cluster[follower].port,
-                                    "replicated", 0)["current_leader"][1]
+    old_epoch = wait_until(lambda: points_at(cluster, follower, "replicated", placed[0]),
+                           what="a follower naming the leader to a producer")
 
     producer = SteadyProducer(bootstrap, "replicated", 3)
     consumer = SteadyConsumer(bootstrap, "replicated", 3)
@@ -439,9 +445,17 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
     # The new leader's epoch history says where the lost leader's epoch ended (what a client
     # asks with OffsetForLeaderEpoch to check its position, KIP-320): after every record of
     # that epoch, and at or before the first record of a later one.
-    ended = offset_for_leader_epoch_v4(cluster[new_leader].host, cluster[new_leader].port,
-                                       "replicated", 0, old_epoch)
-    assert (ended["error"], ended["leader_epoch"]) == (0, old_epoch), ended
+    def epoch_end():
+        found = led_by(cluster, survivors, "replicated")
+        if not found:
+            return None
+        leader = found[0]
+        answer = offset_for_leader_epoch_v4(cluster[leader].host, cluster[leader].port,
+                                            "replicated", 0, old_epoch)
+        return answer if answer["error"] == 0 else None
+
+    ended = wait_until(epoch_end, what="the new leader answering for the old epoch")
+    assert ended["leader_epoch"] == old_epoch, ended
     epochs = read_epochs(bootstrap, "replicated", len(acked[0]))
     assert max(o for o, e in epochs if e <= old_epoch) < ended["end_offset"]
     assert ended["end_offset"] <= min(o for o, e in epochs if e > old_epoch)
@@ -450,8 +464,7 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
     # acknowledged is still all there, on the returned node and the last one.
     cluster[victim].start()
     wait_until(lambda: agreed_controller(cluster, NODES), what="the killed node back")
-    preferred = {p: nodes[0] for p, nodes in replicas.items()}
-    wait_until(lambda: leaders(cluster, NODES, "replicated") == preferred,
+    wait_until(lambda: leaders(cluster, NODES, "replicated") == placed,
                what="every partition led by its preferred leader again")
     other = next(node for node in survivors if node != view(cluster[victim])["controller"])
     cluster[other].stop(signal.SIGKILL)
@@ -600,9 +613,15 @@ def test_retention_moves_the_log_start_of_every_replica(broker_factory):
     bootstrap = ",".join(nodes[node].bootstrap for node in NODES)
     create_topic(bootstrap, "expiring", 1, replication=3, config={"segment.bytes": "16384"})
     wait_until(lambda: led_by(nodes, NODES, "expiring"), what="the topic led")
-    produce(bootstrap, "expiring", 1, 5000)
-    # A first segment holding only leaders' control batches (no timestamp) may go already.
-    before = watermarks(bootstrap, "expiring")[0]
+    # Small batches of 100-byte records: some fourteen segments, of which retention.bytes of
+    # one segment keeps the last one or two.
+    producer = ck_producer(bootstrap, **{"enable.idempotence": True, "batch.num.messages": 20})
+    delivered = DeliveryLog()
+    for i in range(2000):
+        producer.produce("expiring", value=b"%0100d" % i, partition=0, on_delivery=delivered)
+    ck_flush(producer)
+    delivered.check(2000)
+    high = watermarks(bootstrap, "expiring")[1]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     resource = ConfigResource("topic", "expiring", incremental_configs=[
@@ -613,9 +632,11 @@ def test_retention_moves_the_log_start_of_every_replica(broker_factory):
 
     def log_starts():
         starts = {recorded_log_start(nodes[node], "expiring") for node in NODES}
-        return starts.pop() if len(starts) == 1 and max(starts) > before else None
+        return starts.pop() if len(starts) == 1 and max(starts) > high // 2 else None
 
     start = wait_until(log_starts, what="every replica's log start moved to the same offset")
     assert watermarks(bootstrap, "expiring")[0] == start
-    wait_until(lambda: all(first_segment(nodes[node], "expiring") > before for node in NODES),
-               what="every replica's oldest segments deleted")
+    # The replicas' logs are the same batches, so their segments begin at the same offsets,
+    # and retention moved the log start to the leader's first kept segment.
+    wait_until(lambda: all(first_segment(nodes[node], "expiring") == start for node in NODES),
+               what="every replica's segments below the log start deleted")
