@@ -191,22 +191,14 @@ class _Reader:
         return found
 
 
-def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
-                        timeout_s: float = 5.0) -> dict:
-    """Ask exactly this broker to Produce (v11, acks=all) no records to `topic`'s `partition`,
-    and return what the partition is answered: {"error": code, "current_leader": (node, epoch)
-    or None, "endpoints": {node: (host, port)}} (KIP-951's fields: a broker that does not lead
-    the partition names its leader)."""
-    correlation_id = 0x0951
+def _flexible_request(host: str, port: int, api_key: int, version: int, body: bytes,
+                      timeout_s: float) -> _Reader:
+    """Send one request of a flexible version (request header v2) to exactly this broker and
+    return a reader of its response body, past the response header."""
+    correlation_id = 0x0C0E + api_key
     client_id = b"corelog-pytest"
-    header = struct.pack(">hhih", PRODUCE_KEY, 11, correlation_id, len(client_id)) + client_id
-    header += _uvarint(0)
-    name = topic.encode()
-    body = _uvarint(0) + struct.pack(">hi", -1, 5000)  # no transactional id, acks, timeout
-    body += _uvarint(2) + _uvarint(len(name) + 1) + name
-    body += _uvarint(2) + struct.pack(">i", partition) + _uvarint(0) + _uvarint(0)  # null records
-    body += _uvarint(0) + _uvarint(0)
-    request = header + body
+    header = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+    request = header + _uvarint(0) + body
     with socket.create_connection((host, port), timeout=timeout_s) as sock:
         sock.sendall(struct.pack(">i", len(request)) + request)
         (size,) = struct.unpack(">i", _recv_exact(sock, 4))
@@ -214,6 +206,33 @@ def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
     if reader.take(">i") != correlation_id:
         raise ValueError("correlation id mismatch")
     reader.tags()
+    return reader
+
+
+def _leader_tag(tags: dict[int, bytes], tag: int) -> tuple[int, int] | None:
+    """The (leader id, leader epoch) a partition's tagged field `tag` names, if it names one."""
+    if tag not in tags:
+        return None
+    node, epoch = struct.unpack_from(">ii", tags[tag], 0)
+    return (node, epoch) if node >= 0 else None
+
+
+def _compact_string(text: str) -> bytes:
+    encoded = text.encode()
+    return _uvarint(len(encoded) + 1) + encoded
+
+
+def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
+                        timeout_s: float = 5.0) -> dict:
+    """Ask exactly this broker to Produce (v11, acks=all) no records to `topic`'s `partition`,
+    and return what the partition is answered: {"error": code, "current_leader": (node, epoch)
+    or None, "endpoints": {node: (host, port)}} (KIP-951's fields: a broker that does not lead
+    the partition names its leader)."""
+    body = _uvarint(0) + struct.pack(">hi", -1, 5000)  # no transactional id, acks, timeout
+    body += _uvarint(2) + _compact_string(topic)
+    body += _uvarint(2) + struct.pack(">i", partition) + _uvarint(0) + _uvarint(0)  # null records
+    body += _uvarint(0) + _uvarint(0)
+    reader = _flexible_request(host, port, PRODUCE_KEY, 11, body, timeout_s)
     answer = None
     for _ in range(reader.uvarint() - 1):
         reader.string()
@@ -225,12 +244,7 @@ def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
                 reader.string()
                 reader.tags()
             reader.string()
-            tags = reader.tags()
-            leader = None
-            if 0 in tags:
-                node, epoch = struct.unpack_from(">ii", tags[0], 0)
-                leader = (node, epoch) if node >= 0 else None
-            answer = {"error": error, "current_leader": leader}
+            answer = {"error": error, "current_leader": _leader_tag(reader.tags(), 0)}
         reader.tags()
     reader.take(">i")  # throttle_time_ms
     endpoints = {}
@@ -257,27 +271,15 @@ def fetch_v12_nothing(host: str, port: int, topic: str, partition: int,
     """Ask exactly this broker to Fetch (v12, no wait) `topic`'s `partition` from offset 0, and
     return what the partition is answered: {"error": code, "current_leader": (node, epoch) or
     None} (a broker that does not lead the partition names its leader)."""
-    correlation_id = 0x0952
-    client_id = b"corelog-pytest"
-    header = struct.pack(">hhih", FETCH_KEY, 12, correlation_id, len(client_id)) + client_id
-    header += _uvarint(0)
-    name = topic.encode()
     # replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session id and epoch.
     body = struct.pack(">iiiibii", -1, 0, 0, 1 << 20, 0, 0, -1)
-    body += _uvarint(2) + _uvarint(len(name) + 1) + name
+    body += _uvarint(2) + _compact_string(topic)
     # partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset,
     # partition_max_bytes.
     body += _uvarint(2) + struct.pack(">iiqiqi", partition, -1, 0, -1, -1, 1 << 20) + _uvarint(0)
     body += _uvarint(0)  # topic tags
     body += _uvarint(1) + _uvarint(1) + _uvarint(0)  # no forgotten topics, rack "", tags
-    request = header + body
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.sendall(struct.pack(">i", len(request)) + request)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        reader = _Reader(_recv_exact(sock, size))
-    if reader.take(">i") != correlation_id:
-        raise ValueError("correlation id mismatch")
-    reader.tags()
+    reader = _flexible_request(host, port, FETCH_KEY, 12, body, timeout_s)
     reader.take(">ihi")  # throttle_time_ms, error_code, session_id
     answer = None
     for _ in range(reader.uvarint() - 1):
@@ -290,12 +292,7 @@ def fetch_v12_nothing(host: str, port: int, topic: str, partition: int,
             reader.take(">i")  # preferred_read_replica
             records = reader.uvarint() - 1
             reader.at += max(records, 0)
-            tags = reader.tags()
-            leader = None
-            if 1 in tags:
-                node, epoch = struct.unpack_from(">ii", tags[1], 0)
-                leader = (node, epoch) if node >= 0 else None
-            answer = {"error": error, "current_leader": leader}
+            answer = {"error": error, "current_leader": _leader_tag(reader.tags(), 1)}
         reader.tags()
     assert answer is not None, "no partition answered"
     return answer
@@ -308,25 +305,12 @@ def offset_for_leader_epoch_v4(host: str, port: int, topic: str, partition: int,
                                timeout_s: float = 5.0) -> dict:
     """Ask exactly this broker (OffsetForLeaderEpoch v4, as a consumer) where `epoch` of
     `topic`'s `partition` ends: {"error": code, "leader_epoch": epoch, "end_offset": offset}."""
-    correlation_id = 0x0320
-    client_id = b"corelog-pytest"
-    header = struct.pack(">hhih", OFFSET_FOR_LEADER_EPOCH_KEY, 4, correlation_id,
-                         len(client_id)) + client_id
-    header += _uvarint(0)
-    name = topic.encode()
     body = struct.pack(">i", -1)  # replica_id: a consumer
-    body += _uvarint(2) + _uvarint(len(name) + 1) + name
+    body += _uvarint(2) + _compact_string(topic)
     # partition, current_leader_epoch (-1: not checked), leader_epoch.
     body += _uvarint(2) + struct.pack(">iii", partition, -1, epoch) + _uvarint(0)
     body += _uvarint(0) + _uvarint(0)
-    request = header + body
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.sendall(struct.pack(">i", len(request)) + request)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        reader = _Reader(_recv_exact(sock, size))
-    if reader.take(">i") != correlation_id:
-        raise ValueError("correlation id mismatch")
-    reader.tags()
+    reader = _flexible_request(host, port, OFFSET_FOR_LEADER_EPOCH_KEY, 4, body, timeout_s)
     reader.take(">i")  # throttle_time_ms
     answer = None
     for _ in range(reader.uvarint() - 1):
