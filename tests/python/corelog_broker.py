@@ -222,6 +222,18 @@ def _compact_string(text: str) -> bytes:
     return _uvarint(len(encoded) + 1) + encoded
 
 
+def _last_partition(reader: _Reader, read_partition) -> dict | None:
+    """Read a flexible response's topics and their partitions, each partition with
+    `read_partition(reader)`, and return what it gave for the last one."""
+    answer = None
+    for _ in range(reader.uvarint() - 1):
+        reader.string()
+        for _ in range(reader.uvarint() - 1):
+            answer = read_partition(reader)
+        reader.tags()
+    return answer
+
+
 def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
                         timeout_s: float = 5.0) -> dict:
     """Ask exactly this broker to Produce (v11, acks=all) no records to `topic`'s `partition`,
@@ -233,19 +245,18 @@ def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
     body += _uvarint(2) + struct.pack(">i", partition) + _uvarint(0) + _uvarint(0)  # null records
     body += _uvarint(0) + _uvarint(0)
     reader = _flexible_request(host, port, PRODUCE_KEY, 11, body, timeout_s)
-    answer = None
-    for _ in range(reader.uvarint() - 1):
-        reader.string()
-        for _ in range(reader.uvarint() - 1):
-            _index, error = reader.take(">ih")
-            reader.take(">qqq")
-            for _ in range(reader.uvarint() - 1):
-                reader.take(">i")
-                reader.string()
-                reader.tags()
+
+    def read_partition(reader: _Reader) -> dict:
+        _index, error = reader.take(">ih")
+        reader.take(">qqq")
+        for _ in range(reader.uvarint() - 1):  # record errors
+            reader.take(">i")
             reader.string()
-            answer = {"error": error, "current_leader": _leader_tag(reader.tags(), 0)}
-        reader.tags()
+            reader.tags()
+        reader.string()
+        return {"error": error, "current_leader": _leader_tag(reader.tags(), 0)}
+
+    answer = _last_partition(reader, read_partition)
     reader.take(">i")  # throttle_time_ms
     endpoints = {}
     tags = reader.tags()
@@ -281,19 +292,18 @@ def fetch_v12_nothing(host: str, port: int, topic: str, partition: int,
     body += _uvarint(1) + _uvarint(1) + _uvarint(0)  # no forgotten topics, rack "", tags
     reader = _flexible_request(host, port, FETCH_KEY, 12, body, timeout_s)
     reader.take(">ihi")  # throttle_time_ms, error_code, session_id
-    answer = None
-    for _ in range(reader.uvarint() - 1):
-        reader.string()
-        for _ in range(reader.uvarint() - 1):
-            _index, error = reader.take(">ih")
-            reader.take(">qqq")
-            aborted = reader.uvarint() - 1
-            reader.at += max(aborted, 0) * 17  # producer id, first offset, tags: none sent
-            reader.take(">i")  # preferred_read_replica
-            records = reader.uvarint() - 1
-            reader.at += max(records, 0)
-            answer = {"error": error, "current_leader": _leader_tag(reader.tags(), 1)}
-        reader.tags()
+
+    def read_partition(reader: _Reader) -> dict:
+        _index, error = reader.take(">ih")
+        reader.take(">qqq")
+        aborted = reader.uvarint() - 1
+        reader.at += max(aborted, 0) * 17  # producer id, first offset, tags: none sent
+        reader.take(">i")  # preferred_read_replica
+        records = reader.uvarint() - 1
+        reader.at += max(records, 0)
+        return {"error": error, "current_leader": _leader_tag(reader.tags(), 1)}
+
+    answer = _last_partition(reader, read_partition)
     assert answer is not None, "no partition answered"
     return answer
 
