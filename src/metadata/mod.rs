@@ -71,6 +71,15 @@ pub enum MetadataRecord {
         #[serde(default)]
         in_sync: Vec<NodeId>,
     },
+    /// An operator asked (ElectLeaders) that a replicated partition be led by its preferred
+    /// leader: its leader hands the leadership over if the preferred leader is live and in
+    /// sync (as the leader balancer does). An event, not state: replayed at a node's start it
+    /// does nothing, and a node applying it late at most hands back early what the balancer
+    /// would hand back anyway.
+    PreferredLeaderElected {
+        name: String,
+        partition: PartitionId,
+    },
     /// A partition of a single node changed owner (the shard count shrank between runs).
     PartitionMoved {
         name: String,

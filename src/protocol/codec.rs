@@ -261,7 +261,7 @@ pub fn set_throttle_time(body: &mut ResponseKind, api_version: i16, throttle_ms:
         CreatePartitions since 0, DeleteGroups since 0, IncrementalAlterConfigs since 0,
         OffsetDelete since 0, DescribeCluster since 0, DescribeUserScramCredentials since 0,
         AlterUserScramCredentials since 0, DescribeClientQuotas since 0,
-        AlterClientQuotas since 0,
+        AlterClientQuotas since 0, ElectLeaders since 0, DescribeLogDirs since 0,
     )
 }
 
@@ -350,6 +350,10 @@ mod tests {
             }
             ApiKey::DescribeCluster => {
                 RequestKind::DescribeCluster(DescribeClusterRequest::default())
+            }
+            ApiKey::ElectLeaders => RequestKind::ElectLeaders(ElectLeadersRequest::default()),
+            ApiKey::DescribeLogDirs => {
+                RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default())
             }
             ApiKey::OffsetCommit => RequestKind::OffsetCommit(OffsetCommitRequest::default()),
             ApiKey::OffsetFetch => RequestKind::OffsetFetch(OffsetFetchRequest::default()),
@@ -704,6 +708,7 @@ mod tests {
             DescribeUserScramCredentials: DescribeUserScramCredentialsResponse,
             AlterUserScramCredentials: AlterUserScramCredentialsResponse,
             DescribeCluster: DescribeClusterResponse,
+            ElectLeaders: ElectLeadersResponse, DescribeLogDirs: DescribeLogDirsResponse,
         );
         assert_eq!(
             responses.len(),

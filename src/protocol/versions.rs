@@ -56,7 +56,8 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 /// - InitProducerId 0-4: idempotent producers only; v5 implies transactions V2 (KIP-890).
 /// - Admin: DeleteRecords 0-2 (kafka-python 2.x sends v0 only), OffsetForLeaderEpoch 2-4
 ///   (Kafka 4's floor), AlterConfigs 0-2, CreatePartitions 0-3, IncrementalAlterConfigs 0-1,
-///   DescribeCluster 0-1 (v2 adds fenced brokers, which a single node does not have).
+///   DescribeCluster 0-1 (v2 adds fenced brokers, which a single node does not have),
+///   ElectLeaders 0-2, DescribeLogDirs 1-4 (Kafka 4's floor).
 /// - FindCoordinator 0-4 answers this broker for groups; librdkafka also uses its presence as
 ///   the sign that a broker takes LZ4.
 /// - Classic consumer groups: JoinGroup 0-9, SyncGroup 0-5, Heartbeat 0-4, LeaveGroup 0-5,
@@ -93,9 +94,11 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::DeleteAcls, 1, 3),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeClientQuotas, 0, 1),

@@ -37,7 +37,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType, Snapshot,
 };
-use raft::{RawNode, SnapshotStatus, StateRole};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use super::entries;
 use super::logger;
@@ -182,8 +182,6 @@ struct Pending {
     snapshots_sent: Vec<u64>,
     /// Hand the leadership to the most caught-up follower (a leader about to stop).
     transfer_leadership: bool,
-    /// Hand the leadership to this node's replica (see `transfer_to`).
-    transfer_to: Option<NodeId>,
     /// Start an election now instead of at the election timeout.
     campaign: bool,
 }
@@ -228,6 +226,9 @@ pub struct Replica {
     followers: RefCell<HashMap<u64, Heard>>,
     /// Snapshots installed since open (a follower caught up by copying).
     snapshots_installed: Cell<u64>,
+    /// On the leader: the node its leadership is being handed to, until which tick (see
+    /// `transfer_to`).
+    handing_to: Cell<Option<(NodeId, u64)>>,
     stopped: Cell<bool>,
 }
 
@@ -317,6 +318,7 @@ impl Replica {
             ticks: Cell::new(0),
             followers: RefCell::default(),
             snapshots_installed: Cell::new(0),
+            handing_to: Cell::new(None),
             stopped: Cell::new(false),
         });
         replica.draw_election_timeout();
@@ -505,9 +507,16 @@ impl Replica {
     }
 
     /// A leader hands its leadership to the replica on `to` (a preferred leader back in
-    /// sync). Nothing happens on a follower, or when `to` is not a voter of the group.
+    /// sync), for up to `REPLICA_HAND_OVER_TICKS_MAX`: each time the leader streams entries
+    /// to `to` and no transfer is under way, raft-rs is asked to transfer (it pauses
+    /// proposals, brings `to` up to date and tells it to campaign at once). A transfer
+    /// raft-rs gave up on (its message to `to` lost, say: it ends after an election timeout)
+    /// is asked again; waiting for `to` to be streamed to, not probed or sent a snapshot,
+    /// keeps the pause short.
+    /// Nothing happens on a follower, or when `to` is not a voter of the group.
     pub fn transfer_to(&self, to: NodeId) {
-        self.pending.borrow_mut().transfer_to = Some(to);
+        let until = self.ticks.get() + limits::REPLICA_HAND_OVER_TICKS_MAX;
+        self.handing_to.set(Some((to, until)));
         self.wake.notify_all();
     }
 
@@ -552,7 +561,13 @@ impl Replica {
             let has_ready = self.node.borrow().has_ready();
             if has_ready {
                 if let Err(error) = self.handle_ready().await {
-                    tracing::error!(group = self.group, %error, "replica failed; it stops");
+                    // A log closed under the driver is its shard stopping or its topic
+                    // deleted, not a failure.
+                    if matches!(error, StorageError::Closed) {
+                        tracing::debug!(group = self.group, "log closed; the replica stops");
+                    } else {
+                        tracing::error!(group = self.group, %error, "replica failed; it stops");
+                    }
                     self.stopped.set(true);
                     break;
                 }
@@ -598,9 +613,13 @@ impl Replica {
                     node.transfer_leader(follower);
                 }
             }
-            if let Some(to) = pending.transfer_to {
-                // raft-rs brings the follower up to date first, then tells it to campaign.
-                node.transfer_leader(raft_id(to));
+            if let Some((to, until)) = self.handing_to.get() {
+                let leads = node.raft.state == StateRole::Leader;
+                if !leads || self.ticks.get() > until {
+                    self.handing_to.set(None);
+                } else if node.raft.lead_transferee.is_none() && is_streaming_to(node, to) {
+                    node.transfer_leader(raft_id(to));
+                }
             }
         });
         let mut accepted = HashMap::new();
@@ -1411,6 +1430,14 @@ async fn read_from(log: &Log, start: Offset) -> Result<Vec<Bytes>, StorageError>
 
 /// The voter other than the leader, heard from within the last election timeout, whose log
 /// matches the leader's furthest (None on a follower, or with no such voter).
+/// Whether the leader streams its entries to the replica on `to`, which answered lately:
+/// it is at most the entries in flight behind, and catches up at once once proposals pause.
+fn is_streaming_to(node: &RawNode<WindowStorage>, to: NodeId) -> bool {
+    node.raft.prs().get(raft_id(to)).is_some_and(|progress| {
+        progress.state == ProgressState::Replicate && progress.recent_active
+    })
+}
+
 fn most_caught_up_follower(node: &RawNode<WindowStorage>) -> Option<u64> {
     let raft = &node.raft;
     if raft.state != StateRole::Leader {

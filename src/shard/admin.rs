@@ -45,6 +45,11 @@ pub enum ControllerCommand {
         epoch: LeaderEpoch,
         in_sync: Vec<NodeId>,
     },
+    /// Have the preferred leader of a replicated partition lead it (ElectLeaders).
+    ElectPreferredLeader {
+        topic: String,
+        partition: PartitionId,
+    },
     /// Grow the topic to `count` partitions in total.
     CreatePartitions {
         topic: String,
@@ -61,7 +66,8 @@ impl ControllerCommand {
             ControllerCommand::AlterQuotas { .. } => "client quotas",
             ControllerCommand::AlterConfigs { topic, .. }
             | ControllerCommand::CreatePartitions { topic, .. }
-            | ControllerCommand::PartitionLeader { topic, .. } => topic,
+            | ControllerCommand::PartitionLeader { topic, .. }
+            | ControllerCommand::ElectPreferredLeader { topic, .. } => topic,
             ControllerCommand::AlterUser { user, .. } => user,
         }
     }

@@ -803,6 +803,37 @@ impl Controller {
                 };
                 Ok((record, stale))
             }
+            ControllerCommand::ElectPreferredLeader { topic, partition } => {
+                let entry = table.topic(&topic).ok_or_else(|| unknown(&topic))?;
+                let Some(preferred) = entry.preferred_leader(partition) else {
+                    let message = format!("{topic} has no partition {partition}");
+                    return Err((ResponseError::UnknownTopicOrPartition, message));
+                };
+                let Some(reported) = entry.leaders.get(&partition) else {
+                    let message = match entry.group(partition) {
+                        None => "the partition has one replica, which leads it",
+                        Some(_) => "the partition has no leader yet",
+                    };
+                    let error = match entry.group(partition) {
+                        None => ResponseError::ElectionNotNeeded,
+                        Some(_) => ResponseError::PreferredLeaderNotAvailable,
+                    };
+                    return Err((error, message.to_string()));
+                };
+                if reported.leader == preferred {
+                    let message = format!("node {preferred}, the preferred leader, leads");
+                    return Err((ResponseError::ElectionNotNeeded, message));
+                }
+                if table.is_fenced(preferred) || !reported.in_sync.contains(&preferred) {
+                    let message = format!("node {preferred}, the preferred leader, is not in sync");
+                    return Err((ResponseError::PreferredLeaderNotAvailable, message));
+                }
+                let record = MetadataRecord::PreferredLeaderElected {
+                    name: topic,
+                    partition,
+                };
+                Ok((record, false))
+            }
             ControllerCommand::Acl { binding, create } => {
                 // An ACL already as wanted is "validated only": success without a record.
                 let unchanged = table.acls().contains(&binding) == create;

@@ -20,7 +20,7 @@ use crate::metadata::MetadataEntries;
 use crate::partition::{
     DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
     FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,
-    WatchInput,
+    TopicPartition, WatchInput,
 };
 use crate::replication::Replica;
 use crate::transport::Hello;
@@ -49,6 +49,8 @@ pub enum ShardRequest {
     Apply(ApplyInput, Reply<Result<(), String>>),
     /// This shard's metrics, for `/metrics`.
     Metrics(Reply<crate::metrics::MetricsSnapshot>),
+    /// The bytes on disk of each partition this shard owns (DescribeLogDirs).
+    PartitionSizes(Reply<Vec<(TopicPartition, u64)>>),
     /// Start the Kafka listener; the reply says whether it could bind.
     StartServing(Reply<Result<(), String>>),
     /// A consumer-group operation for the group's coordinator (see `crate::group`). JoinGroup

@@ -84,6 +84,8 @@ pub struct Shard {
     serving: Arc<dyn Serving>,
     pub metrics: Rc<ShardMetrics>,
     table: RefCell<ShardTable>,
+    /// Woken whenever metadata records were applied to `table`.
+    table_changed: Notify,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     cache: Rc<BatchCache>,
     /// What this shard's partitions share (their flush queue, the shard's counters).
@@ -164,6 +166,7 @@ pub async fn run(
         partition_context,
         cache: BatchCache::new(config.batch_cache_bytes),
         groups: crate::group::Coordinator::new(&config.groups),
+        table_changed: Notify::new(),
         config,
         queues,
         shutdown,
@@ -382,6 +385,7 @@ impl Shard {
             }
             ShardRequest::Apply(input, reply) => reply.send(self.apply_local(input).await),
             ShardRequest::Metrics(reply) => reply.send(self.metrics_snapshot()),
+            ShardRequest::PartitionSizes(reply) => reply.send(self.partition_sizes()),
             ShardRequest::StartServing(reply) => reply.send(self.serving.start_listeners(&self)),
             ShardRequest::Group(call, reply) => {
                 reply.send(crate::group::handle_local(&self, call).await)
@@ -423,6 +427,26 @@ impl Shard {
         snapshot
     }
 
+    /// The bytes on disk of each partition this shard owns.
+    fn partition_sizes(&self) -> Vec<(TopicPartition, u64)> {
+        let partitions = self.partitions.borrow();
+        let sizes = partitions.iter();
+        sizes
+            .map(|(tp, partition)| (tp.clone(), partition.size_bytes()))
+            .collect()
+    }
+
+    /// The bytes on disk of every partition on this node, from every shard.
+    pub async fn all_partition_sizes(self: &Rc<Self>) -> Vec<(TopicPartition, u64)> {
+        let mut sizes = self.partition_sizes();
+        for shard in ShardId::all(self.count).filter(|s| *s != self.id) {
+            if let Some(more) = self.call(shard, ShardRequest::PartitionSizes).await {
+                sizes.extend(more);
+            }
+        }
+        sizes
+    }
+
     /// Every shard's metrics snapshot, this one's first.
     pub async fn gather_metrics(self: &Rc<Self>) -> Vec<MetricsSnapshot> {
         let mut snapshots = vec![self.metrics_snapshot()];
@@ -437,6 +461,11 @@ impl Shard {
 
     pub fn table(&self) -> std::cell::Ref<'_, ShardTable> {
         self.table.borrow()
+    }
+
+    /// Completes once metadata records were next applied to this shard's table.
+    pub fn table_changed(&self) -> crate::sync::Notified<'_> {
+        self.table_changed.notified()
     }
 
     fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
@@ -547,6 +576,12 @@ impl Shard {
     /// Applies metadata records to this shard's table and opens or removes the logs of the
     /// partitions this shard owns.
     async fn apply_local(self: &Rc<Self>, input: ApplyInput) -> Result<(), String> {
+        let applied = self.apply_records(input).await;
+        self.table_changed.notify_all();
+        applied
+    }
+
+    async fn apply_records(self: &Rc<Self>, input: ApplyInput) -> Result<(), String> {
         for (offset, entry) in (input.first..).zip(&input.records) {
             let Some(record) = entry else {
                 self.table.borrow_mut().skip(offset)?;
@@ -584,6 +619,12 @@ impl Shard {
             if topic.owner(partition) == Some(self.id) {
                 self.open_partition(topic, partition, change.added_are_new)
                     .await?;
+            }
+        }
+        for (topic, partition) in change.preferred_elected {
+            let tp = TopicPartition { topic, partition };
+            if let Some(replica) = self.replica_of(&tp) {
+                self.hand_to_preferred(&tp, &replica);
             }
         }
         for topic in change.reconfigured {

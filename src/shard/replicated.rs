@@ -259,7 +259,6 @@ impl Shard {
         if interval == 0 {
             return;
         }
-        let me = self.config.node_id;
         loop {
             let pause = runtime::sleep(Duration::from_millis(interval));
             if let Either::Right(_) = select(Box::pin(pause), Box::pin(stop.wait())).await {
@@ -276,17 +275,27 @@ impl Shard {
                 .map(|(tp, replica)| (tp.clone(), replica.clone()))
                 .collect();
             for (tp, replica) in leading {
-                let table = self.table();
-                let preferred = table
-                    .topic(&tp.topic)
-                    .and_then(|topic| topic.preferred_leader(tp.partition))
-                    .filter(|node| *node != me && !table.is_fenced(*node));
-                drop(table);
-                if let Some(preferred) = preferred.filter(|n| replica.in_sync().contains(n)) {
-                    tracing::info!(topic = %tp.topic, partition = %tp.partition, %preferred, "handing the partition back to its preferred leader");
-                    replica.transfer_to(preferred);
-                }
+                self.hand_to_preferred(&tp, &replica);
             }
+        }
+    }
+
+    /// Hands the leadership of `tp`, led here by `replica`, to its preferred leader when that
+    /// is another node, live and in sync (the balancer, and ElectLeaders).
+    pub(super) fn hand_to_preferred(&self, tp: &TopicPartition, replica: &Replica) {
+        if !replica.leads_in_term() {
+            return;
+        }
+        let me = self.config.node_id;
+        let table = self.table();
+        let preferred = table
+            .topic(&tp.topic)
+            .and_then(|topic| topic.preferred_leader(tp.partition))
+            .filter(|node| *node != me && !table.is_fenced(*node));
+        drop(table);
+        if let Some(preferred) = preferred.filter(|n| replica.in_sync().contains(n)) {
+            tracing::info!(topic = %tp.topic, partition = %tp.partition, %preferred, "handing the partition to its preferred leader");
+            replica.transfer_to(preferred);
         }
     }
 

@@ -151,6 +151,8 @@ pub struct TableChange {
     pub removed: Vec<(String, PartitionId, ShardId)>,
     /// Topics whose config changed.
     pub reconfigured: Vec<Rc<TopicEntry>>,
+    /// (topic, partition) whose leader is asked to hand over to the preferred leader.
+    pub preferred_elected: Vec<(String, PartitionId)>,
 }
 
 /// Per-shard copy of the cluster's topic table.
@@ -456,6 +458,11 @@ impl ShardTable {
                         entry.leaders.insert(*partition, reported);
                     }
                 });
+            }
+            MetadataRecord::PreferredLeaderElected { name, partition } => {
+                if self.topics.contains_key(name) {
+                    change.preferred_elected.push((name.clone(), *partition));
+                }
             }
             MetadataRecord::TopicConfigChanged { name, configs } => {
                 let defaults = self.defaults.clone();

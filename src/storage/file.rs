@@ -448,6 +448,21 @@ pub fn file_len(path: &Path) -> io::Result<Option<u64>> {
     }
 }
 
+/// The size of the file system holding `dir` and the bytes of it an unprivileged writer may
+/// still use, as `df` reports them (one `statvfs`, which reads no disk).
+pub fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    // SAFETY: `path` is a NUL-terminated string and `stats` a statvfs the call fills.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let block = stats.f_frsize as u64;
+    Ok((stats.f_blocks as u64 * block, stats.f_bavail as u64 * block))
+}
+
 /// Whether nothing (not even a dangling link) is at `path`.
 pub fn is_missing(path: &Path) -> bool {
     if let Some(disk) = sim_disk::disk_for(path) {

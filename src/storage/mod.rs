@@ -44,7 +44,7 @@ use crate::ids::Offset;
 
 pub use cache::BatchCache;
 pub use directory::{is_deletion_name, remove_dir};
-pub use file::{os_error, prime_device, sync_latencies};
+pub use file::{disk_space, os_error, prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};
 pub use log::{batch_meta, flush_lock_waits, stamp_batch, Log, LogConfig};
 pub use read_ahead::ReadAheadStats;

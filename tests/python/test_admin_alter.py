@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import ElectionType, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewPartitions,
     NewTopic,
@@ -181,3 +181,51 @@ def test_kafka_python_create_partitions_and_delete_records(broker, kp_admin, top
     cluster = kp_admin.describe_cluster()
     assert [b["broker_id"] for b in cluster["brokers"]] == [0]
     assert cluster["controller_id"] == 0
+
+
+def test_kafka_python_describe_log_dirs(broker, kp_admin, topic):
+    """DescribeLogDirs names the data directory, the bytes each partition holds there and the
+    file system's size; a partition asked for by name is the only one described."""
+    kp_admin.create_topics({topic: {"num_partitions": 2, "replication_factor": 1}},
+                           timeout_ms=TIMEOUT_S * 1000)
+    produce_values(broker, topic, [b"x" * 1000] * 20, partition=1).check(20)
+    [answer] = kp_admin.describe_log_dirs()
+    assert answer["broker"] == 0
+    [log_dir] = answer["log_dirs"]
+    assert log_dir["error_code"] == 0
+    assert os.path.samefile(log_dir["log_dir"], broker.data_dir)
+    assert 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"]
+    sizes = {p["partition_index"]: p["partition_size"]
+             for t in log_dir["topics"] if t["name"] == topic for p in t["partitions"]}
+    assert set(sizes) == {0, 1}
+    assert sizes[1] >= 20 * 1000 > sizes[0]
+    [answer] = kp_admin.describe_log_dirs({topic: [1]})
+    [log_dir] = answer["log_dirs"]
+    assert [(t["name"], [p["partition_index"] for p in t["partitions"]])
+            for t in log_dir["topics"]] == [(topic, [1])]
+
+
+def test_elect_leaders_on_a_single_node_needs_no_election(broker, kp_admin, topic):
+    """Every partition of a single node is led by its one replica: a preferred or unclean
+    election is ELECTION_NOT_NEEDED, an unknown partition UNKNOWN_TOPIC_OR_PARTITION.
+    (confluent-kafka 2.16's elect_leaders fails on keyword arguments, so it runs with its
+    default timeouts.)"""
+    ck_create(ck_admin(broker), topic, partitions=2)
+    admin = ck_admin(broker)
+    asked = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    for election in (ElectionType.PREFERRED, ElectionType.UNCLEAN):
+        result = admin.elect_leaders(election, asked)
+        errors = result.result(timeout=TIMEOUT_S)
+        assert {(tp.topic, tp.partition) for tp in errors} == {(topic, 0), (topic, 1)}
+        assert all(error.code() == KafkaError.ELECTION_NOT_NEEDED
+                   for error in errors.values()), errors
+    response = kp_admin.elect_leaders(0, {topic: [0, 7]}, raise_errors=False)
+    codes = {p.partition_id: p.error_code
+             for r in response.replica_election_results for p in r.partition_result}
+    assert codes == {0: 84, 7: 3}, "ELECTION_NOT_NEEDED, UNKNOWN_TOPIC_OR_PARTITION"
+    # Every partition (kafka-python names each, confluent-kafka none): none needed an
+    # election, so none is listed.
+    response = kp_admin.elect_leaders(0, None, raise_errors=False)
+    codes = {p.error_code for r in response.replica_election_results for p in r.partition_result}
+    assert response.error_code == 0 and codes == {84}
+    assert admin.elect_leaders(ElectionType.PREFERRED, None).result(timeout=TIMEOUT_S) == {}
