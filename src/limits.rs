@@ -157,6 +157,9 @@ pub const REPLICA_LAG_TIME_MAX_MS: u64 = 30_000;
 /// report did not get through.
 pub const LEADER_REPORT_RETRY_MS: u64 = 500;
 pub const REPLICATION_ELECTION_TICKS: usize = 10;
+/// The most partitions one DescribeTopicPartitions answer holds (Kafka's
+/// `max.request.partition.size.limit` default).
+pub const DESCRIBE_TOPIC_PARTITIONS_MAX: usize = 2000;
 /// How long a leader keeps handing its leadership to a preferred leader (ElectLeaders, the
 /// leader balancer) that has not taken it yet: ten election timeouts.
 pub const REPLICA_HAND_OVER_TICKS_MAX: u64 = 10 * REPLICATION_ELECTION_TICKS as u64;

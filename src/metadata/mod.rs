@@ -238,6 +238,11 @@ impl MetadataStore {
     pub async fn close(&self) -> Result<(), StorageError> {
         self.log.close().await
     }
+
+    /// The offset after the last durable record.
+    pub fn end_offset(&self) -> Offset {
+        self.log.durable_end_offset()
+    }
 }
 
 /// One metadata record as the value of a one-record batch (not yet stamped).

@@ -238,7 +238,8 @@ pub fn encode_response(
 }
 
 /// Sets a response's `throttle_time_ms` if its version has the field (Kafka added it to
-/// different APIs at different versions; the SASL responses never had it); whether it did.
+/// different APIs at different versions; the SASL responses and DescribeQuorum's never had
+/// it); whether it did.
 pub fn set_throttle_time(body: &mut ResponseKind, api_version: i16, throttle_ms: i32) -> bool {
     macro_rules! set {
         ($($variant:ident since $version:literal),* $(,)?) => {
@@ -262,6 +263,7 @@ pub fn set_throttle_time(body: &mut ResponseKind, api_version: i16, throttle_ms:
         OffsetDelete since 0, DescribeCluster since 0, DescribeUserScramCredentials since 0,
         AlterUserScramCredentials since 0, DescribeClientQuotas since 0,
         AlterClientQuotas since 0, ElectLeaders since 0, DescribeLogDirs since 0,
+        DescribeTopicPartitions since 0,
     )
 }
 
@@ -352,6 +354,10 @@ mod tests {
                 RequestKind::DescribeCluster(DescribeClusterRequest::default())
             }
             ApiKey::ElectLeaders => RequestKind::ElectLeaders(ElectLeadersRequest::default()),
+            ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(DescribeQuorumRequest::default()),
+            ApiKey::DescribeTopicPartitions => {
+                RequestKind::DescribeTopicPartitions(DescribeTopicPartitionsRequest::default())
+            }
             ApiKey::DescribeLogDirs => {
                 RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default())
             }
@@ -709,6 +715,8 @@ mod tests {
             AlterUserScramCredentials: AlterUserScramCredentialsResponse,
             DescribeCluster: DescribeClusterResponse,
             ElectLeaders: ElectLeadersResponse, DescribeLogDirs: DescribeLogDirsResponse,
+            DescribeQuorum: DescribeQuorumResponse,
+            DescribeTopicPartitions: DescribeTopicPartitionsResponse,
         );
         assert_eq!(
             responses.len(),
@@ -723,9 +731,13 @@ mod tests {
             for version in range.version_min..=range.version_max {
                 let mut response = response.clone();
                 let set = set_throttle_time(&mut response, version, 250);
-                let sasl = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
-                if version == range.version_max || sasl {
-                    assert_eq!(set, !sasl, "{api_key:?} v{version}");
+                // The SASL responses and DescribeQuorum's never had the field.
+                let never = matches!(
+                    api_key,
+                    ApiKey::SaslHandshake | ApiKey::SaslAuthenticate | ApiKey::DescribeQuorum
+                );
+                if version == range.version_max || never {
+                    assert_eq!(set, !never, "{api_key:?} v{version}");
                 }
                 if api_key == ApiKey::Metadata {
                     assert_eq!(set, version >= 3, "Metadata v{version}");

@@ -57,7 +57,8 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 /// - Admin: DeleteRecords 0-2 (kafka-python 2.x sends v0 only), OffsetForLeaderEpoch 2-4
 ///   (Kafka 4's floor), AlterConfigs 0-2, CreatePartitions 0-3, IncrementalAlterConfigs 0-1,
 ///   DescribeCluster 0-1 (v2 adds fenced brokers, which a single node does not have),
-///   ElectLeaders 0-2, DescribeLogDirs 1-4 (Kafka 4's floor).
+///   ElectLeaders 0-2, DescribeLogDirs 1-4 (Kafka 4's floor), DescribeQuorum 0-2,
+///   DescribeTopicPartitions 0.
 /// - FindCoordinator 0-4 answers this broker for groups; librdkafka also uses its presence as
 ///   the sign that a broker takes LZ4.
 /// - Classic consumer groups: JoinGroup 0-9, SyncGroup 0-5, Heartbeat 0-4, LeaveGroup 0-5,
@@ -105,7 +106,9 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::AlterClientQuotas, 0, 1),
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
     api(ApiKey::AlterUserScramCredentials, 0, 0),
+    api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The range the broker serves for `api_key`, or `None` when it does not serve that API.

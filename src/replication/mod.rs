@@ -21,5 +21,7 @@ mod sim_tests;
 pub mod window;
 
 pub use message::{Envelope, GroupId};
-pub use replica::{Committed, ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until};
+pub use replica::{
+    Committed, GroupState, ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until, VoterState,
+};
 pub use replicas::Replicas;

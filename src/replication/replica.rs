@@ -403,6 +403,54 @@ impl Replica {
             .collect()
     }
 
+    /// What this replica, if it leads, knows of its group (DescribeQuorum): its term, its
+    /// high watermark and, per voter, how far its log reaches and how long ago it was
+    /// heard from and had caught up with the commit point. None on a follower.
+    pub fn group_state(&self) -> Option<GroupState> {
+        let node = self.node.borrow();
+        let raft = &node.raft;
+        if raft.state != StateRole::Leader {
+            return None;
+        }
+        let window = self.window.borrow();
+        let now = self.ticks.get();
+        let followers = self.followers.borrow();
+        let ago = |tick: u64| (now - tick) * limits::REPLICATION_TICK_MS;
+        let mut voters: Vec<VoterState> = raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .map(|id| {
+                if id == raft.id {
+                    return VoterState {
+                        node: self.me,
+                        log_end: Some(window.end_offset()),
+                        heard_ms_ago: Some(0),
+                        caught_up_ms_ago: Some(0),
+                    };
+                }
+                let matched = raft.prs().get(id).map_or(0, |progress| progress.matched);
+                let in_window = (window.base_index()..=window.last_index()).contains(&matched);
+                let heard = followers.get(&id);
+                VoterState {
+                    node: node_of(id),
+                    log_end: in_window.then(|| window.end_of(matched)),
+                    heard_ms_ago: heard.map(|heard| ago(heard.at)),
+                    caught_up_ms_ago: heard.and_then(|heard| heard.caught_up_at.map(ago)),
+                }
+            })
+            .collect();
+        voters.sort_by_key(|voter| voter.node);
+        Some(GroupState {
+            leader: self.me,
+            term: raft.term,
+            high_watermark: self.partition.high_watermark(),
+            voters,
+        })
+    }
+
     /// Completes at the next change of the (term, leader) this replica knows, of whether it
     /// leads (or has committed in its term), or of the replicas in sync with it. Take it
     /// before reading the state it is to follow.
@@ -1361,6 +1409,26 @@ impl Replica {
 struct Heard {
     at: u64,
     caught_up_at: Option<u64>,
+}
+
+/// A Raft group as its leader knows it (see `Replica::group_state`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupState {
+    pub leader: NodeId,
+    pub term: u64,
+    pub high_watermark: Offset,
+    /// Every voter, by node id, the leader among them.
+    pub voters: Vec<VoterState>,
+}
+
+/// One voter of a group as its leader knows it; None where the leader does not know.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VoterState {
+    pub node: NodeId,
+    /// Where its log ends, as far as the leader knows it to match the leader's.
+    pub log_end: Option<Offset>,
+    pub heard_ms_ago: Option<u64>,
+    pub caught_up_ms_ago: Option<u64>,
 }
 
 /// A batch of an idempotent producer proposed earlier in the same step.

@@ -37,7 +37,7 @@ use crate::metadata::{
     PlacedReplica, METADATA_LOG_DIR,
 };
 use crate::partition;
-use crate::replication::{GroupId, ProposeError, Replica};
+use crate::replication::{GroupId, GroupState, ProposeError, Replica, VoterState};
 use crate::runtime::clock;
 use crate::storage::{self, BatchCache};
 use crate::sync::{Latch, Notify};
@@ -169,6 +169,28 @@ impl Controller {
         }
     }
 
+    /// The metadata quorum as this leader knows it: in a cluster its Raft group; a single
+    /// node is the one voter of its own log, in epoch 0.
+    fn quorum_state(&self) -> Option<GroupState> {
+        match &self.log {
+            MetadataLog::Quorum(quorum) => quorum.replica.group_state(),
+            MetadataLog::Local(store) => {
+                let end = store.end_offset();
+                Some(GroupState {
+                    leader: self.node,
+                    term: 0,
+                    high_watermark: end,
+                    voters: vec![VoterState {
+                        node: self.node,
+                        log_end: Some(end),
+                        heard_ms_ago: Some(0),
+                        caught_up_ms_ago: Some(0),
+                    }],
+                })
+            }
+        }
+    }
+
     /// The metadata group's replica in a cluster.
     pub fn replica(&self) -> Option<&Rc<Replica>> {
         match &self.log {
@@ -269,6 +291,7 @@ impl Controller {
                 node,
                 shutting_down,
             } => ControllerAnswer::Heartbeat(self.heartbeat(shard, node, shutting_down).await),
+            ControllerCall::DescribeQuorum => ControllerAnswer::Quorum(self.quorum_state()?),
         })
     }
 

@@ -25,6 +25,7 @@ use super::Shard;
 use crate::ids::{NodeId, ShardId};
 use crate::limits;
 use crate::metadata::BrokerRegistration;
+use crate::replication::GroupState;
 use crate::runtime;
 use crate::transport::{Address, Transport};
 
@@ -45,6 +46,8 @@ pub enum ControllerCall {
         node: NodeId,
         shutting_down: bool,
     },
+    /// The metadata quorum as its leader knows it (DescribeQuorum).
+    DescribeQuorum,
 }
 
 /// The controller's answer, one variant per kind of call.
@@ -56,6 +59,7 @@ pub enum ControllerAnswer {
     Registered(Result<(), String>),
     /// Err: the node is not registered (it registers again).
     Heartbeat(Result<(), String>),
+    Quorum(GroupState),
 }
 
 /// Payload kinds of forwarded calls (replication's payloads use kinds below 0x10).
@@ -208,6 +212,14 @@ impl Shard {
                 );
                 vec![unavailable; count]
             }
+        }
+    }
+
+    /// The metadata quorum as its leader knows it; None when no controller can be reached.
+    pub async fn describe_quorum(self: &Rc<Self>) -> Option<GroupState> {
+        match self.call_controller(ControllerCall::DescribeQuorum).await {
+            Some(ControllerAnswer::Quorum(state)) => Some(state),
+            _ => None,
         }
     }
 

@@ -229,3 +229,50 @@ def test_elect_leaders_on_a_single_node_needs_no_election(broker, kp_admin, topi
     codes = {p.error_code for r in response.replica_election_results for p in r.partition_result}
     assert response.error_code == 0 and codes == {84}
     assert admin.elect_leaders(ElectionType.PREFERRED, None).result(timeout=TIMEOUT_S) == {}
+
+
+def test_kafka_python_describe_metadata_quorum(broker, kp_admin):
+    """A single node is the one voter of its own metadata log: DescribeQuorum names it as
+    leader in epoch 0, its log end at the high watermark, reached through its listener."""
+    quorum = kp_admin.describe_metadata_quorum()
+    [topic] = quorum["topics"]
+    assert topic["topic_name"] == "__cluster_metadata"
+    [partition] = topic["partitions"]
+    assert partition["error"] is None, partition
+    assert (partition["leader_id"], partition["leader_epoch"]) == (0, 0)
+    assert partition["high_watermark"] > 0, "at least __consumer_offsets' creation"
+    [voter] = partition["current_voters"]
+    assert voter["replica_id"] == 0 and voter["log_end_offset"] == partition["high_watermark"]
+    assert partition["observers"] == []
+    [node] = quorum["nodes"]
+    assert node["node_id"] == 0 and node["listeners"][0]["port"] == broker.port
+
+
+def test_kafka_python_describe_topic_partitions_in_pages(kp_admin, topic):
+    """DescribeTopicPartitions (KIP-966) answers topics in name order, at most the asked
+    number of partitions per answer, with a cursor to the rest; unknown topics are named
+    with UNKNOWN_TOPIC_OR_PARTITION, and a cursor outside the named topics is refused."""
+    first, second, missing = f"{topic}-a", f"{topic}-b", f"{topic}-c"
+    kp_admin.create_topics({first: {"num_partitions": 3, "replication_factor": 1},
+                            second: {"num_partitions": 2, "replication_factor": 1}},
+                           timeout_ms=TIMEOUT_S * 1000)
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = kp_admin.describe_topic_partitions([second, missing, first],
+                                                  response_partition_limit=2, cursor=cursor)
+        pages += 1
+        for described in page["topics"]:
+            if described["error_code"]:
+                seen.append((described["name"], described["error_code"]))
+            for p in described["partitions"]:
+                assert p["error_code"] == 0 and p["leader_id"] == 0, p
+                assert p["replica_nodes"] == [0] and p["isr_nodes"] == [0], p
+                seen.append((described["name"], p["partition_index"]))
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3, "5 partitions, 2 per page (the unknown topic counts none)"
+    assert seen == [(first, 0), (first, 1), (first, 2), (second, 0), (second, 1), (missing, 3)]
+    refused = kp_admin.describe_topic_partitions(
+        [first], cursor={"topic_name": second, "partition_index": 0})
+    assert [t["error_code"] for t in refused["topics"]] == [42], "INVALID_REQUEST"

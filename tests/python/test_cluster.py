@@ -147,6 +147,19 @@ def in_sync(nodes: dict, leader: int, topic: str) -> list[int] | None:
     return sorted(found["in_sync"][topic][0]) if found and topic in found["in_sync"] else None
 
 
+def describe_quorum(bootstrap: str) -> dict:
+    """The metadata quorum's partition as kafka-python's describe_metadata_quorum reports it."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    try:
+        [topic] = admin.describe_metadata_quorum()["topics"]
+    finally:
+        admin.close()
+    assert topic["topic_name"] == "__cluster_metadata", topic
+    [partition] = topic["partitions"]
+    assert partition["error"] is None and partition["observers"] == [], partition
+    return partition
+
+
 def in_sync_everywhere(nodes: dict, topic: str, node: int) -> bool:
     """Whether every node reports `node` in sync on every partition of `topic`."""
     views = [view(nodes[asked]) for asked in NODES]
@@ -266,6 +279,15 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
         lambda: agreed_controller(cluster, survivors),
         what="the survivors electing another controller and fencing the killed node")
     assert successor in survivors
+    # DescribeQuorum, asked of either survivor, names the new controller as the quorum's
+    # leader, all three voters, and the killed node as not heard from in the new term.
+    for asked in survivors:
+        quorum = describe_quorum(cluster[asked].bootstrap)
+        assert quorum["leader_id"] == successor, quorum
+        voters = {voter["replica_id"]: voter for voter in quorum["current_voters"]}
+        assert sorted(voters) == list(NODES), quorum
+        assert voters[successor]["log_end_offset"] >= quorum["high_watermark"] > 0, quorum
+        assert voters[controller]["last_fetch_timestamp"] == -1, quorum
     # The killed node's partitions have no leader until it returns; the others keep theirs.
     unavailable = {p: (-1 if leader == controller else leader) for p, leader in placed.items()}
     wait_until(lambda: leaders(cluster, survivors, "kept") == unavailable,
@@ -283,6 +305,9 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
                what="all three listed again and naming one controller")
     wait_until(lambda: leaders(cluster, NODES, "kept") == placed,
                what="the returned node's partitions led by it again")
+    wait_until(lambda: all(voter["last_fetch_timestamp"] > 0 for voter in
+                           describe_quorum(cluster[controller].bootstrap)["current_voters"]),
+               what="the quorum's leader hearing from every voter")
     assert read_all(cluster[controller].bootstrap, "kept", 6, 300) == expected_values(6, 300)
 
 
@@ -655,8 +680,9 @@ def test_retention_moves_the_log_start_of_every_replica(broker_factory):
 def test_elect_leaders_hands_partitions_back_to_their_preferred_leaders(broker_factory):
     """With leader balancing off, partitions whose preferred leader stopped stay led elsewhere
     after it returns, until an operator elects the preferred leaders (confluent-kafka's
-    elect_leaders); a second election is not needed, an unclean one never is, and every node
-    describes its log directory with the topic's replicas in it (kafka-python)."""
+    elect_leaders); a second election is not needed, an unclean one never is,
+    DescribeTopicPartitions shows the preferred leaders, and every node describes its log
+    directory with the topic's replicas in it (kafka-python)."""
     nodes = start_cluster(broker_factory, balance_ms=0)
     wait_until(lambda: agreed_controller(nodes, NODES), what="the cluster formed")
     bootstrap = ",".join(nodes[node].bootstrap for node in NODES)
@@ -699,8 +725,15 @@ def test_elect_leaders_hands_partitions_back_to_their_preferred_leaders(broker_f
                      for p in r.partition_result]
             assert codes == [84, 84, 84], "ELECTION_NOT_NEEDED"
         described = kp_admin.describe_log_dirs()
+        # DescribeTopicPartitions (KIP-966) tells what Metadata tells: the preferred leaders,
+        # three replicas each, all in sync.
+        [topic] = kp_admin.describe_topic_partitions(["elected"])["topics"]
     finally:
         kp_admin.close()
+    partitions = {p["partition_index"]: p for p in topic["partitions"]}
+    assert {p: partitions[p]["leader_id"] for p in partitions} == placed
+    assert all(sorted(p["replica_nodes"]) == list(NODES) == sorted(p["isr_nodes"])
+               for p in partitions.values()), partitions
     assert sorted(answer["broker"] for answer in described) == list(NODES)
     for answer in described:
         [log_dir] = answer["log_dirs"]

@@ -112,33 +112,67 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     response
 }
 
+/// One partition as clients are told it (Metadata, DescribeTopicPartitions): a fenced node is
+/// neither its leader nor in sync, but offline.
+pub struct PartitionView {
+    /// -1 while no live leader is known (LEADER_NOT_AVAILABLE).
+    pub leader: BrokerId,
+    pub epoch: i32,
+    pub replicas: Vec<BrokerId>,
+    pub in_sync: Vec<BrokerId>,
+    pub offline: Vec<BrokerId>,
+}
+
+impl PartitionView {
+    pub fn of(topic: &TopicEntry, table: &ShardTable, index: PartitionId) -> PartitionView {
+        let broker = |node: NodeId| BrokerId(node.get());
+        let live = |node: &NodeId| !table.is_fenced(*node);
+        let nodes = topic.replicas(index).iter().map(|replica| replica.node);
+        let known = topic.leader(index);
+        PartitionView {
+            leader: known
+                .map(|(node, _)| node)
+                .filter(live)
+                .map_or(BrokerId(-1), broker),
+            epoch: known.map_or(0, |(_, epoch)| epoch.get()),
+            replicas: nodes.clone().map(broker).collect(),
+            in_sync: topic
+                .in_sync(index)
+                .into_iter()
+                .filter(live)
+                .map(broker)
+                .collect(),
+            offline: nodes.filter(|node| !live(node)).map(broker).collect(),
+        }
+    }
+
+    /// LEADER_NOT_AVAILABLE while no live leader is known, else none.
+    pub fn error_code(&self) -> i16 {
+        if self.leader.0 < 0 {
+            ResponseError::LeaderNotAvailable.code()
+        } else {
+            0
+        }
+    }
+}
+
 /// A topic's entry; fields newer than `version` stay at their defaults, because the crate
 /// refuses to encode a field its version lacks.
 fn describe_topic(topic: &TopicEntry, table: &ShardTable, version: i16) -> MetadataResponseTopic {
     let partitions = PartitionId::all(topic.partition_count())
         .map(|index| {
-            let broker = |node: NodeId| BrokerId(node.get());
-            let replicas = topic.replicas(index);
-            let live = |node: &NodeId| !table.is_fenced(*node);
-            let nodes = replicas.iter().map(|replica| replica.node);
-            let known = topic.leader(index);
-            let in_sync = topic.in_sync(index);
-            let leader = known.map(|(node, _)| node).filter(live);
-            let epoch = known.map_or(0, |(_, epoch)| epoch.get());
+            let view = PartitionView::of(topic, table, index);
             let mut partition = MetadataResponsePartition::default()
+                .with_error_code(view.error_code())
                 .with_partition_index(index.get())
-                .with_leader_id(leader.map_or(BrokerId(-1), broker))
-                .with_replica_nodes(nodes.clone().map(broker).collect())
-                .with_isr_nodes(in_sync.into_iter().filter(live).map(broker).collect());
-            if leader.is_none() {
-                partition.error_code = ResponseError::LeaderNotAvailable.code();
-            }
+                .with_leader_id(view.leader)
+                .with_replica_nodes(view.replicas)
+                .with_isr_nodes(view.in_sync);
             if version >= 5 {
-                let offline = nodes.filter(|node| !live(node)).map(broker).collect();
-                partition.offline_replicas = offline;
+                partition.offline_replicas = view.offline;
             }
             if version >= 7 {
-                partition.with_leader_epoch(epoch)
+                partition.with_leader_epoch(view.epoch)
             } else {
                 partition
             }
