@@ -85,6 +85,7 @@ fn fetch_response() -> FetchResponseData {
             log_start_offset: 0,
             records: vec![batch.clone(); 4],
             current_leader: None,
+            preferred_read_replica: None,
         })
         .collect();
     let topic = FetchTopic {

@@ -122,6 +122,12 @@ pub struct ServeArgs {
     /// [default: 300000].
     #[arg(long, env = "CORELOG_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
     pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// org.apache.kafka.common.replica.RackAwareReplicaSelector: a partition's leader sends a
+    /// consumer that names its rack (client.rack) to an in-sync replica in that rack, which
+    /// serves its fetches (KIP-392; replica.selector.class) [default: none: the leader
+    /// serves every fetch].
+    #[arg(long, env = "CORELOG_REPLICA_SELECTOR_CLASS")]
+    pub replica_selector_class: Option<String>,
     /// Create unknown topics on Metadata and Produce requests [default: true].
     #[arg(long, env = "CORELOG_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -241,6 +247,7 @@ pub struct FileConfig {
     broker_heartbeat_interval_ms: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
     leader_imbalance_check_interval_ms: Option<u64>,
+    replica_selector_class: Option<String>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     default_replication_factor: Option<i16>,
@@ -538,6 +545,10 @@ impl Config {
                 file.leader_imbalance_check_interval_ms,
                 300_000,
             ),
+            replica_selector_class: args
+                .replica_selector_class
+                .clone()
+                .or(file.replica_selector_class),
         })?;
         let config = Config {
             data_dir: absolute_data_dir(&data_dir)?,

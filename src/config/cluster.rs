@@ -23,7 +23,14 @@ pub struct ClusterConfig {
     /// How often a leader hands a partition back to its preferred leader once that is in
     /// sync again; 0: never.
     pub leader_balance_interval_ms: u64,
+    /// Whether a leader sends a consumer that names its rack to an in-sync replica in that
+    /// rack (KIP-392, `replica.selector.class`).
+    pub rack_aware_reads: bool,
 }
+
+/// Kafka's `replica.selector.class` that sends consumers to a replica in their rack.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
 
 /// What the cluster flags and file keys say, before resolving.
 #[derive(Debug, Clone)]
@@ -34,6 +41,7 @@ pub struct ClusterFlags {
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
     pub leader_balance_interval_ms: u64,
+    pub replica_selector_class: Option<String>,
 }
 
 impl ClusterConfig {
@@ -76,12 +84,21 @@ pub fn resolve(flags: &ClusterFlags) -> anyhow::Result<Option<ClusterConfig>> {
              listens ({own})"
         );
     }
+    let rack_aware_reads = match flags.replica_selector_class.as_deref() {
+        None | Some("") => false,
+        Some(RACK_AWARE_REPLICA_SELECTOR) => true,
+        Some(other) => bail!(
+            "--replica-selector-class {other:?} is not one corelog has: \
+             {RACK_AWARE_REPLICA_SELECTOR} or none"
+        ),
+    };
     Ok(Some(ClusterConfig {
         listen,
         voters,
         heartbeat_interval_ms: flags.heartbeat_interval_ms,
         session_timeout_ms: flags.session_timeout_ms,
         leader_balance_interval_ms: flags.leader_balance_interval_ms,
+        rack_aware_reads,
     }))
 }
 
@@ -129,14 +146,19 @@ mod tests {
         listen: Option<&str>,
         voters: Option<&str>,
     ) -> anyhow::Result<Option<ClusterConfig>> {
-        super::resolve(&ClusterFlags {
+        super::resolve(&flags(node, listen, voters))
+    }
+
+    fn flags(node: NodeId, listen: Option<&str>, voters: Option<&str>) -> ClusterFlags {
+        ClusterFlags {
             node,
             listen: listen.map(str::to_string),
             voters: voters.map(str::to_string),
             heartbeat_interval_ms: 2_000,
             session_timeout_ms: 9_000,
             leader_balance_interval_ms: 300_000,
-        })
+            replica_selector_class: None,
+        }
     }
 
     #[test]
@@ -158,15 +180,29 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        let slow_heartbeats = super::resolve(&ClusterFlags {
-            node: NodeId(1),
-            listen: Some("127.0.0.1:9101".into()),
-            voters: Some(voters.into()),
+        let node_1 = || flags(NodeId(1), Some("127.0.0.1:9101"), Some(voters));
+        let slow_heartbeats = ClusterFlags {
             heartbeat_interval_ms: 9_000,
-            session_timeout_ms: 9_000,
-            leader_balance_interval_ms: 300_000,
-        });
-        assert!(slow_heartbeats.unwrap_err().to_string().contains("below"));
+            ..node_1()
+        };
+        let refusal = super::resolve(&slow_heartbeats).unwrap_err().to_string();
+        assert!(refusal.contains("below"));
+        let unknown_selector = ClusterFlags {
+            replica_selector_class: Some("com.example.Nearest".into()),
+            ..node_1()
+        };
+        let refusal = super::resolve(&unknown_selector).unwrap_err().to_string();
+        assert!(refusal.contains("RackAwareReplicaSelector"));
+        let rack_aware = ClusterFlags {
+            replica_selector_class: Some(RACK_AWARE_REPLICA_SELECTOR.into()),
+            ..node_1()
+        };
+        assert!(
+            super::resolve(&rack_aware)
+                .unwrap()
+                .unwrap()
+                .rack_aware_reads
+        );
         assert!(refused(1, Some("127.0.0.1:9101"), None).contains("go together"));
         assert!(refused(3, Some("127.0.0.1:9103"), Some(voters)).contains("not in"));
         assert!(refused(1, Some("127.0.0.1:9999"), Some(voters)).contains("is not where"));

@@ -59,6 +59,11 @@ pub struct FetchInput {
     pub tp: TopicPartition,
     pub offset: Offset,
     pub max_bytes: usize,
+    /// A consumer that may read from a follower (Fetch v11+, KIP-392): a follower of a
+    /// replicated partition serves it up to the commit point it knows.
+    pub from_follower: bool,
+    /// Only the watermarks, no batches: the consumer is sent to another replica (KIP-392).
+    pub watermarks_only: bool,
 }
 
 #[derive(Debug, Clone, Default)]

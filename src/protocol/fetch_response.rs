@@ -6,9 +6,9 @@
 //! writer sends the chunks with one vectored write.
 //!
 //! Versions 4 to 12 are encoded; 12 is flexible (compact strings and arrays, unsigned varint
-//! lengths, tagged fields, response header v1). Aborted transactions are always null and the
-//! preferred read replica is always -1: the broker has neither transactions nor followers yet.
-//! From 12 a partition may carry its current leader (a tagged field, KIP-951's use of it).
+//! lengths, tagged fields, response header v1). Aborted transactions are always null: the
+//! broker has no transactions yet. From 11 a partition may name a preferred read replica
+//! (KIP-392), from 12 its current leader (a tagged field, KIP-951's use of it).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
@@ -61,6 +61,8 @@ pub struct FetchPartition {
     pub records: Vec<Bytes>,
     /// The leader id and epoch a NOT_LEADER_OR_FOLLOWER answer names (v12+), if known.
     pub current_leader: Option<(i32, i32)>,
+    /// The replica the consumer is to fetch from instead (v11+, KIP-392), if any.
+    pub preferred_read_replica: Option<i32>,
 }
 
 /// Where a run of record batches goes: after `header_end` bytes of the header buffer.
@@ -157,7 +159,7 @@ fn put_partition_head(buf: &mut BytesMut, version: i16, partition: &FetchPartiti
         buf.put_i32(-1);
     }
     if version >= 11 {
-        buf.put_i32(-1); // Preferred read replica: none.
+        buf.put_i32(partition.preferred_read_replica.unwrap_or(-1));
     }
 }
 
@@ -257,6 +259,7 @@ mod tests {
             log_start_offset: 10 + i64::from(index),
             records,
             current_leader: (index == 2).then_some((3, 7)),
+            preferred_read_replica: (index == 1).then_some(2),
         };
         FetchResponseData {
             throttle_time_ms: 17,
@@ -327,7 +330,12 @@ mod tests {
                 let log_start = if version >= 5 { q.log_start_offset } else { -1 };
                 assert_eq!(p.log_start_offset, log_start);
                 assert_eq!(p.aborted_transactions, None);
-                assert_eq!(p.preferred_read_replica.0, -1);
+                let preferred = if version >= 11 {
+                    q.preferred_read_replica.unwrap_or(-1)
+                } else {
+                    -1
+                };
+                assert_eq!(p.preferred_read_replica.0, preferred, "v{version}");
                 assert_eq!(p.records.as_ref(), Some(&concat(&q.records)), "v{version}");
                 let leader = &p.current_leader;
                 let named =

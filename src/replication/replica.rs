@@ -360,6 +360,11 @@ impl Replica {
         node.raft.state == StateRole::Leader && self.window.borrow().last_term() == node.raft.term
     }
 
+    /// The node this replica is on.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
     pub fn term(&self) -> u64 {
         self.node.borrow().raft.term
     }

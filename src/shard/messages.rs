@@ -140,10 +140,43 @@ macro_rules! routed {
 }
 
 routed!(
-    FetchInput => Fetch,
     ListOffsetsInput => ListOffsets,
     EpochEndInput => EpochEnd,
 );
+
+impl Routed for FetchInput {
+    fn request(self, reply: Reply<FetchOutput>) -> ShardRequest {
+        ShardRequest::Fetch(self, reply)
+    }
+
+    /// On the leader; on a follower too for a consumer that may read from one (KIP-392),
+    /// while the follower knows a leader: its partition's high watermark is the commit
+    /// point it knows, so it serves only committed batches. That point trails the leader's a
+    /// little, so an offset past it that the follower's log holds is answered with nothing
+    /// yet (the fetch waits), not OFFSET_OUT_OF_RANGE.
+    async fn run_on_replica(self, replica: Rc<Replica>) -> FetchOutput {
+        let partition = replica.partition().clone();
+        if replica.leads_in_term() {
+            return self.run(partition).await;
+        }
+        let follows = replica
+            .leader()
+            .is_some_and(|leader| leader != replica.me());
+        if !self.from_follower || !follows {
+            return Self::refused(ResponseError::NotLeaderOrFollower);
+        }
+        let high_watermark = partition.high_watermark();
+        if self.offset > high_watermark && self.offset <= partition.log_end_offset() {
+            return FetchOutput {
+                error_code: 0,
+                high_watermark,
+                log_start_offset: partition.log_start_offset(),
+                records: Vec::new(),
+            };
+        }
+        self.run(partition).await
+    }
+}
 
 impl Routed for ProduceInput {
     fn request(self, reply: Reply<ProduceOutput>) -> ShardRequest {

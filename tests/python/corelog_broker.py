@@ -14,11 +14,13 @@ status and the stderr tail if it already ended by itself, rather than restarting
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import struct
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -402,6 +404,14 @@ class Broker:
             "--admin-listen", "127.0.0.1:0",
             *self.extra_args,
         ]
+
+    def metrics(self) -> str:
+        """The text of this broker's /metrics, from the admin address its log names last."""
+        found = re.findall(r"admin listener serving /metrics admin=(\S+)",
+                           self.stderr_path.read_text(errors="replace"))
+        assert found, "the broker logged no admin address"
+        with urllib.request.urlopen(f"http://{found[-1]}/metrics", timeout=10) as answer:
+            return answer.read().decode()
 
     def stderr_text(self, tail_bytes: int = 64 * 1024) -> str:
         try:

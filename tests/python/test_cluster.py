@@ -216,19 +216,20 @@ def first_segment(broker, topic: str) -> int:
 
 def points_at(nodes: dict, asked: int, topic: str, leader: int) -> int | None:
     """The leader epoch `asked`, a replica that does not lead `topic`'s partition 0, names when
-    it refuses a produce and a fetch there, once it names `leader` (and, to the producer, its
-    address: KIP-951)."""
+    it refuses a produce there, once it names `leader` and its address (KIP-951). A consumer's
+    fetch (v11+) it serves itself, as Kafka's followers do (KIP-392)."""
     host, port = nodes[asked].host, nodes[asked].port
     produced = produce_v11_nothing(host, port, topic, 0)
+    if produced["error"] != KafkaError.NOT_LEADER_FOR_PARTITION:
+        return None
+    named = produced["current_leader"]
+    if named is None or named[0] != leader:
+        return None
+    if produced["endpoints"] != {leader: ("127.0.0.1", nodes[leader].port)}:
+        return None
     fetched = fetch_v12_nothing(host, port, topic, 0)
-    answers = (produced, fetched)
-    if any(answer["error"] != KafkaError.NOT_LEADER_FOR_PARTITION for answer in answers):
-        return None
-    named = {answer["current_leader"] for answer in answers}
-    if len(named) != 1 or produced["endpoints"] != {leader: ("127.0.0.1", nodes[leader].port)}:
-        return None
-    leader_and_epoch = named.pop()
-    return leader_and_epoch[1] if leader_and_epoch and leader_and_epoch[0] == leader else None
+    assert fetched == {"error": 0, "current_leader": None}, fetched
+    return named[1]
 
 
 def test_nodes_form_one_cluster_and_spread_partitions(cluster):
@@ -741,3 +742,60 @@ def test_elect_leaders_hands_partitions_back_to_their_preferred_leaders(broker_f
         sizes = {p["partition_index"]: p["partition_size"] for t in log_dir["topics"]
                  if t["name"] == "elected" for p in t["partitions"]}
         assert sorted(sizes) == [0, 1, 2] and all(size > 0 for size in sizes.values()), sizes
+
+
+RACK_AWARE = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
+
+
+def fetched_bytes(broker, topic: str) -> int:
+    """The record bytes `broker` served fetches of `topic`'s partition 0 with."""
+    line = f'corelog_partition_fetched_bytes_total{{topic="{topic}",partition="0",'
+    rows = broker.metrics().splitlines()
+    return sum(int(row.split()[-1]) for row in rows if row.startswith(line))
+
+
+def test_consumers_fetch_from_a_replica_in_their_rack(broker_factory):
+    """KIP-392: with the rack-aware replica selector, the leader sends a consumer that names
+    its rack (client.rack) to the in-sync replica in that rack, which serves every record;
+    the leader serves none. A consumer without a rack reads from the leader."""
+    racks = {1: "r1", 2: "r2", 3: "r3"}
+    nodes = start_cluster(broker_factory, racks=racks,
+                          extra=("--replica-selector-class", RACK_AWARE))
+    wait_until(lambda: agreed_controller(nodes, NODES), what="the cluster formed")
+    bootstrap = ",".join(nodes[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "nearby", 1, replication=3)
+    replicas = view(nodes[1])["replicas"]["nearby"]
+    placed = {0: replicas[0][0]}
+    wait_until(lambda: leaders(nodes, NODES, "nearby") == placed,
+               what="the partition led by its preferred leader")
+    leader = placed[0]
+    wait_until(lambda: in_sync_everywhere(nodes, "nearby", replicas[0][1])
+               and in_sync_everywhere(nodes, "nearby", replicas[0][2]),
+               what="every replica in sync")
+    produce(bootstrap, "nearby", 1, 500)
+    expected = expected_values(1, 500)[0]
+
+    near = next(node for node in NODES if node != leader)
+    consumer = ck_consumer(bootstrap, **{"client.rack": racks[near]})
+    try:
+        consumer.assign([TopicPartition("nearby", 0, OFFSET_BEGINNING)])
+        assert [r.value for r in ck_poll_records(consumer, 500)] == expected
+    finally:
+        consumer.close()
+    assert fetched_bytes(nodes[near], "nearby") > 500, "the replica in the consumer's rack"
+    assert fetched_bytes(nodes[leader], "nearby") == 0, "the leader only sent it there"
+    third = next(node for node in NODES if node not in (leader, near))
+    assert fetched_bytes(nodes[third], "nearby") == 0
+
+    # Without a rack, the leader serves.
+    assert read_all(bootstrap, "nearby", 1, 500) == {0: expected}
+    assert fetched_bytes(nodes[leader], "nearby") > 500
+
+    # A node that holds no replica refuses a fetch and names the leader (KIP-951, v12).
+    create_topic(bootstrap, "alone", 1, replication=1)
+    holder = wait_until(lambda: (led_by(nodes, NODES, "alone") or {}).get(0),
+                        what="the single-replica topic placed")
+    other = next(node for node in NODES if node != holder)
+    fetched = fetch_v12_nothing(nodes[other].host, nodes[other].port, "alone", 0)
+    assert fetched["error"] == KafkaError.NOT_LEADER_FOR_PARTITION, fetched
+    assert fetched["current_leader"][0] == holder, fetched

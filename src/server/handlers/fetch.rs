@@ -4,6 +4,13 @@
 //! it is larger than the limits, so that a consumer can always make progress. Each topic
 //! needs READ; the partitions of one that is denied answer TOPIC_AUTHORIZATION_FAILED. A
 //! partition answered NOT_LEADER_OR_FOLLOWER names the leader this node knows (v12+).
+//!
+//! Fetch from the closest replica (KIP-392, v11+): a follower of a replicated partition
+//! serves a consumer up to the commit point it knows; with
+//! `--replica-selector-class ...RackAwareReplicaSelector`, the leader answers a consumer that
+//! names its rack (client.rack), when the leader is in another rack, with no records and
+//! an in-sync replica of that rack as the preferred read replica, where the client then
+//! fetches.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -14,7 +21,7 @@ use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
 use super::brokers::known_leader;
-use crate::ids::{Offset, PartitionId};
+use crate::ids::{NodeId, Offset, PartitionId};
 use crate::limits;
 use crate::partition::{FetchInput, FetchOutput, TopicPartition};
 use crate::protocol::{FetchPartition, FetchResponseData, FetchTopic};
@@ -30,9 +37,9 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let denied = super::topics_denied(ctx, AclOperation::Read, names);
     loop {
         let response = read_once(ctx, &request, max_bytes, &denied).await;
-        let (bytes, has_error) = summarize(&response);
+        let (bytes, answer_now) = summarize(&response);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if bytes >= min_bytes || has_error || remaining.is_zero() {
+        if bytes >= min_bytes || answer_now || remaining.is_zero() {
             return response;
         }
         // Watch for data past what this read saw, not past the fetch offset: with some data
@@ -72,10 +79,29 @@ async fn read_once(
     max_bytes: usize,
     denied: &HashSet<String>,
 ) -> FetchResponseData {
+    let client_rack = request.rack_id.as_str().trim();
+    let redirects = ctx.api_version >= FROM_FOLLOWER_VERSION_MIN
+        && !client_rack.is_empty()
+        && ctx
+            .shard
+            .config
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.rack_aware_reads);
     let mut reads = Vec::new();
+    // Per partition, in request order, when the consumer may be sent elsewhere: the replica
+    // it is sent to instead. Nothing is allocated otherwise (the consumer hot path).
+    let mut closer = Vec::new();
     for topic in &request.topics {
         let allowed = !denied.contains(topic.topic.0.as_str());
         for partition in &topic.partitions {
+            let index = PartitionId(partition.partition);
+            let preferred = (redirects && allowed)
+                .then(|| closer_replica(ctx, topic.topic.0.as_str(), index, client_rack))
+                .flatten();
+            if redirects {
+                closer.push(preferred);
+            }
             let input = FetchInput {
                 tp: TopicPartition {
                     topic: topic.topic.0.to_string(),
@@ -83,6 +109,8 @@ async fn read_once(
                 },
                 offset: Offset(partition.fetch_offset),
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(max_bytes),
+                from_follower: ctx.api_version >= FROM_FOLLOWER_VERSION_MIN,
+                watermarks_only: preferred.is_some(),
             };
             reads.push(async move {
                 match allowed {
@@ -98,6 +126,7 @@ async fn read_once(
         }
     }
     let mut outputs = join_all(reads).await.into_iter();
+    let mut closer = closer.into_iter();
     let mut budget = Budget {
         remaining: max_bytes,
         nothing_yet: true,
@@ -113,10 +142,18 @@ async fn read_once(
                 .iter()
                 .map(|p| {
                     let output = outputs.next().unwrap_or_default();
+                    let index = PartitionId(p.partition);
+                    let preferred = if redirects {
+                        closer.next().flatten()
+                    } else {
+                        None
+                    };
                     let mut data = partition_data(p.partition, output, &mut budget);
+                    if data.error_code == 0 {
+                        data.preferred_read_replica = preferred.map(|node| node.get());
+                    }
                     if names_leader && data.error_code == ResponseError::NotLeaderOrFollower.code()
                     {
-                        let index = PartitionId(p.partition);
                         data.current_leader = known_leader(ctx, topic.topic.0.as_str(), index)
                             .map(|(leader, epoch)| (leader.get(), epoch.get()));
                     }
@@ -133,6 +170,41 @@ async fn read_once(
 
 /// The first version whose partitions may name their current leader.
 const CURRENT_LEADER_VERSION_MIN: i16 = 12;
+/// The first version a consumer may fetch from a follower with (KIP-392).
+const FROM_FOLLOWER_VERSION_MIN: i16 = 11;
+
+/// The replica a consumer in `rack` is to fetch `topic`'s `partition` from instead of this
+/// node: when this node leads it in another rack, an in-sync live replica in `rack` (the
+/// lowest node id of them, so that a consumer keeps going to the same one).
+fn closer_replica(
+    ctx: &RequestContext,
+    topic: &str,
+    partition: PartitionId,
+    rack: &str,
+) -> Option<NodeId> {
+    let me = ctx.shard.config.node_id;
+    if ctx.shard.config.rack.as_deref() == Some(rack) {
+        return None;
+    }
+    let table = ctx.shard.table();
+    let entry = table.topic(topic)?;
+    let (leader, _) = entry.leader(partition)?;
+    if leader != me {
+        return None;
+    }
+    let in_rack = |node: NodeId| {
+        table
+            .brokers()
+            .any(|broker| broker.node == node && broker.rack.as_deref() == Some(rack))
+    };
+    let mut candidates: Vec<NodeId> = entry
+        .in_sync(partition)
+        .into_iter()
+        .filter(|node| *node != me && !table.is_fenced(*node) && in_rack(*node))
+        .collect();
+    candidates.sort_unstable();
+    candidates.first().copied()
+}
 
 /// The response-wide byte budget. The first batch of the response always fits.
 struct Budget {
@@ -158,6 +230,7 @@ fn partition_data(index: i32, output: FetchOutput, budget: &mut Budget) -> Fetch
         log_start_offset: output.log_start_offset.get(),
         records,
         current_leader: None,
+        preferred_read_replica: None,
     }
 }
 
@@ -166,10 +239,13 @@ pub fn record_bytes(response: &FetchResponseData) -> usize {
     summarize(response).0
 }
 
+/// The record bytes of a response, and whether it is to be answered without waiting for
+/// more: a partition has an error or sends the consumer to another replica.
 fn summarize(response: &FetchResponseData) -> (usize, bool) {
     let partitions = response.topics.iter().flat_map(|t| t.partitions.iter());
-    partitions.fold((0, false), |(bytes, error), p| {
+    partitions.fold((0, false), |(bytes, answer_now), p| {
         let size: usize = p.records.iter().map(Bytes::len).sum();
-        (bytes + size, error || p.error_code != 0)
+        let redirected = p.preferred_read_replica.is_some();
+        (bytes + size, answer_now || p.error_code != 0 || redirected)
     })
 }
