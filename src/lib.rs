@@ -6,6 +6,7 @@
 pub mod acl_cli;
 pub mod bench;
 pub mod client;
+pub mod cluster_cli;
 pub mod config;
 pub mod fuzzing;
 pub mod group;

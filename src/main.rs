@@ -45,6 +45,8 @@ enum Command {
     /// Set and list client quotas (produce and fetch byte rates, request time) over the
     /// Kafka protocol.
     Quota(corelog::quota_cli::QuotaArgs),
+    /// Look at a cluster: nodes, controller, metadata quorum and partition health.
+    Cluster(corelog::cluster_cli::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::User(args) => corelog::user_cli::run(&args),
         Command::Acl(args) => corelog::acl_cli::run(&args),
         Command::Quota(args) => corelog::quota_cli::run(&args),
+        Command::Cluster(args) => corelog::cluster_cli::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
-//! corelog's own small Kafka client, shared by `corelog bench`, `corelog topic` and
-//! `corelog group`.
+//! corelog's own small Kafka client, shared by `corelog bench` and the admin commands
+//! (`corelog topic`, `group`, `cluster`, ...).
 //!
 //! `frame` speaks the wire (frames, headers, correlation ids) over any async byte stream;
 //! `admin` is a blocking control-plane client over one TCP connection on the calling thread
@@ -8,6 +8,7 @@
 
 pub mod acls;
 pub mod admin;
+pub mod cluster;
 pub mod frame;
 pub mod groups;
 pub mod quotas;

@@ -565,8 +565,8 @@ impl Replica {
     /// proposals, brings `to` up to date and tells it to campaign at once). A transfer
     /// raft-rs gave up on (its message to `to` lost, say: it ends after an election timeout)
     /// is asked again; waiting for `to` to be streamed to, not probed or sent a snapshot,
-    /// keeps the pause short.
-    /// Nothing happens on a follower, or when `to` is not a voter of the group.
+    /// keeps the pause short. Nothing happens on a follower, or when `to` is not a voter of
+    /// the group.
     pub fn transfer_to(&self, to: NodeId) {
         let until = self.ticks.get() + limits::REPLICA_HAND_OVER_TICKS_MAX;
         self.handing_to.set(Some((to, until)));
@@ -1501,8 +1501,6 @@ async fn read_from(log: &Log, start: Offset) -> Result<Vec<Bytes>, StorageError>
     }
 }
 
-/// The voter other than the leader, heard from within the last election timeout, whose log
-/// matches the leader's furthest (None on a follower, or with no such voter).
 /// Whether the leader streams its entries to the replica on `to`, which answered lately:
 /// it is at most the entries in flight behind, and catches up at once once proposals pause.
 fn is_streaming_to(node: &RawNode<WindowStorage>, to: NodeId) -> bool {
@@ -1511,6 +1509,8 @@ fn is_streaming_to(node: &RawNode<WindowStorage>, to: NodeId) -> bool {
     })
 }
 
+/// The voter other than the leader, heard from within the last election timeout, whose log
+/// matches the leader's furthest (None on a follower, or with no such voter).
 fn most_caught_up_follower(node: &RawNode<WindowStorage>) -> Option<u64> {
     let raft = &node.raft;
     if raft.state != StateRole::Leader {

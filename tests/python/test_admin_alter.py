@@ -4,6 +4,7 @@ and what producers, consumers and kcat then see."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from kafka.admin import ConfigResourceType, KafkaAdminClient, NewPartitions as K
 
 from clients import DeliveryLog, ck_consume, ck_consumer, ck_flush, ck_producer, kp_consume, \
     wait_until
+from security_setup import corelog
 
 TIMEOUT_S = 20
 
@@ -276,3 +278,16 @@ def test_kafka_python_describe_topic_partitions_in_pages(kp_admin, topic):
     refused = kp_admin.describe_topic_partitions(
         [first], cursor={"topic_name": second, "partition_index": 0})
     assert [t["error_code"] for t in refused["topics"]] == [42], "INVALID_REQUEST"
+
+
+def test_cluster_status_of_a_single_node(broker, topic):
+    """`corelog cluster status` shows a single node as a cluster of one: live, the one voter,
+    the controller, leading every partition."""
+    ck_create(ck_admin(broker), topic, partitions=3)
+    status = json.loads(corelog("cluster", "status", "--brokers", broker.bootstrap,
+                                "--json").stdout)
+    assert status["controller"] == status["quorum_leader"] == 0, status
+    [node] = status["nodes"]
+    assert node["live"] and node["voter"] and node["metadata_lag"] == 0, node
+    assert node["leads"] == node["replicas"] == status["partitions"] >= 3, status
+    assert status["under_replicated"] == [] and status["offline"] == [], status

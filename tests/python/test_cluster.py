@@ -10,6 +10,7 @@ directly (`metadata_v1`), since a client may ask any broker it knows.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -147,6 +148,11 @@ def in_sync(nodes: dict, leader: int, topic: str) -> list[int] | None:
     return sorted(found["in_sync"][topic][0]) if found and topic in found["in_sync"] else None
 
 
+def cluster_status(bootstrap: str) -> dict:
+    """What `corelog cluster status --json` says, asked of `bootstrap`."""
+    return json.loads(corelog("cluster", "status", "--brokers", bootstrap, "--json").stdout)
+
+
 def describe_quorum(bootstrap: str) -> dict:
     """The metadata quorum's partition as kafka-python's describe_metadata_quorum reports it."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
@@ -280,6 +286,21 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
         lambda: agreed_controller(cluster, survivors),
         what="the survivors electing another controller and fencing the killed node")
     assert successor in survivors
+    # The killed node's partitions have no leader until it returns; the others keep theirs.
+    unavailable = {p: (-1 if leader == controller else leader) for p, leader in placed.items()}
+    wait_until(lambda: leaders(cluster, survivors, "kept") == unavailable,
+               what="the killed node's partitions reported without a leader")
+    # `corelog cluster status` shows the killed voter down, the new controller leading the
+    # quorum, and the killed node's partitions offline.
+    status = cluster_status(cluster[survivors[0]].bootstrap)
+    by_node = {node["node"]: node for node in status["nodes"]}
+    assert sorted(by_node) == list(NODES), status
+    assert not by_node[controller]["live"] and by_node[controller]["voter"], status
+    assert all(by_node[node]["live"] and by_node[node]["voter"] for node in survivors), status
+    assert status["controller"] == status["quorum_leader"] == successor, status
+    lost = {f"kept-{p}" for p, leader in placed.items() if leader == controller}
+    assert lost and lost <= set(status["offline"]), status
+    assert status["under_replicated"], "__consumer_offsets has a replica on the killed node"
     # DescribeQuorum, asked of either survivor, names the new controller as the quorum's
     # leader, all three voters, and the killed node as not heard from in the new term.
     for asked in survivors:
@@ -289,10 +310,6 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
         assert sorted(voters) == list(NODES), quorum
         assert voters[successor]["log_end_offset"] >= quorum["high_watermark"] > 0, quorum
         assert voters[controller]["last_fetch_timestamp"] == -1, quorum
-    # The killed node's partitions have no leader until it returns; the others keep theirs.
-    unavailable = {p: (-1 if leader == controller else leader) for p, leader in placed.items()}
-    wait_until(lambda: leaders(cluster, survivors, "kept") == unavailable,
-               what="the killed node's partitions reported without a leader")
     create_topic(cluster[survivors[0]].bootstrap, "after-failover", 3)
     wait_until(lambda: leaders(cluster, survivors, "after-failover"),
                what="the survivors knowing the topic created after the failover")
@@ -309,6 +326,12 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
     wait_until(lambda: all(voter["last_fetch_timestamp"] > 0 for voter in
                            describe_quorum(cluster[controller].bootstrap)["current_voters"]),
                what="the quorum's leader hearing from every voter")
+    status = cluster_status(cluster[controller].bootstrap)
+    assert all(node["live"] and node["voter"] for node in status["nodes"]), status
+    assert status["offline"] == [] and status["partitions"] >= 6 + 3, status
+    assert sum(node["leads"] for node in status["nodes"]) == status["partitions"], status
+    table = corelog("cluster", "status", "--brokers", cluster[controller].bootstrap).stdout
+    assert "metadata quorum: leader" in table and "offline: 0" in table, table
     assert read_all(cluster[controller].bootstrap, "kept", 6, 300) == expected_values(6, 300)
 
 

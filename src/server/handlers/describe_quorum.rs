@@ -35,7 +35,9 @@ pub async fn handle(
     let mut response = DescribeQuorumResponse::default();
     if !ctx.authorize_cluster(AclOperation::Describe) {
         response.error_code = ResponseError::ClusterAuthorizationFailed.code();
-        response.error_message = Some(str_bytes("not authorized to describe the cluster"));
+        if ctx.api_version >= 2 {
+            response.error_message = Some(str_bytes("not authorized to describe the cluster"));
+        }
         return response;
     }
     let asks_quorum = request.topics.iter().all(|topic| {
@@ -60,7 +62,7 @@ pub async fn handle(
                 .partitions
                 .iter()
                 .map(|asked| match (&state, refusal) {
-                    (Some(state), None) => partition(state, asked.partition_index),
+                    (Some(state), None) => partition(state, asked.partition_index, ctx.api_version),
                     (_, refusal) => {
                         let error = refusal.unwrap_or(ResponseError::UnknownServerError);
                         PartitionData::default()
@@ -77,21 +79,29 @@ pub async fn handle(
                 .with_partitions(partitions)
         })
         .collect();
-    if let Some(state) = &state {
+    // Fields newer than the request's version stay at their defaults: the crate refuses to
+    // encode them.
+    if let Some(state) = state.as_ref().filter(|_| ctx.api_version >= 2) {
         response.nodes = nodes(ctx, state);
     }
     response
 }
 
-fn partition(state: &GroupState, index: i32) -> PartitionData {
+/// The quorum's partition; the voters' contact times from v1.
+fn partition(state: &GroupState, index: i32, version: i16) -> PartitionData {
     let now = clock::now_ms();
     let at = |ago: Option<u64>| ago.map_or(-1, |ago| now - i64::try_from(ago).unwrap_or(now));
     let voter = |voter: &VoterState| {
-        ReplicaState::default()
+        let described = ReplicaState::default()
             .with_replica_id(BrokerId(voter.node.get()))
-            .with_log_end_offset(voter.log_end.map_or(-1, |end| end.get()))
-            .with_last_fetch_timestamp(at(voter.heard_ms_ago))
-            .with_last_caught_up_timestamp(at(voter.caught_up_ms_ago))
+            .with_log_end_offset(voter.log_end.map_or(-1, |end| end.get()));
+        if version >= 1 {
+            described
+                .with_last_fetch_timestamp(at(voter.heard_ms_ago))
+                .with_last_caught_up_timestamp(at(voter.caught_up_ms_ago))
+        } else {
+            described
+        }
     };
     PartitionData::default()
         .with_partition_index(index)

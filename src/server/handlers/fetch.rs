@@ -197,13 +197,11 @@ fn closer_replica(
             .brokers()
             .any(|broker| broker.node == node && broker.rack.as_deref() == Some(rack))
     };
-    let mut candidates: Vec<NodeId> = entry
+    entry
         .in_sync(partition)
         .into_iter()
         .filter(|node| *node != me && !table.is_fenced(*node) && in_rack(*node))
-        .collect();
-    candidates.sort_unstable();
-    candidates.first().copied()
+        .min()
 }
 
 /// The response-wide byte budget. The first batch of the response always fits.

@@ -1,0 +1,123 @@
+//! The cluster over the Kafka protocol: DescribeCluster (the brokers clients are told about
+//! and the active controller) and DescribeQuorum (the metadata quorum as its leader knows
+//! it), for `corelog cluster status`.
+
+use anyhow::anyhow;
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::{DescribeClusterRequest, DescribeQuorumRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use serde::Serialize;
+
+use super::admin::{kafka_error, Admin};
+
+/// Served by Kafka 2.8 to 4.x (v1 adds the endpoint type).
+const DESCRIBE_CLUSTER_VERSION: i16 = 0;
+/// v1 adds the voters' last fetch and caught-up times; served by Kafka 3.3 to 4.x.
+const DESCRIBE_QUORUM_VERSION: i16 = 1;
+
+/// What DescribeCluster tells.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterInfo {
+    pub cluster_id: String,
+    /// -1 when none is known.
+    pub controller: i32,
+    /// By node id.
+    pub brokers: Vec<BrokerInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerInfo {
+    pub node: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// The metadata quorum as DescribeQuorum tells it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuorumInfo {
+    pub leader: i32,
+    pub epoch: i32,
+    pub high_watermark: i64,
+    /// By node id.
+    pub voters: Vec<VoterInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VoterInfo {
+    pub node: i32,
+    /// -1 when the leader does not know it.
+    pub log_end_offset: i64,
+    /// Milliseconds since the epoch; -1 when the leader has not heard from it.
+    pub last_fetch_timestamp: i64,
+    pub last_caught_up_timestamp: i64,
+}
+
+impl Admin {
+    pub fn describe_cluster(&mut self) -> anyhow::Result<ClusterInfo> {
+        let response =
+            self.request(&DescribeClusterRequest::default(), DESCRIBE_CLUSTER_VERSION)?;
+        if response.error_code != 0 {
+            let message = response.error_message.as_deref();
+            return Err(kafka_error(
+                "describe cluster",
+                response.error_code,
+                message,
+            ));
+        }
+        let mut brokers: Vec<BrokerInfo> = response
+            .brokers
+            .iter()
+            .map(|broker| BrokerInfo {
+                node: broker.broker_id.0,
+                host: broker.host.to_string(),
+                port: broker.port,
+                rack: broker.rack.as_ref().map(|rack| rack.to_string()),
+            })
+            .collect();
+        brokers.sort_by_key(|broker| broker.node);
+        Ok(ClusterInfo {
+            cluster_id: response.cluster_id.to_string(),
+            controller: response.controller_id.0,
+            brokers,
+        })
+    }
+
+    pub fn describe_quorum(&mut self) -> anyhow::Result<QuorumInfo> {
+        let partition = PartitionData::default().with_partition_index(0);
+        let topic = TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![partition]);
+        let request = DescribeQuorumRequest::default().with_topics(vec![topic]);
+        let response = self.request(&request, DESCRIBE_QUORUM_VERSION)?;
+        if response.error_code != 0 {
+            return Err(kafka_error("describe quorum", response.error_code, None));
+        }
+        let partition = response
+            .topics
+            .into_iter()
+            .flat_map(|topic| topic.partitions)
+            .next()
+            .ok_or_else(|| anyhow!("DescribeQuorum answered no partition"))?;
+        if partition.error_code != 0 {
+            return Err(kafka_error("describe quorum", partition.error_code, None));
+        }
+        let mut voters: Vec<VoterInfo> = partition
+            .current_voters
+            .iter()
+            .map(|voter| VoterInfo {
+                node: voter.replica_id.0,
+                log_end_offset: voter.log_end_offset,
+                last_fetch_timestamp: voter.last_fetch_timestamp,
+                last_caught_up_timestamp: voter.last_caught_up_timestamp,
+            })
+            .collect();
+        voters.sort_by_key(|voter| voter.node);
+        Ok(QuorumInfo {
+            leader: partition.leader_id.0,
+            epoch: partition.leader_epoch,
+            high_watermark: partition.high_watermark,
+            voters,
+        })
+    }
+}
