@@ -5,13 +5,15 @@
 use anyhow::anyhow;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{DescribeClusterRequest, DescribeQuorumRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Request, StrBytes};
 use serde::Serialize;
 
 use super::admin::{kafka_error, Admin};
 
 /// Served by Kafka 2.8 to 4.x (v1 adds the endpoint type).
 const DESCRIBE_CLUSTER_VERSION: i16 = 0;
+/// Lists fenced brokers too when asked; served by Kafka 4.0 on and corelog.
+const DESCRIBE_CLUSTER_FENCED_VERSION: i16 = 2;
 /// v1 adds the voters' last fetch and caught-up times; served by Kafka 3.3 to 4.x.
 const DESCRIBE_QUORUM_VERSION: i16 = 1;
 
@@ -31,6 +33,8 @@ pub struct BrokerInfo {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Registered, but not heard from within its session (known from v2 only).
+    pub fenced: bool,
 }
 
 /// The metadata quorum as DescribeQuorum tells it.
@@ -54,9 +58,20 @@ pub struct VoterInfo {
 }
 
 impl Admin {
+    /// The brokers, fenced ones too where the broker serves DescribeCluster v2.
     pub fn describe_cluster(&mut self) -> anyhow::Result<ClusterInfo> {
-        let response =
-            self.request(&DescribeClusterRequest::default(), DESCRIBE_CLUSTER_VERSION)?;
+        let fenced_too = self
+            .served_range(DescribeClusterRequest::KEY)
+            .is_some_and(|(_, max)| max >= DESCRIBE_CLUSTER_FENCED_VERSION);
+        let (request, version) = if fenced_too {
+            let request = DescribeClusterRequest::default()
+                .with_endpoint_type(1)
+                .with_include_fenced_brokers(true);
+            (request, DESCRIBE_CLUSTER_FENCED_VERSION)
+        } else {
+            (DescribeClusterRequest::default(), DESCRIBE_CLUSTER_VERSION)
+        };
+        let response = self.request(&request, version)?;
         if response.error_code != 0 {
             let message = response.error_message.as_deref();
             return Err(kafka_error(
@@ -73,6 +88,7 @@ impl Admin {
                 host: broker.host.to_string(),
                 port: broker.port,
                 rack: broker.rack.as_ref().map(|rack| rack.to_string()),
+                fenced: broker.is_fenced,
             })
             .collect();
         brokers.sort_by_key(|broker| broker.node);

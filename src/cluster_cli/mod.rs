@@ -1,6 +1,6 @@
 //! `corelog cluster status`: one look at a cluster over the Kafka protocol, in the spirit of
-//! `rpk cluster health` and `kafka-metadata-quorum.sh describe`: every node (live brokers
-//! from DescribeCluster, voters from DescribeQuorum, so that a fenced voter shows too), the
+//! `rpk cluster health` and `kafka-metadata-quorum.sh describe`: every node (brokers from
+//! DescribeCluster, fenced ones too where v2 is served, and voters from DescribeQuorum), the
 //! active controller, the metadata quorum's leader, epoch and high watermark, per node the
 //! partitions it leads and holds and how far its metadata log lags, and the partitions
 //! under-replicated (fewer in sync than replicas) or offline (no leader). A table for people,
@@ -64,10 +64,11 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
     pub node: i32,
-    /// HOST:PORT clients reach it at; None for a voter that is not a live broker.
+    /// HOST:PORT clients reach it at; None for a voter the broker did not describe (one
+    /// not registered, or fenced where DescribeCluster v2 is not served).
     pub address: Option<String>,
     pub rack: Option<String>,
-    /// It serves clients (DescribeCluster lists it: registered and not fenced).
+    /// It serves clients: registered and not fenced.
     pub live: bool,
     pub voter: bool,
     /// Metadata log entries it is behind the quorum's high watermark (voters the leader
@@ -105,7 +106,7 @@ fn assemble(cluster: ClusterInfo, quorum: QuorumInfo, topics: &[TopicInfo], now:
             .or_insert_with(|| blank(broker.node));
         status.address = Some(format!("{}:{}", broker.host, broker.port));
         status.rack = broker.rack.clone();
-        status.live = true;
+        status.live = !broker.fenced;
     }
     for voter in &quorum.voters {
         let status = nodes.entry(voter.node).or_insert_with(|| blank(voter.node));

@@ -56,7 +56,7 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 /// - InitProducerId 0-4: idempotent producers only; v5 implies transactions V2 (KIP-890).
 /// - Admin: DeleteRecords 0-2 (kafka-python 2.x sends v0 only), OffsetForLeaderEpoch 2-4
 ///   (Kafka 4's floor), AlterConfigs 0-2, CreatePartitions 0-3, IncrementalAlterConfigs 0-1,
-///   DescribeCluster 0-1 (v2 adds fenced brokers, which a single node does not have),
+///   DescribeCluster 0-2,
 ///   ElectLeaders 0-2, DescribeLogDirs 1-4 (Kafka 4's floor), DescribeQuorum 0-2,
 ///   DescribeTopicPartitions 0.
 /// - FindCoordinator 0-4 answers this broker for groups; librdkafka also uses its presence as
@@ -107,7 +107,7 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
     api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::DescribeQuorum, 0, 2),
-    api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::DescribeCluster, 0, 2),
     api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 

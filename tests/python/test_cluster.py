@@ -296,6 +296,8 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
     by_node = {node["node"]: node for node in status["nodes"]}
     assert sorted(by_node) == list(NODES), status
     assert not by_node[controller]["live"] and by_node[controller]["voter"], status
+    # Registered but fenced (DescribeCluster v2): its address is still known.
+    assert by_node[controller]["address"] == cluster[controller].bootstrap, status
     assert all(by_node[node]["live"] and by_node[node]["voter"] for node in survivors), status
     assert status["controller"] == status["quorum_leader"] == successor, status
     lost = {f"kept-{p}" for p, leader in placed.items() if leader == controller}

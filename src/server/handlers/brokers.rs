@@ -1,7 +1,8 @@
 //! The brokers a client is told about (Metadata, DescribeCluster, FindCoordinator): on a
-//! single node just this one; in a cluster every registered node that is not fenced, each at
-//! the address of the listener the client came in on (as Kafka answers per listener name),
-//! with this node always among them (it answers, so it is alive, registered or not yet).
+//! single node just this one; in a cluster every registered node that is not fenced (or, for
+//! DescribeCluster v2 when asked, fenced ones too), each at the address of the listener the
+//! client came in on (as Kafka answers per listener name), with this node always among them
+//! (it answers, so it is alive, registered or not yet).
 
 use std::collections::BTreeMap;
 
@@ -15,14 +16,29 @@ pub struct Broker {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Registered, but the controller has not heard from it within its session.
+    pub fenced: bool,
 }
 
-/// Every broker, by node id.
+/// Every live broker, by node id.
 pub fn brokers(ctx: &RequestContext) -> Vec<Broker> {
+    registered(ctx, false)
+}
+
+/// Every registered broker, fenced ones included, by node id.
+pub fn brokers_and_fenced(ctx: &RequestContext) -> Vec<Broker> {
+    registered(ctx, true)
+}
+
+fn registered(ctx: &RequestContext, with_fenced: bool) -> Vec<Broker> {
     let listener = &ctx.listener().config;
     let mut brokers = BTreeMap::new();
     let table = ctx.shard.table();
-    for registration in table.brokers().filter(|b| !table.is_fenced(b.node)) {
+    for registration in table.brokers() {
+        let fenced = table.is_fenced(registration.node);
+        if fenced && !with_fenced {
+            continue;
+        }
         let endpoint = registration
             .endpoints
             .iter()
@@ -33,6 +49,7 @@ pub fn brokers(ctx: &RequestContext) -> Vec<Broker> {
                 host: endpoint.host.clone(),
                 port: endpoint.port,
                 rack: registration.rack.clone(),
+                fenced,
             };
             brokers.insert(registration.node, broker);
         }
@@ -46,6 +63,7 @@ pub fn brokers(ctx: &RequestContext) -> Vec<Broker> {
             host: listener.advertised_host.clone(),
             port: listener.advertised_port,
             rack: ctx.shard.config.rack.clone(),
+            fenced: false,
         },
     );
     brokers.into_values().collect()

@@ -1,7 +1,8 @@
-//! DescribeCluster: the cluster id, the active controller and the brokers. A broker
-//! answers only for the broker endpoint type; asking it for controllers is refused as Kafka
-//! does (MISMATCHED_ENDPOINT_TYPE). Anyone may ask, as in Kafka; the authorized operations
-//! (KIP-430) are reported only to a principal with DESCRIBE on the cluster, 0 to others.
+//! DescribeCluster: the cluster id, the active controller and the brokers (from v2, fenced
+//! ones too when asked, marked so). A broker answers only for the broker endpoint type;
+//! asking it for controllers is refused as Kafka does (MISMATCHED_ENDPOINT_TYPE). Anyone may
+//! ask, as in Kafka; the authorized operations (KIP-430) are reported only to a principal
+//! with DESCRIBE on the cluster, 0 to others.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -22,7 +23,12 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
         response.error_message = Some(str_bytes("this endpoint serves brokers only"));
         return response;
     }
-    let brokers = brokers::brokers(ctx)
+    let brokers = if ctx.api_version >= 2 && request.include_fenced_brokers {
+        brokers::brokers_and_fenced(ctx)
+    } else {
+        brokers::brokers(ctx)
+    };
+    let brokers = brokers
         .into_iter()
         .map(|broker| {
             DescribeClusterBroker::default()
@@ -30,6 +36,7 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
                 .with_host(str_bytes(broker.host))
                 .with_port(broker.port)
                 .with_rack(broker.rack.map(str_bytes))
+                .with_is_fenced(broker.fenced)
         })
         .collect();
     let controller = ctx.shard.controller_node().map_or(-1, |node| node.get());
