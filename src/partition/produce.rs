@@ -18,8 +18,15 @@ use crate::storage::{stamp_batch, AppendTicket, Settled, StorageError};
 
 impl Partition {
     /// Appends one produce payload and answers when it is durable (acks 1 and -1) or at once
-    /// (acks 0, which the connection does not answer).
+    /// (acks 0, which the connection does not answer). Such a partition has one replica, so
+    /// acks=all with `min.insync.replicas` above 1 is NOT_ENOUGH_REPLICAS, as Kafka answers
+    /// for a topic of fewer replicas than that.
     pub async fn produce(self: &Rc<Self>, input: ProduceInput) -> ProduceOutput {
+        if input.acks == -1 && self.min_insync_replicas() > 1 {
+            let wanted = self.min_insync_replicas();
+            let message = format!("one replica in sync, fewer than min.insync.replicas={wanted}");
+            return self.error(ResponseError::NotEnoughReplicas, &message);
+        }
         let staged = match self.append(input.records) {
             Ok(staged) => staged,
             Err(output) => return output,

@@ -291,3 +291,17 @@ def test_cluster_status_of_a_single_node(broker, topic):
     assert node["live"] and node["voter"] and node["metadata_lag"] == 0, node
     assert node["leads"] == node["replicas"] == status["partitions"] >= 3, status
     assert status["under_replicated"] == [] and status["offline"] == [], status
+
+
+def test_min_insync_replicas_above_one_refuses_acks_all_on_one_replica(broker, topic):
+    """A partition of a single node has one replica: with min.insync.replicas=2, acks=all is
+    NOT_ENOUGH_REPLICAS, as Kafka answers for a topic of fewer replicas; acks=1 is taken."""
+    ck_create(ck_admin(broker), topic, config={"min.insync.replicas": "2"})
+
+    def produce_once(acks: str) -> DeliveryLog:
+        return produce_values(broker, topic, [b"x"], acks=acks, retries=0,
+                              **{"enable.idempotence": False})
+
+    refused = produce_once("all")
+    assert [err.code() for err, _ in refused.failed] == [KafkaError.NOT_ENOUGH_REPLICAS]
+    produce_once("1").check(1)
