@@ -11,9 +11,7 @@
 use kafka_protocol::messages::describe_quorum_response::{
     Listener, Node, PartitionData, ReplicaState, TopicData,
 };
-use kafka_protocol::messages::{
-    BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, DescribeQuorumRequest, DescribeQuorumResponse};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
@@ -44,15 +42,13 @@ pub async fn handle(
         topic.topic_name.0.as_str() == METADATA_TOPIC
             && topic.partitions.iter().all(|p| p.partition_index == 0)
     });
-    let state = if asks_quorum {
-        ctx.shard.describe_quorum().await
-    } else {
-        None
-    };
-    let refusal = match (&state, asks_quorum) {
-        (_, false) => Some(ResponseError::UnknownTopicOrPartition),
-        (None, true) => Some(ResponseError::NotLeaderOrFollower),
-        (Some(_), true) => None,
+    let answer = match asks_quorum {
+        false => Err(ResponseError::UnknownTopicOrPartition),
+        true => ctx
+            .shard
+            .describe_quorum()
+            .await
+            .ok_or(ResponseError::NotLeaderOrFollower),
     };
     response.topics = request
         .topics
@@ -61,27 +57,24 @@ pub async fn handle(
             let partitions = topic
                 .partitions
                 .iter()
-                .map(|asked| match (&state, refusal) {
-                    (Some(state), None) => partition(state, asked.partition_index, ctx.api_version),
-                    (_, refusal) => {
-                        let error = refusal.unwrap_or(ResponseError::UnknownServerError);
-                        PartitionData::default()
-                            .with_partition_index(asked.partition_index)
-                            .with_error_code(error.code())
-                            .with_leader_id(BrokerId(-1))
-                            .with_leader_epoch(-1)
-                            .with_high_watermark(-1)
-                    }
+                .map(|asked| match &answer {
+                    Ok(state) => partition(state, asked.partition_index, ctx.api_version),
+                    Err(error) => PartitionData::default()
+                        .with_partition_index(asked.partition_index)
+                        .with_error_code(error.code())
+                        .with_leader_id(BrokerId(-1))
+                        .with_leader_epoch(-1)
+                        .with_high_watermark(-1),
                 })
                 .collect();
             TopicData::default()
-                .with_topic_name(TopicName(str_bytes(topic.topic_name.0.to_string())))
+                .with_topic_name(topic.topic_name.clone())
                 .with_partitions(partitions)
         })
         .collect();
     // Fields newer than the request's version stay at their defaults: the crate refuses to
     // encode them.
-    if let Some(state) = state.as_ref().filter(|_| ctx.api_version >= 2) {
+    if let Some(state) = answer.as_ref().ok().filter(|_| ctx.api_version >= 2) {
         response.nodes = nodes(ctx, state);
     }
     response
