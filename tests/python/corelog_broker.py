@@ -524,3 +524,37 @@ class Broker:
 
     def partition_dir(self, topic: str, partition: int) -> Path:
         return self.data_dir / f"{topic}-{partition}"
+
+
+DESCRIBE_QUORUM_KEY = 55
+
+
+def describe_quorum_v0(host: str, port: int, timeout_s: float = 5.0) -> dict:
+    """Ask exactly this broker DescribeQuorum v0 (no contact times, no nodes) for
+    `__cluster_metadata` partition 0 and return {"error", "partition_error", "leader",
+    "epoch", "high_watermark", "voters": {node: log end}, "observers": count}."""
+    body = _uvarint(2) + _compact_string("__cluster_metadata")
+    body += _uvarint(2) + struct.pack(">i", 0) + _uvarint(0)  # partition 0, its tags
+    body += _uvarint(0) + _uvarint(0)  # topic tags, request tags
+    reader = _flexible_request(host, port, DESCRIBE_QUORUM_KEY, 0, body, timeout_s)
+    answer = {"error": reader.take(">h")}
+
+    def read_partition(reader: _Reader) -> dict:
+        _index, error, leader, epoch, high_watermark = reader.take(">ihiiq")
+        voters = {}
+        for _ in range(reader.uvarint() - 1):
+            node, log_end = reader.take(">iq")
+            reader.tags()
+            voters[node] = log_end
+        observers = reader.uvarint() - 1
+        for _ in range(max(observers, 0)):
+            reader.take(">iq")
+            reader.tags()
+        reader.tags()
+        return {"partition_error": error, "leader": leader, "epoch": epoch,
+                "high_watermark": high_watermark, "voters": voters, "observers": observers}
+
+    answer.update(_last_partition(reader, read_partition) or {})
+    reader.tags()
+    assert reader.at == len(reader.body), "the whole v0 body read, nothing of v1 or v2"
+    return answer

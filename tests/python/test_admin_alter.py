@@ -21,6 +21,7 @@ from kafka.admin import ConfigResourceType, KafkaAdminClient, NewPartitions as K
 
 from clients import DeliveryLog, ck_consume, ck_consumer, ck_flush, ck_producer, kp_consume, \
     wait_until
+from corelog_broker import describe_quorum_v0
 from security_setup import corelog
 
 TIMEOUT_S = 20
@@ -248,6 +249,11 @@ def test_kafka_python_describe_metadata_quorum(broker, kp_admin):
     assert partition["observers"] == []
     [node] = quorum["nodes"]
     assert node["node_id"] == 0 and node["listeners"][0]["port"] == broker.port
+    # v0 carries neither the contact times (v1) nor the nodes (v2).
+    v0 = describe_quorum_v0(broker.host, broker.port)
+    assert v0 == {"error": 0, "partition_error": 0, "leader": 0, "epoch": 0,
+                  "high_watermark": partition["high_watermark"],
+                  "voters": {0: partition["high_watermark"]}, "observers": 0}, v0
 
 
 def test_kafka_python_describe_topic_partitions_in_pages(kp_admin, topic):
