@@ -17,6 +17,11 @@ use crate::protocol::record_batch;
 use crate::storage::StorageError;
 
 impl Partition {
+    /// Batches from `input.offset` below the high watermark. An offset past the high
+    /// watermark that the log holds is answered with nothing yet (the fetch waits), as Kafka
+    /// answers below the log end: a follower's high watermark trails the leader's, so a
+    /// consumer sent there (KIP-392) may ask for one. Past the log end, or below its start,
+    /// is OFFSET_OUT_OF_RANGE.
     pub async fn fetch(&self, input: FetchInput) -> FetchOutput {
         let mut output = FetchOutput {
             error_code: 0,
@@ -33,6 +38,9 @@ impl Partition {
                 metrics::add(&self.metrics.fetched_bytes, bytes as u64);
                 output.records = records;
             }
+            Err(StorageError::OffsetOutOfRange { .. })
+                if input.offset > output.high_watermark
+                    && input.offset <= self.log_end_offset() => {}
             Err(StorageError::OffsetOutOfRange { .. }) => {
                 output.error_code = ResponseError::OffsetOutOfRange.code()
             }

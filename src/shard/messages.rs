@@ -151,30 +151,18 @@ impl Routed for FetchInput {
 
     /// On the leader; on a follower too for a consumer that may read from one (KIP-392),
     /// while the follower knows a leader: its partition's high watermark is the commit
-    /// point it knows, so it serves only committed batches. That point trails the leader's a
-    /// little, so an offset past it that the follower's log holds is answered with nothing
-    /// yet (the fetch waits), not OFFSET_OUT_OF_RANGE.
+    /// point it knows, so it serves only committed batches (see `Partition::fetch` for an
+    /// offset past that point).
     async fn run_on_replica(self, replica: Rc<Replica>) -> FetchOutput {
-        let partition = replica.partition().clone();
-        if replica.leads_in_term() {
-            return self.run(partition).await;
-        }
-        let follows = replica
-            .leader()
-            .is_some_and(|leader| leader != replica.me());
-        if !self.from_follower || !follows {
+        let follows = || {
+            let leader = replica.leader();
+            leader.is_some_and(|leader| leader != replica.me())
+        };
+        let serves = replica.leads_in_term() || (self.from_follower && follows());
+        if !serves {
             return Self::refused(ResponseError::NotLeaderOrFollower);
         }
-        let high_watermark = partition.high_watermark();
-        if self.offset > high_watermark && self.offset <= partition.log_end_offset() {
-            return FetchOutput {
-                error_code: 0,
-                high_watermark,
-                log_start_offset: partition.log_start_offset(),
-                records: Vec::new(),
-            };
-        }
-        self.run(partition).await
+        self.run(replica.partition().clone()).await
     }
 }
 
