@@ -156,6 +156,10 @@ pub const REPLICA_LAG_TIME_MAX_MS: u64 = 30_000;
 /// A replicated partition's new leader tells the controller again after this long when its
 /// report did not get through.
 pub const LEADER_REPORT_RETRY_MS: u64 = 500;
+/// How often a shard looks at the partitions it leads that are being reassigned (besides
+/// every change of its metadata): each is handed its target, and a reached target is
+/// reported to the controller.
+pub const REASSIGNMENT_CHECK_MS: u64 = 200;
 pub const REPLICATION_ELECTION_TICKS: usize = 10;
 /// The most partitions one DescribeTopicPartitions answer holds (Kafka's
 /// `max.request.partition.size.limit` default).

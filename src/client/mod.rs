@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod frame;
 pub mod groups;
 pub mod quotas;
+pub mod reassignments;
 pub mod security;
 pub mod topics;
 pub mod users;

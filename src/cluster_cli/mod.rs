@@ -6,8 +6,15 @@
 //! under-replicated (fewer in sync than replicas) or offline (no leader). A table for people,
 //! JSON with `--json`. It works against any KRaft broker; a single corelog node shows as a
 //! cluster of one.
+//!
+//! `reassign`, `reassignments` and `decommission` move replicas between nodes (see
+//! `reassign`).
+
+pub mod reassign;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -34,6 +41,49 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move a partition's replicas to other nodes (or change their number), or cancel a
+    /// move in progress; or every move of a plan file as kafka-reassign-partitions.sh
+    /// writes it ({"partitions": [{"topic", "partition", "replicas"}]}).
+    Reassign {
+        #[arg(long, requires = "partition", conflicts_with = "plan")]
+        topic: Option<String>,
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
+        /// The node ids of the new replicas, the preferred leader first: 2,3,4.
+        #[arg(long, value_delimiter = ',', required_unless_present_any = ["cancel", "plan"])]
+        replicas: Option<Vec<i32>>,
+        /// Cancel the partition's move: its replicas go back to what they were.
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
+        #[arg(long = "reassignment-json-file", value_name = "FILE")]
+        plan: Option<PathBuf>,
+        /// Wait until the moves are complete.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+    /// The reassignments in progress.
+    Reassignments {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every replica off a node (to live nodes in other racks, least loaded first), so
+    /// that it can be stopped for good.
+    Decommission {
+        #[arg(long)]
+        node: i32,
+        /// Print the moves without making them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until the moves are complete.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
 }
 
 pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
@@ -42,6 +92,56 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
         ClusterCommand::Status { json } => {
             let status = status(&mut admin)?;
             print_status(&status, *json)
+        }
+        ClusterCommand::Reassign {
+            topic,
+            partition,
+            replicas,
+            cancel,
+            plan,
+            wait,
+            timeout_s,
+        } => {
+            let targets = match (plan, topic, partition) {
+                (Some(plan), _, _) => reassign::read_plan(plan)?,
+                (None, Some(topic), Some(partition)) => {
+                    vec![reassign::PartitionTarget {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        replicas: replicas.clone().filter(|_| !cancel),
+                    }]
+                }
+                _ => anyhow::bail!("name a partition (--topic, --partition) or a plan file"),
+            };
+            let wait = wait.then(|| Duration::from_secs(*timeout_s));
+            reassign::submit(&mut admin, &targets, wait)
+        }
+        ClusterCommand::Reassignments { json } => {
+            let ongoing = admin.list_reassignments()?;
+            reassign::print_ongoing(&ongoing, *json)
+        }
+        ClusterCommand::Decommission {
+            node,
+            dry_run,
+            wait,
+            timeout_s,
+        } => {
+            let cluster = admin.describe_cluster()?;
+            let topics = admin.topics(None)?;
+            let plan = reassign::drain_plan(*node, &cluster, &topics)?;
+            if plan.is_empty() {
+                println!("node {node} holds no replica");
+                return Ok(());
+            }
+            if *dry_run {
+                for target in &plan {
+                    let replicas = target.replicas.as_deref().unwrap_or_default();
+                    println!("{}-{}: {replicas:?}", target.topic, target.partition);
+                }
+                return Ok(());
+            }
+            let wait = wait.then(|| Duration::from_secs(*timeout_s));
+            reassign::submit(&mut admin, &plan, wait)
         }
     }
 }

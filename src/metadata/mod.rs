@@ -80,6 +80,21 @@ pub enum MetadataRecord {
         name: String,
         partition: PartitionId,
     },
+    /// A replicated partition's replicas are being changed (AlterPartitionReassignments), or
+    /// the change completed or was cancelled (KRaft's PartitionChangeRecord with adding and
+    /// removing replicas): `replicas` are every node holding a replica now, the target's
+    /// first (the first of them the preferred leader), then those `removing`, which leave
+    /// once the group's voters are the target; `adding` are the target's nodes that join.
+    /// Both empty: the partition is not being reassigned.
+    PartitionReplicasChanged {
+        name: String,
+        partition: PartitionId,
+        replicas: Vec<PlacedReplica>,
+        #[serde(default)]
+        adding: Vec<NodeId>,
+        #[serde(default)]
+        removing: Vec<NodeId>,
+    },
     /// A partition of a single node changed owner (the shard count shrank between runs).
     PartitionMoved {
         name: String,

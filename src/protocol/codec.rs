@@ -263,7 +263,8 @@ pub fn set_throttle_time(body: &mut ResponseKind, api_version: i16, throttle_ms:
         OffsetDelete since 0, DescribeCluster since 0, DescribeUserScramCredentials since 0,
         AlterUserScramCredentials since 0, DescribeClientQuotas since 0,
         AlterClientQuotas since 0, ElectLeaders since 0, DescribeLogDirs since 0,
-        DescribeTopicPartitions since 0,
+        DescribeTopicPartitions since 0, AlterPartitionReassignments since 0,
+        ListPartitionReassignments since 0,
     )
 }
 
@@ -357,6 +358,12 @@ mod tests {
             ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(DescribeQuorumRequest::default()),
             ApiKey::DescribeTopicPartitions => {
                 RequestKind::DescribeTopicPartitions(DescribeTopicPartitionsRequest::default())
+            }
+            ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+                AlterPartitionReassignmentsRequest::default(),
+            ),
+            ApiKey::ListPartitionReassignments => {
+                RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
             }
             ApiKey::DescribeLogDirs => {
                 RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default())
@@ -717,6 +724,8 @@ mod tests {
             ElectLeaders: ElectLeadersResponse, DescribeLogDirs: DescribeLogDirsResponse,
             DescribeQuorum: DescribeQuorumResponse,
             DescribeTopicPartitions: DescribeTopicPartitionsResponse,
+            AlterPartitionReassignments: AlterPartitionReassignmentsResponse,
+            ListPartitionReassignments: ListPartitionReassignmentsResponse,
         );
         assert_eq!(
             responses.len(),

@@ -58,7 +58,7 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 ///   (Kafka 4's floor), AlterConfigs 0-2, CreatePartitions 0-3, IncrementalAlterConfigs 0-1,
 ///   DescribeCluster 0-2,
 ///   ElectLeaders 0-2, DescribeLogDirs 1-4 (Kafka 4's floor), DescribeQuorum 0-2,
-///   DescribeTopicPartitions 0.
+///   DescribeTopicPartitions 0, AlterPartitionReassignments 0-1, ListPartitionReassignments 0.
 /// - FindCoordinator 0-4 answers this broker for groups; librdkafka also uses its presence as
 ///   the sign that a broker takes LZ4.
 /// - Classic consumer groups: JoinGroup 0-9, SyncGroup 0-5, Heartbeat 0-4, LeaveGroup 0-5,
@@ -101,6 +101,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::AlterPartitionReassignments, 0, 1),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeClientQuotas, 0, 1),
     api(ApiKey::AlterClientQuotas, 0, 1),

@@ -5,6 +5,7 @@
 //! - `window`: raft-rs's view of the log (an index window over the partition's batches) and
 //!   the durable anchor beside it;
 //! - `replica`: one group's replica, a `RawNode` driven on the partition's shard;
+//! - `membership`: the steps that move a group's voters to a target (reassignment);
 //! - `replicas`: a shard's replicas, their one timer and the dispatch of peers' payloads;
 //! - `message`: what replicas send each other over the `transport`.
 //!
@@ -13,6 +14,7 @@
 
 pub mod entries;
 mod logger;
+pub mod membership;
 pub mod message;
 pub mod replica;
 pub mod replicas;
@@ -20,6 +22,7 @@ pub mod replicas;
 mod sim_tests;
 pub mod window;
 
+pub use membership::Membership;
 pub use message::{Envelope, GroupId};
 pub use replica::{
     Committed, GroupState, ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until, VoterState,

@@ -26,7 +26,7 @@
 //! Per-shard: a replica lives on the shard that owns its partition.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -41,6 +41,7 @@ use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use super::entries;
 use super::logger;
+use super::membership::{self, Membership, Step};
 use super::message::{Copied, Envelope, GroupId};
 use super::window::{decode_position, Anchor, Window, WindowStorage};
 use crate::ids::{NodeId, Offset};
@@ -88,7 +89,8 @@ impl Default for ReplicaConfig {
 pub struct ReplicaSpec {
     pub group: GroupId,
     pub me: NodeId,
-    /// The group's voters when it is first created (the anchor keeps them after).
+    /// The group's voters when it is first created (the anchor keeps them after); none for
+    /// a replica joining an existing group, which waits for the leader to add it.
     pub voters: Vec<NodeId>,
     /// Where each other replica of the group lives.
     pub peers: HashMap<NodeId, Address>,
@@ -190,7 +192,7 @@ struct Pending {
 pub struct Replica {
     group: GroupId,
     me: NodeId,
-    peers: HashMap<NodeId, Address>,
+    peers: RefCell<HashMap<NodeId, Address>>,
     transport: Rc<dyn Transport>,
     config: ReplicaConfig,
     node: RefCell<RawNode<WindowStorage>>,
@@ -229,6 +231,8 @@ pub struct Replica {
     /// On the leader: the node its leadership is being handed to, until which tick (see
     /// `transfer_to`).
     handing_to: Cell<Option<(NodeId, u64)>>,
+    /// On the leader: the voters the group is being moved to (see `reconfigure`).
+    reconfiguring: RefCell<Option<BTreeSet<NodeId>>>,
     stopped: Cell<bool>,
 }
 
@@ -294,7 +298,7 @@ impl Replica {
         let replica = Rc::new(Replica {
             group: spec.group,
             me: spec.me,
-            peers: spec.peers,
+            peers: RefCell::new(spec.peers),
             transport,
             config,
             node: RefCell::new(node),
@@ -319,6 +323,7 @@ impl Replica {
             followers: RefCell::default(),
             snapshots_installed: Cell::new(0),
             handing_to: Cell::new(None),
+            reconfiguring: RefCell::new(None),
             stopped: Cell::new(false),
         });
         replica.draw_election_timeout();
@@ -329,7 +334,25 @@ impl Replica {
 
     /// Whether the group has replicas besides this one (it can hand its leadership over).
     pub fn has_peers(&self) -> bool {
-        !self.peers.is_empty()
+        !self.peers.borrow().is_empty()
+    }
+
+    /// Where the other replicas of the group live, now that they changed (a reassignment).
+    pub fn set_peers(&self, peers: HashMap<NodeId, Address>) {
+        *self.peers.borrow_mut() = peers;
+    }
+
+    /// The group's members as the configuration this replica applied has them.
+    pub fn membership(&self) -> Membership {
+        Membership::of(self.window.borrow().conf_state())
+    }
+
+    /// Has a leader move the group's voters to `target` by membership changes, one committed
+    /// step at a time (see `membership`), until they are the target or another target is
+    /// given. Nothing happens on a follower.
+    pub fn reconfigure(&self, target: BTreeSet<NodeId>) {
+        *self.reconfiguring.borrow_mut() = Some(target);
+        self.wake.notify_all();
     }
 
     pub fn group(&self) -> GroupId {
@@ -674,6 +697,7 @@ impl Replica {
                     node.transfer_leader(raft_id(to));
                 }
             }
+            self.step_membership(node);
         });
         let mut accepted = HashMap::new();
         for (batch, answer, confirmed) in pending.proposals {
@@ -682,6 +706,56 @@ impl Replica {
         for (to, id, from, end) in pending.copy_requests {
             let replica = self.clone();
             runtime::spawn_local(replica.serve_copy(to, id, from, end)).detach();
+        }
+    }
+
+    /// Takes the next step towards the voters of `reconfigure`, if this replica leads, has
+    /// committed in its term and no change is pending (raft-rs takes one at a time). A
+    /// learner becomes a voter once the leader streams to it and it caught up with the
+    /// commit point within the last election timeout.
+    fn step_membership(&self, node: &mut RawNode<WindowStorage>) {
+        let step = {
+            let reconfiguring = self.reconfiguring.borrow();
+            let Some(target) = reconfiguring.as_ref() else {
+                return;
+            };
+            let raft = &node.raft;
+            let log = &raft.raft_log;
+            let serving =
+                raft.state == StateRole::Leader && log.term(log.committed).ok() == Some(raft.term);
+            if !serving || raft.has_pending_conf() {
+                return;
+            }
+            let conf = Membership::of(&raft.prs().conf().to_conf_state());
+            let now = self.ticks.get();
+            let recent = self.config.election_ticks as u64;
+            let followers = self.followers.borrow();
+            let caught_up = |learner: NodeId| {
+                let heard = followers.get(&raft_id(learner));
+                let caught_up_at = heard.and_then(|heard| heard.caught_up_at);
+                is_streaming_to(node, learner) && caught_up_at.is_some_and(|at| now - at <= recent)
+            };
+            membership::next_step(&conf, self.me, target, caught_up)
+        };
+        match step {
+            Step::Wait => {}
+            Step::Done => *self.reconfiguring.borrow_mut() = None,
+            Step::HandOver(voters) => {
+                let to = voters
+                    .into_iter()
+                    .find(|voter| is_streaming_to(node, *voter));
+                if let Some(to) = to.filter(|_| node.raft.lead_transferee.is_none()) {
+                    tracing::info!(group = self.group, %to, "handing the leadership to a voter of the new configuration");
+                    node.transfer_leader(raft_id(to));
+                }
+            }
+            Step::Propose(change) => {
+                let group = self.group;
+                match node.propose_conf_change(Vec::new(), change.clone()) {
+                    Ok(()) => tracing::info!(group, ?change, "membership change proposed"),
+                    Err(error) => tracing::debug!(group, %error, "membership change not proposed"),
+                }
+            }
         }
     }
 
@@ -966,7 +1040,7 @@ impl Replica {
     fn send(&self, messages: Vec<Message>) {
         for message in messages {
             let to = message.to;
-            let Some(address) = self.peers.get(&node_of(to)) else {
+            let Some(address) = self.peers.borrow().get(&node_of(to)).copied() else {
                 continue;
             };
             if message.get_msg_type() == MessageType::MsgSnapshot {
@@ -974,7 +1048,7 @@ impl Replica {
                 self.wake.notify_all();
             }
             let envelope = Envelope::Raft(self.group, Box::new(message));
-            self.transport.send(*address, envelope.encode());
+            self.transport.send(address, envelope.encode());
         }
     }
 
@@ -1033,6 +1107,7 @@ impl Replica {
         };
         for entry in &entries {
             self.apply_conf_change(entry);
+            self.window.borrow_mut().set_applied(entry.index);
             if let Some(log_start) = entries::log_start_of(entry) {
                 self.move_log_start(entry.index, log_start).await?;
             }
@@ -1132,7 +1207,19 @@ impl Replica {
                 }),
         };
         match changed {
-            Ok(conf_state) => self.window.borrow_mut().set_conf_state(conf_state),
+            Ok(conf_state) => {
+                let group = self.group;
+                tracing::info!(
+                    group,
+                    index = entry.index,
+                    ?conf_state,
+                    "configuration changed"
+                );
+                self.window
+                    .borrow_mut()
+                    .set_conf_state(entry.index, conf_state);
+                self.moved.notify_all();
+            }
             Err(error) => {
                 let index = entry.index;
                 tracing::error!(group = self.group, index, %error, "configuration change refused");
@@ -1152,17 +1239,23 @@ impl Replica {
     async fn compact(&self) -> Result<(), StorageError> {
         let target = {
             let node = self.node.borrow();
-            let window = self.window.borrow();
+            let mut window = self.window.borrow_mut();
             let applied = self.applied.get();
-            if window.bytes() > self.config.window_bytes_max {
+            // A snapshot for a replica that joined after the base waits for the base to pass
+            // the change that added it.
+            let wanted = window.take_base_wanted().filter(|index| *index <= applied);
+            let target = if window.bytes() > self.config.window_bytes_max {
                 applied
             } else if node.raft.state == StateRole::Leader {
                 let progress = node.raft.prs();
                 let slowest = progress.iter().map(|(_, follower)| follower.matched).min();
                 applied.min(slowest.unwrap_or(applied))
+            } else if let Some(wanted) = wanted {
+                wanted
             } else {
                 return Ok(());
-            }
+            };
+            target.max(wanted.unwrap_or(0))
         };
         if target > self.window.borrow().base_index() {
             self.window.borrow_mut().compact_to(target);
@@ -1206,6 +1299,7 @@ impl Replica {
             )));
         }
         self.window.borrow_mut().restore(snapshot, target);
+        self.applied.set(snapshot.get_metadata().index);
         self.write_anchor().await?;
         self.partition.set_commit_end(target);
         if let Some(log_start) = peer_log_start.filter(|start| *start <= target) {
@@ -1322,22 +1416,28 @@ impl Replica {
         Ok(stored == *batch)
     }
 
-    /// The peer to ask on the `attempt`-th try: the leader, then every other voter in turn.
-    fn copy_source(&self, attempt: usize) -> Address {
-        let leader = self.leader().filter(|leader| *leader != self.me);
+    /// The peer to ask on the `attempt`-th try: the leader, then every other replica in turn
+    /// (None while this replica knows no other).
+    fn copy_source(&self, attempt: usize) -> Option<Address> {
+        let peers = self.peers.borrow();
+        let leader = self.leader().filter(|leader| peers.contains_key(leader));
         let mut sources: Vec<NodeId> = leader.into_iter().collect();
-        let mut others: Vec<NodeId> = self
-            .peers
+        let mut others: Vec<NodeId> = peers
             .keys()
             .copied()
             .filter(|node| Some(*node) != leader)
             .collect();
         others.sort_unstable();
         sources.extend(others);
-        self.peers[&sources[attempt % sources.len()]]
+        let source = sources.get(attempt % sources.len().max(1))?;
+        peers.get(source).copied()
     }
 
-    async fn request_copy(&self, source: Address, from: Offset, to: Offset) -> Copied {
+    async fn request_copy(&self, source: Option<Address>, from: Offset, to: Offset) -> Copied {
+        let Some(source) = source else {
+            clock::sleep(self.config.copy_timeout).await;
+            return Copied::Unavailable;
+        };
         let id = self.next_copy_id.get();
         self.next_copy_id.set(id + 1);
         let (sender, reply) = oneshot::channel();

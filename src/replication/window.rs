@@ -5,13 +5,17 @@
 //! batch is the stamped batch itself, shared with the log's bytes) and the offset where it
 //! ends. Below the window lies the base: the index, term and end offset of the last entry
 //! before it, which is what a snapshot says ("my log equals yours up to offset O, index I,
-//! term T"; corelog's snapshots carry a position, never state). The window moves up once its
-//! entries are applied (and, on a leader, matched by every follower or past the budget), and
-//! a follower that needs an entry below it is sent such a snapshot.
+//! term T", with the configuration as of I; corelog's snapshots carry a position, never
+//! state). The window moves up once its entries are applied (and, on a leader, matched by
+//! every follower or past the budget), and a follower that needs an entry below it is sent
+//! such a snapshot. (A snapshot of a later index would leave a follower whose log restarts
+//! at the leader's log start without the batches between that start and the index.)
 //!
 //! The anchor is the durable part: the base, the HardState (term and vote, which must be on
 //! disk before any message that depends on them leaves; the commit index, written with
-//! them, may lag) and the ConfState, in a side file `raft-anchor` beside the segments.
+//! them, may lag) and the configuration (ConfState) as of the base with each change applied
+//! after it, in a side file `raft-anchor` beside the segments. The commit index saved is the
+//! applied one, so that a restart applies every configuration change after it again.
 //! Opening reads it and rebuilds the window from the log's batches after the base.
 //!
 //! Per-shard: lives on the shard that owns the partition.
@@ -44,11 +48,52 @@ pub struct Anchor {
     pub term: u64,
     pub vote: u64,
     pub commit: u64,
+    /// The configuration as of the base (an anchor written before configuration changes
+    /// existed holds the current one here, which no change followed).
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
     pub voters_outgoing: Vec<u64>,
     pub learners_next: Vec<u64>,
     pub auto_leave: bool,
+    /// Each configuration change applied after the base, by entry index, as it left the
+    /// configuration.
+    #[serde(default)]
+    pub conf_changes: Vec<(u64, Conf)>,
+}
+
+/// A configuration as the anchor stores it (raft-rs's ConfState).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conf {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub voters_outgoing: Vec<u64>,
+    pub learners_next: Vec<u64>,
+    pub auto_leave: bool,
+}
+
+impl From<&ConfState> for Conf {
+    fn from(conf: &ConfState) -> Conf {
+        Conf {
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            voters_outgoing: conf.voters_outgoing.clone(),
+            learners_next: conf.learners_next.clone(),
+            auto_leave: conf.auto_leave,
+        }
+    }
+}
+
+impl From<&Conf> for ConfState {
+    fn from(conf: &Conf) -> ConfState {
+        ConfState {
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            voters_outgoing: conf.voters_outgoing.clone(),
+            learners_next: conf.learners_next.clone(),
+            auto_leave: conf.auto_leave,
+            ..Default::default()
+        }
+    }
 }
 
 impl Anchor {
@@ -76,7 +121,7 @@ impl Anchor {
         Ok(())
     }
 
-    fn conf_state(&self) -> ConfState {
+    fn base_conf(&self) -> ConfState {
         ConfState {
             voters: self.voters.clone(),
             learners: self.learners.clone(),
@@ -106,7 +151,16 @@ pub struct Window {
     /// Bytes of entry data the window holds.
     bytes: u64,
     hard_state: HardState,
-    conf_state: ConfState,
+    /// The configuration as of the base: what a snapshot of the base carries.
+    base_conf: ConfState,
+    /// Each configuration change applied after the base, by entry index, as it left the
+    /// configuration: the last is the configuration as of `applied`.
+    conf_changes: VecDeque<(u64, ConfState)>,
+    /// The last entry applied (its configuration change, if any, is in `conf_changes`).
+    applied: u64,
+    /// Where the base must move for a snapshot to reach a replica the base's configuration
+    /// does not have yet (a learner just added): see `WindowStorage::snapshot`.
+    base_wanted: Option<u64>,
 }
 
 impl Window {
@@ -120,7 +174,13 @@ impl Window {
             slots: VecDeque::new(),
             bytes: 0,
             hard_state: HardState::default(),
-            conf_state: anchor.conf_state(),
+            base_conf: anchor.base_conf(),
+            conf_changes: (anchor.conf_changes.iter())
+                .filter(|(index, _)| *index > anchor.base_index)
+                .map(|(index, conf)| (*index, conf.into()))
+                .collect(),
+            applied: 0,
+            base_wanted: None,
         };
         for batch in batches {
             let index = window.last_index() + 1;
@@ -141,23 +201,28 @@ impl Window {
         window.hard_state.term = anchor.term;
         window.hard_state.vote = anchor.vote;
         window.hard_state.commit = commit;
+        window.applied = commit;
         Ok(window)
     }
 
     pub fn anchor(&self) -> Anchor {
-        let conf = &self.conf_state;
+        let conf = &self.base_conf;
         Anchor {
             base_index: self.base_index,
             base_term: self.base_term,
             base_end: self.base_end,
             term: self.hard_state.term,
             vote: self.hard_state.vote,
-            commit: self.hard_state.commit.min(self.last_index()),
+            // The configuration is the applied one: a restart applies again what follows.
+            commit: self.applied.min(self.last_index()),
             voters: conf.voters.clone(),
             learners: conf.learners.clone(),
             voters_outgoing: conf.voters_outgoing.clone(),
             learners_next: conf.learners_next.clone(),
             auto_leave: conf.auto_leave,
+            conf_changes: (self.conf_changes.iter())
+                .map(|(index, conf)| (*index, conf.into()))
+                .collect(),
         }
     }
 
@@ -220,8 +285,11 @@ impl Window {
         &self.hard_state
     }
 
+    /// The configuration as of the last applied entry.
     pub fn conf_state(&self) -> &ConfState {
-        &self.conf_state
+        self.conf_changes
+            .back()
+            .map_or(&self.base_conf, |(_, conf)| conf)
     }
 
     pub fn set_hard_state(&mut self, hard_state: HardState) {
@@ -232,8 +300,24 @@ impl Window {
         self.hard_state.commit = commit;
     }
 
-    pub fn set_conf_state(&mut self, conf_state: ConfState) {
-        self.conf_state = conf_state;
+    /// Entry `index`, being applied, changed the configuration to `conf_state`.
+    pub fn set_conf_state(&mut self, index: u64, conf_state: ConfState) {
+        self.conf_changes.push_back((index, conf_state));
+    }
+
+    /// The index the base must reach so that a snapshot reaches a replica that joined after
+    /// it (taken: asked once per wish).
+    pub fn take_base_wanted(&mut self) -> Option<u64> {
+        self.base_wanted.take()
+    }
+
+    /// Entries up to `index` are applied: their configuration changes are in `conf_state`.
+    pub fn set_applied(&mut self, index: u64) {
+        self.applied = index;
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
     }
 
     /// Adds the entry after the last one, whose batch ends before `end`.
@@ -268,6 +352,13 @@ impl Window {
             self.base_index += 1;
             self.base_term = slot.entry.term;
             self.base_end = slot.end;
+            while let Some((changed_at, _)) = self.conf_changes.front() {
+                if *changed_at > self.base_index {
+                    break;
+                }
+                let (_, conf) = self.conf_changes.pop_front().expect("looked at");
+                self.base_conf = conf;
+            }
         }
     }
 
@@ -280,21 +371,30 @@ impl Window {
         self.base_index = metadata.index;
         self.base_term = metadata.term;
         self.base_end = end;
-        self.conf_state = metadata.get_conf_state().clone();
+        self.base_conf = metadata.get_conf_state().clone();
+        self.conf_changes.clear();
+        self.applied = metadata.index;
         self.hard_state.commit = self.hard_state.commit.max(metadata.index);
         self.hard_state.term = self.hard_state.term.max(metadata.term);
     }
 
-    /// A snapshot of the base: its position, as `encode_position` writes it.
+    /// A snapshot of the base: its position, as `encode_position` writes it, and the
+    /// configuration as of the base (a follower applies the changes after it from entries).
     fn snapshot(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();
         snapshot.set_data(encode_position(self.base_end));
         let metadata = snapshot.mut_metadata();
         metadata.index = self.base_index;
         metadata.term = self.base_term;
-        metadata.set_conf_state(self.conf_state.clone());
+        metadata.set_conf_state(self.base_conf.clone());
         snapshot
     }
+}
+
+/// Whether `id` is in the configuration, as a voter or a learner.
+fn is_member(conf: &ConfState, id: u64) -> bool {
+    let voters = conf.voters.iter().chain(&conf.voters_outgoing);
+    voters.chain(&conf.learners).any(|member| *member == id)
 }
 
 /// A snapshot's data: the offset the follower's log must equal the leader's up to.
@@ -316,7 +416,7 @@ impl raft::Storage for WindowStorage {
         let window = self.0.borrow();
         Ok(RaftState::new(
             window.hard_state.clone(),
-            window.conf_state.clone(),
+            window.conf_state().clone(),
         ))
     }
 
@@ -369,12 +469,23 @@ impl raft::Storage for WindowStorage {
         Ok(self.0.borrow().last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let window = self.0.borrow();
+    /// A snapshot of the base, for replica `to`. A replica that joined after the base (a
+    /// learner being added) is not in the base's configuration and would refuse it: the
+    /// snapshot is then unavailable until the base has moved past the change that added it,
+    /// which the replica's next compaction does (raft-rs asks again).
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let mut window = self.0.borrow_mut();
+        let unavailable = raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable);
         if window.base_index < request_index {
-            return Err(raft::Error::Store(
-                RaftStorageError::SnapshotTemporarilyUnavailable,
-            ));
+            return Err(unavailable);
+        }
+        if !is_member(&window.base_conf, to) {
+            let added = window
+                .conf_changes
+                .iter()
+                .find(|(_, conf)| is_member(conf, to));
+            window.base_wanted = added.map(|(index, _)| *index);
+            return Err(unavailable);
         }
         Ok(window.snapshot())
     }
@@ -461,5 +572,64 @@ mod tests {
         let rebuilt = Window::rebuild(&anchor, &[]).unwrap();
         assert_eq!(rebuilt.hard_state().commit, 1);
         assert_eq!(rebuilt.conf_state().voters, vec![1, 2, 3]);
+    }
+}
+
+#[cfg(test)]
+mod conf_tests {
+    use super::*;
+
+    fn voters(ids: &[u64]) -> ConfState {
+        ConfState {
+            voters: ids.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// The configuration follows the applied changes, a snapshot of the base carries the
+    /// configuration as of the base, and the anchor keeps both across a restart: a follower
+    /// sent the snapshot applies the later changes from their entries, once each.
+    #[test]
+    fn snapshots_carry_the_configuration_as_of_the_base() {
+        let mut window = Window::rebuild(&Anchor::new(Offset(0), vec![1, 2, 3]), &[]).unwrap();
+        for index in 1..=4 {
+            let entry = Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            };
+            window.push(entry, Offset(index as i64));
+        }
+        window.set_conf_state(2, voters(&[1, 2, 3, 4]));
+        window.set_conf_state(4, voters(&[2, 3, 4]));
+        window.set_applied(4);
+        assert_eq!(window.conf_state(), &voters(&[2, 3, 4]));
+        window.compact_to(3);
+        let storage = WindowStorage(Rc::new(RefCell::new(window)));
+        let snapshot = raft::Storage::snapshot(&storage, 0, 2).unwrap();
+        assert_eq!(snapshot.get_metadata().index, 3);
+        assert_eq!(
+            snapshot.get_metadata().get_conf_state(),
+            &voters(&[1, 2, 3, 4])
+        );
+        let anchor = storage.0.borrow().anchor();
+        assert_eq!(
+            (anchor.commit, anchor.voters.clone()),
+            (4, vec![1, 2, 3, 4])
+        );
+        let json = serde_json::to_vec(&anchor).unwrap();
+        let back: Anchor = serde_json::from_slice(&json).unwrap();
+        let rebuilt = Window::rebuild(&back, &[]).unwrap();
+        assert_eq!(rebuilt.conf_state(), &voters(&[2, 3, 4]));
+        assert_eq!(rebuilt.base_conf, voters(&[1, 2, 3, 4]));
+        // Replica 4 joined at entry 2: a snapshot of base 1 would not reach it; it waits for
+        // the base to pass entry 2.
+        let mut early = Window::rebuild(&back, &[]).unwrap();
+        early.base_conf = voters(&[1, 2, 3]);
+        early.conf_changes = VecDeque::from([(2, voters(&[1, 2, 3, 4]))]);
+        let storage = WindowStorage(Rc::new(RefCell::new(early)));
+        assert!(raft::Storage::snapshot(&storage, 0, 4).is_err());
+        assert_eq!(storage.0.borrow_mut().take_base_wanted(), Some(2));
+        assert!(raft::Storage::snapshot(&storage, 0, 3).is_ok());
     }
 }

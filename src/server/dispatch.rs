@@ -156,6 +156,12 @@ async fn run(ctx: RequestContext, body: RequestBody) -> Response {
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(handlers::elect_leaders::handle(&ctx, r).await)
         }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            handlers::alter_partition_reassignments::handle(&ctx, r).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
+            handlers::list_partition_reassignments::handle(&ctx, r),
+        ),
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
             handlers::offset_for_leader_epoch::handle(&ctx, r).await,
         ),

@@ -50,6 +50,21 @@ pub enum ControllerCommand {
         topic: String,
         partition: PartitionId,
     },
+    /// Move a replicated partition's replicas to `target` (`None`: cancel the reassignment in
+    /// progress); with `keep_replication_factor`, a target of another size is refused.
+    ReassignPartition {
+        topic: String,
+        partition: PartitionId,
+        target: Option<Vec<NodeId>>,
+        keep_replication_factor: bool,
+    },
+    /// The leader of a partition being reassigned reports that the group's voters are
+    /// `voters`: if that is the target, the reassignment is complete.
+    ReassignmentDone {
+        topic: String,
+        partition: PartitionId,
+        voters: Vec<NodeId>,
+    },
     /// Grow the topic to `count` partitions in total.
     CreatePartitions {
         topic: String,
@@ -67,7 +82,9 @@ impl ControllerCommand {
             ControllerCommand::AlterConfigs { topic, .. }
             | ControllerCommand::CreatePartitions { topic, .. }
             | ControllerCommand::PartitionLeader { topic, .. }
-            | ControllerCommand::ElectPreferredLeader { topic, .. } => topic,
+            | ControllerCommand::ElectPreferredLeader { topic, .. }
+            | ControllerCommand::ReassignPartition { topic, .. }
+            | ControllerCommand::ReassignmentDone { topic, .. } => topic,
             ControllerCommand::AlterUser { user, .. } => user,
         }
     }

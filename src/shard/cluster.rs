@@ -113,6 +113,10 @@ impl Shard {
             self.queues.background,
             self.clone().balance_leaders(self.shutdown.clone()),
         );
+        runtime::spawn_into(
+            self.queues.requests,
+            self.clone().drive_reassignments(self.shutdown.clone()),
+        );
         let cluster = ClusterShard {
             transport,
             replicas,

@@ -15,7 +15,7 @@
 //! before its term; a record it proposes is answered once it is committed and applied here.
 
 use std::cell::{Cell, Ref, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
@@ -27,7 +27,7 @@ use kafka_protocol::ResponseError;
 use super::admin::{AdminResult, ConfigChange, ControllerCommand};
 use super::controller_call::{ControllerAnswer, ControllerCall};
 use super::messages::{CreateTopicSpec, TopicRef, TopicResult};
-use super::table::ShardTable;
+use super::table::{ShardTable, TopicEntry};
 use crate::config::Config;
 use crate::ids::{NodeId, Offset, PartitionId, ShardId};
 use crate::limits;
@@ -857,6 +857,39 @@ impl Controller {
                 };
                 Ok((record, false))
             }
+            ControllerCommand::ReassignPartition {
+                topic,
+                partition,
+                target,
+                keep_replication_factor,
+            } => {
+                let entry = table.topic(&topic).ok_or_else(|| unknown(&topic))?;
+                let planned = reassign(&table, &entry, partition, target, keep_replication_factor)?;
+                Ok(planned)
+            }
+            ControllerCommand::ReassignmentDone {
+                topic,
+                partition,
+                voters,
+            } => {
+                let entry = table.topic(&topic).ok_or_else(|| unknown(&topic))?;
+                let voters: BTreeSet<NodeId> = voters.into_iter().collect();
+                let target = entry.reassignment_target(partition).unwrap_or_default();
+                // A report of another target (cancelled or replaced meanwhile) changes nothing.
+                let stale = target.iter().copied().collect::<BTreeSet<_>>() != voters;
+                let replicas = entry.replicas(partition).iter();
+                let record = MetadataRecord::PartitionReplicasChanged {
+                    name: topic,
+                    partition,
+                    replicas: replicas
+                        .filter(|r| voters.contains(&r.node))
+                        .copied()
+                        .collect(),
+                    adding: Vec::new(),
+                    removing: Vec::new(),
+                };
+                Ok((record, stale))
+            }
             ControllerCommand::Acl { binding, create } => {
                 // An ACL already as wanted is "validated only": success without a record.
                 let unchanged = table.acls().contains(&binding) == create;
@@ -966,6 +999,108 @@ async fn read_entries(
     end: Offset,
 ) -> Result<MetadataEntries, storage::StorageError> {
     metadata::read_entries(|offset| partition.read(offset, 1 << 20), from, end).await
+}
+
+/// The record that starts (or cancels, with no target) the reassignment of `partition` of
+/// `entry`, and whether it changes nothing (then it is not written). Validated as KRaft's
+/// controller does: an empty target, a node twice or one not registered is
+/// INVALID_REPLICA_ASSIGNMENT, a cancel without a reassignment NO_REASSIGNMENT_IN_PROGRESS.
+/// The replicas become the target (each new node on its least loaded shard) followed by the
+/// current ones outside it, which leave once the group's voters are the target; a cancel is
+/// the reassignment back to the replicas before it.
+fn reassign(
+    table: &ShardTable,
+    entry: &TopicEntry,
+    partition: PartitionId,
+    target: Option<Vec<NodeId>>,
+    keep_replication_factor: bool,
+) -> Result<(MetadataRecord, bool), Refusal> {
+    let current = entry.replicas(partition);
+    if current.is_empty() {
+        let message = format!("{} has no partition {partition}", entry.name);
+        return Err((ResponseError::UnknownTopicOrPartition, message));
+    }
+    let adding = entry
+        .reassigning
+        .get(&partition)
+        .map(|reassignment| reassignment.adding.clone());
+    let original: Vec<NodeId> = current
+        .iter()
+        .map(|replica| replica.node)
+        .filter(|node| adding.as_ref().is_none_or(|adding| !adding.contains(node)))
+        .collect();
+    let invalid = |message: String| (ResponseError::InvalidReplicaAssignment, message);
+    let target = match target {
+        Some(target) => target,
+        None if adding.is_none() => {
+            let message = format!("{}-{partition} is not being reassigned", entry.name);
+            return Err((ResponseError::NoReassignmentInProgress, message));
+        }
+        None => original.clone(),
+    };
+    if target.is_empty() {
+        return Err(invalid("the target has no replica".into()));
+    }
+    let distinct: BTreeSet<NodeId> = target.iter().copied().collect();
+    if distinct.len() != target.len() {
+        return Err(invalid(format!("the target {target:?} names a node twice")));
+    }
+    let holds = |node: NodeId| current.iter().any(|replica| replica.node == node);
+    let unknown = target
+        .iter()
+        .find(|node| table.broker(**node).is_none() && !holds(**node));
+    if let Some(node) = unknown {
+        return Err(invalid(format!("node {node} is not a registered broker")));
+    }
+    if keep_replication_factor && target.len() != original.len() {
+        let message = format!(
+            "the target has {} replicas, the partition {}, and the request does not allow \
+             changing the replication factor",
+            target.len(),
+            original.len()
+        );
+        return Err((ResponseError::InvalidReplicationFactor, message));
+    }
+    let unchanged = current.iter().map(|r| r.node).eq(target.iter().copied());
+    if entry.group(partition).is_none() {
+        // A partition of one replica that is not a Raft group cannot move.
+        if !unchanged {
+            return Err(invalid(format!("{} is not replicated", entry.name)));
+        }
+    }
+    let placed_on = |node: NodeId| current.iter().find(|replica| replica.node == node).copied();
+    let mut replicas = Vec::with_capacity(target.len() + current.len());
+    for node in &target {
+        let replica = placed_on(*node).unwrap_or_else(|| {
+            let shards = table.broker(*node).map_or(1, |broker| broker.shards.max(1));
+            let load = table.load_per_shard(*node, shards);
+            PlacedReplica {
+                node: *node,
+                shard: place(&load, 1)[0],
+            }
+        });
+        replicas.push(replica);
+    }
+    let removing: Vec<NodeId> = current
+        .iter()
+        .map(|replica| replica.node)
+        .filter(|node| !distinct.contains(node))
+        .collect();
+    replicas.extend(removing.iter().filter_map(|node| placed_on(*node)));
+    let adding: Vec<NodeId> = target
+        .iter()
+        .copied()
+        .filter(|node| !original.contains(node))
+        .collect();
+    let nothing_to_do = unchanged && !entry.reassigning.contains_key(&partition);
+    let record = MetadataRecord::PartitionReplicasChanged {
+        name: entry.name.clone(),
+        partition,
+        replicas,
+        adding,
+        removing,
+    };
+    Ok((record, nothing_to_do))
 }
 
 /// `wanted` of `candidates` (least loaded first): one per rack first, in order, then the

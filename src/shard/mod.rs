@@ -621,6 +621,11 @@ impl Shard {
                     .await?;
             }
         }
+        for (topic, partition) in change.replicas_changed {
+            if topic.owner(partition) == Some(self.id) {
+                self.replicas_changed(&topic, partition);
+            }
+        }
         for (topic, partition) in change.preferred_elected {
             let tp = TopicPartition { topic, partition };
             if let Some(replica) = self.replica_of(&tp) {

@@ -14,6 +14,7 @@
 //!
 //! Per-shard.
 
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -59,23 +60,19 @@ impl Shard {
             .expect("replicated partitions are a cluster's");
         let group = topic.group(partition).expect("a replicated partition");
         let me = self.config.node_id;
-        let replicas = topic.replicas(partition);
-        let peers = replicas
-            .iter()
-            .filter(|replica| replica.node != me)
-            .map(|replica| {
-                let address = Address {
-                    node: replica.node,
-                    shard: replica.shard,
-                };
-                (replica.node, address)
-            })
-            .collect();
+        // A replica joining by a reassignment knows no voters: it neither campaigns nor
+        // votes until the leader has added it to the group (its anchor, once written, keeps
+        // what it applied).
+        let joining = topic.is_adding(partition, me);
+        let voters = match joining {
+            true => Vec::new(),
+            false => topic.replicas(partition).iter().map(|r| r.node).collect(),
+        };
         let spec = ReplicaSpec {
             group,
             me,
-            voters: replicas.iter().map(|replica| replica.node).collect(),
-            peers,
+            voters,
+            peers: peers_of(topic, partition, me),
             seed: super::quorum::election_seed() ^ group,
         };
         let tp = TopicPartition {
@@ -94,7 +91,7 @@ impl Shard {
         )
         .await
         .map_err(|error| format!("cannot open the replica of {}: {error}", tp.topic))?;
-        if topic.preferred_leader(partition) == Some(me) {
+        if topic.preferred_leader(partition) == Some(me) && !joining {
             replica.campaign();
         }
         cluster.replicas.insert(replica.clone());
@@ -138,6 +135,18 @@ impl Shard {
                 return;
             }
             moved.await;
+        }
+    }
+
+    /// Tells this shard's replica of `topic`'s `partition`, if any, where the group's
+    /// replicas are now (a reassignment changed them).
+    pub(super) fn replicas_changed(&self, topic: &TopicEntry, partition: PartitionId) {
+        let tp = TopicPartition {
+            topic: topic.name.clone(),
+            partition,
+        };
+        if let Some(replica) = self.replica_of(&tp) {
+            replica.set_peers(peers_of(topic, partition, self.config.node_id));
         }
     }
 
@@ -280,6 +289,63 @@ impl Shard {
         }
     }
 
+    /// Moves the groups of the partitions this shard leads that are being reassigned towards
+    /// their targets (`Replica::reconfigure`), and reports each target reached to the
+    /// controller, which completes the reassignment (the nodes that left then delete their
+    /// replicas). Looks every `REASSIGNMENT_CHECK_MS` and at every change of the metadata;
+    /// one loop per shard, not one per partition.
+    pub(super) async fn drive_reassignments(self: Rc<Self>, stop: Rc<crate::sync::Latch>) {
+        let interval = Duration::from_millis(limits::REASSIGNMENT_CHECK_MS);
+        loop {
+            let changed = self.table_changed();
+            let pause = select(Box::pin(runtime::sleep(interval)), Box::pin(changed));
+            if let Either::Right(_) = select(pause, Box::pin(stop.wait())).await {
+                return;
+            }
+            let Some(cluster) = self.cluster.get() else {
+                return;
+            };
+            let reassigning: Vec<(TopicPartition, Rc<Replica>, BTreeSet<NodeId>)> = {
+                let table = self.table();
+                let by_partition = cluster.by_partition.borrow();
+                by_partition
+                    .iter()
+                    .filter(|(_, replica)| replica.leads_in_term())
+                    .filter_map(|(tp, replica)| {
+                        let topic = table.topic(&tp.topic)?;
+                        let target = topic.reassignment_target(tp.partition)?;
+                        Some((tp.clone(), replica.clone(), target.into_iter().collect()))
+                    })
+                    .collect()
+            };
+            for (tp, replica, target) in reassigning {
+                if replica.membership().is(&target) {
+                    self.report_reassigned(&tp, target).await;
+                } else {
+                    replica.reconfigure(target);
+                }
+            }
+        }
+    }
+
+    async fn report_reassigned(self: &Rc<Self>, tp: &TopicPartition, voters: BTreeSet<NodeId>) {
+        let command = ControllerCommand::ReassignmentDone {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            voters: voters.into_iter().collect(),
+        };
+        let call = ControllerCall::Commands(vec![command]);
+        match self.call_controller(call).await {
+            Some(ControllerAnswer::Commands(results))
+                if results.iter().all(|r| r.error_code == 0) =>
+            {
+                tracing::info!(topic = %tp.topic, partition = %tp.partition, "reassignment complete");
+            }
+            // Not recorded (no controller, the topic deleted): the next look reports again.
+            answer => tracing::debug!(topic = %tp.topic, ?answer, "reassignment not recorded yet"),
+        }
+    }
+
     /// Hands the leadership of `tp`, led here by `replica`, to its preferred leader when that
     /// is another node, live and in sync (the balancer, and ElectLeaders).
     pub(super) fn hand_to_preferred(&self, tp: &TopicPartition, replica: &Replica) {
@@ -307,6 +373,21 @@ impl Shard {
             }
         }
     }
+}
+
+/// Where each replica of `partition` other than this node's is.
+fn peers_of(topic: &TopicEntry, partition: PartitionId, me: NodeId) -> HashMap<NodeId, Address> {
+    let replicas = topic.replicas(partition).iter();
+    replicas
+        .filter(|replica| replica.node != me)
+        .map(|replica| {
+            let address = Address {
+                node: replica.node,
+                shard: replica.shard,
+            };
+            (replica.node, address)
+        })
+        .collect()
 }
 
 /// Produce on a replicated partition: the leader checks the batch as `Partition::produce`

@@ -33,6 +33,8 @@ pub struct TopicEntry {
     pub groups: Vec<GroupId>,
     /// What its replicated partitions' leaders last reported.
     pub leaders: BTreeMap<PartitionId, Leadership>,
+    /// Its partitions being reassigned.
+    pub reassigning: BTreeMap<PartitionId, Reassignment>,
     /// This node: the one whose shards `owner` names.
     here: NodeId,
     pub overrides: BTreeMap<String, String>,
@@ -47,6 +49,15 @@ pub struct Leadership {
     pub epoch: LeaderEpoch,
     /// The replicas in sync with the leader, the leader first.
     pub in_sync: Vec<NodeId>,
+}
+
+/// A partition's replicas being changed (see `MetadataRecord::PartitionReplicasChanged`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    /// Nodes of the target joining the group.
+    pub adding: Vec<NodeId>,
+    /// Nodes leaving it once the group's voters are the target.
+    pub removing: Vec<NodeId>,
 }
 
 /// Where a partition is, as this node sees it.
@@ -91,6 +102,25 @@ impl TopicEntry {
             Placement::Here(shard) => Some(shard),
             _ => None,
         }
+    }
+
+    /// The nodes `partition` is being reassigned to (its replicas without those being
+    /// removed, in order), or None when it is not being reassigned.
+    pub fn reassignment_target(&self, partition: PartitionId) -> Option<Vec<NodeId>> {
+        let reassignment = self.reassigning.get(&partition)?;
+        let replicas = self.replicas(partition).iter().map(|replica| replica.node);
+        Some(
+            replicas
+                .filter(|node| !reassignment.removing.contains(node))
+                .collect(),
+        )
+    }
+
+    /// Whether `node` is joining `partition`'s group by a reassignment.
+    pub fn is_adding(&self, partition: PartitionId, node: NodeId) -> bool {
+        self.reassigning
+            .get(&partition)
+            .is_some_and(|reassignment| reassignment.adding.contains(&node))
     }
 
     /// The node of `partition`'s preferred leader.
@@ -153,6 +183,9 @@ pub struct TableChange {
     pub reconfigured: Vec<Rc<TopicEntry>>,
     /// (topic, partition) whose leader is asked to hand over to the preferred leader.
     pub preferred_elected: Vec<(String, PartitionId)>,
+    /// (topic, partition) whose replicas changed (a reassignment): their replicas learn
+    /// where the others are.
+    pub replicas_changed: Vec<(Rc<TopicEntry>, PartitionId)>,
 }
 
 /// Per-shard copy of the cluster's topic table.
@@ -377,6 +410,7 @@ impl ShardTable {
                     replicas: self.placed(shards, replicas),
                     groups: groups.clone(),
                     leaders: BTreeMap::new(),
+                    reassigning: BTreeMap::new(),
                     here: self.here,
                     overrides: configs.clone(),
                     config: TopicConfig::resolve(&self.defaults, configs),
@@ -438,6 +472,47 @@ impl ShardTable {
                 if let Some((entry, Some(before))) = moved {
                     change.removed.push((name.clone(), *partition, before));
                     change.added.push((entry, *partition));
+                }
+            }
+            MetadataRecord::PartitionReplicasChanged {
+                name,
+                partition,
+                replicas,
+                adding,
+                removing,
+            } => {
+                let here = self.here;
+                let changed = self.update(name, |entry| {
+                    let index = usize::try_from(partition.get()).ok()?;
+                    let slot = entry.replicas.get_mut(index)?;
+                    let shard_here = |replicas: &[PlacedReplica]| {
+                        replicas.iter().find(|r| r.node == here).map(|r| r.shard)
+                    };
+                    let before = shard_here(slot);
+                    *slot = replicas.clone();
+                    let after = shard_here(slot);
+                    if adding.is_empty() && removing.is_empty() {
+                        entry.reassigning.remove(partition);
+                    } else {
+                        let reassignment = Reassignment {
+                            adding: adding.clone(),
+                            removing: removing.clone(),
+                        };
+                        entry.reassigning.insert(*partition, reassignment);
+                    }
+                    Some((before, after))
+                });
+                if let Some((entry, Some((before, after)))) = changed {
+                    if let Some(before) = before.filter(|shard| after != Some(*shard)) {
+                        change.removed.push((name.clone(), *partition, before));
+                    }
+                    if after.is_some() && after != before {
+                        // A directory of this topic under its name is what this node held
+                        // of it before a restart; one of another topic is a leftover.
+                        change.added.push((entry.clone(), *partition));
+                        change.added_are_new = true;
+                    }
+                    change.replicas_changed.push((entry, *partition));
                 }
             }
             MetadataRecord::PartitionLeaderChanged {

@@ -498,6 +498,17 @@ class Broker:
                     f"--- stderr ---\n{self.stderr_text()}")
         return self.proc.returncode
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stays, frozen (a node that hangs), until `resume`."""
+        assert self.proc is not None, "broker never started"
+        self.check_not_died("SIGSTOP")
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        assert self.proc is not None, "broker never started"
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop_clean(self) -> None:
         """SIGTERM and require the clean-shutdown contract: exit code 0."""
         code = self.stop(signal.SIGTERM)

@@ -16,6 +16,7 @@ import threading
 import time
 
 import confluent_kafka.admin
+import kafka
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, ElectionType, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewTopic
@@ -40,14 +41,14 @@ BALANCE_MS = 1000
 
 
 def start_cluster(broker_factory, session_ms: int = SESSION_MS, balance_ms: int = BALANCE_MS,
-                  racks: dict | None = None, extra: tuple = ()) -> dict:
-    """Three nodes, each a controller voter, started one after another; `racks` names each
-    node's --broker-rack; `balance_ms` 0 turns leader balancing off; `extra` are more flags
-    for every node."""
-    ports = {node: free_port() for node in NODES}
-    voters = ",".join(f"{node}@127.0.0.1:{ports[node]}" for node in NODES)
+                  racks: dict | None = None, extra: tuple = (), node_ids: tuple = NODES) -> dict:
+    """Nodes `node_ids` (three by default), each a controller voter, started one after
+    another; `racks` names each node's --broker-rack; `balance_ms` 0 turns leader balancing
+    off; `extra` are more flags for every node."""
+    ports = {node: free_port() for node in node_ids}
+    voters = ",".join(f"{node}@127.0.0.1:{ports[node]}" for node in node_ids)
     nodes = {}
-    for node in NODES:
+    for node in node_ids:
         rack = ("--broker-rack", racks[node]) if racks else ()
         nodes[node] = broker_factory(
             "--cluster-listen", f"127.0.0.1:{ports[node]}",
@@ -824,3 +825,159 @@ def test_consumers_fetch_from_a_replica_in_their_rack(broker_factory):
     fetched = fetch_v12_nothing(nodes[other].host, nodes[other].port, "alone", 0)
     assert fetched["error"] == KafkaError.NOT_LEADER_FOR_PARTITION, fetched
     assert fetched["current_leader"][0] == holder, fetched
+
+
+FOUR = (1, 2, 3, 4)
+
+
+def partition_dir(broker, topic: str, partition: int):
+    return broker.data_dir / f"{topic}-{partition}"
+
+
+def replicas_everywhere(nodes: dict, alive, topic: str, partition: int) -> list | None:
+    """`partition`'s replicas, once every node in `alive` reports the same ones."""
+    views = [view(nodes[node]) for node in alive]
+    if any(v is None or topic not in v["replicas"] for v in views):
+        return None
+    found = [v["replicas"][topic][partition] for v in views]
+    return found[0] if all(f == found[0] for f in found) else None
+
+
+def reassignments(bootstrap: str) -> list:
+    """What `corelog cluster reassignments --json` lists."""
+    return json.loads(corelog("cluster", "reassignments", "--brokers", bootstrap,
+                              "--json").stdout)
+
+
+def test_a_reassignment_moves_a_partition_while_it_takes_writes(broker_factory):
+    """A partition on three of four nodes moves to the fourth and two of its replicas, its
+    leader's node among those leaving, while an idempotent producer writes to it: the new
+    node joins the partition's Raft group as a learner, catches up and becomes a voter in one
+    joint change; the leader hands over; the old node deletes its copy. Every acknowledged
+    record is there once and in order, on the new node too."""
+    nodes = start_cluster(broker_factory, node_ids=FOUR)
+    wait_until(lambda: agreed_controller(nodes, FOUR), what="the cluster formed")
+    bootstrap = ",".join(nodes[node].bootstrap for node in FOUR)
+    create_topic(bootstrap, "moving", 1, replication=3)
+    wait_until(lambda: led_by(nodes, FOUR, "moving"), what="the partition led")
+    before = replicas_everywhere(nodes, FOUR, "moving", 0)
+    leader = led_by(nodes, FOUR, "moving")[0]
+    newcomer = next(node for node in FOUR if node not in before)
+    target = [newcomer] + [node for node in before if node != leader]
+
+    producer = SteadyProducer(bootstrap, "moving", 1)
+    wait_until(lambda: producer.acked_count() >= 300, what="records acknowledged")
+    corelog("cluster", "reassign", "--brokers", bootstrap, "--topic", "moving",
+            "--partition", "0", "--replicas", ",".join(map(str, target)), "--wait",
+            "--timeout-s", "45")
+    assert reassignments(bootstrap) == []
+    wait_until(lambda: replicas_everywhere(nodes, FOUR, "moving", 0) == target,
+               what="every node reporting the new replicas")
+    wait_until(lambda: sorted(view(nodes[target[0]])["in_sync"]["moving"][0]) == sorted(target),
+               what="the new replicas in sync")
+    wait_until(lambda: not partition_dir(nodes[leader], "moving", 0).exists(),
+               what="the old leader's node deleting its copy")
+    acked_during = producer.acked_count()
+    wait_until(lambda: producer.acked_count() >= acked_during + 300,
+               what="records acknowledged by the new group")
+    producer.stop()
+    acked = producer.acked
+    total = len(acked[0])
+    assert read_all(bootstrap, "moving", 1, total) == acked, "every acknowledged record, once"
+    # Only the new group holds the partition: stop the node that left, and the newcomer
+    # still serves everything (a majority of the new replicas is live).
+    nodes[leader].stop(signal.SIGKILL)
+    alive = [node for node in FOUR if node != leader]
+    wait_until(lambda: led_by(nodes, alive, "moving"), what="the moved partition led")
+    bootstrap = ",".join(nodes[node].bootstrap for node in alive)
+    assert read_all(bootstrap, "moving", 1, total) == acked
+
+
+def test_a_cancelled_reassignment_puts_the_replicas_back(broker_factory):
+    """A move to a node that is paused (SIGSTOP) cannot complete: ListPartitionReassignments
+    and kafka-python's admin client show it in progress (adding and removing replicas);
+    cancelled, the partition's replicas are what they were, and the paused node, resumed,
+    deletes the copy it began. Bad targets get Kafka's errors."""
+    nodes = start_cluster(broker_factory, node_ids=FOUR)
+    wait_until(lambda: agreed_controller(nodes, FOUR), what="the cluster formed")
+    bootstrap = ",".join(nodes[node].bootstrap for node in FOUR)
+    create_topic(bootstrap, "stays", 1, replication=3)
+    wait_until(lambda: led_by(nodes, FOUR, "stays"), what="the partition led")
+    produce(bootstrap, "stays", 1, 100)
+    before = replicas_everywhere(nodes, FOUR, "stays", 0)
+    paused = next(node for node in FOUR if node not in before)
+    leaving = before[-1]
+    target = before[:-1] + [paused]
+    nodes[paused].pause()
+    live = [node for node in FOUR if node != paused]
+    bootstrap = ",".join(nodes[node].bootstrap for node in live)
+    try:
+        # kafka-python sends the request to the controller it was told of: a live one.
+        wait_until(lambda: agreed_controller(nodes, live), what="the paused node fenced")
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            moving = kafka.TopicPartition("stays", 0)
+            assert admin.alter_partition_reassignments({moving: target}) == {moving: None}
+            listed = admin.list_partition_reassignments()
+        finally:
+            admin.close()
+        assert listed == {moving: {"replicas": target + [leaving], "adding_replicas": [paused],
+                                   "removing_replicas": [leaving]}}, listed
+        ongoing = reassignments(bootstrap)
+        assert ongoing == [{"topic": "stays", "partition": 0, "replicas": target + [leaving],
+                            "adding": [paused], "removing": [leaving]}], ongoing
+        # The learner cannot catch up: nothing moves.
+        time.sleep(1)
+        assert replicas_everywhere(nodes, live, "stays", 0) == target + [leaving]
+        corelog("cluster", "reassign", "--brokers", bootstrap, "--topic", "stays",
+                "--partition", "0", "--cancel", "--wait", "--timeout-s", "45")
+        wait_until(lambda: replicas_everywhere(nodes, live, "stays", 0) == before,
+                   what="the replicas as they were")
+        # Kafka's answers to bad targets.
+        refused = corelog("cluster", "reassign", "--brokers", bootstrap, "--topic", "stays",
+                          "--partition", "0", "--cancel", check=False)
+        assert "NoReassignmentInProgress" in refused.stderr, refused.stderr
+        for replicas, error in [("1,1,2", "InvalidReplicaAssignment"),
+                                ("1,2,9", "InvalidReplicaAssignment")]:
+            refused = corelog("cluster", "reassign", "--brokers", bootstrap, "--topic", "stays",
+                              "--partition", "0", "--replicas", replicas, check=False)
+            assert error in refused.stderr, refused.stderr
+        refused = corelog("cluster", "reassign", "--brokers", bootstrap, "--topic", "nope",
+                          "--partition", "0", "--replicas", "1,2,3", check=False)
+        assert "UnknownTopicOrPartition" in refused.stderr, refused.stderr
+    finally:
+        nodes[paused].resume()
+    wait_until(lambda: not partition_dir(nodes[paused], "stays", 0).exists(),
+               what="the resumed node deleting the copy it began")
+    assert read_all(bootstrap, "stays", 1, 100) == expected_values(1, 100)
+
+
+def test_decommission_drains_a_node(broker_factory):
+    """`corelog cluster decommission` moves every replica off a node, `__consumer_offsets`'
+    too, to the other nodes; the node can then be stopped without any partition losing a
+    replica, and everything written is still there."""
+    nodes = start_cluster(broker_factory, node_ids=FOUR)
+    wait_until(lambda: agreed_controller(nodes, FOUR), what="the cluster formed")
+    bootstrap = ",".join(nodes[node].bootstrap for node in FOUR)
+    create_topic(bootstrap, "drained", 4, replication=3)
+    wait_until(lambda: led_by(nodes, FOUR, "drained"), what="the partitions led")
+    produce(bootstrap, "drained", 4, 400)
+    status = cluster_status(bootstrap)
+    victim = max(status["nodes"], key=lambda n: n["replicas"])["node"]
+    plan = corelog("cluster", "decommission", "--brokers", bootstrap, "--node", str(victim),
+                   "--dry-run").stdout
+    assert "drained-" in plan, plan
+    corelog("cluster", "decommission", "--brokers", bootstrap, "--node", str(victim), "--wait",
+            "--timeout-s", "50")
+
+    def drained():
+        found = cluster_status(bootstrap)
+        held = {n["node"]: n["replicas"] for n in found["nodes"]}
+        return found if held.get(victim, 0) == 0 and not found["under_replicated"] else None
+
+    wait_until(drained, what="no replica left on the node, none under-replicated")
+    nodes[victim].stop(signal.SIGTERM)
+    alive = [node for node in FOUR if node != victim]
+    wait_until(lambda: led_by(nodes, alive, "drained"), what="every partition led")
+    bootstrap = ",".join(nodes[node].bootstrap for node in alive)
+    assert read_all(bootstrap, "drained", 4, 400) == expected_values(4, 400)
