@@ -267,15 +267,28 @@ impl Replica {
                 anchor
             }
         };
-        // An install that restarted the log (see `install`) wrote the anchor first: a crash
-        // before the log reached the anchor's base leaves it shorter, and it starts again there.
-        if log.log_end_offset() < anchor.base_end {
-            log.restart_at(anchor.base_end).await?;
+        // An install that restarted the log (see `restart_log`) wrote the anchor first: a
+        // crash before the log reached the anchor's base leaves it shorter. It restarts at
+        // the offset the anchor names (again, if the crash came before the restart) and the
+        // driver copies the rest before it steps (`finish_restart`). An anchor written before
+        // it named that offset starts the log at the base.
+        let unfinished = log.log_end_offset() < anchor.base_end;
+        if unfinished {
+            match anchor.restarted_at {
+                Some(at) if log.log_start_offset() != at || log.log_end_offset() < at => {
+                    log.restart_at(at).await?
+                }
+                Some(_) => {}
+                None => log.restart_at(anchor.base_end).await?,
+            }
         }
         // Retention keeps what a restart rebuilds the window from, and what a lagging peer
         // may still copy.
-        log.set_retention_floor(anchor.base_end);
-        let batches = read_from(&log, anchor.base_end).await?;
+        log.set_retention_floor(anchor.base_end.min(log.log_end_offset()));
+        let batches = match log.log_end_offset() < anchor.base_end {
+            true => Vec::new(),
+            false => read_from(&log, anchor.base_end).await?,
+        };
         let window = Window::rebuild(&anchor, &batches)?;
         let commit = window.hard_state().commit;
         let commit_end = window.end_of(commit);
@@ -531,6 +544,12 @@ impl Replica {
     /// A payload from a peer, for the driver.
     pub fn receive(&self, from: Address, envelope: Envelope) {
         match envelope {
+            Envelope::Raft(_, message) if !self.may_vote_for(&message) => {
+                let group = self.group;
+                let from = node_of(message.from);
+                tracing::debug!(group, %from, "vote request of a node outside the configuration dropped");
+                return;
+            }
             Envelope::Raft(_, message) => {
                 let answers = matches!(
                     message.get_msg_type(),
@@ -572,6 +591,25 @@ impl Replica {
             }
         }
         self.wake.notify_all();
+    }
+
+    /// Whether a vote (or pre-vote) request may reach raft-rs: only between voters of the
+    /// configuration this replica applied. raft-rs takes a configuration as applied, not as
+    /// appended, so a candidate may count by one the group has left (a removed voter that
+    /// missed its removal); and a replica the group removed must not help elect anyone.
+    /// Other messages pass.
+    fn may_vote_for(&self, message: &Message) -> bool {
+        let asks = matches!(
+            message.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
+        if !asks {
+            return true;
+        }
+        let window = self.window.borrow();
+        let conf = window.conf_state();
+        let voter = |id: u64| conf.voters.contains(&id) || conf.voters_outgoing.contains(&id);
+        voter(message.from) && voter(raft_id(self.me))
     }
 
     /// A leader about to stop hands its leadership to the live follower whose log is furthest
@@ -627,6 +665,12 @@ impl Replica {
     }
 
     async fn drive(self: Rc<Self>) {
+        if let Err(error) = self.finish_restart().await {
+            if !matches!(error, StorageError::Closed) {
+                tracing::error!(group = self.group, %error, "replica failed; it stops");
+            }
+            self.stopped.set(true);
+        }
         loop {
             let woken = self.wake.notified();
             if self.stopped.get() {
@@ -1106,8 +1150,15 @@ impl Replica {
             return Ok(());
         };
         for entry in &entries {
-            self.apply_conf_change(entry);
+            let changed = self.apply_conf_change(entry);
             self.window.borrow_mut().set_applied(entry.index);
+            if changed {
+                // The configuration this replica votes and campaigns by never goes back:
+                // a restart that forgot a change it applied (the anchor is written lazily)
+                // could campaign by a configuration the group has left (the simulation
+                // found a removed voter elected so, and a committed entry overwritten).
+                self.write_anchor().await?;
+            }
             if let Some(log_start) = entries::log_start_of(entry) {
                 self.move_log_start(entry.index, log_start).await?;
             }
@@ -1190,9 +1241,11 @@ impl Replica {
         waiters.retain(|_, waiting| !waiting.is_empty());
     }
 
-    fn apply_conf_change(&self, entry: &Entry) {
+    /// Applies the configuration change `entry` holds, if any; whether it changed the
+    /// configuration.
+    fn apply_conf_change(&self, entry: &Entry) -> bool {
         let changed = match entry.get_entry_type() {
-            EntryType::EntryNormal => return,
+            EntryType::EntryNormal => return false,
             EntryType::EntryConfChange => ConfChange::parse_from_bytes(&entry.data)
                 .map_err(|error| error.to_string())
                 .and_then(|change| {
@@ -1215,14 +1268,33 @@ impl Replica {
                     ?conf_state,
                     "configuration changed"
                 );
+                let me = raft_id(self.me);
+                let voter =
+                    conf_state.voters.contains(&me) || conf_state.voters_outgoing.contains(&me);
                 self.window
                     .borrow_mut()
                     .set_conf_state(entry.index, conf_state);
+                // A leader the change removed (it won an election in a joint configuration
+                // whose leaving it then committed) steps down at once: raft-rs keeps such a
+                // leader leading, and it fails at its next commit without itself among the
+                // voters. The others elect a leader of the new configuration.
+                self.with_node(|node| {
+                    if node.raft.state == StateRole::Leader && !voter {
+                        tracing::info!(
+                            group = self.group,
+                            "removed from the group; no longer leading"
+                        );
+                        let term = node.raft.term;
+                        node.raft.become_follower(term, raft::INVALID_ID);
+                    }
+                });
                 self.moved.notify_all();
+                true
             }
             Err(error) => {
                 let index = entry.index;
                 tracing::error!(group = self.group, index, %error, "configuration change refused");
+                false
             }
         }
     }
@@ -1388,8 +1460,11 @@ impl Replica {
 
     /// Restarts the log empty at `at` (at most the snapshot's position `to`), its batches
     /// below deleted on the peer copied from. The window restarts at the snapshot and the
-    /// anchor says so first: a crash before the log reaches `to` leaves a log shorter than
-    /// the anchor's base, which opening restarts at the base (see `open`).
+    /// anchor says so first, with `at`: a crash before the log reaches `to` leaves a log
+    /// shorter than the anchor's base, which opening restarts at `at` again if need be and
+    /// the driver copies on (`finish_restart`) before it steps. (Restarting it at the base
+    /// instead left a log without the committed batches between `at` and the base: the
+    /// simulation found a new leader so, refusing an idempotent producer's next batch.)
     async fn restart_log(
         &self,
         snapshot: &Snapshot,
@@ -1397,10 +1472,65 @@ impl Replica {
         at: Offset,
     ) -> Result<(), StorageError> {
         self.window.borrow_mut().restore(snapshot, to);
+        self.window.borrow_mut().set_restarted_at(Some(at));
         self.write_anchor().await?;
         self.partition.restart_at(at).await?;
         let group = self.group;
         tracing::info!(group, %at, "log restarted at the leader's log start");
+        Ok(())
+    }
+
+    /// Copies the batches a restart cut short left out (see `restart_log`): from the log's
+    /// end up to the window's base, from peers that committed them, before the driver steps.
+    /// A peer whose log starts further on has the log restart there again.
+    async fn finish_restart(self: &Rc<Self>) -> Result<(), StorageError> {
+        let to = self.window.borrow().end_offset();
+        if self.partition.log_end_offset() >= to {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        while self.partition.log_end_offset() < to {
+            if self.stopped.get() {
+                return Err(StorageError::Closed);
+            }
+            let end = self.partition.log_end_offset();
+            let source = self.copy_source(attempt);
+            attempt += 1;
+            let mut batches = match self.request_copy(source, end, to).await {
+                Copied::Batches(batches) => batches,
+                Copied::FromLogStart { batches, .. } => {
+                    let first = batch_meta(&batches).map_or(to, |meta| meta.base_offset.min(to));
+                    if first > end {
+                        self.partition.restart_at(first).await?;
+                    }
+                    batches
+                }
+                Copied::Unavailable => continue,
+            };
+            let mut appended = false;
+            while let Ok(length) = record_batch::declared_batch_bytes(&batches) {
+                if length > batches.len() {
+                    break;
+                }
+                let batch = batches.split_to(length);
+                let Ok(meta) = batch_meta(&batch) else {
+                    break;
+                };
+                if meta.base_offset != self.partition.log_end_offset() || meta.last_offset >= to {
+                    break;
+                }
+                self.partition.append_entry(batch, meta).await?;
+                appended = true;
+            }
+            if appended {
+                self.partition.flush_entries().await?;
+                attempt = 0;
+            }
+        }
+        self.window.borrow_mut().set_restarted_at(None);
+        self.write_anchor().await?;
+        let group = self.group;
+        tracing::info!(group, %to, "a restarted log copied up to its base");
         Ok(())
     }
 

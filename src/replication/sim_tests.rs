@@ -8,17 +8,20 @@
 //! splits (one node isolated; a majority and a minority; two sides joined only through one
 //! bridge node), leaders hand their leadership over, and the network drops and delays; now
 //! and then the log start moves (DeleteRecords), so that lagging followers restart their
-//! logs at the leader's. Checked throughout:
+//! logs at the leader's; and every few seconds the group's voters change (a reassignment: one
+//! voter swapped for the spare node or a former voter, by learner, joint configuration and
+//! hand-over, the target sometimes changed again midway). Checked throughout:
 //! - at most one leader per term;
 //! - what any node serves below its high watermark never changes afterwards, on any node
 //!   (so committed logs are prefixes of each other and consumers see only committed data);
 //!
-//! and at the end, once the faults stop and every node is back: every node holds the same
-//! log, starting at or past every acknowledged log-start move, and every acknowledged batch
-//! not below such a move is in it at the offset it was acknowledged with.
+//! and at the end, once the faults stop and every node is back: the voters are the last
+//! target, every one of them holds the same log, starting at or past every acknowledged
+//! log-start move, and every acknowledged batch not below such a move is in it at the offset
+//! it was acknowledged with.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -100,8 +103,13 @@ struct Node {
 
 struct Cluster {
     name: String,
-    /// How many nodes: three or five.
+    /// How many voters: three or five; one more node starts as a spare.
     size: i32,
+    /// The voters the group is being moved to (at first the nodes below `size`).
+    target: RefCell<BTreeSet<NodeId>>,
+    /// Targets set, and targets a leader's configuration reached.
+    reconfigurations: RefCell<u64>,
+    reached: RefCell<u64>,
     random: RefCell<Seeded>,
     clock: Rc<SimClock>,
     network: Rc<SimNetwork>,
@@ -145,6 +153,9 @@ impl Cluster {
         let cluster = Rc::new(Cluster {
             name: format!("seed {seed} ({size} nodes)"),
             size,
+            target: RefCell::new((0..size).map(NodeId).collect()),
+            reconfigurations: RefCell::new(0),
+            reached: RefCell::new(0),
             random: RefCell::new(random),
             crash_per_million,
             restart_ms_max,
@@ -164,7 +175,7 @@ impl Cluster {
         });
         let stop = Rc::new(Latch::default());
         runtime::spawn_local(cluster.network.clone().run(stop)).detach();
-        for id in 0..size {
+        for id in 0..=size {
             let root = PathBuf::from(format!("/corelog-sim-{seed}/node-{id}/0"));
             let disk = SimDisk::mount(&root);
             disk.set_sync_latency(SYNC_LATENCY);
@@ -187,10 +198,16 @@ impl Cluster {
     fn start(&self, node: &Node, seed: u64) {
         let replicas = Replicas::new();
         let transport = Rc::new(self.network.attach(address(node.id), replicas.deliver()));
+        // The spare joins when a reassignment adds it (an anchor, once written, keeps what
+        // a node applied).
+        let voters = match node.id.get() < self.size {
+            true => (0..self.size).map(NodeId).collect(),
+            false => Vec::new(),
+        };
         let spec = ReplicaSpec {
             group: GROUP,
             me: node.id,
-            voters: self.node_ids().collect(),
+            voters,
             peers: self
                 .node_ids()
                 .filter(|peer| *peer != node.id)
@@ -227,8 +244,16 @@ impl Cluster {
         clock::now_ms()
     }
 
+    /// Every node, the spare too.
     fn node_ids(&self) -> impl Iterator<Item = NodeId> {
-        (0..self.size).map(NodeId)
+        (0..=self.size).map(NodeId)
+    }
+
+    /// The live replicas of the voters of the target.
+    fn live_members(&self) -> Vec<(NodeId, Rc<Replica>)> {
+        let target = self.target.borrow();
+        let live = self.live_replicas().into_iter();
+        live.filter(|(node, _)| target.contains(node)).collect()
     }
 
     fn live_replicas(&self) -> Vec<(NodeId, Rc<Replica>)> {
@@ -298,15 +323,16 @@ impl Cluster {
             *self.heal_at_ms.borrow_mut() = None;
         }
         let mut random = self.random.borrow_mut();
+        let nodes = self.size as u64 + 1;
         if random.chance(self.crash_per_million) {
-            let index = random.below(self.size as u64) as usize;
+            let index = random.below(nodes) as usize;
             let restart_after = 10 + random.below(self.restart_ms_max) as i64;
             drop(random);
             self.crash(index, restart_after);
             return;
         }
         if random.chance(self.crash_per_million) && self.heal_at_ms.borrow().is_none() {
-            let (side, other) = split(&mut random, self.size);
+            let (side, other) = split(&mut random, nodes as i32);
             self.network.partition(&side, &other);
             *self.heal_at_ms.borrow_mut() = Some(now + 200 + random.below(3_000) as i64);
         }
@@ -485,6 +511,45 @@ async fn trimmer(cluster: Rc<Cluster>, seed: u64, stop: Rc<Latch>) {
     }
 }
 
+/// Every 1 to 4 s of faults, swaps one voter of the target for a node outside it (the spare
+/// at first, former voters later), whether or not the last target was reached; every 100 ms
+/// hands the current leader the target, as a shard's reassignment loop does.
+async fn reconfigurer(cluster: Rc<Cluster>, seed: u64, calm: Rc<Latch>, stop: Rc<Latch>) {
+    let mut random = Seeded::new(seed ^ 0x4ec0);
+    let mut next_change_ms = cluster.now_ms() + 1_000 + random.below(3_000) as i64;
+    let mut was_reached = true;
+    while !stop.is_raised() {
+        clock::sleep(Duration::from_millis(100)).await;
+        if !calm.is_raised() && cluster.now_ms() >= next_change_ms {
+            next_change_ms = cluster.now_ms() + 1_000 + random.below(3_000) as i64;
+            let mut target = cluster.target.borrow_mut();
+            let members: Vec<NodeId> = target.iter().copied().collect();
+            let outside: Vec<NodeId> = cluster.node_ids().filter(|n| !target.contains(n)).collect();
+            let leaving = members[random.below(members.len() as u64) as usize];
+            let joining = outside[random.below(outside.len() as u64) as usize];
+            target.remove(&leaving);
+            target.insert(joining);
+            *cluster.reconfigurations.borrow_mut() += 1;
+            was_reached = false;
+        }
+        let leader = cluster
+            .live_replicas()
+            .into_iter()
+            .find(|(_, replica)| replica.is_leader());
+        if let Some((_, leader)) = leader {
+            let target = cluster.target.borrow().clone();
+            let reached = leader.membership().is(&target);
+            if reached && !was_reached {
+                *cluster.reached.borrow_mut() += 1;
+            }
+            was_reached = reached;
+            if !reached {
+                leader.reconfigure(target);
+            }
+        }
+    }
+}
+
 /// The number of a batch's `payload-<number>` record.
 fn payload_number(batch: &[u8]) -> Option<u64> {
     let tag = b"payload-";
@@ -508,6 +573,9 @@ async fn simulate(seed: u64, duration: Duration) -> String {
         runtime::spawn_local(client(cluster.clone(), 1000 + producer, stop.clone())).detach();
     }
     runtime::spawn_local(trimmer(cluster.clone(), seed, stop.clone())).detach();
+    let calm = Rc::new(Latch::default());
+    let reconfiguring = reconfigurer(cluster.clone(), seed, calm.clone(), stop.clone());
+    runtime::spawn_local(reconfiguring).detach();
     let end = cluster.now_ms() + duration.as_millis() as i64;
     let (mut last_check, mut last_faults) = (0, 0);
     while cluster.now_ms() < end {
@@ -522,8 +590,9 @@ async fn simulate(seed: u64, duration: Duration) -> String {
             last_check = cluster.now_ms();
         }
     }
-    // The faults stop: the network heals, every node comes back, the clients go on for a
-    // while and then stop.
+    // The faults stop: the network heals, every node comes back, the last target is reached,
+    // the clients go on for a while and then stop.
+    calm.raise();
     cluster.network.heal_all();
     cluster.network.set_faults(Faults::default());
     *cluster.heal_at_ms.borrow_mut() = None;
@@ -555,7 +624,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
     let committed = cluster.committed.borrow();
     assert!(!acked.is_empty(), "{name}: nothing was acknowledged");
     let trimmed_to = *cluster.trimmed_to.borrow();
-    for (node, replica) in cluster.live_replicas() {
+    for (node, replica) in cluster.live_members() {
         let log_start = replica.partition().log_start_offset();
         assert!(
             log_start >= trimmed_to,
@@ -593,7 +662,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
     }
     // Every replica knows every producer of its log, restarted ones from snapshots and the
     // log (a log restarted at the leader's log start knows those after it).
-    for (node, replica) in cluster.live_replicas() {
+    for (node, replica) in cluster.live_members() {
         let partition = replica.partition();
         let in_log: std::collections::HashSet<i64> = committed
             .range(partition.log_start_offset()..)
@@ -613,12 +682,15 @@ async fn simulate(seed: u64, duration: Duration) -> String {
             .map(|(_, replica)| replica.snapshots_installed())
             .sum::<u64>();
     let digest = format!(
-        "nodes {} acked {} committed {} terms {} crashes {} snapshots {snapshots} sent {} dropped {}",
+        "nodes {} acked {} committed {} terms {} crashes {} snapshots {snapshots} \
+         reconfigurations {}/{} sent {} dropped {}",
         cluster.size,
         acked.len(),
         committed.len(),
         cluster.leaders.borrow().len(),
         cluster.crashes.borrow(),
+        cluster.reached.borrow(),
+        cluster.reconfigurations.borrow(),
         cluster.network.stats().sent.get(),
         cluster.network.stats().dropped.get()
     );
@@ -629,10 +701,16 @@ async fn simulate(seed: u64, duration: Duration) -> String {
     digest
 }
 
-/// Whether every node is up, one leads, and all have the same committed end as the log end.
+/// Whether the group's voters are the target, every one of them is up, one leads, and all
+/// have the same committed end as the log end.
 fn all_equal(cluster: &Cluster) -> bool {
-    let live = cluster.live_replicas();
-    if live.len() != cluster.size as usize || !live.iter().any(|(_, replica)| replica.is_leader()) {
+    let live = cluster.live_members();
+    let leader = live.iter().find(|(_, replica)| replica.is_leader());
+    let reached = leader.is_some_and(|(_, leader)| {
+        let target = cluster.target.borrow();
+        leader.membership().is(&target)
+    });
+    if live.len() != cluster.size as usize || !reached {
         return false;
     }
     let ends: Vec<(Offset, Offset)> = live

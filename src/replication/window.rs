@@ -59,6 +59,10 @@ pub struct Anchor {
     /// configuration.
     #[serde(default)]
     pub conf_changes: Vec<(u64, Conf)>,
+    /// Set while the log, restarted at this offset (a peer's log start) to be made equal to
+    /// the leader's up to `base_end`, has not reached it: opening then goes on copying.
+    #[serde(default)]
+    pub restarted_at: Option<Offset>,
 }
 
 /// A configuration as the anchor stores it (raft-rs's ConfState).
@@ -161,6 +165,8 @@ pub struct Window {
     /// Where the base must move for a snapshot to reach a replica the base's configuration
     /// does not have yet (a learner just added): see `WindowStorage::snapshot`.
     base_wanted: Option<u64>,
+    /// See `Anchor::restarted_at`.
+    restarted_at: Option<Offset>,
 }
 
 impl Window {
@@ -181,6 +187,7 @@ impl Window {
                 .collect(),
             applied: 0,
             base_wanted: None,
+            restarted_at: anchor.restarted_at,
         };
         for batch in batches {
             let index = window.last_index() + 1;
@@ -223,6 +230,7 @@ impl Window {
             conf_changes: (self.conf_changes.iter())
                 .map(|(index, conf)| (*index, conf.into()))
                 .collect(),
+            restarted_at: self.restarted_at,
         }
     }
 
@@ -311,6 +319,11 @@ impl Window {
         self.base_wanted.take()
     }
 
+    /// The log was restarted at `at` to be copied up to the base's end (None once it is).
+    pub fn set_restarted_at(&mut self, at: Option<Offset>) {
+        self.restarted_at = at;
+    }
+
     /// Entries up to `index` are applied: their configuration changes are in `conf_state`.
     pub fn set_applied(&mut self, index: u64) {
         self.applied = index;
@@ -373,6 +386,7 @@ impl Window {
         self.base_end = end;
         self.base_conf = metadata.get_conf_state().clone();
         self.conf_changes.clear();
+        self.restarted_at = None;
         self.applied = metadata.index;
         self.hard_state.commit = self.hard_state.commit.max(metadata.index);
         self.hard_state.term = self.hard_state.term.max(metadata.term);
