@@ -311,3 +311,27 @@ def test_min_insync_replicas_above_one_refuses_acks_all_on_one_replica(broker, t
     refused = produce_once("all")
     assert [err.code() for err, _ in refused.failed] == [KafkaError.NOT_ENOUGH_REPLICAS]
     produce_once("1").check(1)
+
+
+def test_reassignments_on_a_single_node(broker, kp_admin, topic):
+    """A single node's partitions have one replica, on it: reassigning one to that node
+    changes nothing and succeeds, to any other node is INVALID_REPLICA_ASSIGNMENT, a cancel
+    NO_REASSIGNMENT_IN_PROGRESS, an unknown partition UNKNOWN_TOPIC_OR_PARTITION; nothing is
+    ever in progress."""
+    ck_create(ck_admin(broker), topic, partitions=1)
+    here = KpTopicPartition(topic, 0)
+    node = json.loads(corelog("cluster", "status", "--brokers", broker.bootstrap,
+                              "--json").stdout)["nodes"][0]["node"]
+    results = kp_admin.alter_partition_reassignments({here: [node]})
+    assert results == {here: None}, results
+    unknown = KpTopicPartition(topic, 5)
+    results = kp_admin.alter_partition_reassignments({here: [node + 1], unknown: [node]})
+    names = {tp.partition: error.__name__ for tp, error in results.items()}
+    assert names == {0: "InvalidReplicationAssignmentError",  # kafka-python's name for 39
+                     5: "UnknownTopicOrPartitionError"}, \
+        names
+    results = kp_admin.alter_partition_reassignments({here: None})
+    assert results[here].__name__ == "NoReassignmentInProgressError", results
+    assert kp_admin.list_partition_reassignments() == {}
+    assert json.loads(corelog("cluster", "reassignments", "--brokers", broker.bootstrap,
+                              "--json").stdout) == []
