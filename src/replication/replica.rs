@@ -54,7 +54,7 @@ use crate::partition::{Partition, ShardContext, TopicPartition};
 use crate::protocol::record_batch;
 use crate::runtime::{self, clock};
 use crate::seeded::Seeded;
-use crate::storage::{batch_meta, Log, StorageError};
+use crate::storage::{batch_meta, BatchMeta, Log, StorageError};
 use crate::sync::Notify;
 use crate::transport::{Address, Transport};
 
@@ -1422,17 +1422,7 @@ impl Replica {
             };
             let before = end;
             let mut appended = false;
-            while let Ok(length) = record_batch::declared_batch_bytes(&batches) {
-                if length > batches.len() {
-                    break;
-                }
-                let batch = batches.split_to(length);
-                let Ok(meta) = batch_meta(&batch) else {
-                    break;
-                };
-                if meta.base_offset != end || meta.last_offset >= to {
-                    break;
-                }
+            while let Some((batch, meta)) = next_copied(&mut batches, end, to) {
                 if !restarted && self.holds(index, &batch)? {
                     end = meta.last_offset + 1;
                     index += 1;
@@ -1508,17 +1498,9 @@ impl Replica {
                 Copied::Unavailable => continue,
             };
             let mut appended = false;
-            while let Ok(length) = record_batch::declared_batch_bytes(&batches) {
-                if length > batches.len() {
-                    break;
-                }
-                let batch = batches.split_to(length);
-                let Ok(meta) = batch_meta(&batch) else {
-                    break;
-                };
-                if meta.base_offset != self.partition.log_end_offset() || meta.last_offset >= to {
-                    break;
-                }
+            while let Some((batch, meta)) =
+                next_copied(&mut batches, self.partition.log_end_offset(), to)
+            {
                 self.partition.append_entry(batch, meta).await?;
                 appended = true;
             }
@@ -1715,6 +1697,19 @@ enum ProducerCheck {
 }
 
 /// Every batch of `log` from `start` to its end.
+/// The next batch of a copy reply, whole, if it begins at `at` and ends before `to`.
+fn next_copied(batches: &mut Bytes, at: Offset, to: Offset) -> Option<(Bytes, BatchMeta)> {
+    let length = record_batch::declared_batch_bytes(batches).ok()?;
+    if length > batches.len() {
+        return None;
+    }
+    let meta = batch_meta(&batches[..length]).ok()?;
+    if meta.base_offset != at || meta.last_offset >= to {
+        return None;
+    }
+    Some((batches.split_to(length), meta))
+}
+
 async fn read_from(log: &Log, start: Offset) -> Result<Vec<Bytes>, StorageError> {
     let mut batches = Vec::new();
     let mut offset = start;
