@@ -305,16 +305,26 @@ impl Shard {
             let Some(cluster) = self.cluster.get() else {
                 return;
             };
+            // Only the partitions being reassigned are looked at, so that a look costs
+            // nothing while none is.
             let reassigning: Vec<(TopicPartition, Rc<Replica>, BTreeSet<NodeId>)> = {
                 let table = self.table();
                 let by_partition = cluster.by_partition.borrow();
-                by_partition
-                    .iter()
-                    .filter(|(_, replica)| replica.leads_in_term())
-                    .filter_map(|(tp, replica)| {
-                        let topic = table.topic(&tp.topic)?;
-                        let target = topic.reassignment_target(tp.partition)?;
-                        Some((tp.clone(), replica.clone(), target.into_iter().collect()))
+                let moving = table.topics().flat_map(|topic| {
+                    let partitions = topic.reassigning.keys();
+                    partitions.map(move |partition| (topic, *partition))
+                });
+                moving
+                    .filter_map(|(topic, partition)| {
+                        let tp = TopicPartition {
+                            topic: topic.name.clone(),
+                            partition,
+                        };
+                        let replica = by_partition.get(&tp)?.clone();
+                        let target = topic.reassignment_target(partition)?;
+                        replica
+                            .leads_in_term()
+                            .then(|| (tp, replica, target.into_iter().collect()))
                     })
                     .collect()
             };
