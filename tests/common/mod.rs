@@ -47,20 +47,30 @@ pub fn broker_binary() -> PathBuf {
 
 /// A port that was free a moment ago and that no other test of this process was given: tests
 /// run in parallel, and two brokers told the same port would both bind it (SO_REUSEPORT) and
-/// serve each other's clients.
+/// serve each other's clients. It is below the kernel's ephemeral range (32768 and up by
+/// default), so that while a broker restarts on it no socket bound to port 0 (another
+/// broker's admin listener, a client's connection) can be handed it: one was, and the
+/// restart failed with EADDRINUSE.
 pub fn free_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = listener.local_addr().expect("local address").port();
-        let mut given = GIVEN
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !given.contains(&port) {
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for attempt in 0..COUNT {
+        let candidate = FIRST + seed.wrapping_add(attempt.wrapping_mul(7_919)) % COUNT;
+        let port = u16::try_from(candidate).expect("below 32768");
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// One `corelog serve` process over a temporary data directory that outlives restarts.
