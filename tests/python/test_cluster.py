@@ -843,6 +843,17 @@ def replicas_everywhere(nodes: dict, alive, topic: str, partition: int) -> list 
     return found[0] if all(f == found[0] for f in found) else None
 
 
+def four_nodes_with(broker_factory, topic: str, partitions: int) -> tuple[dict, str]:
+    """Four nodes, all voters, and `topic` with three replicas per partition, led; the nodes
+    and a bootstrap list of all four."""
+    nodes = start_cluster(broker_factory, node_ids=FOUR)
+    wait_until(lambda: agreed_controller(nodes, FOUR), what="the cluster formed")
+    bootstrap = ",".join(nodes[node].bootstrap for node in FOUR)
+    create_topic(bootstrap, topic, partitions, replication=3)
+    wait_until(lambda: led_by(nodes, FOUR, topic), what="the partitions led")
+    return nodes, bootstrap
+
+
 def reassignments(bootstrap: str) -> list:
     """What `corelog cluster reassignments --json` lists."""
     return json.loads(corelog("cluster", "reassignments", "--brokers", bootstrap,
@@ -855,11 +866,7 @@ def test_a_reassignment_moves_a_partition_while_it_takes_writes(broker_factory):
     node joins the partition's Raft group as a learner, catches up and becomes a voter in one
     joint change; the leader hands over; the old node deletes its copy. Every acknowledged
     record is there once and in order, on the new node too."""
-    nodes = start_cluster(broker_factory, node_ids=FOUR)
-    wait_until(lambda: agreed_controller(nodes, FOUR), what="the cluster formed")
-    bootstrap = ",".join(nodes[node].bootstrap for node in FOUR)
-    create_topic(bootstrap, "moving", 1, replication=3)
-    wait_until(lambda: led_by(nodes, FOUR, "moving"), what="the partition led")
+    nodes, bootstrap = four_nodes_with(broker_factory, "moving", 1)
     before = replicas_everywhere(nodes, FOUR, "moving", 0)
     leader = led_by(nodes, FOUR, "moving")[0]
     newcomer = next(node for node in FOUR if node not in before)
@@ -898,11 +905,7 @@ def test_a_cancelled_reassignment_puts_the_replicas_back(broker_factory):
     and kafka-python's admin client show it in progress (adding and removing replicas);
     cancelled, the partition's replicas are what they were, and the paused node, resumed,
     deletes the copy it began. Bad targets get Kafka's errors."""
-    nodes = start_cluster(broker_factory, node_ids=FOUR)
-    wait_until(lambda: agreed_controller(nodes, FOUR), what="the cluster formed")
-    bootstrap = ",".join(nodes[node].bootstrap for node in FOUR)
-    create_topic(bootstrap, "stays", 1, replication=3)
-    wait_until(lambda: led_by(nodes, FOUR, "stays"), what="the partition led")
+    nodes, bootstrap = four_nodes_with(broker_factory, "stays", 1)
     produce(bootstrap, "stays", 1, 100)
     before = replicas_everywhere(nodes, FOUR, "stays", 0)
     paused = next(node for node in FOUR if node not in before)
@@ -956,11 +959,7 @@ def test_decommission_drains_a_node(broker_factory):
     """`corelog cluster decommission` moves every replica off a node, `__consumer_offsets`'
     too, to the other nodes; the node can then be stopped without any partition losing a
     replica, and everything written is still there."""
-    nodes = start_cluster(broker_factory, node_ids=FOUR)
-    wait_until(lambda: agreed_controller(nodes, FOUR), what="the cluster formed")
-    bootstrap = ",".join(nodes[node].bootstrap for node in FOUR)
-    create_topic(bootstrap, "drained", 4, replication=3)
-    wait_until(lambda: led_by(nodes, FOUR, "drained"), what="the partitions led")
+    nodes, bootstrap = four_nodes_with(broker_factory, "drained", 4)
     produce(bootstrap, "drained", 4, 400)
     status = cluster_status(bootstrap)
     victim = max(status["nodes"], key=lambda n: n["replicas"])["node"]
