@@ -360,6 +360,24 @@ impl Replica {
         Membership::of(self.window.borrow().conf_state())
     }
 
+    /// Whether this replica leads a group whose voters are exactly `target` and every one
+    /// of them applied the change that made them so (each answered with a commit point at
+    /// or past it, which a replica says only once it applied it: see `send`).
+    /// Until then the voters that left may still be needed: a voter that has not applied
+    /// the end of a joint configuration elects by the old voters as well.
+    pub fn settled(&self, target: &BTreeSet<NodeId>) -> bool {
+        if !self.membership().is(target) {
+            return false;
+        }
+        let since = self.window.borrow().conf_index();
+        let node = self.node.borrow();
+        let raft = &node.raft;
+        raft.state == StateRole::Leader
+            && target.iter().all(|voter| {
+                (raft.prs().get(raft_id(*voter))).is_some_and(|p| p.committed_index >= since)
+            })
+    }
+
     /// Has a leader move the group's voters to `target` by membership changes, one committed
     /// step at a time (see `membership`), until they are the target or another target is
     /// given. Nothing happens on a follower.
@@ -717,6 +735,11 @@ impl Replica {
                 node.tick();
             }
             for message in pending.messages {
+                if commits_past_log(node, &message) {
+                    let from = node_of(message.from);
+                    tracing::warn!(group = self.group, %from, commit = message.commit, "a heartbeat committing past this replica's log dropped: its leader knew an earlier replica here");
+                    continue;
+                }
                 // Messages from unknown peers or stale terms are refused by raft-rs; a
                 // refusal needs no answer (the sender resends or has moved on).
                 let _ = node.step(message);
@@ -1081,8 +1104,19 @@ impl Replica {
         self.compact().await
     }
 
+    /// Sends to peers. The commit point in an answer to the leader is the one this replica
+    /// applied (raft-rs puts the one it knows, which may be ahead): the leader tracks it
+    /// per follower, and only `settled` reads it, to know which voters applied a
+    /// configuration change (a configuration change applied is in the anchor).
     fn send(&self, messages: Vec<Message>) {
-        for message in messages {
+        for mut message in messages {
+            let answer = matches!(
+                message.get_msg_type(),
+                MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+            );
+            if answer {
+                message.commit = message.commit.min(self.applied.get());
+            }
             let to = message.to;
             let Some(address) = self.peers.borrow().get(&node_of(to)).copied() else {
                 continue;
@@ -1618,6 +1652,16 @@ impl Replica {
             .for_each(|batch| joined.extend_from_slice(batch));
         Some(joined.freeze())
     }
+}
+
+/// Whether `message` is a heartbeat committing entries past this replica's log. A leader
+/// commits on a follower only what the follower acknowledged holding, so such a heartbeat
+/// comes from a leader that knew an earlier replica on this node, one that a reassignment
+/// removed and deleted (its heartbeat late, or its leadership stale): raft-rs would abort
+/// the process on it.
+fn commits_past_log(node: &RawNode<WindowStorage>, message: &Message) -> bool {
+    message.get_msg_type() == MessageType::MsgHeartbeat
+        && message.commit > node.raft.raft_log.last_index()
 }
 
 /// When the leader last heard from a follower, and when it last had the commit point (never,

@@ -10,7 +10,8 @@
 //! and then the log start moves (DeleteRecords), so that lagging followers restart their
 //! logs at the leader's; and every few seconds the group's voters change (a reassignment: one
 //! voter swapped for the spare node or a former voter, by learner, joint configuration and
-//! hand-over, the target sometimes changed again midway). Checked throughout:
+//! hand-over, the target sometimes changed again midway; once the group settled, the nodes
+//! outside it delete their replicas and start again empty). Checked throughout:
 //! - at most one leader per term;
 //! - what any node serves below its high watermark never changes afterwards, on any node
 //!   (so committed logs are prefixes of each other and consumers see only committed data);
@@ -99,6 +100,9 @@ struct Node {
     replica: Rc<RefCell<Option<Rc<Replica>>>>,
     /// When a dead node comes back, in simulated milliseconds.
     restart_at_ms: Option<i64>,
+    /// Whether the node starts outside the group: the spare, and a node whose replica was
+    /// deleted when a reassignment removed it.
+    outside: bool,
 }
 
 struct Cluster {
@@ -187,6 +191,7 @@ impl Cluster {
                 generation: 0,
                 replica: Rc::default(),
                 restart_at_ms: None,
+                outside: id >= size,
             };
             cluster.start(&node, seed);
             cluster.nodes.borrow_mut().push(node);
@@ -198,11 +203,11 @@ impl Cluster {
     fn start(&self, node: &Node, seed: u64) {
         let replicas = Replicas::new();
         let transport = Rc::new(self.network.attach(address(node.id), replicas.deliver()));
-        // The spare joins when a reassignment adds it (an anchor, once written, keeps what
-        // a node applied).
-        let voters = match node.id.get() < self.size {
-            true => (0..self.size).map(NodeId).collect(),
-            false => Vec::new(),
+        // The spare and deleted replicas join when a reassignment adds them (an anchor,
+        // once written, keeps what a node applied).
+        let voters = match node.outside {
+            false => (0..self.size).map(NodeId).collect(),
+            true => Vec::new(),
         };
         let spec = ReplicaSpec {
             group: GROUP,
@@ -300,6 +305,30 @@ impl Cluster {
         node.root = root;
         node.life = Life::new();
         node.restart_at_ms = Some(self.now_ms() + restart_after_ms);
+    }
+
+    /// Deletes the replica of `index`, as a node that a completed reassignment removed
+    /// does: its process restarts at once on an empty disk, outside the group.
+    fn delete_replica(&self, index: usize) {
+        let mut nodes = self.nodes.borrow_mut();
+        let node = &mut nodes[index];
+        node.life.kill();
+        if let Some(replica) = node.replica.borrow_mut().take() {
+            *self.snapshots.borrow_mut() += replica.snapshots_installed();
+        }
+        self.network.detach(address(node.id));
+        node.generation += 1;
+        let root = node
+            .root
+            .parent()
+            .unwrap()
+            .join(node.generation.to_string());
+        node.disk = SimDisk::mount(&root);
+        node.disk.set_sync_latency(SYNC_LATENCY);
+        node.root = root;
+        node.life = Life::new();
+        node.outside = true;
+        node.restart_at_ms = Some(self.now_ms());
     }
 
     fn restart_due(&self, seed: u64) {
@@ -513,11 +542,14 @@ async fn trimmer(cluster: Rc<Cluster>, seed: u64, stop: Rc<Latch>) {
 
 /// Every 1 to 4 s of faults, swaps one voter of the target for a node outside it (the spare
 /// at first, former voters later), whether or not the last target was reached; every 100 ms
-/// hands the current leader the target, as a shard's reassignment loop does.
+/// hands the current leader the target, as a shard's reassignment loop does, and once the
+/// leader says the group settled there, deletes the replicas of the nodes outside it, as
+/// the nodes a completed reassignment removed do.
 async fn reconfigurer(cluster: Rc<Cluster>, seed: u64, calm: Rc<Latch>, stop: Rc<Latch>) {
     let mut random = Seeded::new(seed ^ 0x4ec0);
     let mut next_change_ms = cluster.now_ms() + 1_000 + random.below(3_000) as i64;
     let mut was_reached = true;
+    let mut completed = true;
     while !stop.is_raised() {
         clock::sleep(Duration::from_millis(100)).await;
         if !calm.is_raised() && cluster.now_ms() >= next_change_ms {
@@ -531,6 +563,7 @@ async fn reconfigurer(cluster: Rc<Cluster>, seed: u64, calm: Rc<Latch>, stop: Rc
             target.insert(joining);
             *cluster.reconfigurations.borrow_mut() += 1;
             was_reached = false;
+            completed = false;
         }
         let leader = cluster
             .live_replicas()
@@ -545,6 +578,15 @@ async fn reconfigurer(cluster: Rc<Cluster>, seed: u64, calm: Rc<Latch>, stop: Rc
             was_reached = reached;
             if !reached {
                 leader.reconfigure(target);
+            } else if !completed && leader.settled(&target) {
+                completed = true;
+                let removed: Vec<usize> = (cluster.nodes.borrow().iter().enumerate())
+                    .filter(|(_, node)| !target.contains(&node.id))
+                    .map(|(index, _)| index)
+                    .collect();
+                for index in removed {
+                    cluster.delete_replica(index);
+                }
             }
         }
     }

@@ -300,6 +300,14 @@ impl Window {
             .map_or(&self.base_conf, |(_, conf)| conf)
     }
 
+    /// The entry whose change made the configuration `conf_state` (the base, when no change
+    /// was applied after it: the configuration is then at least that old).
+    pub fn conf_index(&self) -> u64 {
+        self.conf_changes
+            .back()
+            .map_or(self.base_index, |(index, _)| *index)
+    }
+
     pub fn set_hard_state(&mut self, hard_state: HardState) {
         self.hard_state = hard_state;
     }

@@ -290,9 +290,9 @@ impl Shard {
     }
 
     /// Moves the groups of the partitions this shard leads that are being reassigned towards
-    /// their targets (`Replica::reconfigure`), and reports each target reached to the
-    /// controller, which completes the reassignment (the nodes that left then delete their
-    /// replicas). Looks every `REASSIGNMENT_CHECK_MS` and at every change of the metadata;
+    /// their targets (`Replica::reconfigure`), and reports each target reached and applied
+    /// by all its voters to the controller, which completes the reassignment (the nodes that
+    /// left then delete their replicas). Looks every `REASSIGNMENT_CHECK_MS` and at every change of the metadata;
     /// one loop per shard, not one per partition.
     pub(super) async fn drive_reassignments(self: Rc<Self>, stop: Rc<crate::sync::Latch>) {
         let interval = Duration::from_millis(limits::REASSIGNMENT_CHECK_MS);
@@ -329,9 +329,9 @@ impl Shard {
                     .collect()
             };
             for (tp, replica, target) in reassigning {
-                if replica.membership().is(&target) {
+                if replica.settled(&target) {
                     self.report_reassigned(&tp, target).await;
-                } else {
+                } else if !replica.membership().is(&target) {
                     replica.reconfigure(target);
                 }
             }

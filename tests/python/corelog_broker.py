@@ -35,11 +35,33 @@ def corelog_bin() -> str:
     return str(Path(path).resolve())
 
 
+# Ports handed out by `free_port`: below the kernel's ephemeral range (32768 up), so that no
+# client connection's local port takes a broker's port between two of its starts, and apart
+# from the Rust harness's 20000-31999.
+_PORT_FIRST = 10_000
+_PORT_COUNT = 10_000
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Return a TCP port on 127.0.0.1 that is free now and was not given before in this process.
+
+    A broker restarted on the same port must find it free: a port the kernel picked from its
+    ephemeral range could meanwhile be the local port of some client's connection.
+    """
+    start = os.getpid() ^ time.time_ns()
+    for attempt in range(_PORT_COUNT):
+        port = _PORT_FIRST + (start + attempt * 7_919) % _PORT_COUNT
+        if port in _ports_given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORT_FIRST}..{_PORT_FIRST + _PORT_COUNT}")
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
