@@ -4,6 +4,7 @@
 
 use anyhow::anyhow;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::{DescribeClusterRequest, DescribeQuorumRequest, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
 use serde::Serialize;
@@ -45,6 +46,8 @@ pub struct QuorumInfo {
     pub high_watermark: i64,
     /// By node id.
     pub voters: Vec<VoterInfo>,
+    /// The nodes that follow the metadata log without voting (broker-only nodes), by node id.
+    pub observers: Vec<VoterInfo>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,22 +121,25 @@ impl Admin {
         if partition.error_code != 0 {
             return Err(kafka_error("describe quorum", partition.error_code, None));
         }
-        let mut voters: Vec<VoterInfo> = partition
-            .current_voters
-            .iter()
-            .map(|voter| VoterInfo {
-                node: voter.replica_id.0,
-                log_end_offset: voter.log_end_offset,
-                last_fetch_timestamp: voter.last_fetch_timestamp,
-                last_caught_up_timestamp: voter.last_caught_up_timestamp,
-            })
-            .collect();
-        voters.sort_by_key(|voter| voter.node);
+        let replicas = |states: &[ReplicaState]| {
+            let mut replicas: Vec<VoterInfo> = states
+                .iter()
+                .map(|state| VoterInfo {
+                    node: state.replica_id.0,
+                    log_end_offset: state.log_end_offset,
+                    last_fetch_timestamp: state.last_fetch_timestamp,
+                    last_caught_up_timestamp: state.last_caught_up_timestamp,
+                })
+                .collect();
+            replicas.sort_by_key(|replica| replica.node);
+            replicas
+        };
         Ok(QuorumInfo {
             leader: partition.leader_id.0,
             epoch: partition.leader_epoch,
             high_watermark: partition.high_watermark,
-            voters,
+            voters: replicas(&partition.current_voters),
+            observers: replicas(&partition.observers),
         })
     }
 }

@@ -208,9 +208,11 @@ fn assemble(cluster: ClusterInfo, quorum: QuorumInfo, topics: &[TopicInfo], now:
         status.rack = broker.rack.clone();
         status.live = !broker.fenced;
     }
-    for voter in &quorum.voters {
+    let members = quorum.voters.iter().map(|voter| (voter, true));
+    let members = members.chain(quorum.observers.iter().map(|observer| (observer, false)));
+    for (voter, votes) in members {
         let status = nodes.entry(voter.node).or_insert_with(|| blank(voter.node));
-        status.voter = true;
+        status.voter = votes;
         status.metadata_lag = (voter.log_end_offset >= 0)
             .then(|| (quorum.high_watermark - voter.log_end_offset).max(0));
         status.last_contact_ms =

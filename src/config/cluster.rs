@@ -1,7 +1,9 @@
 //! The cluster flags: `--cluster-listen HOST:PORT` (node-to-node traffic: Raft for the
 //! metadata log and, later, partitions) and `--controller-quorum-voters 1@HOST:PORT,...` (the
 //! voters' cluster addresses, as Kafka's `controller.quorum.voters`). Neither given: the
-//! single-node broker, with no cluster listener at all.
+//! single-node broker, with no cluster listener at all. A node outside the voters is a
+//! broker-only node: it follows the metadata log without voting, and tells the others where
+//! it listens when it registers.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -16,6 +18,9 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// The metadata quorum's voters and their cluster addresses, in the order given.
     pub voters: Vec<(NodeId, SocketAddr)>,
+    /// Where the other nodes reach this one: its voter address, or for a broker-only node
+    /// its `--cluster-listen` (which must then name an address, not 0.0.0.0).
+    pub advertised: SocketAddr,
     /// How often this node tells the active controller it is alive.
     pub heartbeat_interval_ms: u64,
     /// A node not heard from for this long is fenced.
@@ -55,7 +60,8 @@ impl ClusterConfig {
 }
 
 /// Resolves the cluster flags. --cluster-listen and --controller-quorum-voters go together or
-/// not at all; this node must be one of the voters, listening on its own voter address's port.
+/// not at all; a voter listens on its own voter address's port, a broker-only node on an
+/// address the others can reach.
 pub fn resolve(flags: &ClusterFlags) -> anyhow::Result<Option<ClusterConfig>> {
     let node = flags.node;
     let (listen, voters) = match (flags.listen.as_deref(), flags.voters.as_deref()) {
@@ -71,19 +77,27 @@ pub fn resolve(flags: &ClusterFlags) -> anyhow::Result<Option<ClusterConfig>> {
     }
     let listen = resolve_address(listen).context("--cluster-listen")?;
     let voters = parse_voters(voters)?;
-    let Some((_, own)) = voters.iter().find(|(voter, _)| *voter == node) else {
-        bail!(
-            "--node-id {node} is not in --controller-quorum-voters; a node outside the voters \
-             (a broker-only node) is not supported yet: list every node as a voter"
-        );
+    let advertised = match voters.iter().find(|(voter, _)| *voter == node) {
+        Some((_, own)) => {
+            let same_host = listen.ip().is_unspecified() || listen.ip() == own.ip();
+            if own.port() != listen.port() || !same_host {
+                bail!(
+                    "--cluster-listen {listen} is not where --controller-quorum-voters says \
+                     node {node} listens ({own})"
+                );
+            }
+            *own
+        }
+        None if listen.ip().is_unspecified() => bail!(
+            "--cluster-listen {listen}: node {node} is not a voter, and tells the others the \
+             address it listens on; give one they reach (not {})",
+            listen.ip()
+        ),
+        None if voters.iter().any(|(_, address)| *address == listen) => {
+            bail!("--cluster-listen {listen} is a voter's address, and node {node} is not a voter")
+        }
+        None => listen,
     };
-    let same_host = listen.ip().is_unspecified() || listen.ip() == own.ip();
-    if own.port() != listen.port() || !same_host {
-        bail!(
-            "--cluster-listen {listen} is not where --controller-quorum-voters says node {node} \
-             listens ({own})"
-        );
-    }
     let rack_aware_reads = match flags.replica_selector_class.as_deref() {
         None | Some("") => false,
         Some(RACK_AWARE_REPLICA_SELECTOR) => true,
@@ -95,6 +109,7 @@ pub fn resolve(flags: &ClusterFlags) -> anyhow::Result<Option<ClusterConfig>> {
     Ok(Some(ClusterConfig {
         listen,
         voters,
+        advertised,
         heartbeat_interval_ms: flags.heartbeat_interval_ms,
         session_timeout_ms: flags.session_timeout_ms,
         leader_balance_interval_ms: flags.leader_balance_interval_ms,
@@ -169,7 +184,18 @@ mod tests {
             .unwrap();
         assert_eq!(config.voter_ids(), vec![NodeId(1), NodeId(2), NodeId(3)]);
         assert!(config.is_voter(NodeId(3)) && !config.is_voter(NodeId(4)));
+        assert_eq!(config.advertised, "127.0.0.1:9102".parse().unwrap());
         assert_eq!(resolve(NodeId(0), None, None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_node_outside_the_voters_is_a_broker_only_node() {
+        let voters = "1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103";
+        let config = resolve(NodeId(4), Some("127.0.0.1:9104"), Some(voters))
+            .unwrap()
+            .unwrap();
+        assert!(!config.is_voter(NodeId(4)));
+        assert_eq!(config.advertised, "127.0.0.1:9104".parse().unwrap());
     }
 
     #[test]
@@ -204,7 +230,8 @@ mod tests {
                 .rack_aware_reads
         );
         assert!(refused(1, Some("127.0.0.1:9101"), None).contains("go together"));
-        assert!(refused(3, Some("127.0.0.1:9103"), Some(voters)).contains("not in"));
+        assert!(refused(3, Some("0.0.0.0:9103"), Some(voters)).contains("not a voter"));
+        assert!(refused(3, Some("127.0.0.1:9102"), Some(voters)).contains("a voter's address"));
         assert!(refused(1, Some("127.0.0.1:9999"), Some(voters)).contains("is not where"));
         let twice = "1@127.0.0.1:9101,1@127.0.0.1:9102";
         assert!(refused(1, Some("127.0.0.1:9101"), Some(twice)).contains("twice"));

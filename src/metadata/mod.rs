@@ -157,6 +157,10 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// How many shards it runs: placement chooses one of them for each partition it gets.
     pub shards: usize,
+    /// Where the other nodes reach it (its cluster listener): how they learn where a
+    /// broker-only node listens. Absent from registrations written before it was recorded.
+    #[serde(default)]
+    pub cluster: Option<std::net::SocketAddr>,
 }
 
 /// One advertised listener of a node.

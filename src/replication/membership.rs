@@ -16,6 +16,10 @@
 //! A target changed midway (a cancelled or a new reassignment) is just another target: the
 //! next step starts from wherever the group is. raft-rs takes one change at a time; the
 //! caller proposes a step only when none is pending.
+//!
+//! A target may also name observers: learners that stay learners (the broker-only nodes
+//! following the metadata log). Each is added as a learner once the voters are the target's,
+//! and none is removed as a stray.
 
 use std::collections::BTreeSet;
 
@@ -59,6 +63,28 @@ impl Membership {
     }
 }
 
+/// The members a group is being brought to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub voters: BTreeSet<NodeId>,
+    /// Learners that stay learners; a node also among the voters is a voter.
+    pub observers: BTreeSet<NodeId>,
+}
+
+impl Target {
+    /// Just these voters, no observer (a partition's replicas).
+    pub fn voters(voters: BTreeSet<NodeId>) -> Target {
+        Target {
+            voters,
+            observers: BTreeSet::new(),
+        }
+    }
+
+    fn keeps_as_learner(&self, node: NodeId) -> bool {
+        self.observers.contains(&node) && !self.voters.contains(&node)
+    }
+}
+
 /// What the leader does next to bring the group to a target.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -77,7 +103,7 @@ pub enum Step {
 pub fn next_step(
     conf: &Membership,
     me: NodeId,
-    target: &BTreeSet<NodeId>,
+    target: &Target,
     caught_up: impl Fn(NodeId) -> bool,
 ) -> Step {
     if !conf.voters.contains(&me) {
@@ -86,12 +112,18 @@ pub fn next_step(
     if conf.is_joint() {
         return Step::Propose(ConfChangeV2::default());
     }
-    if conf.voters == *target {
-        return match conf.learners.iter().next() {
+    let keeps = |node: &&NodeId| target.keeps_as_learner(**node);
+    if conf.voters == target.voters {
+        let mut observers = target.observers.iter().filter(keeps);
+        if let Some(new) = observers.find(|node| !conf.learners.contains(node)) {
+            return Step::Propose(simple(*new, ConfChangeType::AddLearnerNode));
+        }
+        return match conf.learners.iter().find(|node| !keeps(node)) {
             Some(learner) => Step::Propose(simple(*learner, ConfChangeType::RemoveNode)),
             None => Step::Done,
         };
     }
+    let target = &target.voters;
     let joining = target.difference(&conf.voters);
     if let Some(new) = joining.clone().find(|node| !conf.learners.contains(node)) {
         return Step::Propose(simple(*new, ConfChangeType::AddLearnerNode));
@@ -100,7 +132,10 @@ pub fn next_step(
         return Step::Wait;
     }
     let promoted = joining.map(|node| (*node, ConfChangeType::AddNode));
-    let leaving = conf.voters.iter().chain(&conf.learners);
+    let leaving = conf
+        .voters
+        .iter()
+        .chain(conf.learners.iter().filter(|n| !keeps(n)));
     let removed = leaving
         .filter(|node| !target.contains(node))
         .map(|node| (*node, ConfChangeType::RemoveNode));
@@ -133,6 +168,10 @@ mod tests {
         ids.iter().map(|id| NodeId(*id)).collect()
     }
 
+    fn voters(ids: &[i32]) -> Target {
+        Target::voters(nodes(ids))
+    }
+
     fn members(voters: &[i32], outgoing: &[i32], learners: &[i32]) -> Membership {
         Membership {
             voters: nodes(voters),
@@ -157,7 +196,7 @@ mod tests {
     /// 2 leaves the joint configuration; then the group is the target.
     #[test]
     fn a_replica_moves_through_a_learner_and_a_joint_configuration() {
-        let target = nodes(&[2, 3, 4]);
+        let target = voters(&[2, 3, 4]);
         let start = members(&[1, 2, 3], &[], &[]);
         let step = next_step(&start, NodeId(1), &target, |_| false);
         assert_eq!(changes(&step), [(5, ConfChangeType::AddLearnerNode)]);
@@ -186,7 +225,7 @@ mod tests {
         let step = next_step(&joint, NodeId(2), &target, |_| true);
         assert_eq!(step, Step::Propose(ConfChangeV2::default()));
         let done = members(&[2, 3, 4], &[], &[]);
-        assert!(done.is(&target));
+        assert!(done.is(&target.voters));
         assert_eq!(next_step(&done, NodeId(2), &target, |_| true), Step::Done);
     }
 
@@ -194,7 +233,7 @@ mod tests {
     /// is removed and nothing else changes.
     #[test]
     fn a_learner_outside_the_target_is_removed() {
-        let target = nodes(&[1, 2, 3]);
+        let target = voters(&[1, 2, 3]);
         let learning = members(&[1, 2, 3], &[], &[4]);
         let step = next_step(&learning, NodeId(1), &target, |_| true);
         assert_eq!(changes(&step), [(5, ConfChangeType::RemoveNode)]);
@@ -203,13 +242,44 @@ mod tests {
     /// Shrinking needs no learner: one joint change removes the voters.
     #[test]
     fn shrinking_removes_voters_in_one_joint_change() {
-        let target = nodes(&[1]);
+        let target = voters(&[1]);
         let start = members(&[1, 2, 3], &[], &[]);
         let step = next_step(&start, NodeId(1), &target, |_| false);
         assert_eq!(
             changes(&step),
             [
                 (3, ConfChangeType::RemoveNode),
+                (4, ConfChangeType::RemoveNode)
+            ]
+        );
+    }
+
+    /// Observers (broker-only nodes following the metadata log) join as learners one at a
+    /// time and stay learners, through a change of the voters too.
+    #[test]
+    fn observers_are_added_and_kept_as_learners() {
+        let target = Target {
+            voters: nodes(&[1, 2, 3]),
+            observers: nodes(&[3, 4, 5]),
+        };
+        let start = members(&[1, 2, 3], &[], &[]);
+        let step = next_step(&start, NodeId(1), &target, |_| false);
+        assert_eq!(changes(&step), [(5, ConfChangeType::AddLearnerNode)]);
+        let one = members(&[1, 2, 3], &[], &[4]);
+        let step = next_step(&one, NodeId(1), &target, |_| false);
+        assert_eq!(changes(&step), [(6, ConfChangeType::AddLearnerNode)]);
+        let both = members(&[1, 2, 3], &[], &[4, 5]);
+        assert_eq!(next_step(&both, NodeId(1), &target, |_| false), Step::Done);
+        let moving = Target {
+            voters: nodes(&[1, 2, 6]),
+            ..target
+        };
+        let learning = members(&[1, 2, 3], &[], &[4, 5, 6]);
+        let step = next_step(&learning, NodeId(1), &moving, |_| true);
+        assert_eq!(
+            changes(&step),
+            [
+                (7, ConfChangeType::AddNode),
                 (4, ConfChangeType::RemoveNode)
             ]
         );

@@ -41,7 +41,7 @@ use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use super::entries;
 use super::logger;
-use super::membership::{self, Membership, Step};
+use super::membership::{self, Membership, Step, Target};
 use super::message::{Copied, Envelope, GroupId};
 use super::window::{decode_position, Anchor, Window, WindowStorage};
 use crate::ids::{NodeId, Offset};
@@ -233,6 +233,8 @@ pub struct Replica {
     handing_to: Cell<Option<(NodeId, u64)>>,
     /// On the leader: the voters the group is being moved to (see `reconfigure`).
     reconfiguring: RefCell<Option<BTreeSet<NodeId>>>,
+    /// On the leader: the nodes that follow the group as learners (see `observe`).
+    observers: RefCell<BTreeSet<NodeId>>,
     stopped: Cell<bool>,
 }
 
@@ -337,6 +339,7 @@ impl Replica {
             snapshots_installed: Cell::new(0),
             handing_to: Cell::new(None),
             reconfiguring: RefCell::new(None),
+            observers: RefCell::default(),
             stopped: Cell::new(false),
         });
         replica.draw_election_timeout();
@@ -384,6 +387,15 @@ impl Replica {
     pub fn reconfigure(&self, target: BTreeSet<NodeId>) {
         *self.reconfiguring.borrow_mut() = Some(target);
         self.wake.notify_all();
+    }
+
+    /// Has a leader add `observers` to the group as learners that stay learners (the
+    /// broker-only nodes following the metadata log), one committed change at a time.
+    pub fn observe(&self, observers: BTreeSet<NodeId>) {
+        if *self.observers.borrow() != observers {
+            *self.observers.borrow_mut() = observers;
+            self.wake.notify_all();
+        }
     }
 
     pub fn group(&self) -> GroupId {
@@ -463,7 +475,7 @@ impl Replica {
     }
 
     /// What this replica, if it leads, knows of its group (DescribeQuorum): its term, its
-    /// high watermark and, per voter, how far its log reaches and how long ago it was
+    /// high watermark and, per voter and learner, how far its log reaches and how long ago it was
     /// heard from and had caught up with the commit point. None on a follower.
     pub fn group_state(&self) -> Option<GroupState> {
         let node = self.node.borrow();
@@ -475,38 +487,37 @@ impl Replica {
         let now = self.ticks.get();
         let followers = self.followers.borrow();
         let ago = |tick: u64| (now - tick) * limits::REPLICATION_TICK_MS;
-        let mut voters: Vec<VoterState> = raft
-            .prs()
-            .conf()
-            .voters()
-            .ids()
-            .iter()
-            .map(|id| {
-                if id == raft.id {
-                    return VoterState {
-                        node: self.me,
-                        log_end: Some(window.end_offset()),
-                        heard_ms_ago: Some(0),
-                        caught_up_ms_ago: Some(0),
-                    };
-                }
-                let matched = raft.prs().get(id).map_or(0, |progress| progress.matched);
-                let in_window = (window.base_index()..=window.last_index()).contains(&matched);
-                let heard = followers.get(&id);
-                VoterState {
-                    node: node_of(id),
-                    log_end: in_window.then(|| window.end_of(matched)),
-                    heard_ms_ago: heard.map(|heard| ago(heard.at)),
-                    caught_up_ms_ago: heard.and_then(|heard| heard.caught_up_at.map(ago)),
-                }
-            })
-            .collect();
+        let state_of = |id: u64| {
+            if id == raft.id {
+                return VoterState {
+                    node: self.me,
+                    log_end: Some(window.end_offset()),
+                    heard_ms_ago: Some(0),
+                    caught_up_ms_ago: Some(0),
+                };
+            }
+            let matched = raft.prs().get(id).map_or(0, |progress| progress.matched);
+            let in_window = (window.base_index()..=window.last_index()).contains(&matched);
+            let heard = followers.get(&id);
+            VoterState {
+                node: node_of(id),
+                log_end: in_window.then(|| window.end_of(matched)),
+                heard_ms_ago: heard.map(|heard| ago(heard.at)),
+                caught_up_ms_ago: heard.and_then(|heard| heard.caught_up_at.map(ago)),
+            }
+        };
+        let conf = raft.prs().conf();
+        let mut voters: Vec<VoterState> = conf.voters().ids().iter().map(state_of).collect();
         voters.sort_by_key(|voter| voter.node);
+        let mut observers: Vec<VoterState> =
+            conf.learners().iter().copied().map(state_of).collect();
+        observers.sort_by_key(|observer| observer.node);
         Some(GroupState {
             leader: self.me,
             term: raft.term,
             high_watermark: self.partition.high_watermark(),
             voters,
+            observers,
         })
     }
 
@@ -776,16 +787,17 @@ impl Replica {
         }
     }
 
-    /// Takes the next step towards the voters of `reconfigure`, if this replica leads, has
-    /// committed in its term and no change is pending (raft-rs takes one at a time). A
-    /// learner becomes a voter once the leader streams to it and it caught up with the
-    /// commit point within the last election timeout.
+    /// Takes the next step towards the voters of `reconfigure` and the observers of
+    /// `observe`, if this replica leads, has committed in its term and no change is pending
+    /// (raft-rs takes one at a time). A learner becomes a voter once the leader streams to
+    /// it and it caught up with the commit point within the last election timeout.
     fn step_membership(&self, node: &mut RawNode<WindowStorage>) {
         let step = {
             let reconfiguring = self.reconfiguring.borrow();
-            let Some(target) = reconfiguring.as_ref() else {
+            let observers = self.observers.borrow();
+            if reconfiguring.is_none() && observers.is_empty() {
                 return;
-            };
+            }
             let raft = &node.raft;
             let log = &raft.raft_log;
             let serving =
@@ -794,6 +806,10 @@ impl Replica {
                 return;
             }
             let conf = Membership::of(&raft.prs().conf().to_conf_state());
+            let target = Target {
+                voters: reconfiguring.clone().unwrap_or_else(|| conf.voters.clone()),
+                observers: observers.clone(),
+            };
             let now = self.ticks.get();
             let recent = self.config.election_ticks as u64;
             let followers = self.followers.borrow();
@@ -802,7 +818,7 @@ impl Replica {
                 let caught_up_at = heard.and_then(|heard| heard.caught_up_at);
                 is_streaming_to(node, learner) && caught_up_at.is_some_and(|at| now - at <= recent)
             };
-            membership::next_step(&conf, self.me, target, caught_up)
+            membership::next_step(&conf, self.me, &target, caught_up)
         };
         match step {
             Step::Wait => {}
@@ -1680,6 +1696,10 @@ pub struct GroupState {
     pub high_watermark: Offset,
     /// Every voter, by node id, the leader among them.
     pub voters: Vec<VoterState>,
+    /// Every learner that stays one, by node id (the broker-only nodes following the
+    /// metadata log: Kafka's observers).
+    #[serde(default)]
+    pub observers: Vec<VoterState>,
 }
 
 /// One voter of a group as its leader knows it; None where the leader does not know.

@@ -18,6 +18,7 @@ use super::messages::ShardRequest;
 use super::Shard;
 use crate::ids::{NodeId, ShardId};
 use crate::limits;
+use crate::metadata::BrokerRegistration;
 use crate::partition::TopicPartition;
 use crate::replication::{Replica, Replicas};
 use crate::runtime;
@@ -130,6 +131,47 @@ impl Shard {
             unreachable!("a shard starts its cluster part once");
         }
         Ok(())
+    }
+
+    /// Tells this shard's transport where each registered node outside the voters listens
+    /// (the voters' addresses are configured; a broker-only node's are known only from its
+    /// registration), and on shard 0 the metadata replica who its peers are, so that its
+    /// leader reaches the broker-only nodes that follow the log.
+    pub(super) fn learn_peers(&self) {
+        let (Some(cluster), Some(config)) = (self.cluster.get(), &self.config.cluster) else {
+            return;
+        };
+        let me = self.config.node_id;
+        let at_shard_0 = |node| Address {
+            node,
+            shard: ShardId(0),
+        };
+        let mut peers: HashMap<NodeId, Address> = HashMap::new();
+        for node in config.voter_ids().into_iter().filter(|node| *node != me) {
+            peers.insert(node, at_shard_0(node));
+        }
+        for broker in self.table().brokers().filter(|broker| broker.node != me) {
+            if let Some(address) = broker.cluster.filter(|_| !config.is_voter(broker.node)) {
+                cluster.transport.set_peer(broker.node, address);
+            }
+            peers.insert(broker.node, at_shard_0(broker.node));
+        }
+        let controller = self.controller.borrow().clone();
+        if let Some(replica) = controller.as_ref().and_then(|c| c.replica()) {
+            replica.set_peers(peers);
+        }
+    }
+
+    /// Shard 0: where a node outside the voters that sent its registration listens, so that
+    /// the answer reaches it.
+    pub(super) fn learn_registering(&self, node: NodeId, registration: &BrokerRegistration) {
+        let (Some(cluster), Some(config)) = (self.cluster.get(), &self.config.cluster) else {
+            return;
+        };
+        let address = registration.cluster.filter(|_| registration.node == node);
+        if let Some(address) = address.filter(|_| !config.is_voter(node)) {
+            cluster.transport.set_peer(node, address);
+        }
     }
 
     /// A link another shard of this node accepted for this one.

@@ -186,6 +186,7 @@ impl Controller {
                         heard_ms_ago: Some(0),
                         caught_up_ms_ago: Some(0),
                     }],
+                    observers: Vec::new(),
                 })
             }
         }
@@ -197,6 +198,24 @@ impl Controller {
             MetadataLog::Local(_) => None,
             MetadataLog::Quorum(quorum) => Some(&quorum.replica),
         }
+    }
+
+    /// In a cluster, on the active controller: has the metadata quorum add every registered
+    /// node outside its voters (a broker-only node) as a learner, which follows the log
+    /// without voting. Called at each registration and heartbeat interval; the replica takes
+    /// one change at a time.
+    pub fn observe_brokers(&self, shard: &impl ControllerHost) {
+        let MetadataLog::Quorum(quorum) = &self.log else {
+            return;
+        };
+        let members = quorum.replica.membership();
+        let voter =
+            |node: &NodeId| members.voters.contains(node) || members.outgoing.contains(node);
+        let observers = (shard.table().brokers())
+            .map(|broker| broker.node)
+            .filter(|node| !voter(node))
+            .collect();
+        quorum.replica.observe(observers);
     }
 
     /// In a cluster: applies the metadata group's entries as they are committed, on every
@@ -599,15 +618,15 @@ impl Controller {
         registration: BrokerRegistration,
     ) -> Result<(), String> {
         let _permit = self.serially().await.map_err(|(_, message)| message)?;
-        if shard.table().broker(registration.node) == Some(&registration) {
-            return Ok(());
+        if shard.table().broker(registration.node) != Some(&registration) {
+            let node = registration.node;
+            let record = MetadataRecord::BrokerRegistered(registration);
+            self.commit(shard, record)
+                .await
+                .map_err(|(_, message)| message)?;
+            tracing::info!(%node, "broker registered");
         }
-        let node = registration.node;
-        let record = MetadataRecord::BrokerRegistered(registration);
-        self.commit(shard, record)
-            .await
-            .map_err(|(_, message)| message)?;
-        tracing::info!(%node, "broker registered");
+        self.observe_brokers(shard);
         Ok(())
     }
 

@@ -6,6 +6,8 @@
 //! to shard 0 of the node that leads, which runs it only if it still leads (a forwarded call
 //! is never forwarded again). No answer within `CONTROLLER_CALL_TIMEOUT_MS`, or no leader,
 //! is `None`: the handler answers NOT_CONTROLLER and the client retries, as with Kafka.
+//! A broker-only node that knows no leader yet (it has not joined the metadata group: its
+//! registration is its first call) asks the voters in turn; the leader among them answers.
 //!
 //! Payload of a forwarded call: kind (1 byte, `CALL` or `ANSWER`), call id (8, big-endian),
 //! then the call or the answer as JSON (controller calls are admin traffic, not data).
@@ -96,8 +98,23 @@ impl Shard {
         match controller.leader() {
             Some(node) if node == self.config.node_id => controller.run(self, call).await,
             Some(node) => self.forward_to_controller(node, call).await,
-            None => None,
+            None => self.ask_voters(call).await,
         }
+    }
+
+    /// A broker-only node that knows no leader: the call goes to each voter in turn until
+    /// one answers (only the leader runs it). None on a voter, and when no voter answers.
+    async fn ask_voters(self: &Rc<Self>, call: ControllerCall) -> Option<ControllerAnswer> {
+        let config = self.config.cluster.as_ref()?;
+        if config.is_voter(self.config.node_id) {
+            return None;
+        }
+        for voter in config.voter_ids() {
+            if let Some(answer) = self.forward_to_controller(voter, call.clone()).await {
+                return Some(answer);
+            }
+        }
+        None
     }
 
     /// Sends `call` to shard 0 of `node` and waits for its answer.
@@ -137,6 +154,11 @@ impl Shard {
                 let Ok(call) = serde_json::from_slice::<ControllerCall>(&payload) else {
                     return;
                 };
+                // A broker-only node registering is answered before its registration is
+                // applied, which is how this node would learn where it listens.
+                if let ControllerCall::RegisterBroker(registration) = &call {
+                    self.learn_registering(from.node, registration);
+                }
                 let shard = self.clone();
                 runtime::spawn_into(self.queues.requests, async move {
                     let controller = shard.controller.borrow().clone();

@@ -593,12 +593,16 @@ impl Shard {
             }
         }
         if input.snapshot {
+            self.learn_peers();
             return self.open_owned_partitions().await;
         }
         Ok(())
     }
 
     async fn apply_change(self: &Rc<Self>, change: TableChange) -> Result<(), String> {
+        if change.brokers_registered {
+            self.learn_peers();
+        }
         for (topic, partition, shard) in change.removed {
             if shard != self.id {
                 continue;

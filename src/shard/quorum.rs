@@ -33,7 +33,8 @@ pub const METADATA_GROUP: GroupId = 0;
 const METADATA_TOPIC: &str = "__cluster_metadata";
 
 impl Shard {
-    /// Opens this voter's replica of the metadata group over `__cluster_metadata-0`.
+    /// Opens this node's replica of the metadata group over `__cluster_metadata-0`: a voter's,
+    /// or a broker-only node's, which follows the log as a learner.
     pub(super) async fn open_metadata_replica(self: &Rc<Self>) -> anyhow::Result<Rc<Replica>> {
         let cluster = self.cluster.get().expect("a cluster node");
         let config = self.config.cluster.as_ref().expect("a cluster node");
@@ -65,10 +66,16 @@ impl Shard {
                 (node, address)
             })
             .collect();
+        // A broker-only node opens outside the group, as a partition's replica being added
+        // does: the controller adds it as a learner once it registered.
+        let voters = match config.is_voter(me) {
+            true => config.voter_ids(),
+            false => Vec::new(),
+        };
         let spec = ReplicaSpec {
             group: METADATA_GROUP,
             me,
-            voters: config.voter_ids(),
+            voters,
             peers,
             seed: election_seed(),
         };
@@ -155,7 +162,8 @@ impl Shard {
     }
 
     /// What the active controller does unasked while it leads, every heartbeat interval:
-    /// fence the nodes it has not heard from within their session, and create
+    /// fence the nodes it has not heard from within their session, have the broker-only
+    /// nodes follow the metadata log, and create
     /// `__consumer_offsets` once every voter has registered, so that its partitions spread
     /// over all of them.
     async fn lead(self: Rc<Self>, controller: Rc<Controller>) {
@@ -165,6 +173,7 @@ impl Shard {
         controller.start_sessions(&self);
         while !self.shutdown.is_raised() && controller.leader() == Some(self.config.node_id) {
             controller.fence_silent_brokers(&self, session).await;
+            controller.observe_brokers(&self);
             let offsets_missing = self.table().topic(crate::group::OFFSETS_TOPIC).is_none();
             if offsets_missing && self.table().brokers().count() >= config.voters.len() {
                 if let Err(error) = self.ensure_offsets_topic().await {
@@ -292,6 +301,11 @@ impl Shard {
             endpoints,
             rack: self.config.rack.clone(),
             shards: self.count,
+            cluster: self
+                .config
+                .cluster
+                .as_ref()
+                .map(|cluster| cluster.advertised),
         }
     }
 }

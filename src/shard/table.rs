@@ -186,6 +186,8 @@ pub struct TableChange {
     /// (topic, partition) whose replicas changed (a reassignment): their replicas learn
     /// where the others are.
     pub replicas_changed: Vec<(Rc<TopicEntry>, PartitionId)>,
+    /// A node registered: the shards learn where it listens.
+    pub brokers_registered: bool,
 }
 
 /// Per-shard copy of the cluster's topic table.
@@ -555,6 +557,7 @@ impl ShardTable {
                 // A node registers when it starts: it is alive.
                 self.fenced.remove(&registration.node);
                 self.brokers.insert(registration.node, registration.clone());
+                change.brokers_registered = true;
             }
             MetadataRecord::BrokerFenced { node } => {
                 if self.brokers.contains_key(node) {

@@ -41,14 +41,16 @@ BALANCE_MS = 1000
 
 
 def start_cluster(broker_factory, session_ms: int = SESSION_MS, balance_ms: int = BALANCE_MS,
-                  racks: dict | None = None, extra: tuple = (), node_ids: tuple = NODES) -> dict:
-    """Nodes `node_ids` (three by default), each a controller voter, started one after
-    another; `racks` names each node's --broker-rack; `balance_ms` 0 turns leader balancing
-    off; `extra` are more flags for every node."""
-    ports = {node: free_port() for node in node_ids}
+                  racks: dict | None = None, extra: tuple = (), node_ids: tuple = NODES,
+                  broker_only: tuple = ()) -> dict:
+    """Nodes `node_ids` (three by default), each a controller voter, then the broker-only
+    nodes `broker_only` (given the same voters), started one after another; `racks` names
+    each node's --broker-rack; `balance_ms` 0 turns leader balancing off; `extra` are more
+    flags for every node."""
+    ports = {node: free_port() for node in node_ids + broker_only}
     voters = ",".join(f"{node}@127.0.0.1:{ports[node]}" for node in node_ids)
     nodes = {}
-    for node in node_ids:
+    for node in node_ids + broker_only:
         rack = ("--broker-rack", racks[node]) if racks else ()
         nodes[node] = broker_factory(
             "--cluster-listen", f"127.0.0.1:{ports[node]}",
@@ -154,8 +156,9 @@ def cluster_status(bootstrap: str) -> dict:
     return json.loads(corelog("cluster", "status", "--brokers", bootstrap, "--json").stdout)
 
 
-def describe_quorum(bootstrap: str) -> dict:
-    """The metadata quorum's partition as kafka-python's describe_metadata_quorum reports it."""
+def describe_quorum(bootstrap: str, observers: tuple = ()) -> dict:
+    """The metadata quorum's partition as kafka-python's describe_metadata_quorum reports it,
+    with the broker-only nodes `observers` as its observers."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
     try:
         [topic] = admin.describe_metadata_quorum()["topics"]
@@ -163,7 +166,8 @@ def describe_quorum(bootstrap: str) -> dict:
         admin.close()
     assert topic["topic_name"] == "__cluster_metadata", topic
     [partition] = topic["partitions"]
-    assert partition["error"] is None and partition["observers"] == [], partition
+    assert partition["error"] is None, partition
+    assert sorted(o["replica_id"] for o in partition["observers"]) == sorted(observers), partition
     return partition
 
 
@@ -980,3 +984,48 @@ def test_decommission_drains_a_node(broker_factory):
     wait_until(lambda: led_by(nodes, alive, "drained"), what="every partition led")
     bootstrap = ",".join(nodes[node].bootstrap for node in alive)
     assert read_all(bootstrap, "drained", 4, 400) == expected_values(4, 400)
+
+
+def test_a_broker_only_node_joins_and_serves(broker_factory):
+    """A node outside `--controller-quorum-voters` joins as a broker only: it follows the
+    metadata log as a learner (an observer in DescribeQuorum, never a voter), holds and leads
+    partitions like the others, serves clients and admin requests through whichever voter
+    leads, comes back from a SIGKILL, and follows a new controller when the active one dies."""
+    nodes = start_cluster(broker_factory, broker_only=(4,))
+    wait_until(lambda: agreed_controller(nodes, FOUR), what="the four nodes agreeing")
+    bootstrap = nodes[4].bootstrap
+    quorum = describe_quorum(bootstrap, observers=(4,))
+    assert sorted(v["replica_id"] for v in quorum["current_voters"]) == list(NODES), quorum
+    status = {n["node"]: n for n in cluster_status(bootstrap)["nodes"]}
+    assert status[4]["voter"] is False and status[4]["metadata_lag"] is not None, status
+
+    # Created, written and read through the broker-only node alone.
+    create_topic(bootstrap, "spread", 8, replication=3)
+    wait_until(lambda: led_by(nodes, FOUR, "spread"), what="the partitions led")
+    held = [p for p in range(8) if 4 in replicas_everywhere(nodes, FOUR, "spread", p)]
+    assert held, "placement gave the broker-only node no replica"
+    produce(bootstrap, "spread", 8, 800)
+    assert read_all(bootstrap, "spread", 8, 800) == expected_values(8, 800)
+
+    nodes[4].kill()
+    wait_until(lambda: led_by(nodes, NODES, "spread"), what="its partitions led elsewhere")
+    nodes[4].start()
+    wait_until(lambda: agreed_controller(nodes, FOUR), what="the node back")
+
+    def in_sync_again():
+        views = [view(nodes[node]) for node in FOUR]
+        return all(v and "spread" in v["in_sync"] and all(
+            4 in v["in_sync"]["spread"][p] for p in held) for v in views)
+
+    wait_until(in_sync_again, what="its replicas in sync again")
+
+    # The active controller dies: the broker-only node follows the new one, and its calls
+    # (a topic created through it) reach it.
+    controller = agreed_controller(nodes, FOUR)
+    nodes[controller].kill()
+    alive = tuple(node for node in FOUR if node != controller)
+    wait_until(lambda: agreed_controller(nodes, alive), what="a new controller")
+    create_topic(bootstrap, "after", 2, replication=3)
+    wait_until(lambda: led_by(nodes, alive, "after"), what="the new topic led")
+    produce(bootstrap, "after", 2, 100)
+    assert read_all(bootstrap, "after", 2, 100) == expected_values(2, 100)

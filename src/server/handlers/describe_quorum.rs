@@ -2,8 +2,9 @@
 //! active controller, knows it: leader, epoch (the Raft term), high watermark and, per
 //! voter, where its log ends and when it was last heard from and had caught up. Any node
 //! answers by asking the controller, as a Kafka broker forwards the request. A single node
-//! is the one voter of its own metadata log, in epoch 0. corelog has no observers (nodes
-//! outside the voters) yet. Needs DESCRIBE on the cluster.
+//! is the one voter of its own metadata log, in epoch 0. The observers are the broker-only
+//! nodes (outside the voters), which follow the log as learners. Needs DESCRIBE on the
+//! cluster.
 //!
 //! Another topic or partition is UNKNOWN_TOPIC_OR_PARTITION, and no reachable controller
 //! NOT_LEADER_OR_FOLLOWER, both for the partition as Kafka's Raft client answers them.
@@ -102,6 +103,7 @@ fn partition(state: &GroupState, index: i32, version: i16) -> PartitionData {
         .with_leader_epoch(i32::try_from(state.term).unwrap_or(i32::MAX))
         .with_high_watermark(state.high_watermark.get())
         .with_current_voters(state.voters.iter().map(voter).collect())
+        .with_observers(state.observers.iter().map(voter).collect())
 }
 
 /// Where each voter is reached (v2): in a cluster its `--cluster-listen` address from
