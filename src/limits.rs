@@ -168,6 +168,16 @@ pub const DESCRIBE_TOPIC_PARTITIONS_MAX: usize = 2000;
 /// leader balancer) that has not taken it yet: ten election timeouts.
 pub const REPLICA_HAND_OVER_TICKS_MAX: u64 = 10 * REPLICATION_ELECTION_TICKS as u64;
 pub const REPLICATION_HEARTBEAT_TICKS: usize = 2;
+/// A leader with nothing to do for this many ticks quiesces its group: no heartbeats, no
+/// election timers, until something stirs it (1 s). 10,000 idle groups then cost their
+/// shards' `Alive` payloads, not 10,000 heartbeats and answers every 200 ms.
+pub const REPLICATION_QUIESCE_TICKS: u64 = REPLICATION_ELECTION_TICKS as u64;
+/// A shard with quiescent groups tells the shards of their other replicas it is up this
+/// often, and a quiescent group is stirred when a node of its other replicas has not been
+/// heard from (anything: a payload of any group) for `REPLICATION_SILENCE_TICKS`; then it
+/// elects a leader as after any silence.
+pub const REPLICATION_ALIVE_TICKS: u64 = REPLICATION_HEARTBEAT_TICKS as u64;
+pub const REPLICATION_SILENCE_TICKS: u64 = REPLICATION_ELECTION_TICKS as u64;
 /// Most bytes of entries one append message carries to a follower.
 pub const REPLICATION_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 /// Most append messages in flight to one follower.
@@ -198,6 +208,7 @@ pub const CONTROLLED_SHUTDOWN_TIMEOUT_MS: u64 = 5_000;
 pub const METADATA_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const _: () = assert!(METADATA_SEGMENT_BYTES >= SEGMENT_BYTES_MIN);
 const _: () = assert!(REPLICATION_HEARTBEAT_TICKS * 3 <= REPLICATION_ELECTION_TICKS);
+const _: () = assert!(REPLICATION_ALIVE_TICKS * 3 <= REPLICATION_SILENCE_TICKS);
 const _: () = assert!(REPLICA_COPY_BYTES_MAX + 64 <= CLUSTER_PAYLOAD_BYTES_MAX);
 const _: () =
     assert!(REPLICATION_MESSAGE_BYTES_MAX as usize + 64 * 1024 <= CLUSTER_PAYLOAD_BYTES_MAX);

@@ -182,6 +182,13 @@ pub struct MetricsSnapshot {
     pub read_ahead_misses: u64,
     pub read_ahead_bytes: u64,
     pub read_ahead_held_bytes: u64,
+    /// The node-to-node transport (a cluster node only): payloads, frames and bytes sent,
+    /// payloads received and dropped.
+    pub cluster_payloads_sent: u64,
+    pub cluster_frames_sent: u64,
+    pub cluster_bytes_sent: u64,
+    pub cluster_payloads_received: u64,
+    pub cluster_payloads_dropped: u64,
     pub partitions: Vec<PartitionSnapshot>,
 }
 
@@ -199,7 +206,7 @@ type HistogramFamily = (
 pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     render_requests(&mut out, snapshots);
-    let per_shard: [Family<MetricsSnapshot, u64>; 20] = [
+    let per_shard: [Family<MetricsSnapshot, u64>; 25] = [
         (
             "corelog_network_received_bytes_total",
             "counter",
@@ -274,6 +281,36 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "counter",
             "Responses after which the connection waited for a client quota",
             |s| s.quota_throttled_responses,
+        ),
+        (
+            "corelog_cluster_payloads_sent_total",
+            "counter",
+            "Payloads (Raft messages, copies, controller calls) sent to other nodes",
+            |s| s.cluster_payloads_sent,
+        ),
+        (
+            "corelog_cluster_frames_sent_total",
+            "counter",
+            "Frames written to other nodes; payloads queued together share one",
+            |s| s.cluster_frames_sent,
+        ),
+        (
+            "corelog_cluster_sent_bytes_total",
+            "counter",
+            "Bytes written to other nodes",
+            |s| s.cluster_bytes_sent,
+        ),
+        (
+            "corelog_cluster_payloads_received_total",
+            "counter",
+            "Payloads received from other nodes",
+            |s| s.cluster_payloads_received,
+        ),
+        (
+            "corelog_cluster_payloads_dropped_total",
+            "counter",
+            "Payloads to other nodes dropped: a full link queue, an unreachable node",
+            |s| s.cluster_payloads_dropped,
         ),
         (
             "corelog_flush_errors_total",

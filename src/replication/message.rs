@@ -8,7 +8,11 @@
 //! - `COPY_REQUEST`: request id (8), first offset (8), end offset (8);
 //! - `COPY_REPLY`: request id (8), status (1: 0 = the batches follow, 1 = not available
 //!   here, 2 = the requested offset is below this replica's log start, which follows (8)
-//!   with the batches from the one holding it), then whole batches back to back.
+//!   with the batches from the one holding it), then whole batches back to back;
+//! - `QUIESCE`: term (8), commit index (8): the leader of an idle group stops its
+//!   heartbeats, and its followers their election timers (see `Replica::quiesce`);
+//! - `ALIVE`: nothing (group 0): the shard that sends it is up, for the quiescent groups
+//!   between the two shards (see `Replicas::tick`).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
@@ -22,6 +26,8 @@ pub type GroupId = u64;
 const RAFT: u8 = 0;
 const COPY_REQUEST: u8 = 1;
 const COPY_REPLY: u8 = 2;
+const QUIESCE: u8 = 3;
+const ALIVE: u8 = 4;
 const HEADER_BYTES: usize = 9;
 
 /// One payload between replicas.
@@ -39,6 +45,15 @@ pub enum Envelope {
         id: u64,
         copied: Copied,
     },
+    /// The group's leader in `term`, whose log and every follower's end at `commit`,
+    /// quiesces.
+    Quiesce {
+        group: GroupId,
+        term: u64,
+        commit: u64,
+    },
+    /// The sending shard is up.
+    Alive,
 }
 
 /// What a replica answers a copy request with.
@@ -93,6 +108,20 @@ impl Envelope {
                     }
                 }
             }
+            Envelope::Quiesce {
+                group,
+                term,
+                commit,
+            } => {
+                out.put_u8(QUIESCE);
+                out.put_u64(*group);
+                out.put_u64(*term);
+                out.put_u64(*commit);
+            }
+            Envelope::Alive => {
+                out.put_u8(ALIVE);
+                out.put_u64(0);
+            }
         }
         out.freeze()
     }
@@ -129,6 +158,12 @@ impl Envelope {
                 };
                 Some(Envelope::CopyReply { group, id, copied })
             }
+            QUIESCE if payload.len() == 16 => Some(Envelope::Quiesce {
+                group,
+                term: payload.get_u64(),
+                commit: payload.get_u64(),
+            }),
+            ALIVE if payload.is_empty() => Some(Envelope::Alive),
             _ => None,
         }
     }
@@ -184,6 +219,14 @@ mod tests {
                 },
             },
         ];
+        let envelopes = envelopes.into_iter().chain([
+            Envelope::Quiesce {
+                group: 5,
+                term: 7,
+                commit: 12,
+            },
+            Envelope::Alive,
+        ]);
         for envelope in envelopes {
             let encoded = envelope.encode();
             assert_eq!(Envelope::decode(encoded.clone()), Some(envelope));

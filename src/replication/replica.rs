@@ -43,7 +43,7 @@ use super::entries;
 use super::logger;
 use super::membership::{self, Membership, Step, Target};
 use super::message::{Copied, Envelope, GroupId};
-use super::window::{decode_position, Anchor, Window, WindowStorage};
+use super::window::{decode_log_start, decode_position, Anchor, Window, WindowStorage};
 use crate::ids::{NodeId, Offset};
 use crate::limits;
 use crate::metadata::topic_config::TopicConfig;
@@ -63,6 +63,8 @@ use crate::transport::{Address, Transport};
 pub struct ReplicaConfig {
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
+    /// A leader with nothing to do for this many ticks quiesces its group (see `quiesce`).
+    pub quiesce_ticks: u64,
     pub window_bytes_max: u64,
     pub copy_timeout: Duration,
     pub anchor_lag_entries_max: u64,
@@ -76,6 +78,7 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             election_ticks: limits::REPLICATION_ELECTION_TICKS,
             heartbeat_ticks: limits::REPLICATION_HEARTBEAT_TICKS,
+            quiesce_ticks: limits::REPLICATION_QUIESCE_TICKS,
             window_bytes_max: limits::REPLICA_WINDOW_BYTES_MAX,
             copy_timeout: Duration::from_millis(limits::REPLICA_COPY_TIMEOUT_MS),
             anchor_lag_entries_max: limits::REPLICA_ANCHOR_LAG_ENTRIES_MAX,
@@ -186,6 +189,8 @@ struct Pending {
     transfer_leadership: bool,
     /// Start an election now instead of at the election timeout.
     campaign: bool,
+    /// The leader said it quiesces: (leader, its term, its commit index).
+    quiesce: Option<(NodeId, u64, u64)>,
 }
 
 /// See the module documentation.
@@ -235,6 +240,12 @@ pub struct Replica {
     reconfiguring: RefCell<Option<BTreeSet<NodeId>>>,
     /// On the leader: the nodes that follow the group as learners (see `observe`).
     observers: RefCell<BTreeSet<NodeId>>,
+    /// The group is idle and takes no ticks (see `quiesce`).
+    quiescent: Cell<bool>,
+    /// Woken from quiescence since the driver last stepped.
+    stirred: Cell<bool>,
+    /// On the leader: ticks in a row with nothing to do (see `is_calm`).
+    calm_ticks: Cell<u64>,
     stopped: Cell<bool>,
 }
 
@@ -340,6 +351,9 @@ impl Replica {
             handing_to: Cell::new(None),
             reconfiguring: RefCell::new(None),
             observers: RefCell::default(),
+            quiescent: Cell::new(false),
+            stirred: Cell::new(false),
+            calm_ticks: Cell::new(0),
             stopped: Cell::new(false),
         });
         replica.draw_election_timeout();
@@ -386,7 +400,7 @@ impl Replica {
     /// given. Nothing happens on a follower.
     pub fn reconfigure(&self, target: BTreeSet<NodeId>) {
         *self.reconfiguring.borrow_mut() = Some(target);
-        self.wake.notify_all();
+        self.stir();
     }
 
     /// Has a leader add `observers` to the group as learners that stay learners (the
@@ -394,7 +408,7 @@ impl Replica {
     pub fn observe(&self, observers: BTreeSet<NodeId>) {
         if *self.observers.borrow() != observers {
             *self.observers.borrow_mut() = observers;
-            self.wake.notify_all();
+            self.stir();
         }
     }
 
@@ -554,7 +568,7 @@ impl Replica {
             .borrow_mut()
             .proposals
             .push((batch, answer, false));
-        self.wake.notify_all();
+        self.stir();
         answered.await.unwrap_or(Err(ProposeError::Stopped))
     }
 
@@ -562,6 +576,27 @@ impl Replica {
     /// answered once the move is committed and applied here.
     pub async fn propose_log_start(&self, log_start: Offset) -> Result<Committed, ProposeError> {
         self.propose(entries::log_start_entry(log_start)).await
+    }
+
+    /// Whether the group is quiescent here: idle, with no heartbeats (on its leader) and no
+    /// election timer (on its followers). The shard's timer does not tick it, and stirs it
+    /// when a peer's node falls silent (`Replicas::tick`).
+    pub fn is_quiescent(&self) -> bool {
+        self.quiescent.get()
+    }
+
+    /// Wakes the group from quiescence (anything to do, a peer's node silent) and the
+    /// driver.
+    pub fn stir(&self) {
+        if self.quiescent.replace(false) {
+            self.stirred.set(true);
+        }
+        self.wake.notify_all();
+    }
+
+    /// Where the other replicas of the group are.
+    pub fn peers(&self) -> std::cell::Ref<'_, HashMap<NodeId, Address>> {
+        self.peers.borrow()
     }
 
     /// One tick of Raft's clock (the shard's timer calls it for every replica).
@@ -584,6 +619,14 @@ impl Replica {
                     message.get_msg_type(),
                     MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
                 );
+                // The answers to a quiescent leader's last heartbeat arrive after it
+                // quiesced, and change nothing.
+                let news = !answers || message.reject || message.commit < self.applied.get();
+                if self.quiescent.get() && !news {
+                    self.pending.borrow_mut().messages.push(*message);
+                    self.wake.notify_all();
+                    return;
+                }
                 if answers {
                     let now = self.ticks.get();
                     let mut followers = self.followers.borrow_mut();
@@ -618,8 +661,14 @@ impl Replica {
                 }
                 return;
             }
+            Envelope::Quiesce { term, commit, .. } => {
+                self.pending.borrow_mut().quiesce = Some((from.node, term, commit));
+                self.wake.notify_all();
+                return;
+            }
+            Envelope::Alive => return,
         }
-        self.wake.notify_all();
+        self.stir();
     }
 
     /// Whether a vote (or pre-vote) request may reach raft-rs: only between voters of the
@@ -646,7 +695,7 @@ impl Replica {
     /// for an election timeout). Nothing happens on a follower, or with no live follower.
     pub fn transfer_leadership(&self) {
         self.pending.borrow_mut().transfer_leadership = true;
-        self.wake.notify_all();
+        self.stir();
     }
 
     /// A leader hands its leadership to the replica on `to` (a preferred leader back in
@@ -660,7 +709,7 @@ impl Replica {
     pub fn transfer_to(&self, to: NodeId) {
         let until = self.ticks.get() + limits::REPLICA_HAND_OVER_TICKS_MAX;
         self.handing_to.set(Some((to, until)));
-        self.wake.notify_all();
+        self.stir();
     }
 
     /// Hands the leadership over (`transfer_leadership`) until this replica no longer leads
@@ -678,7 +727,7 @@ impl Replica {
     /// leader at once; with pre-vote, a live leader keeps its lease).
     pub fn campaign(&self) {
         self.pending.borrow_mut().campaign = true;
-        self.wake.notify_all();
+        self.stir();
     }
 
     /// Stops the driver: waiting proposals are answered `Stopped`, and whoever follows its
@@ -723,6 +772,9 @@ impl Replica {
                 self.leadership_changed();
                 continue;
             }
+            if self.calm_ticks.get() >= self.config.quiesce_ticks {
+                self.quiesce();
+            }
             woken.await;
         }
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
@@ -740,8 +792,14 @@ impl Replica {
     /// Steps everything queued for the node.
     fn step_pending(self: &Rc<Self>) {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        // What a snapshot raft-rs takes while stepping tells a follower (see `install`).
+        let log_start = self.partition.log_start_offset();
+        self.window.borrow_mut().set_log_start(log_start);
         self.ticks.set(self.ticks.get() + u64::from(pending.ticks));
         self.with_node(|node| {
+            if self.stirred.replace(false) {
+                resume(node);
+            }
             for _ in 0..pending.ticks {
                 node.tick();
             }
@@ -776,6 +834,13 @@ impl Replica {
                 }
             }
             self.step_membership(node);
+            if let Some((leader, term, commit)) = pending.quiesce {
+                self.follow_quiescence(node, leader, term, commit);
+            }
+            match pending.proposals.is_empty() && self.is_calm(node) {
+                true => self.calm_ticks.set(self.calm_ticks.get() + u64::from(pending.ticks)),
+                false => self.calm_ticks.set(0),
+            }
         });
         let mut accepted = HashMap::new();
         for (batch, answer, confirmed) in pending.proposals {
@@ -784,6 +849,94 @@ impl Replica {
         for (to, id, from, end) in pending.copy_requests {
             let replica = self.clone();
             runtime::spawn_local(replica.serve_copy(to, id, from, end)).detach();
+        }
+    }
+
+    /// Whether this leader's group has nothing to do: every entry committed and applied,
+    /// every other replica streamed to with the whole log and told the commit point, no
+    /// change of members or leader under way, nothing waiting. After `quiesce_ticks` of
+    /// calm the leader quiesces.
+    fn is_calm(&self, node: &RawNode<WindowStorage>) -> bool {
+        let raft = &node.raft;
+        let log = &raft.raft_log;
+        let last = log.last_index();
+        if raft.state != StateRole::Leader
+            || log.committed != last
+            || log.term(last).ok() != Some(raft.term)
+            || self.applied.get() != last
+            || raft.has_pending_conf()
+            || raft.lead_transferee.is_some()
+            || self.handing_to.get().is_some()
+            || self.reconfiguring.borrow().is_some()
+            || !self.waiters.borrow().is_empty()
+            || !self.confirming.borrow().is_empty()
+            || !self.copies.borrow().is_empty()
+        {
+            return false;
+        }
+        let members = raft.prs().conf().to_conf_state();
+        let observers = self.observers.borrow();
+        let learners: BTreeSet<NodeId> = members.learners.iter().map(|id| node_of(*id)).collect();
+        if !observers.iter().all(|observer| learners.contains(observer)) {
+            return false;
+        }
+        raft.prs().iter().all(|(id, progress)| {
+            *id == raft.id
+                || (progress.state == ProgressState::Replicate
+                    && progress.matched == last
+                    && progress.committed_index == last)
+        })
+    }
+
+    /// Quiesces a calm leader's group: tells every other replica, and takes no more ticks
+    /// (no heartbeats) until something stirs it. Each follower that has exactly the
+    /// leader's log quiesces too; one that does not keeps its election timer, and its
+    /// campaign, when it comes, stirs the leader. Meanwhile the shard's `Alive` payloads
+    /// stand in for the heartbeats: a follower whose leader's node falls silent is stirred,
+    /// and elects a new leader as after any silence.
+    fn quiesce(&self) {
+        self.calm_ticks.set(0);
+        let (term, commit, members) = {
+            let node = self.node.borrow();
+            let raft = &node.raft;
+            let members: Vec<u64> = raft.prs().iter().map(|(id, _)| *id).collect();
+            (raft.term, raft.raft_log.committed, members)
+        };
+        let envelope = Envelope::Quiesce {
+            group: self.group,
+            term,
+            commit,
+        }
+        .encode();
+        let peers = self.peers.borrow();
+        for id in members.into_iter().filter(|id| *id != raft_id(self.me)) {
+            if let Some(address) = peers.get(&node_of(id)) {
+                self.transport.send(*address, envelope.clone());
+            }
+        }
+        self.quiescent.set(true);
+        tracing::trace!(group = self.group, term, commit, "quiescent");
+    }
+
+    /// A follower told by its leader that the group quiesces does so if it follows that
+    /// leader in that term and has exactly its log, all of it committed and applied.
+    fn follow_quiescence(
+        &self,
+        node: &RawNode<WindowStorage>,
+        leader: NodeId,
+        term: u64,
+        commit: u64,
+    ) {
+        let raft = &node.raft;
+        let log = &raft.raft_log;
+        let follows = raft.state != StateRole::Leader
+            && raft.term == term
+            && raft.leader_id == raft_id(leader)
+            && log.committed == commit
+            && log.last_index() == commit
+            && self.applied.get() == commit;
+        if follows {
+            self.quiescent.set(true);
         }
     }
 
@@ -955,7 +1108,7 @@ impl Replica {
             }
         }
         if !read_states.is_empty() {
-            self.wake.notify_all();
+            self.stir();
         }
     }
 
@@ -1092,6 +1245,8 @@ impl Replica {
 
     /// Handles one `Ready` in the order the module documentation gives.
     async fn handle_ready(self: &Rc<Self>) -> Result<(), StorageError> {
+        let log_start = self.partition.log_start_offset();
+        self.window.borrow_mut().set_log_start(log_start);
         let mut ready = self.node.borrow_mut().ready();
         self.send(ready.take_messages());
         self.confirmed(ready.read_states());
@@ -1404,6 +1559,7 @@ impl Replica {
     async fn install(self: &Rc<Self>, snapshot: &Snapshot) -> Result<(), StorageError> {
         let target = decode_position(snapshot.get_data())
             .ok_or_else(|| StorageError::Corrupt("a snapshot without a position".into()))?;
+        let leader_log_start = decode_log_start(snapshot.get_data());
         let (kept, kept_end) = {
             let window = self.window.borrow();
             let committed = window.hard_state().commit.min(window.last_index());
@@ -1424,8 +1580,14 @@ impl Replica {
         self.applied.set(snapshot.get_metadata().index);
         self.write_anchor().await?;
         self.partition.set_commit_end(target);
-        if let Some(log_start) = peer_log_start.filter(|start| *start <= target) {
-            self.partition.move_log_start(log_start).await?;
+        // The log start the leader or the copy's peer had, if this log's is below it: a
+        // log-start move the snapshot passed is not applied here as an entry, and the copy
+        // tells only when it started below the peer's log start.
+        let log_start = peer_log_start.max(leader_log_start);
+        if let Some(log_start) = log_start.filter(|start| *start <= target) {
+            if log_start > self.partition.log_start_offset() {
+                self.partition.move_log_start(log_start).await?;
+            }
         }
         self.snapshots_installed
             .set(self.snapshots_installed.get() + 1);
@@ -1667,6 +1829,18 @@ impl Replica {
             .iter()
             .for_each(|batch| joined.extend_from_slice(batch));
         Some(joined.freeze())
+    }
+}
+
+/// A leader woken from quiescence: its followers were silent by design, so raft-rs's quorum
+/// check starts afresh rather than deposing it at once.
+fn resume(node: &mut RawNode<WindowStorage>) {
+    let raft = &mut node.raft;
+    if raft.state == StateRole::Leader {
+        raft.election_elapsed = 0;
+        for (_, progress) in raft.mut_prs().iter_mut() {
+            progress.recent_active = true;
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! splits (one node isolated; a majority and a minority; two sides joined only through one
 //! bridge node), leaders hand their leadership over, and the network drops and delays; now
 //! and then the log start moves (DeleteRecords), so that lagging followers restart their
-//! logs at the leader's; and every few seconds the group's voters change (a reassignment: one
+//! logs at the leader's; every few seconds nobody proposes for a while, so that the group
+//! quiesces; and every few seconds the group's voters change (a reassignment: one
 //! voter swapped for the spare node or a former voter, by learner, joint configuration and
 //! hand-over, the target sometimes changed again midway; once the group settled, the nodes
 //! outside it delete their replicas and start again empty). Checked throughout:
@@ -46,7 +47,7 @@ use crate::storage::sim_disk::SimDisk;
 use crate::storage::{BatchCache, Log};
 use crate::sync::Latch;
 use crate::transport::sim::{Faults, SimNetwork};
-use crate::transport::Address;
+use crate::transport::{Address, Transport};
 
 const GROUP: u64 = 1;
 const TICK: Duration = Duration::from_millis(10);
@@ -141,6 +142,10 @@ struct Cluster {
     restart_ms_max: u64,
     /// Link cuts to heal, with when.
     heal_at_ms: RefCell<Option<i64>>,
+    /// Until when the clients and the trimmer propose nothing, so that the group quiesces.
+    quiet_until_ms: RefCell<i64>,
+    /// Checks that found a live replica quiescent.
+    quiescent_seen: RefCell<u64>,
 }
 
 impl Cluster {
@@ -176,6 +181,8 @@ impl Cluster {
             crashes: RefCell::new(0),
             snapshots: RefCell::new(0),
             heal_at_ms: RefCell::new(None),
+            quiet_until_ms: RefCell::new(0),
+            quiescent_seen: RefCell::new(0),
         });
         let stop = Rc::new(Latch::default());
         runtime::spawn_local(cluster.network.clone().run(stop)).detach();
@@ -202,7 +209,9 @@ impl Cluster {
     /// Starts `node`'s process: its log, its replica and its shard's Raft timer.
     fn start(&self, node: &Node, seed: u64) {
         let replicas = Replicas::new();
-        let transport = Rc::new(self.network.attach(address(node.id), replicas.deliver()));
+        let transport: Rc<dyn Transport> =
+            Rc::new(self.network.attach(address(node.id), replicas.deliver()));
+        let ticking = transport.clone();
         // The spare and deleted replicas join when a reassignment adds them (an anchor,
         // once written, keeps what a node applied).
         let voters = match node.outside {
@@ -240,7 +249,9 @@ impl Cluster {
                 .unwrap_or_else(|error| panic!("opening the replica: {error}"));
             replicas.insert(replica.clone());
             *slot.borrow_mut() = Some(replica);
-            replicas.tick(TICK, Rc::new(Latch::default())).await;
+            replicas
+                .tick(TICK, ticking, Rc::new(Latch::default()))
+                .await;
         };
         runtime::spawn_local(node.life.enter(process)).detach();
     }
@@ -386,9 +397,16 @@ impl Cluster {
         }
     }
 
+    fn is_quiet(&self) -> bool {
+        self.now_ms() < *self.quiet_until_ms.borrow()
+    }
+
     /// Election safety, and that nothing served as committed ever changes.
     async fn check(&self) {
         for (node, replica) in self.live_replicas() {
+            if replica.is_quiescent() {
+                *self.quiescent_seen.borrow_mut() += 1;
+            }
             if replica.is_leader() {
                 let term = replica.term();
                 let previous = self.leaders.borrow_mut().insert(term, node);
@@ -472,6 +490,10 @@ async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
     let mut sequence = 0;
     let mut unacknowledged = None;
     while !stop.is_raised() {
+        if cluster.is_quiet() && unacknowledged.is_none() {
+            clock::sleep(TICK).await;
+            continue;
+        }
         let leader = cluster
             .live_replicas()
             .into_iter()
@@ -519,6 +541,9 @@ async fn trimmer(cluster: Rc<Cluster>, seed: u64, stop: Rc<Latch>) {
     let mut random = Seeded::new(seed ^ 0x7219);
     while !stop.is_raised() {
         clock::sleep(Duration::from_millis(200 + random.below(800))).await;
+        if cluster.is_quiet() {
+            continue;
+        }
         let target = {
             let last = cluster.last_acked.borrow();
             let every_client = last.len() == CLIENTS;
@@ -592,6 +617,17 @@ async fn reconfigurer(cluster: Rc<Cluster>, seed: u64, calm: Rc<Latch>, stop: Rc
     }
 }
 
+/// Every 2 to 6 s, a quiet period of 1.5 to 5 s in which the clients and the trimmer propose
+/// nothing: the group quiesces, and the faults go on.
+async fn quieter(cluster: Rc<Cluster>, seed: u64, stop: Rc<Latch>) {
+    let mut random = Seeded::new(seed ^ 0x9e1e);
+    while !stop.is_raised() {
+        clock::sleep(Duration::from_millis(2_000 + random.below(4_000))).await;
+        let quiet_ms = 1_500 + random.below(3_500) as i64;
+        *cluster.quiet_until_ms.borrow_mut() = cluster.now_ms() + quiet_ms;
+    }
+}
+
 /// The number of a batch's `payload-<number>` record.
 fn payload_number(batch: &[u8]) -> Option<u64> {
     let tag = b"payload-";
@@ -615,6 +651,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
         runtime::spawn_local(client(cluster.clone(), 1000 + producer, stop.clone())).detach();
     }
     runtime::spawn_local(trimmer(cluster.clone(), seed, stop.clone())).detach();
+    runtime::spawn_local(quieter(cluster.clone(), seed, stop.clone())).detach();
     let calm = Rc::new(Latch::default());
     let reconfiguring = reconfigurer(cluster.clone(), seed, calm.clone(), stop.clone());
     runtime::spawn_local(reconfiguring).detach();
@@ -725,7 +762,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
             .sum::<u64>();
     let digest = format!(
         "nodes {} acked {} committed {} terms {} crashes {} snapshots {snapshots} \
-         reconfigurations {}/{} sent {} dropped {}",
+         reconfigurations {}/{} quiescent {} sent {} dropped {}",
         cluster.size,
         acked.len(),
         committed.len(),
@@ -733,6 +770,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
         cluster.crashes.borrow(),
         cluster.reached.borrow(),
         cluster.reconfigurations.borrow(),
+        cluster.quiescent_seen.borrow(),
         cluster.network.stats().sent.get(),
         cluster.network.stats().dropped.get()
     );

@@ -167,6 +167,8 @@ pub struct Window {
     base_wanted: Option<u64>,
     /// See `Anchor::restarted_at`.
     restarted_at: Option<Offset>,
+    /// The log's start, as the replica last said: a snapshot carries it.
+    log_start: Offset,
 }
 
 impl Window {
@@ -188,6 +190,7 @@ impl Window {
             applied: 0,
             base_wanted: None,
             restarted_at: anchor.restarted_at,
+            log_start: Offset::ZERO,
         };
         for batch in batches {
             let index = window.last_index() + 1;
@@ -308,6 +311,11 @@ impl Window {
             .map_or(self.base_index, |(index, _)| *index)
     }
 
+    /// Where the log starts now (a snapshot tells followers).
+    pub fn set_log_start(&mut self, log_start: Offset) {
+        self.log_start = log_start;
+    }
+
     pub fn set_hard_state(&mut self, hard_state: HardState) {
         self.hard_state = hard_state;
     }
@@ -400,11 +408,12 @@ impl Window {
         self.hard_state.term = self.hard_state.term.max(metadata.term);
     }
 
-    /// A snapshot of the base: its position, as `encode_position` writes it, and the
-    /// configuration as of the base (a follower applies the changes after it from entries).
+    /// A snapshot of the base: its position and the log start, as `encode_position` writes
+    /// them, and the configuration as of the base (a follower applies the changes after it
+    /// from entries).
     fn snapshot(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();
-        snapshot.set_data(encode_position(self.base_end));
+        snapshot.set_data(encode_position(self.base_end, self.log_start));
         let metadata = snapshot.mut_metadata();
         metadata.index = self.base_index;
         metadata.term = self.base_term;
@@ -420,13 +429,25 @@ fn is_member(conf: &ConfState, id: u64) -> bool {
 }
 
 /// A snapshot's data: the offset the follower's log must equal the leader's up to.
-pub fn encode_position(end: Offset) -> Bytes {
-    Bytes::copy_from_slice(&end.get().to_be_bytes())
+/// Then the leader's log start (8 bytes), which a follower's log start must reach where it
+/// is below the position: a log-start move inside the snapshot is not applied as an entry.
+/// Snapshots of earlier versions hold the position alone.
+pub fn encode_position(end: Offset, log_start: Offset) -> Bytes {
+    let mut data = Vec::with_capacity(16);
+    data.extend_from_slice(&end.get().to_be_bytes());
+    data.extend_from_slice(&log_start.get().to_be_bytes());
+    Bytes::from(data)
 }
 
 pub fn decode_position(data: &[u8]) -> Option<Offset> {
-    let bytes: [u8; 8] = data.try_into().ok()?;
-    Some(Offset(i64::from_be_bytes(bytes)))
+    let bytes: [u8; 8] = data.get(..8)?.try_into().ok()?;
+    matches!(data.len(), 8 | 16).then(|| Offset(i64::from_be_bytes(bytes)))
+}
+
+/// The leader's log start a snapshot carries, if it does.
+pub fn decode_log_start(data: &[u8]) -> Option<Offset> {
+    let bytes: [u8; 8] = data.get(8..16)?.try_into().ok()?;
+    (data.len() == 16).then(|| Offset(i64::from_be_bytes(bytes)))
 }
 
 /// raft-rs's handle on a window. Shared with the replica that changes it between readies.
@@ -574,6 +595,10 @@ mod tests {
         let snapshot = storage.snapshot(0, 2).unwrap();
         assert_eq!(snapshot.get_metadata().index, 2);
         assert_eq!(decode_position(snapshot.get_data()), Some(Offset(120)));
+        assert_eq!(decode_log_start(snapshot.get_data()), Some(Offset::ZERO));
+        let older = encode_position(Offset(120), Offset(7)).slice(..8);
+        assert_eq!(decode_position(&older), Some(Offset(120)));
+        assert_eq!(decode_log_start(&older), None);
     }
 
     /// The anchor keeps what the window cannot rebuild from the log, and a commit index beyond

@@ -24,7 +24,7 @@ use crate::replication::{Replica, Replicas};
 use crate::runtime;
 use crate::sync::Latch;
 use crate::transport::tcp::{Handoff, TcpTransport};
-use crate::transport::{Address, Deliver, Hello};
+use crate::transport::{Address, Deliver, Hello, Transport};
 
 /// See the module documentation.
 pub struct ClusterShard {
@@ -106,9 +106,10 @@ impl Shard {
             .with_context(|| format!("cannot listen on --cluster-listen {}", config.listen))?;
         transport.listen(listener);
         let tick = Duration::from_millis(limits::REPLICATION_TICK_MS);
+        let ticking: Rc<dyn Transport> = Rc::new(transport.clone());
         runtime::spawn_into(
             self.queues.requests,
-            replicas.clone().tick(tick, stop.clone()),
+            replicas.clone().tick(tick, ticking, stop.clone()),
         );
         runtime::spawn_into(
             self.queues.background,

@@ -411,6 +411,14 @@ impl Shard {
         snapshot.read_ahead_held_bytes = read_ahead.held_bytes as u64;
         snapshot.syncs = crate::storage::sync_latencies();
         snapshot.flush_lock_waits = crate::storage::flush_lock_waits();
+        if let Some(cluster) = self.cluster.get() {
+            let stats = cluster.transport.stats();
+            snapshot.cluster_payloads_sent = stats.sent.get();
+            snapshot.cluster_frames_sent = stats.frames_sent.get();
+            snapshot.cluster_bytes_sent = stats.bytes_sent.get();
+            snapshot.cluster_payloads_received = stats.received.get();
+            snapshot.cluster_payloads_dropped = stats.dropped.get();
+        }
         for (tp, partition) in self.partitions.borrow().iter() {
             let counters = partition.metrics();
             snapshot.partitions.push(PartitionSnapshot {

@@ -47,6 +47,9 @@ pub trait Transport {
 pub struct TransportStats {
     /// Payloads written to a link (or, simulated, scheduled for delivery).
     pub sent: Cell<u64>,
+    /// Frames written to links (payloads queued together share one), and their bytes.
+    pub frames_sent: Cell<u64>,
+    pub bytes_sent: Cell<u64>,
     /// Payloads handed to this shard.
     pub received: Cell<u64>,
     /// Payloads lost on the sending side: a full queue, an unreachable peer, a broken link,

@@ -241,9 +241,12 @@ impl TcpTransport {
                     self.count_dropped(payloads.len());
                     break;
                 }
-                self.stats
-                    .sent
-                    .set(self.stats.sent.get() + payloads.len() as u64);
+                let stats = &self.stats;
+                stats.sent.set(stats.sent.get() + payloads.len() as u64);
+                stats.frames_sent.set(stats.frames_sent.get() + 1);
+                stats
+                    .bytes_sent
+                    .set(stats.bytes_sent.get() + frame.len() as u64);
             }
         }
     }
