@@ -8,7 +8,8 @@ Starts three voters (the default shard count unless told), measures them idle wi
 `__consumer_offsets`, creates the partitions (replication factor 3, `--per-topic` to a topic),
 waits until every one is led, lets them settle, and measures again. Per node: CPU as a share of
 one core, resident memory, and the node-to-node traffic it sends (bytes, frames and payloads per
-second, from its /metrics). Prints one JSON document. All three nodes share this machine's cores,
+second, from its /metrics; builds without those counters report zeros), and all the loopback
+interface's bytes per second. Prints one JSON document. All three nodes share this machine's cores,
 so CPU figures are what each node takes from them, not what it would take alone.
 """
 
@@ -76,12 +77,22 @@ class Node:
             sys.exit(f"node {self.node} exited with {self.proc.returncode}")
 
 
+def loopback_bytes() -> int:
+    """Bytes sent on the loopback interface (every node's traffic, clients' too: idle here)."""
+    for line in Path("/proc/net/dev").read_text().splitlines():
+        name, _, counters = line.partition(":")
+        if name.strip() == "lo":
+            return int(counters.split()[8])
+    return 0
+
+
 def measure(nodes: list[Node], seconds: float) -> dict:
     before = [(n.cpu_seconds(), n.cluster_counters()) for n in nodes]
+    loopback = loopback_bytes()
     started = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - started
-    result = {}
+    result = {"loopback_bytes_per_s": round((loopback_bytes() - loopback) / elapsed, 1)}
     for node, (cpu, counters) in zip(nodes, before):
         node.check_alive()
         now = node.cluster_counters()

@@ -24,7 +24,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -298,11 +298,19 @@ impl Cluster {
         if node.restart_at_ms.is_some() {
             return;
         }
+        *self.crashes.borrow_mut() += 1;
+        let torn = self.random.borrow_mut().next_u64();
+        self.end_process(node, |disk, root| disk.crash_into(root, torn));
+        node.restart_at_ms = Some(self.now_ms() + restart_after_ms);
+    }
+
+    /// Ends `node`'s process: its tasks die, it leaves the network, and its next process
+    /// gets the disk `next_disk` makes from the old one, under a new root.
+    fn end_process(&self, node: &mut Node, next_disk: impl FnOnce(&SimDisk, &Path) -> Rc<SimDisk>) {
         node.life.kill();
         if let Some(replica) = node.replica.borrow_mut().take() {
             *self.snapshots.borrow_mut() += replica.snapshots_installed();
         }
-        *self.crashes.borrow_mut() += 1;
         self.network.detach(address(node.id));
         node.generation += 1;
         let root = node
@@ -310,12 +318,10 @@ impl Cluster {
             .parent()
             .unwrap()
             .join(node.generation.to_string());
-        let torn = self.random.borrow_mut().next_u64();
-        node.disk = node.disk.crash_into(&root, torn);
+        node.disk = next_disk(&node.disk, &root);
         node.disk.set_sync_latency(SYNC_LATENCY);
         node.root = root;
         node.life = Life::new();
-        node.restart_at_ms = Some(self.now_ms() + restart_after_ms);
     }
 
     /// Deletes the replica of `index`, as a node that a completed reassignment removed
@@ -323,21 +329,7 @@ impl Cluster {
     fn delete_replica(&self, index: usize) {
         let mut nodes = self.nodes.borrow_mut();
         let node = &mut nodes[index];
-        node.life.kill();
-        if let Some(replica) = node.replica.borrow_mut().take() {
-            *self.snapshots.borrow_mut() += replica.snapshots_installed();
-        }
-        self.network.detach(address(node.id));
-        node.generation += 1;
-        let root = node
-            .root
-            .parent()
-            .unwrap()
-            .join(node.generation.to_string());
-        node.disk = SimDisk::mount(&root);
-        node.disk.set_sync_latency(SYNC_LATENCY);
-        node.root = root;
-        node.life = Life::new();
+        self.end_process(node, |_, root| SimDisk::mount(root));
         node.outside = true;
         node.restart_at_ms = Some(self.now_ms());
     }

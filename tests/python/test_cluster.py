@@ -541,6 +541,49 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
     assert read_all(bootstrap, "replicated", 3, total) == acked
 
 
+def cluster_payloads_sent(broker) -> float:
+    """Payloads `broker` has sent to other nodes, over all its shards (its /metrics)."""
+    counted = [float(line.rsplit(" ", 1)[1]) for line in broker.metrics().splitlines()
+               if line.startswith("corelog_cluster_payloads_sent_total{")]
+    assert counted, "no corelog_cluster_payloads_sent_total in /metrics"
+    return sum(counted)
+
+
+def test_idle_partitions_quiesce_and_still_fail_over(cluster):
+    """Partitions nobody writes to go quiet: no heartbeat per partition, only one payload per
+    pair of shards now and then (60 partitions sent ~1,500 payloads a second per node before).
+    Their leaders' node killed, the survivors notice the silence, elect new leaders, and take
+    writes; the killed node comes back and the partitions go quiet again."""
+    wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "quiet", 44, replication=3)
+    wait_until(lambda: led_by(cluster, NODES, "quiet"), what="the partitions led")
+    produce(bootstrap, "quiet", 44, 440)
+
+    def rate(broker) -> float:
+        before, started = cluster_payloads_sent(broker), time.monotonic()
+        time.sleep(2)
+        return (cluster_payloads_sent(broker) - before) / (time.monotonic() - started)
+
+    # Quiet within a few seconds: a generous bound, far below a heartbeat per partition.
+    wait_until(lambda: all(rate(cluster[node]) < 100 for node in NODES),
+               what="every node sending fewer than 100 payloads a second", timeout_s=60)
+
+    victim = leaders(cluster, NODES, "quiet")[0]
+    cluster[victim].stop(signal.SIGKILL)
+    survivors = [node for node in NODES if node != victim]
+    wait_until(lambda: led_by(cluster, survivors, "quiet"), what="the survivors leading all")
+    bootstrap = ",".join(cluster[node].bootstrap for node in survivors)
+    produce(bootstrap, "quiet", 44, 440)
+    cluster[victim].start()
+    wait_until(lambda: agreed_controller(cluster, NODES), what="the killed node back")
+    wait_until(lambda: all(rate(cluster[node]) < 100 for node in NODES),
+               what="quiet again", timeout_s=60)
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    assert read_all(bootstrap, "quiet", 44, 880) == {
+        p: values + values for p, values in expected_values(44, 440).items()}
+
+
 def test_min_insync_replicas_is_enforced_on_the_replicas_in_sync(cluster):
     """The leader reports its in-sync replicas (Metadata's ISR); an acks=all produce needs
     min.insync.replicas of them (NOT_ENOUGH_REPLICAS), while acks=1 is still taken."""
