@@ -853,9 +853,10 @@ impl Replica {
     }
 
     /// Whether this leader's group has nothing to do: every entry committed and applied,
-    /// every other replica streamed to with the whole log and told the commit point, no
-    /// change of members or leader under way, nothing waiting. After `quiesce_ticks` of
-    /// calm the leader quiesces.
+    /// every other replica streamed to with the whole log, told the commit point and heard
+    /// from within an election timeout (a group with a replica down stays awake), no change
+    /// of members or leader under way, nothing waiting. After `quiesce_ticks` of calm the
+    /// leader quiesces.
     fn is_calm(&self, node: &RawNode<WindowStorage>) -> bool {
         let raft = &node.raft;
         let log = &raft.raft_log;
@@ -880,11 +881,17 @@ impl Replica {
         if !observers.iter().all(|observer| learners.contains(observer)) {
             return false;
         }
+        let now = self.ticks.get();
+        let recent = self.config.election_ticks as u64;
+        let followers = self.followers.borrow();
         raft.prs().iter().all(|(id, progress)| {
             *id == raft.id
                 || (progress.state == ProgressState::Replicate
                     && progress.matched == last
-                    && progress.committed_index == last)
+                    && progress.committed_index == last
+                    && followers
+                        .get(id)
+                        .is_some_and(|heard| now - heard.at <= recent))
         })
     }
 
