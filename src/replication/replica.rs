@@ -489,8 +489,8 @@ impl Replica {
     }
 
     /// What this replica, if it leads, knows of its group (DescribeQuorum): its term, its
-    /// high watermark and, per voter and learner, how far its log reaches and how long ago it was
-    /// heard from and had caught up with the commit point. None on a follower.
+    /// high watermark and, per voter and learner, how far its log reaches and how long ago
+    /// it was heard from and had caught up with the commit point. None on a follower.
     pub fn group_state(&self) -> Option<GroupState> {
         let node = self.node.borrow();
         let raft = &node.raft;

@@ -292,8 +292,8 @@ impl Shard {
     /// Moves the groups of the partitions this shard leads that are being reassigned towards
     /// their targets (`Replica::reconfigure`), and reports each target reached and applied
     /// by all its voters to the controller, which completes the reassignment (the nodes that
-    /// left then delete their replicas). Looks every `REASSIGNMENT_CHECK_MS` and at every change of the metadata;
-    /// one loop per shard, not one per partition.
+    /// left then delete their replicas). Looks every `REASSIGNMENT_CHECK_MS` and at every
+    /// change of the metadata; one loop per shard, not one per partition.
     pub(super) async fn drive_reassignments(self: Rc<Self>, stop: Rc<crate::sync::Latch>) {
         let interval = Duration::from_millis(limits::REASSIGNMENT_CHECK_MS);
         loop {
