@@ -39,299 +39,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import random
 import signal
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "python"))
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from corelog_broker import Broker, BrokerError, corelog_bin  # noqa: E402
+from log_checker import (CLIENT_TIMEOUT_S, QUIET, Checker, ProducerThread,  # noqa: E402
+                         read_partitions, wait_for_progress)
 
 TOPIC = "crash-harness"
-PAYLOAD_BYTES = 64
-CLIENT_TIMEOUT_S = 60.0
 PROGRESS_TIMEOUT_S = 30.0
 STABILITY_WINDOW = 64  # Records before last round's checked end that are read again.
 VIOLATIONS_SHOWN = 20
-
-# librdkafka talks about every refused connection; the harness kills the broker on purpose.
-_QUIET = logging.getLogger("crash_harness.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
-
-
-def payload(producer: int, sequence: int) -> bytes:
-    """Message `sequence` of producer `producer`: names its origin, padded to a fixed size."""
-    head = f"p{producer:02d}-s{sequence:09d}-".encode()
-    return head + b"." * (PAYLOAD_BYTES - len(head))
-
-
-def parse_payload(value: bytes | None) -> tuple[int, int] | None:
-    """(producer, sequence) of a payload made by `payload`, or None for foreign bytes."""
-    if value is None or len(value) != PAYLOAD_BYTES or value[:1] != b"p":
-        return None
-    try:
-        return int(value[1:3]), int(value[5:14])
-    except ValueError:
-        return None
-
-
-def partition_of(producer: int, sequence: int, partitions: int) -> int:
-    """Each producer writes to every partition, in runs of a few messages."""
-    return (producer + sequence // 4) % partitions
-
-
-class ProducerThread(threading.Thread):
-    """One confluent-kafka producer sending numbered messages at a paced rate until stopped."""
-
-    def __init__(self, index: int, idempotent: bool, bootstrap: str, partitions: int,
-                 rate: float):
-        super().__init__(name=f"producer-{index}", daemon=True)
-        self.index = index
-        self.idempotent = idempotent
-        self.partitions = partitions
-        self.rate = rate
-        # Numbers handed to the client: a record carrying a number >= this was never sent.
-        self.attempted = 0
-        # Delivery reports (partition, offset, sequence) not yet taken by the checker.
-        self.acks: list[tuple[int, int, int]] = []
-        self.acked = 0
-        self.failures: list[str] = []
-        self.fatal: list[str] = []
-        self.stop = threading.Event()
-        self.finished = threading.Event()
-        conf = {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "linger.ms": 5,
-            # Retry through every crash: a delivery failure is then a finding, not noise.
-            "message.timeout.ms": 300_000,
-            "retry.backoff.ms": 50,
-            "retry.backoff.max.ms": 500,
-            "reconnect.backoff.ms": 50,
-            "reconnect.backoff.max.ms": 500,
-            "socket.connection.setup.timeout.ms": 5000,
-            "error_cb": self._on_error,
-            "logger": _QUIET,
-        }
-        if idempotent:
-            conf["enable.idempotence"] = True
-        else:
-            conf["enable.idempotence"] = False
-            conf["max.in.flight.requests.per.connection"] = 1
-        self.client = Producer(conf)
-
-    @property
-    def kind(self) -> str:
-        return "idempotent" if self.idempotent else "plain"
-
-    def _on_error(self, error: KafkaError) -> None:
-        # Transport errors and "all brokers down" are what a kill looks like from here.
-        if error.fatal():
-            self.fatal.append(str(error))
-
-    def _on_delivery(self, error, message) -> None:
-        parsed = parse_payload(message.value())
-        sequence = parsed[1] if parsed else -1
-        if error is not None:
-            self.failures.append(f"sequence {sequence}: {error}")
-        else:
-            self.acks.append((message.partition(), message.offset(), sequence))
-            self.acked += 1
-
-    def run(self) -> None:
-        started = time.monotonic()
-        sequence = 0
-        while not self.stop.is_set() and not self.fatal:
-            due = started + sequence / self.rate
-            wait = due - time.monotonic()
-            if wait > 0:
-                self.client.poll(min(wait, 0.05))
-                continue
-            self.attempted = max(self.attempted, sequence + 1)
-            try:
-                self.client.produce(
-                    TOPIC, payload(self.index, sequence),
-                    partition=partition_of(self.index, sequence, self.partitions),
-                    on_delivery=self._on_delivery)
-                sequence += 1
-            except BufferError:
-                self.client.poll(0.05)
-            self.client.poll(0)
-        self.finished.set()
-
-    def drain(self, timeout_s: float) -> int:
-        """After `stop`: wait for every outstanding delivery report; returns those left."""
-        self.finished.wait(timeout_s)
-        return self.client.flush(timeout_s)
-
-
-@dataclass
-class Violation:
-    rule: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"[{self.rule}] {self.detail}"
-
-
-@dataclass
-class Checker:
-    """What the harness has read so far, and the rules every read and ack must satisfy."""
-
-    partitions: int
-    producers: list[ProducerThread]
-    # Per partition, the (producer, sequence) of every record read, indexed by offset.
-    log: list[list[tuple[int, int]]] = field(default_factory=list)
-    # Acks taken from the producers but beyond the log read so far.
-    pending: list[tuple[int, int, int, int]] = field(default_factory=list)
-    acks_verified: int = 0
-    violations: list[Violation] = field(default_factory=list)
-
-    def __post_init__(self):
-        self.log = [[] for _ in range(self.partitions)]
-
-    def fail(self, rule: str, detail: str) -> None:
-        self.violations.append(Violation(rule, detail))
-
-    def record(self, partition: int, offset: int, value: bytes | None) -> None:
-        """Take one record read at `offset`: compare with an earlier read, or append it."""
-        known = self.log[partition]
-        parsed = parse_payload(value)
-        if parsed is None:
-            self.fail("invented", f"{partition}@{offset}: bytes no producer sent: {value!r:.80}")
-            parsed = (-1, -1)
-        if offset < len(known):
-            if known[offset] != parsed:
-                self.fail("offset-stable", f"{partition}@{offset} was {known[offset]}, "
-                                           f"now reads {parsed}")
-            return
-        if offset != len(known):
-            self.fail("contiguous", f"partition {partition}: offset {offset} read, "
-                                    f"expected {len(known)}")
-            known.extend([(-1, -1)] * (offset - len(known)))
-        producer, sequence = parsed
-        if producer >= 0:
-            if producer >= len(self.producers) or sequence >= self.producers[producer].attempted:
-                self.fail("invented", f"{partition}@{offset}: producer {producer} never sent "
-                                      f"sequence {sequence}")
-            elif (home := partition_of(producer, sequence, self.partitions)) != partition:
-                self.fail("invented", f"{partition}@{offset}: p{producer} s{sequence} belongs "
-                                      f"in partition {home}")
-            elif value != payload(producer, sequence):
-                self.fail("intact", f"{partition}@{offset}: payload bytes differ")
-        known.append(parsed)
-
-    def take_acks(self) -> None:
-        """Move the delivery reports that arrived since the last call into `pending`."""
-        for index, producer in enumerate(self.producers):
-            count = len(producer.acks)
-            # The producer thread only appends: these two steps never lose a report.
-            self.pending.extend((index, *ack) for ack in producer.acks[:count])
-            del producer.acks[:count]
-
-    def check_acks(self, final: bool) -> None:
-        """Match acks against the log read so far; one beyond it waits (unless `final`)."""
-        self.take_acks()
-        waiting = []
-        for producer, partition, offset, sequence in self.pending:
-            known = self.log[partition]
-            if offset >= len(known):
-                if final:
-                    self.fail("acked-present", f"p{producer} s{sequence} acknowledged at "
-                                               f"{partition}@{offset}, beyond the log end "
-                                               f"{len(known)}")
-                else:
-                    waiting.append((producer, partition, offset, sequence))
-            elif known[offset] != (producer, sequence):
-                self.fail("acked-present", f"p{producer} s{sequence} acknowledged at "
-                                           f"{partition}@{offset}, log holds {known[offset]}")
-            else:
-                self.acks_verified += 1
-        self.pending = waiting
-
-    def check_order(self) -> dict[str, int]:
-        """Whole-log rules per producer: exactly/at-least once and send order per partition."""
-        seen: dict[tuple[int, int], int] = {}
-        duplicates = {"idempotent": 0, "plain": 0}
-        for partition, records in enumerate(self.log):
-            last_new: dict[int, int] = {}
-            for offset, (producer, sequence) in enumerate(records):
-                if producer < 0:
-                    continue
-                kind = self.producers[producer].kind
-                key = (producer, sequence)
-                if key in seen:
-                    duplicates[kind] += 1
-                    if kind == "idempotent":
-                        self.fail("exactly-once", f"p{producer} s{sequence} at {partition}@"
-                                                  f"{offset} and @{seen[key]}")
-                    continue
-                seen[key] = offset
-                if last_new.get(producer, -1) > sequence:
-                    self.fail("order", f"{kind} p{producer} s{sequence} at {partition}@{offset} "
-                                       f"after s{last_new[producer]}")
-                last_new[producer] = sequence
-        return duplicates
-
-
-def read_partitions(bootstrap: str, starts: list[int], timeout_s: float = CLIENT_TIMEOUT_S):
-    """Read every partition from `starts[p]` to its high watermark now; yield (p, offset, value)."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": "crash-harness-unused",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "error",
-        "enable.partition.eof": False,
-        "fetch.max.bytes": 8 << 20,
-        "logger": _QUIET,
-    })
-    try:
-        ends = []
-        for partition in range(len(starts)):
-            _, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, partition),
-                                                     timeout=timeout_s)
-            ends.append(high)
-        todo = {p for p in range(len(starts)) if starts[p] < ends[p]}
-        consumer.assign([TopicPartition(TOPIC, p, starts[p]) for p in sorted(todo)])
-        deadline = time.monotonic() + timeout_s
-        while todo:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"partitions {sorted(todo)} not read to {ends} in {timeout_s}s")
-            for message in consumer.consume(num_messages=10_000, timeout=0.5):
-                if message.error():
-                    raise RuntimeError(f"consumer error: {message.error()}")
-                partition, offset = message.partition(), message.offset()
-                if offset < ends[partition]:
-                    yield partition, offset, message.value()
-                if offset >= ends[partition] - 1:
-                    todo.discard(partition)
-    finally:
-        consumer.close()
-
-
-def wait_for_progress(producers: list[ProducerThread], timeout_s: float) -> bool:
-    """Until every producer got at least one more ack than now (its batches flow again)."""
-    before = [p.acked for p in producers]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        now = [p.acked for p in producers]
-        if all(n > b for n, b in zip(now, before)) or any(p.fatal for p in producers):
-            return True
-        time.sleep(0.01)  # Polling the producers' counters; nothing to wait on.
-    return False
-
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -367,13 +94,13 @@ class Harness:
 
     def start(self) -> None:
         self.broker.start()
-        admin = AdminClient({"bootstrap.servers": self.broker.bootstrap, "logger": _QUIET})
+        admin = AdminClient({"bootstrap.servers": self.broker.bootstrap, "logger": QUIET})
         admin.create_topics([NewTopic(TOPIC, num_partitions=self.args.partitions,
                                       replication_factor=1)])[TOPIC].result(
             timeout=CLIENT_TIMEOUT_S)
         for index in range(self.args.producers):
             self.producers.append(ProducerThread(
-                index, index % 2 == 0, self.broker.bootstrap, self.args.partitions,
+                index, index % 2 == 0, self.broker.bootstrap, TOPIC, self.args.partitions,
                 self.args.rate))
         for producer in self.producers:
             producer.start()
@@ -383,7 +110,7 @@ class Harness:
         """Re-read a window before last round's end, read what is new, match new acks."""
         log = self.checker.log
         starts = [max(0, len(records) - STABILITY_WINDOW) for records in log]
-        for partition, offset, value in read_partitions(self.broker.bootstrap, starts):
+        for partition, offset, value in read_partitions(self.broker.bootstrap, TOPIC, starts):
             self.checker.record(partition, offset, value)
             self.records_read += 1
         self.checker.check_acks(final=False)
@@ -421,7 +148,7 @@ class Harness:
             if left:
                 self.checker.fail("drain", f"p{producer.index}: {left} messages undelivered")
         # The full read starts from 0: every earlier read is compared against it.
-        for partition, offset, value in read_partitions(self.broker.bootstrap,
+        for partition, offset, value in read_partitions(self.broker.bootstrap, TOPIC,
                                                         [0] * self.args.partitions):
             self.checker.record(partition, offset, value)
             self.records_read += 1
@@ -460,6 +187,7 @@ class Harness:
             "messages_sent": sent,
             "messages_acknowledged": acked,
             "acks_verified": self.checker.acks_verified,
+            "acks_without_offset": self.checker.acks_unplaced,
             "log_records": sum(map(len, self.checker.log)),
             "records_read": self.records_read,
             "duplicates_plain": duplicates["plain"],

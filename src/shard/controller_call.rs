@@ -4,8 +4,9 @@
 //! this node's controller is the active one (always on a single node; in a cluster, when the
 //! node leads the metadata quorum), and otherwise forwards it over the node-to-node transport
 //! to shard 0 of the node that leads, which runs it only if it still leads (a forwarded call
-//! is never forwarded again). No answer within `CONTROLLER_CALL_TIMEOUT_MS`, or no leader,
-//! is `None`: the handler answers NOT_CONTROLLER and the client retries, as with Kafka.
+//! is never forwarded again). No answer within `CONTROLLER_CALL_TIMEOUT_MS` or before the
+//! node asked stops leading, or no leader, is `None`: the handler answers NOT_CONTROLLER and
+//! the client retries, as with Kafka.
 //! A broker-only node that knows no leader yet (it has not joined the metadata group: its
 //! registration is its first call) asks the voters in turn; the leader among them answers.
 //!
@@ -97,7 +98,7 @@ impl Shard {
         let controller = self.controller.borrow().clone()?;
         match controller.leader() {
             Some(node) if node == self.config.node_id => controller.run(self, call).await,
-            Some(node) => self.forward_to_controller(node, call).await,
+            Some(node) => self.forward_to_controller(node, call, true).await,
             None => self.ask_voters(call).await,
         }
     }
@@ -110,18 +111,24 @@ impl Shard {
             return None;
         }
         for voter in config.voter_ids() {
-            if let Some(answer) = self.forward_to_controller(voter, call.clone()).await {
+            if let Some(answer) = self.forward_to_controller(voter, call.clone(), false).await {
                 return Some(answer);
             }
         }
         None
     }
 
-    /// Sends `call` to shard 0 of `node` and waits for its answer.
+    /// Sends `call` to shard 0 of `node` and waits for its answer: at most
+    /// `CONTROLLER_CALL_TIMEOUT_MS`, and, when `node` was asked as the leader (`as_leader`),
+    /// only while this node still knows it as the leader. A call to a controller that died or
+    /// was deposed then ends as soon as a new leader is known, and the caller asks that one:
+    /// a broker's heartbeats must not wait out the timeout, or the new controller fences
+    /// every node it has not heard from within their session.
     async fn forward_to_controller(
         self: &Rc<Self>,
         node: NodeId,
         call: ControllerCall,
+        as_leader: bool,
     ) -> Option<ControllerAnswer> {
         let cluster = self.cluster.get()?;
         let id = cluster.next_call_id();
@@ -133,7 +140,25 @@ impl Shard {
         };
         cluster.transport.send(to, encode(CALL, id, &call));
         let timeout = runtime::sleep(Duration::from_millis(limits::CONTROLLER_CALL_TIMEOUT_MS));
-        let answer = match select(answered, Box::pin(timeout)).await {
+        let quorum = self
+            .controller
+            .borrow()
+            .as_ref()
+            .and_then(|c| c.replica().cloned());
+        let deposed = async move {
+            match quorum {
+                Some(replica) if as_leader => loop {
+                    let moved = replica.leadership_moved();
+                    if replica.leader() != Some(node) {
+                        return;
+                    }
+                    moved.await;
+                },
+                _ => std::future::pending().await,
+            }
+        };
+        let given_up = select(Box::pin(timeout), Box::pin(deposed));
+        let answer = match select(answered, given_up).await {
             Either::Left((answer, _)) => answer.ok().flatten(),
             Either::Right(_) => None,
         };

@@ -41,6 +41,16 @@ def wait_until(condition, timeout_s: float = CLIENT_TIMEOUT_S, what: str = "cond
         time.sleep(0.05)  # Polling interval, the condition decides.
 
 
+def holds_for(condition, duration_s: float, what: str = "condition") -> None:
+    """Poll `condition()` for `duration_s` seconds: it must hold every time it is asked (an
+    event that must not happen within the window, not a wait)."""
+    deadline = time.monotonic() + duration_s
+    while time.monotonic() < deadline:
+        if not condition():
+            raise AssertionError(f"{what} stopped holding")
+        time.sleep(0.05)  # Polling interval over the window.
+
+
 # ---------------------------------------------------------------- confluent-kafka (librdkafka)
 
 def ck_producer(bootstrap: str, **conf) -> Producer:

@@ -378,18 +378,22 @@ class Broker:
 
     def __init__(self, binary: str, data_dir: Path, log_dir: Path, shards: int | None = 2,
                  extra_args: tuple[str, ...] = (), port: int | None = None,
-                 listeners: tuple[str, ...] = (), node_id: int = 0):
+                 listeners: tuple[str, ...] = (), node_id: int = 0, host: str = "127.0.0.1",
+                 wrapper: tuple[str, ...] = ()):
         """`shards` None: the broker's default (one per usable core); `port` None: a free one.
 
         `listeners`: security protocols of listeners beside the PLAINTEXT one on `port`
-        ("SASL_SSL", "SSL", ...), each on a free port of its own (`self.ports[name]`)."""
+        ("SASL_SSL", "SSL", ...), each on a free port of its own (`self.ports[name]`).
+        `host`: the address every listener binds; `wrapper`: a command that execs the broker's
+        (`ip netns exec NAME`), so that the process started is the broker itself."""
         self.binary = binary
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.shards = shards
         self.extra_args = tuple(extra_args)
         self.node_id = node_id
-        self.host = "127.0.0.1"
+        self.host = host
+        self.wrapper = tuple(wrapper)
         self.port = free_port() if port is None else port
         self.ports = {"PLAINTEXT": self.port}
         for name in listeners:
@@ -417,13 +421,13 @@ class Broker:
             listen = ["--listeners",
                       ",".join(f"{name}://{self.address(name)}" for name in self.ports)]
         return [
-            self.binary, "serve",
+            *self.wrapper, self.binary, "serve",
             "--data-dir", str(self.data_dir),
             *listen,
             *shards,
             "--node-id", str(self.node_id),
             # An ephemeral admin port, so that brokers of parallel tests never collide.
-            "--admin-listen", "127.0.0.1:0",
+            "--admin-listen", f"{self.host}:0",
             *self.extra_args,
         ]
 

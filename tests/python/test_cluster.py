@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewT
 from kafka.admin import KafkaAdminClient
 
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
-                     wait_until)
+                     holds_for, wait_until)
 from corelog_broker import (BrokerError, fetch_v12_nothing, free_port, metadata_v1,
                             offset_for_leader_epoch_v4, produce_v11_nothing)
 from security_setup import corelog
@@ -287,10 +287,22 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
 
     cluster[controller].stop(signal.SIGKILL)
     survivors = [node for node in NODES if node != controller]
+
+    def survivors_live():
+        """Whether no survivor's view leaves a survivor out (fenced)."""
+        views = [view(cluster[node]) for node in survivors]
+        return all(v is None or set(survivors) <= set(v["brokers"]) for v in views)
+
+    # The survivors' heartbeats reach the new controller: neither is ever fenced (a heartbeat
+    # forwarded to the killed controller just before the kill waited out the 10 s call
+    # timeout, and the new controller fenced both survivors with the killed node).
     successor = wait_until(
-        lambda: agreed_controller(cluster, survivors),
+        lambda: agreed_controller(cluster, survivors) if survivors_live() else "fenced",
         what="the survivors electing another controller and fencing the killed node")
+    assert successor != "fenced", "a surviving node was fenced"
     assert successor in survivors
+    holds_for(survivors_live, 2 * SESSION_MS / 1000,
+              what="the survivors listed as live brokers under the new controller")
     # The killed node's partitions have no leader until it returns; the others keep theirs.
     unavailable = {p: (-1 if leader == controller else leader) for p, leader in placed.items()}
     wait_until(lambda: leaders(cluster, survivors, "kept") == unavailable,

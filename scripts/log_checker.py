@@ -1,0 +1,365 @@
+"""The rules a log written by acks=all producers through faults must keep, and the producers
+that write it: shared by the single-node crash harness (`crash_harness.py`) and the cluster
+fault harness (`cluster_faults.py`).
+
+Every producer sends numbered payloads (`payload`) to a partition fixed by the number
+(`partition_of`), and keeps every delivery report. The `Checker` takes records as they are read
+(any number of times, in any order of reads) and the producers' acknowledgements, and reports:
+
+- `acked-present`: an acknowledged message is not at exactly its acknowledged offset (or, acked
+  without an offset, not in its partition);
+- `offset-stable`: a record read twice at one offset differs;
+- `contiguous`: offsets skip (only where the log has no gaps: a replicated log holds control
+  batches, Raft's own entries, that consumers never see);
+- `invented`, `intact`: a record no producer sent, or whose bytes changed;
+- `exactly-once`, `order`: an idempotent producer's message twice, or any producer's first
+  occurrences out of send order within a partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+PAYLOAD_BYTES = 64
+CLIENT_TIMEOUT_S = 60.0
+
+# librdkafka talks about every refused connection; the harnesses break connections on purpose.
+QUIET = logging.getLogger("log_checker.librdkafka")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
+
+
+def payload(producer: int, sequence: int) -> bytes:
+    """Message `sequence` of producer `producer`: names its origin, padded to a fixed size."""
+    head = f"p{producer:02d}-s{sequence:09d}-".encode()
+    return head + b"." * (PAYLOAD_BYTES - len(head))
+
+
+def parse_payload(value: bytes | None) -> tuple[int, int] | None:
+    """(producer, sequence) of a payload made by `payload`, or None for foreign bytes."""
+    if value is None or len(value) != PAYLOAD_BYTES or value[:1] != b"p":
+        return None
+    try:
+        return int(value[1:3]), int(value[5:14])
+    except ValueError:
+        return None
+
+
+def partition_of(producer: int, sequence: int, partitions: int) -> int:
+    """Each producer writes to every partition, in runs of a few messages."""
+    return (producer + sequence // 4) % partitions
+
+
+class AckGaps:
+    """When each key (a producer's partition, say) last had an acknowledgement, and the longest
+    time one went without: how long a fault stopped a client."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.last: dict = {}
+        self.longest = (0.0, None)  # (seconds, key)
+
+    def ack(self, key) -> None:
+        now = time.monotonic()
+        with self.lock:
+            before = self.last.get(key)
+            if before is not None and now - before > self.longest[0]:
+                self.longest = (now - before, key)
+            self.last[key] = now
+
+    def acked_since(self, moment: float, keys) -> bool:
+        """Whether every key of `keys` had an acknowledgement after `moment`."""
+        with self.lock:
+            return all(self.last.get(key, -1.0) > moment for key in keys)
+
+    def take_longest(self) -> tuple:
+        """The longest gap since the last call, and its key."""
+        with self.lock:
+            found, self.longest = self.longest, (0.0, None)
+            return found
+
+
+class ProducerThread(threading.Thread):
+    """One confluent-kafka producer sending numbered messages at a paced rate until stopped."""
+
+    def __init__(self, index: int, idempotent: bool, bootstrap: str, topic: str,
+                 partitions: int, rate: float, gaps: AckGaps | None = None):
+        super().__init__(name=f"producer-{index}", daemon=True)
+        self.index = index
+        self.topic = topic
+        self.gaps = gaps
+        self.idempotent = idempotent
+        self.partitions = partitions
+        self.rate = rate
+        # Numbers handed to the client: a record carrying a number >= this was never sent.
+        self.attempted = 0
+        # Delivery reports (partition, offset, sequence) not yet taken by the checker.
+        self.acks: list[tuple[int, int, int]] = []
+        self.acked = 0
+        self.failures: list[str] = []
+        self.fatal: list[str] = []
+        self.stop = threading.Event()
+        self.finished = threading.Event()
+        conf = {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 5,
+            # Retry through every crash: a delivery failure is then a finding, not noise.
+            "message.timeout.ms": 300_000,
+            "retry.backoff.ms": 50,
+            "retry.backoff.max.ms": 500,
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 500,
+            "socket.connection.setup.timeout.ms": 5000,
+            "error_cb": self._on_error,
+            "logger": QUIET,
+        }
+        if idempotent:
+            conf["enable.idempotence"] = True
+        else:
+            conf["enable.idempotence"] = False
+            conf["max.in.flight.requests.per.connection"] = 1
+        self.client = Producer(conf)
+
+    @property
+    def kind(self) -> str:
+        return "idempotent" if self.idempotent else "plain"
+
+    def _on_error(self, error: KafkaError) -> None:
+        # Transport errors and "all brokers down" are what a kill looks like from here.
+        if error.fatal():
+            self.fatal.append(str(error))
+
+    def _on_delivery(self, error, message) -> None:
+        parsed = parse_payload(message.value())
+        sequence = parsed[1] if parsed else -1
+        if error is not None:
+            self.failures.append(f"sequence {sequence}: {error}")
+        else:
+            # None: acknowledged, offset unknown (`Checker.check_unplaced`).
+            self.acks.append((message.partition(), message.offset(), sequence))
+            self.acked += 1
+            if self.gaps is not None:
+                self.gaps.ack((self.index, message.partition()))
+
+    def run(self) -> None:
+        started = time.monotonic()
+        sequence = 0
+        while not self.stop.is_set() and not self.fatal:
+            due = started + sequence / self.rate
+            wait = due - time.monotonic()
+            if wait > 0:
+                self.client.poll(min(wait, 0.05))
+                continue
+            self.attempted = max(self.attempted, sequence + 1)
+            try:
+                self.client.produce(
+                    self.topic, payload(self.index, sequence),
+                    partition=partition_of(self.index, sequence, self.partitions),
+                    on_delivery=self._on_delivery)
+                sequence += 1
+            except BufferError:
+                self.client.poll(0.05)
+            self.client.poll(0)
+        self.finished.set()
+
+    def drain(self, timeout_s: float) -> int:
+        """After `stop`: wait for every outstanding delivery report; returns those left."""
+        self.finished.wait(timeout_s)
+        return self.client.flush(timeout_s)
+
+
+# In `Checker.log`: an offset no record was read at (a control batch, or a violation).
+SKIPPED = (-1, -1)
+
+
+@dataclass
+class Violation:
+    rule: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] {self.detail}"
+
+
+@dataclass
+class Checker:
+    """What the harness has read so far, and the rules every read and ack must satisfy."""
+
+    partitions: int
+    producers: list
+    # Whether offsets may skip: a replicated log holds control batches (Raft's no-ops and
+    # configuration changes) that consumers never see. A skipped offset must stay skipped.
+    gaps: bool = False
+    # Per partition, the (producer, sequence) of every record read, indexed by offset.
+    log: list[list[tuple[int, int]]] = field(default_factory=list)
+    # Acks taken from the producers but beyond the log read so far.
+    pending: list[tuple[int, int, int, int]] = field(default_factory=list)
+    acks_verified: int = 0
+    # Acks without an offset found in their partition.
+    acks_unplaced: int = 0
+    violations: list[Violation] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.log = [[] for _ in range(self.partitions)]
+
+    def fail(self, rule: str, detail: str) -> None:
+        self.violations.append(Violation(rule, detail))
+
+    def record(self, partition: int, offset: int, value: bytes | None) -> None:
+        """Take one record read at `offset`: compare with an earlier read, or append it."""
+        known = self.log[partition]
+        parsed = parse_payload(value)
+        if parsed is None:
+            self.fail("invented", f"{partition}@{offset}: bytes no producer sent: {value!r:.80}")
+            parsed = (-2, -2)
+        if offset < len(known):
+            if known[offset] != parsed:
+                self.fail("offset-stable", f"{partition}@{offset} was {known[offset]}, "
+                                           f"now reads {parsed}")
+            return
+        if offset != len(known):
+            if not self.gaps:
+                self.fail("contiguous", f"partition {partition}: offset {offset} read, "
+                                        f"expected {len(known)}")
+            known.extend([SKIPPED] * (offset - len(known)))
+        producer, sequence = parsed
+        if producer >= 0:
+            if producer >= len(self.producers) or sequence >= self.producers[producer].attempted:
+                self.fail("invented", f"{partition}@{offset}: producer {producer} never sent "
+                                      f"sequence {sequence}")
+            elif (home := partition_of(producer, sequence, self.partitions)) != partition:
+                self.fail("invented", f"{partition}@{offset}: p{producer} s{sequence} belongs "
+                                      f"in partition {home}")
+            elif value != payload(producer, sequence):
+                self.fail("intact", f"{partition}@{offset}: payload bytes differ")
+        known.append(parsed)
+
+    def take_acks(self) -> None:
+        """Move the delivery reports that arrived since the last call into `pending`."""
+        for index, producer in enumerate(self.producers):
+            count = len(producer.acks)
+            # The producer thread only appends: these two steps never lose a report.
+            self.pending.extend((index, *ack) for ack in producer.acks[:count])
+            del producer.acks[:count]
+
+    def check_acks(self, final: bool) -> None:
+        """Match acks against the log read so far; one beyond it waits (unless `final`)."""
+        self.take_acks()
+        waiting = []
+        unplaced = [ack for ack in self.pending if ack[2] is None]
+        if final and unplaced:
+            self.check_unplaced(unplaced)
+        for producer, partition, offset, sequence in self.pending:
+            known = self.log[partition]
+            if offset is None:
+                if not final:
+                    waiting.append((producer, partition, offset, sequence))
+            elif offset >= len(known):
+                if final:
+                    self.fail("acked-present", f"p{producer} s{sequence} acknowledged at "
+                                               f"{partition}@{offset}, beyond the log end "
+                                               f"{len(known)}")
+                else:
+                    waiting.append((producer, partition, offset, sequence))
+            elif known[offset] != (producer, sequence):
+                self.fail("acked-present", f"p{producer} s{sequence} acknowledged at "
+                                           f"{partition}@{offset}, log holds {known[offset]}")
+            else:
+                self.acks_verified += 1
+        self.pending = waiting
+
+    def check_unplaced(self, acks: list) -> None:
+        """Acks without an offset (librdkafka's idempotent producer acknowledges a batch whose
+        answer it lost once the broker acknowledged a later one: it must be in the log) are
+        looked for in their partition; `check_order` counts how often they are there."""
+        wanted = {(producer, sequence): partition for producer, partition, _, sequence in acks}
+        found = set()
+        for partition, records in enumerate(self.log):
+            for entry in records:
+                if wanted.get(entry) == partition:
+                    found.add(entry)
+        for key, partition in sorted(wanted.items()):
+            if key in found:
+                self.acks_unplaced += 1
+            else:
+                self.fail("acked-present", f"p{key[0]} s{key[1]} acknowledged in partition "
+                                           f"{partition} without an offset, not in it")
+
+    def check_order(self) -> dict[str, int]:
+        """Whole-log rules per producer: exactly/at-least once and send order per partition."""
+        seen: dict[tuple[int, int], int] = {}
+        duplicates = {"idempotent": 0, "plain": 0}
+        for partition, records in enumerate(self.log):
+            last_new: dict[int, int] = {}
+            for offset, (producer, sequence) in enumerate(records):
+                if producer < 0:
+                    continue
+                kind = self.producers[producer].kind
+                key = (producer, sequence)
+                if key in seen:
+                    duplicates[kind] += 1
+                    if kind == "idempotent":
+                        self.fail("exactly-once", f"p{producer} s{sequence} at {partition}@"
+                                                  f"{offset} and @{seen[key]}")
+                    continue
+                seen[key] = offset
+                if last_new.get(producer, -1) > sequence:
+                    self.fail("order", f"{kind} p{producer} s{sequence} at {partition}@{offset} "
+                                       f"after s{last_new[producer]}")
+                last_new[producer] = sequence
+        return duplicates
+
+
+def read_partitions(bootstrap: str, topic: str, starts: list[int],
+                    timeout_s: float = CLIENT_TIMEOUT_S):
+    """Read every partition from `starts[p]` to its high watermark now; yield (p, offset, value)."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "log-checker-unused",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "error",
+        "enable.partition.eof": False,
+        "fetch.max.bytes": 8 << 20,
+        "logger": QUIET,
+    })
+    try:
+        ends = []
+        for partition in range(len(starts)):
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                     timeout=timeout_s)
+            ends.append(high)
+        todo = {p for p in range(len(starts)) if starts[p] < ends[p]}
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(todo)])
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"partitions {sorted(todo)} not read to {ends} in {timeout_s}s")
+            for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                if message.error():
+                    raise RuntimeError(f"consumer error: {message.error()}")
+                partition, offset = message.partition(), message.offset()
+                if offset < ends[partition]:
+                    yield partition, offset, message.value()
+                if offset >= ends[partition] - 1:
+                    todo.discard(partition)
+    finally:
+        consumer.close()
+
+
+def wait_for_progress(producers: list[ProducerThread], timeout_s: float) -> bool:
+    """Until every producer got at least one more ack than now (its batches flow again)."""
+    before = [p.acked for p in producers]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = [p.acked for p in producers]
+        if all(n > b for n, b in zip(now, before)) or any(p.fatal for p in producers):
+            return True
+        time.sleep(0.01)  # Polling the producers' counters; nothing to wait on.
+    return False
