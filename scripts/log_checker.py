@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 PAYLOAD_BYTES = 64
 CLIENT_TIMEOUT_S = 60.0
@@ -316,6 +316,20 @@ class Checker:
         return duplicates
 
 
+def high_watermark(consumer: Consumer, topic: str, partition: int, deadline: float) -> int:
+    """The partition's high watermark, asked again while the answer is an error (a node that
+    just restarted names the leaders it knew before, until it catches up)."""
+    while True:
+        try:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=max(1.0, deadline - time.monotonic()))
+            return high
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)  # Retry pacing, as a client's backoff.
+
+
 def read_partitions(bootstrap: str, topic: str, starts: list[int],
                     timeout_s: float = CLIENT_TIMEOUT_S):
     """Read every partition from `starts[p]` to its high watermark now; yield (p, offset, value)."""
@@ -330,11 +344,9 @@ def read_partitions(bootstrap: str, topic: str, starts: list[int],
         "logger": QUIET,
     })
     try:
-        ends = []
-        for partition in range(len(starts)):
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                     timeout=timeout_s)
-            ends.append(high)
+        deadline = time.monotonic() + timeout_s
+        ends = [high_watermark(consumer, topic, partition, deadline)
+                for partition in range(len(starts))]
         todo = {p for p in range(len(starts)) if starts[p] < ends[p]}
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(todo)])
         deadline = time.monotonic() + timeout_s
@@ -343,7 +355,9 @@ def read_partitions(bootstrap: str, topic: str, starts: list[int],
                 raise TimeoutError(f"partitions {sorted(todo)} not read to {ends} in {timeout_s}s")
             for message in consumer.consume(num_messages=10_000, timeout=0.5):
                 if message.error():
-                    raise RuntimeError(f"consumer error: {message.error()}")
+                    if message.error().fatal():
+                        raise RuntimeError(f"consumer error: {message.error()}")
+                    continue  # Transient (a leader moving): the client carries on.
                 partition, offset = message.partition(), message.offset()
                 if offset < ends[partition]:
                     yield partition, offset, message.value()

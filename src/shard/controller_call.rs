@@ -8,7 +8,7 @@
 //! node asked stops leading, or no leader, is `None`: the handler answers NOT_CONTROLLER and
 //! the client retries, as with Kafka.
 //! A broker-only node that knows no leader yet (it has not joined the metadata group: its
-//! registration is its first call) asks the voters in turn; the leader among them answers.
+//! registration is its first call) asks all the voters; the leader among them answers.
 //!
 //! Payload of a forwarded call: kind (1 byte, `CALL` or `ANSWER`), call id (8, big-endian),
 //! then the call or the answer as JSON (controller calls are admin traffic, not data).
@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::channel::oneshot;
 use futures::future::{select, Either};
+use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
@@ -103,16 +104,23 @@ impl Shard {
         }
     }
 
-    /// A broker-only node that knows no leader: the call goes to each voter in turn until
-    /// one answers (only the leader runs it). None on a voter, and when no voter answers.
+    /// A broker-only node that knows no leader: the call goes to every voter at once, and the
+    /// leader's answer is taken (only the leader runs it; the others answer None at once, and
+    /// a voter that is down costs no more than the rest). None on a voter, and when no voter
+    /// answers.
     async fn ask_voters(self: &Rc<Self>, call: ControllerCall) -> Option<ControllerAnswer> {
         let config = self.config.cluster.as_ref()?;
         if config.is_voter(self.config.node_id) {
             return None;
         }
-        for voter in config.voter_ids() {
-            if let Some(answer) = self.forward_to_controller(voter, call.clone(), false).await {
-                return Some(answer);
+        let mut asked: FuturesUnordered<_> = config
+            .voter_ids()
+            .into_iter()
+            .map(|voter| self.forward_to_controller(voter, call.clone(), false))
+            .collect();
+        while let Some(answer) = asked.next().await {
+            if answer.is_some() {
+                return answer;
             }
         }
         None

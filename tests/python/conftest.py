@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 
 import pytest
 
-from corelog_broker import Broker, corelog_bin
+from cluster_nodes import start_cluster
+from corelog_broker import Broker, corelog_bin, metadata_v1
 
 _brokers_key = pytest.StashKey[list]()
 
@@ -66,10 +68,53 @@ def broker_factory(request, tmp_path):
         pytest.fail("\n".join(errors), pytrace=False)
 
 
+# The client suites run twice: against one node, and against a 3-node cluster whose topics
+# get 3 replicas unless the client asks otherwise. A test that cannot run on a cluster (it
+# restarts its broker, or reads its files) is marked `single_node`.
+BOTH_TOPOLOGIES = {"test_confluent", "test_kafka_python", "test_aiokafka", "test_kafkajs",
+                   "test_kcat", "test_groups", "test_idempotence", "test_admin"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "single_node(reason): the test needs a single node "
+                                       "(the client suites otherwise run on a cluster too)")
+
+
+def pytest_generate_tests(metafunc):
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if ("topology" in metafunc.fixturenames and module in BOTH_TOPOLOGIES
+            and metafunc.definition.get_closest_marker("single_node") is None):
+        metafunc.parametrize("topology", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def broker(broker_factory) -> Broker:
-    """A running corelog with default settings, `--shards 2`, on a fresh data dir."""
-    return broker_factory()
+def topology(request) -> str:
+    """What `broker` is: "single" (one node) or "cluster" (node 1 of three)."""
+    return getattr(request, "param", "single")
+
+
+@pytest.fixture
+def broker(broker_factory, topology) -> Broker:
+    """A running corelog with default settings, `--shards 2`, on a fresh data dir; on the
+    "cluster" topology node 1 of a 3-node cluster (`--default-replication-factor 3`), once
+    every node is registered with the controller."""
+    if topology == "single":
+        return broker_factory()
+    nodes = start_cluster(broker_factory, extra=("--default-replication-factor", "3"))
+    first = nodes[1]
+
+    def formed():
+        try:
+            found = metadata_v1(first.host, first.port)
+        except (OSError, ValueError):
+            return False
+        return len(found["brokers"]) == len(nodes) and found["controller"] in nodes
+
+    deadline = time.monotonic() + 60
+    while not formed():
+        assert time.monotonic() < deadline, "the cluster did not form within 60 s"
+        time.sleep(0.05)  # Polling the node's metadata until every node registered.
+    return first
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import threading
 import time
 
@@ -24,45 +25,10 @@ from kafka.admin import KafkaAdminClient
 
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
                      holds_for, wait_until)
+from cluster_nodes import NODES, SESSION_MS, start_cluster
 from corelog_broker import (BrokerError, fetch_v12_nothing, free_port, metadata_v1,
                             offset_for_leader_epoch_v4, produce_v11_nothing)
 from security_setup import corelog
-
-NODES = (1, 2, 3)
-
-
-# Heartbeats and the session of a node, shorter than Kafka's defaults (2 s and 9 s) so that a
-# killed node is fenced within seconds; the session still spans 12 heartbeats, so that a
-# loaded machine does not fence a live node.
-HEARTBEAT_MS = 250
-SESSION_MS = 3000
-# Leaders hand partitions back to their preferred leaders this often (Kafka: 5 minutes).
-BALANCE_MS = 1000
-
-
-def start_cluster(broker_factory, session_ms: int = SESSION_MS, balance_ms: int = BALANCE_MS,
-                  racks: dict | None = None, extra: tuple = (), node_ids: tuple = NODES,
-                  broker_only: tuple = ()) -> dict:
-    """Nodes `node_ids` (three by default), each a controller voter, then the broker-only
-    nodes `broker_only` (given the same voters), started one after another; `racks` names
-    each node's --broker-rack; `balance_ms` 0 turns leader balancing off; `extra` are more
-    flags for every node."""
-    ports = {node: free_port() for node in node_ids + broker_only}
-    voters = ",".join(f"{node}@127.0.0.1:{ports[node]}" for node in node_ids)
-    nodes = {}
-    for node in node_ids + broker_only:
-        rack = ("--broker-rack", racks[node]) if racks else ()
-        nodes[node] = broker_factory(
-            "--cluster-listen", f"127.0.0.1:{ports[node]}",
-            "--controller-quorum-voters", voters,
-            "--broker-heartbeat-interval-ms", str(HEARTBEAT_MS),
-            "--broker-session-timeout-ms", str(session_ms),
-            "--leader-imbalance-check-interval-ms", str(balance_ms),
-            *rack,
-            *extra,
-            node_id=node)
-    return nodes
-
 
 @pytest.fixture
 def cluster(broker_factory):
@@ -477,9 +443,10 @@ class SteadyConsumer:
 
 
 def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
-    """Three replicas per partition: records acknowledged (acks=all) before and while a leader's
-    node is killed are all there, once each and in order, after the survivors elect new leaders;
-    the killed node catches up when it returns, so that it can stand in for another."""
+    """Three replicas per partition: records acknowledged (acks=all, by confluent-kafka, then
+    kcat and kafka-python) before and while a leader's node is killed are all there, once each
+    and in order, after the survivors elect new leaders; the killed node catches up when it
+    returns and leads its partitions again, so that it can stand in for another."""
     wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
     bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
     create_topic(bootstrap, "replicated", 3, replication=3)
@@ -512,6 +479,17 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
                what="the other survivor naming the new leader")
     producer.stop()
     acked = producer.acked
+    # kcat and kafka-python write through the survivors too (acks=all), after the rest.
+    lines = [f"kcat-{i}" for i in range(20)]
+    subprocess.run(["kcat", "-b", bootstrap, "-P", "-t", "replicated", "-p", "0",
+                    "-X", "acks=all"], input="\n".join(lines) + "\n", text=True, check=True,
+                   timeout=60)
+    acked[0].extend(line.encode() for line in lines)
+    python_producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(20):
+        python_producer.send("replicated", b"kafka-python-%d" % i, partition=1).get(timeout=60)
+        acked[1].append(b"kafka-python-%d" % i)
+    python_producer.close()
     total = sum(len(values) for values in acked.values())
     read = read_all(bootstrap, "replicated", 3, total)
     assert read == acked, "every acknowledged record, once, in order"
