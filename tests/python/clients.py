@@ -214,6 +214,10 @@ class BatchHeader:
     def codec(self) -> int:
         return self.attributes & 0x7
 
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & 0x20)
+
 
 def read_batch_headers(segment: Path) -> list[BatchHeader]:
     """Parse the v2 batch headers of a `.log` segment, stopping at zero padding or the end."""
@@ -229,3 +233,34 @@ def read_batch_headers(segment: Path) -> list[BatchHeader]:
                                    base_ts, max_ts, records))
         pos += 12 + length
     return headers
+
+
+def data_batch_headers(segment: Path, records: int) -> list[BatchHeader]:
+    """The headers of the client batches in `segment`, once they hold `records` records (a
+    cluster node's copy may trail the leader's acknowledgement by a moment). On a cluster the
+    log begins with its first leaders' control batches, which are left out; every batch,
+    control or not, follows the one before it without a gap."""
+    def found():
+        headers = read_batch_headers(segment) if segment.exists() else []
+        data = [h for h in headers if not h.is_control]
+        return headers if sum(h.records for h in data) >= records else None
+
+    headers = wait_until(found, what=f"{records} records in {segment}")
+    expected_base = headers[0].base_offset
+    assert expected_base == 0, headers[0]
+    for header in headers:
+        assert header.base_offset == expected_base, headers
+        expected_base += header.last_offset_delta + 1
+    return [h for h in headers if not h.is_control]
+
+
+def first_offset(broker, found: int) -> int:
+    """Checks and returns `found`, the offset of the first record written to a fresh partition
+    of `broker`: 0 on a single node; on a cluster node at least 1, since a replicated log
+    begins with a control batch of each of its first leaders (one, or more when leadership
+    settled in several steps), which consumers skip."""
+    if broker.node_id == 0:
+        assert found == 0, f"the first record of a partition is at offset {found}, not 0"
+    else:
+        assert found >= 1, f"a replicated partition's first record is at offset {found}"
+    return found

@@ -14,7 +14,8 @@ from kafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from clients import DeliveryLog, ck_consume, ck_consumer, ck_flush, ck_producer, wait_until
+from clients import (DeliveryLog, ck_consume, ck_consumer, ck_flush, ck_producer, first_offset,
+                     wait_until)
 
 TIMEOUT_S = 20
 INVALID_NAMES = ["has space", "bad/slash", "..", ".", "x" * 250, "caf\u00e9"]
@@ -46,10 +47,15 @@ def test_confluent_create_with_partitions_and_configs(broker, topic):
     """CreateTopics makes the partitions and stores the configs; DescribeConfigs reports them."""
     admin = ck_admin(broker)
     ck_create(admin, topic, 3, {"retention.ms": "3600000", "segment.bytes": "16777216"})
-    meta = wait_until(lambda: ck_topics(admin).get(topic), what="topic in metadata")
+    meta = wait_until(lambda: (found := ck_topics(admin).get(topic))
+                      and all(p.leader >= 0 for p in found.partitions.values()) and found,
+                      what="topic in metadata, every partition led")
     assert meta.error is None
     assert sorted(meta.partitions) == [0, 1, 2]
-    assert all(p.leader == 0 for p in meta.partitions.values())
+    # One node leads everything; a cluster's partitions are led by its nodes.
+    nodes = set(admin.list_topics(timeout=TIMEOUT_S).brokers)
+    assert nodes == {broker.node_id} if broker.node_id == 0 else len(nodes) == 3, nodes
+    assert {p.leader for p in meta.partitions.values()} <= nodes
 
     resource = ConfigResource("topic", topic)
     configs = admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource].result()
@@ -107,16 +113,25 @@ def test_confluent_delete_removes_topic_and_recreate_starts_empty(broker, topic)
     ck_create(admin, topic, 1)
     consumer = ck_consumer(broker.bootstrap)
     try:
-        watermarks = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT_S)
-        assert watermarks == (0, 0)
+        # Asked again while the node asked has not applied the new topic yet (a cluster).
+        low, high = wait_until(lambda: watermarks(consumer, topic), what="the new topic's ends")
+        # Empty; on a cluster only its first leader's control batch is there.
+        assert low == 0 and (high == 0 if broker.node_id == 0 else high >= 1), (low, high)
     finally:
         consumer.close()
     log = DeliveryLog()
     producer.produce(topic, value=b"fresh", on_delivery=log)
     ck_flush(producer)
     log.check(1)
-    assert log.ok[0][1].offset() == 0
+    assert first_offset(broker, log.ok[0][1].offset()) >= high
     assert [r.value for r in ck_consume(broker.bootstrap, topic, 1)] == [b"fresh"]
+
+
+def watermarks(consumer, topic: str) -> tuple[int, int] | None:
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT_S)
+    except KafkaException:
+        return None
 
 
 def test_confluent_delete_unknown_topic_fails(broker, topic):
@@ -145,11 +160,11 @@ def test_confluent_topic_max_message_bytes_is_enforced(broker, topic):
 
 
 def test_confluent_describe_broker_configs(broker):
-    """DescribeConfigs for broker 0 answers with a non-empty config set."""
+    """DescribeConfigs for the node asked answers with a non-empty config set."""
     admin = ck_admin(broker)
-    resource = ConfigResource("broker", "0")
+    resource = ConfigResource("broker", str(broker.node_id))
     configs = admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource].result()
-    assert configs, "broker 0 reported no configs"
+    assert configs, f"broker {broker.node_id} reported no configs"
     for name, entry in configs.items():
         assert entry.name == name
 
@@ -226,11 +241,12 @@ def test_kafka_python_delete_topic(kp_admin, topic):
         kp_admin.delete_topics([topic], timeout_ms=TIMEOUT_S * 1000)
 
 
-def test_kafka_python_describe_broker_configs(kp_admin):
-    """describe_configs of broker 0 answers with a non-empty config set."""
+def test_kafka_python_describe_broker_configs(kp_admin, broker):
+    """describe_configs of the node asked answers with a non-empty config set."""
+    node = str(broker.node_id)
     described = kp_admin.describe_configs(
-        [KpConfigResource(ConfigResourceType.BROKER, "0")], config_filter="all")
-    assert described["broker"]["0"], described
+        [KpConfigResource(ConfigResourceType.BROKER, node)], config_filter="all")
+    assert described["broker"][node], described
 
 
 # ---------------------------------------------------------------- automatic topic creation

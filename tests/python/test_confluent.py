@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from clients import (
     DeliveryLog, ck_consume, ck_consumer, ck_flush, ck_poll_records, ck_producer,
-    read_batch_headers,
+    data_batch_headers, first_offset,
 )
 
 BASE_TS_MS = 1_700_000_000_000
@@ -50,11 +50,13 @@ def test_keys_headers_timestamps_round_trip(broker, topic):
             timestamp=BASE_TS_MS + i * 1000,
         ))
     log = produce_all(broker.bootstrap, topic, messages)
-    assert sorted(m.offset() for _, m in log.ok) == list(range(20))
+    offsets = sorted(m.offset() for _, m in log.ok)
+    base = first_offset(broker, offsets[0])
+    assert offsets == list(range(base, base + 20))
 
     records = ck_consume(broker.bootstrap, topic, 20)
     for i, (m, r) in enumerate(zip(messages, records)):
-        assert r.offset == i
+        assert r.offset == base + i
         assert r.key == m["key"]
         assert r.value == m["value"]
         assert r.headers == m["headers"]
@@ -71,20 +73,18 @@ def test_compression_codec_round_trip_stored_verbatim(broker, topic, codec):
     produce_all(broker.bootstrap, topic, messages, **{"compression.type": codec,
                                                       "linger.ms": 20})
     records = ck_consume(broker.bootstrap, topic, count)
-    assert [r.offset for r in records] == list(range(count))
+    base = first_offset(broker, records[0].offset)
+    assert [r.offset for r in records] == list(range(base, base + count))
     assert [r.value for r in records] == [m["value"] for m in messages]
     assert [r.key for r in records] == [m["key"] for m in messages]
 
     segment = broker.partition_dir(topic, 0) / "00000000000000000000.log"
-    headers = read_batch_headers(segment)
+    headers = data_batch_headers(segment, count)
     assert headers, f"no batches found in {segment}"
     assert {h.magic for h in headers} == {2}
     assert {h.codec for h in headers} == {CODECS[codec]}
     assert sum(h.records for h in headers) == count
-    expected_base = 0
-    for h in headers:
-        assert h.base_offset == expected_base
-        expected_base += h.last_offset_delta + 1
+    assert headers[0].base_offset == base
 
 
 def test_message_just_under_max_message_bytes_is_accepted(broker, topic):
@@ -112,7 +112,8 @@ def test_message_over_max_message_bytes_is_rejected_by_broker(broker, topic):
     assert len(log.failed) == 1, [str(e) for e, _ in log.failed]
     err, _ = log.failed[0]
     assert err.code() == KafkaError.MSG_SIZE_TOO_LARGE, str(err)
-    assert [m.offset() for _, m in log.ok] == [0, 1]
+    base = first_offset(broker, log.ok[0][1].offset())
+    assert [m.offset() for _, m in log.ok] == [base, base + 1]
     assert [r.value for r in ck_consume(broker.bootstrap, topic, 2)] == [b"before", b"after"]
 
 
@@ -123,7 +124,9 @@ def test_every_acks_level_delivers(broker, topic, acks):
     messages = [dict(value=f"acks-{acks}-{i}".encode()) for i in range(count)]
     log = produce_all(broker.bootstrap, topic, messages, acks=acks)
     if acks != "0":
-        assert sorted(m.offset() for _, m in log.ok) == list(range(count))
+        offsets = sorted(m.offset() for _, m in log.ok)
+        base = first_offset(broker, offsets[0])
+        assert offsets == list(range(base, base + count))
     records = ck_consume(broker.bootstrap, topic, count)
     assert [r.value for r in records] == [m["value"] for m in messages]
 
@@ -135,9 +138,11 @@ def test_six_partitions_over_two_shards_keep_order(broker, topic):
     messages = [dict(partition=p, key=f"p{p}".encode(), value=f"p{p}-m{i}".encode())
                 for i in range(per_partition) for p in range(partitions)]
     log = produce_all(broker.bootstrap, topic, messages)
+    bases = {}
     for p in range(partitions):
         offsets = sorted(m.offset() for _, m in log.ok if m.partition() == p)
-        assert offsets == list(range(per_partition)), f"partition {p}"
+        bases[p] = first_offset(broker, offsets[0])
+        assert offsets == list(range(bases[p], bases[p] + per_partition)), f"partition {p}"
 
     consumer = ck_consumer(broker.bootstrap)
     try:
@@ -145,33 +150,40 @@ def test_six_partitions_over_two_shards_keep_order(broker, topic):
         records = ck_poll_records(consumer, partitions * per_partition)
         for p in range(partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            assert (low, high) == (0, per_partition), f"partition {p}"
+            assert (low, high) == (0, bases[p] + per_partition), f"partition {p}"
     finally:
         consumer.close()
     for p in range(partitions):
         got = [r for r in records if r.partition == p]
-        assert [r.offset for r in got] == list(range(per_partition))
+        assert [r.offset for r in got] == list(range(bases[p], bases[p] + per_partition))
         assert [r.value for r in got] == [f"p{p}-m{i}".encode() for i in range(per_partition)]
-        assert broker.partition_dir(topic, p).is_dir()
+        if broker.node_id == 0:  # One node holds every partition (a cluster spreads them).
+            assert broker.partition_dir(topic, p).is_dir()
 
 
 def test_consume_from_earliest(broker, topic):
     """OFFSET_BEGINNING starts at the first record of the partition."""
     produce_all(broker.bootstrap, topic, [dict(value=f"m{i}".encode()) for i in range(10)])
     records = ck_consume(broker.bootstrap, topic, 10, offset=OFFSET_BEGINNING)
-    assert [(r.offset, r.value) for r in records] == [(i, f"m{i}".encode()) for i in range(10)]
+    base = first_offset(broker, records[0].offset)
+    assert [(r.offset, r.value) for r in records] == [(base + i, f"m{i}".encode())
+                                                      for i in range(10)]
 
 
 def test_consume_from_given_offset(broker, topic):
     """An explicit start offset yields exactly the records from that offset on."""
-    produce_all(broker.bootstrap, topic, [dict(value=f"m{i}".encode()) for i in range(10)])
-    records = ck_consume(broker.bootstrap, topic, 4, offset=6)
-    assert [(r.offset, r.value) for r in records] == [(i, f"m{i}".encode()) for i in range(6, 10)]
+    log = produce_all(broker.bootstrap, topic, [dict(value=f"m{i}".encode()) for i in range(10)])
+    base = first_offset(broker, log.ok[0][1].offset())
+    records = ck_consume(broker.bootstrap, topic, 4, offset=base + 6)
+    assert [(r.offset, r.value) for r in records] == [(base + i, f"m{i}".encode())
+                                                      for i in range(6, 10)]
 
 
 def test_consume_from_latest_sees_only_new_records(broker, topic):
     """OFFSET_END skips the existing records: the first record seen is a new one."""
-    produce_all(broker.bootstrap, topic, [dict(value=f"old{i}".encode()) for i in range(10)])
+    log = produce_all(broker.bootstrap, topic,
+                      [dict(value=f"old{i}".encode()) for i in range(10)])
+    end = first_offset(broker, log.ok[0][1].offset()) + 10
     consumer = ck_consumer(broker.bootstrap)
     producer = ck_producer(broker.bootstrap)
     try:
@@ -190,8 +202,8 @@ def test_consume_from_latest_sees_only_new_records(broker, topic):
         assert seen, "no new record consumed from OFFSET_END"
         first = seen[0]
         assert first.value().startswith(b"new")
-        assert first.offset() >= 10
-        assert first.value() == f"new{first.offset() - 10}".encode()
+        assert first.offset() >= end
+        assert first.value() == f"new{first.offset() - end}".encode()
     finally:
         consumer.close()
 
@@ -199,33 +211,38 @@ def test_consume_from_latest_sees_only_new_records(broker, topic):
 def test_offsets_for_times_one_record_per_batch(broker, topic):
     """ListOffsets by timestamp returns the first offset with timestamp >= target."""
     producer = ck_producer(broker.bootstrap)
+    log = DeliveryLog()
     for i in range(5):
-        producer.produce(topic, value=f"m{i}".encode(), timestamp=BASE_TS_MS + i * 1000)
+        producer.produce(topic, value=f"m{i}".encode(), timestamp=BASE_TS_MS + i * 1000,
+                         on_delivery=log)
         ck_flush(producer)  # One batch per record.
-    assert_offsets_for_times(broker.bootstrap, topic)
+    assert_offsets_for_times(broker.bootstrap, topic, first_offset(broker, log.ok[0][1].offset()))
 
 
 def test_offsets_for_times_inside_one_batch(broker, topic):
     """ListOffsets by timestamp finds the exact record inside a batch, as Kafka does."""
     producer = ck_producer(broker.bootstrap, **{"linger.ms": 1000})
+    log = DeliveryLog()
     for i in range(5):
-        producer.produce(topic, value=f"m{i}".encode(), timestamp=BASE_TS_MS + i * 1000)
+        producer.produce(topic, value=f"m{i}".encode(), timestamp=BASE_TS_MS + i * 1000,
+                         on_delivery=log)
     ck_flush(producer)
-    headers = read_batch_headers(broker.partition_dir(topic, 0) / "00000000000000000000.log")
+    headers = data_batch_headers(broker.partition_dir(topic, 0) / "00000000000000000000.log", 5)
     assert len(headers) == 1, "precondition: all five records in one batch"
-    assert_offsets_for_times(broker.bootstrap, topic)
+    assert_offsets_for_times(broker.bootstrap, topic, first_offset(broker, log.ok[0][1].offset()))
 
 
-def assert_offsets_for_times(bootstrap: str, topic: str):
+def assert_offsets_for_times(bootstrap: str, topic: str, base: int):
+    """The five records m0..m4 at offsets `base`.., one second apart from BASE_TS_MS."""
     consumer = ck_consumer(bootstrap)
     try:
         cases = {
-            BASE_TS_MS - 10_000: 0,
-            BASE_TS_MS: 0,
-            BASE_TS_MS + 1: 1,
-            BASE_TS_MS + 2000: 2,
-            BASE_TS_MS + 3500: 4,
-            BASE_TS_MS + 4000: 4,
+            BASE_TS_MS - 10_000: base,
+            BASE_TS_MS: base,
+            BASE_TS_MS + 1: base + 1,
+            BASE_TS_MS + 2000: base + 2,
+            BASE_TS_MS + 3500: base + 4,
+            BASE_TS_MS + 4000: base + 4,
             BASE_TS_MS + 4001: OFFSET_END,  # No such record: Kafka answers -1.
         }
         for ts, expected in cases.items():
@@ -238,11 +255,12 @@ def assert_offsets_for_times(bootstrap: str, topic: str):
 
 def test_watermarks_and_list_offsets_earliest_latest(broker, topic):
     """Low/high watermarks from ListOffsets match the produced record count."""
-    produce_all(broker.bootstrap, topic, [dict(value=b"x")] * 7)
+    log = produce_all(broker.bootstrap, topic, [dict(value=b"x")] * 7)
+    base = first_offset(broker, log.ok[0][1].offset())
     consumer = ck_consumer(broker.bootstrap)
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        assert (low, high) == (0, 7)
+        assert (low, high) == (0, base + 7)
     finally:
         consumer.close()
 

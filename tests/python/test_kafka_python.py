@@ -12,7 +12,8 @@ import pytest
 from kafka import TopicPartition
 from kafka.errors import MessageSizeTooLargeError
 
-from clients import kp_consume, kp_consumer, kp_poll_records, kp_producer, read_batch_headers
+from clients import (data_batch_headers, first_offset, kp_consume, kp_consumer, kp_poll_records,
+                     kp_producer)
 
 BASE_TS_MS = 1_700_000_000_000
 CODECS = {None: 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
@@ -42,11 +43,12 @@ def test_keys_headers_timestamps_round_trip(broker, topic):
             timestamp_ms=BASE_TS_MS + i * 1000,
         ))
     metadata = send_all(broker.bootstrap, topic, messages)
-    assert [md.offset for md in metadata] == list(range(20))
+    base = first_offset(broker, metadata[0].offset)
+    assert [md.offset for md in metadata] == list(range(base, base + 20))
 
     records = kp_consume(broker.bootstrap, topic, 20)
     for i, (m, r) in enumerate(zip(messages, records)):
-        assert r.offset == i
+        assert r.offset == base + i
         assert r.key == m["key"]
         assert r.value == m["value"]
         assert r.headers == m["headers"]
@@ -62,10 +64,12 @@ def test_compression_codec_round_trip_stored_verbatim(broker, topic, codec):
                 for i in range(count)]
     send_all(broker.bootstrap, topic, messages, compression_type=codec, linger_ms=20)
     records = kp_consume(broker.bootstrap, topic, count)
-    assert [r.offset for r in records] == list(range(count))
+    base = first_offset(broker, records[0].offset)
+    assert [r.offset for r in records] == list(range(base, base + count))
     assert [r.value for r in records] == [m["value"] for m in messages]
 
-    headers = read_batch_headers(broker.partition_dir(topic, 0) / "00000000000000000000.log")
+    headers = data_batch_headers(broker.partition_dir(topic, 0) / "00000000000000000000.log",
+                                 count)
     assert headers
     assert {h.magic for h in headers} == {2}
     assert {h.codec for h in headers} == {CODECS[codec]}
@@ -77,7 +81,7 @@ def test_message_just_under_max_message_bytes_is_accepted(broker, topic):
     value = os.urandom(ONE_MIB - 512)
     [md] = send_all(broker.bootstrap, topic, [dict(key=b"big", value=value)],
                     max_request_size=4 * ONE_MIB)
-    assert md.offset == 0
+    first_offset(broker, md.offset)
     [record] = kp_consume(broker.bootstrap, topic, 1)
     assert record.value == value
 
@@ -86,13 +90,15 @@ def test_message_over_max_message_bytes_is_rejected_by_broker(broker, topic):
     """An over-limit batch gets MessageSizeTooLargeError from the broker, not from the client."""
     producer = kp_producer(broker.bootstrap, max_request_size=8 * ONE_MIB, retries=0)
     try:
-        assert producer.send(topic, value=b"before").get(timeout=SEND_TIMEOUT_S).offset == 0
+        before = producer.send(topic, value=b"before").get(timeout=SEND_TIMEOUT_S).offset
+        first_offset(broker, before)
         # send() itself accepts it (the client limit is raised): the error must come back
         # in the broker's ProduceResponse.
         future = producer.send(topic, value=os.urandom(ONE_MIB + 64 * 1024))
         with pytest.raises(MessageSizeTooLargeError):
             future.get(timeout=SEND_TIMEOUT_S)
-        assert producer.send(topic, value=b"after").get(timeout=SEND_TIMEOUT_S).offset == 1
+        assert producer.send(topic, value=b"after").get(timeout=SEND_TIMEOUT_S).offset == (
+            before + 1)
     finally:
         producer.close(timeout=SEND_TIMEOUT_S)
 
@@ -104,7 +110,8 @@ def test_every_acks_level_delivers(broker, topic, acks):
     messages = [dict(value=f"acks-{acks}-{i}".encode()) for i in range(count)]
     metadata = send_all(broker.bootstrap, topic, messages, acks=acks)
     if acks != 0:
-        assert [md.offset for md in metadata] == list(range(count))
+        base = first_offset(broker, metadata[0].offset)
+        assert [md.offset for md in metadata] == list(range(base, base + count))
     records = kp_consume(broker.bootstrap, topic, count)
     assert [r.value for r in records] == [m["value"] for m in messages]
 
@@ -135,27 +142,30 @@ def test_several_partitions_auto_created_keep_order(broker_factory, topic):
 
 def test_consume_from_earliest_latest_and_given_offset(broker, topic):
     """seek_to_beginning, seek_to_end (only new records) and seek(offset) start where asked."""
-    send_all(broker.bootstrap, topic, [dict(value=f"old{i}".encode()) for i in range(10)])
+    [first, *_] = send_all(broker.bootstrap, topic,
+                           [dict(value=f"old{i}".encode()) for i in range(10)])
+    base = first_offset(broker, first.offset)
     tp = TopicPartition(topic, 0)
     consumer = kp_consumer(broker.bootstrap)
     try:
         consumer.assign([tp])
         consumer.seek_to_beginning(tp)
-        assert consumer.position(tp, timeout_ms=10_000) == 0
-        assert [r.offset for r in kp_poll_records(consumer, 10)] == list(range(10))
+        assert consumer.position(tp, timeout_ms=10_000) == 0  # The log start.
+        records = kp_poll_records(consumer, 10)
+        assert [r.offset for r in records] == list(range(base, base + 10))
 
-        consumer.seek(tp, 7)
+        consumer.seek(tp, base + 7)
         assert [r.value for r in kp_poll_records(consumer, 3)] == [b"old7", b"old8", b"old9"]
 
         consumer.seek_to_end(tp)
-        assert consumer.position(tp, timeout_ms=10_000) == 10
+        assert consumer.position(tp, timeout_ms=10_000) == base + 10
         send_all(broker.bootstrap, topic, [dict(value=f"new{i}".encode()) for i in range(3)])
         records = kp_poll_records(consumer, 3)
         assert [(r.offset, r.value) for r in records] == [
-            (10, b"new0"), (11, b"new1"), (12, b"new2")]
+            (base + 10, b"new0"), (base + 11, b"new1"), (base + 12, b"new2")]
 
         assert consumer.beginning_offsets([tp]) == {tp: 0}
-        assert consumer.end_offsets([tp]) == {tp: 13}
+        assert consumer.end_offsets([tp]) == {tp: base + 13}
     finally:
         consumer.close()
 
@@ -164,9 +174,9 @@ def test_offsets_for_times(broker, topic):
     """kafka-python's offsets_for_times gets the first offset whose timestamp >= the target."""
     producer = kp_producer(broker.bootstrap)
     try:
-        for i in range(5):
-            producer.send(topic, value=f"m{i}".encode(), timestamp_ms=BASE_TS_MS + i * 1000)
-            producer.flush(timeout=SEND_TIMEOUT_S)
+        sent = [producer.send(topic, value=f"m{i}".encode(), timestamp_ms=BASE_TS_MS + i * 1000)
+                .get(timeout=SEND_TIMEOUT_S) for i in range(5)]
+        base = first_offset(broker, sent[0].offset)
     finally:
         producer.close(timeout=SEND_TIMEOUT_S)
     tp = TopicPartition(topic, 0)
@@ -174,7 +184,7 @@ def test_offsets_for_times(broker, topic):
     try:
         got = consumer.offsets_for_times({tp: BASE_TS_MS + 1500})[tp]
         assert got is not None, "no offset found for a timestamp inside the log"
-        assert (got.offset, got.timestamp) == (2, BASE_TS_MS + 2000)
+        assert (got.offset, got.timestamp) == (base + 2, BASE_TS_MS + 2000)
         assert consumer.offsets_for_times({tp: BASE_TS_MS + 10_000})[tp] is None
     finally:
         consumer.close()
