@@ -324,9 +324,13 @@ def high_watermark(consumer: Consumer, topic: str, partition: int, deadline: flo
             _, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=max(1.0, deadline - time.monotonic()))
             return high
-        except KafkaException:
+        except KafkaException as error:
             if time.monotonic() > deadline:
-                raise
+                # What the client believes of the topic, for the report.
+                known = consumer.list_topics(topic, timeout=5).topics.get(topic)
+                raise RuntimeError(f"no high watermark of {topic}-{partition}: {error}; the "
+                                   f"client's metadata: {known and sorted(known.partitions)} "
+                                   f"(error {known and known.error})") from error
             time.sleep(0.1)  # Retry pacing, as a client's backoff.
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from clients import wait_until
+from clients import first_offset, wait_until
 # The secure broker's fixtures and helpers, shared with the other clients' security tests.
 from test_security import (MECHANISMS, PASSWORD, TIMEOUT_S, assert_still_serves,  # noqa: F401
                            pki, secure_broker)
@@ -55,13 +55,14 @@ def kafkajs_sasl(mechanism: str, password: str = PASSWORD) -> dict:
     return {"mechanism": mechanism.lower(), "username": "alice", "password": password}
 
 
-def assert_round_trip(result: dict, count: int = COUNT) -> None:
-    """All `count` records went to partition 0 in one batch from offset 0 and came back in order
-    with their keys and values."""
+def assert_round_trip(result: dict, broker, count: int = COUNT) -> None:
+    """All `count` records went to partition 0 of `broker` in one batch from its first offset
+    and came back in order with their keys and values."""
     assert result["ok"], f"kafkajs failed: {result['error']}\n{result['stderr']}"
-    assert result["produced"] == [{"partition": 0, "errorCode": 0, "baseOffset": "0"}], result
+    base = first_offset(broker, int(result["produced"][0]["baseOffset"]))
+    assert result["produced"] == [{"partition": 0, "errorCode": 0, "baseOffset": str(base)}], result
     assert result["consumed"] == [
-        {"partition": 0, "offset": str(i), "key": f"k{i}", "value": f"v{i}"}
+        {"partition": 0, "offset": str(base + i), "key": f"k{i}", "value": f"v{i}"}
         for i in range(count)
     ], result
 
@@ -69,7 +70,7 @@ def assert_round_trip(result: dict, count: int = COUNT) -> None:
 def test_kafkajs_plaintext_round_trip(broker, topic):
     """kafkajs produces with acks -1 to a new topic on the PLAINTEXT listener and a consumer
     group of its own reads every record back from the beginning, in order."""
-    assert_round_trip(kafkajs_roundtrip(broker.bootstrap, topic))
+    assert_round_trip(kafkajs_roundtrip(broker.bootstrap, topic), broker)
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS.split(","))
@@ -78,7 +79,7 @@ def test_kafkajs_sasl_ssl_each_mechanism(secure_broker, pki, topic, mechanism): 
     with each mechanism, then produces and consumes through a group the same records."""
     result = kafkajs_roundtrip(secure_broker.address("SASL_SSL"), topic, ca=pki.ca.cert,
                                sasl=kafkajs_sasl(mechanism))
-    assert_round_trip(result)
+    assert_round_trip(result, secure_broker)
     assert PASSWORD not in secure_broker.stderr_text(), "the password reached the log"
 
 
@@ -104,5 +105,6 @@ def test_kafkajs_wrong_password_is_refused(secure_broker, pki, topic, mechanism)
     assert wrong not in secure_broker.stderr_text(), "the password reached the log"
     secure_broker.check_not_died("the round trip after the refusal")
     assert_round_trip(kafkajs_roundtrip(secure_broker.address("SASL_SSL"), topic + "-ok",
-                                        ca=pki.ca.cert, sasl=kafkajs_sasl(mechanism)))
+                                        ca=pki.ca.cert, sasl=kafkajs_sasl(mechanism)),
+                      secure_broker)
     assert_still_serves(secure_broker, topic + "-plain")
