@@ -72,7 +72,7 @@ from kafka import KafkaProducer  # noqa: E402
 
 from corelog_broker import Broker, BrokerError, corelog_bin, metadata_v1  # noqa: E402
 from log_checker import (CLIENT_TIMEOUT_S, QUIET, SKIPPED, AckGaps, Checker,  # noqa: E402
-                         ProducerThread, parse_payload, partition_of, payload, read_partitions,
+                         PacedProducer, ProducerThread, parse_payload, partition_of, payload, read_partitions,
                          wait_for_progress)
 
 TOPIC = "cluster-faults"
@@ -199,27 +199,12 @@ class Network:
         self.slowed.clear()
 
 
-class KafkaPythonProducer(threading.Thread):
-    """A plain kafka-python producer (one request in flight) with `ProducerThread`'s interface."""
-
-    idempotent = False
-    kind = "plain"
+class KafkaPythonProducer(PacedProducer):
+    """A plain kafka-python producer (one request in flight)."""
 
     def __init__(self, index: int, bootstrap: str, topic: str, partitions: int, rate: float,
                  gaps: AckGaps):
-        super().__init__(name=f"producer-{index}", daemon=True)
-        self.index = index
-        self.topic = topic
-        self.gaps = gaps
-        self.partitions = partitions
-        self.rate = rate
-        self.attempted = 0
-        self.acks: list[tuple[int, int, int]] = []
-        self.acked = 0
-        self.failures: list[str] = []
-        self.fatal: list[str] = []
-        self.stop = threading.Event()
-        self.finished = threading.Event()
+        super().__init__(index, topic, partitions, rate, gaps)
         self.client = KafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=5,
             enable_idempotence=False, max_in_flight_requests_per_connection=1,
@@ -229,29 +214,17 @@ class KafkaPythonProducer(threading.Thread):
 
     def _on_ack(self, sequence: int, metadata) -> None:
         offset = metadata.offset if metadata.offset is not None and metadata.offset >= 0 else None
-        self.acks.append((metadata.partition, offset, sequence))
-        self.acked += 1
-        self.gaps.ack((self.index, metadata.partition))
+        self.acknowledged(metadata.partition, offset, sequence)
 
     def _on_failure(self, sequence: int, error) -> None:
         self.failures.append(f"sequence {sequence}: {error!r}")
 
-    def run(self) -> None:
-        started = time.monotonic()
-        sequence = 0
-        while not self.stop.is_set():
-            wait = started + sequence / self.rate - time.monotonic()
-            if wait > 0:
-                self.stop.wait(min(wait, 0.05))
-                continue
-            self.attempted = max(self.attempted, sequence + 1)
-            future = self.client.send(self.topic, payload(self.index, sequence),
-                                      partition=partition_of(self.index, sequence,
-                                                             self.partitions))
-            future.add_callback(self._on_ack, sequence)
-            future.add_errback(self._on_failure, sequence)
-            sequence += 1
-        self.finished.set()
+    def send(self, sequence: int) -> bool:
+        future = self.client.send(self.topic, payload(self.index, sequence),
+                                  partition=partition_of(self.index, sequence, self.partitions))
+        future.add_callback(self._on_ack, sequence)
+        future.add_errback(self._on_failure, sequence)
+        return True
 
     def drain(self, timeout_s: float) -> int:
         self.finished.wait(timeout_s)

@@ -84,27 +84,68 @@ class AckGaps:
             return found
 
 
-class ProducerThread(threading.Thread):
-    """One confluent-kafka producer sending numbered messages at a paced rate until stopped."""
+class PacedProducer(threading.Thread):
+    """A producer sending numbered messages (`payload`, to `partition_of`'s partition) at a
+    paced rate until stopped, keeping every delivery report; a subclass sends through its
+    client (`send`) and lets it work between sends (`idle`)."""
 
-    def __init__(self, index: int, idempotent: bool, bootstrap: str, topic: str,
-                 partitions: int, rate: float, gaps: AckGaps | None = None):
+    kind = "plain"
+
+    def __init__(self, index: int, topic: str, partitions: int, rate: float,
+                 gaps: AckGaps | None):
         super().__init__(name=f"producer-{index}", daemon=True)
         self.index = index
         self.topic = topic
         self.gaps = gaps
-        self.idempotent = idempotent
         self.partitions = partitions
         self.rate = rate
         # Numbers handed to the client: a record carrying a number >= this was never sent.
         self.attempted = 0
-        # Delivery reports (partition, offset, sequence) not yet taken by the checker.
-        self.acks: list[tuple[int, int, int]] = []
+        # Delivery reports (partition, offset, sequence) not yet taken by the checker; offset
+        # None: acknowledged, offset unknown (`Checker.check_unplaced`).
+        self.acks: list[tuple[int, int | None, int]] = []
         self.acked = 0
         self.failures: list[str] = []
         self.fatal: list[str] = []
         self.stop = threading.Event()
         self.finished = threading.Event()
+
+    def acknowledged(self, partition: int, offset: int | None, sequence: int) -> None:
+        self.acks.append((partition, offset, sequence))
+        self.acked += 1
+        if self.gaps is not None:
+            self.gaps.ack((self.index, partition))
+
+    def send(self, sequence: int) -> bool:
+        """Hands message `sequence` to the client; False if it has no room for it now."""
+        raise NotImplementedError
+
+    def idle(self, seconds: float) -> None:
+        self.stop.wait(seconds)
+
+    def run(self) -> None:
+        started = time.monotonic()
+        sequence = 0
+        while not self.stop.is_set() and not self.fatal:
+            wait = started + sequence / self.rate - time.monotonic()
+            if wait > 0:
+                self.idle(min(wait, 0.05))
+                continue
+            self.attempted = max(self.attempted, sequence + 1)
+            if self.send(sequence):
+                sequence += 1
+        self.finished.set()
+
+
+class ProducerThread(PacedProducer):
+    """A confluent-kafka producer: idempotent, or plain with one request in flight (a retry
+    can repeat a batch but never overtake a later one)."""
+
+    def __init__(self, index: int, idempotent: bool, bootstrap: str, topic: str,
+                 partitions: int, rate: float, gaps: AckGaps | None = None):
+        super().__init__(index, topic, partitions, rate, gaps)
+        self.idempotent = idempotent
+        self.kind = "idempotent" if idempotent else "plain"
         conf = {
             "bootstrap.servers": bootstrap,
             "acks": "all",
@@ -126,10 +167,6 @@ class ProducerThread(threading.Thread):
             conf["max.in.flight.requests.per.connection"] = 1
         self.client = Producer(conf)
 
-    @property
-    def kind(self) -> str:
-        return "idempotent" if self.idempotent else "plain"
-
     def _on_error(self, error: KafkaError) -> None:
         # Transport errors and "all brokers down" are what a kill looks like from here.
         if error.fatal():
@@ -141,32 +178,22 @@ class ProducerThread(threading.Thread):
         if error is not None:
             self.failures.append(f"sequence {sequence}: {error}")
         else:
-            # None: acknowledged, offset unknown (`Checker.check_unplaced`).
-            self.acks.append((message.partition(), message.offset(), sequence))
-            self.acked += 1
-            if self.gaps is not None:
-                self.gaps.ack((self.index, message.partition()))
+            self.acknowledged(message.partition(), message.offset(), sequence)
 
-    def run(self) -> None:
-        started = time.monotonic()
-        sequence = 0
-        while not self.stop.is_set() and not self.fatal:
-            due = started + sequence / self.rate
-            wait = due - time.monotonic()
-            if wait > 0:
-                self.client.poll(min(wait, 0.05))
-                continue
-            self.attempted = max(self.attempted, sequence + 1)
-            try:
-                self.client.produce(
-                    self.topic, payload(self.index, sequence),
-                    partition=partition_of(self.index, sequence, self.partitions),
-                    on_delivery=self._on_delivery)
-                sequence += 1
-            except BufferError:
-                self.client.poll(0.05)
-            self.client.poll(0)
-        self.finished.set()
+    def idle(self, seconds: float) -> None:
+        self.client.poll(seconds)
+
+    def send(self, sequence: int) -> bool:
+        try:
+            self.client.produce(
+                self.topic, payload(self.index, sequence),
+                partition=partition_of(self.index, sequence, self.partitions),
+                on_delivery=self._on_delivery)
+        except BufferError:
+            self.client.poll(0.05)
+            return False
+        self.client.poll(0)
+        return True
 
     def drain(self, timeout_s: float) -> int:
         """After `stop`: wait for every outstanding delivery report; returns those left."""
@@ -316,28 +343,9 @@ class Checker:
         return duplicates
 
 
-def high_watermark(consumer: Consumer, topic: str, partition: int, deadline: float) -> int:
-    """The partition's high watermark, asked again while the answer is an error (a node that
-    just restarted names the leaders it knew before, until it catches up)."""
-    while True:
-        try:
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=max(1.0, deadline - time.monotonic()))
-            return high
-        except KafkaException as error:
-            if time.monotonic() > deadline:
-                # What the client believes of the topic, for the report.
-                known = consumer.list_topics(topic, timeout=5).topics.get(topic)
-                raise RuntimeError(f"no high watermark of {topic}-{partition}: {error}; the "
-                                   f"client's metadata: {known and sorted(known.partitions)} "
-                                   f"(error {known and known.error})") from error
-            time.sleep(0.1)  # Retry pacing, as a client's backoff.
-
-
-def read_partitions(bootstrap: str, topic: str, starts: list[int],
-                    timeout_s: float = CLIENT_TIMEOUT_S):
-    """Read every partition from `starts[p]` to its high watermark now; yield (p, offset, value)."""
-    consumer = Consumer({
+def reader(bootstrap: str) -> Consumer:
+    """A consumer that only reads what it is assigned (librdkafka wants a group id anyway)."""
+    return Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": "log-checker-unused",
         "enable.auto.commit": False,
@@ -347,10 +355,40 @@ def read_partitions(bootstrap: str, topic: str, starts: list[int],
         "fetch.max.bytes": 8 << 20,
         "logger": QUIET,
     })
+
+
+def high_watermarks(bootstrap: str, topic: str, partitions: int, deadline: float) -> list[int]:
+    """Each partition's high watermark, asked again with a fresh client while an answer is an
+    error: librdkafka keeps a partition it was once told has no leader (its leader's node
+    fenced for a moment) as a permanent error of watermark queries until its next periodic
+    metadata refresh, minutes later; and a node that just restarted names the leaders it
+    knew before until it catches up."""
+    while True:
+        consumer = reader(bootstrap)
+        try:
+            return [consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition),
+                        timeout=max(1.0, deadline - time.monotonic()))[1]
+                    for partition in range(partitions)]
+        except KafkaException as error:
+            if time.monotonic() > deadline:
+                # What the client believes of the topic, for the report.
+                known = consumer.list_topics(topic, timeout=5).topics.get(topic)
+                leaders = known and {p: m.leader for p, m in known.partitions.items()}
+                raise RuntimeError(f"no high watermarks of {topic}: {error}; the client's "
+                                   f"metadata: leaders {leaders} (error "
+                                   f"{known and known.error})") from error
+        finally:
+            consumer.close()
+        time.sleep(0.1)  # Retry pacing, as a client's backoff.
+
+
+def read_partitions(bootstrap: str, topic: str, starts: list[int],
+                    timeout_s: float = CLIENT_TIMEOUT_S):
+    """Read every partition from `starts[p]` to its high watermark now; yield (p, offset, value)."""
+    ends = high_watermarks(bootstrap, topic, len(starts), time.monotonic() + timeout_s)
+    consumer = reader(bootstrap)
     try:
-        deadline = time.monotonic() + timeout_s
-        ends = [high_watermark(consumer, topic, partition, deadline)
-                for partition in range(len(starts))]
         todo = {p for p in range(len(starts)) if starts[p] < ends[p]}
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(todo)])
         deadline = time.monotonic() + timeout_s
