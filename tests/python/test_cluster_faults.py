@@ -50,6 +50,7 @@ def run_harness(tmp_path, nodes: int, faults: int) -> dict:
     return summary
 
 
+@pytest.mark.timeout(660)  # The harness's own limit (600 s) first.
 def test_three_nodes_lose_nothing_through_every_kind_of_fault(tmp_path):
     """Each kind of fault once on a 3-node cluster (SIGKILL, SIGSTOP, an isolated node, a
     minority cut off, a bridge, a slow link) under idempotent, plain and kafka-python
@@ -58,6 +59,7 @@ def test_three_nodes_lose_nothing_through_every_kind_of_fault(tmp_path):
     assert summary["faults_by_kind"] == {kind: 1 for kind in FAULTS}
 
 
+@pytest.mark.timeout(660)  # The harness's own limit (600 s) first.
 def test_five_nodes_lose_nothing_through_every_kind_of_fault(tmp_path):
     """The same on 5 nodes, where a split leaves two nodes in the minority and a bridge joins
     two halves of two."""
