@@ -409,7 +409,7 @@ def read_partitions(bootstrap: str, topic: str, starts: list[int],
         consumer.close()
 
 
-def wait_for_progress(producers: list[ProducerThread], timeout_s: float) -> bool:
+def wait_for_progress(producers: list[PacedProducer], timeout_s: float) -> bool:
     """Until every producer got at least one more ack than now (its batches flow again)."""
     before = [p.acked for p in producers]
     deadline = time.monotonic() + timeout_s

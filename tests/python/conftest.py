@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import uuid
 
 import pytest
 
+from clients import wait_until
 from cluster_nodes import start_cluster
 from corelog_broker import Broker, corelog_bin, metadata_v1
 
@@ -110,10 +110,7 @@ def broker(broker_factory, topology) -> Broker:
             return False
         return len(found["brokers"]) == len(nodes) and found["controller"] in nodes
 
-    deadline = time.monotonic() + 60
-    while not formed():
-        assert time.monotonic() < deadline, "the cluster did not form within 60 s"
-        time.sleep(0.05)  # Polling the node's metadata until every node registered.
+    wait_until(formed, 60, "every node registered with a controller")
     return first
 
 
