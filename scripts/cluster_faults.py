@@ -72,8 +72,8 @@ from kafka import KafkaProducer  # noqa: E402
 
 from corelog_broker import Broker, BrokerError, corelog_bin, metadata_v1  # noqa: E402
 from log_checker import (CLIENT_TIMEOUT_S, QUIET, SKIPPED, AckGaps, Checker,  # noqa: E402
-                         PacedProducer, ProducerThread, parse_payload, partition_of, payload, read_partitions,
-                         wait_for_progress)
+                         ClientWatch, PacedProducer, ProducerThread, parse_payload, partition_of,
+                         payload, read_partitions, wait_for_progress)
 
 TOPIC = "cluster-faults"
 GROUP = "cluster-faults-readers"
@@ -86,6 +86,9 @@ SESSION_MS = 3000
 CLIENT_PORT_BASE = 9100
 CLUSTER_PORT_BASE = 9200
 # A slow link: a token bucket this fast, queueing up to this long before dropping.
+# After a recovery failure, how long the harness watches for the stalled clients to recover
+# by themselves (a stall's length says which timeout ended it).
+STALL_WATCH_S = 240.0
 SLOW_RATE = "1mbit"
 SLOW_LATENCY = "500ms"
 
@@ -254,6 +257,7 @@ class GroupReader(threading.Thread):
         self.read = 0
         self.fatal: list[str] = []
         self.stop = threading.Event()
+        self.watch = ClientWatch()
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": GROUP,
@@ -266,11 +270,14 @@ class GroupReader(threading.Thread):
             "reconnect.backoff.max.ms": 500,
             "enable.partition.eof": False,
             "error_cb": self._on_error,
+            "stats_cb": self.watch.on_stats,
+            **ClientWatch.CONF,
             "logger": QUIET,
         })
         self.consumer.subscribe([topic], on_assign=self._rebalanced, on_revoke=self._rebalanced)
 
     def _on_error(self, error: KafkaError) -> None:
+        self.watch.on_error(error)
         if error.fatal():
             self.fatal.append(str(error))
 
@@ -459,6 +466,8 @@ class Harness:
             ProducerThread(2, False, self.bootstrap, TOPIC, p, rate, gaps),
             KafkaPythonProducer(3, self.bootstrap, TOPIC, p, rate, gaps),
         ]
+        # Its send order does not survive leader moves (see `PacedProducer.keeps_order`).
+        self.producers[2].keeps_order = False
         self.readers = [GroupReader(i, self.bootstrap, TOPIC, p, self.read_gaps)
                         for i in range(2)]
         self.checker = Checker(p, self.producers, gaps=True)
@@ -577,12 +586,67 @@ class Harness:
                                     healed + limit)):
             return time.monotonic() - healed
         self.check_alive(f"recovery from {what}")
+        self.describe_stall(healed)
         self.checker.fail("recovery", f"not every producer and partition had an "
                                       f"acknowledgement, and the group a read of every "
                                       f"partition, within {limit}s of healing {what}; "
                                       f"acked: {[p.acked for p in self.producers]}, read: "
                                       f"{[r.read for r in self.readers]}")
         return None
+
+    def describe_stall(self, healed: float) -> None:
+        """Who has not recovered since `healed`, what its client waits for, what the nodes
+        say of its partitions; then how long until it does recover (if within
+        STALL_WATCH_S)."""
+        with self.gaps.lock:
+            silent = sorted(key for key in self.ack_keys()
+                            if self.gaps.last.get(key, -1.0) <= healed)
+        with self.read_gaps.lock:
+            unread = sorted(p for p in range(self.args.partitions)
+                            if self.read_gaps.last.get(p, -1.0) <= healed)
+        self.log(f"not recovered: producer x partition {silent}, group partitions {unread}")
+        partitions = {p for _, p in silent} | set(unread)
+        for producer in self.producers:
+            mine = sorted(p for index, p in silent if index == producer.index)
+            if not mine:
+                continue
+            lines = (producer.watch.describe(TOPIC, mine) if producer.watch
+                     else [f"latest failures: {producer.failures[-3:]}"])
+            self.log(f"producer {producer.index} ({type(producer).__name__}):\n  "
+                     + "\n  ".join(lines))
+        for reader in self.readers:
+            self.log(f"reader {reader.index}:\n  " + "\n  ".join(
+                reader.watch.describe(TOPIC, unread or partitions)))
+        for node, broker in self.nodes.items():
+            view = self.view(node) if broker.running() else None
+            watermarks = self.high_watermarks_of(broker, partitions)
+            leaders = view and {p: view["topics"].get(TOPIC, {}).get(p) for p in partitions}
+            in_sync = view and {p: view["in_sync"].get(TOPIC, {}).get(p) for p in partitions}
+            self.log(f"node {node}: leaders {leaders}, in sync {in_sync}, high watermarks "
+                     f"{watermarks}")
+        started = time.monotonic()
+        keys, reads = silent, unread
+        if (self.wait_since(self.gaps, keys, healed, started + STALL_WATCH_S)
+                and self.wait_since(self.read_gaps, reads, healed, started + STALL_WATCH_S)):
+            self.log(f"recovered {time.monotonic() - healed:.1f}s after the heal")
+        else:
+            self.log(f"still not recovered {time.monotonic() - healed:.1f}s after the heal")
+
+    @staticmethod
+    def high_watermarks_of(broker: Broker, partitions) -> dict | str:
+        """`partitions`' high watermarks on `broker`'s replicas, from its /metrics."""
+        try:
+            text = broker.metrics()
+        except (OSError, AssertionError) as error:
+            return f"no metrics: {error}"
+        found = {}
+        for line in text.splitlines():
+            match = re.match(r'corelog_partition_high_watermark\{(.*)\} (\d+)', line)
+            if match and f'topic="{TOPIC}"' in match[1]:
+                partition = int(re.search(r'partition="(\d+)"', match[1])[1])
+                if partition in partitions:
+                    found[partition] = int(match[2])
+        return found
 
     def ack_keys(self) -> list[tuple[int, int]]:
         return [(producer.index, partition) for producer in self.producers
@@ -722,6 +786,7 @@ class Harness:
             "log_gaps": sum(entry == SKIPPED for log in self.checker.log for entry in log),
             "group_read": ended["consumed"],
             "duplicates_plain": ended["duplicates"]["plain"],
+            "reordered_plain": self.checker.reordered,
             "duplicates_idempotent": ended["duplicates"]["idempotent"],
             "recovery_median_s": round(statistics.median(recoveries), 2) if recoveries else None,
             "recovery_max_s": round(recoveries[-1], 2) if recoveries else None,
@@ -764,7 +829,9 @@ def main(argv=None) -> int:
               f"{summary['acks_without_offset']} acknowledged without an offset found); log "
               f"{summary['log_records']} records ({summary['log_gaps']} offsets of control "
               f"batches), group read {summary['group_read']}; "
-              f"{summary['duplicates_plain']} plain-producer duplicates; all flowing again "
+              f"{summary['duplicates_plain']} plain-producer duplicates, "
+              f"{summary['reordered_plain']} of the plain librdkafka producer's first "
+              f"occurrences out of send order; all flowing again "
               f"after a heal: median {summary['recovery_median_s']} s, max "
               f"{summary['recovery_max_s']} s; longest time a producer had no acknowledgement from a partition: median "
               f"{summary['stall_median_s']} s, max {summary['stall_max_s']} s, by kind "

@@ -18,6 +18,8 @@ Every producer sends numbered payloads (`payload`) to a partition fixed by the n
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import threading
 import time
@@ -84,12 +86,64 @@ class AckGaps:
             return found
 
 
+class ClientWatch:
+    """What a librdkafka client last said of itself: its statistics (every second) and its
+    latest errors, to name what it waits for when it stops making progress."""
+
+    CONF = {"statistics.interval.ms": 1000}
+
+    def __init__(self):
+        self.stats: str | None = None
+        self.stats_at = 0.0
+        self.errors: collections.deque[str] = collections.deque(maxlen=6)
+
+    def on_stats(self, text: str) -> None:
+        self.stats, self.stats_at = text, time.monotonic()
+
+    def on_error(self, error: KafkaError) -> None:
+        self.errors.append(f"{time.strftime('%H:%M:%S')} {error}")
+
+    def describe(self, topic: str, partitions) -> list[str]:
+        """Its brokers' connections and requests, and `partitions` of `topic` as it sees them."""
+        if self.stats is None:
+            return ["no statistics yet"]
+        stats = json.loads(self.stats)
+        lines = [f"statistics of {time.monotonic() - self.stats_at:.1f}s ago; latest errors: "
+                 f"{list(self.errors)}"]
+        for broker in stats.get("brokers", {}).values():
+            if broker.get("nodeid", -1) < 0:
+                continue  # Bootstrap entries.
+            leads = sorted(tp["partition"] for tp in broker.get("toppars", {}).values()
+                           if tp["topic"] == topic)
+            lines.append(f"broker {broker['nodeid']} {broker['state']} ({broker['stateage'] // 1000} "
+                         f"ms): requests waiting to be sent {broker['outbuf_cnt']}, waiting for "
+                         f"a response {broker['waitresp_cnt']}, timed out {broker['req_timeouts']}, "
+                         f"disconnects {broker['disconnects']}; partitions {leads}")
+        known = stats.get("topics", {}).get(topic, {}).get("partitions", {})
+        for partition in sorted(partitions):
+            tp = known.get(str(partition))
+            if tp is None:
+                lines.append(f"partition {partition}: unknown")
+                continue
+            lines.append(f"partition {partition}: leader {tp['leader']}, queued {tp['msgq_cnt']}, "
+                         f"to send {tp['xmit_msgq_cnt']}, in flight {tp['msgs_inflight']}, "
+                         f"fetch {tp['fetch_state']} at {tp['fetch_offset']} (high watermark "
+                         f"{tp['hi_offset']})")
+        return lines
+
+
 class PacedProducer(threading.Thread):
     """A producer sending numbered messages (`payload`, to `partition_of`'s partition) at a
     paced rate until stopped, keeping every delivery report; a subclass sends through its
     client (`send`) and lets it work between sends (`idle`)."""
 
     kind = "plain"
+    watch: ClientWatch | None = None  # librdkafka clients only.
+    # Whether the client keeps a partition's send order through retries and leader moves
+    # (`order`). librdkafka's plain producer does not across a leader move: its one request
+    # in flight is per connection, so the old leader's failed request is retried after
+    # later batches went to the new leader (librdkafka issues #1092, #1969).
+    keeps_order = True
 
     def __init__(self, index: int, topic: str, partitions: int, rate: float,
                  gaps: AckGaps | None):
@@ -146,6 +200,7 @@ class ProducerThread(PacedProducer):
         super().__init__(index, topic, partitions, rate, gaps)
         self.idempotent = idempotent
         self.kind = "idempotent" if idempotent else "plain"
+        self.watch = ClientWatch()
         conf = {
             "bootstrap.servers": bootstrap,
             "acks": "all",
@@ -158,6 +213,8 @@ class ProducerThread(PacedProducer):
             "reconnect.backoff.max.ms": 500,
             "socket.connection.setup.timeout.ms": 5000,
             "error_cb": self._on_error,
+            "stats_cb": self.watch.on_stats,
+            **ClientWatch.CONF,
             "logger": QUIET,
         }
         if idempotent:
@@ -169,6 +226,7 @@ class ProducerThread(PacedProducer):
 
     def _on_error(self, error: KafkaError) -> None:
         # Transport errors and "all brokers down" are what a kill looks like from here.
+        self.watch.on_error(error)
         if error.fatal():
             self.fatal.append(str(error))
 
@@ -230,6 +288,8 @@ class Checker:
     acks_verified: int = 0
     # Acks without an offset found in their partition.
     acks_unplaced: int = 0
+    # First occurrences out of send order of producers that do not keep it (`keeps_order`).
+    reordered: int = 0
     violations: list[Violation] = field(default_factory=list)
 
     def __post_init__(self):
@@ -336,7 +396,9 @@ class Checker:
                                                   f"{offset} and @{seen[key]}")
                     continue
                 seen[key] = offset
-                if last_new.get(producer, -1) > sequence:
+                if last_new.get(producer, -1) > sequence and not self.producers[producer].keeps_order:
+                    self.reordered += 1
+                elif last_new.get(producer, -1) > sequence:
                     self.fail("order", f"{kind} p{producer} s{sequence} at {partition}@{offset} "
                                        f"after s{last_new[producer]}")
                 last_new[producer] = sequence
@@ -351,7 +413,9 @@ def reader(bootstrap: str) -> Consumer:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "error",
-        "enable.partition.eof": False,
+        # The end of a partition is where its fetch position reaches the high watermark: the
+        # last offsets below it may be control batches, never delivered as messages.
+        "enable.partition.eof": True,
         "fetch.max.bytes": 8 << 20,
         "logger": QUIET,
     })
@@ -396,11 +460,14 @@ def read_partitions(bootstrap: str, topic: str, starts: list[int],
             if time.monotonic() > deadline:
                 raise TimeoutError(f"partitions {sorted(todo)} not read to {ends} in {timeout_s}s")
             for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                partition, offset = message.partition(), message.offset()
                 if message.error():
-                    if message.error().fatal():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        if offset >= ends[partition]:
+                            todo.discard(partition)
+                    elif message.error().fatal():
                         raise RuntimeError(f"consumer error: {message.error()}")
                     continue  # Transient (a leader moving): the client carries on.
-                partition, offset = message.partition(), message.offset()
                 if offset < ends[partition]:
                     yield partition, offset, message.value()
                 if offset >= ends[partition] - 1:

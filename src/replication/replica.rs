@@ -157,9 +157,11 @@ struct Waiter {
 
 impl Waiter {
     /// Where the entry waited for at `index` lies, now that `window` holds it there (or
-    /// NotCommitted when another term's entry took its place).
+    /// NotCommitted when another term's entry took its place). `index` may be the window's
+    /// base: a leader whose followers have its whole log compacts its window up to the last
+    /// applied entry, which is where the retry of a committed batch waits.
     fn outcome(&self, window: &Window, index: u64) -> Result<Committed, ProposeError> {
-        if window.entry(index).is_none_or(|e| e.term != self.term) {
+        if window.term_of(index) != Some(self.term) {
             return Err(ProposeError::NotCommitted);
         }
         let (base_offset, last_offset) = self
@@ -1151,12 +1153,24 @@ impl Replica {
         }
     }
 
+    /// Answers `answer` once the entry at `index` (of `term`) is committed, or durable here
+    /// for `Until::DurableHere`; at once if it is already: `apply` and `answer_durable_here`
+    /// answer only the waiters there when entries arrive, and on an idle group (the retry of
+    /// a batch committed long ago) none may arrive for minutes.
     fn wait(&self, index: u64, term: u64, answer: Answer, duplicate_of: Option<(Offset, Offset)>) {
         let waiter = Waiter {
             term,
             answer,
             duplicate_of,
         };
+        let window = self.window.borrow();
+        let durable_here = waiter.answer.until == Until::DurableHere;
+        if index <= self.applied.get() || (durable_here && index <= window.last_index()) {
+            let outcome = waiter.outcome(&window, index);
+            waiter.answer.send(outcome);
+            return;
+        }
+        drop(window);
         self.waiters
             .borrow_mut()
             .entry(index)

@@ -17,10 +17,10 @@
 //! - what any node serves below its high watermark never changes afterwards, on any node
 //!   (so committed logs are prefixes of each other and consumers see only committed data);
 //!
-//! and at the end, once the faults stop and every node is back: the voters are the last
-//! target, every one of them holds the same log, starting at or past every acknowledged
-//! log-start move, and every acknowledged batch not below such a move is in it at the offset
-//! it was acknowledged with.
+//! and at the end, once the faults stop and every node is back: every client's batches are
+//! acknowledged again, the voters are the last target, every one of them holds the same
+//! log, starting at or past every acknowledged log-start move, and every acknowledged batch
+//! not below such a move is in it at the offset it was acknowledged with.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures::future::{select, Either};
 use glommio::Latency;
 
-use super::replica::{Committed, ProposeError, Replica, ReplicaConfig, ReplicaSpec};
+use super::replica::{Committed, ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until};
 use super::replicas::Replicas;
 use crate::ids::{NodeId, Offset, PartitionId, ShardId};
 use crate::metadata::topic_config::{TimestampType, TopicConfig};
@@ -128,6 +128,8 @@ struct Cluster {
     acked: RefCell<Vec<(u64, Committed)>>,
     /// Per producer, where its last acknowledged batch begins.
     last_acked: RefCell<HashMap<i64, Offset>>,
+    /// Per producer, when its last batch was acknowledged (simulated milliseconds).
+    acked_at_ms: RefCell<HashMap<i64, i64>>,
     /// The highest acknowledged log-start move.
     trimmed_to: RefCell<Offset>,
     next_payload: RefCell<u64>,
@@ -176,6 +178,7 @@ impl Cluster {
             leaders: RefCell::default(),
             acked: RefCell::default(),
             last_acked: RefCell::default(),
+            acked_at_ms: RefCell::default(),
             trimmed_to: RefCell::new(Offset::ZERO),
             next_payload: RefCell::new(0),
             crashes: RefCell::new(0),
@@ -507,6 +510,7 @@ async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
             Either::Left((Ok(committed), _)) => {
                 cluster.acked.borrow_mut().push((number, committed));
                 (cluster.last_acked.borrow_mut()).insert(producer, committed.base_offset);
+                (cluster.acked_at_ms.borrow_mut()).insert(producer, cluster.now_ms());
                 unacknowledged = None;
                 sequence += 1;
             }
@@ -610,10 +614,10 @@ async fn reconfigurer(cluster: Rc<Cluster>, seed: u64, calm: Rc<Latch>, stop: Rc
 }
 
 /// Every 2 to 6 s, a quiet period of 1.5 to 5 s in which the clients and the trimmer propose
-/// nothing: the group quiesces, and the faults go on.
-async fn quieter(cluster: Rc<Cluster>, seed: u64, stop: Rc<Latch>) {
+/// nothing: the group quiesces, and the faults go on. They end with the faults.
+async fn quieter(cluster: Rc<Cluster>, seed: u64, calm: Rc<Latch>) {
     let mut random = Seeded::new(seed ^ 0x9e1e);
-    while !stop.is_raised() {
+    while !calm.is_raised() {
         clock::sleep(Duration::from_millis(2_000 + random.below(4_000))).await;
         let quiet_ms = 1_500 + random.below(3_500) as i64;
         *cluster.quiet_until_ms.borrow_mut() = cluster.now_ms() + quiet_ms;
@@ -643,8 +647,8 @@ async fn simulate(seed: u64, duration: Duration) -> String {
         runtime::spawn_local(client(cluster.clone(), 1000 + producer, stop.clone())).detach();
     }
     runtime::spawn_local(trimmer(cluster.clone(), seed, stop.clone())).detach();
-    runtime::spawn_local(quieter(cluster.clone(), seed, stop.clone())).detach();
     let calm = Rc::new(Latch::default());
+    runtime::spawn_local(quieter(cluster.clone(), seed, calm.clone())).detach();
     let reconfiguring = reconfigurer(cluster.clone(), seed, calm.clone(), stop.clone());
     runtime::spawn_local(reconfiguring).detach();
     let end = cluster.now_ms() + duration.as_millis() as i64;
@@ -664,6 +668,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
     // The faults stop: the network heals, every node comes back, the last target is reached,
     // the clients go on for a while and then stop.
     calm.raise();
+    *cluster.quiet_until_ms.borrow_mut() = 0;
     cluster.network.heal_all();
     cluster.network.set_faults(Faults::default());
     *cluster.heal_at_ms.borrow_mut() = None;
@@ -673,11 +678,13 @@ async fn simulate(seed: u64, duration: Duration) -> String {
         }
     }
     cluster.restart_due(seed);
-    let settle_end = cluster.now_ms() + 20_000;
+    let healed_ms = cluster.now_ms();
+    let clients_end = healed_ms + 8_000;
+    let settle_end = healed_ms + 20_000;
     let mut converged = false;
     while cluster.now_ms() < settle_end {
         cluster.step().await;
-        if cluster.now_ms() > settle_end - 15_000 {
+        if cluster.now_ms() > clients_end {
             stop.raise();
         }
         if stop.is_raised() && all_equal(&cluster) {
@@ -694,6 +701,20 @@ async fn simulate(seed: u64, duration: Duration) -> String {
     let acked = cluster.acked.borrow();
     let committed = cluster.committed.borrow();
     assert!(!acked.is_empty(), "{name}: nothing was acknowledged");
+    // Liveness: once the faults stopped, every client's batches are acknowledged again (a
+    // retry answered NOT_LEADER for ever, say, would stall its producer).
+    for producer in 0..CLIENTS as i64 {
+        let at = cluster
+            .acked_at_ms
+            .borrow()
+            .get(&(1000 + producer))
+            .copied();
+        assert!(
+            at.is_some_and(|at| at > healed_ms),
+            "{name}: producer {producer} had no acknowledgement between the end of the faults \
+             ({healed_ms} ms) and {clients_end} ms (its last at {at:?} ms)"
+        );
+    }
     let trimmed_to = *cluster.trimmed_to.borrow();
     for (node, replica) in cluster.live_members() {
         let log_start = replica.partition().log_start_offset();
@@ -824,6 +845,73 @@ fn a_replicated_partition_survives_crashes_partitions_and_lossy_links() {
         });
         eprintln!("seed {seed}: {digest}");
     }
+}
+
+/// Steps `cluster` until `future` (spawned) ends, for at most `limit` of simulated time.
+async fn step_until<T: 'static>(
+    cluster: &Cluster,
+    future: impl std::future::Future<Output = T> + 'static,
+    limit: Duration,
+) -> Option<T> {
+    let result = Rc::new(RefCell::new(None));
+    let slot = result.clone();
+    let task = runtime::spawn_local(async move {
+        *slot.borrow_mut() = Some(future.await);
+    });
+    let end = cluster.now_ms() + limit.as_millis() as i64;
+    while result.borrow().is_none() && cluster.now_ms() < end {
+        cluster.step().await;
+    }
+    drop(task);
+    result.take()
+}
+
+/// The retry of a batch committed earlier, on a group nothing else is proposed to, is
+/// answered with the original's offsets (committed, and durable here): no new entry comes to
+/// wake its waiter, and the leader's window, compacted once every follower had the whole
+/// log, holds the entry only as its base. Both once made every such retry wait, or fail as
+/// NOT_LEADER, for as long as the leader stayed.
+#[test]
+fn the_retry_of_a_committed_batch_is_answered_on_an_idle_group() {
+    runtime::run_on_new_executor(|| async {
+        let cluster = Cluster::new(3);
+        let leader = || {
+            let live = cluster.live_replicas().into_iter();
+            live.map(|(_, replica)| replica)
+                .find(|replica| replica.is_leader())
+        };
+        let mut replica = None;
+        while replica.is_none() {
+            cluster.step().await;
+            replica = leader();
+        }
+        let replica = replica.unwrap();
+        let batch = payload(1, 1000, 0);
+        let proposing = {
+            let (replica, batch) = (replica.clone(), batch.clone());
+            async move { replica.propose(batch).await }
+        };
+        let limit = Duration::from_secs(5);
+        let first = step_until(&cluster, proposing, limit).await;
+        let first = first.expect("the batch is answered").expect("committed");
+        // Long enough for every replica to apply it and the group to fall idle.
+        step_until(&cluster, std::future::pending::<()>(), limit).await;
+        for until in [Until::Committed, Until::DurableHere] {
+            let retrying = {
+                let (replica, batch) = (replica.clone(), batch.clone());
+                async move { replica.propose_until(batch, until).await }
+            };
+            let retry = step_until(&cluster, retrying, limit).await;
+            let retry = retry.unwrap_or_else(|| panic!("{until:?}: the retry is never answered"));
+            let retry = retry.unwrap_or_else(|error| panic!("{until:?}: {error}"));
+            let offsets = (retry.base_offset, retry.last_offset);
+            assert_eq!(offsets, (first.base_offset, first.last_offset), "{until:?}");
+        }
+        for node in cluster.nodes.borrow().iter() {
+            node.life.kill();
+        }
+        cluster.clock.uninstall();
+    });
 }
 
 /// The same seed gives the same run, so that a failing seed can be replayed.

@@ -288,6 +288,14 @@ impl Window {
         self.slots.get(position as usize).map(|slot| &slot.entry)
     }
 
+    /// The term of entry `index`, which is the base or in the window.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        match index == self.base_index {
+            true => Some(self.base_term),
+            false => self.entry(index).map(|entry| entry.term),
+        }
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

@@ -3,7 +3,8 @@ and by the client suites' cluster runs (conftest.py's `topology`)."""
 
 from __future__ import annotations
 
-from corelog_broker import free_port
+from clients import wait_until
+from corelog_broker import free_port, metadata_v1
 
 NODES = (1, 2, 3)
 
@@ -19,11 +20,11 @@ BALANCE_MS = 1000
 
 def start_cluster(broker_factory, session_ms: int = SESSION_MS, balance_ms: int = BALANCE_MS,
                   racks: dict | None = None, extra: tuple = (), node_ids: tuple = NODES,
-                  broker_only: tuple = ()) -> dict:
+                  broker_only: tuple = (), per_node: dict | None = None) -> dict:
     """Nodes `node_ids` (three by default), each a controller voter, then the broker-only
     nodes `broker_only` (given the same voters), started one after another; `racks` names
     each node's --broker-rack; `balance_ms` 0 turns leader balancing off; `extra` are more
-    flags for every node."""
+    flags for every node, `per_node[node]` for one."""
     ports = {node: free_port() for node in node_ids + broker_only}
     voters = ",".join(f"{node}@127.0.0.1:{ports[node]}" for node in node_ids)
     nodes = {}
@@ -37,5 +38,20 @@ def start_cluster(broker_factory, session_ms: int = SESSION_MS, balance_ms: int 
             "--leader-imbalance-check-interval-ms", str(balance_ms),
             *rack,
             *extra,
+            *(per_node or {}).get(node, ()),
             node_id=node)
     return nodes
+
+
+def wait_formed(nodes: dict, timeout_s: float = 60) -> None:
+    """Until the first of `nodes` lists every one of them, and a controller among them."""
+    first = next(iter(nodes.values()))
+
+    def formed():
+        try:
+            found = metadata_v1(first.host, first.port)
+        except (OSError, ValueError):
+            return False
+        return len(found["brokers"]) == len(nodes) and found["controller"] in nodes
+
+    wait_until(formed, timeout_s, "every node registered with a controller")

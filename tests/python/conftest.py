@@ -14,9 +14,8 @@ import uuid
 
 import pytest
 
-from clients import wait_until
-from cluster_nodes import start_cluster
-from corelog_broker import Broker, corelog_bin, metadata_v1
+from cluster_nodes import start_cluster, wait_formed
+from corelog_broker import Broker, corelog_bin
 
 _brokers_key = pytest.StashKey[list]()
 
@@ -101,17 +100,8 @@ def broker(broker_factory, topology) -> Broker:
     if topology == "single":
         return broker_factory()
     nodes = start_cluster(broker_factory, extra=("--default-replication-factor", "3"))
-    first = nodes[1]
-
-    def formed():
-        try:
-            found = metadata_v1(first.host, first.port)
-        except (OSError, ValueError):
-            return False
-        return len(found["brokers"]) == len(nodes) and found["controller"] in nodes
-
-    wait_until(formed, 60, "every node registered with a controller")
-    return first
+    wait_formed(nodes)
+    return nodes[1]
 
 
 @pytest.fixture

@@ -69,7 +69,8 @@ def test_five_nodes_lose_nothing_through_every_kind_of_fault(tmp_path):
 
 def _group_checker(log: list[tuple[int, int] | None]):
     """A checker whose partition 0 holds `log` (None: a control batch's offset)."""
-    producers = [SimpleNamespace(index=0, kind="idempotent", attempted=100, acks=[])]
+    producers = [SimpleNamespace(index=0, kind="idempotent", attempted=100, acks=[],
+                                 keeps_order=True)]
     checker = Checker(1, producers, gaps=True)
     for offset, entry in enumerate(log):
         if entry is not None:

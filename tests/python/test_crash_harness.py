@@ -39,7 +39,8 @@ def test_five_sigkills_under_load_lose_and_invent_nothing(tmp_path):
 def _checker(attempted=(100, 100), gaps=False):
     """A checker over two producers (0 idempotent, 1 plain) and two partitions."""
     producers = [SimpleNamespace(index=i, kind="idempotent" if i % 2 == 0 else "plain",
-                                 attempted=n, acks=[]) for i, n in enumerate(attempted)]
+                                 attempted=n, acks=[], keeps_order=True)
+                 for i, n in enumerate(attempted)]
     return Checker(2, producers, gaps=gaps)
 
 
@@ -89,6 +90,14 @@ def test_checker_catches_each_kind_of_violation():
     _append(checker, 1, 0)
     checker.check_order()
     assert _rules(checker) == ["order"]
+
+    # A producer that does not keep its order through leader moves is counted, not failed.
+    checker = _checker()
+    checker.producers[1].keeps_order = False
+    _append(checker, 1, 1)
+    _append(checker, 1, 0)
+    checker.check_order()
+    assert (checker.violations, checker.reordered) == ([], 1)
 
     checker = _checker(attempted=(100, 3))
     _append(checker, 1, 3)

@@ -2,7 +2,7 @@
 
 Each client produces numbered messages with its idempotence on, through `ChaosProxy`, which
 drops connections after forwarding a Produce request (swallowing the broker's response, or
-cutting before it). The clients retry; every message must then be in the log exactly once and
+cutting before it): to a single node, and to a 3-node cluster with a proxy before each node. The clients retry; every message must then be in the log exactly once and
 in send order per partition, which only holds if the broker answers retried batches with their
 original offsets instead of appending them again.
 """
@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from chaos_proxy import ChaosProxy
-from clients import (CLIENT_TIMEOUT_S, DeliveryLog, ck_consume, ck_consumer, ck_flush,
-                     ck_producer, kp_producer)
+from clients import (CLIENT_TIMEOUT_S, DeliveryLog, ck_consumer, ck_flush, ck_producer,
+                     ck_record, first_offset, kp_producer)
+from cluster_nodes import NODES, start_cluster, wait_formed
 
 PARTITIONS = 2
 
@@ -30,45 +32,105 @@ def _seed() -> int:
     return seed
 
 
+class Proxies:
+    """One chaos proxy per node, used as one: clients bootstrap from all of them."""
+
+    def __init__(self, proxies: list[ChaosProxy]):
+        self.proxies = proxies
+
+    @property
+    def address(self) -> str:
+        return ",".join(proxy.address for proxy in self.proxies)
+
+    @property
+    def faults(self) -> list[str]:
+        return [fault for proxy in self.proxies for fault in proxy.faults]
+
+    def disable(self) -> None:
+        for proxy in self.proxies:
+            proxy.enabled = False
+
+    def close(self) -> None:
+        for proxy in self.proxies:
+            proxy.close()
+
+
 @pytest.fixture
-def proxied(broker_factory):
-    """A broker that advertises a chaos proxy in front of it: (broker, proxy). The proxy
-    comes first, so that the broker can advertise its port; it learns the broker's port after."""
-    proxy = ChaosProxy(target_port=0, seed=_seed())
-    broker = broker_factory("--advertised-listener", proxy.address)
-    proxy.target_port = broker.port
-    yield broker, proxy
-    proxy.close()
+def proxied(broker_factory, topology):
+    """A broker, or node 1 of a 3-node cluster, each node advertising a chaos proxy in front
+    of it: (broker, proxies). A proxy comes first, so that its node can advertise its port;
+    it learns the node's port after."""
+    seed = _seed()
+    if topology == "single":
+        proxy = ChaosProxy(target_port=0, seed=seed)
+        broker = broker_factory("--advertised-listener", proxy.address)
+        proxy.target_port = broker.port
+        proxies = Proxies([proxy])
+    else:
+        by_node = {node: ChaosProxy(target_port=0, seed=seed + node) for node in NODES}
+        nodes = start_cluster(broker_factory, extra=("--default-replication-factor", "3"),
+                              per_node={node: ("--advertised-listener", proxy.address)
+                                        for node, proxy in by_node.items()})
+        for node, proxy in by_node.items():
+            proxy.target_port = nodes[node].port
+        wait_formed(nodes)
+        broker = nodes[1]
+        proxies = Proxies(list(by_node.values()))
+    yield broker, proxies
+    proxies.close()
 
 
 def _create_topic(bootstrap: str, topic: str):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[
-        topic].result(timeout=CLIENT_TIMEOUT_S)
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)])[topic].result(
+        timeout=CLIENT_TIMEOUT_S)
 
 
-def _check_exactly_once(bootstrap: str, topic: str, sent: dict[int, list[bytes]],
-                        proxy: ChaosProxy):
-    """Every partition holds exactly the values sent to it, once each, in send order."""
-    proxy.enabled = False
-    print(f"faults injected: {proxy.faults}")
-    assert "swallow" in proxy.faults, "no response was swallowed: the test proved nothing"
+def _read_to_end(bootstrap: str, topic: str, partition: int) -> tuple[list, int]:
+    """Every record of `partition` below its high watermark, and the high watermark: the end
+    is where the client's fetch position reaches it (a replicated log's control batches are
+    never delivered)."""
+    consumer = ck_consumer(bootstrap, **{"enable.partition.eof": True})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                 timeout=CLIENT_TIMEOUT_S)
+        consumer.assign([TopicPartition(topic, partition, 0)])
+        records = []
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            if message.error() is None:
+                records.append(ck_record(message))
+            elif message.error().code() != KafkaError._PARTITION_EOF:
+                raise AssertionError(f"partition {partition}: {message.error()}")
+            elif message.offset() >= high:
+                return records, high
+        raise AssertionError(f"partition {partition} not read to {high}: {len(records)} "
+                             f"records")
+    finally:
+        consumer.close()
+
+
+def _check_exactly_once(broker, topic: str, sent: dict[int, list[bytes]], proxies: Proxies):
+    """Every partition holds exactly the values sent to it, once each, in send order, and
+    nothing else up to its high watermark."""
+    proxies.disable()
+    print(f"faults injected: {proxies.faults}")
+    assert "swallow" in proxies.faults, "no response was swallowed: the test proved nothing"
     for partition, values in sent.items():
-        records = ck_consume(bootstrap, topic, len(values), partition=partition)
+        records, high = _read_to_end(broker.bootstrap, topic, partition)
         got = [r.value for r in records]
         first_difference = next((i for i, (a, b) in enumerate(zip(got, values)) if a != b), None)
         assert got == values, (f"partition {partition}: {len(got)} records, faults "
-                               f"{proxy.faults}; first difference at {first_difference}")
-        assert [r.offset for r in records] == list(range(len(values)))
-    # Nothing beyond: a duplicate appended at the end would show up as a higher watermark.
-    consumer = ck_consumer(bootstrap)
-    try:
-        for partition, values in sent.items():
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=CLIENT_TIMEOUT_S)
-            assert (low, high) == (0, len(values)), f"partition {partition} watermarks"
-    finally:
-        consumer.close()
+                               f"{proxies.faults}; first difference at {first_difference}")
+        offsets = [r.offset for r in records]
+        first = first_offset(broker, offsets[0])
+        if broker.node_id == 0:
+            assert (offsets, high) == (list(range(len(values))), len(values))
+        else:  # A replicated log may hold control batches between records.
+            assert offsets == sorted(set(offsets)) and first >= 1 and high > offsets[-1]
 
 
 def test_confluent_idempotent_producer_exactly_once(proxied, topic):
@@ -90,7 +152,7 @@ def test_confluent_idempotent_producer_exactly_once(proxied, topic):
         producer.poll(0)
     ck_flush(producer, 90)
     log.check(count)
-    _check_exactly_once(broker.bootstrap, topic, sent, proxy)
+    _check_exactly_once(broker, topic, sent, proxy)
 
 
 def test_kafka_python_default_producer_exactly_once(proxied, topic):
@@ -114,7 +176,7 @@ def test_kafka_python_default_producer_exactly_once(proxied, topic):
             future.get(timeout=CLIENT_TIMEOUT_S)
     finally:
         producer.close(timeout=CLIENT_TIMEOUT_S)
-    _check_exactly_once(broker.bootstrap, topic, sent, proxy)
+    _check_exactly_once(broker, topic, sent, proxy)
 
 
 def test_aiokafka_idempotent_producer_exactly_once(proxied, topic):
@@ -145,4 +207,4 @@ def test_aiokafka_idempotent_producer_exactly_once(proxied, topic):
             await producer.stop()
 
     asyncio.run(produce())
-    _check_exactly_once(broker.bootstrap, topic, sent, proxy)
+    _check_exactly_once(broker, topic, sent, proxy)
