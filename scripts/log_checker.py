@@ -115,20 +115,21 @@ class ClientWatch:
                 continue  # Bootstrap entries.
             leads = sorted(tp["partition"] for tp in broker.get("toppars", {}).values()
                            if tp["topic"] == topic)
-            lines.append(f"broker {broker['nodeid']} {broker['state']} ({broker['stateage'] // 1000} "
-                         f"ms): requests waiting to be sent {broker['outbuf_cnt']}, waiting for "
-                         f"a response {broker['waitresp_cnt']}, timed out {broker['req_timeouts']}, "
-                         f"disconnects {broker['disconnects']}; partitions {leads}")
+            lines.append(f"broker {broker['nodeid']} {broker.get('state')} for "
+                         f"{broker.get('stateage', 0) // 1000} ms: requests waiting to be sent "
+                         f"{broker.get('outbuf_cnt')}, waiting for a response "
+                         f"{broker.get('waitresp_cnt')}, timed out {broker.get('req_timeouts')}, "
+                         f"disconnects {broker.get('disconnects')}; partitions {leads}")
         known = stats.get("topics", {}).get(topic, {}).get("partitions", {})
         for partition in sorted(partitions):
             tp = known.get(str(partition))
             if tp is None:
                 lines.append(f"partition {partition}: unknown")
                 continue
-            lines.append(f"partition {partition}: leader {tp['leader']}, queued {tp['msgq_cnt']}, "
-                         f"to send {tp['xmit_msgq_cnt']}, in flight {tp['msgs_inflight']}, "
-                         f"fetch {tp['fetch_state']} at {tp['fetch_offset']} (high watermark "
-                         f"{tp['hi_offset']})")
+            lines.append(f"partition {partition}: leader {tp.get('leader')}, queued "
+                         f"{tp.get('msgq_cnt')}, to send {tp.get('xmit_msgq_cnt')}, in flight "
+                         f"{tp.get('msgs_inflight')}, fetch {tp.get('fetch_state')} at "
+                         f"{tp.get('next_offset')} (high watermark {tp.get('hi_offset')})")
         return lines
 
 
