@@ -124,14 +124,24 @@ pub const CLUSTER_FRAME_COALESCE_BYTES: usize = 1024 * 1024;
 /// Payloads queued on one link beyond this are dropped (an empty queue takes any payload).
 pub const CLUSTER_LINK_QUEUE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
-/// A node-to-node connect, and a hello's answer, give up after these.
-pub const CLUSTER_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// A node-to-node connect, and a hello's answer, give up after these. A connect sends one
+/// SYN (the kernel's next retry is 1 s later): a link to a peer behind a cut that heals is
+/// back within a connect and a backoff of the heal.
+pub const CLUSTER_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub const CLUSTER_HELLO_TIMEOUT_MS: u64 = 3_000;
+
+/// A node-to-node link whose peer has not acknowledged what was sent (or answered a keepalive
+/// probe) for this long is closed and dialled again (`runtime::fail_when_unreachable`): two
+/// election timeouts, so that a link does not outlive a network cut by TCP's retransmission
+/// backoff, and a peer that is merely slow (its kernel acknowledges what it receives) keeps
+/// its link.
+pub const CLUSTER_LINK_SILENCE_MS: u64 =
+    2 * REPLICATION_TICK_MS * REPLICATION_ELECTION_TICKS as u64;
 
 /// A link to an unreachable peer retries after a pause that doubles from the first to the
 /// second of these.
 pub const CLUSTER_RECONNECT_BACKOFF_MS_MIN: u64 = 50;
-pub const CLUSTER_RECONNECT_BACKOFF_MS_MAX: u64 = 2_000;
+pub const CLUSTER_RECONNECT_BACKOFF_MS_MAX: u64 = 500;
 
 const _: () = assert!(CLUSTER_FRAME_COALESCE_BYTES <= CLUSTER_FRAME_BYTES_MAX);
 const _: () = assert!(CLUSTER_FRAME_BYTES_MAX <= u32::MAX as usize);

@@ -209,6 +209,24 @@ pub fn bind_shared_listener(address: std::net::SocketAddr) -> std::io::Result<Tc
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
+/// Makes a connection fail once its peer has been unreachable for about `timeout`: data
+/// unacknowledged that long (TCP_USER_TIMEOUT), or keepalive probes unanswered while it is
+/// idle. A link across a network cut otherwise stays open through the cut, and once the cut
+/// heals carries nothing until TCP's retransmission backoff next fires, seconds to minutes
+/// later; closed, it is dialled again at once.
+pub fn fail_when_unreachable(stream: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_user_timeout(Some(timeout))?;
+    // Keepalive counts in whole seconds (zero is refused); the user timeout decides when
+    // unanswered probes end the connection.
+    let probe = Duration::from_secs((timeout.as_secs() / 2).max(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(probe)
+        .with_interval(probe)
+        .with_retries(2);
+    socket.set_tcp_keepalive(&keepalive)
+}
+
 /// A TCP socket listening on `address` with SO_REUSEADDR, and SO_REUSEPORT if `shared`.
 pub fn listening_socket(
     address: std::net::SocketAddr,

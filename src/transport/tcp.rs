@@ -15,6 +15,10 @@
 //! what is queued into frames of up to `CLUSTER_FRAME_COALESCE_BYTES`, so the messages of
 //! many Raft groups between two shards share one write.
 //!
+//! A link whose peer stops acknowledging (a cut network, a frozen host) fails after
+//! `CLUSTER_LINK_SILENCE_MS`, at both ends, and its dialer dials again: left open, it would
+//! carry nothing after the cut heals until TCP's retransmission backoff next fires.
+//!
 //! Per-shard: a `TcpTransport` lives on the executor that made it.
 
 use std::cell::{Cell, RefCell};
@@ -33,8 +37,8 @@ use super::{Deliver, Transport, TransportStats};
 use crate::ids::NodeId;
 use crate::limits::{
     CLUSTER_CONNECT_TIMEOUT_MS, CLUSTER_FRAME_COALESCE_BYTES, CLUSTER_HELLO_TIMEOUT_MS,
-    CLUSTER_LINK_QUEUE_BYTES_MAX, CLUSTER_PAYLOAD_BYTES_MAX, CLUSTER_RECONNECT_BACKOFF_MS_MAX,
-    CLUSTER_RECONNECT_BACKOFF_MS_MIN,
+    CLUSTER_LINK_QUEUE_BYTES_MAX, CLUSTER_LINK_SILENCE_MS, CLUSTER_PAYLOAD_BYTES_MAX,
+    CLUSTER_RECONNECT_BACKOFF_MS_MAX, CLUSTER_RECONNECT_BACKOFF_MS_MIN,
 };
 use crate::runtime::{self, TaskQueueHandle, TcpListener, TcpStream};
 use crate::sync::{Latch, Notify};
@@ -143,6 +147,10 @@ impl TcpTransport {
             tracing::warn!(?answer, "cluster listener: refused a link");
             return;
         };
+        // The reading end ends too when its peer is gone (the peer dials a new link).
+        if let Err(error) = runtime::fail_when_unreachable(&stream, link_silence()) {
+            tracing::warn!(from = ?hello.from, %error, "cluster link: no timeout for an unreachable peer");
+        }
         if hello.to.shard == self.local.shard {
             self.read_link(hello, stream).await;
             return;
@@ -264,6 +272,9 @@ impl TcpTransport {
         };
         // Raft messages are small and latency-bound; the writer coalesces them itself.
         let _ = stream.set_nodelay(true);
+        if let Err(error) = runtime::fail_when_unreachable(&stream, link_silence()) {
+            tracing::warn!(?to, %error, "cluster link: no timeout for an unreachable peer");
+        }
         let hello = Hello {
             from: self.local,
             to,
@@ -347,6 +358,10 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<Bytes>> {
     bytes[..4].copy_from_slice(&prefix);
     stream.read_exact(&mut bytes[4..]).await?;
     frame::decode_frame(bytes.freeze()).map_err(invalid)
+}
+
+fn link_silence() -> Duration {
+    Duration::from_millis(CLUSTER_LINK_SILENCE_MS)
 }
 
 /// `future`'s output, or None after `timeout_ms`.

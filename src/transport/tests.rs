@@ -13,6 +13,7 @@ use super::sim::{Faults, SimNetwork};
 use super::tcp::{PeerAddresses, TcpTransport};
 use super::{Address, Deliver, Hello, Transport};
 use crate::ids::{NodeId, ShardId};
+use crate::limits;
 use crate::runtime::{self, clock::SimClock, Latency, Mesh, Reply};
 use crate::sync::{Latch, Notify};
 
@@ -348,5 +349,24 @@ fn a_hello_for_another_node_is_refused_and_its_payloads_dropped() {
         }
         assert_eq!(confused.stats().sent.get(), 0);
         stop.raise();
+    });
+}
+
+/// A link's socket gives up on a silent peer: the kernel holds the link's user timeout, and
+/// probes an idle link every second (keepalive counts whole seconds: a shorter time would be
+/// refused, and the link left to TCP's defaults).
+#[test]
+fn a_link_socket_gives_up_on_a_silent_peer() {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    runtime::run_on_new_executor(move || async move {
+        let _listener = runtime::bind_shared_listener(listen).expect("bind");
+        let stream = runtime::TcpStream::connect(listen).await.expect("connect");
+        let silence = Duration::from_millis(limits::CLUSTER_LINK_SILENCE_MS);
+        runtime::fail_when_unreachable(&stream, silence).expect("the options are taken");
+        let socket = socket2::SockRef::from(&stream);
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(silence));
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.keepalive_time().unwrap(), Duration::from_secs(1));
+        assert_eq!(socket.keepalive_interval().unwrap(), Duration::from_secs(1));
     });
 }
