@@ -85,10 +85,10 @@ HEARTBEAT_MS = 250
 SESSION_MS = 3000
 CLIENT_PORT_BASE = 9100
 CLUSTER_PORT_BASE = 9200
-# A slow link: a token bucket this fast, queueing up to this long before dropping.
 # After a recovery failure, how long the harness watches for the stalled clients to recover
 # by themselves (a stall's length says which timeout ended it).
 STALL_WATCH_S = 240.0
+# A slow link: a token bucket this fast, queueing up to this long before dropping.
 SLOW_RATE = "1mbit"
 SLOW_LATENCY = "500ms"
 
@@ -624,10 +624,9 @@ class Harness:
             in_sync = view and {p: view["in_sync"].get(TOPIC, {}).get(p) for p in partitions}
             self.log(f"node {node}: leaders {leaders}, in sync {in_sync}, high watermarks "
                      f"{watermarks}")
-        started = time.monotonic()
-        keys, reads = silent, unread
-        if (self.wait_since(self.gaps, keys, healed, started + STALL_WATCH_S)
-                and self.wait_since(self.read_gaps, reads, healed, started + STALL_WATCH_S)):
+        until = time.monotonic() + STALL_WATCH_S
+        if (self.wait_since(self.gaps, silent, healed, until)
+                and self.wait_since(self.read_gaps, unread, healed, until)):
             self.log(f"recovered {time.monotonic() - healed:.1f}s after the heal")
         else:
             self.log(f"still not recovered {time.monotonic() - healed:.1f}s after the heal")

@@ -44,14 +44,17 @@ def start_cluster(broker_factory, session_ms: int = SESSION_MS, balance_ms: int 
 
 
 def wait_formed(nodes: dict, timeout_s: float = 60) -> None:
-    """Until the first of `nodes` lists every one of them, and a controller among them."""
-    first = next(iter(nodes.values()))
-
+    """Until every one of `nodes` lists all of them, and a controller among them. Each node
+    is asked: a node always lists itself (so that clients reach it), and others only once
+    they are registered and not fenced."""
     def formed():
-        try:
-            found = metadata_v1(first.host, first.port)
-        except (OSError, ValueError):
-            return False
-        return len(found["brokers"]) == len(nodes) and found["controller"] in nodes
+        for node in nodes.values():
+            try:
+                found = metadata_v1(node.host, node.port)
+            except (OSError, ValueError):
+                return False
+            if set(found["brokers"]) != set(nodes) or found["controller"] not in nodes:
+                return False
+        return True
 
     wait_until(formed, timeout_s, "every node registered with a controller")
