@@ -397,11 +397,12 @@ class Checker:
                                                   f"{offset} and @{seen[key]}")
                     continue
                 seen[key] = offset
-                if last_new.get(producer, -1) > sequence and not self.producers[producer].keeps_order:
-                    self.reordered += 1
-                elif last_new.get(producer, -1) > sequence:
-                    self.fail("order", f"{kind} p{producer} s{sequence} at {partition}@{offset} "
-                                       f"after s{last_new[producer]}")
+                if last_new.get(producer, -1) > sequence:
+                    if self.producers[producer].keeps_order:
+                        self.fail("order", f"{kind} p{producer} s{sequence} at "
+                                           f"{partition}@{offset} after s{last_new[producer]}")
+                    else:
+                        self.reordered += 1
                 last_new[producer] = sequence
         return duplicates
 
