@@ -59,7 +59,7 @@ import urllib.request
 import warnings
 from array import array
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

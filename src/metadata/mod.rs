@@ -125,13 +125,15 @@ pub enum MetadataRecord {
     AclCreated { binding: AclBinding },
     /// An ACL was deleted (KRaft's RemoveAccessControlEntryRecord).
     AclDeleted { binding: AclBinding },
-    /// A node of a cluster registered, or changed what it registered (KRaft's
-    /// RegisterBrokerRecord): where clients reach it, its rack and its shard count.
+    /// A node of a cluster registered, as it does once per start (KRaft's
+    /// RegisterBrokerRecord): where clients reach it, its rack and its shard count. It is
+    /// fenced until it has caught up with the metadata log.
     BrokerRegistered(BrokerRegistration),
     /// The active controller has not heard from a node within its session timeout (KRaft's
     /// BrokerRegistrationChangeRecord fencing it): clients are not sent there.
     BrokerFenced { node: NodeId },
-    /// A fenced node is heard from again.
+    /// A fenced node is heard from again, and has applied the metadata log as far as the
+    /// controller had when it first asked.
     BrokerUnfenced { node: NodeId },
     /// Client quotas of one entity were set (`Some`) or removed (KRaft's ClientQuotaRecord).
     ClientQuotasAltered {

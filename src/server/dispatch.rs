@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::{select, Either};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
 use super::quotas::{QuotaCharge, Timed};
@@ -67,13 +68,40 @@ pub async fn raw_sasl_token(
     connection: &Rc<ConnectionContext>,
     token: Bytes,
 ) -> Response {
+    if let Err(response) = caught_up(shard).await {
+        return response;
+    }
     handlers::sasl_authenticate::raw_token(shard, connection, token).await
+}
+
+/// Waits until this node may answer clients (`Shard::caught_up`): a cluster node restarted
+/// answers nothing but ApiVersions before it has caught up with the metadata log, where its
+/// topics, leaders, ACLs and credentials are still those it had when it stopped. Err closes
+/// the connection when the node stops first.
+async fn caught_up(shard: &Shard) -> Result<(), Response> {
+    if shard.caught_up.is_raised() {
+        return Ok(());
+    }
+    let waited = select(
+        Box::pin(shard.caught_up.wait()),
+        Box::pin(shard.shutdown.wait()),
+    )
+    .await;
+    match waited {
+        Either::Left(_) => Ok(()),
+        Either::Right(_) => Err(Response::Close("the node is stopping".into())),
+    }
 }
 
 async fn run(ctx: RequestContext, body: RequestBody) -> Response {
     // Before authentication (or once a session expired) only the SASL APIs are served.
     if let Err(reason) = ctx.connection.session.admit(ctx.api_key) {
         return Response::Close(reason);
+    }
+    if ctx.api_key != ApiKey::ApiVersions {
+        if let Err(response) = caught_up(&ctx.shard).await {
+            return response;
+        }
     }
     let body = match body {
         RequestBody::Decoded(body) => body,

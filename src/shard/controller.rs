@@ -77,6 +77,10 @@ pub struct Controller {
     applied_moved: Notify,
     /// When each node was last heard from, while this controller is the active one.
     heartbeats: RefCell<HashMap<NodeId, Instant>>,
+    /// What each fenced node must have applied of the metadata log before it is unfenced:
+    /// all this controller had applied when the node first asked (Kafka's brokers catch up
+    /// with the metadata log before they are unfenced).
+    catching_up: RefCell<HashMap<NodeId, i64>>,
 }
 
 /// Where the metadata log is.
@@ -106,6 +110,7 @@ impl Controller {
             node,
             applied_moved: Notify::new(),
             heartbeats: RefCell::default(),
+            catching_up: RefCell::default(),
         })
     }
 
@@ -309,7 +314,11 @@ impl Controller {
             ControllerCall::Heartbeat {
                 node,
                 shutting_down,
-            } => ControllerAnswer::Heartbeat(self.heartbeat(shard, node, shutting_down).await),
+                applied,
+            } => ControllerAnswer::Heartbeat(match shutting_down {
+                true => self.fence_for_shutdown(shard, node).await.map(|()| None),
+                false => self.heartbeat(shard, node, applied).await,
+            }),
             ControllerCall::DescribeQuorum => ControllerAnswer::Quorum(self.quorum_state()?),
         })
     }
@@ -611,55 +620,99 @@ impl Controller {
         Ok((first, end))
     }
 
-    /// Records what a node registers, unless it registered exactly that already.
+    /// Records a node's registration, once per start of the node: the new incarnation is
+    /// fenced until it has caught up with the metadata log (`heartbeat`), so that neither it
+    /// nor other nodes send clients to it while its view of the cluster is the one it had
+    /// before it stopped. Answers the offset the registration is applied below.
     async fn register_broker(
         &self,
         shard: &impl ControllerHost,
         registration: BrokerRegistration,
-    ) -> Result<(), String> {
+    ) -> Result<i64, String> {
         let _permit = self.serially().await.map_err(|(_, message)| message)?;
-        if shard.table().broker(registration.node) != Some(&registration) {
-            let node = registration.node;
-            let record = MetadataRecord::BrokerRegistered(registration);
-            self.commit(shard, record)
-                .await
-                .map_err(|(_, message)| message)?;
-            tracing::info!(%node, "broker registered");
-        }
+        let node = registration.node;
+        let record = MetadataRecord::BrokerRegistered(registration);
+        self.commit(shard, record)
+            .await
+            .map_err(|(_, message)| message)?;
+        self.catching_up.borrow_mut().remove(&node);
+        tracing::info!(%node, "broker registered");
         self.observe_brokers(shard);
-        Ok(())
+        Ok(self.applied(shard))
     }
 
-    /// A registered node is alive: noted, and a fenced one unfenced. One shutting down is
-    /// fenced now.
+    /// A registered node is alive: noted, and a fenced one unfenced once it has applied
+    /// everything this controller had applied when it first asked; until then the answer
+    /// says how far it must get.
     async fn heartbeat(
         &self,
         shard: &impl ControllerHost,
         node: NodeId,
-        shutting_down: bool,
+        applied: i64,
+    ) -> Result<Option<i64>, String> {
+        if shard.table().broker(node).is_none() {
+            return Err(format!("node {node} is not registered"));
+        }
+        self.heartbeats.borrow_mut().insert(node, clock::now());
+        if !shard.table().is_fenced(node) {
+            return Ok(None);
+        }
+        let _permit = self.serially().await.map_err(|(_, message)| message)?;
+        if !shard.table().is_fenced(node) {
+            return Ok(None);
+        }
+        let target = *self
+            .catching_up
+            .borrow_mut()
+            .entry(node)
+            .or_insert_with(|| self.applied(shard));
+        if applied < target {
+            return Ok(Some(target));
+        }
+        let record = MetadataRecord::BrokerUnfenced { node };
+        self.commit(shard, record)
+            .await
+            .map_err(|(_, message)| message)?;
+        self.catching_up.borrow_mut().remove(&node);
+        tracing::info!(%node, "broker unfenced: heard from and caught up");
+        Ok(None)
+    }
+
+    /// A node shutting down is fenced now, as Kafka's controlled shutdown, instead of after
+    /// its session.
+    async fn fence_for_shutdown(
+        &self,
+        shard: &impl ControllerHost,
+        node: NodeId,
     ) -> Result<(), String> {
         if shard.table().broker(node).is_none() {
             return Err(format!("node {node} is not registered"));
         }
         self.heartbeats.borrow_mut().insert(node, clock::now());
-        if shard.table().is_fenced(node) != shutting_down {
-            let _permit = self.serially().await.map_err(|(_, message)| message)?;
-            if shard.table().is_fenced(node) != shutting_down {
-                let record = if shutting_down {
-                    MetadataRecord::BrokerFenced { node }
-                } else {
-                    MetadataRecord::BrokerUnfenced { node }
-                };
-                self.commit(shard, record)
-                    .await
-                    .map_err(|(_, message)| message)?;
-                match shutting_down {
-                    true => tracing::info!(%node, "broker fenced: it is shutting down"),
-                    false => tracing::info!(%node, "broker unfenced: heard from again"),
-                }
-            }
+        if shard.table().is_fenced(node) {
+            return Ok(());
+        }
+        let _permit = self.serially().await.map_err(|(_, message)| message)?;
+        if !shard.table().is_fenced(node) {
+            self.commit(shard, MetadataRecord::BrokerFenced { node })
+                .await
+                .map_err(|(_, message)| message)?;
+            tracing::info!(%node, "broker fenced: it is shutting down");
         }
         Ok(())
+    }
+
+    /// The metadata log offset below which every shard of this node has applied the log.
+    pub fn applied(&self, shard: &impl ControllerHost) -> i64 {
+        match &self.log {
+            MetadataLog::Local(_) => shard.table().revision(),
+            MetadataLog::Quorum(quorum) => quorum.applied.get().get(),
+        }
+    }
+
+    /// Ready when this node has applied more of the metadata log (in a cluster).
+    pub fn applied_moved(&self) -> crate::sync::Notified<'_> {
+        self.applied_moved.notified()
     }
 
     /// The active controller, on taking office: every registered node gets a full session
@@ -670,6 +723,7 @@ impl Controller {
         let mut heartbeats = self.heartbeats.borrow_mut();
         heartbeats.clear();
         heartbeats.extend(nodes.into_iter().map(|node| (node, now)));
+        self.catching_up.borrow_mut().clear();
     }
 
     /// Fences every registered node not heard from within `session`.
@@ -702,7 +756,10 @@ impl Controller {
                 .commit(shard, MetadataRecord::BrokerFenced { node })
                 .await
             {
-                Ok(()) => tracing::warn!(%node, ?session, "broker fenced: not heard from"),
+                Ok(()) => {
+                    self.catching_up.borrow_mut().remove(&node);
+                    tracing::warn!(%node, ?session, "broker fenced: not heard from")
+                }
                 Err((_, message)) => tracing::warn!(%node, %message, "cannot fence a broker"),
             }
         }

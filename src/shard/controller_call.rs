@@ -42,13 +42,17 @@ pub enum ControllerCall {
     AllocateProducerIds,
     /// Config changes, partition increases, users, ACLs and quotas.
     Commands(Vec<ControllerCommand>),
-    /// A node of the cluster says where clients reach it.
+    /// A node of the cluster, once per start, says where clients reach it (it is fenced
+    /// until it has caught up with the metadata log).
     RegisterBroker(BrokerRegistration),
-    /// A registered node says it is alive, or that it is shutting down (it is fenced at
+    /// A registered node says it is alive and how far it has applied the metadata log (the
+    /// offset of the next record it applies), or that it is shutting down (it is fenced at
     /// once, as Kafka's controlled shutdown, instead of after its session).
     Heartbeat {
         node: NodeId,
         shutting_down: bool,
+        #[serde(default)]
+        applied: i64,
     },
     /// The metadata quorum as its leader knows it (DescribeQuorum).
     DescribeQuorum,
@@ -60,9 +64,12 @@ pub enum ControllerAnswer {
     Topics(Vec<TopicResult>),
     ProducerIds(Result<(i64, i64), String>),
     Commands(Vec<AdminResult>),
-    Registered(Result<(), String>),
+    /// Ok: the metadata log offset the registration is applied below; the node serves
+    /// clients once it has applied that far and is unfenced.
+    Registered(Result<i64, String>),
+    /// Ok(Some(offset)): the node stays fenced until it has applied the log below `offset`.
     /// Err: the node is not registered (it registers again).
-    Heartbeat(Result<(), String>),
+    Heartbeat(Result<Option<i64>, String>),
     Quorum(GroupState),
 }
 

@@ -53,6 +53,8 @@ pub enum ShardRequest {
     PartitionSizes(Reply<Vec<(TopicPartition, u64)>>),
     /// Start the Kafka listener; the reply says whether it could bind.
     StartServing(Reply<Result<(), String>>),
+    /// This node has caught up with the metadata log: answer clients (`Shard::caught_up`).
+    CaughtUp(Reply<()>),
     /// A consumer-group operation for the group's coordinator (see `crate::group`). JoinGroup
     /// and SyncGroup replies may take a whole rebalance.
     Group(crate::group::GroupCall, Reply<crate::group::GroupReply>),

@@ -78,6 +78,11 @@ pub struct Shard {
     pub config: Arc<Config>,
     pub queues: Queues,
     pub shutdown: Rc<Latch>,
+    /// Raised once this node may answer clients: at once on a single node; in a cluster once
+    /// it has registered and caught up with the metadata log since it started (Kafka
+    /// enables request processing only then), so that it never answers from the view it
+    /// had before it stopped (leaders, topics, ACLs, credentials).
+    pub caught_up: Latch,
     pub connections: ConnectionCount,
     /// This shard's client-quota buckets (see `quota::throttle`).
     pub quotas: Throttle,
@@ -170,6 +175,7 @@ pub async fn run(
         config,
         queues,
         shutdown,
+        caught_up: Latch::default(),
         connections: ConnectionCount::default(),
         quotas: Throttle::default(),
         serving,
@@ -271,6 +277,9 @@ impl Shard {
             .map_err(anyhow::Error::msg)?;
         if self.cluster.get().is_none() {
             self.ensure_offsets_topic().await?;
+            for shard in ShardId::all(self.count) {
+                self.open_to_clients(shard).await;
+            }
         } else {
             self.check_own_shards()?;
             self.follow_quorum(controller.clone());
@@ -300,6 +309,15 @@ impl Shard {
             "corelog is ready"
         );
         Ok(())
+    }
+
+    /// Lets `shard` answer clients (see `Shard::caught_up`).
+    pub(super) async fn open_to_clients(&self, shard: ShardId) {
+        if shard == self.id {
+            self.caught_up.raise();
+        } else {
+            self.call(shard, ShardRequest::CaughtUp).await;
+        }
     }
 
     /// The start-up port check and our SO_REUSEPORT bind are not atomic: a broker that bound
@@ -387,6 +405,10 @@ impl Shard {
             ShardRequest::Metrics(reply) => reply.send(self.metrics_snapshot()),
             ShardRequest::PartitionSizes(reply) => reply.send(self.partition_sizes()),
             ShardRequest::StartServing(reply) => reply.send(self.serving.start_listeners(&self)),
+            ShardRequest::CaughtUp(reply) => {
+                self.caught_up.raise();
+                reply.send(());
+            }
             ShardRequest::Group(call, reply) => {
                 reply.send(crate::group::handle_local(&self, call).await)
             }

@@ -131,8 +131,8 @@ impl Shard {
     pub(super) fn follow_quorum(self: &Rc<Self>, controller: Rc<Controller>) {
         let queue = self.queues.requests;
         runtime::spawn_into(queue, controller.clone().follow(self.clone()));
-        runtime::spawn_into(queue, self.clone().watch_controller(controller));
-        runtime::spawn_into(queue, self.clone().keep_alive());
+        runtime::spawn_into(queue, self.clone().watch_controller(controller.clone()));
+        runtime::spawn_into(queue, self.clone().keep_alive(controller));
     }
 
     /// Tells every shard which node leads the metadata quorum whenever that changes, and
@@ -164,8 +164,8 @@ impl Shard {
     /// What the active controller does unasked while it leads, every heartbeat interval:
     /// fence the nodes it has not heard from within their session, have the broker-only
     /// nodes follow the metadata log, and create
-    /// `__consumer_offsets` once every voter has registered, so that its partitions spread
-    /// over all of them.
+    /// `__consumer_offsets` once as many nodes as there are voters are registered and
+    /// unfenced, so that its partitions spread over all of them.
     async fn lead(self: Rc<Self>, controller: Rc<Controller>) {
         let config = self.config.cluster.as_ref().expect("a cluster node");
         let interval = Duration::from_millis(config.heartbeat_interval_ms);
@@ -175,7 +175,7 @@ impl Shard {
             controller.fence_silent_brokers(&self, session).await;
             controller.observe_brokers(&self);
             let offsets_missing = self.table().topic(crate::group::OFFSETS_TOPIC).is_none();
-            if offsets_missing && self.table().brokers().count() >= config.voters.len() {
+            if offsets_missing && self.unfenced_brokers() >= config.voters.len() {
                 if let Err(error) = self.ensure_offsets_topic().await {
                     tracing::warn!("{error:#}; trying again");
                 }
@@ -185,42 +185,109 @@ impl Shard {
         }
     }
 
+    fn unfenced_brokers(&self) -> usize {
+        let table = self.table();
+        table.brokers().filter(|b| !table.is_fenced(b.node)).count()
+    }
+
     /// Registers this node with the active controller (where clients reach it, its shard
-    /// count) until its table holds the registration, then tells the controller every
-    /// heartbeat interval that it is alive, until the node stops.
-    async fn keep_alive(self: Rc<Self>) {
+    /// count), once per start, then tells the controller every heartbeat interval that it is
+    /// alive and how far it has applied the metadata log, until the node stops. While the
+    /// controller keeps it fenced until it has caught up, the next heartbeat goes as soon as
+    /// it has; once its own table shows it registered and unfenced, every shard answers
+    /// clients.
+    async fn keep_alive(self: Rc<Self>, controller: Rc<Controller>) {
         let config = self.config.cluster.as_ref().expect("a cluster node");
         let interval = Duration::from_millis(config.heartbeat_interval_ms);
         let registration = self.registration();
-        let mut registered = false;
+        let node = registration.node;
+        // The offset this start's registration is applied below, once registered.
+        let mut registered_below = None;
         // A node shutting down says so once (`controlled_shutdown`), and no more heartbeats.
         while !self.shutdown.is_raised() {
-            let known = self.table().broker(registration.node) == Some(&registration);
-            if known && !registered {
-                tracing::info!(node = %registration.node, "registered with the controller");
-            }
-            registered = known;
-            let call = if known {
-                ControllerCall::Heartbeat {
-                    node: registration.node,
+            let call = match registered_below {
+                None => ControllerCall::RegisterBroker(registration.clone()),
+                Some(_) => ControllerCall::Heartbeat {
+                    node,
                     shutting_down: false,
-                }
-            } else {
-                ControllerCall::RegisterBroker(registration.clone())
+                    applied: controller.applied(&self),
+                },
             };
+            // Wait for the next heartbeat until this offset is applied, or for the interval.
+            let mut catch_up_to: Option<i64> = None;
             match self.call_controller(call).await {
-                Some(ControllerAnswer::Registered(Err(error)))
-                | Some(ControllerAnswer::Heartbeat(Err(error))) => {
+                Some(ControllerAnswer::Registered(Ok(offset))) => {
+                    tracing::info!(%node, "registered with the controller");
+                    registered_below = Some(offset);
+                    let opening = self.clone().open_when_caught_up(
+                        controller.clone(),
+                        registration.clone(),
+                        offset,
+                    );
+                    runtime::spawn_into(self.queues.requests, opening);
+                    continue;
+                }
+                Some(ControllerAnswer::Heartbeat(Ok(target))) => catch_up_to = target,
+                Some(ControllerAnswer::Heartbeat(Err(error))) => {
+                    tracing::debug!(%error, "the controller refused the heartbeat; registering again");
+                    registered_below = None;
+                }
+                Some(ControllerAnswer::Registered(Err(error))) => {
                     tracing::debug!(%error, "the controller refused; trying again")
                 }
                 Some(_) => {}
                 None => tracing::debug!("no controller reachable yet"),
             }
-            let pause = runtime::sleep(interval);
+            let (shard, controller) = (&self, &controller);
+            let pause = async move {
+                let Some(target) = catch_up_to else {
+                    return runtime::sleep(interval).await;
+                };
+                let applied = async {
+                    loop {
+                        let moved = controller.applied_moved();
+                        if controller.applied(shard) >= target {
+                            return;
+                        }
+                        moved.await;
+                    }
+                };
+                select(Box::pin(applied), Box::pin(runtime::sleep(interval))).await;
+            };
             if let Either::Right(_) = select(Box::pin(pause), Box::pin(self.shutdown.wait())).await
             {
                 return;
             }
+        }
+    }
+
+    /// Lets every shard answer clients once this node's table holds this start's
+    /// registration (applied below `registered_below`) and shows the node unfenced, which
+    /// the controller records only once the node has caught up. One task per registration;
+    /// it ends when another got there first or the node stops.
+    async fn open_when_caught_up(
+        self: Rc<Self>,
+        controller: Rc<Controller>,
+        registration: BrokerRegistration,
+        registered_below: i64,
+    ) {
+        let node = registration.node;
+        while !self.shutdown.is_raised() && !self.caught_up.is_raised() {
+            let moved = controller.applied_moved();
+            let ready = {
+                let table = self.table();
+                controller.applied(&self) >= registered_below
+                    && table.broker(node) == Some(&registration)
+                    && !table.is_fenced(node)
+            };
+            if ready {
+                for shard in ShardId::all(self.count) {
+                    self.open_to_clients(shard).await;
+                }
+                tracing::info!(%node, "caught up with the metadata log: answering clients");
+                return;
+            }
+            select(Box::pin(moved), Box::pin(self.shutdown.wait())).await;
         }
     }
 
@@ -268,6 +335,7 @@ impl Shard {
         let call = ControllerCall::Heartbeat {
             node: me,
             shutting_down: true,
+            applied: 0,
         };
         let deadline = Duration::from_millis(limits::CONTROLLED_SHUTDOWN_TIMEOUT_MS);
         let answered = select(
@@ -276,7 +344,7 @@ impl Shard {
         )
         .await;
         match answered {
-            Either::Left((Some(ControllerAnswer::Heartbeat(Ok(()))), _)) => {
+            Either::Left((Some(ControllerAnswer::Heartbeat(Ok(_))), _)) => {
                 tracing::info!(node = %me, "fenced for the shutdown")
             }
             _ => {

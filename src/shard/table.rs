@@ -275,7 +275,8 @@ impl ShardTable {
         self.brokers.get(&node)
     }
 
-    /// Whether `node` is registered and fenced (not heard from within its session).
+    /// Whether `node` is registered and fenced (not heard from within its session, or not
+    /// caught up with the metadata log since it registered).
     pub fn is_fenced(&self, node: NodeId) -> bool {
         self.fenced.contains(&node)
     }
@@ -554,8 +555,9 @@ impl ShardTable {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
             MetadataRecord::BrokerRegistered(registration) => {
-                // A node registers when it starts: it is alive.
-                self.fenced.remove(&registration.node);
+                // A node registers when it starts, and is fenced until it has caught up
+                // with the metadata log (`BrokerUnfenced`).
+                self.fenced.insert(registration.node);
                 self.brokers.insert(registration.node, registration.clone());
                 change.brokers_registered = true;
             }

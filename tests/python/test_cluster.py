@@ -320,6 +320,62 @@ def test_controller_fails_over_and_its_node_rejoins(cluster):
     assert read_all(cluster[controller].bootstrap, "kept", 6, 300) == expected_values(6, 300)
 
 
+def test_a_restarted_node_answers_clients_only_once_caught_up(cluster):
+    """A node that restarts holds the metadata it had when it stopped: until it has caught up
+    with the quorum it answers nothing but ApiVersions (Kafka opens its request processing
+    only then), and the controller keeps it fenced, so no client is sent to it and none is
+    told the topics and leaders of its past."""
+    wait_until(lambda: agreed_controller(cluster, NODES), what="one controller named by every node")
+    cluster[3].stop(signal.SIGKILL)
+    wait_until(lambda: agreed_controller(cluster, (1, 2)), what="node 3 fenced by the others")
+    create_topic(cluster[1].bootstrap, "made-while-down", 2, replication=2)
+    wait_until(lambda: led_by(cluster, (1, 2), "made-while-down"), what="the new topic led")
+    # With the quorum frozen, node 3 cannot catch up: it must not answer from its old view
+    # (the build before this answered at once, without the new topic).
+    cluster[1].pause()
+    cluster[2].pause()
+    try:
+        cluster[3].start()  # waits for ApiVersions, which is answered
+        assert view(cluster[3]) is None, "a node that has not caught up answered Metadata"
+    finally:
+        cluster[1].resume()
+        cluster[2].resume()
+    found = wait_until(lambda: view(cluster[3]), what="node 3 answering once caught up")
+    assert "made-while-down" in found["topics"], found
+    wait_until(lambda: agreed_controller(cluster, NODES), what="node 3 listed by every node again")
+
+
+def test_a_leader_without_its_quorum_does_not_name_itself(cluster):
+    """A leader that loses its followers steps down, while the metadata it can no longer
+    update still names it: its NOT_LEADER_OR_FOLLOWER answers name no leader (KIP-951), where
+    naming itself sent clients straight back to it."""
+    wait_until(lambda: agreed_controller(cluster, NODES), what="one controller named by every node")
+    create_topic(cluster[1].bootstrap, "deposed", 1, replication=3)
+    leader = wait_until(lambda: led_by(cluster, NODES, "deposed"), what="the topic led")[0]
+    others = [node for node in NODES if node != leader]
+    broker = cluster[leader]
+    for node in others:
+        cluster[node].pause()
+    # A record wakes the partition's group (idle, it is quiescent); its leader then hears
+    # from no follower within an election timeout and steps down.
+    producer = ck_producer(broker.bootstrap, **{"message.timeout.ms": 5000})
+
+    def refused() -> dict | None:
+        answer = produce_v11_nothing(broker.host, broker.port, "deposed", 0)
+        return answer if answer["error"] == KafkaError.NOT_LEADER_FOR_PARTITION else None
+
+    try:
+        producer.produce("deposed", b"x", partition=0)
+        producer.poll(0)
+        answer = wait_until(refused, what="the leader without its quorum refusing produce")
+        assert view(broker)["topics"]["deposed"][0] == leader, "the metadata moved without a quorum"
+        assert answer["current_leader"] is None, answer
+    finally:
+        for node in others:
+            cluster[node].resume()
+    producer.flush(30)
+
+
 def test_a_single_nodes_data_directory_is_refused_by_a_cluster_node(broker_factory, topic):
     """Its metadata log has no Raft state: a cluster node must not take it for the quorum's."""
     single = broker_factory()

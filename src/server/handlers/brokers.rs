@@ -75,7 +75,7 @@ pub fn broker(ctx: &RequestContext, node: NodeId) -> Option<Broker> {
 }
 
 /// The leader of `topic`'s `partition` and its epoch as this node's metadata knows them,
-/// unless unknown or fenced: what a NOT_LEADER_OR_FOLLOWER answer names (KIP-951).
+/// unless unknown or fenced.
 pub fn known_leader(
     ctx: &RequestContext,
     topic: &str,
@@ -84,6 +84,19 @@ pub fn known_leader(
     let table = ctx.shard.table();
     let leader = table.topic(topic)?.leader(partition);
     leader.filter(|(node, _)| !table.is_fenced(*node))
+}
+
+/// What a NOT_LEADER_OR_FOLLOWER answer names (KIP-951): the known leader, unless it is this
+/// node. This node refuses because its replica does not lead, whatever the metadata last
+/// recorded (a deposed leader cut off from the controller still reads itself there), and
+/// naming itself would send the client straight back.
+pub fn leader_elsewhere(
+    ctx: &RequestContext,
+    topic: &str,
+    partition: PartitionId,
+) -> Option<(NodeId, LeaderEpoch)> {
+    let here = ctx.shard.config.node_id;
+    known_leader(ctx, topic, partition).filter(|(node, _)| *node != here)
 }
 
 /// The cluster id clients are told: one per set of controller voters, so that every node of

@@ -20,7 +20,7 @@ use futures::future::join_all;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
-use super::brokers::known_leader;
+use super::brokers::leader_elsewhere;
 use crate::ids::{NodeId, Offset, PartitionId};
 use crate::limits;
 use crate::partition::{FetchInput, FetchOutput, TopicPartition};
@@ -154,7 +154,7 @@ async fn read_once(
                     }
                     if names_leader && data.error_code == ResponseError::NotLeaderOrFollower.code()
                     {
-                        data.current_leader = known_leader(ctx, topic.topic.0.as_str(), index)
+                        data.current_leader = leader_elsewhere(ctx, topic.topic.0.as_str(), index)
                             .map(|(leader, epoch)| (leader.get(), epoch.get()));
                     }
                     data

@@ -16,7 +16,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use super::brokers::{brokers, known_leader};
+use super::brokers::{brokers, leader_elsewhere};
 use super::{auto_create_topics, str_bytes};
 use crate::ids::{Offset, PartitionId};
 use crate::metadata::validate_topic_name;
@@ -94,7 +94,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
 const CURRENT_LEADER_VERSION_MIN: i16 = 10;
 
 /// KIP-951: each partition answered NOT_LEADER_OR_FOLLOWER gets the leader and epoch this
-/// node's metadata knows (none while the leader is unknown or fenced), and the response the
+/// node's metadata knows (none while the leader is unknown, fenced or this node), and the response the
 /// endpoints of those leaders on the client's listener.
 fn point_at_leaders(ctx: &RequestContext, response: &mut ProduceResponse) {
     let not_leader = ResponseError::NotLeaderOrFollower.code();
@@ -105,7 +105,7 @@ fn point_at_leaders(ctx: &RequestContext, response: &mut ProduceResponse) {
                 continue;
             }
             let index = PartitionId(partition.index);
-            let Some((leader, epoch)) = known_leader(ctx, topic.name.0.as_str(), index) else {
+            let Some((leader, epoch)) = leader_elsewhere(ctx, topic.name.0.as_str(), index) else {
                 continue;
             };
             partition.current_leader = LeaderIdAndEpoch::default()
