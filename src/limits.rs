@@ -166,6 +166,11 @@ pub const REPLICA_LAG_TIME_MAX_MS: u64 = 30_000;
 /// A replicated partition's new leader tells the controller again after this long when its
 /// report did not get through.
 pub const LEADER_REPORT_RETRY_MS: u64 = 500;
+/// How long a leader's report waits for the controller's answer before it counts as lost
+/// (node-to-node links drop what they cannot deliver) and is sent again: as long as a
+/// link is given to show it is alive. Until a report gets through, clients are told the
+/// previous leader.
+pub const LEADER_REPORT_TIMEOUT_MS: u64 = CLUSTER_LINK_SILENCE_MS;
 /// How often a shard looks at the partitions it leads that are being reassigned (besides
 /// every change of its metadata): each is handed its target, and a reached target is
 /// reported to the controller.

@@ -92,22 +92,39 @@ fn encode(kind: u8, id: u64, body: &impl Serialize) -> Bytes {
 }
 
 impl Shard {
-    /// Runs `call` on the active controller; None when none can be reached.
+    /// Runs `call` on the active controller; None when none can be reached, or no answer
+    /// came from another node within `CONTROLLER_CALL_TIMEOUT_MS`.
     pub async fn call_controller(
         self: &Rc<Self>,
         call: ControllerCall,
     ) -> Option<ControllerAnswer> {
+        let patience = Duration::from_millis(limits::CONTROLLER_CALL_TIMEOUT_MS);
+        self.call_controller_within(call, patience).await
+    }
+
+    /// `call_controller` for a call that is repeated anyway (a heartbeat, a leadership
+    /// report), giving up on another node's answer after `patience`. Node-to-node links drop
+    /// what they cannot deliver (a cut, a link that failed), so a call can be lost; such a
+    /// call is better sent again soon than waited for the whole timeout (a heartbeat lost in
+    /// a network cut kept its node fenced 10 s after the heal).
+    pub async fn call_controller_within(
+        self: &Rc<Self>,
+        call: ControllerCall,
+        patience: Duration,
+    ) -> Option<ControllerAnswer> {
         if self.id != ShardId(0) {
             let reply = self
-                .call(ShardId(0), |tx| ShardRequest::ControllerCall(call, tx))
+                .call(ShardId(0), |tx| {
+                    ShardRequest::ControllerCall(call, patience, tx)
+                })
                 .await;
             return reply.flatten();
         }
         let controller = self.controller.borrow().clone()?;
         match controller.leader() {
             Some(node) if node == self.config.node_id => controller.run(self, call).await,
-            Some(node) => self.forward_to_controller(node, call, true).await,
-            None => self.ask_voters(call).await,
+            Some(node) => self.forward_to_controller(node, call, true, patience).await,
+            None => self.ask_voters(call, patience).await,
         }
     }
 
@@ -115,7 +132,11 @@ impl Shard {
     /// leader's answer is taken (only the leader runs it; the others answer None at once, and
     /// a voter that is down costs no more than the rest). None on a voter, and when no voter
     /// answers.
-    async fn ask_voters(self: &Rc<Self>, call: ControllerCall) -> Option<ControllerAnswer> {
+    async fn ask_voters(
+        self: &Rc<Self>,
+        call: ControllerCall,
+        patience: Duration,
+    ) -> Option<ControllerAnswer> {
         let config = self.config.cluster.as_ref()?;
         if config.is_voter(self.config.node_id) {
             return None;
@@ -123,7 +144,7 @@ impl Shard {
         let mut asked: FuturesUnordered<_> = config
             .voter_ids()
             .into_iter()
-            .map(|voter| self.forward_to_controller(voter, call.clone(), false))
+            .map(|voter| self.forward_to_controller(voter, call.clone(), false, patience))
             .collect();
         while let Some(answer) = asked.next().await {
             if answer.is_some() {
@@ -133,8 +154,8 @@ impl Shard {
         None
     }
 
-    /// Sends `call` to shard 0 of `node` and waits for its answer: at most
-    /// `CONTROLLER_CALL_TIMEOUT_MS`, and, when `node` was asked as the leader (`as_leader`),
+    /// Sends `call` to shard 0 of `node` and waits for its answer: at most `patience`, and,
+    /// when `node` was asked as the leader (`as_leader`),
     /// only while this node still knows it as the leader. A call to a controller that died or
     /// was deposed then ends as soon as a new leader is known, and the caller asks that one:
     /// a broker's heartbeats must not wait out the timeout, or the new controller fences
@@ -144,6 +165,7 @@ impl Shard {
         node: NodeId,
         call: ControllerCall,
         as_leader: bool,
+        patience: Duration,
     ) -> Option<ControllerAnswer> {
         let cluster = self.cluster.get()?;
         let id = cluster.next_call_id();
@@ -154,7 +176,7 @@ impl Shard {
             shard: ShardId(0),
         };
         cluster.transport.send(to, encode(CALL, id, &call));
-        let timeout = runtime::sleep(Duration::from_millis(limits::CONTROLLER_CALL_TIMEOUT_MS));
+        let timeout = runtime::sleep(patience);
         let quorum = self
             .controller
             .borrow()

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
+use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 
@@ -38,7 +39,7 @@ pub enum ShardRequest {
     Watch(WatchInput, Reply<()>),
     /// To shard 0: a call on the controller (run there, or forwarded to the node that leads
     /// the metadata quorum); None when no controller can be reached.
-    ControllerCall(ControllerCall, Reply<Option<ControllerAnswer>>),
+    ControllerCall(ControllerCall, Duration, Reply<Option<ControllerAnswer>>),
     /// From shard 0 to the others: the node that leads the metadata quorum now.
     ControllerMoved(Option<NodeId>, Reply<()>),
     /// A node-to-node link that landed on another shard and names this one.

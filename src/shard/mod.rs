@@ -388,8 +388,8 @@ impl Shard {
                 self.watch_local(input).await;
                 reply.send(());
             }
-            ShardRequest::ControllerCall(call, reply) => {
-                reply.send(self.call_controller(call).await)
+            ShardRequest::ControllerCall(call, patience, reply) => {
+                reply.send(self.call_controller_within(call, patience).await)
             }
             ShardRequest::ControllerMoved(leader, reply) => {
                 if let Some(cluster) = self.cluster.get() {

@@ -215,7 +215,13 @@ impl Shard {
             };
             // Wait for the next heartbeat until this offset is applied, or for the interval.
             let mut catch_up_to: Option<i64> = None;
-            match self.call_controller(call).await {
+            // A heartbeat lost on the way (a link cut) is not waited for beyond the interval:
+            // the next one goes instead. A registration records, and waits longer.
+            let answer = match registered_below {
+                None => self.call_controller(call).await,
+                Some(_) => self.call_controller_within(call, interval).await,
+            };
+            match answer {
                 Some(ControllerAnswer::Registered(Ok(offset))) => {
                     tracing::info!(%node, "registered with the controller");
                     registered_below = Some(offset);

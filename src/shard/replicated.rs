@@ -202,7 +202,8 @@ impl Shard {
             in_sync,
         };
         let call = ControllerCall::Commands(vec![command]);
-        match self.call_controller(call).await {
+        let patience = Duration::from_millis(limits::LEADER_REPORT_TIMEOUT_MS);
+        match self.call_controller_within(call, patience).await {
             Some(ControllerAnswer::Commands(results)) => {
                 let refused = results.iter().find(|result| result.error_code != 0);
                 match refused {
@@ -345,7 +346,8 @@ impl Shard {
             voters: voters.into_iter().collect(),
         };
         let call = ControllerCall::Commands(vec![command]);
-        match self.call_controller(call).await {
+        let patience = Duration::from_millis(limits::LEADER_REPORT_TIMEOUT_MS);
+        match self.call_controller_within(call, patience).await {
             Some(ControllerAnswer::Commands(results))
                 if results.iter().all(|r| r.error_code == 0) =>
             {
