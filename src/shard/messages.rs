@@ -56,6 +56,12 @@ pub enum ShardRequest {
     StartServing(Reply<Result<(), String>>),
     /// This node has caught up with the metadata log: answer clients (`Shard::caught_up`).
     CaughtUp(Reply<()>),
+    /// Which of these partitions, owned here, this node's replica does not lead
+    /// (`Shard::not_led_here`).
+    NotLedHere(
+        Vec<TopicPartition>,
+        Reply<Vec<(TopicPartition, super::replicated::LeaderSeen)>>,
+    ),
     /// A consumer-group operation for the group's coordinator (see `crate::group`). JoinGroup
     /// and SyncGroup replies may take a whole rebalance.
     Group(crate::group::GroupCall, Reply<crate::group::GroupReply>),

@@ -405,6 +405,9 @@ impl Shard {
             ShardRequest::Metrics(reply) => reply.send(self.metrics_snapshot()),
             ShardRequest::PartitionSizes(reply) => reply.send(self.partition_sizes()),
             ShardRequest::StartServing(reply) => reply.send(self.serving.start_listeners(&self)),
+            ShardRequest::NotLedHere(partitions, reply) => {
+                reply.send(self.not_led_by_replicas(partitions))
+            }
             ShardRequest::CaughtUp(reply) => {
                 self.caught_up.raise();
                 reply.send(());

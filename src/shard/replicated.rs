@@ -23,11 +23,12 @@ use kafka_protocol::ResponseError;
 
 use super::admin::ControllerCommand;
 use super::controller_call::{ControllerAnswer, ControllerCall};
+use super::messages::ShardRequest;
 use super::table::TopicEntry;
 use super::Shard;
 use crate::group;
 use crate::ids::Offset;
-use crate::ids::{LeaderEpoch, NodeId, PartitionId};
+use crate::ids::{LeaderEpoch, NodeId, PartitionId, ShardId};
 use crate::limits;
 use crate::partition::{
     DeleteRecordsInput, DeleteRecordsOutput, Partition, ProduceInput, ProduceOutput, TopicPartition,
@@ -37,7 +38,66 @@ use crate::runtime;
 use crate::storage::Log;
 use crate::transport::{Address, Transport};
 
+/// What a replica that does not lead knows of its partition's leader: another node and its
+/// term as the leader epoch, or None while it knows none.
+pub type LeaderSeen = Option<(NodeId, LeaderEpoch)>;
+
 impl Shard {
+    /// Of `claimed`, partitions the metadata says this node leads, those whose replica here
+    /// does not lead, with what it knows of the leader instead. The metadata lags the
+    /// replicas: a leader that lost its quorum steps down while a node cut off from the
+    /// controller cannot record it, and its Metadata answers sent clients back to it. Asks
+    /// each partition's owner shard.
+    pub async fn not_led_here(
+        self: &Rc<Self>,
+        claimed: Vec<TopicPartition>,
+    ) -> HashMap<TopicPartition, LeaderSeen> {
+        let mut by_owner: HashMap<ShardId, Vec<TopicPartition>> = HashMap::new();
+        {
+            let table = self.table();
+            for tp in claimed {
+                let owner = table.topic(&tp.topic).and_then(|t| t.owner(tp.partition));
+                if let Some(owner) = owner {
+                    by_owner.entry(owner).or_default().push(tp);
+                }
+            }
+        }
+        let mut found = HashMap::new();
+        for (owner, partitions) in by_owner {
+            let answer = match owner == self.id {
+                true => Some(self.not_led_by_replicas(partitions)),
+                false => {
+                    let ask = |tx| ShardRequest::NotLedHere(partitions, tx);
+                    self.call(owner, ask).await
+                }
+            };
+            found.extend(answer.unwrap_or_default());
+        }
+        found
+    }
+
+    /// `not_led_here` for the partitions this shard owns.
+    pub(super) fn not_led_by_replicas(
+        &self,
+        partitions: Vec<TopicPartition>,
+    ) -> Vec<(TopicPartition, LeaderSeen)> {
+        let me = self.config.node_id;
+        partitions
+            .into_iter()
+            .filter_map(|tp| {
+                let Some(replica) = self.replica_of(&tp) else {
+                    return Some((tp, None));
+                };
+                if replica.is_leader() {
+                    return None;
+                }
+                let epoch = i32::try_from(replica.term()).ok().map(LeaderEpoch);
+                let seen = replica.leader().filter(|leader| *leader != me).zip(epoch);
+                Some((tp, seen))
+            })
+            .collect()
+    }
+
     /// The replica of `tp`'s Raft group on this shard, if `tp` is replicated and owned here.
     pub(super) fn replica_of(&self, tp: &TopicPartition) -> Option<Rc<Replica>> {
         let cluster = self.cluster.get()?;

@@ -8,6 +8,14 @@
 //! so is an unknown one that would be created automatically without CREATE on the cluster or
 //! the topic. KIP-430 operations are reported for topics (v8+) and the cluster (v8-10) when
 //! asked.
+//!
+//! In a cluster, a partition the metadata says this node leads is checked against its
+//! replica here: the metadata lags (a leader that lost its quorum steps down while a node cut
+//! off from the controller cannot record it), and naming this node sent clients straight
+//! back to a node that refuses them.
+
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -16,8 +24,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::ResponseError;
 
 use super::{auto_create_topics, brokers, str_bytes, topic_name};
-use crate::ids::{NodeId, PartitionId};
+use crate::ids::{LeaderEpoch, NodeId, PartitionId};
 use crate::metadata::validate_topic_name;
+use crate::partition::TopicPartition;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
 use crate::shard::table::{ShardTable, TopicEntry};
@@ -48,21 +57,18 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         response.cluster_authorized_operations =
             ctx.cluster_operations_if(request.include_cluster_authorized_operations);
     }
-    let describe = |entry: &TopicEntry| {
-        let mut described = describe_topic(entry, &ctx.shard.table(), ctx.api_version);
-        if ctx.api_version >= 8 && request.include_topic_authorized_operations {
-            described.topic_authorized_operations =
-                ctx.authorized_operations(ResourceType::Topic, &entry.name);
-        }
-        described
-    };
     let may_describe = |name: &str| ctx.authorize_topic(AclOperation::Describe, name);
     let Some(requested) = request.topics else {
         let topics: Vec<_> = ctx.shard.table().topics().cloned().collect();
+        let topics: Vec<_> = topics
+            .into_iter()
+            .filter(|t| may_describe(&t.name))
+            .collect();
+        let not_led = not_led_here(ctx, &topics).await;
+        let include_operations = request.include_topic_authorized_operations;
         response.topics = topics
             .iter()
-            .filter(|t| may_describe(&t.name))
-            .map(|t| describe(t))
+            .map(|t| describe(ctx, t, &not_led, include_operations))
             .collect();
         return response;
     };
@@ -75,11 +81,29 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     if allow_create {
         auto_create_topics(ctx, names.iter().map(String::as_str)).await;
     }
-    for topic in requested {
-        let entry = match &topic.name {
+    let entries: Vec<_> = requested
+        .iter()
+        .map(|topic| match &topic.name {
             Some(name) => ctx.shard.table().topic(name.0.as_str()),
             None => ctx.shard.table().topic_by_id(&topic.topic_id),
-        };
+        })
+        .collect();
+    let described: Vec<_> = entries
+        .iter()
+        .flatten()
+        .filter(|entry| may_describe(&entry.name))
+        .cloned()
+        .collect();
+    let not_led = not_led_here(ctx, &described).await;
+    let describe = |entry: &TopicEntry| {
+        describe(
+            ctx,
+            entry,
+            &not_led,
+            request.include_topic_authorized_operations,
+        )
+    };
+    for (topic, entry) in requested.into_iter().zip(entries) {
         let refused = MetadataResponseTopic::default()
             .with_error_code(ResponseError::TopicAuthorizationFailed.code());
         response.topics.push(match (entry, topic.name) {
@@ -110,6 +134,49 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         });
     }
     response
+}
+
+/// One topic as Metadata describes it, with the operations the principal may perform on it
+/// when asked (v8+).
+fn describe(
+    ctx: &RequestContext,
+    entry: &TopicEntry,
+    not_led: &NotLed,
+    include_operations: bool,
+) -> MetadataResponseTopic {
+    let mut described = describe_topic(entry, &ctx.shard.table(), not_led, ctx.api_version);
+    if ctx.api_version >= 8 && include_operations {
+        described.topic_authorized_operations =
+            ctx.authorized_operations(ResourceType::Topic, &entry.name);
+    }
+    described
+}
+
+/// The replicated partitions of `topics` the metadata says this node leads but whose replica
+/// here does not (`Shard::not_led_here`), with the leader that replica knows of.
+type NotLed = HashMap<TopicPartition, Option<(NodeId, LeaderEpoch)>>;
+
+async fn not_led_here(ctx: &RequestContext, topics: &[Rc<TopicEntry>]) -> NotLed {
+    if ctx.shard.config.cluster.is_none() {
+        return NotLed::new();
+    }
+    let here = ctx.shard.config.node_id;
+    let claimed: Vec<TopicPartition> = topics
+        .iter()
+        .flat_map(|topic| {
+            PartitionId::all(topic.partition_count())
+                .filter(|index| topic.group(*index).is_some())
+                .filter(|index| topic.leader(*index).is_some_and(|(node, _)| node == here))
+                .map(|partition| TopicPartition {
+                    topic: topic.name.clone(),
+                    partition,
+                })
+        })
+        .collect();
+    if claimed.is_empty() {
+        return NotLed::new();
+    }
+    ctx.shard.not_led_here(claimed).await
 }
 
 /// One partition as clients are told it (Metadata, DescribeTopicPartitions): a fenced node is
@@ -146,6 +213,16 @@ impl PartitionView {
         }
     }
 
+    /// The metadata names this node the leader, but its replica does not lead (`seen`: the
+    /// leader it knows of instead, with its term).
+    fn not_led_here(&mut self, seen: Option<(NodeId, LeaderEpoch)>, table: &ShardTable) {
+        let live = seen.filter(|(node, _)| !table.is_fenced(*node));
+        self.leader = live.map_or(BrokerId(-1), |(node, _)| BrokerId(node.get()));
+        if let Some((_, epoch)) = seen {
+            self.epoch = self.epoch.max(epoch.get());
+        }
+    }
+
     /// LEADER_NOT_AVAILABLE while no live leader is known, else none.
     pub fn error_code(&self) -> i16 {
         if self.leader.0 < 0 {
@@ -158,10 +235,22 @@ impl PartitionView {
 
 /// A topic's entry; fields newer than `version` stay at their defaults, because the crate
 /// refuses to encode a field its version lacks.
-fn describe_topic(topic: &TopicEntry, table: &ShardTable, version: i16) -> MetadataResponseTopic {
+fn describe_topic(
+    topic: &TopicEntry,
+    table: &ShardTable,
+    not_led: &NotLed,
+    version: i16,
+) -> MetadataResponseTopic {
     let partitions = PartitionId::all(topic.partition_count())
         .map(|index| {
-            let view = PartitionView::of(topic, table, index);
+            let mut view = PartitionView::of(topic, table, index);
+            let tp = TopicPartition {
+                topic: topic.name.clone(),
+                partition: index,
+            };
+            if let Some(seen) = not_led.get(&tp) {
+                view.not_led_here(*seen, table);
+            }
             let mut partition = MetadataResponsePartition::default()
                 .with_error_code(view.error_code())
                 .with_partition_index(index.get())
