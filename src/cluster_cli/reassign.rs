@@ -78,11 +78,7 @@ fn wait_done(
         .collect();
     let deadline = Instant::now() + timeout;
     loop {
-        let left = admin
-            .list_reassignments()?
-            .into_iter()
-            .filter(|ongoing| ours.contains(&(ongoing.topic.as_str(), ongoing.partition)))
-            .count();
+        let left = pending(admin, targets)?;
         if left == 0 {
             println!("done: {} partitions reassigned", ours.len());
             return Ok(());
@@ -92,6 +88,41 @@ fn wait_done(
         }
         std::thread::sleep(WAIT_POLL);
     }
+}
+
+/// How many of `targets` are not done: listed as in progress, or, for a move, not yet on its
+/// new replicas. The node asked may lag the controller that accepted the moves, and a move
+/// it has not applied yet is listed nowhere: its Metadata still shows the old replicas.
+fn pending(admin: &mut Admin, targets: &[PartitionTarget]) -> anyhow::Result<usize> {
+    let ongoing: BTreeSet<(String, i32)> = admin
+        .list_reassignments()?
+        .into_iter()
+        .map(|ongoing| (ongoing.topic, ongoing.partition))
+        .collect();
+    let names: Vec<String> = targets
+        .iter()
+        .map(|target| target.topic.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let topics = admin.topics(Some(&names))?;
+    let replicas_now = |topic: &str, partition: i32| -> Option<BTreeSet<i32>> {
+        let topic = topics.iter().find(|info| info.name == topic)?;
+        let found = topic.partitions.iter().find(|p| p.partition == partition)?;
+        Some(found.replicas.iter().copied().collect())
+    };
+    let left = targets.iter().filter(|target| {
+        let listed = ongoing.contains(&(target.topic.clone(), target.partition));
+        let moved = match &target.replicas {
+            None => true,
+            Some(replicas) => {
+                replicas_now(&target.topic, target.partition)
+                    == Some(replicas.iter().copied().collect())
+            }
+        };
+        listed || !moved
+    });
+    Ok(left.count())
 }
 
 pub fn print_ongoing(ongoing: &[Ongoing], as_json: bool) -> anyhow::Result<()> {

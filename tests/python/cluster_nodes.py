@@ -44,9 +44,10 @@ def start_cluster(broker_factory, session_ms: int = SESSION_MS, balance_ms: int 
 
 
 def wait_formed(nodes: dict, timeout_s: float = 60) -> None:
-    """Until every one of `nodes` lists all of them, and a controller among them. Each node
-    is asked: a node always lists itself (so that clients reach it), and others only once
-    they are registered and not fenced."""
+    """Until every one of `nodes` lists all of them, a controller among them, and a leader
+    for every partition of `__consumer_offsets` (created once as many nodes as voters are
+    unfenced), so that groups have coordinators. Each node is asked: a node answers only
+    once it has caught up, and lists others only once they are registered and unfenced."""
     def formed():
         for node in nodes.values():
             try:
@@ -55,6 +56,9 @@ def wait_formed(nodes: dict, timeout_s: float = 60) -> None:
                 return False
             if set(found["brokers"]) != set(nodes) or found["controller"] not in nodes:
                 return False
+            offsets = found["topics"].get("__consumer_offsets")
+            if not offsets or any(leader < 0 for leader in offsets.values()):
+                return False
         return True
 
-    wait_until(formed, timeout_s, "every node registered with a controller")
+    wait_until(formed, timeout_s, "every node registered with a controller, groups coordinated")
