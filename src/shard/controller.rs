@@ -650,10 +650,7 @@ impl Controller {
         node: NodeId,
         applied: i64,
     ) -> Result<Option<i64>, String> {
-        if shard.table().broker(node).is_none() {
-            return Err(format!("node {node} is not registered"));
-        }
-        self.heartbeats.borrow_mut().insert(node, clock::now());
+        self.heard_from(shard, node)?;
         if !shard.table().is_fenced(node) {
             return Ok(None);
         }
@@ -685,10 +682,7 @@ impl Controller {
         shard: &impl ControllerHost,
         node: NodeId,
     ) -> Result<(), String> {
-        if shard.table().broker(node).is_none() {
-            return Err(format!("node {node} is not registered"));
-        }
-        self.heartbeats.borrow_mut().insert(node, clock::now());
+        self.heard_from(shard, node)?;
         if shard.table().is_fenced(node) {
             return Ok(());
         }
@@ -699,6 +693,15 @@ impl Controller {
                 .map_err(|(_, message)| message)?;
             tracing::info!(%node, "broker fenced: it is shutting down");
         }
+        Ok(())
+    }
+
+    /// Notes that a registered node was heard from now; Err if it is not registered.
+    fn heard_from(&self, shard: &impl ControllerHost, node: NodeId) -> Result<(), String> {
+        if shard.table().broker(node).is_none() {
+            return Err(format!("node {node} is not registered"));
+        }
+        self.heartbeats.borrow_mut().insert(node, clock::now());
         Ok(())
     }
 
@@ -713,6 +716,17 @@ impl Controller {
     /// Ready when this node has applied more of the metadata log (in a cluster).
     pub fn applied_moved(&self) -> crate::sync::Notified<'_> {
         self.applied_moved.notified()
+    }
+
+    /// Waits until this node has applied the metadata log below `offset`.
+    pub async fn until_applied(&self, shard: &impl ControllerHost, offset: i64) {
+        loop {
+            let moved = self.applied_moved();
+            if self.applied(shard) >= offset {
+                return;
+            }
+            moved.await;
+        }
     }
 
     /// The active controller, on taking office: every registered node gets a full session

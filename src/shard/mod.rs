@@ -277,9 +277,7 @@ impl Shard {
             .map_err(anyhow::Error::msg)?;
         if self.cluster.get().is_none() {
             self.ensure_offsets_topic().await?;
-            for shard in ShardId::all(self.count) {
-                self.open_to_clients(shard).await;
-            }
+            self.open_to_clients().await;
         } else {
             self.check_own_shards()?;
             self.follow_quorum(controller.clone());
@@ -311,12 +309,14 @@ impl Shard {
         Ok(())
     }
 
-    /// Lets `shard` answer clients (see `Shard::caught_up`).
-    pub(super) async fn open_to_clients(&self, shard: ShardId) {
-        if shard == self.id {
-            self.caught_up.raise();
-        } else {
-            self.call(shard, ShardRequest::CaughtUp).await;
+    /// Lets every shard answer clients (see `Shard::caught_up`).
+    pub(super) async fn open_to_clients(&self) {
+        for shard in ShardId::all(self.count) {
+            if shard == self.id {
+                self.caught_up.raise();
+            } else {
+                self.call(shard, ShardRequest::CaughtUp).await;
+            }
         }
     }
 

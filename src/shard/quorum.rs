@@ -213,15 +213,14 @@ impl Shard {
                     applied: controller.applied(&self),
                 },
             };
-            // Wait for the next heartbeat until this offset is applied, or for the interval.
-            let mut catch_up_to: Option<i64> = None;
             // A heartbeat lost on the way (a link cut) is not waited for beyond the interval:
             // the next one goes instead. A registration records, and waits longer.
             let answer = match registered_below {
                 None => self.call_controller(call).await,
                 Some(_) => self.call_controller_within(call, interval).await,
             };
-            match answer {
+            // The next heartbeat goes once this offset is applied, else after the interval.
+            let catch_up_to = match answer {
                 Some(ControllerAnswer::Registered(Ok(offset))) => {
                     tracing::info!(%node, "registered with the controller");
                     registered_below = Some(offset);
@@ -233,32 +232,30 @@ impl Shard {
                     runtime::spawn_into(self.queues.requests, opening);
                     continue;
                 }
-                Some(ControllerAnswer::Heartbeat(Ok(target))) => catch_up_to = target,
+                Some(ControllerAnswer::Heartbeat(Ok(target))) => target,
                 Some(ControllerAnswer::Heartbeat(Err(error))) => {
                     tracing::debug!(%error, "the controller refused the heartbeat; registering again");
                     registered_below = None;
+                    None
                 }
                 Some(ControllerAnswer::Registered(Err(error))) => {
-                    tracing::debug!(%error, "the controller refused; trying again")
+                    tracing::debug!(%error, "the controller refused; trying again");
+                    None
                 }
-                Some(_) => {}
-                None => tracing::debug!("no controller reachable yet"),
-            }
-            let (shard, controller) = (&self, &controller);
+                Some(_) => None,
+                None => {
+                    tracing::debug!("no controller reachable yet");
+                    None
+                }
+            };
+            let next_beat = Box::pin(runtime::sleep(interval));
+            let applied =
+                catch_up_to.map(|target| Box::pin(controller.until_applied(&self, target)));
             let pause = async move {
-                let Some(target) = catch_up_to else {
-                    return runtime::sleep(interval).await;
-                };
-                let applied = async {
-                    loop {
-                        let moved = controller.applied_moved();
-                        if controller.applied(shard) >= target {
-                            return;
-                        }
-                        moved.await;
-                    }
-                };
-                select(Box::pin(applied), Box::pin(runtime::sleep(interval))).await;
+                match applied {
+                    Some(applied) => drop(select(applied, next_beat).await),
+                    None => next_beat.await,
+                }
             };
             if let Either::Right(_) = select(Box::pin(pause), Box::pin(self.shutdown.wait())).await
             {
@@ -287,9 +284,7 @@ impl Shard {
                     && !table.is_fenced(node)
             };
             if ready {
-                for shard in ShardId::all(self.count) {
-                    self.open_to_clients(shard).await;
-                }
+                self.open_to_clients().await;
                 tracing::info!(%node, "caught up with the metadata log: answering clients");
                 return;
             }

@@ -51,7 +51,7 @@ impl Shard {
     pub async fn not_led_here(
         self: &Rc<Self>,
         claimed: Vec<TopicPartition>,
-    ) -> HashMap<TopicPartition, LeaderSeen> {
+    ) -> Vec<(TopicPartition, LeaderSeen)> {
         let mut by_owner: HashMap<ShardId, Vec<TopicPartition>> = HashMap::new();
         {
             let table = self.table();
@@ -62,7 +62,7 @@ impl Shard {
                 }
             }
         }
-        let mut found = HashMap::new();
+        let mut found = Vec::new();
         for (owner, partitions) in by_owner {
             let answer = match owner == self.id {
                 true => Some(self.not_led_by_replicas(partitions)),

@@ -154,7 +154,7 @@ fn describe(
 
 /// The replicated partitions of `topics` the metadata says this node leads but whose replica
 /// here does not (`Shard::not_led_here`), with the leader that replica knows of.
-type NotLed = HashMap<TopicPartition, Option<(NodeId, LeaderEpoch)>>;
+type NotLed = HashMap<String, HashMap<PartitionId, Option<(NodeId, LeaderEpoch)>>>;
 
 async fn not_led_here(ctx: &RequestContext, topics: &[Rc<TopicEntry>]) -> NotLed {
     if ctx.shard.config.cluster.is_none() {
@@ -176,7 +176,14 @@ async fn not_led_here(ctx: &RequestContext, topics: &[Rc<TopicEntry>]) -> NotLed
     if claimed.is_empty() {
         return NotLed::new();
     }
-    ctx.shard.not_led_here(claimed).await
+    let mut not_led = NotLed::new();
+    for (tp, seen) in ctx.shard.not_led_here(claimed).await {
+        not_led
+            .entry(tp.topic)
+            .or_default()
+            .insert(tp.partition, seen);
+    }
+    not_led
 }
 
 /// One partition as clients are told it (Metadata, DescribeTopicPartitions): a fenced node is
@@ -241,14 +248,11 @@ fn describe_topic(
     not_led: &NotLed,
     version: i16,
 ) -> MetadataResponseTopic {
+    let not_led = not_led.get(&topic.name);
     let partitions = PartitionId::all(topic.partition_count())
         .map(|index| {
             let mut view = PartitionView::of(topic, table, index);
-            let tp = TopicPartition {
-                topic: topic.name.clone(),
-                partition: index,
-            };
-            if let Some(seen) = not_led.get(&tp) {
+            if let Some(seen) = not_led.and_then(|partitions| partitions.get(&index)) {
                 view.not_led_here(*seen, table);
             }
             let mut partition = MetadataResponsePartition::default()
