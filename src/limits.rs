@@ -193,6 +193,11 @@ pub const REPLICATION_QUIESCE_TICKS: u64 = REPLICATION_ELECTION_TICKS as u64;
 /// elects a leader as after any silence.
 pub const REPLICATION_ALIVE_TICKS: u64 = REPLICATION_HEARTBEAT_TICKS as u64;
 pub const REPLICATION_SILENCE_TICKS: u64 = REPLICATION_ELECTION_TICKS as u64;
+/// Payloads for a Raft group a shard has not opened (yet) are kept this many ticks, and
+/// this many bytes of them at most, for the replica that may be about to open
+/// (`replication::Replicas`): two election timeouts, and a few append messages.
+pub const EARLY_PAYLOAD_TICKS: u64 = 2 * REPLICATION_ELECTION_TICKS as u64;
+pub const EARLY_PAYLOAD_BYTES_MAX: usize = 4 * REPLICATION_MESSAGE_BYTES_MAX as usize;
 /// Most bytes of entries one append message carries to a follower.
 pub const REPLICATION_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 /// Most append messages in flight to one follower.

@@ -25,7 +25,7 @@ from kafka.admin import KafkaAdminClient
 
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
                      holds_for, wait_until)
-from cluster_nodes import NODES, SESSION_MS, start_cluster
+from cluster_nodes import NODES, SESSION_MS, start_cluster, wait_formed
 from corelog_broker import (BrokerError, fetch_v12_nothing, free_port, metadata_v1,
                             offset_for_leader_epoch_v4, produce_v11_nothing)
 from security_setup import corelog
@@ -242,6 +242,30 @@ def test_nodes_form_one_cluster_and_spread_partitions(cluster):
     for record in records:
         by_partition.setdefault(record.partition, []).append(record.value)
     assert by_partition == expected_values(6, 600)
+
+
+def test_new_partitions_are_first_led_by_their_preferred_leaders(cluster):
+    """A new partition's preferred leader campaigns at once, and wins even when the other
+    replicas' nodes create the partition a moment later (they keep its vote request until
+    they do): so each log begins with one control batch, not one from a first leader that
+    won by its election timer and another from the preferred leader taking over."""
+    wait_formed(cluster)
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    first_offsets = {}
+    for name in ("preferred-a", "preferred-b"):
+        create_topic(bootstrap, name, 6, replication=3)
+        wait_until(lambda: led_by(cluster, NODES, name), what=f"leaders of {name}")
+        placed = {p: nodes[0] for p, nodes in view(cluster[1])["replicas"][name].items()}
+        wait_until(lambda: leaders(cluster, NODES, name) == placed,
+                   what=f"every partition of {name} led by its preferred leader")
+        producer = ck_producer(bootstrap, acks="all")
+        delivered = DeliveryLog()
+        for partition in range(6):
+            producer.produce(name, b"first", partition=partition, on_delivery=delivered)
+        ck_flush(producer)
+        delivered.check(6)
+        first_offsets[name] = {msg.partition(): msg.offset() for _, msg in delivered.ok}
+    assert first_offsets == {name: {p: 1 for p in range(6)} for name in first_offsets}
 
 
 def test_controller_fails_over_and_its_node_rejoins(cluster):
