@@ -70,11 +70,12 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
 
         // We fall back to non-Kafka "raw" snappy compression if the magic header is not present
         // just like the [Java implementation](https://github.com/xerial/snappy-java/blob/48b31663c8b9d01d758368a26416ef6194045c5f/src/main/java/org/xerial/snappy/SnappyInputStream.java#L114).
-        if compressed
-            .try_get_bytes(MAGIC_HEADER.len())
-            .ok()
-            .is_none_or(|magic| *magic != MAGIC_HEADER[..])
-        {
+        // corelog patch: the magic header is peeked at and taken only when it is there
+        // (upstream #149); taking it first lost the first 16 bytes of a raw snappy batch.
+        let framed = compressed
+            .try_peek_bytes(0..MAGIC_HEADER.len())
+            .is_ok_and(|magic| *magic == MAGIC_HEADER[..]);
+        if !framed {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
             let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
             // corelog patch: bounded output (see `DECOMPRESSED_BYTES_MAX`).
@@ -89,6 +90,7 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             return f(&mut tmp.into());
         }
 
+        compressed.advance(MAGIC_HEADER.len());
         let mut uncompressed = BytesMut::new();
         while compressed.has_remaining() {
             let compressed_block_size = compressed
