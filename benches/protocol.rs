@@ -90,6 +90,7 @@ fn fetch_response() -> FetchResponseData {
         .collect();
     let topic = FetchTopic {
         name: StrBytes::from_static_str("bench-topic"),
+        topic_id: Default::default(),
         partitions,
     };
     FetchResponseData {

@@ -167,7 +167,7 @@ pub fn describe(shard: &Rc<impl Host>, group: &str) -> GroupReply {
     let groups = shard.coordinator().groups.borrow();
     let Some(group) = groups.get(group) else {
         return GroupReply::Describe(GroupSummary {
-            state: "Dead",
+            state: super::GroupState::Dead.name(),
             protocol_type: String::new(),
             protocol: String::new(),
             members: Vec::new(),

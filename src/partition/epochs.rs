@@ -40,6 +40,19 @@ impl EpochHistory {
         self.entries.last().copied()
     }
 
+    /// The epoch that wrote `offset` (the latest for the log end): the last one to begin at
+    /// or before it; unknown for an empty history.
+    pub fn epoch_at(&self, offset: Offset) -> LeaderEpoch {
+        let begun = self
+            .entries
+            .iter()
+            .rev()
+            .find(|(_, start)| *start <= offset);
+        begun
+            .or(self.entries.first())
+            .map_or(LeaderEpoch::UNKNOWN, |(epoch, _)| *epoch)
+    }
+
     /// Records that a batch of `epoch` was appended at `offset`. Returns whether the history
     /// changed (a new epoch), in which case it must be checkpointed before that batch can be
     /// durable. An epoch older than the latest is refused: the log never goes back in epochs.
@@ -272,6 +285,20 @@ mod tests {
                 .end_offset_for(LeaderEpoch(0), Offset(5))
                 .1,
             Offset::NONE
+        );
+    }
+
+    /// An offset was written in the last epoch to begin at or before it; one below the
+    /// history (cut off by a log start move) in the first.
+    #[test]
+    fn each_offset_was_written_in_the_last_epoch_begun() {
+        let history = history(&[(1, 5), (3, 10), (4, 25)]);
+        let at = |offset| history.epoch_at(Offset(offset)).get();
+        assert_eq!([at(0), at(5), at(9), at(10), at(24)], [1, 1, 1, 3, 3]);
+        assert_eq!([at(25), at(40)], [4, 4]);
+        assert_eq!(
+            EpochHistory::default().epoch_at(Offset(0)),
+            LeaderEpoch::UNKNOWN
         );
     }
 

@@ -60,6 +60,11 @@ impl Partition {
         )
     }
 
+    /// The epoch of the leader that wrote `offset` (see `EpochHistory::epoch_at`).
+    pub fn epoch_at(&self, offset: Offset) -> LeaderEpoch {
+        self.epochs.borrow().epoch_at(offset)
+    }
+
     /// Batches from the one holding `offset` up to `max_bytes` (at least one), below the high
     /// watermark: for readers inside the broker (the group loader).
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {

@@ -56,6 +56,12 @@ pub const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
 pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
 pub const MAX_TIMESTAMP: i64 = -3;
+/// The first offset kept locally (ListOffsets v8, KIP-405): the log start, with no tiered
+/// storage.
+pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+/// The last offset moved to tiered storage (ListOffsets v9, KIP-1005): none, with no tiered
+/// storage.
+pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
 /// What the partitions of one shard share: the task queue their flushes and pre-writing run
 /// on, and the shard's counters. Per-shard.

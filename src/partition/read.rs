@@ -8,8 +8,9 @@ use kafka_protocol::ResponseError;
 
 use super::{
     DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
-    FetchOutput, ListOffsetsInput, ListOffsetsOutput, Partition, PartitionOp, EARLIEST_TIMESTAMP,
-    LATEST_TIMESTAMP, MAX_TIMESTAMP,
+    FetchOutput, ListOffsetsInput, ListOffsetsOutput, Partition, PartitionOp,
+    EARLIEST_LOCAL_TIMESTAMP, EARLIEST_TIMESTAMP, LATEST_TIERED_TIMESTAMP, LATEST_TIMESTAMP,
+    MAX_TIMESTAMP,
 };
 use crate::metadata::now_ms;
 use crate::metrics;
@@ -52,50 +53,46 @@ impl Partition {
         output
     }
 
+    /// ListOffsets, as Kafka answers it without tiered storage: the latest offset in the
+    /// current epoch; the earliest (and earliest local) offset, and the one found by
+    /// timestamp, in the epoch that wrote it; nothing tiered.
     pub async fn list_offsets(&self, input: ListOffsetsInput) -> ListOffsetsOutput {
-        let found = |offset, timestamp| ListOffsetsOutput {
-            error_code: 0,
-            timestamp,
-            offset,
-        };
+        let written = |offset| ListOffsetsOutput::found(offset, -1, self.epoch_at(offset));
         match input.timestamp {
-            LATEST_TIMESTAMP => found(self.high_watermark(), -1),
-            EARLIEST_TIMESTAMP => found(self.log_start_offset(), -1),
+            LATEST_TIMESTAMP => {
+                let (current, _) = self.epoch_end(LeaderEpoch::UNKNOWN);
+                ListOffsetsOutput::found(self.high_watermark(), -1, current)
+            }
+            EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => written(self.log_start_offset()),
+            LATEST_TIERED_TIMESTAMP => ListOffsetsOutput::none(),
             MAX_TIMESTAMP => match self.log.max_timestamp() {
                 Some((max, _)) => self.offset_for_time(max).await,
-                None => found(Offset::NONE, -1),
+                None => ListOffsetsOutput::none(),
             },
             t if t >= 0 => self.offset_for_time(t).await,
-            _ => ListOffsetsOutput {
-                error_code: ResponseError::InvalidRequest.code(),
-                timestamp: -1,
-                offset: Offset::NONE,
-            },
+            _ => ListOffsetsOutput::error(ResponseError::InvalidRequest),
         }
     }
 
     /// The first record whose timestamp is at least `timestamp`.
     async fn offset_for_time(&self, timestamp: i64) -> ListOffsetsOutput {
-        let not_found = ListOffsetsOutput {
-            error_code: 0,
-            timestamp: -1,
-            offset: Offset::NONE,
-        };
         let found = self
             .log
             .find_batch_by_timestamp(timestamp, self.high_watermark());
         let batch = match found.await {
             Ok(Some(batch)) => batch,
-            Ok(None) => return not_found,
+            Ok(None) => return ListOffsetsOutput::none(),
             Err(error) => {
                 tracing::error!(%error, topic = %self.tp.topic, partition = %self.tp.partition, "timestamp lookup failed");
-                return ListOffsetsOutput {
-                    error_code: ResponseError::KafkaStorageError.code(),
-                    ..not_found
-                };
+                return ListOffsetsOutput::error(ResponseError::KafkaStorageError);
             }
         };
-        first_record_at_or_after(batch, timestamp, self.log_start_offset()).unwrap_or(not_found)
+        match first_record_at_or_after(batch, timestamp, self.log_start_offset()) {
+            Some((offset, timestamp)) => {
+                ListOffsetsOutput::found(offset, timestamp, self.epoch_at(offset))
+            }
+            None => ListOffsetsOutput::none(),
+        }
     }
 
     /// OffsetForLeaderEpoch: a client that knows a newer epoch than this partition's gets
@@ -182,25 +179,20 @@ pub fn first_record_at_or_after(
     batch: Bytes,
     timestamp: i64,
     log_start: Offset,
-) -> Option<ListOffsetsOutput> {
+) -> Option<(Offset, i64)> {
     let summary = record_batch::validate(&batch).ok()?;
     if summary.timestamp_type == record_batch::TimestampType::LogAppendTime {
-        return Some(ListOffsetsOutput {
-            error_code: 0,
-            timestamp: summary.max_timestamp,
-            offset: Offset(summary.base_offset).max(log_start),
-        });
+        return Some((
+            Offset(summary.base_offset).max(log_start),
+            summary.max_timestamp,
+        ));
     }
     let mut buf = batch;
     let set = RecordBatchDecoder::decode(&mut buf).ok()?;
     set.records
         .iter()
         .find(|r| r.timestamp >= timestamp && Offset(r.offset) >= log_start)
-        .map(|r| ListOffsetsOutput {
-            error_code: 0,
-            timestamp: r.timestamp,
-            offset: Offset(r.offset),
-        })
+        .map(|r| (Offset(r.offset), r.timestamp))
 }
 
 #[cfg(test)]
@@ -214,10 +206,8 @@ mod tests {
     #[test]
     fn lookup_finds_a_later_record_of_a_wide_batch() {
         let batch = hand_built::wide_timestamps();
-        let lookup = |timestamp, log_start| {
-            first_record_at_or_after(batch.clone(), timestamp, log_start)
-                .map(|found| (found.offset, found.timestamp))
-        };
+        let lookup =
+            |timestamp, log_start| first_record_at_or_after(batch.clone(), timestamp, log_start);
         assert_eq!(
             lookup(999_999_999_999, Offset::ZERO),
             Some((Offset(1), 999_999_999_999))

@@ -85,6 +85,32 @@ pub struct ListOffsetsOutput {
     pub error_code: i16,
     pub timestamp: i64,
     pub offset: Offset,
+    /// The epoch of the leader that wrote `offset` (for the latest offset, the current one),
+    /// which clients keep to validate their position after a leader change.
+    pub leader_epoch: LeaderEpoch,
+}
+
+impl ListOffsetsOutput {
+    pub fn found(offset: Offset, timestamp: i64, leader_epoch: LeaderEpoch) -> ListOffsetsOutput {
+        ListOffsetsOutput {
+            error_code: 0,
+            timestamp,
+            offset,
+            leader_epoch,
+        }
+    }
+
+    /// No such offset: Kafka's -1 offset, timestamp and epoch.
+    pub fn none() -> ListOffsetsOutput {
+        ListOffsetsOutput::found(Offset::NONE, -1, LeaderEpoch::UNKNOWN)
+    }
+
+    pub fn error(error: ResponseError) -> ListOffsetsOutput {
+        ListOffsetsOutput {
+            error_code: error.code(),
+            ..ListOffsetsOutput::none()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -197,11 +223,7 @@ impl PartitionOp for ListOffsetsInput {
     }
 
     fn refused(error: ResponseError) -> ListOffsetsOutput {
-        ListOffsetsOutput {
-            error_code: error.code(),
-            timestamp: -1,
-            offset: Offset::NONE,
-        }
+        ListOffsetsOutput::error(error)
     }
 
     async fn run(self, partition: Rc<Partition>) -> ListOffsetsOutput {

@@ -549,7 +549,7 @@ mod tests {
                 correlation_id: 41
             }
         );
-        for (key, version) in [(ApiKey::Fetch, 3), (ApiKey::Fetch, 13), (ApiKey::EndTxn, 0)] {
+        for (key, version) in [(ApiKey::Fetch, 3), (ApiKey::Fetch, 19), (ApiKey::EndTxn, 0)] {
             let error = decode_request(raw(key as i16, version)).expect_err("unsupported");
             let want = DecodeError::UnsupportedVersion {
                 api_key: key,

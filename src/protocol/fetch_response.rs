@@ -5,10 +5,12 @@
 //! record batches passed through untouched. Nothing is copied out of a batch, and the socket
 //! writer sends the chunks with one vectored write.
 //!
-//! Versions 4 to 12 are encoded; 12 is flexible (compact strings and arrays, unsigned varint
-//! lengths, tagged fields, response header v1). Aborted transactions are always null: the
-//! broker has no transactions yet. From 11 a partition may name a preferred read replica
-//! (KIP-392), from 12 its current leader (a tagged field, KIP-951's use of it).
+//! Versions 4 to 18 are encoded; from 12 flexible (compact strings and arrays, unsigned
+//! varint lengths, tagged fields, response header v1). Aborted transactions are always null:
+//! the broker has no transactions yet. From 11 a partition may name a preferred read replica
+//! (KIP-392), from 12 its current leader (a tagged field, KIP-951's use of it); from 13
+//! topics are named by id (KIP-516); from 16 the response may carry the endpoints of the
+//! leaders it names (a tagged field, KIP-951). 14, 15, 17 and 18 change only the request.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
@@ -16,11 +18,17 @@ use kafka_protocol::protocol::StrBytes;
 /// Oldest Fetch version this encoder writes.
 pub const FETCH_VERSION_MIN: i16 = 4;
 /// Newest Fetch version this encoder writes.
-pub const FETCH_VERSION_MAX: i16 = 12;
+pub const FETCH_VERSION_MAX: i16 = 18;
 /// First flexible Fetch version.
 const FETCH_VERSION_FLEXIBLE_MIN: i16 = 12;
+/// First version naming topics by id.
+const FETCH_VERSION_TOPIC_ID_MIN: i16 = 13;
+/// First version whose response may carry node endpoints.
+const FETCH_VERSION_NODE_ENDPOINTS_MIN: i16 = 16;
 /// The partition's tagged field that names its current leader.
 const CURRENT_LEADER_TAG: u32 = 1;
+/// The response's tagged field that holds node endpoints.
+const NODE_ENDPOINTS_TAG: u32 = 0;
 
 /// A Fetch response, as handlers build it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,13 +41,26 @@ pub struct FetchResponseData {
     pub session_id: i32,
     /// The topics answered.
     pub topics: Vec<FetchTopic>,
+    /// The endpoints of the leaders partitions name (v16+).
+    pub node_endpoints: Vec<FetchNodeEndpoint>,
+}
+
+/// A broker's endpoint, as a v16+ response gives it for the leaders it names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FetchNodeEndpoint {
+    pub node_id: i32,
+    pub host: StrBytes,
+    pub port: i32,
+    pub rack: Option<StrBytes>,
 }
 
 /// One topic of a [`FetchResponseData`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FetchTopic {
-    /// The topic name.
+    /// The topic name (up to v12).
     pub name: StrBytes,
+    /// The topic id (v13+).
+    pub topic_id: uuid::Uuid,
     /// The partitions answered.
     pub partitions: Vec<FetchPartition>,
 }
@@ -76,7 +97,7 @@ struct Splice<'a> {
 /// The first chunk starts with the 4-byte frame length and the response header; record
 /// batches are the very `Bytes` given in `response`; empty batches are skipped.
 ///
-/// Preconditions (programmer errors, asserted): `version` is in 4..=12, names are shorter
+/// Preconditions (programmer errors, asserted): `version` is in 4..=18, names are shorter
 /// than 32 KiB, and the whole response fits in an `i32` length. The handler bounds record
 /// bytes with `limits::FETCH_RESPONSE_BYTES_MAX`, which keeps the last one true.
 pub fn encode_fetch_response(
@@ -100,7 +121,10 @@ pub fn encode_fetch_response(
     }
     put_array_len(&mut buf, response.topics.len(), flexible);
     for topic in &response.topics {
-        put_string(&mut buf, &topic.name, flexible);
+        match version >= FETCH_VERSION_TOPIC_ID_MIN {
+            true => buf.put_slice(topic.topic_id.as_bytes()),
+            false => put_string(&mut buf, &topic.name, flexible),
+        }
         put_array_len(&mut buf, topic.partitions.len(), flexible);
         for partition in &topic.partitions {
             put_partition_head(&mut buf, version, partition);
@@ -118,7 +142,9 @@ pub fn encode_fetch_response(
             put_unsigned_varint(&mut buf, 0); // Topic tagged fields.
         }
     }
-    if flexible {
+    if version >= FETCH_VERSION_NODE_ENDPOINTS_MIN && !response.node_endpoints.is_empty() {
+        put_node_endpoints(&mut buf, &response.node_endpoints);
+    } else if flexible {
         put_unsigned_varint(&mut buf, 0); // Response tagged fields.
     }
     let records_total: usize = splices.iter().map(|s| records_len_bytes(s.records)).sum();
@@ -140,6 +166,27 @@ fn put_partition_tags(buf: &mut BytesMut, partition: &FetchPartition) {
     buf.put_i32(leader);
     buf.put_i32(epoch);
     put_unsigned_varint(buf, 0);
+}
+
+/// The response's tagged fields when it names node endpoints: that one field.
+fn put_node_endpoints(buf: &mut BytesMut, endpoints: &[FetchNodeEndpoint]) {
+    let mut field = BytesMut::new();
+    put_array_len(&mut field, endpoints.len(), true);
+    for endpoint in endpoints {
+        field.put_i32(endpoint.node_id);
+        put_string(&mut field, &endpoint.host, true);
+        field.put_i32(endpoint.port);
+        match &endpoint.rack {
+            Some(rack) => put_string(&mut field, rack, true),
+            None => put_unsigned_varint(&mut field, 0),
+        }
+        put_unsigned_varint(&mut field, 0);
+    }
+    put_unsigned_varint(buf, 1);
+    put_unsigned_varint(buf, NODE_ENDPOINTS_TAG);
+    let len = u32::try_from(field.len()).expect("node endpoints over u32::MAX bytes");
+    put_unsigned_varint(buf, len);
+    buf.put_slice(&field);
 }
 
 /// The fixed fields of a partition, up to and excluding the record set length.
@@ -195,14 +242,23 @@ fn records_len_bytes(records: &[Bytes]) -> usize {
 fn header_capacity(response: &FetchResponseData) -> usize {
     // Per partition: 4+2+8+8+8 fixed, 4 aborted, 4 replica, 5 length, 1 tags.
     const PARTITION_BYTES_MAX: usize = 44;
-    // Per topic: a 5-byte length prefix for the name, 5 for the array, 1 for tags.
-    const TOPIC_OVERHEAD_BYTES: usize = 11;
+    // Per topic: a 5-byte length prefix for the name or a 16-byte id, 5 for the array, 1 for
+    // tags.
+    const TOPIC_OVERHEAD_BYTES: usize = 27;
+    // Per endpoint: 4 id, 4 port, 5 host length, 5 rack length, 1 tags.
+    const ENDPOINT_OVERHEAD_BYTES: usize = 19;
     let topics: usize = response
         .topics
         .iter()
         .map(|t| TOPIC_OVERHEAD_BYTES + t.name.len() + t.partitions.len() * PARTITION_BYTES_MAX)
         .sum();
-    32 + topics
+    let endpoints: usize = response
+        .node_endpoints
+        .iter()
+        .map(|e| ENDPOINT_OVERHEAD_BYTES + e.host.len() + e.rack.as_ref().map_or(0, |r| r.len()))
+        .sum();
+    // The endpoints' tagged field: 5 for the count, tag and length each.
+    32 + topics + endpoints + 15
 }
 
 fn put_unsigned_varint(buf: &mut BytesMut, mut value: u32) {
@@ -261,13 +317,21 @@ mod tests {
             current_leader: (index == 2).then_some((3, 7)),
             preferred_read_replica: (index == 1).then_some(2),
         };
+        let endpoint = |node_id: i32, rack: Option<&'static str>| FetchNodeEndpoint {
+            node_id,
+            host: StrBytes::from_static_str("broker.example"),
+            port: 9092 + node_id,
+            rack: rack.map(StrBytes::from_static_str),
+        };
         FetchResponseData {
             throttle_time_ms: 17,
             error_code: 0,
             session_id: 4242,
+            node_endpoints: vec![endpoint(3, Some("rack-a")), endpoint(5, None)],
             topics: vec![
                 FetchTopic {
                     name: StrBytes::from_static_str("orders"),
+                    topic_id: uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
                     partitions: vec![
                         partition(0, vec![batch(1, 70), batch(2, 300), batch(3, 61)]),
                         partition(1, vec![]),
@@ -276,10 +340,12 @@ mod tests {
                 },
                 FetchTopic {
                     name: StrBytes::from_static_str("empty-topic"),
+                    topic_id: uuid::Uuid::from_u128(7),
                     partitions: vec![],
                 },
                 FetchTopic {
                     name: StrBytes::from_static_str("audit"),
+                    topic_id: uuid::Uuid::from_u128(u128::MAX - 1),
                     partitions: vec![partition(5, vec![batch(9, 128)])],
                 },
             ],
@@ -294,7 +360,7 @@ mod tests {
         all.freeze()
     }
 
-    /// Every version 4..=12 decodes with kafka-protocol to exactly the fields given, with the
+    /// Every version 4..=18 decodes with kafka-protocol to exactly the fields given, with the
     /// batches of each partition concatenated as its record set.
     #[test]
     fn every_version_decodes_to_input() {
@@ -318,9 +384,29 @@ mod tests {
             assert_eq!(decoded.error_code, input.error_code);
             assert_eq!(decoded.session_id, input.session_id);
         }
+        let endpoints: Vec<FetchNodeEndpoint> = decoded
+            .node_endpoints
+            .iter()
+            .map(|e| FetchNodeEndpoint {
+                node_id: e.node_id.0,
+                host: e.host.clone(),
+                port: e.port,
+                rack: e.rack.clone(),
+            })
+            .collect();
+        match version >= 16 {
+            true => assert_eq!(endpoints, input.node_endpoints, "v{version}"),
+            false => assert!(endpoints.is_empty(), "v{version}"),
+        }
         assert_eq!(decoded.responses.len(), input.topics.len());
         for (got, want) in decoded.responses.iter().zip(&input.topics) {
-            assert_eq!(got.topic.0, want.name);
+            match version >= 13 {
+                true => assert_eq!((got.topic_id, got.topic.0.as_str()), (want.topic_id, "")),
+                false => assert_eq!(
+                    (got.topic_id, &got.topic.0),
+                    (uuid::Uuid::nil(), &want.name)
+                ),
+            }
             assert_eq!(got.partitions.len(), want.partitions.len());
             for (p, q) in got.partitions.iter().zip(&want.partitions) {
                 assert_eq!(p.partition_index, q.partition_index);

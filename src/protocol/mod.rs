@@ -15,7 +15,9 @@ pub use codec::{
     decode_request, encode_api_versions_unsupported, encode_response, request_frame_length,
     set_throttle_time, DecodeError, DecodedRequest, EncodeError, RequestBody,
 };
-pub use fetch_response::{encode_fetch_response, FetchPartition, FetchResponseData, FetchTopic};
+pub use fetch_response::{
+    encode_fetch_response, FetchNodeEndpoint, FetchPartition, FetchResponseData, FetchTopic,
+};
 pub use versions::{is_supported, supported_range, ApiRange, SUPPORTED_APIS};
 
 use kafka_protocol::protocol::StrBytes;

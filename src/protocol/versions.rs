@@ -47,48 +47,53 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 /// Floors follow Kafka 4.x (KIP-896) but keep the older non-flexible versions that aiokafka
 /// and kafka-python still send. Ceilings stop where a version would demand something the
 /// broker does not do yet:
-/// - Produce 0-11: Kafka 4 advertises 0 again because librdkafka refuses compressed produce
-///   otherwise (KAFKA-18659); v0-2 get UNSUPPORTED_VERSION per partition. v12 implies
-///   transactions V2 (KIP-890) and v13 topic ids.
-/// - Fetch 4-12: v13 addresses topics by id, which the broker does not assign yet.
-/// - Metadata 1-12, ListOffsets 1-7 (v8 adds the tiered-storage timestamps),
-///   CreateTopics 2-7, DeleteTopics 1-6, DescribeConfigs 1-4, ApiVersions 0-4.
-/// - InitProducerId 0-4: idempotent producers only; v5 implies transactions V2 (KIP-890).
+/// - Produce 0-13: Kafka 4 advertises 0 again because librdkafka refuses compressed produce
+///   otherwise (KAFKA-18659); v0-2 get UNSUPPORTED_VERSION per partition. v12 is v11 on the
+///   wire; it means transactions V2 (KIP-890) only to clients the `transaction.version`
+///   feature tells so, which is not advertised. v13 names topics by id (KIP-516).
+/// - Fetch 4-18: v13 names topics by id, v16 adds the leaders' endpoints to the response;
+///   the other versions change only what the request may carry for followers of Kafka's
+///   own replication, which consumers do not send.
+/// - Metadata 1-13 (v13 adds a top-level error, REBOOTSTRAP_REQUIRED, never sent here),
+///   ListOffsets 1-10 (the tiered-storage timestamps of v8-9 answered as Kafka does without
+///   tiered storage; v10's timeout is for remote storage), CreateTopics 2-7, DeleteTopics
+///   1-6, DescribeConfigs 1-4, ApiVersions 0-4.
+/// - InitProducerId 0-5: idempotent producers only (v5 adds TRANSACTION_ABORTABLE, never
+///   sent here; v6 is unstable in Kafka 4.1).
 /// - Admin: DeleteRecords 0-2 (kafka-python 2.x sends v0 only), OffsetForLeaderEpoch 2-4
 ///   (Kafka 4's floor), AlterConfigs 0-2, CreatePartitions 0-3, IncrementalAlterConfigs 0-1,
 ///   DescribeCluster 0-2,
 ///   ElectLeaders 0-2, DescribeLogDirs 1-4 (Kafka 4's floor), DescribeQuorum 0-2,
 ///   DescribeTopicPartitions 0, AlterPartitionReassignments 0-1, ListPartitionReassignments 0.
-/// - FindCoordinator 0-4 answers this broker for groups; librdkafka also uses its presence as
-///   the sign that a broker takes LZ4.
+/// - FindCoordinator 0-6 answers this broker for groups (v6's share groups are
+///   INVALID_REQUEST, as on a Kafka broker without share groups); librdkafka also uses its
+///   presence as the sign that a broker takes LZ4.
 /// - Classic consumer groups: JoinGroup 0-9, SyncGroup 0-5, Heartbeat 0-4, LeaveGroup 0-5,
-///   DescribeGroups 0-5 (v6 reports unknown groups as errors), ListGroups 0-5,
-///   DeleteGroups 0-2, OffsetDelete 0, OffsetCommit 2-9 and OffsetFetch 1-9 (v10 address
-///   topics by id).
+///   DescribeGroups 0-6, ListGroups 0-5, DeleteGroups 0-2, OffsetDelete 0, OffsetCommit 2-9
+///   and OffsetFetch 1-9 (v10 addresses topics by id, and is unstable in Kafka 4.1).
 /// - Security: SaslHandshake 0-1, SaslAuthenticate 0-2, DescribeUserScramCredentials 0,
-///   AlterUserScramCredentials 0, and DescribeAcls, CreateAcls and DeleteAcls 1-3 (Kafka 4
-///   serves 2-3; v1 is what older kafka-python admin clients send); DescribeClientQuotas and
-///   AlterClientQuotas 0-1.
+///   AlterUserScramCredentials 0, and DescribeAcls, CreateAcls and DeleteAcls 1-3 (as Kafka
+///   4.1); DescribeClientQuotas and AlterClientQuotas 0-1.
 pub const SUPPORTED_APIS: &[ApiRange] = &[
-    api(ApiKey::Produce, 0, 11),
-    api(ApiKey::Fetch, 4, 12),
-    api(ApiKey::ListOffsets, 1, 7),
-    api(ApiKey::Metadata, 1, 12),
+    api(ApiKey::Produce, 0, 13),
+    api(ApiKey::Fetch, 4, 18),
+    api(ApiKey::ListOffsets, 1, 10),
+    api(ApiKey::Metadata, 1, 13),
     api(ApiKey::OffsetCommit, 2, 9),
     api(ApiKey::OffsetFetch, 1, 9),
-    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::FindCoordinator, 0, 6),
     api(ApiKey::JoinGroup, 0, 9),
     api(ApiKey::Heartbeat, 0, 4),
     api(ApiKey::LeaveGroup, 0, 5),
     api(ApiKey::SyncGroup, 0, 5),
-    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::SaslHandshake, 0, 1),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
-    api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::DescribeAcls, 1, 3),
     api(ApiKey::CreateAcls, 1, 3),
@@ -175,10 +180,10 @@ mod tests {
         let produce = entries.iter().find(|e| e.api_key == ApiKey::Produce as i16);
         assert_eq!(
             produce.map(|e| (e.min_version, e.max_version)),
-            Some((0, 11))
+            Some((0, 13))
         );
-        assert!(is_supported(ApiKey::Fetch, 12));
-        assert!(!is_supported(ApiKey::Fetch, 13));
+        assert!(is_supported(ApiKey::Fetch, 18));
+        assert!(!is_supported(ApiKey::Fetch, 19));
         assert!(!is_supported(ApiKey::Fetch, 3));
         assert!(is_supported(ApiKey::JoinGroup, 0));
         assert!(!is_supported(ApiKey::OffsetCommit, 10));

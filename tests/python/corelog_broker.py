@@ -13,6 +13,7 @@ status and the stderr tail if it already ended by itself, rather than restarting
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ import socket
 import struct
 import subprocess
 import time
+import uuid
 import urllib.request
 from pathlib import Path
 
@@ -246,29 +248,52 @@ def _compact_string(text: str) -> bytes:
     return _uvarint(len(encoded) + 1) + encoded
 
 
-def _last_partition(reader: _Reader, read_partition) -> dict | None:
-    """Read a flexible response's topics and their partitions, each partition with
-    `read_partition(reader)`, and return what it gave for the last one."""
+def _last_partition(reader: _Reader, read_partition, by_id: bool = False) -> dict | None:
+    """Read a flexible response's topics (named, or by 16-byte id when `by_id`) and their
+    partitions, each partition with `read_partition(reader)`, and return what it gave for the
+    last one."""
     answer = None
     for _ in range(reader.uvarint() - 1):
-        reader.string()
+        reader.take("16s") if by_id else reader.string()
         for _ in range(reader.uvarint() - 1):
             answer = read_partition(reader)
         reader.tags()
     return answer
 
 
-def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
-                        timeout_s: float = 5.0) -> dict:
-    """Ask exactly this broker to Produce (v11, acks=all) no records to `topic`'s `partition`,
-    and return what the partition is answered: {"error": code, "current_leader": (node, epoch)
-    or None, "endpoints": {node: (host, port)}} (KIP-951's fields: a broker that does not lead
-    the partition names its leader)."""
+def _node_endpoints(tags: dict[int, bytes]) -> dict[int, tuple[str, int]]:
+    """The node endpoints a response's tagged field 0 lists (KIP-951), {node: (host, port)}."""
+    endpoints = {}
+    if 0 in tags:
+        endpoint_reader = _Reader(tags[0])
+        for _ in range(endpoint_reader.uvarint() - 1):
+            node = endpoint_reader.take(">i")
+            endpoint_host = endpoint_reader.string()
+            endpoint_port = endpoint_reader.take(">i")
+            endpoint_reader.string()
+            endpoint_reader.tags()
+            endpoints[node] = (endpoint_host, endpoint_port)
+    return endpoints
+
+
+def _topic(topic: str | uuid.UUID) -> bytes:
+    """A request's topic: a name up to Produce and Fetch v12, an id (KIP-516) from v13."""
+    return topic.bytes if isinstance(topic, uuid.UUID) else _compact_string(topic)
+
+
+def produce_nothing(host: str, port: int, topic: str | uuid.UUID, partition: int,
+                    version: int = 11, timeout_s: float = 5.0) -> dict:
+    """Ask exactly this broker to Produce (`version`, 11 or more, acks=all) no records to
+    `topic`'s `partition` (`topic` a name, or from v13 an id), and return what the partition
+    is answered: {"error": code, "current_leader": (node, epoch) or None, "endpoints": {node:
+    (host, port)}} (KIP-951's fields: a broker that does not lead the partition names its
+    leader)."""
+    assert (version >= 13) == isinstance(topic, uuid.UUID), "topics by id from v13"
     body = _uvarint(0) + struct.pack(">hi", -1, 5000)  # no transactional id, acks, timeout
-    body += _uvarint(2) + _compact_string(topic)
+    body += _uvarint(2) + _topic(topic)
     body += _uvarint(2) + struct.pack(">i", partition) + _uvarint(0) + _uvarint(0)  # null records
     body += _uvarint(0) + _uvarint(0)
-    reader = _flexible_request(host, port, PRODUCE_KEY, 11, body, timeout_s)
+    reader = _flexible_request(host, port, PRODUCE_KEY, version, body, timeout_s)
 
     def read_partition(reader: _Reader) -> dict:
         _index, error = reader.take(">ih")
@@ -280,41 +305,44 @@ def produce_v11_nothing(host: str, port: int, topic: str, partition: int,
         reader.string()
         return {"error": error, "current_leader": _leader_tag(reader.tags(), 0)}
 
-    answer = _last_partition(reader, read_partition)
+    answer = _last_partition(reader, read_partition, by_id=version >= 13)
     reader.take(">i")  # throttle_time_ms
-    endpoints = {}
-    tags = reader.tags()
-    if 0 in tags:
-        endpoint_reader = _Reader(tags[0])
-        for _ in range(endpoint_reader.uvarint() - 1):
-            node = endpoint_reader.take(">i")
-            endpoint_host = endpoint_reader.string()
-            endpoint_port = endpoint_reader.take(">i")
-            endpoint_reader.string()
-            endpoint_reader.tags()
-            endpoints[node] = (endpoint_host, endpoint_port)
     assert answer is not None, "no partition answered"
-    answer["endpoints"] = endpoints
+    answer["endpoints"] = _node_endpoints(reader.tags())
     return answer
 
 
 FETCH_KEY = 1
 
 
-def fetch_v12_nothing(host: str, port: int, topic: str, partition: int,
-                      timeout_s: float = 5.0) -> dict:
-    """Ask exactly this broker to Fetch (v12, no wait) `topic`'s `partition` from offset 0, and
-    return what the partition is answered: {"error": code, "current_leader": (node, epoch) or
-    None} (a broker that does not lead the partition names its leader)."""
-    # replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session id and epoch.
-    body = struct.pack(">iiiibii", -1, 0, 0, 1 << 20, 0, 0, -1)
-    body += _uvarint(2) + _compact_string(topic)
+def topic_id_on_disk(broker, topic: str) -> uuid.UUID:
+    """`topic`'s id as `broker` keeps it beside its replica of partition 0
+    (`partition.metadata`, Kafka's format: base64url without padding)."""
+    text = (broker.partition_dir(topic, 0) / "partition.metadata").read_text()
+    encoded = re.search(r"^topic_id: (\S+)$", text, re.MULTILINE).group(1)
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(encoded + "=="))
+
+
+def fetch_nothing(host: str, port: int, topic: str | uuid.UUID, partition: int,
+                  version: int = 12, timeout_s: float = 5.0) -> dict:
+    """Ask exactly this broker to Fetch (`version`, 12 to 14, or 16 with the endpoints, no
+    wait) `topic`'s `partition` (`topic` a name, or from v13 an id) from offset 0, and return
+    what the partition is answered: {"error": code, "current_leader": (node, epoch) or None,
+    "endpoints": {node: (host, port)}} (a broker that does not lead the partition names its
+    leader)."""
+    assert (version >= 13) == isinstance(topic, uuid.UUID), "topics by id from v13"
+    assert version in (12, 13, 14, 16), "request fields of this version are not written"
+    # replica_id (a tagged field from v15, left out), max_wait_ms, min_bytes, max_bytes,
+    # isolation_level, session id and epoch.
+    body = b"" if version >= 15 else struct.pack(">i", -1)
+    body += struct.pack(">iiibii", 0, 0, 1 << 20, 0, 0, -1)
+    body += _uvarint(2) + _topic(topic)
     # partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset,
     # partition_max_bytes.
     body += _uvarint(2) + struct.pack(">iiqiqi", partition, -1, 0, -1, -1, 1 << 20) + _uvarint(0)
     body += _uvarint(0)  # topic tags
     body += _uvarint(1) + _uvarint(1) + _uvarint(0)  # no forgotten topics, rack "", tags
-    reader = _flexible_request(host, port, FETCH_KEY, 12, body, timeout_s)
+    reader = _flexible_request(host, port, FETCH_KEY, version, body, timeout_s)
     reader.take(">ihi")  # throttle_time_ms, error_code, session_id
 
     def read_partition(reader: _Reader) -> dict:
@@ -327,8 +355,9 @@ def fetch_v12_nothing(host: str, port: int, topic: str, partition: int,
         reader.at += max(records, 0)
         return {"error": error, "current_leader": _leader_tag(reader.tags(), 1)}
 
-    answer = _last_partition(reader, read_partition)
+    answer = _last_partition(reader, read_partition, by_id=version >= 13)
     assert answer is not None, "no partition answered"
+    answer["endpoints"] = _node_endpoints(reader.tags())
     return answer
 
 

@@ -26,8 +26,8 @@ from kafka.admin import KafkaAdminClient
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
                      holds_for, wait_until)
 from cluster_nodes import NODES, SESSION_MS, start_cluster, wait_formed
-from corelog_broker import (BrokerError, fetch_v12_nothing, free_port, metadata_v1,
-                            offset_for_leader_epoch_v4, produce_v11_nothing)
+from corelog_broker import (BrokerError, fetch_nothing, free_port, metadata_v1,
+                            offset_for_leader_epoch_v4, produce_nothing, topic_id_on_disk)
 from security_setup import corelog
 
 @pytest.fixture
@@ -196,7 +196,7 @@ def points_at(nodes: dict, asked: int, topic: str, leader: int) -> int | None:
     it refuses a produce there, once it names `leader` and its address (KIP-951). A consumer's
     fetch (v11+) it serves itself, as Kafka's followers do (KIP-392)."""
     host, port = nodes[asked].host, nodes[asked].port
-    produced = produce_v11_nothing(host, port, topic, 0)
+    produced = produce_nothing(host, port, topic, 0)
     if produced["error"] != KafkaError.NOT_LEADER_FOR_PARTITION:
         return None
     named = produced["current_leader"]
@@ -204,8 +204,8 @@ def points_at(nodes: dict, asked: int, topic: str, leader: int) -> int | None:
         return None
     if produced["endpoints"] != {leader: ("127.0.0.1", nodes[leader].port)}:
         return None
-    fetched = fetch_v12_nothing(host, port, topic, 0)
-    assert fetched == {"error": 0, "current_leader": None}, fetched
+    fetched = fetch_nothing(host, port, topic, 0)
+    assert fetched == {"error": 0, "current_leader": None, "endpoints": {}}, fetched
     return named[1]
 
 
@@ -385,7 +385,7 @@ def test_a_leader_without_its_quorum_does_not_name_itself(cluster):
     producer = ck_producer(broker.bootstrap, **{"message.timeout.ms": 5000})
 
     def refused() -> dict | None:
-        answer = produce_v11_nothing(broker.host, broker.port, "deposed", 0)
+        answer = produce_nothing(broker.host, broker.port, "deposed", 0)
         return answer if answer["error"] == KafkaError.NOT_LEADER_FOR_PARTITION else None
 
     try:
@@ -935,14 +935,21 @@ def test_consumers_fetch_from_a_replica_in_their_rack(broker_factory):
     assert read_all(bootstrap, "nearby", 1, 500) == {0: expected}
     assert fetched_bytes(nodes[leader], "nearby") > 500
 
-    # A node that holds no replica refuses a fetch and names the leader (KIP-951, v12).
+    # A node that holds no replica refuses a fetch and names the leader (KIP-951, v12), and
+    # from v16 its endpoint; from v13 the topic is named by its id.
     create_topic(bootstrap, "alone", 1, replication=1)
     holder = wait_until(lambda: (led_by(nodes, NODES, "alone") or {}).get(0),
                         what="the single-replica topic placed")
     other = next(node for node in NODES if node != holder)
-    fetched = fetch_v12_nothing(nodes[other].host, nodes[other].port, "alone", 0)
+    fetched = fetch_nothing(nodes[other].host, nodes[other].port, "alone", 0)
     assert fetched["error"] == KafkaError.NOT_LEADER_FOR_PARTITION, fetched
     assert fetched["current_leader"][0] == holder, fetched
+    assert fetched["endpoints"] == {}, "v12 has no endpoints"
+    alone = topic_id_on_disk(nodes[holder], "alone")
+    fetched = fetch_nothing(nodes[other].host, nodes[other].port, alone, 0, version=16)
+    assert fetched["error"] == KafkaError.NOT_LEADER_FOR_PARTITION, fetched
+    assert fetched["current_leader"][0] == holder, fetched
+    assert fetched["endpoints"] == {holder: ("127.0.0.1", nodes[holder].port)}, fetched
 
 
 FOUR = (1, 2, 3, 4)

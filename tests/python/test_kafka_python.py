@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from kafka import TopicPartition
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import MessageSizeTooLargeError
+from kafka.protocol.consumer.offsets import OffsetSpec
 
 from clients import (data_batch_headers, first_offset, kp_consume, kp_consumer, kp_poll_records,
                      kp_producer)
@@ -168,6 +169,61 @@ def test_consume_from_earliest_latest_and_given_offset(broker, topic):
         assert consumer.end_offsets([tp]) == {tp: base + 13}
     finally:
         consumer.close()
+
+
+def test_kafka_python_takes_the_broker_for_kafka_4_1(broker):
+    """kafka-python infers the broker's Kafka release from the versions ApiVersions advertises
+    (Produce v13: 4.1), and then produces and fetches with Kafka 4.1's versions (Produce 13
+    and Fetch 18 name topics by id) in every test here."""
+    producer = kp_producer(broker.bootstrap)
+    try:
+        assert producer.config["api_version"] == (4, 1)
+    finally:
+        producer.close(timeout=SEND_TIMEOUT_S)
+
+
+def test_list_offsets_answers_every_spec_with_its_epoch(broker, topic):
+    """ListOffsets up to v10 (kafka-python's list_partition_offsets) answers every spec as
+    Kafka does without tiered storage: the earliest local offset is the log start, nothing is
+    tiered; and each offset comes with the epoch of the leader that wrote it (the current one
+    for the latest)."""
+    sent = send_all(broker.bootstrap, topic,
+                    [dict(value=b"v%d" % i, timestamp_ms=BASE_TS_MS + i) for i in range(5)])
+    base = first_offset(broker, sent[0].offset)
+    tp = TopicPartition(topic, 0)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        found = {spec: admin.list_partition_offsets({tp: spec})[tp] for spec in OffsetSpec}
+    finally:
+        admin.close()
+    answers = {spec: (got.offset, got.timestamp) for spec, got in found.items()}
+    assert answers == {
+        OffsetSpec.EARLIEST: (0, -1),
+        OffsetSpec.EARLIEST_LOCAL: (0, -1),
+        OffsetSpec.LATEST: (base + 5, -1),
+        OffsetSpec.MAX_TIMESTAMP: (base + 4, BASE_TS_MS + 4),
+        OffsetSpec.LATEST_TIERED: (-1, -1),
+    }
+    epochs = {spec: got.leader_epoch for spec, got in found.items()}
+    assert epochs[OffsetSpec.LATEST_TIERED] is None
+    assert epochs[OffsetSpec.EARLIEST] == epochs[OffsetSpec.EARLIEST_LOCAL]
+    assert 0 <= epochs[OffsetSpec.EARLIEST] <= epochs[OffsetSpec.MAX_TIMESTAMP]
+    assert epochs[OffsetSpec.MAX_TIMESTAMP] <= epochs[OffsetSpec.LATEST]
+    if broker.node_id == 0:
+        assert set(epochs.values()) == {0, None}, epochs
+    else:
+        assert epochs[OffsetSpec.LATEST] >= 1, epochs
+
+
+def test_describing_an_unknown_group_is_group_id_not_found(broker):
+    """DescribeGroups v6 answers a group nobody joined with GROUP_ID_NOT_FOUND (KIP-1043)."""
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        described = admin.describe_groups(["nobody-joined"])["nobody-joined"]
+    finally:
+        admin.close()
+    assert described["group_state"] == "Dead"
+    assert described["error"] == "[Error 69] GroupIdNotFoundError: Group nobody-joined not found."
 
 
 def test_offsets_for_times(broker, topic):

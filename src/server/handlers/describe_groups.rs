@@ -1,12 +1,14 @@
-//! DescribeGroups 0-5: state, protocol and members of each group, asked of its coordinator.
-//! An unknown group is reported as Dead without an error, as Kafka does before v6. A group
-//! the principal may not DESCRIBE is GROUP_AUTHORIZATION_FAILED.
+//! DescribeGroups 0-6: state, protocol and members of each group, asked of its coordinator.
+//! An unknown group is reported as Dead, with GROUP_ID_NOT_FOUND from v6 (KIP-1043) and
+//! without an error before, as Kafka does. A group the principal may not DESCRIBE is
+//! GROUP_AUTHORIZATION_FAILED.
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::group::state::GroupState;
 use crate::group::{self, GroupCall, GroupReply};
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::authorize::AUTHORIZED_OPERATIONS_OMITTED;
@@ -50,7 +52,7 @@ fn described(group_id: GroupId, reply: GroupReply, version: i16) -> DescribedGro
                 .with_error_code(ResponseError::UnknownServerError.code())
         }
     };
-    let members = summary
+    let members: Vec<DescribedGroupMember> = summary
         .members
         .into_iter()
         .map(|m| {
@@ -63,7 +65,17 @@ fn described(group_id: GroupId, reply: GroupReply, version: i16) -> DescribedGro
                 .with_member_assignment(m.assignment)
         })
         .collect();
+    let unknown = version >= 6 && summary.state == GroupState::Dead.name() && members.is_empty();
+    let (error_code, error_message) = match unknown {
+        true => (
+            ResponseError::GroupIdNotFound.code(),
+            Some(str_bytes(format!("Group {} not found.", group_id.as_str()))),
+        ),
+        false => (0, None),
+    };
     DescribedGroup::default()
+        .with_error_code(error_code)
+        .with_error_message(error_message)
         .with_group_id(group_id)
         .with_group_state(str_bytes(summary.state))
         .with_protocol_type(str_bytes(summary.protocol_type))

@@ -3,7 +3,10 @@
 //! `max_wait_ms` passes. The first batch of the response is always returned whole, even when
 //! it is larger than the limits, so that a consumer can always make progress. Each topic
 //! needs READ; the partitions of one that is denied answer TOPIC_AUTHORIZATION_FAILED. A
-//! partition answered NOT_LEADER_OR_FOLLOWER names the leader this node knows (v12+).
+//! partition answered NOT_LEADER_OR_FOLLOWER names the leader this node knows (v12+), and
+//! the response those leaders' endpoints (v16+, KIP-951). From v13 topics are named by id
+//! (KIP-516); an id this node does not know is UNKNOWN_TOPIC_ID. Fetch sessions are not
+//! kept (every answer has session id 0), so forgotten topics need nothing.
 //!
 //! Fetch from the closest replica (KIP-392, v11+): a follower of a replicated partition
 //! serves a consumer up to the commit point it knows; with
@@ -12,31 +15,44 @@
 //! an in-sync replica of that rack as the preferred read replica, where the client then
 //! fetches.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::join_all;
+use kafka_protocol::messages::fetch_request::FetchTopic as FetchTopicRequest;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
-use super::brokers::leader_elsewhere;
+use super::brokers::{brokers, leader_elsewhere};
+use super::{names_from_ids, str_bytes, TOPIC_ID_VERSION_MIN};
 use crate::ids::{NodeId, Offset, PartitionId};
 use crate::limits;
-use crate::partition::{FetchInput, FetchOutput, TopicPartition};
-use crate::protocol::{FetchPartition, FetchResponseData, FetchTopic};
+use crate::partition::{FetchInput, FetchOutput, PartitionOp, TopicPartition};
+use crate::protocol::{FetchNodeEndpoint, FetchPartition, FetchResponseData, FetchTopic};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 
-pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponseData {
+pub async fn handle(ctx: &RequestContext, mut request: FetchRequest) -> FetchResponseData {
+    let unknown_ids = match ctx.api_version >= TOPIC_ID_VERSION_MIN {
+        true => {
+            let topics = request.topics.iter_mut();
+            names_from_ids(ctx, topics.map(|t| (&t.topic_id, &mut t.topic)))
+        }
+        false => HashSet::new(),
+    };
     let wait_ms = request.max_wait_ms.clamp(0, limits::FETCH_WAIT_MS_MAX) as u64;
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let max_bytes = (request.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
     let min_bytes = request.min_bytes.max(0) as usize;
     let names = request.topics.iter().map(|t| t.topic.0.as_str());
     let denied = super::topics_denied(ctx, AclOperation::Read, names);
+    let refused = Refused {
+        denied,
+        unknown_ids,
+    };
     loop {
-        let response = read_once(ctx, &request, max_bytes, &denied).await;
+        let response = read_once(ctx, &request, max_bytes, &refused).await;
         let (bytes, answer_now) = summarize(&response);
         let remaining = deadline.saturating_duration_since(Instant::now());
         if bytes >= min_bytes || answer_now || remaining.is_zero() {
@@ -67,8 +83,27 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         // At shutdown a watch returns at once; answer with what there is instead of
         // polling until the deadline.
         if Instant::now() >= deadline || ctx.shard.shutdown.is_raised() {
-            return read_once(ctx, &request, max_bytes, &denied).await;
+            return read_once(ctx, &request, max_bytes, &refused).await;
         }
+    }
+}
+
+/// The topics of a request that are answered without reading.
+struct Refused {
+    /// Names the principal may not READ.
+    denied: HashSet<String>,
+    /// Ids this node does not know (v13+).
+    unknown_ids: HashSet<uuid::Uuid>,
+}
+
+impl Refused {
+    fn error(&self, topic: &FetchTopicRequest) -> Option<ResponseError> {
+        if !self.unknown_ids.is_empty() && self.unknown_ids.contains(&topic.topic_id) {
+            return Some(ResponseError::UnknownTopicId);
+        }
+        self.denied
+            .contains(topic.topic.0.as_str())
+            .then_some(ResponseError::TopicAuthorizationFailed)
     }
 }
 
@@ -77,7 +112,7 @@ async fn read_once(
     ctx: &RequestContext,
     request: &FetchRequest,
     max_bytes: usize,
-    denied: &HashSet<String>,
+    refused: &Refused,
 ) -> FetchResponseData {
     let client_rack = request.rack_id.as_str().trim();
     let redirects = ctx.api_version >= FROM_FOLLOWER_VERSION_MIN
@@ -93,7 +128,8 @@ async fn read_once(
     // it is sent to instead. Nothing is allocated otherwise (the consumer hot path).
     let mut closer = Vec::new();
     for topic in &request.topics {
-        let allowed = !denied.contains(topic.topic.0.as_str());
+        let refusal = refused.error(topic);
+        let allowed = refusal.is_none();
         for partition in &topic.partitions {
             let index = PartitionId(partition.partition);
             let preferred = (redirects && allowed)
@@ -113,14 +149,9 @@ async fn read_once(
                 watermarks_only: preferred.is_some(),
             };
             reads.push(async move {
-                match allowed {
-                    true => ctx.shard.route(input).await,
-                    false => FetchOutput {
-                        error_code: ResponseError::TopicAuthorizationFailed.code(),
-                        high_watermark: Offset::NONE,
-                        log_start_offset: Offset::NONE,
-                        records: Vec::new(),
-                    },
+                match refusal {
+                    None => ctx.shard.route(input).await,
+                    Some(error) => FetchInput::refused(error),
                 }
             });
         }
@@ -132,11 +163,13 @@ async fn read_once(
         nothing_yet: true,
     };
     let names_leader = ctx.api_version >= CURRENT_LEADER_VERSION_MIN;
+    let mut leaders = BTreeSet::new();
     let topics = request
         .topics
         .iter()
         .map(|topic| FetchTopic {
             name: topic.topic.0.clone(),
+            topic_id: topic.topic_id,
             partitions: topic
                 .partitions
                 .iter()
@@ -154,22 +187,49 @@ async fn read_once(
                     }
                     if names_leader && data.error_code == ResponseError::NotLeaderOrFollower.code()
                     {
-                        data.current_leader = leader_elsewhere(ctx, topic.topic.0.as_str(), index)
-                            .map(|(leader, epoch)| (leader.get(), epoch.get()));
+                        let leader = leader_elsewhere(ctx, topic.topic.0.as_str(), index);
+                        if let Some((leader, epoch)) = leader {
+                            data.current_leader = Some((leader.get(), epoch.get()));
+                            leaders.insert(leader);
+                        }
                     }
                     data
                 })
                 .collect(),
         })
         .collect();
+    let node_endpoints = match ctx.api_version >= NODE_ENDPOINTS_VERSION_MIN {
+        true => endpoints_of(ctx, &leaders),
+        false => Vec::new(),
+    };
     FetchResponseData {
         topics,
+        node_endpoints,
         ..Default::default()
     }
 }
 
+/// The endpoints of `leaders` on the client's listener (none, without allocating, for none).
+fn endpoints_of(ctx: &RequestContext, leaders: &BTreeSet<NodeId>) -> Vec<FetchNodeEndpoint> {
+    if leaders.is_empty() {
+        return Vec::new();
+    }
+    brokers(ctx)
+        .into_iter()
+        .filter(|broker| leaders.contains(&broker.node))
+        .map(|broker| FetchNodeEndpoint {
+            node_id: broker.node.get(),
+            host: str_bytes(broker.host),
+            port: broker.port,
+            rack: broker.rack.map(str_bytes),
+        })
+        .collect()
+}
+
 /// The first version whose partitions may name their current leader.
 const CURRENT_LEADER_VERSION_MIN: i16 = 12;
+/// The first version whose response carries the endpoints of the leaders it names.
+const NODE_ENDPOINTS_VERSION_MIN: i16 = 16;
 /// The first version a consumer may fetch from a follower with (KIP-392).
 const FROM_FOLLOWER_VERSION_MIN: i16 = 11;
 

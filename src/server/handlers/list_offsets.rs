@@ -1,6 +1,8 @@
-//! ListOffsets: the earliest (-2), latest (-1) or max-timestamp (-3) offset of a partition, or
-//! the first offset whose record timestamp is at least the given one. Each topic needs
-//! DESCRIBE (TOPIC_AUTHORIZATION_FAILED).
+//! ListOffsets: the earliest (-2), latest (-1), max-timestamp (-3), earliest local (-4, v8)
+//! or latest tiered (-5, v9; none, as there is no tiered storage) offset of a partition, or
+//! the first offset whose record timestamp is at least the given one, each with the leader
+//! epoch that wrote it. Each topic needs DESCRIBE (TOPIC_AUTHORIZATION_FAILED). v10's
+//! timeout is for remote storage, and is not needed here.
 
 use futures::future::join_all;
 use kafka_protocol::messages::list_offsets_response::{
@@ -9,7 +11,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::ids::{Offset, PartitionId};
+use crate::ids::PartitionId;
 use crate::partition::{ListOffsetsInput, ListOffsetsOutput, TopicPartition};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
@@ -32,11 +34,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
             lookups.push(async move {
                 match allowed {
                     true => ctx.shard.route(input).await,
-                    false => ListOffsetsOutput {
-                        error_code: ResponseError::TopicAuthorizationFailed.code(),
-                        timestamp: -1,
-                        offset: Offset::NONE,
-                    },
+                    false => ListOffsetsOutput::error(ResponseError::TopicAuthorizationFailed),
                 }
             });
         }
@@ -58,7 +56,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                         .with_offset(output.offset.get());
                     // The crate refuses to encode a field its version lacks.
                     if ctx.api_version >= 4 {
-                        response.with_leader_epoch(0)
+                        response.with_leader_epoch(output.leader_epoch.get())
                     } else {
                         response
                     }

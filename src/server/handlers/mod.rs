@@ -108,6 +108,29 @@ pub async fn auto_create_topics<'a>(ctx: &RequestContext, names: impl Iterator<I
     }
 }
 
+/// The first Produce and Fetch version that names topics by id instead of by name (KIP-516).
+pub const TOPIC_ID_VERSION_MIN: i16 = 13;
+
+/// For a request that names topics by id (Produce and Fetch v13+): fills in each topic's name
+/// from its id, and returns the ids this node does not know, whose topics keep an empty name
+/// and are answered UNKNOWN_TOPIC_ID. Empty, without allocating, when all are known.
+pub fn names_from_ids<'a>(
+    ctx: &RequestContext,
+    topics: impl Iterator<Item = (&'a uuid::Uuid, &'a mut TopicName)>,
+) -> HashSet<uuid::Uuid> {
+    let table = ctx.shard.table();
+    let mut unknown = HashSet::new();
+    for (id, name) in topics {
+        match table.topic_by_id(id) {
+            Some(entry) => *name = TopicName(StrBytes::from_string(entry.name.clone())),
+            None => {
+                unknown.insert(*id);
+            }
+        }
+    }
+    unknown
+}
+
 /// Whether the principal may create topic `name`: CREATE on the cluster or on the topic.
 pub fn may_create_topic(ctx: &RequestContext, name: &str) -> bool {
     ctx.authorize_cluster(AclOperation::Create) || ctx.authorize_topic(AclOperation::Create, name)

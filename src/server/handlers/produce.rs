@@ -5,9 +5,10 @@
 //! transactional id WRITE on that id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every
 //! partition). A partition answered NOT_LEADER_OR_FOLLOWER names the leader this node knows,
 //! with its endpoint, from version 10 (KIP-951), so that the producer goes there without
-//! asking for metadata first.
+//! asking for metadata first. From version 13 topics are named by id (KIP-516); an id this
+//! node does not know is UNKNOWN_TOPIC_ID, and is never created.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{
@@ -17,7 +18,7 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use super::brokers::{brokers, leader_elsewhere};
-use super::{auto_create_topics, str_bytes};
+use super::{auto_create_topics, names_from_ids, str_bytes, TOPIC_ID_VERSION_MIN};
 use crate::ids::{Offset, PartitionId};
 use crate::metadata::validate_topic_name;
 use crate::partition::{ProduceInput, ProduceOutput, TopicPartition};
@@ -25,7 +26,15 @@ use crate::protocol::versions::PRODUCE_VERSION_SERVED_MIN;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
 
-pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(ctx: &RequestContext, mut request: ProduceRequest) -> Option<ProduceResponse> {
+    let by_id = ctx.api_version >= TOPIC_ID_VERSION_MIN;
+    let unknown_ids = match by_id {
+        true => {
+            let topics = request.topic_data.iter_mut();
+            names_from_ids(ctx, topics.map(|t| (&t.topic_id, &mut t.name)))
+        }
+        false => HashSet::new(),
+    };
     let acks = request.acks;
     let refused = if ctx.api_version < PRODUCE_VERSION_SERVED_MIN {
         Some(ResponseError::UnsupportedVersion)
@@ -45,11 +54,16 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     let mut calls = Vec::new();
     for topic in &request.topic_data {
         let name = topic.name.0.to_string();
-        let refused = refused.or_else(|| {
-            denied
-                .contains(&name)
-                .then_some(ResponseError::TopicAuthorizationFailed)
-        });
+        let refused = refused
+            .or_else(|| {
+                (by_id && unknown_ids.contains(&topic.topic_id))
+                    .then_some(ResponseError::UnknownTopicId)
+            })
+            .or_else(|| {
+                denied
+                    .contains(&name)
+                    .then_some(ResponseError::TopicAuthorizationFailed)
+            });
         for partition in &topic.partition_data {
             let tp = TopicPartition {
                 topic: name.clone(),
@@ -78,14 +92,18 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                     partition_response(ctx.api_version, partition.index, outputs.next())
                 })
                 .collect();
-            TopicProduceResponse::default()
-                .with_name(topic.name.clone())
-                .with_partition_responses(partitions)
+            let response = TopicProduceResponse::default().with_partition_responses(partitions);
+            // The crate refuses to encode a field its version lacks.
+            match by_id {
+                true => response.with_topic_id(topic.topic_id),
+                false => response.with_name(topic.name.clone()),
+            }
         })
         .collect();
     let mut response = ProduceResponse::default().with_responses(responses);
     if ctx.api_version >= CURRENT_LEADER_VERSION_MIN {
-        point_at_leaders(ctx, &mut response);
+        let names = request.topic_data.iter().map(|topic| topic.name.0.as_str());
+        point_at_leaders(ctx, names, &mut response);
     }
     Some(response)
 }
@@ -95,17 +113,22 @@ const CURRENT_LEADER_VERSION_MIN: i16 = 10;
 
 /// KIP-951: each partition answered NOT_LEADER_OR_FOLLOWER gets the leader and epoch this
 /// node's metadata knows (none while the leader is unknown, fenced or this node), and the response the
-/// endpoints of those leaders on the client's listener.
-fn point_at_leaders(ctx: &RequestContext, response: &mut ProduceResponse) {
+/// endpoints of those leaders on the client's listener. `names` are the response's topics'
+/// names, in order.
+fn point_at_leaders<'a>(
+    ctx: &RequestContext,
+    names: impl Iterator<Item = &'a str>,
+    response: &mut ProduceResponse,
+) {
     let not_leader = ResponseError::NotLeaderOrFollower.code();
     let mut leaders = BTreeSet::new();
-    for topic in &mut response.responses {
+    for (name, topic) in names.zip(&mut response.responses) {
         for partition in &mut topic.partition_responses {
             if partition.error_code != not_leader {
                 continue;
             }
             let index = PartitionId(partition.index);
-            let Some((leader, epoch)) = leader_elsewhere(ctx, topic.name.0.as_str(), index) else {
+            let Some((leader, epoch)) = leader_elsewhere(ctx, name, index) else {
                 continue;
             };
             partition.current_leader = LeaderIdAndEpoch::default()
