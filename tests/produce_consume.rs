@@ -369,9 +369,9 @@ fn api_versions_unknown_version_answers_35_with_ranges() {
         entry.map(|entry| (entry.min_version, entry.max_version))
     };
     assert_eq!(range(18), Some((0, 4)), "ApiVersions range");
-    assert_eq!(range(0), Some((0, 11)), "Produce range");
-    assert_eq!(range(1), Some((4, 12)), "Fetch range");
-    assert_eq!(range(3), Some((1, 12)), "Metadata range");
+    assert_eq!(range(0), Some((0, 13)), "Produce range");
+    assert_eq!(range(1), Some((4, 18)), "Fetch range");
+    assert_eq!(range(3), Some((1, 13)), "Metadata range");
     // The broker must still talk on this connection at a supported version.
     let retry = kafka_protocol::messages::ApiVersionsRequest::default();
     assert_eq!(
