@@ -60,6 +60,12 @@ impl Partition {
         )
     }
 
+    /// The epoch the partition's log is in now (unknown before its first).
+    pub fn current_epoch(&self) -> LeaderEpoch {
+        let latest = self.epochs.borrow().latest();
+        latest.map_or(LeaderEpoch::UNKNOWN, |(epoch, _)| epoch)
+    }
+
     /// The epoch of the leader that wrote `offset` (see `EpochHistory::epoch_at`).
     pub fn epoch_at(&self, offset: Offset) -> LeaderEpoch {
         self.epochs.borrow().epoch_at(offset)

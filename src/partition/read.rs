@@ -60,8 +60,7 @@ impl Partition {
         let written = |offset| ListOffsetsOutput::found(offset, -1, self.epoch_at(offset));
         match input.timestamp {
             LATEST_TIMESTAMP => {
-                let (current, _) = self.epoch_end(LeaderEpoch::UNKNOWN);
-                ListOffsetsOutput::found(self.high_watermark(), -1, current)
+                ListOffsetsOutput::found(self.high_watermark(), -1, self.current_epoch())
             }
             EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => written(self.log_start_offset()),
             LATEST_TIERED_TIMESTAMP => ListOffsetsOutput::none(),

@@ -4,7 +4,7 @@
 //! client came in on (as Kafka answers per listener name), with this node always among them
 //! (it answers, so it is alive, registered or not yet).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{LeaderEpoch, NodeId, PartitionId};
 use crate::server::dispatch::RequestContext;
@@ -67,6 +67,17 @@ fn registered(ctx: &RequestContext, with_fenced: bool) -> Vec<Broker> {
         },
     );
     brokers.into_values().collect()
+}
+
+/// The live brokers among `nodes` (the leaders a KIP-951 answer names; nothing, without
+/// allocating, for none).
+pub fn brokers_among(ctx: &RequestContext, nodes: &BTreeSet<NodeId>) -> Vec<Broker> {
+    if nodes.is_empty() {
+        return Vec::new();
+    }
+    let mut live = brokers(ctx);
+    live.retain(|broker| nodes.contains(&broker.node));
+    live
 }
 
 /// The broker `node`, if it is known.

@@ -24,7 +24,7 @@ use kafka_protocol::messages::fetch_request::FetchTopic as FetchTopicRequest;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::ResponseError;
 
-use super::brokers::{brokers, leader_elsewhere};
+use super::brokers::{brokers_among, leader_elsewhere};
 use super::{names_from_ids, str_bytes, TOPIC_ID_VERSION_MIN};
 use crate::ids::{NodeId, Offset, PartitionId};
 use crate::limits;
@@ -199,7 +199,15 @@ async fn read_once(
         })
         .collect();
     let node_endpoints = match ctx.api_version >= NODE_ENDPOINTS_VERSION_MIN {
-        true => endpoints_of(ctx, &leaders),
+        true => brokers_among(ctx, &leaders)
+            .into_iter()
+            .map(|broker| FetchNodeEndpoint {
+                node_id: broker.node.get(),
+                host: str_bytes(broker.host),
+                port: broker.port,
+                rack: broker.rack.map(str_bytes),
+            })
+            .collect(),
         false => Vec::new(),
     };
     FetchResponseData {
@@ -207,23 +215,6 @@ async fn read_once(
         node_endpoints,
         ..Default::default()
     }
-}
-
-/// The endpoints of `leaders` on the client's listener (none, without allocating, for none).
-fn endpoints_of(ctx: &RequestContext, leaders: &BTreeSet<NodeId>) -> Vec<FetchNodeEndpoint> {
-    if leaders.is_empty() {
-        return Vec::new();
-    }
-    brokers(ctx)
-        .into_iter()
-        .filter(|broker| leaders.contains(&broker.node))
-        .map(|broker| FetchNodeEndpoint {
-            node_id: broker.node.get(),
-            host: str_bytes(broker.host),
-            port: broker.port,
-            rack: broker.rack.map(str_bytes),
-        })
-        .collect()
 }
 
 /// The first version whose partitions may name their current leader.

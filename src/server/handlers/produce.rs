@@ -17,7 +17,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use super::brokers::{brokers, leader_elsewhere};
+use super::brokers::{brokers_among, leader_elsewhere};
 use super::{auto_create_topics, names_from_ids, str_bytes, TOPIC_ID_VERSION_MIN};
 use crate::ids::{Offset, PartitionId};
 use crate::metadata::validate_topic_name;
@@ -137,12 +137,8 @@ fn point_at_leaders<'a>(
             leaders.insert(leader);
         }
     }
-    if leaders.is_empty() {
-        return;
-    }
-    response.node_endpoints = brokers(ctx)
+    response.node_endpoints = brokers_among(ctx, &leaders)
         .into_iter()
-        .filter(|broker| leaders.contains(&broker.node))
         .map(|broker| {
             NodeEndpoint::default()
                 .with_node_id(BrokerId(broker.node.get()))
