@@ -84,6 +84,7 @@ fn fetch_response() -> FetchResponseData {
             last_stable_offset: 1_000_000,
             log_start_offset: 0,
             records: vec![batch.clone(); 4],
+            aborted_transactions: None,
             current_leader: None,
             preferred_read_replica: None,
         })

@@ -336,6 +336,9 @@ pub const PRODUCER_ID_BLOCK_COUNT: i64 = 1000;
 
 /// Largest producer-state snapshot file recovery loads; a bigger one is treated as corrupt.
 pub const PRODUCER_SNAPSHOT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// The largest aborted-transaction file (`<end>.txnindex`) a partition reads at open: one
+/// range between two snapshots (a segment), 32 bytes per aborted transaction.
+pub const ABORTED_TXN_FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
 /// Default `producer.id.expiration.ms`: producers idle this long are forgotten (one day).
 pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;

@@ -24,8 +24,7 @@ impl Partition {
         log: Rc<Log>,
         shard: Rc<ShardContext>,
     ) -> Result<Rc<Partition>, StorageError> {
-        let (durable, saved_at) = producer_snapshot::rebuild(&log).await?;
-        let producers = Producers::new(durable, saved_at);
+        let producers = Producers::new(producer_snapshot::rebuild(&log).await?);
         let epochs = EpochHistory::load(&log).await?;
         let partition = Rc::new(Partition::new(tp, config, log, shard, producers, epochs));
         partition.begin_epoch(LEADER_EPOCH).await?;
@@ -104,8 +103,19 @@ impl Partition {
         }
     }
 
+    /// Writes the aborted-transaction file of the range up to `offset`, then the snapshot at
+    /// `offset`; not the snapshot if the file could not be written (see `producer_snapshot`).
     async fn write_snapshot(&self, offset: Offset, table: &ProducerTable) {
-        match producer_snapshot::write_snapshot(self.log.dir(), offset, table).await {
+        let (from, aborted) = self.producers.borrow().aborted_unsaved(offset);
+        let dir = self.log.dir();
+        if let Err(error) = producer_snapshot::write_aborted(dir, from, offset, &aborted).await {
+            let topic = &self.tp.topic;
+            let partition = self.tp.partition;
+            tracing::warn!(%topic, %partition, %offset, %error, "writing aborted transactions failed; the next open reads more of the log");
+            return;
+        }
+        self.producers.borrow_mut().aborted_saved(offset);
+        match producer_snapshot::write_snapshot(dir, offset, table).await {
             Ok(()) => self.producers.borrow_mut().saved(offset),
             Err(error) => tracing::warn!(
                 topic = %self.tp.topic,
@@ -133,6 +143,7 @@ impl Partition {
     pub(super) fn log_start_moved(&self) {
         let start = self.log.log_start_offset();
         self.epochs.borrow_mut().truncate_before(start);
+        self.producers.borrow_mut().log_start_moved(start);
     }
 
     /// Snapshots below the log start describe deleted data (see `producer_snapshot`).
@@ -167,8 +178,8 @@ impl Partition {
         self.log_changed().await;
         if result.is_ok() {
             let _held = self.snapshots.lock().await;
-            let (durable, saved_at) = producer_snapshot::rebuild(&self.log).await?;
-            *self.producers.borrow_mut() = Producers::new(durable, saved_at);
+            let rebuilt = producer_snapshot::rebuild(&self.log).await?;
+            *self.producers.borrow_mut() = Producers::new(rebuilt);
             let end = self.log.log_end_offset();
             if self.epochs.borrow_mut().truncate_from(end) {
                 let history = self.epochs.borrow().clone();

@@ -1,6 +1,7 @@
 //! A partition on the shard that owns it: everything Kafka rules for one partition, above its
 //! log. Its config, its watermarks, the leader epoch it stamps, the offsets it gives batches,
-//! the idempotent-producer state and its snapshots, the flush cycle that makes its batches
+//! the idempotent- and transactional-producer state and its snapshots, transaction markers,
+//! the last stable offset and the aborted-transaction index, the flush cycle that makes its batches
 //! durable (group commit), and the owner-side operations (produce, fetch, list offsets,
 //! delete records, watch) with their request and reply types.
 //!
@@ -16,6 +17,7 @@
 //! topic's config and the shard's flush queue. The log below it (`storage::Log`) knows
 //! offsets and bytes only.
 
+mod aborted;
 mod epochs;
 mod flush;
 mod lifecycle;
@@ -28,6 +30,7 @@ mod replicated;
 mod requests;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use crate::ids::{LeaderEpoch, Offset};
 use epochs::EpochHistory;
@@ -46,7 +49,7 @@ pub use replicated::PreparedEntry;
 pub use requests::{
     watch, DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
     FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,
-    TopicPartition, WatchInput,
+    TopicPartition, WatchInput, WriteMarkerInput, WriteMarkerOutput,
 };
 
 /// The leader epoch of every partition until replication brings elections.

@@ -12,9 +12,11 @@ use super::{Partition, ProduceInput, ProduceOutput, LEADER_EPOCH};
 use crate::metadata::now_ms;
 use crate::metadata::topic_config::TimestampType;
 use crate::metrics;
-use crate::partition::producer_state::{Checked, ProducerAppend, ProducerBatch, ProducerError};
+use crate::partition::producer_state::{
+    Checked, ProducerAppend, ProducerBatch, ProducerChange, ProducerError,
+};
 use crate::protocol::record_batch::{self, BatchSummary};
-use crate::storage::{stamp_batch, AppendTicket, Settled, StorageError};
+use crate::storage::{stamp_batch, AppendTicket, BatchMeta, Settled, StorageError};
 
 impl Partition {
     /// Appends one produce payload and answers when it is durable (acks 1 and -1) or at once
@@ -73,37 +75,47 @@ impl Partition {
                 Err(error) => return Err(self.producer_error(error)),
             }
         }
-        let mut batch = BytesMut::from(&records[..]);
+        let batch = BytesMut::from(&records[..]);
+        let (meta, ticket) = self.stage(batch, &summary, log_append_time)?;
+        if let Some(producer) = producer {
+            let batch = ProducerBatch {
+                first_seq: producer.first_seq,
+                last_seq: producer.last_seq,
+                base_offset: meta.base_offset,
+                last_offset: meta.last_offset,
+                timestamp: meta.max_timestamp,
+            };
+            let change = ProducerChange::Batch(producer, batch);
+            self.producers.borrow_mut().record(change, ticket.clone());
+        }
+        metrics::add(&self.metrics.produced_bytes, summary.batch_bytes as u64);
+        metrics::add(&self.metrics.produced_records, summary.record_count as u64);
+        Ok(Staged {
+            base_offset: meta.base_offset,
+            last_offset: meta.last_offset,
+            log_append_time_ms: log_append_time.unwrap_or(-1),
+            ticket,
+        })
+    }
+
+    /// Stamps a checked batch with the leader epoch and the log end offset and stages it.
+    pub(super) fn stage(
+        &self,
+        mut batch: BytesMut,
+        summary: &BatchSummary,
+        log_append_time: Option<i64>,
+    ) -> Result<(BatchMeta, AppendTicket), ProduceOutput> {
         // Clients send -1; like Kafka, stamp the leader epoch that Metadata reports (and that
         // replication will later use as the Raft term).
         let epoch = self.epochs.borrow().latest().map(|(epoch, _)| epoch);
         assert_eq!(epoch, Some(LEADER_EPOCH), "the stamped epoch has begun");
         record_batch::set_partition_leader_epoch(&mut batch, LEADER_EPOCH.get());
         let base_offset = self.log.log_end_offset();
-        let (batch, meta) = stamp_batch(batch, &summary, base_offset, log_append_time);
-        let ticket = match self.log.append(batch, meta) {
-            Ok(ticket) => ticket,
-            Err(error) => return Err(self.storage_error(error)),
-        };
-        if let Some(producer) = &producer {
-            let batch = ProducerBatch {
-                first_seq: producer.first_seq,
-                last_seq: producer.last_seq,
-                base_offset,
-                last_offset: meta.last_offset,
-                timestamp: meta.max_timestamp,
-            };
-            let ticket = ticket.clone();
-            self.producers.borrow_mut().record(producer, batch, ticket);
+        let (batch, meta) = stamp_batch(batch, summary, base_offset, log_append_time);
+        match self.log.append(batch, meta) {
+            Ok(ticket) => Ok((meta, ticket)),
+            Err(error) => Err(self.storage_error(error)),
         }
-        metrics::add(&self.metrics.produced_bytes, summary.batch_bytes as u64);
-        metrics::add(&self.metrics.produced_records, summary.record_count as u64);
-        Ok(Staged {
-            base_offset,
-            last_offset: meta.last_offset,
-            log_append_time_ms: log_append_time.unwrap_or(-1),
-            ticket,
-        })
     }
 
     /// The checks every produced batch passes before it is given offsets, here or by a
@@ -130,6 +142,7 @@ impl Partition {
         let code = match error {
             ProducerError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
             ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+            ProducerError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
         };
         self.error(code, &error.to_string())
     }
@@ -175,11 +188,14 @@ impl Partition {
         Ok(summary)
     }
 
-    /// Kafka refuses a producer batch without a sequence (INVALID_RECORD). Transactional
-    /// batches need a transaction, which this broker never starts (it hands out no
-    /// transactional ids), so they get INVALID_TXN_STATE, as Kafka answers a transactional
-    /// write outside a verified transaction.
+    /// Kafka refuses, with INVALID_RECORD, control batches from clients (markers and the
+    /// replication's own control batches are written only by the broker), a producer batch
+    /// without a sequence, and a transactional batch without a producer.
     fn validate_producer_fields(&self, summary: &BatchSummary) -> Result<(), ProduceOutput> {
+        if summary.is_control {
+            let message = "clients may not write control batches";
+            return Err(self.error(ResponseError::InvalidRecord, message));
+        }
         if summary.producer_id >= 0 && summary.base_sequence < 0 {
             let message = format!(
                 "invalid sequence {} for a producer batch",
@@ -187,9 +203,9 @@ impl Partition {
             );
             return Err(self.error(ResponseError::InvalidRecord, &message));
         }
-        if summary.is_transactional {
-            let message = "transactions are not supported";
-            return Err(self.error(ResponseError::InvalidTxnState, message));
+        if summary.is_transactional && summary.producer_id < 0 {
+            let message = "a transactional batch without a producer id";
+            return Err(self.error(ResponseError::InvalidRecord, message));
         }
         Ok(())
     }
@@ -197,7 +213,7 @@ impl Partition {
     /// Waits until the staged batch is durable, discarded, or the partition failed. Kafka
     /// answers any storage failure, a full disk included, with KAFKA_STORAGE_ERROR, which
     /// clients retry after refreshing metadata.
-    async fn wait_durable(&self, staged: &Staged) -> ProduceOutput {
+    pub(super) async fn wait_durable(&self, staged: &Staged) -> ProduceOutput {
         loop {
             let durable = self.durable.notified();
             match staged.ticket.settled() {
@@ -252,23 +268,21 @@ pub(super) struct Accepted {
 }
 
 /// Offsets given to a staged batch, and its fate.
-struct Staged {
-    base_offset: Offset,
-    last_offset: Offset,
-    log_append_time_ms: i64,
-    ticket: AppendTicket,
+pub(super) struct Staged {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub log_append_time_ms: i64,
+    pub ticket: AppendTicket,
 }
 
-/// The producer fields of a client batch, if it has a producer id. Control batches carry
-/// transaction markers, not data, and take no part in sequence checks.
+/// The producer fields of a client batch, if it has a producer id (clients write no control
+/// batches: `validate` refused them).
 fn producer_of(summary: &BatchSummary) -> Option<ProducerAppend> {
-    if summary.is_control {
-        return None;
-    }
     ProducerAppend::from_header(
         summary.producer_id,
         summary.producer_epoch,
         summary.base_sequence,
         summary.last_offset_delta,
+        summary.is_transactional,
     )
 }

@@ -8,17 +8,27 @@
 //! or corrupt one is deleted and the next older one tried, and with none the whole log is
 //! read. Invariant: after a new snapshot is written, at most `SNAPSHOTS_KEPT_COUNT` remain,
 //! and retention removes those below the log start except the newest.
+//!
+//! The aborted-transaction files (`<end>.txnindex`, see `aborted`) live here too: the
+//! partition writes the file of the range since the last one before each snapshot, and skips
+//! the snapshot when the file cannot be written, so that every snapshot has the files of the
+//! aborts below it. Opening loads the files up to the snapshot it rebuilds from, deletes
+//! those past it (the log after the snapshot is read again), and falls back to reading the
+//! whole log when one of them is damaged.
 
 use crate::ids::Offset;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::limits::PRODUCER_SNAPSHOT_BYTES_MAX;
-use crate::partition::producer_state::{stored_batch_producer, ProducerTable};
+use crate::limits::{ABORTED_TXN_FILE_BYTES_MAX, PRODUCER_SNAPSHOT_BYTES_MAX};
+use crate::partition::aborted::{self, AbortedTxn, AbortedTxns};
+use crate::partition::producer_state::{ProducerChange, ProducerTable};
+use crate::partition::producers::Rebuilt;
 use crate::protocol::record_batch;
 use crate::storage::{side_file, Log, StorageError};
 
 const EXTENSION: &str = "snapshot";
+const ABORTED_EXTENSION: &str = "txnindex";
 /// The newest snapshot plus one fallback in case the newest is damaged.
 const SNAPSHOTS_KEPT_COUNT: usize = 2;
 /// How much of the log one read of the rebuild asks for.
@@ -40,9 +50,34 @@ pub async fn write_snapshot(dir: &Path, offset: Offset, table: &ProducerTable) -
     Ok(())
 }
 
+fn aborted_path(dir: &Path, end: Offset) -> PathBuf {
+    side_file::offset_path(dir, end, ABORTED_EXTENSION)
+}
+
+/// Writes the aborted transactions with markers in `[from, end)` durably as `<end>.txnindex`;
+/// nothing for a range without any.
+pub async fn write_aborted(
+    dir: &Path,
+    from: Offset,
+    end: Offset,
+    entries: &[AbortedTxn],
+) -> io::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let bytes = aborted::encode_file(from, end, entries);
+    side_file::replace(&aborted_path(dir, end), &bytes).await
+}
+
 /// After retention moved the log start: snapshots below it describe deleted data; all but
 /// the newest go (the newest still carries the state of producers whose batches are gone).
+/// Aborted-transaction files of ranges wholly below it go too.
 pub async fn prune_below(dir: &Path, log_start: Offset) -> io::Result<()> {
+    for end in side_file::list_offsets(dir, ABORTED_EXTENSION)? {
+        if end <= log_start {
+            side_file::remove_if_exists(&aborted_path(dir, end)).await?;
+        }
+    }
     let offsets = side_file::list_offsets(dir, EXTENSION)?;
     let Some((_, older)) = offsets.split_last() else {
         return Ok(());
@@ -51,6 +86,48 @@ pub async fn prune_below(dir: &Path, log_start: Offset) -> io::Result<()> {
         side_file::remove_if_exists(&snapshot_path(dir, *offset)).await?;
     }
     Ok(())
+}
+
+/// Deletes the aborted-transaction files of ranges ending past `offset` (all of them for
+/// `Offset::ZERO`).
+async fn remove_aborted_past(dir: &Path, offset: Offset) -> io::Result<()> {
+    for end in side_file::list_offsets(dir, ABORTED_EXTENSION)? {
+        if end > offset || offset == Offset::ZERO {
+            side_file::remove_if_exists(&aborted_path(dir, end)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Forgets every aborted-transaction file: the log starts again empty.
+pub async fn remove_aborted(dir: &Path) -> io::Result<()> {
+    remove_aborted_past(dir, Offset::ZERO).await
+}
+
+/// The aborted transactions of the files that end at or below `snapshot`, or None when one
+/// of them cannot be read or trusted (then the whole log is to be read).
+async fn load_aborted(dir: &Path, snapshot: Offset) -> io::Result<Option<Vec<AbortedTxn>>> {
+    let mut entries = Vec::new();
+    for end in side_file::list_offsets(dir, ABORTED_EXTENSION)? {
+        if end > snapshot {
+            break;
+        }
+        let path = aborted_path(dir, end);
+        let problem = match side_file::read(&path, ABORTED_TXN_FILE_BYTES_MAX).await? {
+            None => "aborted-transaction file is missing or too large".to_string(),
+            Some(bytes) => match aborted::decode_file(&bytes) {
+                Ok((_, stored_end, found)) if stored_end == end => {
+                    entries.extend(found);
+                    continue;
+                }
+                Ok((_, stored_end, _)) => format!("file names {end} but holds {stored_end}"),
+                Err(reason) => reason,
+            },
+        };
+        tracing::warn!(path = %path.display(), %problem, "ignoring aborted-transaction files; reading the whole log");
+        return Ok(None);
+    }
+    Ok(Some(entries))
 }
 
 /// The newest usable snapshot at or below `log_end`: its offset and table. Snapshots past the
@@ -79,15 +156,23 @@ async fn load_newest(
     Ok(None)
 }
 
-/// The producer table of `log` as it is durable now: the newest snapshot, then every batch
-/// header from its offset (or the log start) to the durable end. Also returns the offset of
-/// the snapshot when it is at that end, so that a close with nothing new writes none.
-pub async fn rebuild(log: &Log) -> Result<(ProducerTable, Option<Offset>), StorageError> {
+/// The producer state of `log` as it is durable now: the newest snapshot and the aborted
+/// transactions below it, then every batch header from its offset (or the log start) to
+/// the durable end. Also the offset of the snapshot when it is at that end, so that a close
+/// with nothing new writes none.
+pub async fn rebuild(log: &Log) -> Result<Rebuilt, StorageError> {
     let end = log.durable_end_offset();
-    let (from, mut table) = match load_newest(log.dir(), end).await? {
-        Some((offset, table)) => (offset, table),
-        None => (Offset::ZERO, ProducerTable::default()),
+    let dir = log.dir();
+    let newest = load_newest(dir, end).await?;
+    let (from, mut table, mut aborted) = match newest {
+        Some((offset, table)) => match load_aborted(dir, offset).await? {
+            Some(aborted) => (offset, table, aborted),
+            None => (Offset::ZERO, ProducerTable::default(), Vec::new()),
+        },
+        None => (Offset::ZERO, ProducerTable::default(), Vec::new()),
     };
+    remove_aborted_past(dir, from).await?;
+    let mut completed = Vec::new();
     let mut offset = from.max(log.log_start_offset());
     if offset < end {
         let dir = log.dir().display();
@@ -103,18 +188,22 @@ pub async fn rebuild(log: &Log) -> Result<(ProducerTable, Option<Offset>), Stora
             .ok_or_else(|| StorageError::Corrupt("a batch read back has no header".into()))?
             + 1;
         for batch in &batches {
-            record_stored_batch(&mut table, batch, from);
+            // The batch holding the log start may begin below the snapshot's offset.
+            let change = ProducerChange::of_stored(batch).filter(|c| c.offset() >= from);
+            let Some(done) = change.and_then(|change| table.apply(&change)) else {
+                continue;
+            };
+            aborted.extend(AbortedTxn::of(&done));
+            completed.push(done);
         }
     }
-    Ok((table, (from == end).then_some(end)))
-}
-
-/// Records a batch read back from the log (checked by the read) if it has a producer id and
-/// starts at or past `from`, the offset of the snapshot the table was loaded from.
-fn record_stored_batch(table: &mut ProducerTable, batch: &[u8], from: Offset) {
-    if let Some((producer, batch)) = stored_batch_producer(batch) {
-        if batch.base_offset >= from {
-            table.record(producer.producer_id, producer.epoch, batch);
-        }
-    }
+    let mut aborted = AbortedTxns::from_entries(aborted);
+    aborted.remove_below(log.log_start_offset());
+    Ok(Rebuilt {
+        durable: table,
+        saved_at: (from == end).then_some(end),
+        aborted,
+        completed,
+        aborted_saved_to: from,
+    })
 }

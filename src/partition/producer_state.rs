@@ -12,13 +12,23 @@
 //!   longer answers UNKNOWN_PRODUCER_ID, because the state of a live producer can be gone
 //!   through expiry or retention.
 //!
+//! Transactions (Kafka's `ProducerStateManager`): a transactional batch opens the producer's
+//! transaction in this partition at its first offset unless one is open; a marker (COMMIT or
+//! ABORT) closes it. The open transactions, by first offset, are what holds the last stable
+//! offset back. A marker from an older producer epoch is INVALID_PRODUCER_EPOCH, one from an
+//! older coordinator epoch than the last marker's TRANSACTION_COORDINATOR_FENCED; a marker
+//! with a newer producer epoch (the coordinator bumped it) moves the producer to that epoch.
+//!
 //! The table is plain data with no I/O. It also encodes and decodes the snapshot files the
 //! partition writes at segment rolls and at close (`<offset>.snapshot`), checked by a CRC-32C.
 
 use crate::ids::Offset;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use bytes::Bytes;
 
 use crate::limits::PRODUCER_BATCHES_RETAINED_COUNT;
+use crate::protocol::control::TxnMarker;
 
 /// One retained batch of a producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +45,37 @@ pub struct ProducerBatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerEntry {
     pub epoch: i16,
-    /// Oldest first; never more than `PRODUCER_BATCHES_RETAINED_COUNT`.
+    /// Oldest first; never more than `PRODUCER_BATCHES_RETAINED_COUNT`. Empty for a producer
+    /// known only from a marker.
     pub batches: VecDeque<ProducerBatch>,
-    /// Timestamp of the producer's last batch: expiry counts idleness from it, as Kafka does.
+    /// Timestamp of the producer's last batch or marker: expiry counts idleness from it, as
+    /// Kafka does.
     pub last_timestamp: i64,
+    /// Where the producer's open transaction in this partition begins (Kafka's
+    /// `currentTxnFirstOffset`), if one is open.
+    pub txn_first_offset: Option<Offset>,
+    /// The coordinator epoch of the last marker written for the producer (-1: none).
+    pub coordinator_epoch: i32,
+}
+
+impl ProducerEntry {
+    fn new(epoch: i16, timestamp: i64) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED_COUNT),
+            last_timestamp: timestamp,
+            txn_first_offset: None,
+            coordinator_epoch: -1,
+        }
+    }
+
+    /// Moves the producer to `epoch` if it is newer, forgetting the old epoch's batches.
+    fn take_epoch(&mut self, epoch: i16) {
+        if self.epoch != epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+    }
 }
 
 /// The producer fields of one incoming or stored batch.
@@ -48,6 +85,8 @@ pub struct ProducerAppend {
     pub epoch: i16,
     pub first_seq: i32,
     pub last_seq: i32,
+    /// Part of a transaction.
+    pub transactional: bool,
 }
 
 impl ProducerAppend {
@@ -57,14 +96,68 @@ impl ProducerAppend {
         epoch: i16,
         base_sequence: i32,
         last_offset_delta: i32,
+        transactional: bool,
     ) -> Option<ProducerAppend> {
         (producer_id >= 0).then(|| ProducerAppend {
             producer_id,
             epoch,
             first_seq: base_sequence,
             last_seq: last_sequence(base_sequence, last_offset_delta),
+            transactional,
         })
     }
+}
+
+/// What a stamped batch changes in the producer state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerChange {
+    /// A data batch of an idempotent or transactional producer.
+    Batch(ProducerAppend, ProducerBatch),
+    /// A transaction marker at `offset`, stamped `timestamp`.
+    Marker {
+        marker: TxnMarker,
+        offset: Offset,
+        timestamp: i64,
+    },
+}
+
+impl ProducerChange {
+    /// What `batch` (read back from the log, or about to be appended at the offsets it
+    /// carries) changes: None for a batch without a producer id or a control batch other
+    /// than a marker.
+    pub fn of_stored(batch: &Bytes) -> Option<ProducerChange> {
+        let header = crate::protocol::record_batch::header(batch)?;
+        if header.attributes.get() & crate::protocol::record_batch::ATTRIBUTE_CONTROL != 0 {
+            let marker = TxnMarker::from_batch(batch)?;
+            return Some(ProducerChange::Marker {
+                marker,
+                offset: Offset(header.base_offset.get()),
+                timestamp: header.max_timestamp.get(),
+            });
+        }
+        stored_batch_producer(batch).map(|(append, batch)| ProducerChange::Batch(append, batch))
+    }
+    /// Where the batch or marker begins in the log.
+    pub fn offset(&self) -> Offset {
+        match self {
+            ProducerChange::Batch(_, batch) => batch.base_offset,
+            ProducerChange::Marker { offset, .. } => *offset,
+        }
+    }
+}
+
+/// A transaction whose marker is written: Kafka's `CompletedTxn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: Offset,
+    /// The marker's offset.
+    pub last_offset: Offset,
+    pub aborted: bool,
+    /// The last stable offset right after the marker: the first offset of the earliest
+    /// transaction still open, or the offset after the marker. No transaction completed
+    /// later began below it, which bounds the search for aborted transactions.
+    pub last_stable_offset: Offset,
 }
 
 /// The idempotent producer of a stamped batch (read back from the log, or about to be
@@ -72,7 +165,8 @@ impl ProducerAppend {
 /// for a batch without a producer id, a control batch, or bytes shorter than a header.
 pub fn stored_batch_producer(batch: &[u8]) -> Option<(ProducerAppend, ProducerBatch)> {
     let header = crate::protocol::record_batch::header(batch)?;
-    if header.attributes.get() & crate::protocol::record_batch::ATTRIBUTE_CONTROL != 0 {
+    let attributes = header.attributes.get();
+    if attributes & crate::protocol::record_batch::ATTRIBUTE_CONTROL != 0 {
         return None;
     }
     let last_offset_delta = header.last_offset_delta.get();
@@ -81,6 +175,7 @@ pub fn stored_batch_producer(batch: &[u8]) -> Option<(ProducerAppend, ProducerBa
         header.producer_epoch.get(),
         header.base_sequence.get(),
         last_offset_delta,
+        attributes & crate::protocol::record_batch::ATTRIBUTE_TRANSACTIONAL != 0,
     )?;
     let base_offset = Offset(header.base_offset.get());
     let batch = ProducerBatch {
@@ -122,6 +217,15 @@ pub enum ProducerError {
         sequence: i32,
         expected: i64,
     },
+    /// TRANSACTION_COORDINATOR_FENCED (52): a marker from an older coordinator.
+    #[error(
+        "coordinator epoch {epoch} of a marker for producer {producer_id} is older than {current}"
+    )]
+    CoordinatorFenced {
+        producer_id: i64,
+        epoch: i32,
+        current: i32,
+    },
 }
 
 /// The outcome of checking an incoming batch against the table.
@@ -137,6 +241,8 @@ pub enum Checked {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// The open transactions: first offset -> producer id (Kafka's `ongoingTxns`).
+    open_txns: BTreeMap<Offset, i64>,
 }
 
 impl ProducerTable {
@@ -189,42 +295,120 @@ impl ProducerTable {
     }
 
     /// Records a batch written (or about to be written) to the log. A new epoch forgets the
-    /// batches of the old one; only the last `PRODUCER_BATCHES_RETAINED_COUNT` are kept.
-    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: ProducerBatch) {
+    /// batches of the old one; only the last `PRODUCER_BATCHES_RETAINED_COUNT` are kept. A
+    /// transactional batch opens the producer's transaction here unless one is open.
+    pub fn record(&mut self, append: &ProducerAppend, batch: ProducerBatch) {
         let entry = self
             .producers
-            .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                batches: VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED_COUNT),
-                last_timestamp: batch.timestamp,
-            });
-        if entry.epoch != epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
+            .entry(append.producer_id)
+            .or_insert_with(|| ProducerEntry::new(append.epoch, batch.timestamp));
+        entry.take_epoch(append.epoch);
         if entry.batches.len() == PRODUCER_BATCHES_RETAINED_COUNT {
             entry.batches.pop_front();
         }
         entry.batches.push_back(batch);
         entry.last_timestamp = batch.timestamp;
         assert!(entry.batches.len() <= PRODUCER_BATCHES_RETAINED_COUNT);
+        if append.transactional && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(batch.base_offset);
+            self.open_txns.insert(batch.base_offset, append.producer_id);
+        }
     }
 
-    /// Forgets producers idle for `expiration_ms` or longer. Returns how many were removed.
+    /// Records any change a stamped batch makes (see `ProducerChange::of_stored`); returns
+    /// the transaction a marker completed.
+    pub fn apply(&mut self, change: &ProducerChange) -> Option<CompletedTxn> {
+        match change {
+            ProducerChange::Batch(append, batch) => {
+                self.record(append, *batch);
+                None
+            }
+            ProducerChange::Marker {
+                marker,
+                offset,
+                timestamp,
+            } => self.complete(marker, *offset, *timestamp),
+        }
+    }
+
+    /// Checks a marker about to be written: its producer epoch must not be older than the
+    /// producer's, its coordinator epoch not older than the last marker's.
+    pub fn check_marker(&self, marker: &TxnMarker) -> Result<(), ProducerError> {
+        let Some(entry) = self.producers.get(&marker.producer_id) else {
+            return Ok(());
+        };
+        if marker.producer_epoch < entry.epoch {
+            return Err(ProducerError::InvalidEpoch {
+                producer_id: marker.producer_id,
+                epoch: marker.producer_epoch,
+                current: entry.epoch,
+            });
+        }
+        if marker.coordinator_epoch < entry.coordinator_epoch {
+            return Err(ProducerError::CoordinatorFenced {
+                producer_id: marker.producer_id,
+                epoch: marker.coordinator_epoch,
+                current: entry.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a marker written at `offset`: closes the producer's open transaction, if it
+    /// has one here, and returns it. A marker without an open transaction (the transaction
+    /// wrote nothing here, or the coordinator sent the marker again) completes none.
+    pub fn complete(
+        &mut self,
+        marker: &TxnMarker,
+        offset: Offset,
+        timestamp: i64,
+    ) -> Option<CompletedTxn> {
+        let entry = self
+            .producers
+            .entry(marker.producer_id)
+            .or_insert_with(|| ProducerEntry::new(marker.producer_epoch, timestamp));
+        if marker.producer_epoch > entry.epoch {
+            entry.take_epoch(marker.producer_epoch);
+        }
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        entry.last_timestamp = entry.last_timestamp.max(timestamp);
+        let first_offset = entry.txn_first_offset.take()?;
+        self.open_txns.remove(&first_offset);
+        let last_stable_offset = self.first_open_txn().unwrap_or(offset + 1);
+        Some(CompletedTxn {
+            producer_id: marker.producer_id,
+            first_offset,
+            last_offset: offset,
+            aborted: !marker.commit,
+            last_stable_offset,
+        })
+    }
+
+    /// The first offset of the earliest open transaction.
+    pub fn first_open_txn(&self) -> Option<Offset> {
+        self.open_txns.keys().next().copied()
+    }
+
+    /// Forgets producers idle for `expiration_ms` or longer, except those with an open
+    /// transaction (the coordinator aborts it first). Returns how many were removed.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, entry| now_ms.saturating_sub(entry.last_timestamp) < expiration_ms);
+        self.producers.retain(|_, entry| {
+            entry.txn_first_offset.is_some()
+                || now_ms.saturating_sub(entry.last_timestamp) < expiration_ms
+        });
         before - self.producers.len()
     }
 }
 
 /// Snapshot layout, all big-endian: version u16, CRC-32C u32 of everything after it, offset
 /// i64 (the snapshot holds the state of every batch below it), producer count u32, then per
-/// producer: id i64, epoch i16, last timestamp i64, batch count u8, and per batch: first seq
-/// i32, last seq i32, base offset i64, last offset i64, timestamp i64.
-const SNAPSHOT_VERSION: u16 = 1;
+/// producer: id i64, epoch i16, last timestamp i64, open transaction's first offset i64 (-1:
+/// none), coordinator epoch i32, batch count u8, and per batch: first seq i32, last seq i32,
+/// base offset i64, last offset i64, timestamp i64. Version 1 (before transactions) had
+/// neither transaction field and at least one batch per producer; it is still read.
+const SNAPSHOT_VERSION: u16 = 2;
+const SNAPSHOT_VERSION_BEFORE_TRANSACTIONS: u16 = 1;
 const SNAPSHOT_HEADER_BYTES: usize = 2 + 4 + 8 + 4;
 const SNAPSHOT_PRODUCER_BYTES: usize = 8 + 2 + 8 + 1;
 const SNAPSHOT_BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
@@ -244,6 +428,9 @@ impl ProducerTable {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.last_timestamp.to_be_bytes());
+            let txn_first_offset = entry.txn_first_offset.unwrap_or(Offset::NONE);
+            out.extend_from_slice(&txn_first_offset.get().to_be_bytes());
+            out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
             out.push(entry.batches.len() as u8);
             for batch in &entry.batches {
                 out.extend_from_slice(&batch.first_seq.to_be_bytes());
@@ -262,9 +449,11 @@ impl ProducerTable {
     pub fn decode_snapshot(bytes: &[u8]) -> Result<(Offset, ProducerTable), String> {
         let mut reader = Reader { bytes, position: 0 };
         let version = reader.u16()?;
-        if version != SNAPSHOT_VERSION {
-            return Err(format!("unknown snapshot version {version}"));
-        }
+        let transactions = match version {
+            SNAPSHOT_VERSION => true,
+            SNAPSHOT_VERSION_BEFORE_TRANSACTIONS => false,
+            _ => return Err(format!("unknown snapshot version {version}")),
+        };
         let crc = reader.u32()?;
         let computed = crc32c::crc32c(&bytes[6..]);
         if crc != computed {
@@ -277,7 +466,12 @@ impl ProducerTable {
         }
         let mut table = ProducerTable::default();
         for _ in 0..count {
-            let (id, entry) = decode_entry(&mut reader)?;
+            let (id, entry) = decode_entry(&mut reader, transactions)?;
+            if let Some(first_offset) = entry.txn_first_offset {
+                if table.open_txns.insert(first_offset, id).is_some() {
+                    return Err(format!("two transactions begin at {first_offset}"));
+                }
+            }
             if table.producers.insert(id, entry).is_some() {
                 return Err(format!("producer {id} appears twice"));
             }
@@ -289,12 +483,29 @@ impl ProducerTable {
     }
 }
 
-fn decode_entry(reader: &mut Reader<'_>) -> Result<(i64, ProducerEntry), String> {
+fn decode_entry(
+    reader: &mut Reader<'_>,
+    transactions: bool,
+) -> Result<(i64, ProducerEntry), String> {
     let id = reader.i64()?;
     let epoch = reader.i16()?;
     let last_timestamp = reader.i64()?;
+    let (txn_first_offset, coordinator_epoch) = match transactions {
+        true => {
+            let first = Offset(reader.i64()?);
+            let first = (first != Offset::NONE).then_some(first);
+            (first, reader.i32()?)
+        }
+        false => (None, -1),
+    };
+    if txn_first_offset.is_some_and(|first| first < Offset::ZERO) {
+        return Err(format!(
+            "producer {id} with a transaction at a negative offset"
+        ));
+    }
     let batch_count = reader.u8()? as usize;
-    if id < 0 || batch_count == 0 || batch_count > PRODUCER_BATCHES_RETAINED_COUNT {
+    let batches_min = usize::from(!transactions);
+    if id < 0 || batch_count < batches_min || batch_count > PRODUCER_BATCHES_RETAINED_COUNT {
         return Err(format!("producer {id} with {batch_count} batches"));
     }
     let mut batches = VecDeque::with_capacity(PRODUCER_BATCHES_RETAINED_COUNT);
@@ -311,6 +522,8 @@ fn decode_entry(reader: &mut Reader<'_>) -> Result<(i64, ProducerEntry), String>
         epoch,
         batches,
         last_timestamp,
+        txn_first_offset,
+        coordinator_epoch,
     };
     Ok((id, entry))
 }
@@ -365,7 +578,7 @@ mod tests {
     use super::*;
 
     fn append(producer_id: i64, epoch: i16, first_seq: i32, count: i32) -> ProducerAppend {
-        ProducerAppend::from_header(producer_id, epoch, first_seq, count - 1).unwrap()
+        ProducerAppend::from_header(producer_id, epoch, first_seq, count - 1, false).unwrap()
     }
 
     /// Checks `append` and, if new, records it at `*next_offset`; returns the check.
@@ -385,7 +598,7 @@ mod tests {
                 last_offset: *next_offset + count,
                 timestamp: 1_000,
             };
-            table.record(append.producer_id, append.epoch, batch);
+            table.record(&append, batch);
             *next_offset += count + 1;
         }
         checked
@@ -505,8 +718,8 @@ mod tests {
             last_offset: Offset::ZERO,
             timestamp,
         };
-        table.record(1, 0, batch(1_000));
-        table.record(2, 0, batch(5_000));
+        table.record(&append(1, 0, 0, 1), batch(1_000));
+        table.record(&append(2, 0, 0, 1), batch(5_000));
         assert_eq!(table.remove_expired(6_000, 5_000), 1);
         assert!(table.get(1).is_none() && table.get(2).is_some());
     }
@@ -542,6 +755,116 @@ mod tests {
         assert_eq!(
             ProducerTable::decode_snapshot(&empty),
             Ok((Offset(5), ProducerTable::default()))
+        );
+    }
+
+    fn marker(producer_id: i64, epoch: i16, coordinator_epoch: i32, commit: bool) -> TxnMarker {
+        TxnMarker {
+            producer_id,
+            producer_epoch: epoch,
+            coordinator_epoch,
+            commit,
+        }
+    }
+
+    fn transactional(producer_id: i64, epoch: i16, first_seq: i32, count: i32) -> ProducerAppend {
+        ProducerAppend::from_header(producer_id, epoch, first_seq, count - 1, true).unwrap()
+    }
+
+    /// A transaction opens at its first batch and closes at its marker, which reports where
+    /// it began and the last stable offset after it; a marker with a newer epoch moves the
+    /// producer to it (its next batch starts at sequence 0); older producer or coordinator
+    /// epochs are refused.
+    #[test]
+    fn transactions_open_and_close() {
+        let mut table = ProducerTable::default();
+        let mut next = Offset::ZERO;
+        produce(&mut table, &mut next, transactional(1, 0, 0, 2));
+        produce(&mut table, &mut next, transactional(2, 0, 0, 2));
+        produce(&mut table, &mut next, transactional(1, 0, 2, 2));
+        assert_eq!(table.get(1).unwrap().txn_first_offset, Some(Offset(0)));
+        assert_eq!(table.first_open_txn(), Some(Offset(0)));
+        let done = table.complete(&marker(1, 0, 3, false), Offset(6), 2_000);
+        assert_eq!(
+            done,
+            Some(CompletedTxn {
+                producer_id: 1,
+                first_offset: Offset(0),
+                last_offset: Offset(6),
+                aborted: true,
+                last_stable_offset: Offset(2),
+            })
+        );
+        assert_eq!(table.first_open_txn(), Some(Offset(2)));
+        assert_eq!(
+            table.complete(&marker(1, 0, 3, true), Offset(7), 2_000),
+            None
+        );
+        assert!(matches!(
+            table.check_marker(&marker(1, 0, 2, true)),
+            Err(ProducerError::CoordinatorFenced { current: 3, .. })
+        ));
+        // The coordinator bumped producer 2's epoch when it aborted.
+        let done = table.complete(&marker(2, 1, 0, false), Offset(8), 2_000);
+        assert_eq!(done.map(|d| d.last_stable_offset), Some(Offset(9)));
+        assert_eq!(table.first_open_txn(), None);
+        assert_eq!(table.get(2).unwrap().epoch, 1);
+        assert!(matches!(
+            table.check(&transactional(2, 1, 2, 1)),
+            Err(ProducerError::OutOfOrder { expected: 0, .. })
+        ));
+        assert!(matches!(
+            table.check_marker(&marker(2, 0, 0, true)),
+            Err(ProducerError::InvalidEpoch { current: 1, .. })
+        ));
+        // A producer first seen in a marker is known, with no batches.
+        assert_eq!(
+            table.complete(&marker(9, 4, 0, true), Offset(9), 2_000),
+            None
+        );
+        assert!(table.get(9).unwrap().batches.is_empty());
+    }
+
+    /// Expiry never forgets a producer with an open transaction.
+    #[test]
+    fn open_transactions_do_not_expire() {
+        let mut table = ProducerTable::default();
+        let mut next = Offset::ZERO;
+        produce(&mut table, &mut next, transactional(1, 0, 0, 1));
+        produce(&mut table, &mut next, append(2, 0, 0, 1));
+        assert_eq!(table.remove_expired(1_000_000, 10), 1);
+        assert!(table.get(1).is_some());
+    }
+
+    /// Open transactions, coordinator epochs and producers without batches survive a
+    /// snapshot; a snapshot of version 1 (before transactions) is still read.
+    #[test]
+    fn snapshots_keep_transactions_and_read_version_one() {
+        let mut table = ProducerTable::default();
+        let mut next = Offset::ZERO;
+        produce(&mut table, &mut next, transactional(1, 0, 0, 2));
+        produce(&mut table, &mut next, append(2, 0, 0, 2));
+        table.complete(&marker(3, 0, 7, true), next, 1_000);
+        let bytes = table.encode_snapshot(Offset(5));
+        assert_eq!(
+            ProducerTable::decode_snapshot(&bytes),
+            Ok((Offset(5), table.clone()))
+        );
+
+        // Version 1 of producer 2 alone: the same bytes without the two transaction fields.
+        let mut idempotent_only = ProducerTable::default();
+        let mut next = Offset::ZERO;
+        produce(&mut idempotent_only, &mut next, append(2, 0, 0, 2));
+        let v2 = idempotent_only.encode_snapshot(Offset(2));
+        let fields_at = SNAPSHOT_HEADER_BYTES + 8 + 2 + 8;
+        let mut v1 = v2[..fields_at].to_vec();
+        v1.extend_from_slice(&v2[fields_at + 12..]);
+        v1[..2].copy_from_slice(&SNAPSHOT_VERSION_BEFORE_TRANSACTIONS.to_be_bytes());
+        let crc = crc32c::crc32c(&v1[6..]);
+        v1[2..6].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            ProducerTable::decode_snapshot(&v1),
+            Ok((Offset(2), idempotent_only))
         );
     }
 }

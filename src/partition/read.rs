@@ -22,26 +22,36 @@ impl Partition {
     /// watermark that the log holds is answered with nothing yet (the fetch waits), as Kafka
     /// answers below the log end: a follower's high watermark trails the leader's, so a
     /// consumer sent there (KIP-392) may ask for one. Past the log end, or below its start,
-    /// is OFFSET_OUT_OF_RANGE.
+    /// is OFFSET_OUT_OF_RANGE. A read_committed fetch reads below the last stable offset only
+    /// and is told the aborted transactions among the batches it gets.
     pub async fn fetch(&self, input: FetchInput) -> FetchOutput {
         let mut output = FetchOutput {
             error_code: 0,
             high_watermark: self.high_watermark(),
+            last_stable_offset: self.last_stable_offset(),
             log_start_offset: self.log_start_offset(),
             records: Vec::new(),
+            aborted: input.read_committed.then(Vec::new),
         };
         if input.watermarks_only {
             return output;
         }
-        match self.read(input.offset, input.max_bytes).await {
+        let bound = match input.read_committed {
+            true => output.last_stable_offset,
+            false => output.high_watermark,
+        };
+        match self.log.read(input.offset, input.max_bytes, bound).await {
             Ok(records) => {
                 let bytes: usize = records.iter().map(Bytes::len).sum();
                 metrics::add(&self.metrics.fetched_bytes, bytes as u64);
+                if input.read_committed {
+                    let upper = records.last().map_or(input.offset, |last| batch_end(last));
+                    output.aborted = Some(self.aborted_overlapping(input.offset, upper));
+                }
                 output.records = records;
             }
             Err(StorageError::OffsetOutOfRange { .. })
-                if input.offset > output.high_watermark
-                    && input.offset <= self.log_end_offset() => {}
+                if input.offset > bound && input.offset <= self.log_end_offset() => {}
             Err(StorageError::OffsetOutOfRange { .. }) => {
                 output.error_code = ResponseError::OffsetOutOfRange.code()
             }
@@ -56,28 +66,30 @@ impl Partition {
     /// ListOffsets, as Kafka answers it without tiered storage: the latest offset in the
     /// current epoch; the earliest (and earliest local) offset, and the one found by
     /// timestamp, in the epoch that wrote it; nothing tiered.
+    /// For read_committed, the latest offset is the last stable offset and lookups by
+    /// timestamp find nothing at or past it.
     pub async fn list_offsets(&self, input: ListOffsetsInput) -> ListOffsetsOutput {
         let written = |offset| ListOffsetsOutput::found(offset, -1, self.epoch_at(offset));
+        let bound = match input.read_committed {
+            true => self.last_stable_offset(),
+            false => self.high_watermark(),
+        };
         match input.timestamp {
-            LATEST_TIMESTAMP => {
-                ListOffsetsOutput::found(self.high_watermark(), -1, self.current_epoch())
-            }
+            LATEST_TIMESTAMP => ListOffsetsOutput::found(bound, -1, self.current_epoch()),
             EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => written(self.log_start_offset()),
             LATEST_TIERED_TIMESTAMP => ListOffsetsOutput::none(),
             MAX_TIMESTAMP => match self.log.max_timestamp() {
-                Some((max, _)) => self.offset_for_time(max).await,
+                Some((max, _)) => self.offset_for_time(max, bound).await,
                 None => ListOffsetsOutput::none(),
             },
-            t if t >= 0 => self.offset_for_time(t).await,
+            t if t >= 0 => self.offset_for_time(t, bound).await,
             _ => ListOffsetsOutput::error(ResponseError::InvalidRequest),
         }
     }
 
-    /// The first record whose timestamp is at least `timestamp`.
-    async fn offset_for_time(&self, timestamp: i64) -> ListOffsetsOutput {
-        let found = self
-            .log
-            .find_batch_by_timestamp(timestamp, self.high_watermark());
+    /// The first record below `bound` whose timestamp is at least `timestamp`.
+    async fn offset_for_time(&self, timestamp: i64, bound: Offset) -> ListOffsetsOutput {
+        let found = self.log.find_batch_by_timestamp(timestamp, bound);
         let batch = match found.await {
             Ok(Some(batch)) => batch,
             Ok(None) => return ListOffsetsOutput::none(),
@@ -170,6 +182,12 @@ impl Partition {
         self.durable.notify_all();
         result
     }
+}
+
+/// The offset after a stored batch's last record.
+fn batch_end(batch: &[u8]) -> Offset {
+    let header = record_batch::header(batch).expect("a batch read back is whole");
+    Offset(header.base_offset.get()) + i64::from(header.last_offset_delta.get()) + 1
 }
 
 /// Decodes `batch` (decompressing if needed) and finds its first record at or after

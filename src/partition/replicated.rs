@@ -17,10 +17,8 @@ use super::{Partition, ProduceOutput, ShardContext, TopicPartition};
 use crate::ids::{LeaderEpoch, Offset};
 use crate::metadata::topic_config::TopicConfig;
 use crate::metrics;
-use crate::partition::producer_state::{
-    stored_batch_producer, Checked, ProducerAppend, ProducerError, ProducerTable,
-};
-use crate::partition::producers::Producers;
+use crate::partition::producer_state::{Checked, ProducerAppend, ProducerChange, ProducerError};
+use crate::partition::producers::{Producers, Rebuilt};
 use crate::protocol::record_batch;
 use crate::storage::{stamp_batch, BatchMeta, Log, StorageError};
 
@@ -34,8 +32,7 @@ impl Partition {
         shard: Rc<ShardContext>,
         commit_end: Offset,
     ) -> Result<Rc<Partition>, StorageError> {
-        let (durable, saved_at) = super::producer_snapshot::rebuild(&log).await?;
-        let producers = super::producers::Producers::new(durable, saved_at);
+        let producers = Producers::new(super::producer_snapshot::rebuild(&log).await?);
         let epochs = super::epochs::EpochHistory::load(&log).await?;
         let partition = Partition::new(tp, config, log, shard, producers, epochs);
         partition.commit_end.set(Some(commit_end));
@@ -43,8 +40,8 @@ impl Partition {
     }
 
     /// Stages a batch stamped at the log end with its term's epoch, beginning that epoch in
-    /// the history first when it is new, and records an idempotent producer's batch in the
-    /// producer state, on every replica alike, so that the snapshots written at rolls hold
+    /// the history first when it is new, and records an idempotent or transactional
+    /// producer's batch, or a transaction marker, in the producer state, on every replica alike, so that the snapshots written at rolls hold
     /// the producers of the log below them and a replica that becomes leader knows them.
     pub async fn append_entry(&self, batch: Bytes, meta: BatchMeta) -> Result<(), StorageError> {
         assert!(self.commit_end.get().is_some(), "a replica's log");
@@ -53,10 +50,10 @@ impl Partition {
         if self.epochs.borrow().latest().map(|(latest, _)| latest) != Some(epoch) {
             self.begin_epoch(epoch).await?;
         }
-        let batch_bytes = batch.clone();
+        let change = ProducerChange::of_stored(&batch);
         let ticket = self.log.append(batch, meta)?;
-        if let Some((producer, batch)) = stored_batch_producer(&batch_bytes) {
-            self.producers.borrow_mut().record(&producer, batch, ticket);
+        if let Some(change) = change {
+            self.producers.borrow_mut().record(change, ticket);
         }
         Ok(())
     }
@@ -79,7 +76,10 @@ impl Partition {
         self.log_changed().await;
         result?;
         self.prune_snapshots().await;
-        *self.producers.borrow_mut() = Producers::new(ProducerTable::default(), None);
+        if let Err(error) = super::producer_snapshot::remove_aborted(self.log.dir()).await {
+            tracing::warn!(topic = %self.tp.topic, partition = %self.tp.partition, %error, "removing aborted-transaction files");
+        }
+        *self.producers.borrow_mut() = Producers::new(Rebuilt::default());
         if self.epochs.borrow_mut().truncate_from(Offset::ZERO) {
             let history = self.epochs.borrow().clone();
             history.write(self.log.dir()).await?;

@@ -64,20 +64,41 @@ pub struct FetchInput {
     pub from_follower: bool,
     /// Only the watermarks, no batches: the consumer is sent to another replica (KIP-392).
     pub watermarks_only: bool,
+    /// isolation_level=read_committed: batches below the last stable offset only, with the
+    /// aborted transactions among them.
+    pub read_committed: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct FetchOutput {
     pub error_code: i16,
     pub high_watermark: Offset,
+    pub last_stable_offset: Offset,
     pub log_start_offset: Offset,
     pub records: Vec<Bytes>,
+    /// For read_committed: the aborted transactions overlapping `records`, as (producer id,
+    /// first offset); None otherwise.
+    pub aborted: Option<Vec<(i64, Offset)>>,
 }
 
 #[derive(Debug)]
 pub struct ListOffsetsInput {
     pub tp: TopicPartition,
     pub timestamp: i64,
+    /// isolation_level=read_committed: nothing at or past the last stable offset.
+    pub read_committed: bool,
+}
+
+/// WriteTxnMarkers for one partition: the marker that ends a producer's transaction in it.
+#[derive(Debug)]
+pub struct WriteMarkerInput {
+    pub tp: TopicPartition,
+    pub marker: crate::protocol::control::TxnMarker,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WriteMarkerOutput {
+    pub error_code: i16,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -205,8 +226,10 @@ impl PartitionOp for FetchInput {
         FetchOutput {
             error_code: error.code(),
             high_watermark: Offset::NONE,
+            last_stable_offset: Offset::NONE,
             log_start_offset: Offset::NONE,
             records: Vec::new(),
+            aborted: None,
         }
     }
 
@@ -228,6 +251,24 @@ impl PartitionOp for ListOffsetsInput {
 
     async fn run(self, partition: Rc<Partition>) -> ListOffsetsOutput {
         partition.list_offsets(self).await
+    }
+}
+
+impl PartitionOp for WriteMarkerInput {
+    type Output = WriteMarkerOutput;
+
+    fn partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    fn refused(error: ResponseError) -> WriteMarkerOutput {
+        WriteMarkerOutput {
+            error_code: error.code(),
+        }
+    }
+
+    async fn run(self, partition: Rc<Partition>) -> WriteMarkerOutput {
+        partition.write_marker(self).await
     }
 }
 

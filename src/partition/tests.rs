@@ -10,10 +10,11 @@ use glommio::Latency;
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
-use super::{Partition, ProduceInput, ShardContext, TopicPartition};
+use super::{FetchInput, Partition, ProduceInput, ShardContext, TopicPartition, WriteMarkerInput};
 use crate::ids::{Offset, PartitionId};
 use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metrics::ShardMetrics;
+use crate::protocol::control::TxnMarker;
 use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
 use crate::runtime;
 use crate::storage::{prime_device, BatchCache, Log};
@@ -81,6 +82,18 @@ async fn open_on(
 
 /// A batch of `count` records of producer 7 at `epoch`, first sequence `sequence`.
 fn idempotent(epoch: i16, sequence: i32, count: usize) -> Bytes {
+    producer_batch(7, epoch, sequence, count, false)
+}
+
+/// A batch of `count` records of `producer` at `epoch`, first sequence `sequence`, part of a
+/// transaction if `transactional`.
+fn producer_batch(
+    producer: i64,
+    epoch: i16,
+    sequence: i32,
+    count: usize,
+    transactional: bool,
+) -> Bytes {
     let records = (0..count).map(|i| PlainRecord {
         timestamp: crate::metadata::now_ms(),
         key: None,
@@ -91,7 +104,10 @@ fn idempotent(epoch: i16, sequence: i32, count: usize) -> Bytes {
         ))),
     });
     let mut batch = BytesMut::from(&encode_plain_batch(records, Compression::None).unwrap()[..]);
-    batch[43..51].copy_from_slice(&7i64.to_be_bytes());
+    if transactional {
+        batch[22] |= 0x10;
+    }
+    batch[43..51].copy_from_slice(&producer.to_be_bytes());
     batch[51..53].copy_from_slice(&epoch.to_be_bytes());
     batch[53..57].copy_from_slice(&sequence.to_be_bytes());
     let crc = crc32c::crc32c(&batch[21..]);
@@ -421,5 +437,167 @@ fn a_replica_records_producers_as_it_appends_and_snapshots_them() {
         let bytes = std::fs::read(dir.join(name)).unwrap();
         let (_, table) = ProducerTable::decode_snapshot(&bytes).unwrap();
         assert!(table.get(7).is_some(), "the snapshot holds producer 7");
+    });
+}
+
+/// Produces a transactional batch of three records; returns its base offset.
+async fn produce_in_txn(partition: &Rc<Partition>, producer: i64, sequence: i32) -> Offset {
+    let input = ProduceInput {
+        tp: tp(),
+        records: Some(producer_batch(producer, 0, sequence, 3, true)),
+        acks: -1,
+    };
+    let output = partition.produce(input).await;
+    assert_eq!(output.error_code, 0, "{:?}", output.error_message);
+    output.base_offset
+}
+
+/// Writes a marker of `producer` (epoch 0); returns the error code.
+async fn end_txn(partition: &Rc<Partition>, producer: i64, coordinator: i32, commit: bool) -> i16 {
+    let marker = TxnMarker {
+        producer_id: producer,
+        producer_epoch: 0,
+        coordinator_epoch: coordinator,
+        commit,
+    };
+    let input = WriteMarkerInput { tp: tp(), marker };
+    partition.write_marker(input).await.error_code
+}
+
+/// A read_committed fetch from `offset`: the base offsets of its batches and its aborted
+/// transactions.
+async fn fetch_committed(partition: &Rc<Partition>, offset: i64) -> (Vec<i64>, Vec<(i64, Offset)>) {
+    let input = FetchInput {
+        tp: tp(),
+        offset: Offset(offset),
+        max_bytes: 1 << 20,
+        from_follower: false,
+        watermarks_only: false,
+        read_committed: true,
+    };
+    let output = partition.fetch(input).await;
+    assert_eq!(output.error_code, 0);
+    let bases = output.records.iter().map(|batch| {
+        crate::protocol::record_batch::header(batch)
+            .unwrap()
+            .base_offset
+            .get()
+    });
+    (
+        bases.collect(),
+        output.aborted.expect("read_committed lists aborts"),
+    )
+}
+
+/// An open transaction holds the last stable offset at its first batch; a read_committed
+/// fetch reads below it and is told the aborted transactions among what it reads; markers
+/// from an older coordinator are refused; a producer's data batches in the same partition
+/// after an abort begin a new transaction.
+#[test]
+fn transactions_hold_back_the_last_stable_offset() {
+    run(|dir| async move {
+        let partition = open(&dir).await;
+        assert_eq!(produce_in_txn(&partition, 1, 0).await, Offset(0));
+        assert_eq!(produce_in_txn(&partition, 2, 0).await, Offset(3));
+        assert_eq!(produce_in_txn(&partition, 1, 3).await, Offset(6));
+        assert_eq!(partition.high_watermark(), Offset(9));
+        assert_eq!(partition.last_stable_offset(), Offset(0));
+        assert_eq!(fetch_committed(&partition, 0).await, (vec![], vec![]));
+
+        assert_eq!(end_txn(&partition, 1, 5, false).await, 0);
+        assert_eq!(
+            partition.last_stable_offset(),
+            Offset(3),
+            "producer 2 still open"
+        );
+        assert_eq!(
+            fetch_committed(&partition, 0).await,
+            (vec![0], vec![(1, Offset(0))])
+        );
+        let fenced = ResponseError::TransactionCoordinatorFenced.code();
+        assert_eq!(end_txn(&partition, 1, 4, true).await, fenced);
+        assert_eq!(end_txn(&partition, 2, 5, true).await, 0);
+        assert_eq!(partition.last_stable_offset(), Offset(11));
+        assert_eq!(partition.high_watermark(), Offset(11));
+        assert_eq!(
+            fetch_committed(&partition, 0).await,
+            (vec![0, 3, 6, 9, 10], vec![(1, Offset(0))])
+        );
+        assert_eq!(fetch_committed(&partition, 7).await.1, vec![(1, Offset(0))]);
+        assert_eq!(fetch_committed(&partition, 10).await.1, vec![]);
+
+        // Producer 1 again: a new transaction, aborted too.
+        assert_eq!(produce_in_txn(&partition, 1, 6).await, Offset(11));
+        assert_eq!(partition.last_stable_offset(), Offset(11));
+        assert_eq!(end_txn(&partition, 1, 5, false).await, 0);
+        assert_eq!(
+            fetch_committed(&partition, 10).await.1,
+            vec![(1, Offset(11))]
+        );
+        // A marker without an open transaction completes nothing and is still written.
+        assert_eq!(end_txn(&partition, 3, 0, false).await, 0);
+        assert_eq!(partition.last_stable_offset(), partition.high_watermark());
+        assert_eq!(fetch_committed(&partition, 15).await.1, vec![]);
+        partition.close().await.unwrap();
+    });
+}
+
+/// The aborted transactions survive reopening: after a clean close (from the files written
+/// at rolls and at the close), without any snapshot (read from the whole log), and with a
+/// transaction left open, which holds the last stable offset after the reopen too.
+#[test]
+fn aborted_transactions_survive_reopen() {
+    run(|dir| async move {
+        let partition = open(&dir).await;
+        let mut sequences = [0; 8];
+        for round in 0..24 {
+            let producer = round % 8;
+            let sequence = sequences[producer as usize];
+            sequences[producer as usize] += 3;
+            produce_in_txn(&partition, producer, sequence).await;
+            if round % 3 != 2 {
+                let commit = round % 2 == 0;
+                assert_eq!(end_txn(&partition, producer, 0, commit).await, 0);
+            }
+        }
+        // Producers whose round % 3 == 2 ended last with a batch and no marker are open.
+        let high_watermark = partition.high_watermark();
+        let stable = partition.last_stable_offset();
+        assert!(stable < high_watermark);
+        let aborted = partition.aborted_overlapping(Offset(0), high_watermark);
+        assert!(aborted.len() >= 6, "{aborted:?}");
+        partition.close().await.unwrap();
+        let files = |extension: &str| {
+            let entries = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path());
+            let named = entries.filter(|path| path.extension().is_some_and(|e| e == extension));
+            named.collect::<Vec<_>>()
+        };
+        assert!(
+            files("txnindex").len() >= 2,
+            "written at rolls and at the close"
+        );
+
+        let reopened = open(&dir).await;
+        assert_eq!(reopened.last_stable_offset(), stable);
+        assert_eq!(
+            reopened.aborted_overlapping(Offset(0), high_watermark),
+            aborted
+        );
+        reopened.close().await.unwrap();
+
+        for snapshot in files("snapshot") {
+            std::fs::remove_file(snapshot).unwrap();
+        }
+        let rebuilt = open(&dir).await;
+        assert!(
+            files("txnindex").is_empty(),
+            "no snapshot: the files are read again"
+        );
+        assert_eq!(rebuilt.last_stable_offset(), stable);
+        assert_eq!(
+            rebuilt.aborted_overlapping(Offset(0), high_watermark),
+            aborted
+        );
+        rebuilt.close().await.unwrap();
     });
 }

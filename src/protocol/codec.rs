@@ -238,8 +238,8 @@ pub fn encode_response(
 }
 
 /// Sets a response's `throttle_time_ms` if its version has the field (Kafka added it to
-/// different APIs at different versions; the SASL responses and DescribeQuorum's never had
-/// it); whether it did.
+/// different APIs at different versions; the SASL responses, DescribeQuorum's and
+/// WriteTxnMarkers' never had it); whether it did.
 pub fn set_throttle_time(body: &mut ResponseKind, api_version: i16, throttle_ms: i32) -> bool {
     macro_rules! set {
         ($($variant:ident since $version:literal),* $(,)?) => {
@@ -341,6 +341,9 @@ mod tests {
             }
             ApiKey::InitProducerId => RequestKind::InitProducerId(InitProducerIdRequest::default()),
             ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default()),
+            ApiKey::WriteTxnMarkers => {
+                RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default())
+            }
             ApiKey::OffsetForLeaderEpoch => {
                 RequestKind::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::default())
             }
@@ -726,6 +729,7 @@ mod tests {
             DescribeTopicPartitions: DescribeTopicPartitionsResponse,
             AlterPartitionReassignments: AlterPartitionReassignmentsResponse,
             ListPartitionReassignments: ListPartitionReassignmentsResponse,
+            WriteTxnMarkers: WriteTxnMarkersResponse,
         );
         assert_eq!(
             responses.len(),
@@ -740,10 +744,13 @@ mod tests {
             for version in range.version_min..=range.version_max {
                 let mut response = response.clone();
                 let set = set_throttle_time(&mut response, version, 250);
-                // The SASL responses and DescribeQuorum's never had the field.
+                // The SASL responses, DescribeQuorum's and WriteTxnMarkers' never had the field.
                 let never = matches!(
                     api_key,
-                    ApiKey::SaslHandshake | ApiKey::SaslAuthenticate | ApiKey::DescribeQuorum
+                    ApiKey::SaslHandshake
+                        | ApiKey::SaslAuthenticate
+                        | ApiKey::DescribeQuorum
+                        | ApiKey::WriteTxnMarkers
                 );
                 if version == range.version_max || never {
                     assert_eq!(set, !never, "{api_key:?} v{version}");

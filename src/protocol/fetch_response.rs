@@ -80,6 +80,9 @@ pub struct FetchPartition {
     pub log_start_offset: i64,
     /// Whole record batches as stored, in offset order; sent as one record set.
     pub records: Vec<Bytes>,
+    /// For read_committed fetches, the aborted transactions among `records` as (producer id,
+    /// first offset); None (sent as null) otherwise.
+    pub aborted_transactions: Option<Vec<(i64, i64)>>,
     /// The leader id and epoch a NOT_LEADER_OR_FOLLOWER answer names (v12+), if known.
     pub current_leader: Option<(i32, i32)>,
     /// The replica the consumer is to fetch from instead (v11+, KIP-392), if any.
@@ -199,11 +202,23 @@ fn put_partition_head(buf: &mut BytesMut, version: i16, partition: &FetchPartiti
     if version >= 5 {
         buf.put_i64(partition.log_start_offset);
     }
-    // Aborted transactions: null.
-    if flexible {
-        put_unsigned_varint(buf, 0);
-    } else {
-        buf.put_i32(-1);
+    match (&partition.aborted_transactions, flexible) {
+        (None, true) => put_unsigned_varint(buf, 0),
+        (None, false) => buf.put_i32(-1),
+        (Some(aborted), _) => {
+            let count = u32::try_from(aborted.len()).expect("aborted transactions fit a u32");
+            match flexible {
+                true => put_unsigned_varint(buf, count + 1),
+                false => buf.put_i32(i32::try_from(count).expect("fits an i32")),
+            }
+            for (producer_id, first_offset) in aborted {
+                buf.put_i64(*producer_id);
+                buf.put_i64(*first_offset);
+                if flexible {
+                    put_unsigned_varint(buf, 0);
+                }
+            }
+        }
     }
     if version >= 11 {
         buf.put_i32(partition.preferred_read_replica.unwrap_or(-1));
@@ -247,10 +262,19 @@ fn header_capacity(response: &FetchResponseData) -> usize {
     const TOPIC_OVERHEAD_BYTES: usize = 27;
     // Per endpoint: 4 id, 4 port, 5 host length, 5 rack length, 1 tags.
     const ENDPOINT_OVERHEAD_BYTES: usize = 19;
+    // Per aborted transaction: 8 producer id, 8 first offset, 1 tags.
+    const ABORTED_BYTES: usize = 17;
+    let aborted = |p: &FetchPartition| p.aborted_transactions.as_ref().map_or(0, Vec::len);
     let topics: usize = response
         .topics
         .iter()
-        .map(|t| TOPIC_OVERHEAD_BYTES + t.name.len() + t.partitions.len() * PARTITION_BYTES_MAX)
+        .map(|t| {
+            let aborted: usize = t.partitions.iter().map(aborted).sum();
+            TOPIC_OVERHEAD_BYTES
+                + t.name.len()
+                + t.partitions.len() * PARTITION_BYTES_MAX
+                + aborted * ABORTED_BYTES
+        })
         .sum();
     let endpoints: usize = response
         .node_endpoints
@@ -316,6 +340,12 @@ mod tests {
             records,
             current_leader: (index == 2).then_some((3, 7)),
             preferred_read_replica: (index == 1).then_some(2),
+            // A read_committed partition with aborted transactions, one without any.
+            aborted_transactions: match index {
+                0 => Some(vec![(4_000, 17), (4_001, 250)]),
+                1 => Some(Vec::new()),
+                _ => None,
+            },
         };
         let endpoint = |node_id: i32, rack: Option<&'static str>| FetchNodeEndpoint {
             node_id,
@@ -415,7 +445,13 @@ mod tests {
                 assert_eq!(p.last_stable_offset, q.last_stable_offset);
                 let log_start = if version >= 5 { q.log_start_offset } else { -1 };
                 assert_eq!(p.log_start_offset, log_start);
-                assert_eq!(p.aborted_transactions, None);
+                let aborted = p.aborted_transactions.as_ref().map(|list| {
+                    let pairs = list.iter();
+                    pairs
+                        .map(|t| (t.producer_id.0, t.first_offset))
+                        .collect::<Vec<_>>()
+                });
+                assert_eq!(aborted, q.aborted_transactions, "v{version}");
                 let preferred = if version >= 11 {
                     q.preferred_read_replica.unwrap_or(-1)
                 } else {

@@ -6,6 +6,7 @@
 //! Every function here is total on network input: bad bytes give an error, never a panic.
 
 pub mod codec;
+pub mod control;
 pub mod fetch_response;
 pub mod produce_legacy;
 pub mod record_batch;

@@ -24,7 +24,7 @@ const MAGIC_V2: i8 = 2;
 const MAGIC_OFFSET: usize = 16;
 const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
 const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
-const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+pub const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 pub const ATTRIBUTE_CONTROL: i16 = 0x20;
 
 /// The v2 batch header exactly as it lies on the wire and on disk (big-endian, unaligned).

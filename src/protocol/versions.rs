@@ -60,6 +60,8 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 ///   1-6, DescribeConfigs 1-4, ApiVersions 0-4.
 /// - InitProducerId 0-5: idempotent producers only (v5 adds TRANSACTION_ABORTABLE, never
 ///   sent here; v6 is unstable in Kafka 4.1).
+/// - Transactions: WriteTxnMarkers 1 (Kafka 4.1 serves 1-2; v2 adds the transaction
+///   version, which the crate does not decode yet).
 /// - Admin: DeleteRecords 0-2 (kafka-python 2.x sends v0 only), OffsetForLeaderEpoch 2-4
 ///   (Kafka 4's floor), AlterConfigs 0-2, CreatePartitions 0-3, IncrementalAlterConfigs 0-1,
 ///   DescribeCluster 0-2,
@@ -95,6 +97,7 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::DescribeAcls, 1, 3),
     api(ApiKey::CreateAcls, 1, 3),
     api(ApiKey::DeleteAcls, 1, 3),

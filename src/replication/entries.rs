@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use raft::eraftpb::{Entry, EntryType};
 
 use crate::ids::{LeaderEpoch, Offset};
+use crate::protocol::control::{self, CONTROL_ABORT, CONTROL_COMMIT};
 use crate::protocol::record_batch::{self, ATTRIBUTE_CONTROL};
 use crate::storage::{batch_meta, BatchMeta};
 
@@ -88,7 +89,8 @@ pub fn from_batch(index: u64, batch: &Bytes) -> Result<Entry, EntryError> {
             entry.set_entry_type(EntryType::EntryConfChangeV2);
             entry.data = value;
         }
-        CONTROL_LOG_START => entry.data = batch.clone(),
+        // Transaction markers are proposed as client batches are.
+        CONTROL_LOG_START | CONTROL_ABORT | CONTROL_COMMIT => entry.data = batch.clone(),
         other => return Err(EntryError::UnknownControl(other)),
     }
     Ok(entry)
@@ -140,56 +142,16 @@ fn check_one_batch(bytes: &[u8]) -> Result<&record_batch::BatchHeader, EntryErro
     Ok(header)
 }
 
-/// A control batch of one record: key (version 0, `control_type`), `value`, and no timestamp
-/// (Kafka's NO_TIMESTAMP, -1, which the log's time indexes, retention and rolls ignore), so
-/// that its bytes depend on nothing but its arguments (and the stamp added after).
+/// A control batch of one record without a producer and with no timestamp (Kafka's
+/// NO_TIMESTAMP, -1, which the log's time indexes, retention and rolls ignore), so that its
+/// bytes depend on nothing but its arguments (and the stamp added after).
 fn control_batch(control_type: i16, value: Option<Bytes>) -> BytesMut {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let mut key = BytesMut::with_capacity(4);
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&control_type.to_be_bytes());
-    let record = Record {
-        transactional: false,
-        control: true,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: NO_TIMESTAMP,
-        key: Some(key.freeze()),
-        value,
-        headers: Default::default(),
-    };
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(&mut batch, [&record], &options)
-        .expect("one uncompressed record encodes");
-    batch
+    control::control_batch(control_type, value, None, NO_TIMESTAMP)
 }
 
 /// The type and value of a control batch's one record.
 fn control_record(batch: &Bytes) -> Result<(i16, Bytes), EntryError> {
-    use kafka_protocol::records::RecordBatchDecoder;
-    let mut buffer = batch.clone();
-    let decoded = RecordBatchDecoder::decode(&mut buffer)
-        .map_err(|error| EntryError::NotABatch(format!("control batch: {error}")))?;
-    let record = decoded
-        .records
-        .first()
-        .ok_or_else(|| EntryError::NotABatch("a control batch without a record".into()))?;
-    let key = record.key.as_deref().unwrap_or_default();
-    let control_type = key
-        .get(2..4)
-        .map(|bytes| i16::from_be_bytes([bytes[0], bytes[1]]))
-        .ok_or_else(|| EntryError::NotABatch("a control key shorter than 4 bytes".into()))?;
-    Ok((control_type, record.value.clone().unwrap_or_default()))
+    control::control_record(batch).map_err(EntryError::NotABatch)
 }
 
 #[cfg(test)]

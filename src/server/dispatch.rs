@@ -169,6 +169,9 @@ async fn run(ctx: RequestContext, body: RequestBody) -> Response {
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(handlers::delete_records::handle(&ctx, r).await)
         }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(handlers::write_txn_markers::handle(&ctx, r).await)
+        }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(handlers::describe_cluster::handle(&ctx, r))
         }

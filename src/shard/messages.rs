@@ -21,7 +21,7 @@ use crate::metadata::MetadataEntries;
 use crate::partition::{
     DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
     FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,
-    TopicPartition, WatchInput,
+    TopicPartition, WatchInput, WriteMarkerInput, WriteMarkerOutput,
 };
 use crate::replication::Replica;
 use crate::transport::Hello;
@@ -46,6 +46,8 @@ pub enum ShardRequest {
     AdoptLink(Hello, OwnedFd, Reply<()>),
     /// Advance a partition's log start (on its owner).
     DeleteRecords(DeleteRecordsInput, Reply<DeleteRecordsOutput>),
+    /// Write a transaction marker (on its owner).
+    WriteMarker(WriteMarkerInput, Reply<WriteMarkerOutput>),
     /// Apply metadata records to this shard's table, opening and closing partition logs.
     Apply(ApplyInput, Reply<Result<(), String>>),
     /// This shard's metrics, for `/metrics`.
@@ -183,6 +185,17 @@ impl Routed for ProduceInput {
     /// Proposed to the partition's Raft group (see `replicated::produce_on_replica`).
     fn run_on_replica(self, replica: Rc<Replica>) -> impl Future<Output = ProduceOutput> {
         super::replicated::produce_on_replica(replica, self)
+    }
+}
+
+impl Routed for WriteMarkerInput {
+    fn request(self, reply: Reply<WriteMarkerOutput>) -> ShardRequest {
+        ShardRequest::WriteMarker(self, reply)
+    }
+
+    /// Proposed to the partition's Raft group (see `replicated::write_marker_on_replica`).
+    fn run_on_replica(self, replica: Rc<Replica>) -> impl Future<Output = WriteMarkerOutput> {
+        super::replicated::write_marker_on_replica(replica, self)
     }
 }
 

@@ -384,6 +384,7 @@ impl Shard {
             ShardRequest::ListOffsets(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::EpochEnd(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::DeleteRecords(input, reply) => reply.send(self.run_local(input).await),
+            ShardRequest::WriteMarker(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::Watch(input, reply) => {
                 self.watch_local(input).await;
                 reply.send(());

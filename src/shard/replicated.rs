@@ -31,7 +31,8 @@ use crate::ids::Offset;
 use crate::ids::{LeaderEpoch, NodeId, PartitionId, ShardId};
 use crate::limits;
 use crate::partition::{
-    DeleteRecordsInput, DeleteRecordsOutput, Partition, ProduceInput, ProduceOutput, TopicPartition,
+    DeleteRecordsInput, DeleteRecordsOutput, Partition, PartitionOp, ProduceInput, ProduceOutput,
+    TopicPartition, WriteMarkerInput, WriteMarkerOutput,
 };
 use crate::replication::{ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until};
 use crate::runtime;
@@ -513,6 +514,33 @@ pub(super) async fn produce_on_replica(replica: Rc<Replica>, input: ProduceInput
             | ProposeError::NotCommitted
             | ProposeError::Stopped),
         ) => partition.error(ResponseError::NotLeaderOrFollower, &error.to_string()),
+    }
+}
+
+/// A transaction marker on a replicated partition: the leader checks it against the producer
+/// state of its log and proposes it, and answers once the group committed it (Kafka writes
+/// markers with acks=all). Losing the leadership first is NOT_LEADER_OR_FOLLOWER, which the
+/// coordinator retries at the new leader.
+pub(super) async fn write_marker_on_replica(
+    replica: Rc<Replica>,
+    input: WriteMarkerInput,
+) -> WriteMarkerOutput {
+    if !replica.leads_in_term() {
+        return WriteMarkerInput::refused(ResponseError::NotLeaderOrFollower);
+    }
+    let partition = replica.partition().clone();
+    let batch = match partition.prepare_marker(&input.marker) {
+        Ok(batch) => batch,
+        Err(refused) => return WriteMarkerOutput::from(refused),
+    };
+    match replica.propose(batch).await {
+        Ok(_) => WriteMarkerOutput::default(),
+        Err(ProposeError::Producer(error)) => partition.producer_error(error).into(),
+        Err(error) => {
+            let group = replica.group();
+            tracing::debug!(group, %error, "transaction marker not committed");
+            WriteMarkerInput::refused(ResponseError::NotLeaderOrFollower)
+        }
     }
 }
 

@@ -312,6 +312,71 @@ def produce_nothing(host: str, port: int, topic: str | uuid.UUID, partition: int
     return answer
 
 
+def producer_batch(values: list[bytes], producer_id: int = -1, epoch: int = -1,
+                   sequence: int = -1, transactional: bool = False) -> bytes:
+    """One uncompressed v2 record batch of `values`, of an idempotent or transactional
+    producer when given one (built by kafka-python's record builder)."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0,
+                                        is_transactional=transactional, producer_id=producer_id,
+                                        producer_epoch=epoch, base_sequence=sequence,
+                                        batch_size=1 << 20)
+    for offset, value in enumerate(values):
+        builder.append(offset, timestamp=None, key=None, value=value, headers=[])
+    return bytes(builder.build())
+
+
+def produce_batch(host: str, port: int, topic: str, partition: int, batch: bytes,
+                  timeout_s: float = 30.0) -> tuple[int, int]:
+    """Produce (v9, acks=all) `batch` to `topic`'s `partition` on exactly this broker; return
+    (error code, base offset)."""
+    body = _uvarint(0) + struct.pack(">hi", -1, 20000)  # no transactional id, acks, timeout
+    body += _uvarint(2) + _compact_string(topic)
+    body += _uvarint(2) + struct.pack(">i", partition) + _uvarint(len(batch) + 1) + batch
+    body += _uvarint(0) + _uvarint(0) + _uvarint(0)
+    reader = _flexible_request(host, port, PRODUCE_KEY, 9, body, timeout_s)
+
+    def read_partition(reader: _Reader) -> tuple[int, int]:
+        _index, error, base_offset = reader.take(">ihq")
+        reader.take(">qq")
+        for _ in range(reader.uvarint() - 1):  # record errors
+            reader.take(">i")
+            reader.string()
+            reader.tags()
+        reader.string()
+        reader.tags()
+        return error, base_offset
+
+    return _last_partition(reader, read_partition)
+
+
+WRITE_TXN_MARKERS_KEY = 27
+
+
+def write_txn_markers(host: str, port: int, producer_id: int, epoch: int, commit: bool,
+                      topic: str, partitions: list[int], coordinator_epoch: int = 0,
+                      timeout_s: float = 30.0) -> list[int]:
+    """WriteTxnMarkers (v1) of one producer's transaction in `partitions` of `topic`, to
+    exactly this broker; return the error code of each partition."""
+    body = _uvarint(2) + struct.pack(">qh?", producer_id, epoch, commit)
+    body += _uvarint(2) + _compact_string(topic) + _uvarint(len(partitions) + 1)
+    body += b"".join(struct.pack(">i", p) for p in partitions) + _uvarint(0)
+    body += struct.pack(">i", coordinator_epoch) + _uvarint(0) + _uvarint(0)
+    reader = _flexible_request(host, port, WRITE_TXN_MARKERS_KEY, 1, body, timeout_s)
+    errors = []
+    for _ in range(reader.uvarint() - 1):
+        reader.take(">q")
+        for _ in range(reader.uvarint() - 1):
+            reader.string()
+            for _ in range(reader.uvarint() - 1):
+                _index, error = reader.take(">ih")
+                reader.tags()
+                errors.append(error)
+            reader.tags()
+        reader.tags()
+    return errors
+
+
 FETCH_KEY = 1
 
 

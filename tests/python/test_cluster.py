@@ -27,7 +27,8 @@ from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_pro
                      holds_for, wait_until)
 from cluster_nodes import NODES, SESSION_MS, start_cluster, wait_formed
 from corelog_broker import (BrokerError, fetch_nothing, free_port, metadata_v1,
-                            offset_for_leader_epoch_v4, produce_nothing, topic_id_on_disk)
+                            offset_for_leader_epoch_v4, produce_batch, produce_nothing,
+                            producer_batch, topic_id_on_disk, write_txn_markers)
 from security_setup import corelog
 
 @pytest.fixture
@@ -783,6 +784,69 @@ def test_deleted_records_are_deleted_on_every_replica(cluster):
     assert watermarks(bootstrap, "trimmed")[0] == target
     expected = [b"%d" % i for i in range(50)]
     assert [r.value for r in read_from_start(bootstrap, "trimmed", 50)] == expected
+
+
+def read_committed_until_end(bootstrap: str, topic: str) -> set[bytes]:
+    """The values a read_committed librdkafka consumer reads from `topic`'s partition 0 up to
+    the record b"end"."""
+    consumer = ck_consumer(bootstrap, **{"isolation.level": "read_committed"})
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        values: set[bytes] = set()
+
+        def read_end() -> bool:
+            message = consumer.poll(0.2)
+            if message is None:
+                return False
+            assert message.error() is None, message.error()
+            if message.value() == b"end":
+                return True
+            values.add(message.value())
+            return False
+
+        wait_until(read_end, what="the end record read")
+        return values
+    finally:
+        consumer.close()
+
+
+def test_transaction_markers_are_replicated(cluster):
+    """Transaction markers on a replicated partition are entries of its Raft group, and every
+    replica keeps the transactions' state as it appends them: after the leader's node is
+    killed, the new leader still knows the transaction its old leader aborted (a
+    read_committed consumer skips its records) and holds the last stable offset at the first
+    batch of a transaction still open, until a marker sent to it commits that one."""
+    wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "txn", 1, replication=3)
+    leader = wait_until(lambda: led_by(cluster, NODES, "txn"), what="the topic led")[0]
+    on_leader = (cluster[leader].host, cluster[leader].port)
+    aborted, committed, left_open = 7_001, 7_002, 7_003
+    for producer, values in [(aborted, [b"a0", b"a1"]), (None, [b"plain"]),
+                             (committed, [b"b0"])]:
+        batch = (producer_batch(values, producer, 0, 0, transactional=True) if producer
+                 else producer_batch(values))
+        assert produce_batch(*on_leader, "txn", 0, batch)[0] == 0
+    assert write_txn_markers(*on_leader, aborted, 0, False, "txn", [0]) == [0]
+    assert write_txn_markers(*on_leader, committed, 0, True, "txn", [0]) == [0]
+    error, open_at = produce_batch(*on_leader, "txn", 0,
+                                   producer_batch([b"c0"], left_open, 0, 0, transactional=True))
+    assert error == 0
+    assert produce_batch(*on_leader, "txn", 0, producer_batch([b"after"]))[0] == 0
+
+    cluster[leader].stop(signal.SIGKILL)
+    survivors = [node for node in NODES if node != leader]
+    new_leader = wait_until(lambda: led_by(cluster, survivors, "txn"), what="a new leader")[0]
+    bootstrap = ",".join(cluster[node].bootstrap for node in survivors)
+    watcher = ck_consumer(bootstrap, **{"isolation.level": "read_committed"})
+    try:
+        assert watcher.get_watermark_offsets(TopicPartition("txn", 0), timeout=30)[1] == open_at
+    finally:
+        watcher.close()
+    on_new_leader = (cluster[new_leader].host, cluster[new_leader].port)
+    assert write_txn_markers(*on_new_leader, left_open, 0, True, "txn", [0]) == [0]
+    assert produce_batch(*on_new_leader, "txn", 0, producer_batch([b"end"]))[0] == 0
+    assert read_committed_until_end(bootstrap, "txn") == {b"plain", b"b0", b"c0", b"after"}
 
 
 def test_retention_moves_the_log_start_of_every_replica(broker_factory):

@@ -147,6 +147,7 @@ async fn read_once(
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(max_bytes),
                 from_follower: ctx.api_version >= FROM_FOLLOWER_VERSION_MIN,
                 watermarks_only: preferred.is_some(),
+                read_committed: request.isolation_level == READ_COMMITTED,
             };
             reads.push(async move {
                 match refusal {
@@ -217,6 +218,9 @@ async fn read_once(
     }
 }
 
+/// Fetch's and ListOffsets' isolation_level for read_committed.
+pub const READ_COMMITTED: i8 = 1;
+
 /// The first version whose partitions may name their current leader.
 const CURRENT_LEADER_VERSION_MIN: i16 = 12;
 /// The first version whose response carries the endpoints of the leaders it names.
@@ -275,9 +279,15 @@ fn partition_data(index: i32, output: FetchOutput, budget: &mut Budget) -> Fetch
         partition_index: index,
         error_code: output.error_code,
         high_watermark: output.high_watermark.get(),
-        last_stable_offset: output.high_watermark.get(),
+        last_stable_offset: output.last_stable_offset.get(),
         log_start_offset: output.log_start_offset.get(),
         records,
+        aborted_transactions: output.aborted.map(|aborted| {
+            let pairs = aborted.into_iter();
+            pairs
+                .map(|(producer, first)| (producer, first.get()))
+                .collect()
+        }),
         current_leader: None,
         preferred_read_replica: None,
     }

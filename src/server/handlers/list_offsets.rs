@@ -11,6 +11,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use super::fetch::READ_COMMITTED;
 use crate::ids::PartitionId;
 use crate::partition::{ListOffsetsInput, ListOffsetsOutput, TopicPartition};
 use crate::security::acl::AclOperation;
@@ -30,6 +31,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
             let input = ListOffsetsInput {
                 tp,
                 timestamp: partition.timestamp,
+                read_committed: request.isolation_level == READ_COMMITTED,
             };
             lookups.push(async move {
                 match allowed {

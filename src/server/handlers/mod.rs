@@ -61,6 +61,7 @@ pub mod produce;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod sync_group;
+pub mod write_txn_markers;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;

@@ -1,0 +1,347 @@
+//! Transactions on the partition side over the raw protocol, against the default two-shard
+//! broker: transactional batches, the markers WriteTxnMarkers writes, the last stable offset,
+//! read_committed Fetch with its aborted transactions (checked with librdkafka's
+//! read_committed consumer too), ListOffsets per isolation level, after a clean restart and
+//! after SIGKILL; and the refusals: control batches from clients, markers of fenced epochs,
+//! unknown partitions.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{
+    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ProduceResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use kafka_protocol::records::Compression;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+
+const INVALID_RECORD: i16 = 87;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
+const READ_UNCOMMITTED: i8 = 0;
+const READ_COMMITTED: i8 = 1;
+
+/// A producer id from InitProducerId (no transactional id: the partition side needs only an
+/// id and an epoch).
+fn producer_id(conn: &mut RawConn) -> i64 {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    let response: InitProducerIdResponse = conn.request(&request, 4);
+    assert_eq!(response.error_code, 0, "{response:?}");
+    response.producer_id.0
+}
+
+/// A batch of `values` from `producer` at epoch 0, sequence `sequence`, with the attributes
+/// `set` added (0x10 transactional, 0x20 control); the CRC recomputed.
+fn batch_of(producer: i64, sequence: i32, values: &[&str], set: i16) -> Bytes {
+    let slices: Vec<&[u8]> = values.iter().map(|value| value.as_bytes()).collect();
+    let mut batch = BytesMut::from(&record_batch(&slices, now_ms(), Compression::None)[..]);
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | set;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer.to_be_bytes());
+    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch.freeze()
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_millis() as i64
+}
+
+/// Produces `batch` to `topic`/`partition` with acks=all; returns (error code, base offset).
+fn produce(conn: &mut RawConn, topic: &str, partition: i32, batch: Bytes) -> (i16, i64) {
+    let response: ProduceResponse = conn.request(&produce_request(topic, partition, batch, -1), 9);
+    let answer = &response.responses[0].partition_responses[0];
+    (answer.error_code, answer.base_offset)
+}
+
+/// WriteTxnMarkers v1 for one producer's transaction in `partitions` of `topic`; returns the
+/// error code of each partition in order.
+fn end_txn(
+    conn: &mut RawConn,
+    producer: i64,
+    epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<i16> {
+    let marker = WritableTxnMarker::default()
+        .with_producer_id(producer.into())
+        .with_producer_epoch(epoch)
+        .with_transaction_result(commit)
+        .with_coordinator_epoch(coordinator_epoch)
+        .with_topics(vec![WritableTxnMarkerTopic::default()
+            .with_name(topic_name(topic))
+            .with_partition_indexes(partitions.to_vec())]);
+    let request = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
+    let response: WriteTxnMarkersResponse = conn.request(&request, 1);
+    let topic = &response.markers[0].topics[0];
+    topic.partitions.iter().map(|p| p.error_code).collect()
+}
+
+/// What a Fetch v11 at `isolation` from `offset` says of one partition: (high watermark, last
+/// stable offset, base offsets of the batches, aborted transactions).
+struct Fetched {
+    high_watermark: i64,
+    last_stable_offset: i64,
+    batches: Vec<i64>,
+    aborted: Option<Vec<(i64, i64)>>,
+}
+
+fn fetch(conn: &mut RawConn, topic: &str, partition: i32, offset: i64, isolation: i8) -> Fetched {
+    let request =
+        fetch_request(topic, partition, offset, 0, 0, 1 << 20).with_isolation_level(isolation);
+    let response: FetchResponse = conn.request(&request, 11);
+    let data = single_partition(&response);
+    assert_eq!(data.error_code, 0, "{data:?}");
+    let (batches, _) = parse_batches(&data.records.clone().unwrap_or_default());
+    Fetched {
+        high_watermark: data.high_watermark,
+        last_stable_offset: data.last_stable_offset,
+        batches: batches.iter().map(|batch| batch.base_offset).collect(),
+        aborted: data.aborted_transactions.as_ref().map(|list| {
+            list.iter()
+                .map(|t| (t.producer_id.0, t.first_offset))
+                .collect()
+        }),
+    }
+}
+
+/// ListOffsets v5 latest at `isolation`.
+fn latest(conn: &mut RawConn, topic: &str, partition: i32, isolation: i8) -> i64 {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_isolation_level(isolation)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-1)])]);
+    let response = conn.request(&request, 5);
+    let data = &response.topics[0].partitions[0];
+    assert_eq!(data.error_code, 0);
+    data.offset
+}
+
+/// The values a librdkafka consumer with `isolation.level` reads from `partitions` of `topic`,
+/// up to the record "end" each partition ends with.
+fn consume(broker: &Broker, topic: &str, partitions: &[i32], isolation: &str) -> HashSet<String> {
+    let consumer: rdkafka::consumer::BaseConsumer = consumer_config(&broker.bootstrap())
+        .set("isolation.level", isolation)
+        .create()
+        .expect("create consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in partitions {
+        assignment
+            .add_partition_offset(topic, *partition, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut values = HashSet::new();
+    let mut ended = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ended.len() < partitions.len() {
+        assert!(Instant::now() < deadline, "read {values:?} so far");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let value = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
+                if value == "end" {
+                    ended.insert(message.partition());
+                } else {
+                    values.insert(value);
+                }
+            }
+            Some(Err(error)) => panic!("consumer error: {error}"),
+            None => {}
+        }
+    }
+    values
+}
+
+/// Producer A writes a transaction to both partitions and producer B one to partition 0;
+/// while they are open a read_committed fetch sees nothing past A's first batch and
+/// ListOffsets read_committed says so; A aborts, B commits; then a read_committed fetch gets
+/// everything with A's transaction listed as aborted, and librdkafka's read_committed
+/// consumer reads B's records and the plain ones but none of A's (read_uncommitted reads
+/// all). The same holds after a clean restart and after SIGKILL.
+#[test]
+fn read_committed_consumers_see_only_committed_transactions() {
+    let mut broker = Broker::start(2, &[]);
+    let topic = "txn";
+    create_topic(broker.port, topic, 2);
+    let mut conn = RawConn::connect(broker.port);
+    let a = producer_id(&mut conn);
+    let b = producer_id(&mut conn);
+    let txn = 0x10;
+    assert_eq!(
+        produce(&mut conn, topic, 0, batch_of(a, 0, &["a0", "a1"], txn)),
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&mut conn, topic, 1, batch_of(a, 0, &["a2"], txn)),
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&mut conn, topic, 0, batch_of(-1, -1, &["plain"], 0)),
+        (0, 2)
+    );
+    assert_eq!(
+        produce(&mut conn, topic, 0, batch_of(b, 0, &["b0"], txn)),
+        (0, 3)
+    );
+
+    let open = fetch(&mut conn, topic, 0, 0, READ_COMMITTED);
+    assert_eq!((open.high_watermark, open.last_stable_offset), (4, 0));
+    assert_eq!((open.batches, open.aborted), (vec![], Some(vec![])));
+    let uncommitted = fetch(&mut conn, topic, 0, 0, READ_UNCOMMITTED);
+    assert_eq!(
+        (uncommitted.batches, uncommitted.aborted),
+        (vec![0, 2, 3], None)
+    );
+    assert_eq!(latest(&mut conn, topic, 0, READ_COMMITTED), 0);
+    assert_eq!(latest(&mut conn, topic, 0, READ_UNCOMMITTED), 4);
+
+    assert_eq!(
+        end_txn(&mut conn, a, 0, 0, false, topic, &[0, 1]),
+        vec![0, 0]
+    );
+    let after_abort = fetch(&mut conn, topic, 0, 0, READ_COMMITTED);
+    assert_eq!(after_abort.last_stable_offset, 3, "B's transaction is open");
+    assert_eq!(after_abort.batches, vec![0, 2]);
+    assert_eq!(after_abort.aborted, Some(vec![(a, 0)]));
+    assert_eq!(end_txn(&mut conn, b, 0, 0, true, topic, &[0]), vec![0]);
+    for partition in [0, 1] {
+        assert_eq!(
+            produce(&mut conn, topic, partition, batch_of(-1, -1, &["end"], 0)).0,
+            0
+        );
+    }
+    let expected_committed: HashSet<String> =
+        ["plain", "b0"].into_iter().map(String::from).collect();
+    let expected_all: HashSet<String> = ["a0", "a1", "a2", "plain", "b0"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let check = |broker: &Broker, conn: &mut RawConn, when: &str| {
+        let done = fetch(conn, topic, 0, 0, READ_COMMITTED);
+        assert_eq!(done.last_stable_offset, done.high_watermark, "{when}");
+        assert_eq!(done.batches, vec![0, 2, 3, 4, 5, 6], "{when}");
+        assert_eq!(done.aborted, Some(vec![(a, 0)]), "{when}");
+        // A's abort marker is at 4: a fetch from past it need not know A.
+        assert_eq!(
+            fetch(conn, topic, 0, 4, READ_COMMITTED).aborted,
+            Some(vec![(a, 0)])
+        );
+        assert_eq!(
+            fetch(conn, topic, 0, 5, READ_COMMITTED).aborted,
+            Some(vec![])
+        );
+        assert_eq!(
+            fetch(conn, topic, 1, 0, READ_COMMITTED).aborted,
+            Some(vec![(a, 0)])
+        );
+        assert_eq!(latest(conn, topic, 0, READ_COMMITTED), 7, "{when}");
+        let committed = consume(broker, topic, &[0, 1], "read_committed");
+        assert_eq!(committed, expected_committed, "{when}");
+        let all = consume(broker, topic, &[0, 1], "read_uncommitted");
+        assert_eq!(all, expected_all, "{when}");
+    };
+    check(&broker, &mut conn, "before any restart");
+    broker.stop();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    check(&broker, &mut conn, "after a clean restart");
+    broker.kill();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    check(&broker, &mut conn, "after SIGKILL");
+}
+
+/// A transaction left open stays open across SIGKILL: the last stable offset still holds at
+/// its first batch after the restart, and its marker moves it on.
+#[test]
+fn an_open_transaction_outlives_a_crash() {
+    let mut broker = Broker::start(2, &[]);
+    let topic = "txn-open";
+    create_topic(broker.port, topic, 1);
+    let mut conn = RawConn::connect(broker.port);
+    let a = producer_id(&mut conn);
+    assert_eq!(
+        produce(&mut conn, topic, 0, batch_of(-1, -1, &["before"], 0)),
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&mut conn, topic, 0, batch_of(a, 0, &["a0"], 0x10)),
+        (0, 1)
+    );
+    assert_eq!(
+        produce(&mut conn, topic, 0, batch_of(-1, -1, &["after"], 0)),
+        (0, 2)
+    );
+    broker.kill();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    assert_eq!(latest(&mut conn, topic, 0, READ_COMMITTED), 1);
+    assert_eq!(
+        fetch(&mut conn, topic, 0, 0, READ_COMMITTED).batches,
+        vec![0]
+    );
+    assert_eq!(end_txn(&mut conn, a, 0, 0, true, topic, &[0]), vec![0]);
+    assert_eq!(latest(&mut conn, topic, 0, READ_COMMITTED), 4);
+    assert_eq!(
+        fetch(&mut conn, topic, 0, 0, READ_COMMITTED).batches,
+        vec![0, 1, 2, 3]
+    );
+}
+
+/// Clients may not write control batches (a forged commit marker is INVALID_RECORD, as in
+/// Kafka); a marker of an older producer epoch than the producer's is INVALID_PRODUCER_EPOCH,
+/// one of an older coordinator epoch than the producer's last marker
+/// TRANSACTION_COORDINATOR_FENCED, and one for an unknown partition
+/// UNKNOWN_TOPIC_OR_PARTITION; nothing refused is written.
+#[test]
+fn forged_and_fenced_markers_are_refused() {
+    let broker = Broker::start(2, &[]);
+    let topic = "txn-refused";
+    create_topic(broker.port, topic, 1);
+    let mut conn = RawConn::connect(broker.port);
+    let a = producer_id(&mut conn);
+    let forged = batch_of(a, -1, &["commit"], 0x30);
+    assert_eq!(produce(&mut conn, topic, 0, forged).0, INVALID_RECORD);
+    let mut epoch_one = BytesMut::from(&batch_of(a, 0, &["a0"], 0x10)[..]);
+    epoch_one[51..53].copy_from_slice(&1i16.to_be_bytes());
+    let crc = crc32c::crc32c(&epoch_one[21..]);
+    epoch_one[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce(&mut conn, topic, 0, epoch_one.freeze()), (0, 0));
+    assert_eq!(
+        end_txn(&mut conn, a, 0, 3, false, topic, &[0]),
+        vec![INVALID_PRODUCER_EPOCH]
+    );
+    assert_eq!(end_txn(&mut conn, a, 1, 3, false, topic, &[0]), vec![0]);
+    assert_eq!(
+        end_txn(&mut conn, a, 1, 2, false, topic, &[0]),
+        vec![TRANSACTION_COORDINATOR_FENCED]
+    );
+    assert_eq!(
+        end_txn(&mut conn, a, 1, 3, false, "no-such-topic", &[0]),
+        vec![UNKNOWN_TOPIC_OR_PARTITION]
+    );
+    let done = fetch(&mut conn, topic, 0, 0, READ_COMMITTED);
+    assert_eq!((done.high_watermark, done.last_stable_offset), (2, 2));
+    assert_eq!(done.aborted, Some(vec![(a, 0)]));
+}
