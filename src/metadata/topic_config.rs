@@ -20,6 +20,9 @@ pub enum TimestampType {
 /// The typed configuration of one topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
+    /// Values set for the stock keys corelog accepts without acting on them (see
+    /// `ACCEPTED_KEYS`), by name.
+    pub accepted: BTreeMap<&'static str, String>,
     pub cleanup_policy: String,
     pub segment_bytes: u64,
     pub segment_ms: i64,
@@ -48,9 +51,11 @@ pub enum ConfigSource {
 /// Kafka's config types for DescribeConfigs v3+.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
+    Boolean = 1,
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -61,7 +66,7 @@ pub struct ConfigKey {
     pub doc: &'static str,
 }
 
-/// Every topic config key corelog knows, in the order DescribeConfigs lists them.
+/// The topic config keys corelog acts on, in name order (see `all_keys` for every key).
 pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "cleanup.policy",
@@ -125,6 +130,244 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     },
 ];
 
+/// A stock Kafka topic config corelog accepts, validates as Kafka does, stores and describes,
+/// but does not act on; `doc` says why (DescribeConfigs v3+ shows it).
+pub struct AcceptedKey {
+    pub name: &'static str,
+    pub kind: ConfigType,
+    pub default: &'static str,
+    rule: Rule,
+    pub doc: &'static str,
+}
+
+/// What values an accepted key takes.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// A whole number in the range.
+    Whole(i64, i64),
+    /// A number in the range.
+    Ratio(f64, f64),
+    /// true or false.
+    Boolean,
+    /// Exactly this value: the only one corelog can honour.
+    Only(&'static str),
+    /// A list of replicas (`partition:broker,...`, or `*`).
+    Replicas,
+}
+
+impl Rule {
+    fn check(self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let value = value.trim();
+        let refused = |why: &str| Err(ConfigError(format!("{name}={value:?}: {why}")));
+        match self {
+            Rule::Whole(min, max) => match value.parse::<i64>() {
+                Ok(number) if (min..=max).contains(&number) => Ok(()),
+                _ => refused(&format!("not a whole number in [{min}, {max}]")),
+            },
+            Rule::Ratio(min, max) => match value.parse::<f64>() {
+                Ok(number) if (min..=max).contains(&number) => Ok(()),
+                _ => refused(&format!("not a number in [{min}, {max}]")),
+            },
+            Rule::Boolean if value.eq_ignore_ascii_case("true") => Ok(()),
+            Rule::Boolean if value.eq_ignore_ascii_case("false") => Ok(()),
+            Rule::Boolean => refused("not true or false"),
+            Rule::Only(only) if value.eq_ignore_ascii_case(only) => Ok(()),
+            Rule::Only(only) => refused(&format!("corelog supports only {only}")),
+            Rule::Replicas => {
+                let item = |item: &str| {
+                    let parts: Vec<&str> = item.trim().split(':').collect();
+                    parts.len() == 2 && parts.iter().all(|part| part.trim().parse::<u32>().is_ok())
+                };
+                if value.is_empty() || value == "*" || value.split(',').all(item) {
+                    Ok(())
+                } else {
+                    refused("not a list of partition:broker pairs or *")
+                }
+            }
+        }
+    }
+}
+
+const LONG_MAX: i64 = i64::MAX;
+
+/// The stock topic configs of Kafka 4.1 that corelog accepts without acting on them, with
+/// Kafka's defaults and ranges, so that an admin tool creating a topic with a stock config
+/// set does not fail. Each says what corelog does instead.
+pub const ACCEPTED_KEYS: &[AcceptedKey] = &[
+    AcceptedKey {
+        name: "compression.gzip.level",
+        kind: ConfigType::Int,
+        default: "-1",
+        rule: Rule::Whole(-1, 9),
+        doc: "no effect: batches are stored in the codec the producer sent",
+    },
+    AcceptedKey {
+        name: "compression.lz4.level",
+        kind: ConfigType::Int,
+        default: "9",
+        rule: Rule::Whole(1, 17),
+        doc: "no effect: batches are stored in the codec the producer sent",
+    },
+    AcceptedKey {
+        name: "compression.zstd.level",
+        kind: ConfigType::Int,
+        default: "3",
+        rule: Rule::Whole(-131_072, 22),
+        doc: "no effect: batches are stored in the codec the producer sent",
+    },
+    AcceptedKey {
+        name: "delete.retention.ms",
+        kind: ConfigType::Long,
+        default: "86400000",
+        rule: Rule::Whole(0, LONG_MAX),
+        doc: "kept for compaction, which corelog does not run yet",
+    },
+    AcceptedKey {
+        name: "file.delete.delay.ms",
+        kind: ConfigType::Long,
+        default: "60000",
+        rule: Rule::Whole(0, LONG_MAX),
+        doc: "no effect: corelog deletes a segment's files as soon as no reader holds them",
+    },
+    AcceptedKey {
+        name: "flush.messages",
+        kind: ConfigType::Long,
+        default: "9223372036854775807",
+        rule: Rule::Whole(1, LONG_MAX),
+        doc: "no effect: corelog syncs every batch to disk before acknowledging it",
+    },
+    AcceptedKey {
+        name: "flush.ms",
+        kind: ConfigType::Long,
+        default: "9223372036854775807",
+        rule: Rule::Whole(0, LONG_MAX),
+        doc: "no effect: corelog syncs every batch to disk before acknowledging it",
+    },
+    AcceptedKey {
+        name: "follower.replication.throttled.replicas",
+        kind: ConfigType::List,
+        default: "",
+        rule: Rule::Replicas,
+        doc: "no effect: corelog has no replication throttles",
+    },
+    AcceptedKey {
+        name: "leader.replication.throttled.replicas",
+        kind: ConfigType::List,
+        default: "",
+        rule: Rule::Replicas,
+        doc: "no effect: corelog has no replication throttles",
+    },
+    AcceptedKey {
+        name: "local.retention.bytes",
+        kind: ConfigType::Long,
+        default: "-2",
+        rule: Rule::Whole(-2, LONG_MAX),
+        doc: "no effect without tiered storage (retention.bytes applies)",
+    },
+    AcceptedKey {
+        name: "local.retention.ms",
+        kind: ConfigType::Long,
+        default: "-2",
+        rule: Rule::Whole(-2, LONG_MAX),
+        doc: "no effect without tiered storage (retention.ms applies)",
+    },
+    AcceptedKey {
+        name: "max.compaction.lag.ms",
+        kind: ConfigType::Long,
+        default: "9223372036854775807",
+        rule: Rule::Whole(1, LONG_MAX),
+        doc: "kept for compaction, which corelog does not run yet",
+    },
+    AcceptedKey {
+        name: "message.downconversion.enable",
+        kind: ConfigType::Boolean,
+        default: "true",
+        rule: Rule::Boolean,
+        doc: "no effect: corelog serves v2 batches only, to clients that all read them",
+    },
+    AcceptedKey {
+        name: "min.cleanable.dirty.ratio",
+        kind: ConfigType::Double,
+        default: "0.5",
+        rule: Rule::Ratio(0.0, 1.0),
+        doc: "kept for compaction, which corelog does not run yet",
+    },
+    AcceptedKey {
+        name: "min.compaction.lag.ms",
+        kind: ConfigType::Long,
+        default: "0",
+        rule: Rule::Whole(0, LONG_MAX),
+        doc: "kept for compaction, which corelog does not run yet",
+    },
+    AcceptedKey {
+        name: "preallocate",
+        kind: ConfigType::Boolean,
+        default: "false",
+        rule: Rule::Boolean,
+        doc: "no effect: corelog pre-writes the segments of busy partitions itself",
+    },
+    AcceptedKey {
+        name: "remote.log.copy.disable",
+        kind: ConfigType::Boolean,
+        default: "false",
+        rule: Rule::Boolean,
+        doc: "no effect without tiered storage",
+    },
+    AcceptedKey {
+        name: "remote.log.delete.on.disable",
+        kind: ConfigType::Boolean,
+        default: "false",
+        rule: Rule::Boolean,
+        doc: "no effect without tiered storage",
+    },
+    AcceptedKey {
+        name: "remote.storage.enable",
+        kind: ConfigType::Boolean,
+        default: "false",
+        rule: Rule::Only("false"),
+        doc: "false only: corelog has no tiered storage",
+    },
+    AcceptedKey {
+        name: "segment.index.bytes",
+        kind: ConfigType::Int,
+        default: "10485760",
+        rule: Rule::Whole(4, i32::MAX as i64),
+        doc: "no effect: corelog's indexes grow with their segment",
+    },
+    AcceptedKey {
+        name: "segment.jitter.ms",
+        kind: ConfigType::Long,
+        default: "0",
+        rule: Rule::Whole(0, LONG_MAX),
+        doc: "no effect: segments roll at segment.ms exactly",
+    },
+    AcceptedKey {
+        name: "unclean.leader.election.enable",
+        kind: ConfigType::Boolean,
+        default: "false",
+        rule: Rule::Only("false"),
+        doc: "false only: a Raft group never elects a replica without the committed log",
+    },
+];
+
+/// Every key a topic may set, those corelog acts on and those it only accepts, in name order
+/// (the order DescribeConfigs lists them in).
+pub fn all_keys() -> impl Iterator<Item = ConfigKey> {
+    let acted_on = TOPIC_CONFIG_KEYS.iter().map(|key| ConfigKey {
+        name: key.name,
+        kind: key.kind,
+        doc: key.doc,
+    });
+    let accepted = ACCEPTED_KEYS.iter().map(|key| ConfigKey {
+        name: key.name,
+        kind: key.kind,
+        doc: key.doc,
+    });
+    let mut keys: Vec<ConfigKey> = acted_on.chain(accepted).collect();
+    keys.sort_by_key(|key| key.name);
+    keys.into_iter()
+}
+
 /// Why a config was refused; CreateTopics and AlterConfigs answer INVALID_CONFIG with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -134,6 +377,7 @@ impl TopicConfig {
     /// Applies `overrides` (already validated) on top of the broker defaults.
     pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> TopicConfig {
         let mut config = TopicConfig {
+            accepted: BTreeMap::new(),
             cleanup_policy: "delete".to_string(),
             segment_bytes: defaults.segment_bytes,
             segment_ms: defaults.segment_ms,
@@ -196,7 +440,13 @@ impl TopicConfig {
                     parse_range::<u64>(name, value, crate::limits::SEGMENT_BYTES_MIN as i64)?
             }
             "segment.ms" => self.segment_ms = parse_range(name, value, 1)?,
-            _ => return Err(ConfigError(format!("unknown topic config {name:?}"))),
+            _ => {
+                let Some(key) = ACCEPTED_KEYS.iter().find(|key| key.name == name) else {
+                    return Err(ConfigError(format!("unknown topic config {name:?}")));
+                };
+                key.rule.check(name, value)?;
+                self.accepted.insert(key.name, value.trim().to_string());
+            }
         }
         Ok(())
     }
@@ -219,7 +469,11 @@ impl TopicConfig {
             "retention.ms" => self.retention_ms.to_string(),
             "segment.bytes" => self.segment_bytes.to_string(),
             "segment.ms" => self.segment_ms.to_string(),
-            _ => return None,
+            _ => {
+                let key = ACCEPTED_KEYS.iter().find(|key| key.name == name)?;
+                let set = self.accepted.get(key.name);
+                set.map_or_else(|| key.default.to_string(), Clone::clone)
+            }
         })
     }
 
@@ -287,7 +541,7 @@ pub fn apply_incremental(
     let effective = TopicConfig::resolve(defaults, current);
     let mut next = current.clone();
     for (name, operation, value) in operations {
-        let Some(key) = TOPIC_CONFIG_KEYS.iter().find(|key| key.name == name) else {
+        let Some(key) = all_keys().find(|key| key.name == name) else {
             return Err(AlterError::Config(format!("unknown topic config {name:?}")));
         };
         let is_list = key.kind == ConfigType::List;
@@ -515,5 +769,48 @@ mod tests {
             replace_all(&[("max.message.bytes".into(), Some("-5".into()))]),
             Err(AlterError::Config(_))
         ));
+    }
+
+    /// The stock keys corelog only accepts take Kafka's values and ranges, refuse what
+    /// corelog cannot honour, show their default until set, and list in name order with the
+    /// rest.
+    #[test]
+    fn stock_keys_are_accepted_with_kafkas_ranges() {
+        let stock = overrides(&[
+            ("flush.messages", "1"),
+            ("flush.ms", "1000"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("preallocate", "true"),
+            ("message.downconversion.enable", "false"),
+            ("unclean.leader.election.enable", "false"),
+            ("leader.replication.throttled.replicas", "0:1,1:2"),
+            ("segment.jitter.ms", "0"),
+        ]);
+        TopicConfig::validate(&stock).expect("a stock config set");
+        for (name, value) in [
+            ("flush.messages", "0"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("preallocate", "yes"),
+            ("unclean.leader.election.enable", "true"),
+            ("remote.storage.enable", "true"),
+            ("compression.zstd.level", "23"),
+            ("follower.replication.throttled.replicas", "0-1"),
+        ] {
+            let refused = TopicConfig::validate(&overrides(&[(name, value)]));
+            assert!(refused.is_err(), "{name}={value}");
+        }
+        let config = TopicConfig::resolve(&probe_defaults(), &stock);
+        assert_eq!(config.value_of("flush.messages").as_deref(), Some("1"));
+        assert_eq!(
+            config.value_of("delete.retention.ms").as_deref(),
+            Some("86400000")
+        );
+        let names: Vec<&str> = all_keys().map(|key| key.name).collect();
+        assert!(names.windows(2).all(|pair| pair[0] < pair[1]), "{names:?}");
+        assert_eq!(names.len(), TOPIC_CONFIG_KEYS.len() + ACCEPTED_KEYS.len());
+        let source = source_of("flush.ms", &stock, &probe_defaults());
+        assert_eq!(source, ConfigSource::Topic);
+        let source = source_of("flush.ms", &BTreeMap::new(), &probe_defaults());
+        assert_eq!(source, ConfigSource::Default);
     }
 }

@@ -45,6 +45,7 @@ fn tp() -> TopicPartition {
 /// Segments of 1 KiB: about two of the batches below each, so that the log rolls often.
 fn config() -> TopicConfig {
     TopicConfig {
+        accepted: Default::default(),
         cleanup_policy: "delete".to_string(),
         segment_bytes: 1024,
         segment_ms: i64::MAX,

@@ -60,6 +60,7 @@ const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn topic_config() -> TopicConfig {
     TopicConfig {
+        accepted: Default::default(),
         cleanup_policy: "delete".to_string(),
         segment_bytes: 4096,
         segment_ms: i64::MAX,

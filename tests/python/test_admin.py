@@ -87,6 +87,33 @@ def test_confluent_invalid_topic_name_is_rejected(broker, name):
     assert name not in ck_topics(admin)
 
 
+# A stock Kafka topic config set, as admin tools copy it from Kafka's documentation.
+STOCK_TOPIC_CONFIGS = {"flush.messages": "10000", "flush.ms": "1000",
+                       "min.cleanable.dirty.ratio": "0.3", "min.compaction.lag.ms": "0",
+                       "delete.retention.ms": "86400000", "segment.jitter.ms": "0",
+                       "preallocate": "false", "message.downconversion.enable": "true",
+                       "unclean.leader.election.enable": "false", "file.delete.delay.ms": "60000",
+                       "segment.index.bytes": "10485760", "compression.zstd.level": "3"}
+
+
+def test_confluent_create_with_a_stock_config_set(broker, topic):
+    """A topic created with Kafka's stock configs that corelog only accepts (it syncs every
+    batch, so flush.* mean nothing more) is created, and DescribeConfigs shows the values set
+    as the topic's and the others' defaults; a value corelog cannot honour is INVALID_CONFIG."""
+    admin = ck_admin(broker)
+    ck_create(admin, topic, 1, STOCK_TOPIC_CONFIGS)
+    resource = ConfigResource("topic", topic)
+    configs = admin.describe_configs([resource], request_timeout=TIMEOUT_S)[resource].result()
+    for name, value in STOCK_TOPIC_CONFIGS.items():
+        assert configs[name].value == value, name
+        assert configs[name].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, name
+    assert configs["local.retention.ms"].value == "-2"
+    assert configs["local.retention.ms"].is_default
+    with pytest.raises(KafkaException) as excinfo:
+        ck_create(admin, topic + "-unclean", 1, {"unclean.leader.election.enable": "true"})
+    assert ck_error_code(excinfo) == KafkaError.INVALID_CONFIG
+
+
 def test_confluent_unknown_config_is_invalid_config(broker, topic):
     """A topic config the broker does not know fails with INVALID_CONFIG."""
     admin = ck_admin(broker)

@@ -14,7 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::{run_unrefused, str_bytes};
 use crate::ids::NodeId;
-use crate::metadata::topic_config::{source_of, TopicConfig, TOPIC_CONFIG_KEYS};
+use crate::metadata::topic_config::{all_keys, source_of, TopicConfig};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 use crate::shard::messages::{CreateTopicSpec, TopicResult};
@@ -167,8 +167,7 @@ fn topic_result(ctx: &RequestContext, result: TopicResult) -> CreatableTopicResu
         .unwrap_or_default();
     let defaults = ctx.shard.table().defaults().clone();
     let config = TopicConfig::resolve(&defaults, &overrides);
-    let configs = TOPIC_CONFIG_KEYS
-        .iter()
+    let configs = all_keys()
         .map(|key| {
             CreatableTopicConfigs::default()
                 .with_name(str_bytes(key.name))

@@ -14,9 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::config::Config;
-use crate::metadata::topic_config::{
-    source_of, ConfigSource, ConfigType, TopicConfig, TOPIC_CONFIG_KEYS,
-};
+use crate::metadata::topic_config::{all_keys, source_of, ConfigSource, ConfigType, TopicConfig};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
 
@@ -110,8 +108,7 @@ fn topic_entries(
     defaults: &crate::config::TopicDefaults,
 ) -> Vec<Entry> {
     let config = TopicConfig::resolve(defaults, overrides);
-    TOPIC_CONFIG_KEYS
-        .iter()
+    all_keys()
         .map(|key| Entry {
             name: key.name.to_string(),
             value: config.value_of(key.name).unwrap_or_default(),
