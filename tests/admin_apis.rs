@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::*;
 use kafka_protocol::messages::*;
@@ -17,13 +17,6 @@ const BROKER: i8 = 4;
 const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::*;
 use kafka_protocol::messages::{
     FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
@@ -43,20 +43,8 @@ fn idempotent_batch_at(
         })
         .collect();
     let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-    let mut batch = BytesMut::from(&record_batch(&slices, timestamp_ms, Compression::None)[..]);
-    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
-    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    batch.freeze()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    let batch = record_batch(&slices, timestamp_ms, Compression::None);
+    with_producer(&batch, producer_id, epoch, sequence, 0)
 }
 
 /// InitProducerId without a transactional id at `version`; returns (producer id, epoch).

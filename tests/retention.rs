@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::*;
 use kafka_protocol::messages::FetchResponse;
@@ -13,13 +13,6 @@ use kafka_protocol::records::Compression;
 const BATCH_VALUE_BYTES: usize = 50_000;
 const RECORDS_PER_BATCH: i64 = 4;
 const BATCHES: i64 = 20;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// Produces BATCHES batches of about 200 KB (4 MB in all) into partition 0 of `topic`.
 fn produce_batches(conn: &mut RawConn, topic: &str) {

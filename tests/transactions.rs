@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::*;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::write_txn_markers_request::{
@@ -46,20 +46,8 @@ fn producer_id(conn: &mut RawConn) -> i64 {
 /// `set` added (0x10 transactional, 0x20 control); the CRC recomputed.
 fn batch_of(producer: i64, sequence: i32, values: &[&str], set: i16) -> Bytes {
     let slices: Vec<&[u8]> = values.iter().map(|value| value.as_bytes()).collect();
-    let mut batch = BytesMut::from(&record_batch(&slices, now_ms(), Compression::None)[..]);
-    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | set;
-    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
-    batch[43..51].copy_from_slice(&producer.to_be_bytes());
-    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
-    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    batch.freeze()
-}
-
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.unwrap().as_millis() as i64
+    let batch = record_batch(&slices, now_ms(), Compression::None);
+    with_producer(&batch, producer, 0, sequence, set)
 }
 
 /// Produces `batch` to `topic`/`partition` with acks=all; returns (error code, base offset).
@@ -323,11 +311,9 @@ fn forged_and_fenced_markers_are_refused() {
     let a = producer_id(&mut conn);
     let forged = batch_of(a, -1, &["commit"], 0x30);
     assert_eq!(produce(&mut conn, topic, 0, forged).0, INVALID_RECORD);
-    let mut epoch_one = BytesMut::from(&batch_of(a, 0, &["a0"], 0x10)[..]);
-    epoch_one[51..53].copy_from_slice(&1i16.to_be_bytes());
-    let crc = crc32c::crc32c(&epoch_one[21..]);
-    epoch_one[17..21].copy_from_slice(&crc.to_be_bytes());
-    assert_eq!(produce(&mut conn, topic, 0, epoch_one.freeze()), (0, 0));
+    let plain = record_batch(&[b"a0"], now_ms(), Compression::None);
+    let epoch_one = with_producer(&plain, a, 1, 0, 0x10);
+    assert_eq!(produce(&mut conn, topic, 0, epoch_one), (0, 0));
     assert_eq!(
         end_txn(&mut conn, a, 0, 3, false, topic, &[0]),
         vec![INVALID_PRODUCER_EPOCH]

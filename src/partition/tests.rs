@@ -15,7 +15,9 @@ use crate::ids::{Offset, PartitionId};
 use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metrics::ShardMetrics;
 use crate::protocol::control::TxnMarker;
-use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
+use crate::protocol::record_batch::{
+    encode_plain_batch, set_producer, PlainRecord, ATTRIBUTE_TRANSACTIONAL,
+};
 use crate::runtime;
 use crate::storage::{prime_device, BatchCache, Log};
 
@@ -104,15 +106,12 @@ fn producer_batch(
             "x".repeat(150)
         ))),
     });
-    let mut batch = BytesMut::from(&encode_plain_batch(records, Compression::None).unwrap()[..]);
-    if transactional {
-        batch[22] |= 0x10;
-    }
-    batch[43..51].copy_from_slice(&producer.to_be_bytes());
-    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
-    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    let mut batch = encode_plain_batch(records, Compression::None).unwrap();
+    let attributes = match transactional {
+        true => ATTRIBUTE_TRANSACTIONAL,
+        false => 0,
+    };
+    set_producer(&mut batch, producer, epoch, sequence, attributes);
     batch.freeze()
 }
 

@@ -344,6 +344,26 @@ pub fn encode_plain_batch(
     Ok(buffer)
 }
 
+/// Makes `batch` one of producer `producer_id` at `epoch` from sequence `sequence`, with the
+/// attribute bits `attributes` added (`ATTRIBUTE_TRANSACTIONAL`, ...), and recomputes the CRC,
+/// which covers these fields: what tests send as idempotent or transactional clients.
+#[cfg(test)]
+pub fn set_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    attributes: i16,
+) {
+    let h = header_mut(batch).expect("set_producer on a whole batch");
+    h.attributes.set(h.attributes.get() | attributes);
+    h.producer_id.set(producer_id);
+    h.producer_epoch.set(epoch);
+    h.base_sequence.set(sequence);
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    header_mut(batch).expect("checked above").crc.set(crc);
+}
+
 /// Batches built byte by byte from Kafka's record format (the Java client's `DefaultRecord`
 /// and `DefaultRecordBatch`), independent of any encoder, for tests of the record decoder and
 /// of the code that reads records.

@@ -472,11 +472,7 @@ fn payload(number: u64, producer: i64, sequence: i32) -> Bytes {
     };
     let compression = kafka_protocol::records::Compression::None;
     let mut batch = encode_plain_batch([record], compression).unwrap();
-    batch[43..51].copy_from_slice(&producer.to_be_bytes());
-    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
-    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    crate::protocol::record_batch::set_producer(&mut batch, producer, 0, sequence, 0);
     batch.freeze()
 }
 

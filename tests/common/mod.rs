@@ -815,6 +815,33 @@ pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
+/// `batch` as producer `producer_id` at `epoch` sends it from sequence `sequence`, with the
+/// attribute bits `attributes` added (0x10 transactional, 0x20 control); the CRC, which
+/// covers these fields, recomputed.
+pub fn with_producer(
+    batch: &[u8],
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    attributes: i16,
+) -> Bytes {
+    let mut batch = bytes::BytesMut::from(batch);
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | attributes;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch.freeze()
+}
+
+/// Milliseconds since the Unix epoch, as clients stamp records.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.expect("a clock after 1970").as_millis() as i64
+}
+
 /// One v2 record batch of `values` (no keys), base offset 0, CreateTime `timestamp_ms`, no
 /// producer id, as a non-idempotent client sends it.
 pub fn record_batch(values: &[&[u8]], timestamp_ms: i64, compression: Compression) -> Bytes {
