@@ -90,7 +90,11 @@ impl Partition {
     /// no append is checked against batches the log discarded. Returns the snapshots due.
     pub(super) fn settle_producers(&self) -> Vec<(Offset, ProducerTable)> {
         let rolls = self.log.take_rolls();
-        self.producers.borrow_mut().settle(&rolls)
+        let high_watermark = self.high_watermark();
+        let mut producers = self.producers.borrow_mut();
+        let snapshots = producers.settle(&rolls);
+        producers.forget_stable(high_watermark);
+        snapshots
     }
 
     pub(super) async fn write_snapshots(&self, snapshots: Vec<(Offset, ProducerTable)>) {

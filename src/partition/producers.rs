@@ -143,6 +143,18 @@ impl Producers {
     /// The last stable offset under `high_watermark`: the first offset of the earliest
     /// transaction that is open, or whose marker is not below the high watermark yet.
     pub fn last_stable_offset(&mut self, high_watermark: Offset) -> Offset {
+        self.forget_stable(high_watermark);
+        let unstable = self.unstable.iter().map(|completed| completed.first_offset);
+        let open = self.durable.first_open_txn();
+        unstable
+            .chain(open)
+            .fold(high_watermark, |lowest, first| lowest.min(first))
+    }
+
+    /// Forgets the completed transactions whose markers are below `high_watermark`: they no
+    /// longer hold the last stable offset back. Run whenever the high watermark moves, so
+    /// that the list stays as short as the markers in flight.
+    pub fn forget_stable(&mut self, high_watermark: Offset) {
         while self
             .unstable
             .front()
@@ -150,11 +162,6 @@ impl Producers {
         {
             self.unstable.pop_front();
         }
-        let unstable = self.unstable.iter().map(|completed| completed.first_offset);
-        let open = self.durable.first_open_txn();
-        unstable
-            .chain(open)
-            .fold(high_watermark, |lowest, first| lowest.min(first))
     }
 
     /// The aborted transactions overlapping `[from, upper)` (see `AbortedTxns::overlapping`).

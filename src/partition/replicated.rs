@@ -94,6 +94,8 @@ impl Partition {
         let previous = self.commit_end.get().expect("a replica's log");
         if commit_end > previous {
             self.commit_end.set(Some(commit_end));
+            let high_watermark = self.high_watermark();
+            self.producers.borrow_mut().forget_stable(high_watermark);
             self.durable.notify_all();
         }
     }
