@@ -206,15 +206,22 @@ impl Partition {
         self.failed.set(self.failed.get() || closed.is_err());
         self.log_changed().await;
         if !self.log.is_failed() {
-            let end = self.log.durable_end_offset();
-            let unsaved = self.producers.borrow().unsaved_at(end);
-            if let Some(table) = unsaved {
-                let _held = self.snapshots.lock().await;
-                self.write_snapshot(end, &table).await;
-            }
+            self.snapshot_durable_end().await;
         }
         self.durable.notify_all();
         closed
+    }
+
+    /// Writes the producer snapshot of every durable batch at the durable end, unless one is
+    /// there already. The durable state is settled whenever the durable end moves (with no
+    /// await between), so the two agree.
+    pub(super) async fn snapshot_durable_end(&self) {
+        let end = self.log.durable_end_offset();
+        let unsaved = self.producers.borrow().unsaved_at(end);
+        if let Some(table) = unsaved {
+            let _held = self.snapshots.lock().await;
+            self.write_snapshot(end, &table).await;
+        }
     }
 
     /// Closes the partition and deletes its directory (see `Log::remove`).

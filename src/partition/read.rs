@@ -171,8 +171,12 @@ impl Partition {
 
     /// Moves the log start up to `offset` (at most the durable end; never down), deleting
     /// the segments wholly below it, and forgets the epochs and producer snapshots below it.
-    /// Returns the log start after the call.
+    /// First it snapshots the producer state at the durable end: the new log start may lie
+    /// past the newest snapshot (DeleteRecords moves it inside a segment), and a rebuild
+    /// that replayed from the log start would miss the first batches of transactions that
+    /// began below it. Returns the log start after the call.
     pub async fn move_log_start(&self, offset: Offset) -> Result<Offset, StorageError> {
+        self.snapshot_durable_end().await;
         let result = self.log.truncate_prefix(offset, now_ms()).await;
         if result.is_ok() {
             self.log_start_moved();

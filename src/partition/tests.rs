@@ -601,3 +601,47 @@ fn aborted_transactions_survive_reopen() {
         rebuilt.close().await.unwrap();
     });
 }
+
+/// DeleteRecords may move the log start inside a segment, past the newest snapshot: a
+/// transaction that began below the new log start and is aborted after it must still be
+/// known as aborted when the state is rebuilt from the snapshots and the log (here: a reopen
+/// that finds no snapshot at the close, as after a crash).
+#[test]
+fn an_abort_straddling_a_log_start_move_survives_a_rebuild() {
+    run(|dir| async move {
+        let partition = open(&dir).await;
+        // One-record batches, so that all of them share the first segment.
+        for (offset, (producer, sequence, transactional)) in
+            [(1, 0, true), (7, 0, false), (7, 1, false)]
+                .into_iter()
+                .enumerate()
+        {
+            let input = ProduceInput {
+                tp: tp(),
+                records: Some(producer_batch(producer, 0, sequence, 1, transactional)),
+                acks: -1,
+            };
+            let output = partition.produce(input).await;
+            assert_eq!(
+                (output.error_code, output.base_offset),
+                (0, Offset(offset as i64))
+            );
+        }
+        assert_eq!(
+            partition.move_log_start(Offset(2)).await.unwrap(),
+            Offset(2)
+        );
+        assert_eq!(end_txn(&partition, 1, 0, false).await, 0);
+        let aborted = vec![(1, Offset(0))];
+        assert_eq!(partition.aborted_overlapping(Offset(2), Offset(4)), aborted);
+        partition.close().await.unwrap();
+        let mut found = snapshots(&dir);
+        let (at_close, _) = found.pop().expect("the close wrote a snapshot");
+        std::fs::remove_file(dir.join(at_close)).unwrap();
+
+        let rebuilt = open(&dir).await;
+        assert_eq!(rebuilt.aborted_overlapping(Offset(2), Offset(4)), aborted);
+        assert_eq!(rebuilt.last_stable_offset(), rebuilt.high_watermark());
+        rebuilt.close().await.unwrap();
+    });
+}
