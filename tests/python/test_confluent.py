@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from clients import (
     DeliveryLog, ck_consume, ck_consumer, ck_flush, ck_poll_records, ck_producer,
-    data_batch_headers, first_offset,
+    data_batch_headers, first_offset, wait_until,
 )
 
 BASE_TS_MS = 1_700_000_000_000
@@ -224,8 +224,17 @@ def test_offsets_for_times_inside_one_batch(broker, topic, codec):
     """ListOffsets by timestamp finds the exact record inside a batch, as Kafka does, in
     batches of every codec (librdkafka's snappy is raw, without the xerial framing). The
     values compress, since librdkafka sends a batch uncompressed when compressing does not
-    make it smaller."""
-    producer = ck_producer(broker.bootstrap, **{"linger.ms": 1000, "compression.type": codec})
+    make it smaller. The producer learns the topic's leader before it produces: records
+    produced while the topic is being created wait in librdkafka's unassigned queue, and on a
+    loaded machine their linger can run out before the leader is known, which split them
+    into two batches."""
+    producer = ck_producer(broker.bootstrap, **{"linger.ms": 5000, "compression.type": codec})
+
+    def leader_known() -> bool:
+        partitions = producer.list_topics(topic, timeout=10).topics[topic].partitions
+        return bool(partitions) and all(p.leader >= 0 for p in partitions.values())
+
+    wait_until(leader_known, what="the producer knowing the topic's leader")
     log = DeliveryLog()
     for i in range(5):
         producer.produce(topic, value=f"m{i}".encode() + b"-" * 200,
