@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 
 use crate::ids::Offset;
-use crate::partition::producer_state::CompletedTxn;
+use crate::partition::producer_state::{CompletedTxn, Reader};
 
 /// One aborted transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,40 +145,31 @@ pub fn encode_file(from: Offset, end: Offset, entries: &[AbortedTxn]) -> Vec<u8>
 
 /// Decodes a file: its range and entries, or why it cannot be trusted.
 pub fn decode_file(bytes: &[u8]) -> Result<(Offset, Offset, Vec<AbortedTxn>), String> {
-    let field = |at: usize| -> Result<[u8; 8], String> {
-        bytes
-            .get(at..at + 8)
-            .map(|slice| slice.try_into().expect("8 bytes"))
-            .ok_or_else(|| "aborted-transaction file truncated".to_string())
-    };
-    if bytes.len() < FILE_HEADER_BYTES {
-        return Err("aborted-transaction file truncated".into());
-    }
-    let version = u16::from_be_bytes([bytes[0], bytes[1]]);
+    let mut reader = Reader::new(bytes);
+    let version = reader.u16()?;
     if version != FILE_VERSION {
         return Err(format!(
             "unknown aborted-transaction file version {version}"
         ));
     }
-    let crc = u32::from_be_bytes(bytes[2..6].try_into().expect("4 bytes"));
+    let crc = reader.u32()?;
     let computed = crc32c::crc32c(&bytes[6..]);
     if crc != computed {
         return Err(format!("crc mismatch: {crc:#010x} != {computed:#010x}"));
     }
-    let from = Offset(i64::from_be_bytes(field(6)?));
-    let end = Offset(i64::from_be_bytes(field(14)?));
-    let count = u32::from_be_bytes(bytes[22..26].try_into().expect("4 bytes")) as usize;
+    let from = Offset(reader.i64()?);
+    let end = Offset(reader.i64()?);
+    let count = reader.u32()? as usize;
     if bytes.len() != FILE_HEADER_BYTES + count.saturating_mul(FILE_ENTRY_BYTES) {
         return Err(format!("{count} entries do not fill {} bytes", bytes.len()));
     }
     let mut entries = Vec::with_capacity(count);
-    for index in 0..count {
-        let at = FILE_HEADER_BYTES + index * FILE_ENTRY_BYTES;
+    for _ in 0..count {
         let entry = AbortedTxn {
-            producer_id: i64::from_be_bytes(field(at)?),
-            first_offset: Offset(i64::from_be_bytes(field(at + 8)?)),
-            last_offset: Offset(i64::from_be_bytes(field(at + 16)?)),
-            last_stable_offset: Offset(i64::from_be_bytes(field(at + 24)?)),
+            producer_id: reader.i64()?,
+            first_offset: Offset(reader.i64()?),
+            last_offset: Offset(reader.i64()?),
+            last_stable_offset: Offset(reader.i64()?),
         };
         if !(from..end).contains(&entry.last_offset) || entry.first_offset > entry.last_offset {
             return Err(format!("entry {entry:?} outside [{from}, {end})"));

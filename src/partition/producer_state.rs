@@ -447,7 +447,7 @@ impl ProducerTable {
 
     /// Decodes a snapshot file: its offset and table, or why it cannot be trusted.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<(Offset, ProducerTable), String> {
-        let mut reader = Reader { bytes, position: 0 };
+        let mut reader = Reader::new(bytes);
         let version = reader.u16()?;
         let transactions = match version {
             SNAPSHOT_VERSION => true,
@@ -476,7 +476,7 @@ impl ProducerTable {
                 return Err(format!("producer {id} appears twice"));
             }
         }
-        if reader.position != bytes.len() {
+        if !reader.is_done() {
             return Err("trailing bytes after the last producer".into());
         }
         Ok((offset, table))
@@ -528,19 +528,29 @@ fn decode_entry(
     Ok((id, entry))
 }
 
-/// A bounds-checked big-endian reader: running out of bytes is an error, never a panic.
-struct Reader<'a> {
+/// A bounds-checked big-endian reader of the partition's side files (producer snapshots,
+/// aborted-transaction files): running out of bytes is an error, never a panic.
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
     position: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, position: 0 }
+    }
+
+    /// Whether every byte has been read.
+    pub(super) fn is_done(&self) -> bool {
+        self.position == self.bytes.len()
+    }
+
     fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
         let end = self.position + N;
         let slice = self
             .bytes
             .get(self.position..end)
-            .ok_or_else(|| "snapshot truncated".to_string())?;
+            .ok_or_else(|| "file truncated".to_string())?;
         self.position = end;
         Ok(slice.try_into().expect("N bytes"))
     }
@@ -549,7 +559,7 @@ impl Reader<'_> {
         Ok(self.take::<1>()?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, String> {
+    pub(super) fn u16(&mut self) -> Result<u16, String> {
         self.take().map(u16::from_be_bytes)
     }
 
@@ -557,7 +567,7 @@ impl Reader<'_> {
         self.take().map(i16::from_be_bytes)
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(super) fn u32(&mut self) -> Result<u32, String> {
         self.take().map(u32::from_be_bytes)
     }
 
@@ -565,7 +575,7 @@ impl Reader<'_> {
         self.take().map(i32::from_be_bytes)
     }
 
-    fn i64(&mut self) -> Result<i64, String> {
+    pub(super) fn i64(&mut self) -> Result<i64, String> {
         self.take().map(i64::from_be_bytes)
     }
 }

@@ -25,10 +25,14 @@ impl Partition {
     /// is OFFSET_OUT_OF_RANGE. A read_committed fetch reads below the last stable offset only
     /// and is told the aborted transactions among the batches it gets.
     pub async fn fetch(&self, input: FetchInput) -> FetchOutput {
+        let high_watermark = self.high_watermark();
         let mut output = FetchOutput {
             error_code: 0,
-            high_watermark: self.high_watermark(),
-            last_stable_offset: self.last_stable_offset(),
+            high_watermark,
+            last_stable_offset: self
+                .producers
+                .borrow_mut()
+                .last_stable_offset(high_watermark),
             log_start_offset: self.log_start_offset(),
             records: Vec::new(),
             aborted: input.read_committed.then(Vec::new),
