@@ -189,10 +189,26 @@ pub struct ServeArgs {
     /// (producer.id.expiration.ms) [default: 86400000].
     #[arg(long, env = "CORELOG_PRODUCER_ID_EXPIRATION_MS")]
     pub producer_id_expiration_ms: Option<i64>,
-    /// transactional.id.expiration.ms, accepted for Kafka configs; without transactions it
-    /// has no effect [default: 604800000].
+    /// transactional.id.expiration.ms: a transactional id whose producer sent nothing for this
+    /// long, with no transaction open, is forgotten [default: 604800000].
     #[arg(long, env = "CORELOG_TRANSACTIONAL_ID_EXPIRATION_MS")]
     pub transactional_id_expiration_ms: Option<i64>,
+    /// transaction.state.log.num.partitions: partitions of __transaction_state, fixed when the
+    /// topic is first created [default: 16].
+    #[arg(long, env = "CORELOG_TRANSACTION_STATE_LOG_NUM_PARTITIONS")]
+    pub transaction_state_log_num_partitions: Option<i32>,
+    /// transaction.max.timeout.ms: the longest transaction.timeout.ms a producer may ask for
+    /// [default: 900000].
+    #[arg(long, env = "CORELOG_TRANSACTION_MAX_TIMEOUT_MS")]
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms: how often the coordinator
+    /// looks for transactions past their timeout (and for expired transactional ids)
+    /// [default: 10000].
+    #[arg(
+        long,
+        env = "CORELOG_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS"
+    )]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     /// offsets.topic.num.partitions: partitions of __consumer_offsets, fixed when the topic is
     /// first created [default: 16].
     #[arg(long, env = "CORELOG_OFFSETS_TOPIC_NUM_PARTITIONS")]
@@ -267,6 +283,9 @@ pub struct FileConfig {
     queued_max_request_bytes: Option<usize>,
     producer_id_expiration_ms: Option<i64>,
     transactional_id_expiration_ms: Option<i64>,
+    transaction_state_log_num_partitions: Option<i32>,
+    transaction_max_timeout_ms: Option<i32>,
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     offsets_topic_num_partitions: Option<i32>,
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
@@ -286,6 +305,17 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i32,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
+}
+
+/// Transaction-coordinator settings (Kafka's broker configs of the same names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnConfig {
+    /// Partitions of `__transaction_state` when it is created; afterwards the topic's own
+    /// partition count decides placement.
+    pub state_topic_num_partitions: i32,
+    pub max_timeout_ms: i32,
+    pub id_expiration_ms: i64,
+    pub abort_check_interval_ms: u64,
 }
 
 /// Broker-wide defaults of the per-topic configs.
@@ -452,8 +482,8 @@ pub struct Config {
     /// The broker-wide budget; see [`Config::queued_request_bytes_per_shard`].
     pub queued_max_request_bytes: usize,
     pub producer_id_expiration_ms: i64,
-    pub transactional_id_expiration_ms: i64,
     pub groups: GroupConfig,
+    pub transactions: TxnConfig,
     /// Test-only: whether the admin listener serves `/faults` (see `storage::faults`).
     pub fault_injection: bool,
 }
@@ -466,6 +496,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let groups = group_config(args, &file);
+        let transactions = txn_config(args, &file);
         let security = SecurityConfig::resolve(args, &file)?;
         let listeners = listeners::resolve(&listeners::ListenerFlags {
             listen: args.listen.or(file.listen),
@@ -606,12 +637,8 @@ impl Config {
                 file.producer_id_expiration_ms,
                 limits::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             ),
-            transactional_id_expiration_ms: pick(
-                args.transactional_id_expiration_ms,
-                file.transactional_id_expiration_ms,
-                7 * 24 * 3_600_000,
-            ),
             groups,
+            transactions,
             fault_injection: args.enable_fault_injection,
         };
         config.check()?;
@@ -677,7 +704,7 @@ impl Config {
                 limits::SEGMENT_BYTES_MIN
             );
         }
-        if self.producer_id_expiration_ms < 1 || self.transactional_id_expiration_ms < 1 {
+        if self.producer_id_expiration_ms < 1 || self.transactions.id_expiration_ms < 1 {
             bail!(
                 "--producer-id-expiration-ms and --transactional-id-expiration-ms must be positive"
             );
@@ -710,6 +737,15 @@ impl Config {
         if groups.initial_rebalance_delay_ms < 0 || groups.offsets_retention_ms < 1 {
             bail!("group delays and offsets retention must not be negative");
         }
+        let transactions = &self.transactions;
+        if !(1..=limits::PARTITIONS_PER_TOPIC_MAX)
+            .contains(&transactions.state_topic_num_partitions)
+        {
+            bail!("--transaction-state-log-num-partitions is out of range");
+        }
+        if transactions.max_timeout_ms < 1 || transactions.abort_check_interval_ms < 1 {
+            bail!("--transaction-max-timeout-ms and the cleanup interval must be positive");
+        }
         Ok(())
     }
 
@@ -734,6 +770,31 @@ fn default_max_connections() -> usize {
     files
         .saturating_sub(limits::FILE_DESCRIPTORS_RESERVED_COUNT)
         .max(limits::CONNECTIONS_MAX_FLOOR)
+}
+
+fn txn_config(args: &ServeArgs, file: &FileConfig) -> TxnConfig {
+    TxnConfig {
+        state_topic_num_partitions: pick(
+            args.transaction_state_log_num_partitions,
+            file.transaction_state_log_num_partitions,
+            limits::TRANSACTION_STATE_TOPIC_PARTITIONS_DEFAULT,
+        ),
+        max_timeout_ms: pick(
+            args.transaction_max_timeout_ms,
+            file.transaction_max_timeout_ms,
+            900_000,
+        ),
+        id_expiration_ms: pick(
+            args.transactional_id_expiration_ms,
+            file.transactional_id_expiration_ms,
+            7 * 24 * 3_600_000,
+        ),
+        abort_check_interval_ms: pick(
+            args.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            file.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            10_000,
+        ),
+    }
 }
 
 fn group_config(args: &ServeArgs, file: &FileConfig) -> GroupConfig {

@@ -31,4 +31,5 @@ pub mod sync;
 pub mod topic;
 pub mod transport;
 pub mod tune;
+pub mod txn;
 pub mod user_cli;

@@ -384,7 +384,31 @@ const _: () = assert!(GROUP_MEMBERS_MAX <= GROUP_MEMBERS_PER_SHARD_MAX);
 /// under a flood of requests cost O(members) per interval rather than per request.
 pub const GROUP_POLL_INTERVAL_MS_MIN: u64 = 10;
 
+/// Default partition count of `__transaction_state` (Kafka's is 50), for the reasons of
+/// `OFFSETS_TOPIC_PARTITIONS_DEFAULT`. The topic is created when a producer first looks for
+/// a transaction coordinator, so brokers without transactional producers never open it.
+pub const TRANSACTION_STATE_TOPIC_PARTITIONS_DEFAULT: i32 = 16;
+
+/// Segment size of `__transaction_state` (Kafka's `transaction.state.log.segment.bytes`).
+pub const TRANSACTION_STATE_TOPIC_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Transactional ids one shard coordinates at most; InitProducerId for a new one beyond it is
+/// refused with COORDINATOR_NOT_AVAILABLE (each holds its partitions' names in memory).
+pub const TRANSACTIONAL_IDS_PER_SHARD_MAX: usize = 100_000;
+
+/// Partitions one transaction may hold at once: AddPartitionsToTxn beyond it is
+/// INVALID_REQUEST (each is sent a marker when the transaction ends).
+pub const TRANSACTION_PARTITIONS_MAX: usize = 10_000;
+
+/// How long the coordinator waits before sending a marker again to a partition whose owner
+/// refused or did not answer (it has no leader, it is moving): the first retry, doubled up to
+/// the last.
+pub const TXN_MARKER_RETRY_MS_MIN: u64 = 50;
+pub const TXN_MARKER_RETRY_MS_MAX: u64 = 2_000;
+
 const _: () = assert!(OFFSETS_TOPIC_PARTITIONS_DEFAULT <= PARTITIONS_PER_TOPIC_MAX);
+const _: () = assert!(TRANSACTION_STATE_TOPIC_PARTITIONS_DEFAULT <= PARTITIONS_PER_TOPIC_MAX);
+const _: () = assert!(TRANSACTION_STATE_TOPIC_SEGMENT_BYTES >= SEGMENT_BYTES_MIN);
 const _: () = assert!(OFFSETS_TOPIC_SEGMENT_BYTES >= SEGMENT_BYTES_MIN);
 const _: () = assert!(OFFSET_METADATA_BYTES_MAX < MESSAGE_BYTES_MAX_DEFAULT);
 

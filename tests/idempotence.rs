@@ -11,14 +11,11 @@ use bytes::Bytes;
 use common::*;
 use kafka_protocol::messages::{
     FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-    TransactionalId,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
 /// A v2 batch of `count` records from producer `producer_id` at `epoch`, first sequence
 /// `sequence`, as an idempotent client sends it: the header fields are patched into a plain
@@ -210,8 +207,7 @@ fn sequence_wrap_around() {
 
 /// Producer ids are unique across shards (each takes blocks from the controller) and across
 /// a crash and restart (blocks are recorded in the metadata log); a request carrying an
-/// existing id and epoch gets a new id; a transactional id is refused with
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+/// existing id and epoch gets a new id.
 #[test]
 fn producer_ids_unique_across_shards_and_restart() {
     let mut broker = Broker::start(2, &[]);
@@ -234,12 +230,6 @@ fn producer_ids_unique_across_shards_and_restart() {
     let response: InitProducerIdResponse = conn.request(&request, 4);
     assert_eq!((response.error_code, response.producer_epoch), (0, 0));
     assert!(seen.insert(response.producer_id.0), "a new id, not {known}");
-
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("txn"))))
-        .with_transaction_timeout_ms(60_000);
-    let response: InitProducerIdResponse = conn.request(&request, 4);
-    assert_eq!(response.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
 }
 
 /// Asks for producer ids on several connections (the kernel spreads them over the shards)

@@ -1,9 +1,11 @@
-//! Transactions on the partition side over the raw protocol, against the default two-shard
-//! broker: transactional batches, the markers WriteTxnMarkers writes, the last stable offset,
+//! Transactions over the raw protocol, against the default two-shard broker. The partition
+//! side: transactional batches, the markers WriteTxnMarkers writes, the last stable offset,
 //! read_committed Fetch with its aborted transactions (checked with librdkafka's
 //! read_committed consumer too), ListOffsets per isolation level, after a clean restart and
 //! after SIGKILL; and the refusals: control batches from clients, markers of fenced epochs,
-//! unknown partitions.
+//! unknown partitions. The coordinator: InitProducerId with transactional ids, fencing,
+//! AddPartitionsToTxn, EndTxn, DescribeTransactions and ListTransactions, timeouts, and its
+//! state across SIGKILL (clients' transactions are tested in the Python and Node suites).
 
 mod common;
 
@@ -12,14 +14,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ProduceResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
+    DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsRequest, ListTransactionsRequest, ListTransactionsResponse, ProduceResponse,
+    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -330,4 +337,305 @@ fn forged_and_fenced_markers_are_refused() {
     let done = fetch(&mut conn, topic, 0, 0, READ_COMMITTED);
     assert_eq!((done.high_watermark, done.last_stable_offset), (2, 2));
     assert_eq!(done.aborted, Some(vec![(a, 0)]));
+}
+
+// The transaction coordinator.
+
+const CONCURRENT_TRANSACTIONS: i16 = 51;
+const INVALID_TXN_STATE: i16 = 48;
+const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+const PRODUCER_FENCED: i16 = 90;
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+
+/// FindCoordinator v3 for transactional id `id`, asked until the coordinator is available
+/// (the first lookup creates `__transaction_state`); returns its node id.
+fn find_txn_coordinator(conn: &mut RawConn, id: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = FindCoordinatorRequest::default()
+            .with_key(str_bytes(id))
+            .with_key_type(1);
+        let response: FindCoordinatorResponse = conn.request(&request, 3);
+        if response.error_code == 0 {
+            return response.node_id.0;
+        }
+        assert_eq!(
+            response.error_code, COORDINATOR_NOT_AVAILABLE,
+            "{response:?}"
+        );
+        assert!(Instant::now() < deadline, "no transaction coordinator");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// InitProducerId v4 for transactional id `id`, retried while the coordinator loads or ends
+/// an earlier transaction; returns (error code, producer id, epoch).
+fn init_txn(conn: &mut RawConn, id: &str, timeout_ms: i32, version: i16) -> (i16, i64, i16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(Some(str_bytes(id).into()))
+            .with_transaction_timeout_ms(timeout_ms);
+        let response: InitProducerIdResponse = conn.request(&request, version);
+        let code = response.error_code;
+        let retriable = code == COORDINATOR_LOAD_IN_PROGRESS || code == CONCURRENT_TRANSACTIONS;
+        if !retriable || Instant::now() > deadline {
+            return (code, response.producer_id.0, response.producer_epoch);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// AddPartitionsToTxn v3 (v1 when `old`) for one topic; returns each partition's code.
+fn add_partitions(
+    conn: &mut RawConn,
+    id: &str,
+    producer: (i64, i16),
+    topic: &str,
+    partitions: &[i32],
+    version: i16,
+) -> Vec<i16> {
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(str_bytes(id).into())
+        .with_v3_and_below_producer_id(producer.0.into())
+        .with_v3_and_below_producer_epoch(producer.1)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(partitions.to_vec())]);
+    let response: AddPartitionsToTxnResponse = conn.request(&request, version);
+    response.results_by_topic_v3_and_below[0]
+        .results_by_partition
+        .iter()
+        .map(|p| p.partition_error_code)
+        .collect()
+}
+
+/// EndTxn v3 (the coordinator's, not WriteTxnMarkers); returns the error code.
+fn end(conn: &mut RawConn, id: &str, producer: (i64, i16), commit: bool) -> i16 {
+    let request = EndTxnRequest::default()
+        .with_transactional_id(str_bytes(id).into())
+        .with_producer_id(producer.0.into())
+        .with_producer_epoch(producer.1)
+        .with_committed(commit);
+    let response: EndTxnResponse = conn.request(&request, 3);
+    response.error_code
+}
+
+/// DescribeTransactions v0 of one id: (error code, state, producer id, epoch, partitions).
+fn describe(conn: &mut RawConn, id: &str) -> (i16, String, i64, i16, Vec<i32>) {
+    let request =
+        DescribeTransactionsRequest::default().with_transactional_ids(vec![str_bytes(id).into()]);
+    let response: DescribeTransactionsResponse = conn.request(&request, 0);
+    let state = &response.transaction_states[0];
+    let partitions = state
+        .topics
+        .iter()
+        .flat_map(|topic| topic.partitions.clone())
+        .collect();
+    (
+        state.error_code,
+        state.transaction_state.to_string(),
+        state.producer_id.0,
+        state.producer_epoch,
+        partitions,
+    )
+}
+
+/// A transactional batch of `values` from `producer` at its epoch from `sequence`.
+fn txn_batch(producer: (i64, i16), sequence: i32, values: &[&str]) -> Bytes {
+    let slices: Vec<&[u8]> = values.iter().map(|value| value.as_bytes()).collect();
+    let batch = record_batch(&slices, now_ms(), Compression::None);
+    with_producer(&batch, producer.0, producer.1, sequence, 0x10)
+}
+
+/// The coordinator over the raw protocol, on the default two-shard broker: epochs and
+/// fencing, the checks of each request and the errors Kafka answers them with, a commit and
+/// an abort through EndTxn (markers written to partitions on both shards), retries of
+/// EndTxn, a new instance aborting its predecessor's open transaction, DescribeTransactions
+/// and ListTransactions; then the same state after SIGKILL and a restart.
+#[test]
+fn the_coordinator_commits_aborts_and_fences() {
+    let mut broker = Broker::start(2, &[]);
+    let topic = "txn-coordinated";
+    create_topic(broker.port, topic, 2);
+    let mut conn = RawConn::connect(broker.port);
+    let id = "coordinated-1";
+    assert!(find_txn_coordinator(&mut conn, id) >= 0);
+
+    let (code, _, _) = init_txn(&mut conn, id, i32::MAX, 4);
+    assert_eq!(code, INVALID_TRANSACTION_TIMEOUT);
+    let (code, pid, epoch) = init_txn(&mut conn, id, 60_000, 4);
+    assert_eq!((code, epoch), (0, 0));
+    let (code, same, epoch) = init_txn(&mut conn, id, 60_000, 4);
+    assert_eq!(
+        (code, same, epoch),
+        (0, pid, 1),
+        "a new instance bumps the epoch"
+    );
+    let zombie = (pid, 0);
+    let producer = (pid, 1);
+
+    // The zombie is fenced, with PRODUCER_FENCED since v2 and INVALID_PRODUCER_EPOCH before.
+    assert_eq!(
+        add_partitions(&mut conn, id, zombie, topic, &[0], 3),
+        vec![PRODUCER_FENCED]
+    );
+    assert_eq!(
+        add_partitions(&mut conn, id, zombie, topic, &[0], 1),
+        vec![INVALID_PRODUCER_EPOCH]
+    );
+    // An unknown partition fails the request; the others are not attempted.
+    let codes = add_partitions(&mut conn, id, producer, topic, &[0, 7], 3);
+    assert_eq!(
+        codes,
+        vec![OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION]
+    );
+    assert_eq!(
+        end(&mut conn, id, producer, true),
+        INVALID_TXN_STATE,
+        "nothing is open"
+    );
+
+    // Commit: both partitions (one per shard) get the marker before EndTxn answers.
+    assert_eq!(
+        add_partitions(&mut conn, id, producer, topic, &[0, 1], 3),
+        vec![0, 0]
+    );
+    assert_eq!(describe(&mut conn, id).1, "Ongoing");
+    assert_eq!(
+        produce(&mut conn, topic, 0, txn_batch(producer, 0, &["c0"])).0,
+        0
+    );
+    assert_eq!(
+        produce(&mut conn, topic, 1, txn_batch(producer, 0, &["c1"])).0,
+        0
+    );
+    assert_eq!(end(&mut conn, id, producer, true), 0);
+    assert_eq!(
+        end(&mut conn, id, producer, true),
+        0,
+        "a retried commit succeeds"
+    );
+    assert_eq!(end(&mut conn, id, producer, false), INVALID_TXN_STATE);
+    for partition in [0, 1] {
+        let stable = latest(&mut conn, topic, partition, READ_COMMITTED);
+        assert_eq!(
+            stable,
+            latest(&mut conn, topic, partition, READ_UNCOMMITTED)
+        );
+    }
+    let (code, state, described_pid, described_epoch, partitions) = describe(&mut conn, id);
+    assert_eq!((code, state.as_str()), (0, "CompleteCommit"));
+    assert_eq!((described_pid, described_epoch), producer);
+    assert!(partitions.is_empty());
+
+    // Abort through EndTxn.
+    assert_eq!(
+        add_partitions(&mut conn, id, producer, topic, &[0], 3),
+        vec![0]
+    );
+    assert_eq!(
+        produce(&mut conn, topic, 0, txn_batch(producer, 1, &["a0"])).0,
+        0
+    );
+    assert_eq!(end(&mut conn, id, producer, false), 0);
+
+    // A transaction left open by an instance that died: the next instance's InitProducerId
+    // aborts it with the next epoch (CONCURRENT_TRANSACTIONS until the markers are written,
+    // which `init_txn` waits out) and then gets the epoch after that.
+    assert_eq!(
+        add_partitions(&mut conn, id, producer, topic, &[1], 3),
+        vec![0]
+    );
+    assert_eq!(
+        produce(&mut conn, topic, 1, txn_batch(producer, 1, &["left-open"])).0,
+        0
+    );
+    let (code, same, epoch) = init_txn(&mut conn, id, 60_000, 4);
+    assert_eq!((code, same, epoch), (0, pid, 3));
+    assert_eq!(end(&mut conn, id, producer, true), PRODUCER_FENCED);
+    // The dead instance's batch is fenced at the partition too.
+    let late = txn_batch(producer, 2, &["late"]);
+    assert_eq!(produce(&mut conn, topic, 1, late).0, INVALID_PRODUCER_EPOCH);
+
+    let listed: ListTransactionsResponse = conn.request(&ListTransactionsRequest::default(), 1);
+    assert!(listed
+        .transaction_states
+        .iter()
+        .any(|t| t.transactional_id.as_str() == id && t.producer_id.0 == pid));
+    assert_eq!(
+        describe(&mut conn, "no-such-id").0,
+        TRANSACTIONAL_ID_NOT_FOUND
+    );
+
+    for partition in [0, 1] {
+        let end_marker = record_batch(&[b"end"], now_ms(), Compression::None);
+        assert_eq!(produce(&mut conn, topic, partition, end_marker).0, 0);
+    }
+    let committed = consume(&broker, topic, &[0, 1], "read_committed");
+    assert_eq!(
+        committed,
+        HashSet::from(["c0".to_string(), "c1".to_string()])
+    );
+
+    // The coordinator's state survives SIGKILL: the id continues at the next epoch.
+    broker.kill();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    let (code, same, epoch) = init_txn(&mut conn, id, 60_000, 4);
+    assert_eq!((code, same, epoch), (0, pid, 4));
+    assert_eq!(describe(&mut conn, id).1, "Empty");
+}
+
+/// A transaction left open past its `transaction.timeout.ms` is aborted by the coordinator
+/// with the next epoch (fencing its producer), and its partitions' last stable offset moves
+/// on; also across a restart that found it open.
+#[test]
+fn a_transaction_past_its_timeout_is_aborted() {
+    let mut broker = Broker::start(
+        2,
+        &[
+            "--transaction-abort-timed-out-transaction-cleanup-interval-ms",
+            "100",
+        ],
+    );
+    let topic = "txn-timeout";
+    create_topic(broker.port, topic, 1);
+    let mut conn = RawConn::connect(broker.port);
+    let id = "slow-1";
+    find_txn_coordinator(&mut conn, id);
+    let (code, pid, epoch) = init_txn(&mut conn, id, 1_000, 4);
+    assert_eq!((code, epoch), (0, 0));
+    let producer = (pid, 0);
+    assert_eq!(
+        add_partitions(&mut conn, id, producer, topic, &[0], 3),
+        vec![0]
+    );
+    assert_eq!(
+        produce(&mut conn, topic, 0, txn_batch(producer, 0, &["x"])).0,
+        0
+    );
+    assert_eq!(latest(&mut conn, topic, 0, READ_COMMITTED), 0);
+    // The broker restarts while it is open: the reloaded coordinator aborts it too.
+    broker.kill();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while describe(&mut conn, id).1 != "CompleteAbort" {
+        assert!(Instant::now() < deadline, "{:?}", describe(&mut conn, id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(describe(&mut conn, id).3, 1, "aborted with the next epoch");
+    let end_offset = latest(&mut conn, topic, 0, READ_UNCOMMITTED);
+    assert_eq!(latest(&mut conn, topic, 0, READ_COMMITTED), end_offset);
+    assert_eq!(end(&mut conn, id, producer, true), PRODUCER_FENCED);
+    let fetched = fetch(&mut conn, topic, 0, 0, READ_COMMITTED);
+    assert_eq!(fetched.aborted, Some(vec![(pid, 0)]));
+}
+
+fn str_bytes(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
 }

@@ -11,6 +11,7 @@ use glommio::TaskQueueHandle;
 
 use super::{Coordinator, GroupCall, GroupReply};
 use crate::partition::{Partition, ProduceOutput, TopicPartition};
+use crate::partition::{WriteMarkerInput, WriteMarkerOutput};
 
 pub trait Host: 'static {
     /// This shard's id, and how many shards the process runs.
@@ -39,6 +40,11 @@ pub trait Host: 'static {
 
     /// A partition this shard owns.
     fn local_partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>>;
+
+    /// Writes a transaction marker to a partition this shard owns (through its Raft group
+    /// when it is replicated) and answers once it is durable.
+    fn write_marker_here(&self, input: WriteMarkerInput)
+        -> impl Future<Output = WriteMarkerOutput>;
 
     /// The task queue group work runs on (the request queue).
     fn requests_queue(&self) -> TaskQueueHandle;

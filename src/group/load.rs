@@ -5,17 +5,19 @@
 //! leadership moves), NOT_COORDINATOR.
 
 use crate::ids::{Offset, PartitionId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 
+use super::offsets::keep_newer;
 use super::records::{self, GroupValue, RecordKey};
 use super::state::CommittedOffset;
 use super::Host;
 use super::{partition_for, OFFSETS_TOPIC};
 use crate::partition::TopicPartition;
+use crate::protocol::control::{CONTROL_ABORT, CONTROL_COMMIT};
 use crate::runtime;
 use crate::runtime::clock;
 
@@ -24,6 +26,8 @@ use crate::runtime::clock;
 struct Replayed {
     metadata: Option<GroupValue>,
     offsets: HashMap<(String, i32), CommittedOffset>,
+    /// Offsets of transactions whose marker was not (yet) in the log, by producer id.
+    pending: HashMap<i64, HashMap<(String, i32), CommittedOffset>>,
 }
 
 /// Called by the shard when it opened offsets partition `partition`, or its replica here began
@@ -78,6 +82,11 @@ pub fn partition_removed(shard: &Rc<impl Host>, partition: PartitionId) {
         .filter(|id| partition_for(id, partition_count) == partition)
         .cloned()
         .collect();
+    let mut txn_groups = shard.coordinator().txn_groups.borrow_mut();
+    for ids in txn_groups.values_mut() {
+        ids.retain(|id| !gone.contains(id));
+    }
+    txn_groups.retain(|_, ids| !ids.is_empty());
     for id in gone {
         if let Some(mut group) = groups.remove(&id) {
             shard
@@ -91,14 +100,75 @@ async fn replay(
     shard: &Rc<impl Host>,
     partition: PartitionId,
 ) -> anyhow::Result<HashMap<String, Replayed>> {
+    let mut groups: HashMap<String, Replayed> = HashMap::new();
+    // The groups holding offsets of each producer's open transaction.
+    let mut txn_groups: HashMap<i64, HashSet<String>> = HashMap::new();
+    for_each_record(&**shard, OFFSETS_TOPIC, partition, |record| {
+        if record.control {
+            // A transaction marker settles the producer's pending offsets; other control
+            // records (a replicated partition's leader entries) hold no group state.
+            let kind = record.key.as_deref().and_then(control_type);
+            let commit = match kind {
+                Some(CONTROL_COMMIT) => true,
+                Some(CONTROL_ABORT) => false,
+                _ => return,
+            };
+            for id in txn_groups.remove(&record.producer_id).unwrap_or_default() {
+                let Some(group) = groups.get_mut(&id) else {
+                    continue;
+                };
+                let Some(pending) = group.pending.remove(&record.producer_id) else {
+                    continue;
+                };
+                if commit {
+                    for (key, committed) in pending {
+                        keep_newer(&mut group.offsets, key, committed);
+                    }
+                }
+            }
+            return;
+        }
+        let Some(key) = record.key else { return };
+        let key = match records::decode_key(&key) {
+            Ok(key) => key,
+            Err(error) => return tracing::warn!(%error, record.offset, "skipping record"),
+        };
+        let offset = Offset(record.offset);
+        let transactional = record.transactional.then_some(record.producer_id);
+        if let (Some(producer_id), RecordKey::Offset { group, .. }) = (transactional, &key) {
+            txn_groups
+                .entry(producer_id)
+                .or_default()
+                .insert(group.clone());
+        }
+        apply(&mut groups, key, record.value, offset, transactional);
+    })
+    .await?;
+    Ok(groups)
+}
+
+/// The type of a control record from its key (version, type), if it is one.
+fn control_type(key: &[u8]) -> Option<i16> {
+    let bytes: [u8; 2] = key.get(2..4)?.try_into().ok()?;
+    Some(i16::from_be_bytes(bytes))
+}
+
+/// Calls `apply` on every record of a coordinator's partition (here: `__consumer_offsets`,
+/// `__transaction_state`) from its log start to its high watermark, in order, control
+/// records (markers, a replicated partition's leader entries) included.
+pub(crate) async fn for_each_record(
+    shard: &impl Host,
+    topic: &str,
+    partition: PartitionId,
+    mut apply: impl FnMut(Record),
+) -> anyhow::Result<()> {
     let tp = TopicPartition {
-        topic: OFFSETS_TOPIC.to_string(),
+        topic: topic.to_string(),
         partition,
     };
     let partition = shard
         .local_partition(&tp)
         .ok_or_else(|| anyhow::anyhow!("partition {partition} is not open"))?;
-    let mut groups: HashMap<String, Replayed> = HashMap::new();
     let mut offset = partition.log_start_offset();
     let end = partition.high_watermark();
     while offset < end {
@@ -111,21 +181,12 @@ async fn replay(
             let set = RecordBatchDecoder::decode(&mut buf)?;
             for record in set.records {
                 offset = offset.max(Offset(record.offset).next());
-                // A replicated partition's control batches (a leader's first entry) hold no
-                // group records.
-                if record.control {
-                    continue;
-                }
-                let Some(key) = record.key else { continue };
-                match records::decode_key(&key) {
-                    Ok(key) => apply(&mut groups, key, record.value, Offset(record.offset)),
-                    Err(error) => tracing::warn!(%error, record.offset, "skipping record"),
-                }
+                apply(record);
             }
         }
         runtime::yield_if_needed().await;
     }
-    Ok(groups)
+    Ok(())
 }
 
 fn apply(
@@ -133,6 +194,7 @@ fn apply(
     key: RecordKey,
     value: Option<bytes::Bytes>,
     record_offset: Offset,
+    transactional: Option<i64>,
 ) {
     match key {
         RecordKey::Offset {
@@ -151,7 +213,11 @@ fn apply(
                         value,
                         record_offset,
                     };
-                    entry.offsets.insert((topic, partition), committed);
+                    let target = match transactional {
+                        Some(producer_id) => entry.pending.entry(producer_id).or_default(),
+                        None => &mut entry.offsets,
+                    };
+                    target.insert((topic, partition), committed);
                 }
                 Some(Err(error)) => tracing::warn!(%error, %record_offset, "skipping offset"),
             }
@@ -169,9 +235,16 @@ fn apply(
 fn install(shard: &Rc<impl Host>, replayed: HashMap<String, Replayed>) {
     let now = clock::now();
     let mut groups = shard.coordinator().groups.borrow_mut();
+    let mut txn_groups = shard.coordinator().txn_groups.borrow_mut();
     for (id, found) in replayed {
-        if found.metadata.is_none() && found.offsets.is_empty() {
+        if found.metadata.is_none() && found.offsets.is_empty() && found.pending.is_empty() {
             continue;
+        }
+        for producer_id in found.pending.keys() {
+            txn_groups
+                .entry(*producer_id)
+                .or_default()
+                .insert(id.clone());
         }
         // Restored members must heartbeat or expire: the timer loop polls the group.
         shard.coordinator().schedule_poll(&id, now);
@@ -182,6 +255,7 @@ fn install(shard: &Rc<impl Host>, replayed: HashMap<String, Replayed>) {
                 .sized(&mut group, |g| g.restore(metadata, now));
         }
         group.offsets = found.offsets;
+        group.pending_offsets = found.pending;
         groups.insert(id, group);
     }
     drop(groups);

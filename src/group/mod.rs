@@ -16,6 +16,13 @@
 //! Deadlines (session expiry, rebalance timeouts) are run by a timer loop that polls only the
 //! groups `schedule` says are due, so that the work of a request does not grow with the number
 //! of groups or members on the shard.
+//!
+//! Transactional offset commits (TxnOffsetCommit) are written, as Kafka writes them, as
+//! transactional batches of the committing producer in the group's partition, and held
+//! pending in the group until the transaction's marker reaches that partition: markers for
+//! `__consumer_offsets` come through [`write_marker`], which writes the marker on the
+//! partition's coordinator shard and then commits or drops the pending offsets. A replay
+//! does the same with the markers it reads.
 
 mod host;
 mod load;
@@ -27,7 +34,7 @@ pub mod state;
 
 use crate::ids::{Offset, PartitionId, ShardId};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -39,8 +46,11 @@ use kafka_protocol::ResponseError;
 use crate::config::GroupConfig;
 use crate::limits;
 use crate::metadata::now_ms;
+use crate::partition::producer_state;
 use crate::partition::TopicPartition;
-use crate::protocol::record_batch::{encode_plain_batch, PlainRecord};
+use crate::partition::{WriteMarkerInput, WriteMarkerOutput};
+use crate::protocol::control::TxnMarker;
+use crate::protocol::record_batch::{self, encode_plain_batch, PlainRecord};
 use crate::runtime;
 use crate::runtime::clock;
 use crate::sync::Notify;
@@ -48,6 +58,7 @@ use records::{OffsetValue, RecordKey};
 use state::{Group, GroupState, JoinArgs};
 
 pub use host::Host;
+pub(crate) use load::for_each_record;
 pub use load::{partition_opened, partition_removed};
 
 /// The internal topic holding committed offsets and group metadata.
@@ -81,9 +92,20 @@ pub enum GroupCall {
     List,
     Delete(String),
     Commit(CommitArgs),
-    /// Committed offsets of the given partitions, or of all partitions when `None`.
-    FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>),
+    /// Committed offsets of the given partitions, or of all partitions when `None`; with
+    /// `require_stable`, partitions with offsets pending in a transaction answer
+    /// UNSTABLE_OFFSET_COMMIT.
+    FetchOffsets {
+        group: String,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+        require_stable: bool,
+    },
     DeleteOffsets(String, Vec<(String, i32)>),
+    /// TxnOffsetCommit: offsets committed in a producer's transaction.
+    TxnCommit(TxnCommitArgs),
+    /// A transaction marker for an offsets partition this shard owns (see
+    /// [`write_marker`]).
+    CompleteTxn(PartitionId, TxnMarker),
 }
 
 #[derive(Debug)]
@@ -107,6 +129,13 @@ pub struct CommitArgs {
     pub group_id_not_found: bool,
     /// (topic, partition, offset, leader epoch, metadata).
     pub offsets: Vec<(String, i32, i64, i32, String)>,
+}
+
+#[derive(Debug)]
+pub struct TxnCommitArgs {
+    pub commit: CommitArgs,
+    pub producer_id: i64,
+    pub epoch: i16,
 }
 
 /// A group's description for DescribeGroups.
@@ -150,10 +179,12 @@ pub enum GroupReply {
     List(Vec<ListedGroup>),
     /// One error code per committed partition, in request order.
     Commit(Vec<i16>),
-    /// (topic, partition, committed offset if any).
-    Offsets(Vec<(String, i32, Option<OffsetValue>)>),
+    /// (topic, partition, committed offset if any, error code).
+    Offsets(Vec<(String, i32, Option<OffsetValue>, i16)>),
     /// One error code per partition, in request order.
     DeleteOffsets(Vec<i16>),
+    /// The marker's error code.
+    Marker(i16),
 }
 
 impl GroupCall {
@@ -164,11 +195,12 @@ impl GroupCall {
             | GroupCall::Leave(group, _)
             | GroupCall::Describe(group)
             | GroupCall::Delete(group)
-            | GroupCall::FetchOffsets(group, _)
+            | GroupCall::FetchOffsets { group, .. }
             | GroupCall::DeleteOffsets(group, _) => Some(group),
             GroupCall::Sync(args) => Some(&args.group),
             GroupCall::Commit(args) => Some(&args.group),
-            GroupCall::List => None,
+            GroupCall::TxnCommit(args) => Some(&args.commit.group),
+            GroupCall::List | GroupCall::CompleteTxn(..) => None,
         }
     }
 }
@@ -188,6 +220,13 @@ pub struct Coordinator {
     wake: Notify,
     /// Partition count of `__consumer_offsets` when this shard opened its partitions.
     partition_count: std::cell::Cell<i32>,
+    /// The groups holding offsets pending in each producer's transaction.
+    txn_groups: RefCell<HashMap<i64, HashSet<String>>>,
+    /// Producers whose transactional offsets are being written: one write at a time per
+    /// producer, so that each continues the sequence of the last.
+    txn_writing: RefCell<HashSet<i64>>,
+    /// Woken when a producer's transactional offset write ends.
+    txn_written: Notify,
 }
 
 impl Coordinator {
@@ -200,6 +239,9 @@ impl Coordinator {
             loaded: RefCell::new(HashMap::new()),
             wake: Notify::new(),
             partition_count: std::cell::Cell::new(1),
+            txn_groups: RefCell::new(HashMap::new()),
+            txn_writing: RefCell::new(HashSet::new()),
+            txn_written: Notify::new(),
         }
     }
 
@@ -245,6 +287,36 @@ pub async fn route(shard: &Rc<impl Host>, call: GroupCall) -> GroupReply {
     }
     let reply = shard.call_coordinator(owner, call).await;
     reply.unwrap_or(GroupReply::Error(ResponseError::NotCoordinator))
+}
+
+/// Writes a transaction marker to an offsets partition on this node, through the group
+/// coordinator of the shard owning it (`GroupCall::CompleteTxn`), which then settles the
+/// offsets the transaction committed there.
+pub async fn write_marker(shard: &Rc<impl Host>, input: WriteMarkerInput) -> WriteMarkerOutput {
+    let partition = input.tp.partition;
+    let call = GroupCall::CompleteTxn(partition, input.marker);
+    let reply = match shard.owner(OFFSETS_TOPIC, partition) {
+        Some(owner) if owner == shard.shard_id() => handle_local(shard, call).await,
+        Some(owner) => shard
+            .call_coordinator(owner, call)
+            .await
+            .unwrap_or(GroupReply::Error(ResponseError::NotLeaderOrFollower)),
+        None => {
+            let exists = shard
+                .partition_count(OFFSETS_TOPIC)
+                .is_some_and(|count| (0..count).contains(&partition.get()));
+            GroupReply::Error(match exists {
+                true => ResponseError::NotLeaderOrFollower,
+                false => ResponseError::UnknownTopicOrPartition,
+            })
+        }
+    };
+    let error_code = match reply {
+        GroupReply::Marker(code) => code,
+        GroupReply::Error(error) => error.code(),
+        _ => ResponseError::UnknownServerError.code(),
+    };
+    WriteMarkerOutput { error_code }
 }
 
 /// ListGroups: every shard's groups.
@@ -300,8 +372,12 @@ fn local_partition(shard: &impl Host, group: &str) -> Result<PartitionId, Respon
 
 /// Runs `call` on this shard, which should be its group's coordinator.
 pub async fn handle_local(shard: &Rc<impl Host>, call: GroupCall) -> GroupReply {
-    if let GroupCall::List = call {
-        return GroupReply::List(ops::list(shard));
+    match call {
+        GroupCall::List => return GroupReply::List(ops::list(shard)),
+        GroupCall::CompleteTxn(partition, marker) => {
+            return offsets::complete_txn(shard, partition, marker).await
+        }
+        _ => {}
     }
     let group = call.group().unwrap_or_default().to_string();
     let partition = match local_partition(&**shard, &group) {
@@ -327,11 +403,16 @@ pub async fn handle_local(shard: &Rc<impl Host>, call: GroupCall) -> GroupReply 
         GroupCall::Describe(group) => ops::describe(shard, &group),
         GroupCall::Delete(group) => ops::delete(shard, partition, &group).await,
         GroupCall::Commit(args) => offsets::commit(shard, partition, args).await,
-        GroupCall::FetchOffsets(group, topics) => offsets::fetch(shard, &group, topics),
+        GroupCall::FetchOffsets {
+            group,
+            topics,
+            require_stable,
+        } => offsets::fetch(shard, &group, topics, require_stable),
+        GroupCall::TxnCommit(args) => offsets::txn_commit(shard, partition, args).await,
         GroupCall::DeleteOffsets(group, partitions) => {
             offsets::delete(shard, partition, &group, partitions).await
         }
-        GroupCall::List => unreachable!("answered above"),
+        GroupCall::List | GroupCall::CompleteTxn(..) => unreachable!("answered above"),
     };
     after_change(shard, partition, &group);
     reply
@@ -378,18 +459,30 @@ fn spawn_group_write(
     let shard = shard.clone();
     let group = group.to_string();
     runtime::spawn_into(shard.requests_queue(), async move {
-        if let Err(error) = write(&shard, partition, vec![record]).await {
+        if let Err(error) = write(&shard, partition, vec![record], None).await {
             tracing::warn!(%group, ?error, "writing group metadata failed");
         }
     });
 }
 
+/// The producer a transactional offset commit is written for: its batches carry its id and
+/// epoch, are marked transactional, and continue its sequence from `next_sequence`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxnProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub next_sequence: i32,
+}
+
 /// Appends records to an offsets partition and waits until they are durable; returns the
 /// offset of the first record. Large writes are split into batches under the topic's limit.
+/// With `producer`, the batches are that producer's transactional batches; a producer error
+/// of the partition (an older epoch) is answered as such.
 pub(crate) async fn write(
     shard: &Rc<impl Host>,
     partition: PartitionId,
     records: Vec<(RecordKey, Option<Bytes>)>,
+    mut producer: Option<TxnProducer>,
 ) -> Result<Offset, ResponseError> {
     let tp = TopicPartition {
         topic: OFFSETS_TOPIC.to_string(),
@@ -410,8 +503,19 @@ pub(crate) async fn write(
         if batch_bytes < OFFSETS_BATCH_BYTES_MAX && records.peek().is_some() {
             continue;
         }
-        let encoded = encode_plain_batch(std::mem::take(&mut batch), Compression::None)
+        let count = batch.len() as i32;
+        let mut encoded = encode_plain_batch(std::mem::take(&mut batch), Compression::None)
             .map_err(|_| ResponseError::UnknownServerError)?;
+        if let Some(producer) = &mut producer {
+            record_batch::set_producer(
+                &mut encoded,
+                producer.producer_id,
+                producer.epoch,
+                producer.next_sequence,
+                record_batch::ATTRIBUTE_TRANSACTIONAL,
+            );
+            producer.next_sequence = producer_state::last_sequence(producer.next_sequence, count);
+        }
         batch_bytes = 0;
         let output = shard.append(tp.clone(), encoded.freeze()).await;
         if output.error_code != 0 {
@@ -419,7 +523,11 @@ pub(crate) async fn write(
                 error = output.error_code,
                 "__consumer_offsets append failed"
             );
-            return Err(ResponseError::CoordinatorNotAvailable);
+            let error = ResponseError::try_from_code(output.error_code);
+            return Err(match error {
+                Some(error @ ResponseError::InvalidProducerEpoch) => error,
+                _ => ResponseError::CoordinatorNotAvailable,
+            });
         }
         first_offset.get_or_insert(output.base_offset);
     }

@@ -77,7 +77,7 @@ pub async fn join(
                 },
                 Some(records::encode_group(&value)),
             );
-            match write(shard, partition, vec![record]).await {
+            match write(shard, partition, vec![record], None).await {
                 Ok(_) => GroupReply::Join(response),
                 Err(error) => join_failed(error, ""),
             }
@@ -104,7 +104,7 @@ pub async fn sync(shard: &Rc<impl Host>, partition: PartitionId, args: SyncArgs)
                 },
                 Some(records::encode_group(&value)),
             );
-            let ok = write(shard, partition, vec![record]).await.is_ok();
+            let ok = write(shard, partition, vec![record], None).await.is_ok();
             let mut groups = shard.coordinator().groups.borrow_mut();
             if let Some(group) = groups.get_mut(&group_id) {
                 group.assignment_persisted(generation, ok, clock::now(), now_ms());
@@ -257,7 +257,7 @@ pub async fn delete(shard: &Rc<impl Host>, partition: PartitionId, group: &str) 
         tombstones.push((key, None));
         tombstones
     };
-    match write(shard, partition, tombstones).await {
+    match write(shard, partition, tombstones, None).await {
         Ok(_) => GroupReply::Done,
         Err(error) => GroupReply::Error(error),
     }

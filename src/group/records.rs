@@ -61,7 +61,7 @@ pub struct GroupValue {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("malformed __consumer_offsets record: {0}")]
+#[error("malformed internal record: {0}")]
 pub struct RecordError(pub &'static str);
 
 pub fn encode_key(key: &RecordKey) -> Bytes {
@@ -187,7 +187,7 @@ pub fn decode_group(mut buf: &[u8]) -> Result<GroupValue, RecordError> {
     })
 }
 
-fn put_string(buf: &mut BytesMut, text: &str) {
+pub(crate) fn put_string(buf: &mut BytesMut, text: &str) {
     let len = text.len().min(i16::MAX as usize);
     buf.put_i16(len as i16);
     buf.put_slice(&text.as_bytes()[..len]);
@@ -205,24 +205,24 @@ fn put_bytes(buf: &mut BytesMut, bytes: &[u8]) {
     buf.put_slice(bytes);
 }
 
-fn need(buf: &[u8], len: usize) -> Result<(), RecordError> {
+pub(crate) fn need(buf: &[u8], len: usize) -> Result<(), RecordError> {
     if buf.len() < len {
         return Err(RecordError("truncated"));
     }
     Ok(())
 }
 
-fn get_i16(buf: &mut &[u8]) -> Result<i16, RecordError> {
+pub(crate) fn get_i16(buf: &mut &[u8]) -> Result<i16, RecordError> {
     need(buf, 2)?;
     Ok(buf.get_i16())
 }
 
-fn get_i32(buf: &mut &[u8]) -> Result<i32, RecordError> {
+pub(crate) fn get_i32(buf: &mut &[u8]) -> Result<i32, RecordError> {
     need(buf, 4)?;
     Ok(buf.get_i32())
 }
 
-fn get_i64(buf: &mut &[u8]) -> Result<i64, RecordError> {
+pub(crate) fn get_i64(buf: &mut &[u8]) -> Result<i64, RecordError> {
     need(buf, 8)?;
     Ok(buf.get_i64())
 }
@@ -240,7 +240,7 @@ fn get_nullable(buf: &mut &[u8]) -> Result<Option<String>, RecordError> {
     Ok(Some(text))
 }
 
-fn get_string(buf: &mut &[u8]) -> Result<String, RecordError> {
+pub(crate) fn get_string(buf: &mut &[u8]) -> Result<String, RecordError> {
     get_nullable(buf)?.ok_or(RecordError("null string"))
 }
 

@@ -172,6 +172,10 @@ pub struct Group {
     /// group.instance.id -> member id of the static members.
     instances: HashMap<String, String>,
     pub offsets: HashMap<(String, i32), CommittedOffset>,
+    /// Offsets committed in open transactions (TxnOffsetCommit), by producer id: they
+    /// replace `offsets` when the producer's commit marker reaches the group's partition,
+    /// and are dropped by its abort marker.
+    pub pending_offsets: HashMap<i64, HashMap<(String, i32), CommittedOffset>>,
     join_deadline: Option<Instant>,
     /// Left of the rebalance timeout while the initial rebalance delay keeps extending.
     initial_delay: Option<(Duration, Duration)>,
@@ -213,6 +217,7 @@ impl Group {
             pending: HashMap::new(),
             instances: HashMap::new(),
             offsets: HashMap::new(),
+            pending_offsets: HashMap::new(),
             join_deadline: None,
             initial_delay: None,
             new_member_added: false,

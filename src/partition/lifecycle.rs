@@ -169,6 +169,13 @@ impl Partition {
         }
     }
 
+    /// The epoch of `producer_id` and the sequence of its last batch here (-1 for none), if
+    /// the partition knows the producer: where the group coordinator's transactional offset
+    /// commits, written on the producer's behalf, continue its sequence.
+    pub fn producer_last_sequence(&self, producer_id: i64) -> Option<(i16, i32)> {
+        self.producers.borrow().last_sequence(producer_id)
+    }
+
     /// How many producers appends are checked against (for tests and diagnostics).
     pub fn producer_count(&self) -> usize {
         self.producers.borrow().len()

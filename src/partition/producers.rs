@@ -78,6 +78,13 @@ impl Producers {
         self.appended.check(append)
     }
 
+    /// The epoch of `producer_id` and the sequence of its last appended batch (-1 for none),
+    /// if the partition knows the producer.
+    pub fn last_sequence(&self, producer_id: i64) -> Option<(i16, i32)> {
+        let entry = self.appended.get(producer_id)?;
+        Some((entry.epoch, entry.batches.back().map_or(-1, |b| b.last_seq)))
+    }
+
     /// Checks a marker against every appended batch (see `ProducerTable::check_marker`).
     pub fn check_marker(&self, marker: &TxnMarker) -> Result<(), ProducerError> {
         self.appended.check_marker(marker)

@@ -264,7 +264,8 @@ pub fn set_throttle_time(body: &mut ResponseKind, api_version: i16, throttle_ms:
         AlterUserScramCredentials since 0, DescribeClientQuotas since 0,
         AlterClientQuotas since 0, ElectLeaders since 0, DescribeLogDirs since 0,
         DescribeTopicPartitions since 0, AlterPartitionReassignments since 0,
-        ListPartitionReassignments since 0,
+        ListPartitionReassignments since 0, AddPartitionsToTxn since 0, AddOffsetsToTxn since 0,
+        EndTxn since 0, TxnOffsetCommit since 0, DescribeTransactions since 0, ListTransactions since 0,
     )
 }
 
@@ -341,6 +342,22 @@ mod tests {
             }
             ApiKey::InitProducerId => RequestKind::InitProducerId(InitProducerIdRequest::default()),
             ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default()),
+            ApiKey::AddPartitionsToTxn => {
+                RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
+            }
+            ApiKey::AddOffsetsToTxn => {
+                RequestKind::AddOffsetsToTxn(AddOffsetsToTxnRequest::default())
+            }
+            ApiKey::EndTxn => RequestKind::EndTxn(EndTxnRequest::default()),
+            ApiKey::TxnOffsetCommit => {
+                RequestKind::TxnOffsetCommit(TxnOffsetCommitRequest::default())
+            }
+            ApiKey::DescribeTransactions => {
+                RequestKind::DescribeTransactions(DescribeTransactionsRequest::default())
+            }
+            ApiKey::ListTransactions => {
+                RequestKind::ListTransactions(ListTransactionsRequest::default())
+            }
             ApiKey::WriteTxnMarkers => {
                 RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default())
             }
@@ -552,7 +569,11 @@ mod tests {
                 correlation_id: 41
             }
         );
-        for (key, version) in [(ApiKey::Fetch, 3), (ApiKey::Fetch, 19), (ApiKey::EndTxn, 0)] {
+        for (key, version) in [
+            (ApiKey::Fetch, 3),
+            (ApiKey::Fetch, 19),
+            (ApiKey::DescribeProducers, 0),
+        ] {
             let error = decode_request(raw(key as i16, version)).expect_err("unsupported");
             let want = DecodeError::UnsupportedVersion {
                 api_key: key,
@@ -730,6 +751,11 @@ mod tests {
             AlterPartitionReassignments: AlterPartitionReassignmentsResponse,
             ListPartitionReassignments: ListPartitionReassignmentsResponse,
             WriteTxnMarkers: WriteTxnMarkersResponse,
+            AddPartitionsToTxn: AddPartitionsToTxnResponse,
+            AddOffsetsToTxn: AddOffsetsToTxnResponse, EndTxn: EndTxnResponse,
+            TxnOffsetCommit: TxnOffsetCommitResponse,
+            DescribeTransactions: DescribeTransactionsResponse,
+            ListTransactions: ListTransactionsResponse,
         );
         assert_eq!(
             responses.len(),

@@ -346,8 +346,8 @@ pub fn encode_plain_batch(
 
 /// Makes `batch` one of producer `producer_id` at `epoch` from sequence `sequence`, with the
 /// attribute bits `attributes` added (`ATTRIBUTE_TRANSACTIONAL`, ...), and recomputes the CRC,
-/// which covers these fields: what tests send as idempotent or transactional clients.
-#[cfg(test)]
+/// which covers these fields: the group coordinator's transactional offset commits, and what
+/// tests send as idempotent or transactional clients.
 pub fn set_producer(
     batch: &mut [u8],
     producer_id: i64,

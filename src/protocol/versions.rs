@@ -61,8 +61,11 @@ pub const PRODUCE_VERSION_SERVED_MIN: i16 = 3;
 ///   1-6, DescribeConfigs 1-4, ApiVersions 0-4.
 /// - InitProducerId 0-5: idempotent producers only (v5 adds TRANSACTION_ABORTABLE, never
 ///   sent here; v6 is unstable in Kafka 4.1).
-/// - Transactions: WriteTxnMarkers 1 (Kafka 4.1 serves 1-2; v2 adds the transaction
-///   version, which the crate does not decode yet).
+/// - Transactions: AddPartitionsToTxn 0-4 (v4 is the brokers' batched form), AddOffsetsToTxn
+///   0-4, EndTxn 0-4, TxnOffsetCommit 0-4, DescribeTransactions 0, ListTransactions 0-1 (v2's id pattern is a
+///   Java regular expression), WriteTxnMarkers 1 (Kafka 4.1 serves 1-2; v2 adds the
+///   transaction version, which the crate does not decode yet). Each API's v5 belongs to
+///   transactions V2 (KIP-890 part 2), which is not served.
 /// - Admin: DeleteRecords 0-2 (kafka-python 2.x sends v0 only), OffsetForLeaderEpoch 2-4
 ///   (Kafka 4's floor), AlterConfigs 0-2, CreatePartitions 0-3, IncrementalAlterConfigs 0-1,
 ///   DescribeCluster 0-2,
@@ -98,7 +101,11 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::AddPartitionsToTxn, 0, 4),
+    api(ApiKey::AddOffsetsToTxn, 0, 4),
+    api(ApiKey::EndTxn, 0, 4),
     api(ApiKey::WriteTxnMarkers, 1, 1),
+    api(ApiKey::TxnOffsetCommit, 0, 4),
     api(ApiKey::DescribeAcls, 1, 3),
     api(ApiKey::CreateAcls, 1, 3),
     api(ApiKey::DeleteAcls, 1, 3),
@@ -119,6 +126,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::DescribeTransactions, 0, 0),
+    api(ApiKey::ListTransactions, 0, 1),
     api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
@@ -193,6 +202,12 @@ mod tests {
             InitProducerId: InitProducerIdRequest, InitProducerIdResponse;
             OffsetForLeaderEpoch: OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse;
             WriteTxnMarkers: WriteTxnMarkersRequest, WriteTxnMarkersResponse;
+            AddPartitionsToTxn: AddPartitionsToTxnRequest, AddPartitionsToTxnResponse;
+            AddOffsetsToTxn: AddOffsetsToTxnRequest, AddOffsetsToTxnResponse;
+            EndTxn: EndTxnRequest, EndTxnResponse;
+            TxnOffsetCommit: TxnOffsetCommitRequest, TxnOffsetCommitResponse;
+            DescribeTransactions: DescribeTransactionsRequest, DescribeTransactionsResponse;
+            ListTransactions: ListTransactionsRequest, ListTransactionsResponse;
             DescribeAcls: DescribeAclsRequest, DescribeAclsResponse;
             CreateAcls: CreateAclsRequest, CreateAclsResponse;
             DeleteAcls: DeleteAclsRequest, DeleteAclsResponse;

@@ -149,7 +149,7 @@ async fn run(ctx: RequestContext, body: RequestBody) -> Response {
             ResponseKind::DeleteTopics(handlers::delete_topics::handle(&ctx, r).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(handlers::find_coordinator::handle(&ctx, r))
+            ResponseKind::FindCoordinator(handlers::find_coordinator::handle(&ctx, r).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(handlers::init_producer_id::handle(&ctx, r).await)
@@ -168,6 +168,22 @@ async fn run(ctx: RequestContext, body: RequestBody) -> Response {
         }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(handlers::delete_records::handle(&ctx, r).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(handlers::add_partitions_to_txn::handle(&ctx, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(handlers::add_offsets_to_txn::handle(&ctx, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(handlers::end_txn::handle(&ctx, r).await),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(handlers::txn_offset_commit::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(
+            handlers::describe_transactions::handle(&ctx, r).await,
+        ),
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(handlers::list_transactions::handle(&ctx, r).await)
         }
         RequestKind::WriteTxnMarkers(r) => {
             ResponseKind::WriteTxnMarkers(handlers::write_txn_markers::handle(&ctx, r).await)

@@ -1,6 +1,6 @@
-//! The shard as host of the group coordinator (`group::Host`) and of the controller
-//! (`ControllerHost`): the narrow handles through which they reach the shard's table, its
-//! partitions and the other shards, and nothing else of it.
+//! The shard as host of the group coordinator (`group::Host`), the transaction coordinator
+//! (`txn::Host`) and the controller (`ControllerHost`): the narrow handles through which they
+//! reach the shard's table, its partitions and the other shards, and nothing else of it.
 
 use crate::ids::{PartitionId, ShardId};
 use std::cell::Ref;
@@ -19,6 +19,8 @@ use crate::group::{self, Coordinator, GroupCall, GroupReply, OFFSETS_TOPIC};
 use crate::limits;
 use crate::metadata::MetadataEntries;
 use crate::partition::{Partition, ProduceInput, ProduceOutput, TopicPartition};
+use crate::partition::{WriteMarkerInput, WriteMarkerOutput};
+use crate::txn::{self, TxnCall, TxnReply, TRANSACTION_TOPIC};
 
 impl group::Host for Shard {
     fn shard_id(&self) -> ShardId {
@@ -62,12 +64,34 @@ impl group::Host for Shard {
         self.partition(tp)
     }
 
+    async fn write_marker_here(&self, input: WriteMarkerInput) -> WriteMarkerOutput {
+        self.run_local(input).await
+    }
+
     fn requests_queue(&self) -> TaskQueueHandle {
         self.queues.requests
     }
 
     fn is_shutting_down(&self) -> bool {
         self.shutdown.is_raised()
+    }
+}
+
+impl txn::Host for Shard {
+    fn transactions(&self) -> &txn::Coordinator {
+        &self.transactions
+    }
+
+    async fn call_txn_coordinator(&self, shard: ShardId, call: TxnCall) -> Option<TxnReply> {
+        self.call(shard, |tx| ShardRequest::Txn(call, tx)).await
+    }
+
+    async fn new_producer_id(self: &Rc<Self>) -> Result<i64, String> {
+        self.allocate_producer_id().await
+    }
+
+    async fn write_marker(self: &Rc<Self>, input: WriteMarkerInput) -> WriteMarkerOutput {
+        self.write_txn_marker(input).await
     }
 }
 
@@ -90,18 +114,50 @@ impl ControllerHost for Rc<Shard> {
 }
 
 impl Shard {
+    /// Writes a transaction marker to its partition on this node: a `__consumer_offsets`
+    /// partition through its group coordinator, which then settles the offsets the
+    /// transaction committed there; any other through its owner.
+    pub async fn write_txn_marker(self: &Rc<Self>, input: WriteMarkerInput) -> WriteMarkerOutput {
+        match input.tp.topic == OFFSETS_TOPIC {
+            true => group::write_marker(self, input).await,
+            false => self.route(input).await,
+        }
+    }
+
     /// Controller, at start: creates `__consumer_offsets` if it does not exist yet.
     pub(super) async fn ensure_offsets_topic(self: &Rc<Self>) -> anyhow::Result<()> {
-        if self.table().topic(OFFSETS_TOPIC).is_some() {
+        let partitions = self.config.groups.offsets_topic_num_partitions;
+        let configs = group::offsets_topic_configs();
+        self.ensure_internal_topic(OFFSETS_TOPIC, partitions, configs)
+            .await
+    }
+
+    /// FindCoordinator for a transaction, the first time: creates `__transaction_state`.
+    pub async fn ensure_transaction_topic(self: &Rc<Self>) -> anyhow::Result<()> {
+        let partitions = self.config.transactions.state_topic_num_partitions;
+        let configs = txn::state_topic_configs();
+        self.ensure_internal_topic(TRANSACTION_TOPIC, partitions, configs)
+            .await
+    }
+
+    /// Creates an internal topic unless it exists, replicated as Kafka's
+    /// `offsets.topic.replication.factor` and `transaction.state.log.replication.factor`
+    /// (3) on as many nodes as there are.
+    async fn ensure_internal_topic(
+        self: &Rc<Self>,
+        name: &str,
+        num_partitions: i32,
+        configs: std::collections::BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        if self.table().topic(name).is_some() {
             return Ok(());
         }
         let spec = CreateTopicSpec {
-            name: OFFSETS_TOPIC.to_string(),
-            num_partitions: self.config.groups.offsets_topic_num_partitions,
-            // Kafka's offsets.topic.replication.factor, on as many nodes as there are.
+            name: name.to_string(),
+            num_partitions,
             replication_factor: limits::OFFSETS_TOPIC_REPLICATION_FACTOR
                 .min(self.table().load_per_node().len().max(1) as i16),
-            configs: group::offsets_topic_configs(),
+            configs,
             validate_only: false,
         };
         let result = self.create_topics(vec![spec]).await;
@@ -112,7 +168,7 @@ impl Shard {
             {
                 Ok(())
             }
-            other => anyhow::bail!("cannot create {OFFSETS_TOPIC}: {other:?}"),
+            other => anyhow::bail!("cannot create {name}: {other:?}"),
         }
     }
 }

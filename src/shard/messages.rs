@@ -67,6 +67,8 @@ pub enum ShardRequest {
     /// A consumer-group operation for the group's coordinator (see `crate::group`). JoinGroup
     /// and SyncGroup replies may take a whole rebalance.
     Group(crate::group::GroupCall, Reply<crate::group::GroupReply>),
+    /// A transaction operation for the transactional id's coordinator (see `crate::txn`).
+    Txn(crate::txn::TxnCall, Reply<crate::txn::TxnReply>),
     /// What another shard's connections took from client quotas (see `quota::throttle`).
     QuotaUsage(Vec<crate::quota::throttle::Usage>, Reply<()>),
 }

@@ -102,6 +102,8 @@ pub struct Shard {
     producer_ids: producer_ids::ProducerIdBlock,
     /// The consumer groups this shard coordinates.
     pub groups: crate::group::Coordinator,
+    /// The transactional ids this shard coordinates.
+    pub transactions: crate::txn::Coordinator,
 }
 
 /// Open connections of a shard, so that shutdown can wait for them.
@@ -171,6 +173,7 @@ pub async fn run(
         partition_context,
         cache: BatchCache::new(config.batch_cache_bytes),
         groups: crate::group::Coordinator::new(&config.groups),
+        transactions: crate::txn::Coordinator::new(&config.transactions),
         table_changed: Notify::new(),
         config,
         queues,
@@ -200,6 +203,7 @@ pub async fn run(
     });
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
     runtime::spawn_into(queues.requests, crate::group::run_timers(shard.clone()));
+    runtime::spawn_into(queues.requests, crate::txn::run_timers(shard.clone()));
     runtime::spawn_into(queues.requests, shard.clone().quota_gossip_loop());
     let started = match shard.start_cluster() {
         Ok(()) if shard.id == ShardId(0) => shard.clone().start_controller().await,
@@ -416,6 +420,9 @@ impl Shard {
             ShardRequest::Group(call, reply) => {
                 reply.send(crate::group::handle_local(&self, call).await)
             }
+            ShardRequest::Txn(call, reply) => {
+                reply.send(crate::txn::handle_local(&self, call).await)
+            }
             ShardRequest::QuotaUsage(usage, reply) => {
                 self.quotas.take_remote(&usage);
                 reply.send(());
@@ -543,7 +550,7 @@ impl Shard {
 
     /// Runs `op` on its partition, which this shard owns (or has just stopped owning): on
     /// the partition's replica when it is replicated.
-    async fn run_local<Op: Routed>(&self, op: Op) -> Op::Output {
+    pub(super) async fn run_local<Op: Routed>(&self, op: Op) -> Op::Output {
         if let Some(replica) = self.replica_of(op.partition()) {
             return op.run_on_replica(replica).await;
         }
@@ -644,8 +651,10 @@ impl Shard {
             let tp = TopicPartition { topic, partition };
             self.close_replica(&tp);
             let removed = self.partitions.borrow_mut().remove(&tp);
-            if tp.topic == crate::group::OFFSETS_TOPIC {
-                crate::group::partition_removed(self, tp.partition);
+            match tp.topic.as_str() {
+                crate::group::OFFSETS_TOPIC => crate::group::partition_removed(self, tp.partition),
+                crate::txn::TRANSACTION_TOPIC => crate::txn::partition_removed(self, tp.partition),
+                _ => {}
             }
             if let Some(removed) = removed {
                 if let Err(error) = removed.remove().await {
@@ -767,10 +776,13 @@ impl Shard {
             crate::metadata::now_ms(),
             self.config.producer_id_expiration_ms,
         );
-        let offsets_topic = tp.topic == crate::group::OFFSETS_TOPIC;
+        let topic = tp.topic.clone();
         self.partitions.borrow_mut().insert(tp, partition);
-        if offsets_topic {
-            crate::group::partition_opened(self, index);
+        match topic.as_str() {
+            crate::group::OFFSETS_TOPIC => crate::group::partition_opened(self, index),
+            // An unreplicated partition has one leader epoch, so one coordinator epoch.
+            crate::txn::TRANSACTION_TOPIC => crate::txn::partition_opened(self, index, 0),
+            _ => {}
         }
         Ok(())
     }

@@ -38,6 +38,7 @@ use crate::replication::{ProposeError, Replica, ReplicaConfig, ReplicaSpec, Unti
 use crate::runtime;
 use crate::storage::Log;
 use crate::transport::{Address, Transport};
+use crate::txn;
 
 /// What a replica that does not lead knows of its partition's leader: another node and its
 /// term as the leader epoch, or None while it knows none.
@@ -161,10 +162,8 @@ impl Shard {
             .borrow_mut()
             .insert(tp.clone(), replica.clone());
         let partition = replica.partition().clone();
-        if tp.topic == group::OFFSETS_TOPIC {
-            let coordinate = self
-                .clone()
-                .coordinate_groups(tp.partition, replica.clone());
+        if tp.topic == group::OFFSETS_TOPIC || tp.topic == txn::TRANSACTION_TOPIC {
+            let coordinate = self.clone().coordinate(tp.clone(), replica.clone());
             runtime::spawn_into(self.queues.requests, coordinate);
         }
         runtime::spawn_into(
@@ -174,22 +173,30 @@ impl Shard {
         Ok(partition)
     }
 
-    /// The groups of a replicated `__consumer_offsets` partition are coordinated where it is
-    /// led: loaded once this replica leads and has committed in its term (its log is then
-    /// whole below the high watermark), dropped when it stops leading (they answer
-    /// NOT_COORDINATOR here, and the new leader loads them), until the replica stops.
-    async fn coordinate_groups(self: Rc<Self>, partition: PartitionId, replica: Rc<Replica>) {
+    /// The groups of a replicated `__consumer_offsets` partition, and the transactional ids
+    /// of a `__transaction_state` partition, are coordinated where it is led: loaded once
+    /// this replica leads and has committed in its term (its log is then whole below the high
+    /// watermark), dropped when it stops leading (they answer NOT_COORDINATOR here, and the
+    /// new leader loads them), until the replica stops. Markers carry the term as the
+    /// coordinator epoch.
+    async fn coordinate(self: Rc<Self>, tp: TopicPartition, replica: Rc<Replica>) {
+        let partition = tp.partition;
+        let groups = tp.topic == group::OFFSETS_TOPIC;
         let mut coordinating = false;
         loop {
             let moved = replica.leadership_moved();
             let serving = replica.committed_in_term() && !replica.is_stopped();
             if serving != coordinating {
                 coordinating = serving;
-                if serving {
-                    tracing::info!(%partition, "coordinating the groups of the offsets partition");
-                    group::partition_opened(&self, partition);
-                } else {
-                    group::partition_removed(&self, partition);
+                tracing::info!(topic = %tp.topic, %partition, serving, "coordinator partition");
+                match (groups, serving) {
+                    (true, true) => group::partition_opened(&self, partition),
+                    (true, false) => group::partition_removed(&self, partition),
+                    (false, true) => {
+                        let epoch = i32::try_from(replica.term()).unwrap_or(i32::MAX);
+                        txn::partition_opened(&self, partition, epoch)
+                    }
+                    (false, false) => txn::partition_removed(&self, partition),
                 }
             }
             if replica.is_stopped() {

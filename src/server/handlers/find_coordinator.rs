@@ -1,11 +1,12 @@
 //! FindCoordinator: a group's coordinator is the node holding its `__consumer_offsets`
-//! partition (this one on a single node); inside it, group requests reach the group's
-//! coordinator shard through `crate::group::route`. Kafka clients
-//! also use this API's presence as a feature probe (librdkafka only compresses with LZ4 for
-//! brokers that serve it). Transactions have no coordinator yet, so key type 1 answers
-//! COORDINATOR_NOT_AVAILABLE rather than pointing clients at a broker that cannot serve them.
-//! A group key needs DESCRIBE on the group (GROUP_AUTHORIZATION_FAILED), a transactional id
-//! DESCRIBE on it (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+//! partition, a transactional id's the node holding its `__transaction_state` partition (this
+//! one on a single node); inside it, the calls reach the coordinator shard through
+//! `crate::group::route` and `crate::txn::route`. `__transaction_state` is created by the
+//! first transactional lookup, which, like Kafka, answers COORDINATOR_NOT_AVAILABLE until its
+//! partitions have leaders. Kafka clients also use this API's presence as a feature probe
+//! (librdkafka only compresses with LZ4 for brokers that serve it). A group key needs
+//! DESCRIBE on the group (GROUP_AUTHORIZATION_FAILED), a transactional id DESCRIBE on it
+//! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -16,6 +17,7 @@ use super::{brokers, str_bytes};
 use crate::group::{partition_for, OFFSETS_TOPIC};
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::dispatch::RequestContext;
+use crate::txn::TRANSACTION_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -23,7 +25,17 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// First version that carries a batch of keys instead of one.
 const BATCHED_VERSION: i16 = 4;
 
-pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub async fn handle(
+    ctx: &RequestContext,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    if request.key_type == KEY_TYPE_TRANSACTION
+        && ctx.shard.table().topic(TRANSACTION_TOPIC).is_none()
+    {
+        if let Err(error) = ctx.shard.ensure_transaction_topic().await {
+            tracing::warn!(%error, "cannot create {TRANSACTION_TOPIC}");
+        }
+    }
     if ctx.api_version >= BATCHED_VERSION {
         let coordinators = request
             .coordinator_keys
@@ -59,18 +71,16 @@ fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator
                 "not authorized to describe this transactional id",
             ))
         }
-        KEY_TYPE_TRANSACTION => Some((
-            ResponseError::CoordinatorNotAvailable,
-            "transactions are not supported yet",
-        )),
+        KEY_TYPE_TRANSACTION => None,
         _ => Some((
             ResponseError::InvalidRequest,
             "unknown coordinator key type",
         )),
     };
-    let found = match error {
-        None => group_coordinator(ctx, &key),
-        Some(refused) => Err(refused),
+    let found = match (error, key_type) {
+        (None, KEY_TYPE_GROUP) => partition_leader(ctx, OFFSETS_TOPIC, &key),
+        (None, _) => partition_leader(ctx, TRANSACTION_TOPIC, &key),
+        (Some(refused), _) => Err(refused),
     };
     let coordinator = Coordinator::default().with_key(key);
     match found {
@@ -87,18 +97,19 @@ fn coordinator(ctx: &RequestContext, key: StrBytes, key_type: i8) -> Coordinator
     }
 }
 
-/// The broker leading the `__consumer_offsets` partition of group `key`.
-fn group_coordinator(
+/// The broker leading the partition of `key` in the coordinator topic `topic`.
+fn partition_leader(
     ctx: &RequestContext,
+    topic: &str,
     key: &str,
 ) -> Result<brokers::Broker, (ResponseError, &'static str)> {
     let unavailable = (
         ResponseError::CoordinatorNotAvailable,
         "the coordinator is not available yet",
     );
-    let offsets = ctx.shard.table().topic(OFFSETS_TOPIC).ok_or(unavailable)?;
-    let partition = partition_for(key, offsets.partition_count());
-    let (node, _) = offsets.leader(partition).ok_or(unavailable)?;
+    let topic = ctx.shard.table().topic(topic).ok_or(unavailable)?;
+    let partition = partition_for(key, topic.partition_count());
+    let (node, _) = topic.leader(partition).ok_or(unavailable)?;
     // A fenced node is left out of the brokers: its groups wait for a new leader.
     brokers::broker(ctx, node).ok_or(unavailable)
 }

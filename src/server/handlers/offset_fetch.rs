@@ -1,6 +1,6 @@
 //! OffsetFetch 1-9: committed offsets of one group (v1-7) or of several (v8+), each asked of
-//! its coordinator. `require_stable` (v7+) needs no wait: there are no transactions, so no
-//! commit is ever pending. A group needs DESCRIBE (GROUP_AUTHORIZATION_FAILED); a topic asked
+//! its coordinator. With `require_stable` (v7+), partitions whose offsets are pending in an
+//! open transaction answer UNSTABLE_OFFSET_COMMIT, and the client asks again. A group needs DESCRIBE (GROUP_AUTHORIZATION_FAILED); a topic asked
 //! for by name needs DESCRIBE (TOPIC_AUTHORIZATION_FAILED on its partitions), and when all of
 //! a group's offsets are asked for, topics the principal may not describe are left out.
 
@@ -39,7 +39,13 @@ pub async fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Offset
             .collect::<Vec<_>>()
     });
     let requested = topics.clone();
-    let found = fetch(ctx, request.group_id.to_string(), topics).await;
+    let found = fetch(
+        ctx,
+        request.group_id.to_string(),
+        topics,
+        request.require_stable,
+    )
+    .await;
     let version = ctx.api_version;
     let (offsets, error) = match found {
         Ok(offsets) => (offsets, None),
@@ -66,12 +72,18 @@ async fn fetch(
     ctx: &RequestContext,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Offsets {
     if !ctx.authorize_group(AclOperation::Describe, &group) {
         return Err(ResponseError::GroupAuthorizationFailed);
     }
     let all_topics = topics.is_none();
-    let offsets = match group::route(&ctx.shard, GroupCall::FetchOffsets(group, topics)).await {
+    let call = GroupCall::FetchOffsets {
+        group,
+        topics,
+        require_stable,
+    };
+    let offsets = match group::route(&ctx.shard, call).await {
         GroupReply::Offsets(offsets) => offsets,
         GroupReply::Error(error) => return Err(error),
         _ => return Err(ResponseError::UnknownServerError),
@@ -84,11 +96,13 @@ async fn fetch(
     let refused = ResponseError::TopicAuthorizationFailed.code();
     Ok(offsets
         .into_iter()
-        .filter_map(|(topic, partition, value)| match denied.contains(&topic) {
-            false => Some((topic, partition, value, 0)),
-            true if all_topics => None,
-            true => Some((topic, partition, None, refused)),
-        })
+        .filter_map(
+            |(topic, partition, value, code)| match denied.contains(&topic) {
+                false => Some((topic, partition, value, code)),
+                true if all_topics => None,
+                true => Some((topic, partition, None, refused)),
+            },
+        )
         .collect())
 }
 
@@ -148,6 +162,7 @@ fn fields(value: Option<OffsetValue>) -> (i64, i32, String) {
 }
 
 async fn multi_group(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
+    let require_stable = request.require_stable;
     let calls = request.groups.into_iter().map(|g| async move {
         let topics = g.topics.map(|topics| {
             topics
@@ -155,7 +170,7 @@ async fn multi_group(ctx: &RequestContext, request: OffsetFetchRequest) -> Offse
                 .map(|t| (t.name.to_string(), t.partition_indexes))
                 .collect::<Vec<_>>()
         });
-        let found = fetch(ctx, g.group_id.to_string(), topics).await;
+        let found = fetch(ctx, g.group_id.to_string(), topics, require_stable).await;
         group_result(g.group_id, found)
     });
     let groups = futures::future::join_all(calls).await;

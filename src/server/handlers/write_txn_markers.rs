@@ -40,7 +40,7 @@ pub async fn handle(
                 };
                 async move {
                     match allowed {
-                        true => ctx.shard.route(input).await,
+                        true => ctx.shard.write_txn_marker(input).await,
                         false => {
                             WriteMarkerInput::refused(ResponseError::ClusterAuthorizationFailed)
                         }
