@@ -218,6 +218,9 @@ pub const REPLICA_ANCHOR_LAG_ENTRIES_MAX: u64 = 10_000;
 /// How long a controller call forwarded to the metadata leader on another node waits for its
 /// answer before the caller is told NOT_CONTROLLER (and retries, as Kafka clients do).
 pub const CONTROLLER_CALL_TIMEOUT_MS: u64 = 10_000;
+/// How long a transaction marker forwarded to the node leading its partition waits for the
+/// answer before the coordinator is told NOT_LEADER_OR_FOLLOWER (and sends it again).
+pub const NODE_CALL_TIMEOUT_MS: u64 = 5_000;
 /// How long a new metadata leader waits to have applied its whole log before it serves a
 /// controller call; past it the call is answered NOT_CONTROLLER.
 pub const CONTROLLER_CATCH_UP_TIMEOUT_MS: u64 = 5_000;

@@ -114,10 +114,29 @@ impl ControllerHost for Rc<Shard> {
 }
 
 impl Shard {
+    /// Writes a transaction marker to its partition, on the node that leads it (forwarded
+    /// over the node-to-node transport when that is another node).
+    pub async fn write_txn_marker(self: &Rc<Self>, input: WriteMarkerInput) -> WriteMarkerOutput {
+        let leader = self
+            .table()
+            .topic(&input.tp.topic)
+            .and_then(|topic| topic.leader(input.tp.partition))
+            .map(|(node, _)| node);
+        match leader {
+            Some(node) if node != self.config.node_id && self.cluster.get().is_some() => {
+                self.write_marker_on_node(node, input).await
+            }
+            _ => self.write_txn_marker_here(input).await,
+        }
+    }
+
     /// Writes a transaction marker to its partition on this node: a `__consumer_offsets`
     /// partition through its group coordinator, which then settles the offsets the
     /// transaction committed there; any other through its owner.
-    pub async fn write_txn_marker(self: &Rc<Self>, input: WriteMarkerInput) -> WriteMarkerOutput {
+    pub async fn write_txn_marker_here(
+        self: &Rc<Self>,
+        input: WriteMarkerInput,
+    ) -> WriteMarkerOutput {
         match input.tp.topic == OFFSETS_TOPIC {
             true => group::write_marker(self, input).await,
             false => self.route(input).await,

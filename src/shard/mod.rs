@@ -11,6 +11,7 @@ mod controller;
 pub mod controller_call;
 mod hosts;
 pub mod messages;
+mod node_call;
 mod producer_ids;
 mod quorum;
 mod replicated;

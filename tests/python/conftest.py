@@ -71,7 +71,8 @@ def broker_factory(request, tmp_path):
 # get 3 replicas unless the client asks otherwise. A test that cannot run on a cluster (it
 # restarts its broker, or reads its files) is marked `single_node`.
 BOTH_TOPOLOGIES = {"test_confluent", "test_kafka_python", "test_aiokafka", "test_kafkajs",
-                   "test_kcat", "test_groups", "test_idempotence", "test_admin"}
+                   "test_kcat", "test_groups", "test_idempotence", "test_admin",
+                   "test_transactions"}
 
 
 def pytest_configure(config):

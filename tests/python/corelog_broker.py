@@ -377,6 +377,20 @@ def write_txn_markers(host: str, port: int, producer_id: int, epoch: int, commit
     return errors
 
 
+FIND_COORDINATOR_KEY = 10
+
+
+def find_coordinator(host: str, port: int, key: str, key_type: int = 0,
+                     timeout_s: float = 10.0) -> tuple[int, int]:
+    """FindCoordinator v3 for a group (`key_type` 0) or transactional id (1), asked of exactly
+    this broker; return (error code, coordinator node id)."""
+    body = _compact_string(key) + struct.pack(">b", key_type) + _uvarint(0)
+    reader = _flexible_request(host, port, FIND_COORDINATOR_KEY, 3, body, timeout_s)
+    _throttle, error = reader.take(">ih")
+    reader.string()
+    return error, reader.take(">i")
+
+
 FETCH_KEY = 1
 
 

@@ -26,7 +26,7 @@ from kafka.admin import KafkaAdminClient
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
                      holds_for, wait_until)
 from cluster_nodes import NODES, SESSION_MS, start_cluster, wait_formed
-from corelog_broker import (BrokerError, fetch_nothing, free_port, metadata_v1,
+from corelog_broker import (BrokerError, fetch_nothing, find_coordinator, free_port, metadata_v1,
                             offset_for_leader_epoch_v4, produce_batch, produce_nothing,
                             producer_batch, topic_id_on_disk, write_txn_markers)
 from security_setup import corelog
@@ -727,6 +727,55 @@ def test_committed_offsets_survive_the_loss_of_the_coordinators_node(cluster):
             "the group resumed where it had committed, not from the start"
         # At or past it: a new leader of "tracked" begins its term with a control batch.
         assert resumed[0].offset >= committed
+    finally:
+        consumer.close()
+
+
+def test_a_transaction_survives_the_loss_of_its_coordinators_node(cluster):
+    """`__transaction_state` is replicated: a librdkafka producer's transaction, open when
+    the node coordinating it is SIGKILLed, is ended through the coordinator the survivors
+    elect, which loaded it; its markers reach partitions led on other nodes (forwarded
+    between nodes), and a read_committed consumer sees every committed record once and no
+    aborted one. The producer goes on with its next transaction."""
+    wait_until(lambda: agreed_controller(cluster, NODES), what="the cluster formed")
+    bootstrap = ",".join(cluster[node].bootstrap for node in NODES)
+    create_topic(bootstrap, "txn-out", 3, replication=3)
+    wait_until(lambda: led_by(cluster, NODES, "txn-out"), what="the topic led")
+    producer = ck_producer(bootstrap, **{"transactional.id": "survivor"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(30):
+        producer.produce("txn-out", value=b"first-%d" % i, partition=i % 3)
+    producer.commit_transaction(30)
+
+    _, coordinator = find_coordinator("127.0.0.1", cluster[1].port, "survivor", key_type=1)
+    assert coordinator in NODES
+    producer.begin_transaction()
+    for i in range(30):
+        producer.produce("txn-out", value=b"second-%d" % i, partition=i % 3)
+    ck_flush(producer)
+    cluster[coordinator].stop(signal.SIGKILL)
+    survivors = [node for node in NODES if node != coordinator]
+    wait_until(lambda: led_by(cluster, survivors, "__transaction_state"),
+               what="the survivors leading every transaction state partition")
+    try:
+        producer.commit_transaction(60)
+        second = [b"second-%d" % i for i in range(30)]
+    except confluent_kafka.KafkaException as error:
+        assert error.args[0].txn_requires_abort(), error
+        producer.abort_transaction(60)
+        second = []
+    producer.begin_transaction()
+    producer.produce("txn-out", value=b"third", partition=0)
+    producer.commit_transaction(60)
+
+    bootstrap = ",".join(cluster[node].bootstrap for node in survivors)
+    consumer = ck_consumer(bootstrap, **{"isolation.level": "read_committed"})
+    try:
+        consumer.assign([TopicPartition("txn-out", p, OFFSET_BEGINNING) for p in range(3)])
+        expected = sorted([b"first-%d" % i for i in range(30)] + second + [b"third"])
+        got = [r.value for r in ck_poll_records(consumer, len(expected))]
+        assert sorted(got) == expected
     finally:
         consumer.close()
 
