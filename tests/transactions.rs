@@ -639,3 +639,55 @@ fn a_transaction_past_its_timeout_is_aborted() {
 fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
+
+/// `--transactional-id-expiration-ms`: an id whose producer sent nothing for that long, with
+/// no transaction open, is forgotten (DescribeTransactions: TRANSACTIONAL_ID_NOT_FOUND), also
+/// after a restart, and starts again with a new producer id; an open one is kept.
+#[test]
+fn idle_transactional_ids_expire() {
+    let mut broker = Broker::start(
+        2,
+        &[
+            "--transactional-id-expiration-ms",
+            "500",
+            "--transaction-abort-timed-out-transaction-cleanup-interval-ms",
+            "100",
+        ],
+    );
+    let topic = "txn-expiry";
+    create_topic(broker.port, topic, 1);
+    let mut conn = RawConn::connect(broker.port);
+    find_txn_coordinator(&mut conn, "idle");
+    let (code, idle_pid, _) = init_txn(&mut conn, "idle", 60_000, 4);
+    assert_eq!(code, 0);
+    let (code, busy_pid, _) = init_txn(&mut conn, "busy", 60_000, 4);
+    assert_eq!(code, 0);
+    let busy = (busy_pid, 0);
+    assert_eq!(add_partitions(&mut conn, "busy", busy, topic, &[0], 3), vec![0]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while describe(&mut conn, "idle").0 != TRANSACTIONAL_ID_NOT_FOUND {
+        assert!(Instant::now() < deadline, "the idle id never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(describe(&mut conn, "busy").1, "Ongoing", "an open transaction is kept");
+    broker.stop();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    find_txn_coordinator(&mut conn, "idle");
+    let (code, _, _) = init_txn(&mut conn, "busy", 60_000, 4);
+    assert_eq!(code, 0, "the open transaction was loaded, and is aborted first");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, ..) = describe(&mut conn, "idle");
+        if code == TRANSACTIONAL_ID_NOT_FOUND {
+            break;
+        }
+        assert_eq!(code, COORDINATOR_LOAD_IN_PROGRESS);
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, pid, epoch) = init_txn(&mut conn, "idle", 60_000, 4);
+    assert_eq!(code, 0);
+    assert_ne!(pid, idle_pid, "a forgotten id starts with a new producer id");
+    assert_eq!(epoch, 0);
+}
