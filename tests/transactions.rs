@@ -663,19 +663,29 @@ fn idle_transactional_ids_expire() {
     let (code, busy_pid, _) = init_txn(&mut conn, "busy", 60_000, 4);
     assert_eq!(code, 0);
     let busy = (busy_pid, 0);
-    assert_eq!(add_partitions(&mut conn, "busy", busy, topic, &[0], 3), vec![0]);
+    assert_eq!(
+        add_partitions(&mut conn, "busy", busy, topic, &[0], 3),
+        vec![0]
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while describe(&mut conn, "idle").0 != TRANSACTIONAL_ID_NOT_FOUND {
         assert!(Instant::now() < deadline, "the idle id never expired");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(describe(&mut conn, "busy").1, "Ongoing", "an open transaction is kept");
+    assert_eq!(
+        describe(&mut conn, "busy").1,
+        "Ongoing",
+        "an open transaction is kept"
+    );
     broker.stop();
     broker.restart();
     let mut conn = RawConn::connect(broker.port);
     find_txn_coordinator(&mut conn, "idle");
     let (code, _, _) = init_txn(&mut conn, "busy", 60_000, 4);
-    assert_eq!(code, 0, "the open transaction was loaded, and is aborted first");
+    assert_eq!(
+        code, 0,
+        "the open transaction was loaded, and is aborted first"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (code, ..) = describe(&mut conn, "idle");
@@ -688,6 +698,9 @@ fn idle_transactional_ids_expire() {
     }
     let (code, pid, epoch) = init_txn(&mut conn, "idle", 60_000, 4);
     assert_eq!(code, 0);
-    assert_ne!(pid, idle_pid, "a forgotten id starts with a new producer id");
+    assert_ne!(
+        pid, idle_pid,
+        "a forgotten id starts with a new producer id"
+    );
     assert_eq!(epoch, 0);
 }
