@@ -218,8 +218,9 @@ pub const REPLICA_ANCHOR_LAG_ENTRIES_MAX: u64 = 10_000;
 /// How long a controller call forwarded to the metadata leader on another node waits for its
 /// answer before the caller is told NOT_CONTROLLER (and retries, as Kafka clients do).
 pub const CONTROLLER_CALL_TIMEOUT_MS: u64 = 10_000;
-/// How long a transaction marker forwarded to the node leading its partition waits for the
-/// answer before the coordinator is told NOT_LEADER_OR_FOLLOWER (and sends it again).
+/// How long a transaction call on another node (a marker for a partition it leads, a check
+/// with a coordinator it holds) waits for the answer before its caller takes it as lost and
+/// retries (see `shard::node_call`).
 pub const NODE_CALL_TIMEOUT_MS: u64 = 5_000;
 /// How long a new metadata leader waits to have applied its whole log before it serves a
 /// controller call; past it the call is answered NOT_CONTROLLER.

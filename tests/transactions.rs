@@ -704,3 +704,67 @@ fn idle_transactional_ids_expire() {
     );
     assert_eq!(epoch, 0);
 }
+
+/// Produce of a transactional batch with its transactional id, as clients send it.
+fn produce_txn(conn: &mut RawConn, id: &str, topic: &str, partition: i32, batch: Bytes) -> i16 {
+    let request = produce_request(topic, partition, batch, -1)
+        .with_transactional_id(Some(str_bytes(id).into()));
+    let response: ProduceResponse = conn.request(&request, 9);
+    response.responses[0].partition_responses[0].error_code
+}
+
+/// KIP-890 part 1: a producer's first transactional batch in a partition is written only if
+/// the coordinator has the partition in the producer's open transaction. A batch for a
+/// partition never added, and a late batch after the transaction ended (which would open a
+/// transaction nobody ends, holding the last stable offset back for ever), are refused with
+/// INVALID_TXN_STATE, and the last stable offset keeps up with the high watermark.
+#[test]
+fn batches_outside_the_transaction_are_refused() {
+    let broker = Broker::start(2, &[]);
+    let topic = "txn-verified";
+    create_topic(broker.port, topic, 2);
+    let mut conn = RawConn::connect(broker.port);
+    let id = "verified-1";
+    find_txn_coordinator(&mut conn, id);
+    let (code, pid, epoch) = init_txn(&mut conn, id, 60_000, 4);
+    assert_eq!((code, epoch), (0, 0));
+    let producer = (pid, 0);
+    assert_eq!(
+        add_partitions(&mut conn, id, producer, topic, &[0], 3),
+        vec![0]
+    );
+    let stray = txn_batch(producer, 0, &["stray"]);
+    assert_eq!(
+        produce_txn(&mut conn, id, topic, 1, stray),
+        INVALID_TXN_STATE
+    );
+    let first = txn_batch(producer, 0, &["t0"]);
+    assert_eq!(produce_txn(&mut conn, id, topic, 0, first), 0);
+    let second = txn_batch(producer, 1, &["t1"]);
+    assert_eq!(
+        produce_txn(&mut conn, id, topic, 0, second),
+        0,
+        "the open transaction goes on"
+    );
+    assert_eq!(end(&mut conn, id, producer, true), 0);
+    let late = txn_batch(producer, 2, &["late"]);
+    assert_eq!(
+        produce_txn(&mut conn, id, topic, 0, late),
+        INVALID_TXN_STATE
+    );
+    for partition in [0, 1] {
+        assert_eq!(
+            latest(&mut conn, topic, partition, READ_COMMITTED),
+            latest(&mut conn, topic, partition, READ_UNCOMMITTED),
+            "no transaction hangs in partition {partition}"
+        );
+    }
+    // A zombie with an older epoch is refused at the check too.
+    let (code, _, epoch) = init_txn(&mut conn, id, 60_000, 4);
+    assert_eq!((code, epoch), (0, 1));
+    let zombie = txn_batch(producer, 3, &["zombie"]);
+    assert_eq!(
+        produce_txn(&mut conn, id, topic, 1, zombie),
+        INVALID_PRODUCER_EPOCH
+    );
+}

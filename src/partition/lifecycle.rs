@@ -176,6 +176,12 @@ impl Partition {
         self.producers.borrow().last_sequence(producer_id)
     }
 
+    /// Whether `producer_id` has a transaction open in this partition (appended batches
+    /// included).
+    pub fn producer_in_transaction(&self, producer_id: i64) -> bool {
+        self.producers.borrow().in_transaction(producer_id)
+    }
+
     /// How many producers appends are checked against (for tests and diagnostics).
     pub fn producer_count(&self) -> usize {
         self.producers.borrow().len()

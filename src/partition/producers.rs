@@ -85,6 +85,13 @@ impl Producers {
         Some((entry.epoch, entry.batches.back().map_or(-1, |b| b.last_seq)))
     }
 
+    /// Whether `producer_id` has a transaction open among the appended batches.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        self.appended
+            .get(producer_id)
+            .is_some_and(|entry| entry.txn_first_offset.is_some())
+    }
+
     /// Checks a marker against every appended batch (see `ProducerTable::check_marker`).
     pub fn check_marker(&self, marker: &TxnMarker) -> Result<(), ProducerError> {
         self.appended.check_marker(marker)

@@ -43,6 +43,10 @@ pub struct ProduceInput {
     pub tp: TopicPartition,
     pub records: Option<Bytes>,
     pub acks: i16,
+    /// The request's transactional id: a producer's first transactional batch in the
+    /// partition is verified with its transaction coordinator (KIP-890, see
+    /// `shard::txn_gate`); none for the broker's own appends.
+    pub transactional_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]

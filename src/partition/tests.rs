@@ -121,6 +121,7 @@ async fn produce(partition: &Rc<Partition>, sequence: i32) -> (i16, Offset) {
         tp: tp(),
         records: Some(idempotent(0, sequence, 3)),
         acks: -1,
+        transactional_id: None,
     };
     let output = partition.produce(input).await;
     (output.error_code, output.base_offset)
@@ -446,6 +447,7 @@ async fn produce_in_txn(partition: &Rc<Partition>, producer: i64, sequence: i32)
         tp: tp(),
         records: Some(producer_batch(producer, 0, sequence, 3, true)),
         acks: -1,
+        transactional_id: None,
     };
     let output = partition.produce(input).await;
     assert_eq!(output.error_code, 0, "{:?}", output.error_message);
@@ -620,6 +622,7 @@ fn an_abort_straddling_a_log_start_move_survives_a_rebuild() {
                 tp: tp(),
                 records: Some(producer_batch(producer, 0, sequence, 1, transactional)),
                 acks: -1,
+                transactional_id: None,
             };
             let output = partition.produce(input).await;
             assert_eq!(

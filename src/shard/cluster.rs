@@ -15,7 +15,7 @@ use futures::channel::oneshot;
 
 use super::controller_call::{is_controller_payload, ControllerAnswer};
 use super::messages::ShardRequest;
-use super::node_call::is_marker_payload;
+use super::node_call::is_node_call_payload;
 use super::Shard;
 use crate::ids::{NodeId, ShardId};
 use crate::limits;
@@ -36,8 +36,9 @@ pub struct ClusterShard {
     pub stop: Rc<Latch>,
     /// Controller calls forwarded to another node, by call id, waiting for the answer.
     pub(super) forwarded: RefCell<HashMap<u64, oneshot::Sender<Option<ControllerAnswer>>>>,
-    /// Transaction markers forwarded to another node, by call id, waiting for the error code.
-    pub(super) markers: RefCell<HashMap<u64, oneshot::Sender<i16>>>,
+    /// Transaction calls sent to another node (`node_call`), by call id, waiting for the
+    /// error code.
+    pub(super) node_calls: RefCell<HashMap<u64, oneshot::Sender<i16>>>,
     next_call: Cell<u64>,
     /// The node that leads the metadata quorum, as shard 0 last said.
     pub controller: Cell<Option<NodeId>>,
@@ -79,9 +80,9 @@ impl Shard {
                 if let Some(shard) = shard.upgrade() {
                     shard.receive_controller_payload(from, payload);
                 }
-            } else if is_marker_payload(&payload) {
+            } else if is_node_call_payload(&payload) {
                 if let Some(shard) = shard.upgrade() {
-                    shard.receive_marker_payload(from, payload);
+                    shard.receive_node_call_payload(from, payload);
                 }
             } else {
                 replication(from, payload);
@@ -133,7 +134,7 @@ impl Shard {
             replicas,
             stop,
             forwarded: RefCell::default(),
-            markers: RefCell::default(),
+            node_calls: RefCell::default(),
             next_call: Cell::new(0),
             controller: Cell::new(None),
             by_partition: RefCell::default(),

@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 
 use super::controller::ControllerHost;
 use super::messages::{CreateTopicSpec, ShardRequest};
+use super::node_call::NodeCall;
 use super::table::ShardTable;
 use super::Shard;
 use crate::config::Config;
@@ -56,6 +57,7 @@ impl group::Host for Shard {
             tp,
             records: Some(batch),
             acks: -1,
+            transactional_id: None,
         };
         self.run_local(input).await
     }
@@ -124,7 +126,10 @@ impl Shard {
             .map(|(node, _)| node);
         match leader {
             Some(node) if node != self.config.node_id && self.cluster.get().is_some() => {
-                self.write_marker_on_node(node, input).await
+                let error_code = self.call_node(node, NodeCall::Marker(input)).await;
+                WriteMarkerOutput {
+                    error_code: error_code.unwrap_or(ResponseError::NotLeaderOrFollower.code()),
+                }
             }
             _ => self.write_txn_marker_here(input).await,
         }

@@ -16,6 +16,7 @@ use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use super::controller_call::{ControllerAnswer, ControllerCall};
+use super::Shard;
 use crate::ids::NodeId;
 use crate::metadata::MetadataEntries;
 use crate::partition::{
@@ -130,6 +131,11 @@ pub struct ApplyInput {
 pub trait Routed: PartitionOp + Sized {
     fn request(self, reply: Reply<Self::Output>) -> ShardRequest;
 
+    /// Runs it on `shard`, which owns its partition.
+    fn run_here(self, shard: &Rc<Shard>) -> impl Future<Output = Self::Output> {
+        shard.run_local(self)
+    }
+
     /// Runs it on the owner's replica of a replicated partition: on the leader's partition
     /// as on any other, and refused on a follower.
     fn run_on_replica(self, replica: Rc<Replica>) -> impl Future<Output = Self::Output> {
@@ -182,6 +188,12 @@ impl Routed for FetchInput {
 impl Routed for ProduceInput {
     fn request(self, reply: Reply<ProduceOutput>) -> ShardRequest {
         ShardRequest::Produce(self, reply)
+    }
+
+    /// A producer's first transactional batch in the partition waits for its coordinator's
+    /// word (see `txn_gate`).
+    fn run_here(self, shard: &Rc<Shard>) -> impl Future<Output = ProduceOutput> {
+        shard.produce_here(self)
     }
 
     /// Proposed to the partition's Raft group (see `replicated::produce_on_replica`).

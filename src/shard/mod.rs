@@ -16,6 +16,7 @@ mod producer_ids;
 mod quorum;
 mod replicated;
 pub mod table;
+mod txn_gate;
 
 use crate::ids::{Offset, PartitionId, ShardId};
 use std::cell::RefCell;
@@ -105,6 +106,8 @@ pub struct Shard {
     pub groups: crate::group::Coordinator,
     /// The transactional ids this shard coordinates.
     pub transactions: crate::txn::Coordinator,
+    /// Transactional produces waiting for their coordinator (see `txn_gate`).
+    txn_gates: txn_gate::Gates,
 }
 
 /// Open connections of a shard, so that shutdown can wait for them.
@@ -175,6 +178,7 @@ pub async fn run(
         cache: BatchCache::new(config.batch_cache_bytes),
         groups: crate::group::Coordinator::new(&config.groups),
         transactions: crate::txn::Coordinator::new(&config.transactions),
+        txn_gates: Default::default(),
         table_changed: Notify::new(),
         config,
         queues,
@@ -384,7 +388,7 @@ impl Shard {
     /// The one entry point for requests from other shards.
     async fn serve(self: Rc<Self>, request: ShardRequest) {
         match request {
-            ShardRequest::Produce(input, reply) => reply.send(self.run_local(input).await),
+            ShardRequest::Produce(input, reply) => reply.send(self.produce_here(input).await),
             ShardRequest::Fetch(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::ListOffsets(input, reply) => reply.send(self.run_local(input).await),
             ShardRequest::EpochEnd(input, reply) => reply.send(self.run_local(input).await),
@@ -539,7 +543,7 @@ impl Shard {
     /// NOT_LEADER_OR_FOLLOWER too, which clients retry.
     pub async fn route<Op: Routed>(self: &Rc<Self>, op: Op) -> Op::Output {
         match self.placement_of(op.partition()) {
-            Placement::Here(owner) if owner == self.id => self.run_local(op).await,
+            Placement::Here(owner) if owner == self.id => op.run_here(self).await,
             Placement::Here(owner) => self
                 .call(owner, |reply| op.request(reply))
                 .await

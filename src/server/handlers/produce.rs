@@ -51,6 +51,7 @@ pub async fn handle(ctx: &RequestContext, mut request: ProduceRequest) -> Option
         let names = request.topic_data.iter().map(|t| t.name.0.as_str());
         auto_create_topics(ctx, names.filter(|name| !denied.contains(*name))).await;
     }
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.to_string());
     let mut calls = Vec::new();
     for topic in &request.topic_data {
         let name = topic.name.0.to_string();
@@ -73,6 +74,7 @@ pub async fn handle(ctx: &RequestContext, mut request: ProduceRequest) -> Option
                 tp,
                 records: partition.records.clone(),
                 acks,
+                transactional_id: transactional_id.clone(),
             };
             calls.push(produce_one(ctx, input, refused));
         }
