@@ -74,6 +74,25 @@ pub async fn persist(
     }
 }
 
+/// Decides a request on the current state of an existing id with no write in flight: the
+/// state `decide` returns to write (the id is then marked pending), or None to write nothing.
+fn take_for_write(
+    shard: &impl Host,
+    id: &str,
+    decide: impl FnOnce(&Txn) -> Result<Option<Txn>, ResponseError>,
+) -> Result<Option<Txn>, ResponseError> {
+    let mut txns = shard.transactions().txns.borrow_mut();
+    let entry = txns
+        .get_mut(id)
+        .ok_or(ResponseError::InvalidProducerIdMapping)?;
+    if entry.pending {
+        return Err(ResponseError::ConcurrentTransactions);
+    }
+    let next = decide(&entry.txn)?;
+    entry.pending = next.is_some();
+    Ok(next)
+}
+
 pub async fn init(
     shard: &Rc<impl Host>,
     at: At,
@@ -163,30 +182,20 @@ pub async fn add_partitions(
     epoch: i16,
     partitions: Vec<(String, i32)>,
 ) -> TxnReply {
-    let next = {
-        let mut txns = shard.transactions().txns.borrow_mut();
-        let Some(entry) = txns.get_mut(&at.id) else {
-            return TxnReply::Error(ResponseError::InvalidProducerIdMapping);
-        };
-        if entry.pending {
-            return TxnReply::Error(ResponseError::ConcurrentTransactions);
-        }
-        let added = state::add_partitions(
-            &entry.txn,
+    let next = take_for_write(&**shard, &at.id, |txn| {
+        state::add_partitions(
+            txn,
             producer_id,
             epoch,
             &partitions,
             limits::TRANSACTION_PARTITIONS_MAX,
             now_ms(),
-        );
-        match added {
-            Err(error) => return TxnReply::Error(error),
-            Ok(None) => return TxnReply::Done,
-            Ok(Some(next)) => {
-                entry.pending = true;
-                next
-            }
-        }
+        )
+    });
+    let next = match next {
+        Err(error) => return TxnReply::Error(error),
+        Ok(None) => return TxnReply::Done,
+        Ok(Some(next)) => next,
     };
     match persist(shard, &at, next, false).await {
         Ok(()) => TxnReply::Done,
@@ -225,22 +234,17 @@ pub async fn end(
     epoch: i16,
     commit: bool,
 ) -> TxnReply {
-    let next = {
-        let mut txns = shard.transactions().txns.borrow_mut();
-        let Some(entry) = txns.get_mut(&at.id) else {
-            return TxnReply::Error(ResponseError::InvalidProducerIdMapping);
-        };
-        if entry.pending {
-            return TxnReply::Error(ResponseError::ConcurrentTransactions);
-        }
-        match state::end(&entry.txn, producer_id, epoch, commit, now_ms()) {
-            Err(error) => return TxnReply::Error(error),
-            Ok(EndPlan::Done) => return TxnReply::Done,
-            Ok(EndPlan::Prepare(next)) => {
-                entry.pending = true;
-                next
-            }
-        }
+    let next = take_for_write(&**shard, &at.id, |txn| {
+        let plan = state::end(txn, producer_id, epoch, commit, now_ms())?;
+        Ok(match plan {
+            EndPlan::Done => None,
+            EndPlan::Prepare(next) => Some(next),
+        })
+    });
+    let next = match next {
+        Err(error) => return TxnReply::Error(error),
+        Ok(None) => return TxnReply::Done,
+        Ok(Some(next)) => next,
     };
     if let Err(error) = persist(shard, &at, next, false).await {
         return TxnReply::Error(error);
@@ -329,16 +333,12 @@ pub async fn abort_timed_out(shard: &Rc<impl Host>) {
         let Some(at) = at(&**shard, &id) else {
             continue;
         };
-        let next = {
-            let mut txns = shard.transactions().txns.borrow_mut();
-            let Some(entry) = txns.get_mut(&id) else {
-                continue;
-            };
-            if entry.pending || !state::timed_out(&entry.txn, now_ms()) {
-                continue;
-            }
-            entry.pending = true;
-            state::fenced_abort(&entry.txn, now_ms())
+        let next = take_for_write(&**shard, &id, |txn| {
+            let now = now_ms();
+            Ok(state::timed_out(txn, now).then(|| state::fenced_abort(txn, now)))
+        });
+        let Ok(Some(next)) = next else {
+            continue;
         };
         tracing::info!(%id, "aborting a transaction past its timeout");
         match persist(shard, &at, next, false).await {
