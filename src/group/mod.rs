@@ -276,7 +276,7 @@ impl Coordinator {
 /// Runs `call` on the coordinator of its group, this shard or another.
 pub async fn route(shard: &Rc<impl Host>, call: GroupCall) -> GroupReply {
     let owner = match call.group() {
-        Some(group) => match coordinator_shard(&**shard, group) {
+        Some(group) => match coordinator_shard(&**shard, OFFSETS_TOPIC, group) {
             Ok(owner) => owner,
             Err(error) => return GroupReply::Error(error),
         },
@@ -343,14 +343,20 @@ pub async fn list_all(shard: &Rc<impl Host>) -> Vec<ListedGroup> {
 }
 
 /// The shard coordinating `group`, per this shard's table.
-fn coordinator_shard(shard: &impl Host, group: &str) -> Result<ShardId, ResponseError> {
+/// The shard coordinating `key` (a group, a transactional id) whose state lives in the
+/// internal topic `topic`, per this shard's table.
+pub(crate) fn coordinator_shard(
+    shard: &impl Host,
+    topic: &str,
+    key: &str,
+) -> Result<ShardId, ResponseError> {
     let count = shard
-        .partition_count(OFFSETS_TOPIC)
+        .partition_count(topic)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let partition = partition_for(group, count);
+    let partition = partition_for(key, count);
     // The partition exists: not owned here means another node of the cluster holds it.
     shard
-        .owner(OFFSETS_TOPIC, partition)
+        .owner(topic, partition)
         .ok_or(ResponseError::NotCoordinator)
 }
 

@@ -133,9 +133,7 @@ impl Shard {
         match leader {
             Some(node) if node != self.config.node_id && self.cluster.get().is_some() => {
                 match self.call_node(node, NodeCall::Verify(check)).await {
-                    Some(0) => Ok(()),
-                    Some(code) => Err(ResponseError::try_from_code(code)
-                        .unwrap_or(ResponseError::UnknownServerError)),
+                    Some(code) => answered(code),
                     None => Err(ResponseError::CoordinatorNotAvailable),
                 }
             }
@@ -156,16 +154,22 @@ impl Shard {
             verify_only: true,
         };
         match txn::route(self, call).await {
-            TxnReply::Verified(codes) => {
-                match codes.first().copied() {
-                    Some(0) => Ok(()),
-                    Some(code) => Err(ResponseError::try_from_code(code)
-                        .unwrap_or(ResponseError::UnknownServerError)),
-                    None => Err(ResponseError::UnknownServerError),
-                }
-            }
+            TxnReply::Verified(codes) => match codes.first() {
+                Some(code) => answered(*code),
+                None => Err(ResponseError::UnknownServerError),
+            },
             TxnReply::Error(error) => Err(error),
             _ => Err(ResponseError::UnknownServerError),
+        }
+    }
+}
+
+/// A check's error code as its result.
+fn answered(code: i16) -> Result<(), ResponseError> {
+    match code {
+        0 => Ok(()),
+        code => {
+            Err(ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError))
         }
     }
 }

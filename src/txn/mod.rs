@@ -37,7 +37,7 @@ use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 
 use crate::config::TxnConfig;
-use crate::group::partition_for;
+use crate::group::{coordinator_shard, partition_for};
 use crate::limits;
 use crate::metadata::now_ms;
 use crate::partition::TopicPartition;
@@ -187,7 +187,7 @@ impl Coordinator {
 /// Runs `call` on the coordinator of its transactional id, this shard or another.
 pub async fn route(shard: &Rc<impl Host>, call: TxnCall) -> TxnReply {
     let owner = match call.transactional_id() {
-        Some(id) => match coordinator_shard(&**shard, id) {
+        Some(id) => match coordinator_shard(&**shard, TRANSACTION_TOPIC, id) {
             Ok(owner) => owner,
             Err(error) => return TxnReply::Error(error),
         },
@@ -222,18 +222,6 @@ pub async fn list_all(shard: &Rc<impl Host>) -> Vec<TxnSummary> {
         .collect();
     txns.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
     txns
-}
-
-/// The shard coordinating `transactional_id`, per this shard's table.
-fn coordinator_shard(shard: &impl Host, transactional_id: &str) -> Result<ShardId, ResponseError> {
-    let count = shard
-        .partition_count(TRANSACTION_TOPIC)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let partition = partition_for(transactional_id, count);
-    // The partition exists: not owned here means another node of the cluster holds it.
-    shard
-        .owner(TRANSACTION_TOPIC, partition)
-        .ok_or(ResponseError::NotCoordinator)
 }
 
 /// The state partition of `transactional_id` and its load, if this shard coordinates it and
