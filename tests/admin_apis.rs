@@ -166,8 +166,10 @@ fn incremental_alter_configs_apply_live_with_kafka_errors() {
         config(&configs, "cleanup.policy"),
         ("compact,delete".into(), 1)
     );
+    // A compacted topic takes only records with keys.
+    let keyed = keyed_record_batch(&[(Some(b"k"), &[b'x'; 4000])], now_ms(), Compression::None);
     assert_eq!(
-        produce(&mut conn, "cfg", 1, batch_of(4000)).0,
+        produce(&mut conn, "cfg", 1, keyed).0,
         0,
         "default limit again"
     );

@@ -374,6 +374,14 @@ pub fn all_keys() -> impl Iterator<Item = ConfigKey> {
 pub struct ConfigError(pub String);
 
 impl TopicConfig {
+    /// Whether `cleanup.policy` includes `compact` ("compact" or "compact,delete"): the log
+    /// keeps the latest record of each key, so every record needs a key.
+    pub fn is_compacted(&self) -> bool {
+        self.cleanup_policy
+            .split(',')
+            .any(|policy| policy == "compact")
+    }
+
     /// Applies `overrides` (already validated) on top of the broker defaults.
     pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> TopicConfig {
         let mut config = TopicConfig {

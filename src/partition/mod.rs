@@ -49,7 +49,7 @@ pub use replicated::PreparedEntry;
 pub use requests::{
     watch, DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
     FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,
-    TopicPartition, WatchInput, WriteMarkerInput, WriteMarkerOutput,
+    RecordError, TopicPartition, WatchInput, WriteMarkerInput, WriteMarkerOutput,
 };
 
 /// The leader epoch of every partition until replication brings elections.

@@ -1,6 +1,7 @@
 //! Produce on the owner: validate one batch, check it against its producer's state, stamp it
 //! with the log end offset, stage it in the log, start the flush, and answer once the flush
-//! settled the batch's ticket.
+//! settled the batch's ticket. Validation reads the batch header only, except on a compacted
+//! topic, where every record must have a key.
 
 use crate::ids::Offset;
 use std::rc::Rc;
@@ -8,7 +9,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 
-use super::{Partition, ProduceInput, ProduceOutput, LEADER_EPOCH};
+use super::{Partition, ProduceInput, ProduceOutput, RecordError, LEADER_EPOCH};
 use crate::metadata::now_ms;
 use crate::metadata::topic_config::TimestampType;
 use crate::metrics;
@@ -16,6 +17,7 @@ use crate::partition::producer_state::{
     Checked, ProducerAppend, ProducerBatch, ProducerChange, ProducerError,
 };
 use crate::protocol::record_batch::{self, BatchSummary};
+use crate::protocol::records;
 use crate::storage::{stamp_batch, AppendTicket, BatchMeta, Settled, StorageError};
 
 impl Partition {
@@ -170,7 +172,8 @@ impl Partition {
                 &format!("batch of {len} bytes exceeds max.message.bytes"),
             ));
         }
-        let summary = record_batch::validate(&records[start..start + len])
+        let batch = &records[start..start + len];
+        let summary = record_batch::validate_produced(batch)
             .map_err(|error| self.error_code(error.error_code(), &format!("{error}")))?;
         self.validate_producer_fields(&summary)?;
         if config.timestamp_type == TimestampType::CreateTime {
@@ -185,7 +188,49 @@ impl Partition {
                 ));
             }
         }
+        if config.is_compacted() {
+            self.refuse_keyless(batch)?;
+        }
         Ok(summary)
+    }
+
+    /// KIP-467: compaction keeps the latest record of each key, so Kafka's `LogValidator`
+    /// refuses, with INVALID_RECORD, a batch for a compacted topic holding a record without
+    /// one, and names each such record. Only compacted topics pay for reading (decompressing)
+    /// the records of a produced batch; a record that does not parse refuses the batch too.
+    fn refuse_keyless(&self, batch: &[u8]) -> Result<(), ProduceOutput> {
+        let keyless = records::keyless_records(batch)
+            .map_err(|error| self.error_code(error.error_code(), &error.to_string()))?;
+        if keyless.is_empty() {
+            return Ok(());
+        }
+        let message = format!(
+            "Compacted topic cannot accept message without key in topic partition {}-{}",
+            self.tp.topic, self.tp.partition
+        );
+        let record_errors: Vec<RecordError> = keyless
+            .into_iter()
+            .map(|index| RecordError {
+                batch_index: index as i32,
+                message: Some(message.clone()),
+            })
+            .collect();
+        let shown: Vec<String> = record_errors
+            .iter()
+            .take(3)
+            .map(|e| e.to_string())
+            .collect();
+        // Kafka's `LogValidator.processRecordErrors` wording.
+        let summary = format!(
+            "One or more records have been rejected due to {} record errors in total, and only \
+             showing the first three errors at most: [{}]",
+            record_errors.len(),
+            shown.join(", ")
+        );
+        Err(ProduceOutput {
+            record_errors,
+            ..self.error(ResponseError::InvalidRecord, &summary)
+        })
     }
 
     /// Kafka refuses, with INVALID_RECORD, control batches from clients (markers and the
@@ -225,6 +270,7 @@ impl Partition {
                         base_offset: staged.base_offset,
                         log_append_time_ms: staged.log_append_time_ms,
                         log_start_offset: self.log_start_offset(),
+                        record_errors: Vec::new(),
                     };
                 }
                 Settled::Discarded => {
@@ -251,6 +297,7 @@ impl Partition {
             base_offset: Offset::NONE,
             log_append_time_ms: -1,
             log_start_offset: self.log_start_offset(),
+            record_errors: Vec::new(),
         }
     }
 

@@ -171,6 +171,7 @@ impl Partition {
             base_offset,
             log_append_time_ms: entry.log_append_time_ms,
             log_start_offset: self.log_start_offset(),
+            record_errors: Vec::new(),
         }
     }
 

@@ -56,6 +56,34 @@ pub struct ProduceOutput {
     pub base_offset: Offset,
     pub log_append_time_ms: i64,
     pub log_start_offset: Offset,
+    /// The records that made the batch refused, one by one (KIP-467; Produce v8+).
+    pub record_errors: Vec<RecordError>,
+}
+
+/// One refused record of a produced batch (KIP-467), Kafka's `ProduceResponse.RecordError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// The record's index in its batch, counted from 0.
+    pub batch_index: i32,
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for RecordError {
+    /// Kafka's `RecordError.toString`, which its batch-level error message lists.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(message) => write!(
+                f,
+                "RecordError(batchIndex={}, message='{message}')",
+                self.batch_index
+            ),
+            None => write!(
+                f,
+                "RecordError(batchIndex={}, message=null)",
+                self.batch_index
+            ),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -211,6 +239,7 @@ impl PartitionOp for ProduceInput {
             base_offset: Offset::NONE,
             log_append_time_ms: -1,
             log_start_offset: Offset::NONE,
+            record_errors: Vec::new(),
         }
     }
 

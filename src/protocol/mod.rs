@@ -10,6 +10,7 @@ pub mod control;
 pub mod fetch_response;
 pub mod produce_legacy;
 pub mod record_batch;
+pub mod records;
 pub mod versions;
 
 pub use codec::{

@@ -19,11 +19,11 @@ use crate::limits::RECORD_BATCH_HEADER_BYTES;
 pub const LOG_OVERHEAD_BYTES: usize = 12;
 /// Offset of the `attributes` field: the CRC covers everything from here to the end.
 const CRC_START: usize = 21;
-const MAGIC_V2: i8 = 2;
+pub const MAGIC_V2: i8 = 2;
 /// Offset of the magic byte, the same in message formats v0, v1 and v2.
 const MAGIC_OFFSET: usize = 16;
 const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
-const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
+pub const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
 pub const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 pub const ATTRIBUTE_CONTROL: i16 = 0x20;
 
@@ -132,9 +132,20 @@ pub fn header(bytes: &[u8]) -> Option<&BatchHeader> {
     BatchHeader::ref_from_bytes(prefix).ok()
 }
 
-fn header_mut(bytes: &mut [u8]) -> Option<&mut BatchHeader> {
+/// The header of `bytes` to patch, if it holds at least 61 bytes. A patch of any field from
+/// `attributes` on must be followed by [`update_crc`].
+pub fn header_mut(bytes: &mut [u8]) -> Option<&mut BatchHeader> {
     let prefix = bytes.get_mut(..RECORD_BATCH_HEADER_BYTES)?;
     BatchHeader::mut_from_bytes(prefix).ok()
+}
+
+/// Recomputes the CRC-32C of a whole batch after its covered bytes changed.
+pub fn update_crc(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    header_mut(batch)
+        .expect("update_crc on a whole batch")
+        .crc
+        .set(crc);
 }
 
 /// Size of the whole batch that starts at `bytes[0]`, as its length field declares, checked
@@ -164,7 +175,10 @@ fn check_magic(batch: &[u8]) -> Result<(), BatchError> {
     }
 }
 
-/// Validates one whole batch: `batch` must be exactly one batch, no more, no less.
+/// Validates one whole batch as it may lie in a log: `batch` must be exactly one batch, no more,
+/// no less. Its record count may be below `lastOffsetDelta + 1`, down to zero: log compaction
+/// removes records from a batch but keeps its offset range (and Kafka's cleaner keeps an empty
+/// batch for a producer's last one). A batch from a client must pass [`validate_produced`].
 pub fn validate(batch: &[u8]) -> Result<BatchSummary, BatchError> {
     if batch.is_empty() {
         return Err(BatchError::Empty);
@@ -209,10 +223,10 @@ fn summarize(h: &BatchHeader, batch_bytes: usize) -> Result<BatchSummary, BatchE
     };
     let record_count = h.record_count.get();
     let last_offset_delta = h.last_offset_delta.get();
-    // Kafka requires count == lastOffsetDelta + 1 for client batches; i64 avoids overflow.
-    if record_count <= 0
+    // A batch holds at most one record per offset of its range; i64 avoids overflow.
+    if record_count < 0
         || last_offset_delta < 0
-        || i64::from(record_count) != i64::from(last_offset_delta) + 1
+        || i64::from(record_count) > i64::from(last_offset_delta) + 1
     {
         return Err(BatchError::InvalidCount {
             record_count,
@@ -240,6 +254,20 @@ fn summarize(h: &BatchHeader, batch_bytes: usize) -> Result<BatchSummary, BatchE
         partition_leader_epoch: h.partition_leader_epoch.get(),
         base_offset: h.base_offset.get(),
     })
+}
+
+/// Validates one batch a client produced. Beyond [`validate`], Kafka's `LogValidator` requires
+/// of a client's batch (`AppendOrigin.CLIENT`) at least one record and one record per offset of
+/// its range: only the log cleaner makes a batch sparse.
+pub fn validate_produced(batch: &[u8]) -> Result<BatchSummary, BatchError> {
+    let summary = validate(batch)?;
+    if summary.record_count == 0 || summary.record_count != summary.last_offset_delta + 1 {
+        return Err(BatchError::InvalidCount {
+            record_count: summary.record_count,
+            last_offset_delta: summary.last_offset_delta,
+        });
+    }
+    Ok(summary)
 }
 
 /// Splits a concatenation of batches into `(start, len)` ranges by their length fields only
@@ -296,8 +324,7 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
     let attributes = h.attributes.get() | ATTRIBUTE_LOG_APPEND_TIME;
     h.attributes.set(attributes);
     h.max_timestamp.set(timestamp);
-    let crc = crc32c::crc32c(&batch[CRC_START..]);
-    header_mut(batch).expect("checked above").crc.set(crc);
+    update_crc(batch);
 }
 
 /// One plain record for [`encode_plain_batch`]: CreateTime timestamp, optional key and value.
@@ -360,8 +387,7 @@ pub fn set_producer(
     h.producer_id.set(producer_id);
     h.producer_epoch.set(epoch);
     h.base_sequence.set(sequence);
-    let crc = crc32c::crc32c(&batch[CRC_START..]);
-    header_mut(batch).expect("checked above").crc.set(crc);
+    update_crc(batch);
 }
 
 /// Batches built byte by byte from Kafka's record format (the Java client's `DefaultRecord`
@@ -600,6 +626,27 @@ mod tests {
             "{error}"
         );
         assert_eq!(error.error_code(), ERROR_INVALID_RECORD);
+    }
+
+    /// A stored batch may hold fewer records than its offset range (down to none), as log
+    /// compaction leaves it; a produced batch must hold one per offset, as Kafka requires.
+    #[test]
+    fn sparse_batches_are_valid_in_a_log_but_not_from_a_client() {
+        for count in [0, 1, 2] {
+            let mut batch = encode_batch(3, KCompression::None);
+            header_mut(&mut batch).unwrap().record_count.set(count);
+            update_crc(&mut batch);
+            let summary = validate(&batch).expect("a sparse batch is valid in a log");
+            assert_eq!(
+                (summary.record_count, summary.last_offset_delta),
+                (count, 2)
+            );
+            let error = validate_produced(&batch).unwrap_err();
+            assert!(matches!(error, BatchError::InvalidCount { .. }), "{error}");
+            assert_eq!(error.error_code(), ERROR_INVALID_RECORD);
+        }
+        let batch = encode_batch(3, KCompression::None);
+        assert_eq!(validate_produced(&batch), validate(&batch));
     }
 
     /// Truncated batches and length fields that disagree with the buffer are CORRUPT_MESSAGE.

@@ -856,6 +856,22 @@ pub fn record_batch(values: &[&[u8]], timestamp_ms: i64, compression: Compressio
     buffer.freeze()
 }
 
+/// One v2 record batch of `(key, value)` records, base offset 0, CreateTime `timestamp_ms`, no
+/// producer id: a `None` key is a null key, which a compacted topic refuses.
+pub fn keyed_record_batch(
+    records: &[(Option<&[u8]>, &[u8])],
+    timestamp_ms: i64,
+    compression: Compression,
+) -> Bytes {
+    let records = records.iter().map(|(key, value)| PlainRecord {
+        timestamp: timestamp_ms,
+        key: key.map(Bytes::copy_from_slice),
+        value: Some(Bytes::copy_from_slice(value)),
+    });
+    let buffer = encode_plain_batch(records, compression).expect("encode record batch");
+    buffer.freeze()
+}
+
 /// A legacy (magic 0 or 1) message set of uncompressed `values`, offsets from 0: the formats
 /// Kafka 4 no longer accepts. Built by hand because the protocol crate no longer encodes them.
 pub fn legacy_message_set(values: &[&[u8]], timestamp_ms: i64, magic: i8) -> Bytes {

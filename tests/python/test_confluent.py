@@ -292,6 +292,26 @@ def test_log_append_time_topic_stamps_broker_time(broker, topic):
         assert before_ms - 1000 <= r.timestamp_ms <= after_ms + 1000, r.timestamp_ms
 
 
+def test_compacted_topic_refuses_a_message_without_a_key(broker, topic):
+    """On a cleanup.policy=compact topic a message without a key fails delivery with
+    INVALID_RECORD (KIP-467) and nothing of it is written; a message with a key is delivered,
+    at the offset the refused one would have taken."""
+    create_topic(broker.bootstrap, topic, 1, {"cleanup.policy": "compact"})
+    producer = ck_producer(broker.bootstrap)
+    keyless, keyed = DeliveryLog(), DeliveryLog()
+    producer.produce(topic, value=b"no key", partition=0, on_delivery=keyless)
+    ck_flush(producer)
+    producer.produce(topic, key=b"k", value=b"with key", partition=0, on_delivery=keyed)
+    ck_flush(producer)
+    assert not keyless.ok, "a keyless message was delivered to a compacted topic"
+    [(error, _)] = keyless.failed
+    assert error.code() == KafkaError.INVALID_RECORD, error
+    keyed.check(1)
+    offset = first_offset(broker, keyed.ok[0][1].offset())
+    [record] = ck_consume(broker.bootstrap, topic, 1)
+    assert (record.offset, record.key, record.value) == (offset, b"k", b"with key")
+
+
 def test_fetch_returns_first_batch_larger_than_fetch_limits(broker, topic):
     """A record larger than fetch.max.bytes and the partition limit is still delivered."""
     value = os.urandom(100_000)

@@ -6,13 +6,16 @@
 //! partition). A partition answered NOT_LEADER_OR_FOLLOWER names the leader this node knows,
 //! with its endpoint, from version 10 (KIP-951), so that the producer goes there without
 //! asking for metadata first. From version 13 topics are named by id (KIP-516); an id this
-//! node does not know is UNKNOWN_TOPIC_ID, and is never created.
+//! node does not know is UNKNOWN_TOPIC_ID, and is never created. From version 8 a partition
+//! refused for some of its records (a keyless record on a compacted topic) names each of them
+//! in `record_errors` (KIP-467).
 
 use std::collections::{BTreeSet, HashSet};
 
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{
-    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
@@ -215,6 +218,15 @@ fn partition_response(
     }
     if version >= 8 {
         response.error_message = output.error_message.map(str_bytes);
+        response.record_errors = output
+            .record_errors
+            .into_iter()
+            .map(|error| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(error.batch_index)
+                    .with_batch_index_error_message(error.message.map(str_bytes))
+            })
+            .collect();
     }
     response
 }
