@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::ids::NodeId;
 use crate::limits;
+use crate::metadata::topic_config::TopicConfig;
 use crate::runtime::CpuList;
 use crate::security::sasl::SaslMechanism;
 use crate::security::tls::{ClientAuth, TlsSettings};
@@ -156,6 +157,17 @@ pub struct ServeArgs {
     /// How often retention and time-based segment roll are checked [default: 30000].
     #[arg(long, env = "CORELOG_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// Default cleanup.policy of topics: delete, compact, or compact,delete [default: delete].
+    #[arg(long, env = "CORELOG_LOG_CLEANUP_POLICY")]
+    pub log_cleanup_policy: Option<String>,
+    /// How long each shard's log cleaner rests between rounds over its compacted partitions
+    /// (log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, env = "CORELOG_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
+    /// Bytes of each shard's compaction key map (log.cleaner.dedupe.buffer.size): a pass
+    /// cleans as far as the distinct keys that fit [default: 33554432].
+    #[arg(long, env = "CORELOG_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
     /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600].
     #[arg(long, env = "CORELOG_SOCKET_REQUEST_MAX_BYTES")]
     pub socket_request_max_bytes: Option<usize>,
@@ -273,6 +285,9 @@ pub struct FileConfig {
     retention_bytes: Option<i64>,
     max_message_bytes: Option<i32>,
     retention_check_interval_ms: Option<u64>,
+    log_cleanup_policy: Option<String>,
+    log_cleaner_backoff_ms: Option<u64>,
+    log_cleaner_dedupe_buffer_size: Option<u64>,
     socket_request_max_bytes: Option<usize>,
     batch_cache_bytes: Option<usize>,
     spin_before_park_us: Option<u64>,
@@ -325,6 +340,8 @@ pub struct TopicDefaults {
     pub segment_ms: i64,
     pub retention_ms: i64,
     pub retention_bytes: i64,
+    /// cleanup.policy, as `TopicConfig` stores it.
+    pub cleanup_policy: String,
     pub max_message_bytes: i32,
 }
 
@@ -472,6 +489,10 @@ pub struct Config {
     pub default_replication_factor: i16,
     pub topic_defaults: TopicDefaults,
     pub retention_check_interval_ms: u64,
+    /// Rest between a shard's cleaner rounds (`partition::cleaner`).
+    pub log_cleaner_backoff_ms: u64,
+    /// Bytes of each shard's compaction key map.
+    pub log_cleaner_dedupe_buffer_size: u64,
     pub socket_request_max_bytes: usize,
     pub batch_cache_bytes: usize,
     pub spin_before_park_us: u64,
@@ -537,6 +558,11 @@ impl Config {
             segment_ms: pick(args.segment_ms, file.segment_ms, 7 * 24 * 3_600_000),
             retention_ms: pick(args.retention_ms, file.retention_ms, 7 * 24 * 3_600_000),
             retention_bytes: pick(args.retention_bytes, file.retention_bytes, -1),
+            cleanup_policy: pick(
+                args.log_cleanup_policy.clone(),
+                file.log_cleanup_policy,
+                "delete".to_string(),
+            ),
             max_message_bytes: pick(
                 args.max_message_bytes,
                 file.max_message_bytes,
@@ -603,6 +629,16 @@ impl Config {
                 args.retention_check_interval_ms,
                 file.retention_check_interval_ms,
                 30_000,
+            ),
+            log_cleaner_backoff_ms: pick(
+                args.log_cleaner_backoff_ms,
+                file.log_cleaner_backoff_ms,
+                15_000,
+            ),
+            log_cleaner_dedupe_buffer_size: pick(
+                args.log_cleaner_dedupe_buffer_size,
+                file.log_cleaner_dedupe_buffer_size,
+                limits::CLEANER_KEY_MAP_BYTES_DEFAULT,
             ),
             socket_request_max_bytes: pick(
                 args.socket_request_max_bytes,
@@ -686,6 +722,19 @@ impl Config {
         }
         if self.default_replication_factor < 1 {
             bail!("--default-replication-factor must be at least 1");
+        }
+        let policy = [(
+            "cleanup.policy".to_string(),
+            self.topic_defaults.cleanup_policy.clone(),
+        )];
+        if let Err(error) = TopicConfig::validate(&policy.into_iter().collect()) {
+            bail!("--log-cleanup-policy: {error}");
+        }
+        if self.log_cleaner_dedupe_buffer_size < limits::CLEANER_KEY_MAP_BYTES_MIN {
+            bail!(
+                "--log-cleaner-dedupe-buffer-size must be at least {}",
+                limits::CLEANER_KEY_MAP_BYTES_MIN
+            );
         }
         if self.default_replication_factor > 1 && self.cluster.is_none() {
             bail!(

@@ -108,6 +108,21 @@ pub const STORAGE_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest single DMA write the appender issues; a flush of more data is split.
 pub const STORAGE_WRITE_BYTES_MAX: usize = 1024 * 1024;
 
+/// How many cleaned bytes a compaction gathers before it writes them (see
+/// `storage::compact`).
+pub const COMPACTION_WRITE_CHUNK_BYTES: usize = STORAGE_WRITE_BYTES_MAX;
+
+/// Default of each shard's compaction key map (`--log-cleaner-dedupe-buffer-size`, Kafka's
+/// `log.cleaner.dedupe.buffer.size`, which Kafka shares among its cleaner threads): a pass
+/// maps as many keys of a partition's dirty records as fit and cleans up to there, so a
+/// partition with more distinct keys is cleaned in several passes.
+pub const CLEANER_KEY_MAP_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+/// Smallest key map a shard may be given: one that holds at least a few thousand keys.
+pub const CLEANER_KEY_MAP_BYTES_MIN: u64 = 64 * 1024;
+/// What one key of the map costs: a 16-byte digest, the 8-byte offset of its latest record,
+/// and the hash table's own overhead per entry.
+pub const CLEANER_KEY_MAP_ENTRY_BYTES: u64 = 48;
+
 /// Largest batch recovery accepts from disk: no batch can exceed the request that carried it.
 pub const STORAGE_BATCH_BYTES_MAX: usize = REQUEST_BYTES_MAX;
 
@@ -248,6 +263,8 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
 pub const INDEX_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 const _: () = assert!(STORAGE_READ_BYTES_MAX % DIO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(CLEANER_KEY_MAP_BYTES_MIN >= 1000 * CLEANER_KEY_MAP_ENTRY_BYTES);
+const _: () = assert!(CLEANER_KEY_MAP_BYTES_DEFAULT >= CLEANER_KEY_MAP_BYTES_MIN);
 const _: () = assert!(STORAGE_WRITE_BYTES_MAX % DIO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(STORAGE_READ_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);
 const _: () = assert!(STORAGE_BATCH_BYTES_MAX >= MESSAGE_BYTES_MAX_DEFAULT);

@@ -12,16 +12,8 @@ use bytes::Bytes;
 use common::*;
 use corelog::client::groups::encode_assignment;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::{
-    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
-};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-use kafka_protocol::messages::{
-    GroupId, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
-};
+use kafka_protocol::messages::{GroupId, JoinGroupRequest, SyncGroupRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use serde_json::Value;
@@ -69,42 +61,6 @@ fn refused(broker: &Broker, args: &[&str]) -> String {
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// An admin commit (generation -1, no member) of `offsets` (partition, offset) of `topic`.
-fn simple_commit(conn: &mut RawConn, group: &str, topic: &str, offsets: &[(i32, i64)]) {
-    let partitions = offsets
-        .iter()
-        .map(|&(partition, offset)| {
-            OffsetCommitRequestPartition::default()
-                .with_partition_index(partition)
-                .with_committed_offset(offset)
-        })
-        .collect();
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(text(group)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_member_id(text(""))
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(partitions)]);
-    let response = conn.request(&request, 8);
-    for partition in &response.topics[0].partitions {
-        assert_eq!(partition.error_code, 0, "commit {offsets:?}");
-    }
-}
-
-/// The committed offsets of partitions 0 and 1 of TOPIC, by OffsetFetch v8 (-1: none).
-fn committed(conn: &mut RawConn, group: &str) -> Vec<i64> {
-    let ask = OffsetFetchRequestGroup::default()
-        .with_group_id(GroupId(text(group)))
-        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
-            .with_name(topic_name(TOPIC))
-            .with_partition_indexes(vec![0, 1])]));
-    let response = conn.request(&OffsetFetchRequest::default().with_groups(vec![ask]), 8);
-    let mut partitions = response.groups[0].topics[0].partitions.clone();
-    partitions.sort_by_key(|p| p.partition_index);
-    partitions.iter().map(|p| p.committed_offset).collect()
 }
 
 /// Joins `group` as its only member (JoinGroup v5 twice, SyncGroup v3) and assigns it both
@@ -220,21 +176,21 @@ fn reset_offsets_plans_then_commits() {
         "{plan}"
     );
     assert_eq!(
-        committed(&mut conn, "idle"),
+        committed_offsets(&mut conn, "idle", TOPIC, &[0, 1]),
         [2, 1],
         "a dry run commits nothing"
     );
 
     ok(&broker, &reset(&["--to-earliest", "--execute"]));
-    assert_eq!(committed(&mut conn, "idle"), [0, 0]);
+    assert_eq!(committed_offsets(&mut conn, "idle", TOPIC, &[0, 1]), [0, 0]);
     ok(
         &broker,
         &reset(&["--to-latest", "--partitions", "1", "--execute"]),
     );
-    assert_eq!(committed(&mut conn, "idle"), [0, 3]);
+    assert_eq!(committed_offsets(&mut conn, "idle", TOPIC, &[0, 1]), [0, 3]);
     ok(&broker, &reset(&["--to-offset", "4", "--execute"]));
     assert_eq!(
-        committed(&mut conn, "idle"),
+        committed_offsets(&mut conn, "idle", TOPIC, &[0, 1]),
         [4, 3],
         "clamped to partition 1's end"
     );
@@ -242,18 +198,18 @@ fn reset_offsets_plans_then_commits() {
         &broker,
         &reset(&["--shift-by", "-2", "--partitions", "0", "--execute"]),
     );
-    assert_eq!(committed(&mut conn, "idle"), [2, 3]);
+    assert_eq!(committed_offsets(&mut conn, "idle", TOPIC, &[0, 1]), [2, 3]);
     ok(
         &broker,
         &reset(&["--to-datetime", "1970-01-01T00:33:20Z", "--execute"]),
     );
     assert_eq!(
-        committed(&mut conn, "idle"),
+        committed_offsets(&mut conn, "idle", TOPIC, &[0, 1]),
         [3, 3],
         "first record at 2000 s; none in p1"
     );
     ok(&broker, &reset(&["--to-datetime", "1000000", "--execute"]));
-    assert_eq!(committed(&mut conn, "idle"), [0, 0]);
+    assert_eq!(committed_offsets(&mut conn, "idle", TOPIC, &[0, 1]), [0, 0]);
 
     let args = [
         "reset-offsets",
@@ -281,7 +237,7 @@ fn delete_reports_each_group() {
     assert!(stderr.contains("NonEmptyGroup (68)"), "{stderr}");
     assert!(stderr.contains("GroupIdNotFound (69)"), "{stderr}");
     assert_eq!(
-        committed(&mut conn, "idle"),
+        committed_offsets(&mut conn, "idle", TOPIC, &[0, 1]),
         [-1, -1],
         "idle's offsets went with it"
     );

@@ -547,7 +547,7 @@ const _: () = assert!(OFFSETS_BATCH_BYTES_MAX * 2 < limits::MESSAGE_BYTES_MAX_DE
 /// The configs `__consumer_offsets` is created with (by the controller, at start).
 pub fn offsets_topic_configs() -> BTreeMap<String, String> {
     BTreeMap::from([
-        // Recorded for when compaction exists; until then the topic keeps everything.
+        // The cleaner keeps the latest record of each key (`partition::cleaner`).
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("retention.ms".to_string(), "-1".to_string()),
         (

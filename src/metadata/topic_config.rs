@@ -35,6 +35,11 @@ pub struct TopicConfig {
     pub index_interval_bytes: u64,
     /// Replicas in sync that a produce with acks=all needs (NOT_ENOUGH_REPLICAS otherwise).
     pub min_insync_replicas: i32,
+    /// Compaction (`partition::cleaner`), for a topic whose cleanup policy includes compact.
+    pub delete_retention_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
 }
 
 /// Where a config's value comes from, as DescribeConfigs reports it.
@@ -79,9 +84,19 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
         doc: "only producer",
     },
     ConfigKey {
+        name: "delete.retention.ms",
+        kind: ConfigType::Long,
+        doc: "how long a tombstone stays after compaction first covered it",
+    },
+    ConfigKey {
         name: "index.interval.bytes",
         kind: ConfigType::Int,
         doc: "bytes per index entry",
+    },
+    ConfigKey {
+        name: "max.compaction.lag.ms",
+        kind: ConfigType::Long,
+        doc: "longest a record stays uncompacted",
     },
     ConfigKey {
         name: "max.message.bytes",
@@ -102,6 +117,16 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
         name: "message.timestamp.type",
         kind: ConfigType::String,
         doc: "CreateTime or LogAppendTime",
+    },
+    ConfigKey {
+        name: "min.cleanable.dirty.ratio",
+        kind: ConfigType::Double,
+        doc: "share of uncompacted bytes that starts a compaction",
+    },
+    ConfigKey {
+        name: "min.compaction.lag.ms",
+        kind: ConfigType::Long,
+        doc: "shortest a record stays uncompacted",
     },
     ConfigKey {
         name: "min.insync.replicas",
@@ -145,8 +170,6 @@ pub struct AcceptedKey {
 enum Rule {
     /// A whole number in the range.
     Whole(i64, i64),
-    /// A number in the range.
-    Ratio(f64, f64),
     /// true or false.
     Boolean,
     /// Exactly this value: the only one corelog can honour.
@@ -163,10 +186,6 @@ impl Rule {
             Rule::Whole(min, max) => match value.parse::<i64>() {
                 Ok(number) if (min..=max).contains(&number) => Ok(()),
                 _ => refused(&format!("not a whole number in [{min}, {max}]")),
-            },
-            Rule::Ratio(min, max) => match value.parse::<f64>() {
-                Ok(number) if (min..=max).contains(&number) => Ok(()),
-                _ => refused(&format!("not a number in [{min}, {max}]")),
             },
             Rule::Boolean if value.eq_ignore_ascii_case("true") => Ok(()),
             Rule::Boolean if value.eq_ignore_ascii_case("false") => Ok(()),
@@ -214,13 +233,6 @@ pub const ACCEPTED_KEYS: &[AcceptedKey] = &[
         default: "3",
         rule: Rule::Whole(-131_072, 22),
         doc: "no effect: batches are stored in the codec the producer sent",
-    },
-    AcceptedKey {
-        name: "delete.retention.ms",
-        kind: ConfigType::Long,
-        default: "86400000",
-        rule: Rule::Whole(0, LONG_MAX),
-        doc: "kept for compaction, which corelog does not run yet",
     },
     AcceptedKey {
         name: "file.delete.delay.ms",
@@ -272,32 +284,11 @@ pub const ACCEPTED_KEYS: &[AcceptedKey] = &[
         doc: "no effect without tiered storage (retention.ms applies)",
     },
     AcceptedKey {
-        name: "max.compaction.lag.ms",
-        kind: ConfigType::Long,
-        default: "9223372036854775807",
-        rule: Rule::Whole(1, LONG_MAX),
-        doc: "kept for compaction, which corelog does not run yet",
-    },
-    AcceptedKey {
         name: "message.downconversion.enable",
         kind: ConfigType::Boolean,
         default: "true",
         rule: Rule::Boolean,
         doc: "no effect: corelog serves v2 batches only, to clients that all read them",
-    },
-    AcceptedKey {
-        name: "min.cleanable.dirty.ratio",
-        kind: ConfigType::Double,
-        default: "0.5",
-        rule: Rule::Ratio(0.0, 1.0),
-        doc: "kept for compaction, which corelog does not run yet",
-    },
-    AcceptedKey {
-        name: "min.compaction.lag.ms",
-        kind: ConfigType::Long,
-        default: "0",
-        rule: Rule::Whole(0, LONG_MAX),
-        doc: "kept for compaction, which corelog does not run yet",
     },
     AcceptedKey {
         name: "preallocate",
@@ -386,7 +377,9 @@ impl TopicConfig {
     pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> TopicConfig {
         let mut config = TopicConfig {
             accepted: BTreeMap::new(),
-            cleanup_policy: "delete".to_string(),
+            // Checked when the broker's config was read.
+            cleanup_policy: parse_cleanup_policy(&defaults.cleanup_policy)
+                .unwrap_or_else(|_| "delete".to_string()),
             segment_bytes: defaults.segment_bytes,
             segment_ms: defaults.segment_ms,
             retention_ms: defaults.retention_ms,
@@ -397,6 +390,10 @@ impl TopicConfig {
             timestamp_after_max_ms: 3_600_000,
             index_interval_bytes: 4096,
             min_insync_replicas: 1,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         };
         for (name, value) in overrides {
             // Overrides were validated when stored; a failure here means a corrupt metadata
@@ -441,6 +438,19 @@ impl TopicConfig {
                 self.min_insync_replicas =
                     parse_range::<i64>(name, value, 1)?.min(i64::from(i32::MAX)) as i32
             }
+            "delete.retention.ms" => self.delete_retention_ms = parse_range(name, value, 0)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = parse_range(name, value, 1)?,
+            "min.cleanable.dirty.ratio" => {
+                self.min_cleanable_dirty_ratio = match value.trim().parse::<f64>() {
+                    Ok(ratio) if (0.0..=1.0).contains(&ratio) => ratio,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{name}: {value:?} is not a number in [0, 1]"
+                        )))
+                    }
+                }
+            }
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_range(name, value, 0)?,
             "retention.bytes" => self.retention_bytes = parse_range(name, value, -1)?,
             "retention.ms" => self.retention_ms = parse_range(name, value, -1)?,
             "segment.bytes" => {
@@ -473,6 +483,10 @@ impl TopicConfig {
                 TimestampType::LogAppendTime => "LogAppendTime".to_string(),
             },
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
             "retention.bytes" => self.retention_bytes.to_string(),
             "retention.ms" => self.retention_ms.to_string(),
             "segment.bytes" => self.segment_bytes.to_string(),
@@ -485,13 +499,22 @@ impl TopicConfig {
         })
     }
 
-    /// The storage-level part of the configuration.
+    /// Whether the cleanup policy includes delete: retention by time and size applies.
+    pub fn deletes(&self) -> bool {
+        self.cleanup_policy
+            .split(',')
+            .any(|policy| policy == "delete")
+    }
+
+    /// The storage-level part of the configuration. Retention deletes nothing of a topic
+    /// that only compacts.
     pub fn log_config(&self) -> LogConfig {
+        let deletes = self.deletes();
         LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
-            retention_bytes: self.retention_bytes,
-            retention_ms: self.retention_ms,
+            retention_bytes: if deletes { self.retention_bytes } else { -1 },
+            retention_ms: if deletes { self.retention_ms } else { -1 },
             index_interval_bytes: self.index_interval_bytes.max(1),
         }
     }
@@ -642,6 +665,7 @@ fn probe_defaults() -> TopicDefaults {
         segment_ms: 7 * 24 * 3_600_000,
         retention_ms: 7 * 24 * 3_600_000,
         retention_bytes: -1,
+        cleanup_policy: "delete".to_string(),
         max_message_bytes: crate::limits::MESSAGE_BYTES_MAX_DEFAULT as i32,
     }
 }

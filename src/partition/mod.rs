@@ -3,7 +3,8 @@
 //! the idempotent- and transactional-producer state and its snapshots, transaction markers,
 //! the last stable offset and the aborted-transaction index, the flush cycle that makes its batches
 //! durable (group commit), and the owner-side operations (produce, fetch, list offsets,
-//! delete records, watch) with their request and reply types.
+//! delete records, watch) with their request and reply types, and the compaction of its
+//! closed segments (`cleaner`).
 //!
 //! Per-shard: a `Partition` lives on its owner shard only; the shard layer routes every
 //! operation on it to that shard (`PartitionOp`) and knows nothing of what it does there.
@@ -18,6 +19,7 @@
 //! offsets and bytes only.
 
 mod aborted;
+mod cleaner;
 mod epochs;
 mod flush;
 mod lifecycle;
@@ -44,6 +46,7 @@ use crate::storage::Log;
 use crate::sync::{FairLock, Notify};
 use producers::Producers;
 
+pub use cleaner::{CleanStats, KeyMap};
 pub use read::first_record_at_or_after;
 pub use replicated::PreparedEntry;
 pub use requests::{
@@ -98,6 +101,8 @@ pub struct Partition {
     /// see nothing past it (see `replicated.rs`). None for a partition of one node, whose
     /// batches are committed once durable.
     commit_end: Cell<Option<Offset>>,
+    /// The compaction history (see `cleaner`), read at the first pass.
+    cleaner_history: RefCell<Option<cleaner::CleanerHistory>>,
     metrics: PartitionMetrics,
 }
 
@@ -124,6 +129,7 @@ impl Partition {
             queued: Cell::new(false),
             preparing: Cell::new(false),
             commit_end: Cell::new(None),
+            cleaner_history: RefCell::new(None),
             metrics: PartitionMetrics::default(),
         }
     }

@@ -85,6 +85,13 @@ impl Producers {
         Some((entry.epoch, entry.batches.back().map_or(-1, |b| b.last_seq)))
     }
 
+    /// The base offset of the last durable batch of `producer_id`, if the partition knows
+    /// the producer and a batch of it.
+    pub fn last_batch_offset(&self, producer_id: i64) -> Option<Offset> {
+        let entry = self.durable.get(producer_id)?;
+        entry.batches.back().map(|batch| batch.base_offset)
+    }
+
     /// Whether `producer_id` has a transaction open among the appended batches.
     pub fn in_transaction(&self, producer_id: i64) -> bool {
         self.appended

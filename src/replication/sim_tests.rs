@@ -72,6 +72,10 @@ fn topic_config() -> TopicConfig {
         timestamp_after_max_ms: i64::MAX,
         index_interval_bytes: 4096,
         min_insync_replicas: 1,
+        delete_retention_ms: 86_400_000,
+        min_cleanable_dirty_ratio: 0.5,
+        min_compaction_lag_ms: 0,
+        max_compaction_lag_ms: i64::MAX,
     }
 }
 

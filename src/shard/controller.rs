@@ -1244,6 +1244,7 @@ fn reassign_lost_shards(
         segment_ms: 1,
         retention_ms: -1,
         retention_bytes: -1,
+        cleanup_policy: "delete".to_string(),
         max_message_bytes: 1,
     };
     let mut table = super::table::ShardTable::new(defaults, node);

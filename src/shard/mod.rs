@@ -34,7 +34,7 @@ use kafka_protocol::ResponseError;
 use crate::config::Config;
 use crate::limits;
 use crate::metrics::{MetricsSnapshot, PartitionSnapshot, ShardMetrics};
-use crate::partition::{self, Partition, ShardContext, TopicPartition, WatchInput};
+use crate::partition::{self, KeyMap, Partition, ShardContext, TopicPartition, WatchInput};
 use crate::quota::throttle::Throttle;
 use crate::runtime::{self, Latency, Mesh, MeshPort, TaskQueueHandle};
 use crate::storage::{self, BatchCache, Log};
@@ -207,6 +207,7 @@ pub async fn run(
             .await;
     });
     runtime::spawn_into(queues.background, shard.clone().retention_loop());
+    runtime::spawn_into(queues.background, shard.clone().cleaner_loop());
     runtime::spawn_into(queues.requests, crate::group::run_timers(shard.clone()));
     runtime::spawn_into(queues.requests, crate::txn::run_timers(shard.clone()));
     runtime::spawn_into(queues.requests, shard.clone().quota_gossip_loop());
@@ -468,6 +469,10 @@ impl Shard {
                 high_watermark: partition.high_watermark().get(),
                 log_start_offset: partition.log_start_offset().get(),
                 size_bytes: partition.size_bytes(),
+                cleaner_bytes_read: counters.cleaner_bytes_read.get(),
+                cleaner_bytes_written: counters.cleaner_bytes_written.get(),
+                dirty_ratio: counters.dirty_ratio.get(),
+                cleaner_last_pass_ms: counters.cleaner_last_pass_ms.get(),
             });
         }
         snapshot
@@ -822,6 +827,52 @@ impl Shard {
                 }
             });
             futures::future::join_all(calls).await;
+        }
+    }
+
+    /// The shard's log cleaner: every `log_cleaner_backoff_ms`, one pass over each of its
+    /// compacted partitions that is due (`partition::cleaner`), one partition at a time with
+    /// one key map, on the background queue. Partitions of a replicated topic are left as
+    /// they are: their segments are their Raft log, which a follower copies batch by batch.
+    async fn cleaner_loop(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.config.log_cleaner_backoff_ms.max(10));
+        let mut key_map = KeyMap::new(self.config.log_cleaner_dedupe_buffer_size);
+        while !self.shutdown.is_raised() {
+            runtime::sleep(interval).await;
+            let partitions: Vec<_> = self
+                .partitions
+                .borrow()
+                .iter()
+                .filter(|(tp, _)| self.replica_of(tp).is_none())
+                .map(|(tp, partition)| (tp.clone(), partition.clone()))
+                .collect();
+            for (tp, partition) in partitions {
+                if self.shutdown.is_raised() {
+                    break;
+                }
+                let now = crate::metadata::now_ms();
+                match partition.clean(&mut key_map, now).await {
+                    Ok(Some(stats)) => tracing::debug!(
+                        topic = %tp.topic,
+                        partition = %tp.partition,
+                        bytes_read = stats.bytes_read,
+                        bytes_written = stats.bytes_written,
+                        cleaned_to = %stats.cleaned_to,
+                        "compacted"
+                    ),
+                    // Deleted (closed) meanwhile, or fenced (reported when it failed).
+                    Ok(None)
+                    | Err(crate::storage::StorageError::Closed)
+                    | Err(crate::storage::StorageError::Failed(_)) => {}
+                    Err(error) => tracing::error!(
+                        topic = %tp.topic,
+                        partition = %tp.partition,
+                        %error,
+                        "compaction failed"
+                    ),
+                }
+                runtime::yield_if_needed().await;
+            }
         }
     }
 

@@ -633,6 +633,7 @@ mod tests {
                 segment_ms: 1,
                 retention_ms: -1,
                 retention_bytes: -1,
+                cleanup_policy: "delete".to_string(),
                 max_message_bytes: 1,
             },
             NodeId(0),

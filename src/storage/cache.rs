@@ -248,6 +248,21 @@ impl BatchCache {
         inner.compact_order();
     }
 
+    /// Drops a log's batches with base offsets in `[from, to)` (a compaction replaced the
+    /// segments holding them).
+    pub(crate) fn remove_range(&self, log: u64, from: Offset, to: Offset) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(batches) = inner.logs.get_mut(&log) else {
+            return;
+        };
+        let mut doomed = batches.split_off(&from);
+        let mut kept = doomed.split_off(&to);
+        batches.append(&mut kept);
+        inner.bytes -= doomed.values().map(Entry::cost).sum::<usize>();
+        inner.entries -= doomed.len();
+        inner.compact_order();
+    }
+
     /// Drops every batch of a log (closed or removed).
     pub(crate) fn remove_log(&self, log: u64) {
         let mut inner = self.inner.borrow_mut();

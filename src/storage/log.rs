@@ -40,7 +40,7 @@ use crate::storage::file::{self, SegmentFile};
 use crate::storage::log_start;
 use crate::storage::prewrite::{Heat, PrewriteBudget};
 use crate::storage::read_ahead::{ChunkSource, LogPosition, Lookup, ReadAhead};
-use crate::storage::reader::{check_batch, ScanError, Scanner};
+use crate::storage::reader::{check_batch, Continuity, ScanError, Scanner};
 use crate::storage::recovery::{recover_segments, rescan_segment};
 use crate::storage::segment::{segment_path, BatchMeta, Segment};
 use crate::storage::side_file;
@@ -134,10 +134,10 @@ struct Staged {
     ticket: AppendTicket,
 }
 
-struct State {
-    config: LogConfig,
+pub(super) struct State {
+    pub(super) config: LogConfig,
     /// Every segment by base offset; the last one is active.
-    segments: BTreeMap<Offset, Segment>,
+    pub(super) segments: BTreeMap<Offset, Segment>,
     log_start: Offset,
     /// Retention deletes no segment holding offsets at or past this (see
     /// `set_retention_floor`).
@@ -160,13 +160,15 @@ struct State {
 
 /// One partition's log. Per-shard: lives on the core that owns the partition.
 pub struct Log {
-    dir: PathBuf,
-    cache: Rc<BatchCache>,
-    cache_key: u64,
+    pub(super) dir: PathBuf,
+    pub(super) cache: Rc<BatchCache>,
+    pub(super) cache_key: u64,
     /// Chunks read ahead of sequential readers; invalidated before any log bytes go away.
-    read_ahead: Rc<ReadAhead>,
-    state: RefCell<State>,
-    io_lock: FairLock,
+    pub(super) read_ahead: Rc<ReadAhead>,
+    pub(super) state: RefCell<State>,
+    pub(super) io_lock: FairLock,
+    /// Sparse once a compaction has rewritten a segment (see `compact`).
+    pub(super) continuity: Cell<Continuity>,
     /// The active segment's appender; only the holder of `io_lock` touches it.
     appender: RefCell<Option<Appender>>,
     /// The shard's budget of pre-written bytes, and how much of it this log holds: always the
@@ -185,8 +187,10 @@ impl Log {
         cache: Rc<BatchCache>,
     ) -> Result<Rc<Log>, StorageError> {
         file::create_dir_all(&dir)?;
+        let continuity = super::compact::open_continuity(&dir).await?;
         let bases = list_segments(&dir)?;
-        let mut segments = recover_segments(&dir, &bases, config.index_interval_bytes).await?;
+        let interval = config.index_interval_bytes;
+        let mut segments = recover_segments(&dir, &bases, interval, continuity).await?;
         if segments.is_empty() {
             let segment = create_segment(&dir, Offset::ZERO).await?;
             segments.insert(Offset::ZERO, segment);
@@ -222,6 +226,7 @@ impl Log {
             cache,
             state: RefCell::new(state),
             io_lock: FairLock::new(),
+            continuity: Cell::new(continuity),
             // Recovery cut any zeros after the log end, so the log holds none yet.
             prewrite_held: Cell::new(appender.zeros_ahead()),
             appender: RefCell::new(Some(appender)),
@@ -368,7 +373,7 @@ impl Log {
 
     /// Refuses every later append and flush: after a failed write or sync the state of the
     /// file on disk is unknown until recovery reads it again.
-    fn fence(&self, error: StorageError) -> StorageError {
+    pub(super) fn fence(&self, error: StorageError) -> StorageError {
         self.state.borrow_mut().failed = Some(error.to_string());
         tracing::error!(dir = %self.dir.display(), %error, "log write or sync failed; log fenced");
         error
@@ -650,19 +655,37 @@ impl Log {
     /// never past `bound` nor the durable end, whichever is lower (the end of the read).
     /// `offset` at the end gives an empty Vec, past it `OffsetOutOfRange`. Tries the cache,
     /// then the read-ahead (waiting for a chunk being read at `offset`), then the disk.
+    /// In a compacted log the batch holding `offset` may be gone: the read then serves the
+    /// batches after it, from the next segment if need be.
     pub async fn read(
         &self,
         offset: Offset,
         max_bytes: usize,
         bound: Offset,
     ) -> Result<Vec<Bytes>, StorageError> {
+        let mut offset = offset;
         loop {
             match self.locate(offset, max_bytes, bound)? {
                 Located::Served(batches) => return Ok(batches),
                 Located::Wait(latch) => latch.wait().await,
-                Located::Disk(disk) => return self.read_disk(offset, max_bytes, disk).await,
+                Located::Disk(disk) => {
+                    let segment_base = disk.segment_base;
+                    if let Some(batches) = self.read_disk(offset, max_bytes, disk).await? {
+                        return Ok(batches);
+                    }
+                    offset = self.after_segment(segment_base, bound);
+                }
             }
         }
+    }
+
+    /// Where a read goes on when a compaction left nothing at or after its offset in the
+    /// segment at `segment_base`: the next segment's base, at most the end of the read.
+    fn after_segment(&self, segment_base: Offset, bound: Offset) -> Offset {
+        let state = self.state.borrow();
+        let end = bound.min(state.durable_end);
+        let next = state.segments.range(segment_base + 1..).next();
+        next.map_or(end, |(base, _)| (*base).min(end))
     }
 
     /// Where the batches at `offset` are now, checked against the current state.
@@ -764,13 +787,15 @@ impl Log {
     }
 
     /// One bounded DMA read for a fetch that neither cache nor read-ahead could serve; then a
-    /// read-ahead stream starts after what it served.
+    /// read-ahead stream starts after what it served. None when a compaction left no batch
+    /// at or after `offset` in the segment (below the end of the read).
     async fn read_disk(
         &self,
         offset: Offset,
         max_bytes: usize,
         disk: DiskRead,
-    ) -> Result<Vec<Bytes>, StorageError> {
+    ) -> Result<Option<Vec<Bytes>>, StorageError> {
+        let continuity = self.continuity.get();
         let chunk_bytes = max_bytes.saturating_add(STORAGE_READ_BYTES_MAX / 16);
         let mut scanner = Scanner::new(disk.file, disk.position, disk.segment_end, chunk_bytes);
         let mut batches = Vec::new();
@@ -784,7 +809,7 @@ impl Log {
             // Checked right after reading it back: damage never reaches a consumer, and the
             // batches before it are served.
             let checked = match scanner.next().await {
-                Ok(Some((position, batch))) => check_batch(&batch, expected)
+                Ok(Some((position, batch))) => check_batch(&batch, expected, continuity)
                     .map(|meta| (meta, position, batch))
                     .map_err(|reason| corrupt_at(position, &reason)),
                 Ok(None) => break,
@@ -811,6 +836,9 @@ impl Log {
             batches.push(batch);
         }
         let Some(served_end) = served_end else {
+            if continuity == Continuity::Sparse {
+                return Ok(None);
+            }
             return Err(StorageError::Corrupt(format!(
                 "offset {offset} not found in its segment"
             )));
@@ -818,7 +846,7 @@ impl Log {
         if let Some(stream) = self.read_ahead.new_stream(max_bytes) {
             self.continue_read_ahead(&self.state.borrow(), stream, served_end);
         }
-        Ok(batches)
+        Ok(Some(batches))
     }
 
     /// The first batch at or after the log start and below `bound` (and the durable end)
@@ -853,7 +881,8 @@ impl Log {
             if expected >= end {
                 break;
             }
-            let meta = check_batch(&batch, expected).map_err(|e| corrupt_at(position, &e))?;
+            let meta = check_batch(&batch, expected, self.continuity.get())
+                .map_err(|e| corrupt_at(position, &e))?;
             expected = meta.last_offset + 1;
             if meta.max_timestamp >= timestamp && meta.last_offset >= log_start {
                 return Ok(Some(batch));
@@ -895,7 +924,7 @@ struct DiskRead {
     end: Offset,
 }
 
-fn scan_error(error: ScanError) -> StorageError {
+pub(super) fn scan_error(error: ScanError) -> StorageError {
     match error {
         ScanError::Io(error) => StorageError::Io(error),
         ScanError::Torn { position, reason } => StorageError::Corrupt(format!(
@@ -904,7 +933,7 @@ fn scan_error(error: ScanError) -> StorageError {
     }
 }
 
-fn corrupt_at(position: u64, reason: &str) -> StorageError {
+pub(super) fn corrupt_at(position: u64, reason: &str) -> StorageError {
     StorageError::Corrupt(format!("stored batch at position {position}: {reason}"))
 }
 
@@ -1273,14 +1302,24 @@ impl Log {
             (base, segment.file.clone(), start, segment.size)
         };
         let (mut position, mut expected) = start;
+        let continuity = self.continuity.get();
         let mut scanner = Scanner::new(file, position, segment_end, STORAGE_READ_BYTES_MAX / 16);
         while expected < offset {
             let Some((at, batch)) = scanner.next().await.map_err(scan_error)? else {
                 break;
             };
-            let meta = check_batch(&batch, expected).map_err(|e| corrupt_at(at, &e))?;
+            let meta = check_batch(&batch, expected, continuity).map_err(|e| corrupt_at(at, &e))?;
+            if meta.base_offset >= offset {
+                // A compaction removed the batches between: the cut goes before this one.
+                expected = offset;
+                break;
+            }
             expected = meta.last_offset + 1;
             position = at + meta.bytes;
+        }
+        if continuity == Continuity::Sparse && expected < offset {
+            // The segment's last batches up to the cut were compacted away.
+            expected = offset;
         }
         if expected != offset {
             return Err(StorageError::NotABatchBoundary(offset));
@@ -1318,7 +1357,8 @@ impl Log {
         kept.file.fdatasync().await?;
         let config = self.state.borrow().config.clone();
         let interval = config.index_interval_bytes;
-        let segment = rescan_segment(kept, cut.position, cut.offset, interval).await?;
+        let continuity = self.continuity.get();
+        let segment = rescan_segment(kept, cut.position, cut.offset, interval, continuity).await?;
         let appender = Appender::open(segment.file.clone(), cut.segment_base, cut.position).await?;
         self.state
             .borrow_mut()
@@ -1328,7 +1368,7 @@ impl Log {
     }
 
     /// Closes a segment taken out of the state and deletes its files.
-    async fn delete_segment_files(&self, segment: Segment) -> Result<(), StorageError> {
+    pub(super) async fn delete_segment_files(&self, segment: Segment) -> Result<(), StorageError> {
         segment.file.close().await?;
         for extension in ["log", "index", "timeindex"] {
             side_file::remove_if_exists(&segment_path(&self.dir, segment.base_offset, extension))

@@ -14,6 +14,7 @@
 
 mod appender;
 mod cache;
+mod compact;
 #[cfg(test)]
 mod crash_tests;
 mod directory;
@@ -43,6 +44,7 @@ mod ticket;
 use crate::ids::Offset;
 
 pub use cache::BatchCache;
+pub use compact::{Replaced, SegmentBatches, SegmentSpan};
 pub use directory::{is_deletion_name, remove_dir};
 pub use file::{disk_space, os_error, prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};

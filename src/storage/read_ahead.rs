@@ -44,7 +44,7 @@ use crate::limits::{
 };
 use crate::runtime::clock;
 use crate::storage::file::SegmentFile;
-use crate::storage::reader::{check_batch, ScanError, Scanner};
+use crate::storage::reader::{check_batch, Continuity, ScanError, Scanner};
 use crate::sync::Latch;
 
 /// Counters of one shard's read-ahead, for `/metrics`.
@@ -472,7 +472,8 @@ async fn read_chunk(
                 return None;
             }
         };
-        let Ok(meta) = check_batch(&bytes, end.offset) else {
+        // A gap a compaction left (see `compact`) ends the chunk: the fetch reads on itself.
+        let Ok(meta) = check_batch(&bytes, end.offset, Continuity::Dense) else {
             break;
         };
         end = LogPosition {

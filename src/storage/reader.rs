@@ -16,12 +16,31 @@ use crate::protocol::record_batch::{self, declared_batch_bytes, LOG_OVERHEAD_BYT
 use crate::storage::file::SegmentFile;
 use crate::storage::segment::BatchMeta;
 
+/// How a stored batch's base offset follows the batch before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuity {
+    /// It is the offset after the batch before: a log compaction never rewrote.
+    Dense,
+    /// It is that offset or a later one: compaction removed whole batches (see `compact`).
+    Sparse,
+}
+
 /// The facts of a stored batch if `record_batch::validate` accepts it (length, magic, CRC,
-/// counts) and its base offset is `expected_base_offset`, the one that continues the log.
-/// The base offset lies outside the CRC, so only continuity catches damage there.
-pub fn check_batch(batch: &[u8], expected_base_offset: Offset) -> Result<BatchMeta, String> {
+/// counts) and its base offset continues the log at `expected_base_offset` as `continuity`
+/// says. The base offset lies outside the CRC, so only continuity catches damage there
+/// (in a sparse log only a base offset that goes backwards).
+pub fn check_batch(
+    batch: &[u8],
+    expected_base_offset: Offset,
+    continuity: Continuity,
+) -> Result<BatchMeta, String> {
     let summary = record_batch::validate(batch).map_err(|error| error.to_string())?;
-    if Offset(summary.base_offset) != expected_base_offset {
+    let base = Offset(summary.base_offset);
+    let continues = match continuity {
+        Continuity::Dense => base == expected_base_offset,
+        Continuity::Sparse => base >= expected_base_offset,
+    };
+    if !continues {
         return Err(format!(
             "base offset {} does not continue the log at {expected_base_offset}",
             summary.base_offset

@@ -29,27 +29,49 @@ use std::path::Path;
 use crate::limits::{INDEX_FILE_BYTES_MAX, STORAGE_READ_BYTES_MAX};
 use crate::storage::file::{self, SegmentFile};
 use crate::storage::index;
-use crate::storage::reader::{check_batch, ScanError, Scanner};
+use crate::storage::reader::{check_batch, Continuity, ScanError, Scanner};
 use crate::storage::segment::{read_small_file, segment_path, Segment};
 use crate::storage::StorageError;
 
-/// Opens and recovers the segments with base offsets `bases` (ascending) in `dir`. Returns
-/// them contiguous; if one ends short of the next, the later ones are deleted.
+/// Opens and recovers the segments with base offsets `bases` (ascending) in `dir`. In a
+/// dense log they come back contiguous: if one ends short of the next, the later ones are
+/// deleted. In a sparse (compacted) log a segment may end short of the next (a compaction
+/// removed its last batches: it then spans up to the next one), or past the next ones: those
+/// are segments a compaction merged into it and had not deleted yet when it stopped.
 pub async fn recover_segments(
     dir: &Path,
     bases: &[Offset],
     index_interval_bytes: u64,
+    continuity: Continuity,
 ) -> Result<BTreeMap<Offset, Segment>, StorageError> {
     let mut segments = BTreeMap::new();
-    for (index, &base) in bases.iter().enumerate() {
+    let mut index = 0;
+    while index < bases.len() {
+        let base = bases[index];
         let closed = index + 1 < bases.len();
-        let mut recovered = recover_segment(dir, base, index_interval_bytes, closed).await?;
+        let mut recovered =
+            recover_segment(dir, base, index_interval_bytes, closed, continuity).await?;
         if recovered.indexes_stale {
             recovered.segment.persist_indexes(dir).await?;
         }
         let end = recovered.segment.next_offset;
-        segments.insert(base, recovered.segment);
-        let Some(&next_base) = bases.get(index + 1) else {
+        let mut segment = recovered.segment;
+        let later = &bases[index + 1..];
+        if continuity == Continuity::Sparse {
+            let merged = later.iter().take_while(|next| **next < end).count();
+            if merged > 0 {
+                let reason = "a compaction merged it into the segment before";
+                delete_segments(dir, &later[..merged], reason).await?;
+            }
+            if let Some(&next_base) = later.get(merged) {
+                segment.next_offset = next_base;
+            }
+            segments.insert(base, segment);
+            index += 1 + merged;
+            continue;
+        }
+        segments.insert(base, segment);
+        let Some(&next_base) = later.first() else {
             break;
         };
         if end > next_base {
@@ -62,9 +84,10 @@ pub async fn recover_segments(
             let reason = format!(
                 "the segment before ends at offset {end} but this one starts at {next_base}"
             );
-            delete_segments(dir, &bases[index + 1..], &reason).await?;
+            delete_segments(dir, later, &reason).await?;
             break;
         }
+        index += 1;
     }
     Ok(segments)
 }
@@ -82,6 +105,7 @@ async fn recover_segment(
     base_offset: Offset,
     index_interval_bytes: u64,
     closed: bool,
+    continuity: Continuity,
 ) -> Result<Recovered, StorageError> {
     let log_path = segment_path(dir, base_offset, "log");
     let file = SegmentFile::open_or_create(&log_path).await?;
@@ -94,12 +118,26 @@ async fn recover_segment(
     }
     let (offsets, times) = loaded.unwrap_or_default();
     let (start, _) = segment.resume_from(offsets, times);
-    let mut stop = scan(&mut segment, start, file_bytes, index_interval_bytes).await?;
+    let mut stop = scan(
+        &mut segment,
+        start,
+        file_bytes,
+        index_interval_bytes,
+        continuity,
+    )
+    .await?;
     if matches!(stop, Some((position, _)) if position == start && start > 0) {
         // The batch the last index entry names is bad: the index may be the stale part, so
         // let a scan of the whole segment decide where the log ends.
         segment = Segment::new(base_offset, file.clone());
-        stop = scan(&mut segment, 0, file_bytes, index_interval_bytes).await?;
+        stop = scan(
+            &mut segment,
+            0,
+            file_bytes,
+            index_interval_bytes,
+            continuity,
+        )
+        .await?;
         indexes_stale = true;
     }
     if let Some((position, reason)) = stop {
@@ -131,6 +169,7 @@ pub async fn rescan_segment(
     end: u64,
     offset: Offset,
     index_interval_bytes: u64,
+    continuity: Continuity,
 ) -> Result<Segment, StorageError> {
     let base = segment.base_offset;
     let offsets = segment
@@ -144,16 +183,19 @@ pub async fn rescan_segment(
     let (offsets, times) = (offsets.copied().collect(), times.copied().collect());
     let mut fresh = Segment::new(base, segment.file);
     let (start, _) = fresh.resume_from(offsets, times);
-    if let Some((position, reason)) = scan(&mut fresh, start, end, index_interval_bytes).await? {
+    let stop = scan(&mut fresh, start, end, index_interval_bytes, continuity).await?;
+    if let Some((position, reason)) = stop {
         return Err(StorageError::Corrupt(format!(
             "stored batch at position {position} of segment {base}: {reason}"
         )));
     }
-    assert_eq!(
-        (fresh.size, fresh.next_offset),
-        (end, offset),
+    // In a compacted log the cut may follow a gap: the segment spans up to it.
+    let gap = continuity == Continuity::Sparse && fresh.next_offset <= offset;
+    assert!(
+        fresh.size == end && (fresh.next_offset == offset || gap),
         "the cut is a batch boundary"
     );
+    fresh.next_offset = offset;
     Ok(fresh)
 }
 
@@ -164,15 +206,18 @@ async fn scan(
     start: u64,
     end: u64,
     index_interval_bytes: u64,
+    continuity: Continuity,
 ) -> Result<Option<(u64, String)>, StorageError> {
     let mut scanner = Scanner::new(segment.file.clone(), start, end, STORAGE_READ_BYTES_MAX);
     loop {
         match scanner.next().await {
             Ok(None) => return Ok(None),
-            Ok(Some((position, batch))) => match check_batch(&batch, segment.next_offset) {
-                Ok(meta) => segment.observe(position, &meta, index_interval_bytes),
-                Err(reason) => return Ok(Some((position, reason))),
-            },
+            Ok(Some((position, batch))) => {
+                match check_batch(&batch, segment.next_offset, continuity) {
+                    Ok(meta) => segment.observe(position, &meta, index_interval_bytes),
+                    Err(reason) => return Ok(Some((position, reason))),
+                }
+            }
             Err(ScanError::Io(error)) => return Err(error.into()),
             Err(ScanError::Torn { position, reason }) => return Ok(Some((position, reason))),
         }

@@ -2,7 +2,9 @@
 //!
 //! The indexes live in memory (they are sparse: one entry per `index_interval_bytes`) and are
 //! written to `.index` / `.timeindex` when the segment closes. Invariants: `next_offset` is one
-//! past the last batch written; every index entry points at a batch start below `size`.
+//! past the last batch written, or, in a compacted segment, the base offset of the next
+//! segment (offsets never change, so a compacted segment still spans its whole range);
+//! every index entry points at a batch start below `size`.
 
 use crate::ids::Offset;
 use std::io;
@@ -72,7 +74,8 @@ impl Segment {
     /// Accounts for a batch written at `position` (the current end), indexing it if due.
     pub fn observe(&mut self, position: u64, meta: &BatchMeta, index_interval_bytes: u64) {
         assert_eq!(position, self.size, "batches are observed in file order");
-        assert_eq!(meta.base_offset, self.next_offset, "offsets are contiguous");
+        // Equal in a log never compacted; past it where a compaction removed batches.
+        assert!(meta.base_offset >= self.next_offset, "offsets ascend");
         // A batch without a timestamp (-1: a replication control batch) counts for neither
         // the time index nor the segment's age, as in Kafka.
         let timed = meta.max_timestamp >= 0;

@@ -319,7 +319,7 @@ async fn write(
 /// The configs `__transaction_state` is created with.
 pub fn state_topic_configs() -> BTreeMap<String, String> {
     BTreeMap::from([
-        // Recorded for when compaction exists; until then the topic keeps everything.
+        // The cleaner keeps the latest record of each key (`partition::cleaner`).
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("retention.ms".to_string(), "-1".to_string()),
         (

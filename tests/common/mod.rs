@@ -1058,6 +1058,86 @@ pub fn header_v1_frame(
     frame
 }
 
+/// Sends one HTTP GET (to the admin listener) and returns (status line, body).
+pub fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to admin port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a complete HTTP response");
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the first sample whose line starts with `prefix` (name and labels).
+pub fn sample(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// An admin commit (generation -1, no member) of `offsets` (partition, offset) of `topic`
+/// by OffsetCommit v8.
+pub fn simple_commit(conn: &mut RawConn, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let partitions = offsets
+        .iter()
+        .map(|&(partition, offset)| {
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(offset)
+        })
+        .collect();
+    let request = kafka_protocol::messages::OffsetCommitRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(
+            group.to_string(),
+        )))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(StrBytes::from_static_str(""))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(partitions)]);
+    let response = conn.request(&request, 8);
+    for partition in &response.topics[0].partitions {
+        assert_eq!(partition.error_code, 0, "commit {offsets:?}");
+    }
+}
+
+/// The committed offsets of `partitions` of `topic` for `group`, by OffsetFetch v8 (-1:
+/// none), in partition order.
+pub fn committed_offsets(
+    conn: &mut RawConn,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<i64> {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    let ask = OffsetFetchRequestGroup::default()
+        .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(
+            group.to_string(),
+        )))
+        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+            .with_name(topic_name(topic))
+            .with_partition_indexes(partitions.to_vec())]));
+    let request = kafka_protocol::messages::OffsetFetchRequest::default().with_groups(vec![ask]);
+    let response = conn.request(&request, 8);
+    let mut partitions = response.groups[0].topics[0].partitions.clone();
+    partitions.sort_by_key(|p| p.partition_index);
+    partitions.iter().map(|p| p.committed_offset).collect()
+}
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; true if it held.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
