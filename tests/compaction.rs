@@ -63,7 +63,8 @@ fn produce_keyed(
     (base..base + records.len() as i64).collect()
 }
 
-/// Every record of partition 0 of `topic` below its high watermark, in offset order. A
+/// Every record of partition 0 of `topic` below its high watermark, in offset order (markers
+/// of transactions left out). A
 /// compacted log is sparse: the next fetch goes on after each batch's last offset, as
 /// clients do, whatever records the batch still holds.
 fn read_all(conn: &mut RawConn, topic: &str) -> Vec<Stored> {
@@ -77,6 +78,12 @@ fn read_all(conn: &mut RawConn, topic: &str) -> Vec<Stored> {
         let records = data.records.clone().unwrap_or_default();
         let (batches, _) = parse_batches(&records);
         for info in &batches {
+            offset = offset.max(info.base_offset);
+            if info.attributes & 0x20 != 0 {
+                // A transaction marker: no record of the table.
+                offset = info.last_offset() + 1;
+                continue;
+            }
             let mut bytes = records.slice(info.position..info.position + info.size);
             let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
             for record in set.records.into_iter().filter(|r| r.offset >= offset) {
@@ -345,4 +352,74 @@ fn groups_resume_from_a_compacted_offsets_topic() {
             committed_offsets(&mut conn, group, topic, &[0, 1])
         );
     }
+}
+
+/// Records of an aborted transaction go at compaction, also where they are a key's latest;
+/// committed transactional records stay, and read_committed consumers read the same before
+/// and after.
+#[test]
+fn compaction_removes_aborted_transactions_and_keeps_committed_ones() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let broker = Broker::start_with(Launch::default(), PROMPT);
+    let topic = "transactional-table";
+    compacted_topic(&broker, topic, "3600000");
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_config(&broker.bootstrap())
+        .set("transactional.id", "compaction-test")
+        .create()
+        .expect("transactional producer");
+    let timeout = Duration::from_secs(30);
+    producer.init_transactions(timeout).expect("init");
+    let transaction = |values: &[(&str, &str)], commit: bool| {
+        producer.begin_transaction().expect("begin");
+        for (key, value) in values {
+            let record = BaseRecord::to(topic).key(*key).payload(*value).partition(0);
+            producer
+                .send(record)
+                .map_err(|(error, _)| error)
+                .expect("send");
+        }
+        // Written before the end, so that an aborted transaction leaves records behind.
+        producer.flush(timeout).expect("flush");
+        if commit {
+            producer.commit_transaction(timeout).expect("commit");
+        } else {
+            producer.abort_transaction(timeout).expect("abort");
+        }
+    };
+    transaction(&[("a", "a-committed"), ("b", "b-committed")], true);
+    transaction(&[("a", "a-aborted"), ("c", "c-aborted")], false);
+    transaction(&[("d", "d-committed")], true);
+    let mut conn = RawConn::connect(broker.port);
+    let values = |conn: &mut RawConn| -> Vec<String> {
+        let stored = read_all(conn, topic);
+        stored
+            .into_iter()
+            .filter_map(|record| record.value)
+            .collect()
+    };
+    assert_eq!(
+        values(&mut conn),
+        [
+            "a-committed",
+            "b-committed",
+            "a-aborted",
+            "c-aborted",
+            "d-committed"
+        ]
+    );
+    // A later plain write makes the partition dirty and rolls its segment after 300 ms.
+    produce_keyed(
+        &mut conn,
+        topic,
+        &[("e".to_string(), Some("e-plain".to_string()))],
+    );
+    let cleaned = wait_until(COMPACTED_WITHIN, || {
+        values(&mut conn) == ["a-committed", "b-committed", "d-committed", "e-plain"]
+    });
+    assert!(cleaned, "{:?}", values(&mut conn));
+    // Every transaction is decided: the last stable offset is the high watermark.
+    let request = fetch_request(topic, 0, 0, 0, 0, 1 << 20).with_isolation_level(1);
+    let response: FetchResponse = conn.request(&request, 12);
+    let data = single_partition(&response);
+    assert_eq!(data.last_stable_offset, data.high_watermark);
 }

@@ -130,6 +130,10 @@ pub struct BenchOptions {
     pub compression: CompressionArg,
     #[arg(long, value_enum, default_value_t = KeyDistribution::None)]
     pub key_distribution: KeyDistribution,
+    /// Random keys are drawn from this many distinct keys (every key updated again and
+    /// again, a changelog for a compacted topic); without it, each is new.
+    #[arg(long)]
+    pub key_space: Option<std::num::NonZeroU64>,
     /// Executors (pinned threads) running the producers and consumers.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -488,6 +492,7 @@ fn parameters(shared: &Shared) -> serde_json::Value {
         "linger_ms": options.linger_ms,
         "compression": format!("{:?}", options.compression).to_lowercase(),
         "key_distribution": format!("{:?}", options.key_distribution).to_lowercase(),
+        "key_space": options.key_space.map(|keys| keys.get()),
         "threads": options.threads,
         "max_in_flight": options.max_in_flight,
     })

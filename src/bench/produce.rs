@@ -277,7 +277,11 @@ impl Producer {
         match self.shared.options.key_distribution {
             KeyDistribution::None => None,
             KeyDistribution::Random => {
-                let key = next_random(&mut self.random_state);
+                let random = next_random(&mut self.random_state);
+                let key = match self.shared.options.key_space {
+                    Some(keys) => random % keys.get(),
+                    None => random,
+                };
                 Some(Bytes::copy_from_slice(&key.to_be_bytes()))
             }
             KeyDistribution::Sequential => {

@@ -20,9 +20,10 @@
 //!    survives a rebuild from the log, as Kafka keeps it, and goes at the first pass after
 //!    the producer wrote another batch.
 //!
-//! Transactional batches and control batches (markers) are kept whole and their records are
-//! not mapped: a later transactional record never supersedes an earlier value, since its
-//! transaction may have aborted. Records that cannot be parsed keep their whole batch.
+//! Batches of aborted transactions go whole (read_committed consumers never read them; Kafka's
+//! cleaner removes them too). Batches of committed transactions and control batches (markers)
+//! are kept whole, and transactional records are never mapped: a later transactional record
+//! does not supersede an earlier value. Records that cannot be parsed keep their whole batch.
 //!
 //! The history (`cleaner-checkpoint` beside the segments) says up to which offset each pass
 //! cleaned and when: the end of the last one is where the dirty part begins, and the time of
@@ -377,7 +378,7 @@ impl Partition {
         metrics
             .cleaner_bytes_written
             .set(metrics.cleaner_bytes_written.get() + bytes_written);
-        metrics.cleaner_last_pass_ms.set(now_ms);
+        metrics.cleaner_last_pass_ms.set(crate::metadata::now_ms());
         let _ = self.cleanable(now_ms).await;
         Ok(Some(CleanStats {
             bytes_read,
@@ -445,18 +446,25 @@ impl Partition {
         now_ms: i64,
         config: &CompactionConfig,
     ) -> Option<Bytes> {
-        if !is_plain(&batch) {
-            return Some(batch);
-        }
         let Some(header) = record_batch::header(&batch) else {
             return Some(batch);
         };
+        let attributes = header.attributes.get();
         let base = Offset(header.base_offset.get());
         let producer_id = header.producer_id.get();
+        if attributes & ATTRIBUTE_CONTROL != 0 {
+            return Some(batch);
+        }
         if header.record_count.get() == 0 {
             // Kept empty for its producer by an earlier pass: it goes once a later batch of
             // the producer carries its state.
             return self.is_last_batch_of(producer_id, base).then_some(batch);
+        }
+        if attributes & ATTRIBUTE_TRANSACTIONAL != 0 {
+            if !self.is_aborted(producer_id, base) {
+                return Some(batch);
+            }
+            return self.emptied(batch, producer_id, base);
         }
         let keep = |_: usize, view: &records::RecordView| {
             let offset = base + i64::from(view.offset_delta);
@@ -477,16 +485,29 @@ impl Partition {
         match records::retain(&batch, keep) {
             Ok(Retained::All) | Err(_) => Some(batch),
             Ok(Retained::Some(kept)) => Some(kept),
-            Ok(Retained::None) => {
-                if !self.is_last_batch_of(producer_id, base) {
-                    return None;
-                }
-                match record_batch::validate(&batch) {
-                    Ok(summary) => Some(records::empty_batch(&summary)),
-                    Err(_) => Some(batch),
-                }
-            }
+            Ok(Retained::None) => self.emptied(batch, producer_id, base),
         }
+    }
+
+    /// What stays of a batch none of whose records stay: nothing, or the empty batch Kafka
+    /// keeps while it is its producer's last.
+    fn emptied(&self, batch: Bytes, producer_id: i64, base_offset: Offset) -> Option<Bytes> {
+        if !self.is_last_batch_of(producer_id, base_offset) {
+            return None;
+        }
+        match record_batch::validate(&batch) {
+            Ok(summary) => Some(records::empty_batch(&summary)),
+            Err(_) => Some(batch),
+        }
+    }
+
+    /// Whether the transactional batch of `producer_id` at `base_offset` belongs to a
+    /// transaction that aborted (the aborted-transaction index holds every abort below the
+    /// last stable offset, which bounds the cleanable range).
+    fn is_aborted(&self, producer_id: i64, base_offset: Offset) -> bool {
+        self.aborted_overlapping(base_offset, base_offset + 1)
+            .iter()
+            .any(|(aborted, first_offset)| *aborted == producer_id && *first_offset <= base_offset)
     }
 
     /// Whether the batch at `base_offset` is the last the partition knows of `producer_id`.
