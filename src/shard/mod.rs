@@ -839,14 +839,11 @@ impl Shard {
         let mut key_map = KeyMap::new(self.config.log_cleaner_dedupe_buffer_size);
         while !self.shutdown.is_raised() {
             runtime::sleep(interval).await;
-            let partitions: Vec<_> = self
-                .partitions
-                .borrow()
-                .iter()
-                .filter(|(tp, _)| self.replica_of(tp).is_none())
-                .map(|(tp, partition)| (tp.clone(), partition.clone()))
-                .collect();
-            for (tp, partition) in partitions {
+            let partitions = self.owned_partitions();
+            let unreplicated = partitions
+                .into_iter()
+                .filter(|(tp, _)| self.replica_of(tp).is_none());
+            for (tp, partition) in unreplicated {
                 if self.shutdown.is_raised() {
                     break;
                 }
@@ -876,17 +873,20 @@ impl Shard {
         }
     }
 
+    /// The partitions this shard owns now, for a background round over them that awaits.
+    fn owned_partitions(&self) -> Vec<(TopicPartition, Rc<Partition>)> {
+        let partitions = self.partitions.borrow();
+        let owned = partitions.iter();
+        owned
+            .map(|(tp, partition)| (tp.clone(), partition.clone()))
+            .collect()
+    }
+
     async fn retention_loop(self: Rc<Self>) {
         let interval = Duration::from_millis(self.config.retention_check_interval_ms.max(10));
         while !self.shutdown.is_raised() {
             runtime::sleep(interval).await;
-            let partitions: Vec<_> = self
-                .partitions
-                .borrow()
-                .iter()
-                .map(|(tp, partition)| (tp.clone(), partition.clone()))
-                .collect();
-            for (tp, partition) in partitions {
+            for (tp, partition) in self.owned_partitions() {
                 let now = crate::metadata::now_ms();
                 match partition.enforce_retention(now).await {
                     // Deleted (closed) while this round was under way: nothing to retain.

@@ -136,13 +136,15 @@ impl Log {
     /// what `filter` makes of each of their batches, in order (None drops the batch; a batch
     /// given back must keep its base and last offset). See the module doc for the steps and
     /// what a crash leaves. Gives `Ok(None)` without changing anything if the segments
-    /// changed meanwhile (retention deleted one). A failure after the commit fences the log.
+    /// changed meanwhile (retention deleted one) or the log was closed or fenced. A failure
+    /// after the commit fences the log.
     pub async fn replace_segments(
         &self,
         bases: &[Offset],
         mut filter: impl FnMut(Bytes) -> Option<Bytes>,
     ) -> Result<Option<Replaced>, StorageError> {
         assert!(!bases.is_empty(), "a replacement replaces segments");
+        Self::check_usable(&self.state.borrow())?;
         let Some(spans) = self.spans_of(bases) else {
             return Ok(None);
         };
@@ -171,7 +173,8 @@ impl Log {
             self.continuity.set(Continuity::Sparse);
         }
         let _io = self.io_lock.lock().await;
-        if self.spans_of(bases).as_deref() != Some(&spans[..]) {
+        let usable = Self::check_usable(&self.state.borrow());
+        if usable.is_err() || self.spans_of(bases).as_deref() != Some(&spans[..]) {
             file.close().await?;
             side_file::remove_if_exists(&cleaned_path).await?;
             return Ok(None);

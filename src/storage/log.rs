@@ -292,7 +292,7 @@ impl Log {
         !self.state.borrow().staged.is_empty()
     }
 
-    fn check_usable(state: &State) -> Result<(), StorageError> {
+    pub(super) fn check_usable(state: &State) -> Result<(), StorageError> {
         if state.closed {
             return Err(StorageError::Closed);
         }
