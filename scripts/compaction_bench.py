@@ -25,7 +25,6 @@ keeps the raw figures in target/compaction-bench/results.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shutil
 import subprocess
@@ -152,18 +151,10 @@ def main() -> None:
     compare.stop_on_exit()
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=compare.REPO).stdout.strip()
-    results = {"commit": commit, "date": datetime.date.today().isoformat(),
-               "machine": compare.machine(), "rounds": []}
+    results = compare.run_results()
     runtime = max(2.0, args.duration / 2)
     for round_no in range(1, args.rounds + 1):
-        limits = compare.fdatasync_latency(args, work, runtime)
-        try:
-            limits.update(compare.loopback_bandwidth(args, work, runtime))
-        except Exception as error:  # noqa: BLE001 - reported, the rest still runs
-            log(f"  iperf3 failed: {error}")
-        (work / "fio.dat").unlink(missing_ok=True)
+        limits = compare.round_limits(args, work, runtime)
         measured = run_round(round_no, args, work)
         if measured["pass_share_of_load"] < 0.5:
             log(f"  round {round_no}: the pass ended "

@@ -505,6 +505,26 @@ def fdatasync_latency(_args, work: Path, runtime: float, jobs: int = 1) -> dict:
     return out
 
 
+def run_results() -> dict:
+    """The frame of a bench script's results: commit, date, machine, and its rounds to come."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=REPO).stdout.strip()
+    return {"commit": commit, "date": datetime.date.today().isoformat(),
+            "machine": machine(), "rounds": []}
+
+
+def round_limits(args, work: Path, runtime: float) -> dict:
+    """The machine's limits measured beside one round: fdatasync latency (fio) and loopback
+    bandwidth (iperf3, left out with a message if it fails)."""
+    limits = fdatasync_latency(args, work, runtime)
+    try:
+        limits.update(loopback_bandwidth(args, work, runtime))
+    except Exception as error:  # noqa: BLE001 - reported, the rest still runs
+        log(f"  iperf3 failed: {error}")
+    (work / "fio.dat").unlink(missing_ok=True)
+    return limits
+
+
 def loopback_bandwidth(args, work: Path, runtime: float) -> dict:
     port = args.port + 2
     if port_open(port):

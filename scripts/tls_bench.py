@@ -23,10 +23,8 @@ plaintext, and keeps the raw figures in target/tls-bench/results.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -148,18 +146,10 @@ def main() -> None:
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     pki = TestPki(work / "pki")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=compare.REPO).stdout.strip()
-    results = {"commit": commit, "date": datetime.date.today().isoformat(),
-               "machine": compare.machine(), "rounds": []}
+    results = compare.run_results()
     runtime = max(2.0, args.duration / 2)
     for round_no in range(1, args.rounds + 1):
-        limits = compare.fdatasync_latency(args, work, runtime)
-        try:
-            limits.update(compare.loopback_bandwidth(args, work, runtime))
-        except Exception as error:  # noqa: BLE001 - reported, the rest still runs
-            log(f"  iperf3 failed: {error}")
-        (work / "fio.dat").unlink(missing_ok=True)
+        limits = compare.round_limits(args, work, runtime)
         measured = {"limits": limits}
         order = [("corelog", args.corelog), ("other", args.other_corelog)]
         if round_no % 2 == 0:
