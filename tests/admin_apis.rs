@@ -431,6 +431,35 @@ fn leader_epoch_cluster_and_max_timestamp() {
     assert_eq!(ask(&mut conn, "epochs", -1, 0, 2), (0, 0, 6));
     assert_eq!(ask(&mut conn, "epochs", -1, 3, 3), (0, -1, -1));
     assert_eq!(ask(&mut conn, "epochs", 1, 0, 4).0, 75);
+    assert_eq!(ask(&mut conn, "epochs", -2, 0, 4).0, 74, "FENCED_LEADER_EPOCH");
+    // Fetch (v9+) and ListOffsets (v4+) check the consumer's current epoch alike (KIP-320):
+    // the partition's (0) or -1 pass, a newer one is UNKNOWN_LEADER_EPOCH, an older one
+    // FENCED_LEADER_EPOCH; nothing is read for them.
+    for (current, error) in [(0, 0), (-1, 0), (1, 75), (-2, 74)] {
+        let mut request = fetch_request("epochs", 0, 0, 0, 1, 1 << 20);
+        request.topics[0].partitions[0].current_leader_epoch = current;
+        let expected = if error == 0 { 6 } else { -1 };
+        for version in [9, 12] {
+            let response: FetchResponse = conn.request(&request, version);
+            let partition = single_partition(&response);
+            let answer = (partition.error_code, partition.high_watermark);
+            assert_eq!(answer, (error, expected), "fetch v{version} in epoch {current}");
+        }
+        let partition = list_offsets_request::ListOffsetsPartition::default()
+            .with_partition_index(0)
+            .with_current_leader_epoch(current)
+            .with_timestamp(-1);
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(topic_name("epochs"))
+                .with_partitions(vec![partition])]);
+        for version in [4, 7, 10] {
+            let response: ListOffsetsResponse = conn.request(&request, version);
+            let result = &response.topics[0].partitions[0];
+            assert_eq!((result.error_code, result.offset), (error, expected));
+        }
+    }
     assert_eq!(ask(&mut conn, "nope", -1, 0, 4).0, 3);
     for version in [0, 1] {
         let response: DescribeClusterResponse =

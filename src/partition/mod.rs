@@ -50,9 +50,10 @@ pub use cleaner::{CleanStats, KeyMap};
 pub use read::first_record_at_or_after;
 pub use replicated::PreparedEntry;
 pub use requests::{
-    watch, DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
-    FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp, ProduceInput, ProduceOutput,
-    RecordError, TopicPartition, WatchInput, WriteMarkerInput, WriteMarkerOutput,
+    leader_epoch_fence, watch, DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput,
+    EpochEndOutput, FetchInput, FetchOutput, ListOffsetsInput, ListOffsetsOutput, PartitionOp,
+    ProduceInput, ProduceOutput, RecordError, TopicPartition, WatchInput, WriteMarkerInput,
+    WriteMarkerOutput,
 };
 
 /// The leader epoch of every partition until replication brings elections.

@@ -1,16 +1,15 @@
 //! Reads on the owner: fetch, the offset lookups of ListOffsets, and DeleteRecords, which
 //! moves the log start. None of them looks past the high watermark.
 
-use crate::ids::{LeaderEpoch, Offset};
+use crate::ids::Offset;
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 
 use super::{
     DeleteRecordsInput, DeleteRecordsOutput, EpochEndInput, EpochEndOutput, FetchInput,
-    FetchOutput, ListOffsetsInput, ListOffsetsOutput, Partition, PartitionOp,
-    EARLIEST_LOCAL_TIMESTAMP, EARLIEST_TIMESTAMP, LATEST_TIERED_TIMESTAMP, LATEST_TIMESTAMP,
-    MAX_TIMESTAMP,
+    FetchOutput, ListOffsetsInput, ListOffsetsOutput, Partition, EARLIEST_LOCAL_TIMESTAMP,
+    EARLIEST_TIMESTAMP, LATEST_TIERED_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP,
 };
 use crate::metadata::now_ms;
 use crate::metrics;
@@ -110,26 +109,14 @@ impl Partition {
         }
     }
 
-    /// OffsetForLeaderEpoch: a client that knows a newer epoch than this partition's gets
-    /// UNKNOWN_LEADER_EPOCH, one that knows an older one FENCED_LEADER_EPOCH; otherwise the
-    /// history says where the epoch asked for ended.
+    /// OffsetForLeaderEpoch: where the epoch asked for ended, from the history (the owner
+    /// checked the client's current epoch first, see `leader_epoch_fence`).
     pub fn epoch_end_offset(&self, input: EpochEndInput) -> EpochEndOutput {
-        let (current, (epoch, end_offset)) = self.epoch_end(input.leader_epoch);
-        let asked = input.current_leader_epoch;
-        let refused = if asked > current {
-            Some(ResponseError::UnknownLeaderEpoch)
-        } else if asked != LeaderEpoch::UNKNOWN && asked < current {
-            Some(ResponseError::FencedLeaderEpoch)
-        } else {
-            None
-        };
-        match refused {
-            Some(error) => EpochEndInput::refused(error),
-            None => EpochEndOutput {
-                error_code: 0,
-                leader_epoch: epoch,
-                end_offset,
-            },
+        let (_, (leader_epoch, end_offset)) = self.epoch_end(input.leader_epoch);
+        EpochEndOutput {
+            error_code: 0,
+            leader_epoch,
+            end_offset,
         }
     }
 

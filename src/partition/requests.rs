@@ -29,6 +29,28 @@ pub trait PartitionOp: std::fmt::Debug + Send + 'static {
 
     /// Runs it on the owner.
     fn run(self, partition: Rc<Partition>) -> impl Future<Output = Self::Output>;
+
+    /// The leader epoch the client believes the partition is in (KIP-320), which the owner
+    /// checks before running it (see `leader_epoch_fence`); UNKNOWN skips the check.
+    fn current_leader_epoch(&self) -> LeaderEpoch {
+        LeaderEpoch::UNKNOWN
+    }
+}
+
+/// KIP-320's check of a client's `current_leader_epoch` against the epoch the replica knows:
+/// a client that knows a newer epoch is told UNKNOWN_LEADER_EPOCH (this replica has not yet
+/// heard of the change: it retries), one that knows an older FENCED_LEADER_EPOCH (its
+/// metadata is stale: it refreshes it). Either way the client keeps its position, where an
+/// answer from a replica in another epoch (OFFSET_OUT_OF_RANGE from a deposed leader with a
+/// shorter log) could make it reset it. UNKNOWN (-1) is not checked.
+pub fn leader_epoch_fence(asked: LeaderEpoch, current: LeaderEpoch) -> Option<ResponseError> {
+    if asked == LeaderEpoch::UNKNOWN || asked == current {
+        None
+    } else if asked > current {
+        Some(ResponseError::UnknownLeaderEpoch)
+    } else {
+        Some(ResponseError::FencedLeaderEpoch)
+    }
 }
 
 /// Identifies one partition by topic name and index.
@@ -89,6 +111,8 @@ impl std::fmt::Display for RecordError {
 #[derive(Debug)]
 pub struct FetchInput {
     pub tp: TopicPartition,
+    /// The epoch the consumer believes current (v9+; UNKNOWN: not checked).
+    pub current_leader_epoch: LeaderEpoch,
     pub offset: Offset,
     pub max_bytes: usize,
     /// A consumer that may read from a follower (Fetch v11+, KIP-392): a follower of a
@@ -116,6 +140,8 @@ pub struct FetchOutput {
 #[derive(Debug)]
 pub struct ListOffsetsInput {
     pub tp: TopicPartition,
+    /// The epoch the client believes current (v4+; UNKNOWN: not checked).
+    pub current_leader_epoch: LeaderEpoch,
     pub timestamp: i64,
     /// isolation_level=read_committed: nothing at or past the last stable offset.
     pub read_committed: bool,
@@ -212,6 +238,10 @@ impl PartitionOp for EpochEndInput {
         &self.tp
     }
 
+    fn current_leader_epoch(&self) -> LeaderEpoch {
+        self.current_leader_epoch
+    }
+
     fn refused(error: ResponseError) -> EpochEndOutput {
         EpochEndOutput {
             error_code: error.code(),
@@ -255,6 +285,10 @@ impl PartitionOp for FetchInput {
         &self.tp
     }
 
+    fn current_leader_epoch(&self) -> LeaderEpoch {
+        self.current_leader_epoch
+    }
+
     fn refused(error: ResponseError) -> FetchOutput {
         FetchOutput {
             error_code: error.code(),
@@ -276,6 +310,10 @@ impl PartitionOp for ListOffsetsInput {
 
     fn partition(&self) -> &TopicPartition {
         &self.tp
+    }
+
+    fn current_leader_epoch(&self) -> LeaderEpoch {
+        self.current_leader_epoch
     }
 
     fn refused(error: ResponseError) -> ListOffsetsOutput {

@@ -18,7 +18,7 @@ mod replicated;
 pub mod table;
 mod txn_gate;
 
-use crate::ids::{Offset, PartitionId, ShardId};
+use crate::ids::{LeaderEpoch, Offset, PartitionId, ShardId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -34,7 +34,9 @@ use kafka_protocol::ResponseError;
 use crate::config::Config;
 use crate::limits;
 use crate::metrics::{MetricsSnapshot, PartitionSnapshot, ShardMetrics};
-use crate::partition::{self, KeyMap, Partition, ShardContext, TopicPartition, WatchInput};
+use crate::partition::{
+    self, leader_epoch_fence, KeyMap, Partition, ShardContext, TopicPartition, WatchInput,
+};
 use crate::quota::throttle::Throttle;
 use crate::runtime::{self, Latency, Mesh, MeshPort, TaskQueueHandle};
 use crate::storage::{self, BatchCache, Log};
@@ -559,14 +561,23 @@ impl Shard {
     }
 
     /// Runs `op` on its partition, which this shard owns (or has just stopped owning): on
-    /// the partition's replica when it is replicated.
+    /// the partition's replica when it is replicated. A client that believes the partition
+    /// in another leader epoch than this replica knows is refused first, as Kafka does (the
+    /// epoch of a replicated partition is its group's term, the one its leader reports).
     pub(super) async fn run_local<Op: Routed>(&self, op: Op) -> Op::Output {
         if let Some(replica) = self.replica_of(op.partition()) {
+            let term = i32::try_from(replica.term()).unwrap_or(i32::MAX);
+            if let Some(error) = leader_epoch_fence(op.current_leader_epoch(), LeaderEpoch(term)) {
+                return Op::refused(error);
+            }
             return op.run_on_replica(replica).await;
         }
-        match self.partition(op.partition()) {
-            Some(partition) => op.run(partition).await,
-            None => Op::refused(ResponseError::UnknownTopicOrPartition),
+        let Some(partition) = self.partition(op.partition()) else {
+            return Op::refused(ResponseError::UnknownTopicOrPartition);
+        };
+        match leader_epoch_fence(op.current_leader_epoch(), partition.current_epoch()) {
+            Some(error) => Op::refused(error),
+            None => op.run(partition).await,
         }
     }
 

@@ -403,12 +403,13 @@ def topic_id_on_disk(broker, topic: str) -> uuid.UUID:
 
 
 def fetch_nothing(host: str, port: int, topic: str | uuid.UUID, partition: int,
-                  version: int = 12, timeout_s: float = 5.0) -> dict:
+                  version: int = 12, timeout_s: float = 5.0, current_epoch: int = -1) -> dict:
     """Ask exactly this broker to Fetch (`version`, 12 to 14, or 16 with the endpoints, no
-    wait) `topic`'s `partition` (`topic` a name, or from v13 an id) from offset 0, and return
-    what the partition is answered: {"error": code, "current_leader": (node, epoch) or None,
-    "endpoints": {node: (host, port)}} (a broker that does not lead the partition names its
-    leader)."""
+    wait) `topic`'s `partition` (`topic` a name, or from v13 an id) from offset 0, as a
+    consumer that believes the partition in leader epoch `current_epoch` (-1: unchecked), and
+    return what the partition is answered: {"error": code, "current_leader": (node, epoch) or
+    None, "endpoints": {node: (host, port)}} (a broker that does not lead the partition names
+    its leader)."""
     assert (version >= 13) == isinstance(topic, uuid.UUID), "topics by id from v13"
     assert version in (12, 13, 14, 16), "request fields of this version are not written"
     # replica_id (a tagged field from v15, left out), max_wait_ms, min_bytes, max_bytes,
@@ -418,7 +419,8 @@ def fetch_nothing(host: str, port: int, topic: str | uuid.UUID, partition: int,
     body += _uvarint(2) + _topic(topic)
     # partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset,
     # partition_max_bytes.
-    body += _uvarint(2) + struct.pack(">iiqiqi", partition, -1, 0, -1, -1, 1 << 20) + _uvarint(0)
+    body += _uvarint(2) + struct.pack(">iiqiqi", partition, current_epoch, 0, -1, -1, 1 << 20)
+    body += _uvarint(0)
     body += _uvarint(0)  # topic tags
     body += _uvarint(1) + _uvarint(1) + _uvarint(0)  # no forgotten topics, rack "", tags
     reader = _flexible_request(host, port, FETCH_KEY, version, body, timeout_s)
@@ -437,6 +439,31 @@ def fetch_nothing(host: str, port: int, topic: str | uuid.UUID, partition: int,
     answer = _last_partition(reader, read_partition, by_id=version >= 13)
     assert answer is not None, "no partition answered"
     answer["endpoints"] = _node_endpoints(reader.tags())
+    return answer
+
+
+LIST_OFFSETS_KEY = 2
+
+
+def list_latest_offset_v7(host: str, port: int, topic: str, partition: int, current_epoch: int,
+                          timeout_s: float = 5.0) -> dict:
+    """Ask exactly this broker (ListOffsets v7, as a consumer that believes the partition in
+    leader epoch `current_epoch`) for the latest offset of `topic`'s `partition`:
+    {"error": code, "offset": offset, "leader_epoch": epoch}."""
+    body = struct.pack(">ib", -1, 0)  # replica_id: a consumer; read_uncommitted
+    body += _uvarint(2) + _compact_string(topic)
+    body += _uvarint(2) + struct.pack(">iiq", partition, current_epoch, -1) + _uvarint(0)
+    body += _uvarint(0) + _uvarint(0)
+    reader = _flexible_request(host, port, LIST_OFFSETS_KEY, 7, body, timeout_s)
+    reader.take(">i")  # throttle_time_ms
+
+    def read_partition(reader: _Reader) -> dict:
+        _index, error, _timestamp, offset, leader_epoch = reader.take(">ihqqi")
+        reader.tags()
+        return {"error": error, "offset": offset, "leader_epoch": leader_epoch}
+
+    answer = _last_partition(reader, read_partition)
+    assert answer is not None, "no partition answered"
     return answer
 
 

@@ -26,10 +26,15 @@ from kafka.admin import KafkaAdminClient
 from clients import (DeliveryLog, ck_consumer, ck_flush, ck_poll_records, ck_producer,
                      holds_for, wait_until)
 from cluster_nodes import NODES, SESSION_MS, start_cluster, wait_formed
-from corelog_broker import (BrokerError, fetch_nothing, find_coordinator, free_port, metadata_v1,
-                            offset_for_leader_epoch_v4, produce_batch, produce_nothing,
-                            producer_batch, topic_id_on_disk, write_txn_markers)
+from corelog_broker import (BrokerError, fetch_nothing, find_coordinator, free_port,
+                            list_latest_offset_v7, metadata_v1, offset_for_leader_epoch_v4,
+                            produce_batch, produce_nothing, producer_batch, topic_id_on_disk,
+                            write_txn_markers)
 from security_setup import corelog
+
+FENCED = 74  # FENCED_LEADER_EPOCH
+UNKNOWN = 75  # UNKNOWN_LEADER_EPOCH
+NOT_LEADER = 6  # NOT_LEADER_OR_FOLLOWER
 
 @pytest.fixture
 def cluster(broker_factory):
@@ -208,6 +213,18 @@ def points_at(nodes: dict, asked: int, topic: str, leader: int) -> int | None:
     fetched = fetch_nothing(host, port, topic, 0)
     assert fetched == {"error": 0, "current_leader": None, "endpoints": {}}, fetched
     return named[1]
+
+
+def epoch_checks(node, topic: str, epoch: int) -> dict:
+    """What `node` answers a consumer of `topic`'s partition 0 that believes it in the epoch
+    before `epoch`, in `epoch` and in the one after: {asked epoch: (Fetch error, ListOffsets
+    error)}."""
+    answers = {}
+    for asked in (epoch - 1, epoch, epoch + 1):
+        fetched = fetch_nothing(node.host, node.port, topic, 0, current_epoch=asked)
+        listed = list_latest_offset_v7(node.host, node.port, topic, 0, current_epoch=asked)
+        answers[asked] = (fetched["error"], listed["error"])
+    return answers
 
 
 def test_nodes_form_one_cluster_and_spread_partitions(cluster):
@@ -557,8 +574,18 @@ def test_replicated_partitions_survive_the_loss_of_their_leader(cluster):
                what="records acknowledged by the new leaders")
     new_leader = led_by(cluster, survivors, "replicated")[0]
     bystander = next(node for node in survivors if node != new_leader)
-    wait_until(lambda: points_at(cluster, bystander, "replicated", new_leader),
-               what="the other survivor naming the new leader")
+    new_epoch = wait_until(lambda: points_at(cluster, bystander, "replicated", new_leader),
+                           what="the other survivor naming the new leader")
+    # KIP-320: the new leader, and its follower serving a consumer (KIP-392), refuse one that
+    # believes an older epoch (FENCED_LEADER_EPOCH: its metadata is stale) or a newer one
+    # (UNKNOWN_LEADER_EPOCH), in Fetch and ListOffsets alike, so that no consumer takes
+    # another epoch's offsets (OFFSET_OUT_OF_RANGE from a deposed leader) for its own.
+    assert new_epoch > old_epoch
+    assert epoch_checks(cluster[new_leader], "replicated", new_epoch) == {
+        new_epoch - 1: (FENCED, FENCED), new_epoch: (0, 0), new_epoch + 1: (UNKNOWN, UNKNOWN)}
+    assert epoch_checks(cluster[bystander], "replicated", new_epoch) == {
+        new_epoch - 1: (FENCED, FENCED), new_epoch: (0, NOT_LEADER),
+        new_epoch + 1: (UNKNOWN, UNKNOWN)}
     producer.stop()
     acked = producer.acked
     # kcat and kafka-python write through the survivors too (acks=all), after the rest.

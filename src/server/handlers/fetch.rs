@@ -14,6 +14,10 @@
 //! names its rack (client.rack), when the leader is in another rack, with no records and
 //! an in-sync replica of that rack as the preferred read replica, where the client then
 //! fetches.
+//!
+//! A partition whose current leader epoch the consumer names (v9+, KIP-320) is answered
+//! FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH when this replica is in another epoch (see
+//! `partition::leader_epoch_fence`), never with another epoch's offsets.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
@@ -26,7 +30,7 @@ use kafka_protocol::ResponseError;
 
 use super::brokers::{brokers_among, leader_elsewhere};
 use super::{names_from_ids, str_bytes, TOPIC_ID_VERSION_MIN};
-use crate::ids::{NodeId, Offset, PartitionId};
+use crate::ids::{LeaderEpoch, NodeId, Offset, PartitionId};
 use crate::limits;
 use crate::partition::{FetchInput, FetchOutput, PartitionOp, TopicPartition};
 use crate::protocol::{FetchNodeEndpoint, FetchPartition, FetchResponseData, FetchTopic};
@@ -143,6 +147,7 @@ async fn read_once(
                     topic: topic.topic.0.to_string(),
                     partition: PartitionId(partition.partition),
                 },
+                current_leader_epoch: LeaderEpoch(partition.current_leader_epoch),
                 offset: Offset(partition.fetch_offset),
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(max_bytes),
                 from_follower: ctx.api_version >= FROM_FOLLOWER_VERSION_MIN,

@@ -2,7 +2,8 @@
 //! or latest tiered (-5, v9; none, as there is no tiered storage) offset of a partition, or
 //! the first offset whose record timestamp is at least the given one, each with the leader
 //! epoch that wrote it. Each topic needs DESCRIBE (TOPIC_AUTHORIZATION_FAILED). v10's
-//! timeout is for remote storage, and is not needed here.
+//! timeout is for remote storage, and is not needed here. A client's current leader epoch
+//! (v4+) is checked as Fetch checks it (FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH).
 
 use futures::future::join_all;
 use kafka_protocol::messages::list_offsets_response::{
@@ -12,7 +13,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use super::fetch::READ_COMMITTED;
-use crate::ids::PartitionId;
+use crate::ids::{LeaderEpoch, PartitionId};
 use crate::partition::{ListOffsetsInput, ListOffsetsOutput, TopicPartition};
 use crate::security::acl::AclOperation;
 use crate::server::dispatch::RequestContext;
@@ -30,6 +31,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
             };
             let input = ListOffsetsInput {
                 tp,
+                current_leader_epoch: LeaderEpoch(partition.current_leader_epoch),
                 timestamp: partition.timestamp,
                 read_committed: request.isolation_level == READ_COMMITTED,
             };

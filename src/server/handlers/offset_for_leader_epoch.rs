@@ -2,7 +2,8 @@
 //! truncation after a leader change. The partition answers from its epoch history (see
 //! `partition::epochs`):
 //! - a current leader epoch above the partition's is UNKNOWN_LEADER_EPOCH (the client knows
-//!   a newer leader), one below it FENCED_LEADER_EPOCH (an older one); -1 skips the check;
+//!   a newer leader), one below it FENCED_LEADER_EPOCH (an older one); -1 skips the check
+//!   (`partition::leader_epoch_fence`, on the owner, as for Fetch and ListOffsets);
 //! - the latest epoch ends at the high watermark (nothing unacknowledged is ever shown to
 //!   clients), an older one where the next began;
 //! - an epoch newer than any known, or -1, is unknown: epoch -1 and end offset -1, without an
