@@ -431,7 +431,11 @@ fn leader_epoch_cluster_and_max_timestamp() {
     assert_eq!(ask(&mut conn, "epochs", -1, 0, 2), (0, 0, 6));
     assert_eq!(ask(&mut conn, "epochs", -1, 3, 3), (0, -1, -1));
     assert_eq!(ask(&mut conn, "epochs", 1, 0, 4).0, 75);
-    assert_eq!(ask(&mut conn, "epochs", -2, 0, 4).0, 74, "FENCED_LEADER_EPOCH");
+    assert_eq!(
+        ask(&mut conn, "epochs", -2, 0, 4).0,
+        74,
+        "FENCED_LEADER_EPOCH"
+    );
     // Fetch (v9+) and ListOffsets (v4+) check the consumer's current epoch alike (KIP-320):
     // the partition's (0) or -1 pass, a newer one is UNKNOWN_LEADER_EPOCH, an older one
     // FENCED_LEADER_EPOCH; nothing is read for them.
@@ -443,7 +447,11 @@ fn leader_epoch_cluster_and_max_timestamp() {
             let response: FetchResponse = conn.request(&request, version);
             let partition = single_partition(&response);
             let answer = (partition.error_code, partition.high_watermark);
-            assert_eq!(answer, (error, expected), "fetch v{version} in epoch {current}");
+            assert_eq!(
+                answer,
+                (error, expected),
+                "fetch v{version} in epoch {current}"
+            );
         }
         let partition = list_offsets_request::ListOffsetsPartition::default()
             .with_partition_index(0)

@@ -25,6 +25,12 @@
 //! are kept whole, and transactional records are never mapped: a later transactional record
 //! does not supersede an earlier value. Records that cannot be parsed keep their whole batch.
 //!
+//! A replica's log (a Raft group's, see `replication`) is cleaned only below its retention
+//! floor, the end of its durable Raft base, so that the entries Raft may still read or
+//! rebuild its window from stay as they were; and removed batches leave fillers
+//! (`storage::Gaps::Fill`), so that its log stays dense and says the epoch of every offset.
+//! Every replica cleans its own log, as every Kafka replica does.
+//!
 //! The history (`cleaner-checkpoint` beside the segments) says up to which offset each pass
 //! cleaned and when: the end of the last one is where the dirty part begins, and the time of
 //! the first pass that covered a tombstone starts its `delete.retention.ms` (Kafka's delete
@@ -43,7 +49,7 @@ use crate::metadata::topic_config::TopicConfig;
 use crate::protocol::record_batch::{self, ATTRIBUTE_CONTROL, ATTRIBUTE_TRANSACTIONAL};
 use crate::protocol::records::{self, Retained};
 use crate::runtime;
-use crate::storage::{side_file, SegmentSpan, StorageError};
+use crate::storage::{side_file, Gaps, SegmentSpan, StorageError};
 
 /// The history's file in the partition directory.
 const HISTORY_FILE: &str = "cleaner-checkpoint";
@@ -320,11 +326,19 @@ impl Partition {
         history
     }
 
+    /// Whether its topic is compacted (`cleanup.policy` has `compact`).
+    pub fn is_compacted(&self) -> bool {
+        self.config.borrow().is_compacted()
+    }
+
     /// What a pass of this partition would clean now, if its topic is compacted.
     pub async fn cleanable(&self, now_ms: i64) -> Option<(CompactionConfig, Cleanable)> {
         let config = CompactionConfig::of(&self.config.borrow())?;
         let history = self.cleaner_history().await;
-        let stable = self.last_stable_offset();
+        let mut stable = self.last_stable_offset();
+        if let Some(floor) = self.log.retention_floor() {
+            stable = stable.min(floor);
+        }
         let closed = self.log.closed_segments();
         let cleanable = Cleanable::of(&closed, stable, history.cleaned_to(), &config, now_ms);
         self.metrics.dirty_ratio.set(cleanable.dirty_ratio);
@@ -348,6 +362,10 @@ impl Partition {
         key_map.clear();
         let (map_end, mut bytes_read) = self.build_key_map(key_map, &cleanable).await?;
         let mut bytes_written = 0;
+        let gaps = match self.log.retention_floor() {
+            Some(_) => Gaps::Fill,
+            None => Gaps::Leave,
+        };
         for group in groups(&cleanable.spans, map_end, config.segment_bytes) {
             let mut keep = |batch: Bytes| {
                 self.clean_batch(
@@ -360,7 +378,7 @@ impl Partition {
                     &config,
                 )
             };
-            if let Some(replaced) = self.log.replace_segments(&group, &mut keep).await? {
+            if let Some(replaced) = self.log.replace_segments(&group, &mut keep, gaps).await? {
                 bytes_read += replaced.bytes_read;
                 bytes_written += replaced.bytes_written;
             }

@@ -43,7 +43,10 @@ impl Partition {
             true => output.last_stable_offset,
             false => output.high_watermark,
         };
-        match self.log.read(input.offset, input.max_bytes, bound).await {
+        match self
+            .read_records(input.offset, input.max_bytes, bound)
+            .await
+        {
             Ok(records) => {
                 let bytes: usize = records.iter().map(Bytes::len).sum();
                 metrics::add(&self.metrics.fetched_bytes, bytes as u64);
@@ -64,6 +67,39 @@ impl Partition {
             }
         }
         output
+    }
+
+    /// Batches from `offset` below `bound`, as `Log::read` serves them, read on past batches
+    /// without records (a compacted log's fillers and emptied batches) until some batch has
+    /// records, the bound or `max_bytes`: a consumer given only batches without records may
+    /// fetch the same offset again for ever (kafkajs does, tulios/kafkajs#1072), where
+    /// Kafka's compacted segments would simply be shorter.
+    async fn read_records(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        bound: Offset,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        let mut batches = self.log.read(offset, max_bytes, bound).await?;
+        let mut bytes: usize = batches.iter().map(Bytes::len).sum();
+        loop {
+            let has_records = |batch: &Bytes| {
+                record_batch::header(batch).is_none_or(|header| header.record_count.get() > 0)
+            };
+            let Some(last) = batches.last() else {
+                return Ok(batches);
+            };
+            let next = batch_end(last);
+            if batches.iter().any(has_records) || next >= bound || bytes >= max_bytes {
+                return Ok(batches);
+            }
+            let more = self.log.read(next, max_bytes - bytes, bound).await?;
+            if more.is_empty() {
+                return Ok(batches);
+            }
+            bytes += more.iter().map(Bytes::len).sum::<usize>();
+            batches.extend(more);
+        }
     }
 
     /// ListOffsets, as Kafka answers it without tiered storage: the latest offset in the

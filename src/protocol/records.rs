@@ -23,6 +23,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 
+use crate::ids::Offset;
 use crate::limits::RECORD_BATCH_HEADER_BYTES;
 use crate::protocol::record_batch::{
     self, BatchError, BatchSummary, Compression, TimestampType, ATTRIBUTE_CONTROL,
@@ -33,6 +34,11 @@ use crate::protocol::record_batch::{
 /// Most bytes of a varint (int32) and of a varlong (int64), as Kafka's `ByteUtils` reads them.
 const VARINT_BYTES_MAX: usize = 5;
 const VARLONG_BYTES_MAX: usize = 10;
+/// A batch header's fields when there is no producer, or no timestamp.
+const NO_PRODUCER_ID: i64 = -1;
+const NO_PRODUCER_EPOCH: i16 = -1;
+const NO_SEQUENCE: i32 = -1;
+const NO_TIMESTAMP: i64 = -1;
 
 /// One record of a batch, as compaction and produce validation need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +213,38 @@ pub fn empty_batch(summary: &BatchSummary) -> Bytes {
     h.record_count.set(0);
     record_batch::update_crc(&mut batch);
     batch.freeze()
+}
+
+/// The empty batch a replica's compaction leaves in place of a run of removed batches of one
+/// leader epoch, `[base_offset, last_offset]`, so that the replica's log stays without gaps
+/// and says in which epoch every offset was written (see `partition::cleaner`): no producer,
+/// no records, no timestamp.
+pub fn filler(base_offset: Offset, last_offset: Offset, partition_leader_epoch: i32) -> Bytes {
+    let last_offset_delta = i32::try_from(last_offset.get() - base_offset.get())
+        .expect("a run of removed batches within one segment group");
+    empty_batch(&BatchSummary {
+        batch_bytes: RECORD_BATCH_HEADER_BYTES,
+        last_offset_delta,
+        base_timestamp: NO_TIMESTAMP,
+        max_timestamp: NO_TIMESTAMP,
+        record_count: 0,
+        compression: Compression::None,
+        timestamp_type: TimestampType::CreateTime,
+        is_transactional: false,
+        is_control: false,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        base_sequence: NO_SEQUENCE,
+        partition_leader_epoch,
+        base_offset: base_offset.get(),
+    })
+}
+
+/// Whether `batch` is a filler (see `filler`): no records, no producer, not a control batch.
+pub fn is_filler(header: &record_batch::BatchHeader) -> bool {
+    header.record_count.get() == 0
+        && header.producer_id.get() == NO_PRODUCER_ID
+        && header.attributes.get() & ATTRIBUTE_CONTROL == 0
 }
 
 /// The batch's header facts and its records section, decompressed.

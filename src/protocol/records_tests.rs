@@ -448,3 +448,29 @@ fn random_corruption_never_panics() {
         }
     }
 }
+
+/// A filler is a valid empty batch of its range and epoch, with no producer and no
+/// timestamp, told apart from a producer's empty batch and from control batches.
+#[test]
+fn a_filler_covers_its_range_in_its_epoch() {
+    let filler = filler(Offset(100), Offset(141), 7);
+    let summary = validate(&filler).expect("a filler is a valid batch");
+    assert_eq!(
+        (
+            summary.base_offset,
+            summary.last_offset_delta,
+            summary.record_count
+        ),
+        (100, 41, 0)
+    );
+    assert_eq!(summary.partition_leader_epoch, 7);
+    assert_eq!((summary.producer_id, summary.max_timestamp), (-1, -1));
+    assert!(parse(&filler).unwrap().is_empty());
+    let header = crate::protocol::record_batch::header(&filler).unwrap();
+    assert!(is_filler(header));
+    let mut emptied = validate(&batch_of(3, KCompression::None)).unwrap();
+    emptied.producer_id = 5;
+    let producers_empty = empty_batch(&emptied);
+    let header = crate::protocol::record_batch::header(&producers_empty).unwrap();
+    assert!(!is_filler(header), "a producer's empty batch is its own");
+}

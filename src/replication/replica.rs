@@ -51,7 +51,7 @@ use crate::partition::producer_state::{
     last_sequence, stored_batch_producer, Checked, ProducerAppend, ProducerBatch, ProducerError,
 };
 use crate::partition::{Partition, ShardContext, TopicPartition};
-use crate::protocol::record_batch;
+use crate::protocol::{record_batch, records};
 use crate::runtime::{self, clock};
 use crate::seeded::Seeded;
 use crate::storage::{batch_meta, BatchMeta, Log, StorageError};
@@ -216,6 +216,8 @@ pub struct Replica {
     applied: Cell<u64>,
     /// The base index the anchor on disk holds.
     anchored_base: Cell<u64>,
+    /// Set by `want_anchor`: the driver writes the anchor once more.
+    anchor_wanted: Cell<bool>,
     random: RefCell<Seeded>,
     /// The (term, leader) last logged.
     leadership: Cell<(u64, u64)>,
@@ -341,6 +343,7 @@ impl Replica {
             next_copy_id: Cell::new(0),
             applied: Cell::new(commit),
             anchored_base: Cell::new(anchor.base_index),
+            anchor_wanted: Cell::new(false),
             random: RefCell::new(Seeded::new(spec.seed)),
             leadership: Cell::new((0, 0)),
             leading: Cell::new(false),
@@ -596,6 +599,17 @@ impl Replica {
         self.wake.notify_all();
     }
 
+    /// The log cleaner's wish: the durable base (the anchor) moved up to the window's, so
+    /// that the log below it, which no restart rebuilds the window from, may be compacted
+    /// (`partition::cleaner` cleans a replica's log below its retention floor, the anchor's
+    /// base). The driver writes the anchor when it next runs.
+    pub fn want_anchor(&self) {
+        if self.anchored_base.get() < self.window.borrow().base_index() {
+            self.anchor_wanted.set(true);
+            self.wake.notify_all();
+        }
+    }
+
     /// Where the other replicas of the group are.
     pub fn peers(&self) -> std::cell::Ref<'_, HashMap<NodeId, Address>> {
         self.peers.borrow()
@@ -759,8 +773,12 @@ impl Replica {
             self.step_pending();
             self.check_in_sync();
             let has_ready = self.node.borrow().has_ready();
-            if has_ready {
-                if let Err(error) = self.handle_ready().await {
+            if has_ready || self.anchor_wanted.get() {
+                let done = match has_ready {
+                    true => self.handle_ready().await,
+                    false => self.compact().await,
+                };
+                if let Err(error) = done {
                     // A log closed under the driver is its shard stopping or its topic
                     // deleted, not a failure.
                     if matches!(error, StorageError::Closed) {
@@ -771,7 +789,9 @@ impl Replica {
                     self.stopped.set(true);
                     break;
                 }
-                self.leadership_changed();
+                if has_ready {
+                    self.leadership_changed();
+                }
                 continue;
             }
             if self.calm_ticks.get() >= self.config.quiesce_ticks {
@@ -1533,7 +1553,8 @@ impl Replica {
     }
 
     /// Moves the window's base up: on a leader to what every follower matched, on any
-    /// replica over its budget to what it applied; rewrites the anchor when it lags far.
+    /// replica over its budget to what it applied; rewrites the anchor when it lags far, or
+    /// at all when the cleaner asked (`want_anchor`).
     async fn compact(&self) -> Result<(), StorageError> {
         let target = {
             let node = self.node.borrow();
@@ -1559,7 +1580,9 @@ impl Replica {
             self.window.borrow_mut().compact_to(target);
         }
         let base = self.window.borrow().base_index();
-        if base - self.anchored_base.get() >= self.config.anchor_lag_entries_max {
+        let lag = base - self.anchored_base.get();
+        let wanted = self.anchor_wanted.take();
+        if lag >= self.config.anchor_lag_entries_max || (wanted && lag > 0) {
             self.write_anchor().await?;
         }
         Ok(())
@@ -1622,6 +1645,16 @@ impl Replica {
     /// log is cut at the first that differs, the rest are appended and flushed. A peer whose
     /// log starts past `from` has the log restart at its first batch (or at `to`); the log
     /// start of a peer that said it is returned.
+    ///
+    /// A peer's log may be compacted there (see `partition::cleaner`): a batch with some of
+    /// its records removed, or a filler standing for a run of removed entries of one epoch.
+    /// Such a batch is held when this log's entries from the same offset are of its epoch and
+    /// end where it ends (Raft's log matching, by offset: an entry of the same term beginning
+    /// at the same offset is the same entry, and so is every entry before it); a filler
+    /// partly held is appended for the rest only. Before the first compacted batch is
+    /// appended, the window restarts at the snapshot and the anchor says so (as `restart_log`
+    /// does, the log start kept): a window is never rebuilt over compacted batches, whose
+    /// entries it could not count, and a crash leaves the rest to `finish_restart`.
     async fn copy(
         self: &Rc<Self>,
         mut index: u64,
@@ -1632,6 +1665,8 @@ impl Replica {
         let mut end = from;
         let mut attempt = 0;
         let mut peer_log_start = None;
+        // Whether the window restarted at the snapshot (the log restarted, or a compacted
+        // batch is appended): from then on batches are appended, not compared.
         let mut restarted = false;
         while end < to {
             if self.stopped.get() {
@@ -1655,16 +1690,35 @@ impl Replica {
             };
             let before = end;
             let mut appended = false;
-            while let Some((batch, meta)) = next_copied(&mut batches, end, to) {
-                if !restarted && self.holds(index, &batch)? {
-                    end = meta.last_offset + 1;
-                    index += 1;
-                    continue;
-                }
-                if !restarted && self.window.borrow().last_index() >= index {
-                    self.window.borrow_mut().truncate_from(index);
-                    self.fail_waiters_from(index);
-                    self.partition.truncate_suffix(end).await?;
+            while let Some((mut batch, mut meta)) = next_copied(&mut batches, end, to) {
+                if !restarted {
+                    let (next, held_end) = match self.held(index, &batch, &meta)? {
+                        Held::Whole { next } => {
+                            end = meta.last_offset + 1;
+                            index = next;
+                            continue;
+                        }
+                        Held::Part { next, end } => (next, end),
+                    };
+                    if self.window.borrow().last_index() >= next {
+                        self.window.borrow_mut().truncate_from(next);
+                        self.fail_waiters_from(next);
+                        self.partition.truncate_suffix(held_end).await?;
+                    }
+                    if held_end > meta.base_offset {
+                        let epoch = record_batch::header(&batch)
+                            .map_or(-1, |header| header.partition_leader_epoch.get());
+                        batch = records::filler(held_end, meta.last_offset, epoch);
+                        meta = batch_meta(&batch).map_err(StorageError::Corrupt)?;
+                    }
+                    index = next;
+                    if !is_whole_entry(&batch) {
+                        self.window.borrow_mut().restore(snapshot, to);
+                        let log_start = self.partition.log_start_offset();
+                        self.window.borrow_mut().set_restarted_at(Some(log_start));
+                        self.write_anchor().await?;
+                        restarted = true;
+                    }
                 }
                 self.partition.append_entry(batch, meta).await?;
                 appended = true;
@@ -1749,16 +1803,45 @@ impl Replica {
         Ok(())
     }
 
-    /// Whether the window's entry `index` is stored as exactly `batch`.
-    fn holds(&self, index: u64, batch: &Bytes) -> Result<bool, StorageError> {
+    /// How much of a copied batch the window's entries from `index` (which begin where the
+    /// batch begins, if the window has it) hold: exactly the same bytes, or, for a batch a
+    /// peer's compaction rewrote, entries of its epoch ending where it ends (see `copy`).
+    fn held(&self, index: u64, batch: &Bytes, meta: &BatchMeta) -> Result<Held, StorageError> {
         let window = self.window.borrow();
-        let Some(entry) = window.entry(index) else {
-            return Ok(false);
+        let nothing = Held::Part {
+            next: index,
+            end: meta.base_offset,
         };
-        let offset = window.end_of(index - 1);
-        let (stored, _) = entries::to_batch(entry, offset)
+        let Some(entry) = window.entry(index) else {
+            return Ok(nothing);
+        };
+        let (stored, _) = entries::to_batch(entry, window.end_of(index - 1))
             .map_err(|error| StorageError::Corrupt(format!("raft entry {index}: {error}")))?;
-        Ok(stored == *batch)
+        if stored == *batch {
+            return Ok(Held::Whole { next: index + 1 });
+        }
+        let Some(header) = record_batch::header(batch) else {
+            return Ok(nothing);
+        };
+        let epoch = u64::try_from(header.partition_leader_epoch.get());
+        if is_whole_entry(batch) || epoch.is_err() {
+            return Ok(nothing);
+        }
+        let (epoch, batch_end) = (epoch.unwrap_or_default(), meta.last_offset + 1);
+        let (mut next, mut end) = (index, meta.base_offset);
+        while end < batch_end
+            && window.entry(next).is_some_and(|entry| entry.term == epoch)
+            && window.end_of(next) <= batch_end
+        {
+            end = window.end_of(next);
+            next += 1;
+        }
+        Ok(match end == batch_end {
+            true => Held::Whole { next },
+            // A batch with records of one entry is held whole or not at all.
+            false if !records::is_filler(header) => nothing,
+            false => Held::Part { next, end },
+        })
     }
 
     /// The peer to ask on the `attempt`-th try: the leader, then every other replica in turn
@@ -1957,6 +2040,23 @@ enum ProducerCheck {
 
 /// Every batch of `log` from `start` to its end.
 /// The next batch of a copy reply, whole, if it begins at `at` and ends before `to`.
+/// How much of a copied batch a replica's log holds already (see `Replica::held`).
+enum Held {
+    /// All of it, as the entries before `next`.
+    Whole { next: u64 },
+    /// Its offsets below `end`, as the entries before `next`; not the rest.
+    Part { next: u64, end: Offset },
+}
+
+/// Whether `batch` is a whole Raft entry as every replica stamps it: one record per offset
+/// of its range, as a client's batch and every control batch has. A peer's compaction
+/// leaves batches with fewer records, and fillers with none.
+pub(super) fn is_whole_entry(batch: &[u8]) -> bool {
+    record_batch::header(batch).is_some_and(|header| {
+        i64::from(header.record_count.get()) == i64::from(header.last_offset_delta.get()) + 1
+    })
+}
+
 fn next_copied(batches: &mut Bytes, at: Offset, to: Offset) -> Option<(Bytes, BatchMeta)> {
     let length = record_batch::declared_batch_bytes(batches).ok()?;
     if length > batches.len() {

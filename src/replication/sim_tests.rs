@@ -32,19 +32,22 @@ use bytes::Bytes;
 use futures::future::{select, Either};
 use glommio::Latency;
 
-use super::replica::{Committed, ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until};
+use super::replica::{
+    is_whole_entry, Committed, ProposeError, Replica, ReplicaConfig, ReplicaSpec, Until,
+};
 use super::replicas::Replicas;
 use crate::ids::{NodeId, Offset, PartitionId, ShardId};
 use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metrics::ShardMetrics;
-use crate::partition::{ShardContext, TopicPartition};
+use crate::partition::{KeyMap, Partition, ShardContext, TopicPartition};
 use crate::protocol::record_batch::{self, encode_plain_batch, PlainRecord};
+use crate::protocol::records;
 use crate::runtime::clock::{self, SimClock};
 use crate::runtime::life::Life;
 use crate::runtime::{self, yield_now};
 use crate::seeded::Seeded;
 use crate::storage::sim_disk::SimDisk;
-use crate::storage::{BatchCache, Log};
+use crate::storage::{BatchCache, Log, StorageError};
 use crate::sync::Latch;
 use crate::transport::sim::{Faults, SimNetwork};
 use crate::transport::{Address, Transport};
@@ -78,6 +81,37 @@ fn topic_config() -> TopicConfig {
         max_compaction_lag_ms: i64::MAX,
     }
 }
+
+/// The compacted topic of `Mode::Compacted`: every replica cleans its log as soon as any
+/// of it is dirty (and the trimmer's log-start moves go on, as `compact,delete` allows).
+fn compacted_config() -> TopicConfig {
+    TopicConfig {
+        cleanup_policy: "compact,delete".to_string(),
+        min_cleanable_dirty_ratio: 0.0,
+        ..topic_config()
+    }
+}
+
+/// What the simulated partition's log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    /// Compacted: keyed payloads, and every node cleans its replica now and then.
+    Compacted,
+}
+
+impl Mode {
+    /// How many records a payload has (an idempotent producer's sequence advances by it).
+    fn records_per_payload(self) -> i32 {
+        match self {
+            Mode::Plain => 1,
+            Mode::Compacted => 2,
+        }
+    }
+}
+
+/// The keys of `Mode::Compacted`'s payloads: few, so that most records are superseded.
+const KEYS: u64 = 16;
 
 /// Small windows, so that followers that fall behind are caught up by snapshots and copies.
 fn replica_config() -> ReplicaConfig {
@@ -113,6 +147,7 @@ struct Node {
 
 struct Cluster {
     name: String,
+    mode: Mode,
     /// How many voters: three or five; one more node starts as a spare.
     size: i32,
     /// The voters the group is being moved to (at first the nodes below `size`).
@@ -153,10 +188,12 @@ struct Cluster {
     quiet_until_ms: RefCell<i64>,
     /// Checks that found a live replica quiescent.
     quiescent_seen: RefCell<u64>,
+    /// Batches a pass rewrote that checks read (`Mode::Compacted`).
+    cleaned_seen: RefCell<u64>,
 }
 
 impl Cluster {
-    fn new(seed: u64) -> Rc<Cluster> {
+    fn new(seed: u64, mode: Mode) -> Rc<Cluster> {
         let clock = SimClock::install(1_700_000_000_000);
         let shard = Rc::new(ShardContext {
             flush_queue: runtime::task_queue("flush", 1000, Latency::NotImportant),
@@ -167,7 +204,8 @@ impl Cluster {
         let crash_per_million = 1_000 + random.below(29_000) as u32;
         let restart_ms_max = if random.coin() { 100 } else { 3_000 };
         let cluster = Rc::new(Cluster {
-            name: format!("seed {seed} ({size} nodes)"),
+            name: format!("seed {seed} ({size} nodes, {mode:?})"),
+            mode,
             size,
             target: RefCell::new((0..size).map(NodeId).collect()),
             reconfigurations: RefCell::new(0),
@@ -191,6 +229,7 @@ impl Cluster {
             heal_at_ms: RefCell::new(None),
             quiet_until_ms: RefCell::new(0),
             quiescent_seen: RefCell::new(0),
+            cleaned_seen: RefCell::new(0),
         });
         let stop = Rc::new(Latch::default());
         runtime::spawn_local(cluster.network.clone().run(stop)).detach();
@@ -242,8 +281,13 @@ impl Cluster {
         let dir = node.root.join("topic-0");
         let shard = self.shard.clone();
         let slot = node.replica.clone();
+        let mode = self.mode;
+        let cleaner_seed = spec.seed;
         let process = async move {
-            let config = topic_config();
+            let config = match mode {
+                Mode::Plain => topic_config(),
+                Mode::Compacted => compacted_config(),
+            };
             let cache = BatchCache::new(1 << 20);
             let log = Log::open(dir, config.log_config(), cache).await;
             let log = log.unwrap_or_else(|error| panic!("opening the log: {error}"));
@@ -256,10 +300,16 @@ impl Cluster {
                 .await
                 .unwrap_or_else(|error| panic!("opening the replica: {error}"));
             replicas.insert(replica.clone());
+            let partition = replica.partition().clone();
             *slot.borrow_mut() = Some(replica);
-            replicas
-                .tick(TICK, ticking, Rc::new(Latch::default()))
-                .await;
+            let ticks = replicas.tick(TICK, ticking, Rc::new(Latch::default()));
+            match mode {
+                Mode::Plain => ticks.await,
+                Mode::Compacted => {
+                    let cleaning = clean_now_and_then(partition, cleaner_seed);
+                    futures::future::join(ticks, cleaning).await;
+                }
+            }
         };
         runtime::spawn_local(node.life.enter(process)).detach();
     }
@@ -425,6 +475,11 @@ impl Cluster {
                 for batch in batches {
                     let header = record_batch::header(&batch).unwrap();
                     let base = Offset(header.base_offset.get());
+                    if self.mode == Mode::Compacted && !is_whole_entry(&batch) {
+                        self.check_cleaned(node, &batch);
+                        offset = base + i64::from(header.last_offset_delta.get()) + 1;
+                        continue;
+                    }
                     let mut committed = self.committed.borrow_mut();
                     match committed.get(&base) {
                         Some(seen) => assert_eq!(
@@ -441,6 +496,64 @@ impl Cluster {
             }
         }
     }
+}
+
+impl Cluster {
+    /// A batch a pass rewrote (`Mode::Compacted`) stands for the committed batches of its
+    /// range: each of them whole inside it and of its epoch; one with records keeps some of
+    /// the records of the committed batch at its base, at their offsets.
+    fn check_cleaned(&self, node: NodeId, batch: &Bytes) {
+        let name = &self.name;
+        let header = record_batch::header(batch).unwrap();
+        let epoch = header.partition_leader_epoch.get();
+        let base = Offset(header.base_offset.get());
+        let last = last_offset(batch);
+        *self.cleaned_seen.borrow_mut() += 1;
+        let committed = self.committed.borrow();
+        if let Some((seen_base, seen)) = committed.range(..base).next_back() {
+            assert!(
+                last_offset(seen) < base,
+                "{name}: node {node}'s cleaned batch at {base} begins inside the committed \
+                 batch at {seen_base}"
+            );
+        }
+        for (seen_base, seen) in committed.range(base..=last) {
+            let seen_epoch = record_batch::header(seen)
+                .unwrap()
+                .partition_leader_epoch
+                .get();
+            assert!(
+                seen_epoch == epoch && last_offset(seen) <= last,
+                "{name}: node {node}'s cleaned batch [{base}, {last}] of epoch {epoch} holds \
+                 the committed batch at {seen_base} of epoch {seen_epoch}, ending at {}",
+                last_offset(seen)
+            );
+        }
+        let Some(seen) = committed
+            .get(&base)
+            .filter(|_| header.record_count.get() > 0)
+        else {
+            return;
+        };
+        assert_eq!(
+            last_offset(seen),
+            last,
+            "{name}: node {node}'s batch at {base}"
+        );
+        let original = records::parse(seen).unwrap();
+        for record in records::parse(batch).unwrap() {
+            assert!(
+                original.contains(&record),
+                "{name}: node {node}'s cleaned batch at {base} has a record its original had not"
+            );
+        }
+    }
+}
+
+/// The last offset of a stored batch.
+fn last_offset(batch: &[u8]) -> Offset {
+    let header = record_batch::header(batch).unwrap();
+    Offset(header.base_offset.get() + i64::from(header.last_offset_delta.get()))
 }
 
 /// Two sides of a network split of `size` nodes, cut from each other: one node isolated, a
@@ -468,14 +581,22 @@ fn split(random: &mut Seeded, size: i32) -> (Vec<NodeId>, Vec<NodeId>) {
 }
 
 /// A batch of one record `payload-<number>` of idempotent producer `producer` at `sequence`.
-fn payload(number: u64, producer: i64, sequence: i32) -> Bytes {
-    let record = PlainRecord {
+fn payload(number: u64, producer: i64, sequence: i32, mode: Mode) -> Bytes {
+    let record = |key: Option<u64>, suffix: &str| PlainRecord {
         timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from(format!("payload-{number}"))),
+        key: key.map(|key| Bytes::from(format!("key-{key}"))),
+        value: Some(Bytes::from(format!("payload-{number}{suffix}"))),
+    };
+    let records = match mode {
+        Mode::Plain => vec![record(None, "")],
+        // Two keys, so that a pass may keep one record of the batch.
+        Mode::Compacted => vec![
+            record(Some(number % KEYS), ""),
+            record(Some((number * 7 + 3) % KEYS), "b"),
+        ],
     };
     let compression = kafka_protocol::records::Compression::None;
-    let mut batch = encode_plain_batch([record], compression).unwrap();
+    let mut batch = encode_plain_batch(records, compression).unwrap();
     crate::protocol::record_batch::set_producer(&mut batch, producer, 0, sequence, 0);
     batch.freeze()
 }
@@ -504,7 +625,7 @@ async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
             *next += 1;
             *next
         });
-        let batch = payload(number, producer, sequence);
+        let batch = payload(number, producer, sequence, cluster.mode);
         let proposed = Box::pin(async move { replica.propose(batch).await });
         let timeout = Box::pin(clock::sleep(PROPOSAL_TIMEOUT));
         match select(proposed, timeout).await {
@@ -513,7 +634,7 @@ async fn client(cluster: Rc<Cluster>, producer: i64, stop: Rc<Latch>) {
                 (cluster.last_acked.borrow_mut()).insert(producer, committed.base_offset);
                 (cluster.acked_at_ms.borrow_mut()).insert(producer, cluster.now_ms());
                 unacknowledged = None;
-                sequence += 1;
+                sequence += cluster.mode.records_per_payload();
             }
             Either::Left((Err(ProposeError::Producer(error)), _)) => {
                 let terms: Vec<_> = (cluster.live_replicas().iter())
@@ -625,6 +746,20 @@ async fn quieter(cluster: Rc<Cluster>, seed: u64, calm: Rc<Latch>) {
     }
 }
 
+/// A node's log cleaner in `Mode::Compacted`: a pass every 100 to 500 ms, with a key map of
+/// the smallest budget, so that passes often end early and the next goes on.
+async fn clean_now_and_then(partition: Rc<Partition>, seed: u64) {
+    let mut random = Seeded::new(seed ^ 0xc1ea);
+    let mut key_map = KeyMap::new(crate::limits::CLEANER_KEY_MAP_BYTES_MIN);
+    loop {
+        clock::sleep(Duration::from_millis(100 + random.below(400))).await;
+        match partition.clean(&mut key_map, clock::now_ms()).await {
+            Ok(_) | Err(StorageError::Closed) | Err(StorageError::Failed(_)) => {}
+            Err(error) => panic!("compaction failed: {error}"),
+        }
+    }
+}
+
 /// The number of a batch's `payload-<number>` record.
 fn payload_number(batch: &[u8]) -> Option<u64> {
     let tag = b"payload-";
@@ -641,8 +776,8 @@ fn payload_number(batch: &[u8]) -> Option<u64> {
 
 /// Runs one seed for `duration` of faults, then heals and checks the end state. Returns a
 /// digest of what happened, the same for the same seed.
-async fn simulate(seed: u64, duration: Duration) -> String {
-    let cluster = Cluster::new(seed);
+async fn simulate(seed: u64, duration: Duration, mode: Mode) -> String {
+    let cluster = Cluster::new(seed, mode);
     let stop = Rc::new(Latch::default());
     for producer in 0..CLIENTS as i64 {
         runtime::spawn_local(client(cluster.clone(), 1000 + producer, stop.clone())).detach();
@@ -699,8 +834,9 @@ async fn simulate(seed: u64, duration: Duration) -> String {
         converged,
         "{name}: the nodes did not converge after the faults stopped"
     );
-    let acked = cluster.acked.borrow();
-    let committed = cluster.committed.borrow();
+    // Copies: the end checks of `Mode::Compacted` read the replicas (await).
+    let acked = cluster.acked.borrow().clone();
+    let committed = cluster.committed.borrow().clone();
     assert!(!acked.is_empty(), "{name}: nothing was acknowledged");
     // Liveness: once the faults stopped, every client's batches are acknowledged again (a
     // retry answered NOT_LEADER for ever, say, would stall its producer).
@@ -724,9 +860,15 @@ async fn simulate(seed: u64, duration: Duration) -> String {
             "{name}: node {node}'s log starts at {log_start}, below the move to {trimmed_to}"
         );
     }
+    if cluster.mode == Mode::Compacted {
+        check_compacted_end(&cluster, &acked, &committed, trimmed_to).await;
+    }
     for (number, at) in acked.iter() {
         if at.last_offset < trimmed_to && !committed.contains_key(&at.base_offset) {
             continue;
+        }
+        if cluster.mode == Mode::Compacted && !committed.contains_key(&at.base_offset) {
+            continue; // Cleaned before it was seen whole: see check_compacted_end.
         }
         let batch = committed.get(&at.base_offset).unwrap_or_else(|| {
             panic!(
@@ -776,7 +918,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
             .sum::<u64>();
     let digest = format!(
         "nodes {} acked {} committed {} terms {} crashes {} snapshots {snapshots} \
-         reconfigurations {}/{} quiescent {} sent {} dropped {}",
+         reconfigurations {}/{} quiescent {} cleaned {} sent {} dropped {}",
         cluster.size,
         acked.len(),
         committed.len(),
@@ -785,6 +927,7 @@ async fn simulate(seed: u64, duration: Duration) -> String {
         cluster.reached.borrow(),
         cluster.reconfigurations.borrow(),
         cluster.quiescent_seen.borrow(),
+        cluster.cleaned_seen.borrow(),
         cluster.network.stats().sent.get(),
         cluster.network.stats().dropped.get()
     );
@@ -793,6 +936,74 @@ async fn simulate(seed: u64, duration: Duration) -> String {
     }
     cluster.clock.uninstall();
     digest
+}
+
+/// The end state of `Mode::Compacted`: an acknowledged payload never seen whole was cleaned
+/// because both its keys have later records; and every member's log holds the latest record
+/// of every key at or past its log start (compaction never removes one).
+async fn check_compacted_end(
+    cluster: &Cluster,
+    acked: &[(u64, Committed)],
+    committed: &BTreeMap<Offset, Bytes>,
+    trimmed_to: Offset,
+) {
+    let name = &cluster.name;
+    assert!(
+        *cluster.cleaned_seen.borrow() > 0,
+        "{name}: no replica served a batch a pass rewrote"
+    );
+    let mut latest: HashMap<Bytes, Offset> = HashMap::new();
+    for (base, batch) in committed {
+        for record in records::parse(batch).unwrap() {
+            if let Some(key) = record.key {
+                let offset = *base + i64::from(record.offset_delta);
+                let known = latest.entry(key).or_insert(offset);
+                *known = (*known).max(offset);
+            }
+        }
+    }
+    for (number, at) in acked {
+        if at.last_offset < trimmed_to || committed.contains_key(&at.base_offset) {
+            continue;
+        }
+        for (delta, key) in [(0, number % KEYS), (1, (number * 7 + 3) % KEYS)] {
+            let key = Bytes::from(format!("key-{key}"));
+            let offset = at.base_offset + delta;
+            assert!(
+                latest.get(&key).is_some_and(|later| *later > offset),
+                "{name}: payload {number}'s record of {key:?} at {offset} is gone, and no later \
+                 one of its key is known"
+            );
+        }
+    }
+    for (node, replica) in cluster.live_members() {
+        let partition = replica.partition().clone();
+        let mut held: HashMap<Offset, Bytes> = HashMap::new();
+        let mut offset = partition.log_start_offset();
+        while offset < partition.high_watermark() {
+            let batches = partition.read(offset, 64 * 1024).await.unwrap();
+            for batch in batches {
+                for record in records::parse(&batch).unwrap() {
+                    let at = Offset(record_batch::header(&batch).unwrap().base_offset.get())
+                        + i64::from(record.offset_delta);
+                    if let Some(key) = record.key {
+                        held.insert(at, key);
+                    }
+                }
+                offset = last_offset(&batch) + 1;
+            }
+        }
+        for (key, at) in &latest {
+            if *at < partition.log_start_offset() {
+                continue;
+            }
+            assert_eq!(
+                held.get(at),
+                Some(key),
+                "{name}: node {node} lost the latest record of {key:?}, at {at}"
+            );
+        }
+    }
 }
 
 /// Whether the group's voters are the target, every one of them is up, one leads, and all
@@ -842,7 +1053,26 @@ fn a_replicated_partition_survives_crashes_partitions_and_lossy_links() {
         .unwrap_or(20);
     for seed in seeds() {
         let digest = runtime::run_on_new_executor(move || async move {
-            simulate(seed, Duration::from_secs(seconds)).await
+            simulate(seed, Duration::from_secs(seconds), Mode::Plain).await
+        });
+        eprintln!("seed {seed}: {digest}");
+    }
+}
+
+/// The same faults on a compacted partition, which every replica cleans on its own: a
+/// follower catching up copies batches a peer's pass rewrote, or fillers for the batches it
+/// removed, and checks its own entries against them. Nothing served changes but by a pass
+/// (`Cluster::check_cleaned`), the latest record of every key stays on every replica, and
+/// the replicas' logs converge.
+#[test]
+fn a_compacted_replicated_partition_survives_crashes_partitions_and_lossy_links() {
+    let seconds = std::env::var("CORELOG_SIM_SECONDS")
+        .ok()
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or(20);
+    for seed in seeds() {
+        let digest = runtime::run_on_new_executor(move || async move {
+            simulate(seed, Duration::from_secs(seconds), Mode::Compacted).await
         });
         eprintln!("seed {seed}: {digest}");
     }
@@ -875,7 +1105,7 @@ async fn step_until<T: 'static>(
 #[test]
 fn the_retry_of_a_committed_batch_is_answered_on_an_idle_group() {
     runtime::run_on_new_executor(|| async {
-        let cluster = Cluster::new(3);
+        let cluster = Cluster::new(3, Mode::Plain);
         let leader = || {
             let live = cluster.live_replicas().into_iter();
             live.map(|(_, replica)| replica)
@@ -887,7 +1117,7 @@ fn the_retry_of_a_committed_batch_is_answered_on_an_idle_group() {
             replica = leader();
         }
         let replica = replica.unwrap();
-        let batch = payload(1, 1000, 0);
+        let batch = payload(1, 1000, 0, Mode::Plain);
         let proposing = {
             let (replica, batch) = (replica.clone(), batch.clone());
             async move { replica.propose(batch).await }
@@ -918,7 +1148,10 @@ fn the_retry_of_a_committed_batch_is_answered_on_an_idle_group() {
 /// The same seed gives the same run, so that a failing seed can be replayed.
 #[test]
 fn a_seed_replays_exactly() {
-    let run =
-        || runtime::run_on_new_executor(|| async { simulate(42, Duration::from_secs(5)).await });
+    let run = || {
+        runtime::run_on_new_executor(|| async {
+            simulate(42, Duration::from_secs(5), Mode::Plain).await
+        })
+    };
     assert_eq!(run(), run());
 }

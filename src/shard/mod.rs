@@ -843,20 +843,23 @@ impl Shard {
 
     /// The shard's log cleaner: every `log_cleaner_backoff_ms`, one pass over each of its
     /// compacted partitions that is due (`partition::cleaner`), one partition at a time with
-    /// one key map, on the background queue. Partitions of a replicated topic are left as
-    /// they are: their segments are their Raft log, which a follower copies batch by batch.
+    /// one key map, on the background queue. Every replica of a replicated partition
+    /// cleans its own log, below its Raft base (see `partition::cleaner`).
     async fn cleaner_loop(self: Rc<Self>) {
         let interval = Duration::from_millis(self.config.log_cleaner_backoff_ms.max(10));
         let mut key_map = KeyMap::new(self.config.log_cleaner_dedupe_buffer_size);
         while !self.shutdown.is_raised() {
             runtime::sleep(interval).await;
-            let partitions = self.owned_partitions();
-            let unreplicated = partitions
-                .into_iter()
-                .filter(|(tp, _)| self.replica_of(tp).is_none());
-            for (tp, partition) in unreplicated {
+            for (tp, partition) in self.owned_partitions() {
                 if self.shutdown.is_raised() {
                     break;
+                }
+                if !partition.is_compacted() {
+                    continue;
+                }
+                if let Some(replica) = self.replica_of(&tp) {
+                    // For the next pass: this one cleans below the anchor as it is.
+                    replica.want_anchor();
                 }
                 let now = crate::metadata::now_ms();
                 match partition.clean(&mut key_map, now).await {

@@ -13,7 +13,11 @@
 //! altogether, which only holds records the cleaned copy had removed as superseded and which
 //! the next pass removes again: never a latest value lost, never a deleted key back.
 //!
-//! The first replacement in a log writes the `compacted` marker file, before its commit: a
+//! A replica's log is compacted without gaps (`Gaps::Fill`): dropped batches leave fillers,
+//! empty batches of their offsets and epoch, so that its log stays dense; its first
+//! replacement writes the `compacted-dense` marker before its commit, so that recovery
+//! deletes merged leftovers there too. Otherwise the
+//! first replacement in a log writes the `compacted` marker file, before its commit: a
 //! log with the marker is checked as sparse (`Continuity::Sparse`) from then on, at open and
 //! on every read. Readers keep reading the file they found (a clone of its descriptor) while
 //! a replacement commits; the read-ahead is invalidated and the cache forgets the replaced
@@ -25,6 +29,7 @@ use bytes::Bytes;
 
 use crate::ids::Offset;
 use crate::limits::{COMPACTION_WRITE_CHUNK_BYTES, STORAGE_READ_BYTES_MAX};
+use crate::protocol::{record_batch, records};
 use crate::runtime;
 use crate::storage::appender::Appender;
 use crate::storage::file::{self, SegmentFile};
@@ -35,13 +40,25 @@ use crate::storage::{side_file, StorageError};
 
 /// The marker file of a log that a compaction has rewritten (see the module doc).
 const MARKER_FILE: &str = "compacted";
+/// The marker file of a log that a compaction without gaps (`Gaps::Fill`) has rewritten.
+const DENSE_MARKER_FILE: &str = "compacted-dense";
 /// The suffix of a cleaned segment not yet committed.
 const CLEANED_SUFFIX: &str = ".cleaned";
 
-/// How the batches of the log in `dir` follow each other, for its open: sparse once a
-/// compaction committed in it. Deletes the cleaned files of a replacement that did not
-/// commit.
-pub(super) async fn open_continuity(dir: &Path) -> Result<Continuity, StorageError> {
+/// What a log's compaction markers say, for its open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Compacted {
+    /// How its batches follow each other: sparse once a compaction that leaves gaps
+    /// committed in it.
+    pub continuity: Continuity,
+    /// Whether any compaction committed in it: a segment may then still follow the one it
+    /// was merged into, for recovery to delete.
+    pub merged: bool,
+}
+
+/// What the compactions of the log in `dir` left (see `Compacted`). Deletes the cleaned
+/// files of a replacement that did not commit.
+pub(super) async fn open_compacted(dir: &Path) -> Result<Compacted, StorageError> {
     for name in file::list_dir(dir)? {
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(CLEANED_SUFFIX) {
@@ -49,11 +66,26 @@ pub(super) async fn open_continuity(dir: &Path) -> Result<Continuity, StorageErr
             side_file::remove_if_exists(&dir.join(name)).await?;
         }
     }
-    Ok(if file::is_missing(&dir.join(MARKER_FILE)) {
-        Continuity::Dense
-    } else {
-        Continuity::Sparse
+    let sparse = !file::is_missing(&dir.join(MARKER_FILE));
+    Ok(Compacted {
+        continuity: match sparse {
+            true => Continuity::Sparse,
+            false => Continuity::Dense,
+        },
+        merged: sparse || !file::is_missing(&dir.join(DENSE_MARKER_FILE)),
     })
+}
+
+/// What a replacement leaves where its filter dropped batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gaps {
+    /// Nothing: the log becomes sparse (the `compacted` marker).
+    Leave,
+    /// A filler (`records::filler`) per run of dropped batches of one leader epoch: the log
+    /// stays dense and still says in which epoch each offset was written, as a replica's log
+    /// must (a follower copying it checks its own entries against those epochs, see
+    /// `replication::replica`).
+    Fill,
 }
 
 /// A closed segment as a cleaner sees it.
@@ -134,7 +166,8 @@ impl Log {
 
     /// Replaces the consecutive closed segments `bases` by one segment at `bases[0]` holding
     /// what `filter` makes of each of their batches, in order (None drops the batch; a batch
-    /// given back must keep its base and last offset). See the module doc for the steps and
+    /// given back must keep its base and last offset), with what `gaps` says where batches
+    /// were dropped. See the module doc for the steps and
     /// what a crash leaves. Gives `Ok(None)` without changing anything if the segments
     /// changed meanwhile (retention deleted one) or the log was closed or fenced. A failure
     /// after the commit fences the log.
@@ -142,6 +175,7 @@ impl Log {
         &self,
         bases: &[Offset],
         mut filter: impl FnMut(Bytes) -> Option<Bytes>,
+        gaps: Gaps,
     ) -> Result<Option<Replaced>, StorageError> {
         assert!(!bases.is_empty(), "a replacement replaces segments");
         Self::check_usable(&self.state.borrow())?;
@@ -153,7 +187,9 @@ impl Log {
         let cleaned_path = cleaned_path(&self.dir, first);
         side_file::remove_if_exists(&cleaned_path).await?;
         let file = SegmentFile::open_or_create(&cleaned_path).await?;
-        let written = self.write_cleaned(file.clone(), bases, &mut filter).await;
+        let written = self
+            .write_cleaned(file.clone(), bases, &mut filter, gaps)
+            .await;
         let (mut segment, replaced) = match written {
             Ok(Some(written)) => written,
             Ok(None) => {
@@ -168,9 +204,15 @@ impl Log {
             }
         };
         segment.next_offset = group_end;
-        if self.continuity.get() == Continuity::Dense {
-            side_file::replace(&self.dir.join(MARKER_FILE), &[]).await?;
-            self.continuity.set(Continuity::Sparse);
+        match gaps {
+            Gaps::Leave if self.continuity.get() == Continuity::Dense => {
+                side_file::replace(&self.dir.join(MARKER_FILE), &[]).await?;
+                self.continuity.set(Continuity::Sparse);
+            }
+            Gaps::Fill if file::is_missing(&self.dir.join(DENSE_MARKER_FILE)) => {
+                side_file::replace(&self.dir.join(DENSE_MARKER_FILE), &[]).await?;
+            }
+            Gaps::Leave | Gaps::Fill => {}
         }
         let _io = self.io_lock.lock().await;
         let usable = Self::check_usable(&self.state.borrow());
@@ -206,38 +248,61 @@ impl Log {
         file: SegmentFile,
         bases: &[Offset],
         filter: &mut impl FnMut(Bytes) -> Option<Bytes>,
+        gaps: Gaps,
     ) -> Result<Option<(Segment, Replaced)>, StorageError> {
         let interval = self.state.borrow().config.index_interval_bytes;
-        let mut appender = Appender::open(file.clone(), bases[0], 0).await?;
-        let mut segment = Segment::new(bases[0], file);
-        let mut replaced = Replaced::default();
-        let mut pending: Vec<Bytes> = Vec::new();
-        let mut pending_bytes = 0;
+        let mut out = CleanedWriter {
+            appender: Appender::open(file.clone(), bases[0], 0).await?,
+            segment: Segment::new(bases[0], file),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            interval,
+        };
+        let mut bytes_read = 0;
+        // The removed batches not yet covered by a filler: first offset, last offset, epoch.
+        let mut run: Option<(Offset, Offset, i32)> = None;
         for &base in bases {
             let Some(mut batches) = self.segment_batches(base) else {
                 return Ok(None);
             };
             while let Some(batch) = batches.next().await? {
-                let Some(kept) = filter(batch) else {
-                    continue;
-                };
-                let meta = super::batch_meta(&kept).map_err(StorageError::Corrupt)?;
-                segment.observe(segment.size, &meta, interval);
-                pending_bytes += kept.len();
-                pending.push(kept);
-                if pending_bytes >= COMPACTION_WRITE_CHUNK_BYTES {
-                    appender.write(&pending).await?;
-                    pending.clear();
-                    pending_bytes = 0;
+                let meta = super::batch_meta(&batch).map_err(StorageError::Corrupt)?;
+                let epoch = record_batch::header(&batch)
+                    .map_or(-1, |header| header.partition_leader_epoch.get());
+                match filter(batch) {
+                    Some(kept) => {
+                        if let Some(filler) = run.take().map(filler_of) {
+                            out.push(filler).await?;
+                        }
+                        out.push(kept).await?;
+                    }
+                    None if gaps == Gaps::Fill => {
+                        run = match run {
+                            Some((first, _, run_epoch)) if run_epoch == epoch => {
+                                Some((first, meta.last_offset, epoch))
+                            }
+                            other => {
+                                if let Some(filler) = other.map(filler_of) {
+                                    out.push(filler).await?;
+                                }
+                                Some((meta.base_offset, meta.last_offset, epoch))
+                            }
+                        }
+                    }
+                    None => {}
                 }
                 runtime::yield_if_needed().await;
             }
-            replaced.bytes_read += batches.bytes_read;
+            bytes_read += batches.bytes_read;
         }
-        appender.write(&pending).await?;
-        appender.sync().await?;
-        appender.trim_and_sync().await?;
-        replaced.bytes_written = segment.size;
+        if let Some(filler) = run.take().map(filler_of) {
+            out.push(filler).await?;
+        }
+        let segment = out.finish().await?;
+        let replaced = Replaced {
+            bytes_read,
+            bytes_written: segment.size,
+        };
         Ok(Some((segment, replaced)))
     }
 
@@ -279,6 +344,45 @@ impl Log {
         file::sync_directory(&self.dir).await?;
         encoded.write(&self.dir).await?;
         Ok(())
+    }
+}
+
+/// The filler of a run of removed batches (first offset, last offset, leader epoch).
+fn filler_of((first, last, epoch): (Offset, Offset, i32)) -> Bytes {
+    records::filler(first, last, epoch)
+}
+
+/// The cleaned segment being written: batches gathered into chunks for the appender, and
+/// indexed as they go.
+struct CleanedWriter {
+    appender: Appender,
+    segment: Segment,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    interval: u64,
+}
+
+impl CleanedWriter {
+    async fn push(&mut self, batch: Bytes) -> Result<(), StorageError> {
+        let meta = super::batch_meta(&batch).map_err(StorageError::Corrupt)?;
+        self.segment
+            .observe(self.segment.size, &meta, self.interval);
+        self.pending_bytes += batch.len();
+        self.pending.push(batch);
+        if self.pending_bytes >= COMPACTION_WRITE_CHUNK_BYTES {
+            self.appender.write(&self.pending).await?;
+            self.pending.clear();
+            self.pending_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and syncs the file.
+    async fn finish(mut self) -> Result<Segment, StorageError> {
+        self.appender.write(&self.pending).await?;
+        self.appender.sync().await?;
+        self.appender.trim_and_sync().await?;
+        Ok(self.segment)
     }
 }
 

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::protocol::record_batch::{encode_plain_batch, validate, PlainRecord};
 use crate::storage::sim_disk::SimDisk;
+use crate::storage::Gaps;
 use crate::storage::{stamp_batch, BatchCache, Log, LogConfig, Settled, StorageError};
 
 const SEEDS: u64 = 8;
@@ -215,7 +216,11 @@ struct CompactionModel {
 /// Appends 40 batches (segments roll every few), then replaces the first three closed
 /// segments keeping every third batch, then the first two of what is left dropping every
 /// batch with an odd base offset.
-async fn compaction_workload(log: &Log, model: &mut CompactionModel) -> Result<(), StorageError> {
+async fn compaction_workload(
+    log: &Log,
+    model: &mut CompactionModel,
+    gaps: Gaps,
+) -> Result<(), StorageError> {
     for index in 0..40u8 {
         let records = (0..(index % 3 + 1)).map(|i| PlainRecord {
             timestamp: 1_000 + i64::from(i),
@@ -253,7 +258,7 @@ async fn compaction_workload(log: &Log, model: &mut CompactionModel) -> Result<(
             }
         };
         // A batch counts as dropped from the call on: a cut midway may leave it or not.
-        let replaced = log.replace_segments(&bases, filter).await;
+        let replaced = log.replace_segments(&bases, filter, gaps).await;
         model.dropped.extend(dropped);
         assert!(replaced?.is_some(), "nothing else changes the segments");
     }
@@ -264,7 +269,7 @@ async fn compaction_workload(log: &Log, model: &mut CompactionModel) -> Result<(
 /// checks the recovered log: every batch no filter dropped is served, at its offset and
 /// unchanged; nothing else is served but batches appended there; offsets only ascend.
 /// Returns the operations the workload did.
-async fn run_compaction_case(root: &Path, cut: Option<u64>) -> u64 {
+async fn run_compaction_case(root: &Path, cut: Option<u64>, gaps: Gaps) -> u64 {
     let disk = SimDisk::mount(root);
     let dir = root.join("topic-0");
     let log = open(&dir).await.unwrap();
@@ -273,7 +278,7 @@ async fn run_compaction_case(root: &Path, cut: Option<u64>) -> u64 {
         disk.cut_power_after(cut);
     }
     let mut model = CompactionModel::default();
-    let result = compaction_workload(&log, &mut model).await;
+    let result = compaction_workload(&log, &mut model, gaps).await;
     assert!(
         cut.is_some() || result.is_ok(),
         "the workload fails only on a power cut: {:?}",
@@ -283,7 +288,7 @@ async fn run_compaction_case(root: &Path, cut: Option<u64>) -> u64 {
     drop(log);
     let after = root.with_extension("after");
     let recovered = disk.crash_into(&after, cut.unwrap_or(u64::MAX));
-    let case = format!("compaction, power cut after {cut:?} operations");
+    let case = format!("compaction ({gaps:?}), power cut after {cut:?} operations");
     let log = open(&after.join("topic-0"))
         .await
         .unwrap_or_else(|error| panic!("{case}: recovery failed: {error}"));
@@ -302,6 +307,24 @@ async fn run_compaction_case(root: &Path, cut: Option<u64>) -> u64 {
         for batch in batches {
             let meta = crate::storage::batch_meta(&batch).unwrap();
             assert!(meta.base_offset >= offset, "{case}: offsets ascend");
+            if gaps == Gaps::Fill {
+                assert_eq!(meta.base_offset, offset, "{case}: no gap");
+                let header = crate::protocol::record_batch::header(&batch).unwrap();
+                if crate::protocol::records::is_filler(header) {
+                    let inside = model.appended.range(meta.base_offset..=meta.last_offset);
+                    for (base, appended) in inside {
+                        let last = crate::storage::batch_meta(appended).unwrap().last_offset;
+                        assert!(
+                            model.dropped.contains(base) && last <= meta.last_offset,
+                            "{case}: the filler [{}, {}] holds {base}, not dropped whole",
+                            meta.base_offset,
+                            meta.last_offset
+                        );
+                    }
+                    offset = meta.last_offset + 1;
+                    continue;
+                }
+            }
             assert_eq!(
                 model.appended.get(&meta.base_offset),
                 Some(&batch),
@@ -336,15 +359,18 @@ async fn run_compaction_case(root: &Path, cut: Option<u64>) -> u64 {
 
 /// Every operation of a compaction (two replacements of closed segments) is, in one case, the
 /// one the power is cut at: the log always opens, and holds each segment's batches as they
-/// were or as the filter left them, never a mixture that loses a kept batch.
+/// were or as the filter left them, never a mixture that loses a kept batch; a replica's
+/// compaction (fillers for dropped batches) leaves its log without a gap.
 #[test]
 fn power_cut_at_any_operation_of_a_compaction_loses_no_kept_batch() {
     crate::runtime::run_on_new_executor(|| async {
-        let root = PathBuf::from("/corelog-simulated-compaction");
-        let operations = run_compaction_case(&root.join("all"), None).await;
-        assert!(operations > 40, "only {operations} operations");
-        for cut in 0..=operations {
-            run_compaction_case(&root.join(cut.to_string()), Some(cut)).await;
+        for gaps in [Gaps::Leave, Gaps::Fill] {
+            let root = PathBuf::from(format!("/corelog-simulated-compaction-{gaps:?}"));
+            let operations = run_compaction_case(&root.join("all"), None, gaps).await;
+            assert!(operations > 40, "only {operations} operations");
+            for cut in 0..=operations {
+                run_compaction_case(&root.join(cut.to_string()), Some(cut), gaps).await;
+            }
         }
     });
 }

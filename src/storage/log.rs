@@ -187,10 +187,11 @@ impl Log {
         cache: Rc<BatchCache>,
     ) -> Result<Rc<Log>, StorageError> {
         file::create_dir_all(&dir)?;
-        let continuity = super::compact::open_continuity(&dir).await?;
+        let compacted = super::compact::open_compacted(&dir).await?;
+        let continuity = compacted.continuity;
         let bases = list_segments(&dir)?;
         let interval = config.index_interval_bytes;
-        let mut segments = recover_segments(&dir, &bases, interval, continuity).await?;
+        let mut segments = recover_segments(&dir, &bases, interval, compacted).await?;
         if segments.is_empty() {
             let segment = create_segment(&dir, Offset::ZERO).await?;
             segments.insert(Offset::ZERO, segment);
@@ -246,6 +247,11 @@ impl Log {
     /// replica still needs them: the batches of its log not yet below its durable base).
     pub fn set_retention_floor(&self, floor: Offset) {
         self.state.borrow_mut().retention_floor = Some(floor);
+    }
+
+    /// The floor `set_retention_floor` set: Some for a replica's log.
+    pub fn retention_floor(&self) -> Option<Offset> {
+        self.state.borrow().retention_floor
     }
 
     /// The partition directory: where the layer above keeps its own files (`side_file`).

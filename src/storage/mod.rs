@@ -44,7 +44,7 @@ mod ticket;
 use crate::ids::Offset;
 
 pub use cache::BatchCache;
-pub use compact::{Replaced, SegmentBatches, SegmentSpan};
+pub use compact::{Gaps, Replaced, SegmentBatches, SegmentSpan};
 pub use directory::{is_deletion_name, remove_dir};
 pub use file::{disk_space, os_error, prime_device, sync_latencies};
 pub use index::{lookup_offset, lookup_time_below, OffsetEntry, TimeEntry};

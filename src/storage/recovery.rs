@@ -27,6 +27,7 @@ use std::io;
 use std::path::Path;
 
 use crate::limits::{INDEX_FILE_BYTES_MAX, STORAGE_READ_BYTES_MAX};
+use crate::storage::compact::Compacted;
 use crate::storage::file::{self, SegmentFile};
 use crate::storage::index;
 use crate::storage::reader::{check_batch, Continuity, ScanError, Scanner};
@@ -36,14 +37,16 @@ use crate::storage::StorageError;
 /// Opens and recovers the segments with base offsets `bases` (ascending) in `dir`. In a
 /// dense log they come back contiguous: if one ends short of the next, the later ones are
 /// deleted. In a sparse (compacted) log a segment may end short of the next (a compaction
-/// removed its last batches: it then spans up to the next one), or past the next ones: those
-/// are segments a compaction merged into it and had not deleted yet when it stopped.
-pub async fn recover_segments(
+/// removed its last batches: it then spans up to the next one). In a compacted log, sparse or
+/// not, one may end past the next ones: those are segments a compaction merged into it and
+/// had not deleted yet when it stopped.
+pub(super) async fn recover_segments(
     dir: &Path,
     bases: &[Offset],
     index_interval_bytes: u64,
-    continuity: Continuity,
+    compacted: Compacted,
 ) -> Result<BTreeMap<Offset, Segment>, StorageError> {
+    let continuity = compacted.continuity;
     let mut segments = BTreeMap::new();
     let mut index = 0;
     while index < bases.len() {
@@ -57,17 +60,22 @@ pub async fn recover_segments(
         let end = recovered.segment.next_offset;
         let mut segment = recovered.segment;
         let later = &bases[index + 1..];
+        let merged = match compacted.merged {
+            true => later.iter().take_while(|next| **next < end).count(),
+            false => 0,
+        };
+        if merged > 0 {
+            let reason = "a compaction merged it into the segment before";
+            delete_segments(dir, &later[..merged], reason).await?;
+        }
+        index += merged;
+        let later = &later[merged..];
         if continuity == Continuity::Sparse {
-            let merged = later.iter().take_while(|next| **next < end).count();
-            if merged > 0 {
-                let reason = "a compaction merged it into the segment before";
-                delete_segments(dir, &later[..merged], reason).await?;
-            }
-            if let Some(&next_base) = later.get(merged) {
+            if let Some(&next_base) = later.first() {
                 segment.next_offset = next_base;
             }
             segments.insert(base, segment);
-            index += 1 + merged;
+            index += 1;
             continue;
         }
         segments.insert(base, segment);

@@ -66,19 +66,19 @@ function changelogValue(head, valueBytes) {
   return head === null ? null : (head + '|').padEnd(valueBytes, 'x')
 }
 
-async function createTopic(kafka, topic, configs) {
+async function createTopic(kafka, topic, configs, replicationFactor = 1) {
   const admin = kafka.admin()
   await admin.connect()
   const configEntries = Object.entries(configs).map(([name, value]) => ({ name, value }))
   await admin.createTopics({
-    topics: [{ topic, numPartitions: 1, replicationFactor: 1, configEntries }],
+    topics: [{ topic, numPartitions: 1, replicationFactor, configEntries }],
     waitForLeaders: true,
   })
   await admin.disconnect()
 }
 
-async function create(kafka, { topic, configs }) {
-  await createTopic(kafka, topic, configs)
+async function create(kafka, { topic, configs, replicationFactor }) {
+  await createTopic(kafka, topic, configs, replicationFactor)
   return { ok: true }
 }
 

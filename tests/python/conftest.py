@@ -72,7 +72,7 @@ def broker_factory(request, tmp_path):
 # restarts its broker, or reads its files) is marked `single_node`.
 BOTH_TOPOLOGIES = {"test_confluent", "test_kafka_python", "test_aiokafka", "test_kafkajs",
                    "test_kcat", "test_groups", "test_idempotence", "test_admin",
-                   "test_transactions"}
+                   "test_transactions", "test_compaction"}
 
 
 def pytest_configure(config):
