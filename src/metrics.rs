@@ -136,6 +136,8 @@ pub struct PartitionMetrics {
     pub produced_bytes: Cell<u64>,
     pub produced_records: Cell<u64>,
     pub fetched_bytes: Cell<u64>,
+    /// Produced batches recompressed into the topic's `compression.type`.
+    pub recompressed_batches: Cell<u64>,
     /// Compaction (`partition::cleaner`): bytes its passes read and wrote, the dirty share of
     /// the cleanable range as last computed, and when the last pass ended (ms, 0: never).
     pub cleaner_bytes_read: Cell<u64>,
@@ -152,6 +154,7 @@ pub struct PartitionSnapshot {
     pub produced_bytes: u64,
     pub produced_records: u64,
     pub fetched_bytes: u64,
+    pub recompressed_batches: u64,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub size_bytes: u64,
@@ -462,7 +465,7 @@ fn render_requests(out: &mut String, snapshots: &[MetricsSnapshot]) {
 }
 
 fn render_partitions(out: &mut String, snapshots: &[MetricsSnapshot]) {
-    let rows: [Family<PartitionSnapshot, String>; 10] = [
+    let rows: [Family<PartitionSnapshot, String>; 11] = [
         (
             "corelog_partition_produced_bytes_total",
             "counter",
@@ -480,6 +483,12 @@ fn render_partitions(out: &mut String, snapshots: &[MetricsSnapshot]) {
             "counter",
             "Bytes returned to fetches",
             |p| p.fetched_bytes.to_string(),
+        ),
+        (
+            "corelog_partition_recompressed_batches_total",
+            "counter",
+            "Produced batches recompressed into the topic's compression.type",
+            |p| p.recompressed_batches.to_string(),
         ),
         (
             "corelog_partition_high_watermark",

@@ -17,6 +17,42 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// `compression.type`: the codec a topic keeps its batches in. `Producer` keeps each batch in
+/// the codec it came in; any other recompresses a batch that came in another one, as Kafka's
+/// broker-side compression does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicCompression {
+    Producer,
+    Uncompressed,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl TopicCompression {
+    /// The config value, as Kafka names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicCompression::Producer => "producer",
+            TopicCompression::Uncompressed => "uncompressed",
+            TopicCompression::Gzip => "gzip",
+            TopicCompression::Snappy => "snappy",
+            TopicCompression::Lz4 => "lz4",
+            TopicCompression::Zstd => "zstd",
+        }
+    }
+
+    const ALL: [TopicCompression; 6] = [
+        TopicCompression::Producer,
+        TopicCompression::Uncompressed,
+        TopicCompression::Gzip,
+        TopicCompression::Snappy,
+        TopicCompression::Lz4,
+        TopicCompression::Zstd,
+    ];
+}
+
 /// The typed configuration of one topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
@@ -40,6 +76,7 @@ pub struct TopicConfig {
     pub min_cleanable_dirty_ratio: f64,
     pub min_compaction_lag_ms: i64,
     pub max_compaction_lag_ms: i64,
+    pub compression: TopicCompression,
 }
 
 /// Where a config's value comes from, as DescribeConfigs reports it.
@@ -81,7 +118,8 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "compression.type",
         kind: ConfigType::String,
-        doc: "only producer",
+        doc:
+            "producer (as sent), uncompressed, gzip, snappy, lz4 or zstd (recompressed on produce)",
     },
     ConfigKey {
         name: "delete.retention.ms",
@@ -218,21 +256,21 @@ pub const ACCEPTED_KEYS: &[AcceptedKey] = &[
         kind: ConfigType::Int,
         default: "-1",
         rule: Rule::Whole(-1, 9),
-        doc: "no effect: batches are stored in the codec the producer sent",
+        doc: "no effect: recompression (compression.type) uses the codec's default level",
     },
     AcceptedKey {
         name: "compression.lz4.level",
         kind: ConfigType::Int,
         default: "9",
         rule: Rule::Whole(1, 17),
-        doc: "no effect: batches are stored in the codec the producer sent",
+        doc: "no effect: recompression (compression.type) uses the codec's default level",
     },
     AcceptedKey {
         name: "compression.zstd.level",
         kind: ConfigType::Int,
         default: "3",
         rule: Rule::Whole(-131_072, 22),
-        doc: "no effect: batches are stored in the codec the producer sent",
+        doc: "no effect: recompression (compression.type) uses the codec's default level",
     },
     AcceptedKey {
         name: "file.delete.delay.ms",
@@ -394,6 +432,7 @@ impl TopicConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            compression: TopicCompression::Producer,
         };
         for (name, value) in overrides {
             // Overrides were validated when stored; a failure here means a corrupt metadata
@@ -415,13 +454,7 @@ impl TopicConfig {
     fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
         match name {
             "cleanup.policy" => self.cleanup_policy = parse_cleanup_policy(value)?,
-            "compression.type" if value == "producer" => {}
-            "compression.type" => {
-                return Err(ConfigError(
-                    "compression.type: only 'producer' is supported (batches are stored as sent)"
-                        .into(),
-                ))
-            }
+            "compression.type" => self.compression = parse_compression(value)?,
             "index.interval.bytes" => self.index_interval_bytes = parse_range(name, value, 0)?,
             "max.message.bytes" => {
                 self.max_message_bytes =
@@ -473,7 +506,7 @@ impl TopicConfig {
     pub fn value_of(&self, name: &str) -> Option<String> {
         Some(match name {
             "cleanup.policy" => self.cleanup_policy.clone(),
-            "compression.type" => "producer".to_string(),
+            "compression.type" => self.compression.name().to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "message.timestamp.after.max.ms" => self.timestamp_after_max_ms.to_string(),
@@ -696,6 +729,20 @@ fn parse_cleanup_policy(value: &str) -> Result<String, ConfigError> {
         )));
     }
     Ok(parts.join(","))
+}
+
+/// Kafka's names (`BrokerCompressionType`); `none` is the producer's word, which a topic
+/// refuses as Kafka does.
+fn parse_compression(value: &str) -> Result<TopicCompression, ConfigError> {
+    let found = TopicCompression::ALL
+        .into_iter()
+        .find(|codec| codec.name() == value);
+    found.ok_or_else(|| {
+        ConfigError(format!(
+            "compression.type: {value:?} is not one of producer, uncompressed, gzip, snappy, \
+             lz4, zstd"
+        ))
+    })
 }
 
 fn parse_timestamp_type(value: &str) -> Result<TimestampType, ConfigError> {

@@ -1,7 +1,8 @@
 //! Produce on the owner: validate one batch, check it against its producer's state, stamp it
 //! with the log end offset, stage it in the log, start the flush, and answer once the flush
 //! settled the batch's ticket. Validation reads the batch header only, except on a compacted
-//! topic, where every record must have a key.
+//! topic, where every record must have a key, and on a topic whose `compression.type` names a
+//! codec, where a batch in another codec is recompressed.
 
 use crate::ids::Offset;
 use std::rc::Rc;
@@ -11,12 +12,12 @@ use kafka_protocol::ResponseError;
 
 use super::{Partition, ProduceInput, ProduceOutput, RecordError, LEADER_EPOCH};
 use crate::metadata::now_ms;
-use crate::metadata::topic_config::TimestampType;
+use crate::metadata::topic_config::{TimestampType, TopicCompression};
 use crate::metrics;
 use crate::partition::producer_state::{
     Checked, ProducerAppend, ProducerBatch, ProducerChange, ProducerError,
 };
-use crate::protocol::record_batch::{self, BatchSummary};
+use crate::protocol::record_batch::{self, BatchSummary, Compression};
 use crate::protocol::records;
 use crate::storage::{stamp_batch, AppendTicket, BatchMeta, Settled, StorageError};
 
@@ -129,6 +130,7 @@ impl Partition {
         }
         let records = records.unwrap_or_default();
         let summary = self.validate(&records)?;
+        let (records, summary) = self.recompress(records, summary)?;
         let log_append_time = match self.config.borrow().timestamp_type {
             TimestampType::LogAppendTime => Some(now_ms()),
             TimestampType::CreateTime => None,
@@ -138,6 +140,42 @@ impl Partition {
             summary,
             log_append_time,
         })
+    }
+
+    /// The batch in the topic's `compression.type`, recompressed if it came in another codec
+    /// (records that do not parse refuse it, as Kafka's `LogValidator` refuses them), and
+    /// held to `max.message.bytes` again at its new size. Only such a topic pays for it.
+    fn recompress(
+        &self,
+        records: Bytes,
+        summary: BatchSummary,
+    ) -> Result<(Bytes, BatchSummary), ProduceOutput> {
+        let codec = match self.config.borrow().compression {
+            TopicCompression::Producer => return Ok((records, summary)),
+            TopicCompression::Uncompressed => Compression::None,
+            TopicCompression::Gzip => Compression::Gzip,
+            TopicCompression::Snappy => Compression::Snappy,
+            TopicCompression::Lz4 => Compression::Lz4,
+            TopicCompression::Zstd => Compression::Zstd,
+        };
+        if summary.compression == codec {
+            return Ok((records, summary));
+        }
+        let refused =
+            |error: records::RecordsError| self.error_code(error.error_code(), &error.to_string());
+        let batch = records::recompress(&records, codec).map_err(refused)?;
+        let max = self.config.borrow().max_message_bytes.max(0) as usize;
+        if batch.len() > max {
+            let message = format!(
+                "batch of {} bytes, recompressed, exceeds max.message.bytes",
+                batch.len()
+            );
+            return Err(self.error(ResponseError::MessageTooLarge, &message));
+        }
+        let summary = record_batch::validate(&batch)
+            .map_err(|error| self.error_code(error.error_code(), &format!("{error}")))?;
+        metrics::add(&self.metrics.recompressed_batches, 1);
+        Ok((batch, summary))
     }
 
     pub fn producer_error(&self, error: ProducerError) -> ProduceOutput {

@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 
 use super::{FetchInput, Partition, ProduceInput, ShardContext, TopicPartition, WriteMarkerInput};
 use crate::ids::{LeaderEpoch, Offset, PartitionId};
-use crate::metadata::topic_config::{TimestampType, TopicConfig};
+use crate::metadata::topic_config::{TimestampType, TopicCompression, TopicConfig};
 use crate::metrics::ShardMetrics;
 use crate::protocol::control::TxnMarker;
 use crate::protocol::record_batch::{
@@ -63,6 +63,7 @@ fn config() -> TopicConfig {
         min_cleanable_dirty_ratio: 0.5,
         min_compaction_lag_ms: 0,
         max_compaction_lag_ms: i64::MAX,
+        compression: TopicCompression::Producer,
     }
 }
 

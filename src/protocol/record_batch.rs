@@ -58,6 +58,18 @@ pub enum Compression {
     Zstd,
 }
 
+/// `attributes` with its codec bits set to `codec`'s.
+pub fn with_compression(attributes: i16, codec: Compression) -> i16 {
+    let bits = match codec {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    };
+    (attributes & !ATTRIBUTE_COMPRESSION_MASK) | bits
+}
+
 /// Meaning of the batch timestamps (attributes bit 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampType {

@@ -278,21 +278,11 @@ fn rewrite(
 ) -> Result<Bytes, RecordsError> {
     let mut out = BytesMut::with_capacity(batch.len());
     out.put_slice(&batch[..RECORD_BATCH_HEADER_BYTES]);
-    let write = |records: &mut BytesMut| -> anyhow::Result<()> {
+    compress_into(&mut out, summary.compression, |records| {
         for record in kept {
             records.put_slice(&record.encoded);
         }
-        Ok(())
-    };
-    let compressed = match summary.compression {
-        Compression::None => write(&mut out),
-        Compression::Gzip => Gzip::compress(&mut out, write),
-        Compression::Snappy => Snappy::compress(&mut out, write),
-        Compression::Lz4 => Lz4::compress(&mut out, write),
-        Compression::Zstd => Zstd::compress(&mut out, write),
-    };
-    // The codecs fail only on I/O errors of an in-memory writer.
-    compressed.map_err(|error| RecordsError::Decompress(format!("recompressing: {error:#}")))?;
+    })?;
     let batch_length = i32::try_from(out.len() - LOG_OVERHEAD_BYTES)
         .map_err(|_| RecordsError::TooLarge(out.len()))?;
     let max_timestamp = match summary.timestamp_type {
@@ -307,6 +297,51 @@ fn rewrite(
     h.batch_length.set(batch_length);
     h.record_count.set(kept.len() as i32);
     h.max_timestamp.set(max_timestamp);
+    record_batch::update_crc(&mut out);
+    Ok(out.freeze())
+}
+
+/// Appends to `out` the records `write` puts, compressed with `codec`.
+fn compress_into(
+    out: &mut BytesMut,
+    codec: Compression,
+    write: impl FnOnce(&mut BytesMut),
+) -> Result<(), RecordsError> {
+    let write = |records: &mut BytesMut| -> anyhow::Result<()> {
+        write(records);
+        Ok(())
+    };
+    let compressed = match codec {
+        Compression::None => write(out),
+        Compression::Gzip => Gzip::compress(out, write),
+        Compression::Snappy => Snappy::compress(out, write),
+        Compression::Lz4 => Lz4::compress(out, write),
+        Compression::Zstd => Zstd::compress(out, write),
+    };
+    // The codecs fail only on I/O errors of an in-memory writer.
+    compressed.map_err(|error| RecordsError::Decompress(format!("recompressing: {error:#}")))
+}
+
+/// The batch with its records in `codec` instead of the one they came in (a topic's
+/// `compression.type`, as Kafka's broker recompresses): the same header but for the codec
+/// bits, the length and the CRC; the records byte for byte as they were, decompressed.
+pub fn recompress(batch: &[u8], codec: Compression) -> Result<Bytes, RecordsError> {
+    let (summary, section) = open(batch)?;
+    if summary.compression == codec {
+        return Ok(Bytes::copy_from_slice(batch));
+    }
+    // Check the records before storing them in a codec a reader will trust.
+    read_all(&summary, section.clone())?;
+    let mut out = BytesMut::with_capacity(RECORD_BATCH_HEADER_BYTES + section.len());
+    out.put_slice(&batch[..RECORD_BATCH_HEADER_BYTES]);
+    compress_into(&mut out, codec, |records| records.put_slice(&section))?;
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD_BYTES)
+        .map_err(|_| RecordsError::TooLarge(out.len()))?;
+    let h = record_batch::header_mut(&mut out).expect("the header was copied");
+    let attributes = h.attributes.get();
+    h.attributes
+        .set(record_batch::with_compression(attributes, codec));
+    h.batch_length.set(batch_length);
     record_batch::update_crc(&mut out);
     Ok(out.freeze())
 }

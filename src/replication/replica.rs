@@ -1556,6 +1556,8 @@ impl Replica {
     /// replica over its budget to what it applied; rewrites the anchor when it lags far, or
     /// at all when the cleaner asked (`want_anchor`).
     async fn compact(&self) -> Result<(), StorageError> {
+        // Taken first: the driver runs this while it is set, so it must not stay set.
+        let anchor_wanted = self.anchor_wanted.take();
         let target = {
             let node = self.node.borrow();
             let mut window = self.window.borrow_mut();
@@ -1564,25 +1566,22 @@ impl Replica {
             // the change that added it.
             let wanted = window.take_base_wanted().filter(|index| *index <= applied);
             let target = if window.bytes() > self.config.window_bytes_max {
-                applied
+                Some(applied)
             } else if node.raft.state == StateRole::Leader {
                 let progress = node.raft.prs();
                 let slowest = progress.iter().map(|(_, follower)| follower.matched).min();
-                applied.min(slowest.unwrap_or(applied))
-            } else if let Some(wanted) = wanted {
-                wanted
+                Some(applied.min(slowest.unwrap_or(applied)))
             } else {
-                return Ok(());
+                wanted
             };
-            target.max(wanted.unwrap_or(0))
+            target.map(|target| target.max(wanted.unwrap_or(0)))
         };
-        if target > self.window.borrow().base_index() {
+        if let Some(target) = target.filter(|target| *target > self.window.borrow().base_index()) {
             self.window.borrow_mut().compact_to(target);
         }
         let base = self.window.borrow().base_index();
         let lag = base - self.anchored_base.get();
-        let wanted = self.anchor_wanted.take();
-        if lag >= self.config.anchor_lag_entries_max || (wanted && lag > 0) {
+        if lag >= self.config.anchor_lag_entries_max || (anchor_wanted && lag > 0) {
             self.write_anchor().await?;
         }
         Ok(())
@@ -2038,8 +2037,6 @@ enum ProducerCheck {
     InFlight(u64, u64),
 }
 
-/// Every batch of `log` from `start` to its end.
-/// The next batch of a copy reply, whole, if it begins at `at` and ends before `to`.
 /// How much of a copied batch a replica's log holds already (see `Replica::held`).
 enum Held {
     /// All of it, as the entries before `next`.
@@ -2057,6 +2054,7 @@ pub(super) fn is_whole_entry(batch: &[u8]) -> bool {
     })
 }
 
+/// The next batch of a copy reply, whole, if it begins at `at` and ends before `to`.
 fn next_copied(batches: &mut Bytes, at: Offset, to: Offset) -> Option<(Bytes, BatchMeta)> {
     let length = record_batch::declared_batch_bytes(batches).ok()?;
     if length > batches.len() {
@@ -2069,6 +2067,7 @@ fn next_copied(batches: &mut Bytes, at: Offset, to: Offset) -> Option<(Bytes, Ba
     Some((batches.split_to(length), meta))
 }
 
+/// Every batch of `log` from `start` to its end.
 async fn read_from(log: &Log, start: Offset) -> Result<Vec<Bytes>, StorageError> {
     let mut batches = Vec::new();
     let mut offset = start;

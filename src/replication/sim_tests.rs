@@ -37,9 +37,9 @@ use super::replica::{
 };
 use super::replicas::Replicas;
 use crate::ids::{NodeId, Offset, PartitionId, ShardId};
-use crate::metadata::topic_config::{TimestampType, TopicConfig};
+use crate::metadata::topic_config::{TimestampType, TopicCompression, TopicConfig};
 use crate::metrics::ShardMetrics;
-use crate::partition::{KeyMap, Partition, ShardContext, TopicPartition};
+use crate::partition::{KeyMap, ShardContext, TopicPartition};
 use crate::protocol::record_batch::{self, encode_plain_batch, PlainRecord};
 use crate::protocol::records;
 use crate::runtime::clock::{self, SimClock};
@@ -79,6 +79,7 @@ fn topic_config() -> TopicConfig {
         min_cleanable_dirty_ratio: 0.5,
         min_compaction_lag_ms: 0,
         max_compaction_lag_ms: i64::MAX,
+        compression: TopicCompression::Producer,
     }
 }
 
@@ -300,13 +301,12 @@ impl Cluster {
                 .await
                 .unwrap_or_else(|error| panic!("opening the replica: {error}"));
             replicas.insert(replica.clone());
-            let partition = replica.partition().clone();
-            *slot.borrow_mut() = Some(replica);
+            *slot.borrow_mut() = Some(replica.clone());
             let ticks = replicas.tick(TICK, ticking, Rc::new(Latch::default()));
             match mode {
                 Mode::Plain => ticks.await,
                 Mode::Compacted => {
-                    let cleaning = clean_now_and_then(partition, cleaner_seed);
+                    let cleaning = clean_now_and_then(replica, cleaner_seed);
                     futures::future::join(ticks, cleaning).await;
                 }
             }
@@ -746,14 +746,20 @@ async fn quieter(cluster: Rc<Cluster>, seed: u64, calm: Rc<Latch>) {
     }
 }
 
-/// A node's log cleaner in `Mode::Compacted`: a pass every 100 to 500 ms, with a key map of
-/// the smallest budget, so that passes often end early and the next goes on.
-async fn clean_now_and_then(partition: Rc<Partition>, seed: u64) {
+/// A node's log cleaner in `Mode::Compacted`, as a shard's: a pass every 100 to 500 ms, the
+/// replica asked first to bring its anchor up (`Replica::want_anchor`), with a key map of
+/// the smallest budget.
+async fn clean_now_and_then(replica: Rc<Replica>, seed: u64) {
     let mut random = Seeded::new(seed ^ 0xc1ea);
     let mut key_map = KeyMap::new(crate::limits::CLEANER_KEY_MAP_BYTES_MIN);
     loop {
         clock::sleep(Duration::from_millis(100 + random.below(400))).await;
-        match partition.clean(&mut key_map, clock::now_ms()).await {
+        replica.want_anchor();
+        match replica
+            .partition()
+            .clean(&mut key_map, clock::now_ms())
+            .await
+        {
             Ok(_) | Err(StorageError::Closed) | Err(StorageError::Failed(_)) => {}
             Err(error) => panic!("compaction failed: {error}"),
         }
@@ -1047,16 +1053,7 @@ fn seeds() -> std::ops::Range<u64> {
 /// one seed; `CORELOG_SIM_SEEDS=N` runs N of them; `CORELOG_SIM_SECONDS` sets the length.
 #[test]
 fn a_replicated_partition_survives_crashes_partitions_and_lossy_links() {
-    let seconds = std::env::var("CORELOG_SIM_SECONDS")
-        .ok()
-        .and_then(|seconds| seconds.parse().ok())
-        .unwrap_or(20);
-    for seed in seeds() {
-        let digest = runtime::run_on_new_executor(move || async move {
-            simulate(seed, Duration::from_secs(seconds), Mode::Plain).await
-        });
-        eprintln!("seed {seed}: {digest}");
-    }
+    simulate_seeds(Mode::Plain);
 }
 
 /// The same faults on a compacted partition, which every replica cleans on its own: a
@@ -1066,13 +1063,18 @@ fn a_replicated_partition_survives_crashes_partitions_and_lossy_links() {
 /// the replicas' logs converge.
 #[test]
 fn a_compacted_replicated_partition_survives_crashes_partitions_and_lossy_links() {
+    simulate_seeds(Mode::Compacted);
+}
+
+/// Simulates every seed of `seeds()` in `mode`, `CORELOG_SIM_SECONDS` (20) of faults each.
+fn simulate_seeds(mode: Mode) {
     let seconds = std::env::var("CORELOG_SIM_SECONDS")
         .ok()
         .and_then(|seconds| seconds.parse().ok())
         .unwrap_or(20);
     for seed in seeds() {
         let digest = runtime::run_on_new_executor(move || async move {
-            simulate(seed, Duration::from_secs(seconds), Mode::Compacted).await
+            simulate(seed, Duration::from_secs(seconds), mode).await
         });
         eprintln!("seed {seed}: {digest}");
     }

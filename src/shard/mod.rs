@@ -473,6 +473,7 @@ impl Shard {
                 size_bytes: partition.size_bytes(),
                 cleaner_bytes_read: counters.cleaner_bytes_read.get(),
                 cleaner_bytes_written: counters.cleaner_bytes_written.get(),
+                recompressed_batches: counters.recompressed_batches.get(),
                 dirty_ratio: counters.dirty_ratio.get(),
                 cleaner_last_pass_ms: counters.cleaner_last_pass_ms.get(),
             });

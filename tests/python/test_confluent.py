@@ -7,7 +7,7 @@ import time
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from clients import (
     DeliveryLog, ck_consume, ck_consumer, ck_flush, ck_poll_records, ck_producer,
@@ -64,10 +64,10 @@ def test_keys_headers_timestamps_round_trip(broker, topic):
         assert r.timestamp_ms == BASE_TS_MS + i * 1000
 
 
-@pytest.mark.parametrize("codec", list(CODECS))
-def test_compression_codec_round_trip_stored_verbatim(broker, topic, codec):
-    """Batches compressed with each codec are consumed intact and stored on disk as sent."""
-    count = 300
+def round_trip_in_codec(broker, topic: str, count: int, codec: str) -> tuple[list, int]:
+    """librdkafka produces `count` keyed records compressed with `codec` (its name for it)
+    and a consumer reads every one back as sent, at consecutive offsets. Returns the headers
+    of the batches stored in partition 0's first segment on `broker`, and the first offset."""
     messages = [dict(key=f"k{i}".encode(), value=(f"value-{i:06d}-" + "abcdefgh" * 32).encode())
                 for i in range(count)]
     produce_all(broker.bootstrap, topic, messages, **{"compression.type": codec,
@@ -75,16 +75,38 @@ def test_compression_codec_round_trip_stored_verbatim(broker, topic, codec):
     records = ck_consume(broker.bootstrap, topic, count)
     base = first_offset(broker, records[0].offset)
     assert [r.offset for r in records] == list(range(base, base + count))
-    assert [r.value for r in records] == [m["value"] for m in messages]
-    assert [r.key for r in records] == [m["key"] for m in messages]
-
+    assert [(r.key, r.value) for r in records] == [(m["key"], m["value"]) for m in messages]
     segment = broker.partition_dir(topic, 0) / "00000000000000000000.log"
-    headers = data_batch_headers(segment, count)
-    assert headers, f"no batches found in {segment}"
+    return data_batch_headers(segment, count), base
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_compression_codec_round_trip_stored_verbatim(broker, topic, codec):
+    """Batches compressed with each codec are consumed intact and stored on disk as sent."""
+    count = 300
+    headers, base = round_trip_in_codec(broker, topic, count, codec)
+    assert headers, "no batches found"
     assert {h.magic for h in headers} == {2}
     assert {h.codec for h in headers} == {CODECS[codec]}
     assert sum(h.records for h in headers) == count
     assert headers[0].base_offset == base
+
+
+@pytest.mark.parametrize("codec,sent_as", [("zstd", "none"), ("uncompressed", "gzip")])
+def test_topic_compression_type_recompresses_produced_batches(broker, topic, codec, sent_as):
+    """A topic's compression.type: batches librdkafka sends in another codec are stored in the
+    topic's (on a cluster, in every replica's log, node 1's read here); the consumer reads every
+    record as sent, at consecutive offsets; DescribeConfigs reports the value."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    futures = admin.create_topics([NewTopic(topic, 1, -1, config={"compression.type": codec})],
+                                  operation_timeout=10, request_timeout=15)
+    futures[topic].result(timeout=20)
+    headers, _ = round_trip_in_codec(broker, topic, 200, sent_as)
+    stored_as = {"zstd": 4, "uncompressed": 0}[codec]
+    assert {h.codec for h in headers} == {stored_as}, headers
+    resource = ConfigResource("topic", topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=20)
+    assert configs["compression.type"].value == codec
 
 
 def test_message_just_under_max_message_bytes_is_accepted(broker, topic):
