@@ -16,12 +16,11 @@
 //! A replica's log is compacted without gaps (`Gaps::Fill`): dropped batches leave fillers,
 //! empty batches of their offsets and epoch, so that its log stays dense; its first
 //! replacement writes the `compacted-dense` marker before its commit, so that recovery
-//! deletes merged leftovers there too. Otherwise the
-//! first replacement in a log writes the `compacted` marker file, before its commit: a
-//! log with the marker is checked as sparse (`Continuity::Sparse`) from then on, at open and
-//! on every read. Readers keep reading the file they found (a clone of its descriptor) while
-//! a replacement commits; the read-ahead is invalidated and the cache forgets the replaced
-//! range once the state names the new segment.
+//! deletes merged leftovers there too. Otherwise the first replacement in a log writes the
+//! `compacted` marker file, before its commit: a log with the marker is checked as sparse
+//! (`Continuity::Sparse`) from then on, at open and on every read. Readers keep reading the
+//! file they found (a clone of its descriptor) while a replacement commits; the read-ahead is
+//! invalidated and the cache forgets the replaced range once the state names the new segment.
 
 use std::path::{Path, PathBuf};
 
