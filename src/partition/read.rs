@@ -80,17 +80,22 @@ impl Partition {
         max_bytes: usize,
         bound: Offset,
     ) -> Result<Vec<Bytes>, StorageError> {
+        let has_records = |batch: &Bytes| {
+            record_batch::header(batch).is_none_or(|header| header.record_count.get() > 0)
+        };
         let mut batches = self.log.read(offset, max_bytes, bound).await?;
         let mut bytes: usize = batches.iter().map(Bytes::len).sum();
+        // Every batch before `checked` is known to have no records.
+        let mut checked = 0;
         loop {
-            let has_records = |batch: &Bytes| {
-                record_batch::header(batch).is_none_or(|header| header.record_count.get() > 0)
-            };
-            let Some(last) = batches.last() else {
+            if batches[checked..].iter().any(has_records) {
+                return Ok(batches);
+            }
+            checked = batches.len();
+            let Some(next) = batches.last().map(|last| batch_end(last)) else {
                 return Ok(batches);
             };
-            let next = batch_end(last);
-            if batches.iter().any(has_records) || next >= bound || bytes >= max_bytes {
+            if next >= bound || bytes >= max_bytes {
                 return Ok(batches);
             }
             let more = self.log.read(next, max_bytes - bytes, bound).await?;

@@ -44,7 +44,7 @@ use super::logger;
 use super::membership::{self, Membership, Step, Target};
 use super::message::{Copied, Envelope, GroupId};
 use super::window::{decode_log_start, decode_position, Anchor, Window, WindowStorage};
-use crate::ids::{NodeId, Offset};
+use crate::ids::{LeaderEpoch, NodeId, Offset};
 use crate::limits;
 use crate::metadata::topic_config::TopicConfig;
 use crate::partition::producer_state::{
@@ -452,6 +452,12 @@ impl Replica {
 
     pub fn term(&self) -> u64 {
         self.node.borrow().raft.term
+    }
+
+    /// The leader epoch of this replica's term (what its leader reports, and stamps batches
+    /// with).
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        entries::term_epoch(self.term())
     }
 
     /// The leader this replica knows of.
@@ -1712,10 +1718,8 @@ impl Replica {
                     }
                     index = next;
                     if !is_whole_entry(&batch) {
-                        self.window.borrow_mut().restore(snapshot, to);
                         let log_start = self.partition.log_start_offset();
-                        self.window.borrow_mut().set_restarted_at(Some(log_start));
-                        self.write_anchor().await?;
+                        self.restart_window(snapshot, to, log_start).await?;
                         restarted = true;
                     }
                 }
@@ -1747,13 +1751,25 @@ impl Replica {
         to: Offset,
         at: Offset,
     ) -> Result<(), StorageError> {
-        self.window.borrow_mut().restore(snapshot, to);
-        self.window.borrow_mut().set_restarted_at(Some(at));
-        self.write_anchor().await?;
+        self.restart_window(snapshot, to, at).await?;
         self.partition.restart_at(at).await?;
         let group = self.group;
         tracing::info!(group, %at, "log restarted at the leader's log start");
         Ok(())
+    }
+
+    /// Restarts the window at the snapshot (its position `to`) and says so in the anchor
+    /// first, with the log's (new) start `at`: from then on the log is only appended to, up
+    /// to `to`, and a crash leaves that to `finish_restart`.
+    async fn restart_window(
+        &self,
+        snapshot: &Snapshot,
+        to: Offset,
+        at: Offset,
+    ) -> Result<(), StorageError> {
+        self.window.borrow_mut().restore(snapshot, to);
+        self.window.borrow_mut().set_restarted_at(Some(at));
+        self.write_anchor().await
     }
 
     /// Copies the batches a restart cut short left out (see `restart_log`): from the log's

@@ -18,7 +18,7 @@ mod replicated;
 pub mod table;
 mod txn_gate;
 
-use crate::ids::{LeaderEpoch, Offset, PartitionId, ShardId};
+use crate::ids::{Offset, PartitionId, ShardId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -567,8 +567,8 @@ impl Shard {
     /// epoch of a replicated partition is its group's term, the one its leader reports).
     pub(super) async fn run_local<Op: Routed>(&self, op: Op) -> Op::Output {
         if let Some(replica) = self.replica_of(op.partition()) {
-            let term = i32::try_from(replica.term()).unwrap_or(i32::MAX);
-            if let Some(error) = leader_epoch_fence(op.current_leader_epoch(), LeaderEpoch(term)) {
+            let current = replica.leader_epoch();
+            if let Some(error) = leader_epoch_fence(op.current_leader_epoch(), current) {
                 return Op::refused(error);
             }
             return op.run_on_replica(replica).await;

@@ -193,7 +193,7 @@ impl Shard {
                     (true, true) => group::partition_opened(&self, partition),
                     (true, false) => group::partition_removed(&self, partition),
                     (false, true) => {
-                        let epoch = i32::try_from(replica.term()).unwrap_or(i32::MAX);
+                        let epoch = replica.leader_epoch().get();
                         txn::partition_opened(&self, partition, epoch)
                     }
                     (false, false) => txn::partition_removed(&self, partition),
