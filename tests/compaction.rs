@@ -3,8 +3,10 @@
 //! offset, tombstones go once `delete.retention.ms` has passed since their first cleaning,
 //! and the compacted log reads the same after a clean restart and after SIGKILL; a key map
 //! smaller than the keys compacts in several passes; cleaner passes interrupted by SIGKILL
-//! again and again never lose a latest value nor bring a deleted key back; and consumer
-//! groups resume after a restart from a compacted `__consumer_offsets`.
+//! again and again never lose a latest value nor bring a deleted key back; consumer groups
+//! resume after a restart from a compacted `__consumer_offsets`; and a changelog written in
+//! transactions compacts like a plain one, the markers of transactions with nothing left
+//! going too, with every transaction still decided after SIGKILL.
 
 mod common;
 
@@ -64,11 +66,16 @@ fn produce_keyed(
 }
 
 /// Every record of partition 0 of `topic` below its high watermark, in offset order (markers
-/// of transactions left out). A
-/// compacted log is sparse: the next fetch goes on after each batch's last offset, as
-/// clients do, whatever records the batch still holds.
+/// of transactions left out). A compacted log is sparse: the next fetch goes on after each
+/// batch's last offset, as clients do, whatever records the batch still holds.
 fn read_all(conn: &mut RawConn, topic: &str) -> Vec<Stored> {
+    read_log(conn, topic).0
+}
+
+/// `read_all`'s records and the offsets of the transaction markers among them.
+fn read_log(conn: &mut RawConn, topic: &str) -> (Vec<Stored>, Vec<i64>) {
     let mut stored = Vec::new();
+    let mut markers = Vec::new();
     let mut offset = 0;
     loop {
         let response: FetchResponse =
@@ -81,6 +88,7 @@ fn read_all(conn: &mut RawConn, topic: &str) -> Vec<Stored> {
             offset = offset.max(info.base_offset);
             if info.attributes & 0x20 != 0 {
                 // A transaction marker: no record of the table.
+                markers.push(info.base_offset);
                 offset = info.last_offset() + 1;
                 continue;
             }
@@ -96,7 +104,7 @@ fn read_all(conn: &mut RawConn, topic: &str) -> Vec<Stored> {
             offset = offset.max(info.last_offset() + 1);
         }
         if offset >= data.high_watermark {
-            return stored;
+            return (stored, markers);
         }
     }
 }
@@ -304,6 +312,138 @@ fn cleaner_passes_killed_at_random_never_lose_a_latest_record() {
     }
 }
 
+/// One transaction of `transactional_kills`: its records (offset, key, value) and whether it
+/// aborted; its marker follows its last record.
+struct WrittenTxn {
+    records: Vec<Stored>,
+    aborted: bool,
+}
+
+impl WrittenTxn {
+    fn marker(&self) -> i64 {
+        self.records.last().expect("not empty").offset + 1
+    }
+}
+
+/// A transactional changelog, with SIGKILL at random moments while the cleaner works, many
+/// times: after each restart every transaction is decided (the last stable offset is the high
+/// watermark), a transaction with any record left has its marker, an aborted one with any
+/// record left is named to read_committed fetches, and every key's latest committed record is
+/// there; and markers of spent transactions went meanwhile.
+#[test]
+fn transactional_cleaner_passes_killed_at_random_leave_every_transaction_whole() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let mut broker = Broker::start_with(Launch::default(), PROMPT);
+    let topic = "killed-transactions";
+    compacted_topic(&broker, topic, "0");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(now_ms() as u64);
+    let timeout = Duration::from_secs(30);
+    let mut txns: Vec<WrittenTxn> = Vec::new();
+    let mut conn = RawConn::connect(broker.port);
+    for round in 0..10 {
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            producer_config(&broker.bootstrap())
+                .set("transactional.id", "killed-transactions")
+                .create()
+                .expect("transactional producer");
+        producer.init_transactions(timeout).expect("init");
+        let response: FetchResponse = conn.request(&fetch_request(topic, 0, 0, 0, 0, 0), 12);
+        let mut next = single_partition(&response).high_watermark;
+        for number in 0..6 {
+            producer.begin_transaction().expect("begin");
+            let mut records = Vec::new();
+            for _ in 0..20 {
+                let key = format!("k{}", rng.gen_range(0..40));
+                let value = format!("r{round}-t{number}-{next}");
+                let record = BaseRecord::to(topic).key(&key).payload(&value).partition(0);
+                producer
+                    .send(record)
+                    .map_err(|(error, _)| error)
+                    .expect("send");
+                records.push(Stored {
+                    offset: next,
+                    key,
+                    value: Some(value),
+                });
+                next += 1;
+            }
+            producer.flush(timeout).expect("flush");
+            let aborted = number % 3 == 2;
+            if aborted {
+                producer.abort_transaction(timeout).expect("abort");
+            } else {
+                producer.commit_transaction(timeout).expect("commit");
+            }
+            next += 1;
+            txns.push(WrittenTxn { records, aborted });
+        }
+        drop(producer);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..1200)));
+        broker.kill();
+        broker.restart();
+        conn = RawConn::connect(broker.port);
+
+        let (stored, markers) = read_log(&mut conn, topic);
+        let request = fetch_request(topic, 0, 0, 0, 0, 8 << 20).with_isolation_level(1);
+        let response: FetchResponse = conn.request(&request, 12);
+        let data = single_partition(&response);
+        assert_eq!(data.high_watermark, next, "round {round}: the log end");
+        assert_eq!(
+            data.last_stable_offset, data.high_watermark,
+            "round {round}: a transaction is open"
+        );
+        let named: Vec<i64> = (data.aborted_transactions.clone().unwrap_or_default())
+            .iter()
+            .map(|txn| txn.first_offset)
+            .collect();
+        let present: BTreeMap<i64, &Stored> = stored.iter().map(|r| (r.offset, r)).collect();
+        for txn in &txns {
+            let left: Vec<&Stored> = txn
+                .records
+                .iter()
+                .filter(|record| present.get(&record.offset) == Some(record))
+                .collect();
+            if left.is_empty() {
+                continue;
+            }
+            assert!(
+                markers.contains(&txn.marker()),
+                "round {round}: records {left:?} left without their marker"
+            );
+            assert!(
+                !txn.aborted || named.contains(&txn.records[0].offset),
+                "round {round}: aborted records {left:?} left, not named in {named:?}"
+            );
+        }
+        let committed: Vec<Stored> = txns
+            .iter()
+            .filter(|txn| !txn.aborted)
+            .flat_map(|txn| txn.records.clone())
+            .collect();
+        for (key, latest) in latest_per_key(&committed) {
+            assert_eq!(
+                present.get(&latest.offset),
+                Some(&&latest),
+                "round {round}: key {key}'s latest committed record"
+            );
+        }
+        assert!(
+            stored
+                .iter()
+                .all(|record| present[&record.offset] == record),
+            "round {round}: duplicate offsets"
+        );
+    }
+    let (_, markers) = read_log(&mut conn, topic);
+    eprintln!("{} of {} markers left", markers.len(), txns.len());
+    assert!(
+        markers.len() < txns.len(),
+        "some spent markers went: {} of {}",
+        markers.len(),
+        txns.len()
+    );
+}
+
 /// A group whose offsets were committed many times resumes where it committed after a
 /// restart, with `__consumer_offsets` compacted meanwhile (and after a SIGKILL).
 #[test]
@@ -354,15 +494,20 @@ fn groups_resume_from_a_compacted_offsets_topic() {
     }
 }
 
-/// Records of an aborted transaction go at compaction, also where they are a key's latest;
-/// committed transactional records stay, and read_committed consumers read the same before
-/// and after.
+/// A changelog written in transactions compacts as a plain one: a committed transactional
+/// record goes once a later committed record of its key is mapped, records of aborted
+/// transactions go whole (also where they are a key's latest), and a transaction's marker goes
+/// once none of its batches is left and delete.retention.ms has passed, an aborted one after
+/// its entry in the aborted-transaction index (a read_committed fetch then names no aborted
+/// transaction). Every transaction stays decided (the last stable offset is the high
+/// watermark), also after SIGKILL, when the producer state is rebuilt from the compacted log,
+/// and the transactional producer goes on committing.
 #[test]
-fn compaction_removes_aborted_transactions_and_keeps_committed_ones() {
+fn a_transactional_changelog_compacts_and_its_spent_markers_go() {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let broker = Broker::start_with(Launch::default(), PROMPT);
+    let mut broker = Broker::start_with(Launch::default(), PROMPT);
     let topic = "transactional-table";
-    compacted_topic(&broker, topic, "3600000");
+    compacted_topic(&broker, topic, "0");
     let producer: ThreadedProducer<DefaultProducerContext> = producer_config(&broker.bootstrap())
         .set("transactional.id", "compaction-test")
         .create()
@@ -386,40 +531,91 @@ fn compaction_removes_aborted_transactions_and_keeps_committed_ones() {
             producer.abort_transaction(timeout).expect("abort");
         }
     };
-    transaction(&[("a", "a-committed"), ("b", "b-committed")], true);
+    // Offsets: T1 0-1 marker 2, T2 3-4 marker 5, T3 6-7 marker 8, T4 9 marker 10,
+    // T5 11 marker 12, T6 13 marker 14.
+    transaction(&[("a", "a1"), ("b", "b1")], true);
     transaction(&[("a", "a-aborted"), ("c", "c-aborted")], false);
-    transaction(&[("d", "d-committed")], true);
+    transaction(&[("a", "a3"), ("d", "d3")], true);
+    transaction(&[("b", "b4")], true);
+    transaction(&[("e", "e-aborted")], false);
+    transaction(&[("c", "c6")], true);
+    let end = 15;
     let mut conn = RawConn::connect(broker.port);
-    let values = |conn: &mut RawConn| -> Vec<String> {
-        let stored = read_all(conn, topic);
-        stored
+
+    // The transactions' part of the log, compacted: T1's and both aborted transactions'
+    // records and markers gone; T3, T4 and T6 hold latest records and keep their markers.
+    let expected = (
+        vec![
+            (6, "a", "a3"),
+            (7, "d", "d3"),
+            (9, "b", "b4"),
+            (13, "c", "c6"),
+        ],
+        vec![8, 10, 14],
+    );
+    let compacted_part = |conn: &mut RawConn| {
+        let (stored, markers) = read_log(conn, topic);
+        let records: Vec<(i64, String, String)> = stored
             .into_iter()
-            .filter_map(|record| record.value)
-            .collect()
+            .filter(|record| record.offset < end)
+            .map(|record| {
+                (
+                    record.offset,
+                    record.key,
+                    record.value.expect("no tombstone"),
+                )
+            })
+            .collect();
+        let markers: Vec<i64> = markers.into_iter().filter(|m| *m < end).collect();
+        (records, markers)
     };
-    assert_eq!(
-        values(&mut conn),
-        [
-            "a-committed",
-            "b-committed",
-            "a-aborted",
-            "c-aborted",
-            "d-committed"
-        ]
-    );
-    // A later plain write makes the partition dirty and rolls its segment after 300 ms.
-    produce_keyed(
-        &mut conn,
-        topic,
-        &[("e".to_string(), Some("e-plain".to_string()))],
-    );
-    let cleaned = wait_until(COMPACTED_WITHIN, || {
-        values(&mut conn) == ["a-committed", "b-committed", "d-committed", "e-plain"]
+    let matches = |part: &(Vec<(i64, String, String)>, Vec<i64>)| {
+        let records: Vec<(i64, &str, &str)> = part
+            .0
+            .iter()
+            .map(|(offset, key, value)| (*offset, key.as_str(), value.as_str()))
+            .collect();
+        records == expected.0 && part.1 == expected.1
+    };
+    // Later plain writes keep the partition dirty, roll segments every 300 ms (and with them
+    // the producer snapshots that markers must be below) and so bring pass after pass.
+    let mut ticks = 0;
+    let compacted = wait_until(COMPACTED_WITHIN, || {
+        ticks += 1;
+        produce_keyed(
+            &mut conn,
+            topic,
+            &[("tick".to_string(), Some(format!("tick-{ticks}")))],
+        );
+        matches(&compacted_part(&mut conn))
     });
-    assert!(cleaned, "{:?}", values(&mut conn));
-    // Every transaction is decided: the last stable offset is the high watermark.
-    let request = fetch_request(topic, 0, 0, 0, 0, 1 << 20).with_isolation_level(1);
-    let response: FetchResponse = conn.request(&request, 12);
-    let data = single_partition(&response);
-    assert_eq!(data.last_stable_offset, data.high_watermark);
+    assert!(compacted, "{:?}", compacted_part(&mut conn));
+    let decided = |conn: &mut RawConn, when: &str| {
+        let request = fetch_request(topic, 0, 0, 0, 0, 8 << 20).with_isolation_level(1);
+        let response: FetchResponse = conn.request(&request, 12);
+        let data = single_partition(&response);
+        assert_eq!(
+            data.last_stable_offset, data.high_watermark,
+            "{when}: every transaction is decided"
+        );
+        let aborted = data.aborted_transactions.clone().unwrap_or_default();
+        assert!(
+            aborted.is_empty(),
+            "{when}: aborted transactions {aborted:?}"
+        );
+    };
+    decided(&mut conn, "compacted");
+
+    broker.kill();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.port);
+    assert!(matches(&compacted_part(&mut conn)), "after SIGKILL");
+    decided(&mut conn, "after SIGKILL");
+    transaction(&[("a", "a7")], true);
+    let latest_a = read_all(&mut conn, topic)
+        .into_iter()
+        .rfind(|record| record.key == "a")
+        .and_then(|record| record.value);
+    assert_eq!(latest_a.as_deref(), Some("a7"));
+    decided(&mut conn, "after the producer's next transaction");
 }

@@ -10,7 +10,8 @@
 //! snapshot exist whenever the snapshot does, and none is written for a range without
 //! aborts. Opening loads the files up to the snapshot it rebuilds from and finds the rest
 //! again in the log after it; retention deletes the files of ranges wholly below the log
-//! start. The entries are held in memory (24 bytes each plus the bound below).
+//! start, and compaction removes the entries of transactions none of whose batches are left
+//! (`forget_markers`). The entries are held in memory (24 bytes each plus the bound below).
 
 use std::collections::VecDeque;
 
@@ -106,6 +107,23 @@ impl AbortedTxns {
             .range(start..stop.max(start))
             .copied()
             .collect()
+    }
+
+    /// Whether the transaction whose abort marker is at `marker` is held.
+    pub fn holds_marker(&self, marker: Offset) -> bool {
+        let at = self
+            .entries
+            .partition_point(|entry| entry.last_offset < marker);
+        self.entries
+            .get(at)
+            .is_some_and(|entry| entry.last_offset == marker)
+    }
+
+    /// Forgets the transactions whose abort markers are at `markers`: compaction removed
+    /// every batch of theirs (see `partition::cleaner`).
+    pub fn forget_markers(&mut self, markers: &[Offset]) {
+        self.entries
+            .retain(|entry| !markers.contains(&entry.last_offset));
     }
 
     /// Forgets the transactions whose markers lie below `log_start`: no fetch reaches them.
@@ -217,8 +235,15 @@ mod tests {
         );
         assert_eq!(index.overlapping(Offset(41), Offset(100)), vec![]);
         assert_eq!(index.between(Offset(10), Offset(40)).len(), 2);
+        assert!(index.holds_marker(Offset(20)) && !index.holds_marker(Offset(21)));
         index.remove_below(Offset(11));
         assert_eq!(index.len(), 2);
+        index.forget_markers(&[Offset(20), Offset(99)]);
+        assert!(!index.holds_marker(Offset(20)) && index.holds_marker(Offset(40)));
+        assert_eq!(
+            index.overlapping(Offset(0), Offset(100)),
+            vec![(3, Offset(30))]
+        );
     }
 
     /// A file decodes to what was written; any flipped byte or truncation is detected.

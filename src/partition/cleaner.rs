@@ -20,10 +20,22 @@
 //!    survives a rebuild from the log, as Kafka keeps it, and goes at the first pass after
 //!    the producer wrote another batch.
 //!
-//! Batches of aborted transactions go whole (read_committed consumers never read them; Kafka's
-//! cleaner removes them too). Batches of committed transactions and control batches (markers)
-//! are kept whole, and transactional records are never mapped: a later transactional record
-//! does not supersede an earlier value. Records that cannot be parsed keep their whole batch.
+//! Transactions, as Kafka's cleaner treats them (`CleanedTransactionMetadata`): records of
+//! committed transactions are mapped and cleaned like any others; batches of aborted
+//! transactions go whole (read_committed consumers never read them), also where they hold a
+//! key's latest record. A transaction's marker (its control batch) stays while any batch of
+//! the transaction is left, so that a rebuild of the producer state from the log never sees
+//! a transaction without its end (its last stable offset would stay behind it for ever);
+//! the pass walks its batches in offset order and notes, per producer, whether a batch of its
+//! current transaction was read. A marker none of whose batches was read goes once it has
+//! been cleaned `delete.retention.ms` ago, as a tombstone does, so that a consumer that read
+//! the transaction's records also reads its end. An abort marker goes only after its entry
+//! in the aborted-transaction index, which the first pass that finds no batch of its
+//! transaction removes (durably, after the pass's segments): an entry without its marker
+//! would make a read_committed consumer drop the producer's next, committed, transaction.
+//! Markers go only below the oldest producer snapshot, so that no rebuild starts from a
+//! snapshot that holds their transaction open. Records that cannot be parsed keep their
+//! whole batch.
 //!
 //! A replica's log (a Raft group's, see `replication`) is cleaned only below its retention
 //! floor, the end of its durable Raft base, so that the entries Raft may still read or
@@ -37,15 +49,16 @@
 //! horizon). It is written after the segments are replaced: a crash in between only makes
 //! the next pass clean the same records again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::Partition;
+use super::{producer_snapshot, Partition};
 use crate::ids::Offset;
 use crate::limits::CLEANER_KEY_MAP_ENTRY_BYTES;
 use crate::metadata::topic_config::TopicConfig;
+use crate::protocol::control::TxnMarker;
 use crate::protocol::record_batch::{self, ATTRIBUTE_CONTROL, ATTRIBUTE_TRANSACTIONAL};
 use crate::protocol::records::{self, Retained};
 use crate::runtime;
@@ -308,11 +321,52 @@ fn groups(spans: &[SegmentSpan], map_end: Offset, segment_bytes: u64) -> Vec<Vec
     groups
 }
 
-/// Whether a stored batch's records take part in compaction (see the module doc).
-fn is_plain(batch: &[u8]) -> bool {
-    record_batch::header(batch).is_some_and(|header| {
-        header.attributes.get() & (ATTRIBUTE_CONTROL | ATTRIBUTE_TRANSACTIONAL) == 0
-    })
+/// One pass: what it cleans with, and what it has seen of transactions so far.
+struct Pass<'a> {
+    key_map: &'a KeyMap,
+    history: &'a CleanerHistory,
+    config: CompactionConfig,
+    /// Every record below it is mapped.
+    map_end: Offset,
+    /// Where the dirty part began: records below it were cleaned by an earlier pass.
+    dirty_start: Offset,
+    now_ms: i64,
+    txns: TxnWalk,
+}
+
+/// What a pass has read of transactions, walking its batches in offset order from the log's
+/// first segment (see the module doc).
+struct TxnWalk {
+    /// Producers a batch of whose current transaction was read: its marker stays.
+    with_batches: HashSet<i64>,
+    /// Markers below it may go: the oldest producer snapshot's offset.
+    markers_below: Offset,
+    /// False once a group of the pass could not be read whole: later markers then stay.
+    whole: bool,
+    /// Abort markers of transactions none of whose batches is left, whose index entries are
+    /// removed after the pass.
+    spent_aborts: Vec<Offset>,
+}
+
+impl TxnWalk {
+    fn new(markers_below: Offset) -> TxnWalk {
+        TxnWalk {
+            with_batches: HashSet::new(),
+            markers_below,
+            whole: true,
+            spent_aborts: Vec::new(),
+        }
+    }
+}
+
+impl Pass<'_> {
+    /// Whether a tombstone or marker at `offset` was cleaned `delete.retention.ms` ago.
+    fn is_past_horizon(&self, offset: Offset) -> bool {
+        offset < self.dirty_start
+            && self
+                .history
+                .tombstone_expired(offset, self.now_ms, self.config.delete_retention_ms)
+    }
 }
 
 impl Partition {
@@ -366,23 +420,26 @@ impl Partition {
             Some(_) => Gaps::Fill,
             None => Gaps::Leave,
         };
+        let mut pass = Pass {
+            key_map,
+            history: &history,
+            config,
+            map_end,
+            dirty_start: cleanable.dirty_start,
+            now_ms,
+            txns: TxnWalk::new(self.markers_removable_below()),
+        };
         for group in groups(&cleanable.spans, map_end, config.segment_bytes) {
-            let mut keep = |batch: Bytes| {
-                self.clean_batch(
-                    batch,
-                    key_map,
-                    &history,
-                    map_end,
-                    cleanable.dirty_start,
-                    now_ms,
-                    &config,
-                )
-            };
-            if let Some(replaced) = self.log.replace_segments(&group, &mut keep, gaps).await? {
-                bytes_read += replaced.bytes_read;
-                bytes_written += replaced.bytes_written;
+            let mut keep = |batch: Bytes| self.clean_batch(batch, &mut pass);
+            match self.log.replace_segments(&group, &mut keep, gaps).await? {
+                Some(replaced) => {
+                    bytes_read += replaced.bytes_read;
+                    bytes_written += replaced.bytes_written;
+                }
+                None => pass.txns.whole = false,
             }
         }
+        self.forget_spent_aborts(&pass.txns.spent_aborts).await;
         history.record(map_end, now_ms);
         if let Err(error) = history.save(self.log.dir()).await {
             let (topic, partition) = (&self.tp.topic, self.tp.partition);
@@ -426,7 +483,7 @@ impl Partition {
             while let Some(batch) = batches.next().await? {
                 bytes_read += batch.len() as u64;
                 let meta = crate::storage::batch_meta(&batch).map_err(StorageError::Corrupt)?;
-                if meta.last_offset < dirty_start || !is_plain(&batch) {
+                if meta.last_offset < dirty_start || !self.is_mapped(&batch) {
                     continue;
                 }
                 let Ok(views) = records::parse(&batch) else {
@@ -452,18 +509,21 @@ impl Partition {
         Ok((end, bytes_read))
     }
 
+    /// Whether a stored batch's records go into the key map: not a control batch, not of an
+    /// aborted transaction.
+    fn is_mapped(&self, batch: &[u8]) -> bool {
+        let Some(header) = record_batch::header(batch) else {
+            return false;
+        };
+        let attributes = header.attributes.get();
+        let base = Offset(header.base_offset.get());
+        attributes & ATTRIBUTE_CONTROL == 0
+            && (attributes & ATTRIBUTE_TRANSACTIONAL == 0
+                || !self.is_aborted(header.producer_id.get(), base))
+    }
+
     /// What a pass keeps of one stored batch (see the module doc).
-    #[allow(clippy::too_many_arguments)]
-    fn clean_batch(
-        &self,
-        batch: Bytes,
-        key_map: &KeyMap,
-        history: &CleanerHistory,
-        map_end: Offset,
-        dirty_start: Offset,
-        now_ms: i64,
-        config: &CompactionConfig,
-    ) -> Option<Bytes> {
+    fn clean_batch(&self, batch: Bytes, pass: &mut Pass) -> Option<Bytes> {
         let Some(header) = record_batch::header(&batch) else {
             return Some(batch);
         };
@@ -471,39 +531,85 @@ impl Partition {
         let base = Offset(header.base_offset.get());
         let producer_id = header.producer_id.get();
         if attributes & ATTRIBUTE_CONTROL != 0 {
-            return Some(batch);
+            return self.clean_marker(batch, base, pass);
+        }
+        let transactional = attributes & ATTRIBUTE_TRANSACTIONAL != 0;
+        if transactional {
+            pass.txns.with_batches.insert(producer_id);
         }
         if header.record_count.get() == 0 {
             // Kept empty for its producer by an earlier pass: it goes once a later batch of
             // the producer carries its state.
             return self.is_last_batch_of(producer_id, base).then_some(batch);
         }
-        if attributes & ATTRIBUTE_TRANSACTIONAL != 0 {
-            if !self.is_aborted(producer_id, base) {
-                return Some(batch);
-            }
+        if transactional && self.is_aborted(producer_id, base) {
             return self.emptied(batch, producer_id, base);
         }
+        let pass = &*pass;
         let keep = |_: usize, view: &records::RecordView| {
             let offset = base + i64::from(view.offset_delta);
-            if offset >= map_end {
+            if offset >= pass.map_end {
                 return true;
             }
             let Some(key) = &view.key else {
                 return false;
             };
-            if key_map.superseded(key, offset) {
+            if pass.key_map.superseded(key, offset) {
                 return false;
             }
-            let expired = view.value_is_null
-                && offset < dirty_start
-                && history.tombstone_expired(offset, now_ms, config.delete_retention_ms);
+            let expired = view.value_is_null && pass.is_past_horizon(offset);
             !expired
         };
         match records::retain(&batch, keep) {
             Ok(Retained::All) | Err(_) => Some(batch),
             Ok(Retained::Some(kept)) => Some(kept),
             Ok(Retained::None) => self.emptied(batch, producer_id, base),
+        }
+    }
+
+    /// Whether a transaction marker stays (see the module doc).
+    fn clean_marker(&self, batch: Bytes, offset: Offset, pass: &mut Pass) -> Option<Bytes> {
+        let Some(marker) = TxnMarker::from_batch(&batch) else {
+            return Some(batch);
+        };
+        let has_batches = pass.txns.with_batches.remove(&marker.producer_id);
+        if has_batches || !pass.txns.whole || offset >= pass.txns.markers_below {
+            return Some(batch);
+        }
+        if !marker.commit && self.producers.borrow().holds_aborted_marker(offset) {
+            pass.txns.spent_aborts.push(offset);
+            return Some(batch);
+        }
+        (!pass.is_past_horizon(offset)).then_some(batch)
+    }
+
+    /// Where markers may go: below the oldest producer snapshot (none while there is none,
+    /// or the directory cannot be listed).
+    fn markers_removable_below(&self) -> Offset {
+        match producer_snapshot::oldest_snapshot(self.log.dir()) {
+            Ok(oldest) => oldest.unwrap_or(Offset::ZERO),
+            Err(error) => {
+                let (topic, partition) = (&self.tp.topic, self.tp.partition);
+                tracing::warn!(%topic, %partition, %error, "listing producer snapshots; transaction markers stay");
+                Offset::ZERO
+            }
+        }
+    }
+
+    /// Removes the index entries of aborted transactions none of whose batches is left: from
+    /// the files first, so that an entry is never gone from memory (and its marker free to
+    /// go) while a file still holds it.
+    async fn forget_spent_aborts(&self, markers: &[Offset]) {
+        if markers.is_empty() {
+            return;
+        }
+        let _held = self.snapshots.lock().await;
+        match producer_snapshot::forget_aborted(self.log.dir(), markers).await {
+            Ok(()) => self.producers.borrow_mut().forget_aborted_markers(markers),
+            Err(error) => {
+                let (topic, partition) = (&self.tp.topic, self.tp.partition);
+                tracing::warn!(%topic, %partition, %error, "removing spent aborted transactions; their markers stay");
+            }
         }
     }
 

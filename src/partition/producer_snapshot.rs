@@ -14,7 +14,8 @@
 //! the snapshot when the file cannot be written, so that every snapshot has the files of the
 //! aborts below it. Opening loads the files up to the snapshot it rebuilds from, deletes
 //! those past it (the log after the snapshot is read again), and falls back to reading the
-//! whole log when one of them is damaged.
+//! whole log when one of them is damaged. Compaction removes the entries of aborted
+//! transactions none of whose batches are left from the files (`forget_aborted`).
 
 use crate::ids::Offset;
 use std::io;
@@ -67,6 +68,41 @@ pub async fn write_aborted(
     }
     let bytes = aborted::encode_file(from, end, entries);
     side_file::replace(&aborted_path(dir, end), &bytes).await
+}
+
+/// The offset of the oldest snapshot, if there is one: the lowest offset a rebuild may start
+/// replaying the log from (or the log start, with none left).
+pub fn oldest_snapshot(dir: &Path) -> io::Result<Option<Offset>> {
+    Ok(side_file::list_offsets(dir, EXTENSION)?.first().copied())
+}
+
+/// Removes the entries of the aborted transactions whose markers are at `markers` from the
+/// files that hold them: a file left without entries goes (a range without a file has no
+/// aborts). A file that cannot be read stays as it is (opening then reads the whole log).
+pub async fn forget_aborted(dir: &Path, markers: &[Offset]) -> io::Result<()> {
+    for end in side_file::list_offsets(dir, ABORTED_EXTENSION)? {
+        let path = aborted_path(dir, end);
+        let Some(bytes) = side_file::read(&path, ABORTED_TXN_FILE_BYTES_MAX).await? else {
+            continue;
+        };
+        let Ok((from, _, entries)) = aborted::decode_file(&bytes) else {
+            continue;
+        };
+        let kept: Vec<AbortedTxn> = entries
+            .iter()
+            .filter(|entry| !markers.contains(&entry.last_offset))
+            .copied()
+            .collect();
+        if kept.len() == entries.len() {
+            continue;
+        }
+        if kept.is_empty() {
+            side_file::remove_durably(&path).await?;
+        } else {
+            write_aborted(dir, from, end, &kept).await?;
+        }
+    }
+    Ok(())
 }
 
 /// After retention moved the log start: snapshots below it describe deleted data; all but

@@ -202,6 +202,17 @@ impl Producers {
         self.aborted_saved_to = self.aborted_saved_to.max(end);
     }
 
+    /// Whether the aborted-transaction index holds the transaction whose marker is at `marker`.
+    pub fn holds_aborted_marker(&self, marker: Offset) -> bool {
+        self.aborted.holds_marker(marker)
+    }
+
+    /// Forgets the aborted transactions whose markers are at `markers` (see
+    /// `AbortedTxns::forget_markers`).
+    pub fn forget_aborted_markers(&mut self, markers: &[Offset]) {
+        self.aborted.forget_markers(markers);
+    }
+
     /// Forgets the aborted transactions whose markers lie below `log_start`.
     pub fn log_start_moved(&mut self, log_start: Offset) {
         self.aborted.remove_below(log_start);

@@ -55,6 +55,15 @@ pub async fn read(path: &Path, bytes_max: u64) -> io::Result<Option<Vec<u8>>> {
     read_small_file(path, bytes_max).await
 }
 
+/// Removes `path` durably: a crash afterwards does not bring it back.
+pub async fn remove_durably(path: &Path) -> io::Result<()> {
+    remove_if_exists(path).await?;
+    let dir = path
+        .parent()
+        .expect("side files live in a partition directory");
+    file::sync_directory(dir).await
+}
+
 /// Removes `path`; one already gone is no error.
 pub async fn remove_if_exists(path: &Path) -> io::Result<()> {
     match file::remove_file(path).await {

@@ -2,7 +2,9 @@
 kafkajs each write a keyed changelog (updates of every key, then tombstones for some) to a
 `cleanup.policy=compact` topic, and a consumer of the same client, reading the whole topic from
 the beginning, ends up seeing exactly the latest record of every key at the offset its producer
-was acknowledged, tombstones included, and reaches the high watermark. A compacted log is
+was acknowledged, tombstones included, and reaches the high watermark; librdkafka's
+transactional producer writes the changelog in transactions, some aborted, and its
+read_committed consumer sees exactly the latest committed record of each key. A compacted log is
 sparse (whole batches gone, batches holding fewer records than their offset range, a
 producer's last batch kept with no records at all), so this pins down that corelog serves it
 in a shape these clients read without looping or failing; the Python clients' logs also begin
@@ -129,12 +131,15 @@ def describe_difference(got: list[Entry], expected: list[Entry]) -> str:
             f"{len(missing)}: {short(missing)}; not expected {len(extra)}: {short(extra)}")
 
 
-def wait_compacted(read_all, written: list[Entry], what: str) -> list[Entry]:
+def wait_compacted(read_all, written: list[Entry], what: str, end: int | None = None
+                   ) -> list[Entry]:
     """Read the topic with `read_all()` (returns its records and the offset the reader ended
     at) until it is exactly the latest record of every key of `written`, and the reader ended
-    at the high watermark, just past the last record written. Returns that read."""
+    at the high watermark `end` (by default just past the last record written). Returns that
+    read."""
     expected = latest_per_key(written)
-    end = max(offset for offset, _, _ in written) + 1
+    if end is None:
+        end = max(offset for offset, _, _ in written) + 1
     last: list = [None]
 
     def compacted():
@@ -263,6 +268,38 @@ def test_confluent_reads_a_compacted_changelog(compaction_broker, topic, replica
     assert any(value is None for _, _, value in compacted), "tombstones are read"
     if replication == 1:
         assert_begins_with_an_empty_batch(compaction_broker, topic)
+
+
+def test_confluent_reads_a_compacted_transactional_changelog(compaction_broker, topic,
+                                                            replication):
+    """librdkafka's transactional producer writes the changelog in transactions of 30 records,
+    every third one aborted after its records were written; a read_committed consumer reading
+    from offset 0 ends up seeing exactly the latest committed record of each key (records of
+    committed transactions superseded by later committed ones go, aborted ones go whole, also
+    where they are a key's latest), and its end of partition is the high watermark: no
+    transaction is left open."""
+    bootstrap = compaction_broker.bootstrap
+    ck_create(bootstrap, topic, replication=replication)
+    producer = ck_producer(bootstrap, **{"transactional.id": f"{topic}-changelog"})
+    producer.init_transactions(CLIENT_TIMEOUT_S)
+    plan = changelog(keys=60)
+    committed: list[Entry] = []
+    for number, start in enumerate(range(0, len(plan), 30)):
+        producer.begin_transaction()
+        written = ck_write(producer, topic, plan[start:start + 30])
+        if number % 3 == 2:
+            producer.abort_transaction(CLIENT_TIMEOUT_S)
+        else:
+            producer.commit_transaction(CLIENT_TIMEOUT_S)
+            committed += written
+    watermarks = ck_consumer(bootstrap)
+    try:
+        _, high_watermark = watermarks.get_watermark_offsets(
+            TopicPartition(topic, 0), timeout=CLIENT_TIMEOUT_S)
+    finally:
+        watermarks.close()
+    wait_compacted(lambda: ck_read_all(bootstrap, topic), committed,
+                   "librdkafka read_committed", end=high_watermark)
 
 
 @SINGLE_NODE
