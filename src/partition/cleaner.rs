@@ -18,7 +18,7 @@
 //!    `delete.retention.ms` ago. A batch keeps its offsets and producer fields; one left
 //!    empty is kept (empty) while it is its producer's last, so that the producer state
 //!    survives a rebuild from the log, as Kafka keeps it, and goes at the first pass after
-//!    the producer wrote another batch.
+//!    the producer wrote another batch or expired.
 //!
 //! Transactions, as Kafka's cleaner treats them (`CleanedTransactionMetadata`): records of
 //! committed transactions are mapped and cleaned like any others; batches of aborted
@@ -634,14 +634,16 @@ impl Partition {
             .any(|(aborted, first_offset)| *aborted == producer_id && *first_offset <= base_offset)
     }
 
-    /// Whether the batch at `base_offset` is the last the partition knows of `producer_id`.
+    /// Whether the batch at `base_offset` is the last the partition knows of `producer_id`: not
+    /// of a producer it forgot (expired after `--producer-id-expiration-ms`, as Kafka keeps
+    /// only its active producers' last batches).
     fn is_last_batch_of(&self, producer_id: i64, base_offset: Offset) -> bool {
         producer_id >= 0
             && self
                 .producers
                 .borrow()
                 .last_batch_offset(producer_id)
-                .is_none_or(|last| last <= base_offset)
+                .is_some_and(|last| last <= base_offset)
     }
 }
 

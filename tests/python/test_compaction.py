@@ -12,7 +12,7 @@ with such an empty batch. Beside that: an idempotent producer whose every batch 
 away keeps producing, with the same producer id, epoch and the next sequence, also after the
 broker restarts (SIGKILL, then SIGTERM) and rebuilds its producer state from the log, where
 the producer's only trace is its last batch kept empty; such an empty batch goes once the
-producer wrote a later one; a consumer group's offset committed into a gap of a compacted log
+producer wrote a later one, or once the partition forgot the producer (expired); a consumer group's offset committed into a gap of a compacted log
 survives a broker restart and the group resumes from it; a record without a key is refused
 (INVALID_RECORD) by kafka-python and kafkajs (test_confluent.py has librdkafka's case).
 
@@ -373,6 +373,27 @@ def test_confluent_a_superseded_empty_batch_goes_at_the_next_pass(compaction_bro
     assert [(b[0], b[5]) for b in ours_on_disk] == [(ours[0], 0)], (
         f"the idempotent producer's batches on disk: {ours_on_disk} (base, last, producer id, "
         f"epoch, base sequence, records); only its last, at {ours[0]}, should be left")
+
+
+@SINGLE_NODE
+def test_confluent_an_expired_producers_empty_batch_goes(broker_factory, topic):
+    """The empty batch kept for an idempotent producer's last batch goes once the partition
+    forgot the producer (`--producer-id-expiration-ms`), as Kafka keeps only its active
+    producers' last batches: later writes of another producer bring passes that remove it."""
+    broker = broker_factory(*BROKER_FLAGS, "--producer-id-expiration-ms", "1000")
+    ck_create(broker.bootstrap, topic)
+    idempotent = ck_producer(broker.bootstrap, **{"enable.idempotence": True})
+    overwriter = ck_producer(broker.bootstrap)
+    ck_write(idempotent, topic, [("key-0", "key-0@ours")])
+    ticks = iter(range(1_000_000))
+
+    def forgotten():
+        tick = next(ticks)
+        ck_write(overwriter, topic, [("key-0", f"key-0@over-{tick}")])
+        return not [b for b in batches_on_disk(broker, topic) if b[2] >= 0]
+
+    wait_until(forgotten, COMPACTED_WITHIN_S,
+               what="the expired idempotent producer's batch to go")
 
 
 @SINGLE_NODE
