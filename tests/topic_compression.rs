@@ -127,3 +127,75 @@ fn unknown_compression_types_are_refused() {
         );
     }
 }
+
+/// Batches recompressed off the shard keep their place: an idempotent producer's produce
+/// requests pipelined on one connection into a zstd topic, every other one sent in zstd
+/// (stored as it is) and the rest uncompressed or in gzip (recompressed on the shard's helper
+/// thread), are all accepted in the order sent, at consecutive offsets (a batch overtaking
+/// another would be OUT_OF_ORDER_SEQUENCE), and read back in that order; and so they are on a
+/// partition owned by the other shard than the connection's.
+#[test]
+fn recompressed_batches_keep_their_order() {
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let broker = Broker::start_with(Launch::default(), &[]);
+    let topic = "ordered-zstd";
+    create_topic_with_configs(broker.port, topic, 2, &[("compression.type", "zstd")]);
+    let mut conn = RawConn::connect(broker.port);
+    for partition in 0..2 {
+        let mut sent = Vec::new();
+        let mut correlation_ids = Vec::new();
+        let producer_id = 40 + i64::from(partition);
+        for index in 0..40 {
+            let compression = match index % 4 {
+                1 => Compression::None,
+                3 => Compression::Gzip,
+                _ => Compression::Zstd,
+            };
+            let values: Vec<Vec<u8>> = (0..3)
+                .map(|i| {
+                    format!("{partition}-{index}-{i}-")
+                        .repeat(2000)
+                        .into_bytes()
+                })
+                .collect();
+            let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+            let batch = record_batch(&slices, now_ms(), compression);
+            let batch = with_producer(&batch, producer_id, 0, 3 * index, 0);
+            let request = produce_request(topic, partition, batch, -1);
+            correlation_ids.push(conn.send_request(&request, 9).expect("send"));
+            sent.extend(values.into_iter().map(Bytes::from));
+        }
+        for (index, correlation_id) in correlation_ids.into_iter().enumerate() {
+            let response = conn
+                .recv_response::<ProduceRequest>(correlation_id, 9)
+                .expect("a response");
+            let response: ProduceResponse = response;
+            let answer = &response.responses[0].partition_responses[0];
+            assert_eq!(
+                (answer.error_code, answer.base_offset),
+                (0, 3 * index as i64),
+                "partition {partition}, batch {index}"
+            );
+        }
+        let mut values = Vec::new();
+        let mut offset = 0;
+        while values.len() < sent.len() {
+            let request = fetch_request(topic, partition, offset, 0, 1, 8 << 20);
+            let response: FetchResponse = conn.request(&request, 12);
+            let data = single_partition(&response);
+            let mut records = data.records.clone().unwrap_or_default();
+            let (batches, _) = parse_batches(&records);
+            assert!(batches.iter().all(|batch| batch.compression() == 4));
+            for set in RecordBatchDecoder::decode_all(&mut records).expect("decode") {
+                for record in set.records.into_iter().filter(|r| r.offset >= offset) {
+                    values.extend(record.value);
+                }
+            }
+            offset = batches.last().expect("batches").last_offset() + 1;
+        }
+        assert_eq!(
+            values, sent,
+            "partition {partition}: the records in the order sent"
+        );
+    }
+}

@@ -23,6 +23,7 @@ mod cleaner;
 mod epochs;
 mod flush;
 mod lifecycle;
+mod line;
 mod produce;
 pub mod producer_snapshot;
 pub mod producer_state;
@@ -41,12 +42,13 @@ use std::rc::Rc;
 
 use crate::metadata::topic_config::TopicConfig;
 use crate::metrics::{PartitionMetrics, ShardMetrics};
-use crate::runtime::TaskQueueHandle;
+use crate::runtime::{LazyWorker, TaskQueueHandle};
 use crate::storage::Log;
 use crate::sync::{FairLock, Notify};
 use producers::Producers;
 
 pub use cleaner::{CleanStats, KeyMap};
+pub use line::Place;
 pub use read::first_record_at_or_after;
 pub use replicated::PreparedEntry;
 pub use requests::{
@@ -75,6 +77,19 @@ pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 pub struct ShardContext {
     pub flush_queue: TaskQueueHandle,
     pub metrics: Rc<ShardMetrics>,
+    /// The helper thread that recompresses produced batches (see `produce`), started by the
+    /// first batch a topic's `compression.type` recompresses.
+    pub compressor: LazyWorker,
+}
+
+impl ShardContext {
+    pub fn new(flush_queue: TaskQueueHandle, metrics: Rc<ShardMetrics>) -> ShardContext {
+        ShardContext {
+            flush_queue,
+            metrics,
+            compressor: LazyWorker::new("corelog-compress"),
+        }
+    }
 }
 
 /// One partition of a topic, owned by this shard.
@@ -88,6 +103,8 @@ pub struct Partition {
     epochs: RefCell<EpochHistory>,
     /// Held while producer snapshots are written or pruned, so that they come in order.
     snapshots: FairLock,
+    /// Produced batches in the order they arrived (see `line`).
+    line: line::Line,
     /// Woken whenever the high watermark advances, the log start moves, or the partition fails.
     durable: Notify,
     /// Set after a failed write or sync: nothing more is acknowledged from this partition.
@@ -124,6 +141,7 @@ impl Partition {
             producers: RefCell::new(producers),
             epochs: RefCell::new(epochs),
             snapshots: FairLock::new(),
+            line: line::Line::default(),
             durable: Notify::new(),
             failed: Cell::new(false),
             out_of_space: Cell::new(false),

@@ -2,7 +2,8 @@
 //! with the log end offset, stage it in the log, start the flush, and answer once the flush
 //! settled the batch's ticket. Validation reads the batch header only, except on a compacted
 //! topic, where every record must have a key, and on a topic whose `compression.type` names a
-//! codec, where a batch in another codec is recompressed.
+//! codec, where a batch in another codec is recompressed on the shard's helper thread, the
+//! batches behind it keeping their order (`line`).
 
 use crate::ids::Offset;
 use std::rc::Rc;
@@ -10,6 +11,7 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 
+use super::line::Place;
 use super::{Partition, ProduceInput, ProduceOutput, RecordError, LEADER_EPOCH};
 use crate::metadata::now_ms;
 use crate::metadata::topic_config::{TimestampType, TopicCompression};
@@ -32,7 +34,13 @@ impl Partition {
             let message = format!("one replica in sync, fewer than min.insync.replicas={wanted}");
             return self.error(ResponseError::NotEnoughReplicas, &message);
         }
-        let staged = match self.append(input.records) {
+        let (accepted, place) = match self.accept(input.records).await {
+            Ok(accepted) => accepted,
+            Err(output) => return output,
+        };
+        let staged = self.append(accepted);
+        drop(place);
+        let staged = match staged {
             Ok(staged) => staged,
             Err(output) => return output,
         };
@@ -46,14 +54,15 @@ impl Partition {
         self.wait_durable(&staged).await
     }
 
-    /// Validates and stages one produce payload. Returns the offsets it was given, or the
-    /// error to answer with. Nothing is durable until `wait_durable` says so.
-    fn append(&self, records: Option<Bytes>) -> Result<Staged, ProduceOutput> {
+    /// Stages one accepted batch after checking it against its producer's state. Returns the
+    /// offsets it was given, or the error to answer with. Nothing is durable until
+    /// `wait_durable` says so.
+    fn append(&self, accepted: Accepted) -> Result<Staged, ProduceOutput> {
         let Accepted {
             records,
             summary,
             log_append_time,
-        } = self.accept(records)?;
+        } = accepted;
         let producer = producer_of(&summary);
         if let Some(producer) = &producer {
             let checked = self.producers.borrow().check(producer);
@@ -123,47 +132,90 @@ impl Partition {
 
     /// The checks every produced batch passes before it is given offsets, here or by a
     /// partition's Raft group: the partition is online, the payload one valid batch the
-    /// topic takes. Also the append time, for a topic that stamps it.
-    pub(super) fn accept(&self, records: Option<Bytes>) -> Result<Accepted, ProduceOutput> {
+    /// topic takes, in the topic's codec. Also the append time, for a topic that stamps it.
+    /// With the batch comes its place in line (see `line`), to be held until the batch is
+    /// staged or proposed; none when it went straight on, as every batch does that needs no
+    /// recompression while no other waits.
+    pub(super) async fn accept(
+        &self,
+        records: Option<Bytes>,
+    ) -> Result<(Accepted, Option<Place>), ProduceOutput> {
+        self.check_online()?;
+        let records = records.unwrap_or_default();
+        let summary = self.validate(&records)?;
+        let codec = self.recompressed_codec(&summary);
+        if codec.is_none() && self.line.is_clear() {
+            return Ok((self.accepted(records, summary), None));
+        }
+        let place = self.line.take_place();
+        let (records, summary) = match codec {
+            Some(codec) => self.recompress(records, codec).await?,
+            None => (records, summary),
+        };
+        place.turn().await;
+        self.check_online()?;
+        Ok((self.accepted(records, summary), Some(place)))
+    }
+
+    fn check_online(&self) -> Result<(), ProduceOutput> {
         if self.failed.get() {
             return Err(self.error(ResponseError::KafkaStorageError, "partition is offline"));
         }
-        let records = records.unwrap_or_default();
-        let summary = self.validate(&records)?;
-        let (records, summary) = self.recompress(records, summary)?;
+        Ok(())
+    }
+
+    fn accepted(&self, records: Bytes, summary: BatchSummary) -> Accepted {
         let log_append_time = match self.config.borrow().timestamp_type {
             TimestampType::LogAppendTime => Some(now_ms()),
             TimestampType::CreateTime => None,
         };
-        Ok(Accepted {
+        Accepted {
             records,
             summary,
             log_append_time,
-        })
+        }
     }
 
-    /// The batch in the topic's `compression.type`, recompressed if it came in another codec
-    /// (records that do not parse refuse it, as Kafka's `LogValidator` refuses them), and
-    /// held to `max.message.bytes` again at its new size. Only such a topic pays for it.
-    fn recompress(
-        &self,
-        records: Bytes,
-        summary: BatchSummary,
-    ) -> Result<(Bytes, BatchSummary), ProduceOutput> {
+    /// The codec a batch is to be recompressed into: the topic's `compression.type` when it
+    /// names one the batch is not in. Only such a topic pays for more than this look.
+    fn recompressed_codec(&self, summary: &BatchSummary) -> Option<Compression> {
         let codec = match self.config.borrow().compression {
-            TopicCompression::Producer => return Ok((records, summary)),
+            TopicCompression::Producer => return None,
             TopicCompression::Uncompressed => Compression::None,
             TopicCompression::Gzip => Compression::Gzip,
             TopicCompression::Snappy => Compression::Snappy,
             TopicCompression::Lz4 => Compression::Lz4,
             TopicCompression::Zstd => Compression::Zstd,
         };
-        if summary.compression == codec {
-            return Ok((records, summary));
-        }
+        (summary.compression != codec).then_some(codec)
+    }
+
+    /// The batch recompressed into `codec` on the shard's helper thread (`runtime::Worker`,
+    /// pinned to the shard's core under `SCHED_IDLE`), so that the shard's other requests
+    /// never wait behind it (a MiB of gzip takes tens of milliseconds); here if the helper
+    /// cannot be started. Records that do not parse refuse the batch, as Kafka's
+    /// `LogValidator` refuses them, and the new size is held to `max.message.bytes` again.
+    async fn recompress(
+        &self,
+        records: Bytes,
+        codec: Compression,
+    ) -> Result<(Bytes, BatchSummary), ProduceOutput> {
+        let recompressed = match self.shard.compressor.get() {
+            Ok(worker) => {
+                let ran = worker
+                    .run(move || records::recompress(&records, codec))
+                    .await;
+                ran.value
+            }
+            Err(error) => {
+                let (topic, partition) = (&self.tp.topic, self.tp.partition);
+                tracing::warn!(%topic, %partition, %error, "cannot start the compression thread; recompressing on the shard");
+                records::recompress(&records, codec)
+            }
+        };
         let refused =
             |error: records::RecordsError| self.error_code(error.error_code(), &error.to_string());
-        let batch = records::recompress(&records, codec).map_err(refused)?;
+        let batch = recompressed.map_err(refused)?;
         let max = self.config.borrow().max_message_bytes.max(0) as usize;
         if batch.len() > max {
             let message = format!(

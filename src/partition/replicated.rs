@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::line::Place;
 use super::produce::Accepted;
 use super::{Partition, ProduceOutput, ShardContext, TopicPartition};
 use crate::ids::{LeaderEpoch, Offset};
@@ -140,12 +141,19 @@ impl Partition {
     /// A client batch for the leader to propose, checked as `produce` checks one, with the
     /// append time stamped for a topic that takes it (so that every replica stores the same
     /// bytes). Its offsets and epoch are stamped when each replica appends it.
-    pub fn prepare_entry(&self, records: Option<Bytes>) -> Result<PreparedEntry, ProduceOutput> {
-        let Accepted {
-            records,
-            summary,
-            log_append_time,
-        } = self.accept(records)?;
+    /// With the entry comes its place in line (see `accept`), to be held until it is proposed.
+    pub async fn prepare_entry(
+        &self,
+        records: Option<Bytes>,
+    ) -> Result<(PreparedEntry, Option<Place>), ProduceOutput> {
+        let (
+            Accepted {
+                records,
+                summary,
+                log_append_time,
+            },
+            place,
+        ) = self.accept(records).await?;
         let batch = match log_append_time {
             Some(now) => {
                 let batch = BytesMut::from(&records[..]);
@@ -153,12 +161,13 @@ impl Partition {
             }
             None => records,
         };
-        Ok(PreparedEntry {
+        let entry = PreparedEntry {
             batch,
             log_append_time_ms: log_append_time.unwrap_or(-1),
             records: summary.record_count as u64,
             bytes: summary.batch_bytes as u64,
-        })
+        };
+        Ok((entry, place))
     }
 
     /// The answer to the producer of `entry` once its Raft group committed it at `base_offset`.

@@ -72,10 +72,10 @@ async fn open(dir: &Path) -> Rc<Partition> {
 }
 
 fn shard_context() -> Rc<ShardContext> {
-    Rc::new(ShardContext {
-        flush_queue: runtime::task_queue("flush", 1000, Latency::NotImportant),
-        metrics: Rc::new(ShardMetrics::new(1)),
-    })
+    Rc::new(ShardContext::new(
+        runtime::task_queue("flush", 1000, Latency::NotImportant),
+        Rc::new(ShardMetrics::new(1)),
+    ))
 }
 
 async fn open_on(

@@ -564,23 +564,30 @@ impl Replica {
     }
 
     /// `propose`, answered at `until`: the answer of `Until::DurableHere` gives the offsets
-    /// the entry has in this leader's log, which no other replica may hold yet.
-    pub async fn propose_until(
+    /// the entry has in this leader's log, which no other replica may hold yet. The proposal
+    /// is made by the call, so that proposals come in the order of the calls, whenever their
+    /// answers are awaited.
+    pub fn propose_until(
         &self,
         batch: Bytes,
         until: Until,
-    ) -> Result<Committed, ProposeError> {
-        if self.stopped.get() {
-            return Err(ProposeError::Stopped);
+    ) -> impl std::future::Future<Output = Result<Committed, ProposeError>> + 'static {
+        let answered = (!self.stopped.get()).then(|| {
+            let (tx, answered) = oneshot::channel();
+            let answer = Answer { tx, until };
+            self.pending
+                .borrow_mut()
+                .proposals
+                .push((batch, answer, false));
+            self.stir();
+            answered
+        });
+        async move {
+            match answered {
+                Some(answered) => answered.await.unwrap_or(Err(ProposeError::Stopped)),
+                None => Err(ProposeError::Stopped),
+            }
         }
-        let (tx, answered) = oneshot::channel();
-        let answer = Answer { tx, until };
-        self.pending
-            .borrow_mut()
-            .proposals
-            .push((batch, answer, false));
-        self.stir();
-        answered.await.unwrap_or(Err(ProposeError::Stopped))
     }
 
     /// Proposes moving every replica's log start up to `log_start` (DeleteRecords, retention),

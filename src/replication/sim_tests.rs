@@ -196,10 +196,10 @@ struct Cluster {
 impl Cluster {
     fn new(seed: u64, mode: Mode) -> Rc<Cluster> {
         let clock = SimClock::install(1_700_000_000_000);
-        let shard = Rc::new(ShardContext {
-            flush_queue: runtime::task_queue("flush", 1000, Latency::NotImportant),
-            metrics: Rc::new(ShardMetrics::new(1)),
-        });
+        let shard = Rc::new(ShardContext::new(
+            runtime::task_queue("flush", 1000, Latency::NotImportant),
+            Rc::new(ShardMetrics::new(1)),
+        ));
         let mut random = Seeded::new(seed);
         let size = if random.coin() { 3 } else { 5 };
         let crash_per_million = 1_000 + random.below(29_000) as u32;

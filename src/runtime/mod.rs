@@ -18,7 +18,7 @@ mod worker;
 
 pub use clock::sleep;
 pub use mesh::{Mesh, MeshPort, Reply};
-pub use worker::{Ran, Worker};
+pub use worker::{LazyWorker, Ran, Worker};
 
 pub use glommio::channels::local_channel;
 pub use glommio::net::{TcpListener, TcpStream};

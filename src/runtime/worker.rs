@@ -13,7 +13,9 @@
 //!
 //! Per-shard: made and used on the shard's thread.
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -99,6 +101,31 @@ impl Worker {
             }
             self.bell.wait().await;
         }
+    }
+}
+
+/// A worker started by its first job, so that a shard that never needs one has no thread.
+/// Per-shard.
+pub struct LazyWorker {
+    name: &'static str,
+    worker: OnceCell<Rc<Worker>>,
+}
+
+impl LazyWorker {
+    pub fn new(name: &'static str) -> LazyWorker {
+        LazyWorker {
+            name,
+            worker: OnceCell::new(),
+        }
+    }
+
+    /// The worker, started now if it was not yet.
+    pub fn get(&self) -> std::io::Result<Rc<Worker>> {
+        if let Some(worker) = self.worker.get() {
+            return Ok(worker.clone());
+        }
+        let worker = Worker::start(self.name)?;
+        Ok(self.worker.get_or_init(|| Rc::new(worker)).clone())
     }
 }
 

@@ -12,21 +12,21 @@
 //!
 //! Per-shard (`ShardNet::password_checks`).
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::limits;
 use crate::metrics::{self, ShardMetrics};
 use crate::quota::TokenBucket;
-use crate::runtime::{self, Semaphore, Worker};
+use crate::runtime::{self, LazyWorker, Semaphore, Worker};
 use crate::security::sasl::{PlainCheck, SaslError, SaslProgress};
 
 pub struct PasswordChecks {
     /// One check at a time, so that the budget is looked at before each.
     slot: Semaphore,
     /// Started at the first check: a broker without PLAIN logins has no helper thread.
-    worker: OnceCell<Rc<Worker>>,
+    worker: LazyWorker,
     /// Microseconds of derivation, filling at the share of one core.
     budget: RefCell<TokenBucket>,
     origin: Instant,
@@ -36,7 +36,7 @@ impl Default for PasswordChecks {
     fn default() -> Self {
         PasswordChecks {
             slot: Semaphore::new(1),
-            worker: OnceCell::new(),
+            worker: LazyWorker::new("corelog-password"),
             budget: RefCell::new(TokenBucket::new(budget_rate(), 0.0)),
             origin: Instant::now(),
         }
@@ -85,14 +85,10 @@ impl PasswordChecks {
     }
 
     fn worker(&self) -> Result<Rc<Worker>, SaslError> {
-        if let Some(worker) = self.worker.get() {
-            return Ok(worker.clone());
-        }
-        let worker = Worker::start("corelog-password").map_err(|error| {
+        self.worker.get().map_err(|error| {
             tracing::error!(%error, "cannot start the password-check thread");
             SaslError("the password check is unavailable".into())
-        })?;
-        Ok(self.worker.get_or_init(|| Rc::new(worker)).clone())
+        })
     }
 
     fn now_ms(&self) -> f64 {

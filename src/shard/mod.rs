@@ -164,10 +164,7 @@ pub async fn run(
         background: runtime::task_queue("background", 100, Latency::NotImportant),
     };
     let metrics = Rc::new(ShardMetrics::new(config.shards));
-    let partition_context = Rc::new(ShardContext {
-        flush_queue: queues.flush,
-        metrics: metrics.clone(),
-    });
+    let partition_context = Rc::new(ShardContext::new(queues.flush, metrics.clone()));
     let shard = Rc::new(Shard {
         id: ShardId(port.id()),
         count: config.shards,

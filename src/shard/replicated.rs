@@ -486,8 +486,8 @@ pub(super) async fn produce_on_replica(replica: Rc<Replica>, input: ProduceInput
             "not the partition's leader",
         );
     }
-    let entry = match partition.prepare_entry(input.records) {
-        Ok(entry) => entry,
+    let (entry, place) = match partition.prepare_entry(input.records).await {
+        Ok(prepared) => prepared,
         Err(refused) => return refused,
     };
     let wanted = partition.min_insync_replicas();
@@ -496,9 +496,12 @@ pub(super) async fn produce_on_replica(replica: Rc<Replica>, input: ProduceInput
         let message = format!("fewer than min.insync.replicas={wanted} replicas in sync");
         return partition.error(ResponseError::NotEnoughReplicas, &message);
     }
+    // Proposed in line: the proposal takes its place in the log order when made.
     if input.acks == 0 {
+        let proposal = replica.propose_until(entry.batch, Until::Committed);
+        drop(place);
         runtime::spawn_local(async move {
-            let _ = replica.propose(entry.batch).await;
+            let _ = proposal.await;
         })
         .detach();
         return ProduceOutput::default();
@@ -507,7 +510,9 @@ pub(super) async fn produce_on_replica(replica: Rc<Replica>, input: ProduceInput
         1 => Until::DurableHere,
         _ => Until::Committed,
     };
-    match replica.propose_until(entry.batch.clone(), until).await {
+    let proposal = replica.propose_until(entry.batch.clone(), until);
+    drop(place);
+    match proposal.await {
         // Kafka's answer when the in-sync replicas shrank while the batch was committed: it
         // is written, but not as redundantly as the producer asked.
         Ok(_) if too_few(replica.in_sync().len()) => {
